@@ -1,0 +1,1 @@
+"""plugins/osi_linux"""
