@@ -1,0 +1,141 @@
+"""The board: where RAM and devices live, which interrupts they raise, and its device tree.
+
+A ``linux,dummy-virt`` board in the spirit of QEMU's ``-M virt``, cut down to
+what the Debian armmp kernel needs with no arch timer (Unicorn's generic timer
+never interrupts): GICv2, an SP804 for clockevent/clocksource/sched_clock, a
+PL011 console, and PSCI over SMC.  The device tree is built in Python (``fdt``).
+"""
+
+from dataclasses import dataclass
+
+import fdt
+
+RAM_BASE = 0x40000000
+GICD_BASE = 0x08000000
+GICC_BASE = 0x08010000
+GICC_SIZE = 0x2000
+UART_BASE = 0x09000000
+TIMER_BASE = 0x09010000
+MMIO_SIZE = 0x1000
+
+# Shared peripheral interrupts (GIC SPI numbers; the interrupt ID is 32 + n).
+UART_SPI = 1
+TIMER_SPI = 2
+NUM_IRQS = 96
+
+#: Offset of the kernel image from the start of RAM (the ARM boot protocol's TEXT_OFFSET).
+KERNEL_OFFSET = 0x8000
+
+PHANDLE_GIC = 1
+PHANDLE_APB_PCLK = 2
+PHANDLE_TIMCLK = 3
+
+TIMCLK_HZ = 1_000_000
+APB_PCLK_HZ = 24_000_000
+IRQ_TYPE_LEVEL_HIGH = 4
+GIC_SPI = 0
+
+
+@dataclass(frozen=True)
+class BootLayout:
+    """Where the boot loader puts things in guest physical memory."""
+
+    ram_size: int
+    kernel: int
+    dtb: int
+    initrd: int
+    initrd_size: int
+
+
+def plan_layout(ram_size: int, kernel_size: int, initrd_size: int, dtb_reserve: int = 0x10000) -> BootLayout:
+    """Place the initrd and DTB high in RAM, clear of the kernel and its BSS.
+
+    The kernel decompresses/relocates itself and grows its BSS upward from the
+    load address, so the boot data goes at the top of RAM, page aligned.
+    """
+    top = RAM_BASE + ram_size
+    initrd = (top - initrd_size - 0x100000) & ~0xFFF
+    dtb = (initrd - dtb_reserve) & ~0xFFF
+    kernel = RAM_BASE + KERNEL_OFFSET
+    # A kernel needs room for itself plus BSS and early page tables; 4x its size is generous.
+    if dtb < kernel + 4 * kernel_size:
+        raise ValueError(
+            f"{ram_size >> 20} MiB of RAM is too small for a {kernel_size >> 20} MiB kernel "
+            f"and a {initrd_size >> 20} MiB initrd"
+        )
+    return BootLayout(ram_size, kernel, dtb, initrd, initrd_size)
+
+
+def device_tree(layout: BootLayout, bootargs: str) -> bytes:
+    """The DTB the kernel boots with (r2 points at it)."""
+    tree = fdt.FDT()
+    root = tree.root
+    root.append(fdt.PropStrings("compatible", "linux,dummy-virt"))
+    root.append(fdt.PropStrings("model", "qppsuite ARM virtual board"))
+    root.append(fdt.PropWords("#address-cells", 1))
+    root.append(fdt.PropWords("#size-cells", 1))
+    root.append(fdt.PropWords("interrupt-parent", PHANDLE_GIC))
+
+    chosen = fdt.Node("chosen")
+    chosen.append(fdt.PropStrings("bootargs", bootargs))
+    chosen.append(fdt.PropStrings("stdout-path", f"/pl011@{UART_BASE:x}"))
+    if layout.initrd_size:
+        chosen.append(fdt.PropWords("linux,initrd-start", layout.initrd))
+        chosen.append(fdt.PropWords("linux,initrd-end", layout.initrd + layout.initrd_size))
+    root.append(chosen)
+
+    memory = fdt.Node(f"memory@{RAM_BASE:x}")
+    memory.append(fdt.PropStrings("device_type", "memory"))
+    memory.append(fdt.PropWords("reg", RAM_BASE, layout.ram_size))
+    root.append(memory)
+
+    cpus = fdt.Node("cpus")
+    cpus.append(fdt.PropWords("#address-cells", 1))
+    cpus.append(fdt.PropWords("#size-cells", 0))
+    cpu = fdt.Node("cpu@0")
+    cpu.append(fdt.PropStrings("device_type", "cpu"))
+    cpu.append(fdt.PropStrings("compatible", "arm,cortex-a15"))
+    cpu.append(fdt.PropWords("reg", 0))
+    cpus.append(cpu)
+    root.append(cpus)
+
+    psci = fdt.Node("psci")
+    psci.append(fdt.PropStrings("compatible", "arm,psci-0.2", "arm,psci"))
+    psci.append(fdt.PropStrings("method", "smc"))
+    root.append(psci)
+
+    gic = fdt.Node(f"intc@{GICD_BASE:x}")
+    gic.append(fdt.PropStrings("compatible", "arm,cortex-a15-gic"))
+    gic.append(fdt.Property("interrupt-controller"))
+    gic.append(fdt.PropWords("#interrupt-cells", 3))
+    gic.append(fdt.PropWords("reg", GICD_BASE, MMIO_SIZE, GICC_BASE, GICC_SIZE))
+    gic.append(fdt.PropWords("phandle", PHANDLE_GIC))
+    root.append(gic)
+
+    for name, phandle, hz in (("apb-pclk", PHANDLE_APB_PCLK, APB_PCLK_HZ), ("timclk", PHANDLE_TIMCLK, TIMCLK_HZ)):
+        clk = fdt.Node(name)
+        clk.append(fdt.PropStrings("compatible", "fixed-clock"))
+        clk.append(fdt.PropWords("#clock-cells", 0))
+        clk.append(fdt.PropWords("clock-frequency", hz))
+        clk.append(fdt.PropStrings("clock-output-names", name))
+        clk.append(fdt.PropWords("phandle", phandle))
+        root.append(clk)
+
+    uart = fdt.Node(f"pl011@{UART_BASE:x}")
+    uart.append(fdt.PropStrings("compatible", "arm,pl011", "arm,primecell"))
+    uart.append(fdt.PropWords("reg", UART_BASE, MMIO_SIZE))
+    uart.append(fdt.PropWords("interrupts", GIC_SPI, UART_SPI, IRQ_TYPE_LEVEL_HIGH))
+    uart.append(fdt.PropWords("clocks", PHANDLE_APB_PCLK, PHANDLE_APB_PCLK))
+    uart.append(fdt.PropStrings("clock-names", "uartclk", "apb_pclk"))
+    root.append(uart)
+
+    timer = fdt.Node(f"timer@{TIMER_BASE:x}")
+    timer.append(fdt.PropStrings("compatible", "arm,sp804", "arm,primecell"))
+    timer.append(fdt.PropWords("reg", TIMER_BASE, MMIO_SIZE))
+    timer.append(fdt.PropWords("interrupts", GIC_SPI, TIMER_SPI, IRQ_TYPE_LEVEL_HIGH))
+    timer.append(fdt.PropWords("clocks", PHANDLE_TIMCLK, PHANDLE_TIMCLK, PHANDLE_APB_PCLK))
+    timer.append(fdt.PropStrings("clock-names", "timclken1", "timclken2", "apb_pclk"))
+    root.append(timer)
+
+    blob: bytes = tree.to_dtb(version=17)
+    return blob
