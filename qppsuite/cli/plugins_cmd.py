@@ -15,10 +15,14 @@ from rich.console import Console
 from rich.table import Table
 
 from qppsuite.cli import app
-from qppsuite.core.qpp import Plugin, discover, exported_functions, plugin_description, resolve
+from qppsuite.core.events import CorePlugin
+from qppsuite.core.qpp import Plugin, PluginSource, discover, exported_functions, plugin_description, resolve
 from qppsuite.errors import PluginError
 
 console = Console()
+
+# The machine adds these itself on every run; listing them shows the callbacks plugins build on.
+HOST_PLUGINS = {"core": PluginSource("host", "qppsuite.core.events.CorePlugin", cls=CorePlugin)}
 
 
 @app.command("plugins")
@@ -31,7 +35,7 @@ def plugins(
     if name is None:
         console.print(_overview())
         return
-    source = resolve(name)
+    source = HOST_PLUGINS[name] if name in HOST_PLUGINS else resolve(name)
     cls = source.plugin_class()
     console.print(f"[bold]{cls.name}[/] — {plugin_description(cls) or '(no description)'}", highlight=False)
     console.print(f"source: {source}", highlight=False)
@@ -47,7 +51,7 @@ def _overview() -> Table:
     table = Table(title="Available plugins", title_justify="left")
     for column in ("Plugin", "Source", "Description", "Requires", "Arguments", "Exports", "Callbacks"):
         table.add_column(column)
-    for plugin_name, source in sorted(discover().items()):
+    for plugin_name, source in [*HOST_PLUGINS.items(), *sorted(discover().items())]:
         try:
             cls = source.plugin_class()
         except PluginError as err:

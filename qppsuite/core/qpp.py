@@ -76,9 +76,7 @@ class Arg:
 
     __slots__ = ("choices", "default", "help", "type")
 
-    def __init__(
-        self, type: type, default: Any, help: str = "", choices: Sequence[Any] | None = None
-    ) -> None:
+    def __init__(self, type: type, default: Any, help: str = "", choices: Sequence[Any] | None = None) -> None:
         if type not in _ARG_TYPE_NAMES:
             raise PluginError(
                 f"plugin argument type {getattr(type, '__name__', type)!r} is not supported; "
@@ -384,9 +382,7 @@ class PluginSource:
             loaded = _guarded_import(entry.load, self)
             found = _class_from_module(loaded, self) if isinstance(loaded, ModuleType) else loaded
         else:
-            found = _class_from_module(
-                _guarded_import(lambda: importlib.import_module(self.location), self), self
-            )
+            found = _class_from_module(_guarded_import(lambda: importlib.import_module(self.location), self), self)
         return _validated(found, self)
 
 
@@ -458,9 +454,7 @@ def _validated(found: object, source: PluginSource) -> type[Plugin]:
         raise PluginError(f"{label}: `requires` must be a tuple of plugin names, got {cls.requires!r}")
     if name in cls.requires:
         raise PluginError(f"{label} requires itself")
-    if isinstance(cls.callbacks, str) or not all(
-        isinstance(c, str) and _NAME_RE.match(c) for c in cls.callbacks
-    ):
+    if isinstance(cls.callbacks, str) or not all(isinstance(c, str) and _NAME_RE.match(c) for c in cls.callbacks):
         raise PluginError(f"{label}: `callbacks` must be a tuple of identifiers, got {cls.callbacks!r}")
     if len(set(cls.callbacks)) != len(cls.callbacks):
         raise PluginError(f"{label} declares a callback twice: {', '.join(cls.callbacks)}")
@@ -556,9 +550,7 @@ class QPP:
         missing = [r for r in cls.requires if r not in self._plugins]
         if missing:
             raise PluginError(
-                _unknown(
-                    f"host plugin '{cls.name}' requires '{missing[0]}'", missing[0], self._plugins, "loaded"
-                )
+                _unknown(f"host plugin '{cls.name}' requires '{missing[0]}'", missing[0], self._plugins, "loaded")
             )
         self._activate(plugin, source, bind_args(cls, {}))
 
@@ -569,9 +561,7 @@ class QPP:
         self._load_resolved([(source, cls)], {})
         return self._plugins[cls.name]
 
-    def load_all(
-        self, specs: Sequence[str | type[Plugin]], args: dict[str, dict[str, str]] | None = None
-    ) -> None:
+    def load_all(self, specs: Sequence[str | type[Plugin]], args: dict[str, dict[str, str]] | None = None) -> None:
         """Load plugins and their requirements in dependency order, with ``-p`` arguments.
 
         Every spec, requirement and argument is checked before the first
@@ -609,14 +599,10 @@ class QPP:
             try:
                 plugin = cls()
             except Exception as err:
-                raise PluginError(
-                    f"plugin '{cls.name}' failed to construct: {type(err).__name__}: {err}"
-                ) from err
+                raise PluginError(f"plugin '{cls.name}' failed to construct: {type(err).__name__}: {err}") from err
             self._activate(plugin, source, values)
 
-    def _plan(
-        self, batch: dict[str, tuple[PluginSource, type[Plugin]]]
-    ) -> list[tuple[PluginSource, type[Plugin]]]:
+    def _plan(self, batch: dict[str, tuple[PluginSource, type[Plugin]]]) -> list[tuple[PluginSource, type[Plugin]]]:
         """Depth-first over ``requires``: requirements first, a cycle shown as ``a -> b -> a``."""
         order: list[tuple[PluginSource, type[Plugin]]] = []
         done = set(self._plugins)
@@ -706,9 +692,7 @@ class QPP:
         try:
             return self._plugins[name]
         except KeyError:
-            raise PluginError(
-                _unknown(f"plugin '{name}' is not loaded", name, self._plugins, "loaded")
-            ) from None
+            raise PluginError(_unknown(f"plugin '{name}' is not loaded", name, self._plugins, "loaded")) from None
 
     def source(self, name: str) -> PluginSource:
         """Where the loaded plugin ``name`` came from."""
@@ -745,9 +729,7 @@ class QPP:
     def _loaded_target(self, plugin: str, action: str) -> Plugin:
         if plugin not in self._plugins:
             raise PluginError(
-                _unknown(
-                    f"cannot {action}: plugin '{plugin}' is not loaded", plugin, self._plugins, "loaded"
-                ),
+                _unknown(f"cannot {action}: plugin '{plugin}' is not loaded", plugin, self._plugins, "loaded"),
                 hint=f"list '{plugin}' in the importing plugin's `requires` so it loads first",
             )
         return self._plugins[plugin]
