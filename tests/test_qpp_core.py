@@ -661,6 +661,9 @@ def test_builtin_host_plugin_is_loaded_and_required_like_any_other() -> None:
     assert counter.count == 5
     with pytest.raises(PluginError, match=r"two plugins are named 'core': host .*Core \(loaded\) and class"):
         qpp.load(type("FakeCore", (Plugin,), {"name": "core"}))
+    assert qpp.load("core") is core  # naming a loaded plugin again is harmless
+    qpp.load_all(["core", "svc_counter"])
+    assert qpp.loaded == ["core", "svc_counter"]
 
 
 def test_get_unknown_plugin_lists_the_loaded_ones() -> None:

@@ -556,8 +556,7 @@ class QPP:
 
     def load(self, spec: str | type[Plugin]) -> Plugin:
         """Load one plugin (a name, a path to a .py file, or a Plugin class) and its requirements."""
-        source = resolve(spec)
-        cls = source.plugin_class()
+        source, cls = self._resolve(spec)
         self._load_resolved([(source, cls)], {})
         return self._plugins[cls.name]
 
@@ -568,11 +567,14 @@ class QPP:
         plugin's ``load()`` runs, so a typo costs nothing.  A spec naming an
         already-loaded plugin from the same source is a no-op.
         """
-        resolved = []
-        for spec in specs:
-            source = resolve(spec)
-            resolved.append((source, source.plugin_class()))
-        self._load_resolved(resolved, args or {})
+        self._load_resolved([self._resolve(spec) for spec in specs], args or {})
+
+    def _resolve(self, spec: str | type[Plugin]) -> tuple[PluginSource, type[Plugin]]:
+        """A loaded plugin's name resolves to itself (so ``--plugins core`` is harmless)."""
+        if isinstance(spec, str) and spec in self._plugins:
+            return self._sources[spec], type(self._plugins[spec])
+        source = resolve(spec)
+        return source, source.plugin_class()
 
     def _load_resolved(
         self, resolved: list[tuple[PluginSource, type[Plugin]]], args: dict[str, dict[str, str]]
