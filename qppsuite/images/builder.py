@@ -1,0 +1,507 @@
+"""Build image bundles from Debian armhf packages: kernel, busybox initramfs, profile, manifest.
+
+The recipe: pick the newest ``linux-image-<abi>-armmp`` whose ``-dbg`` twin
+exists (the profile needs the exact same build), take its zImage, config and
+one self-contained module; make a busybox initramfs with qppsuite's ``/init``
+and workload plus any packages the user asked for (with their dependency
+closure); build the OSI profile from the debug vmlinux when the profile
+builder is installed; and write everything with a manifest of sha256s into a
+bundle directory, atomically.
+
+Every input is pinned by apt's index (exact versions and hashes), and every
+output is written reproducibly, so rebuilding with the same lists yields
+byte-identical files.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import importlib.util
+import io
+import json
+import lzma
+import re
+import shutil
+import struct
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from debian.debfile import DebError, DebFile
+from debian.debian_support import Version
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from qppsuite import __version__
+from qppsuite.core.image import MANIFEST_FORMAT, MANIFEST_NAME, ImageBundle, cache_dir, open_image
+from qppsuite.errors import BuildError, ImageError
+from qppsuite.images.apt import AptPackage, PrivateApt, file_sha256
+from qppsuite.images.initramfs import CpioEntry, InitramfsTree
+
+DEFAULT_IMAGE = "debian-armhf"
+ARCHITECTURE = "armhf"
+KERNEL_FLAVOUR = "armmp"
+KERNEL_PACKAGE = re.compile(rf"^linux-image-(?P<abi>\d+\.\d+\.\d+-\d+)-{KERNEL_FLAVOUR}$")
+BUSYBOX_PACKAGE = "busybox-static"
+DEFAULT_BOOTARGS = "console=ttyAMA0 cryptomgr.notests"
+IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+# Bundle file names (the manifest records them; the loader and other tools rely on them).
+KERNEL_FILE = "vmlinuz"
+INITRD_FILE = "initrd.cpio.gz"
+CONFIG_FILE = "config"
+PROFILE_FILE = "profile.json"
+
+# Modules the workload loads, in order of preference.  Each must have no
+# dependencies (busybox insmod does not resolve them) and must initialise
+# without hardware: an NLS table only registers itself.
+MODULE_CANDIDATES = (
+    "kernel/fs/nls/nls_ascii.ko",
+    "kernel/fs/nls/nls_cp437.ko",
+    "kernel/fs/nls/nls_iso8859-1.ko",
+)
+
+# Where `busybox --install` puts applets, indexed by busybox's BB_DIR_* codes.
+BUSYBOX_DIRS = ("", "bin", "sbin", "usr/bin", "usr/sbin")
+# Applets whose location is fixed in every busybox build; used to recognise its table.
+BUSYBOX_ANCHORS = {"sh": "bin", "mount": "bin", "init": "sbin", "insmod": "sbin", "poweroff": "sbin"}
+
+ZIMAGE_MAGIC_OFFSET = 0x24
+ZIMAGE_MAGIC = 0x016F2818
+XZ_MAGIC = b"\xfd7zXZ\x00"
+
+# Room for the ~240 MB debug vmlinux plus slack on top of the downloads.
+PROFILE_SCRATCH_BYTES = 400 * 2**20
+BUILD_SLACK_BYTES = 200 * 2**20
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class KernelParts:
+    """What the image takes from the kernel package."""
+
+    release: str
+    vmlinuz: bytes
+    config: bytes
+    modules: dict[str, bytes]  # initramfs path -> .ko
+
+
+def default_image_name(packages: Sequence[str]) -> str:
+    """``debian-armhf`` plus ``+pkg`` per extra package, so each package set gets its own bundle."""
+    return "+".join([DEFAULT_IMAGE, *packages])
+
+
+def parse_package_list(text: str) -> list[str]:
+    """``"strace, python3"`` -> ``["strace", "python3"]`` (order kept, duplicates dropped)."""
+    names: list[str] = []
+    for raw in text.split(","):
+        name = raw.strip()
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+def select_kernel(apt: PrivateApt) -> tuple[AptPackage, AptPackage]:
+    """The newest ``linux-image-<abi>-armmp`` whose ``-dbg`` package also has a candidate."""
+    abis = []
+    for name in apt.package_names("linux-image-"):
+        match = KERNEL_PACKAGE.match(name)
+        if match:
+            abis.append((Version(match["abi"]), name))
+    for _abi, name in sorted(abis, reverse=True):
+        if apt.has_package(name) and apt.has_package(f"{name}-dbg"):
+            image, dbg = apt.show([name, f"{name}-dbg"])
+            return image, dbg
+    listed = ", ".join(name for _abi, name in sorted(abis)) or "none"
+    raise BuildError(f"no linux-image-*-{KERNEL_FLAVOUR} kernel with a -dbg package in apt's lists; listed: {listed}")
+
+
+def modinfo(ko: bytes) -> dict[str, str]:
+    """A module's ``.modinfo`` key=value strings (what ``modinfo`` prints), from its ELF section."""
+    try:
+        section = ELFFile(io.BytesIO(ko)).get_section_by_name(".modinfo")
+    except ELFError as err:
+        raise BuildError(f"kernel module is not a valid ELF file: {err}") from None
+    if section is None:
+        return {}
+    info: dict[str, str] = {}
+    for item in section.data().split(b"\0"):
+        key, sep, value = item.decode("utf-8", "replace").partition("=")
+        if sep:
+            info.setdefault(key, value)
+    return info
+
+
+def check_zimage(data: bytes, origin: str) -> None:
+    """Refuse anything but a complete ARM zImage with an intact XZ payload.
+
+    Decompressing the payload once here (about half a second) turns a damaged
+    download into a build error instead of a guest that dies mysteriously.
+    """
+    if len(data) < ZIMAGE_MAGIC_OFFSET + 4:
+        raise BuildError(f"corrupt kernel in {origin}: only {len(data)} bytes")
+    (magic,) = struct.unpack_from("<I", data, ZIMAGE_MAGIC_OFFSET)
+    if magic != ZIMAGE_MAGIC:
+        raise BuildError(f"corrupt kernel in {origin}: no ARM zImage magic at offset {ZIMAGE_MAGIC_OFFSET:#x}")
+    # The decompressor's own code contains the magic too; the payload is the
+    # first occurrence that decompresses to a complete stream.
+    starts = [m.start() for m in re.finditer(re.escape(XZ_MAGIC), data)]
+    if not starts:
+        raise BuildError(f"corrupt kernel in {origin}: zImage holds no XZ stream")
+    problem = "it does not decompress"
+    for start in starts:
+        decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        try:
+            decompressor.decompress(data[start:])
+        except lzma.LZMAError as err:
+            problem = f"it does not decompress ({err})"
+            continue
+        if decompressor.eof:
+            return
+        problem = "it is truncated"
+    raise BuildError(f"corrupt kernel in {origin}: no intact XZ payload, {problem}")
+
+
+def _open_data_tar(deb: Path) -> tarfile.TarFile:
+    try:
+        return DebFile(str(deb)).data.tgz()
+    except (DebError, tarfile.TarError, lzma.LZMAError, OSError, EOFError) as err:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise
+        raise BuildError(f"{deb.name} is not a readable Debian package: {err}") from None
+
+
+def extract_kernel(deb: Path, release: str) -> KernelParts:
+    """vmlinuz, config and the first self-contained candidate module from the kernel package."""
+    wanted = {
+        f"boot/vmlinuz-{release}": "vmlinuz",
+        f"boot/config-{release}": "config",
+        **{f"lib/modules/{release}/{candidate}": candidate for candidate in MODULE_CANDIDATES},
+    }
+    found: dict[str, bytes] = {}
+    try:
+        with _open_data_tar(deb) as tar:
+            for member in tar:
+                name = member.name.removeprefix("./")
+                if name in wanted and member.isreg():
+                    handle = tar.extractfile(member)
+                    if handle is not None:
+                        found[name] = handle.read()
+    except (tarfile.TarError, lzma.LZMAError, EOFError) as err:
+        raise BuildError(f"{deb.name} is damaged: {err}") from None
+    for needed in (f"boot/vmlinuz-{release}", f"boot/config-{release}"):
+        if needed not in found:
+            raise BuildError(f"{deb.name} has no {needed}")
+    vmlinuz = found[f"boot/vmlinuz-{release}"]
+    check_zimage(vmlinuz, deb.name)
+    return KernelParts(
+        release=release,
+        vmlinuz=vmlinuz,
+        config=found[f"boot/config-{release}"],
+        modules=_choose_module(found, release, deb.name),
+    )
+
+
+def _choose_module(found: dict[str, bytes], release: str, origin: str) -> dict[str, bytes]:
+    for candidate in MODULE_CANDIDATES:
+        path = f"lib/modules/{release}/{candidate}"
+        if path not in found:
+            continue
+        info = modinfo(found[path])
+        if info.get("depends", "") == "" and info.get("vermagic", "").split(" ")[0] == release:
+            return {path: found[path]}
+    names = ", ".join(c.rsplit("/", 1)[-1] for c in MODULE_CANDIDATES)
+    raise BuildError(f"{origin} has none of the self-contained modules the workload loads ({names})")
+
+
+def busybox_applets(binary: bytes) -> dict[str, str]:
+    """Applet name -> install directory, read from the busybox binary's own tables.
+
+    A foreign-architecture busybox cannot be run to ask ``--list-full``, so
+    this reads what that option prints from: ``applet_names`` (sorted,
+    NUL-separated, starting ``[``, ``[[``) and ``applet_install_loc`` (one
+    nibble per applet).  The location table is recognised by the applets whose
+    place never varies; without it every applet goes to /bin, which the PATH
+    still covers.
+    """
+    start = binary.find(b"[\0[[\0")
+    if start < 0:
+        raise BuildError("busybox binary has no applet name table")
+    end = binary.index(b"\0\0", start)
+    names = binary[start:end].decode("ascii", "replace").split("\0")
+    if names != sorted(names):
+        raise BuildError("busybox binary's applet name table is not sorted; not a busybox?")
+    table_len = (len(names) + 1) // 2
+    anchors = {names.index(a): BUSYBOX_DIRS.index(d) for a, d in BUSYBOX_ANCHORS.items() if a in names}
+    for offset in _nibble_table_candidates(binary, table_len):
+        table = binary[offset : offset + table_len]
+        codes = [(table[i // 2] >> (4 * (i % 2))) & 0xF for i in range(len(names))]
+        if anchors and all(codes[i] == code for i, code in anchors.items()):
+            return {name: BUSYBOX_DIRS[code] or "bin" for name, code in zip(names, codes, strict=True)}
+    return dict.fromkeys(names, "bin")
+
+
+def _nibble_table_candidates(binary: bytes, length: int) -> list[int]:
+    """Offsets of runs of ``length`` bytes whose nibbles are all valid BB_DIR_* codes."""
+    valid = bytes(1 if (b & 0xF) < len(BUSYBOX_DIRS) and (b >> 4) < len(BUSYBOX_DIRS) else 0 for b in range(256))
+    flags = binary.translate(valid)
+    candidates: list[int] = []
+    for match in re.finditer(b"\x01{%d,}" % length, flags):
+        candidates.extend(range(match.start(), match.end() - length + 1))
+    return candidates
+
+
+def guest_script(name: str) -> bytes:
+    return resources.files("qppsuite.images.guest").joinpath(name).read_bytes()
+
+
+def build_initramfs(
+    busybox_deb: Path, kernel: KernelParts, extra_debs: Sequence[Path], progress: Progress
+) -> InitramfsTree:
+    """The guest root: busybox and its applets, extra packages, modules, /init and the workload."""
+    tree = InitramfsTree()
+    for directory in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "etc/qppsuite"):
+        tree.add_directory(directory)
+    tree.add_directory("tmp", 0o1777)
+    tree.add_directory("root", 0o700)
+    # The kernel opens /dev/console for PID 1 before /init can mount devtmpfs.
+    tree.add(CpioEntry.char_device("dev/console", 5, 1))
+
+    with _open_data_tar(busybox_deb) as tar:
+        tree.add_tar(tar, busybox_deb.name)
+    busybox = tree.get("bin/busybox")
+    if busybox is None:
+        raise BuildError(f"{busybox_deb.name} does not contain /bin/busybox")
+    for applet, directory in sorted(busybox_applets(busybox.data).items()):
+        link = f"{directory}/{applet}"
+        if link not in tree:  # "busybox" is itself an applet: never replace the binary
+            tree.add_symlink(link, "/bin/busybox")
+
+    for deb in extra_debs:
+        progress(f"unpacking {deb.name}")
+        with _open_data_tar(deb) as tar:
+            tree.add_tar(tar, deb.name)
+
+    for path, data in kernel.modules.items():
+        tree.add_file(path, data)
+    # Written last so no package can replace them.
+    tree.add_file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
+    tree.add_file("etc/group", b"root:x:0:\n")
+    tree.add_file("etc/qppsuite/workload.sh", guest_script("workload.sh"))
+    tree.add_file("init", guest_script("init.sh"), 0o755)
+    return tree
+
+
+def _optional_profile_builder() -> tuple[Callable[[Path, Path], Path], Callable[[Path], dict[str, Any]]] | None:
+    """The DWARF profile builder's entry points, when that part of qppsuite is installed."""
+    if importlib.util.find_spec("qppsuite.images.dwarf") is None:
+        return None
+    if importlib.util.find_spec("qppsuite.images.dbg") is None:
+        return None
+    dbg = importlib.import_module("qppsuite.images.dbg")
+    dwarf = importlib.import_module("qppsuite.images.dwarf")
+    return dbg.extract_vmlinux, dwarf.build_kernel_profile
+
+
+def build_profile(
+    dbg_deb: Path,
+    scratch: Path,
+    extract_vmlinux: Callable[[Path, Path], Path],
+    build_kernel_profile: Callable[[Path], dict[str, Any]],
+) -> bytes:
+    """profile.json's bytes; the ~240 MB vmlinux lives only in ``scratch`` while it is read."""
+    with tempfile.TemporaryDirectory(dir=scratch, prefix=".vmlinux-") as tmp:
+        vmlinux = extract_vmlinux(dbg_deb, Path(tmp))
+        profile = build_kernel_profile(vmlinux)
+    return (json.dumps(profile, indent=1, sort_keys=True) + "\n").encode()
+
+
+def _check_free_space(where: Path, needed: int) -> None:
+    free = shutil.disk_usage(where).free
+    if free < needed:
+        raise BuildError(
+            f"not enough disk space in {where}: the build needs about {needed / 2**20:.0f} MiB, "
+            f"{free / 2**20:.0f} MiB free"
+        )
+
+
+def _package_record(package: AptPackage) -> dict[str, str]:
+    return {
+        "name": package.name,
+        "version": package.version,
+        "architecture": package.architecture,
+        "sha256": package.sha256,
+    }
+
+
+def _write_bundle(staging: Path, files: dict[str, bytes], manifest: dict[str, Any]) -> None:
+    records = {}
+    for name, data in sorted(files.items()):
+        (staging / name).write_bytes(data)
+        records[name] = {"sha256": file_sha256(staging / name), "size": len(data)}
+    manifest["files"] = records
+    (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _install_bundle(staging: Path, dest: Path) -> None:
+    """Move the finished bundle into place; the old one (if any) is removed only afterwards.
+
+    Readers never see a half-written bundle under the real name: at worst,
+    for an instant, no bundle of that name.
+    """
+    old = None
+    if dest.exists():
+        old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".old-{dest.name}-"))
+        dest.rename(old / dest.name)
+    staging.rename(dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def build_image(
+    name: str = DEFAULT_IMAGE,
+    *,
+    packages: Sequence[str] = (),
+    cache: Path | None = None,
+    progress: Progress | None = None,
+) -> ImageBundle:
+    """Build (or rebuild, byte-identically) the bundle ``name`` and return it, loaded and verified.
+
+    ``packages`` are extra Debian armhf packages unpacked into the initramfs
+    with their dependencies.  ``progress`` receives one line per step.
+    """
+    report: Progress = progress or (lambda _message: None)
+    if not IMAGE_NAME.match(name):
+        raise BuildError(f"invalid image name {name!r}: use letters, digits and . _ + -")
+    root = cache_dir(cache)
+    images = root / "images"
+    try:
+        images.mkdir(parents=True, exist_ok=True)
+        remove_stale_builds(root)
+        return _build(name, list(packages), root, images, report)
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise BuildError(f"no space left on the device holding {root} while building image '{name}'") from None
+        raise
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    """The exact packages an image is made from, downloaded."""
+
+    kernel: AptPackage
+    dbg: AptPackage | None  # only fetched when a profile will be built
+    initramfs: list[AptPackage]  # busybox-static, the requested packages and their dependencies
+    debs: dict[str, Path]  # package name -> .deb in the private apt cache
+
+
+def _build(name: str, packages: list[str], root: Path, images: Path, report: Progress) -> ImageBundle:
+    profile_builder = _optional_profile_builder()
+    apt = PrivateApt(root / "apt", ARCHITECTURE, report)
+    # One build at a time per cache: builds share apt's state, and two
+    # builds of one name must not interleave their bundle swaps.
+    with apt.locked():
+        inputs = _fetch_inputs(apt, packages, with_dbg=profile_builder is not None, root=root)
+        staging = Path(tempfile.mkdtemp(dir=images, prefix=f".build-{name}-"))
+        try:
+            staging.chmod(0o755)  # mkdtemp's 0700 would make the bundle private to this user
+            _assemble(staging, name, packages, inputs, profile_builder, report)
+            _install_bundle(staging, images / name)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    try:
+        return open_image(images / name)
+    except ImageError as err:
+        raise BuildError(f"the freshly built image '{name}' does not load: {err}") from None
+
+
+def _fetch_inputs(apt: PrivateApt, packages: list[str], *, with_dbg: bool, root: Path) -> BuildInputs:
+    apt.refresh()
+    try:
+        kernel, dbg, initramfs = _resolve_inputs(apt, packages)
+    except BuildError:
+        if apt.updated:
+            raise
+        # Stale lists may name versions the archive no longer has: one update, then retry.
+        apt.refresh(force=True)
+        kernel, dbg, initramfs = _resolve_inputs(apt, packages)
+    downloads = [kernel, *initramfs, *([dbg] if with_dbg else [])]
+    scratch = PROFILE_SCRATCH_BYTES if with_dbg else 0
+    _check_free_space(root, apt.missing_bytes(downloads) + scratch + BUILD_SLACK_BYTES)
+    debs = {package.name: apt.download(package) for package in downloads}
+    return BuildInputs(kernel, dbg if with_dbg else None, initramfs, debs)
+
+
+def _resolve_inputs(apt: PrivateApt, packages: list[str]) -> tuple[AptPackage, AptPackage, list[AptPackage]]:
+    kernel, dbg = select_kernel(apt)
+    initramfs = apt.resolve([BUSYBOX_PACKAGE, *packages])
+    return kernel, dbg, initramfs
+
+
+def _assemble(
+    staging: Path,
+    name: str,
+    packages: list[str],
+    inputs: BuildInputs,
+    profile_builder: tuple[Callable[[Path, Path], Path], Callable[[Path], dict[str, Any]]] | None,
+    report: Progress,
+) -> None:
+    release = inputs.kernel.name.removeprefix("linux-image-")
+    report(f"extracting kernel {release} ({inputs.kernel.version})")
+    kernel = extract_kernel(inputs.debs[inputs.kernel.name], release)
+
+    report("assembling the initramfs")
+    extra = [inputs.debs[p.name] for p in inputs.initramfs if p.name != BUSYBOX_PACKAGE]
+    tree = build_initramfs(inputs.debs[BUSYBOX_PACKAGE], kernel, extra, report)
+    files = {KERNEL_FILE: kernel.vmlinuz, CONFIG_FILE: kernel.config, INITRD_FILE: tree.archive()}
+
+    if profile_builder is not None and inputs.dbg is not None:
+        report("building the OSI profile from the debug vmlinux")
+        files[PROFILE_FILE] = build_profile(inputs.debs[inputs.dbg.name], staging, *profile_builder)
+    used = [inputs.kernel, *inputs.initramfs, *([inputs.dbg] if PROFILE_FILE in files and inputs.dbg else [])]
+    manifest: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "name": name,
+        "created_by": f"qppsuite {__version__}",
+        "kernel": {
+            "file": KERNEL_FILE,
+            "package": inputs.kernel.name,
+            "version": inputs.kernel.version,
+            "release": release,
+            "config": CONFIG_FILE,
+        },
+        "initrd": {"file": INITRD_FILE},
+        "profile": {"file": PROFILE_FILE} if PROFILE_FILE in files else None,
+        "bootargs": DEFAULT_BOOTARGS,
+        "packages": [_package_record(p) for p in sorted(used, key=lambda p: p.name)],
+        "requested_packages": packages,
+        "modules": sorted(kernel.modules),
+    }
+    _write_bundle(staging, files, manifest)
+
+
+def remove_stale_builds(cache: Path | None = None) -> None:
+    """Delete leftovers of interrupted builds (``.build-*``/``.old-*`` directories).
+
+    They are invisible to the loader already; this only reclaims the space.
+    Only directories older than a day are touched, so a build running in
+    another process is never pulled out from under it.
+    """
+    images = cache_dir(cache) / "images"
+    if not images.is_dir():
+        return
+    for leftover in images.iterdir():
+        if leftover.name.startswith((".build-", ".old-")) and _age_s(leftover) > 86400:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _age_s(path: Path) -> float:
+    return time.time() - path.stat().st_mtime
