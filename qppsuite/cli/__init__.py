@@ -24,6 +24,7 @@ err_console = Console(stderr=True)
 
 # Command modules register on `app` when imported; keep one import per command group.
 from qppsuite.cli import run_cmd  # noqa: E402,F401
+from qppsuite.cli import image_cmd  # noqa: E402,F401
 from qppsuite.cli import plugins_cmd  # noqa: E402,F401
 from qppsuite.cli import profile_cmd  # noqa: E402,F401
 

@@ -1,0 +1,198 @@
+"""``qppsuite image build|list|info``: make image bundles and look inside them.
+
+Progress and tables go to the terminal; ``build`` prints only the bundle's
+path on stdout, so scripts can capture it (``IMG=$(qppsuite image build)``).
+"""
+
+import json
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from qppsuite.cli import app
+from qppsuite.core.image import ImageBundle, images_dir, list_images, open_image
+from qppsuite.errors import ImageError
+from qppsuite.images.builder import build_image, default_image_name, parse_package_list
+
+image_app = typer.Typer(help="Build and inspect image bundles (kernel, initramfs, OSI profile).", no_args_is_help=True)
+app.add_typer(image_app, name="image")
+
+console = Console()
+status_console = Console(stderr=True)
+
+CacheOption = Annotated[
+    Path | None,
+    typer.Option("--cache-dir", help="Cache directory (default: $QPPSUITE_CACHE, else the XDG cache dir)."),
+]
+
+
+class ListFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+class InfoFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def _human_size(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    value = size / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def _bundle_size(bundle: ImageBundle) -> int:
+    return sum(int(entry.get("size", 0)) for entry in bundle.manifest["files"].values())
+
+
+def _kernel_label(manifest: dict[str, Any]) -> str:
+    kernel = manifest["kernel"]
+    release, version = kernel.get("release"), kernel.get("version")
+    return f"{release} ({version})" if release and version else str(release or version or kernel["file"])
+
+
+def _summary(bundle: ImageBundle) -> dict[str, Any]:
+    return {
+        "name": bundle.name,
+        "kernel": bundle.manifest["kernel"].get("release"),
+        "kernel_version": bundle.manifest["kernel"].get("version"),
+        "packages": bundle.manifest.get("requested_packages", []),
+        "profile": bundle.profile_path is not None,
+        "size": _bundle_size(bundle),
+        "path": str(bundle.path),
+    }
+
+
+@image_app.command("build")
+def build(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Image name (default: debian-armhf, plus +PKG for each extra package)."),
+    ] = None,
+    packages: Annotated[
+        str, typer.Option("--packages", help="Extra Debian armhf packages, comma-separated (e.g. strace,python3).")
+    ] = "",
+    cache_dir: CacheOption = None,
+) -> None:
+    """Build an image bundle from Debian packages and print its path."""
+    extra = parse_package_list(packages)
+    image_name = name or default_image_name(extra)
+    started = time.monotonic()
+    with status_console.status(f"building image '{image_name}'") as status:
+
+        def progress(message: str) -> None:
+            status_console.print(f"[dim]{time.monotonic() - started:6.1f}s[/] {message}", highlight=False)
+            status.update(message)
+
+        bundle = build_image(image_name, packages=extra, cache=cache_dir, progress=progress)
+    profile = "with" if bundle.profile_path else "without"
+    status_console.print(
+        f"[green]built[/] '{bundle.name}' ({_human_size(_bundle_size(bundle))}, {profile} OSI profile) "
+        f"in {time.monotonic() - started:.1f}s",
+        highlight=False,
+    )
+    print(bundle.path)
+
+
+@image_app.command("list")
+def list_(
+    cache_dir: CacheOption = None,
+    output: Annotated[ListFormat, typer.Option("--format", help="Output format.")] = ListFormat.table,
+) -> None:
+    """List built images."""
+    bundles = list_images(cache_dir)
+    broken = _unreadable_bundles(cache_dir, {b.path.name for b in bundles})
+    if output is ListFormat.json:
+        rows = [_summary(b) for b in bundles] + [{"name": name, "error": message} for name, message in broken.items()]
+        print(json.dumps(rows, indent=2))
+        return
+    if not bundles and not broken:
+        status_console.print(f"no images in {images_dir(cache_dir)}; build one with `qppsuite image build`")
+        return
+    table = Table(title=f"Images in {images_dir(cache_dir)}", title_justify="left")
+    for column in ("Name", "Kernel", "Packages", "Profile", "Size", "Path"):
+        table.add_column(column, overflow="fold")
+    for bundle in bundles:
+        table.add_row(
+            bundle.name,
+            _kernel_label(bundle.manifest),
+            ", ".join(bundle.manifest.get("requested_packages", [])) or "-",
+            "yes" if bundle.profile_path else "no",
+            _human_size(_bundle_size(bundle)),
+            str(bundle.path),
+        )
+    for name, message in broken.items():
+        table.add_row(name, f"[red]unreadable: {message}[/]", "", "", "", "")
+    console.print(table)
+
+
+def _unreadable_bundles(cache_dir: Path | None, readable: set[str]) -> dict[str, str]:
+    """Image directories the loader refuses, with its reason: listing them beats hiding them."""
+    root = images_dir(cache_dir)
+    if not root.is_dir():
+        return {}
+    broken = {}
+    for path in sorted(root.iterdir()):
+        if path.is_dir() and not path.name.startswith(".") and path.name not in readable:
+            try:
+                open_image(path, verify=False)
+            except ImageError as err:
+                broken[path.name] = str(err)
+    return broken
+
+
+@image_app.command("info")
+def info(
+    name: Annotated[str, typer.Argument(help="Image name, or the path of a bundle directory.")],
+    cache_dir: CacheOption = None,
+    output: Annotated[InfoFormat, typer.Option("--format", help="Output format.")] = InfoFormat.text,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check every file's sha256.")] = True,
+) -> None:
+    """Show an image's manifest: kernel, packages, files; verifies checksums by default."""
+    bundle = open_image(name, cache=cache_dir, verify=verify)
+    if output is InfoFormat.json:
+        print(json.dumps({"path": str(bundle.path), "verified": verify, **bundle.manifest}, indent=2))
+        return
+    manifest = bundle.manifest
+    overview = Table.grid(padding=(0, 2))
+    overview.add_column(style="bold")
+    overview.add_column()
+    overview.add_row("name", bundle.name)
+    overview.add_row("path", str(bundle.path))
+    overview.add_row("created by", str(manifest.get("created_by", "?")))
+    kernel = manifest["kernel"]
+    overview.add_row("kernel", f"{kernel.get('package', kernel['file'])} {kernel.get('version', '')}".strip())
+    overview.add_row("release", str(kernel.get("release", "?")))
+    overview.add_row("bootargs", bundle.bootargs)
+    overview.add_row("profile", bundle.profile_path.name if bundle.profile_path else "none")
+    overview.add_row("modules", ", ".join(manifest.get("modules", [])) or "none")
+    overview.add_row("extra packages", ", ".join(manifest.get("requested_packages", [])) or "none")
+    overview.add_row("checksums", "verified" if verify else "not checked")
+    console.print(overview)
+
+    packages = Table(title="Packages", title_justify="left")
+    for column in ("Package", "Version", "Arch", "sha256"):
+        packages.add_column(column, overflow="fold")
+    for package in manifest.get("packages", []):
+        packages.add_row(
+            package["name"], package["version"], package.get("architecture", ""), package.get("sha256", "")[:16]
+        )
+    console.print(packages)
+
+    files = Table(title="Files", title_justify="left")
+    for column in ("File", "Size", "sha256"):
+        files.add_column(column)
+    for file_name, entry in sorted(manifest["files"].items()):
+        files.add_row(file_name, _human_size(int(entry.get("size", 0))), str(entry.get("sha256", ""))[:16])
+    console.print(files)
