@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from qppsuite.core.image import cache_dir
 from qppsuite.images.dbg import extract_vmlinux
 from qppsuite.images.dwarf import KERNEL_ENUMS, OPTIONAL_TYPES, REQUIRED_TYPES, build_kernel_profile
 from qppsuite.images.profile import KernelProfile, save_profile, to_isf
@@ -27,12 +28,6 @@ KNOWN_6_1_176 = {"tasks": 1440, "pid": 1584, "tgid": 1588, "real_parent": 1596, 
 
 
 def _cache_root() -> Path:
-    try:
-        from qppsuite.core.image import cache_dir
-    except ImportError:  # the image module may not be installed with this part of the suite
-        import platformdirs
-
-        return Path(platformdirs.user_cache_dir("qppsuite", appauthor=False))
     return cache_dir()
 
 
