@@ -92,8 +92,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise ImageError(f"{manifest_path} is not a JSON object")
     if manifest.get("format") != MANIFEST_FORMAT:
         raise ImageError(
-            f"{manifest_path} has format {manifest.get('format')!r}; "
-            f"this qppsuite reads format {MANIFEST_FORMAT}"
+            f"{manifest_path} has format {manifest.get('format')!r}; this qppsuite reads format {MANIFEST_FORMAT}"
         )
     for key in ("name", "kernel", "files"):
         if key not in manifest:
@@ -114,9 +113,7 @@ def _part(path: Path, manifest: dict[str, Any], key: str) -> Path | None:
         raise ImageError(f"image '{manifest['name']}': manifest '{key}' must be null or have a 'file'")
     name = section["file"]
     if name not in manifest["files"]:
-        raise ImageError(
-            f"image '{manifest['name']}': {key} file '{name}' is not listed in the manifest's files"
-        )
+        raise ImageError(f"image '{manifest['name']}': {key} file '{name}' is not listed in the manifest's files")
     file_path = path / name
     if not file_path.is_file():
         raise ImageError(f"image '{manifest['name']}' is missing its {key} file '{name}' ({path})")
@@ -139,9 +136,7 @@ def verify_files(path: Path, manifest: dict[str, Any]) -> None:
         want_size = expected.get("size")
         if isinstance(want_size, int) and size != want_size:
             what = "truncated" if size < want_size else "longer than recorded"
-            raise ImageError(
-                f"image '{name}': '{file_name}' is {what} ({size} bytes, manifest says {want_size})"
-            )
+            raise ImageError(f"image '{name}': '{file_name}' is {what} ({size} bytes, manifest says {want_size})")
         with file_path.open("rb") as handle:
             digest = hashlib.file_digest(handle, "sha256").hexdigest()
         if digest != expected.get("sha256"):

@@ -81,6 +81,8 @@ PROFILE_SCRATCH_BYTES = 400 * 2**20
 BUILD_SLACK_BYTES = 200 * 2**20
 
 Progress = Callable[[str], None]
+# (extract_vmlinux, build_kernel_profile) from qppsuite.images.dbg / .dwarf
+ProfileBuilder = tuple[Callable[[Path, Path], Path], Callable[[Path], dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,8 @@ def extract_kernel(deb: Path, release: str) -> KernelParts:
                     handle = tar.extractfile(member)
                     if handle is not None:
                         found[name] = handle.read()
+                    if len(found) == len(wanted):
+                        break  # the rest is thousands of modules the image does not take
     except (tarfile.TarError, lzma.LZMAError, EOFError) as err:
         raise BuildError(f"{deb.name} is damaged: {err}") from None
     for needed in (f"boot/vmlinuz-{release}", f"boot/config-{release}"):
@@ -299,7 +303,7 @@ def build_initramfs(
     return tree
 
 
-def _optional_profile_builder() -> tuple[Callable[[Path, Path], Path], Callable[[Path], dict[str, Any]]] | None:
+def _optional_profile_builder() -> ProfileBuilder | None:
     """The DWARF profile builder's entry points, when that part of qppsuite is installed."""
     if importlib.util.find_spec("qppsuite.images.dwarf") is None:
         return None
@@ -451,7 +455,7 @@ def _assemble(
     name: str,
     packages: list[str],
     inputs: BuildInputs,
-    profile_builder: tuple[Callable[[Path, Path], Path], Callable[[Path], dict[str, Any]]] | None,
+    profile_builder: ProfileBuilder | None,
     report: Progress,
 ) -> None:
     release = inputs.kernel.name.removeprefix("linux-image-")
