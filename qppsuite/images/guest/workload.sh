@@ -12,12 +12,15 @@ section() {
 	echo "=== qppsuite: $* ==="
 }
 
-# Waits (cheaply, with builtins only) until process $1 has exec'd program $2,
-# so what is printed about it shows the program and not the forked shell.
+# Waits until process $1 has exec'd program $2, so what is printed about it
+# shows the program and not the forked shell.  It sleeps between checks
+# rather than spinning: a spin would keep the child off the CPU for a whole
+# time slice and flood the syscall log with reads of /proc/$1/comm.
 wait_for_exec() {
-	comm=
-	while [ "$comm" != "$2" ]; do
+	while :; do
 		read -r comm < "/proc/$1/comm" || return 1
+		[ "$comm" = "$2" ] && return 0
+		sleep 0.05
 	done
 }
 
