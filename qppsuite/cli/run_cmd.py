@@ -1,1 +1,103 @@
-"""``qppsuite run``: boot an image with plugins (filled in by the core work)."""
+"""``qppsuite run``: boot an image with plugins stacked on it."""
+
+import sys
+from pathlib import Path
+from typing import Annotated, BinaryIO
+
+import typer
+
+from qppsuite.cli import app, err_console
+from qppsuite.core.image import images_dir
+from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
+from qppsuite.errors import GuestError, ImageError
+from qppsuite.session import DEFAULT_IMAGE, RunOptions, run
+
+
+class _ConsoleWriter:
+    """Streams guest console bytes, flushing at line ends so the terminal keeps up."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+
+    def __call__(self, data: bytes) -> None:
+        self.stream.write(data)
+        if b"\n" in data:
+            self.stream.flush()
+
+
+def _ensure_default_image(cache: Path | None) -> None:
+    """Build the default image on first use, with progress, so `qppsuite run` works on a fresh machine."""
+    if (images_dir(cache) / DEFAULT_IMAGE / "manifest.json").is_file():
+        return
+    from qppsuite.images.builder import build_image
+
+    err_console.print(f"[bold]qppsuite:[/] image '{DEFAULT_IMAGE}' is not built yet; building it now")
+    with err_console.status("building image") as status:
+        build_image(DEFAULT_IMAGE, cache=cache, progress=lambda msg: status.update(msg))
+
+
+@app.command("run")
+def run_command(
+    image: Annotated[str, typer.Argument(help="Image name (see `qppsuite image list`) or bundle path")] = DEFAULT_IMAGE,
+    cmd: Annotated[
+        str | None, typer.Option("--cmd", help="Shell command to run in the guest instead of the default workload")
+    ] = None,
+    plugins: Annotated[
+        list[str] | None, typer.Option("--plugins", help="Plugins to load: names or .py paths, comma-separated")
+    ] = None,
+    plugin_args: Annotated[
+        list[str] | None, typer.Option("-p", "--plugin-arg", help="plugin:key=value (repeatable)")
+    ] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Stop the run when a plugin callback raises")] = False,
+    max_insns: Annotated[
+        int | None, typer.Option("--max-insns", help="Stop after this many guest instructions")
+    ] = None,
+    console: Annotated[
+        Path | None, typer.Option("--console", help="Write the guest console to FILE instead of the terminal")
+    ] = None,
+    ram: Annotated[int, typer.Option("--ram", help="Guest RAM in MiB")] = 256,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not show the console or the summary")] = False,
+    bootargs: Annotated[str, typer.Option("--bootargs", help="Extra kernel command-line arguments")] = "",
+    guest_decompress: Annotated[
+        bool, typer.Option("--guest-decompress", help="Boot a zImage as-is, decompressing in the guest")
+    ] = False,
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", help="Cache directory (default: $QPPSUITE_CACHE or the XDG cache)")
+    ] = None,
+) -> None:
+    """Boot IMAGE (building the default image on first use) and run the plugins on it."""
+    if image == DEFAULT_IMAGE:
+        _ensure_default_image(cache_dir)
+    options = RunOptions(
+        image=image,
+        cmd=cmd,
+        plugins=parse_plugin_list(plugins or []),
+        plugin_args=parse_plugin_args(plugin_args or []),
+        strict=strict,
+        max_insns=max_insns,
+        ram_mib=ram,
+        cache=cache_dir,
+        host_decompress=not guest_decompress,
+        extra_bootargs=bootargs,
+    )
+    sink: BinaryIO | None = None
+    try:
+        if console is not None:
+            try:
+                sink = console.open("wb")
+            except OSError as exc:
+                raise ImageError(f"cannot write console file {console}: {exc.strerror}") from exc
+        elif not quiet:
+            sink = sys.stdout.buffer
+        result = run(options, _ConsoleWriter(sink) if sink else None)
+    finally:
+        if sink is not None and sink is not sys.stdout.buffer:
+            sink.close()
+        else:
+            sys.stdout.flush()
+    mips = result.insn_count / result.wall_seconds / 1e6 if result.wall_seconds else 0.0
+    summary = f"{result.insn_count:,} instructions in {result.wall_seconds:.2f} s ({mips:.0f} MIPS)"
+    if not result.ok:
+        raise GuestError(f"{result.reason.kind}: {result.reason.message} after {summary}")
+    if not quiet:
+        err_console.print(f"[green]qppsuite:[/] guest powered off after {summary}", highlight=False)

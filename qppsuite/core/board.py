@@ -47,18 +47,20 @@ class BootLayout:
     initrd_size: int
 
 
-def plan_layout(ram_size: int, kernel_size: int, initrd_size: int, dtb_reserve: int = 0x10000) -> BootLayout:
-    """Place the initrd and DTB high in RAM, clear of the kernel and its BSS.
+def plan_layout(
+    ram_size: int, kernel_size: int, initrd_size: int, kernel_offset: int = KERNEL_OFFSET, dtb_reserve: int = 0x10000
+) -> BootLayout:
+    """Place the initrd mid-RAM and the DTB right after it, as QEMU's ARM boot loader does.
 
-    The kernel decompresses/relocates itself and grows its BSS upward from the
-    load address, so the boot data goes at the top of RAM, page aligned.
+    Not at the top of RAM: early memblock allocations grow down from there, and
+    the armmp kernel does not protect a DTB it reaches through the FDT fixmap.
+    Not low either: the kernel and its BSS grow up from the load address.
     """
-    top = RAM_BASE + ram_size
-    initrd = (top - initrd_size - 0x100000) & ~0xFFF
-    dtb = (initrd - dtb_reserve) & ~0xFFF
-    kernel = RAM_BASE + KERNEL_OFFSET
+    kernel = RAM_BASE + kernel_offset
+    initrd = RAM_BASE + min(ram_size // 2, 128 << 20)
+    dtb = (initrd + initrd_size + 0xFFF) & ~0xFFF
     # A kernel needs room for itself plus BSS and early page tables; 4x its size is generous.
-    if dtb < kernel + 4 * kernel_size:
+    if initrd < kernel + 4 * kernel_size or dtb + dtb_reserve > RAM_BASE + ram_size - (32 << 20):
         raise ValueError(
             f"{ram_size >> 20} MiB of RAM is too small for a {kernel_size >> 20} MiB kernel "
             f"and a {initrd_size >> 20} MiB initrd"

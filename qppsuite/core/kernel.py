@@ -25,13 +25,30 @@ _XZ_MAGIC = b"\xfd7zXZ\x00"
 _GZIP_MAGIC = b"\x1f\x8b\x08"
 
 
+#: The usual ARM TEXT_OFFSET, and where a zImage is always loaded (it relocates itself).
+DEFAULT_TEXT_OFFSET = 0x8000
+
+
 @dataclass(frozen=True)
 class KernelImage:
-    """What gets loaded at RAM + TEXT_OFFSET, and how it was obtained."""
+    """What gets loaded at RAM + :attr:`load_offset`, and how it was obtained."""
 
     data: bytes
     source_format: str  # "zImage" or "Image"
     decompressed_on_host: bool
+
+    @property
+    def load_offset(self) -> int:
+        """Offset from the start of RAM to load and enter the image at.
+
+        A zImage goes at 0x8000.  A raw Image must sit exactly at TEXT_OFFSET,
+        because ARM_PATCH_PHYS_VIRT derives PHYS_OFFSET from where it runs, and
+        multiplatform kernels use 0x208000 when a platform needs it (Debian's
+        armmp does).
+        """
+        if is_zimage(self.data) and not self.decompressed_on_host:
+            return DEFAULT_TEXT_OFFSET
+        return text_offset(self.data)
 
     @property
     def banner(self) -> str | None:
@@ -41,6 +58,22 @@ class KernelImage:
             return None
         end = self.data.find(b"\n", start, start + 512)
         return self.data[start : end if end > 0 else start + 200].decode("ascii", "replace")
+
+
+def text_offset(image: bytes) -> int:
+    """TEXT_OFFSET of a raw ARM Image, read from its own entry code.
+
+    ``stext`` computes PHYS_OFFSET with ``sub r8, r8, #TEXT_OFFSET`` (head.S);
+    that instruction is the one place the value is written down in the binary.
+    """
+    for pos in range(0, min(len(image), 0x10000) - 3, 4):
+        word = int.from_bytes(image[pos : pos + 4], "little")
+        if word & 0xFFFFF000 == 0xE2488000:  # SUB r8, r8, #imm (ARM, AL)
+            rotate, imm8 = 2 * ((word >> 8) & 0xF), word & 0xFF
+            value = ((imm8 >> rotate) | (imm8 << (32 - rotate))) & 0xFFFFFFFF if rotate else imm8
+            if value % 0x8000 == 0 and 0 < value < (16 << 20):
+                return value
+    return DEFAULT_TEXT_OFFSET
 
 
 def is_zimage(data: bytes) -> bool:

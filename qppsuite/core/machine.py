@@ -1,0 +1,444 @@
+"""The machine: one Cortex-A15, its RAM and devices, virtual time, and the run loop.
+
+The loop runs the guest in instruction-count quanta, each ending at the next
+timer deadline, so interrupts arrive exactly when virtual time says and a run
+is deterministic.  Everything Unicorn does not do for a full system lives in
+three hooks: the TLB fill (our MMU), the interrupt hook (SVC, SMC, BKPT) and
+the invalid-instruction hook (undefined instructions, WFE/YIELD).  Nothing
+else is hooked unless a plugin asks (:meth:`Machine.add_address_hook`,
+:meth:`Machine.add_block_hook`).
+"""
+
+import ctypes
+import mmap
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from unicorn import UcError
+from unicorn import arm_const as A
+from unicorn import unicorn_const as U
+
+from qppsuite.core import board
+from qppsuite.core.clock import VirtualClock
+from qppsuite.core.cpu import (
+    CPSR_I,
+    CPSR_IT_MASK,
+    CPSR_MODE_MASK,
+    CPSR_T,
+    MODE_NAMES,
+    Cpu,
+    ExceptionEvent,
+    ExceptionKind,
+)
+from qppsuite.core.devices.gic import Gic
+from qppsuite.core.devices.pl011 import Pl011
+from qppsuite.core.devices.psci import PowerEvent, Psci
+from qppsuite.core.devices.sp804 import Sp804
+from qppsuite.core.engine import Engine
+from qppsuite.core.events import AddressSpaceSwitch, CoreEvents, StopReason, SvcEvent
+from qppsuite.core.kernel import KernelImage
+from qppsuite.core.memory import PhysicalMemory, VirtualMemory
+from qppsuite.core.mmu import ACCESS_FETCH, FS_EXTERNAL, MmuFault, walk
+from qppsuite.errors import GuestError, PluginError
+
+# unicorn's ARM exception numbers (target/arm/cpu.h EXCP_*) as the interrupt hook reports them.
+EXCP_SWI = 2
+EXCP_BKPT = 7
+EXCP_SMC = 13
+
+#: emu_start's "until" address: its page gets a dummy exec-only mapping (unicorn-facts.md).
+UNTIL_PAGE = 0xFFFFF000
+
+_WFE_YIELD = {
+    (False, 0xE320F002),
+    (False, 0xE320F001),
+    (True, 0xBF20),
+    (True, 0xBF10),
+    (True, 0xF3AF8002),
+    (True, 0xF3AF8001),
+}
+
+PANIC_MARKER = b"Kernel panic - not syncing"
+
+
+@dataclass
+class MachineConfig:
+    """What to boot and the limits of the run."""
+
+    kernel: KernelImage
+    initrd: bytes = b""
+    bootargs: str = "console=ttyAMA0"
+    ram_mib: int = 256
+    max_insns: int | None = None
+    #: Instructions per quantum when no timer deadline comes sooner.
+    quantum: int = 4_000_000
+    #: No console output and no system call for this many instructions is a hang.
+    hang_insns: int = 4_000_000_000
+    #: ... or for this many wall-clock seconds.
+    hang_seconds: float = 600.0
+
+
+@dataclass
+class _Hook:
+    handle: int
+    vaddr: int | None
+    fn: Callable[..., None] = field(repr=False)
+
+
+class Machine:
+    """A full-system ARMv7 machine that boots Linux; plugins observe it through :attr:`events`."""
+
+    def __init__(self, config: MachineConfig, console: Callable[[bytes], None] | None = None) -> None:
+        self.config = config
+        self.events = CoreEvents()
+        self.engine = engine = Engine()
+        self.uc = engine.uc
+        self.cpu = Cpu(engine)
+        self._console_sink = console
+
+        ram_size = config.ram_mib << 20
+        self._ram = mmap.mmap(-1, ram_size)
+        ram_ptr = ctypes.addressof(ctypes.c_char.from_buffer(self._ram))
+        self.uc.mem_map_ptr(board.RAM_BASE, ram_size, U.UC_PROT_ALL, ram_ptr)
+        self.phys = PhysicalMemory(self._ram, board.RAM_BASE)
+        self.memory = VirtualMemory(self.phys, self.cpu.translation_regs)
+        self.uc.mem_map(UNTIL_PAGE, 0x1000, U.UC_PROT_EXEC)
+
+        self.clock = VirtualClock(engine.in_flight)
+        self.irq_line = False
+        self.gic = Gic(irq_out=self._set_irq_line, num_irqs=board.NUM_IRQS)
+        self.timer = Sp804(now_ns=self.clock.now_ns, irq_out=lambda lvl: self.gic.set_irq(32 + board.TIMER_SPI, lvl))
+        self.uart = Pl011(on_tx=self._console, irq_out=lambda lvl: self.gic.set_irq(32 + board.UART_SPI, lvl))
+        self.psci = Psci(on_power=self._power)
+        self._mmio: list[tuple[int, int]] = []
+        for base, size, dev in (
+            (board.GICD_BASE, board.MMIO_SIZE, self.gic.distributor),
+            (board.GICC_BASE, board.GICC_SIZE, self.gic.cpu_interface),
+            (board.UART_BASE, board.MMIO_SIZE, self.uart),
+            (board.TIMER_BASE, board.MMIO_SIZE, self.timer),
+        ):
+            self.uc.mmio_map(
+                base,
+                size,
+                lambda _uc, off, sz, _ud, d=dev: d.read(off, sz),
+                None,
+                lambda _uc, off, sz, val, _ud, d=dev: d.write(off, val, sz),
+                None,
+            )
+            self._mmio.append((base, base + size))
+
+        self._stop: StopReason | None = None
+        self._fault: MmuFault | None = None
+        self._running = False
+        self._last_ttbr0 = 0
+        self._progress_insn = 0
+        self._progress_wall = 0.0
+        self._masked_step = 16
+        self._line = bytearray()
+        self._hooks: dict[int, _Hook] = {}
+
+        self._ttbr0 = self.cpu.ttbr0.read
+        self._regs_now = self.cpu.translation_regs
+        self._read_u32 = self.phys.read_u32
+        self._ram_lo, self._ram_hi = self.phys.base, self.phys.end
+        engine.hook_tlb_fill(self._tlb_fill)
+        engine.hook_intr(self._interrupt)
+        engine.hook_insn_invalid(self._undefined)
+        self.layout = self._load(config)
+
+    # -- boot -------------------------------------------------------------
+    def _load(self, config: MachineConfig) -> board.BootLayout:
+        """Put kernel, initrd and DTB in RAM and set the registers a boot loader would."""
+        try:
+            layout = board.plan_layout(
+                config.ram_mib << 20, len(config.kernel.data), len(config.initrd), config.kernel.load_offset
+            )
+        except ValueError as exc:
+            raise GuestError(str(exc), hint="use --ram with more MiB") from exc
+        self.phys.write(layout.kernel, config.kernel.data)
+        if config.initrd:
+            self.phys.write(layout.initrd, config.initrd)
+        dtb = board.device_tree(layout, config.bootargs)
+        self.phys.write(layout.dtb, dtb)
+        for dev in (self.gic.distributor, self.gic.cpu_interface, self.timer, self.uart, self.psci):
+            dev.reset()
+        engine = self.engine
+        # MMU and caches off, SVC mode, IRQs/FIQs/aborts masked (Documentation/arm/booting.rst).
+        engine.set_reg(A.UC_ARM_REG_CPSR, 0x1D3)
+        engine.set_reg(A.UC_ARM_REG_R0, 0)
+        engine.set_reg(A.UC_ARM_REG_R1, 0xFFFFFFFF)
+        engine.set_reg(A.UC_ARM_REG_R2, layout.dtb)
+        engine.set_reg(A.UC_ARM_REG_PC, layout.kernel)
+        return layout
+
+    # -- public API for plugins ---------------------------------------------
+    @property
+    def insn_count(self) -> int:
+        """Guest instructions executed so far (exact, including the running quantum)."""
+        return self.clock.insn_count
+
+    def request_stop(self, kind: str, message: str) -> None:
+        """Stop the run at the next opportunity (plugins: e.g. enough data collected)."""
+        if self._stop is None:
+            self._stop = StopReason(kind, message, self.clock.insn_count)
+        self.uc.emu_stop()
+
+    def add_address_hook(self, vaddr: int, fn: Callable[[int], None]) -> int:
+        """Call ``fn(pc)`` whenever execution reaches virtual address ``vaddr`` (any address space).
+
+        Costs one Python call per execution of that address and nothing elsewhere.
+        """
+        vaddr &= 0xFFFFFFFE
+        handle = self.engine.hook_code(lambda addr, _size: fn(addr), vaddr, vaddr)
+        self._hooks[handle] = _Hook(handle, vaddr, fn)
+        # Code translated before the hook existed carries no call to it.
+        self.uc.ctl_remove_cache(vaddr, vaddr + 4)
+        return handle
+
+    def add_block_hook(self, fn: Callable[[int, int], None]) -> int:
+        """Call ``fn(pc, size)`` at every translated block executed. Expensive (~10x slowdown)."""
+        handle = self.engine.hook_block(fn)
+        self._hooks[handle] = _Hook(handle, None, fn)
+        self.uc.ctl_flush_tb()
+        return handle
+
+    def remove_hook(self, handle: int) -> None:
+        hook = self._hooks.pop(handle, None)
+        if hook is not None:
+            self.engine.hook_del(handle)
+
+    # -- the run loop ------------------------------------------------------
+    def run(self) -> StopReason:
+        """Run until power-off, a stop request, a guest failure or the instruction budget."""
+        self._progress_wall = time.monotonic()
+        self.events.on_start()
+        try:
+            while self._stop is None:
+                self._quantum()
+        except KeyboardInterrupt:
+            self._stop = StopReason("interrupted", "interrupted by the user (Ctrl-C)", self.clock.insn_count)
+        except GuestError as exc:
+            self._stop = StopReason("error", str(exc), self.clock.insn_count)
+        except PluginError as exc:  # strict mode: a plugin's failure ends the run cleanly
+            self._stop = StopReason("plugin", str(exc), self.clock.insn_count)
+        except (UcError, NotImplementedError) as exc:
+            pc = self.cpu.pc
+            self._stop = StopReason("error", f"emulation failed at pc {pc:#x}: {exc}", self.clock.insn_count)
+        finally:
+            self._running = False
+        self._flush_console_line()
+        reason = self._stop
+        self.events.on_stop(reason)
+        return reason
+
+    def _quantum(self) -> None:
+        clock = self.clock
+        config = self.config
+        budget = config.quantum
+        if config.max_insns is not None:
+            left = config.max_insns - clock.retired
+            if left <= 0:
+                self._stop = StopReason("max_insns", f"instruction budget of {config.max_insns} reached", clock.retired)
+                return
+            budget = min(budget, left)
+        deadline = self.timer.next_deadline_ns()
+        if deadline is not None:
+            budget = min(budget, clock.insns_until(deadline))
+        if self.irq_line:
+            if self.cpu.cpsr & CPSR_I:
+                # Masked: step in short, growing slices so the IRQ is taken soon after unmasking.
+                budget = min(budget, self._masked_step)
+                self._masked_step = min(self._masked_step * 2, 4096)
+            else:
+                self._masked_step = 16
+                self._take_irq()
+        self._running = True
+        executed, faulted = self.engine.run(self.cpu.resume_address(), budget)
+        self._running = False
+        clock.retire(executed)
+        if faulted:
+            self._take_abort()
+        elif executed < budget and self._stop is None and not self.irq_line:
+            self._idle()
+        self.timer.update()
+        self._check_hang()
+
+    def _idle(self) -> None:
+        """WFI with nothing pending: jump virtual time to the next timer event."""
+        deadline = self.timer.next_deadline_ns()
+        if deadline is None:
+            self._stop = StopReason(
+                "hang", "guest is idle (WFI) with no timer armed and no interrupt pending", self.clock.retired
+            )
+            return
+        self.clock.skip_to(deadline)
+
+    def _check_hang(self) -> None:
+        config = self.config
+        if self.clock.retired - self._progress_insn > config.hang_insns:
+            self._stop = StopReason(
+                "hang",
+                f"no console output and no system call for {config.hang_insns} instructions",
+                self.clock.retired,
+            )
+        elif time.monotonic() - self._progress_wall > config.hang_seconds:
+            self._stop = StopReason(
+                "hang",
+                f"no console output and no system call for {config.hang_seconds:.0f} s",
+                self.clock.retired,
+            )
+
+    def _progress(self) -> None:
+        self._progress_insn = self.clock.insn_count
+        self._progress_wall = time.monotonic()
+
+    # -- interrupts and exceptions ------------------------------------------
+    def _set_irq_line(self, level: bool) -> None:
+        self.irq_line = level
+        if level and self._running:
+            self.uc.emu_stop()  # end the quantum so the IRQ is taken promptly
+
+    def _event_base(self) -> tuple[int, bool, str]:
+        cpsr = self.cpu.cpsr
+        return self.cpu.pc, bool(cpsr & CPSR_T), MODE_NAMES.get(cpsr & CPSR_MODE_MASK, "???")
+
+    def _take_irq(self) -> None:
+        pc, thumb, mode = self._event_base()
+        if self.events.on_exception:
+            self.events.on_exception(ExceptionEvent(ExceptionKind.IRQ, pc, thumb, mode, self.clock.insn_count))
+        self.cpu.enter(ExceptionKind.IRQ, pc + 4)
+
+    def _take_abort(self) -> None:
+        fault = self._fault
+        self._fault = None
+        if fault is None:
+            raise GuestError(f"unexplained emulation exception at pc {self.cpu.pc:#x}")
+        pc, thumb, mode = self._event_base()
+        if fault.access == ACCESS_FETCH:
+            kind, lr = ExceptionKind.PREFETCH_ABORT, pc + 4
+            self.cpu.cp15["ifsr"].write(fault.ifsr)
+            self.cpu.cp15["ifar"].write(fault.vaddr)
+            status = fault.ifsr
+        else:
+            kind, lr = ExceptionKind.DATA_ABORT, pc + 8
+            self.cpu.cp15["dfsr"].write(fault.dfsr)
+            self.cpu.cp15["dfar"].write(fault.vaddr)
+            status = fault.dfsr
+        if self.events.on_exception:
+            self.events.on_exception(ExceptionEvent(kind, pc, thumb, mode, self.clock.insn_count, fault.vaddr, status))
+        self.cpu.enter(kind, lr)
+
+    def _tlb_fill(self, vaddr: int, access: int, entry: int) -> bool:
+        if vaddr == UNTIL_PAGE and access == ACCESS_FETCH:
+            ctypes.memmove(entry, struct.pack("<QI", UNTIL_PAGE, U.UC_PROT_EXEC), 12)
+            return True
+        engine = self.engine
+        cpsr = engine.reg(A.UC_ARM_REG_CPSR)
+        regs = self._regs_now()
+        if regs.ttbr0 != self._last_ttbr0:
+            old, self._last_ttbr0 = self._last_ttbr0, regs.ttbr0
+            if self.events.on_asid_change:
+                contextidr = self.cpu.cp15["contextidr"].read()
+                self.events.on_asid_change(AddressSpaceSwitch(old, regs.ttbr0, contextidr, self.clock.insn_count))
+        result = walk(self._read_u32, regs, vaddr, access, cpsr & CPSR_MODE_MASK != 0x10)
+        if type(result) is MmuFault:
+            self._fault = result
+            return False
+        paddr, perms = result  # type: ignore[misc]
+        if not (self._ram_lo <= paddr < self._ram_hi) and not self._is_mmio(paddr):
+            self._fault = MmuFault(vaddr, FS_EXTERNAL, 0, access)
+            return False
+        ctypes.memmove(entry, struct.pack("<QI", paddr, perms), 12)
+        if access != ACCESS_FETCH and cpsr & CPSR_IT_MASK:
+            # unicorn-facts.md bug 1: the fill leaked the faulting insn's IT state; restore the invariant.
+            engine.set_reg(A.UC_ARM_REG_CPSR, cpsr & ~CPSR_IT_MASK)
+        return True
+
+    def _is_mmio(self, paddr: int) -> bool:
+        return any(lo <= paddr < hi for lo, hi in self._mmio)
+
+    def _interrupt(self, intno: int) -> None:
+        engine = self.engine
+        if intno == EXCP_SWI:
+            self._progress()
+            cpsr = engine.reg(A.UC_ARM_REG_CPSR)
+            next_pc = engine.reg(A.UC_ARM_REG_PC)
+            thumb = bool(cpsr & CPSR_T)
+            if self.events.on_svc:
+                self.events.on_svc(SvcEvent(next_pc - (2 if thumb else 4), thumb, self.clock.insn_count))
+            self.cpu.enter(ExceptionKind.SVC, next_pc)
+        elif intno == EXCP_SMC:
+            regs = [engine.reg(r) for r in (A.UC_ARM_REG_R0, A.UC_ARM_REG_R1, A.UC_ARM_REG_R2, A.UC_ARM_REG_R3)]
+            engine.set_reg(A.UC_ARM_REG_R0, self.psci.call(regs[0], (regs[1], regs[2], regs[3])))
+        elif intno == EXCP_BKPT:
+            pc, thumb, mode = self._event_base()
+            insn_pc = pc - (2 if thumb else 4)
+            self.cpu.cp15["ifsr"].write(0b00010)  # debug event
+            self.cpu.cp15["ifar"].write(insn_pc)
+            if self.events.on_exception:
+                self.events.on_exception(
+                    ExceptionEvent(ExceptionKind.PREFETCH_ABORT, insn_pc, thumb, mode, self.clock.insn_count)
+                )
+            self.cpu.enter(ExceptionKind.PREFETCH_ABORT, insn_pc + 4)
+        else:
+            raise GuestError(f"unexpected CPU exception {intno} at pc {self.cpu.pc:#x}")
+
+    def _undefined(self) -> bool:
+        pc, thumb, mode = self._event_base()
+        try:
+            raw = self.memory.read(pc, 4)
+        except Exception:
+            raw = b"\0\0\0\0"
+        if thumb:
+            hw1 = int.from_bytes(raw[:2], "little")
+            insn = (hw1 << 16) | int.from_bytes(raw[2:], "little") if hw1 >> 11 in (0x1D, 0x1E, 0x1F) else hw1
+        else:
+            insn = int.from_bytes(raw, "little")
+        if (thumb, insn) in _WFE_YIELD:
+            size = 4 if insn > 0xFFFF or not thumb else 2
+            self.engine.set_reg(A.UC_ARM_REG_PC, (pc + size) | (1 if thumb else 0))
+            return True
+        if self.events.on_exception:
+            self.events.on_exception(ExceptionEvent(ExceptionKind.UNDEFINED, pc, thumb, mode, self.clock.insn_count))
+        self.cpu.enter(ExceptionKind.UNDEFINED, pc + (2 if thumb else 4))
+        return True
+
+    # -- devices' outputs ------------------------------------------------------
+    def _console(self, data: bytes) -> None:
+        self._progress()
+        if self._console_sink is not None:
+            self._console_sink(data)
+        if self.events.on_console:
+            self.events.on_console(data)
+        for byte in data:
+            if byte == 0x0A:
+                self._end_console_line()
+            else:
+                self._line.append(byte)
+
+    def _end_console_line(self) -> None:
+        line = bytes(self._line)
+        self._line.clear()
+        if PANIC_MARKER in line:
+            self.request_stop("panic", line.decode("utf-8", "replace").strip())
+
+    def _flush_console_line(self) -> None:
+        if PANIC_MARKER in self._line:
+            self._end_console_line()
+
+    def _power(self, event: PowerEvent) -> None:
+        kind = "poweroff" if event is PowerEvent.OFF else "reset"
+        self.request_stop(kind, f"guest requested system {event.value} through PSCI")
+
+    # -- state --------------------------------------------------------------
+    def device_state(self) -> dict[str, Any]:
+        """Every device's explicit state, for snapshots and record/replay."""
+        return {
+            "gic": self.gic.get_state(),
+            "timer": self.timer.get_state(),
+            "uart": self.uart.get_state(),
+            "clock": self.clock.get_state(),
+        }
