@@ -63,6 +63,10 @@ _WFE_YIELD = {
 
 PANIC_MARKER = b"Kernel panic - not syncing"
 
+#: While an IRQ is pending but masked: single steps, then one chunk of this many instructions.
+MASKED_SINGLE_STEPS = 48
+MASKED_CHUNK = 1024
+
 
 @dataclass
 class MachineConfig:
@@ -136,7 +140,7 @@ class Machine:
         self._last_ttbr0 = 0
         self._progress_insn = 0
         self._progress_wall = 0.0
-        self._masked_step = 16
+        self._masked_steps = 0
         self._line = bytearray()
         self._hooks: dict[int, _Hook] = {}
 
@@ -249,12 +253,11 @@ class Machine:
             budget = min(budget, clock.insns_until(deadline))
         if self.irq_line:
             if self.cpu.cpsr & CPSR_I:
-                # Masked: step in short, growing slices so the IRQ is taken soon after unmasking.
-                budget = min(budget, self._masked_step)
-                self._masked_step = min(self._masked_step * 2, 4096)
+                budget = min(budget, self._masked_budget())
             else:
-                self._masked_step = 16
+                self._masked_steps = 0
                 self._take_irq()
+        self._fault = None
         self._running = True
         executed, faulted = self.engine.run(self.cpu.resume_address(), budget)
         self._running = False
@@ -265,6 +268,20 @@ class Machine:
             self._idle()
         self.timer.update()
         self._check_hang()
+
+    def _masked_budget(self) -> int:
+        """Instructions to run while an IRQ is pending but masked.
+
+        Linux's idle loop unmasks for only a few instructions (WFI, cpsie,
+        cpsid, WFI), so a chunk would always end masked and the IRQ would never
+        be taken (unicorn-facts.md).  Single-step a while, then let a longer
+        masked section run in one chunk, and single-step again.
+        """
+        self._masked_steps += 1
+        if self._masked_steps <= MASKED_SINGLE_STEPS:
+            return 1
+        self._masked_steps = 0
+        return MASKED_CHUNK
 
     def _idle(self) -> None:
         """WFI with nothing pending: jump virtual time to the next timer event."""
