@@ -62,6 +62,17 @@ def guest_command_overlay(cmd: str) -> bytes:
     return overlay_archive({GUEST_CMD_PATH: cmd.encode() + b"\n"})
 
 
+def image_labels(image: ImageBundle) -> dict[str, str]:
+    """What plugins may want to know about the image (osi_linux finds its profile here)."""
+    labels = {"image": image.name, "image_path": str(image.path)}
+    kernel = image.manifest.get("kernel") or {}
+    if kernel.get("release"):
+        labels["kernel_release"] = str(kernel["release"])
+    if image.profile_path is not None:
+        labels["profile"] = str(image.profile_path)
+    return labels
+
+
 def build_machine(options: RunOptions, image: ImageBundle, console: Callable[[bytes], None] | None) -> Machine:
     """A machine loaded with ``image`` (and the ``--cmd`` overlay), ready to run."""
     kernel = load_kernel(
@@ -85,6 +96,7 @@ def build_machine(options: RunOptions, image: ImageBundle, console: Callable[[by
         ram_mib=options.ram_mib,
         max_insns=options.max_insns,
         hang_seconds=options.hang_seconds,
+        labels=image_labels(image),
     )
     return Machine(config, console=console)
 

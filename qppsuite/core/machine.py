@@ -83,6 +83,8 @@ class MachineConfig:
     hang_insns: int = 4_000_000_000
     #: ... or for this many wall-clock seconds.
     hang_seconds: float = 600.0
+    #: Facts about the run for plugins (image name, OSI profile path...); the core does not read them.
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -86,6 +86,8 @@ GICC_EOIR = 0x10
 GICC_RPR = 0x14
 GICC_HPPIR = 0x18
 GICC_APR0 = 0xD0
+#: GICC_APR1-3 and GICC_NSAPR0-3: with 5 priority bits only APR0 holds state; the rest are RAZ/WI.
+GICC_APR_RAZWI = range(0xD4, 0xF0, 4)
 GICC_IIDR = 0xFC
 GICC_DIR = 0x1000
 
@@ -545,6 +547,8 @@ class GicCpuInterface(MmioDevice):
             return g.highest_pending_id()
         if offset == GICC_APR0:
             return g.apr
+        if offset in GICC_APR_RAZWI:
+            return 0
         if offset == GICC_IIDR:
             return GICC_IIDR_VALUE
         if offset in (GICC_EOIR, GICC_DIR):
@@ -573,6 +577,8 @@ class GicCpuInterface(MmioDevice):
                 self.guest_error(("dir-eoimode0",), "GICC_DIR written while GICC_CTLR.EOImode is 0: ignored")
         elif offset == GICC_APR0:
             g.apr = value  # restoring saved state, as GIC save/restore code does
+        elif offset in GICC_APR_RAZWI:
+            pass
         elif offset in (GICC_IAR, GICC_RPR, GICC_HPPIR, GICC_IIDR):
             self.guest_error(("write", offset), f"write of {value:#x} to read-only offset {offset:#x}")
         else:
