@@ -1,0 +1,67 @@
+"""What osi_linux answers with: plain frozen values, safe to keep after the guest has moved on.
+
+Every answer is a snapshot of guest kernel memory at one instruction.  The
+guest's memory is untrusted, so a value read through a broken or garbage
+pointer is not guessed: the affected record carries ``partial=True`` and the
+fields it could not read hold neutral values (0, "" or None).
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OsiProcess:
+    """A thread group (what ``ps`` lists), seen through its leader task.
+
+    ``asid`` is the physical address of ``mm->pgd``, i.e. the TTBR0 base the
+    process runs with (compare it with ``AddressSpaceSwitch.new_ttbr0 &
+    ~0x3fff``); kernel threads have no mm and so no ``asid``.
+    ``start_time`` is ``task_struct.start_time`` (ns of monotonic time).
+    """
+
+    pid: int
+    tgid: int
+    ppid: int
+    name: str
+    asid: int | None
+    task: int
+    start_time: int
+    is_kernel_thread: bool
+    partial: bool = False
+
+
+@dataclass(frozen=True)
+class OsiThread:
+    """One task (a thread); ``pid`` is its thread group's id (tgid), ``tid`` its own."""
+
+    tid: int
+    pid: int
+    name: str
+    task: int
+    partial: bool = False
+
+
+@dataclass(frozen=True)
+class OsiMapping:
+    """One line of ``/proc/PID/maps``: ``perms`` like ``r-xp``, ``path`` like the kernel names it.
+
+    ``path`` is a file's full path, ``[heap]``, ``[stack]``, ``[vdso]``,
+    ``[vvar]``, ``[sigpage]``, ``[vectors]``, ``[anon:NAME]``, or "" for an
+    anonymous mapping.
+    """
+
+    start: int
+    end: int
+    perms: str
+    offset: int
+    path: str
+    partial: bool = False
+
+
+@dataclass(frozen=True)
+class OsiModule:
+    """A loaded kernel module; ``size`` counts core and init sections like ``/proc/modules``."""
+
+    name: str
+    base: int
+    size: int
