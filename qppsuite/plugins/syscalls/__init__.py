@@ -1,1 +1,179 @@
-"""plugins/syscalls"""
+"""The ``syscalls`` plugin: every system call the guest makes, typed, and its return.
+
+It listens to the core's ``on_svc`` (user mode, before the exception entry, ARM
+or Thumb), names the call from r7 with the ARM EABI table, and runs
+``on_syscall(ctx)``; when user mode resumes at the instruction after the SVC in
+the same address space and thread it runs ``on_syscall_return(ctx, retval)``.
+``on_sys_<name>`` / ``on_sys_<name>_return`` exist for every call in the table,
+as PANDA's syscalls2 users expect.  Calls that never return are reported once
+through ``on_syscall_noreturn(ctx)`` with ``ctx.ending`` saying why.
+
+Nothing is read or built for a call unless a callback for it has a listener:
+with nothing registered the cost is one SVC event and a few truth tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from unicorn import arm_const as A
+
+from qppsuite.core.events import SvcEvent
+from qppsuite.core.qpp import Arg, Callback, Plugin, export
+from qppsuite.plugins.syscalls.context import Limits, SyscallContext
+from qppsuite.plugins.syscalls.pairing import ReturnPairing
+from qppsuite.plugins.syscalls.table import SYSCALLS, SyscallSpec
+
+THREAD_SIZE = 8192
+"""Kernel stack size of a 32-bit ARM Linux thread: masking SVC-mode sp with it gives the thread's stack base."""
+
+_MODE_MASK = 0x1F
+_MODE_USR = 0x10
+_ARG_REGS = tuple(getattr(A, f"UC_ARM_REG_R{i}") for i in range(7))
+
+GENERIC_CALLBACKS = ("on_syscall", "on_syscall_return", "on_syscall_noreturn")
+PER_CALL_CALLBACKS = tuple(
+    cb for spec in SYSCALLS.values() for cb in (f"on_sys_{spec.name}", f"on_sys_{spec.name}_return")
+)
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+class Syscalls(Plugin):
+    """Typed ARM EABI system calls with return pairing: on_syscall, on_syscall_return, on_sys_<name>"""
+
+    name = "syscalls"
+    requires = ("core",)
+    callbacks: ClassVar[tuple[str, ...]] = GENERIC_CALLBACKS + PER_CALL_CALLBACKS
+    args: ClassVar[Any] = {
+        "string_limit": Arg(int, 256, help="bytes of a C string argument to read"),
+        "buf_limit": Arg(int, 64, help="bytes of a buffer argument to read"),
+        "array_limit": Arg(int, 32, help="entries of an argv or iovec array to read"),
+    }
+
+    def load(self) -> None:
+        if min(self.args.string_limit, self.args.buf_limit, self.args.array_limit) < 0:
+            raise ValueError("string_limit, buf_limit and array_limit must not be negative")
+        self.limits = Limits(self.args.string_limit, self.args.buf_limit, self.args.array_limit)
+        self.pairing = ReturnPairing()
+        self.on_syscall = self.callback("on_syscall")
+        self.on_syscall_return = self.callback("on_syscall_return")
+        self.on_syscall_noreturn = self.callback("on_syscall_noreturn")
+        #: number -> (spec, on_sys_<name>, on_sys_<name>_return): one dict lookup per call.
+        self._per_call: dict[int, tuple[SyscallSpec, Callback, Callback]] = {
+            number: (spec, self.callback(f"on_sys_{spec.name}"), self.callback(f"on_sys_{spec.name}_return"))
+            for number, spec in SYSCALLS.items()
+        }
+        self._hooked_pcs: set[int] = set()
+        self._hook_handles: list[int] = []
+        self.calls_seen = 0
+        machine = self.machine
+        if machine is not None:
+            self._engine = machine.engine
+            self._ttbr0 = machine.cpu.ttbr0.read
+            self._banked = machine.cpu.banked
+            self._memory = machine.memory
+        self.qpp.register("core", "on_svc", self._svc, owner=self.name)
+
+    # -- the hot path ----------------------------------------------------------
+    def _svc(self, event: SvcEvent) -> None:
+        self.calls_seen += 1
+        reg = self._engine.reg
+        number = reg(A.UC_ARM_REG_R7)
+        entry = self._per_call.get(number)
+        if entry is None:
+            spec, on_sys, on_sys_return = None, None, None
+            wants_call = bool(self.on_syscall)
+            wants_return = bool(self.on_syscall_return)
+        else:
+            spec, on_sys, on_sys_return = entry
+            wants_call = bool(self.on_syscall) or bool(on_sys)
+            wants_return = bool(self.on_syscall_return) or bool(on_sys_return)
+        if not (wants_call or wants_return or self.on_syscall_noreturn):
+            return
+        ctx = SyscallContext(
+            seq=self.pairing.next_seq(),
+            insn_count=event.insn_count,
+            pc=event.pc,
+            thumb=event.thumb,
+            number=number,
+            name=spec.name if spec is not None else f"syscall_{number:#x}",
+            spec=spec,
+            raw_args=tuple(reg(r) for r in _ARG_REGS),
+            asid=self._ttbr0(),
+            thread=self._banked("sp", "svc") & ~(THREAD_SIZE - 1),
+            user_sp=reg(A.UC_ARM_REG_SP),
+            memory=self._memory,
+            limits=self.limits,
+        )
+        ended = self.pairing.call(ctx)
+        for old in ended:
+            self._noreturn(old)
+        if self.on_syscall:
+            self.on_syscall(ctx)
+        if on_sys:
+            on_sys(ctx)
+        if ctx.noreturn:
+            self._noreturn(ctx)
+        else:
+            self._watch_return(ctx.return_pc)
+
+    def _watch_return(self, pc: int) -> None:
+        """One address hook per distinct return pc, kept for the run; it filters by pending key."""
+        if pc not in self._hooked_pcs:
+            self._hooked_pcs.add(pc)
+            self._hook_handles.append(self.machine.add_address_hook(pc, self._return_hook))
+
+    def _return_hook(self, pc: int) -> None:
+        if not self.pairing.waiting.get(pc):
+            return
+        reg = self._engine.reg
+        if reg(A.UC_ARM_REG_CPSR) & _MODE_MASK != _MODE_USR:
+            return
+        matched = self.pairing.returned(
+            pc, self._ttbr0(), self._banked("sp", "svc") & ~(THREAD_SIZE - 1), reg(A.UC_ARM_REG_R0)
+        )
+        if matched is None:
+            return
+        for old in matched.ended:
+            self._noreturn(old)
+        self._returned(matched.ctx, matched.retval)
+
+    def _returned(self, ctx: SyscallContext, retval: int) -> None:
+        if self.on_syscall_return:
+            self.on_syscall_return(ctx, retval)
+        entry = self._per_call.get(ctx.number)
+        if entry is not None and entry[2]:
+            entry[2](ctx, retval)
+
+    def _noreturn(self, ctx: SyscallContext) -> None:
+        if self.on_syscall_noreturn:
+            self.on_syscall_noreturn(ctx)
+
+    # -- lifecycle --------------------------------------------------------------
+    def stop(self, reason: Any) -> None:
+        """Calls still blocked when the guest stopped are reported as never having returned."""
+        for ctx in self.pairing.drain():
+            self._noreturn(ctx)
+
+    def unload(self) -> None:
+        if self.machine is not None:
+            for handle in self._hook_handles:
+                self.machine.remove_hook(handle)
+        self._hook_handles.clear()
+
+    # -- exports -------------------------------------------------------------
+    @export
+    def syscall_spec(self, number: int) -> SyscallSpec | None:
+        """The table entry for a call number (None for a number the ARM EABI table lacks)."""
+        return SYSCALLS.get(number)
+
+    @export
+    def pending_calls(self) -> list[SyscallContext]:
+        """Calls made and not yet returned, in call order (e.g. what each blocked thread waits in)."""
+        return sorted((c for stack in self.pairing.pending.values() for c in stack), key=lambda c: c.seq)
+
+
+plugin = Syscalls

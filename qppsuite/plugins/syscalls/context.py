@@ -1,0 +1,109 @@
+"""What a system call looks like to the plugins that watch it.
+
+One :class:`SyscallContext` is built per call, only when some plugin listens,
+and the same object is handed to the call and to its return callbacks so a
+listener can keep per-call state keyed on it (or on ``seq``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from qppsuite.plugins.syscalls.decode import DecodedArg, DecodedReturn, GuestReader, decode_args, decode_return
+from qppsuite.plugins.syscalls.table import SyscallSpec
+
+#: Why a call has no return record (``SyscallContext.ending``).
+ENDING_EXIT = "exit"  # exit, exit_group, sigreturn: never come back by design
+ENDING_EXEC = "exec"  # execve succeeded: the thread now runs another image
+ENDING_RESTARTED = "restarted"  # interrupted and re-issued by the kernel (same pc, same stack)
+ENDING_LOST = "lost"  # the thread went on without returning to this call (killed, stack reused)
+ENDING_PENDING = "pending"  # still blocked when the run ended
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what is read from guest memory per argument (the plugin's ``*_limit`` arguments)."""
+
+    string_limit: int = 256
+    buf_limit: int = 64
+    array_limit: int = 32
+
+
+@dataclass(eq=False, slots=True)
+class SyscallContext:
+    """One system call as it was made, and how it ended.
+
+    ``asid`` is TTBR0 and ``thread`` the base of the calling thread's kernel stack
+    (each thread has its own), which together with ``return_pc`` pair a return with
+    its call.  ``raw_args`` are r0-r6 at the call.  Decoding reads guest memory, so
+    it happens on first use of :meth:`decoded`, which a listener must do inside
+    ``on_syscall`` (by the return the buffers, or after an execve the whole address
+    space, may have changed); :meth:`result` is for ``on_syscall_return``.
+
+    ``noreturn`` is set once the call is known never to return to ``return_pc``,
+    with ``ending`` saying why (``ENDING_*``).  ``child`` marks the context a fork,
+    vfork or clone child sees when it first returns (``retval`` 0): it shares the
+    parent's call fields and number, has the child's ``asid``/``thread``, its own
+    ``seq``, and ``parent_seq`` names the parent's call.
+    """
+
+    seq: int
+    insn_count: int
+    pc: int
+    thumb: bool
+    number: int
+    name: str
+    spec: SyscallSpec | None
+    raw_args: tuple[int, ...]
+    asid: int
+    thread: int
+    user_sp: int
+    memory: GuestReader = field(repr=False)
+    limits: Limits = field(repr=False)
+    noreturn: bool = False
+    ending: str | None = None
+    child: bool = False
+    parent_seq: int | None = None
+    _decoded: list[DecodedArg] | None = field(default=None, repr=False)
+    _result: DecodedReturn | None = field(default=None, repr=False)
+
+    @property
+    def return_pc(self) -> int:
+        """Where user mode resumes after the call: the instruction after the SVC."""
+        return self.pc + (2 if self.thumb else 4)
+
+    def decoded(self) -> Sequence[DecodedArg]:
+        """The arguments as the call began, decoded once from guest memory on first use."""
+        if self._decoded is None:
+            if self.spec is None:
+                self._decoded = [DecodedArg(f"arg{i}", "ulong", raw, raw) for i, raw in enumerate(self.raw_args)]
+            else:
+                limits = self.limits
+                self._decoded = decode_args(
+                    self.spec,
+                    self.raw_args,
+                    self.memory,
+                    string_limit=limits.string_limit,
+                    buf_limit=limits.buf_limit,
+                    array_limit=limits.array_limit,
+                )
+        return self._decoded
+
+    def result(self, retval: int) -> DecodedReturn:
+        """The return value decoded (errno name, output buffers); call it in ``on_syscall_return``."""
+        if self._result is None:
+            if self.spec is None:
+                self._result = DecodedReturn(retval, None)
+            else:
+                limits = self.limits
+                self._result = decode_return(
+                    self.spec,
+                    retval,
+                    self.raw_args,
+                    self.memory,
+                    string_limit=limits.string_limit,
+                    buf_limit=limits.buf_limit,
+                    array_limit=limits.array_limit,
+                )
+        return self._result
