@@ -6,6 +6,7 @@ never interrupts): GICv2, an SP804 for clockevent/clocksource/sched_clock, a
 PL011 console, and PSCI over SMC.  The device tree is built in Python (``fdt``).
 """
 
+import hashlib
 from dataclasses import dataclass
 
 import fdt
@@ -34,6 +35,13 @@ TIMCLK_HZ = 1_000_000
 APB_PCLK_HZ = 24_000_000
 IRQ_TYPE_LEVEL_HIGH = 4
 GIC_SPI = 0
+
+#: ``/chosen/rng-seed``, as QEMU's virt board passes one.  Without it the kernel's
+#: CRNG is not ready when userspace starts, and the board offers no cycle counter
+#: (no arch timer), so the first read of /dev/urandom busy-waits for billions of
+#: instructions in try_to_generate_entropy().  The seed is fixed so runs stay
+#: deterministic (ASLR and every other guest randomness is the same each run).
+RNG_SEED = hashlib.sha256(b"qppsuite board rng-seed").digest()
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,7 @@ def device_tree(layout: BootLayout, bootargs: str) -> bytes:
     if layout.initrd_size:
         chosen.append(fdt.PropWords("linux,initrd-start", layout.initrd))
         chosen.append(fdt.PropWords("linux,initrd-end", layout.initrd + layout.initrd_size))
+    chosen.append(fdt.PropBytes("rng-seed", data=RNG_SEED))
     root.append(chosen)
 
     memory = fdt.Node(f"memory@{RAM_BASE:x}")
