@@ -1,1 +1,236 @@
-"""plugins/syscalls_logger"""
+"""The ``syscalls_logger`` plugin: which process made which system call, into SQLite or text.
+
+Each call is joined, at the moment it is made, with osi_linux's current process
+and thread (a fork child's own return is joined with the child), and becomes
+one row once its outcome is known: its return, or the reason it never returned.
+The process seen at the call is the one that made it even if the call blocks
+while others run, and even if it is an execve that renames the process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TextIO
+
+import qppsuite
+from qppsuite.core.qpp import Arg, Plugin
+from qppsuite.errors import PluginError
+from qppsuite.plugins.syscalls.context import ENDING_PENDING, SyscallContext
+from qppsuite.plugins.syscalls.decode import format_call
+from qppsuite.plugins.syscalls_logger.database import SyscallDatabase
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def default_db_path(image: str, now: dt.datetime) -> Path:
+    """``qppsuite-<image>-<UTC timestamp>.db`` in the current directory: one new file per run."""
+    return Path(f"qppsuite-{image}-{now.strftime('%Y%m%dT%H%M%SZ')}.db")
+
+
+@dataclass(slots=True)
+class _Caller:
+    """Who made a call, captured when it was made."""
+
+    ctx: SyscallContext
+    process: dict[str, Any] | None  # the process row (shared, updated in place)
+    tid: int | None
+    name: str | None
+    ppid: int | None
+
+
+class SyscallsLogger(Plugin):
+    """Every system call with its process (name, pid, tid, ppid), into SQLite or as text lines"""
+
+    name = "syscalls_logger"
+    requires = ("osi_linux", "syscalls")
+    args: ClassVar[Any] = {
+        "db": Arg(Path, None, help="SQLite file (default: qppsuite-<image>-<UTC time>.db here); runs append"),
+        "format": Arg(str, "sqlite", choices=("sqlite", "text"), help="sqlite database or one text line per call"),
+        "out": Arg(Path, None, help="text output file for format=text (default: stdout)"),
+        "batch": Arg(int, 500, help="rows per transaction"),
+    }
+
+    def load(self) -> None:
+        if self.args.batch < 1:
+            raise PluginError(f"plugin 'syscalls_logger' argument 'batch': {self.args.batch} is not at least 1")
+        self.get_current_process = self.qpp.import_function("osi_linux", "get_current_process")
+        self.get_current_thread = self.qpp.import_function("osi_linux", "get_current_thread")
+        self._callers: dict[int, _Caller] = {}  # seq -> caller, while the call is outstanding
+        self._processes: dict[tuple[int, int], dict[str, Any]] = {}  # (pid, start_time) -> row
+        self._names: dict[int, list[str]] = {}  # process row id -> names over time
+        self.rows = 0
+        self._batch = self.args.batch
+        self._db: SyscallDatabase | None = None
+        self._text: TextIO | None = None
+        self._own_text = False
+        labels: dict[str, str] = self.machine.config.labels if self.machine is not None else {}
+        self._started = _utc_now()
+        if self.args.format == "text":
+            self._open_text(self.args.out)
+        else:
+            path = self.args.db or default_db_path(labels.get("image", "guest"), self._started)
+            self._db = SyscallDatabase(
+                path,
+                {
+                    "image": labels.get("image"),
+                    "image_path": labels.get("image_path"),
+                    "kernel_release": labels.get("kernel_release"),
+                    "plugins": json.dumps([n for n in dict.fromkeys([*self.qpp.loaded, self.name]) if n != "core"]),
+                    "qppsuite_version": qppsuite.__version__,
+                    "started_at": self._started.isoformat(timespec="seconds"),
+                },
+            )
+            self.db_path = path
+        self.qpp.register("syscalls", "on_syscall", self._call, owner=self.name)
+        self.qpp.register("syscalls", "on_syscall_return", self._return, owner=self.name)
+        self.qpp.register("syscalls", "on_syscall_noreturn", self._noreturn, owner=self.name)
+
+    def _open_text(self, out: Path | None) -> None:
+        if out is None:
+            self._text = sys.stdout
+            return
+        try:
+            self._text = out.open("w", encoding="utf-8")
+        except OSError as exc:
+            raise PluginError(f"cannot write the syscall text log {out}: {exc.strerror}") from None
+        self._own_text = True
+
+    # -- callbacks -------------------------------------------------------------
+    def _call(self, ctx: SyscallContext) -> None:
+        ctx.decoded()  # the arguments as they are now; by the return they may be gone
+        self._callers[ctx.seq] = self._caller(ctx)
+
+    def _return(self, ctx: SyscallContext, retval: int) -> None:
+        caller = self._caller(ctx) if ctx.child else self._callers.pop(ctx.seq, None)
+        if caller is None:  # the call was made before this plugin listened
+            return
+        self._write(ctx, caller, retval)
+
+    def _noreturn(self, ctx: SyscallContext) -> None:
+        caller = self._callers.pop(ctx.seq, None)
+        if caller is not None:
+            self._write(ctx, caller, None)
+
+    def _caller(self, ctx: SyscallContext) -> _Caller:
+        proc = self.get_current_process()
+        thread = self.get_current_thread()
+        tid = thread.tid if thread is not None else None
+        if proc is None:
+            return _Caller(ctx, None, tid, None, None)
+        key = (proc.pid, proc.start_time)
+        row = self._processes.get(key)
+        if row is None:
+            row_id = self._db.new_process_id() if self._db is not None else len(self._processes) + 1
+            row = self._processes[key] = {
+                "id": row_id,
+                "pid": proc.pid,
+                "ppid": proc.ppid,
+                "name": proc.name,
+                "names": json.dumps([proc.name]),
+                "start_time": proc.start_time,
+                "first_seen_insn": ctx.insn_count,
+                "last_seen_insn": ctx.insn_count,
+                "syscall_count": 0,
+            }
+            self._names[row_id] = [proc.name]
+        elif row["name"] != proc.name or row["ppid"] != proc.ppid:
+            row["ppid"] = proc.ppid
+            if row["name"] != proc.name:
+                row["name"] = proc.name
+                names = self._names[row["id"]]
+                names.append(proc.name)
+                row["names"] = json.dumps(names)
+        return _Caller(ctx, row, tid, proc.name, proc.ppid)
+
+    # -- output ----------------------------------------------------------------
+    def _write(self, ctx: SyscallContext, caller: _Caller, retval: int | None) -> None:
+        decoded = ctx.decoded()
+        result = ctx.result(retval) if retval is not None else None
+        text = format_call(ctx.name, decoded, result)
+        process = caller.process
+        if process is not None:
+            process["syscall_count"] += 1
+            process["last_seen_insn"] = max(process["last_seen_insn"], ctx.insn_count)
+        pid = process["pid"] if process is not None else None
+        self.rows += 1
+        if self._text is not None:
+            outcome = "" if ctx.ending is None else f" (no return: {ctx.ending})"
+            if ctx.child:
+                outcome = " (in the child)"
+            self._text.write(
+                f"Syscall at pc {ctx.pc:#x}: {text}{outcome}: Process '{caller.name}', "
+                f"pid {pid}, tid {caller.tid}, ppid {caller.ppid}\n"
+            )
+            return
+        assert self._db is not None
+        truncated = [a.name for a in decoded if a.truncated]
+        outputs: dict[str, Any] | None = None
+        if result is not None and result.outputs:
+            outputs = {out.name: out.value for out in result.outputs}
+            truncated += [out.name for out in result.outputs if out.truncated]
+        row = {
+            "seq": ctx.seq,
+            "insn_count": ctx.insn_count,
+            "pc": ctx.pc,
+            "thumb": int(ctx.thumb),
+            "process_id": process["id"] if process is not None else None,
+            "pid": pid,
+            "tid": caller.tid,
+            "ppid": caller.ppid,
+            "process_name": caller.name,
+            "number": ctx.number,
+            "name": ctx.name,
+            "raw_args": json.dumps(ctx.raw_args),
+            "args": json.dumps({a.name: a.value for a in decoded}),
+            "outputs": json.dumps(outputs) if outputs is not None else None,
+            "truncated": ",".join(truncated) or None,
+            "retval": result.value if result is not None else None,
+            "errno": result.errno if result is not None else None,
+            "returned": int(retval is not None),
+            "ending": ctx.ending,
+            "child": int(ctx.child),
+            "parent_seq": ctx.parent_seq,
+            "asid": ctx.asid,
+            "text": text,
+        }
+        if self._db.add(row, process) >= self._batch:
+            self._db.flush()
+
+    # -- lifecycle ----------------------------------------------------------------
+    def stop(self, reason: Any) -> None:
+        self._stop_reason = reason
+
+    def unload(self) -> None:
+        """Write what is buffered and how the run ended; runs however the run ended."""
+        try:
+            # syscalls' stop() reports blocked calls; a run that ended before stop() leaves them here.
+            for seq in sorted(self._callers):
+                caller = self._callers.pop(seq)
+                caller.ctx.noreturn, caller.ctx.ending = True, ENDING_PENDING
+                self._write(caller.ctx, caller, None)
+            if self._db is not None:
+                reason = getattr(self, "_stop_reason", None)
+                self._db.end_run(
+                    {
+                        "ended_at": _utc_now().isoformat(timespec="seconds"),
+                        "stop_reason": getattr(reason, "kind", None),
+                        "stop_message": getattr(reason, "message", None),
+                        "insn_count": getattr(reason, "insn_count", None),
+                    }
+                )
+        finally:
+            if self._db is not None:
+                self._db.close()
+            if self._text is not None:
+                self._text.flush()
+                if self._own_text:
+                    self._text.close()
+
+
+plugin = SyscallsLogger

@@ -1,0 +1,190 @@
+"""``qppsuite syscalls|processes|query|stats DB``: read what syscalls_logger recorded.
+
+The commands only render; the queries live in
+:mod:`qppsuite.plugins.syscalls_logger.reader`, which opens the database
+read-only.  ``--format json|csv`` writes plain data to stdout for other tools.
+"""
+
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from qppsuite.cli import app
+from qppsuite.plugins.syscalls_logger.reader import (
+    SYSCALL_FIELDS,
+    ProcessNode,
+    SyscallFilter,
+    open_readonly,
+    process_tree,
+    run_query,
+    run_stats,
+    select_run,
+    select_syscalls,
+)
+
+console = Console()
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+DbArg = Annotated[Path, typer.Argument(help="A database written by syscalls_logger")]
+RunOpt = Annotated[int | None, typer.Option("--run", help="Run id in the database (default: the latest run)")]
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json or csv")]
+
+
+def _emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: OutputFormat, title: str | None = None) -> None:
+    if fmt is OutputFormat.json:
+        json.dump([dict(zip(columns, row, strict=True)) for row in rows], sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    elif fmt is OutputFormat.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        table = Table(*columns, title=title)
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        console.print(table)
+
+
+@app.command("syscalls")
+def syscalls(
+    db: DbArg,
+    pid: Annotated[int | None, typer.Option("--pid", help="Only this process id")] = None,
+    process: Annotated[str | None, typer.Option("--process", help="Only processes with this name")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Only this system call (e.g. openat)")] = None,
+    failed: Annotated[bool, typer.Option("--failed", help="Only calls that returned an error")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", min=0, help="At most this many calls")] = None,
+    fmt: FormatOpt = OutputFormat.table,
+    run: RunOpt = None,
+) -> None:
+    """The recorded system calls in call order, filtered by process, call name or failure."""
+    conn = open_readonly(db)
+    rows = select_syscalls(conn, SyscallFilter(select_run(conn, run), pid, process, name, failed, limit))
+    if fmt is not OutputFormat.table:
+        _emit(SYSCALL_FIELDS, [[row[c] for c in SYSCALL_FIELDS] for row in rows], fmt)
+        return
+    shown = ("seq", "pid", "tid", "process_name", "text", "ending")
+    table_rows = [[row[c] for c in shown] for row in rows]
+    _emit(("seq", "pid", "tid", "process", "call", "no return"), table_rows, fmt, title=f"{len(rows)} system calls")
+
+
+def _tree_label(node: ProcessNode) -> str:
+    renamed = f" (was {' → '.join(node.names[:-1])})" if len(node.names) > 1 else ""
+    return f"[bold]{node.name}[/]{renamed} pid {node.pid}, ppid {node.ppid}: {node.syscall_count} syscalls"
+
+
+@app.command("processes")
+def processes(db: DbArg, run: RunOpt = None, fmt: FormatOpt = OutputFormat.table) -> None:
+    """The run's process tree, with the names each process had and its system-call count."""
+    conn = open_readonly(db)
+    run_id = select_run(conn, run)
+    roots = process_tree(conn, run_id)
+    if fmt is not OutputFormat.table:
+        flat: list[list[Any]] = []
+
+        def walk(node: ProcessNode, parent: int | None) -> None:
+            flat.append([node.id, parent, node.pid, node.ppid, node.name, json.dumps(node.names), node.syscall_count])
+            for child in node.children:
+                walk(child, node.id)
+
+        for root in roots:
+            walk(root, None)
+        _emit(("id", "parent_id", "pid", "ppid", "name", "names", "syscalls"), flat, fmt)
+        return
+    tree = Tree(f"run {run_id}")
+
+    def add(branch: Tree, node: ProcessNode) -> None:
+        sub = branch.add(_tree_label(node))
+        for child in node.children:
+            add(sub, child)
+
+    for root in roots:
+        add(tree, root)
+    console.print(tree, highlight=False)
+
+
+@app.command("query")
+def query(
+    db: DbArg,
+    sql: Annotated[
+        str, typer.Argument(help='SQL to run read-only, e.g. "SELECT name, COUNT(*) FROM syscalls GROUP BY 1"')
+    ],
+    fmt: FormatOpt = OutputFormat.table,
+) -> None:
+    """Run read-only SQL on the database (tables: runs, processes, syscalls); writes are refused."""
+    columns, rows = run_query(open_readonly(db), sql)
+    _emit(columns, rows, fmt)
+
+
+@app.command("stats")
+def stats(
+    db: DbArg,
+    run: RunOpt = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="Rows in each top list")] = 10,
+    fmt: FormatOpt = OutputFormat.table,
+) -> None:
+    """Top system calls, top processes and errors, with failure rates."""
+    conn = open_readonly(db)
+    run_id = select_run(conn, run)
+    result = run_stats(conn, run_id, top)
+    if fmt is OutputFormat.json:
+        json.dump(
+            {
+                "run": run_id,
+                "calls": result.calls,
+                "failed": result.failed,
+                "processes": result.processes,
+                "top_syscalls": result.top_syscalls,
+                "top_processes": result.top_processes,
+                "top_errors": result.top_errors,
+            },
+            sys.stdout,
+            indent=1,
+        )
+        sys.stdout.write("\n")
+        return
+    if fmt is OutputFormat.csv:
+        rows = [["syscall", r["name"], r["calls"], r["failed"], r["failure_rate"]] for r in result.top_syscalls]
+        rows += [
+            ["process", f"{r['process_name']}[{r['pid']}]", r["calls"], r["failed"], r["failure_rate"]]
+            for r in result.top_processes
+        ]
+        rows += [["errno", r["errno"], r["calls"], None, None] for r in result.top_errors]
+        _emit(("kind", "key", "calls", "failed", "failure_rate"), rows, fmt)
+        return
+    rate = result.failed / result.calls if result.calls else 0.0
+    console.print(
+        f"run {run_id}: {result.calls} system calls by {result.processes} processes, "
+        f"{result.failed} failed ({rate:.1%})",
+        highlight=False,
+    )
+    _emit(
+        ("syscall", "calls", "failed", "failure rate"),
+        [[r["name"], r["calls"], r["failed"], f"{r['failure_rate']:.1%}"] for r in result.top_syscalls],
+        fmt,
+        title="top system calls",
+    )
+    _emit(
+        ("process", "pid", "calls", "failed", "failure rate"),
+        [
+            [r["process_name"], r["pid"], r["calls"], r["failed"], f"{r['failure_rate']:.1%}"]
+            for r in result.top_processes
+        ],
+        fmt,
+        title="top processes",
+    )
+    _emit(("errno", "calls"), [[r["errno"], r["calls"]] for r in result.top_errors], fmt, title="errors")

@@ -1,0 +1,210 @@
+"""Reading a syscall database: the queries behind ``qppsuite syscalls|processes|query|stats``.
+
+Everything opens the file read-only (SQLite's ``mode=ro`` URI), so a query can
+never change a log, and a missing or foreign file is a one-line
+:class:`LogDatabaseError` rather than a fresh empty database or a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from qppsuite.errors import QppsuiteError
+from qppsuite.plugins.syscalls_logger.database import PROCESSES, RUNS, SYSCALLS
+
+#: Columns ``qppsuite syscalls`` returns, in order.
+SYSCALL_FIELDS = (
+    "run_id",
+    "seq",
+    "insn_count",
+    "pc",
+    "pid",
+    "tid",
+    "ppid",
+    "process_name",
+    "number",
+    "name",
+    "args",
+    "outputs",
+    "retval",
+    "errno",
+    "returned",
+    "ending",
+    "child",
+    "text",
+)
+
+
+class LogDatabaseError(QppsuiteError):
+    """A syscall database that is missing, is not SQLite, lacks the tables, or refused a query."""
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection to a syscall database, checked to have the logger's tables."""
+    if not path.is_file():
+        raise LogDatabaseError(f"no syscall database at {path}: no such file")
+    conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise LogDatabaseError(f"{path} is not an SQLite database ({exc})") from None
+    missing = [t for t in (RUNS, PROCESSES, SYSCALLS) if t not in tables]
+    if missing:
+        conn.close()
+        found = ", ".join(sorted(tables)) or "none"
+        raise LogDatabaseError(f"{path} is not a qppsuite syscall database: no table {missing[0]!r} (tables: {found})")
+    return conn
+
+
+def select_run(conn: sqlite3.Connection, run: int | None) -> int:
+    """The run to show: the one asked for, or the latest; an unknown id names the runs that exist."""
+    ids = [row[0] for row in conn.execute(f"SELECT id FROM {RUNS} ORDER BY id")]
+    if not ids:
+        raise LogDatabaseError("the database holds no runs")
+    if run is None:
+        return int(ids[-1])
+    if run not in ids:
+        raise LogDatabaseError(f"no run {run} in the database; runs: {', '.join(map(str, ids))}")
+    return run
+
+
+@dataclass(frozen=True)
+class SyscallFilter:
+    """What ``qppsuite syscalls`` selects; every field narrows the result."""
+
+    run: int
+    pid: int | None = None
+    process: str | None = None
+    name: str | None = None
+    failed: bool = False
+    limit: int | None = None
+
+
+def select_syscalls(conn: sqlite3.Connection, where: SyscallFilter) -> list[dict[str, Any]]:
+    """Syscall rows in call order, as plain dicts of :data:`SYSCALL_FIELDS`."""
+    clauses = ["run_id = ?"]
+    params: list[Any] = [where.run]
+    if where.pid is not None:
+        clauses.append("pid = ?")
+        params.append(where.pid)
+    if where.process is not None:
+        clauses.append("process_name = ?")
+        params.append(where.process)
+    if where.name is not None:
+        clauses.append("name = ?")
+        params.append(where.name)
+    if where.failed:
+        clauses.append("errno IS NOT NULL")
+    sql = f"SELECT {', '.join(SYSCALL_FIELDS)} FROM {SYSCALLS} WHERE {' AND '.join(clauses)} ORDER BY seq"
+    if where.limit is not None:
+        sql += " LIMIT ?"
+        params.append(where.limit)
+    return [dict(row) for row in conn.execute(sql, params)]
+
+
+def run_query(conn: sqlite3.Connection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Any SQL, on the read-only connection: column names and rows; a write is refused."""
+    try:
+        cursor = conn.execute(sql)
+        rows = [tuple(row) for row in cursor.fetchall()]
+    except sqlite3.OperationalError as exc:
+        if "readonly" in str(exc):
+            raise LogDatabaseError(f"refused: the database is opened read-only ({exc})") from None
+        raise LogDatabaseError(f"query failed: {exc}") from None
+    except (sqlite3.DatabaseError, sqlite3.Warning) as exc:
+        raise LogDatabaseError(f"query failed: {exc}") from None
+    columns = [d[0] for d in cursor.description or ()]
+    return columns, rows
+
+
+@dataclass
+class ProcessNode:
+    """One process instance of a run, with the processes it created (by ppid and start time)."""
+
+    id: int
+    pid: int
+    ppid: int
+    name: str
+    names: list[str]
+    start_time: int
+    syscall_count: int
+    children: list[ProcessNode] = field(default_factory=list)
+
+
+def process_tree(conn: sqlite3.Connection, run: int) -> list[ProcessNode]:
+    """The run's processes as a forest: a child hangs under the latest process with its ppid started before it."""
+    nodes = [
+        ProcessNode(
+            row["id"],
+            row["pid"],
+            row["ppid"],
+            row["name"],
+            json.loads(row["names"] or "[]"),
+            row["start_time"],
+            row["syscall_count"],
+        )
+        for row in conn.execute(f"SELECT * FROM {PROCESSES} WHERE run_id = ? ORDER BY start_time, id", (run,))
+    ]
+    by_pid: dict[int, list[ProcessNode]] = {}
+    for node in nodes:
+        by_pid.setdefault(node.pid, []).append(node)
+    roots: list[ProcessNode] = []
+    for node in nodes:
+        parents = [p for p in by_pid.get(node.ppid, ()) if p is not node and p.start_time <= node.start_time]
+        if parents:
+            parents[-1].children.append(node)
+        else:
+            roots.append(node)
+    return roots
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Totals of one run for ``qppsuite stats``."""
+
+    calls: int
+    failed: int
+    processes: int
+    top_syscalls: list[dict[str, Any]]  # name, calls, failed, failure_rate
+    top_processes: list[dict[str, Any]]  # process_name, pid, calls, failed, failure_rate
+    top_errors: list[dict[str, Any]]  # errno, calls
+
+
+def run_stats(conn: sqlite3.Connection, run: int, top: int) -> Stats:
+    """Top calls and processes by count with their failure rates (failed = an errno was returned)."""
+    calls, failed = conn.execute(f"SELECT COUNT(*), COUNT(errno) FROM {SYSCALLS} WHERE run_id = ?", (run,)).fetchone()
+    processes = conn.execute(f"SELECT COUNT(*) FROM {PROCESSES} WHERE run_id = ?", (run,)).fetchone()[0]
+    top_syscalls = [
+        dict(row)
+        for row in conn.execute(
+            f"SELECT name, COUNT(*) AS calls, COUNT(errno) AS failed, "
+            f"ROUND(1.0 * COUNT(errno) / COUNT(*), 4) AS failure_rate "
+            f"FROM {SYSCALLS} WHERE run_id = ? GROUP BY name ORDER BY calls DESC, name LIMIT ?",
+            (run, top),
+        )
+    ]
+    top_processes = [
+        dict(row)
+        for row in conn.execute(
+            f"SELECT process_name, pid, COUNT(*) AS calls, COUNT(errno) AS failed, "
+            f"ROUND(1.0 * COUNT(errno) / COUNT(*), 4) AS failure_rate "
+            f"FROM {SYSCALLS} WHERE run_id = ? GROUP BY process_id ORDER BY calls DESC, pid LIMIT ?",
+            (run, top),
+        )
+    ]
+    top_errors = [
+        dict(row)
+        for row in conn.execute(
+            f"SELECT errno, COUNT(*) AS calls FROM {SYSCALLS} WHERE run_id = ? AND errno IS NOT NULL "
+            f"GROUP BY errno ORDER BY calls DESC, errno LIMIT ?",
+            (run, top),
+        )
+    ]
+    return Stats(int(calls), int(failed), int(processes), top_syscalls, top_processes, top_errors)
