@@ -1,0 +1,58 @@
+"""The core's determinism requirement: the same image and command give the same run, byte for byte.
+
+Virtual time comes from retired instructions and interrupts arrive at exact
+instruction counts, so nothing on the host (load, wall clock, scheduling) may
+leak into the guest.  Each test boots the real default image twice in one
+process and compares the whole console and the final instruction count.  The
+short command prints what would expose a leak at once: uptime and the
+kernel's clocks (virtual time), random bytes and a process's memory map (the
+kernel's entropy pool and ASLR, seeded only from what the guest observes).
+"""
+
+import pytest
+
+from qppsuite.core.image import ImageBundle
+from qppsuite.session import RunOptions, RunResult, run
+
+pytestmark = pytest.mark.boot
+
+LEAK_REVEALING_CMD = (
+    "cat /proc/uptime; cat /proc/self/maps; head -c 32 /dev/urandom | od -A n -t x1; "
+    "grep -E 'timer|uart' /proc/interrupts; cat /proc/self/sched 2>/dev/null | head -n 8; date"
+)
+
+
+def boot(image: ImageBundle, cmd: str | None) -> tuple[RunResult, bytes]:
+    console = bytearray()
+    result = run(RunOptions(image=image.path, cmd=cmd), console.extend, image=image)
+    return result, bytes(console)
+
+
+def assert_identical_runs(image: ImageBundle, cmd: str | None) -> bytes:
+    first, first_console = boot(image, cmd)
+    second, second_console = boot(image, cmd)
+    assert first.reason.kind == "poweroff", first.reason
+    assert b"QPPSUITE-EXIT 0" in first_console
+    assert second.reason == first.reason
+    assert second.insn_count == first.insn_count
+    if second_console != first_console:
+        first_lines, second_lines = first_console.splitlines(), second_console.splitlines()
+        where = next(
+            (i for i, (a, b) in enumerate(zip(first_lines, second_lines, strict=False)) if a != b),
+            min(len(first_lines), len(second_lines)),
+        )
+        pytest.fail(
+            f"console differs from line {where + 1}: "
+            f"{first_lines[where : where + 1]!r} != {second_lines[where : where + 1]!r}"
+        )
+    return first_console
+
+
+def test_short_command_runs_are_identical(default_image: ImageBundle) -> None:
+    console = assert_identical_runs(default_image, LEAK_REVEALING_CMD)
+    assert b"[vdso]" in console and b"[stack]" in console  # the command really ran
+
+
+def test_default_workload_runs_are_identical(default_image: ImageBundle) -> None:
+    console = assert_identical_runs(default_image, None)
+    assert b"=== qppsuite: done ===" in console
