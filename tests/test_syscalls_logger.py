@@ -1,0 +1,215 @@
+"""syscalls_logger without a guest: syscalls' callbacks fired by hand, a stand-in osi_linux, a real SQLite file."""
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qppsuite.core.events import CorePlugin
+from qppsuite.core.memory import GuestMemoryError
+from qppsuite.core.qpp import QPP, Plugin, export
+from qppsuite.errors import PluginError
+from qppsuite.plugins.osi_linux.model import OsiProcess, OsiThread
+from qppsuite.plugins.syscalls.context import Limits, SyscallContext
+from qppsuite.plugins.syscalls.table import by_name
+
+STRING_AT = 0x10000
+
+
+class Memory:
+    """One C string at STRING_AT; everything else is unmapped."""
+
+    def __init__(self, text: bytes) -> None:
+        self.text = text + b"\0"
+
+    def read(self, vaddr: int, size: int) -> bytes:
+        if vaddr >= STRING_AT and vaddr + size <= STRING_AT + len(self.text):
+            return self.text[vaddr - STRING_AT : vaddr - STRING_AT + size]
+        raise GuestMemoryError(vaddr)
+
+    def read_cstring(self, vaddr: int, limit: int) -> bytes:
+        return self.read(vaddr, len(self.text) - (vaddr - STRING_AT)).split(b"\0")[0][:limit]
+
+
+class FakeOsi(Plugin):
+    """osi_linux's exports, answering with whatever process the test sets as current."""
+
+    name = "osi_linux"
+
+    def load(self) -> None:
+        self.process = OsiProcess(100, 100, 1, "sh", 0x4000, 0xC1000000, 5_000, False)
+        self.tid = 100
+
+    @export
+    def get_current_process(self) -> OsiProcess | None:
+        return self.process
+
+    @export
+    def get_current_thread(self) -> OsiThread | None:
+        return OsiThread(self.tid, self.process.pid, self.process.name, self.process.task)
+
+
+class NoMachineCore(CorePlugin):
+    """The core's callbacks without a machine to wire them to (nothing here fires SVC events)."""
+
+    def load(self) -> None:
+        pass
+
+
+class Harness:
+    def __init__(self, qpp: QPP) -> None:
+        self.qpp = qpp
+        self.osi: FakeOsi = qpp.get("osi_linux")  # type: ignore[assignment]
+        self.memory = Memory(b"/tmp/unique-name")
+        self.seq = 0
+
+    def ctx(self, name: str, args: tuple[int, ...], **extra: Any) -> SyscallContext:
+        spec = by_name(name)
+        self.seq += 1
+        fields: dict[str, Any] = dict(
+            seq=self.seq,
+            insn_count=1000 * self.seq,
+            pc=0x76F0A1C0,
+            thumb=False,
+            number=spec.number,
+            name=name,
+            spec=spec,
+            raw_args=args + (0,) * (7 - len(args)),
+            asid=0x4000,
+            thread=0xD0810000,
+            user_sp=0xBEC3A800,
+            memory=self.memory,
+            limits=Limits(),
+        )
+        fields.update(extra)
+        return SyscallContext(**fields)
+
+    def fire(self, callback: str, *args: Any) -> None:
+        self.qpp.callback("syscalls", callback)(*args)
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    with QPP(None) as qpp:
+        qpp.add_builtin(NoMachineCore())
+        qpp.add_builtin(FakeOsi())
+        qpp.load_all(["syscalls", "syscalls_logger"], {"syscalls_logger": {"db": str(tmp_path / "t.db"), "batch": "2"}})
+        yield Harness(qpp)
+
+
+def rows(path: Path, sql: str) -> list[dict[str, Any]]:
+    conn = sqlite3.connect(path)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql)]
+    finally:
+        conn.close()
+
+
+def test_call_and_return_become_one_row_with_the_callers_process(harness: Harness, tmp_path: Path) -> None:
+    openat = harness.ctx("openat", (0xFFFFFF9C, STRING_AT, 0o101, 0o644))
+    harness.fire("on_syscall", openat)
+    harness.osi.process = OsiProcess(200, 200, 100, "other", 0x8000, 0xC2000000, 6_000, False)  # a switch
+    harness.fire("on_syscall_return", openat, 3)
+    harness.fire("on_syscall_return", harness.ctx("getpid", ()), 200)  # call never seen: no row
+    harness.qpp.unload_all()
+    (row,) = rows(tmp_path / "t.db", "SELECT * FROM syscalls")
+    assert (row["pid"], row["tid"], row["ppid"], row["process_name"]) == (100, 100, 1, "sh")
+    assert json.loads(row["args"]) == {
+        "dfd": "AT_FDCWD",
+        "filename": "/tmp/unique-name",
+        "flags": "O_WRONLY|O_CREAT",
+        "mode": 0o644,
+    }
+    assert (row["retval"], row["errno"], row["returned"]) == (3, None, 1)
+    assert row["text"] == 'openat(AT_FDCWD, "/tmp/unique-name", O_WRONLY|O_CREAT, 0644) = 3'
+    (proc,) = rows(tmp_path / "t.db", "SELECT * FROM processes")
+    assert (proc["id"], proc["pid"], proc["name"], proc["syscall_count"]) == (row["process_id"], 100, "sh", 1)
+    (run,) = rows(tmp_path / "t.db", "SELECT * FROM runs")
+    assert run["syscall_count"] == 1 and run["ended_at"] is not None
+
+
+def test_errors_noreturn_and_fork_children(harness: Harness, tmp_path: Path) -> None:
+    bad = harness.ctx("openat", (0xFFFFFF9C, 0x4, 0, 0))
+    harness.fire("on_syscall", bad)
+    harness.fire("on_syscall_return", bad, -14)
+    fork = harness.ctx("fork", ())
+    harness.fire("on_syscall", fork)
+    harness.fire("on_syscall_return", fork, 300)
+    harness.osi.process = OsiProcess(300, 300, 100, "sh", 0x8000, 0xC3000000, 7_000, False)
+    harness.osi.tid = 300
+    child = harness.ctx("fork", (), child=True, parent_seq=fork.seq, seq=99)
+    harness.fire("on_syscall_return", child, 0)
+    execve = harness.ctx("execve", (STRING_AT, 0, 0))
+    harness.fire("on_syscall", execve)
+    execve.noreturn, execve.ending = True, "exec"
+    harness.fire("on_syscall_noreturn", execve)
+    harness.osi.process = OsiProcess(300, 300, 100, "cat", 0x9000, 0xC3000000, 7_000, False)
+    exit_group = harness.ctx("exit_group", (0,), noreturn=True, ending="exit")
+    harness.fire("on_syscall", exit_group)
+    harness.fire("on_syscall_noreturn", exit_group)
+    harness.qpp.unload_all()
+    got = rows(
+        tmp_path / "t.db",
+        "SELECT seq, pid, name, retval, errno, returned, ending, child, args FROM syscalls ORDER BY seq",
+    )
+    by_seq = {r["seq"]: r for r in got}
+    assert by_seq[bad.seq]["errno"] == "EFAULT" and by_seq[bad.seq]["retval"] == -14
+    assert json.loads(by_seq[bad.seq]["args"])["filename"] == {"error": "bad address 0x4"}
+    assert (by_seq[fork.seq]["pid"], by_seq[fork.seq]["retval"]) == (100, 300)
+    assert (by_seq[99]["pid"], by_seq[99]["retval"], by_seq[99]["child"]) == (300, 0, 1)
+    assert (by_seq[execve.seq]["returned"], by_seq[execve.seq]["ending"]) == (0, "exec")
+    assert by_seq[exit_group.seq]["retval"] is None and by_seq[exit_group.seq]["ending"] == "exit"
+    procs = rows(tmp_path / "t.db", "SELECT pid, name, names FROM processes ORDER BY pid")
+    assert [(p["pid"], p["name"], json.loads(p["names"])) for p in procs] == [
+        (100, "sh", ["sh"]),
+        (300, "cat", ["sh", "cat"]),
+    ]
+
+
+def test_a_failing_plugin_mid_run_leaves_the_committed_batches(harness: Harness, tmp_path: Path) -> None:
+    for _ in range(5):
+        ctx = harness.ctx("getpid", ())
+        harness.fire("on_syscall", ctx)
+        harness.fire("on_syscall_return", ctx, 100)
+    # batch=2: four rows are committed while the run is still going
+    assert len(rows(tmp_path / "t.db", "SELECT seq FROM syscalls")) == 4
+    harness.qpp.unload_all()
+    assert len(rows(tmp_path / "t.db", "SELECT seq FROM syscalls")) == 5
+
+
+def test_blocked_calls_at_the_end_are_written_as_pending(harness: Harness, tmp_path: Path) -> None:
+    wait = harness.ctx("wait4", (0xFFFFFFFF, 0, 0, 0))
+    harness.fire("on_syscall", wait)
+    harness.qpp.unload_all()  # no stop(): e.g. the host died before the guest stopped
+    (row,) = rows(tmp_path / "t.db", "SELECT returned, ending FROM syscalls")
+    assert row == {"returned": 0, "ending": "pending"}
+
+
+def test_unwritable_database_fails_at_load(tmp_path: Path) -> None:
+    target = tmp_path / "no-such-dir" / "x.db"
+    with QPP(None) as qpp:
+        qpp.add_builtin(NoMachineCore())
+        qpp.add_builtin(FakeOsi())
+        with pytest.raises(PluginError) as err:
+            qpp.load_all(["syscalls", "syscalls_logger"], {"syscalls_logger": {"db": str(target)}})
+    assert str(target) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_text_format_writes_one_line_per_call(tmp_path: Path) -> None:
+    out = tmp_path / "calls.txt"
+    with QPP(None) as qpp:
+        qpp.add_builtin(NoMachineCore())
+        qpp.add_builtin(FakeOsi())
+        qpp.load_all(["syscalls", "syscalls_logger"], {"syscalls_logger": {"format": "text", "out": str(out)}})
+        harness = Harness(qpp)
+        ctx = harness.ctx("openat", (0xFFFFFF9C, STRING_AT, 0, 0))
+        harness.fire("on_syscall", ctx)
+        harness.fire("on_syscall_return", ctx, -2)
+    assert out.read_text() == (
+        'Syscall at pc 0x76f0a1c0: openat(AT_FDCWD, "/tmp/unique-name", O_RDONLY, 000) = -1 ENOENT: '
+        "Process 'sh', pid 100, tid 100, ppid 1\n"
+    )
