@@ -1,0 +1,156 @@
+"""qppsuite syscalls|processes|query|stats on a database written by the logger's own writer."""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from qppsuite.cli import app
+from qppsuite.plugins.syscalls_logger.database import SyscallDatabase
+from qppsuite.plugins.syscalls_logger.reader import LogDatabaseError
+
+runner = CliRunner()
+
+
+def _row(seq: int, proc: dict[str, Any], name: str, retval: int, errno: str | None = None) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "insn_count": seq * 100,
+        "pc": 0x1000,
+        "thumb": 0,
+        "process_id": proc["id"],
+        "pid": proc["pid"],
+        "tid": proc["pid"],
+        "ppid": proc["ppid"],
+        "process_name": proc["name"],
+        "number": 0,
+        "name": name,
+        "raw_args": "[0, 0, 0, 0, 0, 0, 0]",
+        "args": "{}",
+        "retval": retval,
+        "errno": errno,
+        "returned": 1,
+        "child": 0,
+        "asid": 0x4000,
+        "text": f"{name}() = {retval if errno is None else '-1 ' + errno}",
+    }
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("logs") / "calls.db"
+    writer = SyscallDatabase(path, {"image": "test"})
+    procs = []
+    for pid, ppid, name, start in [(1, 0, "init", 10), (50, 1, "sh", 20), (60, 50, "cat", 30)]:
+        procs.append(
+            {
+                "id": writer.new_process_id(),
+                "pid": pid,
+                "ppid": ppid,
+                "name": name,
+                "names": json.dumps(["sh", name] if name == "cat" else [name]),
+                "start_time": start,
+                "first_seen_insn": 0,
+                "last_seen_insn": 0,
+                "syscall_count": 0,
+            }
+        )
+    calls = [(procs[0], "wait4", 50), (procs[1], "openat", -2, "ENOENT"), (procs[1], "openat", 3)]
+    calls += [(procs[2], "read", 5), (procs[2], "read", 0), (procs[2], "openat", -13, "EACCES")]
+    for seq, (proc, *rest) in enumerate(calls, 1):
+        proc["syscall_count"] += 1
+        writer.add(_row(seq, proc, *rest), proc)
+    writer.end_run({"stop_reason": "poweroff"})
+    writer.close()
+    return path
+
+
+def invoke(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_syscalls_filters_as_json(db: Path) -> None:
+    got = json.loads(invoke("syscalls", str(db), "--name", "openat", "--format", "json"))
+    assert [(r["seq"], r["pid"], r["errno"]) for r in got] == [(2, 50, "ENOENT"), (3, 50, None), (6, 60, "EACCES")]
+    failed = json.loads(invoke("syscalls", str(db), "--failed", "--process", "cat", "-f", "json"))
+    assert [r["seq"] for r in failed] == [6]
+    assert [r["seq"] for r in json.loads(invoke("syscalls", str(db), "--pid", "60", "--limit", "2", "-f", "json"))] == [
+        4,
+        5,
+    ]
+
+
+def test_syscalls_csv_and_table(db: Path) -> None:
+    parsed = list(csv.DictReader(io.StringIO(invoke("syscalls", str(db), "--format", "csv"))))
+    assert [r["name"] for r in parsed] == ["wait4", "openat", "openat", "read", "read", "openat"]
+    assert parsed[0]["process_name"] == "init"
+    table = invoke("syscalls", str(db), "--pid", "50")
+    assert "openat() = -1 ENOENT" in table and "2 system calls" in table and "wait4" not in table
+
+
+def test_processes_tree_nests_children_with_counts(db: Path) -> None:
+    out = invoke("processes", str(db))
+    lines = out.splitlines()
+    init = next(i for i, line in enumerate(lines) if "init pid 1," in line)
+    sh = next(i for i, line in enumerate(lines) if "sh pid 50," in line)
+    cat = next(i for i, line in enumerate(lines) if "cat (was sh) pid 60," in line)
+    assert init < sh < cat
+    assert lines[cat].index("cat") > lines[sh].index("sh") > lines[init].index("init")  # deeper indentation
+    assert "3 syscalls" in lines[cat]
+    flat = json.loads(invoke("processes", str(db), "-f", "json"))
+    parent = {r["pid"]: r["parent_id"] for r in flat}
+    ids = {r["pid"]: r["id"] for r in flat}
+    assert parent == {1: None, 50: ids[1], 60: ids[50]}
+
+
+def test_stats_rates(db: Path) -> None:
+    got = json.loads(invoke("stats", str(db), "--format", "json"))
+    assert (got["calls"], got["failed"], got["processes"]) == (6, 2, 3)
+    top = {r["name"]: (r["calls"], r["failed"], r["failure_rate"]) for r in got["top_syscalls"]}
+    assert top["openat"] == (3, 2, round(2 / 3, 4)) and top["read"] == (2, 0, 0.0)
+    assert got["top_processes"][0]["process_name"] == "cat"
+    assert "33.3%" in invoke("stats", str(db))
+
+
+def test_query_reads_and_refuses_writes(db: Path) -> None:
+    out = invoke("query", str(db), "SELECT name, COUNT(*) AS n FROM syscalls GROUP BY name ORDER BY name", "-f", "csv")
+    assert out.splitlines() == ["name,n", "openat,3", "read,2", "wait4,1"]
+    for sql in ("DELETE FROM syscalls", "CREATE TABLE x (a)", "UPDATE runs SET image = 'x'"):
+        result = runner.invoke(app, ["query", str(db), sql])
+        assert isinstance(result.exception, LogDatabaseError), sql
+        assert "read-only" in str(result.exception)
+    assert json.loads(invoke("query", str(db), "SELECT COUNT(*) AS n FROM syscalls", "-f", "json")) == [{"n": 6}]
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda p: None, "no syscall database at"),
+        (lambda p: p.write_bytes(b"not sqlite at all" * 100), "is not an SQLite database"),
+        (lambda p: __import__("sqlite3").connect(p).execute("CREATE TABLE t (a)").connection.commit(), "no table"),
+    ],
+)
+def test_bad_paths_are_one_red_line(tmp_path: Path, make: Any, expected: str) -> None:
+    path = tmp_path / "x.db"
+    make(path)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from qppsuite.cli import main; main()", "syscalls", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert expected in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_unknown_run_names_the_runs(db: Path) -> None:
+    result = runner.invoke(app, ["stats", str(db), "--run", "9"])
+    assert isinstance(result.exception, LogDatabaseError) and "runs: 1" in str(result.exception)
