@@ -193,6 +193,7 @@ class SyscallsLogger(Plugin):
             "retval": result.value if result is not None else None,
             "errno": result.errno if result is not None else None,
             "returned": int(retval is not None),
+            "return_insn_count": self.machine.insn_count if self.machine is not None else None,
             "ending": ctx.ending,
             "child": int(ctx.child),
             "parent_seq": ctx.parent_seq,

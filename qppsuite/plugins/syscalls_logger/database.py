@@ -73,6 +73,7 @@ SYSCALL_COLUMNS: dict[str, Any] = {
     "retval": int,
     "errno": str,
     "returned": int,  # 1 if the call came back to user mode
+    "return_insn_count": int,  # guest instructions executed when it came back (or was found not to)
     "ending": str,  # why not: exit, exec, restarted, lost, pending
     "child": int,  # 1 for a fork/clone child's own return (retval 0)
     "parent_seq": int,  # for a child's row: the parent's call
