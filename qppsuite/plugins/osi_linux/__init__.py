@@ -1,1 +1,378 @@
-"""plugins/osi_linux"""
+"""The ``osi_linux`` plugin: Linux processes, threads, maps, files and modules from kernel memory.
+
+It reads the guest kernel's own data structures through a profile of that
+exact kernel build (``qppsuite profile``; the default image carries one), so
+no guest-side agent or hand-written offsets are needed.  Before answering
+anything it checks that the profile's banner is the ``linux_banner`` in guest
+memory; a mismatch stops the run with both versions named.
+
+Who is ``current``: in kernel mode TPIDRURO holds it
+(CONFIG_CURRENT_POINTER_IN_TPIDRURO); in user mode TPIDRURO is the user's TLS,
+and the per-cpu ``__entry_task`` (at TPIDRPRW, the per-cpu offset) holds it,
+written by ``switch_to`` just before ``__switch_to``.  ``on_task_change`` is an
+address hook on ``__switch_to`` (r0 = prev, r2 = next task, THREAD_INFO_IN_TASK),
+installed only while a function is registered on it: bench/RESULTS.md has the
+measurements against deriving it from address-space switches, which misses
+switches between threads and to kernel threads.
+"""
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from rich.console import Console
+from unicorn import arm_const as A
+
+from qppsuite.core.events import AddressSpaceSwitch
+from qppsuite.core.mmu import ACCESS_READ, SCTLR_M, MmuFault, TranslationRegs, walk
+from qppsuite.core.qpp import Arg, Plugin, export
+from qppsuite.errors import PluginError
+from qppsuite.images.profile import KernelProfile, ProfileError, release_from_banner
+from qppsuite.plugins.osi_linux.kernel_memory import KernelMemory
+from qppsuite.plugins.osi_linux.layout import KernelLayout
+from qppsuite.plugins.osi_linux.mappings import MappingReader
+from qppsuite.plugins.osi_linux.model import OsiMapping, OsiModule, OsiProcess, OsiThread
+from qppsuite.plugins.osi_linux.modules import read_modules
+from qppsuite.plugins.osi_linux.paths import PathReader
+from qppsuite.plugins.osi_linux.ps_report import print_process_tree
+from qppsuite.plugins.osi_linux.tasks import TaskReader
+
+__all__ = ["OsiLinux", "OsiMapping", "OsiModule", "OsiProcess", "OsiThread", "plugin"]
+
+logger = logging.getLogger("qppsuite.osi_linux")
+
+CPSR_MODE_MASK = 0x1F
+MODE_USR = 0x10
+#: Bytes of linux_banner compared (the real one is ~200).
+BANNER_LIMIT = 512
+
+T = TypeVar("T")
+
+
+class OsiLinux(Plugin):
+    """Linux process introspection: processes, threads, memory maps, open files, modules."""
+
+    name = "osi_linux"
+    description = "Linux processes, threads, memory maps, open files and modules read from kernel memory"
+    callbacks = ("on_task_change",)
+    args: ClassVar[Any] = {
+        "profile": Arg(str, "", help="kernel profile or Volatility ISF JSON (default: the image's own)"),
+        "dump": Arg(str, "", choices=("", "ps"), help="ps: print the process tree when the guest stops"),
+    }
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def load(self) -> None:
+        labels = getattr(getattr(self.machine, "config", None), "labels", {}) or {}
+        path = self.args.profile or labels.get("profile")
+        if not path:
+            image = labels.get("image", "?")
+            raise PluginError(
+                f"osi_linux needs a kernel profile and image '{image}' carries none",
+                hint="pass -p osi_linux:profile=PROFILE.json (see `qppsuite profile build`)",
+            )
+        try:
+            profile = KernelProfile.load(Path(path))
+            self.layout = KernelLayout.from_profile(profile)
+        except ProfileError as err:
+            raise PluginError(f"osi_linux cannot use profile {path}: {err}") from err
+        if profile.arch != "arm" or profile.pointer_size != 4:
+            raise PluginError(
+                f"osi_linux reads 32-bit ARM kernels; profile {path} is for arch {profile.arch!r} "
+                f"with {profile.pointer_size}-byte pointers"
+            )
+        if self.layout.entry_task is None:
+            raise PluginError(
+                f"osi_linux needs a kernel built with CONFIG_CURRENT_POINTER_IN_TPIDRURO; profile {path} "
+                "has no __entry_task symbol"
+            )
+        self.profile_path = str(path)
+        machine = self.machine
+        self._engine = machine.engine
+        self._cpu = machine.cpu
+        self._clock = machine.clock
+        self._read_desc = machine.phys.read_u32
+        self.mem = KernelMemory(machine.phys.buf, machine.phys.base, self._translate)
+        self.tasks = TaskReader(self.mem, self.layout)
+        self.paths = PathReader(self.mem, self.layout)
+        self.maps = MappingReader(self.mem, self.layout, self.paths)
+
+        self._epoch = -1
+        self._regs: TranslationRegs | None = None
+        self._kernel_ttbr0: int | None = None
+        self._validated = False
+        self.refusal: str | None = None
+        self._forced_task: int | None = None
+        self._memo: tuple[int, int, OsiProcess | None] | None = None
+        self._last_thread: OsiThread | None = None
+        self._switch_hook: int | None = None
+        self._failed_exports: set[str] = set()
+        self._tpidruro = self._cpu.cp15["tpidruro"].read
+        self._tpidrprw = self._cpu.cp15["tpidrprw"].read
+        self.on_task_change = self.callback("on_task_change")
+        self.qpp.register("core", "on_asid_change", self._on_asid_change, owner=self.name)
+
+    def start(self) -> None:
+        self._check_loaded_banner()
+        self._update_switch_hook()
+
+    def stop(self, reason: Any) -> None:
+        if self.args.dump == "ps":
+            self._dump_ps(Console(stderr=True))
+
+    def unload(self) -> None:
+        if self._switch_hook is not None:
+            self.machine.remove_hook(self._switch_hook)
+            self._switch_hook = None
+
+    # -- guest memory and validation ----------------------------------------------------
+
+    def _translate(self, vaddr: int) -> int | None:
+        regs = self._regs
+        if regs is None:
+            regs = self._cpu.translation_regs()._replace(dacr=0xFFFFFFFF)
+            if self._kernel_ttbr0 is not None:
+                regs = regs._replace(ttbr0=self._kernel_ttbr0)
+            self._regs = regs
+        result = walk(self._read_desc, regs, vaddr, ACCESS_READ, True)
+        return None if type(result) is MmuFault else result[0]  # type: ignore[index]
+
+    def _begin(self) -> bool:
+        """Start a query: drop what the guest may have changed since the last one; False if not usable."""
+        now = self._clock.insn_count
+        if now != self._epoch:
+            self._epoch = now
+            self._regs = None
+            self.mem.invalidate()
+        return self._validated or self._validate()
+
+    def _validate(self) -> bool:
+        """Compare linux_banner with the profile once the kernel's mappings exist (MMU on, banner mapped)."""
+        if self.refusal is not None or not self._cpu.sctlr.read() & SCTLR_M:
+            return False
+        raw = self.mem.cstring(self.layout.linux_banner, BANNER_LIMIT)
+        if raw is None:
+            return False  # MMU on but the kernel is not mapped yet (e.g. the zImage decompressor)
+        guest = raw.decode("utf-8", "replace").rstrip("\n")
+        if guest != self.layout.banner:
+            self._refuse(guest)
+            return False
+        kernel_ttbr0 = self.mem.physical(self.layout.swapper_pg_dir)
+        if kernel_ttbr0 is None:
+            return False
+        self._kernel_ttbr0 = kernel_ttbr0
+        self._regs = None
+        self.mem.invalidate()
+        self._validated = True
+        return True
+
+    def _check_loaded_banner(self) -> None:
+        """Refuse before the guest runs when the host-loaded kernel image's banner already differs.
+
+        A raw Image sits in RAM at the load address, so linux_banner is at the
+        same distance from it as from ``_text``; a zImage (still compressed)
+        has no banner there yet and waits for the lazy check.
+        """
+        load = getattr(getattr(self.machine, "layout", None), "kernel", None)
+        if load is None or self.refusal is not None:
+            return
+        rel = self.layout.linux_banner - self.layout.text
+        phys = self.machine.phys
+        if rel < 0 or not phys.contains(load + rel, BANNER_LIMIT):
+            return
+        raw = phys.read(load + rel, BANNER_LIMIT).split(b"\0", 1)[0]
+        if raw.startswith(b"Linux version ") and raw.decode("utf-8", "replace").rstrip("\n") != self.layout.banner:
+            self._refuse(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def _refuse(self, guest_banner: str) -> None:
+        try:
+            guest = f"Linux {release_from_banner(guest_banner)}"
+        except ProfileError:
+            guest = f"no Linux banner at linux_banner {self.layout.linux_banner:#x} ({guest_banner[:40]!r})"
+        self.refusal = (
+            f"osi_linux: profile {self.profile_path} is for Linux {self.layout.release} but the guest runs {guest}; "
+            "refusing to read kernel memory with the wrong layout"
+        )
+        logger.error("%s", self.refusal)
+        self.machine.request_stop("plugin", self.refusal)
+
+    # -- current task -------------------------------------------------------------------
+
+    def _current_task(self) -> int | None:
+        """``current``: TPIDRURO in kernel mode, else the per-cpu ``__entry_task``."""
+        if self._forced_task is not None:
+            return self._forced_task
+        if self._engine.reg(A.UC_ARM_REG_CPSR) & CPSR_MODE_MASK != MODE_USR:
+            task = self._tpidruro()
+            if task >= self.layout.page_offset:
+                return task
+            # kernel entry before reload_current: TPIDRURO still holds the user's TLS
+        percpu = self._tpidrprw()
+        if percpu == 0:
+            return None  # per-cpu areas are not set up yet (early boot)
+        task = self.mem.u32((self.layout.entry_task + percpu) & 0xFFFFFFFF)
+        return task if task is not None and self.tasks.is_kernel_pointer(task) else None
+
+    def _same_process(self, process: OsiProcess) -> bool:
+        """``process`` is still the live task it was read from (not exited, its task_struct not reused)."""
+        ident = self.tasks.identity(process.task)
+        return ident is not None and ident.tgid == process.pid and ident.start_time == process.start_time
+
+    # -- task changes -------------------------------------------------------------------
+
+    def _on_asid_change(self, _switch: AddressSpaceSwitch) -> None:
+        """Pick up registrations on on_task_change made after start (checked at address-space switches)."""
+        if bool(self.on_task_change) != (self._switch_hook is not None):
+            self._update_switch_hook()
+
+    def _update_switch_hook(self) -> None:
+        if self.on_task_change and self._switch_hook is None:
+            self._last_thread = None
+            self._switch_hook = self.machine.add_address_hook(self.layout.switch_to, self._on_switch_to)
+        elif not self.on_task_change and self._switch_hook is not None:
+            self.machine.remove_hook(self._switch_hook)
+            self._switch_hook = None
+
+    def _on_switch_to(self, _pc: int) -> None:
+        """``__switch_to(prev, prev_thread_info, next_thread_info)``: r2 is the next task_struct."""
+        if not self.on_task_change or not self._begin():
+            return
+        engine = self._engine
+        prev = engine.reg(A.UC_ARM_REG_R0)
+        new = self.tasks.thread(engine.reg(A.UC_ARM_REG_R2))
+        if new is None:
+            return
+        last = self._last_thread
+        old = last if last is not None and last.task == prev else self.tasks.thread(prev)
+        self._last_thread = new
+        self._forced_task = new.task
+        try:
+            self.on_task_change(old, new)
+        finally:
+            self._forced_task = None
+
+    # -- exports ----------------------------------------------------------------------------
+
+    def _guarded(self, name: str, default: T, query: Callable[[], T]) -> T:
+        """Run a query; exports never raise, so a bug is logged once and answered with ``default``."""
+        try:
+            if not self._begin():
+                return default
+            return query()
+        except Exception:
+            if name not in self._failed_exports:
+                self._failed_exports.add(name)
+                logger.exception("osi_linux.%s failed; answering %r", name, default)
+            return default
+
+    @export
+    def get_current_process(self) -> OsiProcess | None:
+        """The process ``current`` belongs to (its thread group), or None before the kernel is up."""
+        return self._guarded("get_current_process", None, self._current_process)
+
+    def _current_process(self) -> OsiProcess | None:
+        task = self._current_task()
+        if task is None:
+            return None
+        memo = self._memo
+        if memo is not None and memo[0] == self._epoch and memo[1] == task:
+            return memo[2]
+        process = self.tasks.process(task)
+        self._memo = (self._epoch, task, process)
+        return process
+
+    @export
+    def get_current_thread(self) -> OsiThread | None:
+        """The task ``current`` is, or None before the kernel is up."""
+
+        def query() -> OsiThread | None:
+            task = self._current_task()
+            return self.tasks.thread(task) if task is not None else None
+
+        return self._guarded("get_current_thread", None, query)
+
+    @export
+    def get_processes(self) -> list[OsiProcess]:
+        """Every thread-group leader on the task list, kernel threads included, like ``ps``."""
+        return self._guarded("get_processes", [], self.tasks.processes)
+
+    @export
+    def get_process(self, pid: int) -> OsiProcess | None:
+        """The process with this pid (a thread group id), or None."""
+
+        def query() -> OsiProcess | None:
+            leaders, _ = self.tasks.leaders()
+            for task in leaders:
+                ident = self.tasks.identity(task)
+                if ident is not None and ident.tgid == pid:
+                    return self.tasks.process(task)
+            return None
+
+        return self._guarded("get_process", None, query)
+
+    @export
+    def get_threads(self, process: OsiProcess) -> list[OsiThread]:
+        """The threads of ``process``; empty when it no longer exists."""
+        return self._guarded(
+            "get_threads", [], lambda: self.tasks.threads(process) if self._same_process(process) else []
+        )
+
+    @export
+    def get_mappings(self, process: OsiProcess) -> list[OsiMapping]:
+        """The memory map of ``process`` as ``/proc/PID/maps`` lists it; empty for kernel threads."""
+
+        def query() -> list[OsiMapping]:
+            ident = self.tasks.identity(process.task)
+            if ident is None or ident.tgid != process.pid or ident.start_time != process.start_time or not ident.mm:
+                return []
+            return self.maps.mappings(ident.mm)
+
+        return self._guarded("get_mappings", [], query)
+
+    def _open_files(self, process: OsiProcess) -> dict[int, int]:
+        if not self._same_process(process):
+            return {}
+        files = self.mem.u32(process.task + self.layout.task_files)
+        if not files or not self.tasks.is_kernel_pointer(files):
+            return {}
+        return self.paths.open_files(files)[0]
+
+    @export
+    def get_fds(self, process: OsiProcess) -> dict[int, str]:
+        """{fd: path} of the open files of ``process``, paths as ``readlink /proc/PID/fd/N`` gives them."""
+        return self._guarded(
+            "get_fds",
+            {},
+            lambda: {fd: self.paths.file_path(file)[0] for fd, file in self._open_files(process).items()},
+        )
+
+    @export
+    def fd_to_filename(self, process: OsiProcess, fd: int) -> str | None:
+        """The path of one open fd of ``process``, or None when it is not open."""
+
+        def query() -> str | None:
+            file = self._open_files(process).get(fd)
+            return self.paths.file_path(file)[0] if file is not None else None
+
+        return self._guarded("fd_to_filename", None, query)
+
+    @export
+    def get_modules(self) -> list[OsiModule]:
+        """Loaded kernel modules, newest first (the order of ``/proc/modules``)."""
+        return self._guarded("get_modules", [], lambda: read_modules(self.mem, self.layout))
+
+    # -- report -------------------------------------------------------------------------------
+
+    def _dump_ps(self, console: Console) -> None:
+        processes = self.get_processes()
+        if not processes:
+            reason = self.refusal or "the guest kernel never came up far enough to have processes"
+            console.print(f"osi_linux: no process list: {reason}", highlight=False, markup=False)
+            return
+        threads = {p.pid: len(self.get_threads(p)) for p in processes}
+        title = f"osi_linux: {len(processes)} processes at instruction {self._clock.insn_count:,}"
+        print_process_tree(processes, threads, console, title)
+
+
+plugin = OsiLinux

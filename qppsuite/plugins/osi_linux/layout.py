@@ -1,0 +1,206 @@
+"""The kernel facts osi_linux reads memory by, resolved from a profile once, at load.
+
+Looking a member up in the profile costs a dict walk; the walkers run on hot
+paths, so every offset they need is resolved here into a plain attribute.  A
+profile that lacks one of them fails at load with the profile's own message
+(which lists what exists), never halfway through a run.
+"""
+
+from dataclasses import dataclass
+
+from qppsuite.images.profile import KernelProfile, ProfileError
+
+#: Kernel structures whose layout osi_linux depends on (for the error message and the docs).
+REQUIRED_TYPES = (
+    "task_struct", "signal_struct", "mm_struct", "maple_tree", "maple_range_64", "maple_arange_64",
+    "maple_metadata", "vm_area_struct", "files_struct", "fdtable", "file", "path", "dentry", "qstr", "inode",
+    "super_block", "mount", "vfsmount", "module", "module_layout", "hlist_bl_node",
+)
+
+
+@dataclass(frozen=True)
+class KernelLayout:
+    """Symbol addresses, member offsets and constants of one kernel build."""
+
+    banner: str
+    release: str
+    page_offset: int
+    comm_len: int
+    # symbols
+    text: int
+    init_task: int
+    linux_banner: int
+    switch_to: int
+    entry_task: int | None
+    modules: int
+    swapper_pg_dir: int
+    # task_struct
+    task_tasks: int
+    task_pid: int
+    task_tgid: int
+    task_real_parent: int
+    task_group_leader: int
+    task_thread_node: int
+    task_signal: int
+    task_comm: int
+    task_mm: int
+    task_start_time: int
+    task_files: int
+    task_flags: int
+    signal_thread_head: int
+    # mm_struct
+    mm_mt_root: int
+    mm_pgd: int
+    mm_start_brk: int
+    mm_brk: int
+    mm_start_stack: int
+    # maple tree nodes (maple_range_64 and leaves; maple_arange_64)
+    range64_pivot: int
+    range64_slot: int
+    range64_meta_end: int
+    range64_slots: int
+    arange64_pivot: int
+    arange64_slot: int
+    arange64_meta_end: int
+    arange64_slots: int
+    maple_leaf_64: int
+    maple_range_64: int
+    maple_arange_64: int
+    # vm_area_struct
+    vma_start: int
+    vma_end: int
+    vma_flags: int
+    vma_pgoff: int
+    vma_file: int
+    vma_ops: int
+    vma_private_data: int
+    vma_anon_name: int | None
+    # files
+    files_fdt: int
+    fdt_max_fds: int
+    fdt_fd: int
+    file_path_mnt: int
+    file_path_dentry: int
+    file_inode: int
+    dentry_parent: int
+    dentry_name_len: int
+    dentry_name_ptr: int
+    dentry_sb: int
+    dentry_hash_pprev: int
+    inode_ino: int
+    sb_magic: int
+    mount_vfsmount: int
+    mount_parent: int
+    mount_mountpoint: int
+    vfsmount_root: int
+    # modules
+    module_list: int
+    module_name: int
+    module_name_len: int
+    module_state: int
+    module_unformed: int
+    module_core_base: int
+    module_core_size: int
+    module_init_size: int
+
+    @property
+    def process_block(self) -> tuple[int, int]:
+        """(offset, size) of the task_struct span holding every field an OsiProcess/OsiThread reads.
+
+        One read of it both answers a query and tells whether a cached answer
+        for the same task still holds (comm, mm, parent, ids, start time).
+        """
+        fields = (self.task_mm, self.task_pid, self.task_tgid, self.task_real_parent, self.task_group_leader,
+                  self.task_start_time, self.task_signal)
+        lo = min((*fields, self.task_comm))
+        hi = max(*(f + 8 for f in fields), self.task_comm + self.comm_len)
+        return lo, hi - lo
+
+    @classmethod
+    def from_profile(cls, profile: KernelProfile) -> "KernelLayout":
+        """Resolve everything at once; a missing fact raises the profile's ProfileError."""
+        p = profile
+        off = p.offset
+        maple_type = p.enum("maple_type")
+        module_state = p.enum("module_state")
+        comm = p.member("task_struct", "comm")
+        name = p.member("module", "name")
+        constants = p.constants
+        page_offset = constants.get("PAGE_OFFSET")
+        if page_offset is None:
+            raise ProfileError(f"profile {p.source} has no constant PAGE_OFFSET (needs the symbol _text)")
+        return cls(
+            banner=p.banner,
+            release=p.release,
+            page_offset=page_offset,
+            comm_len=comm.size,
+            text=p.symbol("_text"),
+            init_task=p.symbol("init_task"),
+            linux_banner=p.symbol("linux_banner"),
+            switch_to=p.symbol("__switch_to"),
+            entry_task=p.symbol("__entry_task") if p.has_symbol("__entry_task") else None,
+            modules=p.symbol("modules"),
+            swapper_pg_dir=p.symbol("swapper_pg_dir"),
+            task_tasks=off("task_struct", "tasks"),
+            task_pid=off("task_struct", "pid"),
+            task_tgid=off("task_struct", "tgid"),
+            task_real_parent=off("task_struct", "real_parent"),
+            task_group_leader=off("task_struct", "group_leader"),
+            task_thread_node=off("task_struct", "thread_node"),
+            task_signal=off("task_struct", "signal"),
+            task_comm=comm.offset,
+            task_mm=off("task_struct", "mm"),
+            task_start_time=off("task_struct", "start_time"),
+            task_files=off("task_struct", "files"),
+            task_flags=off("task_struct", "flags"),
+            signal_thread_head=off("signal_struct", "thread_head"),
+            mm_mt_root=off("mm_struct", "mm_mt") + off("maple_tree", "ma_root"),
+            mm_pgd=off("mm_struct", "pgd"),
+            mm_start_brk=off("mm_struct", "start_brk"),
+            mm_brk=off("mm_struct", "brk"),
+            mm_start_stack=off("mm_struct", "start_stack"),
+            range64_pivot=off("maple_range_64", "pivot"),
+            range64_slot=off("maple_range_64", "slot"),
+            range64_meta_end=off("maple_range_64", "meta") + off("maple_metadata", "end"),
+            range64_slots=p.constant("MAPLE_RANGE64_SLOTS"),
+            arange64_pivot=off("maple_arange_64", "pivot"),
+            arange64_slot=off("maple_arange_64", "slot"),
+            arange64_meta_end=off("maple_arange_64", "meta") + off("maple_metadata", "end"),
+            arange64_slots=p.constant("MAPLE_ARANGE64_SLOTS"),
+            maple_leaf_64=maple_type["maple_leaf_64"],
+            maple_range_64=maple_type["maple_range_64"],
+            maple_arange_64=maple_type["maple_arange_64"],
+            vma_start=off("vm_area_struct", "vm_start"),
+            vma_end=off("vm_area_struct", "vm_end"),
+            vma_flags=off("vm_area_struct", "vm_flags"),
+            vma_pgoff=off("vm_area_struct", "vm_pgoff"),
+            vma_file=off("vm_area_struct", "vm_file"),
+            vma_ops=off("vm_area_struct", "vm_ops"),
+            vma_private_data=off("vm_area_struct", "vm_private_data"),
+            vma_anon_name=off("vm_area_struct", "anon_name") if p.has_member("vm_area_struct", "anon_name") else None,
+            files_fdt=off("files_struct", "fdt"),
+            fdt_max_fds=off("fdtable", "max_fds"),
+            fdt_fd=off("fdtable", "fd"),
+            file_path_mnt=off("file", "f_path") + off("path", "mnt"),
+            file_path_dentry=off("file", "f_path") + off("path", "dentry"),
+            file_inode=off("file", "f_inode"),
+            dentry_parent=off("dentry", "d_parent"),
+            dentry_name_len=off("dentry", "d_name") + off("qstr", "len"),
+            dentry_name_ptr=off("dentry", "d_name") + off("qstr", "name"),
+            dentry_sb=off("dentry", "d_sb"),
+            dentry_hash_pprev=off("dentry", "d_hash") + off("hlist_bl_node", "pprev"),
+            inode_ino=off("inode", "i_ino"),
+            sb_magic=off("super_block", "s_magic"),
+            mount_vfsmount=off("mount", "mnt"),
+            mount_parent=off("mount", "mnt_parent"),
+            mount_mountpoint=off("mount", "mnt_mountpoint"),
+            vfsmount_root=off("vfsmount", "mnt_root"),
+            module_list=off("module", "list"),
+            module_name=name.offset,
+            module_name_len=name.size,
+            module_state=off("module", "state"),
+            module_unformed=module_state["MODULE_STATE_UNFORMED"],
+            module_core_base=off("module", "core_layout") + off("module_layout", "base"),
+            module_core_size=off("module", "core_layout") + off("module_layout", "size"),
+            module_init_size=off("module", "init_layout") + off("module_layout", "size"),
+        )

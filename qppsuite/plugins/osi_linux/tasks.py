@@ -1,0 +1,240 @@
+"""Tasks and processes from ``task_struct``: the task list, thread groups, and cheap re-reads.
+
+A process's identity lives in one span of its leader's ``task_struct`` (ids,
+parent, mm, start time, comm).  One block read of that span unpacks into a
+tuple that both answers a query and keys a cache: when the tuple is
+unchanged the cached answer still holds, so the pointer chases behind it
+(parent's tgid, the page-table base) are skipped.  Fields that change all the
+time (run-time counters sitting in the same span) are not part of the tuple.
+"""
+
+import struct
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import NamedTuple
+
+from qppsuite.plugins.osi_linux.kernel_memory import KernelMemory
+from qppsuite.plugins.osi_linux.layout import KernelLayout
+from qppsuite.plugins.osi_linux.model import OsiProcess, OsiThread
+
+#: task_struct.flags: the task is a kernel thread (include/linux/sched.h).
+PF_KTHREAD = 0x00200000
+#: Linux's ceiling on pids (PID_MAX_LIMIT): a larger value means a garbage task pointer.
+PID_MAX_LIMIT = 4 * 1024 * 1024
+#: Walk bounds: no real guest has more, so more means a corrupt or cyclic list.
+MAX_TASKS = 32768
+MAX_THREADS = 8192
+#: Entries kept in each per-task cache before it is dropped wholesale.
+CACHE_LIMIT = 4096
+
+
+
+class TaskIdentity(NamedTuple):
+    """The fields of a task that make up its OsiProcess/OsiThread, read in one block."""
+
+    mm: int
+    pid: int
+    tgid: int
+    real_parent: int
+    group_leader: int
+    start_time: int
+    signal: int
+    comm: bytes
+
+
+def comm_text(raw: bytes) -> str:
+    """A ``comm`` field as text: up to the NUL, undecodable bytes replaced (never garbage-escaping)."""
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+class TaskReader:
+    """Reads tasks, thread groups and the task list; every answer is bounded and never raises."""
+
+    def __init__(self, mem: KernelMemory, layout: KernelLayout) -> None:
+        self.mem = mem
+        self.layout = layout
+        self._lo, self._size = layout.process_block
+        fields = sorted(
+            [
+                (layout.task_mm, "I", 0),
+                (layout.task_pid, "i", 1),
+                (layout.task_tgid, "i", 2),
+                (layout.task_real_parent, "I", 3),
+                (layout.task_group_leader, "I", 4),
+                (layout.task_start_time, "Q", 5),
+                (layout.task_signal, "I", 6),
+                (layout.task_comm, f"{layout.comm_len}s", 7),
+            ]
+        )
+        fmt, pos = "<", self._lo
+        for offset, code, _ in fields:
+            fmt += f"{offset - pos}x{code}" if offset > pos else code
+            pos = offset + struct.calcsize("<" + code)
+        self._unpack = struct.Struct(fmt).unpack_from
+        # where each TaskIdentity field sits in the offset-sorted unpack result
+        self._picks = [next(i for i, f in enumerate(fields) if f[2] == index) for index in range(8)]
+        self._processes: dict[int, tuple[TaskIdentity, OsiProcess]] = {}
+        self._threads: dict[int, tuple[TaskIdentity, OsiThread]] = {}
+
+    def is_kernel_pointer(self, value: int) -> bool:
+        return self.layout.page_offset <= value <= 0xFFFFF000 and value & 3 == 0
+
+    def identity(self, task: int) -> TaskIdentity | None:
+        """What identifies ``task`` now, or None when it is not a readable, plausible task."""
+        if not self.is_kernel_pointer(task):
+            return None
+        raw = self.mem.read(task + self._lo, self._size)
+        if raw is None:
+            return None
+        values = self._unpack(raw)
+        ident = TaskIdentity._make([values[i] for i in self._picks])
+        if not (0 <= ident.pid < PID_MAX_LIMIT and 0 <= ident.tgid < PID_MAX_LIMIT):
+            return None
+        return ident
+
+    def group_leader(self, task: int) -> int | None:
+        leader = self.mem.u32(task + self.layout.task_group_leader)
+        return leader if leader is not None and self.is_kernel_pointer(leader) else None
+
+    # -- answers ----------------------------------------------------------------------
+
+    def thread(self, task: int) -> OsiThread | None:
+        """The task as a thread, or None when ``task`` does not point at a readable task."""
+        ident = self.identity(task)
+        if ident is None:
+            return None
+        cached = self._threads.get(task)
+        if cached is not None and cached[0] == ident:
+            return cached[1]
+        thread = OsiThread(tid=ident.pid, pid=ident.tgid, name=comm_text(ident.comm), task=task)
+        if len(self._threads) >= CACHE_LIMIT:
+            self._threads.clear()
+        self._threads[task] = (ident, thread)
+        return thread
+
+    def process(self, task: int) -> OsiProcess | None:
+        """The thread group ``task`` belongs to, described by its leader; None if unreadable."""
+        ident = self.identity(task)
+        if ident is None:
+            return None
+        leader = ident.group_leader
+        if leader != task:
+            if not self.is_kernel_pointer(leader):
+                return None
+            task = leader
+            ident = self.identity(task)
+            if ident is None:
+                return None
+        cached = self._processes.get(task)
+        if cached is not None and cached[0] == ident:
+            return cached[1]
+        process = self._build_process(task, ident)
+        if len(self._processes) >= CACHE_LIMIT:
+            self._processes.clear()
+        self._processes[task] = (ident, process)
+        return process
+
+    def _build_process(self, task: int, ident: TaskIdentity) -> OsiProcess:
+        mem, layout = self.mem, self.layout
+        partial = False
+        ppid = 0
+        parent = ident.real_parent
+        if self.is_kernel_pointer(parent):
+            parent_tgid = mem.u32(parent + layout.task_tgid)
+            if parent_tgid is None or parent_tgid >= PID_MAX_LIMIT:
+                partial = True
+            else:
+                ppid = parent_tgid
+        elif parent != 0:
+            partial = True
+        flags = mem.u32(task + layout.task_flags)
+        if flags is None:
+            partial = True
+        mm = ident.mm
+        asid: int | None = None
+        if mm:
+            pgd = mem.u32(mm + layout.mm_pgd) if self.is_kernel_pointer(mm) else None
+            asid = mem.physical(pgd) if pgd is not None and self.is_kernel_pointer(pgd) else None
+            if asid is None:
+                partial = True
+        return OsiProcess(
+            pid=ident.tgid,
+            tgid=ident.tgid,
+            ppid=ppid,
+            name=comm_text(ident.comm),
+            asid=asid,
+            task=task,
+            start_time=ident.start_time,
+            is_kernel_thread=bool(flags is not None and flags & PF_KTHREAD),
+            partial=partial,
+        )
+
+    # -- lists ------------------------------------------------------------------------
+
+    def _list(self, head: int, member_offset: int, limit: int) -> Iterator[int | None]:
+        """Containers of a ``list_head`` ring; yields None (and stops) at a broken link or a cycle."""
+        mem = self.mem
+        seen = {head}
+        node = mem.u32(head)
+        count = 0
+        while node != head:
+            if node is None or not self.is_kernel_pointer(node) or node in seen or count >= limit:
+                yield None
+                return
+            seen.add(node)
+            count += 1
+            yield node - member_offset
+            node = mem.u32(node)
+
+    def leaders(self) -> tuple[list[int], bool]:
+        """Thread-group leaders on ``init_task.tasks`` (without the idle task), and whether the walk completed."""
+        layout = self.layout
+        out: list[int] = []
+        for task in self._list(layout.init_task + layout.task_tasks, layout.task_tasks, MAX_TASKS):
+            if task is None:
+                return out, False
+            out.append(task)
+        return out, True
+
+    def threads_of(self, leader: int) -> tuple[list[int], bool]:
+        """Every task of ``leader``'s thread group (``signal->thread_head``), and whether the walk completed."""
+        layout = self.layout
+        signal = self.mem.u32(leader + layout.task_signal) if self.is_kernel_pointer(leader) else None
+        if signal is None or not self.is_kernel_pointer(signal):
+            return [], False
+        out: list[int] = []
+        for task in self._list(signal + layout.signal_thread_head, layout.task_thread_node, MAX_THREADS):
+            if task is None:
+                return out, False
+            out.append(task)
+        return out, True
+
+    def processes(self) -> list[OsiProcess]:
+        """Every process like ``ps`` lists them; an interrupted walk marks its last process partial."""
+        leaders, complete = self.leaders()
+        out: list[OsiProcess] = []
+        for task in leaders:
+            process = self.process(task)
+            if process is None:
+                complete = False
+                continue
+            out.append(process)
+        if not complete and out:
+            out[-1] = replace(out[-1], partial=True)
+        return out
+
+    def threads(self, process: OsiProcess) -> list[OsiThread]:
+        tasks, complete = self.threads_of(process.task)
+        out: list[OsiThread] = []
+        for task in tasks:
+            thread = self.thread(task)
+            if thread is None:
+                complete = False
+                continue
+            out.append(thread)
+        if not complete:
+            if not out:
+                return [OsiThread(tid=process.pid, pid=process.pid, name=process.name, task=process.task,
+                                  partial=True)]
+            out[-1] = replace(out[-1], partial=True)
+        return out
