@@ -114,7 +114,8 @@ class OsiProbe(Plugin):
             return
         if self.last_new is not None:
             self.next_svc_checked += 1
-            if self.last_new != thread:
+            # the same task; its comm may differ (a kernel worker that exec'd a usermode helper)
+            if (self.last_new.task, self.last_new.tid) != (thread.task, thread.tid):
                 self.next_svc_mismatches.append((self.last_new, thread))
             self.last_new = None
         self.svc_checked += 1
