@@ -1,10 +1,12 @@
 """Return pairing with synthetic calls: blocking across other threads, nesting, restart, exec, fork children."""
 
+from collections.abc import Callable
+
 import pytest
 
 from qppsuite.core.memory import GuestMemoryError
 from qppsuite.plugins.syscalls.context import Limits, SyscallContext
-from qppsuite.plugins.syscalls.pairing import CLONE_VM, ReturnPairing
+from qppsuite.plugins.syscalls.pairing import CLONE_VM, Return, ReturnPairing
 from qppsuite.plugins.syscalls.table import by_name
 
 ASID_A = 0x4180806A
@@ -53,6 +55,19 @@ def call(
     return ctx, pairing.call(ctx)
 
 
+def ret(
+    pairing: ReturnPairing,
+    pc: int,
+    asid: int,
+    thread: int,
+    r0: int,
+    read_u32: Callable[[int], int | None] | None = None,
+    *,
+    sp: int = 0xBEC3A800,
+) -> Return | None:
+    return pairing.returned(pc, asid, thread, r0, sp, read_u32)
+
+
 @pytest.fixture
 def pairing() -> ReturnPairing:
     return ReturnPairing()
@@ -62,10 +77,10 @@ def test_blocking_call_pairs_across_other_threads_calls(pairing: ReturnPairing) 
     blocked, _ = call(pairing, "read", thread=THREAD_1)
     for _ in range(3):  # another process runs and makes calls at the same pc while read blocks
         other, _ = call(pairing, "write", asid=ASID_B, thread=THREAD_2)
-        matched = pairing.returned(PC + 4, ASID_B, THREAD_2, 5)
+        matched = ret(pairing, PC + 4, ASID_B, THREAD_2, 5)
         assert matched is not None and matched.ctx is other and matched.retval == 5
-    assert pairing.returned(PC + 4, ASID_A, THREAD_2, 1) is None  # right pc and asid, wrong thread
-    matched = pairing.returned(PC + 4, ASID_A, THREAD_1, 0xFFFFFFFC)
+    assert ret(pairing, PC + 4, ASID_A, THREAD_2, 1) is None  # right pc and asid, wrong thread
+    matched = ret(pairing, PC + 4, ASID_A, THREAD_1, 0xFFFFFFFC)
     assert matched is not None and matched.ctx is blocked
     assert matched.retval == -4  # signed
     assert not pairing.pending and not pairing.waiting
@@ -75,8 +90,8 @@ def test_signal_handler_nesting_pairs_inner_then_outer(pairing: ReturnPairing) -
     outer, _ = call(pairing, "read", sp=0xBEC3A800)
     inner, ended = call(pairing, "read", sp=0xBEC3A400)  # handler frame lies below on the stack
     assert ended == []
-    first = pairing.returned(PC + 4, ASID_A, THREAD_1, 3)
-    second = pairing.returned(PC + 4, ASID_A, THREAD_1, 0xFFFFFFFC)
+    first = ret(pairing, PC + 4, ASID_A, THREAD_1, 3, sp=0xBEC3A400)
+    second = ret(pairing, PC + 4, ASID_A, THREAD_1, 0xFFFFFFFC, sp=0xBEC3A800)
     assert first is not None and first.ctx is inner
     assert second is not None and second.ctx is outer and second.retval == -4
 
@@ -85,7 +100,7 @@ def test_restarted_call_is_ended_and_the_reissue_pairs(pairing: ReturnPairing) -
     first, _ = call(pairing, "wait4")
     again, ended = call(pairing, "wait4")  # the kernel rewound pc to the SVC: same pc, same sp
     assert ended == [first] and first.ending == "restarted" and first.noreturn
-    matched = pairing.returned(PC + 4, ASID_A, THREAD_1, 42)
+    matched = ret(pairing, PC + 4, ASID_A, THREAD_1, 42)
     assert matched is not None and matched.ctx is again
     assert not pairing.waiting
 
@@ -95,12 +110,12 @@ def test_successful_execve_is_found_at_the_threads_next_call(pairing: ReturnPair
     assert not execve.noreturn
     _, ended = call(pairing, "brk", asid=ASID_B, pc=0x76F00000)  # same thread, new image
     assert ended == [execve] and execve.ending == "exec"
-    assert pairing.returned(PC + 4, ASID_A, THREAD_1, 0) is None
+    assert ret(pairing, PC + 4, ASID_A, THREAD_1, 0) is None
 
 
 def test_failed_execve_returns(pairing: ReturnPairing) -> None:
     execve, _ = call(pairing, "execve")
-    matched = pairing.returned(PC + 4, ASID_A, THREAD_1, 0xFFFFFFFE)
+    matched = ret(pairing, PC + 4, ASID_A, THREAD_1, 0xFFFFFFFE)
     assert matched is not None and matched.ctx is execve and matched.retval == -2
     assert not execve.noreturn
 
@@ -115,37 +130,37 @@ def test_exit_group_is_noreturn_and_ends_the_threads_pending_calls(pairing: Retu
 
 def test_fork_child_returns_zero_in_its_own_address_space(pairing: ReturnPairing) -> None:
     parent, _ = call(pairing, "clone", args=(0x01200011, 0, 0, 0, 0, 0, 0))  # glibc fork(): no CLONE_VM
-    done = pairing.returned(PC + 4, ASID_A, THREAD_1, 80)
+    done = ret(pairing, PC + 4, ASID_A, THREAD_1, 80)
     assert done is not None and done.ctx is parent and done.retval == 80
-    assert pairing.returned(PC + 4, ASID_A, THREAD_2, 0) is None  # a same-asid child needs CLONE_VM
-    child = pairing.returned(PC + 4, ASID_B, THREAD_2, 0)
+    assert ret(pairing, PC + 4, ASID_A, THREAD_2, 0) is None  # a same-asid child needs CLONE_VM
+    child = ret(pairing, PC + 4, ASID_B, THREAD_2, 0)
     assert child is not None and child.retval == 0
     assert child.ctx.child and child.ctx.parent_seq == parent.seq and child.ctx.seq != parent.seq
     assert (child.ctx.asid, child.ctx.thread, child.ctx.name) == (ASID_B, THREAD_2, "clone")
-    assert pairing.returned(PC + 4, ASID_B, THREAD_2, 0) is None  # one child per call
+    assert ret(pairing, PC + 4, ASID_B, THREAD_2, 0) is None  # one child per call
     assert not pairing.waiting
 
 
 def test_vfork_child_returns_before_its_blocked_parent(pairing: ReturnPairing) -> None:
     parent, _ = call(pairing, "vfork")
-    child = pairing.returned(PC + 4, ASID_A, THREAD_2, 0)  # shares the parent's mm until it execs
+    child = ret(pairing, PC + 4, ASID_A, THREAD_2, 0)  # shares the parent's mm until it execs
     assert child is not None and child.ctx.child and child.ctx.parent_seq == parent.seq
-    done = pairing.returned(PC + 4, ASID_A, THREAD_1, 81)
+    done = ret(pairing, PC + 4, ASID_A, THREAD_1, 81)
     assert done is not None and done.ctx is parent and done.retval == 81
 
 
 def test_thread_clone_child_shares_the_address_space(pairing: ReturnPairing) -> None:
     call(pairing, "clone", args=(CLONE_VM | 0x7D0F00, 0, 0, 0, 0, 0, 0))
-    assert pairing.returned(PC + 4, ASID_B, THREAD_2, 0) is None
-    child = pairing.returned(PC + 4, ASID_A, THREAD_2, 0)
+    assert ret(pairing, PC + 4, ASID_B, THREAD_2, 0) is None
+    child = ret(pairing, PC + 4, ASID_A, THREAD_2, 0)
     assert child is not None and child.ctx.child
 
 
 def test_failed_fork_expects_no_child(pairing: ReturnPairing) -> None:
     call(pairing, "fork")
-    failed = pairing.returned(PC + 4, ASID_A, THREAD_1, 0xFFFFFFF5)  # -EAGAIN
+    failed = ret(pairing, PC + 4, ASID_A, THREAD_1, 0xFFFFFFF5)  # -EAGAIN
     assert failed is not None and failed.retval == -11
-    assert pairing.returned(PC + 4, ASID_B, THREAD_2, 0) is None
+    assert ret(pairing, PC + 4, ASID_B, THREAD_2, 0) is None
     assert not pairing.waiting
 
 
@@ -161,3 +176,33 @@ def test_thumb_return_pc_is_two_bytes_on() -> None:
     ctx, _ = call(ReturnPairing(), "getpid")
     ctx.thumb = True
     assert ctx.return_pc == PC + 2
+
+
+def test_pipeline_children_are_told_apart_by_the_tid_the_kernel_wrote(pairing: ReturnPairing) -> None:
+    ctid = 0x922068
+    flags = 0x01200011  # CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | SIGCHLD: glibc's fork()
+    parents = []
+    for child_pid in (83, 84, 85):
+        parent, _ = call(pairing, "clone", args=(flags, 0, 0, 0, ctid, 0, 0))
+        assert ret(pairing, PC + 4, ASID_A, THREAD_1, child_pid) is not None
+        parents.append(parent)
+    seen = []
+    for child_pid, thread in ((85, 0xD0A00000), (83, 0xD0A02000), (84, 0xD0A04000)):  # children run out of order
+        memory = {ctid: child_pid}
+        got = ret(pairing, PC + 4, 0x50000000 + child_pid, thread, 0, memory.get)
+        assert got is not None and got.ctx.child
+        seen.append((child_pid, got.ctx.parent_seq))
+    assert seen == [(85, parents[2].seq), (83, parents[0].seq), (84, parents[1].seq)]
+    assert not pairing.waiting
+
+
+def test_a_return_resumed_again_after_a_fault_is_not_a_second_return(pairing: ReturnPairing) -> None:
+    first, _ = call(pairing, "clone", args=(0x01200011, 0, 0, 0, 0x922068, 0, 0))
+    assert ret(pairing, PC + 4, ASID_A, THREAD_1, 90) is not None
+    second, _ = call(pairing, "clone", args=(0x01200011, 0, 0, 0, 0x922068, 0, 0))
+    assert ret(pairing, PC + 4, ASID_A, THREAD_1, 91) is not None
+    child = ret(pairing, PC + 4, ASID_B, THREAD_2, 0, {0x922068: 90}.get)
+    assert child is not None and child.ctx.parent_seq == first.seq
+    # The child's first instruction after the SVC faults (copy-on-write) and runs again: same pc, sp, r0.
+    assert ret(pairing, PC + 4, ASID_B, THREAD_2, 0, {0x922068: 90}.get) is None
+    assert second in pairing.unseen_children

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from unicorn import arm_const as A
 
 from qppsuite.core.events import SvcEvent
+from qppsuite.core.memory import GuestMemoryError
 from qppsuite.core.qpp import Arg, Callback, Plugin, export
 from qppsuite.plugins.syscalls.context import Limits, SyscallContext
 from qppsuite.plugins.syscalls.pairing import ReturnPairing
@@ -133,13 +134,24 @@ class Syscalls(Plugin):
         if reg(A.UC_ARM_REG_CPSR) & _MODE_MASK != _MODE_USR:
             return
         matched = self.pairing.returned(
-            pc, self._ttbr0(), self._banked("sp", "svc") & ~(THREAD_SIZE - 1), reg(A.UC_ARM_REG_R0)
+            pc,
+            self._ttbr0(),
+            self._banked("sp", "svc") & ~(THREAD_SIZE - 1),
+            reg(A.UC_ARM_REG_R0),
+            reg(A.UC_ARM_REG_SP),
+            self._read_u32,
         )
         if matched is None:
             return
         for old in matched.ended:
             self._noreturn(old)
         self._returned(matched.ctx, matched.retval)
+
+    def _read_u32(self, address: int) -> int | None:
+        try:
+            return int(self._memory.read_u32(address))
+        except GuestMemoryError:
+            return None
 
     def _returned(self, ctx: SyscallContext, retval: int) -> None:
         if self.on_syscall_return:

@@ -41,8 +41,9 @@ class SyscallContext:
     ``on_syscall`` (by the return the buffers, or after an execve the whole address
     space, may have changed); :meth:`result` is for ``on_syscall_return``.
 
-    ``noreturn`` is set once the call is known never to return to ``return_pc``,
-    with ``ending`` saying why (``ENDING_*``).  ``child`` marks the context a fork,
+    ``retval`` is set (signed) once the call has returned.  ``noreturn`` is set once
+    the call is known never to return to ``return_pc``, with ``ending`` saying why
+    (``ENDING_*``).  ``child`` marks the context a fork,
     vfork or clone child sees when it first returns (``retval`` 0): it shares the
     parent's call fields and number, has the child's ``asid``/``thread``, its own
     ``seq``, and ``parent_seq`` names the parent's call.
@@ -61,6 +62,7 @@ class SyscallContext:
     user_sp: int
     memory: GuestReader = field(repr=False)
     limits: Limits = field(repr=False)
+    retval: int | None = None
     noreturn: bool = False
     ending: str | None = None
     child: bool = False

@@ -13,9 +13,19 @@ makes a call from a different address space; a call the kernel restarted when
 the same thread re-issues it from the same pc with the same user stack.
 
 The child of fork, vfork or clone first returns at the parent's return pc on a
-thread (and, without CLONE_VM, an address space) with no such pending call; it
-is paired with the oldest fork-like call at that pc whose child has not been
-seen yet, and returns 0.
+thread (and, without CLONE_VM, an address space) with no such pending call, and
+returns 0.  When several fork-like calls at that pc await their child (a shell
+starting a pipeline), the child is told apart by its tid: with
+CLONE_CHILD_SETTID, as glibc's fork() uses, the kernel has written it to
+``child_tidptr`` in the child's memory before the child runs, and it equals the
+parent's return value.  Otherwise the oldest waiting call is taken.
+
+The instruction at a return pc can run twice for one return: when it faults
+(the child's first touch of a copy-on-write page) or an interrupt is taken
+before it completes, user mode resumes at the same pc with the same registers.
+The last return of each thread is remembered until its next call, and a repeat
+(same address space, pc and user sp) is ignored; otherwise it could pass for a
+second fork child.
 
 This module is pure bookkeeping so that it can be tested with synthetic events;
 the plugin feeds it registers read from the machine.
@@ -26,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from qppsuite.plugins.syscalls.context import (
@@ -40,6 +51,9 @@ from qppsuite.plugins.syscalls.context import (
 FORK_CALLS = frozenset({"fork", "vfork", "clone", "clone3"})
 THREAD_EXIT_CALLS = frozenset({"exit", "exit_group"})
 CLONE_VM = 0x00000100
+CLONE_CHILD_SETTID = 0x01000000
+CLONE_CHILD_TIDPTR_ARG = 4
+"""ARM's clone(flags, newsp, parent_tidptr, tls, child_tidptr): r4 holds the child's tid pointer."""
 
 #: Deeper nesting than this on one thread means entries were orphaned; the oldest go.
 MAX_DEPTH = 16
@@ -75,6 +89,8 @@ class ReturnPairing:
         self.unseen_children: list[SyscallContext] = []
         #: Return pc -> number of entries that could match there; a return hook with none does nothing.
         self.waiting: Counter[int] = Counter()
+        #: Thread -> (asid, pc, user sp) of its latest return, until its next call.
+        self.last_return: dict[int, tuple[int, int, int]] = {}
         self._seq = itertools.count(1)
 
     def next_seq(self) -> int:
@@ -89,6 +105,7 @@ class ReturnPairing:
         still pending on their thread.
         """
         ended: list[SyscallContext] = []
+        self.last_return.pop(ctx.thread, None)
         stack = self.pending.get(ctx.thread)
         if stack:
             kept: list[SyscallContext] = []
@@ -108,6 +125,7 @@ class ReturnPairing:
         if spec is not None and spec.noreturn:
             _end(ctx, ENDING_EXIT)
             if ctx.name in THREAD_EXIT_CALLS:
+                self.last_return.pop(ctx.thread, None)
                 for old in self.pending.pop(ctx.thread, ()):
                     ended.append(_end(old, ENDING_LOST))
                     self._forget(old)
@@ -127,8 +145,31 @@ class ReturnPairing:
                 self._drop_child(self.unseen_children[0])
         return ended
 
-    def returned(self, pc: int, asid: int, thread: int, r0: int) -> Return | None:
-        """The call that user mode at ``pc`` (in ``asid`` on ``thread``, with ``r0``) returns from, if any."""
+    def returned(
+        self,
+        pc: int,
+        asid: int,
+        thread: int,
+        r0: int,
+        user_sp: int,
+        read_u32: Callable[[int], int | None] | None = None,
+    ) -> Return | None:
+        """The call that user mode at ``pc`` (in ``asid`` on ``thread``, with ``r0``, ``user_sp``) returns from.
+
+        ``read_u32`` reads the returning context's memory (None where unmapped); it
+        tells fork children apart and is only called for a possible child.
+        """
+        where = (asid, pc, user_sp)
+        if self.last_return.get(thread) == where:
+            return None  # the same return, resumed again after a fault or an interrupt
+        matched = self._match(pc, asid, thread, r0, read_u32)
+        if matched is not None:
+            self.last_return[thread] = where
+        return matched
+
+    def _match(
+        self, pc: int, asid: int, thread: int, r0: int, read_u32: Callable[[int], int | None] | None
+    ) -> Return | None:
         stack = self.pending.get(thread)
         if stack:
             for i in range(len(stack) - 1, -1, -1):
@@ -141,31 +182,56 @@ class ReturnPairing:
                     for lost in ended:
                         self._forget(lost)
                     self._unwait(pc)
-                    retval = _signed(r0)
+                    retval = ctx.retval = _signed(r0)
                     if retval < 0 and ctx.name in FORK_CALLS and ctx in self.unseen_children:
                         self._drop_child(ctx)
                     return Return(ctx, retval, ended)
-        if r0 == 0:
-            for parent in self.unseen_children:
-                if parent.return_pc == pc and parent.thread != thread and self._child_asid_fits(parent, asid):
-                    self._drop_child(parent)
-                    child = dataclasses.replace(
-                        parent,
-                        seq=self.next_seq(),
-                        asid=asid,
-                        thread=thread,
-                        child=True,
-                        parent_seq=parent.seq,
-                        _decoded=None,
-                        _result=None,
-                    )
-                    return Return(child, 0, [])
+        if r0 == 0 and self.waiting.get(pc):
+            parent = self._parent_of_child(pc, asid, thread, read_u32)
+            if parent is not None:
+                self._drop_child(parent)
+                child = dataclasses.replace(
+                    parent,
+                    seq=self.next_seq(),
+                    asid=asid,
+                    thread=thread,
+                    child=True,
+                    parent_seq=parent.seq,
+                    retval=0,
+                    _decoded=None,
+                    _result=None,
+                )
+                return Return(child, 0, [])
         return None
+
+    def _parent_of_child(
+        self, pc: int, asid: int, thread: int, read_u32: Callable[[int], int | None] | None
+    ) -> SyscallContext | None:
+        candidates = [
+            p
+            for p in self.unseen_children
+            if p.return_pc == pc and p.thread != thread and self._child_asid_fits(p, asid)
+        ]
+        if len(candidates) <= 1 or read_u32 is None:
+            return candidates[0] if candidates else None
+        tids: dict[int, int | None] = {}
+        for parent in candidates:
+            if parent.name != "clone" or not parent.raw_args[0] & CLONE_CHILD_SETTID:
+                continue
+            address = parent.raw_args[CLONE_CHILD_TIDPTR_ARG]
+            if address not in tids:
+                tids[address] = read_u32(address)
+            if tids[address] is not None and parent.retval == tids[address]:
+                return parent
+        # The child's parent has not returned yet (so its retval is unknown): the oldest such call.
+        unreturned = [p for p in candidates if p.retval is None]
+        return (unreturned or candidates)[0]
 
     def drain(self) -> list[SyscallContext]:
         """Every call still pending (the run is ending), marked as such, in call order."""
         left = sorted((ctx for stack in self.pending.values() for ctx in stack), key=lambda c: c.seq)
         self.pending.clear()
+        self.last_return.clear()
         self.unseen_children.clear()
         self.waiting.clear()
         return [_end(ctx, ENDING_PENDING) for ctx in left]
