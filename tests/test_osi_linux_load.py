@@ -1,0 +1,55 @@
+"""osi_linux refuses at load, with a one-line message, when it has no usable profile."""
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from qppsuite.core.events import CoreEvents, CorePlugin
+from qppsuite.core.qpp import QPP
+from qppsuite.errors import PluginError
+from qppsuite.images.profile import PROFILE_FORMAT
+
+
+def _load(labels: dict[str, str], args: dict[str, str] | None = None) -> None:
+    machine = SimpleNamespace(events=CoreEvents(), config=SimpleNamespace(labels=labels))
+    with QPP(machine) as qpp:
+        qpp.add_builtin(CorePlugin())
+        qpp.load_all(["osi_linux"], {"osi_linux": args} if args else {})
+
+
+def test_no_profile_names_the_image_and_the_argument() -> None:
+    with pytest.raises(PluginError, match="image 'bare' carries none") as err:
+        _load({"image": "bare"})
+    assert err.value.hint is not None and "osi_linux:profile=" in err.value.hint
+
+
+def test_a_missing_profile_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(PluginError, match="does not exist"):
+        _load({}, {"profile": str(tmp_path / "nope.json")})
+
+
+def test_a_profile_lacking_a_needed_member_says_which(tmp_path: Path) -> None:
+    profile = {
+        "format": PROFILE_FORMAT, "banner": "Linux version 6.1.0-x", "release": "6.1.0-x", "arch": "arm",
+        "pointer_size": 4, "endian": "little", "symbols": {"init_task": 0xC1000000}, "types": {},
+        "enums": {}, "constants": {"PAGE_OFFSET": 0xC0000000},
+    }
+    path = tmp_path / "thin.json"
+    path.write_text(json.dumps(profile))
+    with pytest.raises(PluginError, match=r"cannot use profile .*thin\.json: profile has no") as err:
+        _load({"profile": str(path)})
+    assert "\n" not in str(err.value)
+
+
+def test_the_real_profile_resolves_every_offset(default_image: object) -> None:
+    from qppsuite.images.profile import KernelProfile
+    from qppsuite.plugins.osi_linux.layout import KernelLayout
+
+    path = getattr(default_image, "profile_path", None)
+    assert path is not None
+    layout = KernelLayout.from_profile(KernelProfile.load(path))
+    assert layout.page_offset == 0xC0000000 and layout.comm_len == 16
+    assert layout.range64_slots == 32 and layout.arange64_slots == 21
+    assert layout.entry_task is not None and layout.banner.startswith("Linux version 6.1.0")
