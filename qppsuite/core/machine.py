@@ -66,6 +66,8 @@ PANIC_MARKER = b"Kernel panic - not syncing"
 #: While an IRQ is pending but masked: single steps, then one chunk of this many instructions.
 MASKED_SINGLE_STEPS = 48
 MASKED_CHUNK = 1024
+#: Consecutive aborts with no instruction executed in between that mean the guest cannot progress.
+STUCK_FAULTS = 1000
 
 
 @dataclass
@@ -143,6 +145,7 @@ class Machine:
         self._progress_insn = 0
         self._progress_wall = 0.0
         self._masked_steps = 0
+        self._stuck = 0
         self._line = bytearray()
         self._hooks: dict[int, _Hook] = {}
 
@@ -265,6 +268,12 @@ class Machine:
         self._running = False
         clock.retire(executed)
         if faulted:
+            self._stuck = self._stuck + 1 if executed == 0 else 0
+            if self._stuck > STUCK_FAULTS:
+                self._stop = StopReason(
+                    "hang", f"guest is stuck taking aborts at pc {self.cpu.pc:#x} without executing", clock.retired
+                )
+                return
             self._take_abort()
         elif executed < budget and self._stop is None and not self.irq_line:
             self._idle()

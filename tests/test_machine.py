@@ -1,0 +1,86 @@
+"""The machine on bare code: the engine-bug workarounds and the run loop's stops."""
+
+import struct
+
+from unicorn import arm_const as A
+
+from qppsuite.core.board import RAM_BASE
+from qppsuite.core.kernel import KernelImage
+from qppsuite.core.machine import Machine, MachineConfig
+
+
+def thumb(*halfwords: int) -> bytes:
+    return b"".join(struct.pack("<H", h) for h in halfwords)
+
+
+def arm(*words: int) -> bytes:
+    return b"".join(struct.pack("<I", w) for w in words)
+
+
+def bare_machine(code: bytes, max_insns: int) -> Machine:
+    """A machine whose 'kernel' is ``code``, entered in SVC mode with the MMU off."""
+    image = KernelImage(code + b"\0" * 64, "Image", False)
+    return Machine(MachineConfig(kernel=image, max_insns=max_insns))
+
+
+def test_it_state_does_not_leak_after_a_tlb_fill() -> None:
+    """unicorn-facts.md bug 1: the reproducer, run through the machine's own TLB-fill hook.
+
+    Without the workaround the block after the IT block runs as if still inside
+    it, and r5..r7 stay 0.
+    """
+    code = arm(
+        0xE3A02101,  # mov r2, #0x40000000
+        0xE2822601,  # add r2, r2, #0x100000   (a data page no TLB entry covers yet)
+        0xE28F0001,  # add r0, pc, #1           (Thumb code follows the bx)
+        0xE12FFF10,  # bx r0
+    ) + thumb(
+        0x2000,  # movs r0, #0
+        0x2801,  # cmp r0, #1
+        0xBF91,  # iteee ls
+        0x6811,  # ldrls r1, [r2]      <- the TLB fill happens here
+        0x2303,  # movhi r3, #3
+        0x2303,  # movhi r3, #3
+        0x2303,  # movhi r3, #3
+        0xE7FF,  # b next
+        0x2404,  # next: movs r4, #4
+        0x2505,  # movs r5, #5
+        0x2606,  # movs r6, #6
+        0x2707,  # movs r7, #7
+        0xE7FE,  # b .
+    )
+    machine = bare_machine(code, max_insns=40)
+    reason = machine.run()
+    assert reason.kind == "max_insns"
+    assert machine.engine.reg(A.UC_ARM_REG_R2) == RAM_BASE + 0x100000
+    assert [machine.engine.reg(getattr(A, f"UC_ARM_REG_R{i}")) for i in (4, 5, 6, 7)] == [4, 5, 6, 7]
+
+
+def test_instruction_budget_is_exact() -> None:
+    machine = bare_machine(arm(0xE2800001, 0xEAFFFFFD), max_insns=1001)  # add r0,#1 ; b .-4
+    reason = machine.run()
+    assert reason.kind == "max_insns" and not reason.ok
+    assert machine.insn_count == 1001
+    assert machine.engine.reg(A.UC_ARM_REG_R0) == 501
+
+
+def test_wfi_with_nothing_to_wake_it_is_a_hang() -> None:
+    machine = bare_machine(arm(0xE320F003, 0xEAFFFFFE), max_insns=10_000)  # wfi ; b .
+    reason = machine.run()
+    assert reason.kind == "hang"
+    assert "idle" in reason.message
+
+
+def test_undefined_instruction_then_unmapped_vector_is_a_stuck_hang() -> None:
+    """UDF takes the Undefined entry at VBAR+4; nothing is mapped there, so the fetch aborts forever.
+
+    The machine must report that as a hang instead of spinning without executing.
+    """
+    machine = bare_machine(arm(0xE7F000F0), max_insns=1000)  # udf #0
+    events: list[tuple[str, int]] = []
+    machine.events.on_exception = lambda ev: events.append((ev.kind.name, ev.pc))
+    reason = machine.run()
+    assert events[0] == ("UNDEFINED", RAM_BASE + 0x8000)
+    assert events[1] == ("PREFETCH_ABORT", 0x4)  # the undefined vector: an external abort on fetch
+    assert all(kind == "PREFETCH_ABORT" for kind, _ in events[1:])
+    assert reason.kind == "hang" and "stuck" in reason.message
