@@ -1,0 +1,5 @@
+"""``python -m qppsuite`` is the ``qppsuite`` command."""
+
+from qppsuite.cli import main
+
+main()
