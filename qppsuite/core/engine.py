@@ -11,7 +11,7 @@ counter").
 
 import ctypes
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import unicorn
@@ -122,6 +122,26 @@ class Engine:
 
     def cp15(self, name: str, crn: int, opc1: int, crm: int, opc2: int) -> CpRegister:
         return CpRegister(self.handle, name, crn, opc1, crm, opc2)
+
+    def batch_reader(self, core: Sequence[int], cp15: Sequence[CpRegister]) -> Callable[[], list[int]]:
+        """One C call that reads several core and CP15 registers (the TLB fill needs six).
+
+        Returns a function giving the values in order: core registers first.
+        """
+        count = len(core) + len(cp15)
+        ids = (ctypes.c_int * count)(*core, *([A.UC_ARM_REG_CP_REG] * len(cp15)))
+        core_vals = [_u64() for _ in core]
+        cp_vals = [_CpReg(15, 0, 0, r._req.crn, r._req.crm, r._req.opc1, r._req.opc2, 0) for r in cp15]
+        ptrs = (ctypes.c_void_p * count)(*(ctypes.addressof(v) for v in (*core_vals, *cp_vals)))
+        read_batch = uclib.uc_reg_read_batch
+        handle = self.handle
+        self._keep.append((ids, ptrs, core_vals, cp_vals))
+
+        def read() -> list[int]:
+            read_batch(handle, ids, ptrs, count)
+            return [v.value for v in core_vals] + [v.val for v in cp_vals]
+
+        return read
 
     # -- hooks -----------------------------------------------------------
     def _guard(self, fn: Callable[..., Any], failure: Any) -> Callable[..., Any]:

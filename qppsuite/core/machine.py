@@ -41,7 +41,7 @@ from qppsuite.core.engine import Engine
 from qppsuite.core.events import AddressSpaceSwitch, CoreEvents, StopReason, SvcEvent
 from qppsuite.core.kernel import KernelImage
 from qppsuite.core.memory import PhysicalMemory, VirtualMemory
-from qppsuite.core.mmu import ACCESS_FETCH, FS_EXTERNAL, MmuFault, walk
+from qppsuite.core.mmu import ACCESS_FETCH, FS_EXTERNAL, MmuFault, TranslationRegs, walk
 from qppsuite.errors import GuestError, PluginError
 
 # unicorn's ARM exception numbers (target/arm/cpu.h EXCP_*) as the interrupt hook reports them.
@@ -150,7 +150,10 @@ class Machine:
         self._hooks: dict[int, _Hook] = {}
 
         self._ttbr0 = self.cpu.ttbr0.read
-        self._regs_now = self.cpu.translation_regs
+        cp = self.cpu
+        self._fill_regs = engine.batch_reader(
+            [A.UC_ARM_REG_CPSR], [cp.sctlr, cp.ttbcr, cp.ttbr0, cp.ttbr1, cp.dacr]
+        )
         self._read_u32 = self.phys.read_u32
         self._ram_lo, self._ram_hi = self.phys.base, self.phys.end
         engine.hook_tlb_fill(self._tlb_fill)
@@ -364,9 +367,9 @@ class Machine:
             ctypes.memmove(entry, struct.pack("<QI", UNTIL_PAGE, U.UC_PROT_EXEC), 12)
             return True
         engine = self.engine
-        cpsr = engine.reg(A.UC_ARM_REG_CPSR)
-        regs = self._regs_now()
-        if regs.ttbr0 != self._last_ttbr0:
+        cpsr, sctlr, ttbcr, ttbr0, ttbr1, dacr = self._fill_regs()
+        regs = TranslationRegs(sctlr, ttbcr, ttbr0, ttbr1, dacr)
+        if ttbr0 != self._last_ttbr0:
             old, self._last_ttbr0 = self._last_ttbr0, regs.ttbr0
             if self.events.on_asid_change:
                 contextidr = self.cpu.cp15["contextidr"].read()
