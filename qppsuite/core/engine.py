@@ -98,13 +98,14 @@ class Engine:
                 f"unicorn {unicorn.__version__} is installed; qppsuite is verified against {UNICORN_VERSION}",
                 hint=f"pip install 'unicorn=={UNICORN_VERSION}'",
             )
-        uc = Uc(U.UC_ARCH_ARM, U.UC_MODE_ARM)
+        # The binding's Uc() returns an architecture subclass its stubs do not describe.
+        uc: Any = Uc(U.UC_ARCH_ARM, U.UC_MODE_ARM)
         # Order matters (unicorn-facts.md): page size before anything else.
         uc.ctl_set_page_size(4096)
         uc.ctl_set_cpu_model(A.UC_CPU_ARM_CORTEX_A15)
         uc.ctl_set_tlb_mode(U.UC_TLB_VIRTUAL)
-        self.uc = uc
-        self.handle: ctypes.c_void_p = uc._uch
+        self.uc: Any = uc
+        self.handle: Any = uc._uch
         self._keep: list[Any] = []
         self.hook_error: BaseException | None = None
         self._scratch = _u32()

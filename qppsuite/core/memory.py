@@ -42,7 +42,7 @@ class PhysicalMemory:
 
         def read_u32(paddr: int) -> int | None:
             if lo <= paddr <= hi:
-                return unpack(view, paddr - lo)[0]  # type: ignore[no-any-return]
+                return unpack(view, paddr - lo)[0]
             return None
 
         #: Fast descriptor reader for the MMU walk: None outside RAM.
