@@ -187,9 +187,10 @@ class Engine:
         guarded = self._guard(fn, None)
         return self._add(U.UC_HOOK_CODE, CODE_CFUNC(lambda _h, a, s, _u: guarded(a, s)), begin, end)
 
-    def hook_block(self, fn: Callable[[int, int], None]) -> int:
+    def hook_block(self, fn: Callable[[int, int], None], begin: int = 1, end: int = 0) -> int:
+        """A block hook for blocks starting in ``[begin, end]`` (virtual); ``begin > end`` means every block."""
         guarded = self._guard(fn, None)
-        return self._add(U.UC_HOOK_BLOCK, CODE_CFUNC(lambda _h, a, s, _u: guarded(a, s)), 1, 0)
+        return self._add(U.UC_HOOK_BLOCK, CODE_CFUNC(lambda _h, a, s, _u: guarded(a, s)), begin, end)
 
     def flush_tlb(self) -> None:
         """Drop every softTLB entry, as the guest's own TLBIALL would."""

@@ -210,6 +210,23 @@ class Machine:
         self.uc.ctl_remove_cache(vaddr, vaddr + 4)
         return handle
 
+    def add_entry_hook(self, vaddr: int, fn: Callable[[int], None]) -> int:
+        """Call ``fn(pc)`` whenever a translated block starting at ``vaddr`` runs: a function entered by a branch.
+
+        Cheaper than :meth:`add_address_hook` on a hot machine: the instruction
+        counter is itself a code hook, so every extra code hook is checked at
+        every instruction (about +30% on the default workload), while a block
+        hook bounded to one address costs nothing outside that block.  Only for
+        addresses that are always branched to (function entries), never fallen
+        into from the instruction before.
+        """
+        vaddr &= 0xFFFFFFFE
+        handle = self.engine.hook_block(lambda addr, _size: fn(addr), vaddr, vaddr)
+        self._hooks[handle] = _Hook(handle, vaddr, fn)
+        # Blocks translated before the hook existed carry no call to it.
+        self.uc.ctl_remove_cache(vaddr, vaddr + 4)
+        return handle
+
     def add_block_hook(self, fn: Callable[[int, int], None]) -> int:
         """Call ``fn(pc, size)`` at every translated block executed. Expensive (~10x slowdown)."""
         handle = self.engine.hook_block(fn)
