@@ -91,9 +91,19 @@ class MachineConfig:
 
 @dataclass
 class _Hook:
-    handle: int
+    """An opt-in hook; ``active`` silences it at once, before the engine drops it at the end of the quantum."""
+
     vaddr: int | None
     fn: Callable[..., None] = field(repr=False)
+    active: bool = True
+
+    def at(self, addr: int, _size: int) -> None:
+        if self.active:
+            self.fn(addr)
+
+    def block(self, addr: int, size: int) -> None:
+        if self.active:
+            self.fn(addr, size)
 
 
 class Machine:
@@ -204,8 +214,9 @@ class Machine:
         Costs one Python call per execution of that address and nothing elsewhere.
         """
         vaddr &= 0xFFFFFFFE
-        handle = self.engine.hook_code(lambda addr, _size: fn(addr), vaddr, vaddr)
-        self._hooks[handle] = _Hook(handle, vaddr, fn)
+        hook = _Hook(vaddr, fn)
+        handle = self.engine.hook_code(hook.at, vaddr, vaddr)
+        self._hooks[handle] = hook
         # Code translated before the hook existed carries no call to it.
         self.uc.ctl_remove_cache(vaddr, vaddr + 4)
         return handle
@@ -221,23 +232,32 @@ class Machine:
         into from the instruction before.
         """
         vaddr &= 0xFFFFFFFE
-        handle = self.engine.hook_block(lambda addr, _size: fn(addr), vaddr, vaddr)
-        self._hooks[handle] = _Hook(handle, vaddr, fn)
+        hook = _Hook(vaddr, fn)
+        handle = self.engine.hook_block(hook.at, vaddr, vaddr)
+        self._hooks[handle] = hook
         # Blocks translated before the hook existed carry no call to it.
         self.uc.ctl_remove_cache(vaddr, vaddr + 4)
         return handle
 
     def add_block_hook(self, fn: Callable[[int, int], None]) -> int:
         """Call ``fn(pc, size)`` at every translated block executed. Expensive (~10x slowdown)."""
-        handle = self.engine.hook_block(fn)
-        self._hooks[handle] = _Hook(handle, None, fn)
+        hook = _Hook(None, fn)
+        handle = self.engine.hook_block(hook.block)
+        self._hooks[handle] = hook
         self.uc.ctl_flush_tb()
         return handle
 
     def remove_hook(self, handle: int) -> None:
+        """Stop a hook now; translated code stops calling it once it is retranslated."""
         hook = self._hooks.pop(handle, None)
-        if hook is not None:
-            self.engine.hook_del(handle)
+        if hook is None:
+            return
+        hook.active = False
+        self.engine.hook_del(handle)
+        if hook.vaddr is None:
+            self.uc.ctl_flush_tb()
+        else:
+            self.uc.ctl_remove_cache(hook.vaddr, hook.vaddr + 4)
 
     # -- the run loop ------------------------------------------------------
     def run(self) -> StopReason:
