@@ -10,10 +10,12 @@ Who is ``current``: in kernel mode TPIDRURO holds it
 (CONFIG_CURRENT_POINTER_IN_TPIDRURO); in user mode TPIDRURO is the user's TLS,
 and the per-cpu ``__entry_task`` (at TPIDRPRW, the per-cpu offset) holds it,
 written by ``switch_to`` just before ``__switch_to``.  ``on_task_change`` is an
-address hook on ``__switch_to`` (r0 = prev, r2 = next task, THREAD_INFO_IN_TASK),
-installed only while a function is registered on it: bench/RESULTS.md has the
-measurements against deriving it from address-space switches, which misses
-switches between threads and to kernel threads.
+entry hook on ``__switch_to`` (r0 = prev, r2 = next task, THREAD_INFO_IN_TASK),
+installed only while a function is registered on it.  bench/RESULTS.md has the
+measurements: an address (code) hook there costs ~30% of a whole run, the
+bounded block hook of ``Machine.add_entry_hook`` a few percent, and deriving
+changes from address-space switches is no cheaper and misses switches between
+threads and to kernel threads.
 """
 
 import logging
@@ -129,6 +131,12 @@ class OsiLinux(Plugin):
     # -- guest memory and validation ----------------------------------------------------
 
     def _translate(self, vaddr: int) -> int | None:
+        """Walk the kernel's own tables (swapper_pg_dir once known) with full domain access.
+
+        Once the kernel is validated the walk's registers are kept for the run:
+        they are swapper_pg_dir and SCTLR/TTBCR, which Linux sets once at boot.
+        Translations themselves are cached per epoch only (KernelMemory).
+        """
         regs = self._regs
         if regs is None:
             regs = self._cpu.translation_regs()._replace(dacr=0xFFFFFFFF)
@@ -143,8 +151,9 @@ class OsiLinux(Plugin):
         now = self._clock.insn_count
         if now != self._epoch:
             self._epoch = now
-            self._regs = None
             self.mem.invalidate()
+            if not self._validated:
+                self._regs = None
         return self._validated or self._validate()
 
     def _validate(self) -> bool:
@@ -229,7 +238,7 @@ class OsiLinux(Plugin):
     def _update_switch_hook(self) -> None:
         if self.on_task_change and self._switch_hook is None:
             self._last_thread = None
-            self._switch_hook = self.machine.add_address_hook(self.layout.switch_to, self._on_switch_to)
+            self._switch_hook = self.machine.add_entry_hook(self.layout.switch_to, self._on_switch_to)
         elif not self.on_task_change and self._switch_hook is not None:
             self.machine.remove_hook(self._switch_hook)
             self._switch_hook = None
