@@ -9,7 +9,8 @@ as PANDA's syscalls2 users expect.  Calls that never return are reported once
 through ``on_syscall_noreturn(ctx)`` with ``ctx.ending`` saying why.
 
 Nothing is read or built for a call unless a callback for it has a listener:
-with nothing registered the cost is one SVC event and a few truth tests.
+with nothing registered the cost is one SVC event and a few truth tests, and
+no return hook is installed.
 """
 
 from __future__ import annotations
@@ -122,10 +123,15 @@ class Syscalls(Plugin):
             self._watch_return(ctx.return_pc)
 
     def _watch_return(self, pc: int) -> None:
-        """One address hook per distinct return pc, kept for the run; it filters by pending key."""
+        """One hook per distinct return pc, kept for the run; it filters by pending key.
+
+        An entry (block) hook suffices and is far cheaper than a code hook, which
+        would be checked at every guest instruction: the SVC ends its translated
+        block, so user mode always resumes at the return pc as a block start.
+        """
         if pc not in self._hooked_pcs:
             self._hooked_pcs.add(pc)
-            self._hook_handles.append(self.machine.add_address_hook(pc, self._return_hook))
+            self._hook_handles.append(self.machine.add_entry_hook(pc, self._return_hook))
 
     def _return_hook(self, pc: int) -> None:
         if not self.pairing.waiting.get(pc):
