@@ -28,6 +28,7 @@ from qppsuite.cli import image_cmd  # noqa: E402,F401
 from qppsuite.cli import plugins_cmd  # noqa: E402,F401
 from qppsuite.cli import profile_cmd  # noqa: E402,F401
 from qppsuite.cli import logs_cmd  # noqa: E402,F401
+from qppsuite.cli import record_cmd  # noqa: E402,F401
 
 
 def main() -> None:

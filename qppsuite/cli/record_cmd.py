@@ -1,0 +1,59 @@
+"""``qppsuite record`` / ``qppsuite replay``: capture a run once, analyse it many times."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qppsuite.cli import app, err_console
+from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
+from qppsuite.errors import GuestError
+from qppsuite.recording import Recording, record, replay
+from qppsuite.session import DEFAULT_IMAGE, RunOptions
+
+
+@app.command("record")
+def record_command(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Recording file to write (JSON)")],
+    image: Annotated[str, typer.Argument(help="Image name or bundle path")] = DEFAULT_IMAGE,
+    cmd: Annotated[str | None, typer.Option("--cmd", help="Shell command to run in the guest")] = None,
+    max_insns: Annotated[int | None, typer.Option("--max-insns", help="Stop after this many instructions")] = None,
+    ram: Annotated[int, typer.Option("--ram", help="Guest RAM in MiB")] = 256,
+    bootargs: Annotated[str, typer.Option("--bootargs", help="Extra kernel command-line arguments")] = "",
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Cache directory")] = None,
+) -> None:
+    """Run IMAGE once without plugins and write a recording that `qppsuite replay` reproduces exactly."""
+    options = RunOptions(
+        image=image, cmd=cmd, max_insns=max_insns, ram_mib=ram, extra_bootargs=bootargs, cache=cache_dir
+    )
+    recording, result = record(options)
+    recording.save(output)
+    err_console.print(
+        f"[green]qppsuite:[/] recorded {recording.insn_count:,} instructions ({recording.stop_kind}) "
+        f"in {result.wall_seconds:.2f} s to {output}",
+        highlight=False,
+    )
+
+
+@app.command("replay")
+def replay_command(
+    recording: Annotated[Path, typer.Argument(help="A recording written by `qppsuite record`")],
+    plugins: Annotated[list[str] | None, typer.Option("--plugins", help="Plugins to load, comma-separated")] = None,
+    plugin_args: Annotated[list[str] | None, typer.Option("-p", "--plugin-arg", help="plugin:key=value")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Stop when a plugin callback raises")] = False,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Cache directory")] = None,
+) -> None:
+    """Re-execute a recording with plugins attached, and verify it is the recorded execution."""
+    result = replay(
+        Recording.load(recording),
+        parse_plugin_list(plugins or []),
+        parse_plugin_args(plugin_args or []),
+        strict=strict,
+        cache=cache_dir,
+    )
+    if result.reason.kind == "plugin":
+        raise GuestError(f"plugin: {result.reason.message}")
+    err_console.print(
+        f"[green]qppsuite:[/] replayed {result.insn_count:,} instructions identically in {result.wall_seconds:.2f} s",
+        highlight=False,
+    )

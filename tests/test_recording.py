@@ -1,0 +1,73 @@
+"""Record once, replay with plugins, and catch divergences."""
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from qppsuite.core.image import ImageBundle
+from qppsuite.core.qpp import Plugin
+from qppsuite.recording import Recording, RecordingError, record, replay
+from qppsuite.session import RunOptions
+
+
+class SvcCounter(Plugin):
+    name = "svc_counter"
+    count: ClassVar[list[int]] = [0]
+
+    def load(self) -> None:
+        self.count[0] = 0
+        self.qpp.register("core", "on_svc", lambda _ev: self.count.__setitem__(0, self.count[0] + 1), owner=self.name)
+
+
+class Meddler(Plugin):
+    """Changes what the guest writes: an analysis that perturbs the run."""
+
+    name = "meddler"
+
+    def load(self) -> None:
+        self.qpp.register("core", "on_svc", self.on_svc, owner=self.name)
+
+    def on_svc(self, _event: Any) -> None:
+        cpu = self.machine.cpu
+        if cpu.read("r7") == 4:  # write(fd, buf, n)
+            data = self.machine.memory.read(cpu.read("r1"), cpu.read("r2"))
+            if b"recorded-run" in data:
+                self.machine.memory.write(cpu.read("r1"), data.replace(b"recorded-run", b"meddled-run!"))
+
+
+@pytest.fixture(scope="module")
+def recording(default_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rec, result = record(RunOptions(image=default_image.path, cmd="echo recorded-run"))
+    assert result.ok
+    path = tmp_path_factory.mktemp("rec") / "run.json"
+    rec.save(path)
+    return path
+
+
+def test_replay_with_plugins_is_the_same_execution(recording: Path) -> None:
+    rec = Recording.load(recording)
+    assert rec.stop_kind == "poweroff" and rec.insn_count > 100_000_000
+    result = replay(rec, [SvcCounter])
+    assert result.insn_count == rec.insn_count
+    assert SvcCounter.count[0] > 50
+
+
+def test_a_plugin_that_perturbs_the_guest_is_a_divergence(recording: Path) -> None:
+    with pytest.raises(RecordingError, match="replay diverged"):
+        replay(Recording.load(recording), [Meddler])
+
+
+def test_a_changed_image_or_damaged_file_is_refused(recording: Path, tmp_path: Path) -> None:
+    data = json.loads(recording.read_text())
+    data["image_files"]["vmlinuz"] = "0" * 64
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(data))
+    with pytest.raises(RecordingError, match="not the recorded one: vmlinuz changed"):
+        replay(Recording.load(other))
+    (tmp_path / "junk.json").write_text("{nope")
+    with pytest.raises(RecordingError, match="not a qppsuite recording"):
+        Recording.load(tmp_path / "junk.json")
+    with pytest.raises(RecordingError, match="cannot read recording"):
+        Recording.load(tmp_path / "missing.json")
