@@ -23,12 +23,14 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 # Command modules register on `app` when imported; keep one import per command group.
-from qppsuite.cli import run_cmd  # noqa: E402,F401
-from qppsuite.cli import image_cmd  # noqa: E402,F401
-from qppsuite.cli import plugins_cmd  # noqa: E402,F401
-from qppsuite.cli import profile_cmd  # noqa: E402,F401
-from qppsuite.cli import logs_cmd  # noqa: E402,F401
-from qppsuite.cli import record_cmd  # noqa: E402,F401
+from qppsuite.cli import (  # noqa: E402
+    image_cmd,  # noqa: F401
+    logs_cmd,  # noqa: F401
+    plugins_cmd,  # noqa: F401
+    profile_cmd,  # noqa: F401
+    record_cmd,  # noqa: F401
+    run_cmd,  # noqa: F401
+)
 
 
 def main() -> None:
