@@ -34,8 +34,17 @@ class Tables:
     def put(self, paddr: int, value: int) -> None:
         struct.pack_into("<I", self.ram, paddr - BASE, value)
 
-    def section(self, vaddr: int, paddr: int, *, ap: int = 0b011, domain: int = 0, xn: bool = False,
-                pxn: bool = False, table: int = L1) -> None:
+    def section(
+        self,
+        vaddr: int,
+        paddr: int,
+        *,
+        ap: int = 0b011,
+        domain: int = 0,
+        xn: bool = False,
+        pxn: bool = False,
+        table: int = L1,
+    ) -> None:
         desc = (paddr & 0xFFF00000) | 0b10 | ((ap & 3) << 10) | ((ap >> 2) << 15) | (domain << 5)
         desc |= 0x10 if xn else 0
         desc |= 1 if pxn else 0
@@ -59,8 +68,9 @@ class Tables:
             self.put(L2 + ((((vaddr >> 12) & 0xF0) + i) * 4), desc)
 
 
-def regs(*, dacr: int = 0x55555555, ttbcr: int = 0, ttbr0: int = L1, ttbr1: int = L1_ALT,
-         sctlr: int = mmu.SCTLR_M) -> TranslationRegs:
+def regs(
+    *, dacr: int = 0x55555555, ttbcr: int = 0, ttbr0: int = L1, ttbr1: int = L1_ALT, sctlr: int = mmu.SCTLR_M
+) -> TranslationRegs:
     return TranslationRegs(sctlr, ttbcr, ttbr0, ttbr1, dacr)
 
 
@@ -197,11 +207,53 @@ def test_tables_outside_ram_are_external_aborts_on_walk() -> None:
     assert isinstance(fault, MmuFault) and fault.status == mmu.FS_EXTERNAL_WALK_L2
 
 
-@given(st.integers(0, 0xFFFFFFFF), st.sampled_from([ACCESS_READ, ACCESS_WRITE, ACCESS_FETCH]), st.booleans(),
-       st.integers(0, 0xFFFFFFFF), st.integers(0, 7))
+@given(
+    st.integers(0, 0xFFFFFFFF),
+    st.sampled_from([ACCESS_READ, ACCESS_WRITE, ACCESS_FETCH]),
+    st.booleans(),
+    st.integers(0, 0xFFFFFFFF),
+    st.integers(0, 7),
+)
 def test_walk_never_raises_on_garbage_tables(vaddr: int, access: int, priv: bool, dacr: int, n: int) -> None:
     t = Tables()
     for i in range(0, len(t.ram), 4):
         struct.pack_into("<I", t.ram, i, (i * 2654435761) & 0xFFFFFFFF)
     result = go(t, regs(dacr=dacr, ttbcr=n), vaddr, access, priv)
     assert isinstance(result, (tuple, MmuFault))
+
+
+def test_walk_cache_agrees_with_walk_and_sees_table_changes_at_once() -> None:
+    t = Tables()
+    t.page_table(0x00100000)
+    t.small(0x00101000, 0x40055000)
+    cache = mmu.WalkCache(t.phys.read_u32)
+    r = regs()
+    assert cache.translate(r, 0x00101000, ACCESS_READ, True) == go(t, r, 0x00101000)
+    assert cache.translate(r, 0x00101000, ACCESS_READ, True) == (0x40055000, PROT_R | PROT_W | PROT_X)
+    assert len(cache.memo) == 1
+    t.small(0x00101000, 0x40066000)  # the guest remaps the page: no stale answer
+    assert cache.translate(r, 0x00101000, ACCESS_READ, True)[0] == 0x40066000  # type: ignore[index]
+    t.small(0x00101000, 0x40066000, ap=0b001)  # now kernel-only: user access must fault
+    fault = cache.translate(r, 0x00101000, ACCESS_READ, False)
+    assert isinstance(fault, MmuFault) and fault.status == mmu.FS_PERMISSION_PAGE
+    no_access = regs(dacr=0)
+    fault = cache.translate(no_access, 0x00101000, ACCESS_READ, True)
+    assert isinstance(fault, MmuFault) and fault.status == mmu.FS_DOMAIN_PAGE
+
+
+@given(
+    st.integers(0, 0xFFFFF),
+    st.sampled_from([ACCESS_READ, ACCESS_WRITE, ACCESS_FETCH]),
+    st.booleans(),
+    st.integers(0, 0xFFFFFFFF),
+)
+def test_walk_cache_is_transparent(page: int, access: int, priv: bool, dacr: int) -> None:
+    t = Tables()
+    for i in range(0, len(t.ram), 4):
+        struct.pack_into("<I", t.ram, i, (i * 2654435761) & 0xFFFFFFFF)
+    cache = mmu.WalkCache(t.phys.read_u32)
+    r = regs(dacr=dacr)
+    vaddr = page << 12
+    first = cache.translate(r, vaddr, access, priv)
+    assert first == go(t, r, vaddr, access, priv)
+    assert cache.translate(r, vaddr, access, priv) == first

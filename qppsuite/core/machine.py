@@ -41,7 +41,7 @@ from qppsuite.core.engine import Engine
 from qppsuite.core.events import AddressSpaceSwitch, CoreEvents, StopReason, SvcEvent
 from qppsuite.core.kernel import KernelImage
 from qppsuite.core.memory import PhysicalMemory, VirtualMemory
-from qppsuite.core.mmu import ACCESS_FETCH, FS_EXTERNAL, MmuFault, TranslationRegs, walk
+from qppsuite.core.mmu import ACCESS_FETCH, FS_EXTERNAL, MmuFault, TranslationRegs, WalkCache
 from qppsuite.errors import GuestError, PluginError
 
 # unicorn's ARM exception numbers (target/arm/cpu.h EXCP_*) as the interrupt hook reports them.
@@ -164,7 +164,7 @@ class Machine:
         self._fill_regs = engine.batch_reader(
             [A.UC_ARM_REG_CPSR], [cp.sctlr, cp.ttbcr, cp.ttbr0, cp.ttbr1, cp.dacr]
         )
-        self._read_u32 = self.phys.read_u32
+        self._walker = WalkCache(self.phys.read_u32)
         self._ram_lo, self._ram_hi = self.phys.base, self.phys.end
         engine.hook_tlb_fill(self._tlb_fill)
         engine.hook_intr(self._interrupt)
@@ -411,7 +411,7 @@ class Machine:
             if self.events.on_asid_change:
                 contextidr = self.cpu.cp15["contextidr"].read()
                 self.events.on_asid_change(AddressSpaceSwitch(old, regs.ttbr0, contextidr, self.clock.insn_count))
-        result = walk(self._read_u32, regs, vaddr, access, cpsr & CPSR_MODE_MASK != 0x10)
+        result = self._walker.translate(regs, vaddr, access, cpsr & CPSR_MODE_MASK != 0x10)
         if type(result) is MmuFault:
             self._fault = result
             return False

@@ -205,3 +205,41 @@ def walk(
     if not perms & needed:
         return MmuFault(vaddr, FS_PERMISSION_SECTION if section else FS_PERMISSION_PAGE, domain, access)
     return paddr, perms
+
+
+class WalkCache:
+    """Short-circuits repeated walks, keyed by everything a walk's result depends on.
+
+    Linux's software PAN rewrites DACR on every user access and exception,
+    and each DACR write flushes the engine's whole softTLB, so the same few
+    pages are walked again and again (about 58 fills per system call).  The
+    key holds the descriptor *values*, re-read from RAM on every lookup, so a
+    page-table change is seen at once: the cache can never be staler than the
+    walk itself.  Only the common configuration is cached (MMU on, TTBCR 0:
+    one table, no LPAE, no walk disables); everything else walks as usual.
+    """
+
+    def __init__(self, read_u32: Callable[[int], int | None], limit: int = 1 << 16) -> None:
+        self.read_u32 = read_u32
+        self.limit = limit
+        self.memo: dict[tuple[int, int, bool, int, int | None, int, int], tuple[int, int]] = {}
+
+    def translate(self, regs: TranslationRegs, vaddr: int, access: int, privileged: bool) -> tuple[int, int] | MmuFault:
+        if not regs.sctlr & SCTLR_M or regs.ttbcr:
+            return walk(self.read_u32, regs, vaddr, access, privileged)
+        read_u32 = self.read_u32
+        l1 = read_u32((regs.ttbr0 & 0xFFFFC000) | ((vaddr >> 18) & 0x3FFC))
+        if l1 is None:
+            return walk(read_u32, regs, vaddr, access, privileged)
+        l2 = read_u32((l1 & 0xFFFFFC00) | ((vaddr >> 10) & 0x3FC)) if l1 & 3 == 1 else 0
+        key = (vaddr, access, privileged, l1, l2, regs.dacr, regs.sctlr)
+        memo = self.memo
+        hit = memo.get(key)
+        if hit is not None:
+            return hit
+        result = walk(read_u32, regs, vaddr, access, privileged)
+        if type(result) is tuple:
+            if len(memo) >= self.limit:
+                memo.clear()
+            memo[key] = result
+        return result
