@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from test_qemu_differential import qemu_binary  # tests/ is on sys.path under pytest's default import mode
 
 from qppsuite.core.image import ImageBundle
 from qppsuite.images.initramfs import read_cpio_newc
@@ -107,14 +108,15 @@ def test_qemu_return_address_follows_the_vector() -> None:
 
 # --- against QEMU ----------------------------------------------------------------------------------
 
-needs_qemu = pytest.mark.skipif(
-    __import__("shutil").which("qemu-system-arm") is None,
-    reason="qemu-system-arm is not installed (tests/test_qemu_differential.py installs it through apt)",
-)
+
+@pytest.fixture(scope="module")
+def qemu() -> str:
+    """qemu-system-arm, installed through apt when missing, as the differential test does."""
+    return qemu_binary()
 
 
 @pytest.mark.qemu
-@needs_qemu
+@pytest.mark.usefixtures("qemu")
 def test_kernel_entry_runs_in_lockstep(default_image: ImageBundle) -> None:
     report = lockstep.lockstep_from_entry(default_image, 400)
     assert report.steps == 400 and report.divergences == [], report.format()
@@ -122,7 +124,7 @@ def test_kernel_entry_runs_in_lockstep(default_image: ImageBundle) -> None:
 
 
 @pytest.mark.qemu
-@needs_qemu
+@pytest.mark.usefixtures("qemu")
 def test_a_register_difference_is_reported_at_its_step(default_image: ImageBundle) -> None:
     with lockstep.entry_machines(default_image, 256) as (qpp, qemu):
         report = lockstep.compare_steps(qpp, qemu, 20)
@@ -146,7 +148,7 @@ HWCAP_EVTSTRM = 1 << 21
 
 @pytest.mark.qemu
 @pytest.mark.boot
-@needs_qemu
+@pytest.mark.usefixtures("qemu")
 def test_a_process_runs_in_lockstep_until_the_first_board_difference(default_image: ImageBundle) -> None:
     """One exec'd busybox from its entry point, through its page faults and IT blocks.
 
