@@ -8,6 +8,7 @@ Every system call and every syscall return also cross-checks ``current``
 against the CPU's own TTBR0, and on_task_change against the next syscall.
 """
 
+import json
 import re
 import subprocess
 import sys
@@ -315,16 +316,21 @@ def test_single_threaded_processes_list_their_leader(guest: GuestRun) -> None:
         assert [(t.tid, t.pid) for t in threads] == [(pid, pid)]
 
 
-def test_a_profile_for_another_kernel_is_refused(default_image: ImageBundle, tmp_path: Path) -> None:
-    import json
-
-    assert default_image.profile_path is not None
-    data = json.loads(default_image.profile_path.read_text())
-    real = data["banner"]
-    data["banner"] = real.replace(data["release"], "6.1.0-99-armmp")
+def _other_kernel_profile(image: ImageBundle, path: Path, **symbols: int) -> Path:
+    """The image's profile claiming to be for another release (and with ``symbols`` overridden)."""
+    assert image.profile_path is not None
+    data = json.loads(image.profile_path.read_text())
+    data["banner"] = data["banner"].replace(data["release"], "6.1.0-99-armmp")
     data["release"] = "6.1.0-99-armmp"
-    fake = tmp_path / "other.json"
-    fake.write_text(json.dumps(data))
+    data["symbols"].update(symbols)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_a_profile_for_another_kernel_is_refused_before_the_guest_runs(
+    default_image: ImageBundle, tmp_path: Path
+) -> None:
+    fake = _other_kernel_profile(default_image, tmp_path / "other.json")
     result = run(
         RunOptions(plugins=["osi_linux"], plugin_args={"osi_linux": {"profile": str(fake)}}),
         None,
@@ -333,6 +339,27 @@ def test_a_profile_for_another_kernel_is_refused(default_image: ImageBundle, tmp
     assert result.reason.kind == "plugin"
     assert "6.1.0-99-armmp" in result.reason.message and "6.1.0-50-armmp" in result.reason.message
     assert result.insn_count < 1000
+
+
+def test_the_banner_is_checked_in_guest_memory_once_the_kernel_is_up(
+    default_image: ImageBundle, tmp_path: Path
+) -> None:
+    """With no banner at the load address to compare (as for a zImage), the check waits for the MMU."""
+    assert default_image.profile_path is not None
+    real = json.loads(default_image.profile_path.read_text())["symbols"]
+    fake = _other_kernel_profile(default_image, tmp_path / "other.json", _text=real["linux_banner"] + 0x1000)
+    console = Console()
+    result = run(
+        RunOptions(
+            cmd="echo qppsuite-never-7f3a", plugins=["osi_linux"], plugin_args={"osi_linux": {"profile": str(fake)}}
+        ),
+        console,
+        image=default_image,
+    )
+    assert result.reason.kind == "plugin"
+    assert "is for Linux 6.1.0-99-armmp but the guest runs Linux 6.1.0-50-armmp" in result.reason.message
+    # not at start, but at the first address-space switch: before the command ever ran
+    assert result.insn_count > 1000 and "qppsuite-never-7f3a" not in console.text
 
 
 def test_dump_ps_prints_the_process_tree_from_the_cli() -> None:

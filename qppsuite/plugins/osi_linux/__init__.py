@@ -203,8 +203,7 @@ class OsiLinux(Plugin):
             f"osi_linux: profile {self.profile_path} is for Linux {self.layout.release} but the guest runs {guest}; "
             "refusing to read kernel memory with the wrong layout"
         )
-        logger.error("%s", self.refusal)
-        self.machine.request_stop("plugin", self.refusal)
+        self.machine.request_stop("plugin", self.refusal)  # the run's stop reason carries the message
 
     # -- current task -------------------------------------------------------------------
 
@@ -231,7 +230,13 @@ class OsiLinux(Plugin):
     # -- task changes -------------------------------------------------------------------
 
     def _on_asid_change(self, _switch: AddressSpaceSwitch) -> None:
-        """Pick up registrations on on_task_change made after start (checked at address-space switches)."""
+        """Validate the banner as soon as the kernel runs processes, and follow (un)registrations.
+
+        Registrations on on_task_change made after start take effect here, at
+        the next address-space switch.
+        """
+        if not self._validated and self.refusal is None:
+            self._begin()
         if bool(self.on_task_change) != (self._switch_hook is not None):
             self._update_switch_hook()
 
