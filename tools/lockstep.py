@@ -27,9 +27,11 @@ qppsuite's timer interrupt) both machines run freely until the process is
 back in user mode, where the comparison resumes.  This is the mode for
 "busybox ps crashes only under qppsuite"::
 
-    python tools/lockstep.py user --cmd "ps" --comm ps --pc 0x10000 --steps 500000
+    python tools/lockstep.py user --cmd "/bin/busybox ps" --comm busybox --pc 0x38770 --steps 500000
 
-(take the pc from ``readelf -h`` of the program, a symbol, or a crash report).
+(the pc: the program's entry point from ``readelf -h``, a symbol, or a crash
+report; a busybox shell runs applets inside itself, so name the program with a
+slash to make it a process of its own).
 
 What counts as a divergence
 ---------------------------
