@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 import construct
 import pytest
+from console_sink import Console
 
 from qppsuite.core.image import ImageBundle
 from qppsuite.core.memory import GuestMemoryError
@@ -13,18 +14,6 @@ from qppsuite.core.qpp import Plugin
 from qppsuite.session import RunOptions, run
 
 MARKER = b"qpp-memory-probe:0123456789"
-
-
-class Console:
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def __call__(self, chunk: bytes) -> None:
-        self.data += chunk
-
-    @property
-    def text(self) -> str:
-        return self.data.decode("utf-8", "replace")
 
 
 class MemoryProbe(Plugin):

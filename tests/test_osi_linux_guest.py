@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from console_sink import Console
 
 from qppsuite.core.events import SvcEvent
 from qppsuite.core.image import ImageBundle
@@ -156,18 +157,6 @@ class OsiProbe(Plugin):
             snap.fd_names[other.pid] = {fd: osi.fd_to_filename(other, fd) for fd in [*fds, 99]}
             snap.threads[other.pid] = osi.get_threads(other)
         return snap
-
-
-class Console:
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def __call__(self, data: bytes) -> None:
-        self.data += data
-
-    @property
-    def text(self) -> str:
-        return self.data.decode("utf-8", "replace")
 
 
 @dataclass

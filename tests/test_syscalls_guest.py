@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from console_sink import Console
 from typer.testing import CliRunner
 
 from qppsuite.cli import app
@@ -33,18 +34,6 @@ echo "bg $!"
 wait
 (sleep 0.2; echo late) | cat
 """
-
-
-class Console:
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def __call__(self, data: bytes) -> None:
-        self.data += data
-
-    @property
-    def text(self) -> str:
-        return self.data.decode("utf-8", "replace")
 
 
 def _run(image: ImageBundle, db: Path, cmd: str | None) -> tuple[RunResult, str]:
