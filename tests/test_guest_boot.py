@@ -1,5 +1,6 @@
 """Real boots of the default image: the full path from kernel entry to PSCI power-off."""
 
+import json
 import subprocess
 import sys
 from typing import Any, ClassVar
@@ -50,6 +51,9 @@ class MemoryProbe(Plugin):
         seen["ttbr0"] = cpu.read("ttbr0")
         seen["other_as"] = mem.read(buf, count, ttbr0=seen["ttbr0"])
 
+    def stop(self, reason: Any) -> None:
+        self.seen["device_state"] = json.loads(json.dumps(self.machine.device_state()))
+
 
 @pytest.fixture(scope="module")
 def probed_boot(default_image: ImageBundle) -> tuple[Any, str]:
@@ -83,6 +87,14 @@ def test_memory_api_reads_live_user_memory(probed_boot: tuple[Any, str]) -> None
     assert seen["sp_usr"] < 0xC0000000
     assert isinstance(seen["null"], GuestMemoryError) and seen["null"].address == 0
     assert isinstance(seen["unmapped"], GuestMemoryError) and "translation" in seen["unmapped"].reason
+
+
+def test_device_state_is_explicit_and_serialisable_after_a_boot(probed_boot: tuple[Any, str]) -> None:
+    """What snapshots and record/replay will save: every device's state as plain JSON, live values in it."""
+    state = MemoryProbe.seen["device_state"]
+    assert set(state) == {"gic", "timer", "uart", "psci", "clock"}
+    assert state["psci"]["power_event"] == "off"
+    assert state["clock"]["retired"] > 100_000_000
 
 
 def test_idle_time_costs_no_instructions(default_image: ImageBundle) -> None:

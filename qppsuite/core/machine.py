@@ -159,7 +159,6 @@ class Machine:
         self._line = bytearray()
         self._hooks: dict[int, _Hook] = {}
 
-        self._ttbr0 = self.cpu.ttbr0.read
         cp = self.cpu
         self._fill_regs = engine.batch_reader(
             [A.UC_ARM_REG_CPSR], [cp.sctlr, cp.ttbcr, cp.ttbr0, cp.ttbr1, cp.dacr]
@@ -508,5 +507,6 @@ class Machine:
             "gic": self.gic.get_state(),
             "timer": self.timer.get_state(),
             "uart": self.uart.get_state(),
+            "psci": self.psci.get_state(),
             "clock": self.clock.get_state(),
         }
