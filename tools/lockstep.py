@@ -670,11 +670,13 @@ def lockstep_user(
                 """Step qemu over one instruction (or IT block), following it through the kernel when it traps."""
                 names: list[str] = []
                 for _ in range(MAX_RETRIES + 4):  # an IT block holds up to 4 instructions
-                    regs = gdb.registers()
-                    pc_before, thumb_before = regs[PC] & ~1, bool(regs[CPSR] & CPSR_T)
+                    before = gdb.registers()
+                    pc_before, thumb_before = before[PC] & ~1, bool(before[CPSR] & CPSR_T)
                     gdb.step()
                     regs = gdb.registers()
                     if regs[CPSR] & CPSR_MODE_MASK == MODE_USR:
+                        if regs == before:
+                            continue  # the stub reported a stop without executing (seen right after a breakpoint)
                         if regs[CPSR] & CPSR_IT_MASK:
                             continue  # qppsuite ran this IT block in one step (unicorn-facts.md bug 2)
                         break
