@@ -2,6 +2,7 @@
 
 import struct
 
+import pytest
 from unicorn import arm_const as A
 
 from qppsuite.core.board import RAM_BASE
@@ -84,3 +85,15 @@ def test_undefined_instruction_then_unmapped_vector_is_a_stuck_hang() -> None:
     assert events[1] == ("PREFETCH_ABORT", 0x4)  # the undefined vector: an external abort on fetch
     assert all(kind == "PREFETCH_ABORT" for kind, _ in events[1:])
     assert reason.kind == "hang" and "stuck" in reason.message
+
+
+def test_an_exception_inside_the_tlb_fill_hook_surfaces_from_run() -> None:
+    """C cannot carry a Python exception: the engine stops and re-raises it, nothing is swallowed."""
+    machine = bare_machine(arm(0xE5901000, 0xEAFFFFFE), max_insns=100)  # ldr r1, [r0] ; b .
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("walker bug")
+
+    machine._walker.translate = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="walker bug"):
+        machine.run()
