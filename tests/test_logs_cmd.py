@@ -65,7 +65,10 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     calls += [(procs[2], "read", 5), (procs[2], "read", 0), (procs[2], "openat", -13, "EACCES")]
     for seq, (proc, *rest) in enumerate(calls, 1):
         proc["syscall_count"] += 1
-        writer.add(_row(seq, proc, *rest), proc)
+        row = _row(seq, proc, *rest)
+        if seq == 4:
+            row["process_name"] = "sh"  # pid 60's first call, before its exec of cat
+        writer.add(row, proc)
     writer.end_run({"stop_reason": "poweroff"})
     writer.close()
     return path
@@ -116,7 +119,7 @@ def test_stats_rates(db: Path) -> None:
     assert (got["calls"], got["failed"], got["processes"]) == (6, 2, 3)
     top = {r["name"]: (r["calls"], r["failed"], r["failure_rate"]) for r in got["top_syscalls"]}
     assert top["openat"] == (3, 2, round(2 / 3, 4)) and top["read"] == (2, 0, 0.0)
-    assert got["top_processes"][0]["process_name"] == "cat"
+    assert got["top_processes"][0]["process_name"] == "cat", "a process is named as it ended, not as it began"
     assert "33.3%" in invoke("stats", str(db))
 
 

@@ -193,12 +193,15 @@ def run_stats(conn: sqlite3.Connection, run: int, top: int) -> Stats:
     top_processes = [
         dict(row)
         for row in conn.execute(
+            # With MAX(seq), SQLite takes the bare process_name from that row: the name the process ended with.
             f"SELECT process_name, pid, COUNT(*) AS calls, COUNT(errno) AS failed, "
-            f"ROUND(1.0 * COUNT(errno) / COUNT(*), 4) AS failure_rate "
+            f"ROUND(1.0 * COUNT(errno) / COUNT(*), 4) AS failure_rate, MAX(seq) AS last_seq "
             f"FROM {SYSCALLS} WHERE run_id = ? GROUP BY process_id ORDER BY calls DESC, pid LIMIT ?",
             (run, top),
         )
     ]
+    for row in top_processes:
+        del row["last_seq"]
     top_errors = [
         dict(row)
         for row in conn.execute(
