@@ -140,6 +140,10 @@ class Cpu:
         self.ttbcr = self.cp15["ttbcr"]
         self.dacr = self.cp15["dacr"]
         self.vbar = self.cp15["vbar"]
+        #: CPSR and the translation registers in one engine call: the TLB fill's hot read.
+        self.translation_state = engine.batch_reader(
+            [A.UC_ARM_REG_CPSR], [self.sctlr, self.ttbcr, self.ttbr0, self.ttbr1, self.dacr]
+        )
 
     # -- registers by name ----------------------------------------------
     def read(self, name: str) -> int:
@@ -202,9 +206,7 @@ class Cpu:
         return self.cpsr & CPSR_MODE_MASK != MODE_USR
 
     def translation_regs(self) -> TranslationRegs:
-        return TranslationRegs(
-            self.sctlr.read(), self.ttbcr.read(), self.ttbr0.read(), self.ttbr1.read(), self.dacr.read()
-        )
+        return TranslationRegs(*self.translation_state()[1:])
 
     def resume_address(self) -> int:
         """The address to hand to ``emu_start``: PC with bit 0 set in Thumb state."""

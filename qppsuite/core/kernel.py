@@ -8,7 +8,6 @@ the raw Image at the same load address: the kernel patches phys/virt itself
 as-is.
 """
 
-import gzip
 import hashlib
 import lzma
 import zlib
@@ -98,7 +97,7 @@ def _try_decompress(data: bytes, pos: int, kind: str) -> bytes | None:
             out = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(data[pos:])
         else:
             out = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data[pos:])
-    except (lzma.LZMAError, zlib.error, gzip.BadGzipFile, EOFError):
+    except (lzma.LZMAError, zlib.error):
         return None
     return out if BANNER in out else None
 

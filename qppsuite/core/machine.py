@@ -159,10 +159,7 @@ class Machine:
         self._line = bytearray()
         self._hooks: dict[int, _Hook] = {}
 
-        cp = self.cpu
-        self._fill_regs = engine.batch_reader(
-            [A.UC_ARM_REG_CPSR], [cp.sctlr, cp.ttbcr, cp.ttbr0, cp.ttbr1, cp.dacr]
-        )
+        self._fill_regs = self.cpu.translation_state
         self._walker = WalkCache(self.phys.read_u32)
         self._ram_lo, self._ram_hi = self.phys.base, self.phys.end
         engine.hook_tlb_fill(self._tlb_fill)
