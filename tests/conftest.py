@@ -18,3 +18,21 @@ def default_image() -> ImageBundle:
         return open_image(DEFAULT_IMAGE, cache=cache_dir())
     except ImageError:
         return build_image(DEFAULT_IMAGE, cache=cache_dir())
+
+
+ORACLE_PACKAGES = ("strace", "perl-base", "python3", "pigz")
+ORACLE_IMAGE = "debian-armhf+" + "+".join(ORACLE_PACKAGES)
+ORACLE_RAM_MIB = 512
+"""RAM for the oracle image: its initramfs (python3 and perl unpacked) does not fit the default 256 MiB comfortably."""
+
+
+@pytest.fixture(scope="session")
+def oracle_image() -> ImageBundle:
+    """The default image plus strace, perl, python3 and pigz: real Debian programs and the guest's own tracer.
+
+    Tests that compare the plugins with what the guest itself reports (strace, /proc) boot this image.
+    """
+    try:
+        return open_image(ORACLE_IMAGE, cache=cache_dir())
+    except ImageError:
+        return build_image(ORACLE_IMAGE, packages=ORACLE_PACKAGES, cache=cache_dir())
