@@ -193,7 +193,7 @@ OVERRIDES: dict[str, dict[str, str]] = {
     "unlinkat": {"flag": "flags[unlinkat_flags]"},
     "renameat2": {"flags": "flags[rename_flags]"},
     "execveat": {"flags": "flags[at_flags]"},
-    "statx": {"flags": "flags[at_flags]"},
+    "statx": {"flags": "flags[statx_flags]", "mask": "flags[statx_mask]"},
     "name_to_handle_at": {"name": "path", "flag": "flags[at_flags]"},
     "mount_setattr": {"flags": "flags[at_flags]", "uattr": _ts("mount_attr")},
     "utimensat": {"flags": "flags[at_flags]", "t": "struct[old_timespec32,in,n=2]"},
@@ -207,10 +207,12 @@ OVERRIDES: dict[str, dict[str, str]] = {
     "sethostname": {"name": "buf[in,len=len]"},
     "setdomainname": {"name": "buf[in,len=len]"},
     "init_module": {"umod": "buf[in,len=len]"},
+    "ioctl": {"cmd": "flags[ioctl_request]"},
+    "prctl": {"option": "flags[prctl_option]"},
     "fcntl": {"cmd": "flags[fcntl_cmd]"},
     "fcntl64": {"cmd": "flags[fcntl_cmd]"},
     "lseek": {"whence": "flags[seek_whence]"},
-    "_llseek": {"whence": "flags[seek_whence]"},
+    "_llseek": {"whence": "flags[seek_whence]", "result": "struct[loff_t,out]"},
     "mmap2": {"addr": "ptr", "len": "size", "prot": "flags[mmap_prot]", "flags": "flags[mmap_flags]"},
     "munmap": {"addr": "ptr"},
     "mprotect": {"start": "ptr", "prot": "flags[mmap_prot]"},
@@ -235,7 +237,7 @@ OVERRIDES: dict[str, dict[str, str]] = {
     "clone3": {"uargs": _ts("clone_args")},
     "unshare": {"unshare_flags": "flags[unshare_flags]"},
     "setns": {"nstype": "flags[unshare_flags]"},
-    "wait4": {"options": "flags[wait_options]"},
+    "wait4": {"stat_addr": "struct[wait_status,out]", "options": "flags[wait_options]"},
     "waitid": {"options": "flags[wait_options]"},
     "kill": {"sig": "flags[signal]"},
     "tkill": {"sig": "flags[signal]"},
@@ -246,7 +248,9 @@ OVERRIDES: dict[str, dict[str, str]] = {
     "sigaction": {"sig": "flags[signal]"},
     "rt_sigaction": {"sig": "flags[signal]"},
     "sigprocmask": {"how": "flags[sigprocmask_how]"},
-    "rt_sigprocmask": {"how": "flags[sigprocmask_how]"},
+    "rt_sigprocmask": {"how": "flags[sigprocmask_how]", "set": "struct[sigset,in]", "oset": "struct[sigset,out]"},
+    "rt_sigpending": {"set": "struct[sigset,out]"},
+    "rt_sigsuspend": {"unewset": "struct[sigset,in]"},
     "timer_create": {"timer_event_spec": _ts("sigevent")},
     "timer_settime": {"new": _ts("old_itimerspec32")},
     "setitimer": {"value": _ts("__kernel_old_itimerval")},
@@ -257,9 +261,13 @@ OVERRIDES: dict[str, dict[str, str]] = {
     "_newselect": {"tvp": _ts("__kernel_old_timeval")},
     "pselect6": {"tsp": _ts("old_timespec32")},
     "pselect6_time64": {"tsp": _ts("__kernel_timespec")},
-    "ppoll": {"ufds": _ts("pollfd"), "tsp": _ts("old_timespec32")},
-    "ppoll_time64": {"ufds": _ts("pollfd"), "tsp": _ts("__kernel_timespec")},
-    "poll": {"ufds": _ts("pollfd")},
+    "ppoll": {"ufds": "struct[pollfd,in,count=nfds]", "tsp": _ts("old_timespec32"), "sigmask": _ts("sigset")},
+    "ppoll_time64": {
+        "ufds": "struct[pollfd,in,count=nfds]",
+        "tsp": _ts("__kernel_timespec"),
+        "sigmask": _ts("sigset"),
+    },
+    "poll": {"ufds": "struct[pollfd,in,count=nfds]"},
     "io_getevents": {"timeout": _ts("old_timespec32")},
     "io_pgetevents": {"timeout": _ts("old_timespec32")},
     "io_pgetevents_time64": {"timeout": _ts("__kernel_timespec")},
@@ -284,7 +292,8 @@ OVERRIDES: dict[str, dict[str, str]] = {
     "recvfrom": {"flags": "flags[msg_flags]", "addr": "struct[sockaddr,out,len=addr_len]"},
     "sendmsg": {"msg": _ts("user_msghdr"), "flags": "flags[msg_flags]"},
     "recvmsg": {"flags": "flags[msg_flags]"},
-    "setsockopt": {"optval": "buf[in,len=optlen]"},
+    "setsockopt": {"level": "flags[socket_level]", "optval": "buf[in,len=optlen]"},
+    "getsockopt": {"level": "flags[socket_level]"},
     "shutdown": {"how": "flags[shutdown_how]"},
     "pipe": {"fildes": "struct[fd_pair,out]"},
     "pipe2": {"fildes": "struct[fd_pair,out]", "flags": "flags[fd_flags]"},
@@ -296,6 +305,9 @@ OVERRIDES: dict[str, dict[str, str]] = {
     "userfaultfd": {"flags": "flags[fd_flags]"},
     "memfd_create": {"flags": "flags[memfd_flags]"},
     "epoll_ctl": {"op": "flags[epoll_op]", "event": _ts("epoll_event")},
+    "epoll_pwait": {"sigmask": _ts("sigset")},
+    "epoll_pwait2": {"sigmask": _ts("sigset")},
+    "getdents64": {"dirent": "struct[linux_dirent64,out,len=count]"},
     "close_range": {"max_fd": "unsigned"},
     "readv": {"vec": "iov[out,count=vlen]"},
     "preadv": {"vec": "iov[out,count=vlen]"},
@@ -307,7 +319,9 @@ OVERRIDES: dict[str, dict[str, str]] = {
     "sched_setparam": {"param": _ts("sched_param")},
     "sched_setscheduler": {"param": _ts("sched_param")},
     "sched_setattr": {"attr": _ts("sched_attr")},
-    "setrlimit": {"rlim": _ts("rlimit")},
+    "setrlimit": {"resource": "flags[rlimit_resource]", "rlim": _ts("rlimit")},
+    "ugetrlimit": {"resource": "flags[rlimit_resource]"},
+    "prlimit64": {"resource": "flags[rlimit_resource]"},
     "msgsnd": {"msgp": _ts("msgbuf")},
     "semop": {"sops": _ts("sembuf")},
     "semtimedop": {"sops": _ts("sembuf")},
@@ -464,6 +478,25 @@ FLAG_HEADERS: dict[str, tuple[str, ...]] = {
     "fadvise_advice": ("include/uapi/linux/fadvise.h",),
     "memfd_flags": ("include/uapi/linux/memfd.h",),
     "access_mode": (),
+    "prctl_option": ("include/uapi/linux/prctl.h",),
+    "ioctl_request": (
+        "include/uapi/asm-generic/ioctls.h",
+        "include/uapi/asm-generic/sockios.h",
+        "include/uapi/linux/sockios.h",
+    ),
+    "socket_level": ("include/linux/socket.h",),
+    "sockopt_socket": ("include/uapi/asm-generic/socket.h",),
+    "sockopt_tcp": ("include/uapi/linux/tcp.h",),
+    "sockopt_ip": ("include/uapi/linux/in.h",),
+    "sockopt_ipv6": ("include/uapi/linux/in6.h",),
+    "rlimit_resource": ("include/uapi/asm-generic/resource.h",),
+    "sa_flags": ("arch/arm/include/uapi/asm/signal.h", "include/uapi/asm-generic/signal-defs.h"),
+    "poll_events": ("include/uapi/asm-generic/poll.h",),
+    "epoll_events": ("include/uapi/linux/eventpoll.h",),
+    "statx_mask": ("include/uapi/linux/stat.h",),
+    "statx_attributes": ("include/uapi/linux/stat.h",),
+    "statx_flags": ("include/uapi/linux/fcntl.h",),
+    "fd_cloexec": ("include/uapi/asm-generic/fcntl.h",),
 }
 # Names printed that are not macros of the kernel headers, and why.
 NOT_IN_HEADERS: dict[str, str] = {
@@ -471,7 +504,6 @@ NOT_IN_HEADERS: dict[str, str] = {
     "W_OK": "POSIX <unistd.h>",
     "X_OK": "POSIX <unistd.h>",
     "F_OK": "POSIX <unistd.h>",
-    "SIGRTMAX": "= _NSIG (64), defined for the kernel in arch/arm/include/asm/signal.h",
 }
 ERRNO_HEADERS = ("include/uapi/asm-generic/errno-base.h", "include/uapi/asm-generic/errno.h", "include/linux/errno.h")
 
@@ -737,14 +769,18 @@ def header_defines(root: Path, headers: tuple[str, ...]) -> dict[str, int]:
             raw.setdefault(m.group(1), m.group(2).strip())
         enum_body = re.findall(r"enum\s*\w*\s*\{([^}]*)\}", "\n".join(lines), re.S)
         for body in enum_body:
-            value = -1
+            value: int | None = -1
             for item in body.split(","):
                 item = re.sub(r"/\*.*?\*/", "", item, flags=re.S).strip()
                 if not item or not re.match(r"\w+", item):
                     continue
                 key, _, expr = item.partition("=")
-                value = evaluate(expr.strip(), raw) if expr.strip() else value + 1
-                raw.setdefault(key.strip(), str(value))
+                try:  # tcp.h's TCP_FLAG_* = __constant_cpu_to_be32(...) have no value here
+                    value = evaluate(expr.strip(), raw) if expr.strip() else None if value is None else value + 1
+                except GenError:
+                    value = None
+                if value is not None:
+                    raw.setdefault(key.strip(), str(value))
     values = {}
     for k in raw:
         try:
@@ -758,6 +794,7 @@ def evaluate(expr: str, macros: dict[str, str], depth: int = 0) -> int:
     if depth > 20:
         raise GenError(f"macro expansion too deep at {expr!r}")
     expr = re.sub(r"/\*.*?\*/", "", expr).strip()
+    expr = re.sub(r"\(__force\s+\w+\)", "", expr)  # eventpoll.h: (__force __poll_t)0x00000001
 
     def sub_name(m: re.Match[str]) -> str:
         word = m.group(0)
@@ -785,7 +822,7 @@ def verify_constants(root: Path) -> list[str]:
             continue
         values = header_defines(root, headers)
         for sym, val in fs.symbols().items():
-            if sym.startswith("SIGRTMIN+") and 33 <= val <= 63 and int(sym[9:]) == val - 32:
+            if sym.startswith("SIGRT_") and 33 <= val <= 64 and int(sym[6:]) == val - 32:
                 continue
             if sym in NOT_IN_HEADERS:
                 continue
