@@ -547,6 +547,7 @@ IOCTL_REQUESTS: dict[int, str] = {
 }
 SOCKET_LEVELS: dict[int, str] = {
     0: "SOL_IP",
+    1: "SOL_SOCKET",
     6: "SOL_TCP",
     17: "SOL_UDP",
     41: "SOL_IPV6",
@@ -1051,6 +1052,7 @@ FLAGSETS: dict[str, FlagSet] = {
             field_names={0: "AT_STATX_SYNC_AS_STAT", 0x2000: "AT_STATX_FORCE_SYNC", 0x4000: "AT_STATX_DONT_SYNC"},
         ),
         FlagSet("fd_cloexec", bits=(("FD_CLOEXEC", 1),)),
+        _enum("suid_dump", {0: "SUID_DUMP_DISABLE", 1: "SUID_DUMP_USER", 2: "SUID_DUMP_ROOT"}),
         _enum("signal", SIGNAL_NAMES),
         _enum(
             "socket_family",

@@ -7,20 +7,23 @@ for anything the guest can do: a tracer that crashes on a bad pointer would lose
 the calls worth seeing.
 
 Values are JSON-friendly (int, str, None, lists, dicts) because the logger stores them
-as JSON; ``format_call`` renders them as a strace-like line for people.
+as JSON, in the representation ``values`` describes (text as plain strings, other bytes as
+``{"hex": ...}``); ``formatting.format_call`` renders them as a strace-like line for people.
+Struct layouts are in ``structs``, the calls whose arguments depend on a sub-command
+(prctl, fcntl, ioctl, futex, *sockopt, epoll_ctl, poll, mmap2) in ``subcommands``.
 """
 
 import ipaddress
 import struct as structlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeAlias
+from typing import Protocol
 
 from qppsuite.core.memory import GuestMemoryError
-from qppsuite.plugins.syscalls.arm_linux_abi import AT_FDCWD, ERRNO_NAMES, FLAGSETS, MAX_ERRNO
+from qppsuite.plugins.syscalls import structs
+from qppsuite.plugins.syscalls.arm_linux_abi import ERRNO_NAMES, FLAGSETS, MAX_ERRNO
 from qppsuite.plugins.syscalls.table import ArgSpec, SyscallSpec
-
-JSONValue: TypeAlias = "int | str | bool | list[JSONValue] | dict[str, JSONValue] | None"
+from qppsuite.plugins.syscalls.values import JSONValue, text_or_hex
 
 _U32 = 0xFFFFFFFF
 _SOCKADDR_MAX = 128  # sizeof(struct sockaddr_storage)
@@ -40,7 +43,10 @@ class DecodedArg:
     """One argument: its register value and what it means.
 
     ``raw`` is the register (for a 64-bit argument, both halves combined).  ``truncated``
-    says the value was cut at a limit (string, buffer, argv or iovec length).
+    says the value was cut at a limit (string, buffer, argv, iovec or array length).
+    ``printer`` names how ``format_arg`` shows ``value`` when the type alone does not say:
+    a struct codec of ``structs.CODECS`` or one of the special forms (``sigset``,
+    ``loff_t``, ``int_ptr``, ``hex``...).  Text values are ``values.text_or_hex`` forms.
     """
 
     name: str
@@ -48,6 +54,7 @@ class DecodedArg:
     raw: int
     value: JSONValue
     truncated: bool = False
+    printer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,28 +90,7 @@ def _bad(address: int) -> dict[str, JSONValue]:
     return {"error": f"bad address {address & _U32:#x}"}
 
 
-def escape_bytes(data: bytes) -> str:
-    """C-style escaping, so any bytes round-trip into a JSON string unambiguously."""
-    out = []
-    for b in data:
-        if b == 0x5C:
-            out.append("\\\\")
-        elif b == 0x22:
-            out.append('\\"')
-        elif b == 0x0A:
-            out.append("\\n")
-        elif b == 0x09:
-            out.append("\\t")
-        elif b == 0x0D:
-            out.append("\\r")
-        elif 0x20 <= b < 0x7F:
-            out.append(chr(b))
-        else:
-            out.append(f"\\x{b:02x}")
-    return "".join(out)
-
-
-# --- struct codecs ---------------------------------------------------------------------
+# --- struct codecs kept here: those whose reading needs more than one fixed read ---------
 
 
 def _timespec32(data: bytes) -> JSONValue:
@@ -126,15 +112,18 @@ def _fd_pair(data: bytes) -> JSONValue:
     return list(structlib.unpack("<ii", data))
 
 
-_FIXED_STRUCTS: dict[str, tuple[int, Callable[[bytes], JSONValue]]] = {
-    "old_timespec32": (8, _timespec32),
-    "__kernel_timespec": (16, _timespec64),
-    "__kernel_old_timeval": (8, _timeval32),
-    "old_timeval32": (8, _timeval32),
-    "fd_pair": (8, _fd_pair),
+_FIXED_STRUCTS: dict[str, structs.StructCodec] = {
+    "old_timespec32": structs.StructCodec(8, _timespec32),
+    "__kernel_timespec": structs.StructCodec(16, _timespec64),
+    "__kernel_old_timeval": structs.StructCodec(8, _timeval32),
+    "old_timeval32": structs.StructCodec(8, _timeval32),
+    "fd_pair": structs.StructCodec(8, _fd_pair),
+    **structs.CODECS,
 }
-DECODED_STRUCTS: frozenset[str] = frozenset({*_FIXED_STRUCTS, "sockaddr"})
+_VARIABLE_STRUCTS = frozenset({"sockaddr", "sigset", "loff_t", "linux_dirent64", "user_msghdr"})
+DECODED_STRUCTS: frozenset[str] = frozenset({*_FIXED_STRUCTS, *_VARIABLE_STRUCTS})
 """Structs whose contents are decoded; other struct arguments show as their address."""
+_MSG_FLAGS = FLAGSETS["msg_flags"]
 
 
 def decode_sockaddr(data: bytes) -> JSONValue:
@@ -164,9 +153,9 @@ def decode_sockaddr(data: bytes) -> JSONValue:
         if not path:
             return {"family": family}
         if path[0] == 0:
-            return {"family": family, "path": "@" + escape_bytes(path[1:].rstrip(b"\0")), "abstract": True}
-        return {"family": family, "path": escape_bytes(path.split(b"\0", 1)[0])}
-    return {"family": family, "data": escape_bytes(data[2:])}
+            return {"family": family, "path": text_or_hex(b"@" + path[1:].rstrip(b"\0")), "abstract": True}
+        return {"family": family, "path": text_or_hex(path.split(b"\0", 1)[0])}
+    return {"family": family, "data": text_or_hex(data[2:])}
 
 
 # --- decoding ----------------------------------------------------------------------------
@@ -214,7 +203,7 @@ class _Decoder:
         except GuestMemoryError:
             return _bad(address), False
         data = data.split(b"\0", 1)[0]
-        return escape_bytes(data[:limit]), len(data) > limit
+        return text_or_hex(data[:limit]), len(data) > limit
 
     def bytes_at(self, address: int, length: int) -> tuple[JSONValue, bool]:
         if address == 0:
@@ -224,7 +213,7 @@ class _Decoder:
             data = self.mem.read(address, shown) if shown else b""
         except GuestMemoryError:
             return _bad(address), False
-        return escape_bytes(data[:shown]), length > shown
+        return text_or_hex(data[:shown]), length > shown
 
     def argv(self, address: int) -> tuple[JSONValue, bool]:
         if address == 0:
@@ -270,31 +259,99 @@ class _Decoder:
             truncated |= cut
         return items, truncated
 
-    def struct(self, arg: ArgSpec, address: int, length: int | None) -> tuple[JSONValue, bool]:
+    def struct(
+        self, arg: ArgSpec, address: int, length: int | None, result: int | None = None
+    ) -> tuple[JSONValue, bool]:
+        """A struct argument's contents; ``result`` is the call's return at the return."""
         if address == 0:
             return None, False
-        if arg.struct == "sockaddr":
-            if length is None:
-                return address, False
-            size = min(length, _SOCKADDR_MAX)
-            if size < 2:
-                return address, False
-            try:
-                return decode_sockaddr(self.mem.read(address, size)), False
-            except GuestMemoryError:
-                return _bad(address), False
-        codec = _FIXED_STRUCTS.get(arg.struct or "")
-        if codec is None:
-            return address, False
-        size, decode = codec
+        name = arg.struct or ""
         try:
-            data = self.mem.read(address, size * arg.count)
+            if name == "sockaddr":
+                if length is None:
+                    return address, False
+                size = min(length, _SOCKADDR_MAX)
+                if size < 2:
+                    return address, False
+                return decode_sockaddr(self.mem.read(address, size)), False
+            if name == "sigset":
+                return structs.sigset(self.read_exact(address, structs.SIGSET_BYTES)), False
+            if name == "loff_t":
+                return structs.loff_t(self.read_exact(address, 8)), False
+            if name == "linux_dirent64":
+                return self.dirents(address, length if result is None else result)
+            if name == "user_msghdr":
+                return self.msghdr(address, result)
+            codec = _FIXED_STRUCTS.get(name)
+            if codec is None:
+                return address, False
+            count = arg.count
+            if arg.len_arg is not None and length is not None:
+                count = length
+            if name == "epoll_event" and result is not None:
+                count = result
+            if arg.len_arg is None and count == 1 and not (name == "epoll_event" and result is not None):
+                return codec.decode(self.read_exact(address, codec.size)), False
+            shown = min(max(count, 0), self.limits.array)
+            data = self.read_exact(address, codec.size * shown)
         except GuestMemoryError:
             return _bad(address), False
-        data = data.ljust(size * arg.count, b"\0")
-        if arg.count == 1:
-            return decode(data[:size]), False
-        return [decode(data[i * size : (i + 1) * size]) for i in range(arg.count)], False
+        items = [codec.decode(data[i * codec.size : (i + 1) * codec.size]) for i in range(shown)]
+        return items, count > shown
+
+    def read_exact(self, address: int, size: int) -> bytes:
+        return self.mem.read(address, size).ljust(size, b"\0") if size else b""
+
+    def dirents(self, address: int, length: int | None) -> tuple[JSONValue, bool]:
+        """linux_dirent64 records (include/linux/dirent.h) in ``length`` bytes: the count of
+        all of them and the first ``array_limit`` (d_ino, d_off, d_type, d_name)."""
+        if length is None or length <= 0:
+            return {"count": 0, "entries": []}, False
+        data = self.read_exact(address, min(length, 1 << 20))
+        entries: list[JSONValue] = []
+        count = offset = 0
+        while offset + 19 <= len(data):
+            ino, off, reclen, dtype = structlib.unpack_from("<QqHB", data, offset)
+            if reclen < 19:
+                break
+            if count < self.limits.array:
+                name = data[offset + 19 : offset + reclen].split(b"\0", 1)[0]
+                entries.append(
+                    {
+                        "d_ino": ino,
+                        "d_off": off,
+                        "d_type": structs.DIRENT_TYPES.get(dtype, str(dtype)),
+                        "d_name": text_or_hex(name),
+                    }
+                )
+            count += 1
+            offset += reclen
+        return {"count": count, "entries": entries}, count > len(entries)
+
+    def msghdr(self, address: int, transferred: int | None) -> tuple[JSONValue, bool]:
+        """struct user_msghdr (include/linux/socket.h, 28 bytes); the iovecs hold the data sent,
+        or at the return of recvmsg the ``transferred`` bytes received."""
+        name, namelen, iov, iovlen, control, controllen, flags = structlib.unpack(
+            "<IiIIIII", self.read_exact(address, 28)
+        )
+        msg_name: JSONValue = None
+        if name:
+            msg_name = name
+            if namelen >= 2:
+                try:
+                    msg_name = decode_sockaddr(self.mem.read(name, min(namelen, _SOCKADDR_MAX)))
+                except GuestMemoryError:
+                    msg_name = _bad(name)
+        iovs, truncated = self.iovecs(iov, iovlen, transferred)
+        return {
+            "msg_name": msg_name,
+            "msg_namelen": namelen,
+            "msg_iov": iovs,
+            "msg_iovlen": iovlen,
+            "msg_control": control or None,
+            "msg_controllen": controllen,
+            "msg_flags": _MSG_FLAGS.format(flags),
+        }, truncated
 
     def at_call(self, arg: ArgSpec) -> DecodedArg:
         raw = self.raw(arg)
@@ -306,7 +363,7 @@ class _Decoder:
         elif t in ("unsigned", "ulong", "size", "u64", "mode"):
             value = raw
         elif t == "fd":
-            value = "AT_FDCWD" if _signed32(raw) == AT_FDCWD else _signed32(raw)
+            value = _signed32(raw)
         elif t == "flags":
             value = FLAGSETS[arg.flagset or ""].format(raw)
         elif t == "ptr":
@@ -326,6 +383,7 @@ class _Decoder:
             value, truncated = self.iovecs(raw, self.length_of(arg) or 0, None)
         else:
             value, truncated = self.struct(arg, raw, self.length_of(arg))
+            return DecodedArg(arg.name, t, raw, value, truncated, _struct_printer(arg, value))
         return DecodedArg(arg.name, t, raw, value, truncated)
 
     def at_return(self, arg: ArgSpec, result: int) -> DecodedArg | None:
@@ -345,8 +403,18 @@ class _Decoder:
         elif arg.type == "iov":
             value, truncated = self.iovecs(raw, self.length_of(arg) or 0, transferred)
         else:
-            value, truncated = self.struct(arg, raw, self.length_of(arg))
+            value, truncated = self.struct(arg, raw, self.length_of(arg), result)
+            return DecodedArg(arg.name, arg.type, raw, value, truncated, _struct_printer(arg, value))
         return DecodedArg(arg.name, arg.type, raw, value, truncated)
+
+
+def _struct_printer(arg: ArgSpec, value: JSONValue) -> str | None:
+    """The struct's name when its contents were decoded (not an address, NULL or error)."""
+    if isinstance(value, dict) and "error" in value:
+        return None
+    if isinstance(value, (dict, list)) or (arg.struct == "loff_t" and isinstance(value, int)):
+        return arg.struct
+    return None
 
 
 def decode_args(
@@ -364,7 +432,9 @@ def decode_args(
     them once the kernel has filled them in.
     """
     decoder = _Decoder(spec, raw_args, mem, _Limits(string_limit, buf_limit, array_limit))
-    return [decoder.at_call(arg) for arg in spec.args]
+    args = [decoder.at_call(arg) for arg in spec.args]
+    hook = subcommands.AT_CALL.get(spec.name)
+    return args if hook is None else hook(decoder, args)
 
 
 def decode_return(
@@ -394,85 +464,26 @@ def decode_return(
         decoded = decoder.at_return(arg, max(signed, 0))
         if decoded is not None:
             outputs.append(decoded)
+    hook = subcommands.AT_RETURN.get(spec.name)
+    if hook is not None:
+        outputs = hook(decoder, max(signed, 0), outputs)
     return DecodedReturn(value, None, tuple(outputs), address)
 
 
-# --- formatting --------------------------------------------------------------------------
+# The formatting half and the sub-command tables import from this module; they are
+# imported last so that ``decode.format_call`` and friends stay where callers find them.
+from qppsuite.plugins.syscalls import subcommands  # noqa: E402
+from qppsuite.plugins.syscalls.formatting import format_arg, format_call, format_return  # noqa: E402
 
-_SYMBOLIC_KEYS = frozenset({"family"})
-
-
-def _format_error(value: dict[str, JSONValue]) -> str:
-    text = str(value["error"])
-    return f"{text.removeprefix('bad address ')} <bad>"
-
-
-def _format_nested(value: JSONValue, key: str = "") -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return value if key in _SYMBOLIC_KEYS else f'"{value}"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_format_nested(v) for v in value) + "]"
-    if "error" in value:
-        return _format_error(value)
-    return "{" + ", ".join(f"{k}={_format_nested(v, k)}" for k, v in value.items()) + "}"
-
-
-def format_arg(arg: DecodedArg) -> str:
-    """One argument as strace would print it."""
-    value = arg.value
-    if isinstance(value, dict) and "error" in value:
-        return f"{arg.raw:#x} <bad>"
-    if value is None:
-        return "NULL"
-    t = arg.type
-    if t == "mode" and isinstance(value, int):
-        return "0" + format(value, "o") if value else "000"
-    if t in ("ptr", "buf", "iov", "struct") and isinstance(value, int):
-        return f"{value:#x}"
-    if t in ("cstring", "path", "buf") and isinstance(value, str):
-        return f'"{value}"' + ("..." if arg.truncated else "")
-    if t == "iov" and isinstance(value, list):
-        parts = []
-        for item in value:
-            if isinstance(item, dict) and "error" not in item:
-                parts.append(f"{{iov_base={_format_nested(item.get('base'))}, iov_len={item.get('len')}}}")
-            else:
-                parts.append(_format_nested(item))
-        return "[" + ", ".join(parts) + ("..." if arg.truncated else "") + "]"
-    if t == "argv" and isinstance(value, list):
-        items = [_format_nested(v) for v in value]
-        if arg.truncated:
-            items.append("...")
-        return "[" + ", ".join(items) + "]"
-    if isinstance(value, str):
-        return value
-    return _format_nested(value)
-
-
-def format_return(result: DecodedReturn) -> str:
-    """``3``, ``-1 ENOENT`` (the way libc would report it), or an address in hex."""
-    if result.errno is not None:
-        return f"-1 {result.errno}"
-    return f"{result.value:#x}" if result.address else str(result.value)
-
-
-def format_call(name: str, decoded: Sequence[DecodedArg], result: DecodedReturn | None = None) -> str:
-    """A strace-like line: ``openat(AT_FDCWD, "/tmp/x", O_WRONLY|O_CREAT|O_TRUNC, 0644)``.
-
-    With ``result``, output arguments are shown as the kernel filled them and `` = value``
-    is appended.
-    """
-    args = list(decoded)
-    if result is not None:
-        outputs = {out.name: out for out in result.outputs}
-        args = [outputs.get(a.name, a) for a in args]
-    line = f"{name}({', '.join(format_arg(a) for a in args)})"
-    if result is not None:
-        line += f" = {format_return(result)}"
-    return line
+__all__ = [
+    "DECODED_STRUCTS",
+    "DecodedArg",
+    "DecodedReturn",
+    "GuestReader",
+    "decode_args",
+    "decode_return",
+    "decode_sockaddr",
+    "format_arg",
+    "format_call",
+    "format_return",
+]
