@@ -360,7 +360,9 @@ class _Decoder:
         t = arg.type
         if t in ("int", "long", "ssize"):
             value = _signed32(raw)
-        elif t in ("unsigned", "ulong", "size", "u64", "mode"):
+        elif t == "u64":  # loff_t: signed, as strace prints _llseek(3, -22, ...)
+            value = raw - (1 << 64) if raw >> 63 else raw
+        elif t in ("unsigned", "ulong", "size", "mode"):
             value = raw
         elif t == "fd":
             value = _signed32(raw)
