@@ -74,7 +74,7 @@ def _hex(value: int) -> str:
 
 def stat64(data: bytes) -> JSONValue:
     """struct stat64 (arch/arm/include/uapi/asm/stat.h, 104 bytes)."""
-    dev, mode, nlink, uid, gid, rdev, size, blksize, blocks = structlib.unpack_from("<Q4xxxxxIIIIQ4xxxxqI4xQ", data)
+    dev, mode, nlink, uid, gid, rdev, size, blksize, blocks = structlib.unpack_from("<Q8xIIIIQ8xqI4xQ", data)
     atime, atime_ns, mtime, mtime_ns, ctime, ctime_ns, ino = structlib.unpack_from("<IIIIIIQ", data, 72)
     return {
         "st_dev": dev,

@@ -309,6 +309,19 @@ def _mmap2(decoder: "_Decoder", args: list[DecodedArg]) -> list[DecodedArg]:
     return [*args[:5], DecodedArg(pgoff.name, pgoff.type, pgoff.raw, pgoff.value, printer="pgoff")]
 
 
+# --- clone (kernel/fork.c) --------------------------------------------------------------
+
+_CLONE_PARENT_SETTID_OR_PIDFD = 0x101000
+
+
+def _clone_return(decoder: "_Decoder", result: int, outputs: list[DecodedArg]) -> list[DecodedArg]:
+    """The tid (or pidfd) the kernel stored at parent_tidptr, which strace shows as ``[89]``."""
+    flags, address = decoder.regs[0], decoder.regs[2]
+    if not flags & _CLONE_PARENT_SETTID_OR_PIDFD or address == 0 or result == 0:
+        return outputs
+    return [*outputs, _int_at(decoder, DecodedArg("parent_tidptr", "ptr", address, address))]
+
+
 AT_CALL: dict[str, CallHook] = {
     "prctl": _prctl,
     "fcntl": _fcntl,
@@ -325,6 +338,7 @@ AT_CALL: dict[str, CallHook] = {
     "recvmsg": _recvmsg,
 }
 AT_RETURN: dict[str, ReturnHook] = {
+    "clone": _clone_return,
     "prctl": _prctl_return,
     "ioctl": _ioctl_return,
     "getsockopt": _getsockopt_return,
