@@ -2,7 +2,10 @@
 
 import json
 import struct
+from pathlib import Path
+from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -394,3 +397,60 @@ def test_decoding_never_raises_and_stays_json(
         )
         json.dumps([o.value for o in result.outputs])
         assert format_call(spec.name, args, result).startswith(spec.name + "(")
+
+
+# --- replayed from the guest -----------------------------------------------------------------
+
+STRACE_READS = Path(__file__).parent / "data" / "syscalls" / "strace_reads.json"
+"""Calls made by tests/test_syscall_decode_strace.py's workload in the oracle image, each with
+the guest memory the decoder read at the call and at the return, and the line the guest's
+strace printed for it (captured with tools/capture_syscall_reads.py)."""
+
+
+class ReplayedGuestMemory:
+    """Guest memory holding exactly the bytes a real decode read; anything else is unmapped."""
+
+    def __init__(self, reads: list[list[Any]]) -> None:
+        self.bytes: dict[int, int] = {}
+        for address, data in reads:
+            for i, b in enumerate(bytes.fromhex(data)):
+                self.bytes[address + i] = b
+
+    def read(self, vaddr: int, size: int) -> bytes:
+        try:
+            return bytes(self.bytes[a] for a in range(vaddr, vaddr + size))
+        except KeyError as missing:
+            raise GuestMemoryError(missing.args[0]) from None
+
+    def read_cstring(self, vaddr: int, limit: int) -> bytes:
+        out = bytearray()
+        while len(out) < limit:
+            b = self.read(vaddr + len(out), 1)[0]
+            if b == 0:
+                break
+            out.append(b)
+        return bytes(out)
+
+
+def _replayed() -> list[dict[str, Any]]:
+    return list(json.loads(STRACE_READS.read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize("call", _replayed(), ids=lambda c: str(c["strace"])[:60])
+def test_guest_bytes_decode_to_straces_line(call: dict[str, Any]) -> None:
+    spec = by_name(call["name"])
+    args = decode_args(spec, call["raw_args"], ReplayedGuestMemory(call["entry_reads"]))
+    result = decode_return(spec, call["retval"], call["raw_args"], ReplayedGuestMemory(call["return_reads"]))
+    assert format_call(call["name"], args, result) == call["strace"]
+    json.dumps([a.value for a in args] + [o.value for o in result.outputs])
+
+
+def test_replayed_calls_cover_every_decoded_kind() -> None:
+    names = {c["name"] for c in _replayed()}
+    for kind in ("readv", "writev", "sendmsg", "recvmsg", "poll", "getdents64", "statx", "stat64", "fstat64"):
+        assert kind in names
+    for kind in ("rt_sigaction", "rt_sigprocmask", "wait4", "uname", "prlimit64", "ugetrlimit", "epoll_ctl"):
+        assert kind in names
+    for kind in ("epoll_wait", "timerfd_settime", "_llseek", "prctl", "fcntl64", "ioctl", "futex", "setsockopt"):
+        assert kind in names
+    assert {"getsockopt", "clone", "mmap2"} <= names
