@@ -71,7 +71,7 @@ class CaptureSyscallReads(Plugin):
         self.qpp.register("syscalls", "on_syscall_return", self._return, owner=self.name)
 
     def _call(self, ctx: SyscallContext) -> None:
-        if ctx.name not in self.names:
+        if ctx.name not in self.names or ctx.spec is None:
             return
         thread = self.get_current_thread()
         recorder = _Recorder(ctx.memory)
@@ -85,7 +85,7 @@ class CaptureSyscallReads(Plugin):
 
     def _return(self, ctx: SyscallContext, retval: int) -> None:
         call = self.calls.get(ctx.seq)
-        if call is None or ctx.child or "retval" in call:
+        if call is None or ctx.child or "retval" in call or ctx.spec is None:
             return
         recorder = _Recorder(ctx.memory)
         try:
