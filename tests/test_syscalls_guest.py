@@ -151,7 +151,7 @@ def test_pipe_read_blocks_while_the_writer_runs(known: tuple[Path, str]) -> None
     db, console = known
     assert re.search(r"^late\r?$", console, re.M)
     (read,) = _rows(db, "SELECT * FROM syscalls WHERE name = 'read' AND process_name = 'cat' AND outputs LIKE '%late%'")
-    assert read["retval"] == 5 and json.loads(read["outputs"])["buf"] == "late\\n"
+    assert read["retval"] == 5 and json.loads(read["outputs"])["buf"] == "late\n"
     echo = _rows(
         db,
         "SELECT * FROM syscalls WHERE name = 'write' AND args LIKE '%late%' AND insn_count > ? AND insn_count < ?",

@@ -119,7 +119,7 @@ def test_call_and_return_become_one_row_with_the_callers_process(harness: Harnes
     (row,) = rows(tmp_path / "t.db", "SELECT * FROM syscalls")
     assert (row["pid"], row["tid"], row["ppid"], row["process_name"]) == (100, 100, 1, "sh")
     assert json.loads(row["args"]) == {
-        "dfd": "AT_FDCWD",
+        "dfd": -100,  # AT_FDCWD, a number in storage
         "filename": "/tmp/unique-name",
         "flags": "O_WRONLY|O_CREAT",
         "mode": 0o644,
@@ -210,6 +210,6 @@ def test_text_format_writes_one_line_per_call(tmp_path: Path) -> None:
         harness.fire("on_syscall", ctx)
         harness.fire("on_syscall_return", ctx, -2)
     assert out.read_text() == (
-        'Syscall at pc 0x76f0a1c0: openat(AT_FDCWD, "/tmp/unique-name", O_RDONLY, 000) = -1 ENOENT: '
+        'Syscall at pc 0x76f0a1c0: openat(AT_FDCWD, "/tmp/unique-name", O_RDONLY) = -1 ENOENT: '
         "Process 'sh', pid 100, tid 100, ppid 1\n"
     )
