@@ -328,16 +328,17 @@ class _Decoder:
             offset += reclen
         return {"count": count, "entries": entries}, count > len(entries)
 
-    def msghdr(self, address: int, transferred: int | None) -> tuple[JSONValue, bool]:
+    def msghdr(self, address: int, transferred: int | None, name_filled: bool = True) -> tuple[JSONValue, bool]:
         """struct user_msghdr (include/linux/socket.h, 28 bytes); the iovecs hold the data sent,
-        or at the return of recvmsg the ``transferred`` bytes received."""
+        or at the return of recvmsg the ``transferred`` bytes received.  ``name_filled`` is
+        False for recvmsg's call, when msg_name is only a buffer (shown by address)."""
         name, namelen, iov, iovlen, control, controllen, flags = structlib.unpack(
             "<IiIIIII", self.read_exact(address, 28)
         )
         msg_name: JSONValue = None
         if name:
             msg_name = name
-            if namelen >= 2:
+            if namelen >= 2 and name_filled:
                 try:
                     msg_name = decode_sockaddr(self.mem.read(name, min(namelen, _SOCKADDR_MAX)))
                 except GuestMemoryError:

@@ -267,7 +267,7 @@ def _recvmsg(decoder: "_Decoder", args: list[DecodedArg]) -> list[DecodedArg]:
     if msg.raw == 0:
         return args
     try:
-        value, _ = decoder.msghdr(msg.raw, 0)
+        value, _ = decoder.msghdr(msg.raw, 0, name_filled=False)
     except GuestMemoryError:
         return args
     return [args[0], DecodedArg(msg.name, "struct", msg.raw, value, printer="user_msghdr"), *args[2:]]
