@@ -106,6 +106,8 @@ KINDS: dict[str, tuple[str, ...]] = {
     "ioctl": ("ioctl",),
     "futex": ("futex", "futex_time64"),
     "sockopt": ("setsockopt", "getsockopt"),
+    "sockaddr and socklen": ("getsockname", "getpeername"),
+    "random bytes in hex": ("getrandom",),
     "clone": ("clone",),
     "mmap": ("mmap2", "mprotect"),
     "strings": ("write", "read", "openat", "readlink"),

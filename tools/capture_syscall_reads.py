@@ -31,7 +31,8 @@ from qppsuite.plugins.syscalls.decode import GuestReader, decode_args, decode_re
 NAMES = (
     "readv writev sendmsg recvmsg poll getdents64 statx stat64 fstat64 lstat64 rt_sigaction rt_sigprocmask "
     "rt_sigpending wait4 uname prlimit64 ugetrlimit epoll_ctl epoll_wait timerfd_settime timerfd_gettime64 "
-    "_llseek prctl fcntl64 ioctl futex futex_time64 setsockopt getsockopt clone mmap2 write openat"
+    "_llseek prctl fcntl64 ioctl futex futex_time64 setsockopt getsockopt clone mmap2 write openat getsockname "
+    "getpeername getrandom"
 )
 
 

@@ -299,6 +299,7 @@ OVERRIDES: dict[str, dict[str, str]] = {
     "pipe2": {"fildes": "struct[fd_pair,out]", "flags": "flags[fd_flags]"},
     "dup3": {"flags": "flags[fd_flags]"},
     "epoll_create1": {"flags": "flags[epoll_create_flags]"},
+    "getrandom": {"flags": "flags[getrandom_flags]"},
     "inotify_init1": {"flags": "flags[fd_flags]"},
     "eventfd2": {"flags": "flags[fd_flags]"},
     "signalfd4": {"flags": "flags[fd_flags]"},
@@ -486,6 +487,7 @@ FLAG_HEADERS: dict[str, tuple[str, ...]] = {
     ),
     "socket_level": ("include/linux/socket.h", "include/uapi/asm-generic/socket.h"),
     "suid_dump": ("include/linux/sched/coredump.h",),
+    "getrandom_flags": ("include/uapi/linux/random.h",),
     "epoll_create_flags": (
         "include/uapi/linux/eventpoll.h",
         "arch/arm/include/uapi/asm/fcntl.h",

@@ -1051,6 +1051,7 @@ FLAGSETS: dict[str, FlagSet] = {
         ),
         FlagSet("fd_cloexec", bits=(("FD_CLOEXEC", 1),)),
         FlagSet("epoll_create_flags", bits=(("EPOLL_CLOEXEC", 0o2000000),)),
+        FlagSet("getrandom_flags", bits=(("GRND_NONBLOCK", 1), ("GRND_RANDOM", 2), ("GRND_INSECURE", 4))),
         _enum("suid_dump", {0: "SUID_DUMP_DISABLE", 1: "SUID_DUMP_USER", 2: "SUID_DUMP_ROOT"}),
         _enum("signal", SIGNAL_NAMES),
         _enum(

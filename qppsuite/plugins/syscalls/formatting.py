@@ -46,6 +46,28 @@ def _hex(value: int) -> str:
     return f"{value:#x}" if value else "0"
 
 
+def _sockaddr(value: dict[str, JSONValue]) -> str:
+    """strace's sockaddr: ``{sa_family=AF_INET, sin_port=htons(80), sin_addr=inet_addr("10.0.2.2")}``."""
+    family = value.get("family")
+    parts = [f"sa_family={family}"]
+    if family == "AF_INET" and "addr" in value:
+        parts += [f"sin_port=htons({value['port']})", f'sin_addr=inet_addr("{value["addr"]}")']
+    elif family == "AF_INET6" and "addr" in value:
+        parts += [
+            f"sin6_port=htons({value['port']})",
+            f"sin6_flowinfo=htonl({value['flowinfo']})",
+            f'inet_pton(AF_INET6, "{value["addr"]}", &sin6_addr)',
+        ]
+        if "scope_id" in value:
+            parts.append(f"sin6_scope_id={value['scope_id']}")
+    elif family == "AF_UNIX" and "path" in value:
+        path = quote_value(value["path"]) or ""
+        parts.append(f"sun_path=@{path[0]}{path[2:]}" if value.get("abstract") else f"sun_path={path}")
+    elif "data" in value:
+        parts.append(f"sa_data={quote_value(value['data'])}")
+    return "{" + ", ".join(parts) + "}"
+
+
 def _iovecs(value: list[JSONValue], truncated: bool) -> str:
     parts = []
     for item in value:
@@ -64,8 +86,9 @@ def _msghdr(value: dict[str, JSONValue], truncated: bool, entry: JSONValue = Non
     namelen = str(value["msg_namelen"])
     if isinstance(entry, dict) and "msg_namelen" in entry and entry["msg_namelen"] != value["msg_namelen"]:
         namelen = f"{entry['msg_namelen']} => {namelen}"
+    shown_name = _sockaddr(name) if isinstance(name, dict) and "family" in name else _format_nested(name)
     text = (
-        f"{{msg_name={_hex(name) if isinstance(name, int) else _format_nested(name)}, "
+        f"{{msg_name={_hex(name) if isinstance(name, int) else shown_name}, "
         f"msg_namelen={namelen}, msg_iov={iov_text}, msg_iovlen={value['msg_iovlen']}, "
     )
     control = value["msg_control"]
@@ -96,6 +119,8 @@ def _struct_text(arg: DecodedArg) -> str | None:
         return f"{_hex(arg.raw)} /* {value['count']} entries */"
     if printer == "user_msghdr" and isinstance(value, dict):
         return _msghdr(value, arg.truncated)
+    if printer == "sockaddr" and isinstance(value, dict) and "family" in value:
+        return _sockaddr(value)
     codec = structs.CODECS.get(printer or "")
     render: Callable[[dict[str, JSONValue]], str] | None = codec.render if codec is not None else None
     if render is None:
@@ -131,7 +156,7 @@ def format_arg(arg: DecodedArg) -> str:
     if t in ("ptr", "buf", "iov", "struct") and isinstance(value, int):
         return f"{value:#x}"
     if t in ("cstring", "path", "buf"):
-        text = quote_value(value, arg.truncated)
+        text = quote_value(value, arg.truncated, force_hex=arg.printer == "hex_string")
         if text is not None:
             return text
     if t == "iov" and isinstance(value, list):
@@ -193,8 +218,13 @@ def format_call(name: str, decoded: Sequence[DecodedArg], result: DecodedReturn 
     is appended.
     """
     args = list(decoded)
+    changed: dict[str, str] = {}
     if result is not None:
         outputs = {out.name: out for out in result.outputs}
+        for before in args:  # value-result ints (socklen_t *): strace's [entry => exit]
+            after = outputs.get(before.name)
+            if after is not None and before.printer == after.printer == "int_ptr" and before.value != after.value:
+                changed[before.name] = f"[{before.value} => {after.value}]"
         args = [outputs.get(a.name, a) for a in args]
         if name == "recvmsg" and len(args) > 1 and args[1].printer == "user_msghdr" and isinstance(args[1].value, dict):
             inner = _msghdr(args[1].value, args[1].truncated, decoded[1].value)
@@ -203,7 +233,7 @@ def format_call(name: str, decoded: Sequence[DecodedArg], result: DecodedReturn 
     if name == "clone" and {"clone_flags", "newsp", "parent_tidptr", "tls", "child_tidptr"} <= {a.name for a in args}:
         inner = _clone_args(args)
     else:
-        inner = ", ".join(format_arg(a) for a in args)
+        inner = ", ".join(changed.get(a.name) or format_arg(a) for a in args)
     line = f"{name}({inner})"
     if result is not None:
         line += f" = {_return_text(name, decoded, result)}"

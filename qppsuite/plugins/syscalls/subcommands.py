@@ -236,7 +236,7 @@ def _setsockopt(decoder: "_Decoder", args: list[DecodedArg]) -> list[DecodedArg]
 
 def _getsockopt(decoder: "_Decoder", args: list[DecodedArg]) -> list[DecodedArg]:
     fd, level, optname, optval, optlen = args
-    return [fd, level, _optname(level, optname), optval, _ptr(optlen)]
+    return [fd, level, _optname(level, optname), optval, _int_at(decoder, optlen)]
 
 
 def _getsockopt_return(decoder: "_Decoder", result: int, outputs: list[DecodedArg]) -> list[DecodedArg]:
@@ -271,6 +271,25 @@ def _recvmsg(decoder: "_Decoder", args: list[DecodedArg]) -> list[DecodedArg]:
     except GuestMemoryError:
         return args
     return [args[0], DecodedArg(msg.name, "struct", msg.raw, value, printer="user_msghdr"), *args[2:]]
+
+
+# --- socket addresses with a value-result length (net/socket.c) ---------------------------
+
+_SOCKLEN_ARG = {"accept": 2, "accept4": 2, "getsockname": 2, "getpeername": 2, "recvfrom": 5}
+"""Which argument is the socklen_t * the kernel reads and then overwrites."""
+
+
+def _socklen(decoder: "_Decoder", args: list[DecodedArg]) -> list[DecodedArg]:
+    i = _SOCKLEN_ARG[decoder.spec.name]
+    return [*args[:i], _int_at(decoder, args[i]), *args[i + 1 :]]
+
+
+def _socklen_return(decoder: "_Decoder", result: int, outputs: list[DecodedArg]) -> list[DecodedArg]:
+    i = _SOCKLEN_ARG[decoder.spec.name]
+    address = decoder.regs[i]
+    if address == 0:
+        return outputs
+    return [*outputs, _int_at(decoder, DecodedArg(decoder.spec.args[i].name, "ptr", address, address))]
 
 
 # --- epoll_ctl, poll ---------------------------------------------------------------------
@@ -322,6 +341,11 @@ def _clone_return(decoder: "_Decoder", result: int, outputs: list[DecodedArg]) -
     return [*outputs, _int_at(decoder, DecodedArg("parent_tidptr", "ptr", address, address))]
 
 
+def _getrandom_return(decoder: "_Decoder", result: int, outputs: list[DecodedArg]) -> list[DecodedArg]:
+    """Random bytes are shown in hex, as strace does (its QUOTE_FORCE_HEX)."""
+    return [DecodedArg(o.name, o.type, o.raw, o.value, o.truncated, printer="hex_string") for o in outputs]
+
+
 AT_CALL: dict[str, CallHook] = {
     "prctl": _prctl,
     "fcntl": _fcntl,
@@ -336,9 +360,12 @@ AT_CALL: dict[str, CallHook] = {
     "open": _open,
     "openat": _open,
     "recvmsg": _recvmsg,
+    **{name: _socklen for name in _SOCKLEN_ARG},
 }
 AT_RETURN: dict[str, ReturnHook] = {
     "clone": _clone_return,
+    "getrandom": _getrandom_return,
+    **{name: _socklen_return for name in _SOCKLEN_ARG},
     "prctl": _prctl_return,
     "ioctl": _ioctl_return,
     "getsockopt": _getsockopt_return,

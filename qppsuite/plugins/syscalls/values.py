@@ -67,7 +67,14 @@ def quote(data: bytes, truncated: bool = False) -> str:
     return '"' + "".join(parts) + '"' + ("..." if truncated else "")
 
 
-def quote_value(value: JSONValue, truncated: bool = False) -> str | None:
+def quote_hex(data: bytes, truncated: bool = False) -> str:
+    """Every byte as ``\\xHH``: strace's QUOTE_FORCE_HEX, used for getrandom's buffer."""
+    return '"' + "".join(f"\\x{b:02x}" for b in data) + '"' + ("..." if truncated else "")
+
+
+def quote_value(value: JSONValue, truncated: bool = False, force_hex: bool = False) -> str | None:
     """A stored text/hex value quoted as strace would, or None if ``value`` holds no bytes."""
     data = stored_bytes(value)
-    return None if data is None else quote(data, truncated)
+    if data is None:
+        return None
+    return quote_hex(data, truncated) if force_hex else quote(data, truncated)
