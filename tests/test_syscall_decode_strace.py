@@ -79,6 +79,8 @@ libc.syscall(176, old, 8)
 th = threading.Thread(target=lambda: time.sleep(0.05)); th.start(); th.join()
 os.write(1, b"caf\xc3\xa9 \x01\xff\n")
 os.write(1, b"x" * 100 + b"\n")
+os.umask(0o22); os.umask(0o22)
+select.select([], [], [], 0.01)
 '''
 CMD = (
     f"echo {base64.b64encode(WORKLOAD.encode()).decode()} | base64 -d > /tmp/w.py; "
@@ -108,6 +110,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "sockopt": ("setsockopt", "getsockopt"),
     "sockaddr and socklen": ("getsockname", "getpeername"),
     "random bytes in hex": ("getrandom",),
+    "hex arguments, octal and timeout results": ("rseq", "umask", "pselect6", "pselect6_time64", "_newselect"),
     "clone": ("clone",),
     "mmap": ("mmap2", "mprotect"),
     "strings": ("write", "read", "openat", "readlink"),

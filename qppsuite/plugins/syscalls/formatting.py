@@ -196,6 +196,10 @@ def _return_text(name: str, args: Sequence[DecodedArg], result: DecodedReturn) -
     text = format_return(result)
     if result.errno is not None:
         return text
+    if name in ("_newselect", "pselect6", "pselect6_time64") and result.value == 0:
+        return text + " (Timeout)"
+    if name == "umask":  # the previous mask, in octal like the argument (C's %#03o)
+        return ("0" + format(result.value, "o") if result.value else "0").rjust(3, "0")
     if name in ("poll", "ppoll", "ppoll_time64"):
         if result.value == 0:
             return text + " (Timeout)"

@@ -346,6 +346,11 @@ def _getrandom_return(decoder: "_Decoder", result: int, outputs: list[DecodedArg
     return [DecodedArg(o.name, o.type, o.raw, o.value, o.truncated, printer="hex_string") for o in outputs]
 
 
+def _rseq(decoder: "_Decoder", args: list[DecodedArg]) -> list[DecodedArg]:
+    """strace shows rseq's length and signature in hex (``rseq(0x..., 0x20, 0, 0xe7f5def3)``)."""
+    return [args[0], _hex(args[1]), args[2], _hex(args[3])]
+
+
 AT_CALL: dict[str, CallHook] = {
     "prctl": _prctl,
     "fcntl": _fcntl,
@@ -360,6 +365,7 @@ AT_CALL: dict[str, CallHook] = {
     "open": _open,
     "openat": _open,
     "recvmsg": _recvmsg,
+    "rseq": _rseq,
     **{name: _socklen for name in _SOCKLEN_ARG},
 }
 AT_RETURN: dict[str, ReturnHook] = {
