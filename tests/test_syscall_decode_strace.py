@@ -81,6 +81,10 @@ os.write(1, b"caf\xc3\xa9 \x01\xff\n")
 os.write(1, b"x" * 100 + b"\n")
 os.umask(0o22); os.umask(0o22)
 select.select([], [], [], 0.01)
+pid = os.fork()
+if pid == 0:
+    time.sleep(0.2); os._exit(0)
+os.waitpid(pid, os.WNOHANG); os.waitpid(pid, 0)
 '''
 CMD = (
     f"echo {base64.b64encode(WORKLOAD.encode()).decode()} | base64 -d > /tmp/w.py; "
@@ -98,6 +102,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "sigaction": ("rt_sigaction",),
     "sigset": ("rt_sigprocmask", "rt_sigpending"),
     "wait status": ("wait4",),
+    "sleeps": ("nanosleep", "clock_nanosleep", "clock_nanosleep_time64"),
     "utsname": ("uname",),
     "rlimit and resources": ("prlimit64", "ugetrlimit"),
     "epoll_event": ("epoll_ctl", "epoll_wait", "epoll_create1"),

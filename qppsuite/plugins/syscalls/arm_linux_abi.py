@@ -607,6 +607,8 @@ FLAGSETS: dict[str, FlagSet] = {
         ),
         FlagSet("fd_cloexec", bits=(("FD_CLOEXEC", 1),)),
         FlagSet("epoll_create_flags", bits=(("EPOLL_CLOEXEC", 0o2000000),)),
+        FlagSet("timer_flags", bits=(("TIMER_ABSTIME", 1),)),
+        FlagSet("timerfd_settime_flags", bits=(("TFD_TIMER_ABSTIME", 1), ("TFD_TIMER_CANCEL_ON_SET", 2))),
         FlagSet("getrandom_flags", bits=(("GRND_NONBLOCK", 1), ("GRND_RANDOM", 2), ("GRND_INSECURE", 4))),
         _enum("suid_dump", {0: "SUID_DUMP_DISABLE", 1: "SUID_DUMP_USER", 2: "SUID_DUMP_ROOT"}),
         _enum("signal", SIGNAL_NAMES),

@@ -351,6 +351,16 @@ def _rseq(decoder: "_Decoder", args: list[DecodedArg]) -> list[DecodedArg]:
     return [args[0], _hex(args[1]), args[2], _hex(args[3])]
 
 
+def _wait4_return(decoder: "_Decoder", result: int, outputs: list[DecodedArg]) -> list[DecodedArg]:
+    """No status is stored when no child changed state (WNOHANG returning 0): strace shows the address."""
+    return outputs if result > 0 else [o for o in outputs if o.name != "stat_addr"]
+
+
+def _sleep_return(decoder: "_Decoder", result: int, outputs: list[DecodedArg]) -> list[DecodedArg]:
+    """The remaining time is written only when a sleep is interrupted (an error return)."""
+    return [o for o in outputs if o.name != "rmtp"]
+
+
 AT_CALL: dict[str, CallHook] = {
     "prctl": _prctl,
     "fcntl": _fcntl,
@@ -370,6 +380,10 @@ AT_CALL: dict[str, CallHook] = {
 }
 AT_RETURN: dict[str, ReturnHook] = {
     "clone": _clone_return,
+    "wait4": _wait4_return,
+    "nanosleep": _sleep_return,
+    "clock_nanosleep": _sleep_return,
+    "clock_nanosleep_time64": _sleep_return,
     "getrandom": _getrandom_return,
     **{name: _socklen_return for name in _SOCKLEN_ARG},
     "prctl": _prctl_return,
