@@ -119,7 +119,7 @@ def test_argv_is_a_null_terminated_string_array() -> None:
     args = call("execve", [prog, argv, env], mem)
     assert args[1].value == ["/bin/ls", "-l", {"error": "bad address 0x1234"}]
     assert args[2].value == []
-    assert format_call("execve", args) == 'execve("/bin/ls", ["/bin/ls", "-l", 0x1234 <bad>], [])'
+    assert format_call("execve", args) == 'execve("/bin/ls", ["/bin/ls", "-l", 0x1234 <bad>], 0x20100 /* 0 vars */)'
 
 
 def test_argv_is_cut_at_the_array_limit() -> None:

@@ -161,6 +161,8 @@ def format_arg(arg: DecodedArg) -> str:
             return text
     if t == "iov" and isinstance(value, list):
         return _iovecs(value, arg.truncated)
+    if t == "argv" and isinstance(value, list) and arg.name == "envp":  # strace abbreviates the environment
+        return f"{arg.raw:#x} /* {len(value)}{'+' if arg.truncated else ''} vars */"
     if t == "argv" and isinstance(value, list):
         items = [_format_nested(v) for v in value]
         if arg.truncated:
