@@ -5,6 +5,10 @@ Plugins read untrusted guest pointers all the time, so every failure is a
 Virtual reads walk the guest's own page tables (the current TTBR0 or one the
 caller names, e.g. another process's), with kernel privilege: introspection
 sees what the kernel could see, regardless of the CPU's current mode.
+:func:`introspect` is the one translation every reader of guest memory uses
+(this module's :class:`VirtualMemory` and osi_linux's kernel reads): the
+architectural walk, plus Linux's own page-table entry where the hardware one
+is empty but the page is resident.
 """
 
 import struct
@@ -13,10 +17,69 @@ from typing import Any
 
 import construct
 
-from qppsuite.core.mmu import ACCESS_READ, ACCESS_WRITE, MmuFault, TranslationRegs, walk
+from qppsuite.core.mmu import (
+    ACCESS_READ,
+    ACCESS_WRITE,
+    FS_TRANSLATION_PAGE,
+    TTBCR_N_MASK,
+    MmuFault,
+    TranslationRegs,
+    walk,
+)
 
 PAGE_SIZE = 4096
 PAGE_MASK = ~(PAGE_SIZE - 1) & 0xFFFFFFFF
+
+PTE_HWTABLE_OFF = 2048
+"""Bytes from a Linux PTE to the hardware PTE of the same page (arch/arm/include/asm/pgtable-2level.h:
+one page holds two 256-entry Linux tables, then the two hardware tables the level-1 entries point at)."""
+L_PTE_PRESENT = 1 << 0
+L_PTE_NONE = 1 << 11
+"""Linux PTE bits (pgtable-2level.h): present, and PROT_NONE (present to the kernel, inaccessible)."""
+
+
+def linux_pte(read_u32: Callable[[int], int | None], regs: TranslationRegs, vaddr: int) -> int | None:
+    """The physical address Linux's own PTE gives ``vaddr``, or None.
+
+    ARM Linux keeps a hardware small-page entry at 0 while the page is not
+    "young" (cpu_v7_set_pte_ext, arch/arm/mm/proc-v7-2level.S: no L_PTE_YOUNG
+    means no hardware mapping, so the first access faults and the kernel marks
+    the page young).  After fork every page of the child is in that state
+    although it is resident, and the kernel's own copy_from_user would fault it
+    in at once.  Only the single-table configuration Linux uses (TTBCR.N = 0,
+    short descriptors) is understood; a level-2 table that is not in the upper
+    half of its page is not laid out by Linux, and gives None.
+    """
+    if regs.ttbcr & (TTBCR_N_MASK | 0x80000000):
+        return None
+    l1 = read_u32((regs.ttbr0 & 0xFFFFC000) | ((vaddr >> 18) & 0x3FFC))
+    if l1 is None or l1 & 3 != 1 or not l1 & PTE_HWTABLE_OFF:
+        return None
+    pte = read_u32(((l1 & 0xFFFFFC00) | ((vaddr >> 10) & 0x3FC)) - PTE_HWTABLE_OFF)
+    if pte is None or pte & (L_PTE_PRESENT | L_PTE_NONE) != L_PTE_PRESENT:
+        return None
+    return (pte & 0xFFFFF000) | (vaddr & 0xFFF)
+
+
+def introspect(
+    read_u32: Callable[[int], int | None], regs: TranslationRegs, vaddr: int, write: bool = False
+) -> int | MmuFault:
+    """Physical address of ``vaddr`` as the kernel could reach it, or the fault that stops it.
+
+    The walk runs privileged with every domain at "manager" (so Linux's
+    software PAN does not hide user pages); where it ends in a translation
+    fault on an empty small-page entry, Linux's PTE is consulted (:func:`linux_pte`).
+    """
+    regs = regs._replace(dacr=0xFFFFFFFF)
+    result = walk(read_u32, regs, vaddr, ACCESS_WRITE if write else ACCESS_READ, True)
+    if type(result) is tuple:
+        return result[0]
+    fault: MmuFault = result  # type: ignore[assignment]
+    if fault.status == FS_TRANSLATION_PAGE:
+        paddr = linux_pte(read_u32, regs, vaddr)
+        if paddr is not None:
+            return paddr
+    return fault
 
 
 class GuestMemoryError(Exception):
@@ -81,12 +144,10 @@ class VirtualMemory:
         regs = self._regs()
         if ttbr0 is not None:
             regs = regs._replace(ttbr0=ttbr0)
-        # Introspection ignores domain PAN: use "manager" for all domains.
-        regs = regs._replace(dacr=0xFFFFFFFF)
-        result = walk(self.phys.read_u32, regs, vaddr, ACCESS_WRITE if write else ACCESS_READ, True)
-        if isinstance(result, MmuFault):
-            raise GuestMemoryError(vaddr, f"{result.name} fault")
-        return result[0]
+        result = introspect(self.phys.read_u32, regs, vaddr, write)
+        if type(result) is not int:
+            raise GuestMemoryError(vaddr, f"{result.name} fault")  # type: ignore[union-attr]
+        return result
 
     def read(self, vaddr: int, size: int, *, ttbr0: int | None = None) -> bytes:
         """Read ``size`` bytes, crossing pages as the page tables say."""

@@ -27,7 +27,8 @@ from rich.console import Console
 from unicorn import arm_const as A
 
 from qppsuite.core.events import AddressSpaceSwitch
-from qppsuite.core.mmu import ACCESS_READ, SCTLR_M, MmuFault, TranslationRegs, walk
+from qppsuite.core.memory import introspect
+from qppsuite.core.mmu import SCTLR_M, TranslationRegs
 from qppsuite.core.qpp import Arg, Plugin, export
 from qppsuite.errors import PluginError
 from qppsuite.images.profile import KernelProfile, ProfileError, release_from_banner
@@ -131,7 +132,7 @@ class OsiLinux(Plugin):
     # -- guest memory and validation ----------------------------------------------------
 
     def _translate(self, vaddr: int) -> int | None:
-        """Walk the kernel's own tables (swapper_pg_dir once known) with full domain access.
+        """Translate with the kernel's own tables (swapper_pg_dir once known), as core's :func:`introspect` does.
 
         Once the kernel is validated the walk's registers are kept for the run:
         they are swapper_pg_dir and SCTLR/TTBCR, which Linux sets once at boot.
@@ -139,12 +140,12 @@ class OsiLinux(Plugin):
         """
         regs = self._regs
         if regs is None:
-            regs = self._cpu.translation_regs()._replace(dacr=0xFFFFFFFF)
+            regs = self._cpu.translation_regs()
             if self._kernel_ttbr0 is not None:
                 regs = regs._replace(ttbr0=self._kernel_ttbr0)
             self._regs = regs
-        result = walk(self._read_desc, regs, vaddr, ACCESS_READ, True)
-        return None if type(result) is MmuFault else result[0]  # type: ignore[index]
+        result = introspect(self._read_desc, regs, vaddr)
+        return result if type(result) is int else None
 
     def _begin(self) -> bool:
         """Start a query: drop what the guest may have changed since the last one; False if not usable."""
