@@ -160,6 +160,7 @@ class Syscalls(Plugin):
             return None
 
     def _returned(self, ctx: SyscallContext, retval: int) -> None:
+        ctx.reread_unreadable()
         if self.on_syscall_return:
             self.on_syscall_return(ctx, retval)
         entry = self._per_call.get(ctx.number)

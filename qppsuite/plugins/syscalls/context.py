@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from qppsuite.plugins.syscalls.decode import DecodedArg, DecodedReturn, GuestReader, decode_args, decode_return
 from qppsuite.plugins.syscalls.table import SyscallSpec
+from qppsuite.plugins.syscalls.values import JSONValue
 
 #: Why a call has no return record (``SyscallContext.ending``).
 ENDING_EXIT = "exit"  # exit, exit_group, sigreturn: never come back by design
@@ -19,6 +20,15 @@ ENDING_EXEC = "exec"  # execve succeeded: the thread now runs another image
 ENDING_RESTARTED = "restarted"  # interrupted and re-issued by the kernel (same pc, same stack)
 ENDING_LOST = "lost"  # the thread went on without returning to this call (killed, stack reused)
 ENDING_PENDING = "pending"  # still blocked when the run ended
+
+
+def _unreadable(value: JSONValue) -> bool:
+    """True if a decoded value holds a bad-address marker (``{"error": ...}``) anywhere."""
+    if isinstance(value, dict):
+        return "error" in value or any(_unreadable(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_unreadable(v) for v in value)
+    return False
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,30 @@ class SyscallContext:
                     array_limit=limits.array_limit,
                 )
         return self._decoded
+
+    def reread_unreadable(self) -> None:
+        """Decode again, now, the arguments that were unreadable when the call began.
+
+        A string in a page the process has not touched yet (busybox's rodata after exec, a
+        shell's freshly built path) is not mapped at the call; the kernel faults it in to
+        read it, so at the return it can be read.  The syscalls plugin calls this as the
+        call returns; arguments that were read at the call are left as they were.
+        """
+        if self._decoded is None or self.spec is None or not any(_unreadable(a.value) for a in self._decoded):
+            return
+        limits = self.limits
+        again = {
+            a.name: a
+            for a in decode_args(
+                self.spec,
+                self.raw_args,
+                self.memory,
+                string_limit=limits.string_limit,
+                buf_limit=limits.buf_limit,
+                array_limit=limits.array_limit,
+            )
+        }
+        self._decoded = [again.get(a.name, a) if _unreadable(a.value) else a for a in self._decoded]
 
     def result(self, retval: int) -> DecodedReturn:
         """The return value decoded (errno name, output buffers); call it in ``on_syscall_return``."""
