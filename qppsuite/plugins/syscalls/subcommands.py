@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from qppsuite.core.memory import GuestMemoryError
 from qppsuite.plugins.syscalls.arm_linux_abi import FLAGSETS
 from qppsuite.plugins.syscalls.decode import DecodedArg
-from qppsuite.plugins.syscalls.values import JSONValue
+from qppsuite.plugins.syscalls.values import JSONValue, signed32
 
 if TYPE_CHECKING:
     from qppsuite.plugins.syscalls.decode import _Decoder
@@ -31,13 +31,8 @@ ReturnHook = Callable[["_Decoder", int, list[DecodedArg]], list[DecodedArg]]
 _U32 = 0xFFFFFFFF
 
 
-def _signed(value: int) -> int:
-    value &= _U32
-    return value - (1 << 32) if value & 0x80000000 else value
-
-
 def _int(arg: DecodedArg, name: str | None = None) -> DecodedArg:
-    return DecodedArg(name or arg.name, "int", arg.raw, _signed(arg.raw))
+    return DecodedArg(name or arg.name, "int", arg.raw, signed32(arg.raw))
 
 
 def _hex(arg: DecodedArg) -> DecodedArg:
@@ -59,7 +54,7 @@ def _int_at(decoder: "_Decoder", arg: DecodedArg) -> DecodedArg:
     value = decoder.read_u32(arg.raw)
     if value is None:
         return DecodedArg(arg.name, "ptr", arg.raw, {"error": f"bad address {arg.raw:#x}"})
-    return DecodedArg(arg.name, "ptr", arg.raw, _signed(value), printer="int_ptr")
+    return DecodedArg(arg.name, "ptr", arg.raw, signed32(value), printer="int_ptr")
 
 
 def _cstring(decoder: "_Decoder", arg: DecodedArg) -> DecodedArg:
@@ -262,6 +257,7 @@ def _open(decoder: "_Decoder", args: list[DecodedArg]) -> list[DecodedArg]:
 
 # --- recvmsg (net/socket.c): the msghdr as given, so its value-result fields show "a => b" -
 
+
 def _recvmsg(decoder: "_Decoder", args: list[DecodedArg]) -> list[DecodedArg]:
     msg = args[1]
     if msg.raw == 0:
@@ -315,7 +311,7 @@ def _poll_return(decoder: "_Decoder", result: int, outputs: list[DecodedArg]) ->
         return outputs
     ready: list[JSONValue] = []
     for i in range(shown):
-        fd = _signed(int.from_bytes(data[8 * i : 8 * i + 4], "little"))
+        fd = signed32(int.from_bytes(data[8 * i : 8 * i + 4], "little"))
         revents = int.from_bytes(data[8 * i + 6 : 8 * i + 8], "little")
         if revents:
             ready.append({"fd": fd, "revents": FLAGSETS["poll_events"].format(revents)})

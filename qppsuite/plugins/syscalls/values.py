@@ -16,6 +16,12 @@ from typing import TypeAlias
 JSONValue: TypeAlias = "int | str | bool | list[JSONValue] | dict[str, JSONValue] | None"
 
 
+def signed32(value: int) -> int:
+    """A 32-bit register's value read as two's complement (the C ``int``/``long`` of ARM EABI)."""
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
 def text_or_hex(data: bytes) -> JSONValue:
     """``data`` as a JSON string if it is valid UTF-8, else ``{"hex": "..."}`` (lossless)."""
     try:
@@ -50,9 +56,7 @@ def _quote_byte(c: int, following: int | None) -> str:
     return f"\\{c:o}"
 
 
-_SIMPLE: tuple[str, ...] = tuple(
-    _C_ESCAPES.get(c, chr(c) if 0x20 <= c < 0x7F else f"\\{c:o}") for c in range(256)
-)
+_SIMPLE: tuple[str, ...] = tuple(_C_ESCAPES.get(c, chr(c) if 0x20 <= c < 0x7F else f"\\{c:o}") for c in range(256))
 
 
 def quote(data: bytes, truncated: bool = False) -> str:
