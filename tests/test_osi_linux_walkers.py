@@ -37,10 +37,12 @@ MODULES = PAGE_OFFSET + 0x100
 LAYOUT = KernelLayout(
     banner="Linux version 6.1.0-test", release="6.1.0-test", page_offset=PAGE_OFFSET, comm_len=16,
     text=PAGE_OFFSET, init_task=INIT_TASK, linux_banner=PAGE_OFFSET + 0x200, switch_to=PAGE_OFFSET + 0x300,
+    do_exit=PAGE_OFFSET + 0x320,
     entry_task=PAGE_OFFSET + 0x310, modules=MODULES, swapper_pg_dir=PAGE_OFFSET + 0x4000,
     task_tasks=0x20, task_pid=0x40, task_tgid=0x44, task_real_parent=0x48, task_group_leader=0x4C,
     task_thread_node=0x50, task_signal=0x58, task_comm=0x70, task_mm=0x30, task_start_time=0x60,
-    task_files=0x68, task_flags=0x10, signal_thread_head=0x10,
+    task_files=0x68, task_flags=0x10, task_state=0x08, task_exit_state=0x34, task_exit_code=0x38,
+    signal_thread_head=0x10,
     mm_mt_root=0x04, mm_pgd=0x10, mm_start_brk=0x20, mm_brk=0x24, mm_start_stack=0x28,
     range64_pivot=4, range64_slot=128, range64_meta_end=252, range64_slots=32,
     arange64_pivot=4, arange64_slot=84, arange64_meta_end=252, arange64_slots=21,

@@ -15,7 +15,8 @@ installed only while a function is registered on it.  bench/RESULTS.md has the
 measurements: an address (code) hook there costs ~30% of a whole run, the
 bounded block hook of ``Machine.add_entry_hook`` a few percent, and deriving
 changes from address-space switches is no cheaper and misses switches between
-threads and to kernel threads.
+threads and to kernel threads.  ``on_thread_exit(thread, code)`` is, the same
+way, an entry hook on ``do_exit`` while a function is registered on it.
 """
 
 import logging
@@ -58,7 +59,7 @@ class OsiLinux(Plugin):
 
     name = "osi_linux"
     description = "Linux processes, threads, memory maps, open files and modules read from kernel memory"
-    callbacks = ("on_task_change",)
+    callbacks = ("on_task_change", "on_thread_exit")
     args: ClassVar[Any] = {
         "profile": Arg(str, "", help="kernel profile or Volatility ISF JSON (default: the image's own)"),
         "dump": Arg(str, "", choices=("", "ps"), help="ps: print the process tree when the guest stops"),
@@ -110,24 +111,27 @@ class OsiLinux(Plugin):
         self._memo: tuple[int, int, OsiProcess | None] | None = None
         self._last_thread: OsiThread | None = None
         self._switch_hook: int | None = None
+        self._exit_hook: int | None = None
         self._failed_exports: set[str] = set()
         self._tpidruro = self._cpu.cp15["tpidruro"].read
         self._tpidrprw = self._cpu.cp15["tpidrprw"].read
         self.on_task_change = self.callback("on_task_change")
+        self.on_thread_exit = self.callback("on_thread_exit")
         self.qpp.register("core", "on_asid_change", self._on_asid_change, owner=self.name)
 
     def start(self) -> None:
         self._check_loaded_banner()
-        self._update_switch_hook()
+        self._update_hooks()
 
     def stop(self, reason: Any) -> None:
         if self.args.dump == "ps":
             self._dump_ps(Console(stderr=True))
 
     def unload(self) -> None:
-        if self._switch_hook is not None:
-            self.machine.remove_hook(self._switch_hook)
-            self._switch_hook = None
+        for hook in (self._switch_hook, self._exit_hook):
+            if hook is not None:
+                self.machine.remove_hook(hook)
+        self._switch_hook = self._exit_hook = None
 
     # -- guest memory and validation ----------------------------------------------------
 
@@ -233,21 +237,42 @@ class OsiLinux(Plugin):
     def _on_asid_change(self, _switch: AddressSpaceSwitch) -> None:
         """Validate the banner as soon as the kernel runs processes, and follow (un)registrations.
 
-        Registrations on on_task_change made after start take effect here, at
-        the next address-space switch.
+        Registrations on on_task_change and on_thread_exit made after start take
+        effect here, at the next address-space switch.
         """
         if not self._validated and self.refusal is None:
             self._begin()
-        if bool(self.on_task_change) != (self._switch_hook is not None):
-            self._update_switch_hook()
+        if bool(self.on_task_change) != (self._switch_hook is not None) or bool(self.on_thread_exit) != (
+            self._exit_hook is not None
+        ):
+            self._update_hooks()
 
-    def _update_switch_hook(self) -> None:
+    def _update_hooks(self) -> None:
+        """An entry hook on ``__switch_to`` / ``do_exit`` exactly while its callback has listeners."""
         if self.on_task_change and self._switch_hook is None:
             self._last_thread = None
             self._switch_hook = self.machine.add_entry_hook(self.layout.switch_to, self._on_switch_to)
         elif not self.on_task_change and self._switch_hook is not None:
             self.machine.remove_hook(self._switch_hook)
             self._switch_hook = None
+        if self.on_thread_exit and self._exit_hook is None:
+            self._exit_hook = self.machine.add_entry_hook(self.layout.do_exit, self._on_do_exit)
+        elif not self.on_thread_exit and self._exit_hook is not None:
+            self.machine.remove_hook(self._exit_hook)
+            self._exit_hook = None
+
+    def _on_do_exit(self, _pc: int) -> None:
+        """``do_exit(long code)`` (kernel/exit.c) runs on the exiting thread: ``current`` is it, r0 its code.
+
+        The code is a wait status: the terminating signal in bits 0-6 when a signal
+        killed the thread, else the exit status in bits 8-15.
+        """
+        if not self.on_thread_exit or not self._begin():
+            return
+        task = self._current_task()
+        thread = self.tasks.thread(task) if task is not None else None
+        if thread is not None:
+            self.on_thread_exit(thread, self._engine.reg(A.UC_ARM_REG_R0))
 
     def _on_switch_to(self, _pc: int) -> None:
         """``__switch_to(prev, prev_thread_info, next_thread_info)``: r2 is the next task_struct."""

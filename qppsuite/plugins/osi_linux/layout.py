@@ -31,6 +31,7 @@ class KernelLayout:
     init_task: int
     linux_banner: int
     switch_to: int
+    do_exit: int
     entry_task: int | None
     modules: int
     swapper_pg_dir: int
@@ -47,6 +48,9 @@ class KernelLayout:
     task_start_time: int
     task_files: int
     task_flags: int
+    task_state: int
+    task_exit_state: int
+    task_exit_code: int
     signal_thread_head: int
     # mm_struct
     mm_mt_root: int
@@ -111,7 +115,7 @@ class KernelLayout:
         for the same task still holds (comm, mm, parent, ids, start time).
         """
         fields = (self.task_mm, self.task_pid, self.task_tgid, self.task_real_parent, self.task_group_leader,
-                  self.task_start_time, self.task_signal)
+                  self.task_start_time, self.task_signal, self.task_exit_state, self.task_exit_code)
         lo = min((*fields, self.task_comm))
         hi = max(*(f + 8 for f in fields), self.task_comm + self.comm_len)
         return lo, hi - lo
@@ -138,6 +142,7 @@ class KernelLayout:
             init_task=p.symbol("init_task"),
             linux_banner=p.symbol("linux_banner"),
             switch_to=p.symbol("__switch_to"),
+            do_exit=p.symbol("do_exit"),
             entry_task=p.symbol("__entry_task") if p.has_symbol("__entry_task") else None,
             modules=p.symbol("modules"),
             swapper_pg_dir=p.symbol("swapper_pg_dir"),
@@ -153,6 +158,10 @@ class KernelLayout:
             task_start_time=off("task_struct", "start_time"),
             task_files=off("task_struct", "files"),
             task_flags=off("task_struct", "flags"),
+            # 5.14 renamed task_struct.state to __state (include/linux/sched.h)
+            task_state=off("task_struct", "__state" if p.has_member("task_struct", "__state") else "state"),
+            task_exit_state=off("task_struct", "exit_state"),
+            task_exit_code=off("task_struct", "exit_code"),
             signal_thread_head=off("signal_struct", "thread_head"),
             mm_mt_root=off("mm_struct", "mm_mt") + off("maple_tree", "ma_root"),
             mm_pgd=off("mm_struct", "pgd"),

@@ -17,6 +17,9 @@ class OsiProcess:
     process runs with (compare it with ``AddressSpaceSwitch.new_ttbr0 &
     ~0x3fff``); kernel threads have no mm and so no ``asid``.
     ``start_time`` is ``task_struct.start_time`` (ns of monotonic time).
+    ``state`` is the leader's state letter exactly as ``/proc/PID/stat`` shows it
+    (R S D T t X Z P I, fs/proc/array.c); ``exit_code`` is a zombie's wait status
+    (``task_struct.exit_code``: exit status << 8, or the killing signal), None otherwise.
     """
 
     pid: int
@@ -28,17 +31,20 @@ class OsiProcess:
     start_time: int
     is_kernel_thread: bool
     partial: bool = False
+    state: str = "R"
+    exit_code: int | None = None
 
 
 @dataclass(frozen=True)
 class OsiThread:
-    """One task (a thread); ``pid`` is its thread group's id (tgid), ``tid`` its own."""
+    """One task (a thread); ``pid`` is its thread group's id (tgid), ``tid`` its own; ``state`` as for a process."""
 
     tid: int
     pid: int
     name: str
     task: int
     partial: bool = False
+    state: str = "R"
 
 
 @dataclass(frozen=True)

@@ -37,17 +37,24 @@ def tree_order(processes: list[OsiProcess]) -> list[tuple[int, OsiProcess]]:
 
 
 def print_process_tree(processes: list[OsiProcess], threads: dict[int, int], console: Console, title: str) -> None:
-    """Print the tree as a table: PID, PPID, THREADS, NAME (indented by depth)."""
+    """Print the tree as a table: PID, PPID, S (state, as ps shows it), THREADS, NAME (indented by depth).
+
+    A zombie's name is followed by its exit status (``exited 3``) or killing signal (``killed by 9``).
+    """
     table = Table(box=None, pad_edge=False)
     table.add_column("PID", justify="right")
     table.add_column("PPID", justify="right")
+    table.add_column("S")
     table.add_column("THREADS", justify="right")
     table.add_column("NAME", no_wrap=True)
     for depth, process in tree_order(processes):
         name = ("  " * depth) + (f"[{process.name}]" if process.is_kernel_thread else process.name)
         if process.partial:
             name += " (partial)"
-        cells = (str(process.pid), str(process.ppid), str(threads.get(process.pid, 0)), name)
+        code = process.exit_code
+        if code is not None:
+            name += f" (killed by {code & 0x7F})" if code & 0x7F else f" (exited {(code >> 8) & 0xFF})"
+        cells = (str(process.pid), str(process.ppid), process.state, str(threads.get(process.pid, 0)), name)
         table.add_row(*(Text(cell) for cell in cells))  # Text: guest names are not rich markup
     console.print(title, highlight=False, markup=False)
     console.print(table, highlight=False)

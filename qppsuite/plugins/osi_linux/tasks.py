@@ -21,6 +21,25 @@ from qppsuite.plugins.osi_linux.model import OsiProcess, OsiThread
 PF_KTHREAD = 0x00200000
 #: Linux's ceiling on pids (PID_MAX_LIMIT): a larger value means a garbage task pointer.
 PID_MAX_LIMIT = 4 * 1024 * 1024
+#: task_state_array of fs/proc/array.c, indexed by fls() of the reported state bits.
+STATE_LETTERS = "RSDTtXZPI"
+TASK_REPORT = 0x7F  # running .. TASK_PARKED (include/linux/sched.h)
+TASK_IDLE = 0x402  # TASK_UNINTERRUPTIBLE | TASK_NOLOAD: shown as I
+TASK_RTLOCK_WAIT = 0x1000  # shown as D
+EXIT_ZOMBIE = 0x20
+
+
+def state_letter(state: int, exit_state: int) -> str:
+    """The letter ``/proc/PID/stat`` shows for ``task_struct.__state`` and ``exit_state``
+    (``__task_state_index`` in include/linux/sched.h, 6.1)."""
+    report = (state | exit_state) & TASK_REPORT
+    if state & TASK_IDLE == TASK_IDLE:
+        report = TASK_REPORT + 1
+    if state & TASK_RTLOCK_WAIT:
+        report = 0x2
+    return STATE_LETTERS[report.bit_length()]
+
+
 #: Walk bounds: no real guest has more, so more means a corrupt or cyclic list.
 MAX_TASKS = 32768
 MAX_THREADS = 8192
@@ -40,6 +59,8 @@ class TaskIdentity(NamedTuple):
     start_time: int
     signal: int
     comm: bytes
+    exit_state: int
+    exit_code: int
 
 
 def comm_text(raw: bytes) -> str:
@@ -64,6 +85,8 @@ class TaskReader:
                 (layout.task_start_time, "Q", 5),
                 (layout.task_signal, "I", 6),
                 (layout.task_comm, f"{layout.comm_len}s", 7),
+                (layout.task_exit_state, "i", 8),
+                (layout.task_exit_code, "i", 9),
             ]
         )
         fmt, pos = "<", self._lo
@@ -72,7 +95,7 @@ class TaskReader:
             pos = offset + struct.calcsize("<" + code)
         self._unpack = struct.Struct(fmt).unpack_from
         # where each TaskIdentity field sits in the offset-sorted unpack result
-        self._picks = [next(i for i, f in enumerate(fields) if f[2] == index) for index in range(8)]
+        self._picks = [next(i for i, f in enumerate(fields) if f[2] == index) for index in range(len(fields))]
         self._processes: dict[int, tuple[TaskIdentity, OsiProcess]] = {}
         self._threads: dict[int, tuple[TaskIdentity, OsiThread]] = {}
 
@@ -96,6 +119,11 @@ class TaskReader:
         leader = self.mem.u32(task + self.layout.task_group_leader)
         return leader if leader is not None and self.is_kernel_pointer(leader) else None
 
+    def state(self, task: int, ident: TaskIdentity) -> str:
+        """The task's state letter now (``__state`` changes all the time, so it is read on every query)."""
+        state = self.mem.u32(task + self.layout.task_state)
+        return state_letter(state or 0, ident.exit_state)
+
     # -- answers ----------------------------------------------------------------------
 
     def thread(self, task: int) -> OsiThread | None:
@@ -103,10 +131,11 @@ class TaskReader:
         ident = self.identity(task)
         if ident is None:
             return None
+        state = self.state(task, ident)
         cached = self._threads.get(task)
-        if cached is not None and cached[0] == ident:
+        if cached is not None and cached[0] == ident and cached[1].state == state:
             return cached[1]
-        thread = OsiThread(tid=ident.pid, pid=ident.tgid, name=comm_text(ident.comm), task=task)
+        thread = OsiThread(tid=ident.pid, pid=ident.tgid, name=comm_text(ident.comm), task=task, state=state)
         if len(self._threads) >= CACHE_LIMIT:
             self._threads.clear()
         self._threads[task] = (ident, thread)
@@ -125,16 +154,20 @@ class TaskReader:
             ident = self.identity(task)
             if ident is None:
                 return None
+        state = self.state(task, ident)
         cached = self._processes.get(task)
         if cached is not None and cached[0] == ident:
-            return cached[1]
-        process = self._build_process(task, ident)
+            if cached[1].state == state:
+                return cached[1]
+            process = replace(cached[1], state=state)
+        else:
+            process = self._build_process(task, ident, state)
         if len(self._processes) >= CACHE_LIMIT:
             self._processes.clear()
         self._processes[task] = (ident, process)
         return process
 
-    def _build_process(self, task: int, ident: TaskIdentity) -> OsiProcess:
+    def _build_process(self, task: int, ident: TaskIdentity, state: str) -> OsiProcess:
         mem, layout = self.mem, self.layout
         partial = False
         ppid = 0
@@ -167,6 +200,8 @@ class TaskReader:
             start_time=ident.start_time,
             is_kernel_thread=bool(flags is not None and flags & PF_KTHREAD),
             partial=partial,
+            state=state,
+            exit_code=ident.exit_code if ident.exit_state & EXIT_ZOMBIE else None,
         )
 
     # -- lists ------------------------------------------------------------------------
