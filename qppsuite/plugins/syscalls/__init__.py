@@ -22,9 +22,16 @@ from unicorn import arm_const as A
 from qppsuite.core.events import SvcEvent
 from qppsuite.core.memory import GuestMemoryError
 from qppsuite.core.qpp import Arg, Callback, Plugin, export
+from qppsuite.plugins.syscalls.arm_linux_abi import SIGNAL_NAMES
 from qppsuite.plugins.syscalls.context import Limits, SyscallContext
 from qppsuite.plugins.syscalls.pairing import ReturnPairing
 from qppsuite.plugins.syscalls.table import SYSCALLS, SyscallSpec
+from qppsuite.plugins.syscalls.values import signed32
+
+SIGRETURN_R0_OFFSET = {"sigreturn": 32, "rt_sigreturn": 128 + 32}
+"""Where sigreturn finds the r0 it restores, from the user sp at the call (arch/arm/kernel/signal.c:
+``struct sigframe`` starts with its ucontext: uc_flags, uc_link, a 12-byte stack_t, then the
+sigcontext's trap_no, error_code, oldmask and arm_r0; ``struct rt_sigframe`` puts a 128-byte siginfo first)."""
 
 THREAD_SIZE = 8192
 """Kernel stack size of a 32-bit ARM Linux thread: masking SVC-mode sp with it gives the thread's stack base."""
@@ -37,10 +44,6 @@ GENERIC_CALLBACKS = ("on_syscall", "on_syscall_return", "on_syscall_noreturn")
 PER_CALL_CALLBACKS = tuple(
     cb for spec in SYSCALLS.values() for cb in (f"on_sys_{spec.name}", f"on_sys_{spec.name}_return")
 )
-
-
-def _signed(value: int) -> int:
-    return value - (1 << 32) if value & 0x80000000 else value
 
 
 class Syscalls(Plugin):
@@ -118,6 +121,10 @@ class Syscalls(Plugin):
         if on_sys:
             on_sys(ctx)
         if ctx.noreturn:
+            offset = SIGRETURN_R0_OFFSET.get(ctx.name)
+            if offset is not None:
+                restored = self._read_u32(ctx.user_sp + offset)
+                ctx.retval = None if restored is None else signed32(restored)
             self._noreturn(ctx)
         else:
             self._watch_return(ctx.return_pc)
@@ -170,6 +177,26 @@ class Syscalls(Plugin):
     def _noreturn(self, ctx: SyscallContext) -> None:
         if self.on_syscall_noreturn:
             self.on_syscall_noreturn(ctx)
+
+    # -- threads that die ---------------------------------------------------------
+    def start(self) -> None:
+        """With osi_linux loaded, learn of each thread's death to end its blocked calls as ``killed``.
+
+        syscalls needs only the core; osi_linux, when present, is what knows a
+        thread died (its ``on_thread_exit``).  Without it such calls end ``lost``
+        at the thread's next call or ``pending`` when the run ends.
+        """
+        if "osi_linux" in self.qpp.loaded:
+            self.qpp.register("osi_linux", "on_thread_exit", self._thread_exit, owner=self.name)
+
+    def _thread_exit(self, thread: Any, code: int) -> None:
+        """do_exit runs on the dying thread's kernel stack: its base is the pairing key."""
+        signal = code & 0x7F
+        ended = self.pairing.thread_died(
+            self._banked("sp", "svc") & ~(THREAD_SIZE - 1), SIGNAL_NAMES.get(signal) if signal else None
+        )
+        for ctx in ended:
+            self._noreturn(ctx)
 
     # -- lifecycle --------------------------------------------------------------
     def stop(self, reason: Any) -> None:

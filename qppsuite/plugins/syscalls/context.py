@@ -10,15 +10,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from qppsuite.plugins.syscalls.decode import DecodedArg, DecodedReturn, GuestReader, decode_args, decode_return
+from qppsuite.plugins.syscalls.decode import (
+    DecodedArg,
+    DecodedReturn,
+    GuestReader,
+    decode_args,
+    decode_return,
+    errno_name,
+)
 from qppsuite.plugins.syscalls.table import SyscallSpec
-from qppsuite.plugins.syscalls.values import JSONValue
+from qppsuite.plugins.syscalls.values import JSONValue, signed32
 
 #: Why a call has no return record (``SyscallContext.ending``).
 ENDING_EXIT = "exit"  # exit, exit_group, sigreturn: never come back by design
 ENDING_EXEC = "exec"  # execve succeeded: the thread now runs another image
 ENDING_RESTARTED = "restarted"  # interrupted and re-issued by the kernel (same pc, same stack)
 ENDING_LOST = "lost"  # the thread went on without returning to this call (killed, stack reused)
+ENDING_KILLED = "killed"  # the thread died while the call was blocked (a signal, or its process exited)
 ENDING_PENDING = "pending"  # still blocked when the run ended
 
 
@@ -51,7 +59,10 @@ class SyscallContext:
     ``on_syscall`` (by the return the buffers, or after an execve the whole address
     space, may have changed); :meth:`result` is for ``on_syscall_return``.
 
-    ``retval`` is set (signed) once the call has returned.  ``noreturn`` is set once
+    ``retval`` is set (signed) once the call has returned; also, as strace reports them, for a
+    successful execve (0, returned to the new image) and for sigreturn and rt_sigreturn (the
+    restored r0), which do not come back to ``return_pc``.  ``signal`` names the signal that
+    killed the thread for ``ending`` ``killed``, when one did.  ``noreturn`` is set once
     the call is known never to return to ``return_pc``, with ``ending`` saying why
     (``ENDING_*``).  ``child`` marks the context a fork,
     vfork or clone child sees when it first returns (``retval`` 0): it shares the
@@ -77,6 +88,7 @@ class SyscallContext:
     ending: str | None = None
     child: bool = False
     parent_seq: int | None = None
+    signal: str | None = None
     _decoded: list[DecodedArg] | None = field(default=None, repr=False)
     _result: DecodedReturn | None = field(default=None, repr=False)
 
@@ -89,7 +101,10 @@ class SyscallContext:
         """The arguments as the call began, decoded once from guest memory on first use."""
         if self._decoded is None:
             if self.spec is None:
-                self._decoded = [DecodedArg(f"arg{i}", "ulong", raw, raw) for i, raw in enumerate(self.raw_args)]
+                # A call the table does not know: its registers as signed numbers.
+                self._decoded = [
+                    DecodedArg(f"arg{i}", "long", raw, signed32(raw)) for i, raw in enumerate(self.raw_args)
+                ]
             else:
                 limits = self.limits
                 self._decoded = decode_args(
@@ -130,7 +145,9 @@ class SyscallContext:
         """The return value decoded (errno name, output buffers); call it in ``on_syscall_return``."""
         if self._result is None:
             if self.spec is None:
-                self._result = DecodedReturn(retval, None)
+                # The kernel answers a number it does not know with -ENOSYS (arch/arm/kernel/entry-common.S).
+                value = signed32(retval)
+                self._result = DecodedReturn(value, errno_name(value))
             else:
                 limits = self.limits
                 self._result = decode_return(

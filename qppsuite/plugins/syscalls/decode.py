@@ -23,7 +23,7 @@ from qppsuite.core.memory import GuestMemoryError
 from qppsuite.plugins.syscalls import structs
 from qppsuite.plugins.syscalls.arm_linux_abi import ERRNO_NAMES, FLAGSETS, MAX_ERRNO
 from qppsuite.plugins.syscalls.table import ArgSpec, SyscallSpec
-from qppsuite.plugins.syscalls.values import JSONValue, text_or_hex
+from qppsuite.plugins.syscalls.values import JSONValue, signed32, text_or_hex
 
 _U32 = 0xFFFFFFFF
 _SOCKADDR_MAX = 128  # sizeof(struct sockaddr_storage)
@@ -79,11 +79,6 @@ class _Limits:
     string: int
     buf: int
     array: int
-
-
-def _signed32(value: int) -> int:
-    value &= _U32
-    return value - (1 << 32) if value & 0x80000000 else value
 
 
 def _bad(address: int) -> dict[str, JSONValue]:
@@ -192,7 +187,7 @@ class _Decoder:
         raw = self.raw(len_spec)
         if len_spec.type == "ptr":
             return None if raw == 0 else self.read_u32(raw)
-        return raw if len_spec.type in ("size", "unsigned", "ulong") else max(_signed32(raw), 0)
+        return raw if len_spec.type in ("size", "unsigned", "ulong") else max(signed32(raw), 0)
 
     def cstring(self, address: int) -> tuple[JSONValue, bool]:
         if address == 0:
@@ -360,13 +355,13 @@ class _Decoder:
         truncated = False
         t = arg.type
         if t in ("int", "long", "ssize"):
-            value = _signed32(raw)
+            value = signed32(raw)
         elif t == "u64":  # loff_t: signed, as strace prints _llseek(3, -22, ...)
             value = raw - (1 << 64) if raw >> 63 else raw
         elif t in ("unsigned", "ulong", "size", "mode"):
             value = raw
         elif t == "fd":
-            value = _signed32(raw)
+            value = signed32(raw)
         elif t == "flags":
             value = FLAGSETS[arg.flagset or ""].format(raw)
         elif t == "ptr":
@@ -440,6 +435,13 @@ def decode_args(
     return args if hook is None else hook(decoder, args)
 
 
+def errno_name(value: int) -> str | None:
+    """``ENOENT`` for a signed result in the kernel's error range (-4095..-1), None for any other."""
+    if -MAX_ERRNO <= value <= -1:
+        return ERRNO_NAMES.get(-value, f"ERRNO_{-value}")
+    return None
+
+
 def decode_return(
     spec: SyscallSpec,
     retval: int,
@@ -456,9 +458,9 @@ def decode_return(
     changed r1-r6 by the time it returns.
     """
     raw = retval & _U32
-    signed = _signed32(raw)
-    if spec.returns != "ulong" and -MAX_ERRNO <= signed <= -1:
-        return DecodedReturn(signed, ERRNO_NAMES.get(-signed, f"ERRNO_{-signed}"))
+    signed = signed32(raw)
+    if spec.returns != "ulong" and errno_name(signed) is not None:
+        return DecodedReturn(signed, errno_name(signed))
     address = spec.returns in ("ptr", "ulong")
     value = raw if address else signed
     decoder = _Decoder(spec, raw_args, mem, _Limits(string_limit, buf_limit, array_limit))

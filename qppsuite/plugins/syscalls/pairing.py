@@ -10,7 +10,9 @@ Signal handlers nest calls on one thread, hence a stack rather than one slot.
 Calls that do not come back are found out rather than leaked: exit and
 exit_group by their table entry; a successful execve when the same thread next
 makes a call from a different address space; a call the kernel restarted when
-the same thread re-issues it from the same pc with the same user stack.
+the same thread re-issues it from the same pc with the same user stack; a
+call blocked in a thread that dies, when the plugin is told of the death
+(:meth:`ReturnPairing.thread_died`).
 
 The child of fork, vfork or clone first returns at the parent's return pc on a
 thread (and, without CLONE_VM, an address space) with no such pending call, and
@@ -42,11 +44,13 @@ from dataclasses import dataclass
 from qppsuite.plugins.syscalls.context import (
     ENDING_EXEC,
     ENDING_EXIT,
+    ENDING_KILLED,
     ENDING_LOST,
     ENDING_PENDING,
     ENDING_RESTARTED,
     SyscallContext,
 )
+from qppsuite.plugins.syscalls.values import signed32
 
 FORK_CALLS = frozenset({"fork", "vfork", "clone", "clone3"})
 THREAD_EXIT_CALLS = frozenset({"exit", "exit_group"})
@@ -70,14 +74,11 @@ class Return:
     ended: list[SyscallContext]
 
 
-def _signed(value: int) -> int:
-    value &= 0xFFFFFFFF
-    return value - (1 << 32) if value & 0x80000000 else value
-
-
 def _end(ctx: SyscallContext, ending: str) -> SyscallContext:
     ctx.noreturn = True
     ctx.ending = ending
+    if ending == ENDING_EXEC:
+        ctx.retval = 0  # what the new image sees in r0 (fs/exec.c start_thread leaves it 0)
     return ctx
 
 
@@ -182,7 +183,7 @@ class ReturnPairing:
                     for lost in ended:
                         self._forget(lost)
                     self._unwait(pc)
-                    retval = ctx.retval = _signed(r0)
+                    retval = ctx.retval = signed32(r0)
                     if retval < 0 and ctx.name in FORK_CALLS and ctx in self.unseen_children:
                         self._drop_child(ctx)
                     return Return(ctx, retval, ended)
@@ -226,6 +227,16 @@ class ReturnPairing:
         # The child's parent has not returned yet (so its retval is unknown): the oldest such call.
         unreturned = [p for p in candidates if p.retval is None]
         return (unreturned or candidates)[0]
+
+    def thread_died(self, thread: int, signal: str | None) -> list[SyscallContext]:
+        """The thread whose kernel stack is at ``thread`` is exiting: its pending calls end ``killed``."""
+        self.last_return.pop(thread, None)
+        ended = []
+        for ctx in self.pending.pop(thread, ()):
+            ended.append(_end(ctx, ENDING_KILLED))
+            ctx.signal = signal
+            self._forget(ctx)
+        return ended
 
     def drain(self) -> list[SyscallContext]:
         """Every call still pending (the run is ending), marked as such, in call order."""
