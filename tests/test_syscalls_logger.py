@@ -38,6 +38,7 @@ class FakeOsi(Plugin):
     """osi_linux's exports, answering with whatever process the test sets as current."""
 
     name = "osi_linux"
+    callbacks = ("on_thread_exit",)
 
     def load(self) -> None:
         self.process = OsiProcess(100, 100, 1, "sh", 0x4000, 0xC1000000, 5_000, False)
@@ -50,6 +51,10 @@ class FakeOsi(Plugin):
     @export
     def get_current_thread(self) -> OsiThread | None:
         return OsiThread(self.tid, self.process.pid, self.process.name, self.process.task)
+
+    @export
+    def get_processes(self) -> list[OsiProcess]:
+        return [self.process]
 
 
 class NoMachineCore(CorePlugin):

@@ -16,11 +16,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from qppsuite.cli import app
 from qppsuite.plugins.syscalls_logger.reader import (
-    SYSCALL_FIELDS,
+    JSON_FIELDS,
     ProcessNode,
     SyscallFilter,
     open_readonly,
@@ -45,6 +46,31 @@ RunOpt = Annotated[int | None, typer.Option("--run", help="Run id in the databas
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json or csv")]
 
 
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    """``{"args": {"path": "/x"}}`` -> ``{"args.path": "/x"}``; lists and deeper objects stay JSON text."""
+    if isinstance(value, dict) and prefix:
+        for key, item in value.items():
+            out[f"{prefix}.{key}"] = json.dumps(item) if isinstance(item, (dict, list)) else item
+    else:
+        out[prefix] = json.dumps(value) if isinstance(value, (dict, list)) else value
+
+
+def _emit_records(records: Sequence[dict[str, Any]], fmt: OutputFormat) -> None:
+    """Records with nested values: JSON keeps them nested, csv gives each nested key a column."""
+    if fmt is OutputFormat.json:
+        json.dump(list(records), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return
+    flat: list[dict[str, Any]] = []
+    for record in records:
+        row: dict[str, Any] = {}
+        for key, value in record.items():
+            _flatten(key, value, row)
+        flat.append(row)
+    columns = list(dict.fromkeys(key for row in flat for key in row))
+    _emit(columns, [[row.get(c) for c in columns] for row in flat], fmt)
+
+
 def _emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: OutputFormat, title: str | None = None) -> None:
     if fmt is OutputFormat.json:
         json.dump([dict(zip(columns, row, strict=True)) for row in rows], sys.stdout, indent=1)
@@ -64,6 +90,7 @@ def _emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: OutputForm
 def syscalls(
     db: DbArg,
     pid: Annotated[int | None, typer.Option("--pid", help="Only this process id")] = None,
+    tid: Annotated[int | None, typer.Option("--tid", help="Only this thread id")] = None,
     process: Annotated[str | None, typer.Option("--process", help="Only processes with this name")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Only this system call (e.g. openat)")] = None,
     failed: Annotated[bool, typer.Option("--failed", help="Only calls that returned an error")] = False,
@@ -71,44 +98,93 @@ def syscalls(
     fmt: FormatOpt = OutputFormat.table,
     run: RunOpt = None,
 ) -> None:
-    """The recorded system calls in call order, filtered by process, call name or failure."""
+    """The recorded system calls in call order, filtered by process, thread, call name or failure.
+
+    ``--format json`` gives every column, with ``raw_args``, ``args`` and ``outputs`` as nested
+    JSON; csv gives each of their keys a column of its own (``args.path``).
+    """
     conn = open_readonly(db)
-    rows = select_syscalls(conn, SyscallFilter(select_run(conn, run), pid, process, name, failed, limit))
+    rows = select_syscalls(
+        conn,
+        SyscallFilter(select_run(conn, run), pid=pid, tid=tid, process=process, name=name, failed=failed, limit=limit),
+    )
     if fmt is not OutputFormat.table:
-        _emit(SYSCALL_FIELDS, [[row[c] for c in SYSCALL_FIELDS] for row in rows], fmt)
+        for row in rows:
+            for key in JSON_FIELDS:
+                row[key] = None if row[key] is None else json.loads(row[key])
+        _emit_records(rows, fmt)
         return
-    shown = ("seq", "pid", "tid", "process_name", "text", "ending")
+    shown = ("seq", "pid", "tid", "process_name", "thread_name", "text", "ending")
     table_rows = [[row[c] for c in shown] for row in rows]
-    _emit(("seq", "pid", "tid", "process", "call", "no return"), table_rows, fmt, title=f"{len(rows)} system calls")
+    _emit(
+        ("seq", "pid", "tid", "process", "thread", "call", "no return"),
+        table_rows,
+        fmt,
+        title=f"{len(rows)} system calls",
+    )
+
+
+def _ended(node: ProcessNode) -> str:
+    """``exited 3`` / ``killed by 9`` from a wait status (include/uapi/linux/wait.h), with the end state."""
+    status = node.exit_status
+    if status is None:
+        return f", state {node.state}" if node.state else ""
+    how = f"killed by signal {status & 0x7F}" if status & 0x7F else f"exited {(status >> 8) & 0xFF}"
+    return f", {how}" + (f", state {node.state}" if node.state and node.state != "X" else "")
 
 
 def _tree_label(node: ProcessNode) -> str:
     renamed = f" (was {' → '.join(node.names[:-1])})" if len(node.names) > 1 else ""
-    return f"[bold]{node.name}[/]{renamed} pid {node.pid}, ppid {node.ppid}: {node.syscall_count} syscalls"
+    return (
+        f"[bold]{node.name}[/]{renamed} pid {node.pid}, ppid {node.ppid}: {node.syscall_count} syscalls{_ended(node)}"
+    )
 
 
 @app.command("processes")
-def processes(db: DbArg, run: RunOpt = None, fmt: FormatOpt = OutputFormat.table) -> None:
-    """The run's process tree, with the names each process had and its system-call count."""
+def processes(
+    db: DbArg,
+    run: RunOpt = None,
+    threads: Annotated[bool, typer.Option("--threads", help="Also list each process's threads")] = False,
+    fmt: FormatOpt = OutputFormat.table,
+) -> None:
+    """The run's process tree: names each process had, system-call count, how it ended; threads on request."""
     conn = open_readonly(db)
     run_id = select_run(conn, run)
     roots = process_tree(conn, run_id)
     if fmt is not OutputFormat.table:
-        flat: list[list[Any]] = []
+        records: list[dict[str, Any]] = []
 
         def walk(node: ProcessNode, parent: int | None) -> None:
-            flat.append([node.id, parent, node.pid, node.ppid, node.name, json.dumps(node.names), node.syscall_count])
+            record: dict[str, Any] = {
+                "id": node.id,
+                "parent_id": parent,
+                "pid": node.pid,
+                "ppid": node.ppid,
+                "name": node.name,
+                "names": node.names,
+                "syscalls": node.syscall_count,
+                "state": node.state,
+                "exit_status": node.exit_status,
+            }
+            if threads:
+                record["threads"] = [vars(t) for t in node.threads]
+            records.append(record)
             for child in node.children:
                 walk(child, node.id)
 
         for root in roots:
             walk(root, None)
-        _emit(("id", "parent_id", "pid", "ppid", "name", "names", "syscalls"), flat, fmt)
+        _emit_records(records, fmt)
         return
     tree = Tree(f"run {run_id}")
 
     def add(branch: Tree, node: ProcessNode) -> None:
         sub = branch.add(_tree_label(node))
+        if threads:
+            for thread in node.threads:
+                renamed = f" (was {' → '.join(thread.names[:-1])})" if len(thread.names) > 1 else ""
+                label = f"thread {thread.name}{renamed} tid {thread.tid}: {thread.syscall_count} syscalls"
+                sub.add(Text(label))  # guest text: never markup
         for child in node.children:
             add(sub, child)
 

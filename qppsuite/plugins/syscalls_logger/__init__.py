@@ -19,6 +19,7 @@ from typing import Any, ClassVar, TextIO
 import qppsuite
 from qppsuite.core.qpp import Arg, Plugin
 from qppsuite.errors import PluginError
+from qppsuite.plugins.osi_linux.model import OsiThread
 from qppsuite.plugins.syscalls.context import ENDING_PENDING, SyscallContext
 from qppsuite.plugins.syscalls.decode import format_call
 from qppsuite.plugins.syscalls_logger.database import SyscallDatabase
@@ -39,8 +40,10 @@ class _Caller:
 
     ctx: SyscallContext
     process: dict[str, Any] | None  # the process row (shared, updated in place)
+    thread: dict[str, Any] | None  # the thread row (shared, updated in place)
     tid: int | None
     name: str | None
+    thread_name: str | None
     ppid: int | None
 
 
@@ -64,6 +67,9 @@ class SyscallsLogger(Plugin):
         self._callers: dict[int, _Caller] = {}  # seq -> caller, while the call is outstanding
         self._processes: dict[tuple[int, int], dict[str, Any]] = {}  # (pid, start_time) -> row
         self._names: dict[int, list[str]] = {}  # process row id -> names over time
+        self._threads: dict[tuple[int, int], dict[str, Any]] = {}  # (process row id, tid) -> row
+        self._thread_names: dict[int, list[str]] = {}  # thread row id -> names over time
+        self._by_pid: dict[int, dict[str, Any]] = {}  # pid -> its latest process row
         self.rows = 0
         self._batch = self.args.batch
         self._db: SyscallDatabase | None = None
@@ -90,6 +96,9 @@ class SyscallsLogger(Plugin):
         self.qpp.register("syscalls", "on_syscall", self._call, owner=self.name)
         self.qpp.register("syscalls", "on_syscall_return", self._return, owner=self.name)
         self.qpp.register("syscalls", "on_syscall_noreturn", self._noreturn, owner=self.name)
+        if self._db is not None:
+            self.qpp.register("osi_linux", "on_thread_exit", self._thread_exit, owner=self.name)
+        self.get_processes = self.qpp.import_function("osi_linux", "get_processes")
 
     def _open_text(self, out: Path | None) -> None:
         if out is None:
@@ -115,14 +124,25 @@ class SyscallsLogger(Plugin):
     def _noreturn(self, ctx: SyscallContext) -> None:
         caller = self._callers.pop(ctx.seq, None)
         if caller is not None:
-            self._write(ctx, caller, None)
+            # execve's 0 and sigreturn's restored r0 are results, although they do not come back to the caller.
+            self._write(ctx, caller, ctx.retval)
+
+    def _thread_exit(self, thread: OsiThread, code: int) -> None:
+        """A thread group leader's do_exit code is its process's wait status (kernel/exit.c)."""
+        if thread.tid != thread.pid:
+            return
+        process = self._by_pid.get(thread.pid)
+        if process is not None and self._db is not None:
+            process["exit_status"] = code
+            self._db.update_process(process)
 
     def _caller(self, ctx: SyscallContext) -> _Caller:
         proc = self.get_current_process()
         thread = self.get_current_thread()
         tid = thread.tid if thread is not None else None
+        thread_name = thread.name if thread is not None else None
         if proc is None:
-            return _Caller(ctx, None, tid, None, None)
+            return _Caller(ctx, None, None, tid, None, thread_name, None)
         key = (proc.pid, proc.start_time)
         row = self._processes.get(key)
         if row is None:
@@ -137,8 +157,11 @@ class SyscallsLogger(Plugin):
                 "first_seen_insn": ctx.insn_count,
                 "last_seen_insn": ctx.insn_count,
                 "syscall_count": 0,
+                "state": None,
+                "exit_status": None,
             }
             self._names[row_id] = [proc.name]
+            self._by_pid[proc.pid] = row
         elif row["name"] != proc.name or row["ppid"] != proc.ppid:
             row["ppid"] = proc.ppid
             if row["name"] != proc.name:
@@ -146,7 +169,35 @@ class SyscallsLogger(Plugin):
                 names = self._names[row["id"]]
                 names.append(proc.name)
                 row["names"] = json.dumps(names)
-        return _Caller(ctx, row, tid, proc.name, proc.ppid)
+        return _Caller(ctx, row, self._thread_row(row, tid, thread_name, ctx), tid, proc.name, thread_name, proc.ppid)
+
+    def _thread_row(
+        self, process: dict[str, Any], tid: int | None, name: str | None, ctx: SyscallContext
+    ) -> dict[str, Any] | None:
+        """The thread's row, created at its first call; a new name (PR_SET_NAME, execve) is appended."""
+        if tid is None or name is None:
+            return None
+        key = (process["id"], tid)
+        row = self._threads.get(key)
+        if row is None:
+            row_id = self._db.new_thread_id() if self._db is not None else len(self._threads) + 1
+            row = self._threads[key] = {
+                "id": row_id,
+                "process_id": process["id"],
+                "tid": tid,
+                "name": name,
+                "names": json.dumps([name]),
+                "first_seen_insn": ctx.insn_count,
+                "last_seen_insn": ctx.insn_count,
+                "syscall_count": 0,
+            }
+            self._thread_names[row_id] = [name]
+        elif row["name"] != name:
+            row["name"] = name
+            names = self._thread_names[row["id"]]
+            names.append(name)
+            row["names"] = json.dumps(names)
+        return row
 
     # -- output ----------------------------------------------------------------
     def _write(self, ctx: SyscallContext, caller: _Caller, retval: int | None) -> None:
@@ -154,9 +205,10 @@ class SyscallsLogger(Plugin):
         result = ctx.result(retval) if retval is not None else None
         text = format_call(ctx.name, decoded, result)
         process = caller.process
-        if process is not None:
-            process["syscall_count"] += 1
-            process["last_seen_insn"] = max(process["last_seen_insn"], ctx.insn_count)
+        for owner in (process, caller.thread):
+            if owner is not None:
+                owner["syscall_count"] += 1
+                owner["last_seen_insn"] = max(owner["last_seen_insn"], ctx.insn_count)
         pid = process["pid"] if process is not None else None
         self.rows += 1
         if self._text is not None:
@@ -184,6 +236,7 @@ class SyscallsLogger(Plugin):
             "tid": caller.tid,
             "ppid": caller.ppid,
             "process_name": caller.name,
+            "thread_name": caller.thread_name,
             "number": ctx.number,
             "name": ctx.name,
             "raw_args": json.dumps(ctx.raw_args),
@@ -192,20 +245,33 @@ class SyscallsLogger(Plugin):
             "truncated": ",".join(truncated) or None,
             "retval": result.value if result is not None else None,
             "errno": result.errno if result is not None else None,
-            "returned": int(retval is not None),
+            "returned": int(not ctx.noreturn),
             "return_insn_count": self.machine.insn_count if self.machine is not None else None,
             "ending": ctx.ending,
+            "signal": ctx.signal,
             "child": int(ctx.child),
             "parent_seq": ctx.parent_seq,
             "asid": ctx.asid,
             "text": text,
         }
-        if self._db.add(row, process) >= self._batch:
+        if self._db.add(row, process, caller.thread) >= self._batch:
             self._db.flush()
 
     # -- lifecycle ----------------------------------------------------------------
     def stop(self, reason: Any) -> None:
+        """Record each process's state as the run ends (X: gone, its exit seen; unknown: None)."""
         self._stop_reason = reason
+        if self._db is None:
+            return
+        live = {(p.pid, p.start_time): p for p in self.get_processes()}
+        for key, row in self._processes.items():
+            proc = live.get(key)
+            state = proc.state if proc is not None else "X" if row["exit_status"] is not None else None
+            if proc is not None and proc.exit_code is not None:
+                row["exit_status"] = proc.exit_code
+            if state != row["state"] or proc is not None:
+                row["state"] = state
+                self._db.update_process(row)
 
     def unload(self) -> None:
         """Write what is buffered and how the run ended; runs however the run ended."""

@@ -22,7 +22,13 @@ from qppsuite.errors import PluginError
 
 RUNS = "runs"
 PROCESSES = "processes"
+THREADS = "threads"
 SYSCALLS = "syscalls"
+
+SCHEMA_VERSION = 2
+"""``PRAGMA user_version`` of a database this version writes.  2 added ``threads``, the processes'
+``state``/``exit_status`` and the syscalls' ``thread_name``/``signal``, and stores text as plain JSON
+strings; version 1 files are refused with a one-line message (:func:`schema_mismatch`), never mixed."""
 
 RUN_COLUMNS: dict[str, Any] = {
     "id": int,
@@ -50,6 +56,20 @@ PROCESS_COLUMNS: dict[str, Any] = {
     "first_seen_insn": int,
     "last_seen_insn": int,
     "syscall_count": int,
+    "state": str,  # at the end of the run, as /proc/PID/stat shows it (R S D T t Z X I); X: exited
+    "exit_status": int,  # wait status of the process's end (do_exit's code of its leader), if seen
+}
+
+THREAD_COLUMNS: dict[str, Any] = {
+    "id": int,
+    "run_id": int,
+    "process_id": int,
+    "tid": int,
+    "name": str,  # the latest name (comm; prctl(PR_SET_NAME) changes it)
+    "names": str,  # JSON list: every name the thread had, in order
+    "first_seen_insn": int,
+    "last_seen_insn": int,
+    "syscall_count": int,
 }
 
 SYSCALL_COLUMNS: dict[str, Any] = {
@@ -64,6 +84,7 @@ SYSCALL_COLUMNS: dict[str, Any] = {
     "tid": int,
     "ppid": int,
     "process_name": str,
+    "thread_name": str,  # the calling thread's name (comm) at the call
     "number": int,
     "name": str,
     "raw_args": str,  # JSON list of r0-r6
@@ -74,7 +95,8 @@ SYSCALL_COLUMNS: dict[str, Any] = {
     "errno": str,
     "returned": int,  # 1 if the call came back to user mode
     "return_insn_count": int,  # guest instructions executed when it came back (or was found not to)
-    "ending": str,  # why not: exit, exec, restarted, lost, pending
+    "ending": str,  # why not: exit, exec, restarted, killed, lost, pending
+    "signal": str,  # for ending killed: the signal that killed the thread, if one did
     "child": int,  # 1 for a fork/clone child's own return (retval 0)
     "parent_seq": int,  # for a child's row: the parent's call
     "asid": int,
@@ -87,7 +109,9 @@ INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (SYSCALLS, ("name",)),
     (SYSCALLS, ("process_name",)),
     (SYSCALLS, ("process_id",)),
+    (SYSCALLS, ("tid",)),
     (PROCESSES, ("run_id", "pid")),
+    (THREADS, ("run_id", "tid")),
 )
 
 
@@ -95,6 +119,12 @@ def _create_schema(db: sqlite_utils.Database) -> None:
     db[RUNS].create(RUN_COLUMNS, pk="id", if_not_exists=True)  # type: ignore[union-attr]
     db[PROCESSES].create(  # type: ignore[union-attr]
         PROCESS_COLUMNS, pk="id", foreign_keys=[("run_id", RUNS, "id")], if_not_exists=True
+    )
+    db[THREADS].create(  # type: ignore[union-attr]
+        THREAD_COLUMNS,
+        pk="id",
+        foreign_keys=[("run_id", RUNS, "id"), ("process_id", PROCESSES, "id")],
+        if_not_exists=True,
     )
     db[SYSCALLS].create(  # type: ignore[union-attr]
         SYSCALL_COLUMNS,
@@ -104,6 +134,18 @@ def _create_schema(db: sqlite_utils.Database) -> None:
     )
     for table, columns in INDEXES:
         db[table].create_index(columns, if_not_exists=True)  # type: ignore[union-attr]
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def schema_mismatch(conn: sqlite3.Connection, path: Path) -> str | None:
+    """Why a file holding the logger's tables cannot be used by this version (one line), or None."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return None
+    return (
+        f"{path} was written by another qppsuite version (schema {version}, this one uses {SCHEMA_VERSION}); "
+        "log into a new file, or read it with `qppsuite query`"
+    )
 
 
 class SyscallDatabase:
@@ -117,15 +159,22 @@ class SyscallDatabase:
             self.db.execute("PRAGMA foreign_keys = ON")
             self.db.enable_wal()
             with self.db.atomic():
+                mismatch = schema_mismatch(self.db.conn, path) if RUNS in self.db.table_names() else None
+                if mismatch is not None:
+                    raise PluginError(mismatch)
                 _create_schema(self.db)
                 self.run_id = int(self.db[RUNS].insert(run).last_pk)  # type: ignore[union-attr,arg-type]
                 self._next_process_id = 1 + int(
                     self.db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {PROCESSES}").fetchone()[0]
                 )
+                self._next_thread_id = 1 + int(
+                    self.db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {THREADS}").fetchone()[0]
+                )
         except (sqlite3.Error, OSError) as exc:
             raise PluginError(f"cannot write the syscall database {path}: {exc}") from None
         self._syscalls: list[dict[str, Any]] = []
         self._dirty: dict[int, dict[str, Any]] = {}
+        self._dirty_threads: dict[int, dict[str, Any]] = {}
         self.rows_written = 0
 
     def new_process_id(self) -> int:
@@ -133,25 +182,38 @@ class SyscallDatabase:
         self._next_process_id += 1
         return process_id
 
-    def add(self, row: dict[str, Any], process: dict[str, Any] | None) -> int:
-        """Buffer a syscall row and the (updated) row of its process; returns the rows buffered."""
+    def new_thread_id(self) -> int:
+        thread_id = self._next_thread_id
+        self._next_thread_id += 1
+        return thread_id
+
+    def add(self, row: dict[str, Any], process: dict[str, Any] | None, thread: dict[str, Any] | None = None) -> int:
+        """Buffer a syscall row and the (updated) rows of its process and thread; returns the rows buffered."""
         row["run_id"] = self.run_id
         self._syscalls.append(row)
         if process is not None:
             self._dirty[process["id"]] = process
+        if thread is not None:
+            self._dirty_threads[thread["id"]] = thread
         return len(self._syscalls)
+
+    def update_process(self, process: dict[str, Any]) -> None:
+        """Buffer a change to a process row (its state or exit status) for the next commit."""
+        self._dirty[process["id"]] = process
 
     def flush(self) -> None:
         """Commit everything buffered in one transaction."""
-        if not self._syscalls and not self._dirty:
+        if not self._syscalls and not self._dirty and not self._dirty_threads:
             return
         rows, self._syscalls = self._syscalls, []
         processes, self._dirty = list(self._dirty.values()), {}
+        threads, self._dirty_threads = list(self._dirty_threads.values()), {}
         with self.db.atomic():
-            if processes:
-                for process in processes:
-                    process["run_id"] = self.run_id
-                self.db[PROCESSES].upsert_all(processes, pk="id")  # type: ignore[union-attr]
+            for table, changed in ((PROCESSES, processes), (THREADS, threads)):
+                if changed:
+                    for entry in changed:
+                        entry["run_id"] = self.run_id
+                    self.db[table].upsert_all(changed, pk="id")  # type: ignore[union-attr]
             if rows:
                 self.db[SYSCALLS].insert_all(rows, batch_size=len(rows))  # type: ignore[union-attr]
         self.rows_written += len(rows)

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from qppsuite.errors import QppsuiteError
-from qppsuite.plugins.syscalls_logger.database import PROCESSES, RUNS, SYSCALLS
+from qppsuite.plugins.syscalls_logger.database import PROCESSES, RUNS, SYSCALLS, THREADS, schema_mismatch
 
 #: Columns ``qppsuite syscalls`` returns, in order.
 SYSCALL_FIELDS = (
@@ -26,18 +26,29 @@ SYSCALL_FIELDS = (
     "pid",
     "tid",
     "ppid",
+    "process_id",
     "process_name",
+    "thread_name",
     "number",
     "name",
+    "raw_args",
     "args",
     "outputs",
+    "truncated",
     "retval",
     "errno",
     "returned",
+    "return_insn_count",
     "ending",
+    "signal",
     "child",
+    "parent_seq",
+    "asid",
+    "thumb",
     "text",
 )
+#: Columns that hold JSON: ``--format json`` nests them, csv flattens them.
+JSON_FIELDS = ("raw_args", "args", "outputs")
 
 
 class LogDatabaseError(QppsuiteError):
@@ -60,6 +71,10 @@ def open_readonly(path: Path) -> sqlite3.Connection:
         conn.close()
         found = ", ".join(sorted(tables)) or "none"
         raise LogDatabaseError(f"{path} is not a qppsuite syscall database: no table {missing[0]!r} (tables: {found})")
+    mismatch = schema_mismatch(conn, path)
+    if mismatch is not None:
+        conn.close()
+        raise LogDatabaseError(mismatch)
     return conn
 
 
@@ -81,6 +96,7 @@ class SyscallFilter:
 
     run: int
     pid: int | None = None
+    tid: int | None = None
     process: str | None = None
     name: str | None = None
     failed: bool = False
@@ -94,6 +110,9 @@ def select_syscalls(conn: sqlite3.Connection, where: SyscallFilter) -> list[dict
     if where.pid is not None:
         clauses.append("pid = ?")
         params.append(where.pid)
+    if where.tid is not None:
+        clauses.append("tid = ?")
+        params.append(where.tid)
     if where.process is not None:
         clauses.append("process_name = ?")
         params.append(where.process)
@@ -135,7 +154,20 @@ class ProcessNode:
     names: list[str]
     start_time: int
     syscall_count: int
+    state: str | None
+    exit_status: int | None
+    threads: list[ThreadRow] = field(default_factory=list)
     children: list[ProcessNode] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ThreadRow:
+    """One thread of a process, with every name it had."""
+
+    tid: int
+    name: str
+    names: list[str]
+    syscall_count: int
 
 
 def process_tree(conn: sqlite3.Connection, run: int) -> list[ProcessNode]:
@@ -149,9 +181,18 @@ def process_tree(conn: sqlite3.Connection, run: int) -> list[ProcessNode]:
             json.loads(row["names"] or "[]"),
             row["start_time"],
             row["syscall_count"],
+            row["state"],
+            row["exit_status"],
         )
         for row in conn.execute(f"SELECT * FROM {PROCESSES} WHERE run_id = ? ORDER BY start_time, id", (run,))
     ]
+    by_id = {node.id: node for node in nodes}
+    for row in conn.execute(f"SELECT * FROM {THREADS} WHERE run_id = ? ORDER BY tid, id", (run,)):
+        owner = by_id.get(row["process_id"])
+        if owner is not None:
+            owner.threads.append(
+                ThreadRow(row["tid"], row["name"], json.loads(row["names"] or "[]"), row["syscall_count"])
+            )
     by_pid: dict[int, list[ProcessNode]] = {}
     for node in nodes:
         by_pid.setdefault(node.pid, []).append(node)
