@@ -81,9 +81,10 @@ def _result_agrees(call: StraceCall, row: dict[str, Any]) -> bool:
         return row["ending"] in ("restarted", "killed") or row["errno"] == "EINTR"
     if call.retval is None:
         return not row["returned"] and row["ending"] in NO_RETURN_ENDINGS
+    # Not ``returned``: a successful execve returns 0 to the new image, and sigreturn's result is the
+    # restored r0, which may be an error (-EINTR of the interrupted call), neither to the caller.
     if call.errno is not None:
-        return bool(row["returned"]) and row["errno"] == call.errno
-    # Not ``returned``: a successful execve returns 0 to the new image, not to the caller.
+        return row["errno"] == call.errno
     return row["retval"] is not None and row["errno"] is None and (row["retval"] ^ call.retval) & 0xFFFFFFFF == 0
 
 
