@@ -8,6 +8,7 @@ import pytest
 from qppsuite.core.cpu import ExceptionKind
 from qppsuite.core.image import ImageBundle
 from qppsuite.core.qpp import Plugin
+from qppsuite.images.profile import KernelProfile
 from qppsuite.session import RunOptions, run
 
 
@@ -127,3 +128,33 @@ def test_default_mode_reports_and_continues(default_image: ImageBundle, caplog: 
     result = run(RunOptions(plugins=[Exploder], cmd="echo still-running"), None, image=default_image)
     assert result.ok, result.reason
     assert Exploder.unloaded == ["unloaded"]
+
+
+class HookAtFirstSwitch(Plugin):
+    """Installs an entry hook from inside on_asid_change (the engine's TLB fill) at the first switch."""
+
+    name = "hook_at_first_switch"
+    requires = ("core",)
+    address = 0  # a kernel function's virtual address, set by the test
+
+    def load(self) -> None:
+        self.entries = 0
+        self.handle: int | None = None
+        self.qpp.register("core", "on_asid_change", self._switch, owner=self.name)
+
+    def _switch(self, _event: Any) -> None:
+        if self.handle is None:
+            self.handle = self.machine.add_entry_hook(self.address, self._entered)
+
+    def _entered(self, _pc: int) -> None:
+        self.entries += 1
+
+
+@pytest.mark.boot
+def test_a_hook_installed_during_an_address_space_switch_leaves_the_boot_alone(default_image: ImageBundle) -> None:
+    """Regression: dropping translated code from inside the TLB fill re-entered it and injected an abort."""
+    HookAtFirstSwitch.address = KernelProfile.load(default_image.profile_path).symbol("do_exit")  # type: ignore[arg-type]
+    result = run(
+        RunOptions(cmd="true", plugins=[HookAtFirstSwitch], strict=True), lambda _data: None, image=default_image
+    )  # type: ignore[list-item]
+    assert result.ok, result.reason

@@ -150,6 +150,8 @@ class Machine:
 
         self._stop: StopReason | None = None
         self._fault: MmuFault | None = None
+        self._in_fill = False
+        self._deferred_retranslations: list[_Hook] = []
         self._running = False
         self._last_ttbr0 = 0
         self._progress_insn = 0
@@ -241,7 +243,12 @@ class Machine:
         return handle
 
     def _retranslate(self, hook: _Hook) -> None:
-        if hook.vaddr is None:
+        if self._in_fill:
+            # Inside the engine's TLB fill (an on_asid_change listener), dropping translated code makes
+            # the engine translate again, re-entering the fill: seen to inject a bogus prefetch abort in
+            # head.S.  The drop waits until the engine has returned to the run loop.
+            self._deferred_retranslations.append(hook)
+        elif hook.vaddr is None:
             self.uc.ctl_flush_tb()
         else:
             self.uc.ctl_remove_cache(hook.vaddr, hook.vaddr + 4)
@@ -302,6 +309,8 @@ class Machine:
         self._running = True
         executed, faulted = self.engine.run(self.cpu.resume_address(), budget)
         self._running = False
+        while self._deferred_retranslations:
+            self._retranslate(self._deferred_retranslations.pop())
         clock.retire(executed)
         if faulted:
             self._stuck = self._stuck + 1 if executed == 0 else 0
@@ -406,7 +415,11 @@ class Machine:
             old, self._last_ttbr0 = self._last_ttbr0, regs.ttbr0
             if self.events.on_asid_change:
                 contextidr = self.cpu.cp15["contextidr"].read()
-                self.events.on_asid_change(AddressSpaceSwitch(old, regs.ttbr0, contextidr, self.clock.insn_count))
+                self._in_fill = True
+                try:
+                    self.events.on_asid_change(AddressSpaceSwitch(old, regs.ttbr0, contextidr, self.clock.insn_count))
+                finally:
+                    self._in_fill = False
         result = self._walker.translate(regs, vaddr, access, cpsr & CPSR_MODE_MASK != 0x10)
         if type(result) is MmuFault:
             self._fault = result

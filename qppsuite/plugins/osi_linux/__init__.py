@@ -238,11 +238,14 @@ class OsiLinux(Plugin):
         """Validate the banner as soon as the kernel runs processes, and follow (un)registrations.
 
         Registrations on on_task_change and on_thread_exit made after start take
-        effect here, at the next address-space switch.
+        effect here, at the next address-space switch once the kernel is validated.
         """
         if not self._validated and self.refusal is None:
             self._begin()
-        if bool(self.on_task_change) != (self._switch_hook is not None) or bool(self.on_thread_exit) != (
+        # Hooks at kernel addresses wait for the kernel's own mappings: installing one while
+        # head.S is still turning the MMU on makes the engine translate garbage (seen: an
+        # abort loop at the vector page 15,102 instructions into the boot).
+        if self._validated and bool(self.on_task_change) != (self._switch_hook is not None) or bool(self.on_thread_exit) != (
             self._exit_hook is not None
         ):
             self._update_hooks()
