@@ -1,8 +1,10 @@
 """Linux 6.1's maple tree (``mm->mm_mt``), read from guest memory: the VMAs of an address space.
 
-Node encoding as in ``lib/maple_tree.c``: an encoded node pointer has the
-"internal" tag (low bits ``10``), its node type in bits 3-6, and the node
-itself 256-byte aligned.  ``maple_range_64`` nodes and their leaves hold 31
+Node encoding as in ``lib/maple_tree.c`` (6.1): an encoded node (``mt_mk_node``)
+is the 256-byte aligned node address with its type in bits 3-6 and bit 2
+(``MAPLE_ENODE_NULL``) set; only the tree's root pointer also carries the
+``0x2`` root tag (``mte_mk_root``), so a child slot of an internal node has
+low bits ``100`` while ``ma_root`` has ``110``.  ``maple_range_64`` nodes and their leaves hold 31
 pivots and 32 slots; ``maple_arange_64`` nodes 20 pivots, 21 slots and gaps.
 A node's used length comes from ``ma_data_end``'s rules: the metadata ``end``
 when the last pivot is unused, else the last pivot (full node).
@@ -22,9 +24,18 @@ MAX_DEPTH = 16
 MAX_NODES = 4096
 
 
+MAPLE_ROOT_NODE = 0x02
+MAPLE_ENODE_NULL = 0x04
+
+
 def is_node(entry: int) -> bool:
-    """``xa_is_node``: an internal entry above the reserved range."""
-    return entry & 3 == 2 and entry > 4096
+    """``xa_is_node`` for ``ma_root``: the root tag on an entry above the reserved range."""
+    return entry & 3 == MAPLE_ROOT_NODE and entry > 4096
+
+
+def is_child(entry: int) -> bool:
+    """An encoded node in an internal node's slot: ``MAPLE_ENODE_NULL`` set, no root tag."""
+    return entry & 7 == MAPLE_ENODE_NULL and entry > 4096
 
 
 def maple_entries(mem: KernelMemory, layout: KernelLayout, root: int, *, limit: int = 65536) -> tuple[list[int], bool]:
@@ -88,6 +99,6 @@ def _walk(
             out.append(entry)
             continue
         child_max = pivots[i] if i < npivots and (pivots[i] or i == 0) else node_max
-        if not is_node(entry) or not _walk(mem, layout, entry, child_max, depth + 1, seen, out, limit):
+        if not is_child(entry) or not _walk(mem, layout, entry, child_max, depth + 1, seen, out, limit):
             complete = False
     return complete
