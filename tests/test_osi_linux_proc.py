@@ -36,6 +36,7 @@ from qppsuite.plugins.osi_linux.layout import KernelLayout
 from qppsuite.plugins.osi_linux.maple_tree import MAPLE_ENODE_NULL, MAPLE_NODE_MASK, maple_entries
 from qppsuite.plugins.osi_linux.mappings import MappingReader
 from qppsuite.plugins.osi_linux.model import OsiProcess
+from qppsuite.plugins.osi_linux.modules import read_modules
 from qppsuite.plugins.osi_linux.paths import PathReader
 from qppsuite.plugins.osi_linux.tasks import TaskReader
 from qppsuite.plugins.syscalls.context import SyscallContext
@@ -61,6 +62,7 @@ PERL = (
 )
 GUEST_CMD = f"""
 cd /tmp
+insmod /lib/modules/*/kernel/fs/nls/nls_ascii.ko
 pigz -p 2 -b 128 </dev/zero >/dev/null & PIDS="$!"
 echo {base64.b64encode(PYTHON_THREADS.encode()).decode()} | base64 -d > threads.py
 echo {base64.b64encode(PYTHON_SOCKET.encode()).decode()} | base64 -d > listen.py
@@ -89,6 +91,8 @@ for p in $PIDS $(cat /tmp/zpid); do
   echo "--- task"
   for t in /proc/$p/task/*; do cat $t/stat; echo; done
 done
+echo "=== modules"
+cat /proc/modules
 echo "=== end"
 cat {MARKER} 2>/dev/null
 kill -KILL $PIDS
@@ -118,7 +122,7 @@ def _stat(line: str) -> tuple[int, str, list[str]]:
 
 def parse_guest(console: str) -> dict[int, GuestProc]:
     text = console.replace("\r", "")
-    body = text[text.index("=== proc ") : text.index("=== end")]
+    body = text[text.index("=== proc ") : text.index("=== modules")]
     out: dict[int, GuestProc] = {}
     for block in body.split("=== proc ")[1:]:
         head, rest = block.split("--- maps\n", 1)
@@ -145,14 +149,24 @@ class OsiView:
     """osi_linux's answers for the same processes."""
 
     processes: dict[int, OsiProcess]
+    modules: list[tuple[str, int, int]]  # name, size, base
     maps: dict[int, list[tuple[int, int, str, int, str]]]
     fds: dict[int, dict[int, str]]
     threads: dict[int, dict[int, tuple[str, str]]]
 
 
-def compare(guest: dict[int, GuestProc], osi: OsiView) -> list[str]:
+def guest_modules(console: str) -> list[tuple[str, int, int]]:
+    """``/proc/modules`` as the guest printed it: name, size, load address."""
+    text = console.replace("\r", "")
+    body = text[text.index("=== modules\n") + 12 : text.index("=== end")]
+    return sorted((f[0], int(f[1]), int(f[5], 16)) for f in (line.split() for line in body.splitlines() if line))
+
+
+def compare(guest: dict[int, GuestProc], osi: OsiView, modules: list[tuple[str, int, int]]) -> list[str]:
     """Every difference between the two views, as readable lines (empty when equal)."""
     wrong = []
+    if sorted(osi.modules) != modules:
+        wrong.append(f"modules: guest {modules} != osi {sorted(osi.modules)}")
     for pid, proc in guest.items():
         found = osi.processes.get(pid)
         if found is None:
@@ -173,7 +187,7 @@ def compare(guest: dict[int, GuestProc], osi: OsiView) -> list[str]:
 
 def _view(tasks: TaskReader, maps: MappingReader, paths: PathReader, pids: set[int], files_at: int) -> OsiView:
     """osi_linux's answers, through the same readers the plugin uses."""
-    view = OsiView({}, {}, {}, {})
+    view = OsiView({}, [(m.name, m.size, m.base) for m in read_modules(tasks.mem, tasks.layout)], {}, {}, {})
     for process in tasks.processes():
         if process.pid not in pids:
             continue
@@ -266,14 +280,14 @@ def stopped(oracle_image: ImageBundle) -> dict[str, Any]:
                     {
                         "layout": dataclasses.asdict(probe.layout),
                         "pids": sorted(probe.pids),
-                        "guest": text[text.index("=== proc ") : text.index("=== end") + 7],
+                        "guest": text[text.index("=== proc ") : text.index("=== end") + 8],
                         "pages": {f"{v:#x}": base64.b64encode(d).decode() for v, d in sorted(probe.pages.items())},
                     }
                 ).encode(),
                 mtime=0,
             )
         )
-    return {"guest": guest, "view": probe.view}
+    return {"guest": guest, "modules": guest_modules(console.text), "view": probe.view}
 
 
 @pytest.mark.boot
@@ -282,7 +296,8 @@ def test_osi_linux_equals_proc_for_eight_stopped_processes(stopped: dict[str, An
     assert len(guest) >= 8, sorted(guest)
     assert any(p.state == "Z" for p in guest.values()) and any(len(p.maps) > 30 for p in guest.values())
     assert any(len(p.threads) >= 4 for p in guest.values())
-    wrong = compare(guest, stopped["view"])
+    assert stopped["modules"], "the guest lists no modules"
+    wrong = compare(guest, stopped["view"], stopped["modules"])
     assert not wrong, "\n".join(wrong)
 
 
@@ -323,7 +338,7 @@ def test_the_walkers_on_dumped_kernel_pages_give_what_the_guest_printed() -> Non
     )
     guest = parse_guest(dump["guest"])
     assert len(guest) >= 8
-    wrong = compare(guest, view)
+    wrong = compare(guest, view, guest_modules(dump["guest"]))
     assert not wrong, "\n".join(wrong)
 
 
