@@ -10,6 +10,7 @@ markers.  Targets (issue 8): at least 99.5 % of calls and 99 % of strings agree.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import sqlite3
 from pathlib import Path
@@ -59,7 +60,7 @@ def _strace_logs(console: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def tallies(oracle_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Tally]:
+def tallies(oracle_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     db = tmp_path_factory.mktemp("oracle") / "oracle.db"
     console = Console()
     result = run(
@@ -78,7 +79,7 @@ def tallies(oracle_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory)
     conn.row_factory = sqlite3.Row
     rows: list[dict[str, Any]] = [dict(r) for r in conn.execute("SELECT * FROM syscalls")]
     conn.close()
-    out = {}
+    out: dict[str, Any] = {"rows": rows}
     for label, text in _strace_logs(console.text).items():
         calls = parse(text)
         assert len(calls) > 50, f"{label}: strace printed only {len(calls)} calls"
@@ -87,10 +88,11 @@ def tallies(oracle_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.mark.boot
-def test_database_holds_every_call_and_string_the_guests_strace_printed(tallies: dict[str, Tally]) -> None:
+def test_database_holds_every_call_and_string_the_guests_strace_printed(tallies: dict[str, Any]) -> None:
     total = Tally()
     lines = []
-    for label, tally in tallies.items():
+    for label in WORKLOADS:
+        tally = tallies[label]
         total.add(tally)
         lines.append(summary_line(label, tally))
     lines.append(summary_line("all", total))
@@ -102,8 +104,34 @@ def test_database_holds_every_call_and_string_the_guests_strace_printed(tallies:
 
 @pytest.mark.boot
 @pytest.mark.parametrize("label", sorted(WORKLOADS))
-def test_each_workload_meets_the_targets(tallies: dict[str, Tally], label: str) -> None:
+def test_each_workload_meets_the_targets(tallies: dict[str, Any], label: str) -> None:
     tally = tallies[label]
     report = summary_line(label, tally) + "\n" + tally.report()
     assert tally.call_ratio >= CALL_TARGET, report
     assert tally.string_ratio >= STRING_TARGET, report
+
+
+def _unreadable(value: Any) -> bool:
+    if isinstance(value, dict):
+        return set(value) == {"error"} or any(_unreadable(v) for v in value.values())
+    return isinstance(value, list) and any(_unreadable(v) for v in value)
+
+
+@pytest.mark.boot
+def test_under_a_thousandth_of_the_decoded_arguments_are_unreadable(tallies: dict[str, Any]) -> None:
+    """Every argument of every call of the whole run (boot, shell, perl, python3, pigz, strace itself).
+
+    A bad pointer the guest really passed is the guest's truth: such calls fail with EFAULT and
+    are counted apart.
+    """
+    args = unreadable = efault = 0
+    for row in tallies["rows"]:
+        for value in json.loads(row["args"] or "{}").values():
+            args += 1
+            if _unreadable(value):
+                if row["errno"] == "EFAULT":
+                    efault += 1
+                else:
+                    unreadable += 1
+    print(f"\nunreadable arguments: {unreadable} of {args} ({100 * unreadable / args:.3f} %), EFAULT: {efault}")
+    assert args > 10_000 and unreadable / args < 0.001, (unreadable, args)
