@@ -18,20 +18,17 @@ import gzip
 import json
 import os
 import re
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ORACLE_RAM_MIB
-from console_sink import Console
+from oracle.guest import logged_run
 
 from qppsuite.core.image import ImageBundle
 from qppsuite.core.memory import PhysicalMemory, VirtualMemory
 from qppsuite.core.mmu import ACCESS_READ, FS_TRANSLATION_PAGE, MmuFault, TranslationRegs, walk
 from qppsuite.core.qpp import Plugin
 from qppsuite.plugins.syscalls.context import SyscallContext
-from qppsuite.session import RunOptions, run
 
 DUMP = Path(__file__).parent / "data" / "memory" / "perl_fork_execve.json.gz"
 PERL = """perl -e 'if (!fork) { exec "/bin/echo", "argone", "argtwo" } wait'"""
@@ -119,33 +116,21 @@ def _replay(dump: dict[str, Any]) -> tuple[VirtualMemory, TranslationRegs]:
 
 @pytest.fixture(scope="module")
 def traced(oracle_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    db = tmp_path_factory.mktemp("young") / "young.db"
-    console = Console()
     dumps: list[ExecveDump] = []
-    result = run(
-        RunOptions(
-            cmd=CMD,
-            plugins=["osi_linux", "syscalls", "syscalls_logger", ExecveDump],  # type: ignore[list-item]
-            plugin_args={"syscalls_logger": {"db": str(db)}},
-            strict=True,
-            ram_mib=ORACLE_RAM_MIB,
-        ),
-        console,
-        image=oracle_image,
-        on_loaded=lambda qpp: dumps.append(qpp.get("execve_dump")),  # type: ignore[arg-type]
+    logged = logged_run(
+        oracle_image,
+        CMD,
+        tmp_path_factory.mktemp("young") / "young.db",
+        extra=[ExecveDump],
+        on_loaded=lambda qpp: dumps.append(qpp.get("execve_dump")),
     )
-    assert result.ok, (result.reason, console.text[-2000:])
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    rows = [dict(r) for r in conn.execute("SELECT * FROM syscalls ORDER BY seq")]
-    conn.close()
     dump = dumps[0].dump
     assert dump is not None
-    argv, envp = _strace_execve(console.text, "/bin/echo")
+    argv, envp = _strace_execve(logged.console, "/bin/echo")
     dump["strace"] = {"argv": argv, "envp": envp}  # what the guest itself printed for this execve
     if os.environ.get("QPPSUITE_WRITE_DUMPS"):
         DUMP.write_bytes(gzip.compress(json.dumps(dump, indent=0).encode(), mtime=0))
-    return {"console": console.text, "rows": rows, "dump": dump}
+    return {"console": logged.console, "rows": logged.rows(), "dump": dump}
 
 
 @pytest.mark.boot

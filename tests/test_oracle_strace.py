@@ -12,18 +12,15 @@ from __future__ import annotations
 import base64
 import json
 import re
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ORACLE_RAM_MIB
-from console_sink import Console
 from oracle.compare import Tally, compare, summary_line
+from oracle.guest import logged_run
 from oracle.strace_log import parse
 
 from qppsuite.core.image import ImageBundle
-from qppsuite.session import RunOptions, run
 
 HERE = Path(__file__).parent / "oracle"
 STRING_LIMIT = 256
@@ -53,7 +50,7 @@ def _guest_command() -> str:
 def _strace_logs(console: str) -> dict[str, str]:
     logs = {}
     for label in WORKLOADS:
-        m = re.search(rf"ORACLE-BEGIN {label}\r?\n(.*?)ORACLE-END {label}", console, re.S)
+        m = re.search(rf"ORACLE-BEGIN {label}\n(.*?)ORACLE-END {label}", console, re.S)
         assert m is not None, f"the guest printed no strace log for {label}"
         logs[label] = base64.b64decode("".join(m[1].split())).decode("utf-8", "replace")
     return logs
@@ -61,26 +58,10 @@ def _strace_logs(console: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def tallies(oracle_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    db = tmp_path_factory.mktemp("oracle") / "oracle.db"
-    console = Console()
-    result = run(
-        RunOptions(
-            cmd=_guest_command(),
-            plugins=["osi_linux", "syscalls", "syscalls_logger"],
-            plugin_args={"syscalls_logger": {"db": str(db)}},
-            strict=True,
-            ram_mib=ORACLE_RAM_MIB,
-        ),
-        console,
-        image=oracle_image,
-    )
-    assert result.ok, (result.reason, console.text[-2000:])
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    rows: list[dict[str, Any]] = [dict(r) for r in conn.execute("SELECT * FROM syscalls")]
-    conn.close()
+    logged = logged_run(oracle_image, _guest_command(), tmp_path_factory.mktemp("oracle") / "oracle.db")
+    rows = logged.rows()
     out: dict[str, Any] = {"rows": rows}
-    for label, text in _strace_logs(console.text).items():
+    for label, text in _strace_logs(logged.console).items():
         calls = parse(text)
         assert len(calls) > 50, f"{label}: strace printed only {len(calls)} calls"
         out[label] = compare(calls, rows)

@@ -9,17 +9,14 @@ TCGETS), the stored values are checked against strace's numbers instead.
 import base64
 import json
 import re
-import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import ORACLE_RAM_MIB
-from console_sink import Console
+from oracle.guest import logged_run
 
 from qppsuite.core.image import ImageBundle
-from qppsuite.session import RunOptions, run
 
 WORKLOAD = r'''
 import os, socket, select, signal, resource, fcntl, mmap, ctypes, struct, termios, time, threading
@@ -156,25 +153,9 @@ def _strace_lines(console: str) -> list[StraceLine]:
 
 @pytest.fixture(scope="module")
 def traced(oracle_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    db = tmp_path_factory.mktemp("strace") / "strace.db"
-    console = Console()
-    result = run(
-        RunOptions(
-            cmd=CMD,
-            plugins=["osi_linux", "syscalls", "syscalls_logger"],
-            plugin_args={"syscalls_logger": {"db": str(db)}},
-            strict=True,
-            ram_mib=ORACLE_RAM_MIB,
-        ),
-        console,
-        image=oracle_image,
-    )
-    assert result.ok, (result.reason, console.text[-2000:])
-    lines = _strace_lines(console.text)
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    rows = [dict(r) for r in conn.execute("SELECT * FROM syscalls ORDER BY seq")]
-    conn.close()
+    logged = logged_run(oracle_image, CMD, tmp_path_factory.mktemp("strace") / "strace.db")
+    lines = _strace_lines(logged.console)
+    rows = logged.rows()
     # strace's first pid forks, then execs python3: our rows for that pid start after the execve.
     start = {r["pid"]: r["seq"] for r in rows if r["name"] == "execve" and "/usr/bin/python3" in (r["args"] or "")}
     ours: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)

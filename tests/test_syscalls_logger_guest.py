@@ -19,12 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ORACLE_RAM_MIB
-from console_sink import Console
+from oracle.guest import logged_run
 from oracle.strace_log import parse
 
 from qppsuite.core.image import ImageBundle
-from qppsuite.session import RunOptions, run
 
 THREADS = """
 import ctypes, threading, time
@@ -49,29 +47,17 @@ CMD = (
 
 @pytest.fixture(scope="module")
 def logged(oracle_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    db = tmp_path_factory.mktemp("logger") / "logger.db"
-    console = Console()
-    result = run(
-        RunOptions(
-            cmd=CMD,
-            plugins=["osi_linux", "syscalls", "syscalls_logger"],
-            plugin_args={"syscalls_logger": {"db": str(db)}},
-            strict=True,
-            ram_mib=ORACLE_RAM_MIB,
-        ),
-        console,
-        image=oracle_image,
-    )
-    assert result.ok, (result.reason, console.text[-2000:])
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    rows = [dict(r) for r in conn.execute("SELECT * FROM syscalls ORDER BY seq")]
-    processes = [dict(r) for r in conn.execute("SELECT * FROM processes")]
-    threads = [dict(r) for r in conn.execute("SELECT * FROM threads")]
-    conn.close()
-    text = console.text.replace("\r", "")
+    logged = logged_run(oracle_image, CMD, tmp_path_factory.mktemp("logger") / "logger.db")
+    text = logged.console
     strace = parse(text[text.index("STRACE-BEGIN") : text.index("STRACE-END")].split("\n", 1)[1])
-    return {"db": db, "console": text, "rows": rows, "processes": processes, "threads": threads, "strace": strace}
+    return {
+        "db": logged.db,
+        "console": text,
+        "rows": logged.rows(),
+        "processes": logged.rows("processes"),
+        "threads": logged.rows("threads"),
+        "strace": strace,
+    }
 
 
 def _qppsuite(*args: str) -> str:

@@ -106,16 +106,19 @@ class SyscallContext:
                     DecodedArg(f"arg{i}", "long", raw, signed32(raw)) for i, raw in enumerate(self.raw_args)
                 ]
             else:
-                limits = self.limits
-                self._decoded = decode_args(
-                    self.spec,
-                    self.raw_args,
-                    self.memory,
-                    string_limit=limits.string_limit,
-                    buf_limit=limits.buf_limit,
-                    array_limit=limits.array_limit,
-                )
+                self._decoded = self._decode_args(self.spec)
         return self._decoded
+
+    def _decode_args(self, spec: SyscallSpec) -> list[DecodedArg]:
+        limits = self.limits
+        return decode_args(
+            spec,
+            self.raw_args,
+            self.memory,
+            string_limit=limits.string_limit,
+            buf_limit=limits.buf_limit,
+            array_limit=limits.array_limit,
+        )
 
     def reread_unreadable(self) -> None:
         """Decode again, now, the arguments that were unreadable when the call began.
@@ -127,18 +130,7 @@ class SyscallContext:
         """
         if self._decoded is None or self.spec is None or not any(_unreadable(a.value) for a in self._decoded):
             return
-        limits = self.limits
-        again = {
-            a.name: a
-            for a in decode_args(
-                self.spec,
-                self.raw_args,
-                self.memory,
-                string_limit=limits.string_limit,
-                buf_limit=limits.buf_limit,
-                array_limit=limits.array_limit,
-            )
-        }
+        again = {a.name: a for a in self._decode_args(self.spec)}
         self._decoded = [again.get(a.name, a) if _unreadable(a.value) else a for a in self._decoded]
 
     def result(self, retval: int) -> DecodedReturn:
