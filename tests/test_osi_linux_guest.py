@@ -362,6 +362,8 @@ def test_dump_ps_prints_the_process_tree_from_the_cli() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     lines: list[Any] = done.stderr.splitlines()
-    assert any(re.fullmatch(r"\s*1\s+0\s+1\s+init\s*", line) for line in lines), done.stderr
-    assert any(re.fullmatch(r"\s*2\s+0\s+1\s+\[kthreadd\]\s*", line) for line in lines), done.stderr
-    assert any(re.search(r"\s2\s+1\s+\[ksoftirqd/0\]", line) for line in lines), done.stderr
+    # PID PPID S(tate) THREADS NAME: init and kthreadd sleep, the kernel's idle workers show I.
+    assert any(re.fullmatch(r"\s*1\s+0\s+S\s+1\s+init\s*", line) for line in lines), done.stderr
+    assert any(re.fullmatch(r"\s*2\s+0\s+S\s+1\s+\[kthreadd\]\s*", line) for line in lines), done.stderr
+    assert any(re.search(r"\s2\s+S\s+1\s+\[ksoftirqd/0\]", line) for line in lines), done.stderr
+    assert any(re.search(r"\s2\s+I\s+1\s+\[rcu_gp\]", line) for line in lines), done.stderr

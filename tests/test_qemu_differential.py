@@ -135,6 +135,13 @@ RULES: tuple[Rule, ...] = (
         renumber_user_pids,
     ),
     Rule(
+        "status-pids",
+        "`cat /proc/self/status` shows its own pid and its shell's, which shift with the same timing-dependent "
+        "number of polling forks as user-pids (seen with Debian's 6.1.0-57 kernel: QEMU 95/80, qppsuite 94/79); "
+        "the process tree itself is compared through ps",
+        substitute(r"^((?:Tgid|Pid|PPid|NStgid|NSpid):\s*)\d+$", r"\1N"),
+    ),
+    Rule(
         "maps-aslr",
         "heap, stack, sigpage, vvar and vdso bases are randomised (ASLR): QEMU seeds the guest's RNG from the host "
         "each run, qppsuite from a fixed seed; the executable's own mappings are still compared",
