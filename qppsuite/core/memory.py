@@ -70,7 +70,8 @@ def introspect(
     software PAN does not hide user pages); where it ends in a translation
     fault on an empty small-page entry, Linux's PTE is consulted (:func:`linux_pte`).
     """
-    regs = regs._replace(dacr=0xFFFFFFFF)
+    if regs.dacr != 0xFFFFFFFF:
+        regs = regs._replace(dacr=0xFFFFFFFF)
     result = walk(read_u32, regs, vaddr, ACCESS_WRITE if write else ACCESS_READ, True)
     if type(result) is tuple:
         return result[0]

@@ -144,7 +144,7 @@ class OsiLinux(Plugin):
         """
         regs = self._regs
         if regs is None:
-            regs = self._cpu.translation_regs()
+            regs = self._cpu.translation_regs()._replace(dacr=0xFFFFFFFF)  # as introspect() reads
             if self._kernel_ttbr0 is not None:
                 regs = regs._replace(ttbr0=self._kernel_ttbr0)
             self._regs = regs
@@ -242,12 +242,9 @@ class OsiLinux(Plugin):
         """
         if not self._validated and self.refusal is None:
             self._begin()
-        # Hooks at kernel addresses wait for the kernel's own mappings: installing one while
-        # head.S is still turning the MMU on makes the engine translate garbage (seen: an
-        # abort loop at the vector page 15,102 instructions into the boot).
-        if self._validated and bool(self.on_task_change) != (self._switch_hook is not None) or bool(self.on_thread_exit) != (
-            self._exit_hook is not None
-        ):
+        # Hooks at kernel addresses wait until the kernel is known to be the profile's.
+        wanted = (bool(self.on_task_change), bool(self.on_thread_exit))
+        if self._validated and wanted != (self._switch_hook is not None, self._exit_hook is not None):
             self._update_hooks()
 
     def _update_hooks(self) -> None:
@@ -321,7 +318,7 @@ class OsiLinux(Plugin):
         memo = self._memo
         if memo is not None and memo[0] == self._epoch and memo[1] == task:
             return memo[2]
-        process = self.tasks.process(task)
+        process = self.tasks.process(task, running=True)
         self._memo = (self._epoch, task, process)
         return process
 
@@ -331,7 +328,7 @@ class OsiLinux(Plugin):
 
         def query() -> OsiThread | None:
             task = self._current_task()
-            return self.tasks.thread(task) if task is not None else None
+            return self.tasks.thread(task, running=True) if task is not None else None
 
         return self._guarded("get_current_thread", None, query)
 

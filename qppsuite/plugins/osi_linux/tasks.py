@@ -119,19 +119,28 @@ class TaskReader:
         leader = self.mem.u32(task + self.layout.task_group_leader)
         return leader if leader is not None and self.is_kernel_pointer(leader) else None
 
-    def state(self, task: int, ident: TaskIdentity) -> str:
-        """The task's state letter now (``__state`` changes all the time, so it is read on every query)."""
+    def state(self, task: int, ident: TaskIdentity, running: bool = False) -> str:
+        """The task's state letter now (``__state`` changes all the time, so it is read on every query).
+
+        ``running``: the caller knows the task is the one the CPU runs (``current``), whose
+        ``__state`` is TASK_RUNNING; the read (another page of task_struct) is skipped.
+        """
+        if running and not ident.exit_state:
+            return "R"
         state = self.mem.u32(task + self.layout.task_state)
         return state_letter(state or 0, ident.exit_state)
 
     # -- answers ----------------------------------------------------------------------
 
-    def thread(self, task: int) -> OsiThread | None:
-        """The task as a thread, or None when ``task`` does not point at a readable task."""
+    def thread(self, task: int, running: bool = False) -> OsiThread | None:
+        """The task as a thread, or None when ``task`` does not point at a readable task.
+
+        ``running``: see :meth:`state`.
+        """
         ident = self.identity(task)
         if ident is None:
             return None
-        state = self.state(task, ident)
+        state = self.state(task, ident, running)
         cached = self._threads.get(task)
         if cached is not None and cached[0] == ident and cached[1].state == state:
             return cached[1]
@@ -141,11 +150,16 @@ class TaskReader:
         self._threads[task] = (ident, thread)
         return thread
 
-    def process(self, task: int) -> OsiProcess | None:
-        """The thread group ``task`` belongs to, described by its leader; None if unreadable."""
+    def process(self, task: int, running: bool = False) -> OsiProcess | None:
+        """The thread group ``task`` belongs to, described by its leader; None if unreadable.
+
+        ``running``: ``task`` is the one the CPU runs (see :meth:`state`), which makes its
+        leader's state known only when it is the leader.
+        """
         ident = self.identity(task)
         if ident is None:
             return None
+        current = task
         leader = ident.group_leader
         if leader != task:
             if not self.is_kernel_pointer(leader):
@@ -154,7 +168,7 @@ class TaskReader:
             ident = self.identity(task)
             if ident is None:
                 return None
-        state = self.state(task, ident)
+        state = self.state(task, ident, running and task == current)
         cached = self._processes.get(task)
         if cached is not None and cached[0] == ident:
             if cached[1].state == state:
