@@ -2,8 +2,14 @@
 
 Each thread's calls are aligned in order (strace prints a thread's calls in the order it made
 them, and the database's ``seq`` is call order), on the call's name, with difflib's longest
-matching blocks; an aligned pair then agrees when the result agrees, and each string strace
-printed is looked for among the stored argument and output values.
+matching blocks; an aligned pair then agrees when the pid and the result agree, and each string
+strace printed is looked for among the stored argument and output values.
+
+strace prints the guest's real tids (it runs inside the guest), so they are the database's tids
+as they are; the pid of each tid comes from the fork calls strace printed.  Names need no map:
+strace and the syscall table both take ARM's names from the kernel's arch/arm/tools/syscall.tbl
+(``_llseek``, ``mmap2``, ``fstatat64``, ``clock_nanosleep_time64``...), so a differing name shows
+as a call with no row.  strace's own calls are not in its output, so none are excluded.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from oracle.strace_log import StraceCall
+from oracle.strace_log import StraceCall, thread_groups
 
 RESTARTS = frozenset({"ERESTARTSYS", "ERESTARTNOINTR", "ERESTARTNOHAND", "ERESTART_RESTARTBLOCK"})
 """Kernel-internal results strace sees at syscall exit (include/linux/errno.h): the call is re-issued
@@ -33,6 +39,8 @@ class Tally:
     calls_equal: int = 0
     strings: int = 0
     strings_equal: int = 0
+    unprinted: int = 0
+    """Rows of a traced thread, between its first and last aligned calls, that strace did not print."""
     mismatches: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
     @property
@@ -48,6 +56,7 @@ class Tally:
         self.calls_equal += other.calls_equal
         self.strings += other.strings
         self.strings_equal += other.strings_equal
+        self.unprinted += other.unprinted
         for kind, examples in other.mismatches.items():
             self.mismatches[kind].extend(examples)
 
@@ -119,6 +128,7 @@ def compare(strace: list[StraceCall], rows: list[dict[str, Any]]) -> Tally:
     theirs: dict[int, list[StraceCall]] = defaultdict(list)
     for call in strace:
         theirs[call.tid].append(call)
+    groups = thread_groups(strace)
     tally = Tally()
     for tid, calls in theirs.items():
         mine = ours.get(tid, [])
@@ -127,13 +137,26 @@ def compare(strace: list[StraceCall], rows: list[dict[str, Any]]) -> Tally:
         for block in matcher.get_matching_blocks():
             for k in range(block.size):
                 paired[block.a + k] = mine[block.b + k]
+        aligned = [i for block in matcher.get_matching_blocks() for i in range(block.b, block.b + block.size)]
+        if aligned:
+            used = set(aligned)
+            for j in range(aligned[0], aligned[-1]):
+                if j not in used:
+                    tally.unprinted += 1
+                    tally.mismatches[f"{mine[j]['name']}: a row strace did not print (not in the figures)"].append(
+                        f"{tid} {_describe_row(mine[j])}"
+                    )
         for i, call in enumerate(calls):
             tally.calls += 1
             row = paired.get(i)
             if row is None:
                 tally.mismatches[f"{call.name}: no row for this call"].append(f"{tid} {call.text}")
                 continue
-            if _result_agrees(call, row):
+            if row["pid"] != groups[tid]:
+                tally.mismatches[f"{call.name}: pid differs"].append(
+                    f"{call.text}  <->  pid {row['pid']}, strace's {groups[tid]}: {_describe_row(row)}"
+                )
+            elif _result_agrees(call, row):
                 tally.calls_equal += 1
             else:
                 tally.mismatches[f"{call.name}: result differs"].append(f"{call.text}  <->  {_describe_row(row)}")
@@ -155,5 +178,6 @@ def compare(strace: list[StraceCall], rows: list[dict[str, Any]]) -> Tally:
 def summary_line(label: str, tally: Tally) -> str:
     return (
         f"{label}: calls {tally.calls_equal}/{tally.calls} = {100 * tally.call_ratio:.2f} %, "
-        f"strings {tally.strings_equal}/{tally.strings} = {100 * tally.string_ratio:.2f} %"
+        f"strings {tally.strings_equal}/{tally.strings} = {100 * tally.string_ratio:.2f} %, "
+        f"rows strace did not print {tally.unprinted}"
     )

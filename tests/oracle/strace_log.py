@@ -16,6 +16,7 @@ from dataclasses import dataclass
 _LINE = re.compile(r"^(\d+)\s+(.*)$")
 _RESUMED = re.compile(r"^<\.\.\. (\w+) resumed>(.*)$")
 _RESULT = re.compile(r"\)\s+= (\?|-?\d+|0x[0-9a-f]+)(?: (E[A-Z0-9_]+|<unavailable>))?(?: \(.*\))?(?: <.*>)?$")
+_THREAD_FLAG = re.compile(r"\bCLONE_THREAD\b")
 _STRING = re.compile(r'"((?:[^"\\]|\\.)*)"(\.\.\.)?')
 _ESCAPES = {"n": 10, "t": 9, "r": 13, "v": 11, "f": 12, "a": 7, "b": 8, "\\": 92, '"': 34, "'": 39, "?": 63}
 OCTAL_RESULTS = frozenset({"umask"})
@@ -87,7 +88,7 @@ def parse(text: str) -> list[StraceCall]:
     for line in text.replace("\r", "").splitlines():
         m = _LINE.match(line)
         if m is None:
-            continue
+            raise ValueError(f"strace line without a thread id: {line!r}")
         tid, rest = int(m[1]), m[2]
         if rest.startswith(("---", "+++")):
             continue
@@ -108,3 +109,26 @@ def parse(text: str) -> list[StraceCall]:
         strings = tuple((unescape(s[1]), bool(s[2])) for s in _STRING.finditer(rest))
         calls.append(StraceCall(tid, name, rest, None, None, strings))
     return calls
+
+
+FORKS = frozenset({"clone", "clone3", "fork", "vfork"})
+"""Calls whose positive result is a new task's tid (kernel/fork.c)."""
+
+
+def thread_groups(calls: list[StraceCall]) -> dict[int, int]:
+    """Each tid strace saw -> its process id (thread group id), from the fork calls strace printed.
+
+    A child made with ``CLONE_THREAD`` joins its creator's thread group; any other child leads a
+    new one (kernel/fork.c copy_process).  A tid no printed fork made (the traced command itself)
+    leads its own.
+    """
+    parent: dict[int, tuple[int, bool]] = {}
+    for call in calls:
+        if call.name in FORKS and call.errno is None and call.retval is not None and call.retval > 0:
+            parent[call.retval] = (call.tid, bool(_THREAD_FLAG.search(call.text)))
+
+    def group(tid: int) -> int:
+        creator, thread = parent.get(tid, (tid, False))
+        return group(creator) if thread else tid
+
+    return {call.tid: group(call.tid) for call in calls}
