@@ -36,7 +36,10 @@ ts = [threading.Thread(target=work, args=(i,)) for i in range(3)]
 [t.start() for t in ts]
 [t.join() for t in ts]
 """
-PERL = "syscall(452, 1, 2); $SIG{USR1} = sub { }; kill 'USR1', $$; print \"PERL $$\\n\";"
+PERL = (
+    "syscall(452, 1, 2); syscall(999, -5); syscall(0xf0009, -7); "
+    "$SIG{USR1} = sub { }; kill 'USR1', $$; print \"PERL $$\\n\";"
+)
 CMD = (
     "sleep 100 & P=$!; sleep 0.2; kill $P; wait $P; echo KILLED $P; "
     f"echo {base64.b64encode(PERL.encode()).decode()} | base64 -d > /tmp/t.pl; "
@@ -80,14 +83,18 @@ def test_unknown_calls_and_signal_returns_record_what_the_guests_strace_printed(
     pid = int(re.search(r"PERL (\d+)", logged["console"])[1])  # type: ignore[index]
     ours = {r["name"]: r for r in logged["rows"] if r["pid"] == pid}
     theirs = {c.name: c for c in logged["strace"]}
-    unknown = ours["syscall_0x1c4"]
-    assert (unknown["retval"], unknown["errno"]) == (-38, theirs["syscall_0x1c4"].errno) == (-38, "ENOSYS")
-    assert json.loads(unknown["args"])["arg0"] == 1
+    # Past the table (452, 999: sys_ni_syscall) and an ARM private number the kernel lacks (0xf0009: arm_syscall).
+    for name, arg0 in (("syscall_0x1c4", 1), ("syscall_0x3e7", -5), ("syscall_0xf0009", -7)):
+        unknown = ours[name]
+        assert (unknown["retval"], unknown["errno"]) == (-38, theirs[name].errno) == (-38, "ENOSYS")
+        assert json.loads(unknown["args"])["arg0"] == arg0
+    failed = json.loads(_qppsuite("syscalls", str(logged["db"]), "--pid", str(pid), "--failed", "--format", "json"))
+    assert {"syscall_0x1c4", "syscall_0x3e7", "syscall_0xf0009"} <= {r["name"] for r in failed}
     (returned,) = {"sigreturn", "rt_sigreturn"} & set(theirs)  # glibc picks one by SA_SIGINFO
     assert ours[returned]["retval"] == theirs[returned].retval is not None
     assert ours["execve"]["retval"] == theirs["execve"].retval == 0 and ours["execve"]["ending"] == "exec"
     stats = json.loads(_qppsuite("stats", str(logged["db"]), "--format", "json", "--top", "50"))
-    assert {"errno": "ENOSYS", "calls": 1} in stats["top_errors"]
+    assert {"errno": "ENOSYS", "calls": 3} in stats["top_errors"]
 
 
 @pytest.mark.boot

@@ -252,7 +252,7 @@ class OsiLinux(Plugin):
             self._update_hooks()
 
     def _update_hooks(self) -> None:
-        """An entry hook on ``__switch_to`` / ``do_exit`` exactly while its callback has listeners."""
+        """An entry hook on ``__switch_to`` / ``do_group_exit`` exactly while its callback has listeners."""
         if self.on_task_change and self._switch_hook is None:
             self._last_thread = None
             self._switch_hook = self.machine.add_entry_hook(self.layout.switch_to, self._on_switch_to)

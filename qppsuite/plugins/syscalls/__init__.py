@@ -190,7 +190,7 @@ class Syscalls(Plugin):
             self.qpp.register("osi_linux", "on_thread_exit", self._thread_exit, owner=self.name)
 
     def _thread_exit(self, thread: Any, code: int) -> None:
-        """do_exit runs on the dying thread's kernel stack: its base is the pairing key."""
+        """do_group_exit runs on the dying thread's kernel stack: its base is the pairing key."""
         signal = code & 0x7F
         ended = self.pairing.thread_died(
             self._banked("sp", "svc") & ~(THREAD_SIZE - 1), SIGNAL_NAMES.get(signal) if signal else None
