@@ -25,7 +25,7 @@ import pytest
 from oracle.guest import logged_run
 
 from qppsuite.core.image import ImageBundle
-from qppsuite.core.memory import PhysicalMemory, VirtualMemory
+from qppsuite.core.memory import GuestMemoryError, PhysicalMemory, VirtualMemory, linux_pte
 from qppsuite.core.mmu import ACCESS_READ, FS_TRANSLATION_PAGE, MmuFault, TranslationRegs, walk
 from qppsuite.core.qpp import Plugin
 from qppsuite.plugins.syscalls.context import SyscallContext
@@ -163,3 +163,17 @@ def test_a_dumped_fork_child_reads_through_the_linux_pte_where_the_hardware_entr
     assert hidden, "the dump should hold pages whose hardware entry is empty"
     assert _read_array(memory, dump["argv"]) == dump["strace"]["argv"] == ["/bin/echo", "argone", "argtwo"]
     assert _read_array(memory, dump["envp"]) == dump["strace"]["envp"]
+
+
+def test_a_write_never_goes_through_a_read_only_linux_pte_as_a_fork_childs_copy_on_write_pages() -> None:
+    dump = json.loads(gzip.decompress(DUMP.read_bytes()))
+    memory, regs = _replay(dump)
+    read_u32 = memory.phys.read_u32
+    address = dump["envp"]  # the child's copy of perl's heap: no hardware entry after fork, read-only in Linux's
+    assert isinstance(walk(read_u32, regs._replace(dacr=0xFFFFFFFF), address, ACCESS_READ, True), MmuFault)
+    assert linux_pte(read_u32, regs, address) is not None  # readable, through Linux's own entry
+    assert linux_pte(read_u32, regs, address, write=True) is None  # copy-on-write: still shared with perl
+    before = memory.read(address, 4)
+    with pytest.raises(GuestMemoryError):
+        memory.write(address, b"EVIL")
+    assert memory.read(address, 4) == before

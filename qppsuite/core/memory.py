@@ -34,11 +34,16 @@ PTE_HWTABLE_OFF = 2048
 """Bytes from a Linux PTE to the hardware PTE of the same page (arch/arm/include/asm/pgtable-2level.h:
 one page holds two 256-entry Linux tables, then the two hardware tables the level-1 entries point at)."""
 L_PTE_PRESENT = 1 << 0
+L_PTE_DIRTY = 1 << 6
+L_PTE_RDONLY = 1 << 7
 L_PTE_NONE = 1 << 11
-"""Linux PTE bits (pgtable-2level.h): present, and PROT_NONE (present to the kernel, inaccessible)."""
+"""Linux PTE bits (pgtable-2level.h): present, dirty, read-only (also every copy-on-write page), and
+PROT_NONE (present to the kernel, inaccessible)."""
 
 
-def linux_pte(read_u32: Callable[[int], int | None], regs: TranslationRegs, vaddr: int) -> int | None:
+def linux_pte(
+    read_u32: Callable[[int], int | None], regs: TranslationRegs, vaddr: int, write: bool = False
+) -> int | None:
     """The physical address Linux's own PTE gives ``vaddr``, or None.
 
     ARM Linux keeps a hardware small-page entry at 0 while the page is not
@@ -49,6 +54,10 @@ def linux_pte(read_u32: Callable[[int], int | None], regs: TranslationRegs, vadd
     in at once.  Only the single-table configuration Linux uses (TTBCR.N = 0,
     short descriptors) is understood; a level-2 table that is not in the upper
     half of its page is not laid out by Linux, and gives None.
+
+    For a ``write`` the page must be writable and already dirty: a read-only
+    entry may be a copy-on-write page still shared with another process, and a
+    clean one would let the kernel drop the page without writing it back.
     """
     if regs.ttbcr & (TTBCR_N_MASK | 0x80000000):
         return None
@@ -57,6 +66,8 @@ def linux_pte(read_u32: Callable[[int], int | None], regs: TranslationRegs, vadd
         return None
     pte = read_u32(((l1 & 0xFFFFFC00) | ((vaddr >> 10) & 0x3FC)) - PTE_HWTABLE_OFF)
     if pte is None or pte & (L_PTE_PRESENT | L_PTE_NONE) != L_PTE_PRESENT:
+        return None
+    if write and pte & (L_PTE_RDONLY | L_PTE_DIRTY) != L_PTE_DIRTY:
         return None
     return (pte & 0xFFFFF000) | (vaddr & 0xFFF)
 
@@ -77,7 +88,7 @@ def introspect(
         return result[0]
     fault: MmuFault = result  # type: ignore[assignment]
     if fault.status == FS_TRANSLATION_PAGE:
-        paddr = linux_pte(read_u32, regs, vaddr)
+        paddr = linux_pte(read_u32, regs, vaddr, write)
         if paddr is not None:
             return paddr
     return fault
