@@ -9,8 +9,8 @@ import os
 import sys
 
 import typer
-from rich.console import Console
 
+from qppsuite.cli.terminal import SafeConsole, styled
 from qppsuite.errors import QppsuiteError
 
 app = typer.Typer(
@@ -20,7 +20,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err_console = Console(stderr=True)
+err_console = SafeConsole(stderr=True)
 
 # Command modules register on `app` when imported; keep one import per command group.
 from qppsuite.cli import (  # noqa: E402
@@ -39,14 +39,25 @@ def main() -> None:
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
     try:
-        app()
+        code = app(standalone_mode=False)
     except QppsuiteError as err:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-        if err.hint:
-            err_console.print(f"[dim]hint: {err.hint}[/]", highlight=False, soft_wrap=True)
+        _error_line(str(err), err.hint)
         sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted[/]")
+    except typer.TyperException as err:  # a bad option or argument, as the parser words it
+        message = err.format_message()
+        if message:  # empty when the parser has shown the help instead (a group given no command)
+            _error_line(message, "see --help")
+        sys.exit(err.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
+        err_console.print(styled(("interrupted", "bold red")))
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error_line(message: str, hint: str | None) -> None:
+    """One red line (and a dim hint); the message is data, shown literally."""
+    err_console.print(styled(("error:", "bold red"), f" {message}"), soft_wrap=True)
+    if hint:
+        err_console.print(styled((f"hint: {hint}", "dim")), soft_wrap=True)

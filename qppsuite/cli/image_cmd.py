@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from qppsuite.cli import app
+from qppsuite.cli.terminal import SafeConsole, styled
 from qppsuite.core.image import ImageBundle, images_dir, list_images, open_image
 from qppsuite.errors import ImageError
 from qppsuite.images.builder import build_image, default_image_name, parse_package_list
@@ -22,8 +22,8 @@ from qppsuite.images.builder import build_image, default_image_name, parse_packa
 image_app = typer.Typer(help="Build and inspect image bundles (kernel, initramfs, OSI profile).", no_args_is_help=True)
 app.add_typer(image_app, name="image")
 
-console = Console()
-status_console = Console(stderr=True)
+console = SafeConsole()
+status_console = SafeConsole(stderr=True)
 
 CacheOption = Annotated[
     Path | None,
@@ -89,18 +89,20 @@ def build(
     extra = parse_package_list(packages)
     image_name = name or default_image_name(extra)
     started = time.monotonic()
-    with status_console.status(f"building image '{image_name}'") as status:
+    with status_console.status(styled(f"building image '{image_name}'")) as status:
 
         def progress(message: str) -> None:
-            status_console.print(f"[dim]{time.monotonic() - started:6.1f}s[/] {message}", highlight=False)
-            status.update(message)
+            status_console.print(styled((f"{time.monotonic() - started:6.1f}s ", "dim"), message))
+            status.update(styled(message))
 
         bundle = build_image(image_name, packages=extra, cache=cache_dir, progress=progress)
     profile = "with" if bundle.profile_path else "without"
     status_console.print(
-        f"[green]built[/] '{bundle.name}' ({_human_size(_bundle_size(bundle))}, {profile} OSI profile) "
-        f"in {time.monotonic() - started:.1f}s",
-        highlight=False,
+        styled(
+            ("built", "green"),
+            f" '{bundle.name}' ({_human_size(_bundle_size(bundle))}, {profile} OSI profile) "
+            f"in {time.monotonic() - started:.1f}s",
+        )
     )
     print(bundle.path)
 
@@ -133,7 +135,7 @@ def list_(
             str(bundle.path),
         )
     for name, message in broken.items():
-        table.add_row(name, f"[red]unreadable: {message}[/]", "", "", "", "")
+        table.add_row(name, styled((f"unreadable: {message}", "red")), "", "", "", "")
     console.print(table)
 
 

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
 from qppsuite.cli import app
+from qppsuite.cli.terminal import SafeConsole, styled, visible
 from qppsuite.plugins.syscalls_logger.reader import (
     JSON_FIELDS,
     ProcessNode,
@@ -32,7 +32,7 @@ from qppsuite.plugins.syscalls_logger.reader import (
     select_syscalls,
 )
 
-console = Console()
+console = SafeConsole()
 
 
 class OutputFormat(StrEnum):
@@ -78,6 +78,8 @@ def _emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: OutputForm
     elif fmt is OutputFormat.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
+        if sys.stdout.isatty():  # data for tools when piped; on a terminal, shown like every other view
+            rows = [[visible(v) if isinstance(v, str) else v for v in row] for row in rows]
         writer.writerows(rows)
     else:
         table = Table(*columns, title=title)
@@ -133,10 +135,10 @@ def _ended(node: ProcessNode) -> str:
     return f", {how}" + (f", state {node.state}" if node.state and node.state != "X" else "")
 
 
-def _tree_label(node: ProcessNode) -> str:
+def _tree_label(node: ProcessNode) -> Text:
     renamed = f" (was {' → '.join(node.names[:-1])})" if len(node.names) > 1 else ""
-    return (
-        f"[bold]{node.name}[/]{renamed} pid {node.pid}, ppid {node.ppid}: {node.syscall_count} syscalls{_ended(node)}"
+    return styled(
+        (node.name, "bold"), f"{renamed} pid {node.pid}, ppid {node.ppid}: {node.syscall_count} syscalls{_ended(node)}"
     )
 
 
@@ -184,13 +186,13 @@ def processes(
             for thread in node.threads:
                 renamed = f" (was {' → '.join(thread.names[:-1])})" if len(thread.names) > 1 else ""
                 label = f"thread {thread.name}{renamed} tid {thread.tid}: {thread.syscall_count} syscalls"
-                sub.add(Text(label))  # guest text: never markup
+                sub.add(label)
         for child in node.children:
             add(sub, child)
 
     for root in roots:
         add(tree, root)
-    console.print(tree, highlight=False)
+    console.print(tree)
 
 
 @app.command("query")

@@ -11,15 +11,15 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from qppsuite.cli import app
+from qppsuite.cli.terminal import SafeConsole, lines, styled
 from qppsuite.core.events import CorePlugin
 from qppsuite.core.qpp import Plugin, PluginSource, discover, exported_functions, plugin_description, resolve
 from qppsuite.errors import PluginError
 
-console = Console()
+console = SafeConsole()
 
 # The machine adds these itself on every run; listing them shows the callbacks plugins build on.
 HOST_PLUGINS = {"core": PluginSource("host", "qppsuite.core.events.CorePlugin", cls=CorePlugin)}
@@ -37,7 +37,7 @@ def plugins(
         return
     source = HOST_PLUGINS[name] if name in HOST_PLUGINS else resolve(name)
     cls = source.plugin_class()
-    console.print(f"[bold]{cls.name}[/] — {plugin_description(cls) or '(no description)'}", highlight=False)
+    console.print(styled((cls.name, "bold"), f" — {plugin_description(cls) or '(no description)'}"))
     console.print(f"source: {source}", highlight=False)
     requires = ", ".join(cls.requires) or "none"
     console.print(f"requires: {requires}   plugin API: v{cls.api_version}", highlight=False)
@@ -55,16 +55,16 @@ def _overview() -> Table:
         try:
             cls = source.plugin_class()
         except PluginError as err:
-            table.add_row(plugin_name, source.kind, f"[red]not loadable: {err}[/]", "", "", "", "")
+            table.add_row(plugin_name, source.kind, styled((f"not loadable: {err}", "red")), "", "", "", "")
             continue
         table.add_row(
             cls.name,
             source.kind,
             plugin_description(cls),
             ", ".join(cls.requires),
-            "\n".join(f"{key}: {arg.type_name} = {arg.default!r}" for key, arg in cls.args.items()),
-            "\n".join(exported_functions(cls)),
-            "\n".join(cls.callbacks),
+            lines(f"{key}: {arg.type_name} = {arg.default!r}" for key, arg in cls.args.items()),
+            lines(exported_functions(cls)),
+            lines(cls.callbacks),
         )
     return table
 

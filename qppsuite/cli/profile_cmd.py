@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from qppsuite.cli import app
+from qppsuite.cli.terminal import SafeConsole
 from qppsuite.images.dbg import extract_vmlinux
 from qppsuite.images.dwarf import build_kernel_profile
 from qppsuite.images.profile import KernelProfile, save_profile, to_isf
 
-console = Console()
+console = SafeConsole()
 profile_app = typer.Typer(
     help="Kernel OSI profiles: struct offsets and symbols derived from the kernel's debug info.",
     no_args_is_help=True,

@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from qppsuite.cli import app, err_console
+from qppsuite.cli.terminal import styled
 from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
 from qppsuite.errors import GuestError
 from qppsuite.recording import Recording, record, replay
@@ -29,9 +30,11 @@ def record_command(
     recording, result = record(options)
     recording.save(output)
     err_console.print(
-        f"[green]qppsuite:[/] recorded {recording.insn_count:,} instructions ({recording.stop_kind}) "
-        f"in {result.wall_seconds:.2f} s to {output}",
-        highlight=False,
+        styled(
+            ("qppsuite:", "green"),
+            f" recorded {recording.insn_count:,} instructions ({recording.stop_kind}) "
+            f"in {result.wall_seconds:.2f} s to {output}",
+        )
     )
 
 
@@ -54,6 +57,8 @@ def replay_command(
     if result.reason.kind == "plugin":
         raise GuestError(f"plugin: {result.reason.message}")
     err_console.print(
-        f"[green]qppsuite:[/] replayed {result.insn_count:,} instructions identically in {result.wall_seconds:.2f} s",
-        highlight=False,
+        styled(
+            ("qppsuite:", "green"),
+            f" replayed {result.insn_count:,} instructions identically in {result.wall_seconds:.2f} s",
+        )
     )

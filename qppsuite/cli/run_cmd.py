@@ -7,22 +7,11 @@ from typing import Annotated, BinaryIO
 import typer
 
 from qppsuite.cli import app, err_console
+from qppsuite.cli.terminal import ConsoleStream, styled
 from qppsuite.core.image import images_dir
 from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
 from qppsuite.errors import GuestError, ImageError
 from qppsuite.session import DEFAULT_IMAGE, RunOptions, run
-
-
-class _ConsoleWriter:
-    """Streams guest console bytes, flushing at line ends so the terminal keeps up."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self.stream = stream
-
-    def __call__(self, data: bytes) -> None:
-        self.stream.write(data)
-        if b"\n" in data:
-            self.stream.flush()
 
 
 def _ensure_default_image(cache: Path | None) -> None:
@@ -31,9 +20,9 @@ def _ensure_default_image(cache: Path | None) -> None:
         return
     from qppsuite.images.builder import build_image
 
-    err_console.print(f"[bold]qppsuite:[/] image '{DEFAULT_IMAGE}' is not built yet; building it now")
-    with err_console.status("building image") as status:
-        build_image(DEFAULT_IMAGE, cache=cache, progress=lambda msg: status.update(msg))
+    err_console.print(styled(("qppsuite:", "bold"), f" image '{DEFAULT_IMAGE}' is not built yet; building it now"))
+    with err_console.status(styled("building image")) as status:
+        build_image(DEFAULT_IMAGE, cache=cache, progress=lambda msg: status.update(styled(msg)))
 
 
 @app.command("run")
@@ -89,7 +78,7 @@ def run_command(
                 raise ImageError(f"cannot write console file {console}: {exc.strerror}") from exc
         elif not quiet:
             sink = sys.stdout.buffer
-        result = run(options, _ConsoleWriter(sink) if sink else None)
+        result = run(options, ConsoleStream(sink) if sink else None)
     finally:
         if sink is not None and sink is not sys.stdout.buffer:
             sink.close()
@@ -100,4 +89,4 @@ def run_command(
     if not result.ok:
         raise GuestError(f"{result.reason.kind}: {result.reason.message} after {summary}")
     if not quiet:
-        err_console.print(f"[green]qppsuite:[/] guest powered off after {summary}", highlight=False)
+        err_console.print(styled(("qppsuite:", "green"), f" guest powered off after {summary}"))

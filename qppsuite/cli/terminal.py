@@ -1,0 +1,103 @@
+"""What reaches the user's terminal: text from the guest, a database, a file or the command line is data.
+
+It is never interpreted as rich markup (``[bold]``, ``[/]``), emoji codes
+(``:x:``) or terminal control sequences (ESC, C1 controls, bidirectional
+overrides).  Every console the CLI prints with is a :class:`SafeConsole`,
+whose string rendering is the one boundary: markup and emoji are off, and each
+control or invisible formatting character is shown as an escape, the way
+strace shows unprintable bytes (``\\x1b``, ``\\u202e``).  The CLI's own
+styling is applied to :class:`rich.text.Text` built with :func:`styled`.
+"""
+
+import codecs
+import re
+import unicodedata
+from collections.abc import Iterable
+from typing import IO, Any
+
+from rich.console import Console
+from rich.text import Text
+
+#: Anything outside printable ASCII is looked at; only the categories below are escaped.
+_CANDIDATE = re.compile(r"[^\x20-\x7e]")
+#: Unicode categories a terminal acts on or does not show: controls (C0, DEL, C1), format characters
+#: (bidi overrides, zero-width), line and paragraph separators, lone surrogates, unassigned, private use.
+_INVISIBLE = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs", "Cn", "Co"))
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _escape_invisible(match: re.Match[str]) -> str:
+    char = match.group()
+    return _escape(char) if unicodedata.category(char) in _INVISIBLE else char
+
+
+def _escape_invisible_but_layout(match: re.Match[str]) -> str:
+    char = match.group()
+    return char if char in "\n\r\t" else _escape_invisible(match)
+
+
+def visible(text: str) -> str:
+    """``text`` with every control and invisible formatting character escaped (``"a\\x1bb"`` -> ``a\\x1bb``).
+
+    Newlines and tabs are escaped too: in one table cell or one error line, a
+    guest-chosen newline could forge a row.  Printable text, including
+    non-ASCII letters, is unchanged.
+    """
+    return _CANDIDATE.sub(_escape_invisible, text)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """One line of CLI output: each part is data (``str``) or data with a style (``(text, "bold red")``)."""
+    line = Text()
+    for part in parts:
+        if isinstance(part, tuple):
+            line.append(visible(part[0]), style=part[1])
+        else:
+            line.append(visible(part))
+    return line
+
+
+def lines(items: Iterable[str]) -> Text:
+    """Several data items, one per line (a table cell listing names): the newlines are ours, not the data's."""
+    return Text("\n").join(styled(item) for item in items)
+
+
+class SafeConsole(Console):
+    """A rich console that renders every string as data: no markup, no emoji, control bytes escaped."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(markup=False, emoji=False, highlight=False, **kwargs)
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        """Tables, trees, titles and ``print`` all turn strings into Text here."""
+        kwargs["markup"] = False
+        kwargs["emoji"] = False
+        return super().render_str(visible(text), **kwargs)
+
+
+class ConsoleStream:
+    """The guest's serial console on a stream: raw bytes to a file, escaped to a terminal.
+
+    A real serial console would pass the guest's escape sequences to the
+    terminal; a malicious guest could then retitle the window, redefine keys or
+    hide lines.  On a terminal, bytes are decoded as UTF-8 (invalid bytes shown
+    as ``\\xNN``) and every control except newline, carriage return and tab is
+    escaped.  Writes to a file or a pipe keep the bytes exactly.
+    """
+
+    def __init__(self, stream: IO[bytes], terminal: bool | None = None) -> None:
+        self.stream = stream
+        self.terminal = stream.isatty() if terminal is None else terminal
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="backslashreplace")
+
+    def __call__(self, data: bytes) -> None:
+        if self.terminal:
+            text = _CANDIDATE.sub(_escape_invisible_but_layout, self._decoder.decode(data))
+            data = text.encode("utf-8", errors="backslashreplace")
+        self.stream.write(data)
+        if b"\n" in data:
+            self.stream.flush()
