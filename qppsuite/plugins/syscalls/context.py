@@ -39,6 +39,15 @@ def _unreadable(value: JSONValue) -> bool:
     return False
 
 
+def _any_unreadable(args: list[DecodedArg]) -> bool:
+    """:func:`_unreadable` over a call's arguments, on every return: most are numbers, skipped at once."""
+    for arg in args:
+        value = arg.value
+        if (type(value) is dict or type(value) is list) and _unreadable(value):
+            return True
+    return False
+
+
 @dataclass(frozen=True)
 class Limits:
     """Bounds on what is read from guest memory per argument (the plugin's ``*_limit`` arguments)."""
@@ -128,7 +137,7 @@ class SyscallContext:
         read it, so at the return it can be read.  The syscalls plugin calls this as the
         call returns; arguments that were read at the call are left as they were.
         """
-        if self._decoded is None or self.spec is None or not any(_unreadable(a.value) for a in self._decoded):
+        if self._decoded is None or self.spec is None or not _any_unreadable(self._decoded):
             return
         again = {a.name: a for a in self._decode_args(self.spec)}
         self._decoded = [again.get(a.name, a) if _unreadable(a.value) else a for a in self._decoded]
