@@ -33,3 +33,11 @@ class GuestError(QppsuiteError):
     """The guest ended the run abnormally: panic, hang, or the instruction budget ran out."""
 
     exit_code = 2
+
+
+class Interrupted(QppsuiteError):
+    """The run was stopped by a signal (SIGINT, SIGTERM); the exit code is the shell's 128 + its number."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum

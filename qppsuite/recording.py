@@ -10,8 +10,11 @@ plugin that perturbs the guest, or a changed image, is reported as a
 divergence instead of silently analysing a different execution.
 """
 
+import errno
 import hashlib
 import json
+import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -49,6 +52,7 @@ class Recording:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
+        """Write the recording as JSON; an unwritable path is a one-line :class:`RecordingError`."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
@@ -69,6 +73,21 @@ class Recording:
             return cls(**data)
         except TypeError as exc:
             raise RecordingError(f"{path} is a damaged recording: {exc}") from exc
+
+
+def check_writable(path: Path) -> None:
+    """Refuse, before a run, a recording path that cannot be written: a probe file is created beside it.
+
+    Raises :class:`RecordingError` naming the path and the system's reason.
+    """
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise RecordingError(f"cannot write recording {path}: {exc.strerror}") from None
 
 
 def _image_files(image: ImageBundle) -> dict[str, str]:
@@ -99,7 +118,8 @@ def record(options: RunOptions, console: Callable[[bytes], None] | None = None) 
     recording = Recording(
         image=image.name,
         image_files=_image_files(image),
-        options={key: getattr(options, key) for key in PINNED_OPTIONS},
+        options={key: getattr(options, key) for key in PINNED_OPTIONS}
+        | ({"max_insns": result.insn_count} if result.reason.kind == "timeout" else {}),
         stop_kind=result.reason.kind,
         insn_count=result.insn_count,
         console_sha256=digest.sha.hexdigest(),

@@ -5,8 +5,11 @@ that knows both the image format (workloads, the ``--cmd`` overlay) and the
 plugin host; the core machine knows neither.
 """
 
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,8 @@ class RunOptions:
     host_decompress: bool = True
     extra_bootargs: str = ""
     hang_seconds: float = 600.0
+    #: Wall-clock budget of the whole run in seconds (None: none); the CLI's --timeout.
+    timeout_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,11 @@ class RunResult:
     wall_seconds: float
     image: ImageBundle
     plugins: list[str]
+    #: The signal that stopped the run (SIGINT, SIGTERM), if one did.
+    signal: int | None = None
+    #: Plugin failures while stopping or unloading, where plugins write what they kept (a database's last
+    #: batch): the run's output may be incomplete, so the CLI does not exit 0.
+    shutdown_failures: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -96,6 +106,7 @@ def build_machine(options: RunOptions, image: ImageBundle, console: Callable[[by
         ram_mib=options.ram_mib,
         max_insns=options.max_insns,
         hang_seconds=options.hang_seconds,
+        timeout_seconds=options.timeout_seconds,
         labels=image_labels(image),
     )
     return Machine(config, console=console)
@@ -112,7 +123,7 @@ def run(
     image = image or open_image(options.image, cache=options.cache)
     machine = build_machine(options, image, console)
     start = time.monotonic()
-    with QPP(machine, strict=options.strict) as qpp:
+    with stop_on_signals(machine) as received, QPP(machine, strict=options.strict) as qpp:
         qpp.add_builtin(CorePlugin())
         qpp.load_all(list(options.plugins), options.plugin_args)
         if on_loaded is not None:
@@ -121,4 +132,47 @@ def run(
         reason = machine.run()
         qpp.stop_all(reason)
         loaded = [name for name in qpp.loaded if name != "core"]
-    return RunResult(reason, machine.insn_count, time.monotonic() - start, image, loaded)
+    shutdown = tuple(str(f) for f in qpp.failures if f.where in ("stop()", "unload()"))
+    return RunResult(
+        reason,
+        machine.insn_count,
+        time.monotonic() - start,
+        image,
+        loaded,
+        received[0] if received else None,
+        shutdown,
+    )
+
+
+@contextmanager
+def stop_on_signals(machine: Machine) -> Iterator[list[int]]:
+    """SIGINT and SIGTERM stop the run at the next safe point, and nothing else, for the whole block.
+
+    The first signal asks the machine to stop (stop reason ``interrupted``);
+    the run then ends as any other does: plugins are stopped and unloaded, the
+    logger commits its last batch and ends its ``runs`` row.  Further signals
+    during that shutdown are noted and ignored, so a second Ctrl-C cannot cut a
+    commit short.  A Python exception raised from a signal handler would land
+    inside whatever engine callback is running (a TLB fill, a hook), where C
+    cannot carry it.  The yielded list receives the signal numbers seen; once
+    one was, both signals stay ignored after the block.  Off the main thread
+    (where Python cannot install handlers) this does nothing.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def stop(signum: int, _frame: object) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            machine.request_stop("interrupted", f"interrupted by {signal.Signals(signum).name}")
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            # After an interrupt the process is on its way out: more signals are ignored, not raised into the
+            # error report and the exit (a user pressing Ctrl-C again still gets exit status 128 + signal).
+            signal.signal(signum, signal.SIG_IGN if received else handler)

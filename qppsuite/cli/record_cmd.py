@@ -6,10 +6,11 @@ from typing import Annotated
 import typer
 
 from qppsuite.cli import app, err_console
+from qppsuite.cli.run_cmd import DEFAULT_TIMEOUT, TimeoutOption
 from qppsuite.cli.terminal import styled
 from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
-from qppsuite.errors import GuestError
-from qppsuite.recording import Recording, record, replay
+from qppsuite.errors import GuestError, Interrupted, PluginError
+from qppsuite.recording import Recording, check_writable, record, replay
 from qppsuite.session import DEFAULT_IMAGE, RunOptions
 
 
@@ -21,13 +22,23 @@ def record_command(
     max_insns: Annotated[int | None, typer.Option("--max-insns", help="Stop after this many instructions")] = None,
     ram: Annotated[int, typer.Option("--ram", help="Guest RAM in MiB")] = 256,
     bootargs: Annotated[str, typer.Option("--bootargs", help="Extra kernel command-line arguments")] = "",
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Cache directory")] = None,
 ) -> None:
     """Run IMAGE once without plugins and write a recording that `qppsuite replay` reproduces exactly."""
     options = RunOptions(
-        image=image, cmd=cmd, max_insns=max_insns, ram_mib=ram, extra_bootargs=bootargs, cache=cache_dir
+        image=image,
+        cmd=cmd,
+        max_insns=max_insns,
+        ram_mib=ram,
+        extra_bootargs=bootargs,
+        cache=cache_dir,
+        timeout_seconds=timeout or None,
     )
+    check_writable(output)  # before the boot, not after it
     recording, result = record(options)
+    if result.signal is not None:
+        raise Interrupted(f"{result.reason.message}: nothing recorded", result.signal)
     recording.save(output)
     err_console.print(
         styled(
@@ -54,8 +65,12 @@ def replay_command(
         strict=strict,
         cache=cache_dir,
     )
+    if result.signal is not None:
+        raise Interrupted(result.reason.message, result.signal)
     if result.reason.kind == "plugin":
         raise GuestError(f"plugin: {result.reason.message}")
+    if result.shutdown_failures:
+        raise PluginError(result.shutdown_failures[0], hint="its output may be incomplete; earlier writes are kept")
     err_console.print(
         styled(
             ("qppsuite:", "green"),

@@ -10,7 +10,7 @@ from qppsuite.cli import app, err_console
 from qppsuite.cli.terminal import ConsoleStream, styled
 from qppsuite.core.image import images_dir
 from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
-from qppsuite.errors import GuestError, ImageError
+from qppsuite.errors import GuestError, ImageError, Interrupted, PluginError
 from qppsuite.session import DEFAULT_IMAGE, RunOptions, run
 
 
@@ -23,6 +23,17 @@ def _ensure_default_image(cache: Path | None) -> None:
     err_console.print(styled(("qppsuite:", "bold"), f" image '{DEFAULT_IMAGE}' is not built yet; building it now"))
     with err_console.status(styled("building image")) as status:
         build_image(DEFAULT_IMAGE, cache=cache, progress=lambda msg: status.update(styled(msg)))
+
+
+DEFAULT_TIMEOUT = 3600.0
+TimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        min=0,
+        help="Stop the run after this many wall-clock seconds, whatever the guest does (0: no limit)",
+    ),
+]
 
 
 @app.command("run")
@@ -45,6 +56,7 @@ def run_command(
         Path | None, typer.Option("--console", help="Write the guest console to FILE instead of the terminal")
     ] = None,
     ram: Annotated[int, typer.Option("--ram", help="Guest RAM in MiB")] = 256,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not show the console or the summary")] = False,
     bootargs: Annotated[str, typer.Option("--bootargs", help="Extra kernel command-line arguments")] = "",
     guest_decompress: Annotated[
@@ -68,6 +80,7 @@ def run_command(
         cache=cache_dir,
         host_decompress=not guest_decompress,
         extra_bootargs=bootargs,
+        timeout_seconds=timeout or None,
     )
     sink: BinaryIO | None = None
     try:
@@ -86,7 +99,12 @@ def run_command(
             sys.stdout.flush()
     mips = result.insn_count / result.wall_seconds / 1e6 if result.wall_seconds else 0.0
     summary = f"{result.insn_count:,} instructions in {result.wall_seconds:.2f} s ({mips:.0f} MIPS)"
+    if result.signal is not None:
+        raise Interrupted(f"{result.reason.message} after {summary}", result.signal)
+    if result.shutdown_failures:
+        raise PluginError(result.shutdown_failures[0], hint="its output may be incomplete; earlier writes are kept")
     if not result.ok:
-        raise GuestError(f"{result.reason.kind}: {result.reason.message} after {summary}")
+        kind = "" if result.reason.kind == "error" else f"{result.reason.kind}: "  # "error: error: ..." says nothing
+        raise GuestError(f"{kind}{result.reason.message} after {summary}")
     if not quiet:
         err_console.print(styled(("qppsuite:", "green"), f" guest powered off after {summary}"))

@@ -39,7 +39,8 @@ class AddressSpaceSwitch:
 
 @dataclass(frozen=True, slots=True)
 class StopReason:
-    """Why a run ended. ``kind`` is one of poweroff, reset, max_insns, panic, hang, error, interrupted, plugin."""
+    """Why a run ended. ``kind`` is one of poweroff, reset, max_insns, timeout, panic, hang, error, interrupted,
+    plugin."""
 
     kind: str
     message: str

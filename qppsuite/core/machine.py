@@ -85,6 +85,9 @@ class MachineConfig:
     hang_insns: int = 4_000_000_000
     #: ... or for this many wall-clock seconds.
     hang_seconds: float = 600.0
+    #: The whole run's wall-clock budget in seconds, whatever the guest does (None: no limit).  A guest
+    #: that keeps making system calls is making progress, so only this stops it.
+    timeout_seconds: float | None = None
     #: Facts about the run for plugins (image name, OSI profile path...); the core does not read them.
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -156,6 +159,7 @@ class Machine:
         self._last_ttbr0 = 0
         self._progress_insn = 0
         self._progress_wall = 0.0
+        self._deadline_wall: float | None = None
         self._masked_steps = 0
         self._stuck = 0
         self._line = bytearray()
@@ -266,6 +270,8 @@ class Machine:
     def run(self) -> StopReason:
         """Run until power-off, a stop request, a guest failure or the instruction budget."""
         self._progress_wall = time.monotonic()
+        if self.config.timeout_seconds is not None:
+            self._deadline_wall = self._progress_wall + self.config.timeout_seconds
         self.events.on_start()
         try:
             while self._stop is None:
@@ -351,13 +357,18 @@ class Machine:
 
     def _check_hang(self) -> None:
         config = self.config
-        if self.clock.retired - self._progress_insn > config.hang_insns:
+        now = time.monotonic()
+        if self._deadline_wall is not None and now > self._deadline_wall:
+            self._stop = StopReason(
+                "timeout", f"wall-clock budget of {config.timeout_seconds:g} s reached", self.clock.retired
+            )
+        elif self.clock.retired - self._progress_insn > config.hang_insns:
             self._stop = StopReason(
                 "hang",
                 f"no console output and no system call for {config.hang_insns} instructions",
                 self.clock.retired,
             )
-        elif time.monotonic() - self._progress_wall > config.hang_seconds:
+        elif now - self._progress_wall > config.hang_seconds:
             self._stop = StopReason(
                 "hang",
                 f"no console output and no system call for {config.hang_seconds:.0f} s",

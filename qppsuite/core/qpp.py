@@ -334,7 +334,7 @@ class Callback:
         for fn, owner in self._entries:
             try:
                 fn(*args, **kwargs)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # a plugin's sys.exit() is its failure, not the run's end
                 raised = self._qpp._failed(owner, self.qualname, exc)
                 if first is None:
                     first = raised
@@ -535,6 +535,7 @@ class QPP:
         self._sources: dict[str, PluginSource] = {}
         self._callbacks: dict[str, dict[str, Callback]] = {}
         self._failures: dict[tuple[str, str], int] = {}
+        self._first_failures: list[PluginFailure] = []
         self._started = False
         self._closed = False
 
@@ -739,11 +740,16 @@ class QPP:
     # -- failures -------------------------------------------------------------------
 
     @property
+    def failures(self) -> list[PluginFailure]:
+        """The first failure of each ``(plugin, where)``, in the order they happened."""
+        return list(self._first_failures)
+
+    @property
     def failure_counts(self) -> dict[tuple[str, str], int]:
         """How often each ``(plugin, where)`` raised; only the first of each was reported."""
         return dict(self._failures)
 
-    def _failed(self, plugin: str, where: str, error: Exception) -> PluginCallbackError | None:
+    def _failed(self, plugin: str, where: str, error: BaseException) -> PluginCallbackError | None:
         """Report a plugin's exception the first time per (plugin, where); strict mode returns the error.
 
         A :class:`PluginCallbackError` coming out of a nested callback was
@@ -756,6 +762,7 @@ class QPP:
         self._failures[key] = count + 1
         failure = PluginFailure(plugin, where, error)
         if count == 0:
+            self._first_failures.append(failure)
             try:
                 self.reporter(failure)
             except Exception:
@@ -772,7 +779,7 @@ class QPP:
         for name in names:
             try:
                 call(self._plugins[name])
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 raised = self._failed(name, where, exc)
                 if first is None:
                     first = raised
@@ -812,7 +819,7 @@ class QPP:
         for name in reversed(list(self._plugins)):
             try:
                 self._plugins[name].unload()
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 raised = self._failed(name, "unload()", exc)
                 if first is None:
                     first = raised

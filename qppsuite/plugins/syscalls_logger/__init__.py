@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from qppsuite.errors import PluginError
 from qppsuite.plugins.osi_linux.model import OsiThread
 from qppsuite.plugins.syscalls.context import ENDING_PENDING, SyscallContext
 from qppsuite.plugins.syscalls.decode import format_call
+from qppsuite.plugins.syscalls.values import quote
 from qppsuite.plugins.syscalls_logger.database import SyscallDatabase
 
 
@@ -73,6 +75,7 @@ class SyscallsLogger(Plugin):
         self.rows = 0
         self._batch = self.args.batch
         self._db: SyscallDatabase | None = None
+        self._write_error: str | None = None  # set once a commit failed: nothing more is written
         self._text: TextIO | None = None
         self._own_text = False
         labels: dict[str, str] = self.machine.config.labels if self.machine is not None else {}
@@ -215,12 +218,15 @@ class SyscallsLogger(Plugin):
             outcome = "" if ctx.ending is None else f" (no return: {ctx.ending})"
             if ctx.child:
                 outcome = " (in the child)"
+            name = quote((caller.name or "").encode("utf-8", "surrogateescape"))[1:-1]  # guest text, escaped
             self._text.write(
-                f"Syscall at pc {ctx.pc:#x}: {text}{outcome}: Process '{caller.name}', "
+                f"Syscall at pc {ctx.pc:#x}: {text}{outcome}: Process '{name}', "
                 f"pid {pid}, tid {caller.tid}, ppid {caller.ppid}\n"
             )
             return
         assert self._db is not None
+        if self._write_error is not None:
+            return
         truncated = [a.name for a in decoded if a.truncated]
         outputs: dict[str, Any] | None = None
         if result is not None and result.outputs:
@@ -255,7 +261,22 @@ class SyscallsLogger(Plugin):
             "text": text,
         }
         if self._db.add(row, process, caller.thread) >= self._batch:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Commit the batch; a write that fails (disk full, I/O error) ends the logging and the run.
+
+        What earlier batches committed stays; the run stops with a one-line reason
+        (stop kind ``error``), so the user never gets a zero exit and a short log.
+        """
+        assert self._db is not None
+        try:
             self._db.flush()
+        except (sqlite3.Error, OSError) as exc:
+            self._write_error = f"cannot write the syscall database {self._db.path}: {exc}"
+            self._db.discard()
+            if self.machine is not None:
+                self.machine.request_stop("error", f"syscalls_logger: {self._write_error}; earlier batches are kept")
 
     # -- lifecycle ----------------------------------------------------------------
     def stop(self, reason: Any) -> None:
@@ -281,7 +302,7 @@ class SyscallsLogger(Plugin):
                 caller = self._callers.pop(seq)
                 caller.ctx.noreturn, caller.ctx.ending = True, ENDING_PENDING
                 self._write(caller.ctx, caller, None)
-            if self._db is not None:
+            if self._db is not None and self._write_error is None:
                 reason = getattr(self, "_stop_reason", None)
                 self._db.end_run(
                     {

@@ -218,6 +218,10 @@ class SyscallDatabase:
                 self.db[SYSCALLS].insert_all(rows, batch_size=len(rows))  # type: ignore[union-attr]
         self.rows_written += len(rows)
 
+    def discard(self) -> None:
+        """Drop what is buffered (after a failed commit: the disk will not take it)."""
+        self._syscalls, self._dirty, self._dirty_threads = [], {}, {}
+
     def end_run(self, fields: dict[str, Any]) -> None:
         """Flush and record how the run ended (``ended_at``, stop reason, counts)."""
         self.flush()
