@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from qppsuite import __version__
+from qppsuite.core.events import StopReason
 from qppsuite.core.image import ImageBundle, open_image
 from qppsuite.errors import QppsuiteError
 from qppsuite.session import RunOptions, RunResult, run
@@ -158,14 +159,23 @@ def replay(
         **recording.options,
     )
     digest = _Digest(console)
-    result = run(options, digest, image=image)
-    if result.reason.kind == "plugin":
-        return result  # a strict-mode plugin failure is its own error, not a divergence
-    if (result.insn_count, digest.sha.hexdigest()) != (recording.insn_count, recording.console_sha256):
-        raise RecordingError(
-            f"replay diverged: {result.insn_count} instructions and console {digest.sha.hexdigest()[:12]} "
-            f"({result.reason.kind}), recorded {recording.insn_count} and {recording.console_sha256[:12]} "
+
+    def verify(reason: StopReason, insn_count: int) -> StopReason:
+        if reason.kind in ("plugin", "interrupted"):
+            return reason  # a strict-mode plugin failure or a signal is its own end, not a divergence
+        if (insn_count, digest.sha.hexdigest()) == (recording.insn_count, recording.console_sha256):
+            return reason
+        return StopReason(
+            "diverged",
+            f"replay diverged: {insn_count} instructions and console {digest.sha.hexdigest()[:12]} "
+            f"({reason.kind}), recorded {recording.insn_count} and {recording.console_sha256[:12]} "
             f"({recording.stop_kind})",
-            hint="a plugin wrote guest state, or the emulator changed since the recording",
+            insn_count,
+        )
+
+    result = run(options, digest, image=image, verify=verify)
+    if result.reason.kind == "diverged":
+        raise RecordingError(
+            result.reason.message, hint="a plugin wrote guest state, or the emulator changed since the recording"
         )
     return result

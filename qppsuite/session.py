@@ -118,8 +118,13 @@ def run(
     *,
     image: ImageBundle | None = None,
     on_loaded: Callable[[QPP], Any] | None = None,
+    verify: Callable[[StopReason, int], StopReason] | None = None,
 ) -> RunResult:
-    """Boot, run plugins, and always unload them (flushing their files), however the run ends."""
+    """Boot, run plugins, and always unload them (flushing their files), however the run ends.
+
+    ``verify(reason, insn_count)`` may replace the stop reason before plugins hear it (a replay that
+    diverged from its recording ends ``diverged``, and the logger's ``runs`` row says so).
+    """
     image = image or open_image(options.image, cache=options.cache)
     machine = build_machine(options, image, console)
     start = time.monotonic()
@@ -130,6 +135,8 @@ def run(
             on_loaded(qpp)
         qpp.start_all()
         reason = machine.run()
+        if verify is not None:
+            reason = verify(reason, machine.insn_count)
         qpp.stop_all(reason)
         loaded = [name for name in qpp.loaded if name != "core"]
     shutdown = tuple(str(f) for f in qpp.failures if f.where in ("stop()", "unload()"))

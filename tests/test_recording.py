@@ -1,11 +1,14 @@
 """Record once, replay with plugins, and catch divergences."""
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from typer.testing import CliRunner
 
+from qppsuite.cli import app
 from qppsuite.core.image import ImageBundle
 from qppsuite.core.qpp import Plugin
 from qppsuite.recording import Recording, RecordingError, record, replay
@@ -54,9 +57,19 @@ def test_replay_with_plugins_is_the_same_execution(recording: Path) -> None:
     assert SvcCounter.count[0] > 50
 
 
-def test_a_plugin_that_perturbs_the_guest_is_a_divergence(recording: Path) -> None:
+def test_a_plugin_that_perturbs_the_guest_is_a_divergence_and_the_log_says_so(recording: Path, tmp_path: Path) -> None:
+    db = tmp_path / "diverged.db"
     with pytest.raises(RecordingError, match="replay diverged"):
-        replay(Recording.load(recording), [Meddler])
+        replay(
+            Recording.load(recording),
+            [Meddler, "osi_linux", "syscalls", "syscalls_logger"],
+            {"syscalls_logger": {"db": str(db)}},
+        )
+    with sqlite3.connect(db) as conn:
+        reason, message = conn.execute("SELECT stop_reason, stop_message FROM runs").fetchone()
+    assert reason == "diverged" and message.startswith("replay diverged"), (reason, message)
+    shown = CliRunner().invoke(app, ["stats", str(db)])
+    assert shown.exit_code == 0 and "warning: run 1 ended diverged: replay diverged" in shown.output
 
 
 def test_a_changed_image_or_damaged_file_is_refused(recording: Path, tmp_path: Path) -> None:

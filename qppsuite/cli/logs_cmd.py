@@ -7,8 +7,10 @@ read-only.  ``--format json|csv`` writes plain data to stdout for other tools.
 
 import csv
 import json
+import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,16 +20,18 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from qppsuite.cli import app
+from qppsuite.cli import app, err_console
 from qppsuite.cli.terminal import SafeConsole, styled, visible
 from qppsuite.plugins.syscalls_logger.reader import (
     JSON_FIELDS,
+    LogDatabaseError,
     ProcessNode,
     SyscallFilter,
     open_readonly,
     process_tree,
     run_query,
     run_stats,
+    run_warning,
     select_run,
     select_syscalls,
 )
@@ -44,6 +48,25 @@ class OutputFormat(StrEnum):
 DbArg = Annotated[Path, typer.Argument(help="A database written by syscalls_logger")]
 RunOpt = Annotated[int | None, typer.Option("--run", help="Run id in the database (default: the latest run)")]
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json or csv")]
+
+
+@contextmanager
+def _reading(db: Path) -> Iterator[sqlite3.Connection]:
+    """The database, read-only; what a damaged file makes SQLite or the decoding raise becomes one line."""
+    conn = open_readonly(db)
+    try:
+        yield conn
+    except (sqlite3.Error, ValueError, TypeError, KeyError) as exc:
+        raise LogDatabaseError(f"cannot read {db}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def _warn(conn: sqlite3.Connection, run: int) -> None:
+    """On stderr, so that json and csv on stdout stay plain data."""
+    warning = run_warning(conn, run)
+    if warning is not None:
+        err_console.print(styled(("warning:", "bold yellow"), f" {warning}"), soft_wrap=True)
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
@@ -105,11 +128,16 @@ def syscalls(
     ``--format json`` gives every column, with ``raw_args``, ``args`` and ``outputs`` as nested
     JSON; csv gives each of their keys a column of its own (``args.path``).
     """
-    conn = open_readonly(db)
-    rows = select_syscalls(
-        conn,
-        SyscallFilter(select_run(conn, run), pid=pid, tid=tid, process=process, name=name, failed=failed, limit=limit),
-    )
+    with _reading(db) as conn:
+        run_id = select_run(conn, run)
+        _warn(conn, run_id)
+        rows = select_syscalls(
+            conn, SyscallFilter(run_id, pid=pid, tid=tid, process=process, name=name, failed=failed, limit=limit)
+        )
+        _show_syscalls(rows, fmt)
+
+
+def _show_syscalls(rows: list[dict[str, Any]], fmt: OutputFormat) -> None:
     if fmt is not OutputFormat.table:
         for row in rows:
             for key in JSON_FIELDS:
@@ -150,13 +178,24 @@ def processes(
     fmt: FormatOpt = OutputFormat.table,
 ) -> None:
     """The run's process tree: names each process had, system-call count, how it ended; threads on request."""
-    conn = open_readonly(db)
-    run_id = select_run(conn, run)
-    roots = process_tree(conn, run_id)
+    with _reading(db) as conn:
+        run_id = select_run(conn, run)
+        _warn(conn, run_id)
+        _show_processes(run_id, process_tree(conn, run_id), threads, fmt)
+
+
+#: Deeper processes are drawn at this depth, marked with their real one: every row is shown whatever the
+#: width of the terminal (rich cannot draw a 200-deep chain in 80 columns).
+TREE_DEPTH = 16
+
+
+def _show_processes(run_id: int, roots: list[ProcessNode], threads: bool, fmt: OutputFormat) -> None:
+    """Every process, parents before children; iterative, since a guest can fork a chain of any depth."""
     if fmt is not OutputFormat.table:
         records: list[dict[str, Any]] = []
-
-        def walk(node: ProcessNode, parent: int | None) -> None:
+        stack: list[tuple[ProcessNode, int | None, int]] = [(root, None, 0) for root in reversed(roots)]
+        while stack:
+            node, parent, _depth = stack.pop()
             record: dict[str, Any] = {
                 "id": node.id,
                 "parent_id": parent,
@@ -171,27 +210,24 @@ def processes(
             if threads:
                 record["threads"] = [vars(t) for t in node.threads]
             records.append(record)
-            for child in node.children:
-                walk(child, node.id)
-
-        for root in roots:
-            walk(root, None)
+            stack.extend((child, node.id, 0) for child in reversed(node.children))
         _emit_records(records, fmt)
         return
     tree = Tree(f"run {run_id}")
-
-    def add(branch: Tree, node: ProcessNode) -> None:
-        sub = branch.add(_tree_label(node))
+    drawing: list[tuple[ProcessNode, Tree, int]] = [(root, tree, 0) for root in reversed(roots)]
+    while drawing:
+        node, branch, depth = drawing.pop()
+        label = _tree_label(node)
+        if depth >= TREE_DEPTH:
+            label = styled((f"[depth {depth}] ", "dim")) + label
+        sub = branch.add(label)
         if threads:
             for thread in node.threads:
                 renamed = f" (was {' → '.join(thread.names[:-1])})" if len(thread.names) > 1 else ""
-                label = f"thread {thread.name}{renamed} tid {thread.tid}: {thread.syscall_count} syscalls"
-                sub.add(label)
-        for child in node.children:
-            add(sub, child)
-
-    for root in roots:
-        add(tree, root)
+                sub.add(f"thread {thread.name}{renamed} tid {thread.tid}: {thread.syscall_count} syscalls")
+        # Past TREE_DEPTH, a child is drawn beside its parent, its depth written out.
+        home = sub if depth + 1 < TREE_DEPTH else branch
+        drawing.extend((child, home, depth + 1) for child in reversed(node.children))
     console.print(tree)
 
 
@@ -204,7 +240,8 @@ def query(
     fmt: FormatOpt = OutputFormat.table,
 ) -> None:
     """Run read-only SQL on the database (tables: runs, processes, syscalls); writes are refused."""
-    columns, rows = run_query(open_readonly(db), sql)
+    with _reading(db) as conn:
+        columns, rows = run_query(conn, sql)
     _emit(columns, rows, fmt)
 
 
@@ -216,9 +253,10 @@ def stats(
     fmt: FormatOpt = OutputFormat.table,
 ) -> None:
     """Top system calls, top processes and errors, with failure rates."""
-    conn = open_readonly(db)
-    run_id = select_run(conn, run)
-    result = run_stats(conn, run_id, top)
+    with _reading(db) as conn:
+        run_id = select_run(conn, run)
+        _warn(conn, run_id)
+        result = run_stats(conn, run_id, top)
     if fmt is OutputFormat.json:
         json.dump(
             {

@@ -40,7 +40,7 @@ class AddressSpaceSwitch:
 @dataclass(frozen=True, slots=True)
 class StopReason:
     """Why a run ended. ``kind`` is one of poweroff, reset, max_insns, timeout, panic, hang, error, interrupted,
-    plugin."""
+    plugin, or (a replay that did not reproduce its recording) diverged."""
 
     kind: str
     message: str

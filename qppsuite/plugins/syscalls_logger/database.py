@@ -12,7 +12,10 @@ up to the last committed batch.
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,14 @@ RUNS = "runs"
 PROCESSES = "processes"
 THREADS = "threads"
 SYSCALLS = "syscalls"
+
+ROW_ID_STRIDE = 1 << 32
+"""Process and thread row ids of run ``r`` are ``r * ROW_ID_STRIDE + n`` (n = 1, 2, ...): runs writing one
+file at the same time each get their own ids without asking each other, since SQLite hands out run ids
+one transaction at a time."""
+
+BUSY_TIMEOUT_S = 30.0
+"""How long a commit waits for another run's commit to the same file before it fails."""
 
 SCHEMA_VERSION = 2
 """``PRAGMA user_version`` of a database this version writes.  2 added ``threads``, the processes'
@@ -155,27 +166,36 @@ class SyscallDatabase:
         """Open (creating if needed) and start a run; any failure is a one-line :class:`PluginError`."""
         self.path = path
         try:
-            self.db = sqlite_utils.Database(path)
+            self.db = sqlite_utils.Database(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None))
             self.db.execute("PRAGMA foreign_keys = ON")
             self.db.enable_wal()
-            with self.db.atomic():
+            with self._transaction():
                 mismatch = schema_mismatch(self.db.conn, path) if RUNS in self.db.table_names() else None
                 if mismatch is not None:
                     raise PluginError(mismatch)
                 _create_schema(self.db)
                 self.run_id = int(self.db[RUNS].insert(run).last_pk)  # type: ignore[union-attr,arg-type]
-                self._next_process_id = 1 + int(
-                    self.db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {PROCESSES}").fetchone()[0]
-                )
-                self._next_thread_id = 1 + int(
-                    self.db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {THREADS}").fetchone()[0]
-                )
+            self._next_process_id = self._next_thread_id = self.run_id * ROW_ID_STRIDE + 1
         except (sqlite3.Error, OSError) as exc:
             raise PluginError(f"cannot write the syscall database {path}: {exc}") from None
         self._syscalls: list[dict[str, Any]] = []
         self._dirty: dict[int, dict[str, Any]] = {}
         self._dirty_threads: dict[int, dict[str, Any]] = {}
         self.rows_written = 0
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``: the write lock is taken first, so another run writing the same
+        file makes this wait (up to the connection's timeout) instead of failing on a stale read snapshot."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def new_process_id(self) -> int:
         process_id = self._next_process_id
@@ -208,7 +228,7 @@ class SyscallDatabase:
         rows, self._syscalls = self._syscalls, []
         processes, self._dirty = list(self._dirty.values()), {}
         threads, self._dirty_threads = list(self._dirty_threads.values()), {}
-        with self.db.atomic():
+        with self._transaction():
             for table, changed in ((PROCESSES, processes), (THREADS, threads)):
                 if changed:
                     for entry in changed:
@@ -223,9 +243,10 @@ class SyscallDatabase:
         self._syscalls, self._dirty, self._dirty_threads = [], {}, {}
 
     def end_run(self, fields: dict[str, Any]) -> None:
-        """Flush and record how the run ended (``ended_at``, stop reason, counts)."""
+        """Flush and record how the run ended (``ended_at``, now unless given; stop reason; counts)."""
         self.flush()
-        with self.db.atomic():
+        fields = {"ended_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **fields}
+        with self._transaction():
             self.db[RUNS].update(self.run_id, {**fields, "syscall_count": self.rows_written})  # type: ignore[union-attr]
 
     def close(self) -> None:

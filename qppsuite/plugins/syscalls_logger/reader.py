@@ -1,8 +1,11 @@
 """Reading a syscall database: the queries behind ``qppsuite syscalls|processes|query|stats``.
 
-Everything opens the file read-only (SQLite's ``mode=ro`` URI), so a query can
-never change a log, and a missing or foreign file is a one-line
-:class:`LogDatabaseError` rather than a fresh empty database or a traceback.
+Everything opens the file read-only, so a query can never change a log: SQLite's
+``immutable`` mode when no run is writing it (no ``-wal`` file), which creates no
+``-wal``/``-shm`` files beside it, else ``mode=ro``; ``PRAGMA query_only``; and an
+authorizer that lets a statement read and nothing else (no ATTACH, no VACUUM INTO, no
+PRAGMA that changes anything).  A missing, foreign, corrupt or differently shaped
+file is a one-line :class:`LogDatabaseError` rather than a traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +18,17 @@ from typing import Any
 from urllib.parse import quote
 
 from qppsuite.errors import QppsuiteError
-from qppsuite.plugins.syscalls_logger.database import PROCESSES, RUNS, SYSCALLS, THREADS, schema_mismatch
+from qppsuite.plugins.syscalls_logger.database import (
+    PROCESS_COLUMNS,
+    PROCESSES,
+    RUN_COLUMNS,
+    RUNS,
+    SYSCALL_COLUMNS,
+    SYSCALLS,
+    THREAD_COLUMNS,
+    THREADS,
+    schema_mismatch,
+)
 
 #: Columns ``qppsuite syscalls`` returns, in order.
 SYSCALL_FIELDS = (
@@ -55,26 +68,61 @@ class LogDatabaseError(QppsuiteError):
     """A syscall database that is missing, is not SQLite, lacks the tables, or refused a query."""
 
 
+#: Authorizer actions a read may need (sqlite3 module constants); everything else is denied.
+_READ_ACTIONS = frozenset(
+    {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+)
+#: PRAGMAs that only report (``PRAGMA table_info(syscalls)``); given a value, they are denied too.
+_READ_PRAGMAS = frozenset({"table_info", "table_xinfo", "index_list", "index_info", "user_version", "foreign_key_list"})
+#: Columns each table must have for the viewers (a file with the right table names but other columns is refused).
+_REQUIRED_COLUMNS = {RUNS: RUN_COLUMNS, PROCESSES: PROCESS_COLUMNS, THREADS: THREAD_COLUMNS, SYSCALLS: SYSCALL_COLUMNS}
+
+
+def _authorize(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
+    if action in _READ_ACTIONS:
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_PRAGMA and arg1 in _READ_PRAGMAS and arg2 is None:
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_PRAGMA and arg1 in ("table_info", "table_xinfo", "index_list", "index_info"):
+        return sqlite3.SQLITE_OK  # their argument names a table, it sets nothing
+    return sqlite3.SQLITE_DENY
+
+
 def open_readonly(path: Path) -> sqlite3.Connection:
-    """A read-only connection to a syscall database, checked to have the logger's tables."""
+    """A read-only connection to a syscall database, checked to have the logger's tables and columns."""
     if not path.is_file():
         raise LogDatabaseError(f"no syscall database at {path}: no such file")
-    conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
+    # With no -wal file nothing is being written: immutable mode reads without locks or -shm/-wal files.
+    writing = Path(f"{path}-wal").exists()
+    mode = "mode=ro" if writing else "mode=ro&immutable=1"
+    conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?{mode}", uri=True)
     conn.row_factory = sqlite3.Row
     try:
+        conn.execute("PRAGMA query_only = ON")
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = [t for t in (RUNS, PROCESSES, THREADS, SYSCALLS) if t not in tables]
+        if missing:
+            found = ", ".join(sorted(tables)) or "none"
+            raise LogDatabaseError(
+                f"{path} is not a qppsuite syscall database: no table {missing[0]!r} (tables: {found})"
+            )
+        mismatch = schema_mismatch(conn, path)
+        if mismatch is not None:
+            raise LogDatabaseError(mismatch)
+        for table, wanted in _REQUIRED_COLUMNS.items():
+            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            lacking = [c for c in wanted if c not in have]
+            if lacking:
+                raise LogDatabaseError(
+                    f"{path} is not a qppsuite syscall database: table {table!r} has no column {lacking[0]!r}"
+                )
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise LogDatabaseError(f"{path} is not an SQLite database ({exc})") from None
-    missing = [t for t in (RUNS, PROCESSES, SYSCALLS) if t not in tables]
-    if missing:
+        raise LogDatabaseError(f"{path} is not an SQLite database, or is damaged ({exc})") from None
+    except LogDatabaseError:
         conn.close()
-        found = ", ".join(sorted(tables)) or "none"
-        raise LogDatabaseError(f"{path} is not a qppsuite syscall database: no table {missing[0]!r} (tables: {found})")
-    mismatch = schema_mismatch(conn, path)
-    if mismatch is not None:
-        conn.close()
-        raise LogDatabaseError(mismatch)
+        raise
+    conn.set_authorizer(_authorize)
     return conn
 
 
@@ -88,6 +136,20 @@ def select_run(conn: sqlite3.Connection, run: int | None) -> int:
     if run not in ids:
         raise LogDatabaseError(f"no run {run} in the database; runs: {', '.join(map(str, ids))}")
     return run
+
+
+def run_warning(conn: sqlite3.Connection, run: int) -> str | None:
+    """What a reader must know before trusting a run's rows: it never ended, or it did not end normally.
+
+    A run without ``ended_at`` was killed (or is still being written): its rows stop at its last
+    committed batch.  A replay that diverged from its recording ends ``diverged``.
+    """
+    row = conn.execute(f"SELECT ended_at, stop_reason, stop_message FROM {RUNS} WHERE id = ?", (run,)).fetchone()
+    if row is None or row["ended_at"] is None:
+        return f"run {run} never ended: it was killed or is still running; rows stop at its last committed batch"
+    if row["stop_reason"] in (None, "poweroff"):
+        return None
+    return f"run {run} ended {row['stop_reason']}: {row['stop_message'] or ''}".rstrip(": ")
 
 
 @dataclass(frozen=True)
@@ -129,15 +191,19 @@ def select_syscalls(conn: sqlite3.Connection, where: SyscallFilter) -> list[dict
 
 
 def run_query(conn: sqlite3.Connection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Any SQL, on the read-only connection: column names and rows; a write is refused."""
+    """One SQL statement that only reads, on the read-only connection: column names and rows.
+
+    Anything else (a write, ATTACH, VACUUM INTO, a PRAGMA that sets) is refused
+    with one line; so is more than one statement.
+    """
     try:
         cursor = conn.execute(sql)
         rows = [tuple(row) for row in cursor.fetchall()]
-    except sqlite3.OperationalError as exc:
-        if "readonly" in str(exc):
-            raise LogDatabaseError(f"refused: the database is opened read-only ({exc})") from None
+    except sqlite3.DatabaseError as exc:
+        if any(word in str(exc) for word in ("not authorized", "authorization denied", "readonly", "query_only")):
+            raise LogDatabaseError(f"refused: the database is read-only here ({exc})") from None
         raise LogDatabaseError(f"query failed: {exc}") from None
-    except (sqlite3.DatabaseError, sqlite3.Warning) as exc:
+    except sqlite3.Warning as exc:  # "You can only execute one statement at a time."
         raise LogDatabaseError(f"query failed: {exc}") from None
     columns = [d[0] for d in cursor.description or ()]
     return columns, rows
@@ -193,16 +259,17 @@ def process_tree(conn: sqlite3.Connection, run: int) -> list[ProcessNode]:
             owner.threads.append(
                 ThreadRow(row["tid"], row["name"], json.loads(row["names"] or "[]"), row["syscall_count"])
             )
+    # A parent comes before its child in (start_time, id) order, so whatever the rows say (two processes
+    # each the other's parent, in a damaged or hostile file) the result is a forest and no row is lost.
     by_pid: dict[int, list[ProcessNode]] = {}
-    for node in nodes:
-        by_pid.setdefault(node.pid, []).append(node)
     roots: list[ProcessNode] = []
     for node in nodes:
-        parents = [p for p in by_pid.get(node.ppid, ()) if p is not node and p.start_time <= node.start_time]
+        parents = by_pid.get(node.ppid)
         if parents:
             parents[-1].children.append(node)
         else:
             roots.append(node)
+        by_pid.setdefault(node.pid, []).append(node)
     return roots
 
 

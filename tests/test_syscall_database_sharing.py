@@ -1,0 +1,68 @@
+"""One database shared by runs: concurrent writers each keep all their rows, and readers leave no trace."""
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from qppsuite.cli import app
+
+WRITER = """
+import json, sys, time
+from pathlib import Path
+from qppsuite.plugins.syscalls_logger.database import SyscallDatabase
+
+path, label, processes, calls = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+db = SyscallDatabase(path, {"image": label})
+seq = 0
+for p in range(processes):
+    proc = {"id": db.new_process_id(), "pid": 100 + p, "ppid": 1, "name": f"{label}{p}",
+            "names": json.dumps([f"{label}{p}"]), "start_time": p, "first_seen_insn": 0,
+            "last_seen_insn": 0, "syscall_count": 0}
+    thread = {"id": db.new_thread_id(), "process_id": proc["id"], "tid": 100 + p, "name": f"{label}{p}",
+              "names": "[]", "first_seen_insn": 0, "last_seen_insn": 0, "syscall_count": 0}
+    for _ in range(calls):
+        seq += 1
+        proc["syscall_count"] += 1
+        thread["syscall_count"] += 1
+        db.add({"seq": seq, "process_id": proc["id"], "pid": proc["pid"], "tid": proc["pid"],
+                "process_name": proc["name"], "name": "getpid", "retval": proc["pid"], "text": "getpid()"},
+               proc, thread)
+    db.flush()
+    time.sleep(0.01)
+db.end_run({"stop_reason": "poweroff"})
+db.close()
+"""
+
+
+def test_two_runs_writing_one_database_at_once_each_keep_every_row(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(db), label, "40", "25"], stderr=subprocess.PIPE, text=True)
+        for label in ("a", "b")
+    ]
+    for writer in writers:
+        assert writer.wait(timeout=120) == 0, writer.communicate()[1]
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    runs = conn.execute("SELECT id, image FROM runs ORDER BY id").fetchall()
+    assert len(runs) == 2
+    for run_id, label in runs:
+        processes = conn.execute("SELECT name, syscall_count FROM processes WHERE run_id = ?", (run_id,)).fetchall()
+        assert sorted(processes) == sorted((f"{label}{p}", 25) for p in range(40))
+        assert conn.execute("SELECT COUNT(*) FROM syscalls WHERE run_id = ?", (run_id,)).fetchone()[0] == 1000
+        foreign = conn.execute(
+            "SELECT COUNT(*) FROM syscalls s JOIN processes p ON p.id = s.process_id "
+            "WHERE s.run_id = ? AND p.run_id != s.run_id",
+            (run_id,),
+        ).fetchone()[0]
+        assert foreign == 0
+        threads = conn.execute("SELECT COUNT(*) FROM threads WHERE run_id = ?", (run_id,)).fetchone()[0]
+        assert threads == 40
+        stats = CliRunner().invoke(app, ["stats", str(db), "--run", str(run_id), "--format", "json"])
+        assert stats.exit_code == 0, stats.output
+        assert (json.loads(stats.output)["calls"], json.loads(stats.output)["processes"]) == (1000, 40)
