@@ -6,9 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from qppsuite.cli import app
+from qppsuite.core.image import ImageBundle
 
 WRITER = """
 import json, sys, time
@@ -66,3 +68,35 @@ def test_two_runs_writing_one_database_at_once_each_keep_every_row(tmp_path: Pat
         stats = CliRunner().invoke(app, ["stats", str(db), "--run", str(run_id), "--format", "json"])
         assert stats.exit_code == 0, stats.output
         assert (json.loads(stats.output)["calls"], json.loads(stats.output)["processes"]) == (1000, 40)
+
+
+@pytest.mark.boot
+def test_two_real_runs_logging_into_one_file_at_once_keep_their_own_rows(
+    default_image: ImageBundle, tmp_path: Path
+) -> None:
+    db = tmp_path / "shared.db"
+    stack = ["--plugins", "osi_linux,syscalls,syscalls_logger", "-p", f"syscalls_logger:db={db}"]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "qppsuite", "run", "-q", *stack, "-p", "syscalls_logger:batch=20", "--cmd", cmd],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for cmd in ("for i in 1 2 3 4 5 6 7 8; do cat /proc/version; done", "for i in 1 2 3 4 5; do ls /; done")
+    ]
+    for run in runs:
+        assert run.wait(timeout=600) == 0, run.communicate()[1]
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    rows = conn.execute("SELECT id, syscall_count, stop_reason FROM runs ORDER BY id").fetchall()
+    assert [r[2] for r in rows] == ["poweroff", "poweroff"]
+    for run_id, logged, _ in rows:
+        assert conn.execute("SELECT COUNT(*) FROM syscalls WHERE run_id = ?", (run_id,)).fetchone()[0] == logged
+        orphans = conn.execute(
+            "SELECT COUNT(*) FROM syscalls s LEFT JOIN processes p ON p.id = s.process_id "
+            "WHERE s.run_id = ? AND s.process_id IS NOT NULL AND (p.id IS NULL OR p.run_id != s.run_id)",
+            (run_id,),
+        ).fetchone()[0]
+        assert orphans == 0
+        names = {r[0] for r in conn.execute("SELECT name FROM processes WHERE run_id = ?", (run_id,))}
+        assert ("cat" in names) != ("ls" in names)  # each run's own workload, not the other's
