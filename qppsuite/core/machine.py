@@ -40,7 +40,7 @@ from qppsuite.core.devices.sp804 import Sp804
 from qppsuite.core.engine import Engine
 from qppsuite.core.events import AddressSpaceSwitch, CoreEvents, StopReason, SvcEvent
 from qppsuite.core.kernel import KernelImage
-from qppsuite.core.memory import PhysicalMemory, VirtualMemory
+from qppsuite.core.memory import PhysicalMemory, VirtualMemory, introspect
 from qppsuite.core.mmu import ACCESS_FETCH, FS_EXTERNAL, MmuFault, TranslationRegs, WalkCache
 from qppsuite.errors import GuestError, PluginError
 
@@ -154,6 +154,9 @@ class Machine:
         self._stop: StopReason | None = None
         self._fault: MmuFault | None = None
         self._in_fill = False
+        self._in_exception = False
+        self._engine_call_depth = 0  # inside an engine API call that may translate addresses (see _engine_call)
+        self._engine_call_filled = False
         self._deferred_retranslations: list[_Hook] = []
         self._running = False
         self._last_ttbr0 = 0
@@ -169,7 +172,7 @@ class Machine:
         self._walker = WalkCache(self.phys.read_u32)
         self._ram_lo, self._ram_hi = self.phys.base, self.phys.end
         engine.hook_tlb_fill(self._tlb_fill)
-        engine.hook_intr(self._interrupt)
+        engine.hook_intr(self._exception_entry)
         engine.hook_insn_invalid(self._undefined)
         self.layout = self._load(config)
 
@@ -252,10 +255,55 @@ class Machine:
             # the engine translate again, re-entering the fill: seen to inject a bogus prefetch abort in
             # head.S.  The drop waits until the engine has returned to the run loop.
             self._deferred_retranslations.append(hook)
-        elif hook.vaddr is None:
-            self.uc.ctl_flush_tb()
+        elif hook.vaddr is not None and self._mapped(hook.vaddr):
+            self._engine_call(self.uc.ctl_remove_cache, hook.vaddr, hook.vaddr + 4)
+        elif self._running and not self._in_exception:
+            # A page not mapped yet (a system call returning to the first word of a page never run): its
+            # code may be cached from another address space, so all translated code must go, which is only
+            # safe outside translated blocks.  From a hook inside one, stop the quantum; the run loop flushes.
+            self._deferred_retranslations.append(hook)
+            self.uc.emu_stop()
         else:
-            self.uc.ctl_remove_cache(hook.vaddr, hook.vaddr + 4)
+            self.uc.ctl_flush_tb()  # between quanta, or in the exception hook (no block is running)
+
+    def _mapped(self, vaddr: int) -> bool:
+        """Whether ``vaddr`` is mapped to RAM now, for any mode (the kernel's own view, :func:`introspect`)."""
+        _cpsr, sctlr, ttbcr, ttbr0, ttbr1, dacr = self._fill_regs()
+        paddr = introspect(self.phys.read_u32, TranslationRegs(sctlr, ttbcr, ttbr0, ttbr1, dacr), vaddr)
+        return type(paddr) is int and self._ram_lo <= paddr < self._ram_hi
+
+    def _engine_call(self, call: Callable[..., Any], *args: Any) -> None:
+        """An engine API call that translates guest addresses itself: dropping a hook or translated code.
+
+        Unicorn 2.1 finds the code of an address through the softTLB, filling it
+        as an instruction fetch in the current mode would (``uc_invalidate_tb``;
+        ``uc_hook_del`` does it for every region the hook was translated into).
+        From kernel mode a user page is refused (Linux's software PAN), and a
+        refused fill inside an API call leaves an abort pending that the guest
+        never caused: seen to wreck a guest that made system calls from 8,500
+        addresses.  So fills inside these calls are answered with the kernel's
+        own view of the address, and the softTLB is flushed afterwards so that no
+        such entry outlives the call.
+        """
+        self._engine_call_depth += 1
+        try:
+            call(*args)
+        finally:
+            self._engine_call_depth -= 1
+        if self._engine_call_filled and not self._engine_call_depth:
+            self._engine_call_filled = False
+            self.engine.flush_tlb()
+
+    def _engine_call_fill(self, vaddr: int, entry: int) -> bool:
+        """A fill inside :meth:`_engine_call`: the address as the kernel maps it, or a RAM page that holds no
+        code for an unmapped one (its invalidation then drops nothing; the caller flushes instead)."""
+        self._engine_call_filled = True
+        _cpsr, sctlr, ttbcr, ttbr0, ttbr1, dacr = self._fill_regs()
+        paddr = introspect(self.phys.read_u32, TranslationRegs(sctlr, ttbcr, ttbr0, ttbr1, dacr), vaddr)
+        if type(paddr) is not int or not self._ram_lo <= paddr < self._ram_hi:
+            paddr = self._ram_lo | (vaddr & 0xFFF)
+        ctypes.memmove(entry, struct.pack("<QI", paddr, U.UC_PROT_ALL), 12)
+        return True
 
     def remove_hook(self, handle: int) -> None:
         """Stop a hook now; translated code stops calling it once it is retranslated."""
@@ -263,7 +311,7 @@ class Machine:
         if hook is None:
             return
         hook.active = False
-        self.engine.hook_del(handle)
+        self._engine_call(self.engine.hook_del, handle)
         self._retranslate(hook)
 
     # -- the run loop ------------------------------------------------------
@@ -419,6 +467,8 @@ class Machine:
         if vaddr == UNTIL_PAGE and access == ACCESS_FETCH:
             ctypes.memmove(entry, struct.pack("<QI", UNTIL_PAGE, U.UC_PROT_EXEC), 12)
             return True
+        if self._engine_call_depth:
+            return self._engine_call_fill(vaddr, entry)
         engine = self.engine
         cpsr, sctlr, ttbcr, ttbr0, ttbr1, dacr = self._fill_regs()
         regs = TranslationRegs(sctlr, ttbcr, ttbr0, ttbr1, dacr)
@@ -447,6 +497,14 @@ class Machine:
 
     def _is_mmio(self, paddr: int) -> bool:
         return any(lo <= paddr < hi for lo, hi in self._mmio)
+
+    def _exception_entry(self, intno: int) -> None:
+        """The engine's exception hook: outside any translated block, where all code may be dropped."""
+        self._in_exception = True
+        try:
+            self._interrupt(intno)
+        finally:
+            self._in_exception = False
 
     def _interrupt(self, intno: int) -> None:
         engine = self.engine

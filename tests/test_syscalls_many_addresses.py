@@ -1,0 +1,75 @@
+"""A guest that makes system calls from thousands of addresses: the host keeps a bounded number of hooks.
+
+The program (tools/arm_svc_program.py) is a hand-assembled static ARM ELF: getpid from
+SITES distinct SVC instructions, ROUNDS times over.  Every call must still be paired with its
+return, and the syscalls plugin's return hooks must stay under RETURN_HOOK_CACHE plus the
+calls blocked at that moment, however many addresses the guest uses.
+"""
+
+import importlib.util
+import sqlite3
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from oracle.guest import logged_run
+
+from qppsuite.core.image import ImageBundle
+from qppsuite.core.qpp import Plugin
+from qppsuite.plugins.syscalls import RETURN_HOOK_CACHE
+
+SITES = 9000  # past 8,174 the return pcs reach a page never run before (0x20000): see Machine._engine_call
+ROUNDS = 2
+BLOCKED_AT_MOST = 16  # threads the guest has blocked in a call at one time (init, the shell, its waits)
+
+
+def _tool() -> ModuleType:
+    path = Path(__file__).resolve().parents[1] / "tools" / "arm_svc_program.py"
+    spec = importlib.util.spec_from_file_location("arm_svc_program", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["arm_svc_program"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class HookWatch(Plugin):
+    """Samples the syscalls plugin's return hooks at every call."""
+
+    name = "hook_watch"
+    requires = ("syscalls",)
+
+    def load(self) -> None:
+        self.most = 0
+        self.syscalls = self.qpp.get("syscalls")
+        self.qpp.register("syscalls", "on_syscall", self.sample, owner=self.name)
+
+    def sample(self, _ctx: object) -> None:
+        self.most = max(self.most, self.syscalls.return_hook_count)
+
+
+@pytest.mark.boot
+def test_calls_from_thousands_of_addresses_keep_the_hooks_bounded_and_every_call_paired(
+    default_image: ImageBundle, tmp_path: Path
+) -> None:
+    tool = _tool()
+    cmd = tool.uudecode_command(tool.program(SITES, ROUNDS), "/tmp/svcs") + "/tmp/svcs && echo PROGRAM-DONE"
+    watches: list[HookWatch] = []
+    logged = logged_run(
+        default_image,
+        cmd,
+        tmp_path / "many.db",
+        extra=[HookWatch],
+        on_loaded=lambda qpp: watches.append(qpp.get("hook_watch")),
+    )
+    assert "PROGRAM-DONE" in logged.console
+    conn = sqlite3.connect(tmp_path / "many.db")
+    pid = conn.execute("SELECT pid FROM processes WHERE name = 'svcs'").fetchone()[0]
+    rows = conn.execute(
+        "SELECT COUNT(*), COUNT(DISTINCT pc), SUM(returned), SUM(retval = pid) FROM syscalls "
+        "WHERE pid = ? AND name = 'getpid'",
+        (pid,),
+    ).fetchone()
+    assert rows == (SITES * ROUNDS, SITES, SITES * ROUNDS, SITES * ROUNDS)
+    assert watches[0].most <= RETURN_HOOK_CACHE + BLOCKED_AT_MOST, watches[0].most
