@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from qppsuite.cli import app
 from qppsuite.core.image import ImageBundle
+from qppsuite.errors import PluginError
+from qppsuite.plugins.syscalls_logger.database import MAX_RUN_ID, ROW_ID_STRIDE, SyscallDatabase
 
 WRITER = """
 import json, sys, time
@@ -19,6 +21,10 @@ from qppsuite.plugins.syscalls_logger.database import SyscallDatabase
 
 path, label, processes, calls = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 db = SyscallDatabase(path, {"image": label})
+deadline = time.monotonic() + 60
+while db.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] < 2:  # both runs open before either writes
+    assert time.monotonic() < deadline, "the other writer never started"
+    time.sleep(0.01)
 seq = 0
 for p in range(processes):
     proc = {"id": db.new_process_id(), "pid": 100 + p, "ppid": 1, "name": f"{label}{p}",
@@ -34,7 +40,7 @@ for p in range(processes):
                 "process_name": proc["name"], "name": "getpid", "retval": proc["pid"], "text": "getpid()"},
                proc, thread)
     db.flush()
-    time.sleep(0.01)
+    time.sleep(0.02)
 db.end_run({"stop_reason": "poweroff"})
 db.close()
 """
@@ -53,21 +59,60 @@ def test_two_runs_writing_one_database_at_once_each_keep_every_row(tmp_path: Pat
     assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
     runs = conn.execute("SELECT id, image FROM runs ORDER BY id").fetchall()
     assert len(runs) == 2
+    first, second = (
+        conn.execute("SELECT MIN(id), MAX(id) FROM syscalls WHERE run_id = ?", (run_id,)).fetchone()
+        for run_id, _ in runs
+    )
+    assert first[0] < second[1] and second[0] < first[1], "the two runs' commits did not interleave"
     for run_id, label in runs:
         processes = conn.execute("SELECT name, syscall_count FROM processes WHERE run_id = ?", (run_id,)).fetchall()
         assert sorted(processes) == sorted((f"{label}{p}", 25) for p in range(40))
         assert conn.execute("SELECT COUNT(*) FROM syscalls WHERE run_id = ?", (run_id,)).fetchone()[0] == 1000
-        foreign = conn.execute(
-            "SELECT COUNT(*) FROM syscalls s JOIN processes p ON p.id = s.process_id "
-            "WHERE s.run_id = ? AND p.run_id != s.run_id",
+        misjoined = conn.execute(  # every call links to its own run's process, with that process's pid and name
+            "SELECT COUNT(*) FROM syscalls s LEFT JOIN processes p ON p.id = s.process_id "
+            "WHERE s.run_id = ? AND (p.id IS NULL OR p.run_id != s.run_id OR p.pid != s.pid "
+            "OR p.name != s.process_name)",
             (run_id,),
         ).fetchone()[0]
-        assert foreign == 0
-        threads = conn.execute("SELECT COUNT(*) FROM threads WHERE run_id = ?", (run_id,)).fetchone()[0]
-        assert threads == 40
+        assert misjoined == 0
+        threads = conn.execute(
+            "SELECT t.name, t.syscall_count FROM threads t JOIN processes p ON p.id = t.process_id "
+            "WHERE t.run_id = ? AND p.run_id = t.run_id AND p.name = t.name",
+            (run_id,),
+        ).fetchall()
+        assert sorted(threads) == sorted((f"{label}{p}", 25) for p in range(40))
         stats = CliRunner().invoke(app, ["stats", str(db), "--run", str(run_id), "--format", "json"])
         assert stats.exit_code == 0, stats.output
         assert (json.loads(stats.output)["calls"], json.loads(stats.output)["processes"]) == (1000, 40)
+
+
+def test_a_file_whose_run_ids_would_overflow_the_row_ids_is_refused_before_the_run(tmp_path: Path) -> None:
+    db = tmp_path / "edited.db"
+    SyscallDatabase(db, {"image": "first"}).close()
+    with sqlite3.connect(db) as conn:  # an edited file: SQLite gives the next run max(id) + 1
+        conn.execute("INSERT INTO runs (id, image) VALUES (?, 'edited')", (MAX_RUN_ID - 1,))
+    last = SyscallDatabase(db, {"image": "last"})  # run MAX_RUN_ID: its row ids still fit
+    proc = {"id": last.new_process_id(), "pid": 1, "name": "last"}
+    last.add({"seq": 1, "process_id": proc["id"], "pid": 1, "name": "getpid"}, proc)
+    last.end_run({"stop_reason": "poweroff"})
+    last.close()
+    assert (last.run_id, proc["id"]) == (MAX_RUN_ID, MAX_RUN_ID * ROW_ID_STRIDE + 1)
+    with pytest.raises(PluginError, match=f"holds run ids up to {MAX_RUN_ID}: .* log into a new file") as refused:
+        SyscallDatabase(db, {"image": "one too many"})
+    assert "\n" not in str(refused.value)
+    with sqlite3.connect(db) as conn:  # rolled back: the file is as it was
+        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 3
+
+
+def test_the_right_tables_with_other_columns_are_refused_before_the_run(tmp_path: Path) -> None:
+    db = tmp_path / "other.db"
+    SyscallDatabase(db, {"image": "first"}).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA foreign_keys = OFF")
+        conn.execute("DROP TABLE syscalls")
+        conn.execute("CREATE TABLE syscalls (id INTEGER PRIMARY KEY, something TEXT)")
+    with pytest.raises(PluginError, match="table 'syscalls' has no column 'run_id'"):
+        SyscallDatabase(db, {"image": "second"})
 
 
 @pytest.mark.boot
