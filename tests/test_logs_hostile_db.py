@@ -256,6 +256,20 @@ def test_a_database_damaged_in_the_middle_is_one_line(tmp_path: Path) -> None:
         assert "Traceback" not in output and (code == 0 or output.startswith("error:")), output
 
 
+def test_text_that_is_not_utf8_is_shown_escaped(tmp_path: Path) -> None:
+    db = _chain(tmp_path / "latin1.db", 1)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE processes SET name = CAST(x'6361ff74' AS TEXT)")
+    shown = runner.invoke(app, ["processes", str(db)])
+    assert shown.exit_code == 0 and "ca\\xfft pid 100" in shown.stdout, shown.output
+    damaged = bytearray(db.read_bytes())  # a table name in sqlite_master, found by hypothesis
+    damaged[damaged.index(b"CREATE TABLE") + 14] = 0x80
+    db.write_bytes(bytes(damaged))
+    for args in VIEWERS:
+        code, output = _main([args[0], str(db), *args[1:]])
+        assert "Traceback" not in output and (code == 0 or output.startswith("error:")), output
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     damage=st.lists(st.tuples(st.integers(0, 90_000), st.binary(min_size=1, max_size=600)), min_size=1, max_size=4),

@@ -103,6 +103,11 @@ def _authorize(action: int, arg1: str | None, arg2: str | None, _db: str | None,
     return sqlite3.SQLITE_DENY
 
 
+def _text(data: bytes) -> str:
+    """A TEXT value: UTF-8, with each byte that is not shown as an escape (``b"a\\x80"`` -> ``a\\x80``)."""
+    return data.decode("utf-8", "backslashreplace")
+
+
 def open_readonly(path: Path) -> sqlite3.Connection:
     """A read-only connection to a syscall database, checked to have the logger's tables and columns."""
     if not path.is_file():
@@ -112,6 +117,7 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     mode = "mode=ro" if writing else "mode=ro&immutable=1"
     conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?{mode}", uri=True)
     conn.row_factory = sqlite3.Row
+    conn.text_factory = _text  # the writer stores UTF-8; an edited or damaged file may hold anything
     try:
         conn.execute("PRAGMA query_only = ON")
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
