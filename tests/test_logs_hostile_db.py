@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -275,6 +275,7 @@ def test_text_that_is_not_utf8_is_shown_escaped(tmp_path: Path) -> None:
     damage=st.lists(st.tuples(st.integers(0, 90_000), st.binary(min_size=1, max_size=600)), min_size=1, max_size=4),
     viewer=st.sampled_from([*VIEWERS, ["syscalls", "--format", "json"], ["processes", "--format", "csv"]]),
 )
+@example(damage=[(1521, b"\x80")], viewer=["syscalls"])  # not UTF-8 in sqlite_master: SQLite's error quotes it
 def test_a_real_database_with_random_bytes_overwritten_is_read_or_one_line(
     tmp_path_factory: pytest.TempPathFactory, damage: list[tuple[int, bytes]], viewer: list[str]
 ) -> None:

@@ -131,7 +131,7 @@ def open_readonly(path: Path) -> sqlite3.Connection:
             raise LogDatabaseError(
                 f"{path} is not a qppsuite syscall database: no table {missing[0]!r} (tables: {found})"
             )
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # the latter: SQLite's message quotes a bad schema
         conn.close()
         raise LogDatabaseError(f"{path} is not an SQLite database, or is damaged ({exc})") from None
     except LogDatabaseError:
