@@ -29,6 +29,7 @@ from qppsuite.plugins.syscalls_logger.reader import (
     ProcessNode,
     SyscallFilter,
     open_readonly,
+    ownerless_threads,
     process_tree,
     run_end,
     run_query,
@@ -190,6 +191,16 @@ def processes(
     with _reading(db) as conn:
         run_id = select_run(conn, run)
         _warn(conn, run_id)
+        left_out = ownerless_threads(conn, run_id) if threads else 0
+        if left_out:
+            err_console.print(
+                styled(
+                    ("warning:", "bold yellow"),
+                    f" {left_out} threads of run {run_id} belong to no process of the run and are not listed "
+                    f"(`qppsuite query` shows them)",
+                ),
+                soft_wrap=True,
+            )
         _show_processes(run_id, process_tree(conn, run_id), threads, fmt, run_end(conn, run_id))
 
 

@@ -267,6 +267,21 @@ class ThreadRow:
     syscall_count: int
 
 
+def ownerless_threads(conn: sqlite3.Connection, run: int) -> int:
+    """How many of a run's threads name no process of that run, so :func:`process_tree` leaves them out.
+
+    Only an edited or damaged file has them, or one that two runs wrote at once before row ids were
+    per run (the second run's process rows replaced the first's).
+    """
+    return int(
+        conn.execute(
+            f"SELECT COUNT(*) FROM {THREADS} t WHERE t.run_id = ? AND NOT EXISTS "
+            f"(SELECT 1 FROM {PROCESSES} p WHERE p.id = t.process_id AND p.run_id = t.run_id)",
+            (run,),
+        ).fetchone()[0]
+    )
+
+
 def process_tree(conn: sqlite3.Connection, run: int) -> list[ProcessNode]:
     """The run's processes as a forest: a child hangs under the latest process with its ppid started before it."""
     nodes = [
