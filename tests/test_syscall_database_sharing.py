@@ -97,7 +97,8 @@ def test_a_file_whose_run_ids_would_overflow_the_row_ids_is_refused_before_the_r
     last.end_run({"stop_reason": "poweroff"})
     last.close()
     assert (last.run_id, proc["id"]) == (MAX_RUN_ID, MAX_RUN_ID * ROW_ID_STRIDE + 1)
-    with pytest.raises(PluginError, match=f"holds run ids up to {MAX_RUN_ID}: .* log into a new file") as refused:
+    refusal = f"the next run would be run {MAX_RUN_ID + 1}, .* log into a new file"
+    with pytest.raises(PluginError, match=refusal) as refused:
         SyscallDatabase(db, {"image": "one too many"})
     assert "\n" not in str(refused.value)
     with sqlite3.connect(db) as conn:  # rolled back: the file is as it was

@@ -201,8 +201,8 @@ class SyscallDatabase:
                 self.run_id = int(self.db[RUNS].insert(run).last_pk)  # type: ignore[union-attr,arg-type]
                 if self.run_id > MAX_RUN_ID:  # rolled back: the file is left as it was
                     raise PluginError(
-                        f"{path} holds run ids up to {self.run_id - 1}: this version's row ids fit runs up to "
-                        f"{MAX_RUN_ID} only; log into a new file"
+                        f"{path}: the next run would be run {self.run_id}, but this version's row ids fit runs up "
+                        f"to {MAX_RUN_ID} only; log into a new file"
                     )
             self._next_process_id = self._next_thread_id = self.run_id * ROW_ID_STRIDE + 1
         except (sqlite3.Error, OSError) as exc:
