@@ -1,6 +1,7 @@
 """One database shared by runs: concurrent writers each keep all their rows, and readers leave no trace."""
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -146,3 +147,8 @@ def test_two_real_runs_logging_into_one_file_at_once_keep_their_own_rows(
         assert orphans == 0
         names = {r[0] for r in conn.execute("SELECT name FROM processes WHERE run_id = ?", (run_id,))}
         assert ("cat" in names) != ("ls" in names)  # each run's own workload, not the other's
+    conn.close()
+    before = sorted(os.listdir(tmp_path))
+    for viewer in (["syscalls"], ["processes", "--threads"], ["stats"], ["query", "SELECT COUNT(*) FROM threads"]):
+        assert CliRunner().invoke(app, [viewer[0], str(db), *viewer[1:]]).exit_code == 0, viewer
+    assert sorted(os.listdir(tmp_path)) == before == ["shared.db"]  # the viewers leave no -wal or -shm
