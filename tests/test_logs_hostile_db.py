@@ -210,7 +210,16 @@ def test_query_refuses_anything_but_a_read(tmp_path: Path, sql: str) -> None:
     assert sorted(os.listdir(tmp_path)) == ["calls.db"] and db.read_bytes() == before
 
 
-@pytest.mark.parametrize("sql", ["VACUUM INTO '{dir}/copy.db'", "ATTACH '{dir}/new.db' AS other", "DELETE FROM runs"])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "VACUUM INTO '{dir}/copy.db'",
+        "ATTACH '{dir}/new.db' AS other",
+        "DELETE FROM runs",
+        "UPDATE sqlite_master SET sql = 'x'",
+        "PRAGMA wal_checkpoint(TRUNCATE)",
+    ],
+)
 def test_query_refuses_writes_while_a_run_is_writing(tmp_path: Path, sql: str) -> None:
     """With a -wal beside it the file is read in mode=ro, not immutable: the authorizer refuses just the same."""
     writer = SyscallDatabase(tmp_path / "live.db", {"image": "live"})
