@@ -117,6 +117,16 @@ def test_the_right_tables_with_other_columns_are_refused_before_the_run(tmp_path
         SyscallDatabase(db, {"image": "second"})
 
 
+def test_a_table_name_damaged_into_bytes_that_are_not_utf8_is_refused_in_one_line(tmp_path: Path) -> None:
+    db = tmp_path / "damaged.db"
+    SyscallDatabase(db, {"image": "first"}).close()
+    data = bytearray(db.read_bytes())
+    data[data.index(b"tablerunsruns") + 5] = 0x80  # sqlite_master's record: type, name, tbl_name
+    db.write_bytes(bytes(data))
+    with pytest.raises(PluginError, match=r"cannot write the syscall database .*damaged\.db: 'utf-8' codec"):
+        SyscallDatabase(db, {"image": "second"})
+
+
 @pytest.mark.boot
 def test_two_real_runs_logging_into_one_file_at_once_keep_their_own_rows(
     default_image: ImageBundle, tmp_path: Path

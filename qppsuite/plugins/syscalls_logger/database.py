@@ -205,7 +205,7 @@ class SyscallDatabase:
                         f"to {MAX_RUN_ID} only; log into a new file"
                     )
             self._next_process_id = self._next_thread_id = self.run_id * ROW_ID_STRIDE + 1
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, OSError, UnicodeDecodeError) as exc:  # the last: a damaged file's schema text
             raise PluginError(f"cannot write the syscall database {path}: {exc}") from None
         self._syscalls: list[dict[str, Any]] = []
         self._dirty: dict[int, dict[str, Any]] = {}
