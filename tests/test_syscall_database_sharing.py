@@ -1,11 +1,13 @@
 """One database shared by runs: concurrent writers each keep all their rows, and readers leave no trace."""
 
 import json
+import multiprocessing
 import os
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -85,6 +87,35 @@ def test_two_runs_writing_one_database_at_once_each_keep_every_row(tmp_path: Pat
         stats = CliRunner().invoke(app, ["stats", str(db), "--run", str(run_id), "--format", "json"])
         assert stats.exit_code == 0, stats.output
         assert (json.loads(stats.output)["calls"], json.loads(stats.output)["processes"]) == (1000, 40)
+
+
+def _open_each(barrier: Any, paths: list[Path], failures: Any) -> None:
+    """One run starting on each file, at the same moment as the other process (the barrier)."""
+    failed = []
+    for path in paths:
+        barrier.wait()
+        try:
+            SyscallDatabase(path, {"image": "race"}).close()
+        except PluginError as exc:
+            failed.append(str(exc))
+    failures.put(failed)
+
+
+def test_two_runs_starting_a_new_file_at_the_same_moment_both_start(tmp_path: Path) -> None:
+    """Switching a new file to WAL is answered "database is locked" at once when the other run switches it too:
+    before the retry, about 5 in 600 such starts failed."""
+    context = multiprocessing.get_context("fork")
+    barrier, failures = context.Barrier(2), context.Queue()
+    paths = [tmp_path / f"{n}.db" for n in range(600)]
+    starters = [context.Process(target=_open_each, args=(barrier, paths, failures)) for _ in range(2)]
+    for starter in starters:
+        starter.start()
+    failed = failures.get(timeout=300) + failures.get(timeout=300)
+    for starter in starters:
+        starter.join(timeout=60)
+    assert failed == []
+    conn = sqlite3.connect(paths[-1])
+    assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 2
 
 
 def test_a_file_whose_run_ids_would_overflow_the_row_ids_is_refused_before_the_run(tmp_path: Path) -> None:
