@@ -5,6 +5,7 @@ The commands only render; the queries live in
 read-only.  ``--format json|csv`` writes plain data to stdout for other tools.
 """
 
+import base64
 import csv
 import json
 import sqlite3
@@ -28,7 +29,9 @@ from qppsuite.plugins.syscalls_logger.reader import (
     ProcessNode,
     SyscallFilter,
     open_readonly,
+    ownerless_threads,
     process_tree,
+    run_end,
     run_query,
     run_stats,
     run_warning,
@@ -69,6 +72,13 @@ def _warn(conn: sqlite3.Connection, run: int) -> None:
         err_console.print(styled(("warning:", "bold yellow"), f" {warning}"), soft_wrap=True)
 
 
+def _json_blob(value: object) -> dict[str, Any]:
+    """``json.dump``'s fallback: an SQLite BLOB (``bytes``) as Datasette writes one; anything else is a bug."""
+    if isinstance(value, bytes):
+        return {"$base64": True, "encoded": base64.b64encode(value).decode("ascii")}
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
     """``{"args": {"path": "/x"}}`` -> ``{"args.path": "/x"}``; lists and deeper objects stay JSON text."""
     if isinstance(value, dict) and prefix:
@@ -81,7 +91,7 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
 def _emit_records(records: Sequence[dict[str, Any]], fmt: OutputFormat) -> None:
     """Records with nested values: JSON keeps them nested, csv gives each nested key a column."""
     if fmt is OutputFormat.json:
-        json.dump(list(records), sys.stdout, indent=1)
+        json.dump(list(records), sys.stdout, indent=1, default=_json_blob)
         sys.stdout.write("\n")
         return
     flat: list[dict[str, Any]] = []
@@ -96,7 +106,7 @@ def _emit_records(records: Sequence[dict[str, Any]], fmt: OutputFormat) -> None:
 
 def _emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: OutputFormat, title: str | None = None) -> None:
     if fmt is OutputFormat.json:
-        json.dump([dict(zip(columns, row, strict=True)) for row in rows], sys.stdout, indent=1)
+        json.dump([dict(zip(columns, row, strict=True)) for row in rows], sys.stdout, indent=1, default=_json_blob)
         sys.stdout.write("\n")
     elif fmt is OutputFormat.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
@@ -181,15 +191,32 @@ def processes(
     with _reading(db) as conn:
         run_id = select_run(conn, run)
         _warn(conn, run_id)
-        _show_processes(run_id, process_tree(conn, run_id), threads, fmt)
+        left_out = ownerless_threads(conn, run_id) if threads else 0
+        if left_out:
+            err_console.print(
+                styled(
+                    ("warning:", "bold yellow"),
+                    f" {left_out} threads of run {run_id} belong to no process of the run and are not listed "
+                    f"(`qppsuite query` shows them)",
+                ),
+                soft_wrap=True,
+            )
+        _show_processes(run_id, process_tree(conn, run_id), threads, fmt, run_end(conn, run_id))
 
 
 #: Deeper processes are drawn at this depth, marked with their real one: every row is shown whatever the
-#: width of the terminal (rich cannot draw a 200-deep chain in 80 columns).
+#: width of the terminal (rich cannot draw a 200-deep chain in 80 columns).  Narrower terminals draw fewer
+#: levels, so that each label keeps TREE_LABEL columns beside rich's 4-column guides.
 TREE_DEPTH = 16
+TREE_LABEL = 24
+#: Below this many columns the tree is drawn this wide anyway (the terminal wraps its lines): rich leaves out
+#: a row it has no columns for.
+TREE_MIN_WIDTH = 40
 
 
-def _show_processes(run_id: int, roots: list[ProcessNode], threads: bool, fmt: OutputFormat) -> None:
+def _show_processes(
+    run_id: int, roots: list[ProcessNode], threads: bool, fmt: OutputFormat, end: str | None
+) -> None:
     """Every process, parents before children; iterative, since a guest can fork a chain of any depth."""
     if fmt is not OutputFormat.table:
         records: list[dict[str, Any]] = []
@@ -213,22 +240,27 @@ def _show_processes(run_id: int, roots: list[ProcessNode], threads: bool, fmt: O
             stack.extend((child, node.id, 0) for child in reversed(node.children))
         _emit_records(records, fmt)
         return
-    tree = Tree(f"run {run_id}")
+    width = max(console.width, TREE_MIN_WIDTH)
+    max_depth = max(1, min(TREE_DEPTH, (width - TREE_LABEL) // 4))
+    tree = Tree(Text())  # the header, once the rows are counted
     drawing: list[tuple[ProcessNode, Tree, int]] = [(root, tree, 0) for root in reversed(roots)]
+    count = 0
     while drawing:
         node, branch, depth = drawing.pop()
+        count += 1
         label = _tree_label(node)
-        if depth >= TREE_DEPTH:
+        if depth >= max_depth:
             label = styled((f"[depth {depth}] ", "dim")) + label
         sub = branch.add(label)
         if threads:
             for thread in node.threads:
                 renamed = f" (was {' → '.join(thread.names[:-1])})" if len(thread.names) > 1 else ""
                 sub.add(f"thread {thread.name}{renamed} tid {thread.tid}: {thread.syscall_count} syscalls")
-        # Past TREE_DEPTH, a child is drawn beside its parent, its depth written out.
-        home = sub if depth + 1 < TREE_DEPTH else branch
+        # Past max_depth, a child is drawn beside its parent, its depth written out.
+        home = sub if depth + 1 < max_depth else branch
         drawing.extend((child, home, depth + 1) for child in reversed(node.children))
-    console.print(tree)
+    tree.label = styled(f"run {run_id}" + (f" ({end})" if end else "") + f": {count} processes")
+    (console if console.width == width else SafeConsole(width=width)).print(tree)
 
 
 @app.command("query")
@@ -257,6 +289,7 @@ def stats(
         run_id = select_run(conn, run)
         _warn(conn, run_id)
         result = run_stats(conn, run_id, top)
+        end = run_end(conn, run_id)
     if fmt is OutputFormat.json:
         json.dump(
             {
@@ -284,7 +317,7 @@ def stats(
         return
     rate = result.failed / result.calls if result.calls else 0.0
     console.print(
-        f"run {run_id}: {result.calls} system calls by {result.processes} processes, "
+        f"run {run_id}{f' ({end})' if end else ''}: {result.calls} system calls by {result.processes} processes, "
         f"{result.failed} failed ({rate:.1%})",
         highlight=False,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,10 @@ ROW_ID_STRIDE = 1 << 32
 """Process and thread row ids of run ``r`` are ``r * ROW_ID_STRIDE + n`` (n = 1, 2, ...): runs writing one
 file at the same time each get their own ids without asking each other, since SQLite hands out run ids
 one transaction at a time."""
+
+MAX_RUN_ID = (1 << 63) // ROW_ID_STRIDE - 1
+"""The largest run id whose row ids still fit SQLite's signed 64-bit integers (2³¹ - 1); a file whose next
+run id is larger (an edited file: SQLite gives ``max(id) + 1``) is refused when the run starts."""
 
 BUSY_TIMEOUT_S = 30.0
 """How long a commit waits for another run's commit to the same file before it fails."""
@@ -148,15 +153,34 @@ def _create_schema(db: sqlite_utils.Database) -> None:
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
+#: Columns each table must have, this version's and the readers' (a file may hold more).
+TABLE_COLUMNS: dict[str, dict[str, Any]] = {
+    RUNS: RUN_COLUMNS,
+    PROCESSES: PROCESS_COLUMNS,
+    THREADS: THREAD_COLUMNS,
+    SYSCALLS: SYSCALL_COLUMNS,
+}
+
+
 def schema_mismatch(conn: sqlite3.Connection, path: Path) -> str | None:
-    """Why a file holding the logger's tables cannot be used by this version (one line), or None."""
+    """Why a file holding the logger's tables cannot be used by this version (one line), or None.
+
+    Another ``PRAGMA user_version``, or one of the logger's tables (those the file has) lacking a
+    column of :data:`TABLE_COLUMNS`: an edited or foreign file with the right table names.
+    Raises ``sqlite3.DatabaseError`` for a file SQLite cannot read.
+    """
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version == SCHEMA_VERSION:
-        return None
-    return (
-        f"{path} was written by another qppsuite version (schema {version}, this one uses {SCHEMA_VERSION}); "
-        "log into a new file, or read it with `qppsuite query`"
-    )
+    if version != SCHEMA_VERSION:
+        return (
+            f"{path} was written by another qppsuite version (schema {version}, this one uses {SCHEMA_VERSION}); "
+            "log into a new file, or read it with `qppsuite query`"
+        )
+    for table, wanted in TABLE_COLUMNS.items():
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        lacking = [column for column in wanted if column not in have]
+        if have and lacking:
+            return f"{path} is not a qppsuite syscall database: table {table!r} has no column {lacking[0]!r}"
+    return None
 
 
 class SyscallDatabase:
@@ -168,20 +192,40 @@ class SyscallDatabase:
         try:
             self.db = sqlite_utils.Database(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None))
             self.db.execute("PRAGMA foreign_keys = ON")
-            self.db.enable_wal()
+            self._enable_wal()
             with self._transaction():
-                mismatch = schema_mismatch(self.db.conn, path) if RUNS in self.db.table_names() else None
+                ours = set(TABLE_COLUMNS).intersection(self.db.table_names())
+                mismatch = schema_mismatch(self.db.conn, path) if ours else None
                 if mismatch is not None:
                     raise PluginError(mismatch)
                 _create_schema(self.db)
                 self.run_id = int(self.db[RUNS].insert(run).last_pk)  # type: ignore[union-attr,arg-type]
+                if self.run_id > MAX_RUN_ID:  # rolled back: the file is left as it was
+                    raise PluginError(
+                        f"{path}: the next run would be run {self.run_id}, but this version's row ids fit runs up "
+                        f"to {MAX_RUN_ID} only; log into a new file"
+                    )
             self._next_process_id = self._next_thread_id = self.run_id * ROW_ID_STRIDE + 1
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, OSError, UnicodeDecodeError) as exc:  # the last: a damaged file's schema text
             raise PluginError(f"cannot write the syscall database {path}: {exc}") from None
         self._syscalls: list[dict[str, Any]] = []
         self._dirty: dict[int, dict[str, Any]] = {}
         self._dirty_threads: dict[int, dict[str, Any]] = {}
         self.rows_written = 0
+
+    def _enable_wal(self) -> None:
+        """``PRAGMA journal_mode = WAL``, retried for up to :data:`BUSY_TIMEOUT_S`: when another run switches a new
+        file at the same moment, SQLite answers "database is locked" at once, without waiting on the busy timeout
+        (1 to 3 in 100 new files that two runs opened together)."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.005)
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

@@ -2,7 +2,9 @@
 
 Everything opens the file read-only, so a query can never change a log: SQLite's
 ``immutable`` mode when no run is writing it (no ``-wal`` file), which creates no
-``-wal``/``-shm`` files beside it, else ``mode=ro``; ``PRAGMA query_only``; and an
+``-wal``/``-shm`` files beside it, else ``mode=ro`` (beside a killed or running run's
+``-wal`` and ``-shm``, nothing new; a ``-wal`` copied without its ``-shm`` gets one, since
+SQLite reads a WAL only through it); ``PRAGMA query_only``; and an
 authorizer that lets a statement read and nothing else (no ATTACH, no VACUUM INTO, no
 PRAGMA that changes anything).  A missing, foreign, corrupt or differently shaped
 file is a one-line :class:`LogDatabaseError` rather than a traceback.
@@ -19,13 +21,9 @@ from urllib.parse import quote
 
 from qppsuite.errors import QppsuiteError
 from qppsuite.plugins.syscalls_logger.database import (
-    PROCESS_COLUMNS,
     PROCESSES,
-    RUN_COLUMNS,
     RUNS,
-    SYSCALL_COLUMNS,
     SYSCALLS,
-    THREAD_COLUMNS,
     THREADS,
     schema_mismatch,
 )
@@ -72,20 +70,42 @@ class LogDatabaseError(QppsuiteError):
 _READ_ACTIONS = frozenset(
     {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
 )
-#: PRAGMAs that only report (``PRAGMA table_info(syscalls)``); given a value, they are denied too.
-_READ_PRAGMAS = frozenset({"table_info", "table_xinfo", "index_list", "index_info", "user_version", "foreign_key_list"})
-#: Columns each table must have for the viewers (a file with the right table names but other columns is refused).
-_REQUIRED_COLUMNS = {RUNS: RUN_COLUMNS, PROCESSES: PROCESS_COLUMNS, THREADS: THREAD_COLUMNS, SYSCALLS: SYSCALL_COLUMNS}
+#: PRAGMAs that only report, whatever their argument (it names a table or index, or limits the report).
+_REPORTING_PRAGMAS = frozenset(
+    {
+        "table_info",
+        "table_xinfo",
+        "table_list",
+        "index_list",
+        "index_info",
+        "index_xinfo",
+        "foreign_key_list",
+        "foreign_key_check",
+        "integrity_check",
+        "quick_check",
+    }
+)
+#: PRAGMAs that report a setting when given no value (``PRAGMA user_version``) and set it when given one.
+_SETTING_PRAGMAS = frozenset({"user_version", "schema_version", "data_version", "page_count", "page_size"})
 
 
 def _authorize(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
+    """sqlite3 authorizer: reads only.  ``arg1``/``arg2`` are the table and column, or the PRAGMA and its value."""
     if action in _READ_ACTIONS:
         return sqlite3.SQLITE_OK
-    if action == sqlite3.SQLITE_PRAGMA and arg1 in _READ_PRAGMAS and arg2 is None:
+    if action == sqlite3.SQLITE_PRAGMA and (arg1 in _REPORTING_PRAGMAS or (arg1 in _SETTING_PRAGMAS and arg2 is None)):
         return sqlite3.SQLITE_OK
-    if action == sqlite3.SQLITE_PRAGMA and arg1 in ("table_info", "table_xinfo", "index_list", "index_info"):
-        return sqlite3.SQLITE_OK  # their argument names a table, it sets nothing
+    if action == sqlite3.SQLITE_UPDATE and arg1 == "sqlite_master":
+        # Asked while a SELECT declares a table-valued function's table (json_each, json_tree, pragma_table_info):
+        # SQLite 3.40 authorizes an UPDATE of the schema's columns for it.  A real UPDATE of sqlite_master
+        # still fails: SQLite forbids it without writable_schema (denied above), and the file is open read-only.
+        return sqlite3.SQLITE_OK
     return sqlite3.SQLITE_DENY
+
+
+def _text(data: bytes) -> str:
+    """A TEXT value: UTF-8, with each byte that is not shown as an escape (``b"a\\x80"`` -> ``a\\x80``)."""
+    return data.decode("utf-8", "backslashreplace")
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
@@ -97,26 +117,21 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     mode = "mode=ro" if writing else "mode=ro&immutable=1"
     conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?{mode}", uri=True)
     conn.row_factory = sqlite3.Row
+    conn.text_factory = _text  # the writer stores UTF-8; an edited or damaged file may hold anything
     try:
         conn.execute("PRAGMA query_only = ON")
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         missing = [t for t in (RUNS, PROCESSES, THREADS, SYSCALLS) if t not in tables]
+        # Another version's file (version 1 had no threads table) is named as such before its tables are.
+        mismatch = schema_mismatch(conn, path) if len(missing) < 4 else None
+        if mismatch is not None:
+            raise LogDatabaseError(mismatch)
         if missing:
             found = ", ".join(sorted(tables)) or "none"
             raise LogDatabaseError(
                 f"{path} is not a qppsuite syscall database: no table {missing[0]!r} (tables: {found})"
             )
-        mismatch = schema_mismatch(conn, path)
-        if mismatch is not None:
-            raise LogDatabaseError(mismatch)
-        for table, wanted in _REQUIRED_COLUMNS.items():
-            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-            lacking = [c for c in wanted if c not in have]
-            if lacking:
-                raise LogDatabaseError(
-                    f"{path} is not a qppsuite syscall database: table {table!r} has no column {lacking[0]!r}"
-                )
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # the latter: SQLite's message quotes a bad schema
         conn.close()
         raise LogDatabaseError(f"{path} is not an SQLite database, or is damaged ({exc})") from None
     except LogDatabaseError:
@@ -138,18 +153,34 @@ def select_run(conn: sqlite3.Connection, run: int | None) -> int:
     return run
 
 
+def run_end(conn: sqlite3.Connection, run: int) -> str | None:
+    """How a run ended, for a header line, when it was not a power-off: ``never ended``, ``ended diverged``...
+
+    From the ``runs`` row: no ``ended_at`` means the run was killed (or is still being written);
+    ``stop_reason`` is the run's stop kind (:class:`qppsuite.core.events.StopReason`), ``diverged`` for
+    a replay that did not reproduce its recording.
+    """
+    row = conn.execute(f"SELECT ended_at, stop_reason FROM {RUNS} WHERE id = ?", (run,)).fetchone()
+    if row is None or row["ended_at"] is None:
+        return "never ended"
+    if row["stop_reason"] in (None, "poweroff"):
+        return None
+    return f"ended {row['stop_reason']}"
+
+
 def run_warning(conn: sqlite3.Connection, run: int) -> str | None:
-    """What a reader must know before trusting a run's rows: it never ended, or it did not end normally.
+    """What a reader must know before trusting a run's rows (one line): it never ended, or not normally.
 
     A run without ``ended_at`` was killed (or is still being written): its rows stop at its last
     committed batch.  A replay that diverged from its recording ends ``diverged``.
     """
-    row = conn.execute(f"SELECT ended_at, stop_reason, stop_message FROM {RUNS} WHERE id = ?", (run,)).fetchone()
-    if row is None or row["ended_at"] is None:
-        return f"run {run} never ended: it was killed or is still running; rows stop at its last committed batch"
-    if row["stop_reason"] in (None, "poweroff"):
+    end = run_end(conn, run)
+    if end is None:
         return None
-    return f"run {run} ended {row['stop_reason']}: {row['stop_message'] or ''}".rstrip(": ")
+    if end == "never ended":
+        return f"run {run} never ended: it was killed or is still running; rows stop at its last committed batch"
+    message = conn.execute(f"SELECT stop_message FROM {RUNS} WHERE id = ?", (run,)).fetchone()[0]
+    return f"run {run} {end}: {message or ''}".rstrip(": ")
 
 
 @dataclass(frozen=True)
@@ -234,6 +265,21 @@ class ThreadRow:
     name: str
     names: list[str]
     syscall_count: int
+
+
+def ownerless_threads(conn: sqlite3.Connection, run: int) -> int:
+    """How many of a run's threads name no process of that run, so :func:`process_tree` leaves them out.
+
+    Only an edited or damaged file has them, or one that two runs wrote at once before row ids were
+    per run (the second run's process rows replaced the first's).
+    """
+    return int(
+        conn.execute(
+            f"SELECT COUNT(*) FROM {THREADS} t WHERE t.run_id = ? AND NOT EXISTS "
+            f"(SELECT 1 FROM {PROCESSES} p WHERE p.id = t.process_id AND p.run_id = t.run_id)",
+            (run,),
+        ).fetchone()[0]
+    )
 
 
 def process_tree(conn: sqlite3.Connection, run: int) -> list[ProcessNode]:
