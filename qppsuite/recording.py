@@ -25,9 +25,11 @@ from qppsuite import __version__
 from qppsuite.core.events import StopReason
 from qppsuite.core.image import ImageBundle, open_image
 from qppsuite.errors import QppsuiteError
+from qppsuite.schemas import load_schema, schema_problem
 from qppsuite.session import RunOptions, RunResult, run
 
 RECORDING_FORMAT = "qppsuite-recording/1"
+RECORDING_SCHEMA = Path(__file__).with_name("recording.schema.json")
 #: The options that determine the guest's execution; plugins and output paths do not.
 PINNED_OPTIONS = ("cmd", "max_insns", "ram_mib", "host_decompress", "extra_bootargs")
 
@@ -63,17 +65,19 @@ class Recording:
     @classmethod
     def load(cls, path: Path) -> "Recording":
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise RecordingError(f"cannot read recording {path}: {exc.strerror}") from exc
-        except json.JSONDecodeError as exc:
-            raise RecordingError(f"{path} is not a qppsuite recording (bad JSON: {exc.msg})") from exc
+        except UnicodeDecodeError as exc:
+            raise RecordingError(f"{path} is not a qppsuite recording (not UTF-8 text: {exc.reason})") from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise RecordingError(f"{path} is not a qppsuite recording (bad JSON: {exc})") from None
         if not isinstance(data, dict) or data.get("format") != RECORDING_FORMAT:
             raise RecordingError(f"{path} is not a qppsuite recording (expected format {RECORDING_FORMAT})")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise RecordingError(f"{path} is a damaged recording: {exc}") from exc
+        problem = schema_problem(data, load_schema(RECORDING_SCHEMA))
+        if problem is not None:
+            raise RecordingError(f"{path} is a damaged recording: {problem}")
+        return cls(**data)
 
 
 def check_writable(path: Path) -> None:

@@ -20,9 +20,11 @@ from typing import Any
 import platformdirs
 
 from qppsuite.errors import ImageError
+from qppsuite.schemas import load_schema, schema_problem
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
+MANIFEST_SCHEMA = Path(__file__).with_name("manifest.schema.json")
 CACHE_ENV = "QPPSUITE_CACHE"
 IMAGES_SUBDIR = "images"
 
@@ -86,7 +88,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise ImageError(f"'{path}' is not an image bundle: it has no {MANIFEST_NAME}")
     try:
         manifest = json.loads(manifest_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise ImageError(f"{manifest_path} is unreadable: {err}") from None
     if not isinstance(manifest, dict):
         raise ImageError(f"{manifest_path} is not a JSON object")
@@ -94,6 +96,9 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise ImageError(
             f"{manifest_path} has format {manifest.get('format')!r}; this qppsuite reads format {MANIFEST_FORMAT}"
         )
+    problem = schema_problem(manifest, load_schema(MANIFEST_SCHEMA))
+    if problem is not None:
+        raise ImageError(f"{manifest_path} is not a valid manifest: {problem}")
     for key in ("name", "kernel", "files"):
         if key not in manifest:
             raise ImageError(f"{manifest_path} lacks the required key '{key}'")

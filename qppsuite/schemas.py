@@ -1,0 +1,31 @@
+"""JSON Schemas of the files users hand to qppsuite (image manifests, recordings), and checking against them.
+
+The schemas are JSON files beside the code that reads each format
+(``qppsuite/core/manifest.schema.json``, ``qppsuite/recording.schema.json``).
+jsonschema, a maintained validator, does the checking, so every bad field of
+every format gets the same kind of one-line message.
+"""
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+
+@cache
+def load_schema(path: Path) -> dict[str, Any]:
+    """The schema at ``path`` (package data, read once)."""
+    schema: dict[str, Any] = json.loads(path.read_text())
+    return schema
+
+
+def schema_problem(document: object, schema: dict[str, Any]) -> str | None:
+    """The first way ``document`` breaks ``schema``, as ``field/path: message`` (one line), or None."""
+    import jsonschema  # only loaders of user files need it: not paid at every start-up
+
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(document))
+    if error is None:
+        return None
+    where = "/".join(str(part) for part in error.absolute_path) or "the top level"
+    message = " ".join(error.message.split())
+    return f"{where}: {message if len(message) <= 200 else message[:200] + '…'}"
