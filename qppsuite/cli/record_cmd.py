@@ -6,8 +6,9 @@ from typing import Annotated
 import typer
 
 from qppsuite.cli import app, err_console
-from qppsuite.cli.run_cmd import DEFAULT_TIMEOUT, TimeoutOption
+from qppsuite.cli.run_cmd import DEFAULT_TIMEOUT, RAM_HELP, TimeoutOption
 from qppsuite.cli.terminal import styled
+from qppsuite.core.board import RAM_MAX_MIB
 from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
 from qppsuite.errors import GuestError, Interrupted, PluginError
 from qppsuite.recording import Recording, check_writable, record, replay
@@ -20,7 +21,7 @@ def record_command(
     image: Annotated[str, typer.Argument(help="Image name or bundle path")] = DEFAULT_IMAGE,
     cmd: Annotated[str | None, typer.Option("--cmd", help="Shell command to run in the guest")] = None,
     max_insns: Annotated[int | None, typer.Option("--max-insns", help="Stop after this many instructions")] = None,
-    ram: Annotated[int, typer.Option("--ram", help="Guest RAM in MiB")] = 256,
+    ram: Annotated[int, typer.Option("--ram", min=16, max=RAM_MAX_MIB, help=RAM_HELP)] = 256,
     bootargs: Annotated[str, typer.Option("--bootargs", help="Extra kernel command-line arguments")] = "",
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Cache directory")] = None,

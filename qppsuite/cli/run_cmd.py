@@ -8,6 +8,7 @@ import typer
 
 from qppsuite.cli import app, err_console
 from qppsuite.cli.terminal import ConsoleStream, styled
+from qppsuite.core.board import RAM_MAX_MIB
 from qppsuite.core.image import images_dir
 from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
 from qppsuite.errors import GuestError, ImageError, Interrupted, PluginError
@@ -25,6 +26,7 @@ def _ensure_default_image(cache: Path | None) -> None:
         build_image(DEFAULT_IMAGE, cache=cache, progress=lambda msg: status.update(styled(msg)))
 
 
+RAM_HELP = f"Guest RAM in MiB, at most {RAM_MAX_MIB}; at least what the kernel and initrd need (192 by default)"
 DEFAULT_TIMEOUT = 3600.0
 TimeoutOption = Annotated[
     float,
@@ -55,7 +57,7 @@ def run_command(
     console: Annotated[
         Path | None, typer.Option("--console", help="Write the guest console to FILE instead of the terminal")
     ] = None,
-    ram: Annotated[int, typer.Option("--ram", help="Guest RAM in MiB")] = 256,
+    ram: Annotated[int, typer.Option("--ram", min=16, max=RAM_MAX_MIB, help=RAM_HELP)] = 256,
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not show the console or the summary")] = False,
     bootargs: Annotated[str, typer.Option("--bootargs", help="Extra kernel command-line arguments")] = "",

@@ -55,6 +55,24 @@ class BootLayout:
     initrd_size: int
 
 
+RAM_MAX_MIB = 3000
+"""Most guest RAM: it sits at RAM_BASE (1 GiB) in a 32-bit physical space, and unicorn 2.1.4 fails to map a
+region that reaches the 4 GiB boundary (3072 MiB crashes inside the engine; 3000 boots)."""
+
+
+def minimum_ram_mib(kernel_size: int, initrd_size: int, kernel_offset: int = KERNEL_OFFSET) -> int:
+    """The least RAM, in MiB (a multiple of 16), that :func:`plan_layout` accepts for these sizes."""
+    mib = 16
+    while mib <= RAM_MAX_MIB:
+        try:
+            plan_layout(mib << 20, kernel_size, initrd_size, kernel_offset)
+        except ValueError:
+            mib += 16
+            continue
+        return mib
+    return RAM_MAX_MIB + 1
+
+
 def plan_layout(
     ram_size: int, kernel_size: int, initrd_size: int, kernel_offset: int = KERNEL_OFFSET, dtb_reserve: int = 0x10000
 ) -> BootLayout:
@@ -70,8 +88,9 @@ def plan_layout(
     # A kernel needs room for itself plus BSS and early page tables; 4x its size is generous.
     if initrd < kernel + 4 * kernel_size or dtb + dtb_reserve > RAM_BASE + ram_size - (32 << 20):
         raise ValueError(
-            f"{ram_size >> 20} MiB of RAM is too small for a {kernel_size >> 20} MiB kernel "
-            f"and a {initrd_size >> 20} MiB initrd"
+            f"{ram_size >> 20} MiB of RAM is too small for a {kernel_size / (1 << 20):.1f} MiB kernel "
+            f"and a {initrd_size / (1 << 20):.1f} MiB initrd: the kernel needs 4 times its size below "
+            f"the initrd, placed at half of RAM, and 32 MiB must stay free above it"
         )
     return BootLayout(ram_size, kernel, dtb, initrd, initrd_size)
 

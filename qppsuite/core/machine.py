@@ -120,6 +120,8 @@ class Machine:
         self.cpu = Cpu(engine)
         self._console_sink = console
 
+        if not 16 <= config.ram_mib <= board.RAM_MAX_MIB:
+            raise GuestError(f"--ram {config.ram_mib}: this board holds 16 to {board.RAM_MAX_MIB} MiB of RAM")
         ram_size = config.ram_mib << 20
         self._ram = mmap.mmap(-1, ram_size)
         ram_ptr = ctypes.addressof(ctypes.c_char.from_buffer(self._ram))
@@ -184,7 +186,8 @@ class Machine:
                 config.ram_mib << 20, len(config.kernel.data), len(config.initrd), config.kernel.load_offset
             )
         except ValueError as exc:
-            raise GuestError(str(exc), hint="use --ram with more MiB") from exc
+            least = board.minimum_ram_mib(len(config.kernel.data), len(config.initrd), config.kernel.load_offset)
+            raise GuestError(str(exc), hint=f"this kernel and initrd need --ram {least} or more") from exc
         self.phys.write(layout.kernel, config.kernel.data)
         if config.initrd:
             self.phys.write(layout.initrd, config.initrd)
