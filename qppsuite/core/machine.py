@@ -260,7 +260,7 @@ class Machine:
             self._deferred_retranslations.append(hook)
         elif hook.vaddr is not None and self._mapped(hook.vaddr):
             self._engine_call(self.uc.ctl_remove_cache, hook.vaddr, hook.vaddr + 4)
-        elif self._running and not self._in_exception:
+        elif hook.vaddr is not None and self._running and not self._in_exception:
             # A page not mapped yet (a system call returning to the first word of a page never run): its
             # code may be cached from another address space, so all translated code must go, which is only
             # safe outside translated blocks.  From a hook inside one, stop the quantum; the run loop flushes.
@@ -366,6 +366,7 @@ class Machine:
         self._running = True
         executed, faulted = self.engine.run(self.cpu.resume_address(), budget)
         self._running = False
+        cut_short = bool(self._deferred_retranslations)  # _retranslate may have stopped the quantum: not a WFI
         while self._deferred_retranslations:
             self._retranslate(self._deferred_retranslations.pop())
         clock.retire(executed)
@@ -377,7 +378,7 @@ class Machine:
                 )
                 return
             self._take_abort()
-        elif executed < budget and self._stop is None and not self.irq_line:
+        elif executed < budget and self._stop is None and not self.irq_line and not cut_short:
             self._idle()
         self.timer.update()
         self._check_hang()
