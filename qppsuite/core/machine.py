@@ -258,7 +258,7 @@ class Machine:
             # the engine translate again, re-entering the fill: seen to inject a bogus prefetch abort in
             # head.S.  The drop waits until the engine has returned to the run loop.
             self._deferred_retranslations.append(hook)
-        elif hook.vaddr is not None and self._mapped(hook.vaddr):
+        elif hook.vaddr is not None and self._kernel_view(hook.vaddr) is not None:
             self._engine_call(self.uc.ctl_remove_cache, hook.vaddr, hook.vaddr + 4)
         elif hook.vaddr is not None and self._running and not self._in_exception:
             # A page not mapped yet (a system call returning to the first word of a page never run): its
@@ -269,11 +269,11 @@ class Machine:
         else:
             self.uc.ctl_flush_tb()  # between quanta, or in the exception hook (no block is running)
 
-    def _mapped(self, vaddr: int) -> bool:
-        """Whether ``vaddr`` is mapped to RAM now, for any mode (the kernel's own view, :func:`introspect`)."""
+    def _kernel_view(self, vaddr: int) -> int | None:
+        """The RAM address ``vaddr`` maps to now, for any mode (the kernel's own view, :func:`introspect`)."""
         _cpsr, sctlr, ttbcr, ttbr0, ttbr1, dacr = self._fill_regs()
         paddr = introspect(self.phys.read_u32, TranslationRegs(sctlr, ttbcr, ttbr0, ttbr1, dacr), vaddr)
-        return type(paddr) is int and self._ram_lo <= paddr < self._ram_hi
+        return paddr if type(paddr) is int and self._ram_lo <= paddr < self._ram_hi else None
 
     def _engine_call(self, call: Callable[..., Any], *args: Any) -> None:
         """An engine API call that translates guest addresses itself: dropping a hook or translated code.
@@ -301,9 +301,8 @@ class Machine:
         """A fill inside :meth:`_engine_call`: the address as the kernel maps it, or a RAM page that holds no
         code for an unmapped one (its invalidation then drops nothing; the caller flushes instead)."""
         self._engine_call_filled = True
-        _cpsr, sctlr, ttbcr, ttbr0, ttbr1, dacr = self._fill_regs()
-        paddr = introspect(self.phys.read_u32, TranslationRegs(sctlr, ttbcr, ttbr0, ttbr1, dacr), vaddr)
-        if type(paddr) is not int or not self._ram_lo <= paddr < self._ram_hi:
+        paddr = self._kernel_view(vaddr)
+        if paddr is None:
             paddr = self._ram_lo | (vaddr & 0xFFF)
         ctypes.memmove(entry, struct.pack("<QI", paddr, U.UC_PROT_ALL), 12)
         return True
