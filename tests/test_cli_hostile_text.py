@@ -16,11 +16,12 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from cli_entry import run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from qppsuite.cli import app, main
+from qppsuite.cli import app
 from qppsuite.cli.terminal import ConsoleStream, visible
 from qppsuite.plugins.syscalls_logger.database import SyscallDatabase
 from qppsuite.recording import Recording
@@ -175,14 +176,9 @@ def _read(fd: int) -> bytes:
 
 
 def _error(args: list[str]) -> str:
-    """stderr of the ``qppsuite`` entry point (which prints errors), run in-process."""
-    with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit) as ended:
-        patch.setattr(sys, "argv", ["qppsuite", *args])
-        errors = io.StringIO()
-        patch.setattr(sys, "stderr", errors)
-        main()
-    assert ended.value.code not in (0, None)
-    output = errors.getvalue()
+    """stderr of the ``qppsuite`` entry point (which prints errors), which must exit non-zero."""
+    code, output = run_main(args)
+    assert code != 0
     assert "Traceback" not in output
     return output
 

@@ -1,32 +1,18 @@
 """tools/lockstep.py: the GDB remote client and decoders without QEMU, then real lockstep runs against QEMU."""
 
 import gzip
-import importlib.util
 import socket
 import struct
-import sys
 import threading
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 from test_qemu_differential import qemu_binary  # tests/ is on sys.path under pytest's default import mode
+from tool_modules import load_tool
 
 from qppsuite.core.image import ImageBundle
 from qppsuite.images.initramfs import read_cpio_newc
 
-
-def load_tool() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "tools" / "lockstep.py"
-    spec = importlib.util.spec_from_file_location("lockstep", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["lockstep"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-lockstep = load_tool()
+lockstep = load_tool("lockstep")
 
 
 # --- without QEMU --------------------------------------------------------------------------------

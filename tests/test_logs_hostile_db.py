@@ -1,19 +1,18 @@
 """The viewers on databases that are damaged, foreign, edited or simply unusual: one line or every row, never a
 traceback, never a write, never a file left behind."""
 
-import io
 import json
 import os
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
+from cli_entry import run_main
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from qppsuite.cli import app, main
+from qppsuite.cli import app
 from qppsuite.plugins.syscalls_logger.database import ROW_ID_STRIDE, SyscallDatabase
 
 runner = CliRunner(env={"COLUMNS": "200"})
@@ -44,20 +43,9 @@ def _chain(path: Path, depth: int, end: bool = True) -> Path:
     return path
 
 
-def _main(args: list[str]) -> tuple[int, str]:
-    """Exit code and stderr of the real entry point (the one that prints errors); stdout is dropped."""
-    with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit) as ended:
-        patch.setattr(sys, "argv", ["qppsuite", *args])
-        errors = io.StringIO()
-        patch.setattr(sys, "stderr", errors)
-        patch.setattr(sys, "stdout", io.StringIO())
-        main()
-    return int(ended.value.code or 0), errors.getvalue()
-
-
 def _fails_with_one_line(args: list[str]) -> str:
     """stderr of the real entry point, which must exit non-zero with one line."""
-    code, output = _main(args)
+    code, output = run_main(args)
     assert code != 0, output
     assert "Traceback" not in output and output.startswith("error:"), output
     assert len(output.strip().splitlines()) <= 2, output
@@ -285,7 +273,7 @@ def test_a_database_damaged_in_the_middle_is_one_line(tmp_path: Path) -> None:
     db.write_bytes(bytes(data))
     assert "damaged.db: DatabaseError: database disk image is malformed" in _fails_with_one_line(["processes", str(db)])
     for args in VIEWERS:  # some views may not touch the damaged page; those that do fail in one line
-        code, output = _main([args[0], str(db), *args[1:]])
+        code, output = run_main([args[0], str(db), *args[1:]])
         _read_or_one_line(code, output)
 
 
@@ -299,7 +287,7 @@ def test_text_that_is_not_utf8_is_shown_escaped(tmp_path: Path) -> None:
     damaged[damaged.index(b"CREATE TABLE") + 14] = 0x80
     db.write_bytes(bytes(damaged))
     for args in VIEWERS:
-        code, output = _main([args[0], str(db), *args[1:]])
+        code, output = run_main([args[0], str(db), *args[1:]])
         _read_or_one_line(code, output)
 
 
@@ -318,7 +306,7 @@ def test_a_real_database_with_random_bytes_overwritten_is_read_or_one_line(
     for offset, garbage in damage:
         data[offset : offset + len(garbage)] = garbage
     db.write_bytes(bytes(data))
-    code, output = _main([viewer[0], str(db), *viewer[1:]])
+    code, output = run_main([viewer[0], str(db), *viewer[1:]])
     _read_or_one_line(code, output)
 
 

@@ -6,14 +6,12 @@ return, and the syscalls plugin's return hooks must stay under RETURN_HOOK_CACHE
 calls blocked at that moment, however many addresses the guest uses.
 """
 
-import importlib.util
 import sqlite3
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from oracle.guest import logged_run
+from tool_modules import load_tool
 
 from qppsuite.core.image import ImageBundle
 from qppsuite.core.qpp import Plugin
@@ -22,16 +20,6 @@ from qppsuite.plugins.syscalls import RETURN_HOOK_CACHE
 SITES = 9000  # past 8,174 the return pcs reach a page never run before (0x20000): see Machine._engine_call
 ROUNDS = 2
 BLOCKED_AT_MOST = 16  # threads the guest has blocked in a call at one time (init, the shell, its waits)
-
-
-def _tool() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "tools" / "arm_svc_program.py"
-    spec = importlib.util.spec_from_file_location("arm_svc_program", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["arm_svc_program"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 class HookWatch(Plugin):
@@ -53,7 +41,7 @@ class HookWatch(Plugin):
 def test_calls_from_thousands_of_addresses_keep_the_hooks_bounded_and_every_call_paired(
     default_image: ImageBundle, tmp_path: Path
 ) -> None:
-    tool = _tool()
+    tool = load_tool("arm_svc_program")
     cmd = tool.uudecode_command(tool.program(SITES, ROUNDS), "/tmp/svcs") + "/tmp/svcs && echo PROGRAM-DONE"
     watches: list[HookWatch] = []
     logged = logged_run(
