@@ -42,13 +42,13 @@ from qppsuite.plugins.osi_linux.kernel_memory import KernelMemory
 from qppsuite.plugins.osi_linux.layout import KernelLayout
 from qppsuite.plugins.osi_linux.layout_check import task_list_mismatch
 from qppsuite.plugins.osi_linux.mappings import MappingReader
-from qppsuite.plugins.osi_linux.model import OsiMapping, OsiModule, OsiProcess, OsiThread
+from qppsuite.plugins.osi_linux.model import OsiFile, OsiMapping, OsiModule, OsiProcess, OsiThread
 from qppsuite.plugins.osi_linux.modules import read_modules
 from qppsuite.plugins.osi_linux.paths import PathReader
 from qppsuite.plugins.osi_linux.ps_report import print_process_tree
 from qppsuite.plugins.osi_linux.tasks import TaskReader
 
-__all__ = ["OsiLinux", "OsiMapping", "OsiModule", "OsiProcess", "OsiThread", "plugin"]
+__all__ = ["OsiFile", "OsiLinux", "OsiMapping", "OsiModule", "OsiProcess", "OsiThread", "plugin"]
 
 logger = logging.getLogger("qppsuite.osi_linux")
 
@@ -435,22 +435,24 @@ class OsiLinux(Plugin):
             return {}
         return self.paths.open_files(files)[0]
 
+    def _open_file(self, file: int) -> OsiFile:
+        path, partial, truncated = self.paths.file_path(file)
+        return OsiFile(path, truncated, partial)
+
     @export
-    def get_fds(self, process: OsiProcess) -> dict[int, str]:
-        """{fd: path} of the open files of ``process``, paths as ``readlink /proc/PID/fd/N`` gives them."""
+    def get_fds(self, process: OsiProcess) -> dict[int, OsiFile]:
+        """{fd: file} of the open files of ``process``, paths as ``readlink /proc/PID/fd/N`` gives them."""
         return self._guarded(
-            "get_fds",
-            {},
-            lambda: {fd: self.paths.file_path(file)[0] for fd, file in self._open_files(process).items()},
+            "get_fds", {}, lambda: {fd: self._open_file(file) for fd, file in self._open_files(process).items()}
         )
 
     @export
-    def fd_to_filename(self, process: OsiProcess, fd: int) -> str | None:
-        """The path of one open fd of ``process``, or None when it is not open."""
+    def fd_to_filename(self, process: OsiProcess, fd: int) -> OsiFile | None:
+        """One open fd of ``process`` (its ``path``, and whether it is ``truncated``), or None when it is not open."""
 
-        def query() -> str | None:
+        def query() -> OsiFile | None:
             file = self._open_files(process).get(fd)
-            return self.paths.file_path(file)[0] if file is not None else None
+            return self._open_file(file) if file is not None else None
 
         return self._guarded("fd_to_filename", None, query)
 
