@@ -55,6 +55,15 @@ def _replaced(document: dict[str, Any], path: tuple[str, ...], value: object) ->
     return copy
 
 
+def _renamed(document: dict[str, Any], path: tuple[str, ...], name: str) -> dict[str, Any]:
+    copy = json.loads(json.dumps(document))
+    node = copy
+    for key in path[:-1]:
+        node = node[key]
+    node[name] = node.pop(path[-1])
+    return copy
+
+
 @pytest.fixture(scope="module")
 def real_profile(default_image: ImageBundle) -> dict[str, Any]:
     assert default_image.profile_path is not None
@@ -77,6 +86,18 @@ def test_one_hostile_field_in_the_real_profile_gives_one_line(
     path = data.draw(st.sampled_from(_osi_paths(real_profile)))
     file = tmp_path_factory.mktemp("p") / "profile.json"
     file.write_text(json.dumps(_replaced(real_profile, path, data.draw(HOSTILE))))
+    _load_for_osi(file)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_one_key_renamed_to_hostile_text_in_the_real_profile_gives_one_line(
+    real_profile: dict[str, Any], tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    path = data.draw(st.sampled_from(_osi_paths(real_profile)))
+    name = data.draw(st.sampled_from(["\n", "a\nb", "\x1b[31m", "[/]", ""]) | st.text(max_size=8))
+    file = tmp_path_factory.mktemp("p") / "profile.json"
+    file.write_text(json.dumps(_renamed(real_profile, path, name)))
     _load_for_osi(file)
 
 

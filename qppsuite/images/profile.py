@@ -86,7 +86,7 @@ class MemberInfo:
 
 def _choices(what: str, asked: str, available: Iterable[str], where: str) -> str:
     """A one-line "no X; here is what exists" message, short even for 200-member structs."""
-    names = sorted(available)
+    names = [name.encode("unicode_escape").decode("ascii") for name in sorted(available)]  # the file's own text
     if not names:
         return f"profile has no {what} {asked}; {where} has none"
     if len(names) <= _LIST_ALL_LIMIT:
@@ -255,19 +255,20 @@ class _IsfTypes:
         for fname, field in fields:
             desc = field["type"]
             offset = base + int(field.get("offset", 0))
+            where = ".".join((*within, fname)).encode("unicode_escape").decode("ascii")  # for messages: one line
             if field.get("anonymous"):
                 inner_name = desc.get("name", "")
                 inner = self._user.get(inner_name)
                 if inner is None:
-                    raise ProfileError(f"ISF anonymous field {fname} refers to missing type {desc.get('name')}")
+                    raise ProfileError(f"ISF anonymous field {where} refers to missing type {inner_name!r}")
                 if inner_name in within:
-                    raise ProfileError(f"ISF anonymous field {'.'.join(within)}.{fname} contains its own type")
+                    raise ProfileError(f"ISF anonymous field {where} contains its own type")
                 self._flatten(inner, offset, out, (*within, inner_name))
                 continue
             size = self.descriptor_size(desc)
             if offset + size > MAX_LAYOUT_BYTES:
                 raise ProfileError(
-                    f"ISF field {'.'.join(within)}.{fname} ends at byte {offset + size}, beyond the "
+                    f"ISF field {where} ends at byte {offset + size}, beyond the "
                     f"{MAX_LAYOUT_BYTES}-byte bound of any kernel type"
                 )
             info: dict[str, Any] = {"offset": offset, "size": size,
@@ -363,7 +364,7 @@ class KernelProfile:
             self._data, self._isf_types = _profile_from_isf(data)
             self.source_format = "isf"
         else:
-            keys = ", ".join(sorted(data)) or "none"
+            keys = ", ".join(sorted(data)).encode("unicode_escape").decode("ascii") or "none"
             raise ProfileError(
                 f"{source} is neither a {PROFILE_FORMAT} profile nor a Volatility 3 ISF; its keys: {keys}"
             )
