@@ -26,6 +26,8 @@ def schema_problem(document: object, schema: dict[str, Any]) -> str | None:
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(document))
     if error is None:
         return None
-    where = "/".join(str(part) for part in error.absolute_path) or "the top level"
+    # keys are the file's own text: a newline in one must not break the one line
+    where = "/".join(str(part) for part in error.absolute_path).encode("unicode_escape").decode("ascii")
+    where = where or "the top level"
     message = " ".join(error.message.split())
     return f"{where}: {message if len(message) <= 200 else message[:200] + '…'}"

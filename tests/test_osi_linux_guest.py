@@ -23,7 +23,7 @@ from qppsuite.core.events import SvcEvent
 from qppsuite.core.image import ImageBundle
 from qppsuite.core.qpp import Plugin
 from qppsuite.plugins.osi_linux import OsiLinux
-from qppsuite.plugins.osi_linux.model import OsiMapping, OsiModule, OsiProcess, OsiThread
+from qppsuite.plugins.osi_linux.model import OsiFile, OsiMapping, OsiModule, OsiProcess, OsiThread
 from qppsuite.session import RunOptions, RunResult, run
 
 pytestmark = pytest.mark.boot
@@ -64,8 +64,8 @@ class Snapshot:
     process: OsiProcess
     processes: list[OsiProcess]
     maps: dict[int, list[OsiMapping]] = field(default_factory=dict)
-    fds: dict[int, dict[int, str]] = field(default_factory=dict)
-    fd_names: dict[int, dict[int, str | None]] = field(default_factory=dict)
+    fds: dict[int, dict[int, OsiFile]] = field(default_factory=dict)
+    fd_names: dict[int, dict[int, OsiFile | None]] = field(default_factory=dict)
     threads: dict[int, list[OsiThread]] = field(default_factory=dict)
     modules: list[OsiModule] = field(default_factory=list)
 
@@ -255,14 +255,16 @@ def test_fds_match_proc_fd(guest: GuestRun) -> None:
         if found:
             expected[int(found.group(1))] = found.group(2)
     snap = guest.snapshot_of("ls")
-    fds = snap.fds[guest.known]
+    files = snap.fds[guest.known]
+    assert not any(f.truncated or f.partial for f in files.values())
+    fds = {fd: f.path for fd, f in files.items()}
     assert fds == expected
     assert re.fullmatch(r"pipe:\[\d+\]", fds[0])
     assert fds[3] == "/init"
     assert fds[4] == "/tmp/qppsuite-osi-out.txt"
     assert fds[5] == "/tmp/qppsuite-osi-gone.txt (deleted)"
     assert fds[1] == "/dev/null"
-    assert snap.fd_names[guest.known] == {**fds, 99: None}
+    assert snap.fd_names[guest.known] == {**files, 99: None}
 
 
 def test_modules_match_lsmod(guest: GuestRun) -> None:

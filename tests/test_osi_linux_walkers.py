@@ -343,13 +343,14 @@ def test_paths_cross_mounts_and_name_pseudo_files(k: FakeKernel) -> None:
     root_mount, busybox, dev_mount = _fs(k)
     dev_root = struct.unpack_from("<I", k.ram, dev_mount - PAGE_OFFSET + LAYOUT.mount_vfsmount)[0]
     console = k.dentry(b"console", dev_root, k.superblock(0x01021994))
-    assert k.paths.file_path(k.file(dev_mount, console)) == ("/dev/console", False)
-    assert k.paths.file_path(k.file(root_mount, busybox)) == ("/bin/busybox", False)
+    assert k.paths.file_path(k.file(dev_mount, console)) == ("/dev/console", False, False)
+    assert k.paths.file_path(k.file(root_mount, busybox)) == ("/bin/busybox", False, False)
     pipe_sb = k.superblock(PIPEFS_MAGIC)
-    assert k.paths.file_path(k.file(root_mount, k.dentry(b"", None, pipe_sb), ino=1234)) == ("pipe:[1234]", False)
+    pipe = k.file(root_mount, k.dentry(b"", None, pipe_sb), ino=1234)
+    assert k.paths.file_path(pipe) == ("pipe:[1234]", False, False)
     sb = k.superblock(0x01021994)
     gone = k.dentry(b"gone.txt", dev_root, sb, hashed=False)
-    assert k.paths.file_path(k.file(dev_mount, gone)) == ("/dev/gone.txt (deleted)", False)
+    assert k.paths.file_path(k.file(dev_mount, gone)) == ("/dev/gone.txt (deleted)", False, False)
 
 
 def test_a_dentry_cycle_or_garbage_name_is_partial(k: FakeKernel) -> None:
@@ -361,7 +362,7 @@ def test_a_dentry_cycle_or_garbage_name_is_partial(k: FakeKernel) -> None:
     assert k.paths.file_path(k.file(root_mount, b))[1]
     k.u32(b + LAYOUT.dentry_name_len, 100000)
     assert k.paths.file_path(k.file(root_mount, b))[1]
-    assert k.paths.file_path(GARBAGE) == ("", True)
+    assert k.paths.file_path(GARBAGE) == ("", True, False)
 
 
 def test_open_files_from_the_fd_table(k: FakeKernel) -> None:

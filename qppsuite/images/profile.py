@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from qppsuite.errors import ImageError
+from qppsuite.schemas import load_schema, schema_problem
 
 PROFILE_FORMAT = "qppsuite-profile/1"
 ISF_FORMAT_VERSION = "6.2.0"
@@ -58,6 +59,9 @@ _ARRAY_RUN = re.compile(r"(\[\d+\])+$")
 _SUFFIX_TOKEN = re.compile(r"\s*(\*|\[(\d+)\])")
 _USER_KINDS = ("struct", "union", "enum")
 _LIST_ALL_LIMIT = 20
+PROFILE_SCHEMA = Path(__file__).with_name("profile.schema.json")
+#: Bound on any offset or size, in bytes (the schema's ``bytes``): no C type of a kernel comes near 16 MiB.
+MAX_LAYOUT_BYTES = 1 << 24
 
 
 class ProfileError(ImageError):
@@ -82,7 +86,7 @@ class MemberInfo:
 
 def _choices(what: str, asked: str, available: Iterable[str], where: str) -> str:
     """A one-line "no X; here is what exists" message, short even for 200-member structs."""
-    names = sorted(available)
+    names = [name.encode("unicode_escape").decode("ascii") for name in sorted(available)]  # the file's own text
     if not names:
         return f"profile has no {what} {asked}; {where} has none"
     if len(names) <= _LIST_ALL_LIMIT:
@@ -240,23 +244,34 @@ class _IsfTypes:
         if name not in self._cache:
             entry = self._user[name]
             members: dict[str, Any] = {}
-            self._flatten(entry, 0, members)
+            self._flatten(entry, 0, members, (name,))
             self._cache[name] = {"kind": entry.get("kind", "struct"), "size": int(entry["size"]),
                                  "members": members}
         return self._cache[name]
 
-    def _flatten(self, entry: Mapping[str, Any], base: int, out: dict[str, Any]) -> None:
+    def _flatten(self, entry: Mapping[str, Any], base: int, out: dict[str, Any], within: tuple[str, ...]) -> None:
+        """Members of ``entry`` at ``base``, anonymous members inlined; ``within``: the types being flattened."""
         fields = sorted(entry.get("fields", {}).items(), key=lambda item: item[1].get("offset", 0))
         for fname, field in fields:
             desc = field["type"]
             offset = base + int(field.get("offset", 0))
+            where = ".".join((*within, fname)).encode("unicode_escape").decode("ascii")  # for messages: one line
             if field.get("anonymous"):
-                inner = self._user.get(desc.get("name", ""))
+                inner_name = desc.get("name", "")
+                inner = self._user.get(inner_name)
                 if inner is None:
-                    raise ProfileError(f"ISF anonymous field {fname} refers to missing type {desc.get('name')}")
-                self._flatten(inner, offset, out)
+                    raise ProfileError(f"ISF anonymous field {where} refers to missing type {inner_name!r}")
+                if inner_name in within:
+                    raise ProfileError(f"ISF anonymous field {where} contains its own type")
+                self._flatten(inner, offset, out, (*within, inner_name))
                 continue
-            info: dict[str, Any] = {"offset": offset, "size": self.descriptor_size(desc),
+            size = self.descriptor_size(desc)
+            if offset + size > MAX_LAYOUT_BYTES:
+                raise ProfileError(
+                    f"ISF field {where} ends at byte {offset + size}, beyond the "
+                    f"{MAX_LAYOUT_BYTES}-byte bound of any kernel type"
+                )
+            info: dict[str, Any] = {"offset": offset, "size": size,
                                     "type": type_text_from_descriptor(desc)}
             if desc.get("kind") == "bitfield":
                 info["bit_offset"] = int(desc["bit_position"])
@@ -268,7 +283,7 @@ class _IsfTypes:
         if kind == "pointer":
             return self._pointer_size
         if kind == "array":
-            return int(desc["count"]) * self.descriptor_size(desc["subtype"])
+            return min(int(desc["count"]) * self.descriptor_size(desc["subtype"]), MAX_LAYOUT_BYTES + 1)
         if kind == "bitfield":
             return self.descriptor_size(desc["type"])
         if kind == "function":
@@ -289,7 +304,11 @@ def _profile_from_isf(isf: Mapping[str, Any]) -> tuple[dict[str, Any], _IsfTypes
     banner = ""
     data = raw_symbols.get("linux_banner", {}).get("constant_data")
     if data:
-        banner = base64.b64decode(data).split(b"\0", 1)[0].decode("utf-8", "replace").rstrip()
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except ValueError as exc:
+            raise ProfileError(f"ISF symbols/linux_banner/constant_data is not base64: {exc}") from exc
+        banner = raw.split(b"\0", 1)[0].decode("utf-8", "replace").rstrip()
     base_types = dict(isf.get("base_types", {}))
     pointer = base_types.pop("pointer", {})
     base_types.pop("void", None)
@@ -331,6 +350,13 @@ class KernelProfile:
     def __init__(self, data: Mapping[str, Any], source: str = "<dict>") -> None:
         self.source = source
         self._isf_types: _IsfTypes | None = None
+        if "format" in data or _is_isf(data):
+            try:
+                problem = schema_problem(data, load_schema(PROFILE_SCHEMA))
+            except RecursionError:
+                problem = "the top level: nested too deeply to be a profile"
+            if problem is not None:
+                raise ProfileError(f"profile {source} is damaged at {problem}")
         if data.get("format") == PROFILE_FORMAT:
             self._data: dict[str, Any] = dict(data)
             self.source_format = "qppsuite"
@@ -338,7 +364,7 @@ class KernelProfile:
             self._data, self._isf_types = _profile_from_isf(data)
             self.source_format = "isf"
         else:
-            keys = ", ".join(sorted(data)) or "none"
+            keys = ", ".join(sorted(data)).encode("unicode_escape").decode("ascii") or "none"
             raise ProfileError(
                 f"{source} is neither a {PROFILE_FORMAT} profile nor a Volatility 3 ISF; its keys: {keys}"
             )
@@ -352,8 +378,9 @@ class KernelProfile:
                 data = json.load(stream)
         except FileNotFoundError as exc:
             raise ProfileError(f"profile {path} does not exist") from exc
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ProfileError(f"profile {path} is not readable JSON: {exc}") from exc
+        except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, UTF-8 or a >4300-digit number
+            reason = " ".join(str(exc).split()) or "nested too deeply"
+            raise ProfileError(f"profile {path} is not readable JSON: {reason}") from exc
         if not isinstance(data, dict):
             raise ProfileError(f"profile {path} holds a JSON {type(data).__name__}, not an object")
         return cls(data, str(path))
@@ -413,6 +440,12 @@ class KernelProfile:
         if member not in members:
             raise ProfileError(_choices("member", f"{type_name}.{member}", members, type_name))
         info = members[member]
+        size = self._layout(type_name)["size"]
+        if info["offset"] + info["size"] > size:
+            raise ProfileError(
+                f"profile {self.source}: {type_name}.{member} (offset {info['offset']}, size {info['size']}) "
+                f"ends beyond {type_name}'s own {size} bytes"
+            )
         return MemberInfo(
             name=member,
             offset=int(info["offset"]),
@@ -431,6 +464,13 @@ class KernelProfile:
         if name not in enums:
             raise ProfileError(_choices("enum", name, enums, "it"))
         return dict(enums[name])
+
+    def enum_value(self, name: str, constant: str) -> int:
+        """The value of ``constant`` in enum ``name``."""
+        values = self.enum(name)
+        if constant not in values:
+            raise ProfileError(_choices("enum constant", f"{name}.{constant}", values, f"enum {name}"))
+        return values[constant]
 
     @property
     def constants(self) -> dict[str, int]:

@@ -4,7 +4,10 @@ It reads the guest kernel's own data structures through a profile of that
 exact kernel build (``qppsuite profile``; the default image carries one), so
 no guest-side agent or hand-written offsets are needed.  Before answering
 anything it checks that the profile's banner is the ``linux_banner`` in guest
-memory; a mismatch stops the run with both versions named.
+memory; a mismatch stops the run with both versions named.  It then checks the
+profile's task_struct layout on init_task and init (:mod:`.layout_check`):
+in the kernel image before the guest runs, and in guest memory until init
+exists; a contradiction stops the run with a line naming the field.
 
 Who is ``current``: in kernel mode TPIDRURO holds it
 (CONFIG_CURRENT_POINTER_IN_TPIDRURO); in user mode TPIDRURO is the user's TLS,
@@ -37,14 +40,15 @@ from qppsuite.errors import PluginError
 from qppsuite.images.profile import KernelProfile, ProfileError, release_from_banner
 from qppsuite.plugins.osi_linux.kernel_memory import KernelMemory
 from qppsuite.plugins.osi_linux.layout import KernelLayout
+from qppsuite.plugins.osi_linux.layout_check import task_list_mismatch
 from qppsuite.plugins.osi_linux.mappings import MappingReader
-from qppsuite.plugins.osi_linux.model import OsiMapping, OsiModule, OsiProcess, OsiThread
+from qppsuite.plugins.osi_linux.model import OsiFile, OsiMapping, OsiModule, OsiProcess, OsiThread
 from qppsuite.plugins.osi_linux.modules import read_modules
 from qppsuite.plugins.osi_linux.paths import PathReader
 from qppsuite.plugins.osi_linux.ps_report import print_process_tree
 from qppsuite.plugins.osi_linux.tasks import TaskReader
 
-__all__ = ["OsiLinux", "OsiMapping", "OsiModule", "OsiProcess", "OsiThread", "plugin"]
+__all__ = ["OsiFile", "OsiLinux", "OsiMapping", "OsiModule", "OsiProcess", "OsiThread", "plugin"]
 
 logger = logging.getLogger("qppsuite.osi_linux")
 
@@ -110,6 +114,8 @@ class OsiLinux(Plugin):
         self._regs: TranslationRegs | None = None
         self._kernel_ttbr0: int | None = None
         self._validated = False
+        self._layout_checked = False
+        self._loaded_banner_seen = False
         self.refusal: str | None = None
         self._forced_task: int | None = None
         self._memo: tuple[int, int, OsiProcess | None] | None = None
@@ -125,6 +131,7 @@ class OsiLinux(Plugin):
 
     def start(self) -> None:
         self._check_loaded_banner()
+        self._check_loaded_init_task()
         self._update_hooks()
 
     def stop(self, reason: Any) -> None:
@@ -163,7 +170,11 @@ class OsiLinux(Plugin):
             self.mem.invalidate()
             if not self._validated:
                 self._regs = None
-        return self._validated or self._validate()
+        if not self._validated and not self._validate():
+            return False
+        if not self._layout_checked:
+            self._check_layout(self.tasks)
+        return self.refusal is None
 
     def _validate(self) -> bool:
         """Compare linux_banner with the profile once the kernel's mappings exist (MMU on, banner mapped)."""
@@ -174,7 +185,7 @@ class OsiLinux(Plugin):
             return False  # MMU on but the kernel is not mapped yet (e.g. the zImage decompressor)
         guest = raw.decode("utf-8", "replace").rstrip("\n")
         if guest != self.layout.banner:
-            self._refuse(guest)
+            self._refuse_banner(guest)
             return False
         kernel_ttbr0 = self.mem.physical(self.layout.swapper_pg_dir)
         if kernel_ttbr0 is None:
@@ -200,18 +211,49 @@ class OsiLinux(Plugin):
         if rel < 0 or not phys.contains(load + rel, BANNER_LIMIT):
             return
         raw = phys.read(load + rel, BANNER_LIMIT).split(b"\0", 1)[0]
-        if raw.startswith(b"Linux version ") and raw.decode("utf-8", "replace").rstrip("\n") != self.layout.banner:
-            self._refuse(raw.decode("utf-8", "replace").rstrip("\n"))
+        if not raw.startswith(b"Linux version "):
+            return
+        self._loaded_banner_seen = True
+        if raw.decode("utf-8", "replace").rstrip("\n") != self.layout.banner:
+            self._refuse_banner(raw.decode("utf-8", "replace").rstrip("\n"))
 
-    def _refuse(self, guest_banner: str) -> None:
+    def _check_loaded_init_task(self) -> None:
+        """Check init_task in the host-loaded raw Image, before the guest runs (static data: see layout_check).
+
+        The Image holds the kernel from ``_text`` on at the load address; a
+        zImage (still compressed) has no init_task there and waits for the lazy check.
+        """
+        load = getattr(getattr(self.machine, "layout", None), "kernel", None)
+        if load is None or self.refusal is not None or not self._loaded_banner_seen:
+            return
+        text = self.layout.text
+
+        def in_image(vaddr: int) -> int | None:
+            return load + (vaddr - text) if vaddr >= text else None
+
+        self._check_layout(TaskReader(KernelMemory(self.machine.phys.buf, self.machine.phys.base, in_image),
+                                      self.layout))
+
+    def _check_layout(self, tasks: TaskReader) -> None:
+        """Refuse when init_task or init contradicts the profile; done once init was there to check."""
+        problem, complete = task_list_mismatch(tasks)
+        if problem is not None:
+            self._refuse(f"does not fit the guest kernel: {problem}")
+        self._layout_checked = complete
+
+    def _refuse_banner(self, guest_banner: str) -> None:
         try:
             guest = f"Linux {release_from_banner(guest_banner)}"
         except ProfileError:
             guest = f"no Linux banner at linux_banner {self.layout.linux_banner:#x} ({guest_banner[:40]!r})"
+        self._refuse(f"is for Linux {self.layout.release} but the guest runs {guest}")
+
+    def _refuse(self, why: str) -> None:
+        """Stop the run: ``why`` completes "profile PATH ..." in one line; every later query answers nothing."""
         self.refusal = (
-            f"osi_linux: profile {self.profile_path} is for Linux {self.layout.release} but the guest runs {guest}; "
-            "refusing to read kernel memory with the wrong layout"
+            f"osi_linux: profile {self.profile_path} {why}; refusing to read kernel memory with the wrong layout"
         )
+        self._validated = False
         self.machine.request_stop("plugin", self.refusal)  # the run's stop reason carries the message
 
     # -- current task -------------------------------------------------------------------
@@ -244,7 +286,7 @@ class OsiLinux(Plugin):
         Registrations on on_task_change and on_thread_exit made after start take
         effect here, at the next address-space switch once the kernel is validated.
         """
-        if not self._validated and self.refusal is None:
+        if not self._layout_checked and self.refusal is None:
             self._begin()
         # Hooks at kernel addresses wait until the kernel is known to be the profile's.
         wanted = (bool(self.on_task_change), bool(self.on_thread_exit))
@@ -393,22 +435,24 @@ class OsiLinux(Plugin):
             return {}
         return self.paths.open_files(files)[0]
 
+    def _open_file(self, file: int) -> OsiFile:
+        path, partial, truncated = self.paths.file_path(file)
+        return OsiFile(path, truncated, partial)
+
     @export
-    def get_fds(self, process: OsiProcess) -> dict[int, str]:
-        """{fd: path} of the open files of ``process``, paths as ``readlink /proc/PID/fd/N`` gives them."""
+    def get_fds(self, process: OsiProcess) -> dict[int, OsiFile]:
+        """{fd: file} of the open files of ``process``, paths as ``readlink /proc/PID/fd/N`` gives them."""
         return self._guarded(
-            "get_fds",
-            {},
-            lambda: {fd: self.paths.file_path(file)[0] for fd, file in self._open_files(process).items()},
+            "get_fds", {}, lambda: {fd: self._open_file(file) for fd, file in self._open_files(process).items()}
         )
 
     @export
-    def fd_to_filename(self, process: OsiProcess, fd: int) -> str | None:
-        """The path of one open fd of ``process``, or None when it is not open."""
+    def fd_to_filename(self, process: OsiProcess, fd: int) -> OsiFile | None:
+        """One open fd of ``process`` (its ``path``, and whether it is ``truncated``), or None when it is not open."""
 
-        def query() -> str | None:
+        def query() -> OsiFile | None:
             file = self._open_files(process).get(fd)
-            return self.paths.file_path(file)[0] if file is not None else None
+            return self._open_file(file) if file is not None else None
 
         return self._guarded("fd_to_filename", None, query)
 

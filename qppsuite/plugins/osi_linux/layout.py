@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 from qppsuite.images.profile import KernelProfile, ProfileError
 
+TASK_COMM_LEN = 16
+"""Bytes of ``task_struct.comm``, the same in every Linux (include/linux/sched.h)."""
+
 #: Kernel structures whose layout osi_linux depends on (for the error message and the docs).
 REQUIRED_TYPES = (
     "task_struct", "signal_struct", "mm_struct", "maple_tree", "maple_range_64", "maple_arange_64",
@@ -127,9 +130,12 @@ class KernelLayout:
         """Resolve everything at once; a missing fact raises the profile's ProfileError."""
         p = profile
         off = p.offset
-        maple_type = p.enum("maple_type")
-        module_state = p.enum("module_state")
         comm = p.member("task_struct", "comm")
+        if comm.size != TASK_COMM_LEN:
+            raise ProfileError(
+                f"profile {p.source}: task_struct.comm is {comm.size} bytes; Linux's is TASK_COMM_LEN, "
+                f"{TASK_COMM_LEN} (include/linux/sched.h)"
+            )
         name = p.member("module", "name")
         constants = p.constants
         page_offset = constants.get("PAGE_OFFSET")
@@ -180,9 +186,9 @@ class KernelLayout:
             arange64_slot=off("maple_arange_64", "slot"),
             arange64_meta_end=off("maple_arange_64", "meta") + off("maple_metadata", "end"),
             arange64_slots=p.constant("MAPLE_ARANGE64_SLOTS"),
-            maple_leaf_64=maple_type["maple_leaf_64"],
-            maple_range_64=maple_type["maple_range_64"],
-            maple_arange_64=maple_type["maple_arange_64"],
+            maple_leaf_64=p.enum_value("maple_type", "maple_leaf_64"),
+            maple_range_64=p.enum_value("maple_type", "maple_range_64"),
+            maple_arange_64=p.enum_value("maple_type", "maple_arange_64"),
             vma_start=off("vm_area_struct", "vm_start"),
             vma_end=off("vm_area_struct", "vm_end"),
             vma_flags=off("vm_area_struct", "vm_flags"),
@@ -212,7 +218,7 @@ class KernelLayout:
             module_name=name.offset,
             module_name_len=name.size,
             module_state=off("module", "state"),
-            module_unformed=module_state["MODULE_STATE_UNFORMED"],
+            module_unformed=p.enum_value("module_state", "MODULE_STATE_UNFORMED"),
             module_core_base=off("module", "core_layout") + off("module_layout", "base"),
             module_core_size=off("module", "core_layout") + off("module_layout", "size"),
             module_init_size=off("module", "init_layout") + off("module_layout", "size"),

@@ -101,11 +101,11 @@ class MappingReader:
         if start >= end or start & 0xFFF or end & 0xFFF:
             return None
         file, ops = field(layout.vma_file), field(layout.vma_ops)
-        partial = False
+        partial = truncated = False
         offset = 0
         path = ""
         if file:
-            path, partial = self.paths.file_path(file) if self._kernel_pointer(file) else ("", True)
+            path, partial, truncated = self.paths.file_path(file) if self._kernel_pointer(file) else ("", True, False)
             offset = (field(layout.vma_pgoff) << PAGE_SHIFT) & 0xFFFFFFFFFFFF
         else:
             special = self._special_name(field(layout.vma_private_data)) if ops else None
@@ -117,7 +117,7 @@ class MappingReader:
                 path = "[stack]"
             elif self._anon_name is not None:
                 path = self._anon_vma_name(field(self._anon_name))
-        return OsiMapping(start, end, perms_text(flags), offset, path, partial)
+        return OsiMapping(start, end, perms_text(flags), offset, path, partial, truncated)
 
     def _special_name(self, private: int) -> str | None:
         """``vm_special_mapping.name`` when ``private`` points at one (a bracketed name), else None."""

@@ -53,7 +53,8 @@ class OsiMapping:
 
     ``path`` is a file's full path, ``[heap]``, ``[stack]``, ``[vdso]``,
     ``[vvar]``, ``[sigpage]``, ``[vectors]``, ``[anon:NAME]``, or "" for an
-    anonymous mapping.
+    anonymous mapping.  ``truncated``: the file's path is longer than PATH_MAX
+    (4096 bytes) and ``path`` is ``.../`` and its deepest components.
     """
 
     start: int
@@ -61,6 +62,22 @@ class OsiMapping:
     perms: str
     offset: int
     path: str
+    partial: bool = False
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class OsiFile:
+    """An open file of a process: ``path`` as ``readlink /proc/PID/fd/N`` gives it.
+
+    ``truncated``: the path is longer than PATH_MAX (4096 bytes, where the
+    kernel's own readlink fails with ENAMETOOLONG); ``path`` is then ``.../``
+    and its deepest components.  ``partial``: a pointer on the way was bad
+    and ``path`` is what could be read.
+    """
+
+    path: str
+    truncated: bool = False
     partial: bool = False
 
 

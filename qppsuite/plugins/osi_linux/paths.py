@@ -6,9 +6,17 @@ mount that is its own parent (the namespace root).  Pseudo filesystems name
 their files through ``d_dname`` instead; the three a process commonly holds
 are recognised by the superblock's magic: pipes (``pipe:[ino]``), sockets
 (``socket:[ino]``) and anonymous inodes (``anon_inode:[eventfd]``...).
+
+A path is read as far as the kernel itself would print it: ``PATH_MAX`` bytes,
+the buffer ``readlink /proc/PID/fd/N`` hands to ``d_path`` (fs/proc/base.c),
+which fails with ENAMETOOLONG beyond.  A longer path keeps its deepest
+components under that bound and is marked ``truncated``, its text starting
+with ``...`` in place of the components left out (strace marks a cut string
+with ``...`` too).
 """
 
 import struct
+from typing import NamedTuple
 
 from qppsuite.plugins.osi_linux.kernel_memory import KernelMemory
 from qppsuite.plugins.osi_linux.layout import KernelLayout
@@ -17,9 +25,26 @@ from qppsuite.plugins.osi_linux.layout import KernelLayout
 PIPEFS_MAGIC = 0x50495045
 SOCKFS_MAGIC = 0x534F434B
 ANON_INODE_FS_MAGIC = 0x09041934
-#: A path deeper than this, or a name longer than NAME_MAX, means corrupt or cyclic dentries.
-MAX_PATH_DEPTH = 512
+#: Bytes of a path, its NUL included (include/uapi/linux/limits.h); a longer one is truncated.
+PATH_MAX = 4096
+#: A name longer than this means a corrupt dentry (include/uapi/linux/limits.h).
 NAME_MAX = 255
+#: Steps of a walk (one per component or mount crossing): more than a PATH_MAX path can take means corrupt dentries.
+MAX_WALK_STEPS = 2 * PATH_MAX
+TRUNCATED_PREFIX = "..."
+
+
+class FilePath(NamedTuple):
+    """A file's path as the kernel prints it.
+
+    ``partial``: a pointer on the way was bad, ``path`` is what could be read.
+    ``truncated``: the path is longer than ``PATH_MAX``; ``path`` is
+    ``.../`` and its deepest components.
+    """
+
+    path: str
+    partial: bool = False
+    truncated: bool = False
 #: Ceiling on the fd table we read (the kernel's own default nr_open ceiling is 1M).
 MAX_FDS = 1 << 16
 
@@ -45,35 +70,36 @@ class PathReader:
             return None
         return self.mem.read(ptr, length)
 
-    def file_path(self, file: int) -> tuple[str, bool]:
-        """(path, partial) of the open file ``file``; partial when a pointer on the way was bad."""
+    def file_path(self, file: int) -> FilePath:
+        """The path of the open file ``file``."""
         layout = self.layout
         dentry = self._pointer(file + layout.file_path_dentry)
         vfsmount = self._pointer(file + layout.file_path_mnt)
         if dentry is None or vfsmount is None:
-            return "", True
+            return FilePath("", partial=True)
         sb = self._pointer(dentry + layout.dentry_sb)
         magic = self.mem.u32(sb + layout.sb_magic) if sb is not None else None
         if magic in (PIPEFS_MAGIC, SOCKFS_MAGIC):
             inode = self._pointer(file + layout.file_inode)
             ino = self.mem.u32(inode + layout.inode_ino) if inode is not None else None
             kind = "pipe" if magic == PIPEFS_MAGIC else "socket"
-            return (f"{kind}:[{ino}]", False) if ino is not None else (f"{kind}:[?]", True)
+            return FilePath(f"{kind}:[{ino}]") if ino is not None else FilePath(f"{kind}:[?]", partial=True)
         if magic == ANON_INODE_FS_MAGIC:
             name = self._name(dentry)
-            return ("anon_inode:" + name.decode("utf-8", "replace"), False) if name is not None else ("", True)
+            return FilePath("anon_inode:" + name.decode("utf-8", "replace")) if name is not None else FilePath("", True)
         return self.d_path(vfsmount, dentry)
 
-    def d_path(self, vfsmount: int, dentry: int) -> tuple[str, bool]:
-        """(path, partial) of ``dentry`` seen through ``vfsmount``, from the namespace root."""
+    def d_path(self, vfsmount: int, dentry: int) -> FilePath:
+        """The path of ``dentry`` seen through ``vfsmount``, from the namespace root."""
         layout = self.layout
         parts: list[bytes] = []
-        partial = False
+        length = 1  # the NUL
+        partial = truncated = False
         mount = vfsmount - layout.mount_vfsmount
         first = dentry
         seen: set[tuple[int, int]] = set()
         while True:
-            if (mount, dentry) in seen or len(seen) >= MAX_PATH_DEPTH:
+            if (mount, dentry) in seen or len(seen) >= MAX_WALK_STEPS:
                 partial = True
                 break
             seen.add((mount, dentry))
@@ -99,12 +125,18 @@ class PathReader:
             if name is None:
                 partial = True
                 break
+            length += 1 + len(name)
+            if length > PATH_MAX - len(TRUNCATED_PREFIX):
+                truncated = True
+                break
             parts.append(name)
             dentry = parent
         path = "/" + "/".join(part.decode("utf-8", "replace") for part in reversed(parts))
+        if truncated:
+            path = TRUNCATED_PREFIX + path
         if not partial and self._unlinked(first):
             path += " (deleted)"
-        return path, partial
+        return FilePath(path, partial, truncated)
 
     def _unlinked(self, dentry: int) -> bool:
         """``d_unlinked``: unhashed and not a filesystem root."""
