@@ -20,7 +20,7 @@ from qppsuite.core.kernel import load_kernel
 from qppsuite.core.machine import Machine, MachineConfig
 from qppsuite.core.qpp import QPP
 from qppsuite.errors import ImageError
-from qppsuite.images.initramfs import overlay_archive
+from qppsuite.images.initramfs import CpioEntry, overlay_archive, rootfs_bytes
 
 DEFAULT_IMAGE = "debian-armhf"
 #: Where /init looks for the user's command (see qppsuite/images/guest/init.sh).
@@ -69,7 +69,11 @@ class RunResult:
 
 def guest_command_overlay(cmd: str) -> bytes:
     """The ``--cmd`` delivery: a cpio appended to the initrd (no keystrokes, fully deterministic)."""
-    return overlay_archive({GUEST_CMD_PATH: cmd.encode() + b"\n"})
+    return overlay_archive({GUEST_CMD_PATH: _command_file(cmd)})
+
+
+def _command_file(cmd: str) -> bytes:
+    return cmd.encode() + b"\n"
 
 
 def image_labels(image: ImageBundle) -> dict[str, str]:
@@ -94,10 +98,13 @@ def build_machine(options: RunOptions, image: ImageBundle, console: Callable[[by
             initrd = image.initrd_path.read_bytes()
         except OSError as exc:
             raise ImageError(f"cannot read initrd {image.initrd_path}: {exc.strerror}") from exc
+    unpacked = (image.manifest.get("initrd") or {}).get("rootfs_bytes")
     if options.cmd is not None:
         if not initrd:
             raise ImageError(f"image '{image.name}' has no initramfs, so --cmd cannot be delivered")
         initrd += guest_command_overlay(options.cmd)
+        if unpacked is not None:
+            unpacked += rootfs_bytes([CpioEntry.file(GUEST_CMD_PATH, _command_file(options.cmd))])
     bootargs = " ".join(part for part in (image.bootargs, options.extra_bootargs) if part)
     config = MachineConfig(
         kernel=kernel,
@@ -107,6 +114,7 @@ def build_machine(options: RunOptions, image: ImageBundle, console: Callable[[by
         max_insns=options.max_insns,
         hang_seconds=options.hang_seconds,
         timeout_seconds=options.timeout_seconds,
+        rootfs_bytes=unpacked,
         labels=image_labels(image),
     )
     return Machine(config, console=console)

@@ -42,6 +42,7 @@ from qppsuite.core.events import AddressSpaceSwitch, CoreEvents, StopReason, Svc
 from qppsuite.core.kernel import KernelImage
 from qppsuite.core.memory import PhysicalMemory, VirtualMemory, introspect
 from qppsuite.core.mmu import ACCESS_FETCH, FS_EXTERNAL, MmuFault, TranslationRegs, WalkCache
+from qppsuite.core.rootfs import RootfsFit, RootfsWatch
 from qppsuite.errors import GuestError, PluginError
 
 # unicorn's ARM exception numbers (target/arm/cpu.h EXCP_*) as the interrupt hook reports them.
@@ -88,6 +89,9 @@ class MachineConfig:
     #: The whole run's wall-clock budget in seconds, whatever the guest does (None: no limit).  A guest
     #: that keeps making system calls is making progress, so only this stops it.
     timeout_seconds: float | None = None
+    #: Bytes of tmpfs the initrd's files fill once unpacked (the image's manifest says; None: not known),
+    #: checked against the rootfs the kernel gives them (:mod:`qppsuite.core.rootfs`).
+    rootfs_bytes: int | None = None
     #: Facts about the run for plugins (image name, OSI profile path...); the core does not read them.
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -188,6 +192,13 @@ class Machine:
         except ValueError as exc:
             least = board.minimum_ram_mib(len(config.kernel.data), len(config.initrd), config.kernel.load_offset)
             raise GuestError(str(exc), hint=f"this kernel and initrd need --ram {least} or more") from exc
+        fit = None
+        if config.initrd and config.rootfs_bytes is not None:
+            fit = RootfsFit(config.rootfs_bytes, config.ram_mib, len(config.initrd))
+            why = fit.before_boot()
+            if why is not None:
+                raise GuestError(why)
+        self._rootfs_watch: RootfsWatch | None = RootfsWatch(fit) if config.initrd else None
         self.phys.write(layout.kernel, config.kernel.data)
         if config.initrd:
             self.phys.write(layout.initrd, config.initrd)
@@ -513,6 +524,8 @@ class Machine:
         engine = self.engine
         if intno == EXCP_SWI:
             self._progress()
+            if self._rootfs_watch is not None:
+                self._rootfs_watch = None  # user space runs: the initramfs is unpacked (see rootfs.RootfsWatch)
             cpsr = engine.reg(A.UC_ARM_REG_CPSR)
             next_pc = engine.reg(A.UC_ARM_REG_PC)
             thumb = bool(cpsr & CPSR_T)
@@ -573,6 +586,10 @@ class Machine:
         self._line.clear()
         if PANIC_MARKER in line:
             self.request_stop("panic", line.decode("utf-8", "replace").strip())
+        elif self._rootfs_watch is not None:
+            why = self._rootfs_watch.line(line)
+            if why is not None:
+                self.request_stop("initramfs", why)
 
     def _flush_console_line(self) -> None:
         if PANIC_MARKER in self._line:

@@ -42,7 +42,7 @@ from qppsuite import __version__
 from qppsuite.core.image import MANIFEST_FORMAT, MANIFEST_NAME, ImageBundle, cache_dir, open_image
 from qppsuite.errors import BuildError, ImageError
 from qppsuite.images.apt import AptPackage, PrivateApt, file_sha256
-from qppsuite.images.initramfs import CpioEntry, InitramfsTree
+from qppsuite.images.initramfs import CpioEntry, InitramfsTree, rootfs_bytes
 
 DEFAULT_IMAGE = "debian-armhf"
 ARCHITECTURE = "armhf"
@@ -466,6 +466,7 @@ def _assemble(
     extra = [inputs.debs[p.name] for p in inputs.initramfs if p.name != BUSYBOX_PACKAGE]
     tree = build_initramfs(inputs.debs[BUSYBOX_PACKAGE], kernel, extra, report)
     files = {KERNEL_FILE: kernel.vmlinuz, CONFIG_FILE: kernel.config, INITRD_FILE: tree.archive()}
+    unpacked = rootfs_bytes(tree.entries())
 
     if profile_builder is not None and inputs.dbg is not None:
         report("building the OSI profile from the debug vmlinux")
@@ -482,7 +483,7 @@ def _assemble(
             "release": release,
             "config": CONFIG_FILE,
         },
-        "initrd": {"file": INITRD_FILE},
+        "initrd": {"file": INITRD_FILE, "rootfs_bytes": unpacked},
         "profile": {"file": PROFILE_FILE} if PROFILE_FILE in files else None,
         "bootargs": DEFAULT_BOOTARGS,
         "packages": [_package_record(p) for p in sorted(used, key=lambda p: p.name)],

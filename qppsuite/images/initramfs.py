@@ -310,6 +310,28 @@ class InitramfsTree:
         return gzip_reproducible(cpio_newc(self.entries()))
 
 
+PAGE_SIZE = 4096
+SHORT_SYMLINK_LEN = 128
+"""tmpfs keeps a symlink target up to this long in the inode, a longer one in a page (mm/shmem.c)."""
+
+
+def rootfs_bytes(entries: Iterable[CpioEntry]) -> int:
+    """Bytes of tmpfs the kernel fills when it unpacks ``entries`` into its rootfs (init/initramfs.c).
+
+    tmpfs charges whole 4 KiB pages against its size (mm/shmem.c): a regular
+    file its size rounded up, a symlink whose target is longer than
+    :data:`SHORT_SYMLINK_LEN` one page; directories and device nodes nothing.
+    The core compares the total with the rootfs it gets (qppsuite/core/rootfs.py).
+    """
+    total = 0
+    for entry in entries:
+        if stat.S_ISREG(entry.mode):
+            total += -(-len(entry.data) // PAGE_SIZE) * PAGE_SIZE
+        elif stat.S_ISLNK(entry.mode) and len(entry.data) > SHORT_SYMLINK_LEN:
+            total += PAGE_SIZE
+    return total
+
+
 def _skipped(path: str) -> bool:
     if path.endswith(KEPT_DOC_SUFFIX):
         return False
