@@ -1,6 +1,8 @@
 """The machine on bare code: the engine-bug workarounds and the run loop's stops."""
 
+import gc
 import struct
+import weakref
 
 import pytest
 from unicorn import arm_const as A
@@ -94,6 +96,26 @@ def test_an_exception_inside_the_tlb_fill_hook_surfaces_from_run() -> None:
     def broken(*_args: object) -> None:
         raise RuntimeError("walker bug")
 
-    machine._walker.translate = broken  # type: ignore[method-assign]
+    machine._walker.translate = broken  # type: ignore[method-assign, assignment]
     with pytest.raises(RuntimeError, match="walker bug"):
         machine.run()
+
+
+def test_a_removed_hook_is_released_once_the_engine_has_freed_it() -> None:
+    """A plugin that adds and removes hooks as the guest goes (syscalls' return hooks) must not keep
+    every callback it ever installed: the engine frees a deleted hook when its run ends, and then so
+    does the machine.  Before, each one stayed reachable from the engine until the run was over."""
+    machine = bare_machine(arm(0xE2800001, 0xEAFFFFFD), max_insns=100)  # add r0,#1 ; b .-4
+    entry = RAM_BASE + 0x8000
+
+    def on_entry(_pc: int) -> None:
+        pass
+
+    released = weakref.ref(on_entry)
+    handle = machine.add_entry_hook(entry, on_entry)
+    del on_entry
+    machine.remove_hook(handle)
+    assert machine.run().kind == "max_insns"
+    gc.collect()
+    assert released() is None
+

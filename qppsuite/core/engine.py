@@ -107,6 +107,10 @@ class Engine:
         self.uc: Any = uc
         self.handle: Any = uc._uch
         self._keep: list[Any] = []
+        #: Hook handle -> its C callback, which must live as long as the engine may call it.
+        self._callbacks: dict[int, Any] = {}
+        #: Callbacks of hooks deleted since the last run began: the engine frees those hooks when a run ends.
+        self._deleted: list[Any] = []
         self.hook_error: BaseException | None = None
         self._scratch = _u32()
         self._scratch_ref = ctypes.byref(self._scratch)
@@ -161,13 +165,13 @@ class Engine:
         return failure
 
     def _add(self, htype: int, cfunc: Any, begin: int = 1, end: int = 0, *extra: Any) -> int:
-        self._keep.append(cfunc)
         h = ctypes.c_size_t()
         status = uclib.uc_hook_add(
             self.handle, ctypes.byref(h), htype, cfunc, None, _u64(begin), _u64(end), *extra
         )
         if status != U.UC_ERR_OK:
             raise UcError(status)
+        self._callbacks[h.value] = cfunc
         return h.value
 
     def hook_tlb_fill(self, fn: Callable[[int, int, Any], bool]) -> int:
@@ -203,12 +207,28 @@ class Engine:
         guarded = self._guard(fn, None)
         return self._add(U.UC_HOOK_BLOCK, CODE_CFUNC(lambda _h, a, s, _u: guarded(a, s)), begin, end)
 
+    @property
+    def hook_count(self) -> int:
+        """Hooks added and not deleted: the machine's own and every plugin's (the engine's counter excluded)."""
+        return len(self._callbacks)
+
     def flush_tlb(self) -> None:
         """Drop every softTLB entry, as the guest's own TLBIALL would."""
         uclib.uc_ctl(self.handle, U.UC_CTL_TLB_FLUSH | (1 << 30))
 
     def hook_del(self, handle: int) -> None:
+        """Delete a hook; its callback is released once the engine has freed the hook.
+
+        ``uc_hook_del`` only marks the hook, which the engine skips from then on
+        and frees when ``uc_emu_start`` returns (``clear_deleted_hooks``), so
+        the callback (possibly the one running now) is kept until the next
+        :meth:`run` ends.  Without the release every hook ever added stays in
+        memory: a guest that makes calls from new addresses makes new hooks.
+        """
         uclib.uc_hook_del(self.handle, ctypes.c_size_t(handle))
+        cfunc = self._callbacks.pop(handle, None)
+        if cfunc is not None:
+            self._deleted.append(cfunc)
 
     # -- execution ---------------------------------------------------------
     def run(self, pc: int, count: int) -> tuple[int, bool]:
@@ -221,6 +241,7 @@ class Engine:
 
         self.hook_error = None
         status = uclib.uc_emu_start(self.handle, _u64(pc), _u64(0xFFFFFFFF), _u64(0), ctypes.c_size_t(count))
+        self._deleted.clear()  # the engine freed every hook deleted until now
         executed = self._counter.value
         if executed > count:
             executed -= 1  # the count hook ran once more, for the instruction it stopped
