@@ -3,7 +3,8 @@
 The program (tools/arm_svc_program.py) is a hand-assembled static ARM ELF: getpid from
 SITES distinct SVC instructions, ROUNDS times over.  Every call must still be paired with its
 return, and the syscalls plugin's return hooks must stay under RETURN_HOOK_CACHE plus the
-calls blocked at that moment, however many addresses the guest uses.
+calls blocked at that moment, however many addresses the guest uses; so must the hooks the
+engine itself holds (what it scans), counted by the engine rather than by the plugin.
 """
 
 import sqlite3
@@ -15,26 +16,31 @@ from tool_modules import load_tool
 
 from qppsuite.core.image import ImageBundle
 from qppsuite.core.qpp import Plugin
-from qppsuite.plugins.syscalls import RETURN_HOOK_CACHE
+from qppsuite.plugins.syscalls import RETURN_HOOK_CACHE, Syscalls
 
 SITES = 9000  # past 8,174 the return pcs reach a page never run before (0x20000): see Machine._engine_call
 ROUNDS = 2
 BLOCKED_AT_MOST = 16  # threads the guest has blocked in a call at one time (init, the shell, its waits)
+OTHER_HOOKS = 5  # the machine's TLB-fill, exception and undefined-instruction hooks; osi_linux's two entry hooks
 
 
 class HookWatch(Plugin):
-    """Samples the syscalls plugin's return hooks at every call."""
+    """Samples the syscalls plugin's return hooks and the engine's live hooks at every call."""
 
     name = "hook_watch"
     requires = ("syscalls",)
 
     def load(self) -> None:
         self.most = 0
-        self.syscalls = self.qpp.get("syscalls")
+        self.most_in_engine = 0
+        syscalls = self.qpp.get("syscalls")
+        assert isinstance(syscalls, Syscalls)
+        self.syscalls = syscalls
         self.qpp.register("syscalls", "on_syscall", self.sample, owner=self.name)
 
     def sample(self, _ctx: object) -> None:
         self.most = max(self.most, self.syscalls.return_hook_count)
+        self.most_in_engine = max(self.most_in_engine, self.machine.engine.hook_count)
 
 
 @pytest.mark.boot
@@ -61,3 +67,4 @@ def test_calls_from_thousands_of_addresses_keep_the_hooks_bounded_and_every_call
     ).fetchone()
     assert rows == (SITES * ROUNDS, SITES, SITES * ROUNDS, SITES * ROUNDS)
     assert watches[0].most <= RETURN_HOOK_CACHE + BLOCKED_AT_MOST, watches[0].most
+    assert watches[0].most_in_engine <= RETURN_HOOK_CACHE + BLOCKED_AT_MOST + OTHER_HOOKS, watches[0].most_in_engine
