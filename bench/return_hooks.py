@@ -28,14 +28,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 from arm_svc_program import program, uudecode_command
 
 STACK = "osi_linux,syscalls,syscalls_logger"
+CLI_WITH_CMD_FILE = (
+    "import runpy, sys; from pathlib import Path; "
+    "sys.argv = ['qppsuite', *sys.argv[2:], '--cmd', Path(sys.argv[1]).read_text()]; "
+    "runpy.run_module('qppsuite', run_name='__main__')"
+)
+"""``python -m qppsuite ARGS --cmd "$(cat FILE)"`` without passing the command through execve, whose
+limit of 128 KiB per argument (MAX_ARG_STRLEN) a program with more than about 12,000 addresses exceeds."""
 
 
 def timed(tree: Path, cmd: str, db: Path) -> tuple[float, float]:
     """(wall s, CPU s) of one traced ``qppsuite run`` of ``cmd`` from ``tree``."""
-    args = [sys.executable, "-m", "qppsuite", "run", "-q", "--plugins", STACK, "-p", f"syscalls_logger:db={db}"]
+    cmd_file = db.with_suffix(".cmd")
+    cmd_file.write_text(cmd)
+    args = [sys.executable, "-c", CLI_WITH_CMD_FILE, str(cmd_file), "run", "-q", "--plugins", STACK]
+    args += ["-p", f"syscalls_logger:db={db}"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
-    subprocess.run([*args, "--cmd", cmd], cwd=tree, check=True, env={**os.environ, "PYTHONPATH": str(tree)})
+    subprocess.run(args, cwd=tree, check=True, env={**os.environ, "PYTHONPATH": str(tree)})
     wall = time.monotonic() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
