@@ -1,14 +1,24 @@
 """Host cost of system calls made from many addresses against the same calls made from one.
 
-A hand-assembled guest program (tools/arm_svc_program.py) makes N getpid calls, either from one
-SVC instruction (1 site, N rounds) or from N distinct ones (N sites, 1 round).  Each is run as a
-user runs it, ``python -m qppsuite run -q --plugins osi_linux,syscalls,syscalls_logger``, a fresh
-interpreter each time; the two alternate, and the ratio of the medians of their wall and CPU times
-is printed.  Before issue 9 the syscalls plugin kept one engine hook per return address for the
-whole run, so the many-address run cost grew with the number of addresses.
+A hand-assembled guest program (tools/arm_svc_program.py) makes getpid calls from one SVC
+instruction or from N distinct ones.  Four programs: N calls from one address (``1 x N``), 2N
+from one (``1 x 2N``), one call from each of N addresses (``N x 1``) and two from each (``N x 2``).
+Each is run as a user runs it, ``python -m qppsuite run -q --plugins
+osi_linux,syscalls,syscalls_logger``, a fresh interpreter each time; the four alternate, and
+medians of wall and CPU time are printed, with
 
-Usage: ``python bench/return_hooks.py [--calls N] [--rounds R] [--tree DIR]`` (DIR: another checkout
-to measure instead of this one, e.g. a ``git worktree`` of an older commit).
+- the headline ratio ``N x 1`` / ``1 x N`` (new code, a bigger program file, one return hook
+  made and dropped per call, against one address);
+- the host CPU of one more call at steady state, from one address (``1 x 2N`` - ``1 x N``, over
+  N) and from N addresses already run once (``N x 2`` - ``N x 1``, over N): the guest work and
+  code are the same in both differences except for the addresses, so a bounded design gives a
+  figure that does not grow with N.
+
+Before issue 9 the syscalls plugin kept one engine hook per return address for the whole run,
+so the many-address cost per call grew with the number of addresses.
+
+Usage: ``python bench/return_hooks.py [--calls N] [--rounds R] [--tree DIR]`` (N at most 32767;
+DIR: another checkout to measure instead of this one, e.g. a ``git worktree`` of an older commit).
 """
 
 from __future__ import annotations
@@ -53,16 +63,14 @@ def timed(tree: Path, cmd: str, db: Path) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=10_000, help="getpid calls per run (at most 65535)")
+    parser.add_argument("--calls", type=int, default=10_000, help="N, the addresses and calls (at most 32767)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tree", type=Path, default=Path(__file__).resolve().parent.parent)
     options = parser.parse_args()
     n = options.calls
-    programs = {
-        "one address": uudecode_command(program(1, n), "/tmp/p") + "/tmp/p",
-        f"{n} addresses": uudecode_command(program(n, 1), "/tmp/p") + "/tmp/p",
-    }
-    print(f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; {n} getpid calls")
+    shapes = {"1 x N": (1, n), "1 x 2N": (1, 2 * n), "N x 1": (n, 1), "N x 2": (n, 2)}
+    programs = {label: uudecode_command(program(*shape), "/tmp/p") + "/tmp/p" for label, shape in shapes.items()}
+    print(f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; N = {n}")
     times: dict[str, list[tuple[float, float]]] = {label: [] for label in programs}
     with tempfile.TemporaryDirectory() as tmp:
         for round_no in range(options.rounds):
@@ -70,12 +78,14 @@ def main() -> None:
                 got = timed(options.tree.resolve(), cmd, Path(tmp) / f"{round_no}-{len(times[label])}.db")
                 times[label].append(got)
                 print(f"round {round_no + 1} {label}: {got[0]:.2f} s wall, {got[1]:.2f} s CPU")
-    (one, many) = (
-        (statistics.median(t[0] for t in ts), statistics.median(t[1] for t in ts)) for ts in times.values()
-    )
-    print(f"median: one address {one[0]:.2f} s wall / {one[1]:.2f} s CPU, {n} addresses {many[0]:.2f} / {many[1]:.2f}")
-    print(f"many / one: {many[0] / one[0]:.2f}x wall, {many[1] / one[1]:.2f}x CPU")
-
+    wall = {label: statistics.median(t[0] for t in ts) for label, ts in times.items()}
+    cpu = {label: statistics.median(t[1] for t in ts) for label, ts in times.items()}
+    for label in programs:
+        print(f"median {label}: {wall[label]:.2f} s wall, {cpu[label]:.2f} s CPU")
+    print(f"N x 1 / 1 x N: {wall['N x 1'] / wall['1 x N']:.2f}x wall, {cpu['N x 1'] / cpu['1 x N']:.2f}x CPU")
+    one = (cpu["1 x 2N"] - cpu["1 x N"]) / n * 1e6
+    many = (cpu["N x 2"] - cpu["N x 1"]) / n * 1e6
+    print(f"CPU per further call: {one:.0f} us from one address, {many:.0f} us from {n} addresses ({many / one:.2f}x)")
 
 if __name__ == "__main__":
     main()
