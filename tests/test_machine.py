@@ -27,10 +27,11 @@ def bare_machine(code: bytes, max_insns: int) -> Machine:
 
 
 def test_it_state_does_not_leak_after_a_tlb_fill() -> None:
-    """unicorn-facts.md bug 1: the reproducer, run through the machine's own TLB-fill hook.
+    """docs/engine.md, "The IT-state leak": the reproducer, on the machine as it runs (its own MMU fills the TLB).
 
-    Without the workaround the block after the IT block runs as if still inside
-    it, and r5..r7 stay 0.
+    With the virtual TLB and a Python fill hook, the block after the IT block ran
+    as if still inside it, and r5..r7 stayed 0; the engine's own fill does not
+    restore the IT state, and this keeps it so.
     """
     code = arm(
         0xE3A02101,  # mov r2, #0x40000000
@@ -89,15 +90,15 @@ def test_undefined_instruction_then_unmapped_vector_is_a_stuck_hang() -> None:
     assert reason.kind == "hang" and "stuck" in reason.message
 
 
-def test_an_exception_inside_the_tlb_fill_hook_surfaces_from_run() -> None:
+def test_an_exception_inside_an_engine_hook_surfaces_from_run() -> None:
     """C cannot carry a Python exception: the engine stops and re-raises it, nothing is swallowed."""
-    machine = bare_machine(arm(0xE5901000, 0xEAFFFFFE), max_insns=100)  # ldr r1, [r0] ; b .
+    machine = bare_machine(arm(0xEF000000, 0xEAFFFFFE), max_insns=100)  # svc #0 ; b .
 
     def broken(*_args: object) -> None:
-        raise RuntimeError("walker bug")
+        raise RuntimeError("listener bug")
 
-    machine._walker.translate = broken  # type: ignore[method-assign, assignment]
-    with pytest.raises(RuntimeError, match="walker bug"):
+    machine.events.on_svc = broken
+    with pytest.raises(RuntimeError, match="listener bug"):
         machine.run()
 
 

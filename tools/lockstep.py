@@ -519,7 +519,7 @@ def compare_steps(
         record, word = loop.current_instruction(step)
         before = qpp.machine.insn_count
         taken = qpp.step()
-        # A quantum can retire more than one counted instruction (unicorn-facts.md bug 2); a fault retires none.
+        # A quantum can retire more than one counted instruction (docs/engine.md, "Time"); a fault retires none.
         for _ in range(1 if taken else max(1, qpp.machine.insn_count - before)):
             qemu.gdb.step()
         regs = qemu.gdb.registers()
@@ -678,7 +678,7 @@ def lockstep_user(
                         if regs == before:
                             continue  # the stub reported a stop without executing (seen right after a breakpoint)
                         if regs[CPSR] & CPSR_IT_MASK:
-                            continue  # qppsuite ran this IT block in one step (unicorn-facts.md bug 2)
+                            continue  # qppsuite ran this IT block in one step (docs/engine.md, "Time")
                         break
                     vector = regs[PC] - VECTORS_HIGH
                     names.append(f"qemu vector {vector:#x}")

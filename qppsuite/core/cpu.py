@@ -1,6 +1,6 @@
 """The ARMv7-A CPU state the emulator must manage itself: registers, modes, exception entry.
 
-Unicorn never vectors an exception into the guest (unicorn-facts.md), so the
+Unicorn never vectors an exception into the guest (docs/engine.md), so the
 entry sequence of ARM ARM B1.8 lives here: bank switch, SPSR, LR offset, CPSR
 I/A/T/E/IT, vector base.  Register names follow the ARM ARM and Linux's
 ``arch/arm`` so plugin code reads like the manual.
@@ -140,7 +140,7 @@ class Cpu:
         self.ttbcr = self.cp15["ttbcr"]
         self.dacr = self.cp15["dacr"]
         self.vbar = self.cp15["vbar"]
-        #: CPSR and the translation registers in one engine call: the TLB fill's hot read.
+        #: CPSR and the translation registers in one engine call (guest memory reads need them).
         self.translation_state = engine.batch_reader(
             [A.UC_ARM_REG_CPSR], [self.sctlr, self.ttbcr, self.ttbr0, self.ttbr1, self.dacr]
         )

@@ -1,12 +1,12 @@
 """The Unicorn engine, set up the one way that boots Linux, with fast paths.
 
 Why a module of its own: the unicorn Python binding costs ~1.5 µs per register
-access and wraps every hook in generic glue.  The machine touches registers and
-takes TLB fills millions of times per boot, so this module talks to libunicorn
-through ctypes directly for those few hot operations, and keeps the rest of the
-binding for everything else.  It also owns the instruction counter that the
-public API lacks (see ``unicorn-facts.md``: "The API exposes no instruction
-counter").
+access and wraps every hook in generic glue.  The machine touches registers at
+every exception and system call, so this module talks to libunicorn through
+ctypes directly for those few hot operations, and keeps the rest of the binding
+for everything else.  It also owns the instruction counter that the
+public API lacks, and finds the abort record the engine keeps where the guest
+cannot see it (docs/engine.md).
 """
 
 import ctypes
@@ -29,19 +29,32 @@ _u64 = ctypes.c_uint64
 _reg_read = uclib.uc_reg_read
 _reg_write = uclib.uc_reg_write
 _byref = ctypes.byref
+_vmem_translate = uclib.uc_vmem_translate
+_vmem_translate.argtypes = (ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int, ctypes.POINTER(ctypes.c_uint64))
 
-TLB_FILL_CFUNC = ctypes.CFUNCTYPE(
-    ctypes.c_bool, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p
-)
 INTR_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p)
 CODE_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_void_p)
+MEM_CFUNC = ctypes.CFUNCTYPE(
+    ctypes.c_bool, ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64, ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
+)
 INSN_INVALID_CFUNC = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_void_p)
 
 
-class TlbEntry(ctypes.Structure):
-    """``uc_tlb_entry``: what a TLB-fill hook hands back to the engine."""
+#: unicorn's ARM exception numbers (target/arm/cpu.h ``EXCP_*``) as the interrupt hook reports them.
+EXCP_SWI = 2
+EXCP_PREFETCH_ABORT = 3
+EXCP_DATA_ABORT = 4
+EXCP_BKPT = 7
+EXCP_SMC = 13
 
-    _fields_ = (("paddr", ctypes.c_uint64), ("perms", ctypes.c_uint32))
+#: ``uc_emu_start`` results that end a quantum on an access the guest must be told about.
+_FAULTS = (U.UC_ERR_READ_UNMAPPED, U.UC_ERR_WRITE_UNMAPPED, U.UC_ERR_FETCH_UNMAPPED)
+
+FAULT_RECORD = 0xBD4
+"""Offset of ``exception.fsr`` (32 bits, then ``.vaddress``, 64 bits) in unicorn 2.1.4's ``CPUARMState``."""
+FS_SECTION_TRANSLATION = 0x5
+FAULT_TEST_ADDRESS = 0x12345678
+_SELF_TEST_CP15 = {"sctlr": (1, 0, 0, 0), "ttbr0": (2, 0, 0, 0), "ttbcr": (2, 0, 0, 2), "dacr": (3, 0, 0, 0)}
 
 
 class _CpReg(ctypes.Structure):
@@ -84,7 +97,7 @@ class CpRegister:
 
 
 class Engine:
-    """A Cortex-A15 Unicorn instance with a 4 KiB page and the virtual TLB.
+    """A Cortex-A15 Unicorn instance with a 4 KiB page, translating with its own MMU (``UC_TLB_CPU``).
 
     Hooks registered here are raw ctypes callbacks.  A Python exception inside
     one cannot propagate through C, so it is stashed, the engine is stopped, and
@@ -100,10 +113,11 @@ class Engine:
             )
         # The binding's Uc() returns an architecture subclass its stubs do not describe.
         uc: Any = Uc(U.UC_ARCH_ARM, U.UC_MODE_ARM)
-        # Order matters (unicorn-facts.md): page size before anything else.
+        # Order matters (docs/engine.md, "Set-up"): page size before anything else.
         uc.ctl_set_page_size(4096)
         uc.ctl_set_cpu_model(A.UC_CPU_ARM_CORTEX_A15)
-        uc.ctl_set_tlb_mode(U.UC_TLB_VIRTUAL)
+        # The engine's own MMU (QEMU's ARMv7 walker, native): Python sees only the aborts it raises.
+        uc.ctl_set_tlb_mode(U.UC_TLB_CPU)
         self.uc: Any = uc
         self.handle: Any = uc._uch
         self._keep: list[Any] = []
@@ -114,7 +128,10 @@ class Engine:
         self.hook_error: BaseException | None = None
         self._scratch = _u32()
         self._scratch_ref = ctypes.byref(self._scratch)
+        self._paddr = _u64()
+        self._paddr_ref = ctypes.byref(self._paddr)
         self._counter = self._locate_counter()
+        self._fault_status, self._fault_address = self._locate_fault_record()
 
     # -- registers -------------------------------------------------------
     def reg(self, reg_id: int) -> int:
@@ -129,7 +146,7 @@ class Engine:
         return CpRegister(self.handle, name, crn, opc1, crm, opc2)
 
     def batch_reader(self, core: Sequence[int], cp15: Sequence[CpRegister]) -> Callable[[], list[int]]:
-        """One C call that reads several core and CP15 registers (the TLB fill needs six).
+        """One C call that reads several core and CP15 registers (a guest memory read needs six).
 
         Returns a function giving the values in order: core registers first.
         """
@@ -174,23 +191,22 @@ class Engine:
         self._callbacks[h.value] = cfunc
         return h.value
 
-    def hook_tlb_fill(self, fn: Callable[[int, int, Any], bool]) -> int:
-        """``fn(vaddr, access, entry_ptr) -> bool``; fill ``TlbEntry.from_address(entry_ptr)``."""
-
-        failed = self._failed
-
-        # The hottest hook (hundreds of thousands per boot): one Python frame between C and ``fn``.
-        def fill(_h: Any, vaddr: int, access: int, entry: int, _u: Any) -> bool:
-            try:
-                return fn(vaddr, access, entry)
-            except BaseException as exc:
-                return bool(failed(exc, False))
-
-        return self._add(U.UC_HOOK_TLB_FILL, TLB_FILL_CFUNC(fill))
-
     def hook_intr(self, fn: Callable[[int], None]) -> int:
         guarded = self._guard(fn, None)
         return self._add(U.UC_HOOK_INTR, INTR_CFUNC(lambda _h, intno, _u: guarded(intno)))
+
+    def hook_mem_unmapped(self, fn: Callable[[int, int], bool]) -> int:
+        """``fn(access, address) -> bool`` for an access to physical memory no region covers.
+
+        ``access`` is ``UC_MEM_READ``, ``UC_MEM_WRITE`` or ``UC_MEM_FETCH``.  Returning False
+        ends :meth:`run` with ``faulted``.
+        """
+        guarded = self._guard(fn, False)
+        unmapped = U.UC_MEM_READ_UNMAPPED - U.UC_MEM_READ
+        return self._add(
+            U.UC_HOOK_MEM_UNMAPPED,
+            MEM_CFUNC(lambda _h, kind, address, _size, _value, _u: guarded(kind - unmapped, address)),
+        )
 
     def hook_insn_invalid(self, fn: Callable[[], bool]) -> int:
         guarded = self._guard(fn, False)
@@ -235,8 +251,8 @@ class Engine:
         """Run at most ``count`` instructions from ``pc`` (bit 0 = Thumb).
 
         Returns ``(executed, faulted)``: the engine's own count of executed
-        instructions (quanta can overshoot, unicorn-facts.md bug 2) and whether it
-        stopped on a refused TLB fill.
+        instructions (quanta can overshoot, docs/engine.md, "Time") and whether it
+        stopped on an access to unmapped physical memory (see :meth:`hook_mem_unmapped`).
         """
 
         self.hook_error = None
@@ -251,7 +267,7 @@ class Engine:
             raise err
         if status == U.UC_ERR_OK:
             return executed, False
-        if status == U.UC_ERR_EXCEPTION:
+        if status in _FAULTS:
             return executed, True
         raise UcError(status)
 
@@ -271,13 +287,6 @@ class Engine:
         uc.mem_map(base, 0x1000)
         uc.mem_write(base, bytes.fromhex("010080e2fdffffea"))  # 1: add r0,r0,#1 ; b 1b
 
-        def filler(vaddr: int, _access: int, entry: int) -> bool:
-            e = TlbEntry.from_address(entry)
-            e.paddr = vaddr
-            e.perms = U.UC_PROT_ALL
-            return True
-
-        h = self.hook_tlb_fill(filler)
         blob_len = 0x4000
         uc.emu_start(base, 0xFFFFFFFF, count=12345)
         raw = ctypes.string_at(self.handle.value, blob_len)
@@ -289,7 +298,6 @@ class Engine:
             if cand.value == 778:
                 found = cand
                 break
-        self.hook_del(h)
         uc.mem_unmap(base, 0x1000)
         uc.reg_write(A.UC_ARM_REG_R0, 0)
         uc.ctl_flush_tb()
@@ -297,3 +305,120 @@ class Engine:
         if found is None:
             raise EngineError("unicorn's instruction counter not found: this engine build is not the verified one")
         return found
+
+    # -- translation -----------------------------------------------------------
+    def translate(self, vaddr: int, prot: int) -> int | None:
+        """The physical address the engine's MMU gives ``vaddr`` for an access of ``prot`` (``UC_PROT_READ``,
+        ``_WRITE`` or ``_EXEC``) in the CPU's current mode and tables, or None where it would fault.
+
+        A probe (``uc_vmem_translate``): nothing is raised into the guest, even from inside a hook.
+        """
+        status = _vmem_translate(self.handle, vaddr, prot, self._paddr_ref)
+        return self._paddr.value if status == U.UC_ERR_OK else None
+
+    # -- the abort record ------------------------------------------------------
+    def fault(self) -> tuple[int, int]:
+        """(FSR, faulting address) of the abort the engine raised, read inside the interrupt hook (intno 3 or 4).
+
+        The engine's MMU records them (``env->exception.fsr`` and ``.vaddress``,
+        target/arm/tlb_helper.c) for its exception entry, which unicorn never
+        runs, so DFSR/DFAR (IFSR/IFAR) are not written: the entry the machine
+        performs writes them from this.  The FSR is in the short-descriptor
+        format (ARM ARM B4.1.52): status, domain, WnR.
+        """
+        return self._fault_status.value, self._fault_address.value & 0xFFFFFFFF
+
+    def _locate_fault_record(self) -> tuple[ctypes.c_uint32, ctypes.c_uint64]:
+        """Find the engine's CPU state and its exception record, and prove it with a real translation fault.
+
+        The CPU state (``CPUARMState``) starts with ``regs[16]``: four register
+        values written through the API are searched for in the memory that
+        pointers in the engine's handle point at (read through /proc/self/mem,
+        which fails cleanly on an unmapped address instead of crashing), and the
+        one hit that follows a further write is kept.  The record is at a fixed
+        offset from it in unicorn 2.1.4 (``FAULT_RECORD``); a load from an
+        unmapped section must then give FSR 0x5 and its address, or no other
+        engine build is trusted.
+        """
+        env = self._locate_cpu_state()
+        status = ctypes.c_uint32.from_address(env + FAULT_RECORD)
+        address = ctypes.c_uint64.from_address(env + FAULT_RECORD + 4)
+        got = self._fault_self_test(lambda: (status.value, address.value))
+        if got != (FS_SECTION_TRANSLATION, FAULT_TEST_ADDRESS):
+            raise EngineError(
+                f"unicorn's abort record not found (a test fault read {got}): this engine build is not the verified one"
+            )
+        return status, address
+
+    def _locate_cpu_state(self) -> int:
+        pattern = (0x51A7E001, 0x51A7E002, 0x51A7E003, 0x51A7E004)
+        saved = [self.reg(A.UC_ARM_REG_R0 + i) for i in range(4)]
+        for i, value in enumerate(pattern):
+            self.set_reg(A.UC_ARM_REG_R0 + i, value)
+        needle = struct.pack("<4I", *pattern)
+        hits: set[int] = set()
+        with open("/proc/self/mem", "rb", buffering=0) as mem:
+
+            def read(addr: int, size: int) -> bytes:
+                try:
+                    mem.seek(addr)
+                    return mem.read(size)
+                except (OSError, OverflowError, ValueError):
+                    return b""
+
+            handle = read(self.handle.value, 0x2000)
+            pointers = {struct.unpack_from("<Q", handle, o)[0] for o in range(0, len(handle) - 7, 8)}
+            for pointer in sorted(p for p in pointers if 0x10000 <= p < 1 << 47 and not p & 7):
+                blob = read(pointer, 0x20000)
+                at = blob.find(needle)
+                while at >= 0:
+                    hits.add(pointer + at)
+                    at = blob.find(needle, at + 4)
+            self.set_reg(A.UC_ARM_REG_R0, 0x0BADF00D)
+            confirmed = [h for h in hits if read(h, 4) == struct.pack("<I", 0x0BADF00D)]
+        for i, value in enumerate(saved):
+            self.set_reg(A.UC_ARM_REG_R0 + i, value)
+        if len(confirmed) != 1:
+            raise EngineError(
+                f"unicorn's CPU state not found ({len(confirmed)} candidates): "
+                "this engine build is not the verified one"
+            )
+        return confirmed[0]
+
+    def _fault_self_test(self, record: Callable[[], tuple[int, int]]) -> tuple[int, int] | None:
+        """Run ``ldr r0, [r1]`` with the MMU on and r1 in an unmapped section; the record as the abort arrives."""
+        uc = self.uc
+        base = 0x1000
+        table = 0x4000  # an L1 table (16 KiB aligned): section 0 flat-mapped, read/write, domain 0
+        uc.mem_map(0, 0x8000)
+        uc.mem_write(table, struct.pack("<I", 0x00000C02))
+        uc.mem_write(base, bytes.fromhex("000091e5feffffea"))  # ldr r0, [r1] ; b .
+        regs = {name: self.cp15(name, *where) for name, where in _SELF_TEST_CP15.items()}
+        saved = {name: reg.read() for name, reg in regs.items()}
+        saved_r1 = self.reg(A.UC_ARM_REG_R1)
+        regs["ttbr0"].write(table)
+        regs["ttbcr"].write(0)
+        regs["dacr"].write(0xFFFFFFFF)
+        regs["sctlr"].write(saved["sctlr"] | 1)
+        self.set_reg(A.UC_ARM_REG_R1, FAULT_TEST_ADDRESS)
+        seen: list[tuple[int, int]] = []
+
+        def intr(intno: int) -> None:
+            if intno == EXCP_DATA_ABORT:
+                seen.append(record())
+            self.uc.emu_stop()
+
+        h = self.hook_intr(intr)
+        try:
+            uclib.uc_emu_start(self.handle, _u64(base), _u64(0xFFFFFFFF), _u64(0), ctypes.c_size_t(8))
+        finally:
+            self.hook_del(h)
+            for name in ("sctlr", "ttbr0", "ttbcr", "dacr"):
+                regs[name].write(saved[name])
+            self.set_reg(A.UC_ARM_REG_R1, saved_r1)
+            self.set_reg(A.UC_ARM_REG_R0, 0)
+            uc.mem_unmap(0, 0x8000)
+            uc.ctl_flush_tb()
+            self.flush_tlb()
+            self._counter.value = 0
+        return seen[0] if seen else None

@@ -27,8 +27,11 @@ class SvcEvent:
 class AddressSpaceSwitch:
     """TTBR0 changed: the guest switched to another process's page tables.
 
-    Seen at the first TLB fill after the switch, which is before the new
-    address space runs any user code.
+    Seen where the machine next runs Python after the switch: the next
+    exception (a system call, an abort, an interrupt) or the end of the
+    quantum.  The engine's MMU reads TTBR0 itself, so user code of the new
+    address space may run before the event, but no system call or abort of
+    it is reported before it.
     """
 
     old_ttbr0: int

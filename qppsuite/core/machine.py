@@ -2,16 +2,16 @@
 
 The loop runs the guest in instruction-count quanta, each ending at the next
 timer deadline, so interrupts arrive exactly when virtual time says and a run
-is deterministic.  Everything Unicorn does not do for a full system lives in
-three hooks: the TLB fill (our MMU), the interrupt hook (SVC, SMC, BKPT) and
-the invalid-instruction hook (undefined instructions, WFE/YIELD).  Nothing
+is deterministic.  The engine translates with its own ARMv7 MMU; everything it
+does not do for a full system lives in two hooks: the interrupt hook (SVC,
+SMC, BKPT, and the aborts its MMU raises, whose entry the machine performs)
+and the invalid-instruction hook (undefined instructions, WFE/YIELD).  Nothing
 else is hooked unless a plugin asks (:meth:`Machine.add_address_hook`,
 :meth:`Machine.add_block_hook`).
 """
 
 import ctypes
 import mmap
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +25,6 @@ from qppsuite.core import board
 from qppsuite.core.clock import VirtualClock
 from qppsuite.core.cpu import (
     CPSR_I,
-    CPSR_IT_MASK,
     CPSR_MODE_MASK,
     CPSR_T,
     MODE_NAMES,
@@ -37,21 +36,13 @@ from qppsuite.core.devices.gic import Gic
 from qppsuite.core.devices.pl011 import Pl011
 from qppsuite.core.devices.psci import PowerEvent, Psci
 from qppsuite.core.devices.sp804 import Sp804
-from qppsuite.core.engine import Engine
+from qppsuite.core.engine import EXCP_BKPT, EXCP_DATA_ABORT, EXCP_PREFETCH_ABORT, EXCP_SMC, EXCP_SWI, Engine
 from qppsuite.core.events import AddressSpaceSwitch, CoreEvents, StopReason, SvcEvent
 from qppsuite.core.kernel import KernelImage
-from qppsuite.core.memory import PhysicalMemory, VirtualMemory, introspect
-from qppsuite.core.mmu import ACCESS_FETCH, FS_EXTERNAL, MmuFault, TranslationRegs, WalkCache
+from qppsuite.core.memory import PhysicalMemory, VirtualMemory
+from qppsuite.core.mmu import ACCESS_FETCH, FS_EXTERNAL, MmuFault
 from qppsuite.core.rootfs import RootfsFit, RootfsWatch
 from qppsuite.errors import GuestError, PluginError
-
-# unicorn's ARM exception numbers (target/arm/cpu.h EXCP_*) as the interrupt hook reports them.
-EXCP_SWI = 2
-EXCP_BKPT = 7
-EXCP_SMC = 13
-
-#: emu_start's "until" address: its page gets a dummy exec-only mapping (unicorn-facts.md).
-UNTIL_PAGE = 0xFFFFF000
 
 _WFE_YIELD = {
     (False, 0xE320F002),
@@ -64,6 +55,8 @@ _WFE_YIELD = {
 
 PANIC_MARKER = b"Kernel panic - not syncing"
 
+#: Hooks removed during a quantum are deleted when it ends; this many waiting end it early.
+DEFERRED_DELETIONS = 8
 #: While an IRQ is pending but masked: single steps, then one chunk of this many instructions.
 MASKED_SINGLE_STEPS = 48
 MASKED_CHUNK = 1024
@@ -132,7 +125,6 @@ class Machine:
         self.uc.mem_map_ptr(board.RAM_BASE, ram_size, U.UC_PROT_ALL, ram_ptr)
         self.phys = PhysicalMemory(self._ram, board.RAM_BASE)
         self.memory = VirtualMemory(self.phys, self.cpu.translation_regs)
-        self.uc.mem_map(UNTIL_PAGE, 0x1000, U.UC_PROT_EXEC)
 
         self.clock = VirtualClock(engine.in_flight)
         self.irq_line = False
@@ -140,7 +132,6 @@ class Machine:
         self.timer = Sp804(now_ns=self.clock.now_ns, irq_out=lambda lvl: self.gic.set_irq(32 + board.TIMER_SPI, lvl))
         self.uart = Pl011(on_tx=self._console, irq_out=lambda lvl: self.gic.set_irq(32 + board.UART_SPI, lvl))
         self.psci = Psci(on_power=self._power)
-        self._mmio: list[tuple[int, int]] = []
         for base, size, dev in (
             (board.GICD_BASE, board.MMIO_SIZE, self.gic.distributor),
             (board.GICC_BASE, board.GICC_SIZE, self.gic.cpu_interface),
@@ -155,15 +146,13 @@ class Machine:
                 lambda _uc, off, sz, val, _ud, d=dev: d.write(off, val, sz),
                 None,
             )
-            self._mmio.append((base, base + size))
 
         self._stop: StopReason | None = None
         self._fault: MmuFault | None = None
-        self._in_fill = False
         self._in_exception = False
-        self._engine_call_depth = 0  # inside an engine API call that may translate addresses (see _engine_call)
-        self._engine_call_filled = False
         self._deferred_retranslations: list[_Hook] = []
+        self._deferred_deletions: list[int] = []
+        self._last_abort_at = -1
         self._running = False
         self._last_ttbr0 = 0
         self._progress_insn = 0
@@ -174,11 +163,10 @@ class Machine:
         self._line = bytearray()
         self._hooks: dict[int, _Hook] = {}
 
-        self._fill_regs = self.cpu.translation_state
-        self._walker = WalkCache(self.phys.read_u32)
+        self._ttbr0 = self.cpu.cp15["ttbr0"]
         self._ram_lo, self._ram_hi = self.phys.base, self.phys.end
-        engine.hook_tlb_fill(self._tlb_fill)
         engine.hook_intr(self._exception_entry)
+        engine.hook_mem_unmapped(self._unmapped)
         engine.hook_insn_invalid(self._undefined)
         self.layout = self._load(config)
 
@@ -264,59 +252,28 @@ class Machine:
         return handle
 
     def _retranslate(self, hook: _Hook) -> None:
-        if self._in_fill:
-            # Inside the engine's TLB fill (an on_asid_change listener), dropping translated code makes
-            # the engine translate again, re-entering the fill: seen to inject a bogus prefetch abort in
-            # head.S.  The drop waits until the engine has returned to the run loop.
-            self._deferred_retranslations.append(hook)
-        elif hook.vaddr is not None and self._kernel_view(hook.vaddr) is not None:
-            self._engine_call(self.uc.ctl_remove_cache, hook.vaddr, hook.vaddr + 4)
-        elif hook.vaddr is not None and self._running and not self._in_exception:
-            # A page not mapped yet (a system call returning to the first word of a page never run): its
-            # code may be cached from another address space, so all translated code must go, which is only
-            # safe outside translated blocks.  From a hook inside one, stop the quantum; the run loop flushes.
+        """Drop the translated code of the hook's address, so that it is translated again with the hook.
+
+        Unicorn finds that code by translating the address as an instruction
+        fetch in the CPU's current state.  Inside a running quantum a fetch
+        that state refuses raises an abort the guest never caused (a user page
+        seen from the kernel, or a page of another address space), so the
+        machine's walker asks first; for an address it refuses, all translated
+        code goes, which is only safe outside translated blocks: from a hook
+        inside one, the quantum stops and the run loop flushes.
+        """
+        if hook.vaddr is not None and self._fetchable(hook.vaddr):
+            self.uc.ctl_remove_cache(hook.vaddr, hook.vaddr + 4)
+        elif self._running and not self._in_exception:
             self._deferred_retranslations.append(hook)
             self.uc.emu_stop()
         else:
             self.uc.ctl_flush_tb()  # between quanta, or in the exception hook (no block is running)
 
-    def _kernel_view(self, vaddr: int) -> int | None:
-        """The RAM address ``vaddr`` maps to now, for any mode (the kernel's own view, :func:`introspect`)."""
-        _cpsr, sctlr, ttbcr, ttbr0, ttbr1, dacr = self._fill_regs()
-        paddr = introspect(self.phys.read_u32, TranslationRegs(sctlr, ttbcr, ttbr0, ttbr1, dacr), vaddr)
-        return paddr if type(paddr) is int and self._ram_lo <= paddr < self._ram_hi else None
-
-    def _engine_call(self, call: Callable[..., Any], *args: Any) -> None:
-        """An engine API call that translates guest addresses itself: dropping a hook or translated code.
-
-        Unicorn 2.1 finds the code of an address through the softTLB, filling it
-        as an instruction fetch in the current mode would (``uc_invalidate_tb``;
-        ``uc_hook_del`` does it for every region the hook was translated into).
-        From kernel mode a user page is refused (Linux's software PAN), and a
-        refused fill inside an API call leaves an abort pending that the guest
-        never caused: seen to wreck a guest that made system calls from 8,500
-        addresses.  So fills inside these calls are answered with the kernel's
-        own view of the address, and the softTLB is flushed afterwards so that no
-        such entry outlives the call.
-        """
-        self._engine_call_depth += 1
-        try:
-            call(*args)
-        finally:
-            self._engine_call_depth -= 1
-        if self._engine_call_filled and not self._engine_call_depth:
-            self._engine_call_filled = False
-            self.engine.flush_tlb()
-
-    def _engine_call_fill(self, vaddr: int, entry: int) -> bool:
-        """A fill inside :meth:`_engine_call`: the address as the kernel maps it, or a RAM page that holds no
-        code for an unmapped one (its invalidation then drops nothing; the caller flushes instead)."""
-        self._engine_call_filled = True
-        paddr = self._kernel_view(vaddr)
-        if paddr is None:
-            paddr = self._ram_lo | (vaddr & 0xFFF)
-        ctypes.memmove(entry, struct.pack("<QI", paddr, U.UC_PROT_ALL), 12)
-        return True
+    def _fetchable(self, vaddr: int) -> bool:
+        """Whether an instruction fetch from ``vaddr`` in the CPU's current state translates to RAM."""
+        paddr = self.engine.translate(vaddr, U.UC_PROT_EXEC)
+        return paddr is not None and self._ram_lo <= paddr < self._ram_hi
 
     def remove_hook(self, handle: int) -> None:
         """Stop a hook now; translated code stops calling it once it is retranslated."""
@@ -324,8 +281,14 @@ class Machine:
         if hook is None:
             return
         hook.active = False
-        self._engine_call(self.engine.hook_del, handle)
-        self._retranslate(hook)
+        if self._running:
+            # Deleting a hook drops the code translated with it, translating its addresses in the current
+            # state: inside a quantum that can raise an abort the guest never caused (see _retranslate).
+            self._deferred_deletions.append(handle)
+            if len(self._deferred_deletions) >= DEFERRED_DELETIONS:
+                self.uc.emu_stop()  # the engine scans every hook it holds: keep them bounded
+        else:
+            self.engine.hook_del(handle)
 
     # -- the run loop ------------------------------------------------------
     def run(self) -> StopReason:
@@ -376,18 +339,16 @@ class Machine:
         self._running = True
         executed, faulted = self.engine.run(self.cpu.resume_address(), budget)
         self._running = False
-        cut_short = bool(self._deferred_retranslations)  # _retranslate may have stopped the quantum: not a WFI
+        # _retranslate and remove_hook may have stopped the quantum: not a WFI
+        cut_short = bool(self._deferred_retranslations or self._deferred_deletions)
+        while self._deferred_deletions:
+            self.engine.hook_del(self._deferred_deletions.pop())
         while self._deferred_retranslations:
             self._retranslate(self._deferred_retranslations.pop())
         clock.retire(executed)
+        self._check_address_space()
         if faulted:
-            self._stuck = self._stuck + 1 if executed == 0 else 0
-            if self._stuck > STUCK_FAULTS:
-                self._stop = StopReason(
-                    "hang", f"guest is stuck taking aborts at pc {self.cpu.pc:#x} without executing", clock.retired
-                )
-                return
-            self._take_abort()
+            self._take_external_abort()
         elif executed < budget and self._stop is None and not self.irq_line and not cut_short:
             self._idle()
         self.timer.update()
@@ -398,7 +359,7 @@ class Machine:
 
         Linux's idle loop unmasks for only a few instructions (WFI, cpsie,
         cpsid, WFI), so a chunk would always end masked and the IRQ would never
-        be taken (unicorn-facts.md).  Single-step a while, then let a longer
+        be taken (docs/engine.md, "Time").  Single-step a while, then let a longer
         masked section run in one chunk, and single-step again.
         """
         self._masked_steps += 1
@@ -452,65 +413,69 @@ class Machine:
         return self.cpu.pc, bool(cpsr & CPSR_T), MODE_NAMES.get(cpsr & CPSR_MODE_MASK, "???")
 
     def _take_irq(self) -> None:
+        self._check_address_space()
         pc, thumb, mode = self._event_base()
         if self.events.on_exception:
             self.events.on_exception(ExceptionEvent(ExceptionKind.IRQ, pc, thumb, mode, self.clock.insn_count))
         self.cpu.enter(ExceptionKind.IRQ, pc + 4)
 
-    def _take_abort(self) -> None:
+    def _check_address_space(self) -> None:
+        """Report a TTBR0 change (a switch of address space) to ``on_asid_change``.
+
+        The engine's MMU reads TTBR0 itself, so the change is seen where Python
+        runs next: an exception entry or the end of the quantum, before any
+        system call or abort of the new address space is reported.
+        """
+        ttbr0 = self._ttbr0.read()
+        if ttbr0 != self._last_ttbr0:
+            old, self._last_ttbr0 = self._last_ttbr0, ttbr0
+            if self.events.on_asid_change:
+                contextidr = self.cpu.cp15["contextidr"].read()
+                self.events.on_asid_change(AddressSpaceSwitch(old, ttbr0, contextidr, self.clock.insn_count))
+
+    def _abort(self, kind: ExceptionKind, status: int, vaddr: int) -> None:
+        """Perform a prefetch or data abort entry (ARM ARM B1.9.7, B1.9.8) with its fault status and address.
+
+        A guest whose abort handler itself aborts, with no instruction executed
+        in between, cannot progress: after STUCK_FAULTS such aborts the run
+        stops as a hang.
+        """
+        pc, thumb, mode = self._event_base()
+        now = self.clock.insn_count
+        self._stuck = self._stuck + 1 if now == self._last_abort_at else 0
+        self._last_abort_at = now
+        if self._stuck > STUCK_FAULTS:
+            self.request_stop("hang", f"guest is stuck taking aborts at pc {pc:#x} without executing")
+            return
+        if kind is ExceptionKind.PREFETCH_ABORT:
+            self.cpu.cp15["ifsr"].write(status)
+            self.cpu.cp15["ifar"].write(vaddr)
+            lr = pc + 4
+        else:
+            self.cpu.cp15["dfsr"].write(status)
+            self.cpu.cp15["dfar"].write(vaddr)
+            lr = pc + 8
+        if self.events.on_exception:
+            self.events.on_exception(ExceptionEvent(kind, pc, thumb, mode, now, vaddr, status))
+        self.cpu.enter(kind, lr)
+
+    def _unmapped(self, access: int, address: int) -> bool:
+        """The engine's hook for an access to physical memory that is neither RAM nor a device: refused.
+
+        The run loop then performs an external abort (a fetch) or stops the run (a load or store: the engine
+        does not say which instruction made it).
+        """
+        self._fault = MmuFault(address, FS_EXTERNAL, 0, access)
+        return False
+
+    def _take_external_abort(self) -> None:
         fault = self._fault
         self._fault = None
         if fault is None:
             raise GuestError(f"unexplained emulation exception at pc {self.cpu.pc:#x}")
-        pc, thumb, mode = self._event_base()
-        if fault.access == ACCESS_FETCH:
-            kind, lr = ExceptionKind.PREFETCH_ABORT, pc + 4
-            self.cpu.cp15["ifsr"].write(fault.ifsr)
-            self.cpu.cp15["ifar"].write(fault.vaddr)
-            status = fault.ifsr
-        else:
-            kind, lr = ExceptionKind.DATA_ABORT, pc + 8
-            self.cpu.cp15["dfsr"].write(fault.dfsr)
-            self.cpu.cp15["dfar"].write(fault.vaddr)
-            status = fault.dfsr
-        if self.events.on_exception:
-            self.events.on_exception(ExceptionEvent(kind, pc, thumb, mode, self.clock.insn_count, fault.vaddr, status))
-        self.cpu.enter(kind, lr)
-
-    def _tlb_fill(self, vaddr: int, access: int, entry: int) -> bool:
-        if vaddr == UNTIL_PAGE and access == ACCESS_FETCH:
-            ctypes.memmove(entry, struct.pack("<QI", UNTIL_PAGE, U.UC_PROT_EXEC), 12)
-            return True
-        if self._engine_call_depth:
-            return self._engine_call_fill(vaddr, entry)
-        engine = self.engine
-        cpsr, sctlr, ttbcr, ttbr0, ttbr1, dacr = self._fill_regs()
-        regs = TranslationRegs(sctlr, ttbcr, ttbr0, ttbr1, dacr)
-        if ttbr0 != self._last_ttbr0:
-            old, self._last_ttbr0 = self._last_ttbr0, regs.ttbr0
-            if self.events.on_asid_change:
-                contextidr = self.cpu.cp15["contextidr"].read()
-                self._in_fill = True
-                try:
-                    self.events.on_asid_change(AddressSpaceSwitch(old, regs.ttbr0, contextidr, self.clock.insn_count))
-                finally:
-                    self._in_fill = False
-        result = self._walker.translate(regs, vaddr, access, cpsr & CPSR_MODE_MASK != 0x10)
-        if type(result) is MmuFault:
-            self._fault = result
-            return False
-        paddr, perms = result  # type: ignore[misc]
-        if not (self._ram_lo <= paddr < self._ram_hi) and not self._is_mmio(paddr):
-            self._fault = MmuFault(vaddr, FS_EXTERNAL, 0, access)
-            return False
-        ctypes.memmove(entry, struct.pack("<QI", paddr, perms), 12)
-        if access != ACCESS_FETCH and cpsr & CPSR_IT_MASK:
-            # unicorn-facts.md bug 1: the fill leaked the faulting insn's IT state; restore the invariant.
-            engine.set_reg(A.UC_ARM_REG_CPSR, cpsr & ~CPSR_IT_MASK)
-        return True
-
-    def _is_mmio(self, paddr: int) -> bool:
-        return any(lo <= paddr < hi for lo, hi in self._mmio)
+        if fault.access != ACCESS_FETCH:
+            raise GuestError(f"the guest accessed {fault.vaddr:#x}, where this board has no RAM and no device")
+        self._abort(ExceptionKind.PREFETCH_ABORT, fault.ifsr, fault.vaddr)
 
     def _exception_entry(self, intno: int) -> None:
         """The engine's exception hook: outside any translated block, where all code may be dropped."""
@@ -522,6 +487,7 @@ class Machine:
 
     def _interrupt(self, intno: int) -> None:
         engine = self.engine
+        self._check_address_space()
         if intno == EXCP_SWI:
             self._progress()
             if self._rootfs_watch is not None:
@@ -545,6 +511,10 @@ class Machine:
                     ExceptionEvent(ExceptionKind.PREFETCH_ABORT, insn_pc, thumb, mode, self.clock.insn_count)
                 )
             self.cpu.enter(ExceptionKind.PREFETCH_ABORT, insn_pc + 4)
+        elif intno in (EXCP_PREFETCH_ABORT, EXCP_DATA_ABORT):
+            status, vaddr = engine.fault()
+            kind = ExceptionKind.PREFETCH_ABORT if intno == EXCP_PREFETCH_ABORT else ExceptionKind.DATA_ABORT
+            self._abort(kind, status, vaddr)
         else:
             raise GuestError(f"unexpected CPU exception {intno} at pc {self.cpu.pc:#x}")
 

@@ -1,14 +1,12 @@
-"""ARMv7 short-descriptor translation (ARM ARM B3.5), as the virtual TLB needs it.
+"""ARMv7 short-descriptor translation (ARM ARM B3.5), for reading guest memory from the host.
 
-Unicorn's ``UC_TLB_VIRTUAL`` mode hands every softTLB miss to us, so this walk
-is the guest's MMU: sections, supersections, large and small pages, AP/APX,
-XN/PXN and domains (Linux's software PAN makes domain faults real).  It runs
-on every miss, so it reads descriptors straight out of the RAM buffer and
+The engine translates the guest's own accesses with its MMU; this walk is how
+plugins read guest virtual memory in any address space (any TTBR0) without
+disturbing it: sections, supersections, large and small pages, AP/APX,
+XN/PXN and domains.  It reads descriptors straight out of the RAM buffer and
 returns plain tuples; fault status values are the architecture's, so a reader
-can check them against the manual and Linux's ``fsr_info`` table.
-
-The same walk serves plugins reading guest virtual memory (with any TTBR0), so
-their view is exactly the CPU's.
+can check them against the manual and Linux's ``fsr_info`` table.  A boot test
+(tests/test_engine_mmu.py) holds it to the engine's MMU, address by address.
 """
 
 from collections.abc import Callable
@@ -205,41 +203,3 @@ def walk(
     if not perms & needed:
         return MmuFault(vaddr, FS_PERMISSION_SECTION if section else FS_PERMISSION_PAGE, domain, access)
     return paddr, perms
-
-
-class WalkCache:
-    """Short-circuits repeated walks, keyed by everything a walk's result depends on.
-
-    Linux's software PAN rewrites DACR on every user access and exception,
-    and each DACR write flushes the engine's whole softTLB, so the same few
-    pages are walked again and again (about 58 fills per system call).  The
-    key holds the descriptor *values*, re-read from RAM on every lookup, so a
-    page-table change is seen at once: the cache can never be staler than the
-    walk itself.  Only the common configuration is cached (MMU on, TTBCR 0:
-    one table, no LPAE, no walk disables); everything else walks as usual.
-    """
-
-    def __init__(self, read_u32: Callable[[int], int | None], limit: int = 1 << 16) -> None:
-        self.read_u32 = read_u32
-        self.limit = limit
-        self.memo: dict[tuple[int, int, bool, int, int | None, int, int], tuple[int, int]] = {}
-
-    def translate(self, regs: TranslationRegs, vaddr: int, access: int, privileged: bool) -> tuple[int, int] | MmuFault:
-        if not regs.sctlr & SCTLR_M or regs.ttbcr:
-            return walk(self.read_u32, regs, vaddr, access, privileged)
-        read_u32 = self.read_u32
-        l1 = read_u32((regs.ttbr0 & 0xFFFFC000) | ((vaddr >> 18) & 0x3FFC))
-        if l1 is None:
-            return walk(read_u32, regs, vaddr, access, privileged)
-        l2 = read_u32((l1 & 0xFFFFFC00) | ((vaddr >> 10) & 0x3FC)) if l1 & 3 == 1 else 0
-        key = (vaddr, access, privileged, l1, l2, regs.dacr, regs.sctlr)
-        memo = self.memo
-        hit = memo.get(key)
-        if hit is not None:
-            return hit
-        result = walk(read_u32, regs, vaddr, access, privileged)
-        if type(result) is tuple:
-            if len(memo) >= self.limit:
-                memo.clear()
-            memo[key] = result
-        return result

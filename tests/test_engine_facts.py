@@ -1,0 +1,155 @@
+"""Reproducers of the Unicorn 2.1.4 behaviour the core relies on (docs/engine.md), each on bare code.
+
+Each test sets up the engine the way :class:`qppsuite.core.engine.Engine` does
+(4 KiB pages, Cortex-A15, the engine's own MMU) and checks one fact.  If a
+Unicorn upgrade changes one of them, its test fails here, not deep in a boot.
+"""
+
+import struct
+from collections.abc import Iterator
+
+import pytest
+from unicorn import arm_const as A
+from unicorn import unicorn_const as U
+
+from qppsuite.core.engine import EXCP_DATA_ABORT, EXCP_PREFETCH_ABORT, EXCP_SWI, Engine
+
+CODE = 0x1000
+TABLE = 0x4000  # L1 table, 16 KiB aligned
+DATA_SECTION = 0x00100000
+UNMAPPED = 0x12345678
+
+
+def arm(*words: int) -> bytes:
+    return b"".join(struct.pack("<I", w) for w in words)
+
+
+@pytest.fixture
+def engine() -> Iterator[Engine]:
+    """An engine with 2 MiB of RAM at 0, flat-mapped by two sections, the MMU on, every domain manager."""
+    e = Engine()
+    e.uc.mem_map(0, 0x200000)
+    e.uc.mem_write(TABLE, struct.pack("<II", 0x00000C02, DATA_SECTION | 0xC02))
+    e.cp15("ttbr0", 2, 0, 0, 0).write(TABLE)
+    e.cp15("ttbcr", 2, 0, 0, 2).write(0)
+    e.cp15("dacr", 3, 0, 0, 0).write(0xFFFFFFFF)
+    sctlr = e.cp15("sctlr", 1, 0, 0, 0)
+    sctlr.write(sctlr.read() | 1)
+    yield e
+
+
+def run(engine: Engine, code: bytes, count: int = 20) -> list[tuple[int, int]]:
+    """Run ``code`` at CODE; the (intno, pc) of each exception, the engine stopped at the first."""
+    engine.uc.mem_write(CODE, code)
+    seen: list[tuple[int, int]] = []
+
+    def intr(intno: int) -> None:
+        seen.append((intno, engine.reg(A.UC_ARM_REG_PC)))
+        engine.uc.emu_stop()
+
+    engine.hook_intr(intr)
+    engine.run(CODE, count)
+    return seen
+
+
+def test_svc_reaches_the_interrupt_hook_with_the_pc_after_it(engine: Engine) -> None:
+    assert run(engine, arm(0xE1A00000, 0xEF000000, 0xEAFFFFFE)) == [(EXCP_SWI, CODE + 8)]  # nop; svc 0; b .
+
+
+def test_a_data_abort_arrives_at_the_faulting_instruction_without_dfsr_or_dfar(engine: Engine) -> None:
+    """The engine's MMU raises the abort but never runs its own entry: DFSR/DFAR stay 0, the record has them."""
+    engine.set_reg(A.UC_ARM_REG_R1, UNMAPPED)
+    records: list[tuple[int, int]] = []
+    engine.hook_intr(lambda _intno: records.append(engine.fault()))
+    assert run(engine, arm(0xE1A00000, 0xE5910000, 0xEAFFFFFE)) == [(EXCP_DATA_ABORT, CODE + 4)]  # nop; ldr r0,[r1]
+    assert records == [(0x005, UNMAPPED)]  # section translation fault, read
+    assert engine.cp15("dfsr", 5, 0, 0, 0).read() == 0 and engine.cp15("dfar", 6, 0, 0, 0).read() == 0
+
+
+def test_a_store_fault_sets_wnr_in_the_record(engine: Engine) -> None:
+    engine.set_reg(A.UC_ARM_REG_R1, UNMAPPED)
+    records: list[tuple[int, int]] = []
+    engine.hook_intr(lambda _intno: records.append(engine.fault()))
+    run(engine, arm(0xE5810000, 0xEAFFFFFE))  # str r0, [r1]
+    assert records == [(0x805, UNMAPPED)]
+
+
+def test_a_fetch_from_an_unmapped_section_is_a_prefetch_abort_at_its_address(engine: Engine) -> None:
+    engine.set_reg(A.UC_ARM_REG_R0, UNMAPPED & ~3)
+    records: list[tuple[int, int]] = []
+    engine.hook_intr(lambda _intno: records.append(engine.fault()))
+    assert run(engine, arm(0xE12FFF10)) == [(EXCP_PREFETCH_ABORT, UNMAPPED & ~3)]  # bx r0
+    assert records == [(0x005, UNMAPPED & ~3)]
+
+
+def test_dropping_code_of_an_address_the_cpu_cannot_fetch_inside_a_hook_raises_an_abort_the_guest_never_caused(
+    engine: Engine,
+) -> None:
+    """Why the machine asks :meth:`Engine.translate` first and defers hook deletions to the end of a quantum."""
+    engine.uc.mem_write(CODE, arm(*[0xE2800001] * 8, 0xEAFFFFFE))  # add r0, r0, #1 (x8); b .
+    seen: list[int] = []
+    engine.hook_intr(lambda intno: (seen.append(intno), engine.uc.emu_stop()))
+
+    def inside(_pc: int, _size: int) -> None:
+        engine.uc.ctl_remove_cache(UNMAPPED, UNMAPPED + 4)
+
+    engine.hook_code(inside, CODE + 8, CODE + 8)
+    engine.run(CODE, 20)
+    assert seen == [EXCP_PREFETCH_ABORT]
+
+
+def test_translate_is_a_probe_that_raises_nothing_even_inside_a_hook(engine: Engine) -> None:
+    engine.uc.mem_write(CODE, arm(*[0xE2800001] * 8, 0xEAFFFFFE))
+    seen: list[int] = []
+    answers: list[int | None] = []
+    engine.hook_intr(lambda intno: (seen.append(intno), engine.uc.emu_stop()))
+
+    def inside(_pc: int, _size: int) -> None:
+        answers.extend(engine.translate(a, U.UC_PROT_EXEC) for a in (UNMAPPED, DATA_SECTION + 0x10, CODE))
+
+    engine.hook_code(inside, CODE + 8, CODE + 8)
+    executed, _ = engine.run(CODE, 9)
+    assert answers == [None, DATA_SECTION + 0x10, CODE] and not seen
+    assert executed == 9 and engine.reg(A.UC_ARM_REG_R0) == 8
+
+
+def test_wfi_ends_the_run_with_the_pc_after_it(engine: Engine) -> None:
+    engine.uc.mem_write(CODE, arm(0xE320F003, 0xEAFFFFFE))  # wfi; b .
+    executed, faulted = engine.run(CODE, 100)
+    assert (executed, faulted) == (1, False) and engine.reg(A.UC_ARM_REG_PC) == CODE + 4
+
+
+def test_an_undefined_instruction_reaches_the_invalid_instruction_hook_at_its_pc(engine: Engine) -> None:
+    engine.uc.mem_write(CODE, arm(0xE1A00000, 0xE7F000F0))  # nop; udf #0
+    at: list[int] = []
+
+    def invalid() -> bool:
+        at.append(engine.reg(A.UC_ARM_REG_PC))
+        engine.uc.emu_stop()
+        return True
+
+    engine.hook_insn_invalid(invalid)
+    engine.run(CODE, 10)
+    assert at == [CODE + 4]
+
+
+def test_a_physical_address_outside_every_region_reaches_the_unmapped_hook() -> None:
+    e = Engine()
+    e.uc.mem_map(0, 0x2000)
+    e.uc.mem_write(CODE, arm(0xE5910000, 0xEAFFFFFE))  # ldr r0, [r1] with the MMU off
+    e.set_reg(A.UC_ARM_REG_R1, 0x00800000)
+    seen: list[tuple[int, int]] = []
+    e.hook_mem_unmapped(lambda access, address: seen.append((access, address)) is not None)
+    _executed, faulted = e.run(CODE, 10)
+    assert faulted and seen == [(U.UC_MEM_READ, 0x00800000)]
+
+
+def test_an_instruction_that_aborts_is_counted_and_the_one_a_count_limit_stopped_is_not(engine: Engine) -> None:
+    """docs/engine.md, "What the instruction count counts"."""
+    engine.set_reg(A.UC_ARM_REG_R1, UNMAPPED)
+    engine.uc.mem_write(CODE, arm(0xE1A00000, 0xE5910000, 0xEAFFFFFE))  # nop; ldr r0, [r1]; b .
+    engine.hook_intr(lambda _intno: engine.uc.emu_stop())
+    assert engine.run(CODE, 100) == (2, False)
+    engine.uc.mem_write(CODE + 0x100, arm(*[0xE2800001] * 8))  # add r0, r0, #1 (x8)
+    engine.set_reg(A.UC_ARM_REG_R0, 0)
+    assert engine.run(CODE + 0x100, 5) == (5, False) and engine.reg(A.UC_ARM_REG_R0) == 5
