@@ -28,9 +28,10 @@ DD = "dd if=/dev/zero of=/dev/null bs=1 count=20000"
 STACK = "osi_linux,syscalls,syscalls_logger"
 
 
-def timed(tree: Path, db: Path | None) -> tuple[float, float]:
-    """(wall s, CPU s) of one ``qppsuite run`` of the dd command from ``tree``, traced when ``db`` is given."""
-    args = [sys.executable, "-m", "qppsuite", "run", "-q", "--cmd", DD]
+def timed(tree: Path, db: Path | None, cmd: str | None = DD) -> tuple[float, float]:
+    """(wall s, CPU s) of one ``qppsuite run`` of ``cmd`` (None: the default workload) from ``tree``, as a
+    user runs it (a fresh interpreter); traced by the full stack when ``db`` is given."""
+    args = [sys.executable, "-m", "qppsuite", "run", "-q", *(["--cmd", cmd] if cmd is not None else [])]
     if db is not None:
         args += ["--plugins", STACK, "-p", f"syscalls_logger:db={db}"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
