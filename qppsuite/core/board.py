@@ -7,9 +7,15 @@ PL011 console, and PSCI over SMC.  The device tree is built in Python (``fdt``).
 """
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import fdt
+
+from qppsuite.core.devices.gic import Gic
+from qppsuite.core.devices.pl011 import Pl011
+from qppsuite.core.devices.psci import PowerEvent, Psci
+from qppsuite.core.devices.sp804 import Sp804
 
 RAM_BASE = 0x40000000
 GICD_BASE = 0x08000000
@@ -58,6 +64,55 @@ class BootLayout:
 RAM_MAX_MIB = 3000
 """Most guest RAM: it sits at RAM_BASE (1 GiB) in a 32-bit physical space, and unicorn 2.1.4 fails to map a
 region that reaches the 4 GiB boundary (3072 MiB crashes inside the engine; 3000 boots)."""
+
+
+MmioMap = Callable[[int, int, Callable[[int, int], int], Callable[[int, int, int], None]], None]
+"""``map_mmio(base, size, read(offset, size), write(offset, value, size))``: the engine's MMIO mapping."""
+
+
+@dataclass(frozen=True)
+class Devices:
+    """The board's devices, made and wired by :func:`create_devices`."""
+
+    gic: Gic
+    timer: Sp804
+    uart: Pl011
+    psci: Psci
+
+    def reset(self) -> None:
+        """Every device to its reset state, as at power-on."""
+        for device in (self.gic.distributor, self.gic.cpu_interface, self.timer, self.uart, self.psci):
+            device.reset()
+
+
+def create_devices(
+    map_mmio: MmioMap,
+    now_ns: Callable[[], int],
+    cpu_irq: Callable[[bool], None],
+    console: Callable[[bytes], None],
+    power: Callable[[PowerEvent], None],
+) -> Devices:
+    """Make the devices and wire them, as QEMU's ``virt.c`` (``machvirt_init``) wires its own.
+
+    Each device gets its MMIO window (the addresses the device tree gives the
+    kernel), each device interrupt goes to its GIC SPI, and the GIC's output
+    drives the CPU's IRQ line (``cpu_irq``).  ``now_ns`` is virtual time for the
+    SP804, ``console`` receives what the PL011 transmits, ``power`` the PSCI
+    power requests (served over SMC: the machine calls :meth:`Psci.call`).
+    """
+    gic = Gic(irq_out=cpu_irq, num_irqs=NUM_IRQS)
+    timer = Sp804(now_ns=now_ns, irq_out=lambda level: gic.set_irq(32 + TIMER_SPI, level))
+    uart = Pl011(on_tx=console, irq_out=lambda level: gic.set_irq(32 + UART_SPI, level))
+    psci = Psci(on_power=power)
+    windows = (
+        (GICD_BASE, MMIO_SIZE, gic.distributor),
+        (GICC_BASE, GICC_SIZE, gic.cpu_interface),
+        (UART_BASE, MMIO_SIZE, uart),
+        (TIMER_BASE, MMIO_SIZE, timer),
+    )
+    for base, size, device in windows:
+        map_mmio(base, size, device.read, device.write)
+    return Devices(gic, timer, uart, psci)
 
 
 def minimum_ram_mib(kernel_size: int, initrd_size: int, kernel_offset: int = KERNEL_OFFSET) -> int:

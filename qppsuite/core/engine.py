@@ -195,6 +195,19 @@ class Engine:
         guarded = self._guard(fn, None)
         return self._add(U.UC_HOOK_INTR, INTR_CFUNC(lambda _h, intno, _u: guarded(intno)))
 
+    def map_mmio(
+        self, base: int, size: int, read: Callable[[int, int], int], write: Callable[[int, int, int], None]
+    ) -> None:
+        """Put a device at physical ``[base, base + size)``: ``read(offset, size)``, ``write(offset, value, size)``."""
+        self.uc.mmio_map(
+            base,
+            size,
+            lambda _uc, offset, width, _user: read(offset, width),
+            None,
+            lambda _uc, offset, width, value, _user: write(offset, value, width),
+            None,
+        )
+
     def hook_mem_unmapped(self, fn: Callable[[int, int], bool]) -> int:
         """``fn(access, address) -> bool`` for an access to physical memory no region covers.
 

@@ -32,10 +32,7 @@ from qppsuite.core.cpu import (
     ExceptionEvent,
     ExceptionKind,
 )
-from qppsuite.core.devices.gic import Gic
-from qppsuite.core.devices.pl011 import Pl011
-from qppsuite.core.devices.psci import PowerEvent, Psci
-from qppsuite.core.devices.sp804 import Sp804
+from qppsuite.core.devices.psci import PowerEvent
 from qppsuite.core.engine import EXCP_BKPT, EXCP_DATA_ABORT, EXCP_PREFETCH_ABORT, EXCP_SMC, EXCP_SWI, Engine
 from qppsuite.core.events import AddressSpaceSwitch, CoreEvents, StopReason, SvcEvent
 from qppsuite.core.kernel import KernelImage
@@ -128,24 +125,15 @@ class Machine:
 
         self.clock = VirtualClock(engine.in_flight)
         self.irq_line = False
-        self.gic = Gic(irq_out=self._set_irq_line, num_irqs=board.NUM_IRQS)
-        self.timer = Sp804(now_ns=self.clock.now_ns, irq_out=lambda lvl: self.gic.set_irq(32 + board.TIMER_SPI, lvl))
-        self.uart = Pl011(on_tx=self._console, irq_out=lambda lvl: self.gic.set_irq(32 + board.UART_SPI, lvl))
-        self.psci = Psci(on_power=self._power)
-        for base, size, dev in (
-            (board.GICD_BASE, board.MMIO_SIZE, self.gic.distributor),
-            (board.GICC_BASE, board.GICC_SIZE, self.gic.cpu_interface),
-            (board.UART_BASE, board.MMIO_SIZE, self.uart),
-            (board.TIMER_BASE, board.MMIO_SIZE, self.timer),
-        ):
-            self.uc.mmio_map(
-                base,
-                size,
-                lambda _uc, off, sz, _ud, d=dev: d.read(off, sz),
-                None,
-                lambda _uc, off, sz, val, _ud, d=dev: d.write(off, val, sz),
-                None,
-            )
+        self.devices = board.create_devices(
+            engine.map_mmio, self.clock.now_ns, self._set_irq_line, self._console, self._power
+        )
+        self.gic, self.timer, self.uart, self.psci = (
+            self.devices.gic,
+            self.devices.timer,
+            self.devices.uart,
+            self.devices.psci,
+        )
 
         self._stop: StopReason | None = None
         self._fault: MmuFault | None = None
@@ -192,8 +180,7 @@ class Machine:
             self.phys.write(layout.initrd, config.initrd)
         dtb = board.device_tree(layout, config.bootargs)
         self.phys.write(layout.dtb, dtb)
-        for dev in (self.gic.distributor, self.gic.cpu_interface, self.timer, self.uart, self.psci):
-            dev.reset()
+        self.devices.reset()
         engine = self.engine
         # MMU and caches off, SVC mode, IRQs/FIQs/aborts masked (Documentation/arm/booting.rst).
         engine.set_reg(A.UC_ARM_REG_CPSR, 0x1D3)
