@@ -409,10 +409,11 @@ the guest memory the decoder read at the call and at the return, and the line th
 strace printed for it (captured with tools/capture_syscall_reads.py)."""
 
 
-class ReplayedGuestMemory:
+class ReplayedGuestMemory(FakeGuestMemory):
     """Guest memory holding exactly the bytes a real decode read; anything else is unmapped."""
 
     def __init__(self, reads: list[list[Any]]) -> None:
+        super().__init__()
         self.bytes: dict[int, int] = {}
         for address, data in reads:
             for i, b in enumerate(bytes.fromhex(data)):
@@ -423,15 +424,6 @@ class ReplayedGuestMemory:
             return bytes(self.bytes[a] for a in range(vaddr, vaddr + size))
         except KeyError as missing:
             raise GuestMemoryError(missing.args[0]) from None
-
-    def read_cstring(self, vaddr: int, limit: int) -> bytes:
-        out = bytearray()
-        while len(out) < limit:
-            b = self.read(vaddr + len(out), 1)[0]
-            if b == 0:
-                break
-            out.append(b)
-        return bytes(out)
 
 
 def _replayed() -> list[dict[str, Any]]:

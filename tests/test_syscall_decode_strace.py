@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from oracle.guest import logged_run
+from tool_modules import load_tool
 
 from qppsuite.core.image import ImageBundle
 
@@ -128,27 +129,8 @@ class StraceLine:
 
 
 def _strace_lines(console: str) -> list[StraceLine]:
-    """strace's lines for the program, with ``<unfinished ...>`` calls joined to their resumption,
-    the column padding before `` = `` removed and errno descriptions dropped (we print the name)."""
-    body = console.replace("\r", "")
-    block = body[body.index("STRACE-BEGIN") : body.index("STRACE-END")].splitlines()[1:]
-    out = []
-    pending: dict[int, str] = {}
-    for line in block:
-        m = re.match(r"^(\d+)\s+(.*)$", line)
-        if m is None or m[2].startswith(("---", "+++")):
-            continue
-        pid, rest = int(m[1]), m[2]
-        if rest.endswith(" <unfinished ...>"):
-            pending[pid] = rest.removesuffix(" <unfinished ...>")
-            continue
-        resumed = re.match(r"^<\.\.\. (\w+) resumed>(.*)$", rest)
-        if resumed:
-            rest = pending.pop(pid, resumed[1] + "(") + resumed[2]
-        rest = re.sub(r"\)\s+= ", ") = ", rest)
-        rest = re.sub(r"( = -1 E\w+) \(.*\)$", r"\1", rest)
-        out.append(StraceLine(pid, rest.split("(", 1)[0], rest))
-    return out
+    """strace's lines for the program, as tools/capture_syscall_reads.py reads them."""
+    return [StraceLine(*line) for line in load_tool("capture_syscall_reads").strace_lines(console)]
 
 
 @pytest.fixture(scope="module")

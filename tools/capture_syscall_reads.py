@@ -102,7 +102,10 @@ class CaptureSyscallReads(Plugin):
             Path(out).write_text(json.dumps([c for _, c in sorted(self.calls.items())]), encoding="utf-8")
 
 
-def _strace_lines(console: str) -> list[tuple[int, str, str]]:
+def strace_lines(console: str) -> list[tuple[int, str, str]]:
+    """(tid, name, line) of each line strace printed between STRACE-BEGIN and STRACE-END, with
+    ``<unfinished ...>`` calls joined to their resumption, the padding before `` = `` removed and
+    errno descriptions dropped (qppsuite prints the name only)."""
     body = console.replace("\r", "")
     block = body[body.index("STRACE-BEGIN") : body.index("STRACE-END")].splitlines()[1:]
     out = []
@@ -127,7 +130,7 @@ def _strace_lines(console: str) -> list[tuple[int, str, str]]:
 def join(capture: Path, console: Path, out: Path, per_name: int = 2) -> None:
     """Keep up to ``per_name`` successful and ``per_name`` failed calls of each name."""
     calls = json.loads(capture.read_text(encoding="utf-8"))
-    lines = _strace_lines(console.read_text(encoding="utf-8", errors="replace"))
+    lines = strace_lines(console.read_text(encoding="utf-8", errors="replace"))
     by_key: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
     for call in calls:
         if "retval" in call:
