@@ -44,3 +44,17 @@ def oracle_image() -> ImageBundle:
     Tests that compare the plugins with what the guest itself reports (strace, /proc) boot this image.
     """
     return _current(ORACLE_IMAGE, ORACLE_PACKAGES)
+
+
+IMAGE_FIXTURES = ("default_image", "oracle_image")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that takes an image fixture must be marked ``boot``, so that ``-m "not boot"`` stays fast."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if set(IMAGE_FIXTURES) & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("boot") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(f"tests using {' or '.join(IMAGE_FIXTURES)} without the boot mark: {unmarked}")

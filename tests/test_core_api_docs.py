@@ -5,11 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from qppsuite.core.image import ImageBundle
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "core-api.md"
 
 
+@pytest.mark.boot
 def test_exec_watch_example_runs_as_documented(default_image: ImageBundle, tmp_path: Path) -> None:
     text = DOC.read_text()
     (code,) = re.findall(r"^```python\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)

@@ -74,11 +74,13 @@ def recorded(default_image: ImageBundle) -> dict[str, Any]:
     return EventRecorder.log
 
 
+@pytest.mark.boot
 def test_start_and_stop_bracket_the_run(recorded: dict[str, Any]) -> None:
     assert recorded["order"] == ["start", "stop"]
     assert recorded["reason"].kind == "poweroff"
 
 
+@pytest.mark.boot
 def test_exceptions_of_every_kind_are_reported(recorded: dict[str, Any]) -> None:
     kinds = recorded["exceptions"]
     assert kinds[ExceptionKind.IRQ] > 10, "timer interrupts"
@@ -89,12 +91,14 @@ def test_exceptions_of_every_kind_are_reported(recorded: dict[str, Any]) -> None
     assert recorded["counts"]["svc"] > 100
 
 
+@pytest.mark.boot
 def test_address_space_switches_and_console(recorded: dict[str, Any]) -> None:
     assert len(recorded["switches"]) >= 3, "init, the shell, ls and friends each have their own page tables"
     assert bytes(recorded["console"]) == recorded["sink"]
     assert b"events-ok" in recorded["console"]
 
 
+@pytest.mark.boot
 def test_opt_in_hooks_fire_and_can_be_removed(recorded: dict[str, Any]) -> None:
     assert recorded["blocks"] == 1000, "the block hook ran until it removed itself"
     assert recorded["hook_hits"] >= 1, "an address hook added mid-run fires on later executions"
@@ -115,6 +119,7 @@ class Exploder(Plugin):
         self.unloaded.append("unloaded")
 
 
+@pytest.mark.boot
 def test_strict_mode_stops_the_run_cleanly_and_unloads(default_image: ImageBundle) -> None:
     Exploder.unloaded.clear()
     result = run(RunOptions(plugins=[Exploder], strict=True), None, image=default_image)
@@ -123,6 +128,7 @@ def test_strict_mode_stops_the_run_cleanly_and_unloads(default_image: ImageBundl
     assert Exploder.unloaded == ["unloaded"]
 
 
+@pytest.mark.boot
 def test_default_mode_reports_and_continues(default_image: ImageBundle, caplog: Any) -> None:
     Exploder.unloaded.clear()
     result = run(RunOptions(plugins=[Exploder], cmd="echo still-running"), None, image=default_image)

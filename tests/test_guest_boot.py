@@ -64,6 +64,7 @@ def probed_boot(default_image: ImageBundle) -> tuple[Any, str]:
     return result, console.text
 
 
+@pytest.mark.boot
 def test_boots_to_userspace_and_powers_off(probed_boot: tuple[Any, str]) -> None:
     result, text = probed_boot
     assert result.ok, result.reason
@@ -75,6 +76,7 @@ def test_boots_to_userspace_and_powers_off(probed_boot: tuple[Any, str]) -> None
     assert "Kernel panic" not in text and "Oops" not in text
 
 
+@pytest.mark.boot
 def test_memory_api_reads_live_user_memory(probed_boot: tuple[Any, str]) -> None:
     seen = MemoryProbe.seen
     assert seen["data"].startswith(MARKER)
@@ -89,6 +91,7 @@ def test_memory_api_reads_live_user_memory(probed_boot: tuple[Any, str]) -> None
     assert isinstance(seen["unmapped"], GuestMemoryError) and "translation" in seen["unmapped"].reason
 
 
+@pytest.mark.boot
 def test_device_state_is_explicit_and_serialisable_after_a_boot(probed_boot: tuple[Any, str]) -> None:
     """What snapshots and record/replay will save: every device's state as plain JSON, live values in it."""
     state = MemoryProbe.seen["device_state"]
@@ -97,6 +100,7 @@ def test_device_state_is_explicit_and_serialisable_after_a_boot(probed_boot: tup
     assert state["clock"]["retired"] > 100_000_000
 
 
+@pytest.mark.boot
 def test_idle_time_costs_no_instructions(default_image: ImageBundle) -> None:
     """WFI skips virtual time: a 3-second sleep adds far fewer instructions than 3 s of busy CPU."""
     console = Console()
@@ -108,6 +112,7 @@ def test_idle_time_costs_no_instructions(default_image: ImageBundle) -> None:
     assert result.insn_count < 450_000_000
 
 
+@pytest.mark.boot
 def test_max_insns_stops_with_a_reason(default_image: ImageBundle) -> None:
     console = Console()
     result = run(RunOptions(max_insns=100_000_000), console, image=default_image)
@@ -116,6 +121,7 @@ def test_max_insns_stops_with_a_reason(default_image: ImageBundle) -> None:
     assert "Booting Linux" in console.text, "the console up to the stop is kept"
 
 
+@pytest.mark.boot
 def test_missing_init_is_reported_as_a_panic(default_image: ImageBundle) -> None:
     console = Console()
     result = run(RunOptions(extra_bootargs="rdinit=/no/such/init"), console, image=default_image)
@@ -127,6 +133,7 @@ def qppsuite(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "qppsuite", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.boot
 def test_cli_run_exit_codes_and_console_file(default_image: ImageBundle, tmp_path: Any) -> None:
     console = tmp_path / "console.txt"
     ok = qppsuite("run", str(default_image.path), "--cmd", "echo cli-ok", "--console", str(console))

@@ -24,6 +24,8 @@ from qppsuite.images.apt import file_sha256
 from qppsuite.images.builder import build_image, busybox_applets, guest_script, modinfo
 from qppsuite.images.initramfs import CpioEntry, overlay_archive, read_cpio_newc
 
+pytestmark = pytest.mark.boot  # the real packages and image, through apt
+
 
 @pytest.fixture(scope="module")
 def default_image() -> ImageBundle:

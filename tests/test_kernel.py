@@ -10,6 +10,7 @@ from qppsuite.errors import ImageError
 from qppsuite.session import RunOptions, run
 
 
+@pytest.mark.boot
 def test_debian_zimage_unpacks_on_the_host_to_an_image_at_its_text_offset(default_image: ImageBundle) -> None:
     raw = default_image.kernel_path.read_bytes()
     assert is_zimage(raw)
@@ -37,6 +38,7 @@ def test_not_a_kernel_is_a_one_line_image_error(tmp_path: Path) -> None:
         load_kernel(tmp_path / "missing")
 
 
+@pytest.mark.boot
 def test_zimage_boots_as_is_with_its_own_decompressor(default_image: ImageBundle) -> None:
     """A user's zImage whose payload we do not unpack must still boot (slow: ~2 G guest instructions)."""
     console = bytearray()

@@ -101,6 +101,7 @@ def qemu() -> str:
     return qemu_binary()
 
 
+@pytest.mark.boot
 @pytest.mark.qemu
 @pytest.mark.usefixtures("qemu")
 def test_kernel_entry_runs_in_lockstep(default_image: ImageBundle) -> None:
@@ -109,6 +110,7 @@ def test_kernel_entry_runs_in_lockstep(default_image: ImageBundle) -> None:
     assert any("ID register differs" in note for note in report.notes)  # MIDR: r2p1 here, r4p0 in QEMU
 
 
+@pytest.mark.boot
 @pytest.mark.qemu
 @pytest.mark.usefixtures("qemu")
 def test_a_register_difference_is_reported_at_its_step(default_image: ImageBundle) -> None:

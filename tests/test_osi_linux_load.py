@@ -43,6 +43,7 @@ def test_a_profile_lacking_a_needed_member_says_which(tmp_path: Path) -> None:
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.boot
 def test_the_real_profile_resolves_every_offset(default_image: object) -> None:
     from qppsuite.images.profile import KernelProfile
     from qppsuite.plugins.osi_linux.layout import KernelLayout

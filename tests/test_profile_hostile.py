@@ -78,6 +78,7 @@ def _osi_paths(document: dict[str, Any]) -> list[tuple[str, ...]]:
     return hot + every[:: max(1, len(every) // 200)]
 
 
+@pytest.mark.boot
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_one_hostile_field_in_the_real_profile_gives_one_line(
@@ -89,6 +90,7 @@ def test_one_hostile_field_in_the_real_profile_gives_one_line(
     _load_for_osi(file)
 
 
+@pytest.mark.boot
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_one_key_renamed_to_hostile_text_in_the_real_profile_gives_one_line(
@@ -101,6 +103,7 @@ def test_one_key_renamed_to_hostile_text_in_the_real_profile_gives_one_line(
     _load_for_osi(file)
 
 
+@pytest.mark.boot
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_one_hostile_field_in_the_real_profile_as_isf_gives_one_line(
@@ -156,6 +159,7 @@ def test_pathological_json_gives_one_line(tmp_path: Path, text: str) -> None:
         _load_for_osi_strict(file)
 
 
+@pytest.mark.boot
 def test_an_anonymous_member_containing_its_own_type_is_refused(real_profile: dict[str, Any], tmp_path: Path) -> None:
     isf = to_isf(real_profile)
     isf["user_types"]["task_struct"]["fields"]["loop"] = {
@@ -167,6 +171,7 @@ def test_an_anonymous_member_containing_its_own_type_is_refused(real_profile: di
         _load_for_osi_strict(file)
 
 
+@pytest.mark.boot
 @pytest.mark.parametrize(
     ("member", "key", "value", "message"),
     [

@@ -21,6 +21,8 @@ from qppsuite.images.dbg import extract_vmlinux
 from qppsuite.images.dwarf import KERNEL_ENUMS, OPTIONAL_TYPES, REQUIRED_TYPES, build_kernel_profile
 from qppsuite.images.profile import KernelProfile, save_profile, to_isf
 
+pytestmark = pytest.mark.boot  # the real packages and image, through apt
+
 BUILD_BUDGET_S = 30.0
 DBG_GLOB = "linux-image-*-armmp-dbg_*_armhf.deb"
 # task_struct members of the 6.1.176-1 armmp build (pahole agrees).
@@ -43,8 +45,10 @@ def _find_dbg_deb() -> Path | None:
 def kernel(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     deb = _find_dbg_deb()
     if deb is None:
-        pytest.skip(f"no -dbg package: set QPPSUITE_DBG_DEB or build an image to fill "
-                    f"{_cache_root() / 'apt' / 'cache' / 'archives'}")
+        pytest.skip(
+            f"no -dbg package: set QPPSUITE_DBG_DEB or build an image to fill "
+            f"{_cache_root() / 'apt' / 'cache' / 'archives'}"
+        )
     work = tmp_path_factory.mktemp("vmlinux")
     started = time.monotonic()
     vmlinux = extract_vmlinux(deb, work)
@@ -68,16 +72,33 @@ def test_identity_and_constants(kernel: dict[str, Any]) -> None:
     assert profile["banner"].startswith(f"Linux version {release} (")
     assert (profile["arch"], profile["pointer_size"], profile["endian"]) == ("arm", 4, "little")
     assert profile["constants"] == {
-        "THREAD_SIZE": 8192, "PAGE_OFFSET": 0xC0000000, "TASK_COMM_LEN": 16,
-        "MAPLE_NODE_SLOTS": 63, "MAPLE_RANGE64_SLOTS": 32, "MAPLE_ARANGE64_SLOTS": 21, "MAPLE_ALLOC_SLOTS": 61,
+        "THREAD_SIZE": 8192,
+        "PAGE_OFFSET": 0xC0000000,
+        "TASK_COMM_LEN": 16,
+        "MAPLE_NODE_SLOTS": 63,
+        "MAPLE_RANGE64_SLOTS": 32,
+        "MAPLE_ARANGE64_SLOTS": 21,
+        "MAPLE_ALLOC_SLOTS": 61,
         "CONFIG_CURRENT_POINTER_IN_TPIDRURO": 1,
     }
 
 
 def test_symbols(kernel: dict[str, Any]) -> None:
     symbols = kernel["profile"]["symbols"]
-    for name in ("init_task", "init_mm", "linux_banner", "__switch_to", "swapper_pg_dir", "modules",
-                 "__entry_task", "__per_cpu_offset", "vector_swi", "ret_fast_syscall", "do_exit", "panic"):
+    for name in (
+        "init_task",
+        "init_mm",
+        "linux_banner",
+        "__switch_to",
+        "swapper_pg_dir",
+        "modules",
+        "__entry_task",
+        "__per_cpu_offset",
+        "vector_swi",
+        "ret_fast_syscall",
+        "do_exit",
+        "panic",
+    ):
         assert name in symbols, name
     assert symbols["init_task"] >= 0xC0000000
     assert symbols["__per_cpu_start"] <= symbols["__entry_task"] < symbols["__per_cpu_end"]
@@ -102,7 +123,11 @@ def test_layouts(kernel: dict[str, Any]) -> None:
     assert profile.member("signal_struct", "thread_head").type == "struct list_head"
     assert profile.member("pid", "numbers").type == "struct upid[0]"  # flexible: upid numbers[]
     assert kernel["profile"]["enums"]["maple_type"] == {
-        "maple_dense": 0, "maple_leaf_64": 1, "maple_range_64": 2, "maple_arange_64": 3}
+        "maple_dense": 0,
+        "maple_leaf_64": 1,
+        "maple_range_64": 2,
+        "maple_arange_64": 3,
+    }
     bit = profile.member("task_struct", "in_execve")
     assert bit.is_bitfield and bit.bit_size == 1
 

@@ -49,6 +49,7 @@ def recording(default_image: ImageBundle, tmp_path_factory: pytest.TempPathFacto
     return path
 
 
+@pytest.mark.boot
 def test_replay_with_plugins_is_the_same_execution(recording: Path) -> None:
     rec = Recording.load(recording)
     assert rec.stop_kind == "poweroff" and rec.insn_count > 100_000_000
@@ -57,6 +58,7 @@ def test_replay_with_plugins_is_the_same_execution(recording: Path) -> None:
     assert SvcCounter.count[0] > 50
 
 
+@pytest.mark.boot
 def test_a_plugin_that_perturbs_the_guest_is_a_divergence_and_the_log_says_so(recording: Path, tmp_path: Path) -> None:
     db = tmp_path / "diverged.db"
     with pytest.raises(RecordingError, match="replay diverged"):
@@ -72,6 +74,7 @@ def test_a_plugin_that_perturbs_the_guest_is_a_divergence_and_the_log_says_so(re
     assert shown.exit_code == 0 and "warning: run 1 ended diverged: replay diverged" in shown.output
 
 
+@pytest.mark.boot
 def test_a_changed_image_or_damaged_file_is_refused(recording: Path, tmp_path: Path) -> None:
     data = json.loads(recording.read_text())
     data["image_files"]["vmlinuz"] = "0" * 64

@@ -76,6 +76,7 @@ def _guest_ids(console: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
+@pytest.mark.boot
 def test_known_file_calls_with_args_returns_and_processes(known: tuple[Path, str]) -> None:
     db, console = known
     shell, shell_parent = _guest_ids(console)
@@ -116,6 +117,7 @@ def test_known_file_calls_with_args_returns_and_processes(known: tuple[Path, str
     assert names[0] == "sh" and names[-1] == "cat"
 
 
+@pytest.mark.boot
 def test_calls_blocked_while_other_processes_run_pair_with_their_returns(known: tuple[Path, str]) -> None:
     db, console = known
     shell, _ = _guest_ids(console)
@@ -147,6 +149,7 @@ def test_calls_blocked_while_other_processes_run_pair_with_their_returns(known: 
     assert spanning >= 3
 
 
+@pytest.mark.boot
 def test_pipe_read_blocks_while_the_writer_runs(known: tuple[Path, str]) -> None:
     db, console = known
     assert re.search(r"^late\r?$", console, re.M)
@@ -161,6 +164,7 @@ def test_pipe_read_blocks_while_the_writer_runs(known: tuple[Path, str]) -> None
     assert len(echo) == 1 and echo[0]["pid"] != read["pid"] and echo[0]["retval"] == 5
 
 
+@pytest.mark.boot
 def test_workload_children_execs_and_processes(workload: tuple[Path, str]) -> None:
     db, console = workload
     assert "=== qppsuite: processes ===" in console
@@ -190,6 +194,7 @@ def test_workload_children_execs_and_processes(workload: tuple[Path, str]) -> No
     assert renamed and all(json.loads(r["names"])[-1] == "wc" for r in renamed)
 
 
+@pytest.mark.boot
 def test_query_commands_on_the_workload_database(workload: tuple[Path, str]) -> None:
     db, _ = workload
     runner = CliRunner()
