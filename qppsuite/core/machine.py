@@ -268,9 +268,10 @@ class Machine:
         if hook is None:
             return
         hook.active = False
-        if self._running:
+        if self._running and (hook.vaddr is None or not self._fetchable(hook.vaddr)):
             # Deleting a hook drops the code translated with it, translating its addresses in the current
-            # state: inside a quantum that can raise an abort the guest never caused (see _retranslate).
+            # state: inside a quantum, where that fetch faults, it raises an abort the guest never caused
+            # (see _retranslate).  The deletion waits for the end of the quantum.
             self._deferred_deletions.append(handle)
             if len(self._deferred_deletions) >= DEFERRED_DELETIONS:
                 self.uc.emu_stop()  # the engine scans every hook it holds: keep them bounded
