@@ -111,6 +111,8 @@ class OsiLinux(Plugin):
         self.maps = MappingReader(self.mem, self.layout, self.paths)
 
         self._epoch = -1
+        self._task: int | None = None
+        self._task_epoch = -1  # the epoch _task was read in
         self._regs: TranslationRegs | None = None
         self._kernel_ttbr0: int | None = None
         self._validated = False
@@ -168,6 +170,7 @@ class OsiLinux(Plugin):
         if now != self._epoch:
             self._epoch = now
             self.mem.invalidate()
+            self.tasks.invalidate()
             if not self._validated:
                 self._regs = None
         if not self._validated and not self._validate():
@@ -193,6 +196,7 @@ class OsiLinux(Plugin):
         self._kernel_ttbr0 = kernel_ttbr0
         self._regs = None
         self.mem.invalidate()
+        self.tasks.invalidate()
         self._validated = True
         return True
 
@@ -259,9 +263,16 @@ class OsiLinux(Plugin):
     # -- current task -------------------------------------------------------------------
 
     def _current_task(self) -> int | None:
-        """``current``: TPIDRURO in kernel mode, else the per-cpu ``__entry_task``."""
+        """``current``: TPIDRURO in kernel mode, else the per-cpu ``__entry_task``; read once per instant."""
         if self._forced_task is not None:
             return self._forced_task
+        if self._task_epoch == self._epoch:
+            return self._task
+        self._task = self._read_current_task()
+        self._task_epoch = self._epoch
+        return self._task
+
+    def _read_current_task(self) -> int | None:
         if self._engine.reg(A.UC_ARM_REG_CPSR) & CPSR_MODE_MASK != MODE_USR:
             task = self._tpidruro()
             if task >= self.layout.page_offset:

@@ -98,12 +98,27 @@ class TaskReader:
         self._picks = [next(i for i, f in enumerate(fields) if f[2] == index) for index in range(len(fields))]
         self._processes: dict[int, tuple[TaskIdentity, OsiProcess]] = {}
         self._threads: dict[int, tuple[TaskIdentity, OsiThread]] = {}
+        self._identities: dict[int, TaskIdentity | None] = {}
 
     def is_kernel_pointer(self, value: int) -> bool:
         return self.layout.page_offset <= value <= 0xFFFFF000 and value & 3 == 0
 
+    def invalidate(self) -> None:
+        """Forget the identities read: the guest ran since (the owner calls this with KernelMemory's)."""
+        self._identities.clear()
+
     def identity(self, task: int) -> TaskIdentity | None:
-        """What identifies ``task`` now, or None when it is not a readable, plausible task."""
+        """What identifies ``task`` now, or None when it is not a readable, plausible task.
+
+        Read once until :meth:`invalidate` (a process and its thread are asked for at the same instant).
+        """
+        if task in self._identities:
+            return self._identities[task]
+        ident = self._read_identity(task)
+        self._identities[task] = ident
+        return ident
+
+    def _read_identity(self, task: int) -> TaskIdentity | None:
         if not self.is_kernel_pointer(task):
             return None
         raw = self.mem.read(task + self._lo, self._size)
