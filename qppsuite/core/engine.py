@@ -18,7 +18,7 @@ import unicorn
 from unicorn import Uc, UcError
 from unicorn import arm_const as A
 from unicorn import unicorn_const as U
-from unicorn.unicorn_py3.unicorn import uclib
+from unicorn.unicorn_py3.unicorn import UcContext, uclib
 
 from qppsuite.errors import QppsuiteError
 
@@ -318,6 +318,23 @@ class Engine:
         if found is None:
             raise EngineError("unicorn's instruction counter not found: this engine build is not the verified one")
         return found
+
+    # -- whole CPU state ---------------------------------------------------------
+    def save_context(self) -> bytes:
+        """The CPU's whole state as the engine keeps it (``uc_context_save``): registers of every mode, CP15,
+        VFP/NEON.  Raw engine memory: only this engine build can restore it."""
+        return bytes(self.uc.context_save())
+
+    def restore_context(self, data: bytes) -> None:
+        """Restore :meth:`save_context` bytes; ValueError if they are not this engine's context size."""
+        size = uclib.uc_context_size(self.handle)
+        if len(data) != size:
+            raise ValueError(f"a CPU context of {len(data)} bytes; this engine's is {size}")
+        context = UcContext.__new__(UcContext)
+        context.__setstate__((data, size, U.UC_ARCH_ARM, U.UC_MODE_ARM))
+        self.uc.context_restore(context)
+        self.uc.ctl_flush_tb()
+        self.flush_tlb()
 
     # -- translation -----------------------------------------------------------
     def translate(self, vaddr: int, prot: int) -> int | None:

@@ -39,6 +39,7 @@ from qppsuite.core.kernel import KernelImage
 from qppsuite.core.memory import PhysicalMemory, VirtualMemory
 from qppsuite.core.mmu import ACCESS_FETCH, FS_EXTERNAL, MmuFault
 from qppsuite.core.rootfs import RootfsFit, RootfsWatch
+from qppsuite.core.snapshot import PAGE_SIZE, Snapshot, SnapshotError, nonzero_pages
 from qppsuite.errors import GuestError, PluginError
 
 _WFE_YIELD = {
@@ -558,6 +559,62 @@ class Machine:
         self.request_stop(kind, f"guest requested system {event.value} through PSCI")
 
     # -- state --------------------------------------------------------------
+    # -- snapshots -----------------------------------------------------------
+    def snapshot(self, key: dict[str, Any] | None = None) -> Snapshot:
+        """The whole machine now, between runs (:meth:`run` has returned): see :mod:`qppsuite.core.snapshot`.
+
+        ``key``: what the snapshot is valid for, kept with it (the caller's: image, boot arguments...).
+        """
+        if self._running:
+            raise GuestError("a snapshot is taken between runs, not inside one")
+        pages, ram = nonzero_pages(self._ram)
+        loop = {
+            "last_ttbr0": self._last_ttbr0,
+            "masked_steps": self._masked_steps,
+            "stuck": self._stuck,
+            "last_abort_at": self._last_abort_at,
+            "rootfs_watched": self._rootfs_watch is None,
+        }
+        return Snapshot(
+            self.engine.save_context(), len(self._ram), pages, ram, {**self.device_state(), "loop": loop}, key or {}
+        )
+
+    def restore(self, snap: Snapshot) -> None:
+        """Put the machine in the state ``snap`` holds; the next :meth:`run` goes on from there.
+
+        The machine must have the snapshot's RAM size and no plugin hooks yet; raises SnapshotError (one
+        line) for a snapshot that does not fit it.
+        """
+        if snap.ram_size != len(self._ram):
+            raise SnapshotError(
+                f"the snapshot is of a machine with {snap.ram_size >> 20} MiB of RAM; this one has "
+                f"{len(self._ram) >> 20} MiB"
+            )
+        try:
+            state, loop = snap.state, snap.state["loop"]
+            self.engine.restore_context(snap.cpu)
+            self.gic.set_state(state["gic"])
+            self.timer.set_state(state["timer"])
+            self.uart.set_state(state["uart"])
+            self.psci.set_state(state["psci"])
+            self.clock.set_state(state["clock"])
+            self._last_ttbr0 = int(loop["last_ttbr0"])
+            self._masked_steps = int(loop["masked_steps"])
+            self._stuck = int(loop["stuck"])
+            self._last_abort_at = int(loop["last_abort_at"])
+            watched = bool(loop["rootfs_watched"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SnapshotError(f"the snapshot's machine state does not fit this machine: {exc}") from None
+        self._ram[:] = bytes(len(self._ram))
+        view = memoryview(self._ram)
+        for index, number in enumerate(snap.pages):
+            view[number * PAGE_SIZE : (number + 1) * PAGE_SIZE] = snap.ram[index * PAGE_SIZE : (index + 1) * PAGE_SIZE]
+        if watched:
+            self._rootfs_watch = None
+        self.gic.drive_output()  # the CPU's IRQ line as the restored GIC drives it
+        self._stop = None
+        self._progress_insn = self.clock.insn_count
+
     def device_state(self) -> dict[str, Any]:
         """Every device's explicit state, for snapshots and record/replay."""
         return {
