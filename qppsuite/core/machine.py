@@ -32,6 +32,7 @@ from qppsuite.core.cpu import (
     ExceptionEvent,
     ExceptionKind,
 )
+from qppsuite.core.devices.base import DeviceStateError
 from qppsuite.core.devices.psci import PowerEvent
 from qppsuite.core.engine import EXCP_BKPT, EXCP_DATA_ABORT, EXCP_PREFETCH_ABORT, EXCP_SMC, EXCP_SWI, Engine
 from qppsuite.core.events import AddressSpaceSwitch, CoreEvents, StopReason, SvcEvent
@@ -603,7 +604,7 @@ class Machine:
             self._stuck = int(loop["stuck"])
             self._last_abort_at = int(loop["last_abort_at"])
             watched = bool(loop["rootfs_watched"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, DeviceStateError) as exc:
             raise SnapshotError(f"the snapshot's machine state does not fit this machine: {exc}") from None
         self._ram[:] = bytes(len(self._ram))
         view = memoryview(self._ram)
