@@ -167,7 +167,9 @@ def replay(
     def verify(reason: StopReason, insn_count: int) -> StopReason:
         if reason.kind in ("plugin", "interrupted"):
             return reason  # a strict-mode plugin failure or a signal is its own end, not a divergence
-        if (insn_count, digest.sha.hexdigest()) == (recording.insn_count, recording.console_sha256):
+        # a run the wall clock stopped was pinned to its instruction count, so its replay ends at that budget
+        kind = "max_insns" if recording.stop_kind == "timeout" else recording.stop_kind
+        if (reason.kind, insn_count, digest.sha.hexdigest()) == (kind, recording.insn_count, recording.console_sha256):
             return reason
         return StopReason(
             "diverged",

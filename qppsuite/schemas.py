@@ -23,7 +23,12 @@ def schema_problem(document: object, schema: dict[str, Any]) -> str | None:
     """The first way ``document`` breaks ``schema``, as ``field/path: message`` (one line), or None."""
     import jsonschema  # only loaders of user files need it: not paid at every start-up
 
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(document))
+    # JSON Schema counts 256.0 as an integer; the code that reads the file does not (256.0 << 20 fails)
+    checker = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=checker)
+    error = jsonschema.exceptions.best_match(validator(schema).iter_errors(document))
     if error is None:
         return None
     # keys are the file's own text: a newline in one must not break the one line

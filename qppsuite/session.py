@@ -5,6 +5,7 @@ that knows both the image format (workloads, the ``--cmd`` overlay) and the
 plugin host; the core machine knows neither.
 """
 
+import re
 import signal
 import threading
 import time
@@ -19,10 +20,13 @@ from qppsuite.core.image import ImageBundle, cache_dir, open_image
 from qppsuite.core.kernel import load_kernel
 from qppsuite.core.machine import Machine, MachineConfig
 from qppsuite.core.qpp import QPP
-from qppsuite.errors import ImageError
+from qppsuite.errors import GuestError, ImageError
 from qppsuite.images.initramfs import CpioEntry, overlay_archive, rootfs_bytes
 
 DEFAULT_IMAGE = "debian-armhf"
+#: What a kernel command line may hold: printable ASCII (the device tree's bootargs is a C string, and Linux
+#: parses it as ASCII words); the manifest schema says the same of an image's own bootargs.
+KERNEL_ARGS = re.compile(r"[ -~]*")
 #: Where /init looks for the user's command (see qppsuite/images/guest/init.sh).
 GUEST_CMD_PATH = "/etc/qppsuite/cmd"
 
@@ -105,6 +109,10 @@ def build_machine(options: RunOptions, image: ImageBundle, console: Callable[[by
         initrd += guest_command_overlay(options.cmd)
         if unpacked is not None:
             unpacked += rootfs_bytes([CpioEntry.file(GUEST_CMD_PATH, _command_file(options.cmd))])
+    if not KERNEL_ARGS.fullmatch(options.extra_bootargs):
+        raise GuestError(
+            f"--bootargs {options.extra_bootargs!r}: the kernel command line takes printable ASCII only",
+        )
     bootargs = " ".join(part for part in (image.bootargs, options.extra_bootargs) if part)
     config = MachineConfig(
         kernel=kernel,

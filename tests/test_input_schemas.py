@@ -92,6 +92,8 @@ GOOD_RECORDING: dict[str, Any] = {
         (lambda r: r.update(image_files="vmlinuz"), "image_files"),
         (lambda r: r.update(insn_count=-1), "insn_count"),
         (lambda r: r.pop("console_sha256"), "the top level"),
+        (lambda r: r["options"].update(ram_mib=256.0), "options/ram_mib"),  # JSON Schema alone takes 256.0
+        (lambda r: r.update(stop_kind="\u001b[31mboom"), "stop_kind"),
     ],
 )
 def test_an_edited_recording_is_one_line_naming_the_field(tmp_path: Path, edit: Any, says: str) -> None:
@@ -124,9 +126,9 @@ JSON = st.recursive(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    document=st.dictionaries(
-        st.sampled_from([*sorted(GOOD_RECORDING), "extra", "created"]), JSON, max_size=10
-    ).map(lambda d: {**GOOD_RECORDING, **d}),
+    document=st.dictionaries(st.sampled_from([*sorted(GOOD_RECORDING), "extra", "created"]), JSON, max_size=10).map(
+        lambda d: {**GOOD_RECORDING, **d}
+    ),
     raw=st.binary(max_size=200),
 )
 def test_random_recordings_and_manifests_give_only_the_one_line_error(

@@ -38,6 +38,11 @@ def test_the_pre_boot_check_refuses_only_what_cannot_fit_whatever_the_kernel_kee
     assert least % 16 == 0 and RootfsFit(ORACLE_ROOTFS, least, ORACLE_INITRD).before_boot() is None
 
 
+def test_files_that_no_ram_of_this_board_holds_say_so() -> None:
+    why = RootfsFit(10**15, 256, ORACLE_INITRD).before_boot()
+    assert why is not None and why.endswith("no --ram fits: this board takes at most 3000 MiB")
+
+
 def test_the_memory_line_gives_the_kernels_own_capacity() -> None:
     fit = RootfsFit(ORACLE_ROOTFS, 256, ORACLE_INITRD)
     assert fit.at_memory_line(MEMORY_AT_256) is None  # 98.9 MiB of rootfs

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_entry import run_main
 
 from qppsuite.core.image import ImageBundle
 from qppsuite.recording import RecordingError, check_writable
@@ -197,3 +198,31 @@ def test_an_unwritable_recording_path_is_refused_before_anything_runs(tmp_path: 
     )
     assert done.returncode == 1
     assert "cannot write recording" in _one_error_line(done.stderr)  # not the image: the path is checked first
+
+
+@pytest.mark.boot
+@pytest.mark.parametrize(("signum", "delay"), [(signal.SIGINT, 0.05), (signal.SIGINT, 0.3), (signal.SIGTERM, 0.05)])
+def test_a_signal_while_qppsuite_starts_is_one_line_and_its_exit_status(
+    default_image: ImageBundle, signum: int, delay: float
+) -> None:
+    """Importing the CLI takes about half a second: a Ctrl-C there printed the traceback of an import."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qppsuite", "run", "-q", str(default_image.path), "--cmd", "true"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(delay)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and f"interrupted by {signal.Signals(signum).name}" in lines[0], stderr
+
+
+@pytest.mark.boot
+@pytest.mark.parametrize("args", [["--bootargs", "quiet é"], ["--bootargs", "quiet \x01"], ["--max-insns", "0"]])
+def test_options_the_machine_cannot_take_are_one_line(default_image: ImageBundle, args: list[str]) -> None:
+    code, stderr = run_main(["run", "-q", str(default_image.path), "--cmd", "true", *args])
+    assert code == 2 and "Traceback" not in stderr and stderr.startswith(("error:", "Error:")), stderr

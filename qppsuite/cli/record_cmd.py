@@ -20,7 +20,9 @@ def record_command(
     output: Annotated[Path, typer.Option("-o", "--output", help="Recording file to write (JSON)")],
     image: Annotated[str, typer.Argument(help="Image name or bundle path")] = DEFAULT_IMAGE,
     cmd: Annotated[str | None, typer.Option("--cmd", help="Shell command to run in the guest")] = None,
-    max_insns: Annotated[int | None, typer.Option("--max-insns", help="Stop after this many instructions")] = None,
+    max_insns: Annotated[
+        int | None, typer.Option("--max-insns", min=1, help="Stop after this many instructions")
+    ] = None,
     ram: Annotated[int, typer.Option("--ram", min=16, max=RAM_MAX_MIB, help=RAM_HELP)] = 256,
     bootargs: Annotated[str, typer.Option("--bootargs", help="Extra kernel command-line arguments")] = "",
     timeout: TimeoutOption = DEFAULT_TIMEOUT,

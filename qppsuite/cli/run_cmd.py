@@ -52,7 +52,7 @@ def run_command(
     ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Stop the run when a plugin callback raises")] = False,
     max_insns: Annotated[
-        int | None, typer.Option("--max-insns", help="Stop after this many guest instructions")
+        int | None, typer.Option("--max-insns", min=1, help="Stop after this many guest instructions")
     ] = None,
     console: Annotated[
         Path | None, typer.Option("--console", help="Write the guest console to FILE instead of the terminal")
@@ -107,6 +107,6 @@ def run_command(
         raise PluginError(result.shutdown_failures[0], hint="its output may be incomplete; earlier writes are kept")
     if not result.ok:
         kind = "" if result.reason.kind == "error" else f"{result.reason.kind}: "  # "error: error: ..." says nothing
-        raise GuestError(f"{kind}{result.reason.message} after {summary}")
+        raise GuestError(f"{kind}{result.reason.message} (stopped after {summary})")
     if not quiet:
         err_console.print(styled(("qppsuite:", "green"), f" guest powered off after {summary}"))

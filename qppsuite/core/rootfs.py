@@ -24,6 +24,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from qppsuite.core.board import RAM_MAX_MIB
+
 MIB = 1 << 20
 
 TMPFS_SHARE = 2
@@ -70,6 +72,13 @@ class RootfsFit:
         least = -(-(ram + extra) // (RAM_STEP_MIB * MIB)) * RAM_STEP_MIB
         return max(least, self.ram_mib + (RAM_STEP_MIB if extra else 0))
 
+    def advice(self, available: int | None = None) -> str:
+        """``use --ram N or more``, or why no RAM this board takes (at most RAM_MAX_MIB) is enough."""
+        least = self.least_ram_mib(available)
+        if least > RAM_MAX_MIB:
+            return f"no --ram fits: this board takes at most {RAM_MAX_MIB} MiB"
+        return f"use --ram {least} or more"
+
     def before_boot(self) -> str | None:
         """Why the files cannot fit whatever the kernel reserves (the initrd alone leaves too little), or None."""
         capacity = (self.ram_mib * MIB - self.initrd_size) // TMPFS_SHARE
@@ -78,7 +87,7 @@ class RootfsFit:
         return (
             f"the initramfs holds {self.rootfs_bytes / MIB:.0f} MiB of files, but at --ram {self.ram_mib} its "
             f"rootfs (a tmpfs of half the RAM the kernel keeps) is under {capacity / MIB:.0f} MiB; "
-            f"use --ram {self.least_ram_mib()} or more"
+            f"{self.advice()}"
         )
 
     def at_memory_line(self, line: bytes) -> str | None:
@@ -98,7 +107,7 @@ class RootfsFit:
         return (
             f"the initramfs holds {self.rootfs_bytes / MIB:.0f} MiB of files, but at --ram {self.ram_mib} the "
             f"kernel's rootfs is a {capacity / MIB:.0f} MiB tmpfs (half of the {available / MIB:.0f} MiB it "
-            f"reports available); use --ram {self.least_ram_mib(available)} or more"
+            f"reports available); {self.advice(available)}"
         )
 
 
@@ -127,8 +136,6 @@ class RootfsWatch:
         said = line[at:].decode("ascii", "backslashreplace").strip()
         message = f"the kernel could not unpack the initramfs ('{said}'), so the guest would lack some of its files"
         if b"write error" in line:
-            least = "a larger --ram"
-            if self.fit is not None:
-                least = f"--ram {self.fit.least_ram_mib(self.available)} or more"
-            message += f": the rootfs (a tmpfs of half the kernel's RAM) is full; use {least}"
+            advice = self.fit.advice(self.available) if self.fit is not None else "use a larger --ram"
+            message += f": the rootfs (a tmpfs of half the kernel's RAM) is full; {advice}"
         return message
