@@ -111,7 +111,8 @@ def _text(data: bytes) -> str:
 def open_readonly(path: Path) -> sqlite3.Connection:
     """A read-only connection to a syscall database, checked to have the logger's tables and columns."""
     if not path.is_file():
-        raise LogDatabaseError(f"no syscall database at {path}: no such file")
+        what = "a directory" if path.is_dir() else "no such file" if not path.exists() else "not a regular file"
+        raise LogDatabaseError(f"no syscall database at {path}: {what}")
     # With no -wal file nothing is being written: immutable mode reads without locks or -shm/-wal files.
     writing = Path(f"{path}-wal").exists()
     mode = "mode=ro" if writing else "mode=ro&immutable=1"
