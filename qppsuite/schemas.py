@@ -23,12 +23,7 @@ def schema_problem(document: object, schema: dict[str, Any]) -> str | None:
     """The first way ``document`` breaks ``schema``, as ``field/path: message`` (one line), or None."""
     import jsonschema  # only loaders of user files need it: not paid at every start-up
 
-    # JSON Schema counts 256.0 as an integer; the code that reads the file does not (256.0 << 20 fails)
-    checker = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
-        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
-    )
-    validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=checker)
-    error = jsonschema.exceptions.best_match(validator(schema).iter_errors(document))
+    error = jsonschema.exceptions.best_match(_validator()(schema).iter_errors(document))
     if error is None:
         return None
     # keys are the file's own text: a newline in one must not break the one line
@@ -36,3 +31,15 @@ def schema_problem(document: object, schema: dict[str, Any]) -> str | None:
     where = where or "the top level"
     message = " ".join(error.message.split())
     return f"{where}: {message if len(message) <= 200 else message[:200] + '…'}"
+
+
+@cache
+def _validator() -> Any:
+    """Draft 2020-12, except that an integer is an integer: JSON Schema counts 256.0 as one, and the code that
+    reads the file does not (``256.0 << 20`` fails)."""
+    import jsonschema
+
+    checker = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    return jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=checker)
