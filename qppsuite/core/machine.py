@@ -247,7 +247,7 @@ class Machine:
         fetch in the CPU's current state.  Inside a running quantum a fetch
         that state refuses raises an abort the guest never caused (a user page
         seen from the kernel, or a page of another address space), so the
-        machine's walker asks first; for an address it refuses, all translated
+        engine's own probe (:meth:`Engine.translate`) asks first; for an address it refuses, all translated
         code goes, which is only safe outside translated blocks: from a hook
         inside one, the quantum stops and the run loop flushes.
         """

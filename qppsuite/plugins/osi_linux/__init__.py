@@ -169,8 +169,7 @@ class OsiLinux(Plugin):
         now = self._clock.insn_count
         if now != self._epoch:
             self._epoch = now
-            self.mem.invalidate()
-            self.tasks.invalidate()
+            self._forget_reads()
             if not self._validated:
                 self._regs = None
         if not self._validated and not self._validate():
@@ -178,6 +177,12 @@ class OsiLinux(Plugin):
         if not self._layout_checked:
             self._check_layout(self.tasks)
         return self.refusal is None
+
+    def _forget_reads(self) -> None:
+        """Drop what was read of guest memory: translations, task identities, ``current``."""
+        self.mem.invalidate()
+        self.tasks.invalidate()
+        self._task_epoch = -1
 
     def _validate(self) -> bool:
         """Compare linux_banner with the profile once the kernel's mappings exist (MMU on, banner mapped)."""
@@ -195,8 +200,7 @@ class OsiLinux(Plugin):
             return False
         self._kernel_ttbr0 = kernel_ttbr0
         self._regs = None
-        self.mem.invalidate()
-        self.tasks.invalidate()
+        self._forget_reads()
         self._validated = True
         return True
 
@@ -235,8 +239,9 @@ class OsiLinux(Plugin):
         def in_image(vaddr: int) -> int | None:
             return load + (vaddr - text) if vaddr >= text else None
 
-        self._check_layout(TaskReader(KernelMemory(self.machine.phys.buf, self.machine.phys.base, in_image),
-                                      self.layout))
+        self._check_layout(
+            TaskReader(KernelMemory(self.machine.phys.buf, self.machine.phys.base, in_image), self.layout)
+        )
 
     def _check_layout(self, tasks: TaskReader) -> None:
         """Refuse when init_task or init contradicts the profile; done once init was there to check."""
