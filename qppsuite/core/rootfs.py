@@ -46,6 +46,12 @@ MEMORY_LINE = re.compile(rb"Memory: (\d+)K/(\d+)K available")
 UNPACK_FAILED = b"Initramfs unpacking failed: "
 
 
+def reported_available(line: bytes) -> int | None:
+    """The bytes a ``Memory: ...K/...K available`` boot line reports available, or None for another line."""
+    found = MEMORY_LINE.search(line)
+    return int(found.group(1)) * 1024 if found is not None else None
+
+
 @dataclass(frozen=True)
 class RootfsFit:
     """What the rootfs must hold: ``rootfs_bytes`` of the initrd's files in tmpfs pages, at ``ram_mib``.
@@ -95,11 +101,8 @@ class RootfsFit:
 
         Any other line, or one whose figures are not plausible for this RAM, gives None.
         """
-        found = MEMORY_LINE.search(line)
-        if found is None:
-            return None
-        available = int(found.group(1)) * 1024
-        if not 0 < available <= self.ram_mib * MIB:
+        available = reported_available(line)
+        if available is None or not 0 < available <= self.ram_mib * MIB:
             return None
         capacity = available // TMPFS_SHARE
         if self.rootfs_bytes <= capacity:
@@ -126,9 +129,9 @@ class RootfsWatch:
 
     def line(self, line: bytes) -> str | None:
         """Why the run must stop, after this console line, or None."""
-        found = MEMORY_LINE.search(line)
-        if found is not None:
-            self.available = int(found.group(1)) * 1024
+        available = reported_available(line)
+        if available is not None:
+            self.available = available
             return self.fit.at_memory_line(line) if self.fit is not None else None
         at = line.find(UNPACK_FAILED)
         if at < 0:
