@@ -144,12 +144,77 @@ def test_a_physical_address_outside_every_region_reaches_the_unmapped_hook() -> 
     assert faulted and seen == [(U.UC_MEM_READ, 0x00800000)]
 
 
-def test_an_instruction_that_aborts_is_counted_and_the_one_a_count_limit_stopped_is_not(engine: Engine) -> None:
-    """docs/engine.md, "What the instruction count counts"."""
+def thumb(*halfwords: int) -> bytes:
+    return b"".join(struct.pack("<H", h) for h in halfwords)
+
+
+#: 602 instructions: movs, then 100 times (cmp, ite, add, add, subs, bne), then wfi.  Each IT block is
+#: an IT and two instructions, one of which fails its condition: all three count (ARM ARM A8.8.54).
+THUMB_LOOP = thumb(
+    0x2064,  # movs r0, #100
+    0x2832,  # 1: cmp r0, #50
+    0xBFCC,  # ite gt
+    0x3101,  # addgt r1, #1
+    0x3201,  # addle r2, #1
+    0x3801,  # subs r0, #1
+    0xD1F9,  # bne 1b
+    0xBF30,  # wfi
+)
+
+
+def test_a_run_counts_each_block_by_the_translators_own_count_it_blocks_included(engine: Engine) -> None:
+    """docs/engine.md, "Time": the native block hook adds ``tb->icount`` per block entered."""
+    engine.uc.mem_write(CODE, THUMB_LOOP)
+    assert engine.run(CODE | 1, 10_000) == (602, False)
+    assert (engine.reg(A.UC_ARM_REG_R1), engine.reg(A.UC_ARM_REG_R2)) == (50, 50)
+
+
+def test_a_run_ends_before_the_block_that_would_pass_its_budget_except_a_first_block(engine: Engine) -> None:
+    engine.uc.mem_write(CODE, arm(*[0xE2800001] * 8, 0xEAFFFFFE))  # add r0, r0, #1 (x8); b .
+    assert engine.run(CODE, 5) == (9, False) and engine.budget_reached  # the first block runs whole
+    engine.set_reg(A.UC_ARM_REG_R0, 0)
+    assert engine.run(CODE, 5, limit=5) == (0, False) and engine.budget_reached
+    assert engine.step(CODE) == (1, False) and engine.reg(A.UC_ARM_REG_R0) == 1
+    assert engine.run(CODE + 4, 20) == (20, False)  # 7 adds and the b, then 12 more times the b
+    assert engine.reg(A.UC_ARM_REG_R0) == 8
+
+
+def test_a_block_left_at_an_abort_counts_only_what_retired(engine: Engine) -> None:
+    """The block is counted whole as it is entered: the machine's exception entry takes back the rest."""
     engine.set_reg(A.UC_ARM_REG_R1, UNMAPPED)
     engine.uc.mem_write(CODE, arm(0xE1A00000, 0xE5910000, 0xEAFFFFFE))  # nop; ldr r0, [r1]; b .
-    engine.hook_intr(lambda _intno: engine.uc.emu_stop())
-    assert engine.run(CODE, 100) == (2, False)
-    engine.uc.mem_write(CODE + 0x100, arm(*[0xE2800001] * 8))  # add r0, r0, #1 (x8)
-    engine.set_reg(A.UC_ARM_REG_R0, 0)
-    assert engine.run(CODE + 0x100, 5) == (5, False) and engine.reg(A.UC_ARM_REG_R0) == 5
+    engine.uc.mem_write(CODE + 0x100, arm(0xE320F003))  # the 'handler': wfi
+    taking_back = [False]
+
+    def abort(_intno: int) -> None:
+        if taking_back[0]:
+            engine.left_block_at(engine.reg(A.UC_ARM_REG_PC), thumb=False)
+        engine.set_reg(A.UC_ARM_REG_PC, CODE + 0x100)  # the run goes on, at the handler
+
+    engine.hook_intr(abort)
+    assert engine.run(CODE, 100) == (4, False)  # the whole block, then the wfi
+    taking_back[0] = True
+    assert engine.run(CODE, 100) == (2, False)  # the nop, then the wfi
+
+
+@pytest.mark.parametrize(
+    ("code", "pc", "hooked", "before"),
+    [
+        (arm(*[0xE2800001] * 8, 0xE320F003), CODE, CODE + 12, 3),  # add r0, r0, #1 (x8); wfi
+        # adds r0, #1 and add.w r0, r0, #1 (32 bits) alternating, then wfi: the count reads the halfwords
+        (thumb(0x3001, 0xF100, 0x0001, 0x3001, 0xF100, 0x0001, 0x3001, 0xBF30), CODE | 1, CODE + 12, 4),
+    ],
+)
+def test_in_a_code_hook_the_count_is_what_ran_before_it_and_a_stop_there_runs_nothing_more(
+    engine: Engine, code: bytes, pc: int, hooked: int, before: int
+) -> None:
+    engine.uc.mem_write(CODE, code)
+    seen: list[int] = []
+
+    def hook(_address: int, _size: int) -> None:
+        seen.append(engine.in_flight())
+        engine.stop()
+
+    engine.hook_code(hook, hooked, hooked)
+    assert engine.run(pc, 100) == (before, False)
+    assert seen == [before] and engine.reg(A.UC_ARM_REG_R0) == before

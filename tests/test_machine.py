@@ -120,3 +120,40 @@ def test_a_removed_hook_is_released_once_the_engine_has_freed_it() -> None:
     gc.collect()
     assert released() is None
 
+
+
+def _loop_trace() -> list[tuple[int, bool]]:
+    """What the Thumb loop of test_engine_facts executes, entered from ARM code: (address, whether its
+    condition passes), in order; the last one is where the run ends, after the wfi."""
+    base = RAM_BASE + 0x8000
+    thumb_at = base + 8
+    cmp, ite, addgt, addle, subs, bne = (thumb_at + 2 + 2 * i for i in range(6))
+    trace = [(base, True), (base + 4, True), (thumb_at, True)]
+    for r0 in range(100, 0, -1):
+        trace += [(cmp, True), (ite, True), (addgt, r0 > 50), (addle, r0 <= 50), (subs, True), (bne, True)]
+    return [*trace, (thumb_at + 14, True), (thumb_at + 16, True)]
+
+
+@pytest.mark.parametrize("max_insns", [1, 3, 5, 6, 9, 10, 11, 100, 301, 603])
+@pytest.mark.parametrize("quantum", [1, 4_000_000], ids=["stepping", "blocks"])
+def test_the_instruction_count_is_exact_against_the_instructions_executed(max_insns: int, quantum: int) -> None:
+    """docs/engine.md, "Time": runs count what executed, IT blocks included (an instruction whose condition
+    fails counts), and stop exactly at --max-insns, except that no stop lands inside an IT block: it ends
+    after the block's instructions."""
+    from test_engine_facts import THUMB_LOOP
+
+    code = arm(0xE28F0001, 0xE12FFF10) + THUMB_LOOP  # add r0, pc, #1 ; bx r0
+    machine = bare_machine(code, max_insns=max_insns)
+    machine.config.quantum = quantum
+    hooked: list[int] = []
+    machine.engine.hook_code(lambda address, _size: hooked.append(address))  # those whose condition passes
+    assert machine.run().kind == "max_insns"
+    trace = _loop_trace()
+    in_it_block = {RAM_BASE + 0x8000 + 8 + 2 * i for i in (3, 4)}  # addgt, addle
+    expected = max_insns
+    while trace[expected][0] in in_it_block:
+        expected += 1
+    assert machine.insn_count == expected
+    assert machine.cpu.pc == trace[expected][0]
+    if quantum != 1:  # a step's limit is itself a code hook: it sees the next instruction before stopping
+        assert hooked == [address for address, passes in trace[:expected] if passes]

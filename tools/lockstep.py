@@ -519,11 +519,11 @@ def compare_steps(
         record, word = loop.current_instruction(step)
         before = qpp.machine.insn_count
         taken = qpp.step()
-        # A quantum can retire more than one counted instruction (docs/engine.md, "Time"); a fault retires none.
+        # A step can retire more than one instruction (an IT block: docs/engine.md, "Time"); a fault retires none.
         for _ in range(1 if taken else max(1, qpp.machine.insn_count - before)):
             qemu.gdb.step()
         regs = qemu.gdb.registers()
-        # Instructions inside an IT block are neither counted nor stopped at: step qemu out of the block too.
+        # No step stops inside an IT block: if qemu is still in one, step it out of the block too.
         for _ in range(4):
             if not regs[CPSR] & CPSR_IT_MASK or qpp.machine.cpu.cpsr & CPSR_IT_MASK:
                 break

@@ -5,8 +5,8 @@ access and wraps every hook in generic glue.  The machine touches registers at
 every exception and system call, so this module talks to libunicorn through
 ctypes directly for those few hot operations, and keeps the rest of the binding
 for everything else.  It also owns the instruction counter that the
-public API lacks, and finds the abort record the engine keeps where the guest
-cannot see it (docs/engine.md).
+public API lacks (a native block hook, :mod:`qppsuite.core.icount`), and finds
+the abort record the engine keeps where the guest cannot see it (docs/engine.md).
 """
 
 import ctypes
@@ -20,6 +20,7 @@ from unicorn import arm_const as A
 from unicorn import unicorn_const as U
 from unicorn.unicorn_py3.unicorn import UcContext, uclib
 
+from qppsuite.core.icount import BlockCounter
 from qppsuite.errors import QppsuiteError
 
 UNICORN_VERSION = "2.1.4"
@@ -31,6 +32,8 @@ _reg_write = uclib.uc_reg_write
 _byref = ctypes.byref
 _vmem_translate = uclib.uc_vmem_translate
 _vmem_translate.argtypes = (ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int, ctypes.POINTER(ctypes.c_uint64))
+_vmem_read = uclib.uc_vmem_read
+_vmem_read.argtypes = (ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)
 
 INTR_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p)
 CODE_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_void_p)
@@ -130,8 +133,13 @@ class Engine:
         self._scratch_ref = ctypes.byref(self._scratch)
         self._paddr = _u64()
         self._paddr_ref = ctypes.byref(self._paddr)
-        self._counter = self._locate_counter()
         self._fault_status, self._fault_address = self._locate_fault_record()
+        #: The instruction counter (docs/engine.md, "Time").
+        self._blocks = BlockCounter(self.handle)
+        self._stepping = False
+        #: The address of the code or block hook running now (None outside one), and of the one that stopped the run.
+        self._hook_pc: int | None = None
+        self._stop_pc: int | None = None
 
     # -- registers -------------------------------------------------------
     def reg(self, reg_id: int) -> int:
@@ -226,15 +234,26 @@ class Engine:
         return self._add(U.UC_HOOK_INSN_INVALID, INSN_INVALID_CFUNC(lambda _h, _u: guarded()))
 
     def hook_code(self, fn: Callable[[int, int], None], begin: int = 1, end: int = 0) -> int:
-        """A code hook on ``[begin, end]`` (virtual); ``begin > end`` means every instruction."""
+        """A code hook on ``[begin, end]`` (virtual); ``begin > end`` means every instruction.
 
-        guarded = self._guard(fn, None)
-        return self._add(U.UC_HOOK_CODE, CODE_CFUNC(lambda _h, a, s, _u: guarded(a, s)), begin, end)
+        ``fn(address, size)`` runs before the instruction at ``address``; :meth:`in_flight` there
+        counts the instructions before it, and :meth:`stop` leaves it unexecuted.
+        """
+        return self._add(U.UC_HOOK_CODE, self._at_address(fn), begin, end)
 
     def hook_block(self, fn: Callable[[int, int], None], begin: int = 1, end: int = 0) -> int:
         """A block hook for blocks starting in ``[begin, end]`` (virtual); ``begin > end`` means every block."""
+        return self._add(U.UC_HOOK_BLOCK, self._at_address(fn), begin, end)
+
+    def _at_address(self, fn: Callable[[int, int], None]) -> Any:
         guarded = self._guard(fn, None)
-        return self._add(U.UC_HOOK_BLOCK, CODE_CFUNC(lambda _h, a, s, _u: guarded(a, s)), begin, end)
+
+        def call(_h: Any, address: int, size: int, _u: Any) -> None:
+            self._hook_pc = address
+            guarded(address, size)
+            self._hook_pc = None
+
+        return CODE_CFUNC(call)
 
     @property
     def hook_count(self) -> int:
@@ -260,21 +279,50 @@ class Engine:
             self._deleted.append(cfunc)
 
     # -- execution ---------------------------------------------------------
-    def run(self, pc: int, count: int) -> tuple[int, bool]:
-        """Run at most ``count`` instructions from ``pc`` (bit 0 = Thumb).
+    def run(self, pc: int, budget: int, limit: int = 1 << 62) -> tuple[int, bool]:
+        """Run from ``pc`` (bit 0 = Thumb), entering no translated block past ``budget`` instructions but the
+        first, and none past ``limit``.
 
-        Returns ``(executed, faulted)``: the engine's own count of executed
-        instructions (quanta can overshoot, docs/engine.md, "Time") and whether it
-        stopped on an access to unmapped physical memory (see :meth:`hook_mem_unmapped`).
+        Returns ``(executed, faulted)``: the instructions retired (exact: docs/engine.md,
+        "Time") and whether the run stopped on an access to unmapped physical memory (see
+        :meth:`hook_mem_unmapped`).  ``executed`` exceeds ``budget`` only when the run's first
+        block alone does, and never exceeds ``limit`` (a run whose first block does not fit in
+        it ends with nothing executed: :meth:`step` goes on from there).  :attr:`budget_reached`
+        tells a run the budget or the limit ended from any other stop.
         """
+        if self._stepping:
+            self._stepping = False  # uc_emu_start drops the engine's count hook and all translated code
+        blocks = self._blocks
+        blocks.start(budget, limit)
+        self._stop_pc = None
+        status = self._start(pc, 0)
+        if not blocks.budget_reached:
+            self._account_stop()
+        return self._result(status, blocks.end())
 
+    def step(self, pc: int) -> tuple[int, bool]:
+        """Run one instruction from ``pc``, or the rest of a Thumb IT block: :meth:`run` for single-stepping.
+
+        Uses the engine's own ``count`` limit (a helper call per instruction, so translated code
+        is dropped when stepping begins and when it ends); counts as :meth:`run` does.
+        """
+        if not self._stepping:
+            self.uc.ctl_flush_tb()  # code translated for run() carries no per-instruction limit
+            self._stepping = True
+        blocks = self._blocks
+        blocks.start(1 << 62)
+        self._stop_pc = None
+        status = self._start(pc, 1)
+        self._account_stop()
+        return self._result(status, blocks.end())
+
+    def _start(self, pc: int, count: int) -> int:
         self.hook_error = None
-        status = uclib.uc_emu_start(self.handle, _u64(pc), _u64(0xFFFFFFFF), _u64(0), ctypes.c_size_t(count))
+        status = int(uclib.uc_emu_start(self.handle, _u64(pc), _u64(0xFFFFFFFF), _u64(0), ctypes.c_size_t(count)))
         self._deleted.clear()  # the engine freed every hook deleted until now
-        executed = self._counter.value
-        if executed > count:
-            executed -= 1  # the count hook ran once more, for the instruction it stopped
-        self._counter.value = 0  # so in_flight() reads 0 between quanta
+        return status
+
+    def _result(self, status: int, executed: int) -> tuple[int, bool]:
         if self.hook_error is not None:
             err, self.hook_error = self.hook_error, None
             raise err
@@ -284,40 +332,87 @@ class Engine:
             return executed, True
         raise UcError(status)
 
-    def in_flight(self) -> int:
-        """Instructions executed so far in the running quantum (0 between quanta)."""
-        return self._counter.value
+    @property
+    def budget_reached(self) -> bool:
+        """Whether the last :meth:`run` ended because its next block would have gone past the budget."""
+        return self._blocks.budget_reached
 
-    def _locate_counter(self) -> ctypes.c_uint64:
-        """Find ``uc->emu_counter`` by running known counts, and prove it twice.
+    def stop(self) -> None:
+        """End the run at the next instruction boundary the engine allows (``uc_emu_stop``).
 
-        The struct offset depends on the libunicorn build; the version is pinned
-        above and the self-test below refuses any other layout.
+        From a code hook, the hooked instruction does not run; from a block hook, the block
+        does not; elsewhere the current instruction completes.  Inside a Thumb IT block the
+        engine ignores the request (docs/engine.md, "Time").
         """
+        self._stop_pc = self._hook_pc
+        uclib.uc_emu_stop(self.handle)
 
-        uc = self.uc
-        base = 0x1000
-        uc.mem_map(base, 0x1000)
-        uc.mem_write(base, bytes.fromhex("010080e2fdffffea"))  # 1: add r0,r0,#1 ; b 1b
+    def in_flight(self) -> int:
+        """Instructions retired so far in the running :meth:`run` or :meth:`step` (0 between runs).
 
-        blob_len = 0x4000
-        uc.emu_start(base, 0xFFFFFFFF, count=12345)
-        raw = ctypes.string_at(self.handle.value, blob_len)
-        offsets = [o for o in range(0, blob_len - 8, 8) if struct.unpack_from("<Q", raw, o)[0] == 12346]
-        found: ctypes.c_uint64 | None = None
-        for off in offsets:
-            cand = ctypes.c_uint64.from_address(self.handle.value + off)
-            uc.emu_start(base, 0xFFFFFFFF, count=777)
-            if cand.value == 778:
-                found = cand
-                break
-        uc.mem_unmap(base, 0x1000)
-        uc.reg_write(A.UC_ARM_REG_R0, 0)
-        uc.ctl_flush_tb()
-        self.flush_tlb()
-        if found is None:
-            raise EngineError("unicorn's instruction counter not found: this engine build is not the verified one")
-        return found
+        Inside a code or block hook, exactly those before the hooked instruction; elsewhere
+        (a device read in the middle of a block) the whole block counts from its start.
+        """
+        executed = self._blocks.executed
+        hook_pc = self._hook_pc
+        if hook_pc is not None:
+            executed -= self._not_run(hook_pc, self._thumb())
+        return executed
+
+    def left_block_at(self, pc: int, thumb: bool) -> None:
+        """The running block was left at ``pc`` (an exception): its instructions from ``pc`` on did not run.
+
+        Call from the interrupt or invalid-instruction hook, with the address of the first
+        instruction that did not retire (the faulting one, or the one after an SVC).
+        """
+        self._blocks.take_back(self._not_run(pc, thumb))
+
+    def _account_stop(self) -> None:
+        """After a run that a stop request or an exception hook ended: take back what did not run."""
+        last = self._blocks.last_block()
+        if last is None:
+            return
+        cpsr = self.reg(A.UC_ARM_REG_CPSR)
+        thumb = bool(cpsr & 0x20)
+        pc = self.reg(A.UC_ARM_REG_PC) & ~1
+        start, end = last
+        # At the block's own start the run either never began the block (a stop from a hook on its first
+        # instruction, or the count limit of a step) or ran it whole and looped back to it: only the hook that
+        # stopped tells them apart.  A step stops at the instruction after the one it ran.
+        if start < pc < end or (pc == start and (self._stepping or pc == self._stop_pc)):
+            self._blocks.take_back(self._insns(pc, end, thumb))
+        else:
+            self._blocks.close_block()
+
+    def _not_run(self, pc: int, thumb: bool) -> int:
+        """Instructions of the last block entered from ``pc`` to its end (0 when ``pc`` is not inside it)."""
+        last = self._blocks.last_block()
+        if last is None or not last[0] <= pc < last[1]:
+            return 0
+        return self._insns(pc, last[1], thumb)
+
+    def _insns(self, start: int, end: int, thumb: bool) -> int:
+        """Instructions in ``[start, end)`` of code as the CPU fetches it now (ARM ARM A6.1: a Thumb halfword
+        0b11101, 0b11110 or 0b11111 in its top five bits begins a 32-bit instruction)."""
+        if not thumb:
+            return (end - start) // 4
+        size = end - start
+        buffer = ctypes.create_string_buffer(size)
+        if _vmem_read(self.handle, start, U.UC_PROT_EXEC, buffer, size) != U.UC_ERR_OK:
+            return size // 4  # the engine translated this code a moment ago; unreachable in practice
+        code = buffer.raw
+        count = offset = 0
+        while offset < size:
+            offset += 4 if code[offset + 1] >> 3 in (0x1D, 0x1E, 0x1F) else 2
+            count += 1
+        return count
+
+    def _thumb(self) -> bool:
+        return bool(self.reg(A.UC_ARM_REG_CPSR) & 0x20)
+
+    def forget_block_counts(self) -> None:
+        """Look every block's instruction count up again: for when code may have changed at the same addresses."""
+        self._blocks.forget()
 
     # -- whole CPU state ---------------------------------------------------------
     def save_context(self) -> bytes:
@@ -450,5 +545,4 @@ class Engine:
             uc.mem_unmap(0, 0x8000)
             uc.ctl_flush_tb()
             self.flush_tlb()
-            self._counter.value = 0
         return seen[0] if seen else None

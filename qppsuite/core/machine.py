@@ -149,6 +149,8 @@ class Machine:
         self._progress_wall = 0.0
         self._deadline_wall: float | None = None
         self._masked_steps = 0
+        #: Stepping the last instructions before --max-insns (see _quantum).
+        self._stepping_to_limit = False
         self._stuck = 0
         self._line = bytearray()
         self._hooks: dict[int, _Hook] = {}
@@ -202,15 +204,14 @@ class Machine:
         """Stop the run at the next opportunity (plugins: e.g. enough data collected)."""
         if self._stop is None:
             self._stop = StopReason(kind, message, self.clock.insn_count)
-        self.uc.emu_stop()
+        self.engine.stop()
 
     def add_address_hook(self, vaddr: int, fn: Callable[[int], None]) -> int:
-        """Call ``fn(pc)`` whenever execution reaches virtual address ``vaddr`` (any address space).
+        """Call ``fn(pc)`` whenever execution reaches virtual address ``vaddr`` (any address space), before
+        the instruction there runs.
 
-        One Python call per execution of that address; but while any code hook
-        is installed the engine checks it at every instruction (the instruction
-        counter is a code hook too), about +30% on a whole run.  Prefer
-        :meth:`add_entry_hook` for addresses only ever branched to.
+        One Python call per execution of that address; only code translated at
+        that address carries a call to it.
         """
         vaddr &= 0xFFFFFFFE
         hook = _Hook(vaddr, fn)
@@ -219,12 +220,9 @@ class Machine:
     def add_entry_hook(self, vaddr: int, fn: Callable[[int], None]) -> int:
         """Call ``fn(pc)`` whenever a translated block starting at ``vaddr`` runs: a function entered by a branch.
 
-        Cheaper than :meth:`add_address_hook` on a hot machine: the instruction
-        counter is itself a code hook, so every extra code hook is checked at
-        every instruction (about +30% on the default workload), while a block
-        hook bounded to one address costs nothing outside that block.  Only for
-        addresses that are always branched to (function entries), never fallen
-        into from the instruction before.
+        Only for addresses that are always branched to (function entries, the
+        instruction after an SVC), never fallen into from the instruction
+        before: a block that runs through ``vaddr`` without starting there does not call it.
         """
         vaddr &= 0xFFFFFFFE
         hook = _Hook(vaddr, fn)
@@ -255,7 +253,7 @@ class Machine:
             self.uc.ctl_remove_cache(hook.vaddr, hook.vaddr + 4)
         elif self._running and not self._in_exception:
             self._deferred_retranslations.append(hook)
-            self.uc.emu_stop()
+            self.engine.stop()
         else:
             self.uc.ctl_flush_tb()  # between quanta, or in the exception hook (no block is running)
 
@@ -276,7 +274,7 @@ class Machine:
             # (see _retranslate).  The deletion waits for the end of the quantum.
             self._deferred_deletions.append(handle)
             if len(self._deferred_deletions) >= DEFERRED_DELETIONS:
-                self.uc.emu_stop()  # the engine scans every hook it holds: keep them bounded
+                self.engine.stop()  # the engine scans every hook it holds: keep them bounded
         else:
             self.engine.hook_del(handle)
 
@@ -284,6 +282,7 @@ class Machine:
     def run(self) -> StopReason:
         """Run until power-off, a stop request, a guest failure or the instruction budget."""
         self._progress_wall = time.monotonic()
+        self._stepping_to_limit = False
         if self.config.timeout_seconds is not None:
             self._deadline_wall = self._progress_wall + self.config.timeout_seconds
         self.events.on_start()
@@ -327,7 +326,16 @@ class Machine:
                 self._take_irq()
         self._fault = None
         self._running = True
-        executed, faulted = self.engine.run(self.cpu.resume_address(), budget)
+        if config.quantum == 1 or self._stepping_to_limit:
+            # Instruction by instruction: a single-stepping tool, or the last instructions before --max-insns,
+            # which end inside a block (a run ends only between blocks).
+            executed, faulted = self.engine.step(self.cpu.resume_address())
+            budget = executed
+        elif config.max_insns is None:
+            executed, faulted = self.engine.run(self.cpu.resume_address(), budget)
+        else:
+            executed, faulted = self.engine.run(self.cpu.resume_address(), budget, config.max_insns - clock.retired)
+            self._stepping_to_limit = executed == 0 and self.engine.budget_reached
         self._running = False
         # _retranslate and remove_hook may have stopped the quantum: not a WFI
         cut_short = bool(self._deferred_retranslations or self._deferred_deletions)
@@ -339,7 +347,13 @@ class Machine:
         self._check_address_space()
         if faulted:
             self._take_external_abort()
-        elif executed < budget and self._stop is None and not self.irq_line and not cut_short:
+        elif (
+            executed < budget
+            and not self.engine.budget_reached
+            and self._stop is None
+            and not self.irq_line
+            and not cut_short
+        ):
             self._idle()
         self.timer.update()
         self._check_hang()
@@ -396,7 +410,7 @@ class Machine:
     def _set_irq_line(self, level: bool) -> None:
         self.irq_line = level
         if level and self._running:
-            self.uc.emu_stop()  # end the quantum so the IRQ is taken promptly
+            self.engine.stop()  # end the quantum so the IRQ is taken promptly
 
     def _event_base(self) -> tuple[int, bool, str]:
         cpsr = self.cpu.cpsr
@@ -485,14 +499,17 @@ class Machine:
             cpsr = engine.reg(A.UC_ARM_REG_CPSR)
             next_pc = engine.reg(A.UC_ARM_REG_PC)
             thumb = bool(cpsr & CPSR_T)
+            engine.left_block_at(next_pc, thumb)
             if self.events.on_svc:
                 self.events.on_svc(SvcEvent(next_pc - (2 if thumb else 4), thumb, self.clock.insn_count))
             self.cpu.enter(ExceptionKind.SVC, next_pc)
         elif intno == EXCP_SMC:
+            engine.left_block_at(self.cpu.pc, bool(self.cpu.cpsr & CPSR_T))
             regs = [engine.reg(r) for r in (A.UC_ARM_REG_R0, A.UC_ARM_REG_R1, A.UC_ARM_REG_R2, A.UC_ARM_REG_R3)]
             engine.set_reg(A.UC_ARM_REG_R0, self.psci.call(regs[0], (regs[1], regs[2], regs[3])))
         elif intno == EXCP_BKPT:
             pc, thumb, mode = self._event_base()
+            engine.left_block_at(pc, thumb)  # a BKPT counts as executed, as an SVC does
             insn_pc = pc - (2 if thumb else 4)
             self.cpu.cp15["ifsr"].write(0b00010)  # debug event
             self.cpu.cp15["ifar"].write(insn_pc)
@@ -502,6 +519,7 @@ class Machine:
                 )
             self.cpu.enter(ExceptionKind.PREFETCH_ABORT, insn_pc + 4)
         elif intno in (EXCP_PREFETCH_ABORT, EXCP_DATA_ABORT):
+            engine.left_block_at(self.cpu.pc, bool(self.cpu.cpsr & CPSR_T))  # an aborted instruction does not retire
             status, vaddr = engine.fault()
             kind = ExceptionKind.PREFETCH_ABORT if intno == EXCP_PREFETCH_ABORT else ExceptionKind.DATA_ABORT
             self._abort(kind, status, vaddr)
@@ -521,8 +539,10 @@ class Machine:
             insn = int.from_bytes(raw, "little")
         if (thumb, insn) in _WFE_YIELD:
             size = 4 if insn > 0xFFFF or not thumb else 2
+            self.engine.left_block_at(pc + size, thumb)  # a NOP here: it retires
             self.engine.set_reg(A.UC_ARM_REG_PC, (pc + size) | (1 if thumb else 0))
             return True
+        self.engine.left_block_at(pc, thumb)  # an undefined instruction does not retire
         if self.events.on_exception:
             self.events.on_exception(ExceptionEvent(ExceptionKind.UNDEFINED, pc, thumb, mode, self.clock.insn_count))
         self.cpu.enter(ExceptionKind.UNDEFINED, pc + (2 if thumb else 4))
@@ -568,6 +588,7 @@ class Machine:
         """
         if self._running:
             raise GuestError("a snapshot is taken between runs, not inside one")
+        self.engine.forget_block_counts()  # as a machine restored from it starts: counts the same from here
         pages, ram = nonzero_pages(self._ram)
         loop = {
             "last_ttbr0": self._last_ttbr0,
