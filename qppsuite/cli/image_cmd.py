@@ -17,7 +17,6 @@ from qppsuite.cli import app
 from qppsuite.cli.terminal import SafeConsole, styled
 from qppsuite.core.image import ImageBundle, images_dir, list_images, open_image
 from qppsuite.errors import ImageError
-from qppsuite.images.builder import build_image, default_image_name, parse_package_list
 
 image_app = typer.Typer(help="Build and inspect image bundles (kernel, initramfs, OSI profile).", no_args_is_help=True)
 app.add_typer(image_app, name="image")
@@ -86,6 +85,8 @@ def build(
     cache_dir: CacheOption = None,
 ) -> None:
     """Build an image bundle from Debian packages and print its path."""
+    from qppsuite.images.builder import build_image, default_image_name, parse_package_list  # apt, debfiles: only here
+
     extra = parse_package_list(packages)
     image_name = name or default_image_name(extra)
     started = time.monotonic()

@@ -5,6 +5,8 @@ The commands only render; the queries live in
 read-only.  ``--format json|csv`` writes plain data to stdout for other tools.
 """
 
+from __future__ import annotations
+
 import base64
 import csv
 import json
@@ -14,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -23,21 +25,9 @@ from rich.tree import Tree
 
 from qppsuite.cli import app, err_console
 from qppsuite.cli.terminal import SafeConsole, styled, visible
-from qppsuite.plugins.syscalls_logger.reader import (
-    JSON_FIELDS,
-    LogDatabaseError,
-    ProcessNode,
-    SyscallFilter,
-    open_readonly,
-    ownerless_threads,
-    process_tree,
-    run_end,
-    run_query,
-    run_stats,
-    run_warning,
-    select_run,
-    select_syscalls,
-)
+
+if TYPE_CHECKING:  # the commands import it when they run: `qppsuite run` does not pay for SQLite's libraries
+    from qppsuite.plugins.syscalls_logger import reader
 
 console = SafeConsole()
 
@@ -56,18 +46,20 @@ FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, 
 @contextmanager
 def _reading(db: Path) -> Iterator[sqlite3.Connection]:
     """The database, read-only; what a damaged file makes SQLite or the decoding raise becomes one line."""
-    conn = open_readonly(db)
+    from qppsuite.plugins.syscalls_logger import reader
+    conn = reader.open_readonly(db)
     try:
         yield conn
     except (sqlite3.Error, ValueError, TypeError, KeyError) as exc:
-        raise LogDatabaseError(f"cannot read {db}: {type(exc).__name__}: {exc}") from exc
+        raise reader.LogDatabaseError(f"cannot read {db}: {type(exc).__name__}: {exc}") from exc
     finally:
         conn.close()
 
 
 def _warn(conn: sqlite3.Connection, run: int) -> None:
     """On stderr, so that json and csv on stdout stay plain data."""
-    warning = run_warning(conn, run)
+    from qppsuite.plugins.syscalls_logger import reader
+    warning = reader.run_warning(conn, run)
     if warning is not None:
         err_console.print(styled(("warning:", "bold yellow"), f" {warning}"), soft_wrap=True)
 
@@ -138,19 +130,21 @@ def syscalls(
     ``--format json`` gives every column, with ``raw_args``, ``args`` and ``outputs`` as nested
     JSON; csv gives each of their keys a column of its own (``args.path``).
     """
+    from qppsuite.plugins.syscalls_logger import reader
     with _reading(db) as conn:
-        run_id = select_run(conn, run)
+        run_id = reader.select_run(conn, run)
         _warn(conn, run_id)
-        rows = select_syscalls(
-            conn, SyscallFilter(run_id, pid=pid, tid=tid, process=process, name=name, failed=failed, limit=limit)
+        rows = reader.select_syscalls(
+            conn, reader.SyscallFilter(run_id, pid=pid, tid=tid, process=process, name=name, failed=failed, limit=limit)
         )
         _show_syscalls(rows, fmt)
 
 
 def _show_syscalls(rows: list[dict[str, Any]], fmt: OutputFormat) -> None:
+    from qppsuite.plugins.syscalls_logger import reader
     if fmt is not OutputFormat.table:
         for row in rows:
-            for key in JSON_FIELDS:
+            for key in reader.JSON_FIELDS:
                 row[key] = None if row[key] is None else json.loads(row[key])
         _emit_records(rows, fmt)
         return
@@ -164,7 +158,7 @@ def _show_syscalls(rows: list[dict[str, Any]], fmt: OutputFormat) -> None:
     )
 
 
-def _ended(node: ProcessNode) -> str:
+def _ended(node: reader.ProcessNode) -> str:
     """``exited 3`` / ``killed by 9`` from a wait status (include/uapi/linux/wait.h), with the end state."""
     status = node.exit_status
     if status is None:
@@ -173,7 +167,7 @@ def _ended(node: ProcessNode) -> str:
     return f", {how}" + (f", state {node.state}" if node.state and node.state != "X" else "")
 
 
-def _tree_label(node: ProcessNode) -> Text:
+def _tree_label(node: reader.ProcessNode) -> Text:
     renamed = f" (was {' → '.join(node.names[:-1])})" if len(node.names) > 1 else ""
     return styled(
         (node.name, "bold"), f"{renamed} pid {node.pid}, ppid {node.ppid}: {node.syscall_count} syscalls{_ended(node)}"
@@ -188,10 +182,11 @@ def processes(
     fmt: FormatOpt = OutputFormat.table,
 ) -> None:
     """The run's process tree: names each process had, system-call count, how it ended; threads on request."""
+    from qppsuite.plugins.syscalls_logger import reader
     with _reading(db) as conn:
-        run_id = select_run(conn, run)
+        run_id = reader.select_run(conn, run)
         _warn(conn, run_id)
-        left_out = ownerless_threads(conn, run_id) if threads else 0
+        left_out = reader.ownerless_threads(conn, run_id) if threads else 0
         if left_out:
             err_console.print(
                 styled(
@@ -201,7 +196,7 @@ def processes(
                 ),
                 soft_wrap=True,
             )
-        _show_processes(run_id, process_tree(conn, run_id), threads, fmt, run_end(conn, run_id))
+        _show_processes(run_id, reader.process_tree(conn, run_id), threads, fmt, reader.run_end(conn, run_id))
 
 
 #: Deeper processes are drawn at this depth, marked with their real one: every row is shown whatever the
@@ -215,12 +210,12 @@ TREE_MIN_WIDTH = 40
 
 
 def _show_processes(
-    run_id: int, roots: list[ProcessNode], threads: bool, fmt: OutputFormat, end: str | None
+    run_id: int, roots: list[reader.ProcessNode], threads: bool, fmt: OutputFormat, end: str | None
 ) -> None:
     """Every process, parents before children; iterative, since a guest can fork a chain of any depth."""
     if fmt is not OutputFormat.table:
         records: list[dict[str, Any]] = []
-        stack: list[tuple[ProcessNode, int | None, int]] = [(root, None, 0) for root in reversed(roots)]
+        stack: list[tuple[reader.ProcessNode, int | None, int]] = [(root, None, 0) for root in reversed(roots)]
         while stack:
             node, parent, _depth = stack.pop()
             record: dict[str, Any] = {
@@ -243,7 +238,7 @@ def _show_processes(
     width = max(console.width, TREE_MIN_WIDTH)
     max_depth = max(1, min(TREE_DEPTH, (width - TREE_LABEL) // 4))
     tree = Tree(Text())  # the header, once the rows are counted
-    drawing: list[tuple[ProcessNode, Tree, int]] = [(root, tree, 0) for root in reversed(roots)]
+    drawing: list[tuple[reader.ProcessNode, Tree, int]] = [(root, tree, 0) for root in reversed(roots)]
     count = 0
     while drawing:
         node, branch, depth = drawing.pop()
@@ -272,8 +267,9 @@ def query(
     fmt: FormatOpt = OutputFormat.table,
 ) -> None:
     """Run read-only SQL on the database (tables: runs, processes, syscalls); writes are refused."""
+    from qppsuite.plugins.syscalls_logger import reader
     with _reading(db) as conn:
-        columns, rows = run_query(conn, sql)
+        columns, rows = reader.run_query(conn, sql)
     _emit(columns, rows, fmt)
 
 
@@ -285,11 +281,12 @@ def stats(
     fmt: FormatOpt = OutputFormat.table,
 ) -> None:
     """Top system calls, top processes and errors, with failure rates."""
+    from qppsuite.plugins.syscalls_logger import reader
     with _reading(db) as conn:
-        run_id = select_run(conn, run)
+        run_id = reader.select_run(conn, run)
         _warn(conn, run_id)
-        result = run_stats(conn, run_id, top)
-        end = run_end(conn, run_id)
+        result = reader.run_stats(conn, run_id, top)
+        end = reader.run_end(conn, run_id)
     if fmt is OutputFormat.json:
         json.dump(
             {
