@@ -294,3 +294,33 @@ def test_random_guest_traffic_never_raises_and_line_follows_registers(ops: list[
     finally:
         logging.getLogger("qppsuite.guest").disabled = False
     json.dumps(rig.uart.get_state())
+
+
+def test_a_line_carries_bursts_at_the_baud_rate_and_only_while_rts_is_up() -> None:
+    """The channel port (docs in qppsuite/core/devices/pl011.py): 256 bytes as fast as they are read, then the
+    line rests for their time at the programmed baud rate; nothing moves while the guest holds RTS down."""
+    from qppsuite.core.devices.pl011 import LINE_BURST, UARTCR_RTS
+
+    now = [0]
+    rig = Rig()
+    rig.uart = Pl011(on_tx=rig.sent.append, irq_out=rig.events.append, now_ns=lambda: now[0])
+    rig.w(UARTLCR_H, UARTLCR_H_FEN)
+    rig.w(UARTIBRD, 1)  # 24 MHz / 16: 1.5 Mbaud, 6,666 ns a byte
+    data = bytes(range(256)) * 3
+    rig.uart.push_rx(data)
+    assert rig.drain() == b"" and rig.uart.next_deadline_ns() is None  # RTS down: the line holds
+    rig.w(UARTCR, UARTCR_RTS)
+    first = rig.drain()
+    assert first == data[:LINE_BURST]  # one burst, read as fast as the guest likes
+    rest = LINE_BURST * 6_666  # ns a byte: 10 bits at 1.5 Mbaud
+    assert rig.uart.next_deadline_ns() == rest
+    now[0] = rest - 1
+    rig.uart.update()
+    assert rig.drain() == b""
+    now[0] = rest
+    rig.uart.update()
+    assert rig.drain() == data[LINE_BURST : 2 * LINE_BURST]
+    state = rig.uart.get_state()
+    clone = Pl011(on_tx=rig.sent.append, irq_out=rig.events.append, now_ns=lambda: now[0])
+    clone.set_state(json.loads(json.dumps(state)))
+    assert clone.get_state() == state and clone.next_deadline_ns() == rig.uart.next_deadline_ns()

@@ -3,7 +3,8 @@
 A ``linux,dummy-virt`` board in the spirit of QEMU's ``-M virt``, cut down to
 what the Debian armmp kernel needs with no arch timer (Unicorn's generic timer
 never interrupts): GICv2, an SP804 for clockevent/clocksource/sched_clock, a
-PL011 console, and PSCI over SMC.  The device tree is built in Python (``fdt``).
+PL011 console, a second PL011 for the host<->guest channel, and PSCI over SMC.
+The device tree is built in Python (``fdt``).
 """
 
 import hashlib
@@ -23,11 +24,14 @@ GICC_BASE = 0x08010000
 GICC_SIZE = 0x2000
 UART_BASE = 0x09000000
 TIMER_BASE = 0x09010000
+#: The second PL011, ``ttyAMA1``: the host<->guest channel (qppsuite/channel.py).
+CHANNEL_BASE = 0x09020000
 MMIO_SIZE = 0x1000
 
 # Shared peripheral interrupts (GIC SPI numbers; the interrupt ID is 32 + n).
 UART_SPI = 1
 TIMER_SPI = 2
+CHANNEL_SPI = 3
 NUM_IRQS = 96
 
 #: Offset of the kernel image from the start of RAM (the ARM boot protocol's TEXT_OFFSET).
@@ -77,11 +81,12 @@ class Devices:
     gic: Gic
     timer: Sp804
     uart: Pl011
+    channel: Pl011
     psci: Psci
 
     def reset(self) -> None:
         """Every device to its reset state, as at power-on."""
-        for device in (self.gic.distributor, self.gic.cpu_interface, self.timer, self.uart, self.psci):
+        for device in (self.gic.distributor, self.gic.cpu_interface, self.timer, self.uart, self.channel, self.psci):
             device.reset()
 
 
@@ -90,6 +95,7 @@ def create_devices(
     now_ns: Callable[[], int],
     cpu_irq: Callable[[bool], None],
     console: Callable[[bytes], None],
+    channel: Callable[[bytes], None],
     power: Callable[[PowerEvent], None],
 ) -> Devices:
     """Make the devices and wire them, as QEMU's ``virt.c`` (``machvirt_init``) wires its own.
@@ -97,22 +103,25 @@ def create_devices(
     Each device gets its MMIO window (the addresses the device tree gives the
     kernel), each device interrupt goes to its GIC SPI, and the GIC's output
     drives the CPU's IRQ line (``cpu_irq``).  ``now_ns`` is virtual time for the
-    SP804, ``console`` receives what the PL011 transmits, ``power`` the PSCI
+    SP804, ``console`` receives what the PL011 transmits, ``channel`` what the
+    second PL011 (a line with a baud rate and flow control, ``ttyAMA1``) transmits, ``power`` the PSCI
     power requests (served over SMC: the machine calls :meth:`Psci.call`).
     """
     gic = Gic(irq_out=cpu_irq, num_irqs=NUM_IRQS)
     timer = Sp804(now_ns=now_ns, irq_out=lambda level: gic.set_irq(32 + TIMER_SPI, level))
     uart = Pl011(on_tx=console, irq_out=lambda level: gic.set_irq(32 + UART_SPI, level))
+    channel_port = Pl011(on_tx=channel, irq_out=lambda level: gic.set_irq(32 + CHANNEL_SPI, level), now_ns=now_ns)
     psci = Psci(on_power=power)
     windows = (
         (GICD_BASE, MMIO_SIZE, gic.distributor),
         (GICC_BASE, GICC_SIZE, gic.cpu_interface),
         (UART_BASE, MMIO_SIZE, uart),
         (TIMER_BASE, MMIO_SIZE, timer),
+        (CHANNEL_BASE, MMIO_SIZE, channel_port),
     )
     for base, size, device in windows:
         map_mmio(base, size, device.read, device.write)
-    return Devices(gic, timer, uart, psci)
+    return Devices(gic, timer, uart, channel_port, psci)
 
 
 def minimum_ram_mib(kernel_size: int, initrd_size: int, kernel_offset: int = KERNEL_OFFSET) -> int:
@@ -206,13 +215,18 @@ def device_tree(layout: BootLayout, bootargs: str) -> bytes:
         clk.append(fdt.PropWords("phandle", phandle))
         root.append(clk)
 
-    uart = fdt.Node(f"pl011@{UART_BASE:x}")
-    uart.append(fdt.PropStrings("compatible", "arm,pl011", "arm,primecell"))
-    uart.append(fdt.PropWords("reg", UART_BASE, MMIO_SIZE))
-    uart.append(fdt.PropWords("interrupts", GIC_SPI, UART_SPI, IRQ_TYPE_LEVEL_HIGH))
-    uart.append(fdt.PropWords("clocks", PHANDLE_APB_PCLK, PHANDLE_APB_PCLK))
-    uart.append(fdt.PropStrings("clock-names", "uartclk", "apb_pclk"))
-    root.append(uart)
+    # Linux numbers PL011s by these aliases (of_alias_get_id): the console is ttyAMA0, the channel ttyAMA1.
+    aliases = fdt.Node("aliases")
+    for index, (base, spi) in enumerate(((UART_BASE, UART_SPI), (CHANNEL_BASE, CHANNEL_SPI))):
+        uart = fdt.Node(f"pl011@{base:x}")
+        uart.append(fdt.PropStrings("compatible", "arm,pl011", "arm,primecell"))
+        uart.append(fdt.PropWords("reg", base, MMIO_SIZE))
+        uart.append(fdt.PropWords("interrupts", GIC_SPI, spi, IRQ_TYPE_LEVEL_HIGH))
+        uart.append(fdt.PropWords("clocks", PHANDLE_APB_PCLK, PHANDLE_APB_PCLK))
+        uart.append(fdt.PropStrings("clock-names", "uartclk", "apb_pclk"))
+        root.append(uart)
+        aliases.append(fdt.PropStrings(f"serial{index}", f"/pl011@{base:x}"))
+    root.append(aliases)
 
     timer = fdt.Node(f"timer@{TIMER_BASE:x}")
     timer.append(fdt.PropStrings("compatible", "arm,sp804", "arm,primecell"))

@@ -127,8 +127,10 @@ class Machine:
 
         self.clock = VirtualClock(engine.in_flight)
         self.irq_line = False
+        #: Where the guest's channel output goes (``ttyAMA1``); the host side sets it (qppsuite/channel.py).
+        self.channel_sink: Callable[[bytes], None] | None = None
         self.devices = board.create_devices(
-            engine.map_mmio, self.clock.now_ns, self._set_irq_line, self._console, self._power
+            engine.map_mmio, self.clock.now_ns, self._set_irq_line, self._console, self._channel_out, self._power
         )
         self.gic, self.timer, self.uart, self.psci = (
             self.devices.gic,
@@ -315,7 +317,7 @@ class Machine:
                 self._stop = StopReason("max_insns", f"instruction budget of {config.max_insns} reached", clock.retired)
                 return
             budget = min(budget, left)
-        deadline = self.timer.next_deadline_ns()
+        deadline = self._next_deadline_ns()
         if deadline is not None:
             budget = min(budget, clock.insns_until(deadline))
         if self.irq_line:
@@ -356,6 +358,7 @@ class Machine:
         ):
             self._idle()
         self.timer.update()
+        self.devices.channel.update()
         self._check_hang()
 
     def _masked_budget(self) -> int:
@@ -373,14 +376,18 @@ class Machine:
         return MASKED_CHUNK
 
     def _idle(self) -> None:
-        """WFI with nothing pending: jump virtual time to the next timer event."""
-        deadline = self.timer.next_deadline_ns()
+        """WFI with nothing pending: jump virtual time to the next timer event or byte on the channel."""
+        deadline = self._next_deadline_ns()
         if deadline is None:
             self._stop = StopReason(
                 "hang", "guest is idle (WFI) with no timer armed and no interrupt pending", self.clock.retired
             )
             return
         self.clock.skip_to(deadline)
+
+    def _next_deadline_ns(self) -> int | None:
+        deadlines = (self.timer.next_deadline_ns(), self.devices.channel.next_deadline_ns())
+        return min((d for d in deadlines if d is not None), default=None)
 
     def _check_hang(self) -> None:
         config = self.config
@@ -561,6 +568,16 @@ class Machine:
             else:
                 self._line.append(byte)
 
+    def send_to_channel(self, data: bytes) -> None:
+        """Bytes for the guest on the channel port (``ttyAMA1``): they arrive as the guest reads them, with
+        flow control, so none is lost whatever its length (:class:`~qppsuite.core.devices.pl011.Pl011`)."""
+        self.devices.channel.push_rx(data)
+
+    def _channel_out(self, data: bytes) -> None:
+        self._progress()
+        if self.channel_sink is not None:
+            self.channel_sink(data)
+
     def _end_console_line(self) -> None:
         line = bytes(self._line)
         self._line.clear()
@@ -618,6 +635,7 @@ class Machine:
             self.gic.set_state(state["gic"])
             self.timer.set_state(state["timer"])
             self.uart.set_state(state["uart"])
+            self.devices.channel.set_state(state["channel"])
             self.psci.set_state(state["psci"])
             self.clock.set_state(state["clock"])
             self._last_ttbr0 = int(loop["last_ttbr0"])
@@ -643,6 +661,7 @@ class Machine:
             "gic": self.gic.get_state(),
             "timer": self.timer.get_state(),
             "uart": self.uart.get_state(),
+            "channel": self.devices.channel.get_state(),
             "psci": self.psci.get_state(),
             "clock": self.clock.get_state(),
         }

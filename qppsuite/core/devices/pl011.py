@@ -17,6 +17,19 @@ then and cleared when the FIFO empties or by UARTICR: Linux reads a FIFO that
 holds fewer bytes than the trigger level because of it.  Line errors,
 modem-status changes, DMA, IrDA and loopback are not modelled, and (as in QEMU)
 UARTEN/TXE/RXE do not gate data: those registers hold what the guest writes.
+
+The board's channel port is a *line* (``now_ns`` given) that carries bytes in
+bursts: up to 256 bytes (what Linux's interrupt handler takes at a time) enter
+the FIFO as fast as the guest reads them, then the line rests for the time those
+bytes take at the baud rate the guest programmed (UARTIBRD/UARTFBRD against the
+24 MHz UARTCLK, 10 bit periods a byte), in virtual time.  The rest matters: a
+line that refilled the FIFO at every read forever would keep the interrupt
+handler from ever returning with it empty, and Linux's tty layer, which only
+throttles from its own worker, would overflow its buffers and drop bytes.  The
+bursts matter too: a byte at a time would cost an interrupt per byte.  The
+sender also honours flow control, as a host wired for ``crtscts`` does: bytes
+move only while the guest asserts RTS (UARTCR.RTS) or leaves it to the hardware
+(UARTCR.RTSEN), CTS reads as asserted, and a full FIFO holds the line.
 """
 
 from collections import deque
@@ -81,6 +94,8 @@ UARTLCR_H_MASK = 0xFF
 UARTCR_UARTEN = 1 << 0
 UARTCR_TXE = 1 << 8
 UARTCR_RXE = 1 << 9
+UARTCR_RTS = 1 << 11
+UARTCR_RTSEN = 1 << 14
 UARTCR_MASK = 0xFF87  # bits 6:3 are reserved
 UARTIFLS_RXIFLSEL_SHIFT = 3
 UARTIFLS_MASK = 0x3F
@@ -92,6 +107,12 @@ UARTDMACR_MASK = 0x7
 # Reset values.
 UARTCR_RESET = UARTCR_RXE | UARTCR_TXE
 UARTIFLS_RESET = 0x12
+
+#: Bytes a line carries at a time before it rests (Linux's pl011_fifo_to_tty takes at most 256 an interrupt).
+LINE_BURST = 256
+
+#: The reference clock (the board's ``apb-pclk``, which its device tree gives as ``uartclk``).
+UARTCLK_HZ = 24_000_000
 
 #: Revision r1p4 and earlier (this ID's revision field is 1): 16-entry FIFOs, as Linux assumes.
 FIFO_DEPTH = 16
@@ -105,9 +126,16 @@ class Pl011(WordRegisterDevice):
     name = "pl011"
     size = 0x1000
 
-    def __init__(self, on_tx: Callable[[bytes], None], irq_out: IrqLine) -> None:
+    def __init__(
+        self, on_tx: Callable[[bytes], None], irq_out: IrqLine, now_ns: Callable[[], int] | None = None
+    ) -> None:
         super().__init__()
         self._on_tx = on_tx
+        #: Virtual time, for a line with a baud rate and flow control (None: bytes arrive at once).
+        self._now = now_ns
+        #: When the line may begin its next burst (virtual ns), and the bytes left in the current one.
+        self._line_ns = 0
+        self._burst_left = 0
         self._irq_out = irq_out
         self._irq_level = False
         self.rx_fifo: deque[int] = deque()
@@ -126,6 +154,17 @@ class Pl011(WordRegisterDevice):
         self._receive()
         self._drive()
 
+    def next_deadline_ns(self) -> int | None:
+        """When the line can deliver its next byte into the FIFO (virtual ns), or None if it cannot."""
+        if self._now is None or not self.rx_backlog or self._burst_left or not self._rts():
+            return None
+        return self._line_ns
+
+    def update(self) -> None:
+        """Deliver what the line has carried up to now."""
+        self._receive()
+        self._drive()
+
     # -- Device ---------------------------------------------------------------------------
     def reset(self) -> None:
         self.rsr = 0
@@ -141,6 +180,8 @@ class Pl011(WordRegisterDevice):
         self.dmacr = 0
         self.rx_fifo.clear()
         self.rx_backlog.clear()
+        self._line_ns = 0
+        self._burst_left = 0
         self._drive()
 
     def get_state(self) -> dict[str, Any]:
@@ -157,6 +198,8 @@ class Pl011(WordRegisterDevice):
             "dmacr": self.dmacr,
             "rx_fifo": bytes(self.rx_fifo).hex(),
             "rx_backlog": bytes(self.rx_backlog).hex(),
+            "line_ns": self._line_ns,
+            "burst_left": self._burst_left,
         }
 
     def set_state(self, state: Mapping[str, Any]) -> None:
@@ -194,6 +237,8 @@ class Pl011(WordRegisterDevice):
             setattr(self, key, value)
         self.rx_fifo = deque(queues["rx_fifo"])
         self.rx_backlog = deque(queues["rx_backlog"])
+        self._line_ns = state_int(state, self.name, "line_ns")
+        self._burst_left = state_int(state, self.name, "burst_left")
         self._irq_level = bool(self.ris & self.imsc)
         self._irq_out(self._irq_level)
 
@@ -239,6 +284,8 @@ class Pl011(WordRegisterDevice):
             if value & ~mask:
                 self.guest_error(("reserved-bits", offset), f"write of {value:#x} sets reserved bits at {offset:#x}")
             setattr(self, name, value & mask)
+            if offset == UARTCR:
+                self._receive()  # RTS may have been raised (flow control)
         else:
             self.guest_error(("write", offset), f"write of {value:#x} to read-only or unknown offset {offset:#x}")
         self._drive()
@@ -257,15 +304,35 @@ class Pl011(WordRegisterDevice):
         return RX_TRIGGER_LEVELS[select]
 
     def _receive(self) -> None:
-        """Move backlog bytes into the FIFO while it has room."""
+        """Move backlog bytes into the FIFO while it has room (on a line: as they arrive, and while RTS is up)."""
         depth = self._depth()
         arrived = False
-        while self.rx_backlog and len(self.rx_fifo) < depth:
-            self.rx_fifo.append(self.rx_backlog.popleft())
-            arrived = True
+        if self._now is None:
+            while self.rx_backlog and len(self.rx_fifo) < depth:
+                self.rx_fifo.append(self.rx_backlog.popleft())
+                arrived = True
+        elif self._rts():
+            now = self._now()
+            if not self._burst_left and self.rx_backlog and now >= self._line_ns:
+                self._burst_left = LINE_BURST
+            while self.rx_backlog and len(self.rx_fifo) < depth and self._burst_left:
+                self.rx_fifo.append(self.rx_backlog.popleft())
+                self._burst_left -= 1
+                arrived = True
+                if not self._burst_left or not self.rx_backlog:
+                    self._burst_left = 0
+                    self._line_ns = now + LINE_BURST * self._char_ns()
         if arrived:
             self.ris |= UART_RTIM  # the receive timeout is modelled as elapsing at once
         self._update_rx_level()
+
+    def _rts(self) -> bool:
+        return bool(self.cr & (UARTCR_RTS | UARTCR_RTSEN))
+
+    def _char_ns(self) -> int:
+        """Ten bit periods at the programmed baud rate: UARTCLK / (16 x (IBRD + FBRD / 64)) (DDI0183 3.3.6)."""
+        divisor_64ths = max(64, self.ibrd * 64 + self.fbrd)  # unprogrammed: the fastest the divisor allows
+        return 10 * 1_000_000_000 * 16 * divisor_64ths // (64 * UARTCLK_HZ)
 
     def _update_rx_level(self) -> None:
         if len(self.rx_fifo) >= self._rx_trigger():
@@ -285,7 +352,7 @@ class Pl011(WordRegisterDevice):
         return data
 
     def _flags(self) -> int:
-        flags = UARTFR_TXFE
+        flags = UARTFR_TXFE | (UARTFR_CTS if self._now is not None else 0)
         if not self.rx_fifo:
             flags |= UARTFR_RXFE
         if len(self.rx_fifo) >= self._depth():
