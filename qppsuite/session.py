@@ -5,6 +5,8 @@ that knows both the image format (workloads, the ``--cmd`` overlay) and the
 plugin host; the core machine knows neither.
 """
 
+import hashlib
+import json
 import re
 import signal
 import threading
@@ -15,12 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qppsuite import __version__
+from qppsuite.channel import Channel, CopyOut, GuestFile
+from qppsuite.core import snapshot
 from qppsuite.core.events import CorePlugin, StopReason
 from qppsuite.core.image import ImageBundle, cache_dir, open_image
 from qppsuite.core.kernel import load_kernel
 from qppsuite.core.machine import Machine, MachineConfig
 from qppsuite.core.qpp import QPP
+from qppsuite.core.snapshot import SnapshotError
 from qppsuite.errors import GuestError, ImageError
+from qppsuite.images.guest import guest_script
 from qppsuite.images.initramfs import CpioEntry, overlay_archive, rootfs_bytes
 
 DEFAULT_IMAGE = "debian-armhf"
@@ -49,6 +56,18 @@ class RunOptions:
     hang_seconds: float = 600.0
     #: Wall-clock budget of the whole run in seconds (None: none); the CLI's --timeout.
     timeout_seconds: float | None = None
+    #: Files for the guest and files to bring back (the channel, :mod:`qppsuite.channel`).
+    files: Sequence[GuestFile] = ()
+    copy_out: Sequence[CopyOut] = ()
+    #: Use the channel even with no file to carry: start from the ready snapshot when there is one.
+    warm: bool = False
+    #: Never restore the ready snapshot: boot (and save a new one).
+    cold: bool = False
+
+    @property
+    def uses_channel(self) -> bool:
+        """Whether the command goes through the channel, from the guest's ready point (a snapshot of it)."""
+        return self.warm or bool(self.files) or bool(self.copy_out)
 
 
 @dataclass(frozen=True)
@@ -65,10 +84,22 @@ class RunResult:
     #: Plugin failures while stopping or unloading, where plugins write what they kept (a database's last
     #: batch): the run's output may be incomplete, so the CLI does not exit 0.
     shutdown_failures: tuple[str, ...] = ()
+    #: How the run reached the guest's ready point: "restored" (a snapshot), "booted" (and saved one), or
+    #: None when it did not use the channel.
+    start: str | None = None
+    #: Host files written from --copy-out, and the guest paths that were no files.
+    copied: tuple[Path, ...] = ()
+    not_copied: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.reason.ok
+
+
+#: The channel's guest end (qppsuite/images/guest/agent.sh), run as /init's command.
+AGENT = guest_script("agent.sh").decode()
+#: The default workload, as the script the channel runs when no --cmd is given.
+WORKLOAD_SCRIPT = "sh /etc/qppsuite/workload.sh\n"
 
 
 def guest_command_overlay(cmd: str) -> bytes:
@@ -103,12 +134,14 @@ def build_machine(options: RunOptions, image: ImageBundle, console: Callable[[by
         except OSError as exc:
             raise ImageError(f"cannot read initrd {image.initrd_path}: {exc.strerror}") from exc
     unpacked = (image.manifest.get("initrd") or {}).get("rootfs_bytes")
-    if options.cmd is not None:
+    # Through the channel, /init's command is the agent, which takes the real one from the host.
+    command = AGENT if options.uses_channel else options.cmd
+    if command is not None:
         if not initrd:
             raise ImageError(f"image '{image.name}' has no initramfs, so --cmd cannot be delivered")
-        initrd += guest_command_overlay(options.cmd)
+        initrd += guest_command_overlay(command)
         if unpacked is not None:
-            unpacked += rootfs_bytes([CpioEntry.file(GUEST_CMD_PATH, _command_file(options.cmd))])
+            unpacked += rootfs_bytes([CpioEntry.file(GUEST_CMD_PATH, _command_file(command))])
     if not KERNEL_ARGS.fullmatch(options.extra_bootargs):
         raise GuestError(
             f"--bootargs {options.extra_bootargs!r}: the kernel command line takes printable ASCII only",
@@ -144,7 +177,49 @@ def run(
     image = image or open_image(options.image, cache=options.cache)
     machine = build_machine(options, image, console)
     start = time.monotonic()
-    with stop_on_signals(machine) as received, QPP(machine, strict=options.strict) as qpp:
+    channel: Channel | None = None
+    started: str | None = None
+    with stop_on_signals(machine) as received:
+        if options.uses_channel:
+            script = (options.cmd if options.cmd is not None else WORKLOAD_SCRIPT).encode()
+            channel = Channel(options.files, script, options.copy_out, send=machine.send_to_channel)
+            channel.prepare()  # a host file that cannot be read fails here, before any boot
+            started, early = _reach_ready(machine, options, image, channel)
+            if early is not None:  # the guest failed before it was ready: no plugin was loaded
+                return RunResult(early, machine.insn_count, time.monotonic() - start, image, [], _signal(received))
+        result = _run_plugins(machine, options, on_loaded, verify)
+    reason, loaded, shutdown = result
+    copied: tuple[Path, ...] = ()
+    not_copied: tuple[str, ...] = ()
+    if channel is not None:
+        copied = tuple(channel.write_copies())
+        not_copied = tuple(channel.missing)
+    return RunResult(
+        reason,
+        machine.insn_count,
+        time.monotonic() - start,
+        image,
+        loaded,
+        _signal(received),
+        shutdown,
+        started,
+        copied,
+        not_copied,
+    )
+
+
+def _signal(received: list[int]) -> int | None:
+    return received[0] if received else None
+
+
+def _run_plugins(
+    machine: Machine,
+    options: RunOptions,
+    on_loaded: Callable[[QPP], Any] | None,
+    verify: Callable[[StopReason, int], StopReason] | None,
+) -> tuple[StopReason, list[str], tuple[str, ...]]:
+    """Load the plugins, run the machine to its end, stop and unload them: (reason, loaded, shutdown failures)."""
+    with QPP(machine, strict=options.strict) as qpp:
         qpp.add_builtin(CorePlugin())
         qpp.load_all(list(options.plugins), options.plugin_args)
         if on_loaded is not None:
@@ -156,15 +231,61 @@ def run(
         qpp.stop_all(reason)
         loaded = [name for name in qpp.loaded if name != "core"]
     shutdown = tuple(str(f) for f in qpp.failures if f.where in ("stop()", "unload()"))
-    return RunResult(
-        reason,
-        machine.insn_count,
-        time.monotonic() - start,
-        image,
-        loaded,
-        received[0] if received else None,
-        shutdown,
-    )
+    return reason, loaded, shutdown
+
+
+def ready_snapshot_key(options: RunOptions, image: ImageBundle, bootargs: str) -> dict[str, Any]:
+    """What a snapshot of the guest's ready point is valid for: this qppsuite, the image's files, the
+    RAM, the boot arguments, the agent and how the kernel is loaded."""
+    files = image.manifest.get("files") or {}
+    return {
+        "kind": "ready",
+        "qppsuite": __version__,
+        "image_files": {name: str(info.get("sha256")) for name, info in sorted(files.items())},
+        "ram_mib": options.ram_mib,
+        "bootargs": bootargs,
+        "agent": hashlib.sha256(AGENT.encode()).hexdigest(),
+        "host_decompress": options.host_decompress,
+    }
+
+
+def ready_snapshot_path(options: RunOptions, image: ImageBundle, key: dict[str, Any]) -> Path:
+    """Where the ready snapshot for ``key`` is kept: the cache's snapshots/IMAGE/, named by the key's hash."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return cache_dir(options.cache) / "snapshots" / image.name / f"ready-{digest}.snapshot"
+
+
+def _reach_ready(
+    machine: Machine, options: RunOptions, image: ImageBundle, channel: Channel
+) -> tuple[str, StopReason | None]:
+    """Bring the guest to its ready point: restore the snapshot of it, or boot and save one.
+
+    Returns how (``"restored"`` or ``"booted"``) and, if the guest stopped before it was ready, why.
+    A snapshot that cannot be used (damaged, or of another qppsuite) is booted over and replaced.
+    """
+    machine.channel_sink = channel.feed
+    key = ready_snapshot_key(options, image, machine.config.bootargs)
+    path = ready_snapshot_path(options, image, key)
+    if not options.cold and path.is_file():
+        try:
+            saved = snapshot.read(path)
+            if saved.key == key:
+                machine.restore(saved)
+                channel.ready = True
+                return "restored", None
+        except SnapshotError:
+            pass  # booted over and replaced below
+    channel.on_ready = lambda: machine.request_stop("ready", "the guest's channel agent is ready")
+    reason = machine.run()
+    channel.on_ready = None
+    if reason.kind != "ready":
+        return "booted", reason
+    machine.clear_stop()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    snapshot.write(machine.snapshot(key), partial)
+    partial.replace(path)
+    return "booted", None
 
 
 @contextmanager

@@ -218,3 +218,23 @@ def test_in_a_code_hook_the_count_is_what_ran_before_it_and_a_stop_there_runs_no
     engine.hook_code(hook, hooked, hooked)
     assert engine.run(pc, 100) == (before, False)
     assert seen == [before] and engine.reg(A.UC_ARM_REG_R0) == before
+
+
+def test_a_stop_asked_from_a_device_write_waits_for_the_block_end_so_the_store_is_not_made_twice(
+    engine: Engine,
+) -> None:
+    """docs/engine.md, "A stop from a device": uc_emu_stop inside an MMIO write ends the run with the PC at the
+    store, which runs again on resume; Engine.stop() there ends the run at the next block instead."""
+    device = 0x00200000  # physical, outside the two mapped sections: the fixture maps only 0..2 MiB flat
+    engine.uc.mem_write(TABLE + 4 * (device >> 20), struct.pack("<I", device | 0xC02))
+    writes: list[int] = []
+
+    def write(_offset: int, value: int, _size: int) -> None:
+        writes.append(value)
+        engine.stop()
+
+    engine.map_mmio(device, 0x1000, lambda _offset, _size: 0, write)
+    engine.set_reg(A.UC_ARM_REG_R1, device)
+    engine.uc.mem_write(CODE, arm(0xE3A00007, 0xE5810000, 0xE2822001, 0xEAFFFFFE))  # mov r0,#7; str r0,[r1]; add; b .
+    assert engine.run(CODE, 100) == (4, False)  # the whole block: mov, str, add, b
+    assert writes == [7] and engine.reg(A.UC_ARM_REG_R2) == 1

@@ -95,7 +95,7 @@ def test_memory_api_reads_live_user_memory(probed_boot: tuple[Any, str]) -> None
 def test_device_state_is_explicit_and_serialisable_after_a_boot(probed_boot: tuple[Any, str]) -> None:
     """What snapshots and record/replay will save: every device's state as plain JSON, live values in it."""
     state = MemoryProbe.seen["device_state"]
-    assert set(state) == {"gic", "timer", "uart", "psci", "clock"}
+    assert set(state) == {"gic", "timer", "uart", "channel", "psci", "clock"}
     assert state["psci"]["power_event"] == "off"
     assert state["clock"]["retired"] > 100_000_000
 

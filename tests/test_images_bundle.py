@@ -197,7 +197,7 @@ def test_cli_build_derives_the_name_and_prints_the_path(tmp_path: Path, monkeypa
         progress("a step")
         return open_image(make_bundle(tmp_path, name))
 
-    monkeypatch.setattr("qppsuite.cli.image_cmd.build_image", fake_build)
+    monkeypatch.setattr("qppsuite.images.builder.build_image", fake_build)
     result = runner.invoke(
         app, ["image", "build", "--packages", "strace, python3,strace", "--cache-dir", str(tmp_path)]
     )

@@ -21,7 +21,8 @@ import pytest
 
 from qppsuite.core.image import ImageBundle, cache_dir, open_image
 from qppsuite.images.apt import file_sha256
-from qppsuite.images.builder import build_image, busybox_applets, guest_script, modinfo
+from qppsuite.images.builder import build_image, busybox_applets, modinfo
+from qppsuite.images.guest import guest_script
 from qppsuite.images.initramfs import CpioEntry, overlay_archive, read_cpio_newc
 
 pytestmark = pytest.mark.boot  # the real packages and image, through apt

@@ -6,6 +6,7 @@ from typing import Annotated, BinaryIO
 
 import typer
 
+from qppsuite.channel import DEFAULT_GUEST_DIR, parse_copy_out, parse_file_spec
 from qppsuite.cli import app, err_console
 from qppsuite.cli.terminal import ConsoleStream, styled
 from qppsuite.core.board import RAM_MAX_MIB
@@ -67,13 +68,50 @@ def run_command(
     cache_dir: Annotated[
         Path | None, typer.Option("--cache-dir", help="Cache directory (default: $QPPSUITE_CACHE or the XDG cache)")
     ] = None,
+    files: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--file",
+            help="HOST[:GUEST] file or directory to put in the guest before the command, permissions kept "
+            f"(default place: {DEFAULT_GUEST_DIR}, on the PATH); repeatable",
+        ),
+    ] = None,
+    copy_out: Annotated[
+        list[str] | None,
+        typer.Option("--copy-out", help="GUEST[:HOST] file to bring back after the command; repeatable"),
+    ] = None,
+    cmd_file: Annotated[
+        Path | None, typer.Option("--cmd-file", help="Shell script to run in the guest (instead of --cmd)")
+    ] = None,
+    warm: Annotated[
+        bool,
+        typer.Option(
+            "--warm", help="Start from a snapshot of the booted guest (the first such run makes it), via the channel"
+        ),
+    ] = False,
+    cold: Annotated[bool, typer.Option("--cold", help="Boot even if a snapshot of the booted guest exists")] = False,
 ) -> None:
-    """Boot IMAGE (building the default image on first use) and run the plugins on it."""
+    """Boot IMAGE (building the default image on first use) and run the plugins on it.
+
+    With --file, --copy-out or --warm the command goes through the host<->guest channel, from the
+    booted guest's snapshot when there is one (--cold: boot anyway, and save a new one).
+    """
+    if cmd is not None and cmd_file is not None:
+        raise GuestError("--cmd and --cmd-file both give the command: use one")
+    if cmd_file is not None:
+        try:
+            cmd = cmd_file.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ImageError(f"--cmd-file {cmd_file}: {getattr(exc, 'strerror', None) or exc}") from exc
     if image == DEFAULT_IMAGE:
         _ensure_default_image(cache_dir)
     options = RunOptions(
         image=image,
         cmd=cmd,
+        files=[item for spec in files or [] for item in parse_file_spec(spec)],
+        copy_out=[parse_copy_out(spec) for spec in copy_out or []],
+        warm=warm or cold or cmd_file is not None,
+        cold=cold,
         plugins=parse_plugin_list(plugins or []),
         plugin_args=parse_plugin_args(plugin_args or []),
         strict=strict,
@@ -108,5 +146,10 @@ def run_command(
     if not result.ok:
         kind = "" if result.reason.kind == "error" else f"{result.reason.kind}: "  # "error: error: ..." says nothing
         raise GuestError(f"{kind}{result.reason.message} (stopped after {summary})")
+    if result.not_copied:
+        raise GuestError(f"--copy-out: {result.not_copied[0]} is not a file in the guest (stopped after {summary})")
     if not quiet:
-        err_console.print(styled(("qppsuite:", "green"), f" guest powered off after {summary}"))
+        for path in result.copied:
+            err_console.print(styled(("qppsuite:", "green"), f" copied out {path}"))
+        start = {"restored": " from the snapshot of the booted guest", "booted": ""}.get(result.start or "", "")
+        err_console.print(styled(("qppsuite:", "green"), f" guest powered off{start} after {summary}"))

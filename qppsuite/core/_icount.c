@@ -41,13 +41,13 @@ struct qpp_icount {
     uint64_t last_pc;      /* the block entered last */
     uint32_t last_size;    /* its length in bytes; 0 once its instructions are accounted for */
     uint32_t last_icount;  /* its instructions */
-    uint32_t budget_stop;  /* 1 when this run ended before a block the budget did not allow */
+    uint32_t budget_stop;  /* why this run ended before a block: 1 the budget or limit, 2 stop_pending */
     uint32_t generation;   /* cached counts of another generation are looked up again */
     uint64_t lookups;      /* counts asked of the translator (cache misses) */
     int (*stop)(void *uc);
     int (*ctl)(void *uc, int control, ...);
     int32_t request_cache; /* UC_CTL_READ_WRITE(UC_CTL_TB_REQUEST_CACHE, 2) */
-    uint32_t reserved;
+    uint32_t stop_pending; /* 1: end the run before the next block (a stop asked from a device) */
     struct qpp_icount_slot cache[QPP_ICOUNT_SLOTS];
 };
 
@@ -57,6 +57,12 @@ size_t qpp_icount_size(void) { return sizeof(struct qpp_icount); }
 void qpp_icount_block(void *uc, uint64_t address, uint32_t size, void *user)
 {
     struct qpp_icount *q = user;
+    if (q->stop_pending) {
+        q->stop_pending = 0;
+        q->budget_stop = 2;
+        q->stop(uc);
+        return;
+    }
     struct qpp_icount_slot *slot = &q->cache[(address >> 1) & (QPP_ICOUNT_SLOTS - 1)];
     uint32_t icount;
 

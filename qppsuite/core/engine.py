@@ -140,6 +140,8 @@ class Engine:
         #: The address of the code or block hook running now (None outside one), and of the one that stopped the run.
         self._hook_pc: int | None = None
         self._stop_pc: int | None = None
+        #: Inside a device's MMIO callback (see stop()).
+        self._in_device = False
 
     # -- registers -------------------------------------------------------
     def reg(self, reg_id: int) -> int:
@@ -186,7 +188,7 @@ class Engine:
     def _failed(self, exc: BaseException, failure: Any) -> Any:
         if self.hook_error is None:
             self.hook_error = exc
-        self.uc.emu_stop()
+        uclib.uc_emu_stop(self.handle)
         return failure
 
     def _add(self, htype: int, cfunc: Any, begin: int = 1, end: int = 0, *extra: Any) -> int:
@@ -206,15 +208,29 @@ class Engine:
     def map_mmio(
         self, base: int, size: int, read: Callable[[int, int], int], write: Callable[[int, int, int], None]
     ) -> None:
-        """Put a device at physical ``[base, base + size)``: ``read(offset, size)``, ``write(offset, value, size)``."""
-        self.uc.mmio_map(
-            base,
-            size,
-            lambda _uc, offset, width, _user: read(offset, width),
-            None,
-            lambda _uc, offset, width, value, _user: write(offset, value, width),
-            None,
-        )
+        """Put a device at physical ``[base, base + size)``: ``read(offset, size)``, ``write(offset, value, size)``.
+
+        Inside them :meth:`stop` waits for the end of the block (docs/engine.md, "A stop from a device"), and
+        an exception ends the run and is raised by :meth:`run`, as from a hook.
+        """
+        guarded_read, guarded_write = self._guard(read, 0), self._guard(write, None)
+
+        def on_read(_uc: Any, offset: int, width: int, _user: Any) -> int:
+            self._in_device = True
+            try:
+                value: int = guarded_read(offset, width)
+                return value
+            finally:
+                self._in_device = False
+
+        def on_write(_uc: Any, offset: int, width: int, value: int, _user: Any) -> None:
+            self._in_device = True
+            try:
+                guarded_write(offset, value, width)
+            finally:
+                self._in_device = False
+
+        self.uc.mmio_map(base, size, on_read, None, on_write, None)
 
     def hook_mem_unmapped(self, fn: Callable[[int, int], bool]) -> int:
         """``fn(access, address) -> bool`` for an access to physical memory no region covers.
@@ -296,7 +312,7 @@ class Engine:
         blocks.start(budget, limit)
         self._stop_pc = None
         status = self._start(pc, 0)
-        if not blocks.budget_reached:
+        if not blocks.between_blocks:
             self._account_stop()
         return self._result(status, blocks.end())
 
@@ -341,9 +357,15 @@ class Engine:
         """End the run at the next instruction boundary the engine allows (``uc_emu_stop``).
 
         From a code hook, the hooked instruction does not run; from a block hook, the block
-        does not; elsewhere the current instruction completes.  Inside a Thumb IT block the
-        engine ignores the request (docs/engine.md, "Time").
+        does not; from a device's read or write, the block runs to its end; elsewhere the current
+        instruction completes.  Inside a Thumb IT block the engine ignores the request (docs/engine.md,
+        "Time").
         """
+        if self._in_device:
+            # From a device's callback, uc_emu_stop ends the run with the PC at the load or store, which then
+            # runs again when the run resumes: a device would see the access twice.
+            self._blocks.stop_before_next_block()
+            return
         self._stop_pc = self._hook_pc
         uclib.uc_emu_stop(self.handle)
 

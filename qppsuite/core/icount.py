@@ -50,7 +50,7 @@ class _State(ctypes.Structure):
         ("stop", ctypes.c_void_p),
         ("ctl", ctypes.c_void_p),
         ("request_cache", ctypes.c_int32),
-        ("reserved", ctypes.c_uint32),
+        ("stop_pending", ctypes.c_uint32),
         ("cache", _Slot * SLOTS),
     )
 
@@ -108,6 +108,7 @@ class BlockCounter:
         state.budget = budget
         state.limit = limit
         state.budget_stop = 0
+        state.stop_pending = 0
         state.last_size = 0
 
     def end(self) -> int:
@@ -127,7 +128,13 @@ class BlockCounter:
     @property
     def budget_reached(self) -> bool:
         """Whether the run ended before a block the budget or the limit did not allow."""
-        return bool(self._state.budget_stop)
+        return self._state.budget_stop == 1
+
+    @property
+    def between_blocks(self) -> bool:
+        """Whether the run ended before a block (budget, limit or :meth:`stop_before_next_block`): every block
+        it entered ran whole."""
+        return self._state.budget_stop != 0
 
     @property
     def lookups(self) -> int:
@@ -146,6 +153,10 @@ class BlockCounter:
         state = self._state
         state.executed -= min(insns, state.executed)
         state.last_size = 0
+
+    def stop_before_next_block(self) -> None:
+        """End the run before the next block starts (the current one runs to its end)."""
+        self._state.stop_pending = 1
 
     def close_block(self) -> None:
         """The last block is accounted for: nothing of it is taken back later."""

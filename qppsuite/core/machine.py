@@ -208,6 +208,10 @@ class Machine:
             self._stop = StopReason(kind, message, self.clock.insn_count)
         self.engine.stop()
 
+    def clear_stop(self) -> None:
+        """Forget the stop the last :meth:`run` ended with, once handled, so the next run goes on from there."""
+        self._stop = None
+
     def add_address_hook(self, vaddr: int, fn: Callable[[int], None]) -> int:
         """Call ``fn(pc)`` whenever execution reaches virtual address ``vaddr`` (any address space), before
         the instruction there runs.

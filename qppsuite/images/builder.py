@@ -29,7 +29,6 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from qppsuite import __version__
 from qppsuite.core.image import MANIFEST_FORMAT, MANIFEST_NAME, ImageBundle, cache_dir, open_image
 from qppsuite.errors import BuildError, ImageError
 from qppsuite.images.apt import AptPackage, PrivateApt, file_sha256
+from qppsuite.images.guest import guest_script
 from qppsuite.images.initramfs import CpioEntry, InitramfsTree, rootfs_bytes
 
 DEFAULT_IMAGE = "debian-armhf"
@@ -260,10 +260,6 @@ def _nibble_table_candidates(binary: bytes, length: int) -> list[int]:
     for match in re.finditer(b"\x01{%d,}" % length, flags):
         candidates.extend(range(match.start(), match.end() - length + 1))
     return candidates
-
-
-def guest_script(name: str) -> bytes:
-    return resources.files("qppsuite.images.guest").joinpath(name).read_bytes()
 
 
 def build_initramfs(

@@ -1,0 +1,212 @@
+"""The host<->guest channel: the user's files in, a script run, files back out, over ``ttyAMA1``.
+
+The board's second PL011 (:mod:`qppsuite.core.board`) is the wire; the guest
+end is ``qppsuite/images/guest/agent.sh``, which /init runs as the command.
+The agent says ``QPPSUITE-READY`` (the point a snapshot is taken at), then asks
+for one request at a time with a ``G`` line, and the host answers each with the
+next of :meth:`Channel.requests`: files, then the script, then copies out, then
+the exit.  The line delivers them as fast as the guest reads (with flow
+control), so what the guest receives, and when, is a function of the guest
+alone: the run stays deterministic.
+
+Everything that comes back is hostile input: a line is at most
+:data:`MAX_LINE` bytes, a copy-out at most :data:`MAX_COPY_OUT` bytes and only
+for a path the host asked for; anything else is a :class:`ChannelError`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from qppsuite.errors import QppsuiteError
+
+#: Where a file given without a guest path goes (the agent puts it first on the PATH).
+DEFAULT_GUEST_DIR = "/usr/local/bin"
+READY = b"QPPSUITE-READY"
+#: The longest header line the guest may send back.
+MAX_LINE = 4096
+#: The largest file the guest may send back.
+MAX_COPY_OUT = 1 << 30
+
+
+class ChannelError(QppsuiteError):
+    """A file or path the channel cannot carry, or a guest that broke the channel's protocol."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class GuestFile:
+    """A host file for the guest: ``guest`` is its absolute path there, ``mode`` its permission bits."""
+
+    host: Path
+    guest: str
+    mode: int
+
+
+@dataclass(frozen=True)
+class CopyOut:
+    """A guest file to bring back after the script: ``guest`` (absolute) to ``host``."""
+
+    guest: str
+    host: Path
+
+
+def _guest_path(text: str, what: str) -> str:
+    if not text.startswith("/") or "\n" in text or "\0" in text or any(part == ".." for part in text.split("/")):
+        raise ChannelError(f"{what} {text!r}: a guest path must be absolute, with no '..', newline or NUL")
+    return text
+
+
+def parse_file_spec(spec: str) -> list[GuestFile]:
+    """``HOST[:GUEST]`` of ``--file``: a file, or a directory with everything under it, permissions kept.
+
+    Without GUEST a file lands in :data:`DEFAULT_GUEST_DIR` under its own name, a directory as
+    ``/root/NAME``.  A GUEST ending in ``/`` is a directory to put it in.
+    """
+    host_text, sep, guest_text = spec.partition(":")
+    host = Path(host_text).expanduser()
+    if not host.exists():
+        raise ChannelError(f"--file {spec!r}: {host} does not exist")
+    if host.is_dir():
+        base = guest_text or f"/root/{host.resolve().name}"
+        base = _guest_path(base.rstrip("/") or "/", "--file")
+        files = []
+        for root, dirs, names in os.walk(host):
+            dirs.sort()
+            for name in sorted(names):
+                path = Path(root) / name
+                if path.is_file():
+                    relative = path.relative_to(host).as_posix()
+                    files.append(GuestFile(path, f"{base.rstrip('/')}/{relative}", _mode(path)))
+        return files
+    if not host.is_file():
+        raise ChannelError(f"--file {spec!r}: {host} is not a regular file")
+    if not sep or not guest_text:
+        guest = f"{DEFAULT_GUEST_DIR}/{host.name}"
+    elif guest_text.endswith("/"):
+        guest = f"{guest_text}{host.name}"
+    else:
+        guest = guest_text
+    return [GuestFile(host, _guest_path(guest, "--file"), _mode(host))]
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def parse_copy_out(spec: str) -> CopyOut:
+    """``GUEST[:HOST]`` of ``--copy-out``; without HOST, the file's name in the current directory."""
+    guest_text, _, host_text = spec.partition(":")
+    guest = _guest_path(guest_text, "--copy-out")
+    host = Path(host_text) if host_text else Path(PurePosixPath(guest).name or "copy-out")
+    if host.is_dir():
+        host = host / PurePosixPath(guest).name
+    return CopyOut(guest, host)
+
+
+@dataclass
+class Channel:
+    """One run's conversation with the agent: ``script`` is the shell script it runs; ``on_ready`` is
+    called when the agent says it is ready, from inside the run (the machine's channel output)."""
+
+    files: Sequence[GuestFile] = ()
+    script: bytes = b""
+    copy_out: Sequence[CopyOut] = ()
+    #: Set when the agent said it is ready; then the requests are due.
+    ready: bool = False
+    #: The script's exit status, once the agent reported it.
+    status: int | None = None
+    #: Guest path -> contents, for each copy-out the guest answered; ``missing`` for those it had not.
+    received: dict[str, bytes] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    on_ready: Callable[[], None] | None = None
+    #: Where the requests go (the machine's channel port), one for each "G" the agent sends.
+    send: Callable[[bytes], None] | None = None
+    _queue: list[bytes] = field(default_factory=list)
+    _pending: bytearray = field(default_factory=bytearray)
+    _body: tuple[str, int] | None = None
+
+    def prepare(self) -> None:
+        """Read the host files and queue every request, in the agent's protocol (see agent.sh); a file
+        that cannot be read fails here, before the run."""
+        queue = []
+        for item in self.files:
+            try:
+                data = item.host.read_bytes()
+            except OSError as exc:
+                raise ChannelError(f"--file {item.host}: {exc.strerror}") from exc
+            queue.append(f"F {len(data)} {item.mode:o} {item.guest}\n".encode() + data)
+        queue.append(f"R {len(self.script)} - -\n".encode() + self.script)
+        queue += [f"O - - {want.guest}\n".encode() for want in self.copy_out]
+        queue.append(b"X - - -\n")
+        self._queue = queue
+
+    def feed(self, data: bytes) -> None:
+        """What the guest wrote on the channel, as it comes."""
+        self._pending += data
+        while self._pending:
+            if self._body is not None:
+                path, size = self._body
+                if len(self._pending) < size:
+                    return
+                self.received[path] = bytes(self._pending[:size])
+                del self._pending[:size]
+                self._body = None
+                continue
+            end = self._pending.find(b"\n")
+            if end < 0:
+                if len(self._pending) > MAX_LINE:
+                    raise ChannelError("the guest sent a channel line longer than 4096 bytes")
+                return
+            line = bytes(self._pending[:end])
+            del self._pending[: end + 1]
+            self._line(line)
+
+    def _line(self, line: bytes) -> None:
+        if line == b"G":
+            if not self._queue or self.send is None:
+                raise ChannelError("the guest asked for a request after the last one")
+            self.send(self._queue.pop(0))
+            return
+        if line == READY:
+            self.ready = True
+            if self.on_ready is not None:
+                self.on_ready()
+            return
+        kind, _, rest = line.partition(b" ")
+        asked = {want.guest for want in self.copy_out}
+        try:
+            if kind == b"S":
+                self.status = int(rest)
+            elif kind == b"D":
+                size_text, _, path_bytes = rest.partition(b" ")
+                size, path = int(size_text), path_bytes.decode()
+                if path not in asked or not 0 <= size <= MAX_COPY_OUT:
+                    raise ValueError(line[:80])
+                self._body = (path, size)
+            elif kind == b"N":
+                path = rest.partition(b" ")[2].decode()
+                if path not in asked:
+                    raise ValueError(line[:80])
+                self.missing.append(path)
+            else:
+                raise ValueError(line[:80])
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ChannelError(f"the guest broke the channel's protocol: {exc}") from None
+
+    def write_copies(self) -> list[Path]:
+        """Write every copy-out the guest answered to its host path; the paths written."""
+        written = []
+        for want in self.copy_out:
+            data = self.received.get(want.guest)
+            if data is None:
+                continue
+            want.host.parent.mkdir(parents=True, exist_ok=True)
+            want.host.write_bytes(data)
+            written.append(want.host)
+        return written

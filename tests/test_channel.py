@@ -1,0 +1,88 @@
+"""The host<->guest channel (qppsuite/channel.py): files in and out, a user's own program, the ready snapshot.
+
+The guest's own view is the oracle: sha256sum inside the guest, the console, the database the logger wrote.
+"""
+
+import hashlib
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tool_modules import load_tool
+
+from qppsuite.channel import ChannelError, parse_copy_out, parse_file_spec
+from qppsuite.core.image import ImageBundle
+from qppsuite.session import RunOptions, ready_snapshot_key, ready_snapshot_path, run
+
+
+def test_file_and_copy_out_specs(tmp_path: Path) -> None:
+    (tmp_path / "tool").write_bytes(b"x")
+    (tmp_path / "tool").chmod(0o750)
+    (tmp_path / "tree" / "sub").mkdir(parents=True)
+    (tmp_path / "tree" / "sub" / "a").write_bytes(b"a")
+    [single] = parse_file_spec(str(tmp_path / "tool"))
+    assert (single.guest, single.mode) == ("/usr/local/bin/tool", 0o750)
+    assert parse_file_spec(f"{tmp_path / 'tool'}:/opt/")[0].guest == "/opt/tool"
+    assert [f.guest for f in parse_file_spec(f"{tmp_path / 'tree'}:/srv/t")] == ["/srv/t/sub/a"]
+    assert parse_copy_out("/tmp/out.bin").host == Path("out.bin")
+    for bad in (f"{tmp_path / 'missing'}", f"{tmp_path / 'tool'}:relative", f"{tmp_path / 'tool'}:/a/../b"):
+        with pytest.raises(ChannelError):
+            parse_file_spec(bad)
+
+
+@pytest.mark.boot
+def test_files_go_in_and_come_out_intact_and_a_restored_run_equals_a_booted_one(
+    default_image: ImageBundle, tmp_path: Path
+) -> None:
+    blob = tmp_path / "blob"
+    blob.write_bytes(os.urandom(200_000))
+    digest = hashlib.sha256(blob.read_bytes()).hexdigest()
+    runs = []
+    for cold in (True, False):
+        out = tmp_path / f"back-{cold}.bin"
+        console = bytearray()
+        result = run(
+            RunOptions(
+                cmd="sha256sum /tmp/in/blob; cp /tmp/in/blob /tmp/out.bin",
+                files=parse_file_spec(f"{blob}:/tmp/in/blob"),
+                copy_out=[parse_copy_out(f"/tmp/out.bin:{out}")],
+                cold=cold,
+                warm=True,
+            ),
+            console.extend,
+            image=default_image,
+        )
+        assert result.ok, result.reason.message
+        assert f"{digest}  /tmp/in/blob".encode() in console
+        assert hashlib.sha256(out.read_bytes()).hexdigest() == digest
+        runs.append((result.start, result.insn_count, bytes(console[console.index(digest.encode()) :])))
+    (booted, booted_count, booted_console), (restored, restored_count, restored_console) = runs
+    assert (booted, restored) == ("booted", "restored")
+    assert restored_count == booted_count  # the same instant, the same instructions
+    assert restored_console == booted_console
+    key = ready_snapshot_key(RunOptions(), default_image, default_image.bootargs)
+    assert ready_snapshot_path(RunOptions(), default_image, key).is_file()
+
+
+@pytest.mark.boot
+def test_a_users_own_static_program_runs_from_file_and_its_calls_are_logged_under_its_name(
+    default_image: ImageBundle, tmp_path: Path
+) -> None:
+    program = tmp_path / "mytool"
+    program.write_bytes(load_tool("arm_svc_program").program(3, 2))
+    program.chmod(0o755)
+    db = tmp_path / "calls.db"
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "qppsuite", "run", "-q", "--file", str(program), "--cmd", "mytool",
+            "--plugins", "osi_linux,syscalls,syscalls_logger", "-p", f"syscalls_logger:db={db}",
+        ],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(db) as conn:
+        names = conn.execute("SELECT name FROM syscalls WHERE process_name = 'mytool'").fetchall()
+    assert [n for (n,) in names].count("getpid") == 6
