@@ -117,8 +117,6 @@ class Channel:
     files: Sequence[GuestFile] = ()
     script: bytes = b""
     copy_out: Sequence[CopyOut] = ()
-    #: Set when the agent said it is ready; then the requests are due.
-    ready: bool = False
     #: The script's exit status, once the agent reported it.
     status: int | None = None
     #: Guest path -> contents, for each copy-out the guest answered; ``missing`` for those it had not.
@@ -174,7 +172,6 @@ class Channel:
             self.send(self._queue.pop(0))
             return
         if line == READY:
-            self.ready = True
             if self.on_ready is not None:
                 self.on_ready()
             return

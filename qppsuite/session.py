@@ -271,7 +271,6 @@ def _reach_ready(
             saved = snapshot.read(path)
             if saved.key == key:
                 machine.restore(saved)
-                channel.ready = True
                 return "restored", None
         except SnapshotError:
             pass  # booted over and replaced below

@@ -136,11 +136,6 @@ class BlockCounter:
         it entered ran whole."""
         return self._state.budget_stop != 0
 
-    @property
-    def lookups(self) -> int:
-        """Blocks whose count was asked of the translator: the cache's misses, since the engine began."""
-        return int(self._state.lookups)
-
     def last_block(self) -> tuple[int, int] | None:
         """``(start, end)`` virtual addresses of the block entered last, or None once it is accounted for."""
         state = self._state
