@@ -81,8 +81,7 @@ class SyscallsLogger(Plugin):
     def load(self) -> None:
         if self.args.batch < 1:
             raise PluginError(f"plugin 'syscalls_logger' argument 'batch': {self.args.batch} is not at least 1")
-        self.get_current_process = self.qpp.import_function("osi_linux", "get_current_process")
-        self.get_current_thread = self.qpp.import_function("osi_linux", "get_current_thread")
+        self.get_current = self.qpp.import_function("osi_linux", "get_current")
         self._callers: dict[int, _Caller] = {}  # seq -> caller, while the call is outstanding
         self._processes: dict[tuple[int, int], dict[str, Any]] = {}  # (pid, start_time) -> row
         self._names: dict[int, list[str]] = {}  # process row id -> names over time
@@ -157,8 +156,7 @@ class SyscallsLogger(Plugin):
             self._db.update_process(process)
 
     def _caller(self, ctx: SyscallContext) -> _Caller:
-        proc = self.get_current_process()
-        thread = self.get_current_thread()
+        proc, thread = self.get_current()
         tid = thread.tid if thread is not None else None
         thread_name = thread.name if thread is not None else None
         if proc is None:
