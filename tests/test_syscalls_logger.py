@@ -53,6 +53,10 @@ class FakeOsi(Plugin):
         return OsiThread(self.tid, self.process.pid, self.process.name, self.process.task)
 
     @export
+    def get_current(self) -> tuple[OsiProcess | None, OsiThread | None]:
+        return self.get_current_process(), self.get_current_thread()
+
+    @export
     def get_processes(self) -> list[OsiProcess]:
         return [self.process]
 

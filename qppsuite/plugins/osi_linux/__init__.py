@@ -12,13 +12,15 @@ exists; a contradiction stops the run with a line naming the field.
 Who is ``current``: in kernel mode TPIDRURO holds it
 (CONFIG_CURRENT_POINTER_IN_TPIDRURO); in user mode TPIDRURO is the user's TLS,
 and the per-cpu ``__entry_task`` (at TPIDRPRW, the per-cpu offset) holds it,
-written by ``switch_to`` just before ``__switch_to``.  ``on_task_change`` is an
-entry hook on ``__switch_to`` (r0 = prev, r2 = next task, THREAD_INFO_IN_TASK),
-installed only while a function is registered on it.  bench/RESULTS.md has the
-measurements: an address (code) hook there costs ~30% of a whole run, the
-bounded block hook of ``Machine.add_entry_hook`` a few percent, and deriving
-changes from address-space switches is no cheaper and misses switches between
-threads and to kernel threads.  ``on_thread_exit(thread, code)`` is, the same
+written by ``switch_to`` just before ``__switch_to``.  An entry hook on
+``__switch_to`` (r0 = prev, r2 = next task, THREAD_INFO_IN_TASK) keeps that
+value as it is written, once the kernel is validated, so a query in user mode
+(every system call) need not read it back through the page tables; the same
+hook raises ``on_task_change``.  bench/RESULTS.md has the measurements: an
+address (code) hook there costs ~30% of a whole run, the bounded block hook of
+``Machine.add_entry_hook`` a few percent, and deriving changes from
+address-space switches is no cheaper and misses switches between threads and
+to kernel threads.  ``on_thread_exit(thread, code)`` is, the same
 way, an entry hook on ``do_group_exit`` while a function is registered on it
 (one on ``do_exit`` made every system call of a 40,000-call run 15 % dearer;
 see bench/RESULTS.md).
@@ -120,6 +122,9 @@ class OsiLinux(Plugin):
         self._loaded_banner_seen = False
         self.refusal: str | None = None
         self._forced_task: int | None = None
+        #: The task the last __switch_to went to, which switch_to has just stored in __entry_task; None until
+        #: the hook has seen a switch (or when it went to an implausible pointer).
+        self._switched_to: int | None = None
         self._memo: tuple[int, int, OsiProcess | None] | None = None
         self._last_thread: OsiThread | None = None
         self._switch_hook: int | None = None
@@ -145,6 +150,7 @@ class OsiLinux(Plugin):
             if hook is not None:
                 self.machine.remove_hook(hook)
         self._switch_hook = self._exit_hook = None
+        self._switched_to = None
 
     # -- guest memory and validation ----------------------------------------------------
 
@@ -268,7 +274,8 @@ class OsiLinux(Plugin):
     # -- current task -------------------------------------------------------------------
 
     def _current_task(self) -> int | None:
-        """``current``: TPIDRURO in kernel mode, else the per-cpu ``__entry_task``; read once per instant."""
+        """``current``: TPIDRURO in kernel mode, else the per-cpu ``__entry_task`` (as the last switch wrote it,
+        once the switch hook has seen one); read once per instant."""
         if self._forced_task is not None:
             return self._forced_task
         if self._task_epoch == self._epoch:
@@ -283,6 +290,8 @@ class OsiLinux(Plugin):
             if task >= self.layout.page_offset:
                 return task
             # kernel entry before reload_current: TPIDRURO still holds the user's TLS
+        if self._switched_to is not None:
+            return self._switched_to
         percpu = self._tpidrprw()
         if percpu == 0:
             return None  # per-cpu areas are not set up yet (early boot)
@@ -305,18 +314,22 @@ class OsiLinux(Plugin):
         if not self._layout_checked and self.refusal is None:
             self._begin()
         # Hooks at kernel addresses wait until the kernel is known to be the profile's.
-        wanted = (bool(self.on_task_change), bool(self.on_thread_exit))
+        wanted = (self._validated or bool(self.on_task_change), bool(self.on_thread_exit))
         if self._validated and wanted != (self._switch_hook is not None, self._exit_hook is not None):
             self._update_hooks()
 
     def _update_hooks(self) -> None:
-        """An entry hook on ``__switch_to`` / ``do_group_exit`` exactly while its callback has listeners."""
-        if self.on_task_change and self._switch_hook is None:
+        """An entry hook on ``__switch_to`` once the kernel is validated (it keeps ``current``) or while
+        on_task_change has listeners; one on ``do_group_exit`` exactly while on_thread_exit has listeners."""
+        switch_wanted = self._validated or bool(self.on_task_change)
+        if switch_wanted and self._switch_hook is None:
             self._last_thread = None
+            self._switched_to = None
             self._switch_hook = self.machine.add_entry_hook(self.layout.switch_to, self._on_switch_to)
-        elif not self.on_task_change and self._switch_hook is not None:
+        elif not switch_wanted and self._switch_hook is not None:
             self.machine.remove_hook(self._switch_hook)
             self._switch_hook = None
+            self._switched_to = None
         if self.on_thread_exit and self._exit_hook is None:
             self._exit_hook = self.machine.add_entry_hook(self.layout.do_group_exit, self._on_group_exit)
         elif not self.on_thread_exit and self._exit_hook is not None:
@@ -325,11 +338,14 @@ class OsiLinux(Plugin):
 
     def _on_switch_to(self, _pc: int) -> None:
         """``__switch_to(prev, prev_thread_info, next_thread_info)``: r2 is the next task_struct."""
+        engine = self._engine
+        next_task = engine.reg(A.UC_ARM_REG_R2)
+        self._switched_to = next_task if self.tasks.is_kernel_pointer(next_task) else None
+        self._task_epoch = -1
         if not self.on_task_change or not self._begin():
             return
-        engine = self._engine
         prev = engine.reg(A.UC_ARM_REG_R0)
-        new = self.tasks.thread(engine.reg(A.UC_ARM_REG_R2))
+        new = self.tasks.thread(next_task)
         if new is None:
             return
         last = self._last_thread
@@ -404,6 +420,22 @@ class OsiLinux(Plugin):
             return self.tasks.thread(task, running=True) if task is not None else None
 
         return self._guarded("get_current_thread", None, query)
+
+    @export
+    def get_current(self) -> tuple[OsiProcess | None, OsiThread | None]:
+        """``(get_current_process(), get_current_thread())`` in one query, for a caller that wants both.
+
+        ``current`` and its task_struct are read once for the two (the system call logger's question at
+        every call).
+        """
+        nothing: tuple[OsiProcess | None, OsiThread | None] = (None, None)
+        return self._guarded("get_current", nothing, self._current)
+
+    def _current(self) -> tuple[OsiProcess | None, OsiThread | None]:
+        task = self._current_task()
+        if task is None:
+            return None, None
+        return self._current_process(), self.tasks.thread(task, running=True)
 
     @export
     def get_processes(self) -> list[OsiProcess]:

@@ -11,6 +11,7 @@ time (run-time counters sitting in the same span) are not part of the tuple.
 import struct
 from collections.abc import Iterator
 from dataclasses import replace
+from operator import itemgetter
 from typing import NamedTuple
 
 from qppsuite.plugins.osi_linux.kernel_memory import KernelMemory
@@ -94,8 +95,9 @@ class TaskReader:
             fmt += f"{offset - pos}x{code}" if offset > pos else code
             pos = offset + struct.calcsize("<" + code)
         self._unpack = struct.Struct(fmt).unpack_from
-        # where each TaskIdentity field sits in the offset-sorted unpack result
-        self._picks = [next(i for i, f in enumerate(fields) if f[2] == index) for index in range(len(fields))]
+        # the unpack result (in offset order) in TaskIdentity's order
+        position = {field[2]: i for i, field in enumerate(fields)}
+        self._pick = itemgetter(*(position[index] for index in range(len(fields))))
         self._processes: dict[int, tuple[TaskIdentity, OsiProcess]] = {}
         self._threads: dict[int, tuple[TaskIdentity, OsiThread]] = {}
         self._identities: dict[int, TaskIdentity | None] = {}
@@ -124,8 +126,7 @@ class TaskReader:
         raw = self.mem.read(task + self._lo, self._size)
         if raw is None:
             return None
-        values = self._unpack(raw)
-        ident = TaskIdentity._make([values[i] for i in self._picks])
+        ident = TaskIdentity._make(self._pick(self._unpack(raw)))
         if not (0 <= ident.pid < PID_MAX_LIMIT and 0 <= ident.tgid < PID_MAX_LIMIT):
             return None
         return ident
