@@ -23,7 +23,7 @@ from typing import Any
 
 from qppsuite import __version__
 from qppsuite.core.events import StopReason
-from qppsuite.core.image import ImageBundle, open_image
+from qppsuite.core.image import open_image
 from qppsuite.errors import QppsuiteError
 from qppsuite.schemas import load_schema, schema_problem
 from qppsuite.session import RunOptions, RunResult, run
@@ -95,11 +95,6 @@ def check_writable(path: Path) -> None:
         raise RecordingError(f"cannot write recording {path}: {exc.strerror}") from None
 
 
-def _image_files(image: ImageBundle) -> dict[str, str]:
-    files = image.manifest.get("files") or {}
-    return {name: str(info["sha256"]) for name, info in sorted(files.items())}
-
-
 class _Digest:
     """Console sink that hashes what the guest prints and forwards it."""
 
@@ -122,7 +117,7 @@ def record(options: RunOptions, console: Callable[[bytes], None] | None = None) 
     result = run(options, digest, image=image)
     recording = Recording(
         image=image.name,
-        image_files=_image_files(image),
+        image_files=image.file_hashes,
         options={key: getattr(options, key) for key in PINNED_OPTIONS}
         | ({"max_insns": result.insn_count} if result.reason.kind == "timeout" else {}),
         stop_kind=result.reason.kind,
@@ -145,7 +140,7 @@ def replay(
 ) -> RunResult:
     """Re-run the recording with plugins; raise :class:`RecordingError` on any divergence."""
     image = open_image(recording.image, cache=cache)
-    files = _image_files(image)
+    files = image.file_hashes
     if files != recording.image_files:
         changed = sorted(
             k for k in set(files) | set(recording.image_files) if files.get(k) != recording.image_files.get(k)

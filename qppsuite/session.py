@@ -237,11 +237,10 @@ def _run_plugins(
 def ready_snapshot_key(options: RunOptions, image: ImageBundle, bootargs: str) -> dict[str, Any]:
     """What a snapshot of the guest's ready point is valid for: this qppsuite, the image's files, the
     RAM, the boot arguments, the agent and how the kernel is loaded."""
-    files = image.manifest.get("files") or {}
     return {
         "kind": "ready",
         "qppsuite": __version__,
-        "image_files": {name: str(info.get("sha256")) for name, info in sorted(files.items())},
+        "image_files": image.file_hashes,
         "ram_mib": options.ram_mib,
         "bootargs": bootargs,
         "agent": hashlib.sha256(AGENT.encode()).hexdigest(),

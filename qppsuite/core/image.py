@@ -41,6 +41,13 @@ class ImageBundle:
     profile_path: Path | None
     bootargs: str
 
+    @property
+    def file_hashes(self) -> dict[str, str]:
+        """Each file's name and sha256, as the manifest lists them (verified by :func:`open_image`): what
+        recordings and snapshots pin an image by."""
+        files = self.manifest.get("files") or {}
+        return {name: str(info["sha256"]) for name, info in sorted(files.items())}
+
 
 def cache_dir(override: Path | None = None) -> Path:
     """Where downloads and images live: ``--cache-dir`` > ``$QPPSUITE_CACHE`` > the XDG cache dir."""
