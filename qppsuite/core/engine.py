@@ -350,7 +350,7 @@ class Engine:
 
     @property
     def budget_reached(self) -> bool:
-        """Whether the last :meth:`run` ended because its next block would have gone past the budget."""
+        """Whether the last :meth:`run` ended because its next block would have gone past the budget or limit."""
         return self._blocks.budget_reached
 
     def stop(self) -> None:
@@ -394,15 +394,13 @@ class Engine:
         last = self._blocks.last_block()
         if last is None:
             return
-        cpsr = self.reg(A.UC_ARM_REG_CPSR)
-        thumb = bool(cpsr & 0x20)
         pc = self.reg(A.UC_ARM_REG_PC) & ~1
         start, end = last
         # At the block's own start the run either never began the block (a stop from a hook on its first
         # instruction, or the count limit of a step) or ran it whole and looped back to it: only the hook that
         # stopped tells them apart.  A step stops at the instruction after the one it ran.
         if start < pc < end or (pc == start and (self._stepping or pc == self._stop_pc)):
-            self._blocks.take_back(self._insns(pc, end, thumb))
+            self._blocks.take_back(self._insns(pc, end, self._thumb()))
         else:
             self._blocks.close_block()
 
