@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from qppsuite.cli import app
 from qppsuite.cli.terminal import ConsoleStream, visible
-from qppsuite.plugins.syscalls_logger.database import SyscallDatabase
+from qppsuite.plugins.syscalls_logger.database import SYSCALL_ROW, SyscallDatabase
 from qppsuite.recording import Recording
 
 runner = CliRunner(env={"COLUMNS": "1000"})  # wide, so no cell is wrapped and text can be searched whole
@@ -72,32 +72,29 @@ def _database(path: Path, name: str, thread: str | None = None, image: str = "te
         "names": json.dumps([thread if thread is not None else name]),
         "syscall_count": 1,
     }
-    writer.add(
-        {
-            "seq": 1,
-            "insn_count": 100,
-            "pc": 0x1000,
-            "thumb": 0,
-            "process_id": proc["id"],
-            "pid": 7,
-            "tid": 7,
-            "ppid": 1,
-            "process_name": name,
-            "thread_name": thread if thread is not None else name,
-            "number": 322,
-            "name": "openat",
-            "raw_args": "[0, 0, 0, 0, 0, 0, 0]",
-            "args": json.dumps({"path": name}),
-            "retval": -2,
-            "errno": "ENOENT",
-            "returned": 1,
-            "child": 0,
-            "asid": 1,
-            "text": f"openat(AT_FDCWD, {json.dumps(name)}, O_RDONLY) = -1 ENOENT",
-        },
-        proc,
-        thread_row,
-    )
+    row = {
+        "seq": 1,
+        "insn_count": 100,
+        "pc": 0x1000,
+        "thumb": 0,
+        "process_id": proc["id"],
+        "pid": 7,
+        "tid": 7,
+        "ppid": 1,
+        "process_name": name,
+        "thread_name": thread if thread is not None else name,
+        "number": 322,
+        "name": "openat",
+        "raw_args": "[0, 0, 0, 0, 0, 0, 0]",
+        "args": json.dumps({"path": name}),
+        "retval": -2,
+        "errno": "ENOENT",
+        "returned": 1,
+        "child": 0,
+        "asid": 1,
+        "text": f"openat(AT_FDCWD, {json.dumps(name)}, O_RDONLY) = -1 ENOENT",
+    }
+    writer.add(tuple(map(row.get, SYSCALL_ROW)), proc, thread_row)
     writer.end_run({"stop_reason": "poweroff"})
     writer.close()
     return path

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from qppsuite.cli import app
-from qppsuite.plugins.syscalls_logger.database import SyscallDatabase
+from qppsuite.plugins.syscalls_logger.database import SYSCALL_ROW, SyscallDatabase
 from qppsuite.plugins.syscalls_logger.reader import LogDatabaseError
 
 runner = CliRunner()
@@ -68,7 +68,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
         row = _row(seq, proc, *rest)
         if seq == 4:
             row["process_name"] = "sh"  # pid 60's first call, before its exec of cat
-        writer.add(row, proc)
+        writer.add(tuple(map(row.get, SYSCALL_ROW)), proc)
     writer.end_run({"stop_reason": "poweroff"})
     writer.close()
     return path

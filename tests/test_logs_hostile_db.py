@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from qppsuite.cli import app
-from qppsuite.plugins.syscalls_logger.database import ROW_ID_STRIDE, SyscallDatabase
+from qppsuite.plugins.syscalls_logger.database import ROW_ID_STRIDE, SYSCALL_ROW, SyscallDatabase
 
 runner = CliRunner(env={"COLUMNS": "200"})
 VIEWERS = [["syscalls"], ["processes", "--threads"], ["stats"], ["query", "SELECT COUNT(*) FROM syscalls"]]
@@ -34,7 +34,8 @@ def _chain(path: Path, depth: int, end: bool = True) -> Path:
             "last_seen_insn": 0,
             "syscall_count": 1,
         }
-        db.add({"seq": level + 1, "process_id": proc["id"], "pid": proc["pid"], "name": "fork", "text": "fork()"}, proc)
+        row = {"seq": level + 1, "process_id": proc["id"], "pid": proc["pid"], "name": "fork", "text": "fork()"}
+        db.add(tuple(map(row.get, SYSCALL_ROW)), proc)
     if end:
         db.end_run({"stop_reason": "poweroff"})
     else:
@@ -92,7 +93,8 @@ def test_threads_of_no_process_of_the_run_are_counted_not_dropped_silently(tmp_p
     proc = {"id": writer.new_process_id(), "pid": 1, "ppid": 0, "name": "init", "names": '["init"]'}
     for tid in (1, 2, 3):
         thread = {"id": writer.new_thread_id(), "process_id": proc["id"], "tid": tid, "name": "init", "names": "[]"}
-        writer.add({"seq": tid, "process_id": proc["id"], "pid": 1, "tid": tid, "name": "getpid"}, proc, thread)
+        row = {"seq": tid, "process_id": proc["id"], "pid": 1, "tid": tid, "name": "getpid"}
+        writer.add(tuple(map(row.get, SYSCALL_ROW)), proc, thread)
     writer.end_run({"stop_reason": "poweroff"})
     writer.close()
     with sqlite3.connect(db) as conn:  # what two runs at once did to a file before row ids were per run
@@ -157,7 +159,8 @@ def test_reading_a_run_still_writing_leaves_its_wal_as_it_was(tmp_path: Path) ->
     writer = SyscallDatabase(tmp_path / "live.db", {"image": "live"})
     proc = {"id": writer.new_process_id(), "pid": 1, "ppid": 0, "name": "init", "names": '["init"]'}
     for seq in range(5):
-        writer.add({"seq": seq, "process_id": proc["id"], "pid": 1, "name": "getpid", "text": "getpid()"}, proc)
+        row = {"seq": seq, "process_id": proc["id"], "pid": 1, "name": "getpid", "text": "getpid()"}
+        writer.add(tuple(map(row.get, SYSCALL_ROW)), proc)
     writer.flush()
     try:
         before = {name: (tmp_path / name).stat().st_size for name in os.listdir(tmp_path)}

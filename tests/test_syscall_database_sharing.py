@@ -15,12 +15,12 @@ from typer.testing import CliRunner
 from qppsuite.cli import app
 from qppsuite.core.image import ImageBundle
 from qppsuite.errors import PluginError
-from qppsuite.plugins.syscalls_logger.database import MAX_RUN_ID, ROW_ID_STRIDE, SyscallDatabase
+from qppsuite.plugins.syscalls_logger.database import MAX_RUN_ID, ROW_ID_STRIDE, SYSCALL_ROW, SyscallDatabase
 
 WRITER = """
 import json, sys, time
 from pathlib import Path
-from qppsuite.plugins.syscalls_logger.database import SyscallDatabase
+from qppsuite.plugins.syscalls_logger.database import SYSCALL_ROW, SyscallDatabase
 
 path, label, processes, calls = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 db = SyscallDatabase(path, {"image": label})
@@ -39,9 +39,9 @@ for p in range(processes):
         seq += 1
         proc["syscall_count"] += 1
         thread["syscall_count"] += 1
-        db.add({"seq": seq, "process_id": proc["id"], "pid": proc["pid"], "tid": proc["pid"],
-                "process_name": proc["name"], "name": "getpid", "retval": proc["pid"], "text": "getpid()"},
-               proc, thread)
+        row = {"seq": seq, "process_id": proc["id"], "pid": proc["pid"], "tid": proc["pid"],
+               "process_name": proc["name"], "name": "getpid", "retval": proc["pid"], "text": "getpid()"}
+        db.add(tuple(map(row.get, SYSCALL_ROW)), proc, thread)
     db.flush()
     time.sleep(0.02)
 db.end_run({"stop_reason": "poweroff"})
@@ -125,7 +125,8 @@ def test_a_file_whose_run_ids_would_overflow_the_row_ids_is_refused_before_the_r
         conn.execute("INSERT INTO runs (id, image) VALUES (?, 'edited')", (MAX_RUN_ID - 1,))
     last = SyscallDatabase(db, {"image": "last"})  # run MAX_RUN_ID: its row ids still fit
     proc = {"id": last.new_process_id(), "pid": 1, "name": "last"}
-    last.add({"seq": 1, "process_id": proc["id"], "pid": 1, "name": "getpid"}, proc)
+    row = {"seq": 1, "process_id": proc["id"], "pid": 1, "name": "getpid"}
+    last.add(tuple(map(row.get, SYSCALL_ROW)), proc)
     last.end_run({"stop_reason": "poweroff"})
     last.close()
     assert (last.run_id, proc["id"]) == (MAX_RUN_ID, MAX_RUN_ID * ROW_ID_STRIDE + 1)

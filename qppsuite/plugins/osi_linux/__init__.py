@@ -48,7 +48,7 @@ from qppsuite.plugins.osi_linux.model import OsiFile, OsiMapping, OsiModule, Osi
 from qppsuite.plugins.osi_linux.modules import read_modules
 from qppsuite.plugins.osi_linux.paths import PathReader
 from qppsuite.plugins.osi_linux.ps_report import print_process_tree
-from qppsuite.plugins.osi_linux.tasks import TaskReader
+from qppsuite.plugins.osi_linux.tasks import TaskIdentity, TaskReader
 
 __all__ = ["OsiFile", "OsiLinux", "OsiMapping", "OsiModule", "OsiProcess", "OsiThread", "plugin"]
 
@@ -126,6 +126,8 @@ class OsiLinux(Plugin):
         #: the hook has seen a switch (or when it went to an implausible pointer).
         self._switched_to: int | None = None
         self._memo: tuple[int, int, OsiProcess | None] | None = None
+        #: (task, its identity, process, thread) of the last get_current() of a thread-group leader.
+        self._last_current: tuple[int, TaskIdentity, OsiProcess | None, OsiThread | None] | None = None
         self._last_thread: OsiThread | None = None
         self._switch_hook: int | None = None
         self._exit_hook: int | None = None
@@ -432,10 +434,21 @@ class OsiLinux(Plugin):
         return self._guarded("get_current", nothing, self._current)
 
     def _current(self) -> tuple[OsiProcess | None, OsiThread | None]:
+        """Both answers; when ``current`` leads its thread group and its identity block reads as last time,
+        the last answers, which are a function of the two (the leader runs, so both are in state R)."""
         task = self._current_task()
         if task is None:
             return None, None
-        return self._current_process(), self.tasks.thread(task, running=True)
+        ident = self.tasks.identity(task)
+        last = self._last_current
+        if last is not None and last[0] == task and last[1] == ident:
+            return last[2], last[3]
+        answers = self._current_process(), self.tasks.thread(task, running=True)
+        if ident is not None and ident.group_leader == task and not ident.exit_state:
+            self._last_current = (task, ident, *answers)
+        else:
+            self._last_current = None
+        return answers
 
     @export
     def get_processes(self) -> list[OsiProcess]:

@@ -17,7 +17,7 @@ import ipaddress
 import struct as structlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from qppsuite.core.memory import GuestMemoryError
 from qppsuite.plugins.syscalls import structs
@@ -74,8 +74,9 @@ class DecodedReturn:
     address: bool = False
 
 
-@dataclass(frozen=True)
-class _Limits:
+class _Limits(NamedTuple):
+    """Bytes of a string and of a buffer, entries of an array (made for every call and return: a tuple)."""
+
     string: int
     buf: int
     array: int
@@ -463,16 +464,39 @@ def decode_return(
         return DecodedReturn(signed, errno_name(signed))
     address = spec.returns in ("ptr", "ulong")
     value = raw if address else signed
+    written = _written_args(spec)
+    hook = subcommands.AT_RETURN.get(spec.name)
+    if not written and hook is None:
+        return DecodedReturn(value, None, (), address)
     decoder = _Decoder(spec, raw_args, mem, _Limits(string_limit, buf_limit, array_limit))
     outputs = []
-    for arg in spec.args:
+    for arg in written:
         decoded = decoder.at_return(arg, max(signed, 0))
         if decoded is not None:
             outputs.append(decoded)
-    hook = subcommands.AT_RETURN.get(spec.name)
     if hook is not None:
         outputs = hook(decoder, max(signed, 0), outputs)
     return DecodedReturn(value, None, tuple(outputs), address)
+
+
+_WRITTEN: dict[int, tuple[SyscallSpec, tuple[ArgSpec, ...]]] = {}
+"""Call number -> (its spec, the arguments ``_Decoder.at_return`` may decode), made at the first return."""
+
+
+def _written_args(spec: SyscallSpec) -> tuple[ArgSpec, ...]:
+    """The arguments the kernel may fill in (output buffers, iovecs, decoded structs), once per spec."""
+    known = _WRITTEN.get(spec.number)
+    if known is not None and known[0] is spec:
+        return known[1]
+    written = tuple(
+        arg
+        for arg in spec.args
+        if arg.direction == "out"
+        and arg.type in ("buf", "iov", "struct")
+        and (arg.type != "struct" or arg.struct in DECODED_STRUCTS)
+    )
+    _WRITTEN[spec.number] = (spec, written)
+    return written
 
 
 # The formatting half and the sub-command tables import from this module; they are

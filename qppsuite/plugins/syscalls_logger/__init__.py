@@ -95,6 +95,7 @@ class SyscallsLogger(Plugin):
         self._text: TextIO | None = None
         self._own_text = False
         labels: dict[str, str] = self.machine.config.labels if self.machine is not None else {}
+        self._clock = self.machine.clock if self.machine is not None else None
         self._started = _utc_now()
         if self.args.format == "text":
             self._open_text(self.args.out)
@@ -223,10 +224,12 @@ class SyscallsLogger(Plugin):
         result = ctx.result(retval) if retval is not None else None
         text = format_call(ctx.name, decoded, result)
         process = caller.process
+        insn_count = ctx.insn_count
         for owner in (process, caller.thread):
             if owner is not None:
                 owner["syscall_count"] += 1
-                owner["last_seen_insn"] = max(owner["last_seen_insn"], ctx.insn_count)
+                if insn_count > owner["last_seen_insn"]:
+                    owner["last_seen_insn"] = insn_count
         pid = process["pid"] if process is not None else None
         self.rows += 1
         if self._text is not None:
@@ -247,34 +250,34 @@ class SyscallsLogger(Plugin):
         if result is not None and result.outputs:
             outputs = {out.name: out.value for out in result.outputs}
             truncated += [out.name for out in result.outputs if out.truncated]
-        row = {
-            "seq": ctx.seq,
-            "insn_count": ctx.insn_count,
-            "pc": ctx.pc,
-            "thumb": int(ctx.thumb),
-            "process_id": process["id"] if process is not None else None,
-            "pid": pid,
-            "tid": caller.tid,
-            "ppid": caller.ppid,
-            "process_name": caller.name,
-            "thread_name": caller.thread_name,
-            "number": ctx.number,
-            "name": ctx.name,
-            "raw_args": json_text(ctx.raw_args),
-            "args": json_text({a.name: a.value for a in decoded}),
-            "outputs": json_text(outputs) if outputs is not None else None,
-            "truncated": ",".join(truncated) or None,
-            "retval": result.value if result is not None else None,
-            "errno": result.errno if result is not None else None,
-            "returned": int(not ctx.noreturn),
-            "return_insn_count": self.machine.insn_count if self.machine is not None else None,
-            "ending": ctx.ending,
-            "signal": ctx.signal,
-            "child": int(ctx.child),
-            "parent_seq": ctx.parent_seq,
-            "asid": ctx.asid,
-            "text": text,
-        }
+        row = (  # in database.SYSCALL_ROW order
+            ctx.seq,
+            insn_count,
+            ctx.pc,
+            int(ctx.thumb),
+            process["id"] if process is not None else None,
+            pid,
+            caller.tid,
+            caller.ppid,
+            caller.name,
+            caller.thread_name,
+            ctx.number,
+            ctx.name,
+            json_text(ctx.raw_args),
+            json_text({a.name: a.value for a in decoded}),
+            json_text(outputs) if outputs is not None else None,
+            ",".join(truncated) or None,
+            result.value if result is not None else None,
+            result.errno if result is not None else None,
+            int(not ctx.noreturn),
+            self._clock.insn_count if self._clock is not None else None,
+            ctx.ending,
+            ctx.signal,
+            int(ctx.child),
+            ctx.parent_seq,
+            ctx.asid,
+            text,
+        )
         if self._db.add(row, process, caller.thread) >= self._batch:
             self._flush()
 

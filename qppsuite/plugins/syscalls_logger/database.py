@@ -119,18 +119,13 @@ SYSCALL_COLUMNS: dict[str, Any] = {
     "text": str,  # strace-like line
 }
 
-_INSERTED = tuple(column for column in SYSCALL_COLUMNS if column != "id")
-_INSERT_SYSCALL = f"INSERT INTO {SYSCALLS} ({', '.join(_INSERTED)}) VALUES ({', '.join('?' * len(_INSERTED))})"
+SYSCALL_ROW = tuple(column for column in SYSCALL_COLUMNS if column not in ("id", "run_id"))
+"""The order of a syscall row's values as :meth:`SyscallDatabase.add` takes them: SYSCALL_COLUMNS without the ids.
 
-
-def _syscall_values(row: dict[str, Any]) -> tuple[Any, ...]:
-    """A syscall row's values in ``_INSERTED`` order, None for a column it lacks.
-
-    The hot path's rows are already plain SQLite values (ints, strings, JSON text), so they go to
-    ``executemany`` as tuples; sqlite-utils' ``insert_all`` checks every value for JSON on the way,
-    which was the logger's largest cost per call (a cProfile of bench/syscall_cost.py's run).
-    """
-    return tuple(map(row.get, _INSERTED))
+The hot path's rows are plain SQLite values (ints, strings, JSON text) that go to ``executemany`` as
+they are: sqlite-utils' ``insert_all`` checks every value for JSON on the way, which was the logger's
+largest cost per call (a cProfile of bench/syscall_cost.py's run), and a dict per row cost 2 µs more.
+"""
 
 INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (SYSCALLS, ("run_id", "seq")),
@@ -221,7 +216,11 @@ class SyscallDatabase:
             self._next_process_id = self._next_thread_id = self.run_id * ROW_ID_STRIDE + 1
         except (sqlite3.Error, OSError, UnicodeDecodeError) as exc:  # the last: a damaged file's schema text
             raise PluginError(f"cannot write the syscall database {path}: {exc}") from None
-        self._syscalls: list[dict[str, Any]] = []
+        self._insert = (
+            f"INSERT INTO {SYSCALLS} (run_id, {', '.join(SYSCALL_ROW)}) "
+            f"VALUES ({self.run_id}, {', '.join('?' * len(SYSCALL_ROW))})"
+        )
+        self._syscalls: list[tuple[Any, ...]] = []
         self._dirty: dict[int, dict[str, Any]] = {}
         self._dirty_threads: dict[int, dict[str, Any]] = {}
         self.rows_written = 0
@@ -264,9 +263,11 @@ class SyscallDatabase:
         self._next_thread_id += 1
         return thread_id
 
-    def add(self, row: dict[str, Any], process: dict[str, Any] | None, thread: dict[str, Any] | None = None) -> int:
-        """Buffer a syscall row and the (updated) rows of its process and thread; returns the rows buffered."""
-        row["run_id"] = self.run_id
+    def add(
+        self, row: tuple[Any, ...], process: dict[str, Any] | None, thread: dict[str, Any] | None = None
+    ) -> int:
+        """Buffer a syscall row (its values in :data:`SYSCALL_ROW` order) and the (updated) rows of its process
+        and thread; returns the rows buffered."""
         self._syscalls.append(row)
         if process is not None:
             self._dirty[process["id"]] = process
@@ -292,7 +293,7 @@ class SyscallDatabase:
                         entry["run_id"] = self.run_id
                     self.db[table].upsert_all(changed, pk="id")  # type: ignore[union-attr]
             if rows:
-                self.db.conn.executemany(_INSERT_SYSCALL, map(_syscall_values, rows))
+                self.db.conn.executemany(self._insert, rows)
         self.rows_written += len(rows)
 
     def discard(self) -> None:
