@@ -21,6 +21,44 @@ REQUIRED_TYPES = (
 )
 
 
+THREAD_START_SP_GAP = 8
+"""``THREAD_START_SP`` is ``THREAD_SIZE - 8`` (arch/arm/include/asm/thread_info.h): ``task_pt_regs()`` is the
+``pt_regs`` just below it (arch/arm/include/asm/processor.h)."""
+
+
+@dataclass(frozen=True)
+class UserRegsLayout:
+    """Where a task keeps the user registers it saved on entering the kernel, and its last system call's number.
+
+    ``pt_regs``: offset of ``task_pt_regs(task)`` from the task's stack base (``task_struct.stack``).
+    ``syscall``: offset of ``thread_info.abi_syscall`` (``syscall`` before Linux 6.7 and its stable
+    backports, arch/arm/include/asm/thread_info.h) from the task (``thread_info_in_task``, CONFIG_THREAD_INFO_IN_TASK)
+    or else from its stack base, where thread_info then sits.
+    """
+
+    task_stack: int
+    pt_regs: int
+    syscall: int
+    thread_info_in_task: bool
+
+    @classmethod
+    def from_profile(cls, profile: KernelProfile) -> "UserRegsLayout | None":
+        """None when the profile lacks ``pt_regs``, ``thread_info``'s number field or THREAD_SIZE."""
+        p = profile
+        thread_size = p.constants.get("THREAD_SIZE")
+        field = next((f for f in ("abi_syscall", "syscall") if p.has_member("thread_info", f)), None)
+        if thread_size is None or field is None or not p.has_type("pt_regs"):
+            return None
+        in_task = p.has_member("task_struct", "thread_info")
+        base = p.offset("task_struct", "thread_info") if in_task else 0
+        return cls(
+            task_stack=p.offset("task_struct", "stack"),  # every task_struct has it
+            pt_regs=thread_size - THREAD_START_SP_GAP - p.size("pt_regs"),
+            syscall=base + p.offset("thread_info", field),
+            thread_info_in_task=in_task,
+        )
+
+
 @dataclass(frozen=True)
 class KernelLayout:
     """Symbol addresses, member offsets and constants of one kernel build."""
@@ -111,6 +149,8 @@ class KernelLayout:
     module_core_base: int
     module_core_size: int
     module_init_size: int
+    # a task's saved user registers (None: the profile cannot say where)
+    user_regs: UserRegsLayout | None = None
 
     @property
     def process_block(self) -> tuple[int, int]:
@@ -222,4 +262,5 @@ class KernelLayout:
             module_core_base=off("module", "core_layout") + off("module_layout", "base"),
             module_core_size=off("module", "core_layout") + off("module_layout", "size"),
             module_init_size=off("module", "init_layout") + off("module_layout", "size"),
+            user_regs=UserRegsLayout.from_profile(p),
         )

@@ -88,3 +88,23 @@ class OsiModule:
     name: str
     base: int
     size: int
+
+
+@dataclass(frozen=True)
+class OsiSyscall:
+    """The system call a thread is inside, as ``/proc/PID/syscall`` reports it, from what the kernel saved.
+
+    On entry from user mode (arch/arm/kernel/entry-common.S, ``vector_swi``) the kernel pushes the user
+    registers as ``struct pt_regs`` at the top of the thread's kernel stack (``task_pt_regs()``) and keeps
+    the call's number in ``thread_info``.  ``number`` is that number (r7, ARM EABI); ``args`` are the six
+    arguments and r6 as the call got them (``ARM_ORIG_r0``, then r1-r6); ``pc`` is the SVC instruction
+    (the saved pc is the instruction after it) and ``thumb`` its instruction set; ``sp`` the user stack
+    pointer; ``stack`` the base of the thread's kernel stack (``task_struct.stack``).
+    """
+
+    number: int
+    args: tuple[int, ...]
+    pc: int
+    thumb: bool
+    sp: int
+    stack: int
