@@ -206,3 +206,29 @@ def test_a_return_resumed_again_after_a_fault_is_not_a_second_return(pairing: Re
     # The child's first instruction after the SVC faults (copy-on-write) and runs again: same pc, sp, r0.
     assert ret(pairing, PC + 4, ASID_B, THREAD_2, 0, {0x922068: 90}.get) is None
     assert second in pairing.unseen_children
+
+
+
+def found(pairing: ReturnPairing, name: str, *, thread: int, pc: int = PC) -> SyscallContext:
+    """A call made before tracing began, which syscalls finds its thread blocked in at the start."""
+    spec = by_name(name)
+    ctx = SyscallContext(
+        seq=pairing.next_seq(), insn_count=0, pc=pc, thumb=False, number=spec.number, name=name, spec=spec,
+        raw_args=(0,) * 7, asid=ASID_A, thread=thread, user_sp=0xBEC3A800, memory=NoMemory(), limits=Limits(),
+        task=0xC1000000,
+    )  # fmt: skip
+    pairing.blocked(ctx)
+    return ctx
+
+
+def test_a_call_found_blocked_pairs_with_its_return_and_awaits_no_child(pairing: ReturnPairing) -> None:
+    """A vfork parent found blocked at the start: its child ran before, so a 0 at its pc is no child of it."""
+    read = found(pairing, "read", thread=THREAD_1)
+    vfork = found(pairing, "vfork", thread=THREAD_2, pc=PC + 0x100)
+    assert read.found_blocked and vfork.found_blocked
+    assert ret(pairing, PC + 0x104, ASID_A, THREAD_1, 0) is None  # a 0 on another thread: no parent waits for it
+    matched = ret(pairing, PC + 4, ASID_A, THREAD_1, 7)
+    assert matched is not None and (matched.ctx, matched.retval) == (read, 7)
+    matched = ret(pairing, PC + 0x104, ASID_A, THREAD_2, 300)
+    assert matched is not None and (matched.ctx, matched.retval) == (vfork, 300)
+    assert not pairing.pending and not pairing.waiting and not pairing.unseen_children

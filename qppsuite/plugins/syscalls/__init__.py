@@ -24,7 +24,7 @@ from qppsuite.core.events import SvcEvent
 from qppsuite.core.memory import GuestMemoryError
 from qppsuite.core.qpp import Arg, Callback, Plugin, export
 from qppsuite.plugins.syscalls.arm_linux_abi import SIGNAL_NAMES
-from qppsuite.plugins.syscalls.context import Limits, SyscallContext
+from qppsuite.plugins.syscalls.context import AddressSpace, Limits, SyscallContext
 from qppsuite.plugins.syscalls.pairing import ReturnPairing
 from qppsuite.plugins.syscalls.table import SYSCALLS, SyscallSpec
 from qppsuite.plugins.syscalls.values import signed32
@@ -37,6 +37,9 @@ sigcontext's trap_no, error_code, oldmask and arm_r0; ``struct rt_sigframe`` put
 RETURN_HOOK_CACHE = 256
 """Return pcs with no waiting call whose hooks are kept (the most recently used): more than the syscall
 wrappers of a real program (perl and python3 runs use under 100), few enough to bound the engine's scan."""
+
+TTBR0_ATTRIBUTES = 0x3FFF
+"""TTBR0 below the translation table's base (TTBCR.N = 0, as Linux's 2-level tables use): walk attributes."""
 
 THREAD_SIZE = 8192
 """Kernel stack size of a 32-bit ARM Linux thread: masking SVC-mode sp with it gives the thread's stack base."""
@@ -216,16 +219,68 @@ class Syscalls(Plugin):
         if self.on_syscall_noreturn:
             self.on_syscall_noreturn(ctx)
 
-    # -- threads that die ---------------------------------------------------------
+    # -- with osi_linux: calls blocked at the start, threads that die ----------------
     def start(self) -> None:
-        """With osi_linux loaded, learn of each thread's death to end its blocked calls as ``killed``.
+        """With osi_linux loaded, take up the calls the guest is blocked in, and learn of each thread's death.
 
-        syscalls needs only the core; osi_linux, when present, is what knows a
-        thread died (its ``on_thread_exit``).  Without it such calls end ``lost``
-        at the thread's next call or ``pending`` when the run ends.
+        syscalls needs only the core; osi_linux, when present, is what can read
+        the kernel's tasks.  Plugins may start in a guest that is already running
+        (a restored snapshot, the channel's ready point), where every user thread
+        sits in a system call made before anyone listened: each is reported now,
+        as if just made (:meth:`_found_blocked`), so its return pairs with it.  A
+        thread's death (osi_linux's ``on_thread_exit``) ends its blocked calls as
+        ``killed``.  Without osi_linux, the returns of calls made before the start
+        are not reported, and a dead thread's calls end ``lost`` at its next call
+        or ``pending`` when the run ends.
         """
         if "osi_linux" in self.qpp.loaded:
+            self._found_blocked()
             self.qpp.register("osi_linux", "on_thread_exit", self._thread_exit, owner=self.name)
+
+    def _found_blocked(self) -> None:
+        """Report the call each user thread is inside, read by osi_linux from its kernel stack, as a call made now.
+
+        ``ctx.task`` names the thread (``found_blocked``); the arguments are decoded in the thread's own
+        address space.  The context is the one the thread's return will pair with: ``asid`` is what TTBR0
+        will hold then, the process's page-table base with the attribute bits Linux sets in every
+        process's TTBR0 (``TTB_FLAGS_*``, arch/arm/mm/proc-v7-2level.S ``cpu_v7_switch_mm``), taken from
+        TTBR0 now; ``thread`` is the thread's kernel stack.  Called before the guest runs, so it costs nothing per call.
+        """
+        get_syscall = self.qpp.import_function("osi_linux", "get_syscall")
+        get_threads = self.qpp.import_function("osi_linux", "get_threads")
+        attributes = self.machine.cpu.read("ttbr0") & TTBR0_ATTRIBUTES
+        for process in self.qpp.import_function("osi_linux", "get_processes")():
+            if process.is_kernel_thread or process.asid is None:
+                continue
+            memory = AddressSpace(self._memory, process.asid)
+            for thread in get_threads(process):
+                call = get_syscall(thread)
+                if call is None:
+                    continue
+                entry = self._per_call.get(call.number)
+                spec = entry[0] if entry is not None else None
+                ctx = SyscallContext(
+                    seq=self.pairing.next_seq(),
+                    insn_count=self.machine.insn_count,
+                    pc=call.pc,
+                    thumb=call.thumb,
+                    number=call.number,
+                    name=spec.name if spec is not None else f"syscall_{call.number:#x}",
+                    spec=spec,
+                    raw_args=call.args,
+                    asid=process.asid | attributes,
+                    thread=call.stack,
+                    user_sp=call.sp,
+                    memory=memory,
+                    limits=self.limits,
+                    task=thread.task,
+                )
+                self.pairing.blocked(ctx)
+                if self.on_syscall:
+                    self.on_syscall(ctx)
+                if entry is not None and entry[1]:
+                    entry[1](ctx)
+                self._watch_return(ctx.return_pc)
 
     def _thread_exit(self, thread: Any, code: int) -> None:
         """do_group_exit runs on the dying thread's kernel stack: its base is the pairing key."""

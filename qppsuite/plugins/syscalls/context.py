@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from qppsuite.plugins.syscalls.decode import (
     DecodedArg,
@@ -20,6 +21,15 @@ from qppsuite.plugins.syscalls.decode import (
 )
 from qppsuite.plugins.syscalls.table import SyscallSpec
 from qppsuite.plugins.syscalls.values import JSONValue, signed32
+
+
+class AddressSpaceMemory(Protocol):
+    """Reads of guest virtual memory through a chosen TTBR0 (``qppsuite.core.memory``'s virtual memory)."""
+
+    def read(self, vaddr: int, size: int, *, ttbr0: int | None = None) -> bytes: ...  # raises GuestMemoryError
+
+    def read_cstring(self, vaddr: int, limit: int = 4096, *, ttbr0: int | None = None) -> bytes: ...
+
 
 #: Why a call has no return record (``SyscallContext.ending``).
 ENDING_EXIT = "exit"  # exit, exit_group, sigreturn: never come back by design
@@ -46,6 +56,21 @@ def _any_unreadable(args: list[DecodedArg]) -> bool:
         if (type(value) is dict or type(value) is list) and _unreadable(value):
             return True
     return False
+
+
+class AddressSpace:
+    """A :class:`GuestReader` of one address space (TTBR0 ``ttbr0``) whatever the CPU runs: a call found
+    blocked in another process is decoded through that process's page tables."""
+
+    def __init__(self, memory: AddressSpaceMemory, ttbr0: int) -> None:
+        self._memory = memory
+        self.ttbr0 = ttbr0
+
+    def read(self, vaddr: int, size: int) -> bytes:
+        return self._memory.read(vaddr, size, ttbr0=self.ttbr0)
+
+    def read_cstring(self, vaddr: int, limit: int) -> bytes:
+        return self._memory.read_cstring(vaddr, limit, ttbr0=self.ttbr0)
 
 
 @dataclass(frozen=True)
@@ -77,6 +102,10 @@ class SyscallContext:
     vfork or clone child sees when it first returns (``retval`` 0): it shares the
     parent's call fields and number, has the child's ``asid``/``thread``, its own
     ``seq``, and ``parent_seq`` names the parent's call.
+
+    ``task`` is set (the caller's ``task_struct``) only for a call made before the plugin started,
+    which its thread was found blocked in when it did (:attr:`found_blocked`): the caller is then
+    that task, not ``current``, and ``insn_count`` is the instruction count at the start.
     """
 
     seq: int
@@ -98,8 +127,14 @@ class SyscallContext:
     child: bool = False
     parent_seq: int | None = None
     signal: str | None = None
+    task: int | None = None
     _decoded: list[DecodedArg] | None = field(default=None, repr=False)
     _result: DecodedReturn | None = field(default=None, repr=False)
+
+    @property
+    def found_blocked(self) -> bool:
+        """The call was made before the plugin started: found, from kernel memory, blocked in it then."""
+        return self.task is not None
 
     @property
     def return_pc(self) -> int:

@@ -146,6 +146,12 @@ class ReturnPairing:
                 self._drop_child(self.unseen_children[0])
         return ended
 
+    def blocked(self, ctx: SyscallContext) -> None:
+        """Record a call its thread was already blocked in when tracing began: it pairs with its return as any
+        call does.  A fork-like one awaits no child: its child exists already (a vfork parent waits for it)."""
+        self.pending.setdefault(ctx.thread, []).append(ctx)
+        self.waiting[ctx.return_pc] += 1
+
     def returned(
         self,
         pc: int,
