@@ -270,6 +270,7 @@ def _reach_ready(
             saved = snapshot.read(path)
             if saved.key == key:
                 machine.restore(saved)
+                machine.config.labels["snapshot"] = path.stem  # plugins (the logger's runs row) say where they began
                 return "restored", None
         except SnapshotError:
             pass  # booted over and replaced below

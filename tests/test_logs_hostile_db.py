@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from qppsuite.cli import app
-from qppsuite.plugins.syscalls_logger.database import ROW_ID_STRIDE, SYSCALL_ROW, SyscallDatabase
+from qppsuite.errors import PluginError
+from qppsuite.plugins.syscalls_logger.database import ROW_ID_STRIDE, SCHEMA_VERSION, SYSCALL_ROW, SyscallDatabase
 
 runner = CliRunner(env={"COLUMNS": "200"})
 VIEWERS = [["syscalls"], ["processes", "--threads"], ["stats"], ["query", "SELECT COUNT(*) FROM syscalls"]]
@@ -263,9 +264,10 @@ def test_right_tables_with_other_columns_are_one_line(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         for table in ("runs", "processes", "threads", "syscalls"):
             conn.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, something TEXT)")
-        conn.execute("PRAGMA user_version = 2")
-    for args in VIEWERS:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    for args in VIEWERS[:3]:
         assert "has no column" in _fails_with_one_line([args[0], str(db), *args[1:]])
+    assert runner.invoke(app, ["query", str(db), "SELECT COUNT(*) FROM syscalls"]).exit_code == 0  # any tables
 
 
 def test_a_database_damaged_in_the_middle_is_one_line(tmp_path: Path) -> None:
@@ -321,3 +323,19 @@ def test_random_bytes_as_a_database_are_one_line(
     db = tmp_path_factory.mktemp("rand") / "random.db"
     db.write_bytes(data)
     _fails_with_one_line([viewer[0], str(db), *viewer[1:]])
+
+
+def test_a_version_2_file_is_refused_by_every_viewer_and_the_logger_in_one_line(tmp_path: Path) -> None:
+    """Schema 3 added runs.started_from and syscalls.found_blocked: a file of the version before, as that
+    version wrote it (its own user_version, no such columns), is named as another version's, not mixed."""
+    db = _chain(tmp_path / "v2.db", 2)
+    with sqlite3.connect(db) as conn:
+        conn.execute("ALTER TABLE runs DROP COLUMN started_from")
+        conn.execute("ALTER TABLE syscalls DROP COLUMN found_blocked")
+        conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    for args in VIEWERS[:3]:  # query reads any version
+        assert "schema 2, this one uses 3" in _fails_with_one_line([args[0], str(db), *args[1:]])
+    assert runner.invoke(app, ["query", str(db), "SELECT COUNT(*) FROM syscalls"]).exit_code == 0
+    with pytest.raises(PluginError, match="schema 2, this one uses 3"):
+        SyscallDatabase(db, {"image": "next"})

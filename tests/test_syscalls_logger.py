@@ -17,6 +17,8 @@ from qppsuite.plugins.syscalls.context import Limits, SyscallContext
 from qppsuite.plugins.syscalls.table import by_name
 
 STRING_AT = 0x10000
+BLOCKED_TASK = 0xC1800000
+BLOCKED_INIT = OsiProcess(1, 1, 0, "init", 0x8000, BLOCKED_TASK, 1_000, False, state="S")
 
 
 class Memory:
@@ -59,6 +61,13 @@ class FakeOsi(Plugin):
     @export
     def get_processes(self) -> list[OsiProcess]:
         return [self.process]
+
+    @export
+    def get_task(self, task: int) -> tuple[OsiProcess | None, OsiThread | None]:
+        """Any other task than current's is the blocked init of BLOCKED_TASK."""
+        if task == BLOCKED_TASK:
+            return BLOCKED_INIT, OsiThread(1, 1, "init", BLOCKED_TASK, state="S")
+        return self.get_current()
 
 
 class NoMachineCore(CorePlugin):
@@ -188,6 +197,23 @@ def test_a_failing_plugin_mid_run_leaves_the_committed_batches(harness: Harness,
     assert len(rows(tmp_path / "t.db", "SELECT seq FROM syscalls")) == 4
     harness.qpp.unload_all()
     assert len(rows(tmp_path / "t.db", "SELECT seq FROM syscalls")) == 5
+
+
+def test_a_call_found_blocked_at_the_start_is_its_tasks_not_currents(harness: Harness, tmp_path: Path) -> None:
+    wait = harness.ctx("wait4", (0xFFFFFFFF, 0, 0, 0), task=BLOCKED_TASK)  # what syscalls makes of init's wait4
+    harness.fire("on_syscall", wait)
+    seen = harness.ctx("getpid", ())
+    harness.fire("on_syscall", seen)
+    harness.fire("on_syscall_return", seen, 100)
+    harness.fire("on_syscall_return", wait, 100)
+    harness.qpp.unload_all()
+    got = rows(tmp_path / "t.db", "SELECT seq, pid, process_name, found_blocked, retval FROM syscalls ORDER BY seq")
+    assert got == [
+        {"seq": wait.seq, "pid": 1, "process_name": "init", "found_blocked": 1, "retval": 100},
+        {"seq": seen.seq, "pid": 100, "process_name": "sh", "found_blocked": 0, "retval": 100},
+    ]
+    (run,) = rows(tmp_path / "t.db", "SELECT started_from FROM runs")
+    assert run == {"started_from": None}  # no machine, so no snapshot label: as a run that booted
 
 
 def test_blocked_calls_at_the_end_are_written_as_pending(harness: Harness, tmp_path: Path) -> None:

@@ -44,10 +44,13 @@ FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, 
 
 
 @contextmanager
-def _reading(db: Path) -> Iterator[sqlite3.Connection]:
-    """The database, read-only; what a damaged file makes SQLite or the decoding raise becomes one line."""
+def _reading(db: Path, *, any_version: bool = False) -> Iterator[sqlite3.Connection]:
+    """The database, read-only; what a damaged file makes SQLite or the decoding raise becomes one line.
+
+    ``any_version``: read a file of another schema version too (the views refuse it: their columns may lack).
+    """
     from qppsuite.plugins.syscalls_logger import reader
-    conn = reader.open_readonly(db)
+    conn = reader.open_readonly(db, any_version=any_version)
     try:
         yield conn
     except (sqlite3.Error, ValueError, TypeError, KeyError) as exc:
@@ -266,9 +269,10 @@ def query(
     ],
     fmt: FormatOpt = OutputFormat.table,
 ) -> None:
-    """Run read-only SQL on the database (tables: runs, processes, syscalls); writes are refused."""
+    """Run read-only SQL on the database (tables: runs, processes, threads, syscalls), of any schema version;
+    writes are refused."""
     from qppsuite.plugins.syscalls_logger import reader
-    with _reading(db) as conn:
+    with _reading(db, any_version=True) as conn:
         columns, rows = reader.run_query(conn, sql)
     _emit(columns, rows, fmt)
 

@@ -82,6 +82,7 @@ class SyscallsLogger(Plugin):
         if self.args.batch < 1:
             raise PluginError(f"plugin 'syscalls_logger' argument 'batch': {self.args.batch} is not at least 1")
         self.get_current = self.qpp.import_function("osi_linux", "get_current")
+        self.get_task = self.qpp.import_function("osi_linux", "get_task")
         self._callers: dict[int, _Caller] = {}  # seq -> caller, while the call is outstanding
         self._processes: dict[tuple[int, int], dict[str, Any]] = {}  # (pid, start_time) -> row
         self._names: dict[int, list[str]] = {}  # process row id -> names over time
@@ -110,6 +111,7 @@ class SyscallsLogger(Plugin):
                     "plugins": json.dumps([n for n in dict.fromkeys([*self.qpp.loaded, self.name]) if n != "core"]),
                     "qppsuite_version": qppsuite.__version__,
                     "started_at": self._started.isoformat(timespec="seconds"),
+                    "started_from": labels.get("snapshot"),
                 },
             )
             self.db_path = path
@@ -157,7 +159,8 @@ class SyscallsLogger(Plugin):
             self._db.update_process(process)
 
     def _caller(self, ctx: SyscallContext) -> _Caller:
-        proc, thread = self.get_current()
+        """Who made the call: ``current``, or for a call found blocked at the start the task found in it."""
+        proc, thread = self.get_current() if ctx.task is None else self.get_task(ctx.task)
         tid = thread.tid if thread is not None else None
         thread_name = thread.name if thread is not None else None
         if proc is None:
@@ -236,6 +239,8 @@ class SyscallsLogger(Plugin):
             outcome = "" if ctx.ending is None else f" (no return: {ctx.ending})"
             if ctx.child:
                 outcome = " (in the child)"
+            if ctx.task is not None:
+                outcome += " (made before the start)"
             name = quote((caller.name or "").encode("utf-8", "surrogateescape"))[1:-1]  # guest text, escaped
             self._text.write(
                 f"Syscall at pc {ctx.pc:#x}: {text}{outcome}: Process '{name}', "
@@ -276,6 +281,7 @@ class SyscallsLogger(Plugin):
             int(ctx.child),
             ctx.parent_seq,
             ctx.asid,
+            int(ctx.task is not None),
             text,
         )
         if self._db.add(row, process, caller.thread) >= self._batch:

@@ -41,10 +41,11 @@ run id is larger (an edited file: SQLite gives ``max(id) + 1``) is refused when 
 BUSY_TIMEOUT_S = 30.0
 """How long a commit waits for another run's commit to the same file before it fails."""
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """``PRAGMA user_version`` of a database this version writes.  2 added ``threads``, the processes'
 ``state``/``exit_status`` and the syscalls' ``thread_name``/``signal``, and stores text as plain JSON
-strings; version 1 files are refused with a one-line message (:func:`schema_mismatch`), never mixed."""
+strings; 3 added the runs' ``started_from`` and the syscalls' ``found_blocked``.  Files of other versions
+are refused with a one-line message (:func:`schema_mismatch`), never mixed."""
 
 RUN_COLUMNS: dict[str, Any] = {
     "id": int,
@@ -54,6 +55,7 @@ RUN_COLUMNS: dict[str, Any] = {
     "plugins": str,  # JSON list, in load order
     "qppsuite_version": str,
     "started_at": str,  # ISO 8601 UTC
+    "started_from": str,  # the snapshot the run was restored from (ready-<hash>, or a named one); NULL: it booted
     "ended_at": str,
     "stop_reason": str,
     "stop_message": str,
@@ -116,6 +118,7 @@ SYSCALL_COLUMNS: dict[str, Any] = {
     "child": int,  # 1 for a fork/clone child's own return (retval 0)
     "parent_seq": int,  # for a child's row: the parent's call
     "asid": int,
+    "found_blocked": int,  # 1: made before the run's plugins started, found blocked in it then (insn_count: the start)
     "text": str,  # strace-like line
 }
 

@@ -108,8 +108,11 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "backslashreplace")
 
 
-def open_readonly(path: Path) -> sqlite3.Connection:
-    """A read-only connection to a syscall database, checked to have the logger's tables and columns."""
+def open_readonly(path: Path, *, any_version: bool = False) -> sqlite3.Connection:
+    """A read-only connection to a syscall database, checked to have the logger's tables and columns.
+
+    ``any_version``: a file of another schema version is read too, as its tables are (``qppsuite query``).
+    """
     if not path.is_file():
         what = "a directory" if path.is_dir() else "no such file" if not path.exists() else "not a regular file"
         raise LogDatabaseError(f"no syscall database at {path}: {what}")
@@ -124,7 +127,7 @@ def open_readonly(path: Path) -> sqlite3.Connection:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         missing = [t for t in (RUNS, PROCESSES, THREADS, SYSCALLS) if t not in tables]
         # Another version's file (version 1 had no threads table) is named as such before its tables are.
-        mismatch = schema_mismatch(conn, path) if len(missing) < 4 else None
+        mismatch = schema_mismatch(conn, path) if len(missing) < 4 and not any_version else None
         if mismatch is not None:
             raise LogDatabaseError(mismatch)
         if missing:
