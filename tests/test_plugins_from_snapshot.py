@@ -191,3 +191,29 @@ def test_the_runs_row_names_the_snapshot(restored: Restored) -> None:
     (row,) = restored.rows("SELECT started_from, stop_reason FROM runs")
     assert row == {"started_from": restored.snapshot, "stop_reason": "poweroff"}
     assert restored.snapshot.startswith("ready-")
+
+
+@pytest.mark.boot
+def test_a_booted_run_finds_the_same_blocked_calls_and_names_no_snapshot(
+    restored: Restored, default_image: ImageBundle, tmp_path: Path
+) -> None:
+    """Booting to the ready point instead of restoring it attaches the plugins at the same instant."""
+    db = tmp_path / "booted.db"
+    result = run(
+        RunOptions(
+            cmd=GUEST_CMD,
+            warm=True,
+            cold=True,
+            plugins=["osi_linux", "syscalls", "syscalls_logger"],
+            plugin_args={"syscalls_logger": {"db": str(db)}},
+            strict=True,
+        ),
+        None,
+        image=default_image,
+    )
+    assert result.ok and result.start == "booted", result.reason
+    booted = Restored(result, "", restored.probe, db, "")
+    assert booted.rows("SELECT started_from FROM runs") == [{"started_from": None}]
+    columns = "seq, insn_count, pid, tid, name, args, outputs, retval, return_insn_count"
+    sql = f"SELECT {columns} FROM syscalls WHERE found_blocked = 1 ORDER BY seq"
+    assert booted.rows(sql) == restored.rows(sql)
