@@ -471,7 +471,10 @@ class OsiLinux(Plugin):
         None for a kernel thread, a thread that is gone, ``current`` while the CPU runs it in user mode
         (its saved registers are an earlier entry's), a thread that entered the kernel otherwise (an
         interrupt or a fault: ``ARM_ORIG_r0`` is -1 and r0 is not, or the instruction before the saved pc is
-        no SVC), or a profile without ``pt_regs``.  The number is the one the kernel recorded in
+        no SVC), or a profile without ``pt_regs``.  Also None where that instruction cannot be read in the
+        process's page tables: a fork child that has not run yet (fork copies no page-table entries of
+        file mappings, mm/memory.c ``vma_needs_copy``) and an execve past its point of no return (the old
+        image is gone; the call will not return).  The number is the one the kernel recorded in
         ``thread_info`` and must be the saved r7 (ARM EABI).  ``/proc/PID/syscall`` in the guest shows the
         same number, arguments, sp and pc (plus 2 or 4: it gives the saved pc) for a thread blocked in a call.
         """
