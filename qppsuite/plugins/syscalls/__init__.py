@@ -244,7 +244,7 @@ class Syscalls(Plugin):
         address space.  The context is the one the thread's return will pair with: ``asid`` is what TTBR0
         will hold then, the process's page-table base with the attribute bits Linux sets in every
         process's TTBR0 (``TTB_FLAGS_*``, arch/arm/mm/proc-v7-2level.S ``cpu_v7_switch_mm``), taken from
-        TTBR0 now; ``thread`` is the thread's kernel stack.  Called before the guest runs, so it costs nothing per call.
+        TTBR0 now; ``thread`` is the thread's kernel stack.  Runs once, before the guest does.
         """
         get_syscall = self.qpp.import_function("osi_linux", "get_syscall")
         get_threads = self.qpp.import_function("osi_linux", "get_threads")
@@ -259,6 +259,10 @@ class Syscalls(Plugin):
                     continue
                 entry = self._per_call.get(call.number)
                 spec = entry[0] if entry is not None else None
+                if not (self.on_syscall or self.on_syscall_return or self.on_syscall_noreturn) and not (
+                    entry is not None and (entry[1] or entry[2])
+                ):
+                    continue  # as in _svc: nothing is built for a call nobody listens to
                 ctx = SyscallContext(
                     seq=self.pairing.next_seq(),
                     insn_count=self.machine.insn_count,
