@@ -27,7 +27,6 @@ see bench/RESULTS.md).
 """
 
 import logging
-import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -49,6 +48,7 @@ from qppsuite.plugins.osi_linux.model import OsiFile, OsiMapping, OsiModule, Osi
 from qppsuite.plugins.osi_linux.modules import read_modules
 from qppsuite.plugins.osi_linux.paths import PathReader
 from qppsuite.plugins.osi_linux.ps_report import print_process_tree
+from qppsuite.plugins.osi_linux.syscall_regs import saved_syscall
 from qppsuite.plugins.osi_linux.tasks import TaskIdentity, TaskReader
 
 __all__ = ["OsiFile", "OsiLinux", "OsiMapping", "OsiModule", "OsiProcess", "OsiSyscall", "OsiThread", "plugin"]
@@ -61,13 +61,6 @@ MODE_USR = 0x10
 BANNER_LIMIT = 512
 SIGNAL_GROUP_EXIT = 0x00000004
 """signal_struct.flags: a group exit is in progress (include/linux/sched/signal.h, 6.1)."""
-PT_REGS_WORDS = 18
-"""``struct pt_regs`` is ``uregs[18]``: r0-r12, sp, lr, pc, cpsr, ORIG_r0 (arch/arm/include/uapi/asm/ptrace.h)."""
-ARM_R7, ARM_SP, ARM_PC, ARM_CPSR, ARM_ORIG_R0 = 7, 13, 15, 16, 17
-NOT_A_SYSCALL = 0xFFFFFFFF
-"""``ARM_ORIG_r0`` of an entry from user mode that is no system call: ``usr_entry`` stores -1 there
-(arch/arm/kernel/entry-armv.S); ``vector_swi`` stores the call's r0 (entry-common.S)."""
-CPSR_T = 0x20
 
 T = TypeVar("T")
 
@@ -481,42 +474,25 @@ class OsiLinux(Plugin):
         return self._guarded("get_syscall", None, lambda: self._syscall(thread))
 
     def _syscall(self, thread: OsiThread) -> OsiSyscall | None:
-        layout = self.layout.user_regs
-        task, mem = thread.task, self.mem
+        task = thread.task
         ident = self.tasks.identity(task)
-        if layout is None or ident is None or ident.pid != thread.tid or not ident.mm:
+        if ident is None or ident.pid != thread.tid or not ident.mm:
             return None
         if task == self._current_task() and self._cpu.cpsr & CPSR_MODE_MASK == MODE_USR:
             return None
-        stack = mem.u32(task + layout.task_stack)
-        if stack is None or not self.tasks.is_kernel_pointer(stack):
-            return None
-        raw = mem.read(stack + layout.pt_regs, 4 * PT_REGS_WORDS)
-        number = mem.u32((task if layout.thread_info_in_task else stack) + layout.syscall)
-        if raw is None or number is None:
-            return None
-        regs = struct.unpack(f"<{PT_REGS_WORDS}I", raw)
-        cpsr, orig_r0 = regs[ARM_CPSR], regs[ARM_ORIG_R0]
-        if cpsr & CPSR_MODE_MASK != MODE_USR or number != regs[ARM_R7]:
-            return None
-        if orig_r0 == NOT_A_SYSCALL and regs[0] != NOT_A_SYSCALL:
-            return None
-        thumb = bool(cpsr & CPSR_T)
-        pc = regs[ARM_PC] - (2 if thumb else 4)
         process = self.tasks.process(task)
-        if process is None or process.asid is None or not self._is_svc(pc, thumb, process.asid):
+        asid = process.asid if process is not None else None
+        if asid is None:
             return None
-        return OsiSyscall(number, (orig_r0, *regs[1:7]), pc, thumb, regs[ARM_SP], stack)
+        memory = self.machine.memory
 
-    def _is_svc(self, pc: int, thumb: bool, asid: int) -> bool:
-        """The instruction at ``pc`` in the address space ``asid`` is an SVC (ARM ARM A8.8.228; Thumb ``0xDFxx``)."""
-        try:
-            if thumb:
-                return self.machine.memory.read_u16(pc, ttbr0=asid) >> 8 == 0xDF
-            insn = self.machine.memory.read_u32(pc, ttbr0=asid)
-        except GuestMemoryError:
-            return False
-        return insn >> 28 != 0xF and insn >> 24 & 0xF == 0xF
+        def read_code(pc: int, thumb: bool) -> int | None:
+            try:
+                return memory.read_u16(pc, ttbr0=asid) if thumb else memory.read_u32(pc, ttbr0=asid)
+            except GuestMemoryError:
+                return None
+
+        return saved_syscall(self.tasks, task, read_code)
 
     @export
     def get_processes(self) -> list[OsiProcess]:
