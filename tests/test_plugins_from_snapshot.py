@@ -8,14 +8,22 @@ was in at the snapshot: its ``wait4`` for the agent) and every process's ``/proc
 
 Without osi_linux's ``get_syscall`` and syscalls' start-time pass, the snapshot's blocked calls (init's
 wait4, the agent's write of its ready line) have no rows: their returns pair with nothing.
+
+The probe also records the kernel pages ``get_syscall`` reads there (``tests/data/osi/ready_syscalls.json.gz``,
+rewritten with ``QPPSUITE_WRITE_DUMPS=1``), which the tests without a boot replay.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import gzip
 import json
+import os
 import re
 import sqlite3
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +31,13 @@ import pytest
 from console_sink import Console
 
 from qppsuite.core.image import ImageBundle
+from qppsuite.core.memory import GuestMemoryError
 from qppsuite.core.qpp import Plugin
 from qppsuite.plugins.osi_linux import OsiLinux, OsiProcess, OsiSyscall, OsiThread
+from qppsuite.plugins.osi_linux.kernel_memory import KernelMemory
+from qppsuite.plugins.osi_linux.layout import KernelLayout, UserRegsLayout
+from qppsuite.plugins.osi_linux.syscall_regs import saved_syscall
+from qppsuite.plugins.osi_linux.tasks import TaskReader
 from qppsuite.session import RunOptions, RunResult, ready_snapshot_key, ready_snapshot_path, run
 
 GUEST_CMD = (
@@ -36,6 +49,8 @@ GUEST_CMD = (
 )
 USER_HZ = 100
 """/proc/PID/stat's starttime is in USER_HZ ticks (fs/proc/array.c, nsec_to_clock_t)."""
+DUMP = Path(__file__).parent / "data" / "osi" / "ready_syscalls.json.gz"
+PAGE = 4096
 READY_LINE = b"QPPSUITE-READY\n"
 """What the agent writes to the channel to say it is ready (agent.sh): the host stops it in that write."""
 
@@ -60,6 +75,37 @@ class StartProbe(Plugin):
         self.syscalls: dict[int, OsiSyscall | None] = {
             t.tid: osi.get_syscall(t) for threads in self.threads.values() for t in threads
         }
+        self._record(osi)
+
+    def _record(self, osi: OsiLinux) -> None:
+        """The kernel pages and user instructions saved_syscall reads for every task: the unit test's fixture."""
+        mem, translate = osi.mem, osi.mem._translate
+        seen: dict[int, int | None] = {}
+        self.code: dict[str, int | None] = {}
+
+        def recording(vaddr: int) -> int | None:
+            seen[vaddr >> 12] = translate(vaddr)
+            return seen[vaddr >> 12]
+
+        mem.set_translate(recording)
+        try:
+            for process in self.processes:
+                for thread in self.threads[process.pid]:
+                    saved_syscall(osi.tasks, thread.task, partial(self._read_code, process.asid))
+        finally:
+            mem.set_translate(translate)
+        phys = self.machine.phys
+        self.pages = {v: phys.read(p & ~(PAGE - 1), PAGE) for v, p in seen.items() if p is not None}
+
+    def _read_code(self, asid: int | None, pc: int, thumb: bool) -> int | None:
+        memory, value = self.machine.memory, None
+        try:
+            if asid is not None:
+                value = memory.read_u16(pc, ttbr0=asid) if thumb else memory.read_u32(pc, ttbr0=asid)
+        except GuestMemoryError:
+            pass
+        self.code[f"{asid}:{pc:#x}"] = value
+        return value
 
     def on_task_change(self, old: OsiThread | None, new: OsiThread) -> None:
         if self.first_change is None:
@@ -112,7 +158,28 @@ def restored(default_image: ImageBundle, tmp_path_factory: pytest.TempPathFactor
         on_loaded=lambda qpp: probes.append(qpp.get("start_probe")),  # type: ignore[arg-type]
     )
     assert result.ok and result.start == "restored", (result.reason, console.text[-2000:])
-    return Restored(result, console.text.replace("\r\n", "\n"), probes[0], db, path.stem)
+    restored = Restored(result, console.text.replace("\r\n", "\n"), probes[0], db, path.stem)
+    if os.environ.get("QPPSUITE_WRITE_DUMPS"):
+        _write_dump(restored)
+    return restored
+
+
+def _write_dump(restored: Restored) -> None:
+    probe = restored.probe
+    threads = [
+        {"tid": t.tid, "pid": p.pid, "task": t.task, "asid": p.asid, "kernel_thread": p.is_kernel_thread}
+        for p in probe.processes
+        for t in probe.threads[p.pid]
+    ]
+    dump = {
+        "layout": dataclasses.asdict(probe.osi.layout),
+        "threads": threads,
+        "agent": restored.agent,
+        "init_syscall": restored.marked("init")[0],
+        "code": probe.code,
+        "pages": {f"{v:#x}": base64.b64encode(d).decode() for v, d in sorted(probe.pages.items())},
+    }
+    DUMP.write_bytes(gzip.compress(json.dumps(dump).encode(), mtime=0))
 
 
 def _guest_stat(line: str) -> tuple[int, str, str, int, int]:
@@ -217,3 +284,71 @@ def test_a_booted_run_finds_the_same_blocked_calls_and_names_no_snapshot(
     columns = "seq, insn_count, pid, tid, name, args, outputs, retval, return_insn_count"
     sql = f"SELECT {columns} FROM syscalls WHERE found_blocked = 1 ORDER BY seq"
     assert booted.rows(sql) == restored.rows(sql)
+
+
+def _replay() -> tuple[dict[str, Any], TaskReader, bytearray]:
+    """The dumped pages as kernel memory (writable, to corrupt), the reader over them, and the dump."""
+    dump = json.loads(gzip.decompress(DUMP.read_bytes()))
+    order = {int(v, 16): i for i, v in enumerate(dump["pages"])}
+    ram = bytearray(b"".join(base64.b64decode(d) for d in dump["pages"].values()))
+
+    def translate(vaddr: int) -> int | None:
+        index = order.get(vaddr >> 12)
+        return None if index is None else index * PAGE
+
+    fields = dump["layout"]
+    layout = KernelLayout(**{**fields, "user_regs": UserRegsLayout(**fields["user_regs"])})
+    return dump, TaskReader(KernelMemory(memoryview(ram), 0, translate), layout), ram
+
+
+def _found(dump: dict[str, Any], tasks: TaskReader) -> dict[int, OsiSyscall | None]:
+    def read_code(asid: int | None, pc: int, _thumb: bool) -> int | None:
+        return dump["code"].get(f"{asid}:{pc:#x}")
+
+    return {t["tid"]: saved_syscall(tasks, t["task"], partial(read_code, t["asid"])) for t in dump["threads"]}
+
+
+def test_saved_syscall_on_the_dumped_ready_point_gives_what_the_guest_showed() -> None:
+    """Kernel pages of the ready snapshot (tests/data/osi/README.md), read as get_syscall reads them."""
+    dump, tasks, _ = _replay()
+    found = _found(dump, tasks)
+    number, *args, sp, pc = (int(v, 0) for v in dump["init_syscall"].split())
+    init = found[1]
+    assert init is not None
+    assert (init.number, init.args[:6], init.sp, init.pc + (2 if init.thumb else 4)) == (number, tuple(args), sp, pc)
+    agent = found[dump["agent"]]
+    assert agent is not None and (agent.number, agent.args[0], agent.args[2]) == (4, 1, len(READY_LINE))  # write
+    assert {tid for tid, call in found.items() if call is not None} == {1, dump["agent"]}
+    assert len(dump["threads"]) > 20  # every kernel thread among them: none is in a call
+
+
+def test_saved_syscall_refuses_registers_of_another_kind_of_entry() -> None:
+    """Edited pages: an interrupt's ORIG_r0, a number that is not r7, user code that is no SVC, a bad stack."""
+    dump, tasks, ram = _replay()
+    (init,) = (t for t in dump["threads"] if t["tid"] == 1)
+    regs_layout = tasks.layout.user_regs
+    assert regs_layout is not None
+    stack = tasks.mem.u32(init["task"] + regs_layout.task_stack)
+    assert stack is not None
+    pt_regs = stack + regs_layout.pt_regs
+
+    def edit(vaddr: int, value: int) -> int:
+        offset = tasks.mem.physical(vaddr)
+        assert offset is not None
+        old = int.from_bytes(ram[offset : offset + 4], "little")
+        ram[offset : offset + 4] = value.to_bytes(4, "little")
+        tasks.mem.invalidate()
+        return old
+
+    assert _found(dump, tasks)[1] is not None
+    r0 = edit(pt_regs, 5)  # ORIG_r0 -1 but r0 is not: an interrupt or abort from user mode
+    assert _found(dump, tasks)[1] is None
+    edit(pt_regs, r0)
+    r7 = edit(pt_regs + 4 * 7, 3)  # the number recorded is not the saved r7
+    assert _found(dump, tasks)[1] is None
+    edit(pt_regs + 4 * 7, r7)
+    dump["code"] = {key: 0x4770 for key in dump["code"]}  # bx lr, not an SVC
+    assert _found(dump, tasks)[1] is None
+    dump, tasks, ram = _replay()
+    edit(init["task"] + regs_layout.task_stack, 0x1000)  # not a kernel pointer
+    assert _found(dump, tasks)[1] is None
