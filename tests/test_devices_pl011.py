@@ -238,6 +238,14 @@ def test_state_round_trip_through_json_gives_identical_behaviour() -> None:
     assert original.sent[-1] == restored.sent[-1] == b"A"
 
 
+def test_a_line_time_past_four_seconds_is_restored() -> None:
+    """``line_ns`` is virtual time in ns: past 2**32 after 4.3 s (a snapshot taken after a ``sleep 5``)."""
+    rig = Rig()
+    state = {**rig.uart.get_state(), "line_ns": 5_962_811_088}
+    rig.uart.set_state(state)
+    assert rig.uart.get_state()["line_ns"] == 5_962_811_088
+
+
 def test_set_state_rejects_corrupt_snapshots() -> None:
     rig = Rig()
     good = rig.uart.get_state()

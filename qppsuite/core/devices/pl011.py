@@ -237,7 +237,7 @@ class Pl011(WordRegisterDevice):
             setattr(self, key, value)
         self.rx_fifo = deque(queues["rx_fifo"])
         self.rx_backlog = deque(queues["rx_backlog"])
-        self._line_ns = state_int(state, self.name, "line_ns")
+        self._line_ns = state_int(state, self.name, "line_ns", bits=64)  # virtual ns: past 4.3 s after 2**32
         self._burst_left = state_int(state, self.name, "burst_left")
         self._irq_level = bool(self.ris & self.imsc)
         self._irq_out(self._irq_level)
