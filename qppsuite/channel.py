@@ -123,11 +123,16 @@ class Channel:
     received: dict[str, bytes] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     on_ready: Callable[[], None] | None = None
-    #: Where the requests go (the machine's channel port), one for each "G" the agent sends.
+    #: Where the requests go (the machine's channel port), one for each "G" the agent sends; None: the
+    #: channel only listens (a replay, whose input comes from its recording).
     send: Callable[[bytes], None] | None = None
+    #: Called as ``progress(sent, total)``, in bytes of the user's files, after each request is sent.
+    progress: Callable[[int, int], None] | None = None
     _queue: list[bytes] = field(default_factory=list)
     _pending: bytearray = field(default_factory=bytearray)
     _body: tuple[str, int] | None = None
+    _sent: int = 0
+    _total: int = 0
 
     def prepare(self) -> None:
         """Read the host files and queue every request, in the agent's protocol (see agent.sh); a file
@@ -143,6 +148,7 @@ class Channel:
         queue += [f"O - - {want.guest}\n".encode() for want in self.copy_out]
         queue.append(b"X - - -\n")
         self._queue = queue
+        self._total = sum(len(request) for request in queue)
 
     def feed(self, data: bytes) -> None:
         """What the guest wrote on the channel, as it comes."""
@@ -167,9 +173,15 @@ class Channel:
 
     def _line(self, line: bytes) -> None:
         if line == b"G":
-            if not self._queue or self.send is None:
+            if self.send is None:
+                return
+            if not self._queue:
                 raise ChannelError("the guest asked for a request after the last one")
-            self.send(self._queue.pop(0))
+            request = self._queue.pop(0)
+            self.send(request)
+            self._sent += len(request)
+            if self.progress is not None:
+                self.progress(self._sent, self._total)
             return
         if line == READY:
             if self.on_ready is not None:

@@ -1,19 +1,28 @@
 """``qppsuite run``: boot an image with plugins stacked on it."""
 
+import contextlib
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 import typer
 
 from qppsuite.channel import DEFAULT_GUEST_DIR, parse_copy_out, parse_file_spec
 from qppsuite.cli import app, err_console
+from qppsuite.cli.keyboard import LEAVE_KEY, KeyboardInput, raw_terminal
 from qppsuite.cli.terminal import ConsoleStream, styled
 from qppsuite.core.board import RAM_MAX_MIB
 from qppsuite.core.image import images_dir
 from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
 from qppsuite.errors import GuestError, ImageError, Interrupted, PluginError
-from qppsuite.session import DEFAULT_IMAGE, RunOptions, run
+from qppsuite.session import DEFAULT_IMAGE, GuestIO, RunOptions, run
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+#: Files to carry from this many bytes get a progress bar.
+PROGRESS_FROM_BYTES = 1 << 20
 
 
 def _ensure_default_image(cache: Path | None) -> None:
@@ -90,6 +99,15 @@ def run_command(
         ),
     ] = False,
     cold: Annotated[bool, typer.Option("--cold", help="Boot even if a snapshot of the booted guest exists")] = False,
+    interactive: Annotated[
+        bool,
+        typer.Option(
+            "--interactive",
+            "-i",
+            help="Make this terminal (or piped stdin) the guest console's keyboard: a shell, or --cmd, with "
+            "the console as its terminal; Ctrl-] leaves",
+        ),
+    ] = False,
 ) -> None:
     """Boot IMAGE (building the default image on first use) and run the plugins on it.
 
@@ -112,6 +130,7 @@ def run_command(
         copy_out=[parse_copy_out(spec) for spec in copy_out or []],
         warm=warm or cold or cmd_file is not None,
         cold=cold,
+        interactive=interactive,
         plugins=parse_plugin_list(plugins or []),
         plugin_args=parse_plugin_args(plugin_args or []),
         strict=strict,
@@ -129,9 +148,11 @@ def run_command(
                 sink = console.open("wb")
             except OSError as exc:
                 raise ImageError(f"cannot write console file {console}: {exc.strerror}") from exc
-        elif not quiet:
+        elif not quiet or interactive:
             sink = sys.stdout.buffer
-        result = run(options, ConsoleStream(sink) if sink else None)
+        stream = ConsoleStream(sink, interactive=interactive) if sink else None
+        with _keyboard(interactive, quiet) as host, _progress(quiet) as progress:
+            result = run(options, stream, io=GuestIO(host=host, progress=progress))
     finally:
         if sink is not None and sink is not sys.stdout.buffer:
             sink.close()
@@ -143,6 +164,10 @@ def run_command(
         raise Interrupted(f"{result.reason.message} after {summary}", result.signal)
     if result.shutdown_failures:
         raise PluginError(result.shutdown_failures[0], hint="its output may be incomplete; earlier writes are kept")
+    if result.reason.kind == "detached":
+        if not quiet:
+            err_console.print(styled(("qppsuite:", "green"), f" left the guest console after {summary}"))
+        return
     if not result.ok:
         kind = "" if result.reason.kind == "error" else f"{result.reason.kind}: "  # "error: error: ..." says nothing
         raise GuestError(f"{kind}{result.reason.message} (stopped after {summary})")
@@ -153,3 +178,44 @@ def run_command(
             err_console.print(styled(("qppsuite:", "green"), f" copied out {path}"))
         start = {"restored": " from the snapshot of the booted guest", "booted": ""}.get(result.start or "", "")
         err_console.print(styled(("qppsuite:", "green"), f" guest powered off{start} after {summary}"))
+
+
+@contextlib.contextmanager
+def _keyboard(interactive: bool, quiet: bool) -> Iterator[KeyboardInput | None]:
+    """The guest console's keyboard for ``-i``: this terminal in raw mode (restored afterwards), or the pipe."""
+    if not interactive:
+        yield None
+        return
+    fd = sys.stdin.fileno()
+    if not sys.stdin.isatty():
+        yield KeyboardInput(fd, leave=None)
+        return
+    if not quiet:
+        err_console.print(styled(("qppsuite:", "bold"), " this terminal is the guest console; Ctrl-] leaves"))
+    with raw_terminal(fd):
+        yield KeyboardInput(fd, leave=LEAVE_KEY)
+
+
+@contextlib.contextmanager
+def _progress(quiet: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr for the channel's bytes, shown once they reach :data:`PROGRESS_FROM_BYTES`."""
+    if quiet:
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    bar = Progress(BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err_console, transient=True)
+    task: list[TaskID] = []
+
+    def update(sent: int, total: int) -> None:
+        if total < PROGRESS_FROM_BYTES:
+            return
+        if not task:
+            bar.start()
+            task.append(bar.add_task("to the guest", total=total))
+        bar.update(task[0], completed=sent)
+
+    try:
+        yield update
+    finally:
+        bar.stop()
