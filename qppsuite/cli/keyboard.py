@@ -8,6 +8,11 @@ bytes go to the guest as typed, then, at the pipe's end, one Ctrl-D (end of
 file for a shell reading a terminal line).  The bytes reach the guest when the
 run loop polls (:class:`qppsuite.core.machine.HostInput`), where each is
 stamped with the instruction count it arrived at, for the recording.
+
+After a pipe's end, the Ctrl-D is given again each time the guest has gone idle
+since the last one, as a user presses it until the shell leaves: a Ctrl-D that
+reaches a tty in canonical mode with no reader yet becomes a NUL in its buffer
+(drivers/tty/n_tty.c), which busybox's line editor ignores.
 """
 
 import contextlib
@@ -35,6 +40,7 @@ class KeyboardInput:
         self._buffer = bytearray()
         self._ended = False  # the pipe's end, or the leave key, was read
         self._left = False
+        self._idle = False  # the guest waited for input since the last Ctrl-D for a pipe's end
         self._arrived = threading.Event()
         self._lock = threading.Lock()
         threading.Thread(target=self._read, name="qppsuite-keyboard", daemon=True).start()
@@ -48,8 +54,6 @@ class KeyboardInput:
             with self._lock:
                 if not data:
                     self._ended = True
-                    if self._leave is None:
-                        self._buffer += END_OF_INPUT
                 elif self._leave is not None and self._leave in data:
                     self._buffer += data[: data.index(self._leave)]
                     self._ended = self._left = True
@@ -62,6 +66,9 @@ class KeyboardInput:
     def poll(self, limit: int) -> bytes | None:
         """Up to ``limit`` bytes read so far; None once the user left and everything before it was taken."""
         with self._lock:
+            if not self._buffer and self._idle:
+                self._buffer += END_OF_INPUT
+                self._idle = False
             data = bytes(self._buffer[:limit])
             del self._buffer[:limit]
             if not self._buffer:
@@ -72,6 +79,10 @@ class KeyboardInput:
 
     def wait(self, seconds: float) -> None:
         """Block until bytes are waiting (or the user left) or ``seconds`` have passed."""
+        with self._lock:
+            if self._ended and not self._left and self._leave is None:
+                self._idle = True
+                return
         self._arrived.wait(seconds)
 
 
