@@ -9,18 +9,23 @@ file for a shell reading a terminal line).  The bytes reach the guest when the
 run loop polls (:class:`qppsuite.core.machine.HostInput`), where each is
 stamped with the instruction count it arrived at, for the recording.
 
-After a pipe's end, the Ctrl-D is given again each time the guest has gone idle
-since the last one, as a user presses it until the shell leaves: a Ctrl-D that
-reaches a tty in canonical mode with no reader yet becomes a NUL in its buffer
-(drivers/tty/n_tty.c), which busybox's line editor ignores.
+After a pipe's end, the Ctrl-D is given again as the guest keeps going idle, as
+a user presses it until the shell leaves, at the 1st, 2nd, 4th, 8th... idle
+after the last one: a Ctrl-D that reaches a tty in canonical mode while a
+command runs becomes a NUL in its buffer (drivers/tty/n_tty.c), which busybox's
+line editor ignores.
 """
 
 import contextlib
 import os
+import sys
 import termios
 import threading
 import tty
 from collections.abc import Iterator
+
+from qppsuite.cli import err_console
+from qppsuite.cli.terminal import styled
 
 #: Ctrl-], the key that leaves the console (as telnet's escape character).
 LEAVE_KEY = 0x1D
@@ -40,7 +45,9 @@ class KeyboardInput:
         self._buffer = bytearray()
         self._ended = False  # the pipe's end, or the leave key, was read
         self._left = False
-        self._idle = False  # the guest waited for input since the last Ctrl-D for a pipe's end
+        #: After a pipe's end: the guest's idle waits since the last Ctrl-D, and how many the next one needs.
+        self._idle = 0
+        self._idle_needed = 1
         self._arrived = threading.Event()
         self._lock = threading.Lock()
         threading.Thread(target=self._read, name="qppsuite-keyboard", daemon=True).start()
@@ -66,9 +73,10 @@ class KeyboardInput:
     def poll(self, limit: int) -> bytes | None:
         """Up to ``limit`` bytes read so far; None once the user left and everything before it was taken."""
         with self._lock:
-            if not self._buffer and self._idle:
+            if not self._buffer and self._idle >= self._idle_needed:
                 self._buffer += END_OF_INPUT
-                self._idle = False
+                self._idle = 0
+                self._idle_needed *= 2
             data = bytes(self._buffer[:limit])
             del self._buffer[:limit]
             if not self._buffer:
@@ -81,7 +89,7 @@ class KeyboardInput:
         """Block until bytes are waiting (or the user left) or ``seconds`` have passed."""
         with self._lock:
             if self._ended and not self._left and self._leave is None:
-                self._idle = True
+                self._idle += 1
                 return
         self._arrived.wait(seconds)
 
@@ -96,3 +104,19 @@ def raw_terminal(fd: int) -> Iterator[None]:
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+@contextlib.contextmanager
+def keyboard(interactive: bool, quiet: bool) -> Iterator[KeyboardInput | None]:
+    """The guest console's keyboard for ``-i``: this terminal in raw mode (restored afterwards), or the pipe."""
+    if not interactive:
+        yield None
+        return
+    fd = sys.stdin.fileno()
+    if not sys.stdin.isatty():
+        yield KeyboardInput(fd, leave=None)
+        return
+    if not quiet:
+        err_console.print(styled(("qppsuite:", "bold"), " this terminal is the guest console; Ctrl-] leaves"))
+    with raw_terminal(fd):
+        yield KeyboardInput(fd, leave=LEAVE_KEY)

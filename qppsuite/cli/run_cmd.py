@@ -1,28 +1,20 @@
 """``qppsuite run``: boot an image with plugins stacked on it."""
 
-import contextlib
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, BinaryIO
+from typing import Annotated, BinaryIO
 
 import typer
 
 from qppsuite.channel import DEFAULT_GUEST_DIR, parse_copy_out, parse_file_spec
 from qppsuite.cli import app, err_console
-from qppsuite.cli.keyboard import LEAVE_KEY, KeyboardInput, raw_terminal
-from qppsuite.cli.terminal import ConsoleStream, styled
+from qppsuite.cli.keyboard import keyboard
+from qppsuite.cli.terminal import ConsoleStream, channel_progress, styled
 from qppsuite.core.board import RAM_MAX_MIB
 from qppsuite.core.image import images_dir
 from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
 from qppsuite.errors import GuestError, ImageError, Interrupted, PluginError
 from qppsuite.session import DEFAULT_IMAGE, GuestIO, RunOptions, run
-
-if TYPE_CHECKING:
-    from rich.progress import TaskID
-
-#: Files to carry from this many bytes get a progress bar.
-PROGRESS_FROM_BYTES = 1 << 20
 
 
 def _ensure_default_image(cache: Path | None) -> None:
@@ -46,6 +38,47 @@ TimeoutOption = Annotated[
         help="Stop the run after this many wall-clock seconds, whatever the guest does (0: no limit)",
     ),
 ]
+
+
+FilesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--file",
+        help="HOST[:GUEST] file or directory to put in the guest before the command, permissions kept "
+        f"(default place: {DEFAULT_GUEST_DIR}, on the PATH); repeatable",
+    ),
+]
+CmdFileOption = Annotated[
+    Path | None, typer.Option("--cmd-file", help="Shell script to run in the guest (instead of --cmd)")
+]
+WarmOption = Annotated[
+    bool,
+    typer.Option(
+        "--warm", help="Start from a snapshot of the booted guest (the first such run makes it), via the channel"
+    ),
+]
+ColdOption = Annotated[bool, typer.Option("--cold", help="Boot even if a snapshot of the booted guest exists")]
+InteractiveOption = Annotated[
+    bool,
+    typer.Option(
+        "--interactive",
+        "-i",
+        help="Make this terminal (or piped stdin) the guest console's keyboard: a shell, or --cmd, with "
+        "the console as its terminal; Ctrl-] leaves",
+    ),
+]
+
+
+def command_text(cmd: str | None, cmd_file: Path | None) -> str | None:
+    """The guest command from ``--cmd`` or ``--cmd-file`` (one line of error for both, or an unreadable file)."""
+    if cmd is not None and cmd_file is not None:
+        raise GuestError("--cmd and --cmd-file both give the command: use one")
+    if cmd_file is None:
+        return cmd
+    try:
+        return cmd_file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ImageError(f"--cmd-file {cmd_file}: {getattr(exc, 'strerror', None) or exc}") from exc
 
 
 @app.command("run")
@@ -77,50 +110,22 @@ def run_command(
     cache_dir: Annotated[
         Path | None, typer.Option("--cache-dir", help="Cache directory (default: $QPPSUITE_CACHE or the XDG cache)")
     ] = None,
-    files: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--file",
-            help="HOST[:GUEST] file or directory to put in the guest before the command, permissions kept "
-            f"(default place: {DEFAULT_GUEST_DIR}, on the PATH); repeatable",
-        ),
-    ] = None,
+    files: FilesOption = None,
     copy_out: Annotated[
         list[str] | None,
         typer.Option("--copy-out", help="GUEST[:HOST] file to bring back after the command; repeatable"),
     ] = None,
-    cmd_file: Annotated[
-        Path | None, typer.Option("--cmd-file", help="Shell script to run in the guest (instead of --cmd)")
-    ] = None,
-    warm: Annotated[
-        bool,
-        typer.Option(
-            "--warm", help="Start from a snapshot of the booted guest (the first such run makes it), via the channel"
-        ),
-    ] = False,
-    cold: Annotated[bool, typer.Option("--cold", help="Boot even if a snapshot of the booted guest exists")] = False,
-    interactive: Annotated[
-        bool,
-        typer.Option(
-            "--interactive",
-            "-i",
-            help="Make this terminal (or piped stdin) the guest console's keyboard: a shell, or --cmd, with "
-            "the console as its terminal; Ctrl-] leaves",
-        ),
-    ] = False,
+    cmd_file: CmdFileOption = None,
+    warm: WarmOption = False,
+    cold: ColdOption = False,
+    interactive: InteractiveOption = False,
 ) -> None:
     """Boot IMAGE (building the default image on first use) and run the plugins on it.
 
     With --file, --copy-out or --warm the command goes through the host<->guest channel, from the
     booted guest's snapshot when there is one (--cold: boot anyway, and save a new one).
     """
-    if cmd is not None and cmd_file is not None:
-        raise GuestError("--cmd and --cmd-file both give the command: use one")
-    if cmd_file is not None:
-        try:
-            cmd = cmd_file.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ImageError(f"--cmd-file {cmd_file}: {getattr(exc, 'strerror', None) or exc}") from exc
+    cmd = command_text(cmd, cmd_file)
     if image == DEFAULT_IMAGE:
         _ensure_default_image(cache_dir)
     options = RunOptions(
@@ -151,7 +156,7 @@ def run_command(
         elif not quiet or interactive:
             sink = sys.stdout.buffer
         stream = ConsoleStream(sink, interactive=interactive) if sink else None
-        with _keyboard(interactive, quiet) as host, _progress(quiet) as progress:
+        with keyboard(interactive, quiet) as host, channel_progress(err_console, quiet) as progress:
             result = run(options, stream, io=GuestIO(host=host, progress=progress))
     finally:
         if sink is not None and sink is not sys.stdout.buffer:
@@ -179,43 +184,3 @@ def run_command(
         start = {"restored": " from the snapshot of the booted guest", "booted": ""}.get(result.start or "", "")
         err_console.print(styled(("qppsuite:", "green"), f" guest powered off{start} after {summary}"))
 
-
-@contextlib.contextmanager
-def _keyboard(interactive: bool, quiet: bool) -> Iterator[KeyboardInput | None]:
-    """The guest console's keyboard for ``-i``: this terminal in raw mode (restored afterwards), or the pipe."""
-    if not interactive:
-        yield None
-        return
-    fd = sys.stdin.fileno()
-    if not sys.stdin.isatty():
-        yield KeyboardInput(fd, leave=None)
-        return
-    if not quiet:
-        err_console.print(styled(("qppsuite:", "bold"), " this terminal is the guest console; Ctrl-] leaves"))
-    with raw_terminal(fd):
-        yield KeyboardInput(fd, leave=LEAVE_KEY)
-
-
-@contextlib.contextmanager
-def _progress(quiet: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress bar on stderr for the channel's bytes, shown once they reach :data:`PROGRESS_FROM_BYTES`."""
-    if quiet:
-        yield None
-        return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-    bar = Progress(BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err_console, transient=True)
-    task: list[TaskID] = []
-
-    def update(sent: int, total: int) -> None:
-        if total < PROGRESS_FROM_BYTES:
-            return
-        if not task:
-            bar.start()
-            task.append(bar.add_task("to the guest", total=total))
-        bar.update(task[0], completed=sent)
-
-    try:
-        yield update
-    finally:
-        bar.stop()

@@ -10,13 +10,20 @@ styling is applied to :class:`rich.text.Text` built with :func:`styled`.
 """
 
 import codecs
+import contextlib
 import re
 import unicodedata
-from collections.abc import Iterable
-from typing import IO, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+#: The channel's transfers get a progress bar from this many bytes.
+PROGRESS_FROM_BYTES = 1 << 20
 
 #: Anything outside printable ASCII is looked at; only the categories below are escaped.
 _CANDIDATE = re.compile(r"[^\x20-\x7e]")
@@ -132,3 +139,28 @@ class ConsoleStream:
             position = control.end()
         out.append(_CANDIDATE.sub(_escape_invisible_but_layout, text[position:]))
         return "".join(out).encode("utf-8", errors="backslashreplace")
+
+
+@contextlib.contextmanager
+def channel_progress(console: Console, quiet: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on ``console`` for the channel's bytes, shown for :data:`PROGRESS_FROM_BYTES` or more."""
+    if quiet:
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    bar = Progress(BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console, transient=True)
+    task: list[TaskID] = []
+
+    def update(sent: int, total: int) -> None:
+        if total < PROGRESS_FROM_BYTES:
+            return
+        if not task:
+            bar.start()
+            task.append(bar.add_task("to the guest", total=total))
+        bar.update(task[0], completed=sent)
+
+    try:
+        yield update
+    finally:
+        bar.stop()

@@ -349,12 +349,15 @@ class Machine:
         if self._stop is not None:  # the user left the console
             return
         budget = config.quantum
-        if config.max_insns is not None and config.max_insns <= clock.retired:
-            self._stop = StopReason("max_insns", f"instruction budget of {config.max_insns} reached", clock.retired)
-            return
+        if config.max_insns is not None:
+            left = config.max_insns - clock.retired
+            if left <= 0:
+                self._stop = StopReason("max_insns", f"instruction budget of {config.max_insns} reached", clock.retired)
+                return
+            budget = min(budget, left)
+        # A recorded input's count is a hard limit only, not the budget: the budget decides whether a run that
+        # ended early was a WFI (_idle below), and must be what it was when the input was recorded.
         target = self._hard_stop()
-        if target is not None:
-            budget = min(budget, target - clock.retired)
         deadline = self._next_deadline_ns()
         if deadline is not None:
             budget = min(budget, clock.insns_until(deadline))
