@@ -233,6 +233,8 @@ def run(
                 return RunResult(early, machine.insn_count, time.monotonic() - start, image, [], _signal(received))
             if io.on_channel_output is not None:
                 machine.channel_sink = _both(io.on_channel_output, channel.feed)
+            if not replaying:
+                machine.hypercall_source = channel.take
         if io.at_start is not None:
             io.at_start()
         if io.replayed is not None:

@@ -17,7 +17,9 @@ from cli_entry import run_main
 
 from qppsuite.cli.keyboard import END_OF_INPUT, LEAVE_KEY, KeyboardInput
 from qppsuite.cli.terminal import ConsoleStream
+from qppsuite.core.hypercall import FROM_HOST, HYPERCALL_A32
 from qppsuite.core.image import ImageBundle
+from qppsuite.images.guest.transfer import Assembler, elf_executable, movw
 from qppsuite.recording import Recording, RecordingError, pack_inputs, unpack_inputs
 
 
@@ -131,9 +133,11 @@ def test_a_file_run_records_its_input_and_replays_identically_with_the_plugin_st
     path, digest = recorded_file_run
     rec = Recording.load(path)
     stamps = rec.input_stamps()
-    assert [port for _, port, _ in stamps] == ["channel"] * len(stamps)
-    assert digest not in json.dumps(rec.inputs)  # the file's bytes are in the recording, compressed
-    assert b"".join(data for _, _, data in stamps).count(b"F 50000 ") == 1
+    line = b"".join(data for _, port, data in stamps if port == "channel")
+    assert line.count(b"B 50000 644 /root/blob\n") == 1  # the header on the line...
+    bulk = [data for _, port, data in stamps if port == "bulk"]
+    assert hashlib.sha256(b"".join(bulk)).hexdigest() == digest  # ...the bytes by hypercall, in the recording
+    assert bulk[-1] == b""  # the answer that ended the file
     (tmp_path / "blob").write_bytes(b"gone")  # the replay does not need the host file
     done = qppsuite(
         "replay", str(path), "--plugins", "osi_linux,syscalls,syscalls_logger",
@@ -148,11 +152,11 @@ def test_a_replay_fed_other_input_diverges_in_one_line(recorded_file_run: tuple[
     path, _ = recorded_file_run
     rec = Recording.load(path)
     stamps = rec.input_stamps()
-    count, port, data = stamps[0]
-    header_end = data.index(b"\n") + 1
-    flipped = data[:header_end] + bytes([data[header_end] ^ 0xFF]) + data[header_end + 1 :]
+    first = next(index for index, (_, port, _) in enumerate(stamps) if port == "bulk")
+    count, port, data = stamps[first]
+    flipped = bytes([data[0] ^ 0xFF]) + data[1:]  # the file's first byte: sha256sum prints another digest
     edited = json.loads(path.read_text())
-    edited["inputs"] = pack_inputs([(count, port, flipped), *stamps[1:]])
+    edited["inputs"] = pack_inputs([*stamps[:first], (count, port, flipped), *stamps[first + 1 :]])
     (tmp_path / "edited.json").write_text(json.dumps(edited))
     done = qppsuite("replay", str(tmp_path / "edited.json"), cwd=tmp_path)
     assert done.returncode != 0
@@ -230,3 +234,22 @@ def test_an_interactive_console_on_a_terminal_is_recorded_and_replays_identicall
     with sqlite3.connect(db) as conn:
         names = {name for (name,) in conn.execute("SELECT DISTINCT process_name FROM syscalls")}
     assert {"cat", "wc", "sleep"} <= names
+
+
+@pytest.mark.boot
+def test_a_hypercall_with_a_bad_buffer_gets_efault_and_with_no_transfer_gets_nothing(
+    default_image: ImageBundle, tmp_path: Path
+) -> None:
+    """A guest program's own hypercalls: -EFAULT for an unmapped buffer, 0 when the host sends nothing."""
+    asm = Assembler()
+    asm.emit(movw(0, FROM_HOST), movw(1, 0), movw(2, 16), HYPERCALL_A32)  # buffer at address 0: unmapped
+    asm.emit(0xE2604000)  # rsb r4, r0, #0
+    asm.emit(movw(0, FROM_HOST), 0xE24D1040, movw(2, 16), HYPERCALL_A32)  # sub r1, sp, #64: a stack buffer
+    asm.emit(0xE1A05000, 0xE1840205)  # mov r5, r0 ; orr r0, r4, r5, lsl #4
+    asm.call(1)  # exit(r0): 14 if both answers are right
+    program = tmp_path / "hyper"
+    program.write_bytes(elf_executable(asm.code()))
+    program.chmod(0o755)
+    done = qppsuite("run", "--file", str(program), "--cmd", "hyper; echo status=$?", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "status=14" in done.stdout

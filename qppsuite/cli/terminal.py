@@ -163,4 +163,5 @@ def channel_progress(console: Console, quiet: bool) -> Iterator[Callable[[int, i
     try:
         yield update
     finally:
-        bar.stop()
+        if task:  # a bar never shown prints nothing, not even the newline rich ends one with
+            bar.stop()

@@ -22,7 +22,7 @@ from unicorn import UcError
 from unicorn import arm_const as A
 from unicorn import unicorn_const as U
 
-from qppsuite.core import board
+from qppsuite.core import board, hypercall
 from qppsuite.core.clock import VirtualClock
 from qppsuite.core.cpu import (
     CPSR_I,
@@ -38,7 +38,7 @@ from qppsuite.core.devices.psci import PowerEvent
 from qppsuite.core.engine import EXCP_BKPT, EXCP_DATA_ABORT, EXCP_PREFETCH_ABORT, EXCP_SMC, EXCP_SWI, Engine
 from qppsuite.core.events import AddressSpaceSwitch, CoreEvents, StopReason, SvcEvent
 from qppsuite.core.kernel import KernelImage
-from qppsuite.core.memory import PhysicalMemory, VirtualMemory
+from qppsuite.core.memory import GuestMemoryError, PhysicalMemory, VirtualMemory
 from qppsuite.core.mmu import ACCESS_FETCH, FS_EXTERNAL, MmuFault
 from qppsuite.core.rootfs import RootfsFit, RootfsWatch
 from qppsuite.core.snapshot import PAGE_SIZE, Snapshot, SnapshotError, nonzero_pages
@@ -89,8 +89,8 @@ class MachineConfig:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-#: The serial ports input can go to: the console (``ttyAMA0``) and the channel (``ttyAMA1``).
-PORTS = ("console", "channel")
+#: Where input goes: the console (``ttyAMA0``), the channel (``ttyAMA1``), and hypercalls' FROM_HOST answers.
+PORTS = ("console", "channel", hypercall.PORT)
 #: The most bytes of host input (:class:`HostInput`) given to the console at one quantum's start: Linux's
 #: tty layer takes them from the UART's interrupt handler, and a pasted megabyte must not outrun it.
 HOST_INPUT_CHUNK = 256
@@ -187,6 +187,10 @@ class Machine:
         self.host_input: HostInput | None = None
         #: Called as ``on_input(insn_count, port, data)`` for every delivery (a recording stamps input with it).
         self.on_input: Callable[[int, str, bytes], None] | None = None
+        #: Where hypercalls' FROM_HOST bytes come from (:mod:`qppsuite.core.hypercall`); None: no hypercalls.
+        self.hypercall_source: hypercall.Source | None = None
+        #: A replay's recorded FROM_HOST answers, in order (:meth:`schedule_input`).
+        self._hypercall_answers: deque[bytes] = deque()
 
         self._ttbr0 = self.cpu.cp15["ttbr0"]
         self._ram_lo, self._ram_hi = self.phys.base, self.phys.end
@@ -445,8 +449,16 @@ class Machine:
         for count, port, data in inputs:
             if count < last or port not in PORTS:
                 raise ValueError(f"input at instruction {count} for port {port!r}: out of order or unknown port")
-            self._schedule.append((count, port, bytes(data)))
+            if port == hypercall.PORT:
+                # answered when the guest asks, which the replay reproduces: no stop is needed to deliver them
+                self._hypercall_answers.append(bytes(data))
+                self.hypercall_source = self._recorded_answer
+            else:
+                self._schedule.append((count, port, bytes(data)))
             last = count
+
+    def _recorded_answer(self, _limit: int) -> bytes:
+        return self._hypercall_answers.popleft() if self._hypercall_answers else b""
 
     def _deliver_input(self) -> None:
         """At a quantum's start: the recorded input due now, then what arrived from the host, onto the ports."""
@@ -670,11 +682,42 @@ class Machine:
             self.engine.left_block_at(pc + size, thumb)  # a NOP here: it retires
             self.engine.set_reg(A.UC_ARM_REG_PC, (pc + size) | (1 if thumb else 0))
             return True
+        if insn == hypercall.HYPERCALL_A32 and not thumb and mode == "usr" and self.hypercall_source is not None:
+            self.engine.left_block_at(pc + 4, False)  # it retires
+            self.engine.set_reg(A.UC_ARM_REG_R0, self._hypercall() & 0xFFFFFFFF)
+            self.engine.set_reg(A.UC_ARM_REG_PC, pc + 4)
+            return True
         self.engine.left_block_at(pc, thumb)  # an undefined instruction does not retire
         if self.events.on_exception:
             self.events.on_exception(ExceptionEvent(ExceptionKind.UNDEFINED, pc, thumb, mode, self.clock.insn_count))
         self.cpu.enter(ExceptionKind.UNDEFINED, pc + (2 if thumb else 4))
         return True
+
+    def _hypercall(self) -> int:
+        """Serve the hypercall the guest is making (:mod:`qppsuite.core.hypercall`); r0's new value."""
+        op, buffer, length = (self.engine.reg(reg) for reg in (A.UC_ARM_REG_R0, A.UC_ARM_REG_R1, A.UC_ARM_REG_R2))
+        length = min(length, hypercall.MAX_LENGTH)
+        source = self.hypercall_source
+        if op == hypercall.TO_HOST:
+            try:
+                data = self.memory.read(buffer, length)
+            except GuestMemoryError:
+                return -hypercall.EFAULT
+            self._channel_out(data)
+            return length
+        if op != hypercall.FROM_HOST or source is None:
+            return -hypercall.EINVAL
+        try:  # the whole buffer, before any input is taken: a fault loses none
+            for page in range(buffer & ~(PAGE_SIZE - 1), buffer + length, PAGE_SIZE):
+                self.memory.translate(page, write=True)
+        except GuestMemoryError:
+            return -hypercall.EFAULT
+        data = source(length)
+        self.memory.write(buffer, data)
+        self._progress()
+        if self.on_input is not None:
+            self.on_input(self.clock.insn_count, hypercall.PORT, data)
+        return len(data)
 
     # -- devices' outputs ------------------------------------------------------
     def _console(self, data: bytes) -> None:
