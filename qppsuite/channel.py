@@ -9,6 +9,14 @@ the exit.  The line delivers them as fast as the guest reads (with flow
 control), so what the guest receives, and when, is a function of the guest
 alone: the run stays deterministic.
 
+The line carries about 150 KB/s: each byte costs the UART model two register
+reads in Python and the guest's tty layer a pass per character.  So a file of
+:data:`BULK_FROM` bytes or more goes in by hypercall (:mod:`qppsuite.core.hypercall`):
+the line carries only its header, and the agent runs ``qpp-recv`` (a program
+of :mod:`qppsuite.images.guest.transfer`, sent first as a small file), which
+takes the bytes in 64 KB chunks; a copy-out comes back the same way through
+``qpp-send``.
+
 Everything that comes back is hostile input: a line is at most
 :data:`MAX_LINE` bytes, a copy-out at most :data:`MAX_COPY_OUT` bytes and only
 for a path the host asked for; anything else is a :class:`ChannelError`.
@@ -23,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from qppsuite.errors import QppsuiteError
+from qppsuite.images.guest import transfer
 
 #: Where a file given without a guest path goes (the agent puts it first on the PATH).
 DEFAULT_GUEST_DIR = "/usr/local/bin"
@@ -31,6 +40,11 @@ READY = b"QPPSUITE-READY"
 MAX_LINE = 4096
 #: The largest file the guest may send back.
 MAX_COPY_OUT = 1 << 30
+#: Files from this size go in by hypercall, not on the line.
+BULK_FROM = 16 << 10
+#: Where the agent finds the bulk programs (sent as the first requests of a run that needs them).
+RECEIVER = "/tmp/.qppsuite/qpp-recv"
+SENDER = "/tmp/.qppsuite/qpp-send"
 
 
 class ChannelError(QppsuiteError):
@@ -123,26 +137,42 @@ class Channel:
     received: dict[str, bytes] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     on_ready: Callable[[], None] | None = None
-    #: Where the requests go (the machine's channel port), one for each "G" the agent sends.
+    #: Where the requests go (the machine's channel port), one for each "G" the agent sends; None: the
+    #: channel only listens (a replay, whose input comes from its recording).
     send: Callable[[bytes], None] | None = None
-    _queue: list[bytes] = field(default_factory=list)
+    #: Called as ``progress(sent, total)``, in bytes of the user's files, after each request is sent.
+    progress: Callable[[int, int], None] | None = None
+    _queue: list[tuple[bytes, bytes]] = field(default_factory=list)
     _pending: bytearray = field(default_factory=bytearray)
     _body: tuple[str, int] | None = None
+    _sent: int = 0
+    _total: int = 0
+    #: The file the guest's ``qpp-recv`` is taking (:meth:`take`), from the last bulk request.
+    _bulk: memoryview = field(default_factory=lambda: memoryview(b""))
 
     def prepare(self) -> None:
         """Read the host files and queue every request, in the agent's protocol (see agent.sh); a file
         that cannot be read fails here, before the run."""
-        queue = []
+        queue: list[tuple[bytes, bytes]] = []  # (header and line bytes, bulk bytes)
+        bulk = False
         for item in self.files:
             try:
                 data = item.host.read_bytes()
             except OSError as exc:
                 raise ChannelError(f"--file {item.host}: {exc.strerror}") from exc
-            queue.append(f"F {len(data)} {item.mode:o} {item.guest}\n".encode() + data)
-        queue.append(f"R {len(self.script)} - -\n".encode() + self.script)
-        queue += [f"O - - {want.guest}\n".encode() for want in self.copy_out]
-        queue.append(b"X - - -\n")
+            if len(data) >= BULK_FROM:
+                queue.append((f"B {len(data)} {item.mode:o} {item.guest}\n".encode(), data))
+                bulk = True
+            else:
+                queue.append((f"F {len(data)} {item.mode:o} {item.guest}\n".encode() + data, b""))
+        queue.append((f"R {len(self.script)} - -\n".encode() + self.script, b""))
+        queue += [(f"O - - {want.guest}\n".encode(), b"") for want in self.copy_out]
+        queue.append((b"X - - -\n", b""))
+        programs = [(RECEIVER, transfer.receiver())] if bulk else []
+        programs += [(SENDER, transfer.sender())] if self.copy_out else []
+        queue[:0] = [(f"F {len(program)} 755 {path}\n".encode() + program, b"") for path, program in programs]
         self._queue = queue
+        self._total = sum(len(line) + len(data) for line, data in queue)
 
     def feed(self, data: bytes) -> None:
         """What the guest wrote on the channel, as it comes."""
@@ -167,9 +197,14 @@ class Channel:
 
     def _line(self, line: bytes) -> None:
         if line == b"G":
-            if not self._queue or self.send is None:
+            if self.send is None:
+                return
+            if not self._queue:
                 raise ChannelError("the guest asked for a request after the last one")
-            self.send(self._queue.pop(0))
+            line, data = self._queue.pop(0)
+            self._bulk = memoryview(data)
+            self.send(line)
+            self._count(len(line))
             return
         if line == READY:
             if self.on_ready is not None:
@@ -195,6 +230,18 @@ class Channel:
                 raise ValueError(line[:80])
         except (ValueError, UnicodeDecodeError) as exc:
             raise ChannelError(f"the guest broke the channel's protocol: {exc}") from None
+
+    def take(self, limit: int) -> bytes:
+        """The next at most ``limit`` bytes of the file of the last bulk request, for the guest's ``qpp-recv``
+        (its hypercalls: :mod:`qppsuite.core.hypercall`); b"" once it is all taken."""
+        data, self._bulk = self._bulk[:limit], self._bulk[limit:]
+        self._count(len(data))
+        return bytes(data)
+
+    def _count(self, sent: int) -> None:
+        self._sent += sent
+        if self.progress is not None and sent:
+            self.progress(self._sent, self._total)
 
     def write_copies(self) -> list[Path]:
         """Write every copy-out the guest answered to its host path; the paths written."""

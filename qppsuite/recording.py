@@ -1,21 +1,30 @@
 """Record a guest run once, replay it under heavy analysis later, and prove it is the same run.
 
 PANDA records to decouple a cheap capture from expensive analyses.  Here the
-machine is deterministic and the guest takes no outside input (time is
-virtual; the UART receives nothing), so a recording is the exact set of
-inputs: the image's files by sha256 and the run's options, plus what the run
-produced (instruction count, console digest).  Replaying re-executes from
-those inputs with plugins attached and checks the outcome is identical; a
-plugin that perturbs the guest, or a changed image, is reported as a
-divergence instead of silently analysing a different execution.
+machine is deterministic and owns its time, so a recording is the exact set of
+inputs: the image's files by sha256, the run's options, and every byte the
+guest received on its serial ports (the user's files and script on the
+channel, keys typed or piped into ``run -i``), each stamped with the
+instruction count at which it reached the port; plus what the run produced
+(instruction count, console and channel digests).  Replaying re-executes from
+those inputs with plugins attached, delivering the input at the same counts,
+and checks the outcome is identical; a plugin that perturbs the guest, or a
+changed image, is reported as a divergence instead of silently analysing a
+different execution.  A run through the channel starts from the guest's ready
+point, restored or booted to (the same machine state either way); its digests
+cover what the guest said from that point.  ``recordings/README.md`` describes
+the format for users.
 """
 
+import base64
+import binascii
 import errno
 import hashlib
 import json
 import os
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,14 +33,24 @@ from typing import Any
 from qppsuite import __version__
 from qppsuite.core.events import StopReason
 from qppsuite.core.image import open_image
+from qppsuite.core.machine import HostInput
 from qppsuite.errors import QppsuiteError
 from qppsuite.schemas import load_schema, schema_problem
-from qppsuite.session import RunOptions, RunResult, run
+from qppsuite.session import GuestIO, RunOptions, RunResult, run
 
-RECORDING_FORMAT = "qppsuite-recording/1"
+RECORDING_FORMAT = "qppsuite-recording/2"
+#: Formats :meth:`Recording.load` reads: 1 had no input and no channel.
+READABLE_FORMATS = ("qppsuite-recording/1", RECORDING_FORMAT)
 RECORDING_SCHEMA = Path(__file__).with_name("recording.schema.json")
-#: The options that determine the guest's execution; plugins and output paths do not.
-PINNED_OPTIONS = ("cmd", "max_insns", "ram_mib", "host_decompress", "extra_bootargs")
+#: The options that determine the guest's execution; plugins and output paths do not.  A channel run's files
+#: and script are not options: their bytes are in the recorded input.
+PINNED_OPTIONS = ("cmd", "max_insns", "ram_mib", "host_decompress", "extra_bootargs", "interactive")
+#: Stops a replay cannot meet by itself (the wall clock, the user leaving the console): the recording pins
+#: the instruction count instead, and the replay ends there (``max_insns``).
+PINNED_AT_COUNT = ("timeout", "detached")
+#: Where ``qppsuite record`` writes when not told (the repository's top-level recordings/ folder).
+DEFAULT_DIR = Path("recordings")
+Stamp = tuple[int, str, bytes]
 
 
 class RecordingError(QppsuiteError):
@@ -49,6 +68,10 @@ class Recording:
     insn_count: int
     console_sha256: str
     console_bytes: int
+    channel_sha256: str = ""
+    channel_bytes: int = 0
+    #: The input as delivered (:func:`pack_inputs`).
+    inputs: dict[str, Any] = field(default_factory=lambda: pack_inputs([]))
     created: str = ""
     qppsuite_version: str = __version__
     format: str = RECORDING_FORMAT
@@ -72,12 +95,51 @@ class Recording:
             raise RecordingError(f"{path} is not a qppsuite recording (not UTF-8 text: {exc.reason})") from None
         except (json.JSONDecodeError, RecursionError) as exc:
             raise RecordingError(f"{path} is not a qppsuite recording (bad JSON: {exc})") from None
-        if not isinstance(data, dict) or data.get("format") != RECORDING_FORMAT:
+        if not isinstance(data, dict) or data.get("format") not in READABLE_FORMATS:
             raise RecordingError(f"{path} is not a qppsuite recording (expected format {RECORDING_FORMAT})")
         problem = schema_problem(data, load_schema(RECORDING_SCHEMA))
         if problem is not None:
             raise RecordingError(f"{path} is a damaged recording: {problem}")
-        return cls(**data)
+        recording = cls(**data)
+        try:
+            recording.input_stamps()
+        except ValueError as exc:
+            raise RecordingError(f"{path} is a damaged recording: {exc}") from None
+        return recording
+
+    def input_stamps(self) -> list[Stamp]:
+        """The recorded input, ``(insn_count, port, bytes)`` in delivery order; :class:`ValueError` if damaged."""
+        return unpack_inputs(self.inputs)
+
+
+def pack_inputs(stamps: Sequence[Stamp]) -> dict[str, Any]:
+    """The recording's ``inputs``: ``stamps`` as ``[count, port, length]`` rows and all bytes, zlib, base64."""
+    data = zlib.compress(b"".join(chunk for _, _, chunk in stamps), 6)
+    return {
+        "stamps": [[count, port, len(chunk)] for count, port, chunk in stamps],
+        "data": base64.b64encode(data).decode("ascii"),
+    }
+
+
+def unpack_inputs(inputs: dict[str, Any]) -> list[Stamp]:
+    """The inverse of :func:`pack_inputs`; :class:`ValueError` for bytes that do not match the stamps, or
+    counts out of order."""
+    try:
+        data = zlib.decompress(base64.b64decode(inputs["data"], validate=True))
+    except (binascii.Error, zlib.error) as exc:
+        raise ValueError(f"its input data does not decode ({exc})") from None
+    stamps: list[Stamp] = []
+    position = 0
+    last = 0
+    for count, port, length in inputs["stamps"]:
+        if count < last:
+            raise ValueError(f"its input at instruction {count} comes after instruction {last}")
+        stamps.append((count, port, data[position : position + length]))
+        position += length
+        last = count
+    if position != len(data):
+        raise ValueError(f"its input stamps cover {position} bytes of {len(data)}")
+    return stamps
 
 
 def check_writable(path: Path) -> None:
@@ -96,12 +158,15 @@ def check_writable(path: Path) -> None:
 
 
 class _Digest:
-    """Console sink that hashes what the guest prints and forwards it."""
+    """Console sink that hashes what the guest prints and forwards it; :meth:`reset` starts over."""
 
-    def __init__(self, forward: Callable[[bytes], None] | None) -> None:
+    def __init__(self, forward: Callable[[bytes], None] | None = None) -> None:
+        self.forward = forward
+        self.reset()
+
+    def reset(self) -> None:
         self.sha = hashlib.sha256()
         self.size = 0
-        self.forward = forward
 
     def __call__(self, data: bytes) -> None:
         self.sha.update(data)
@@ -110,23 +175,60 @@ class _Digest:
             self.forward(data)
 
 
-def record(options: RunOptions, console: Callable[[bytes], None] | None = None) -> tuple[Recording, RunResult]:
-    """Run once with the given plugins and pin the run's inputs and outcome."""
+class _Watch:
+    """The digests of one run from its starting point, and the input it received."""
+
+    def __init__(self, console: Callable[[bytes], None] | None) -> None:
+        self.console = _Digest(console)
+        self.channel = _Digest()
+        self.stamps: list[Stamp] = []
+
+    def io(self, **kwargs: Any) -> GuestIO:
+        return GuestIO(at_start=self.start, on_channel_output=self.channel, **kwargs)
+
+    def start(self) -> None:
+        self.console.reset()
+        self.channel.reset()
+
+    def stamp(self, count: int, port: str, data: bytes) -> None:
+        self.stamps.append((count, port, data))
+
+
+def record(
+    options: RunOptions,
+    console: Callable[[bytes], None] | None = None,
+    host: HostInput | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Recording, RunResult]:
+    """Run once (with the given plugins, and ``host`` as an interactive run's keyboard) and pin the run's
+    inputs and outcome."""
     image = open_image(options.image, cache=options.cache)
-    digest = _Digest(console)
-    result = run(options, digest, image=image)
+    watch = _Watch(console)
+    result = run(options, watch.console, image=image, io=watch.io(host=host, on_input=watch.stamp, progress=progress))
+    pinned = {key: getattr(options, key) for key in PINNED_OPTIONS} | {"warm": options.uses_channel}
+    if result.reason.kind in PINNED_AT_COUNT:
+        pinned["max_insns"] = result.insn_count
     recording = Recording(
         image=image.name,
         image_files=image.file_hashes,
-        options={key: getattr(options, key) for key in PINNED_OPTIONS}
-        | ({"max_insns": result.insn_count} if result.reason.kind == "timeout" else {}),
+        options=pinned,
         stop_kind=result.reason.kind,
         insn_count=result.insn_count,
-        console_sha256=digest.sha.hexdigest(),
-        console_bytes=digest.size,
+        console_sha256=watch.console.sha.hexdigest(),
+        console_bytes=watch.console.size,
+        channel_sha256=watch.channel.sha.hexdigest(),
+        channel_bytes=watch.channel.size,
+        inputs=pack_inputs(watch.stamps),
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        extra={"start": result.start} if result.start else {},
     )
     return recording, result
+
+
+def default_path(image: str) -> Path:
+    """Where ``qppsuite record`` writes when not told: recordings/IMAGE-YYYYmmddTHHMMSSZ.json (UTC)."""
+    name = Path(image).name or "image"
+    return DEFAULT_DIR / f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
 
 
 def replay(
@@ -157,24 +259,31 @@ def replay(
         cache=cache,
         **recording.options,
     )
-    digest = _Digest(console)
+    watch = _Watch(console)
+    if recording.format == RECORDING_FORMAT:
+        # a format-1 recording is checked as it was made: its console from power-on, no channel
+        io = watch.io(replayed=recording.input_stamps(), on_input=watch.stamp)
+    else:
+        io = GuestIO(on_input=watch.stamp)
+    channel_sha = recording.channel_sha256 or hashlib.sha256().hexdigest()
 
     def verify(reason: StopReason, insn_count: int) -> StopReason:
         if reason.kind in ("plugin", "interrupted"):
             return reason  # a strict-mode plugin failure or a signal is its own end, not a divergence
-        # a run the wall clock stopped was pinned to its instruction count, so its replay ends at that budget
-        kind = "max_insns" if recording.stop_kind == "timeout" else recording.stop_kind
-        if (reason.kind, insn_count, digest.sha.hexdigest()) == (kind, recording.insn_count, recording.console_sha256):
+        # a run the wall clock or the user stopped was pinned to its instruction count: its replay ends there
+        kind = "max_insns" if recording.stop_kind in PINNED_AT_COUNT else recording.stop_kind
+        outcome = (reason.kind, insn_count, watch.console.sha.hexdigest(), watch.channel.sha.hexdigest())
+        if outcome == (kind, recording.insn_count, recording.console_sha256, channel_sha):
             return reason
         return StopReason(
             "diverged",
-            f"replay diverged: {insn_count} instructions and console {digest.sha.hexdigest()[:12]} "
-            f"({reason.kind}), recorded {recording.insn_count} and {recording.console_sha256[:12]} "
-            f"({recording.stop_kind})",
+            f"replay diverged: {insn_count} instructions, console {outcome[2][:12]}, channel {outcome[3][:12]} "
+            f"({reason.kind}); recorded {recording.insn_count}, {recording.console_sha256[:12]}, "
+            f"{channel_sha[:12]} ({recording.stop_kind})",
             insn_count,
         )
 
-    result = run(options, digest, image=image, verify=verify)
+    result = run(options, watch.console, image=image, verify=verify, io=io)
     if result.reason.kind == "diverged":
         raise RecordingError(
             result.reason.message, hint="a plugin wrote guest state, or the emulator changed since the recording"

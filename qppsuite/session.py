@@ -8,6 +8,7 @@ plugin host; the core machine knows neither.
 import hashlib
 import json
 import re
+import shlex
 import signal
 import threading
 import time
@@ -23,7 +24,7 @@ from qppsuite.core import snapshot
 from qppsuite.core.events import CorePlugin, StopReason
 from qppsuite.core.image import ImageBundle, cache_dir, open_image
 from qppsuite.core.kernel import load_kernel
-from qppsuite.core.machine import Machine, MachineConfig
+from qppsuite.core.machine import HostInput, Machine, MachineConfig
 from qppsuite.core.qpp import QPP
 from qppsuite.core.snapshot import SnapshotError
 from qppsuite.errors import GuestError, ImageError
@@ -63,11 +64,35 @@ class RunOptions:
     warm: bool = False
     #: Never restore the ready snapshot: boot (and save a new one).
     cold: bool = False
+    #: The command (an interactive shell without --cmd) runs with the console as its controlling terminal,
+    #: and the host's input (:attr:`GuestIO.host`) reaches it.
+    interactive: bool = False
 
     @property
     def uses_channel(self) -> bool:
         """Whether the command goes through the channel, from the guest's ready point (a snapshot of it)."""
-        return self.warm or bool(self.files) or bool(self.copy_out)
+        return self.warm or self.interactive or bool(self.files) or bool(self.copy_out)
+
+
+@dataclass
+class GuestIO:
+    """The guest's input besides the channel's own answers, and who hears what it says, for one run.
+
+    Every delivery of input to a serial port, whatever its source, reaches ``on_input(insn_count, port,
+    data)`` (:meth:`Machine.send_to_channel` says when deliveries happen).  ``replayed`` makes the run a
+    replay: exactly that input, ``(insn_count, port, data)``, at exactly those counts, and the channel only
+    listens.  ``at_start`` is called once the run reaches the point it starts from (the guest's ready
+    point, booted or restored), before plugins load; ``on_channel_output`` hears the guest's channel
+    output after that point.
+    """
+
+    host: HostInput | None = None
+    replayed: Sequence[tuple[int, str, bytes]] | None = None
+    on_input: Callable[[int, str, bytes], None] | None = None
+    at_start: Callable[[], None] | None = None
+    on_channel_output: Callable[[bytes], None] | None = None
+    #: Called as ``progress(sent, total)`` in bytes as the channel carries the user's files.
+    progress: Callable[[int, int], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +125,16 @@ class RunResult:
 AGENT = guest_script("agent.sh").decode()
 #: The default workload, as the script the channel runs when no --cmd is given.
 WORKLOAD_SCRIPT = "sh /etc/qppsuite/workload.sh\n"
+
+
+def channel_script(options: RunOptions) -> bytes:
+    """The shell script the agent runs: the command, or the default workload; an interactive run's is
+    the command (a shell by default) in a new session whose controlling terminal is the console
+    (busybox ``cttyhack`` finds the UART behind /dev/console), so the guest's Ctrl-C and job control work."""
+    if not options.interactive:
+        return (options.cmd if options.cmd is not None else WORKLOAD_SCRIPT).encode()
+    command = "sh -i" if options.cmd is None else f"sh -c {shlex.quote(options.cmd)}"
+    return f"exec setsid cttyhack {command}\n".encode()
 
 
 def guest_command_overlay(cmd: str) -> bytes:
@@ -168,25 +203,43 @@ def run(
     image: ImageBundle | None = None,
     on_loaded: Callable[[QPP], Any] | None = None,
     verify: Callable[[StopReason, int], StopReason] | None = None,
+    io: GuestIO | None = None,
 ) -> RunResult:
     """Boot, run plugins, and always unload them (flushing their files), however the run ends.
 
     ``verify(reason, insn_count)`` may replace the stop reason before plugins hear it (a replay that
     diverged from its recording ends ``diverged``, and the logger's ``runs`` row says so).
     """
+    io = io or GuestIO()
     image = image or open_image(options.image, cache=options.cache)
     machine = build_machine(options, image, console)
+    machine.on_input = io.on_input
     start = time.monotonic()
     channel: Channel | None = None
     started: str | None = None
     with stop_on_signals(machine) as received:
         if options.uses_channel:
-            script = (options.cmd if options.cmd is not None else WORKLOAD_SCRIPT).encode()
-            channel = Channel(options.files, script, options.copy_out, send=machine.send_to_channel)
+            replaying = io.replayed is not None
+            channel = Channel(
+                options.files,
+                channel_script(options),
+                options.copy_out,
+                send=None if replaying else machine.send_to_channel,
+                progress=io.progress,
+            )
             channel.prepare()  # a host file that cannot be read fails here, before any boot
             started, early = _reach_ready(machine, options, image, channel)
             if early is not None:  # the guest failed before it was ready: no plugin was loaded
                 return RunResult(early, machine.insn_count, time.monotonic() - start, image, [], _signal(received))
+            if io.on_channel_output is not None:
+                machine.channel_sink = _both(io.on_channel_output, channel.feed)
+            if not replaying:
+                machine.hypercall_source = channel.take
+        if io.at_start is not None:
+            io.at_start()
+        if io.replayed is not None:
+            machine.schedule_input(io.replayed)
+        machine.host_input = io.host
         result = _run_plugins(machine, options, on_loaded, verify)
     reason, loaded, shutdown = result
     copied: tuple[Path, ...] = ()
@@ -206,6 +259,14 @@ def run(
         copied,
         not_copied,
     )
+
+
+def _both(first: Callable[[bytes], None], second: Callable[[bytes], None]) -> Callable[[bytes], None]:
+    def sink(data: bytes) -> None:
+        first(data)
+        second(data)
+
+    return sink
 
 
 def _signal(received: list[int]) -> int | None:

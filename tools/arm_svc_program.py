@@ -18,7 +18,8 @@ minimal ELF32 executable (one PT_LOAD segment, no libc)::
 
 So it makes ``rounds * sites`` getpid calls, from ``sites`` distinct SVC
 addresses, then exits.  Encodings are from the ARM ARM (A8.8.105 MOVW, A8.8.106
-MOVT, A8.8.27 BLX register, A8.8.228 SVC); the ELF layout from the System V ABI.
+MOVT, A8.8.27 BLX register, A8.8.228 SVC); the ELF wrapper is the channel's
+(:func:`qppsuite.images.guest.transfer.elf_executable`).
 ``uudecode_command`` wraps it as a shell command for busybox's uudecode.
 
 Usage: ``python tools/arm_svc_program.py SITES ROUNDS > prog`` writes the ELF.
@@ -28,19 +29,10 @@ import base64
 import struct
 import sys
 
-BASE = 0x10000
-ELF_HEADER_SIZE = 52
-PROGRAM_HEADER_SIZE = 32
+from qppsuite.images.guest.transfer import BASE, ELF_HEADER_SIZE, PROGRAM_HEADER_SIZE, elf_executable, movt, movw
+
 GETPID = 20
 EXIT = 1
-
-
-def _movw(rd: int, imm: int) -> int:
-    return 0xE3000000 | ((imm >> 12) & 0xF) << 16 | rd << 12 | (imm & 0xFFF)
-
-
-def _movt(rd: int, imm: int) -> int:
-    return 0xE3400000 | ((imm >> 12) & 0xF) << 16 | rd << 12 | (imm & 0xFFF)
 
 
 def _bne(at: int, target: int) -> int:
@@ -54,9 +46,9 @@ def program(sites: int, rounds: int) -> bytes:
     entry = BASE + ELF_HEADER_SIZE + PROGRAM_HEADER_SIZE
     code_len = 14 * 4
     stubs = entry + code_len
-    words = [_movw(4, rounds)]
+    words = [movw(4, rounds)]
     outer = entry + 4 * len(words)
-    words += [_movw(5, stubs & 0xFFFF), _movt(5, stubs >> 16), _movw(6, sites)]
+    words += [movw(5, stubs & 0xFFFF), movt(5, stubs >> 16), movw(6, sites)]
     inner = entry + 4 * len(words)
     words += [0xE3A07000 | GETPID, 0xE12FFF35, 0xE2855008, 0xE2566001]
     words.append(_bne(entry + 4 * len(words), inner))
@@ -65,26 +57,7 @@ def program(sites: int, rounds: int) -> bytes:
     words += [0xE3A00000, 0xE3A07000 | EXIT, 0xEF000000]
     assert len(words) * 4 == code_len
     code = struct.pack(f"<{len(words)}I", *words) + struct.pack("<II", 0xEF000000, 0xE12FFF1E) * sites
-    size = ELF_HEADER_SIZE + PROGRAM_HEADER_SIZE + len(code)
-    ident = b"\x7fELF" + bytes([1, 1, 1, 0]) + bytes(8)  # 32-bit, little-endian, version 1, System V
-    header = ident + struct.pack(
-        "<HHIIIIIHHHHHH",
-        2,  # ET_EXEC
-        40,  # EM_ARM
-        1,
-        entry,
-        ELF_HEADER_SIZE,  # program headers follow the ELF header
-        0,
-        0x05000000,  # EF_ARM_EABI_VER5
-        ELF_HEADER_SIZE,
-        PROGRAM_HEADER_SIZE,
-        1,
-        40,
-        0,
-        0,
-    )
-    load = struct.pack("<IIIIIIII", 1, 0, BASE, BASE, size, size, 5, 0x1000)  # PT_LOAD, R+X
-    return header + load + code
+    return elf_executable(code)
 
 
 def uudecode_command(data: bytes, path: str) -> str:

@@ -1,23 +1,39 @@
 """``qppsuite record`` / ``qppsuite replay``: capture a run once, analyse it many times."""
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from qppsuite.channel import parse_file_spec
 from qppsuite.cli import app, err_console
-from qppsuite.cli.run_cmd import DEFAULT_TIMEOUT, RAM_HELP, TimeoutOption
-from qppsuite.cli.terminal import styled
+from qppsuite.cli.keyboard import keyboard
+from qppsuite.cli.run_cmd import (
+    DEFAULT_TIMEOUT,
+    RAM_HELP,
+    CmdFileOption,
+    ColdOption,
+    FilesOption,
+    InteractiveOption,
+    TimeoutOption,
+    WarmOption,
+    command_text,
+)
+from qppsuite.cli.terminal import ConsoleStream, channel_progress, styled
 from qppsuite.core.board import RAM_MAX_MIB
 from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
 from qppsuite.errors import GuestError, Interrupted, PluginError
-from qppsuite.recording import Recording, check_writable, record, replay
+from qppsuite.recording import Recording, check_writable, default_path, record, replay
 from qppsuite.session import DEFAULT_IMAGE, RunOptions
 
 
 @app.command("record")
 def record_command(
-    output: Annotated[Path, typer.Option("-o", "--output", help="Recording file to write (JSON)")],
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Recording file to write (JSON; default: recordings/IMAGE-TIME.json)"),
+    ] = None,
     image: Annotated[str, typer.Argument(help="Image name or bundle path")] = DEFAULT_IMAGE,
     cmd: Annotated[str | None, typer.Option("--cmd", help="Shell command to run in the guest")] = None,
     max_insns: Annotated[
@@ -27,11 +43,25 @@ def record_command(
     bootargs: Annotated[str, typer.Option("--bootargs", help="Extra kernel command-line arguments")] = "",
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Cache directory")] = None,
+    files: FilesOption = None,
+    cmd_file: CmdFileOption = None,
+    warm: WarmOption = False,
+    cold: ColdOption = False,
+    interactive: InteractiveOption = False,
 ) -> None:
-    """Run IMAGE once without plugins and write a recording that `qppsuite replay` reproduces exactly."""
+    """Run IMAGE once without plugins and write a recording that `qppsuite replay` reproduces exactly.
+
+    The input the guest receives (--file, the script, keys with -i) is stamped and stored in it.
+    """
+    cmd = command_text(cmd, cmd_file)
+    output = output or default_path(image)
     options = RunOptions(
         image=image,
         cmd=cmd,
+        files=[item for spec in files or [] for item in parse_file_spec(spec)],
+        warm=warm or cold or cmd_file is not None,
+        cold=cold,
+        interactive=interactive,
         max_insns=max_insns,
         ram_mib=ram,
         extra_bootargs=bootargs,
@@ -39,7 +69,9 @@ def record_command(
         timeout_seconds=timeout or None,
     )
     check_writable(output)  # before the boot, not after it
-    recording, result = record(options)
+    console = ConsoleStream(sys.stdout.buffer, interactive=True) if interactive else None
+    with keyboard(interactive, quiet=False) as host, channel_progress(err_console, quiet=False) as progress:
+        recording, result = record(options, console, host, progress)
     if result.signal is not None:
         raise Interrupted(f"{result.reason.message}: nothing recorded", result.signal)
     recording.save(output)

@@ -8,12 +8,13 @@ import typer
 
 from qppsuite.channel import DEFAULT_GUEST_DIR, parse_copy_out, parse_file_spec
 from qppsuite.cli import app, err_console
-from qppsuite.cli.terminal import ConsoleStream, styled
+from qppsuite.cli.keyboard import keyboard
+from qppsuite.cli.terminal import ConsoleStream, channel_progress, styled
 from qppsuite.core.board import RAM_MAX_MIB
 from qppsuite.core.image import images_dir
 from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
 from qppsuite.errors import GuestError, ImageError, Interrupted, PluginError
-from qppsuite.session import DEFAULT_IMAGE, RunOptions, run
+from qppsuite.session import DEFAULT_IMAGE, GuestIO, RunOptions, run
 
 
 def _ensure_default_image(cache: Path | None) -> None:
@@ -37,6 +38,47 @@ TimeoutOption = Annotated[
         help="Stop the run after this many wall-clock seconds, whatever the guest does (0: no limit)",
     ),
 ]
+
+
+FilesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--file",
+        help="HOST[:GUEST] file or directory to put in the guest before the command, permissions kept "
+        f"(default place: {DEFAULT_GUEST_DIR}, on the PATH); repeatable",
+    ),
+]
+CmdFileOption = Annotated[
+    Path | None, typer.Option("--cmd-file", help="Shell script to run in the guest (instead of --cmd)")
+]
+WarmOption = Annotated[
+    bool,
+    typer.Option(
+        "--warm", help="Start from a snapshot of the booted guest (the first such run makes it), via the channel"
+    ),
+]
+ColdOption = Annotated[bool, typer.Option("--cold", help="Boot even if a snapshot of the booted guest exists")]
+InteractiveOption = Annotated[
+    bool,
+    typer.Option(
+        "--interactive",
+        "-i",
+        help="Make this terminal (or piped stdin) the guest console's keyboard: a shell, or --cmd, with "
+        "the console as its terminal; Ctrl-] leaves",
+    ),
+]
+
+
+def command_text(cmd: str | None, cmd_file: Path | None) -> str | None:
+    """The guest command from ``--cmd`` or ``--cmd-file`` (one line of error for both, or an unreadable file)."""
+    if cmd is not None and cmd_file is not None:
+        raise GuestError("--cmd and --cmd-file both give the command: use one")
+    if cmd_file is None:
+        return cmd
+    try:
+        return cmd_file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ImageError(f"--cmd-file {cmd_file}: {getattr(exc, 'strerror', None) or exc}") from exc
 
 
 @app.command("run")
@@ -68,41 +110,22 @@ def run_command(
     cache_dir: Annotated[
         Path | None, typer.Option("--cache-dir", help="Cache directory (default: $QPPSUITE_CACHE or the XDG cache)")
     ] = None,
-    files: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--file",
-            help="HOST[:GUEST] file or directory to put in the guest before the command, permissions kept "
-            f"(default place: {DEFAULT_GUEST_DIR}, on the PATH); repeatable",
-        ),
-    ] = None,
+    files: FilesOption = None,
     copy_out: Annotated[
         list[str] | None,
         typer.Option("--copy-out", help="GUEST[:HOST] file to bring back after the command; repeatable"),
     ] = None,
-    cmd_file: Annotated[
-        Path | None, typer.Option("--cmd-file", help="Shell script to run in the guest (instead of --cmd)")
-    ] = None,
-    warm: Annotated[
-        bool,
-        typer.Option(
-            "--warm", help="Start from a snapshot of the booted guest (the first such run makes it), via the channel"
-        ),
-    ] = False,
-    cold: Annotated[bool, typer.Option("--cold", help="Boot even if a snapshot of the booted guest exists")] = False,
+    cmd_file: CmdFileOption = None,
+    warm: WarmOption = False,
+    cold: ColdOption = False,
+    interactive: InteractiveOption = False,
 ) -> None:
     """Boot IMAGE (building the default image on first use) and run the plugins on it.
 
     With --file, --copy-out or --warm the command goes through the host<->guest channel, from the
     booted guest's snapshot when there is one (--cold: boot anyway, and save a new one).
     """
-    if cmd is not None and cmd_file is not None:
-        raise GuestError("--cmd and --cmd-file both give the command: use one")
-    if cmd_file is not None:
-        try:
-            cmd = cmd_file.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ImageError(f"--cmd-file {cmd_file}: {getattr(exc, 'strerror', None) or exc}") from exc
+    cmd = command_text(cmd, cmd_file)
     if image == DEFAULT_IMAGE:
         _ensure_default_image(cache_dir)
     options = RunOptions(
@@ -112,6 +135,7 @@ def run_command(
         copy_out=[parse_copy_out(spec) for spec in copy_out or []],
         warm=warm or cold or cmd_file is not None,
         cold=cold,
+        interactive=interactive,
         plugins=parse_plugin_list(plugins or []),
         plugin_args=parse_plugin_args(plugin_args or []),
         strict=strict,
@@ -129,9 +153,11 @@ def run_command(
                 sink = console.open("wb")
             except OSError as exc:
                 raise ImageError(f"cannot write console file {console}: {exc.strerror}") from exc
-        elif not quiet:
+        elif not quiet or interactive:
             sink = sys.stdout.buffer
-        result = run(options, ConsoleStream(sink) if sink else None)
+        stream = ConsoleStream(sink, interactive=interactive) if sink else None
+        with keyboard(interactive, quiet) as host, channel_progress(err_console, quiet) as progress:
+            result = run(options, stream, io=GuestIO(host=host, progress=progress))
     finally:
         if sink is not None and sink is not sys.stdout.buffer:
             sink.close()
@@ -143,6 +169,10 @@ def run_command(
         raise Interrupted(f"{result.reason.message} after {summary}", result.signal)
     if result.shutdown_failures:
         raise PluginError(result.shutdown_failures[0], hint="its output may be incomplete; earlier writes are kept")
+    if result.reason.kind == "detached":
+        if not quiet:
+            err_console.print(styled(("qppsuite:", "green"), f" left the guest console after {summary}"))
+        return
     if not result.ok:
         kind = "" if result.reason.kind == "error" else f"{result.reason.kind}: "  # "error: error: ..." says nothing
         raise GuestError(f"{kind}{result.reason.message} (stopped after {summary})")
@@ -153,3 +183,4 @@ def run_command(
             err_console.print(styled(("qppsuite:", "green"), f" copied out {path}"))
         start = {"restored": " from the snapshot of the booted guest", "booted": ""}.get(result.start or "", "")
         err_console.print(styled(("qppsuite:", "green"), f" guest powered off{start} after {summary}"))
+

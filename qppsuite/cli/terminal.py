@@ -10,13 +10,20 @@ styling is applied to :class:`rich.text.Text` built with :func:`styled`.
 """
 
 import codecs
+import contextlib
 import re
 import unicodedata
-from collections.abc import Iterable
-from typing import IO, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+#: The channel's transfers get a progress bar from this many bytes.
+PROGRESS_FROM_BYTES = 1 << 20
 
 #: Anything outside printable ASCII is looked at; only the categories below are escaped.
 _CANDIDATE = re.compile(r"[^\x20-\x7e]")
@@ -79,6 +86,14 @@ class SafeConsole(Console):
         return super().render_str(visible(text), **kwargs)
 
 
+#: What an interactive console passes to the terminal besides text: cursor moves, erasing and colours (CSI
+#: with numeric parameters and one of these final bytes: ECMA-48 CUU CUD CUF CUB CHA CUP HVP ED EL DCH ECH ICH
+#: SGR), backspace and the bell.  Nothing that sets modes, titles, the clipboard or asks the terminal to answer.
+_SAFE_CONTROL = re.compile(r"\x1b\[[0-9;]{0,16}[ABCDGHfJKPX@m]|[\x07\x08]")
+#: A text's tail that may be the start of a safe control, held back until the next write completes it.
+_PARTIAL_CONTROL = re.compile(r"\x1b(\[[0-9;]{0,16})?$")
+
+
 class ConsoleStream:
     """The guest's serial console on a stream: raw bytes to a file, escaped to a terminal.
 
@@ -86,18 +101,67 @@ class ConsoleStream:
     terminal; a malicious guest could then retitle the window, redefine keys or
     hide lines.  On a terminal, bytes are decoded as UTF-8 (invalid bytes shown
     as ``\\xNN``) and every control except newline, carriage return and tab is
-    escaped.  Writes to a file or a pipe keep the bytes exactly.
+    escaped.  An ``interactive`` console (``run -i``, where the guest edits the
+    line the user types) also passes the few controls in :data:`_SAFE_CONTROL`.
+    Writes to a file or a pipe keep the bytes exactly.
     """
 
-    def __init__(self, stream: IO[bytes], terminal: bool | None = None) -> None:
+    def __init__(self, stream: IO[bytes], terminal: bool | None = None, *, interactive: bool = False) -> None:
         self.stream = stream
         self.terminal = stream.isatty() if terminal is None else terminal
+        self.interactive = interactive
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="backslashreplace")
+        self._held = ""
 
     def __call__(self, data: bytes) -> None:
         if self.terminal:
-            text = _CANDIDATE.sub(_escape_invisible_but_layout, self._decoder.decode(data))
-            data = text.encode("utf-8", errors="backslashreplace")
+            text = self._decoder.decode(data)
+            escape = self._interactive if self.interactive else self._plain
+            data = escape(text)
         self.stream.write(data)
-        if b"\n" in data:
+        if b"\n" in data or self.interactive:
             self.stream.flush()
+
+    @staticmethod
+    def _plain(text: str) -> bytes:
+        return _CANDIDATE.sub(_escape_invisible_but_layout, text).encode("utf-8", errors="backslashreplace")
+
+    def _interactive(self, text: str) -> bytes:
+        text, self._held = self._held + text, ""
+        partial = _PARTIAL_CONTROL.search(text)
+        if partial is not None:
+            text, self._held = text[: partial.start()], partial.group()
+        out = []
+        position = 0
+        for control in _SAFE_CONTROL.finditer(text):
+            out.append(_CANDIDATE.sub(_escape_invisible_but_layout, text[position : control.start()]))
+            out.append(control.group())
+            position = control.end()
+        out.append(_CANDIDATE.sub(_escape_invisible_but_layout, text[position:]))
+        return "".join(out).encode("utf-8", errors="backslashreplace")
+
+
+@contextlib.contextmanager
+def channel_progress(console: Console, quiet: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on ``console`` for the channel's bytes, shown for :data:`PROGRESS_FROM_BYTES` or more."""
+    if quiet:
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    bar = Progress(BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console, transient=True)
+    task: list[TaskID] = []
+
+    def update(sent: int, total: int) -> None:
+        if total < PROGRESS_FROM_BYTES:
+            return
+        if not task:
+            bar.start()
+            task.append(bar.add_task("to the guest", total=total))
+        bar.update(task[0], completed=sent)
+
+    try:
+        yield update
+    finally:
+        if task:  # a bar never shown prints nothing, not even the newline rich ends one with
+            bar.stop()

@@ -43,8 +43,8 @@ class AddressSpaceSwitch:
 @dataclass(frozen=True, slots=True)
 class StopReason:
     """Why a run ended. ``kind`` is one of poweroff, reset, max_insns, timeout, panic, hang, error, interrupted,
-    plugin, initramfs (the kernel could not unpack the initrd: :mod:`qppsuite.core.rootfs`), or (a replay that
-    did not reproduce its recording) diverged."""
+    plugin, initramfs (the kernel could not unpack the initrd: :mod:`qppsuite.core.rootfs`), detached (the user
+    left an interactive console), or (a replay that did not reproduce its recording) diverged."""
 
     kind: str
     message: str

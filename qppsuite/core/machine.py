@@ -13,15 +13,16 @@ else is hooked unless a plugin asks (:meth:`Machine.add_address_hook`,
 import ctypes
 import mmap
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from unicorn import UcError
 from unicorn import arm_const as A
 from unicorn import unicorn_const as U
 
-from qppsuite.core import board
+from qppsuite.core import board, hypercall
 from qppsuite.core.clock import VirtualClock
 from qppsuite.core.cpu import (
     CPSR_I,
@@ -37,7 +38,7 @@ from qppsuite.core.devices.psci import PowerEvent
 from qppsuite.core.engine import EXCP_BKPT, EXCP_DATA_ABORT, EXCP_PREFETCH_ABORT, EXCP_SMC, EXCP_SWI, Engine
 from qppsuite.core.events import AddressSpaceSwitch, CoreEvents, StopReason, SvcEvent
 from qppsuite.core.kernel import KernelImage
-from qppsuite.core.memory import PhysicalMemory, VirtualMemory
+from qppsuite.core.memory import GuestMemoryError, PhysicalMemory, VirtualMemory
 from qppsuite.core.mmu import ACCESS_FETCH, FS_EXTERNAL, MmuFault
 from qppsuite.core.rootfs import RootfsFit, RootfsWatch
 from qppsuite.core.snapshot import PAGE_SIZE, Snapshot, SnapshotError, nonzero_pages
@@ -86,6 +87,28 @@ class MachineConfig:
     rootfs_bytes: int | None = None
     #: Facts about the run for plugins (image name, OSI profile path...); the core does not read them.
     labels: dict[str, str] = field(default_factory=dict)
+
+
+#: Where input goes: the console (``ttyAMA0``), the channel (``ttyAMA1``), and hypercalls' FROM_HOST answers.
+PORTS = ("console", "channel", hypercall.PORT)
+#: The most bytes of host input (:class:`HostInput`) given to the console at one quantum's start: Linux's
+#: tty layer takes them from the UART's interrupt handler, and a pasted megabyte must not outrun it.
+HOST_INPUT_CHUNK = 256
+#: The longest the run loop waits for host input while the guest is idle before letting virtual time jump.
+HOST_INPUT_WAIT = 0.05
+
+
+class HostInput(Protocol):
+    """Input typed or piped by the host's user for the guest console, polled by the run loop."""
+
+    def poll(self, limit: int) -> bytes | None:
+        """What has arrived since the last poll, at most ``limit`` bytes (the rest waits), without blocking;
+        None once the user has left the console (the run then stops, ``detached``)."""
+        ...
+
+    def wait(self, seconds: float) -> None:
+        """Block until input is waiting or ``seconds`` have passed."""
+        ...
 
 
 @dataclass
@@ -151,11 +174,23 @@ class Machine:
         self._progress_wall = 0.0
         self._deadline_wall: float | None = None
         self._masked_steps = 0
-        #: Stepping the last instructions before --max-insns (see _quantum).
-        self._stepping_to_limit = False
         self._stuck = 0
         self._line = bytearray()
         self._hooks: dict[int, _Hook] = {}
+        #: Input for the guest's serial ports waiting for the next quantum's start: (port, bytes).
+        self._input: deque[tuple[str, bytes]] = deque()
+        #: Recorded input to deliver at exact instruction counts (a replay): (insn count, port, bytes).
+        self._schedule: deque[tuple[int, str, bytes]] = deque()
+        #: While stepping towards a hard stop (--max-insns or a scheduled input): the count it is at.
+        self._step_until: int | None = None
+        #: The host's console input (an interactive run), polled at each quantum's start.
+        self.host_input: HostInput | None = None
+        #: Called as ``on_input(insn_count, port, data)`` for every delivery (a recording stamps input with it).
+        self.on_input: Callable[[int, str, bytes], None] | None = None
+        #: Where hypercalls' FROM_HOST bytes come from (:mod:`qppsuite.core.hypercall`); None: no hypercalls.
+        self.hypercall_source: hypercall.Source | None = None
+        #: A replay's recorded FROM_HOST answers, in order (:meth:`schedule_input`).
+        self._hypercall_answers: deque[bytes] = deque()
 
         self._ttbr0 = self.cpu.cp15["ttbr0"]
         self._ram_lo, self._ram_hi = self.phys.base, self.phys.end
@@ -288,7 +323,7 @@ class Machine:
     def run(self) -> StopReason:
         """Run until power-off, a stop request, a guest failure or the instruction budget."""
         self._progress_wall = time.monotonic()
-        self._stepping_to_limit = False
+        self._step_until = None
         if self.config.timeout_seconds is not None:
             self._deadline_wall = self._progress_wall + self.config.timeout_seconds
         self.events.on_start()
@@ -314,6 +349,9 @@ class Machine:
     def _quantum(self) -> None:
         clock = self.clock
         config = self.config
+        self._deliver_input()
+        if self._stop is not None:  # the user left the console
+            return
         budget = config.quantum
         if config.max_insns is not None:
             left = config.max_insns - clock.retired
@@ -321,6 +359,9 @@ class Machine:
                 self._stop = StopReason("max_insns", f"instruction budget of {config.max_insns} reached", clock.retired)
                 return
             budget = min(budget, left)
+        # A recorded input's count is a hard limit only, not the budget: the budget decides whether a run that
+        # ended early was a WFI (_idle below), and must be what it was when the input was recorded.
+        target = self._hard_stop()
         deadline = self._next_deadline_ns()
         if deadline is not None:
             budget = min(budget, clock.insns_until(deadline))
@@ -332,19 +373,22 @@ class Machine:
                 self._take_irq()
         self._fault = None
         self._running = True
-        if config.quantum == 1 or self._stepping_to_limit:
-            # Instruction by instruction: a single-stepping tool, or the last instructions before --max-insns,
-            # which end inside a block (a run ends only between blocks).
+        if self._step_until is not None and clock.retired >= self._step_until:
+            self._step_until = None
+        if config.quantum == 1 or self._step_until is not None:
+            # Instruction by instruction: a single-stepping tool, or the last instructions before a hard stop,
+            # which falls inside a block (a run ends only between blocks).
             executed, faulted = self.engine.step(self.cpu.resume_address())
             budget = executed
-        elif config.max_insns is None:
+        elif target is None:
             executed, faulted = self.engine.run(self.cpu.resume_address(), budget)
         else:
-            executed, faulted = self.engine.run(self.cpu.resume_address(), budget, config.max_insns - clock.retired)
-            self._stepping_to_limit = executed == 0 and self.engine.budget_reached
+            executed, faulted = self.engine.run(self.cpu.resume_address(), budget, target - clock.retired)
+            if executed == 0 and self.engine.budget_reached:
+                self._step_until = target
         self._running = False
-        # _retranslate and remove_hook may have stopped the quantum: not a WFI
-        cut_short = bool(self._deferred_retranslations or self._deferred_deletions)
+        # _retranslate and remove_hook may have stopped the quantum, or input for the guest arrived: not a WFI
+        cut_short = bool(self._deferred_retranslations or self._deferred_deletions or self._input)
         while self._deferred_deletions:
             self.engine.hook_del(self._deferred_deletions.pop())
         while self._deferred_retranslations:
@@ -365,6 +409,81 @@ class Machine:
         self.devices.channel.update()
         self._check_hang()
 
+    def _hard_stop(self) -> int | None:
+        """The instruction count no run may pass: --max-insns, or the next recorded input's (None: neither)."""
+        targets = [self.config.max_insns] if self.config.max_insns is not None else []
+        if self._schedule:
+            targets.append(self._schedule[0][0])
+        return min(targets, default=None)
+
+    # -- input ---------------------------------------------------------------
+    def send_to_console(self, data: bytes) -> None:
+        """Bytes for the guest's console (``ttyAMA0``), as if typed; see :meth:`send_to_channel`."""
+        self._queue_input("console", data)
+
+    def send_to_channel(self, data: bytes) -> None:
+        """Bytes for the guest on the channel port (``ttyAMA1``).
+
+        Input reaches a port only at a quantum's start, between blocks: from a device's callback (the
+        channel answering the guest) the running block ends first.  That instruction count is the input's
+        stamp (:attr:`on_input`), and a replay delivers it at the same count (:meth:`schedule_input`).
+        On the channel the bytes then arrive as the guest reads them, with flow control, so none is lost
+        whatever its length (:class:`~qppsuite.core.devices.pl011.Pl011`).
+        """
+        self._queue_input("channel", data)
+
+    def _queue_input(self, port: str, data: bytes) -> None:
+        if data:
+            self._input.append((port, bytes(data)))
+            if self._running:
+                self.engine.stop()
+
+    def schedule_input(self, inputs: Iterable[tuple[int, str, bytes]]) -> None:
+        """Deliver recorded input at exactly the instruction counts it was stamped with, in order.
+
+        ``inputs`` holds ``(insn_count, port, data)``, ``port`` one of :data:`PORTS`.  The run stops at
+        each count (stepping into a block if it must) and delivers there.  Raises :class:`ValueError` for
+        counts out of order or already past, or an unknown port.
+        """
+        last = self.clock.retired
+        for count, port, data in inputs:
+            if count < last or port not in PORTS:
+                raise ValueError(f"input at instruction {count} for port {port!r}: out of order or unknown port")
+            if port == hypercall.PORT:
+                # answered when the guest asks, which the replay reproduces: no stop is needed to deliver them
+                self._hypercall_answers.append(bytes(data))
+                self.hypercall_source = self._recorded_answer
+            else:
+                self._schedule.append((count, port, bytes(data)))
+            last = count
+
+    def _recorded_answer(self, _limit: int) -> bytes:
+        return self._hypercall_answers.popleft() if self._hypercall_answers else b""
+
+    def _deliver_input(self) -> None:
+        """At a quantum's start: the recorded input due now, then what arrived from the host, onto the ports."""
+        now = self.clock.retired
+        schedule = self._schedule
+        while schedule and schedule[0][0] == now:
+            _, port, data = schedule.popleft()
+            self._input.append((port, data))
+        host = self.host_input
+        if host is not None and not self.uart.rx_backlog:
+            typed = host.poll(HOST_INPUT_CHUNK)
+            if typed is None:
+                self.host_input = None
+                self._stop = StopReason("detached", "the user left the console", now)
+            elif typed:
+                self._input.append(("console", typed))
+        if not self._input:
+            return
+        self._progress()
+        while self._input:
+            port, data = self._input.popleft()
+            if self.on_input is not None:
+                self.on_input(now, port, data)
+            (self.uart if port == "console" else self.devices.channel).push_rx(data)
+
     def _masked_budget(self) -> int:
         """Instructions to run while an IRQ is pending but masked.
 
@@ -380,12 +499,22 @@ class Machine:
         return MASKED_CHUNK
 
     def _idle(self) -> None:
-        """WFI with nothing pending: jump virtual time to the next timer event or byte on the channel."""
+        """WFI with nothing pending: jump virtual time to the next timer event or byte on the channel.
+
+        With nothing scheduled the guest waits for input: recorded input due at this count (a replay),
+        or the host's user (an interactive run), who is waited for in wall-clock time.  Otherwise it hangs.
+        """
         deadline = self._next_deadline_ns()
+        host = self.host_input
+        if host is not None:
+            gap = 0.0 if deadline is None else (deadline - self.clock.now_ns()) / 1e9
+            host.wait(HOST_INPUT_WAIT if deadline is None else min(gap, HOST_INPUT_WAIT))
+            self._progress()  # a user who types nothing is no hang
         if deadline is None:
-            self._stop = StopReason(
-                "hang", "guest is idle (WFI) with no timer armed and no interrupt pending", self.clock.retired
-            )
+            if host is None and not self._schedule:
+                self._stop = StopReason(
+                    "hang", "guest is idle (WFI) with no timer armed and no interrupt pending", self.clock.retired
+                )
             return
         self.clock.skip_to(deadline)
 
@@ -553,11 +682,42 @@ class Machine:
             self.engine.left_block_at(pc + size, thumb)  # a NOP here: it retires
             self.engine.set_reg(A.UC_ARM_REG_PC, (pc + size) | (1 if thumb else 0))
             return True
+        if insn == hypercall.HYPERCALL_A32 and not thumb and mode == "usr" and self.hypercall_source is not None:
+            self.engine.left_block_at(pc + 4, False)  # it retires
+            self.engine.set_reg(A.UC_ARM_REG_R0, self._hypercall() & 0xFFFFFFFF)
+            self.engine.set_reg(A.UC_ARM_REG_PC, pc + 4)
+            return True
         self.engine.left_block_at(pc, thumb)  # an undefined instruction does not retire
         if self.events.on_exception:
             self.events.on_exception(ExceptionEvent(ExceptionKind.UNDEFINED, pc, thumb, mode, self.clock.insn_count))
         self.cpu.enter(ExceptionKind.UNDEFINED, pc + (2 if thumb else 4))
         return True
+
+    def _hypercall(self) -> int:
+        """Serve the hypercall the guest is making (:mod:`qppsuite.core.hypercall`); r0's new value."""
+        op, buffer, length = (self.engine.reg(reg) for reg in (A.UC_ARM_REG_R0, A.UC_ARM_REG_R1, A.UC_ARM_REG_R2))
+        length = min(length, hypercall.MAX_LENGTH)
+        source = self.hypercall_source
+        if op == hypercall.TO_HOST:
+            try:
+                data = self.memory.read(buffer, length)
+            except GuestMemoryError:
+                return -hypercall.EFAULT
+            self._channel_out(data)
+            return length
+        if op != hypercall.FROM_HOST or source is None:
+            return -hypercall.EINVAL
+        try:  # the whole buffer, before any input is taken: a fault loses none
+            for page in range(buffer & ~(PAGE_SIZE - 1), buffer + length, PAGE_SIZE):
+                self.memory.translate(page, write=True)
+        except GuestMemoryError:
+            return -hypercall.EFAULT
+        data = source(length)
+        self.memory.write(buffer, data)
+        self._progress()
+        if self.on_input is not None:
+            self.on_input(self.clock.insn_count, hypercall.PORT, data)
+        return len(data)
 
     # -- devices' outputs ------------------------------------------------------
     def _console(self, data: bytes) -> None:
@@ -571,11 +731,6 @@ class Machine:
                 self._end_console_line()
             else:
                 self._line.append(byte)
-
-    def send_to_channel(self, data: bytes) -> None:
-        """Bytes for the guest on the channel port (``ttyAMA1``): they arrive as the guest reads them, with
-        flow control, so none is lost whatever its length (:class:`~qppsuite.core.devices.pl011.Pl011`)."""
-        self.devices.channel.push_rx(data)
 
     def _channel_out(self, data: bytes) -> None:
         self._progress()

@@ -7,9 +7,11 @@
 # line of four fields, "-" where one does not apply (PATH is the rest of the line), and its bytes:
 #
 #   F SIZE MODE PATH   SIZE bytes follow: the file PATH, with octal permissions MODE
+#   B SIZE MODE PATH   the same, but the bytes come by hypercall: qpp-recv takes them (sent before as an F)
 #   R SIZE - -         SIZE bytes follow: a shell script, run from /root with the console as its
 #                      terminal; the agent answers "S STATUS"
-#   O - - PATH         the agent answers "D SIZE PATH" and SIZE bytes, or "N - PATH" if it is no file
+#   O - - PATH         the agent answers "D SIZE PATH" and SIZE bytes (by hypercall, through qpp-send, sent
+#                      before as an F), or "N - PATH" if it is no file
 #   X - - -            the agent exits with the status of the last script, and /init powers off
 #  The user's script never sees the channel (fd 3 is closed
 # for it), so it cannot swallow the host's next request.
@@ -28,6 +30,11 @@ while printf 'G\n' >&3 && read -r kind size mode path <&3; do
 		head -c "$size" <&3 >"$path"
 		chmod "$mode" "$path"
 		;;
+	B)
+		mkdir -p "$(dirname "$path")"
+		/tmp/.qppsuite/qpp-recv >"$path"
+		chmod "$mode" "$path"
+		;;
 	R)
 		head -c "$size" <&3 >/tmp/.qppsuite/script
 		(cd /root && sh /tmp/.qppsuite/script 3<&-)
@@ -37,7 +44,7 @@ while printf 'G\n' >&3 && read -r kind size mode path <&3; do
 	O)
 		if [ -f "$path" ]; then
 			printf 'D %d %s\n' "$(wc -c <"$path")" "$path" >&3
-			cat "$path" >&3
+			/tmp/.qppsuite/qpp-send <"$path"
 		else
 			printf 'N - %s\n' "$path" >&3
 		fi

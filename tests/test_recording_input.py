@@ -1,0 +1,255 @@
+"""Input the guest receives (files, scripts, keys) is stamped, recorded, and replayed at the same instants."""
+
+import hashlib
+import json
+import os
+import pty
+import select
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cli_entry import run_main
+
+from qppsuite.cli.keyboard import END_OF_INPUT, LEAVE_KEY, KeyboardInput
+from qppsuite.cli.terminal import ConsoleStream
+from qppsuite.core.hypercall import FROM_HOST, HYPERCALL_A32
+from qppsuite.core.image import ImageBundle
+from qppsuite.images.guest.transfer import Assembler, elf_executable, movw
+from qppsuite.recording import Recording, RecordingError, pack_inputs, unpack_inputs
+
+
+def qppsuite(*args: str, cwd: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "qppsuite", *args],
+        input=stdin.decode() if stdin is not None else None,
+        capture_output=True, text=True, timeout=900, cwd=cwd, check=False,
+    )  # fmt: skip
+
+
+# -- without the image ----------------------------------------------------------------------------------
+def test_inputs_pack_and_unpack_to_the_same_stamps() -> None:
+    stamps = [(10, "channel", b"F 3 755 /x\nabc"), (10, "console", b"\x03"), (99, "channel", b"X - - -\n")]
+    packed = json.loads(json.dumps(pack_inputs(stamps)))
+    assert unpack_inputs(packed) == stamps
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda d: d["inputs"]["stamps"][0].__setitem__(2, 5), "input stamps cover"),
+        (lambda d: d["inputs"].__setitem__("data", "AAAA"), "does not decode"),
+        (lambda d: d["inputs"]["stamps"].reverse(), "comes after"),
+        (lambda d: d["inputs"]["stamps"][0].__setitem__(1, "keyboard"), "damaged recording"),
+    ],
+)
+def test_a_recording_with_edited_input_is_refused_in_one_line(tmp_path: Path, edit, problem: str) -> None:  # type: ignore[no-untyped-def]
+    rec = Recording(
+        image="x",
+        image_files={},
+        options={},
+        stop_kind="poweroff",
+        insn_count=100,
+        console_sha256="0" * 64,
+        console_bytes=0,
+        inputs=pack_inputs([(10, "channel", b"abcd"), (20, "console", b"ef")]),
+    )
+    path = tmp_path / "rec.json"
+    rec.save(path)
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(RecordingError, match=problem):
+        Recording.load(path)
+    code, err = run_main(["replay", str(path)])
+    assert code != 0 and "Traceback" not in err and len(err.strip().splitlines()) <= 2
+
+
+def test_keyboard_from_a_pipe_gives_its_bytes_then_ctrl_d_only_once_the_guest_waited() -> None:
+    read_end, write_end = os.pipe()
+    keys = KeyboardInput(read_end, leave=None)
+    os.write(write_end, b"id\nexit\n")
+    os.close(write_end)
+    time.sleep(0.2)
+    assert keys.poll(3) == b"id\n" and keys.poll(100) == b"exit\n"
+    assert keys.poll(100) == b""  # the pipe ended, but the guest has not waited for input since
+    keys.wait(1.0)
+    assert keys.poll(100) == END_OF_INPUT
+    assert keys.poll(100) == b""
+
+
+def test_keyboard_on_a_terminal_leaves_at_ctrl_close_bracket_after_what_came_before() -> None:
+    read_end, write_end = os.pipe()
+    keys = KeyboardInput(read_end, leave=LEAVE_KEY)
+    os.write(write_end, b"ls\r" + bytes([LEAVE_KEY]) + b"never")
+    keys.wait(2.0)
+    time.sleep(0.1)
+    assert keys.poll(100) == b"ls\r"
+    assert keys.poll(100) is None
+    os.close(write_end)
+
+
+def test_an_interactive_console_passes_cursor_controls_and_escapes_the_rest() -> None:
+    class Sink:
+        def __init__(self) -> None:
+            self.data = b""
+
+        def write(self, data: bytes) -> None:
+            self.data += data
+
+        def flush(self) -> None:
+            pass
+
+        def isatty(self) -> bool:
+            return True
+
+    sink = Sink()
+    stream = ConsoleStream(sink, interactive=True)  # type: ignore[arg-type]
+    for chunk in (b"ab\x1b[", b"2K\x1b[1;3", b"1mred\x1b]0;evil title\x07", b"\x1b[?1049h\x08\x1b"):
+        stream(chunk)
+    assert sink.data == b"ab\x1b[2K\x1b[1;31mred\\x1b]0;evil title\x07\\x1b[?1049h\x08"
+
+
+# -- on the real guest ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def recorded_file_run(default_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A recording of a run that gets 50 KB of random bytes through --file and prints their sha256."""
+    work = tmp_path_factory.mktemp("rec-input")
+    blob = os.urandom(50_000)
+    (work / "blob").write_bytes(blob)
+    done = qppsuite("record", "-o", "run.json", "--file", "blob:/root/blob", "--cmd", "sha256sum /root/blob", cwd=work)
+    assert done.returncode == 0, done.stderr
+    return work / "run.json", hashlib.sha256(blob).hexdigest()
+
+
+@pytest.mark.boot
+def test_a_file_run_records_its_input_and_replays_identically_with_the_plugin_stack(
+    recorded_file_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    path, digest = recorded_file_run
+    rec = Recording.load(path)
+    stamps = rec.input_stamps()
+    line = b"".join(data for _, port, data in stamps if port == "channel")
+    assert line.count(b"B 50000 644 /root/blob\n") == 1  # the header on the line...
+    bulk = [data for _, port, data in stamps if port == "bulk"]
+    assert hashlib.sha256(b"".join(bulk)).hexdigest() == digest  # ...the bytes by hypercall, in the recording
+    assert bulk[-1] == b""  # the answer that ended the file
+    (tmp_path / "blob").write_bytes(b"gone")  # the replay does not need the host file
+    done = qppsuite(
+        "replay", str(path), "--plugins", "osi_linux,syscalls,syscalls_logger",
+        "-p", f"syscalls_logger:db={tmp_path / 'calls.db'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"replayed {rec.insn_count:,} instructions identically" in done.stderr
+
+
+@pytest.mark.boot
+def test_a_replay_fed_other_input_diverges_in_one_line(recorded_file_run: tuple[Path, str], tmp_path: Path) -> None:
+    path, _ = recorded_file_run
+    rec = Recording.load(path)
+    stamps = rec.input_stamps()
+    first = next(index for index, (_, port, _) in enumerate(stamps) if port == "bulk")
+    count, port, data = stamps[first]
+    flipped = bytes([data[0] ^ 0xFF]) + data[1:]  # the file's first byte: sha256sum prints another digest
+    edited = json.loads(path.read_text())
+    edited["inputs"] = pack_inputs([*stamps[:first], (count, port, flipped), *stamps[first + 1 :]])
+    (tmp_path / "edited.json").write_text(json.dumps(edited))
+    done = qppsuite("replay", str(tmp_path / "edited.json"), cwd=tmp_path)
+    assert done.returncode != 0
+    assert "diverged" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.boot
+def test_a_restored_recording_replays_identically_from_a_boot(
+    recorded_file_run: tuple[Path, str], default_image: ImageBundle, tmp_path: Path
+) -> None:
+    """No ready snapshot in the replay's cache: it boots to the ready point, the same state as restored."""
+    path, _ = recorded_file_run
+    assert Recording.load(path).extra.get("start") == "restored"
+    cache = tmp_path / "cache"
+    (cache / "images").mkdir(parents=True)
+    shutil.copytree(default_image.path, cache / "images" / default_image.name, symlinks=True)
+    done = qppsuite("replay", str(path), "--cache-dir", str(cache), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "identically" in done.stderr
+
+
+@pytest.mark.boot
+def test_piped_stdin_reaches_an_interactive_shell(default_image: ImageBundle, tmp_path: Path) -> None:
+    done = qppsuite("run", "-i", "-q", cwd=tmp_path, stdin=b"id; echo sum-$((40+2))\n")  # no exit: the pipe's end
+    assert done.returncode == 0, done.stderr
+    assert "uid=0(root)" in done.stdout and "sum-42" in done.stdout
+
+
+def _read_until(fd: int, marker: bytes, seen: bytearray, seconds: float = 300) -> None:
+    """Read the terminal into ``seen`` until ``marker`` appears in what arrives from now on."""
+    start = len(seen)
+    end = time.monotonic() + seconds
+    while marker not in seen[start:]:
+        assert time.monotonic() < end, f"{marker!r} not seen in {bytes(seen[-400:])!r}"
+        ready, _, _ = select.select([fd], [], [], 1.0)
+        if ready:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:
+                break
+
+
+@pytest.mark.boot
+def test_an_interactive_console_on_a_terminal_is_recorded_and_replays_identically_with_plugins(
+    default_image: ImageBundle, tmp_path: Path
+) -> None:
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: qppsuite on a pseudo-terminal, as a user's shell starts it
+        os.chdir(tmp_path)
+        os.execv(sys.executable, [sys.executable, "-m", "qppsuite", "record", "-i", "-o", "typed.json"])
+    seen = bytearray()
+    try:
+        _read_until(fd, b"# ", seen)  # the guest shell's prompt
+        os.write(fd, b"cat /proc/version | wc -c; echo typed-$((6*7))\r")
+        _read_until(fd, b"typed-42", seen)
+        os.write(fd, b"sleep 30\r")
+        time.sleep(1.0)
+        os.write(fd, b"\x03")  # Ctrl-C reaches the guest's foreground job, not qppsuite
+        _read_until(fd, b"# ", seen)
+        os.write(fd, b"exit\r")
+        _read_until(fd, b"recorded", seen)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, bytes(seen[-600:])
+    rec = Recording.load(tmp_path / "typed.json")
+    typed = b"".join(data for _, port, data in rec.input_stamps() if port == "console")
+    assert typed.startswith(b"cat /proc/version") and b"\x03" in typed and typed.endswith(b"exit\r")
+    db = tmp_path / "calls.db"
+    done = qppsuite(
+        "replay", "typed.json", "--plugins", "osi_linux,syscalls,syscalls_logger", "-p", f"syscalls_logger:db={db}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(db) as conn:
+        names = {name for (name,) in conn.execute("SELECT DISTINCT process_name FROM syscalls")}
+    assert {"cat", "wc", "sleep"} <= names
+
+
+@pytest.mark.boot
+def test_a_hypercall_with_a_bad_buffer_gets_efault_and_with_no_transfer_gets_nothing(
+    default_image: ImageBundle, tmp_path: Path
+) -> None:
+    """A guest program's own hypercalls: -EFAULT for an unmapped buffer, 0 when the host sends nothing."""
+    asm = Assembler()
+    asm.emit(movw(0, FROM_HOST), movw(1, 0), movw(2, 16), HYPERCALL_A32)  # buffer at address 0: unmapped
+    asm.emit(0xE2604000)  # rsb r4, r0, #0
+    asm.emit(movw(0, FROM_HOST), 0xE24D1040, movw(2, 16), HYPERCALL_A32)  # sub r1, sp, #64: a stack buffer
+    asm.emit(0xE1A05000, 0xE1840205)  # mov r5, r0 ; orr r0, r4, r5, lsl #4
+    asm.call(1)  # exit(r0): 14 if both answers are right
+    program = tmp_path / "hyper"
+    program.write_bytes(elf_executable(asm.code()))
+    program.chmod(0o755)
+    done = qppsuite("run", "--file", str(program), "--cmd", "hyper; echo status=$?", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "status=14" in done.stdout
