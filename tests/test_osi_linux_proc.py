@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from conftest import ORACLE_RAM_MIB
 from console_sink import Console
+from kernel_dump import PAGE, load_dump
 
 from qppsuite.core.image import ImageBundle
 from qppsuite.core.qpp import Plugin
@@ -44,7 +45,6 @@ from qppsuite.session import RunOptions, run
 
 DUMP = Path(__file__).parent / "data" / "osi" / "stopped_processes.json.gz"
 MARKER = "/tmp/qpp-osi-marker"
-PAGE = 4096
 
 PYTHON_THREADS = (
     "import threading, time, os\n"
@@ -318,15 +318,8 @@ class Replay:
 
 
 def replay() -> Replay:
-    dump = json.loads(gzip.decompress(DUMP.read_bytes()))
-    order = {int(v, 16): i for i, v in enumerate(dump["pages"])}
-    ram = bytearray(b"".join(base64.b64decode(d) for d in dump["pages"].values()))
-
-    def translate(vaddr: int) -> int | None:
-        index = order.get(vaddr >> 12)
-        return None if index is None else index * PAGE
-
-    return Replay(dump, KernelLayout(**dump["layout"]), ram, KernelMemory(memoryview(ram), 0, translate))
+    dump, ram, memory = load_dump(DUMP)
+    return Replay(dump, KernelLayout(**dump["layout"]), ram, memory)
 
 
 def test_the_walkers_on_dumped_kernel_pages_give_what_the_guest_printed() -> None:

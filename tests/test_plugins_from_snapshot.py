@@ -29,12 +29,12 @@ from typing import Any
 
 import pytest
 from console_sink import Console
+from kernel_dump import PAGE, load_dump
 
 from qppsuite.core.image import ImageBundle
 from qppsuite.core.memory import GuestMemoryError
 from qppsuite.core.qpp import Plugin
 from qppsuite.plugins.osi_linux import OsiLinux, OsiProcess, OsiSyscall, OsiThread
-from qppsuite.plugins.osi_linux.kernel_memory import KernelMemory
 from qppsuite.plugins.osi_linux.layout import KernelLayout, UserRegsLayout
 from qppsuite.plugins.osi_linux.syscall_regs import saved_syscall
 from qppsuite.plugins.osi_linux.tasks import TaskReader
@@ -50,7 +50,7 @@ GUEST_CMD = (
 USER_HZ = 100
 """/proc/PID/stat's starttime is in USER_HZ ticks (fs/proc/array.c, nsec_to_clock_t)."""
 DUMP = Path(__file__).parent / "data" / "osi" / "ready_syscalls.json.gz"
-PAGE = 4096
+
 READY_LINE = b"QPPSUITE-READY\n"
 """What the agent writes to the channel to say it is ready (agent.sh): the host stops it in that write."""
 
@@ -288,17 +288,10 @@ def test_a_booted_run_finds_the_same_blocked_calls_and_names_no_snapshot(
 
 def _replay() -> tuple[dict[str, Any], TaskReader, bytearray]:
     """The dumped pages as kernel memory (writable, to corrupt), the reader over them, and the dump."""
-    dump = json.loads(gzip.decompress(DUMP.read_bytes()))
-    order = {int(v, 16): i for i, v in enumerate(dump["pages"])}
-    ram = bytearray(b"".join(base64.b64decode(d) for d in dump["pages"].values()))
-
-    def translate(vaddr: int) -> int | None:
-        index = order.get(vaddr >> 12)
-        return None if index is None else index * PAGE
-
+    dump, ram, memory = load_dump(DUMP)
     fields = dump["layout"]
     layout = KernelLayout(**{**fields, "user_regs": UserRegsLayout(**fields["user_regs"])})
-    return dump, TaskReader(KernelMemory(memoryview(ram), 0, translate), layout), ram
+    return dump, TaskReader(memory, layout), ram
 
 
 def _found(dump: dict[str, Any], tasks: TaskReader) -> dict[int, OsiSyscall | None]:

@@ -1,0 +1,25 @@
+"""Kernel pages dumped from a real boot (``tests/data/osi/*.json.gz``) as memory the osi_linux readers can walk."""
+
+import base64
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+from qppsuite.plugins.osi_linux.kernel_memory import KernelMemory
+
+PAGE = 4096
+
+
+def load_dump(path: Path) -> tuple[dict[str, Any], bytearray, KernelMemory]:
+    """The dump (its ``pages``, by virtual page number in hex, and ``layout``), its pages as one writable buffer
+    (to corrupt), and kernel memory over that buffer that translates only the dumped pages."""
+    dump = json.loads(gzip.decompress(path.read_bytes()))
+    order = {int(v, 16): i for i, v in enumerate(dump["pages"])}
+    ram = bytearray(b"".join(base64.b64decode(d) for d in dump["pages"].values()))
+
+    def translate(vaddr: int) -> int | None:
+        index = order.get(vaddr >> 12)
+        return None if index is None else index * PAGE
+
+    return dump, ram, KernelMemory(memoryview(ram), 0, translate)
