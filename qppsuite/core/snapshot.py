@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+import zlib
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,7 +117,7 @@ def read(path: Path) -> Snapshot:
             members = {name: archive.read(name) for name in _MEMBERS}
     except FileNotFoundError:
         raise SnapshotError(f"snapshot {path} does not exist") from None
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise SnapshotError(f"snapshot {path} is damaged: {' '.join(str(exc).split())}") from None
     for name, data in members.items():
         if not isinstance(digests, dict) or digests.get(name) != hashlib.sha256(data).hexdigest():
