@@ -441,13 +441,12 @@ def _reach_ready(
 
 @dataclass(frozen=True)
 class SavedSnapshot:
-    """What :func:`save_snapshot` made: the file, the instruction count (from power-on) it lies at, and
-    how the run reached the guest's ready point (``"restored"`` or ``"booted"``)."""
+    """What :func:`save_snapshot` made: the file, the instruction count (from power-on) it lies at, and the
+    wall-clock seconds it took."""
 
     path: Path
     insn_count: int
     wall_seconds: float
-    start: str
 
 
 def save_snapshot(name: str, options: RunOptions, console: Callable[[bytes], None] | None) -> SavedSnapshot:
@@ -476,7 +475,7 @@ def save_snapshot(name: str, options: RunOptions, console: Callable[[bytes], Non
     channel = Channel(options.files, script, send=machine.send_to_channel)
     channel.prepare(then_exit=False)
     with stop_on_signals(machine) as received:
-        started, reason = _reach_ready(machine, options, image, channel, saved)
+        _, reason = _reach_ready(machine, options, image, channel, saved)
         if reason is None:
 
             def ended() -> None:  # the agent waits for work again once it has done all it was sent
@@ -493,7 +492,7 @@ def save_snapshot(name: str, options: RunOptions, console: Callable[[bytes], Non
         raise GuestError(f"the command exited with status {channel.status}: snapshot '{name}' not saved")
     key = ready_snapshot_key(options, image, machine.config.bootargs) | {"kind": "named"}
     _save(machine, key, path)
-    return SavedSnapshot(path, machine.insn_count, time.monotonic() - start, started)
+    return SavedSnapshot(path, machine.insn_count, time.monotonic() - start)
 
 
 @contextmanager
