@@ -405,9 +405,13 @@ def _boot_to_ready(machine: Machine, channel: Channel) -> StopReason:
 
 
 def _save(machine: Machine, key: dict[str, Any], path: Path) -> Snapshot:
-    """Save the stopped machine to ``path`` (replaced whole) and clear its stop, so it runs on."""
+    """Save the stopped machine to ``path`` (replaced whole) and clear its stop, so it runs on; a cache that
+    cannot be written is one :class:`SnapshotError` line."""
     machine.clear_stop()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SnapshotError(f"cannot write snapshot {path}: {exc.strerror or exc}") from None
     saved = machine.snapshot(key)
     snapshot.write(saved, path)
     return saved

@@ -248,3 +248,10 @@ def test_a_damaged_ready_snapshot_is_made_again_and_says_so_in_one_line(cache: P
     os.truncate(ready, 10)
     quiet = qppsuite(cache, "run", "-q", "--cmd", "true")
     assert quiet.returncode == 0 and quiet.stderr == ""  # -q: rebuilt silently
+
+
+@pytest.mark.boot
+def test_a_cache_where_the_snapshot_cannot_be_written_is_one_line(default_image: ImageBundle, tmp_path: Path) -> None:
+    cache = private_cache(tmp_path / "cache")
+    (cache / "snapshots").write_text("a file where the directory should be")  # root may write anywhere else
+    one_line_error(qppsuite(cache, "run", "-q", "--cmd", "true"), "cannot write snapshot", "Not a directory")
