@@ -1,8 +1,8 @@
 """A run from the snapshot of the booted guest against a cold qemu-system-arm boot: whole processes.
 
-``python -m qppsuite run -q --warm --cmd true`` (interpreter start-up, snapshot read and restore, the
+``python -m qppsuite run -q --cmd true`` (interpreter start-up, snapshot read and restore, the
 command through the channel, power-off) against ``qemu-system-arm`` booting the same kernel and initramfs
-to power-off, alternating, ``--pairs`` times; a first warm run makes the snapshot if there is none.
+to power-off, alternating, ``--pairs`` times; a first run makes the snapshot if there is none.
 Printed: each pair's wall and CPU seconds and the median of the pairs' ratios (issue 11's target: at
 most 0.3), and the snapshot's size on disk (at most 40 MB).
 
@@ -20,7 +20,7 @@ from boot import DEFAULT_IMAGE, qemu_command, time_process
 from qppsuite.core.image import open_image
 from qppsuite.session import RunOptions, ready_snapshot_key, ready_snapshot_path
 
-WARM = [sys.executable, "-m", "qppsuite", "run", "-q", "--warm", "--cmd", "true"]
+WARM = [sys.executable, "-m", "qppsuite", "run", "-q", "--cmd", "true"]
 
 
 def main() -> None:

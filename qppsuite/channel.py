@@ -2,10 +2,12 @@
 
 The board's second PL011 (:mod:`qppsuite.core.board`) is the wire; the guest
 end is ``qppsuite/images/guest/agent.sh``, which /init runs as the command.
-The agent says ``QPPSUITE-READY`` (the point a snapshot is taken at), then asks
-for one request at a time with a ``G`` line, and the host answers each with the
-next of :meth:`Channel.requests`: files, then the script, then copies out, then
-the exit.  The line delivers them as fast as the guest reads (with flow
+Each time it waits for work the agent says ``QPPSUITE-READY`` (a point a
+snapshot may be taken at: the ready snapshot at the first, a user's named one
+after a script), then asks for one request with a ``G`` line, and the host
+answers each with the next one :meth:`Channel.prepare` queued: files, then the
+script, then copies out, then the exit (none when a named snapshot is taken
+after the script).  The line delivers them as fast as the guest reads (with flow
 control), so what the guest receives, and when, is a function of the guest
 alone: the run stays deterministic.
 
@@ -150,9 +152,10 @@ class Channel:
     #: The file the guest's ``qpp-recv`` is taking (:meth:`take`), from the last bulk request.
     _bulk: memoryview = field(default_factory=lambda: memoryview(b""))
 
-    def prepare(self) -> None:
+    def prepare(self, *, then_exit: bool = True) -> None:
         """Read the host files and queue every request, in the agent's protocol (see agent.sh); a file
-        that cannot be read fails here, before the run."""
+        that cannot be read fails here, before the run.  ``then_exit=False`` leaves the agent waiting for
+        more work after the script and the copies out, instead of powering the guest off."""
         queue: list[tuple[bytes, bytes]] = []  # (header and line bytes, bulk bytes)
         bulk = False
         for item in self.files:
@@ -167,12 +170,19 @@ class Channel:
                 queue.append((f"F {len(data)} {item.mode:o} {item.guest}\n".encode() + data, b""))
         queue.append((f"R {len(self.script)} - -\n".encode() + self.script, b""))
         queue += [(f"O - - {want.guest}\n".encode(), b"") for want in self.copy_out]
-        queue.append((b"X - - -\n", b""))
+        if then_exit:
+            queue.append((b"X - - -\n", b""))
         programs = [(RECEIVER, transfer.receiver())] if bulk else []
         programs += [(SENDER, transfer.sender())] if self.copy_out else []
         queue[:0] = [(f"F {len(program)} 755 {path}\n".encode() + program, b"") for path, program in programs]
         self._queue = queue
         self._total = sum(len(line) + len(data) for line, data in queue)
+
+    @property
+    def served(self) -> bool:
+        """Whether every request :meth:`prepare` queued has been sent: a READY now means the agent has
+        done them all and waits for work the host does not have."""
+        return not self._queue
 
     def feed(self, data: bytes) -> None:
         """What the guest wrote on the channel, as it comes."""

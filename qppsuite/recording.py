@@ -44,7 +44,17 @@ READABLE_FORMATS = ("qppsuite-recording/1", RECORDING_FORMAT)
 RECORDING_SCHEMA = Path(__file__).with_name("recording.schema.json")
 #: The options that determine the guest's execution; plugins and output paths do not.  A channel run's files
 #: and script are not options: their bytes are in the recorded input.
-PINNED_OPTIONS = ("cmd", "max_insns", "ram_mib", "host_decompress", "extra_bootargs", "interactive")
+PINNED_OPTIONS = (
+    "cmd",
+    "max_insns",
+    "ram_mib",
+    "host_decompress",
+    "extra_bootargs",
+    "interactive",
+    "warm",
+    "cold",
+    "start_from",
+)
 #: Stops a replay cannot meet by itself (the wall clock, the user leaving the console): the recording pins
 #: the instruction count instead, and the replay ends there (``max_insns``).
 PINNED_AT_COUNT = ("timeout", "detached")

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,8 @@ from qppsuite.core.image import ImageBundle, cache_dir, open_image
 from qppsuite.core.kernel import load_kernel
 from qppsuite.core.machine import HostInput, Machine, MachineConfig
 from qppsuite.core.qpp import QPP
-from qppsuite.core.snapshot import SnapshotError
-from qppsuite.errors import GuestError, ImageError
+from qppsuite.core.snapshot import Snapshot, SnapshotError
+from qppsuite.errors import GuestError, ImageError, Interrupted
 from qppsuite.images.guest import guest_script
 from qppsuite.images.initramfs import CpioEntry, overlay_archive, rootfs_bytes
 
@@ -60,18 +60,31 @@ class RunOptions:
     #: Files for the guest and files to bring back (the channel, :mod:`qppsuite.channel`).
     files: Sequence[GuestFile] = ()
     copy_out: Sequence[CopyOut] = ()
-    #: Use the channel even with no file to carry: start from the ready snapshot when there is one.
+    #: Carry the command through the channel, from the ready snapshot (``qppsuite run``'s default), where
+    #: the run can: an image with no initramfs, a ``max_insns`` before the ready point, or ``cold`` (all
+    #: three with no file to carry) boot from power-on instead, with the command run by /init as without it.
     warm: bool = False
-    #: Never restore the ready snapshot: boot (and save a new one).
+    #: Never restore the ready snapshot: boot from power-on (through the channel, saving a new ready
+    #: snapshot, only when there are files to carry).
     cold: bool = False
     #: The command (an interactive shell without --cmd) runs with the console as its controlling terminal,
     #: and the host's input (:attr:`GuestIO.host`) reaches it.
     interactive: bool = False
+    #: Start from this named snapshot (:func:`save_snapshot`) instead of the ready one.
+    start_from: str | None = None
+    #: Where one-line notices go (a ready snapshot refused and made again); None: nowhere.
+    notice: Callable[[str], None] | None = None
 
     @property
     def uses_channel(self) -> bool:
         """Whether the command goes through the channel, from the guest's ready point (a snapshot of it)."""
-        return self.warm or self.interactive or bool(self.files) or bool(self.copy_out)
+        return (
+            self.warm
+            or self.interactive
+            or bool(self.files)
+            or bool(self.copy_out)
+            or self.start_from is not None
+        )
 
 
 @dataclass
@@ -181,7 +194,7 @@ def build_machine(options: RunOptions, image: ImageBundle, console: Callable[[by
         raise GuestError(
             f"--bootargs {options.extra_bootargs!r}: the kernel command line takes printable ASCII only",
         )
-    bootargs = " ".join(part for part in (image.bootargs, options.extra_bootargs) if part)
+    bootargs = _bootargs(options, image)
     config = MachineConfig(
         kernel=kernel,
         initrd=initrd,
@@ -212,9 +225,10 @@ def run(
     """
     io = io or GuestIO()
     image = image or open_image(options.image, cache=options.cache)
+    start = time.monotonic()
+    options, saved = _choose_start(options, image)
     machine = build_machine(options, image, console)
     machine.on_input = io.on_input
-    start = time.monotonic()
     channel: Channel | None = None
     started: str | None = None
     with stop_on_signals(machine) as received:
@@ -228,7 +242,7 @@ def run(
                 progress=io.progress,
             )
             channel.prepare()  # a host file that cannot be read fails here, before any boot
-            started, early = _reach_ready(machine, options, image, channel)
+            started, early = _reach_ready(machine, options, image, channel, saved)
             if early is not None:  # the guest failed before it was ready: no plugin was loaded
                 return RunResult(early, machine.insn_count, time.monotonic() - start, image, [], _signal(received))
             if io.on_channel_output is not None:
@@ -295,6 +309,14 @@ def _run_plugins(
     return reason, loaded, shutdown
 
 
+#: The key fields a snapshot must share with a run to start it: the machine and what was loaded into it.
+_MACHINE_KEY = ("qppsuite", "image_files", "ram_mib", "bootargs", "agent", "host_decompress")
+#: A user's snapshot name: a file name in the cache, so no path separator, no control character, no dot first.
+SNAPSHOT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
+#: The prefix of the ready snapshots' names (``ready-<hash of the key>``), kept for them.
+READY_PREFIX = "ready-"
+
+
 def ready_snapshot_key(options: RunOptions, image: ImageBundle, bootargs: str) -> dict[str, Any]:
     """What a snapshot of the guest's ready point is valid for: this qppsuite, the image's files, the
     RAM, the boot arguments, the agent and how the kernel is loaded."""
@@ -309,43 +331,239 @@ def ready_snapshot_key(options: RunOptions, image: ImageBundle, bootargs: str) -
     }
 
 
+def snapshots_dir(cache: Path | None, image: ImageBundle) -> Path:
+    """The cache's snapshots/IMAGE/: the ready snapshots and the user's named ones, ``NAME.snapshot`` each."""
+    return cache_dir(cache) / "snapshots" / image.name
+
+
 def ready_snapshot_path(options: RunOptions, image: ImageBundle, key: dict[str, Any]) -> Path:
-    """Where the ready snapshot for ``key`` is kept: the cache's snapshots/IMAGE/, named by the key's hash."""
+    """Where the ready snapshot for ``key`` is kept: :func:`snapshots_dir`, named by the key's hash."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    return cache_dir(options.cache) / "snapshots" / image.name / f"ready-{digest}.snapshot"
+    return snapshots_dir(options.cache, image) / f"{READY_PREFIX}{digest}.snapshot"
 
 
-def _reach_ready(
-    machine: Machine, options: RunOptions, image: ImageBundle, channel: Channel
-) -> tuple[str, StopReason | None]:
-    """Bring the guest to its ready point: restore the snapshot of it, or boot and save one.
+def snapshot_path(cache: Path | None, image: ImageBundle, name: str) -> Path:
+    """The file of the snapshot ``name`` of ``image``; a name that is no plain file name (a path separator,
+    a control character, a leading dot, over 64 characters) is one :class:`SnapshotError` line."""
+    if not SNAPSHOT_NAME.fullmatch(name):
+        raise SnapshotError(
+            f"snapshot name {name!r}: use up to 64 letters, digits, '.', '_' and '-', not starting with '.' or '-'"
+        )
+    return snapshots_dir(cache, image) / f"{name}.snapshot"
 
-    Returns how (``"restored"`` or ``"booted"``) and, if the guest stopped before it was ready, why.
-    A snapshot that cannot be used (damaged, or of another qppsuite) is booted over and replaced.
+
+def _refusal(found: dict[str, Any], wanted: dict[str, Any], image: ImageBundle) -> str | None:
+    """Why a snapshot keyed ``found`` cannot start a run of ``image`` keyed ``wanted`` (the first difference),
+    or None."""
+    diff = next((field for field in _MACHINE_KEY if found.get(field) != wanted[field]), None)
+    if diff is None:
+        return None
+    value = found.get(diff)
+    return {
+        "qppsuite": f"it was made by qppsuite {value}, and this is qppsuite {wanted['qppsuite']}",
+        "image_files": f"it was made from other files of image '{image.name}' (the image was rebuilt since)",
+        "ram_mib": f"it is of a guest with --ram {value}, and this run has --ram {wanted['ram_mib']}",
+        "bootargs": f"its kernel command line is {value!r}, and this run's is {wanted['bootargs']!r}",
+        "agent": "it was made with another channel agent (another qppsuite)",
+        "host_decompress": f"it was made {'without' if value else 'with'} --guest-decompress",
+    }[diff]
+
+
+def _read_named(options: RunOptions, image: ImageBundle, bootargs: str, name: str) -> Snapshot:
+    """The user's snapshot ``name``, checked against the run; SnapshotError (one line) if it cannot start it."""
+    path = snapshot_path(options.cache, image, name)
+    if not path.is_file():
+        raise SnapshotError(
+            f"no snapshot '{name}' of image '{image.name}'", hint="`qppsuite snapshot list` shows the snapshots"
+        )
+    saved = snapshot.read(path)
+    why = _refusal(saved.key, ready_snapshot_key(options, image, bootargs), image)
+    if why is not None:
+        raise SnapshotError(
+            f"snapshot '{name}' cannot start this run: {why}",
+            hint="save it again with `qppsuite snapshot save`",
+        )
+    if options.max_insns is not None and options.max_insns < saved.insn_count:
+        raise SnapshotError(
+            f"snapshot '{name}' lies at instruction {saved.insn_count:,}, past --max-insns {options.max_insns:,}",
+            hint="--max-insns counts from power-on",
+        )
+    return saved
+
+
+def _read_ready(options: RunOptions, image: ImageBundle, key: dict[str, Any], path: Path) -> Snapshot | None:
+    """The ready snapshot at ``path``, or None when there is none or it cannot be used (a notice says why:
+    the caller boots and makes it again)."""
+    if not path.is_file():
+        return None
+    try:
+        saved = snapshot.read(path)
+    except SnapshotError as exc:
+        why = str(exc)
+    else:
+        refusal = _refusal(saved.key, key, image)
+        if refusal is None:
+            return saved
+        why = f"snapshot {path} cannot start this run: {refusal}"
+    if options.notice is not None:
+        options.notice(f"{why}; booting to make it again")
+    return None
+
+
+def _bootargs(options: RunOptions, image: ImageBundle) -> str:
+    return " ".join(part for part in (image.bootargs, options.extra_bootargs) if part)
+
+
+def _choose_start(options: RunOptions, image: ImageBundle) -> tuple[RunOptions, tuple[str, Snapshot] | None]:
+    """How the run starts: the options it really runs with (``warm`` off when it boots from power-on after
+    all) and the snapshot it restores, with its name, if any.
+
+    A run that may boot instead (``warm`` with no file to carry) does so when the image has no initramfs
+    (the agent cannot run), when ``cold``, and when its ``max_insns`` lies before the ready snapshot: the
+    count is from power-on, and plugins must see the run up to the budget.  A run with ``max_insns`` and
+    no ready snapshot yet makes one first (a boot without console), so the choice depends on the options
+    and the image only, never on what the cache holds.  Raises :class:`SnapshotError` for a named
+    snapshot that cannot start the run.
     """
-    machine.channel_sink = channel.feed
-    key = ready_snapshot_key(options, image, machine.config.bootargs)
+    if not options.uses_channel:
+        return options, None
+    may_boot = not options.files and not options.copy_out and options.start_from is None
+    booted = replace(options, warm=False)
+    if may_boot and (options.cold or image.initrd_path is None):
+        return booted, None
+    if image.initrd_path is None:
+        raise ImageError(f"image '{image.name}' has no initramfs, so the channel's agent cannot run in it")
+    bootargs = _bootargs(options, image)
+    if options.start_from is not None:
+        if options.cold:
+            raise SnapshotError("--cold and --from both say where the run starts: use one")
+        return options, (options.start_from, _read_named(options, image, bootargs, options.start_from))
+    if options.cold:
+        return options, None
+    key = ready_snapshot_key(options, image, bootargs)
     path = ready_snapshot_path(options, image, key)
-    if not options.cold and path.is_file():
-        try:
-            saved = snapshot.read(path)
-            if saved.key == key:
-                machine.restore(saved)
-                machine.config.labels["snapshot"] = path.stem  # plugins (the logger's runs row) say where they began
-                return "restored", None
-        except SnapshotError:
-            pass  # booted over and replaced below
+    saved = _read_ready(options, image, key, path)
+    if may_boot and options.max_insns is not None:
+        if saved is None:
+            saved = _make_ready(options, image, key, path)
+        if saved is None or options.max_insns < saved.insn_count:
+            return booted, None
+    return options, None if saved is None else (path.stem, saved)
+
+
+def _make_ready(options: RunOptions, image: ImageBundle, key: dict[str, Any], path: Path) -> Snapshot | None:
+    """Boot a machine of its own (no console, no budget) to the ready point and save it; None if the guest
+    stopped before it was ready.  A signal stops it as it stops a run: :class:`Interrupted`."""
+    machine = build_machine(replace(options, max_insns=None, warm=True), image, None)
+    with stop_on_signals(machine) as received:
+        reason = _boot_to_ready(machine, Channel(send=machine.send_to_channel))
+    if received:
+        raise Interrupted(f"{reason.message} while booting to make the ready snapshot", received[0])
+    return _save(machine, key, path) if reason.kind == "ready" else None
+
+
+def _boot_to_ready(machine: Machine, channel: Channel) -> StopReason:
+    """Run the machine from power-on until the agent first says it is ready (stop kind ``ready``) or it stops."""
+    machine.channel_sink = channel.feed
     channel.on_ready = lambda: machine.request_stop("ready", "the guest's channel agent is ready")
     reason = machine.run()
     channel.on_ready = None
+    return reason
+
+
+def _save(machine: Machine, key: dict[str, Any], path: Path) -> Snapshot:
+    """Save the stopped machine to ``path`` (replaced whole) and clear its stop, so it runs on; a cache that
+    cannot be written is one :class:`SnapshotError` line."""
+    machine.clear_stop()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SnapshotError(f"cannot write snapshot {path}: {exc.strerror or exc}") from None
+    saved = machine.snapshot(key)
+    snapshot.write(saved, path)
+    return saved
+
+
+def _reach_ready(
+    machine: Machine,
+    options: RunOptions,
+    image: ImageBundle,
+    channel: Channel,
+    saved: tuple[str, Snapshot] | None,
+) -> tuple[str, StopReason | None]:
+    """Bring the guest to its ready point: restore ``saved`` (name, snapshot), or boot and save the ready
+    snapshot.  A restored machine's ``labels["snapshot"]`` is the snapshot's name; a booted one has none.
+
+    Returns how (``"restored"`` or ``"booted"``) and, if the guest stopped before it was ready, why.
+    """
+    machine.channel_sink = channel.feed
+    if saved is not None:
+        name, state = saved
+        machine.restore(state)
+        machine.config.labels["snapshot"] = name
+        return "restored", None
+    reason = _boot_to_ready(machine, channel)
     if reason.kind != "ready":
         return "booted", reason
-    machine.clear_stop()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    snapshot.write(machine.snapshot(key), partial)
-    partial.replace(path)
+    key = ready_snapshot_key(options, image, machine.config.bootargs)
+    _save(machine, key, ready_snapshot_path(options, image, key))
     return "booted", None
+
+
+@dataclass(frozen=True)
+class SavedSnapshot:
+    """What :func:`save_snapshot` made: the file, the instruction count (from power-on) it lies at, and the
+    wall-clock seconds it took."""
+
+    path: Path
+    insn_count: int
+    wall_seconds: float
+
+
+def save_snapshot(name: str, options: RunOptions, console: Callable[[bytes], None] | None) -> SavedSnapshot:
+    """Run the options' command (and files) through the channel from the ready snapshot (or
+    ``options.start_from``) and, once it has ended and the agent waits for work again, save the machine
+    as the snapshot ``name`` of the image: ``run(RunOptions(start_from=name, ...))`` starts there.
+
+    No plugin is loaded.  Raises :class:`SnapshotError` for a bad or taken name (nothing is overwritten),
+    :class:`GuestError` when the command fails (its exit status) or the guest stops first, and
+    :class:`Interrupted` for a signal; nothing is saved then.
+    """
+    image = open_image(options.image, cache=options.cache)
+    path = snapshot_path(options.cache, image, name)
+    if name.startswith(READY_PREFIX):
+        raise SnapshotError(f"snapshot name {name!r}: names starting with {READY_PREFIX!r} are the ready snapshots'")
+    if path.exists():
+        raise SnapshotError(
+            f"snapshot '{name}' of image '{image.name}' exists", hint=f"`qppsuite snapshot delete {name}` first"
+        )
+    start = time.monotonic()
+    options, saved = _choose_start(replace(options, warm=True, cold=False, max_insns=None), image)
+    if not options.uses_channel:  # the image cannot run the agent
+        raise ImageError(f"image '{image.name}' has no initramfs, so the channel's agent cannot run in it")
+    machine = build_machine(options, image, console)
+    script = (options.cmd if options.cmd is not None else WORKLOAD_SCRIPT).encode()
+    channel = Channel(options.files, script, send=machine.send_to_channel)
+    channel.prepare(then_exit=False)
+    with stop_on_signals(machine) as received:
+        _, reason = _reach_ready(machine, options, image, channel, saved)
+        if reason is None:
+
+            def ended() -> None:  # the agent waits for work again once it has done all it was sent
+                if channel.served:
+                    machine.request_stop("ready", "the command has ended")
+
+            channel.on_ready = ended
+            reason = machine.run()
+    if received:
+        raise Interrupted(f"{reason.message}: snapshot '{name}' not saved", received[0])
+    if reason.kind != "ready":
+        raise GuestError(f"{reason.kind}: {reason.message} (snapshot '{name}' not saved)")
+    if channel.status != 0:
+        raise GuestError(f"the command exited with status {channel.status}: snapshot '{name}' not saved")
+    key = ready_snapshot_key(options, image, machine.config.bootargs) | {"kind": "named"}
+    _save(machine, key, path)
+    return SavedSnapshot(path, machine.insn_count, time.monotonic() - start)
 
 
 @contextmanager

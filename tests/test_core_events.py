@@ -122,7 +122,7 @@ class Exploder(Plugin):
 @pytest.mark.boot
 def test_strict_mode_stops_the_run_cleanly_and_unloads(default_image: ImageBundle) -> None:
     Exploder.unloaded.clear()
-    result = run(RunOptions(plugins=[Exploder], strict=True), None, image=default_image)
+    result = run(RunOptions(plugins=[Exploder], strict=True, warm=True), None, image=default_image)
     assert result.reason.kind == "plugin"
     assert "exploder" in result.reason.message and "boom" in result.reason.message
     assert Exploder.unloaded == ["unloaded"]
@@ -131,7 +131,7 @@ def test_strict_mode_stops_the_run_cleanly_and_unloads(default_image: ImageBundl
 @pytest.mark.boot
 def test_default_mode_reports_and_continues(default_image: ImageBundle, caplog: Any) -> None:
     Exploder.unloaded.clear()
-    result = run(RunOptions(plugins=[Exploder], cmd="echo still-running"), None, image=default_image)
+    result = run(RunOptions(plugins=[Exploder], cmd="echo still-running", warm=True), None, image=default_image)
     assert result.ok, result.reason
     assert Exploder.unloaded == ["unloaded"]
 

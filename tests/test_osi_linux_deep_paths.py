@@ -75,6 +75,7 @@ def test_a_path_beyond_path_max_is_marked_truncated_and_shorter_ones_are_whole(d
             plugins=["osi_linux", "syscalls", FdProbe],  # type: ignore[list-item]
             strict=True,
             max_insns=3_000_000_000,
+            warm=True,
         ),
         console,
         image=default_image,

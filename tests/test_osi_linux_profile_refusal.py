@@ -19,10 +19,10 @@ from qppsuite.core.image import ImageBundle
 pytestmark = pytest.mark.boot
 
 
-def _qppsuite_run(profile: Path, *plugins: str) -> subprocess.CompletedProcess[str]:
+def _qppsuite_run(profile: Path, *plugins: str, cold: bool = False) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "qppsuite", "run", "--quiet", "--cmd", "true", "--max-insns", "2000000000",
-         "--plugins", ",".join(plugins), "-p", f"osi_linux:profile={profile}"],
+         "--plugins", ",".join(plugins), "-p", f"osi_linux:profile={profile}", *(["--cold"] if cold else [])],
         capture_output=True, text=True, timeout=600, check=False,
     )
 
@@ -46,7 +46,8 @@ def _damaged(image: ImageBundle, path: Path, member: str, key: str, change: int)
 def test_a_wrong_offset_stops_the_run_naming_the_field(
     default_image: ImageBundle, tmp_path: Path, member: str, shift: int, message: str, before_the_guest_runs: bool
 ) -> None:
-    done = _qppsuite_run(_damaged(default_image, tmp_path / "p.json", member, "offset", shift), "osi_linux")
+    # From power-on (--cold), where init_task is checked before the guest runs and init once it exists.
+    done = _qppsuite_run(_damaged(default_image, tmp_path / "p.json", member, "offset", shift), "osi_linux", cold=True)
     assert done.returncode == 2, done.stderr[-2000:]
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr[-2000:]

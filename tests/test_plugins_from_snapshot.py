@@ -1,6 +1,6 @@
 """Plugins attached to a restored snapshot are right from its first instruction (issue 11).
 
-One ``--warm`` run restores the ready snapshot (the channel agent waiting for work; booted and saved first
+One run restores the ready snapshot (the channel agent waiting for work; booted and saved first
 if the cache has none) with osi_linux, syscalls, syscalls_logger and a probe that asks osi_linux everything
 before the guest runs one instruction.  The guest then prints its own view: the agent's pid (the script's
 parent, qppsuite/images/guest/agent.sh), ``/proc/1/syscall`` (init is still blocked in the very call it

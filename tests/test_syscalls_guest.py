@@ -39,7 +39,9 @@ wait
 def _run(image: ImageBundle, db: Path, cmd: str | None) -> tuple[RunResult, str]:
     console = Console()
     result = run(
-        RunOptions(cmd=cmd, plugins=PLUGINS, plugin_args={"syscalls_logger": {"db": str(db)}}, strict=True),
+        RunOptions(
+            cmd=cmd, plugins=PLUGINS, plugin_args={"syscalls_logger": {"db": str(db)}}, strict=True, warm=True
+        ),
         console,
         image=image,
     )

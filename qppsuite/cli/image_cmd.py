@@ -40,7 +40,7 @@ class InfoFormat(StrEnum):
     json = "json"
 
 
-def _human_size(size: int) -> str:
+def human_size(size: int) -> str:
     if size < 1024:
         return f"{size} B"
     value = size / 1024
@@ -101,7 +101,7 @@ def build(
     status_console.print(
         styled(
             ("built", "green"),
-            f" '{bundle.name}' ({_human_size(_bundle_size(bundle))}, {profile} OSI profile) "
+            f" '{bundle.name}' ({human_size(_bundle_size(bundle))}, {profile} OSI profile) "
             f"in {time.monotonic() - started:.1f}s",
         )
     )
@@ -132,7 +132,7 @@ def list_(
             _kernel_label(bundle.manifest),
             ", ".join(bundle.manifest.get("requested_packages", [])) or "-",
             "yes" if bundle.profile_path else "no",
-            _human_size(_bundle_size(bundle)),
+            human_size(_bundle_size(bundle)),
             str(bundle.path),
         )
     for name, message in broken.items():
@@ -197,5 +197,5 @@ def info(
     for column in ("File", "Size", "sha256"):
         files.add_column(column)
     for file_name, entry in sorted(manifest["files"].items()):
-        files.add_row(file_name, _human_size(int(entry.get("size", 0))), str(entry.get("sha256", ""))[:16])
+        files.add_row(file_name, human_size(int(entry.get("size", 0))), str(entry.get("sha256", ""))[:16])
     console.print(files)

@@ -11,13 +11,14 @@ from qppsuite.cli import app, err_console
 from qppsuite.cli.keyboard import keyboard
 from qppsuite.cli.run_cmd import (
     DEFAULT_TIMEOUT,
+    MAX_INSNS_HELP,
     RAM_HELP,
     CmdFileOption,
     ColdOption,
     FilesOption,
+    FromOption,
     InteractiveOption,
     TimeoutOption,
-    WarmOption,
     command_text,
 )
 from qppsuite.cli.terminal import ConsoleStream, channel_progress, styled
@@ -36,17 +37,15 @@ def record_command(
     ] = None,
     image: Annotated[str, typer.Argument(help="Image name or bundle path")] = DEFAULT_IMAGE,
     cmd: Annotated[str | None, typer.Option("--cmd", help="Shell command to run in the guest")] = None,
-    max_insns: Annotated[
-        int | None, typer.Option("--max-insns", min=1, help="Stop after this many instructions")
-    ] = None,
+    max_insns: Annotated[int | None, typer.Option("--max-insns", min=1, help=MAX_INSNS_HELP)] = None,
     ram: Annotated[int, typer.Option("--ram", min=16, max=RAM_MAX_MIB, help=RAM_HELP)] = 256,
     bootargs: Annotated[str, typer.Option("--bootargs", help="Extra kernel command-line arguments")] = "",
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Cache directory")] = None,
     files: FilesOption = None,
     cmd_file: CmdFileOption = None,
-    warm: WarmOption = False,
     cold: ColdOption = False,
+    start_from: FromOption = None,
     interactive: InteractiveOption = False,
 ) -> None:
     """Run IMAGE once without plugins and write a recording that `qppsuite replay` reproduces exactly.
@@ -59,8 +58,9 @@ def record_command(
         image=image,
         cmd=cmd,
         files=[item for spec in files or [] for item in parse_file_spec(spec)],
-        warm=warm or cold or cmd_file is not None,
+        warm=True,
         cold=cold,
+        start_from=start_from,
         interactive=interactive,
         max_insns=max_insns,
         ram_mib=ram,

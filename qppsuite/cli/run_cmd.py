@@ -1,6 +1,8 @@
 """``qppsuite run``: boot an image with plugins stacked on it."""
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, BinaryIO
 
@@ -17,7 +19,7 @@ from qppsuite.errors import GuestError, ImageError, Interrupted, PluginError
 from qppsuite.session import DEFAULT_IMAGE, GuestIO, RunOptions, run
 
 
-def _ensure_default_image(cache: Path | None) -> None:
+def ensure_default_image(cache: Path | None) -> None:
     """Build the default image on first use, with progress, so `qppsuite run` works on a fresh machine."""
     if (images_dir(cache) / DEFAULT_IMAGE / "manifest.json").is_file():
         return
@@ -51,13 +53,14 @@ FilesOption = Annotated[
 CmdFileOption = Annotated[
     Path | None, typer.Option("--cmd-file", help="Shell script to run in the guest (instead of --cmd)")
 ]
-WarmOption = Annotated[
+ColdOption = Annotated[
     bool,
     typer.Option(
-        "--warm", help="Start from a snapshot of the booted guest (the first such run makes it), via the channel"
+        "--cold",
+        help="Boot from power-on with the plugins attached from the first instruction and the command run by "
+        "/init, instead of starting from the snapshot (with --file or --copy-out: boot, and save a new snapshot)",
     ),
 ]
-ColdOption = Annotated[bool, typer.Option("--cold", help="Boot even if a snapshot of the booted guest exists")]
 InteractiveOption = Annotated[
     bool,
     typer.Option(
@@ -69,8 +72,18 @@ InteractiveOption = Annotated[
 ]
 
 
+FromOption = Annotated[
+    str | None,
+    typer.Option("--from", metavar="NAME", help="Start from your snapshot NAME (`qppsuite snapshot save`)"),
+]
+MAX_INSNS_HELP = (
+    "Stop after this many guest instructions, counted from power-on (a restored run counts the boot the "
+    "snapshot holds); a budget that ends before the snapshot of the booted guest boots from power-on instead"
+)
+
+
 def command_text(cmd: str | None, cmd_file: Path | None) -> str | None:
-    """The guest command from ``--cmd`` or ``--cmd-file`` (one line of error for both, or an unreadable file)."""
+    """The guest command of --cmd or --cmd-file (one of them); an unreadable file is one ImageError line."""
     if cmd is not None and cmd_file is not None:
         raise GuestError("--cmd and --cmd-file both give the command: use one")
     if cmd_file is None:
@@ -79,6 +92,35 @@ def command_text(cmd: str | None, cmd_file: Path | None) -> str | None:
         return cmd_file.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise ImageError(f"--cmd-file {cmd_file}: {getattr(exc, 'strerror', None) or exc}") from exc
+
+
+@contextmanager
+def guest_console(
+    console: Path | None, quiet: bool, interactive: bool = False
+) -> Iterator[ConsoleStream | None]:
+    """Where the guest console goes: the file ``console``, else the terminal unless ``quiet`` (an
+    ``interactive`` console always shows, :class:`ConsoleStream`); the file is closed (stdout flushed)
+    however the block ends."""
+    sink: BinaryIO | None = None
+    try:
+        if console is not None:
+            try:
+                sink = console.open("wb")
+            except OSError as exc:
+                raise ImageError(f"cannot write console file {console}: {exc.strerror}") from exc
+        elif not quiet or interactive:
+            sink = sys.stdout.buffer
+        yield ConsoleStream(sink, interactive=interactive) if sink else None
+    finally:
+        if sink is not None and sink is not sys.stdout.buffer:
+            sink.close()
+        else:
+            sys.stdout.flush()
+
+
+def notice(message: str) -> None:
+    """A one-line notice on stderr (not an error: the command goes on)."""
+    err_console.print(styled(("qppsuite:", "yellow"), f" {message}"), soft_wrap=True)
 
 
 @app.command("run")
@@ -94,9 +136,7 @@ def run_command(
         list[str] | None, typer.Option("-p", "--plugin-arg", help="plugin:key=value (repeatable)")
     ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Stop the run when a plugin callback raises")] = False,
-    max_insns: Annotated[
-        int | None, typer.Option("--max-insns", min=1, help="Stop after this many guest instructions")
-    ] = None,
+    max_insns: Annotated[int | None, typer.Option("--max-insns", min=1, help=MAX_INSNS_HELP)] = None,
     console: Annotated[
         Path | None, typer.Option("--console", help="Write the guest console to FILE instead of the terminal")
     ] = None,
@@ -116,26 +156,29 @@ def run_command(
         typer.Option("--copy-out", help="GUEST[:HOST] file to bring back after the command; repeatable"),
     ] = None,
     cmd_file: CmdFileOption = None,
-    warm: WarmOption = False,
     cold: ColdOption = False,
+    start_from: FromOption = None,
     interactive: InteractiveOption = False,
 ) -> None:
-    """Boot IMAGE (building the default image on first use) and run the plugins on it.
+    """Run the command (the default workload unless --cmd) in IMAGE with the plugins on it.
 
-    With --file, --copy-out or --warm the command goes through the host<->guest channel, from the
-    booted guest's snapshot when there is one (--cold: boot anyway, and save a new one).
+    The run starts from a snapshot of the booted guest, waiting for work, and the command goes in
+    through the host<->guest channel; the first run of an image (and RAM size, boot arguments) boots
+    to make that snapshot.  Plugins attach there, so restored and booted runs are the same run.
     """
     cmd = command_text(cmd, cmd_file)
     if image == DEFAULT_IMAGE:
-        _ensure_default_image(cache_dir)
+        ensure_default_image(cache_dir)
     options = RunOptions(
         image=image,
         cmd=cmd,
         files=[item for spec in files or [] for item in parse_file_spec(spec)],
         copy_out=[parse_copy_out(spec) for spec in copy_out or []],
-        warm=warm or cold or cmd_file is not None,
+        warm=True,
         cold=cold,
         interactive=interactive,
+        start_from=start_from,
+        notice=None if quiet else notice,
         plugins=parse_plugin_list(plugins or []),
         plugin_args=parse_plugin_args(plugin_args or []),
         strict=strict,
@@ -146,23 +189,12 @@ def run_command(
         extra_bootargs=bootargs,
         timeout_seconds=timeout or None,
     )
-    sink: BinaryIO | None = None
-    try:
-        if console is not None:
-            try:
-                sink = console.open("wb")
-            except OSError as exc:
-                raise ImageError(f"cannot write console file {console}: {exc.strerror}") from exc
-        elif not quiet or interactive:
-            sink = sys.stdout.buffer
-        stream = ConsoleStream(sink, interactive=interactive) if sink else None
-        with keyboard(interactive, quiet) as host, channel_progress(err_console, quiet) as progress:
-            result = run(options, stream, io=GuestIO(host=host, progress=progress))
-    finally:
-        if sink is not None and sink is not sys.stdout.buffer:
-            sink.close()
-        else:
-            sys.stdout.flush()
+    with (
+        guest_console(console, quiet, interactive) as stream,
+        keyboard(interactive, quiet) as host,
+        channel_progress(err_console, quiet) as progress,
+    ):
+        result = run(options, stream, io=GuestIO(host=host, progress=progress))
     mips = result.insn_count / result.wall_seconds / 1e6 if result.wall_seconds else 0.0
     summary = f"{result.insn_count:,} instructions in {result.wall_seconds:.2f} s ({mips:.0f} MIPS)"
     if result.signal is not None:
@@ -181,6 +213,5 @@ def run_command(
     if not quiet:
         for path in result.copied:
             err_console.print(styled(("qppsuite:", "green"), f" copied out {path}"))
-        start = {"restored": " from the snapshot of the booted guest", "booted": ""}.get(result.start or "", "")
+        start = f" from snapshot {start_from}" if start_from is not None else ""
         err_console.print(styled(("qppsuite:", "green"), f" guest powered off{start} after {summary}"))
-

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+import zlib
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,7 +117,7 @@ def read(path: Path) -> Snapshot:
             members = {name: archive.read(name) for name in _MEMBERS}
     except FileNotFoundError:
         raise SnapshotError(f"snapshot {path} does not exist") from None
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise SnapshotError(f"snapshot {path} is damaged: {' '.join(str(exc).split())}") from None
     for name, data in members.items():
         if not isinstance(digests, dict) or digests.get(name) != hashlib.sha256(data).hexdigest():
@@ -136,3 +137,19 @@ def read(path: Path) -> Snapshot:
         raise SnapshotError(f"snapshot {path} is damaged: state.json is not an object")
     key = meta["key"] if isinstance(meta.get("key"), dict) else {}
     return Snapshot(members["cpu.bin"], ram_size, pages, members["ram.bin"], state, key)
+
+
+def describe(path: Path) -> tuple[dict[str, Any], int]:
+    """(key, instruction count from power-on) of the snapshot in ``path``, from its two small members,
+    without checking the others (for listing: :func:`read` checks everything); a file that is no readable
+    snapshot is one :class:`SnapshotError` line."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            meta = json.loads(archive.read("meta.json"))
+            state = json.loads(archive.read("state.json"))
+        key, count = meta["key"], state["clock"]["retired"]
+    except (OSError, KeyError, TypeError, ValueError, RecursionError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        raise SnapshotError(f"snapshot {path} is damaged: {' '.join(str(exc).split())}") from None
+    if not isinstance(key, dict) or not isinstance(count, int):
+        raise SnapshotError(f"snapshot {path} is damaged: its key or instruction count is malformed")
+    return key, count

@@ -40,8 +40,11 @@ def logged_run(
     db: Path,
     extra: Sequence[type[Plugin]] = (),
     on_loaded: Callable[[Any], None] | None = None,
+    *,
+    warm: bool = True,
 ) -> LoggedRun:
-    """Boot ``image`` with ``cmd``, osi_linux + syscalls + syscalls_logger (into ``db``) and ``extra`` plugins.
+    """Run ``cmd`` in ``image`` with osi_linux + syscalls + syscalls_logger (into ``db``) and ``extra`` plugins,
+    from the image's ready snapshot (``warm``, made by the first such run) or from power-on.
 
     Strict: a failing plugin fails the run, and a run that does not power off fails the test.
     """
@@ -53,6 +56,7 @@ def logged_run(
             plugin_args={"syscalls_logger": {"db": str(db)}},
             strict=True,
             ram_mib=ORACLE_RAM_MIB,
+            warm=warm,
         ),
         console,
         image=image,
