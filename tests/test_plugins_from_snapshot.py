@@ -266,11 +266,14 @@ def test_a_booted_run_finds_the_same_blocked_calls_and_names_no_snapshot(
 ) -> None:
     """Booting to the ready point instead of restoring it attaches the plugins at the same instant."""
     db = tmp_path / "booted.db"
+    cache = tmp_path / "cache"  # the image, but no ready snapshot: the run boots to the ready point
+    cache.mkdir()
+    (cache / "images").symlink_to(default_image.path.parent)
     result = run(
         RunOptions(
             cmd=GUEST_CMD,
             warm=True,
-            cold=True,
+            cache=cache,
             plugins=["osi_linux", "syscalls", "syscalls_logger"],
             plugin_args={"syscalls_logger": {"db": str(db)}},
             strict=True,

@@ -215,6 +215,8 @@ def test_a_signal_while_qppsuite_starts_is_one_line_and_its_exit_status(
     time.sleep(delay)
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=120)
+    if "init_import_site" in stderr:  # on a loaded machine the signal can come before Python runs any of ours
+        pytest.skip("the signal reached Python's own start-up (importing site), before qppsuite's entry point")
     assert proc.returncode == 128 + signum, stderr
     assert "Traceback" not in stderr
     lines = stderr.strip().splitlines()
