@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from qppsuite.errors import QppsuiteError
+from qppsuite.hostfiles import unwritable
 from qppsuite.images.guest import transfer
 
 #: Where a file given without a guest path goes (the agent puts it first on the PATH).
@@ -75,6 +76,12 @@ class CopyOut:
 def _guest_path(text: str, what: str) -> str:
     if not text.startswith("/") or "\n" in text or "\0" in text or any(part == ".." for part in text.split("/")):
         raise ChannelError(f"{what} {text!r}: a guest path must be absolute, with no '..', newline or NUL")
+    if text != text.strip():
+        raise ChannelError(f"{what} {text!r}: a guest path may not begin or end with white space")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ChannelError(f"{what} {text!r}: a guest path must be text (UTF-8), and this name is not") from None
     return text
 
 
@@ -116,12 +123,17 @@ def _mode(path: Path) -> int:
 
 
 def parse_copy_out(spec: str) -> CopyOut:
-    """``GUEST[:HOST]`` of ``--copy-out``; without HOST, the file's name in the current directory."""
+    """``GUEST[:HOST]`` of ``--copy-out``; without HOST, the file's name in the current directory, and with a
+    HOST that is a directory (or ends in ``/``), in it.  A HOST that cannot be written is refused now, before
+    the run."""
     guest_text, _, host_text = spec.partition(":")
     guest = _guest_path(guest_text, "--copy-out")
     host = Path(host_text) if host_text else Path(PurePosixPath(guest).name or "copy-out")
-    if host.is_dir():
+    if host.is_dir() or host_text.endswith("/"):
         host = host / PurePosixPath(guest).name
+    why = unwritable(host)
+    if why is not None:
+        raise ChannelError(f"--copy-out {spec!r}: cannot write {host}: {why}")
     return CopyOut(guest, host)
 
 
@@ -138,11 +150,16 @@ class Channel:
     #: Guest path -> contents, for each copy-out the guest answered; ``missing`` for those it had not.
     received: dict[str, bytes] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    #: Guest paths of files the agent could not write (no room, a directory in the way): the run stops there.
+    not_written: list[str] = field(default_factory=list)
+    #: Copies out the host could not write after all (the path checked before the run changed): why, each.
+    unsaved: list[str] = field(default_factory=list)
     on_ready: Callable[[], None] | None = None
     #: Where the requests go (the machine's channel port), one for each "G" the agent sends; None: the
     #: channel only listens (a replay, whose input comes from its recording).
     send: Callable[[bytes], None] | None = None
-    #: Called as ``progress(sent, total)``, in bytes of the user's files, after each request is sent.
+    #: Called as ``progress(sent, total)``, in bytes of the file requests (the user's files, the bulk
+    #: programs), as they are sent.
     progress: Callable[[int, int], None] | None = None
     _queue: list[tuple[bytes, bytes]] = field(default_factory=list)
     _pending: bytearray = field(default_factory=bytearray)
@@ -176,7 +193,7 @@ class Channel:
         programs += [(SENDER, transfer.sender())] if self.copy_out else []
         queue[:0] = [(f"F {len(program)} 755 {path}\n".encode() + program, b"") for path, program in programs]
         self._queue = queue
-        self._total = sum(len(line) + len(data) for line, data in queue)
+        self._total = sum(len(line) + len(data) for line, data in queue if line[:1] in (b"F", b"B"))
 
     @property
     def served(self) -> bool:
@@ -214,7 +231,8 @@ class Channel:
             line, data = self._queue.pop(0)
             self._bulk = memoryview(data)
             self.send(line)
-            self._count(len(line))
+            if line[:1] in (b"F", b"B"):  # the files (progress): not the script, the copies out, the exit
+                self._count(len(line))
             return
         if line == READY:
             if self.on_ready is not None:
@@ -225,11 +243,19 @@ class Channel:
         try:
             if kind == b"S":
                 self.status = int(rest)
+            elif kind == b"W":
+                status_text, _, dash_path = rest.partition(b" ")
+                if int(status_text) != 0:
+                    self.not_written.append(dash_path.partition(b" ")[2].decode())
+                    if self.send is not None:
+                        self._queue = [(b"X - - -\n", b"")]  # nothing more runs: the agent exits
             elif kind == b"D":
                 size_text, _, path_bytes = rest.partition(b" ")
                 size, path = int(size_text), path_bytes.decode()
-                if path not in asked or not 0 <= size <= MAX_COPY_OUT:
+                if path not in asked or size < 0:
                     raise ValueError(line[:80])
+                if size > MAX_COPY_OUT:
+                    raise ChannelError(f"--copy-out {path}: {size:,} bytes, more than a copy-out may have (1 GiB)")
                 self._body = (path, size)
             elif kind == b"N":
                 path = rest.partition(b" ")[2].decode()
@@ -254,13 +280,18 @@ class Channel:
             self.progress(self._sent, self._total)
 
     def write_copies(self) -> list[Path]:
-        """Write every copy-out the guest answered to its host path; the paths written."""
+        """Write every copy-out the guest answered to its host path; the paths written (those that fail are
+        in :attr:`unsaved`)."""
         written = []
         for want in self.copy_out:
             data = self.received.get(want.guest)
             if data is None:
                 continue
-            want.host.parent.mkdir(parents=True, exist_ok=True)
-            want.host.write_bytes(data)
+            try:
+                want.host.parent.mkdir(parents=True, exist_ok=True)
+                want.host.write_bytes(data)
+            except OSError as exc:
+                self.unsaved.append(f"{want.host}: {exc.strerror or exc}")
+                continue
             written.append(want.host)
         return written

@@ -18,11 +18,8 @@ the format for users.
 
 import base64
 import binascii
-import errno
 import hashlib
 import json
-import os
-import tempfile
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -35,6 +32,7 @@ from qppsuite.core.events import StopReason
 from qppsuite.core.image import open_image
 from qppsuite.core.machine import HostInput
 from qppsuite.errors import QppsuiteError
+from qppsuite.hostfiles import unwritable
 from qppsuite.schemas import load_schema, schema_problem
 from qppsuite.session import GuestIO, RunOptions, RunResult, run
 
@@ -58,6 +56,8 @@ PINNED_OPTIONS = (
 #: Stops a replay cannot meet by itself (the wall clock, the user leaving the console): the recording pins
 #: the instruction count instead, and the replay ends there (``max_insns``).
 PINNED_AT_COUNT = ("timeout", "detached")
+#: The most input bytes a recording may hold (its files included), decompressed.
+MAX_INPUT_BYTES = 4 << 30
 #: Where ``qppsuite record`` writes when not told (the repository's top-level recordings/ folder).
 DEFAULT_DIR = Path("recordings")
 Stamp = tuple[int, str, bytes]
@@ -134,10 +134,16 @@ def pack_inputs(stamps: Sequence[Stamp]) -> dict[str, Any]:
 def unpack_inputs(inputs: dict[str, Any]) -> list[Stamp]:
     """The inverse of :func:`pack_inputs`; :class:`ValueError` for bytes that do not match the stamps, or
     counts out of order."""
+    total = sum(length for _, _, length in inputs["stamps"])
+    if total > MAX_INPUT_BYTES:
+        raise ValueError(f"its input stamps claim {total:,} bytes, more than a recording may hold")
     try:
-        data = zlib.decompress(base64.b64decode(inputs["data"], validate=True))
+        inflate = zlib.decompressobj()
+        data = inflate.decompress(base64.b64decode(inputs["data"], validate=True), total + 1)
     except (binascii.Error, zlib.error) as exc:
         raise ValueError(f"its input data does not decode ({exc})") from None
+    if inflate.unconsumed_tail:  # a decompression bomb stops here, at the size the stamps claim
+        raise ValueError(f"its input data holds more than the {total:,} bytes its stamps cover")
     stamps: list[Stamp] = []
     position = 0
     last = 0
@@ -153,18 +159,13 @@ def unpack_inputs(inputs: dict[str, Any]) -> list[Stamp]:
 
 
 def check_writable(path: Path) -> None:
-    """Refuse, before a run, a recording path that cannot be written: a probe file is created beside it.
+    """Refuse, before a run, a recording path that cannot be written (:func:`qppsuite.hostfiles.unwritable`).
 
     Raises :class:`RecordingError` naming the path and the system's reason.
     """
-    try:
-        if path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
-            pass
-    except OSError as exc:
-        raise RecordingError(f"cannot write recording {path}: {exc.strerror}") from None
+    why = unwritable(path)
+    if why is not None:
+        raise RecordingError(f"cannot write recording {path}: {why}")
 
 
 class _Digest:
@@ -249,8 +250,13 @@ def replay(
     strict: bool = False,
     cache: Path | None = None,
     console: Callable[[bytes], None] | None = None,
+    timeout_seconds: float | None = None,
 ) -> RunResult:
-    """Re-run the recording with plugins; raise :class:`RecordingError` on any divergence."""
+    """Re-run the recording with plugins; raise :class:`RecordingError` on any divergence.
+
+    The replay stops at the recorded instruction count whatever happens, and after ``timeout_seconds`` of
+    wall-clock time (None: no limit).
+    """
     image = open_image(recording.image, cache=cache)
     files = image.file_hashes
     if files != recording.image_files:
@@ -267,19 +273,20 @@ def replay(
         plugin_args=plugin_args or {},
         strict=strict,
         cache=cache,
+        timeout_seconds=timeout_seconds,
         **recording.options,
     )
     watch = _Watch(console)
     if recording.format == RECORDING_FORMAT:
         # a format-1 recording is checked as it was made: its console from power-on, no channel
-        io = watch.io(replayed=recording.input_stamps(), on_input=watch.stamp)
+        io = watch.io(replayed=recording.input_stamps(), on_input=watch.stamp, end_at=recording.insn_count)
     else:
         io = GuestIO(on_input=watch.stamp)
     channel_sha = recording.channel_sha256 or hashlib.sha256().hexdigest()
 
     def verify(reason: StopReason, insn_count: int) -> StopReason:
-        if reason.kind in ("plugin", "interrupted"):
-            return reason  # a strict-mode plugin failure or a signal is its own end, not a divergence
+        if reason.kind in ("plugin", "interrupted", "timeout"):
+            return reason  # a strict-mode plugin failure, a signal or --timeout is its own end, not a divergence
         # a run the wall clock or the user stopped was pinned to its instruction count: its replay ends there
         kind = "max_insns" if recording.stop_kind in PINNED_AT_COUNT else recording.stop_kind
         outcome = (reason.kind, insn_count, watch.console.sha.hexdigest(), watch.channel.sha.hexdigest())

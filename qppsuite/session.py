@@ -106,6 +106,8 @@ class GuestIO:
     on_channel_output: Callable[[bytes], None] | None = None
     #: Called as ``progress(sent, total)`` in bytes as the channel carries the user's files.
     progress: Callable[[int, int], None] | None = None
+    #: A replay's end: the instruction count it stops at whatever happens (its recording's).
+    end_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,10 @@ class RunResult:
     #: Host files written from --copy-out, and the guest paths that were no files.
     copied: tuple[Path, ...] = ()
     not_copied: tuple[str, ...] = ()
+    #: Guest paths of --file files the guest could not write (the command then did not run).
+    not_written: tuple[str, ...] = ()
+    #: Copies out the host could not write, with why.
+    unsaved: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -252,15 +258,24 @@ def run(
         if io.at_start is not None:
             io.at_start()
         if io.replayed is not None:
-            machine.schedule_input(io.replayed)
+            try:
+                machine.schedule_input(io.replayed)
+            except ValueError as exc:  # a count before the start point, or an unknown port: an edited recording
+                raise GuestError(f"replay: the recorded input cannot be delivered: {exc}") from None
+            machine.end_at = io.end_at
+            verify = _all_input_delivered(machine, verify)
         machine.host_input = io.host
         result = _run_plugins(machine, options, on_loaded, verify)
     reason, loaded, shutdown = result
     copied: tuple[Path, ...] = ()
     not_copied: tuple[str, ...] = ()
+    not_written: tuple[str, ...] = ()
+    unsaved: tuple[str, ...] = ()
     if channel is not None:
         copied = tuple(channel.write_copies())
         not_copied = tuple(channel.missing)
+        not_written = tuple(channel.not_written)
+        unsaved = tuple(channel.unsaved)
     return RunResult(
         reason,
         machine.insn_count,
@@ -272,7 +287,25 @@ def run(
         started,
         copied,
         not_copied,
+        not_written,
+        unsaved,
     )
+
+
+def _all_input_delivered(
+    machine: Machine, verify: Callable[[StopReason, int], StopReason] | None
+) -> Callable[[StopReason, int], StopReason]:
+    """``verify``, after checking that a replay delivered every recorded input (else it ends ``diverged``)."""
+
+    def check(reason: StopReason, insn_count: int) -> StopReason:
+        left = machine.pending_input
+        if left and reason.kind not in ("plugin", "interrupted", "timeout"):
+            return StopReason(
+                "diverged", f"replay diverged: {left} recorded inputs were never delivered ({reason.kind})", insn_count
+            )
+        return verify(reason, insn_count) if verify is not None else reason
+
+    return check
 
 
 def _both(first: Callable[[bytes], None], second: Callable[[bytes], None]) -> Callable[[bytes], None]:
@@ -568,7 +601,8 @@ def save_snapshot(name: str, options: RunOptions, console: Callable[[bytes], Non
 
 @contextmanager
 def stop_on_signals(machine: Machine) -> Iterator[list[int]]:
-    """SIGINT and SIGTERM stop the run at the next safe point, and nothing else, for the whole block.
+    """SIGINT, SIGTERM and SIGHUP (a closed terminal) stop the run at the next safe point, and nothing else,
+    for the whole block.
 
     The first signal asks the machine to stop (stop reason ``interrupted``);
     the run then ends as any other does: plugins are stopped and unloaded, the
@@ -590,7 +624,7 @@ def stop_on_signals(machine: Machine) -> Iterator[list[int]]:
         if len(received) == 1:
             machine.request_stop("interrupted", f"interrupted by {signal.Signals(signum).name}")
 
-    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield received
     finally:

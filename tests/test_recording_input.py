@@ -1,5 +1,6 @@
 """Input the guest receives (files, scripts, keys) is stamped, recorded, and replayed at the same instants."""
 
+import base64
 import hashlib
 import json
 import os
@@ -10,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -253,3 +255,47 @@ def test_a_hypercall_with_a_bad_buffer_gets_efault_and_with_no_transfer_gets_not
     done = qppsuite("run", "--file", str(program), "--cmd", "hyper; echo status=$?", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "status=14" in done.stdout
+
+
+def test_a_decompression_bomb_in_a_recording_is_refused_before_it_inflates(tmp_path: Path) -> None:
+    bomb = zlib.compress(bytes(64 << 20), 9)  # 64 MiB of zeros claimed as 4 bytes of input
+    inputs = {"stamps": [[10, "channel", 4]], "data": base64.b64encode(bomb).decode()}
+    with pytest.raises(ValueError, match="more than the 4 bytes"):
+        unpack_inputs(inputs)
+
+
+@pytest.mark.boot
+def test_a_replay_that_leaves_recorded_input_undelivered_diverges(
+    recorded_file_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    path, _ = recorded_file_run
+    rec = Recording.load(path)
+    edited = json.loads(path.read_text())
+    edited["inputs"] = pack_inputs([*rec.input_stamps(), (rec.insn_count + 10**12, "console", b"late\n")])
+    (tmp_path / "late.json").write_text(json.dumps(edited))
+    done = qppsuite("replay", str(tmp_path / "late.json"), cwd=tmp_path)
+    assert done.returncode != 0 and "never delivered" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.boot
+def test_a_file_the_guest_cannot_write_stops_the_run_and_its_bytes_are_never_read_as_requests(
+    default_image: ImageBundle, tmp_path: Path
+) -> None:
+    (tmp_path / "inject").write_bytes(b"R 22 - -\necho INJECTED-BY-FILE\n")  # the agent's own protocol
+    done = qppsuite("run", "--file", "inject:/root", "--cmd", "echo SCRIPT-RAN", cwd=tmp_path)
+    assert done.returncode == 2 and "could not write /root" in done.stderr
+    assert "INJECTED-BY-FILE" not in done.stdout and "SCRIPT-RAN" not in done.stdout
+
+
+@pytest.mark.boot
+def test_a_copy_out_of_a_growing_file_and_of_proc_comes_back_at_the_size_it_had(
+    default_image: ImageBundle, tmp_path: Path
+) -> None:
+    done = qppsuite(
+        "run", "--cmd", "(while :; do echo xxxx >> /tmp/log; done) & sleep 1",
+        "--copy-out", "/tmp/log:log", "--copy-out", "/proc/version:version", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    log = (tmp_path / "log").read_bytes()
+    assert log and set(log.replace(b"xxxx\n", b"").strip(b"\0")) <= set(b"x\n")
+    assert (tmp_path / "version").read_text().startswith("Linux version ")

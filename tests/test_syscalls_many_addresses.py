@@ -19,7 +19,7 @@ from qppsuite.core.qpp import Plugin
 from qppsuite.plugins.syscalls import RETURN_HOOK_CACHE, Syscalls
 from qppsuite.session import RunOptions, run
 
-SITES = 9000  # past 8,174 the return pcs reach a page never run before (0x20000): see Machine._retranslate
+SITES = 9000  # past 8,170 the return pcs reach a page never run before (0x20000): see Machine._retranslate
 ROUNDS = 2
 BLOCKED_AT_MOST = 16  # threads the guest has blocked in a call at one time (init, the shell, its waits)
 OTHER_HOOKS = 5  # the machine's exception, unmapped-memory and undefined-instruction hooks; osi_linux's two entry hooks

@@ -29,7 +29,7 @@ import base64
 import struct
 import sys
 
-from qppsuite.images.guest.transfer import BASE, ELF_HEADER_SIZE, PROGRAM_HEADER_SIZE, elf_executable, movt, movw
+from qppsuite.images.guest.transfer import CODE_START, elf_executable, movt, movw
 
 GETPID = 20
 EXIT = 1
@@ -43,7 +43,7 @@ def program(sites: int, rounds: int) -> bytes:
     """The ELF: ``rounds`` passes over ``sites`` stubs, each an SVC at its own address (both < 65536)."""
     if not (0 < sites < 1 << 16 and 0 < rounds < 1 << 16):
         raise ValueError("sites and rounds must be between 1 and 65535")
-    entry = BASE + ELF_HEADER_SIZE + PROGRAM_HEADER_SIZE
+    entry = CODE_START
     code_len = 14 * 4
     stubs = entry + code_len
     words = [movw(4, rounds)]

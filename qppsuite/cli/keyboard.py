@@ -45,6 +45,7 @@ class KeyboardInput:
         self._buffer = bytearray()
         self._ended = False  # the pipe's end, or the leave key, was read
         self._left = False
+        self._last = b""  # the last byte read
         #: After a pipe's end: the guest's idle waits since the last Ctrl-D, and how many the next one needs.
         self._idle = 0
         self._idle_needed = 1
@@ -61,11 +62,15 @@ class KeyboardInput:
             with self._lock:
                 if not data:
                     self._ended = True
+                    if self._leave is None and self._last not in (b"", b"\n", b"\r"):
+                        self._buffer += b"\n"  # a last line with no newline still ends, as a shell reads it
                 elif self._leave is not None and self._leave in data:
                     self._buffer += data[: data.index(self._leave)]
                     self._ended = self._left = True
                 else:
                     self._buffer += data
+                if data:
+                    self._last = data[-1:]
                 self._arrived.set()
             if self._ended:
                 return
@@ -90,8 +95,7 @@ class KeyboardInput:
         with self._lock:
             if self._ended and not self._left and self._leave is None:
                 self._idle += 1
-                return
-        self._arrived.wait(seconds)
+        self._arrived.wait(seconds)  # after a pipe's end nothing arrives: the guest waits in real time
 
 
 @contextlib.contextmanager

@@ -91,17 +91,24 @@ def replay_command(
     plugin_args: Annotated[list[str] | None, typer.Option("-p", "--plugin-arg", help="plugin:key=value")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Stop when a plugin callback raises")] = False,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Cache directory")] = None,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
 ) -> None:
-    """Re-execute a recording with plugins attached, and verify it is the recorded execution."""
+    """Re-execute a recording with plugins attached, and verify it is the recorded execution.
+
+    It stops at the recorded instruction count whatever happens, and at --timeout.
+    """
     result = replay(
         Recording.load(recording),
         parse_plugin_list(plugins or []),
         parse_plugin_args(plugin_args or []),
         strict=strict,
         cache=cache_dir,
+        timeout_seconds=timeout or None,
     )
     if result.signal is not None:
         raise Interrupted(result.reason.message, result.signal)
+    if result.reason.kind == "timeout":
+        raise GuestError(f"timeout: {result.reason.message}, before the replay's end")
     if result.reason.kind == "plugin":
         raise GuestError(f"plugin: {result.reason.message}")
     if result.shutdown_failures:

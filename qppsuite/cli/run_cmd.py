@@ -208,8 +208,18 @@ def run_command(
     if not result.ok:
         kind = "" if result.reason.kind == "error" else f"{result.reason.kind}: "  # "error: error: ..." says nothing
         raise GuestError(f"{kind}{result.reason.message} (stopped after {summary})")
+    if result.not_written:
+        raise GuestError(
+            f"--file: the guest could not write {result.not_written[0]}, so the command did not run "
+            f"(stopped after {summary})",
+            hint="is there room in the guest (--ram), and no directory of that name?",
+        )
+    if result.unsaved:
+        raise ImageError(f"--copy-out: cannot write {result.unsaved[0]}")
     if result.not_copied:
-        raise GuestError(f"--copy-out: {result.not_copied[0]} is not a file in the guest (stopped after {summary})")
+        raise GuestError(
+            f"--copy-out: {result.not_copied[0]} is not a regular file in the guest (stopped after {summary})"
+        )
     if not quiet:
         for path in result.copied:
             err_console.print(styled(("qppsuite:", "green"), f" copied out {path}"))

@@ -89,7 +89,10 @@ class SafeConsole(Console):
 #: What an interactive console passes to the terminal besides text: cursor moves, erasing and colours (CSI
 #: with numeric parameters and one of these final bytes: ECMA-48 CUU CUD CUF CUB CHA CUP HVP ED EL DCH ECH ICH
 #: SGR), backspace and the bell.  Nothing that sets modes, titles, the clipboard or asks the terminal to answer.
-_SAFE_CONTROL = re.compile(r"\x1b\[[0-9;]{0,16}[ABCDGHfJKPX@m]|[\x07\x08]")
+_SAFE_CONTROL = re.compile(r"\x1b\[[0-9;]{0,16}[ABCDGHfKPX@m]|\x1b\[[012]?J|[\x07\x08]")
+#: A device status report request (ECMA-48 DSR, ``ESC [ 6 n``: where is the cursor?), which busybox's line
+#: editor sends before each prompt: dropped (no terminal answers it here), neither passed nor shown.
+_STATUS_REQUEST = re.compile(r"\x1b\[[0-9;]{0,16}n")
 #: A text's tail that may be the start of a safe control, held back until the next write completes it.
 _PARTIAL_CONTROL = re.compile(r"\x1b(\[[0-9;]{0,16})?$")
 
@@ -131,6 +134,7 @@ class ConsoleStream:
         partial = _PARTIAL_CONTROL.search(text)
         if partial is not None:
             text, self._held = text[: partial.start()], partial.group()
+        text = _STATUS_REQUEST.sub("", text)
         out = []
         position = 0
         for control in _SAFE_CONTROL.finditer(text):
@@ -159,6 +163,8 @@ def channel_progress(console: Console, quiet: bool) -> Iterator[Callable[[int, i
             bar.start()
             task.append(bar.add_task("to the guest", total=total))
         bar.update(task[0], completed=sent)
+        if sent >= total:
+            bar.stop()  # transient: the bar goes, and the console has the terminal again
 
     try:
         yield update

@@ -181,6 +181,8 @@ class Machine:
         self._input: deque[tuple[str, bytes]] = deque()
         #: Recorded input to deliver at exact instruction counts (a replay): (insn count, port, bytes).
         self._schedule: deque[tuple[int, str, bytes]] = deque()
+        #: A replay's end: the run stops here (``max_insns``) whatever else it does; a hard limit, never a budget.
+        self.end_at: int | None = None
         #: While stepping towards a hard stop (--max-insns or a scheduled input): the count it is at.
         self._step_until: int | None = None
         #: The host's console input (an interactive run), polled at each quantum's start.
@@ -359,6 +361,10 @@ class Machine:
                 self._stop = StopReason("max_insns", f"instruction budget of {config.max_insns} reached", clock.retired)
                 return
             budget = min(budget, left)
+        if self.end_at is not None and self.end_at <= clock.retired:
+            end = f"the recorded run's end ({self.end_at:,} instructions)"
+            self._stop = StopReason("max_insns", end, clock.retired)
+            return
         # A recorded input's count is a hard limit only, not the budget: the budget decides whether a run that
         # ended early was a WFI (_idle below), and must be what it was when the input was recorded.
         target = self._hard_stop()
@@ -411,7 +417,7 @@ class Machine:
 
     def _hard_stop(self) -> int | None:
         """The instruction count no run may pass: --max-insns, or the next recorded input's (None: neither)."""
-        targets = [self.config.max_insns] if self.config.max_insns is not None else []
+        targets = [limit for limit in (self.config.max_insns, self.end_at) if limit is not None]
         if self._schedule:
             targets.append(self._schedule[0][0])
         return min(targets, default=None)
@@ -456,6 +462,11 @@ class Machine:
             else:
                 self._schedule.append((count, port, bytes(data)))
             last = count
+
+    @property
+    def pending_input(self) -> int:
+        """Scheduled inputs (:meth:`schedule_input`) not delivered yet: a replay that ends with some diverged."""
+        return len(self._schedule) + len(self._hypercall_answers)
 
     def _recorded_answer(self, _limit: int) -> bytes:
         return self._hypercall_answers.popleft() if self._hypercall_answers else b""

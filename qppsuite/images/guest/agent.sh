@@ -8,16 +8,20 @@
 # is served).  qppsuite/channel.py answers each with a header line of four fields, "-" where one does
 # not apply (PATH is the rest of the line), and its bytes:
 #
-#   F SIZE MODE PATH   SIZE bytes follow: the file PATH, with octal permissions MODE
+#   F SIZE MODE PATH   SIZE bytes follow: the file PATH, with octal permissions MODE; the agent answers
+#                      "W STATUS - PATH" (0: written; else nothing more is run, and X follows)
 #   B SIZE MODE PATH   the same, but the bytes come by hypercall: qpp-recv takes them (sent before as an F)
 #   R SIZE - -         SIZE bytes follow: a shell script, run from /root with the console as its
 #                      terminal; the agent answers "S STATUS"
 #   O - - PATH         the agent answers "D SIZE PATH" and SIZE bytes (by hypercall, through qpp-send, sent
-#                      before as an F), or "N - PATH" if it is no file
+#                      before as an F), or "N - PATH" if it is no regular file.  SIZE is the file's size
+#                      when the copy begins (/proc's files: what reading it gives), and exactly SIZE bytes
+#                      follow, cut or padded with zeros if the file changes meanwhile
 #   X - - -            the agent exits with the status of the last script, and /init powers off
 #
-# The user's script never sees the channel (fd 3 is closed
-# for it), so it cannot swallow the host's next request.
+# The user's script never sees the channel (fd 3 is closed for it), so it cannot swallow the host's
+# next request, and the bytes of a request are always read whole (receive), whatever becomes of them:
+# a file that cannot be written never leaves its bytes on the line to be read as requests.
 
 export PATH="/usr/local/bin:$PATH"
 line=/dev/ttyAMA1
@@ -25,28 +29,40 @@ exec 3<>"$line"
 stty -F "$line" 1500000 raw -echo crtscts
 status=0
 mkdir -p /tmp/.qppsuite
+
+# receive SIZE PATH: SIZE bytes from the line into PATH, all of them read even if PATH cannot be written.
+receive() {
+	head -c "$1" <&3 | { cat >"$2" 2>/dev/null || { cat >/dev/null; false; }; }
+}
 while printf 'QPPSUITE-READY\n' >&3 && printf 'G\n' >&3 && read -r kind size mode path <&3; do
 	case "$kind" in
-	F)
-		mkdir -p "$(dirname "$path")"
-		head -c "$size" <&3 >"$path"
-		chmod "$mode" "$path"
-		;;
-	B)
-		mkdir -p "$(dirname "$path")"
-		/tmp/.qppsuite/qpp-recv >"$path"
-		chmod "$mode" "$path"
+	F | B)
+		mkdir -p "$(dirname "$path")" 2>/dev/null
+		if [ "$kind" = F ]; then
+			receive "$size" "$path"
+		else
+			/tmp/.qppsuite/qpp-recv >"$path"
+		fi && chmod "$mode" "$path"
+		written=$?
+		[ "$written" = 0 ] || status=1
+		printf 'W %d - %s\n' "$written" "$path" >&3
 		;;
 	R)
-		head -c "$size" <&3 >/tmp/.qppsuite/script
-		(cd /root && sh /tmp/.qppsuite/script 3<&-)
-		status=$?
+		if receive "$size" /tmp/.qppsuite/script; then
+			(cd /root && sh /tmp/.qppsuite/script 3<&-)
+			status=$?
+		else
+			echo "qppsuite: the guest has no room for the script in /tmp" >&2
+			status=1
+		fi
 		printf 'S %d\n' "$status" >&3
 		;;
 	O)
-		if [ -f "$path" ]; then
-			printf 'D %d %s\n' "$(wc -c <"$path")" "$path" >&3
-			/tmp/.qppsuite/qpp-send <"$path"
+		size=$(stat -c %s "$path" 2>/dev/null)
+		[ "$size" = 0 ] && size=$(cat "$path" 2>/dev/null | wc -c)  # /proc: the size is what a read gives
+		if [ -f "$path" ] && [ -n "$size" ]; then
+			printf 'D %d %s\n' "$size" "$path" >&3
+			{ head -c "$size" "$path"; cat /dev/zero; } 2>/dev/null | head -c "$size" | /tmp/.qppsuite/qpp-send
 		else
 			printf 'N - %s\n' "$path" >&3
 		fi

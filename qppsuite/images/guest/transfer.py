@@ -29,6 +29,10 @@ CHUNK = 0x10000
 BASE = 0x10000
 ELF_HEADER_SIZE = 52
 PROGRAM_HEADER_SIZE = 32
+#: Where the code starts, after the ELF header and the two program headers (the entry point).
+CODE_START = BASE + 52 + 2 * 32
+#: The program header that gives the stack's permissions (without it Linux warns of an executable stack).
+PT_GNU_STACK = 0x6474E551
 _EXIT, _READ, _WRITE, _MMAP2 = 1, 3, 4, 192
 _MAP_PRIVATE_ANONYMOUS_POPULATE = 0x02 | 0x20 | 0x8000
 SVC = 0xEF000000
@@ -115,9 +119,10 @@ def _program(direction: int) -> bytes:
 
 
 def elf_executable(code: bytes) -> bytes:
-    """A minimal static ELF32 ARM executable: one R+X PT_LOAD at :data:`BASE`, entry at the code's start."""
-    entry = BASE + ELF_HEADER_SIZE + PROGRAM_HEADER_SIZE
-    size = ELF_HEADER_SIZE + PROGRAM_HEADER_SIZE + len(code)
+    """A minimal static ELF32 ARM executable: one R+X PT_LOAD at :data:`BASE`, entry at the code's start
+    (:data:`CODE_START`, after the headers), and a PT_GNU_STACK that keeps the stack non-executable."""
+    entry = CODE_START
+    size = entry - BASE + len(code)
     ident = b"\x7fELF" + bytes([1, 1, 1, 0]) + bytes(8)  # 32-bit, little-endian, version 1, System V
     header = ident + struct.pack(
         "<HHIIIIIHHHHHH",
@@ -130,13 +135,14 @@ def elf_executable(code: bytes) -> bytes:
         0x05000000,  # EF_ARM_EABI_VER5
         ELF_HEADER_SIZE,
         PROGRAM_HEADER_SIZE,
-        1,
+        2,  # PT_LOAD and PT_GNU_STACK
         40,
         0,
         0,
     )
     load = struct.pack("<IIIIIIII", 1, 0, BASE, BASE, size, size, 5, 0x1000)  # PT_LOAD, R+X
-    return header + load + code
+    stack = struct.pack("<IIIIIIII", PT_GNU_STACK, 0, 0, 0, 0, 0, 6, 0x10)  # RW: no executable stack
+    return header + load + stack + code
 
 
 def receiver() -> bytes:
