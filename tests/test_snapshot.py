@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from qppsuite import session
 from qppsuite.core import snapshot
 from qppsuite.core.image import ImageBundle
 from qppsuite.core.snapshot import SnapshotError
@@ -82,3 +83,19 @@ def test_a_damaged_or_edited_snapshot_is_one_line(default_image: ImageBundle, tm
     other = build_machine(RunOptions(ram_mib=512), default_image, None)
     with pytest.raises(SnapshotError, match="256 MiB of RAM; this one has 512 MiB"):
         other.restore(snapshot.read(path))
+
+
+@pytest.mark.boot
+def test_a_restored_machines_ram_is_exactly_the_snapshots_whatever_the_boot_loader_wrote(
+    default_image: ImageBundle,
+) -> None:
+    """restore() zeroes RAM by dropping its pages: the kernel and initrd a fresh machine holds must not stay."""
+    assert session.run(session.RunOptions(cmd="true", warm=True), None, image=default_image).ok  # the snapshot
+    key = session.ready_snapshot_key(session.RunOptions(), default_image, default_image.bootargs)
+    snap = snapshot.read(session.ready_snapshot_path(session.RunOptions(), default_image, key))
+    machine = session.build_machine(session.RunOptions(warm=True), default_image, None)
+    zero = next(number for number in range(snap.ram_size // 4096) if number not in set(snap.pages))
+    machine.phys.write(machine.phys.base + zero * 4096, b"left over" * 400)  # a page the snapshot has as zeros
+    machine.restore(snap)
+    pages, data = snapshot.nonzero_pages(machine.phys.read(machine.phys.base, snap.ram_size))
+    assert list(pages) == list(snap.pages) and data == bytes(snap.ram)

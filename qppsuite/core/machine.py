@@ -142,7 +142,8 @@ class Machine:
         if not 16 <= config.ram_mib <= board.RAM_MAX_MIB:
             raise GuestError(f"--ram {config.ram_mib}: this board holds 16 to {board.RAM_MAX_MIB} MiB of RAM")
         ram_size = config.ram_mib << 20
-        self._ram = mmap.mmap(-1, ram_size)
+        # private: restore() zeroes it with MADV_DONTNEED, which a shared mapping would fill again from its object
+        self._ram = mmap.mmap(-1, ram_size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         ram_ptr = ctypes.addressof(ctypes.c_char.from_buffer(self._ram))
         self.uc.mem_map_ptr(board.RAM_BASE, ram_size, U.UC_PROT_ALL, ram_ptr)
         self.phys = PhysicalMemory(self._ram, board.RAM_BASE)
@@ -815,7 +816,10 @@ class Machine:
             watched = bool(loop["rootfs_watched"])
         except (KeyError, TypeError, ValueError, DeviceStateError) as exc:
             raise SnapshotError(f"the snapshot's machine state does not fit this machine: {exc}") from None
-        self._ram[:] = bytes(len(self._ram))
+        # Zero all RAM at once: the kernel drops the private anonymous mapping's pages (MADV_DONTNEED,
+        # mm/madvise.c), which read as zeros again, instead of every byte being written (0.2 s of a 1 s run from
+        # the snapshot).
+        self._ram.madvise(mmap.MADV_DONTNEED)
         view = memoryview(self._ram)
         for index, number in enumerate(snap.pages):
             view[number * PAGE_SIZE : (number + 1) * PAGE_SIZE] = snap.ram[index * PAGE_SIZE : (index + 1) * PAGE_SIZE]
