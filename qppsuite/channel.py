@@ -164,6 +164,7 @@ class Channel:
     _queue: list[tuple[bytes, bytes]] = field(default_factory=list)
     _pending: bytearray = field(default_factory=bytearray)
     _body: tuple[str, int] | None = None
+    _body_data: bytearray = field(default_factory=bytearray)
     _sent: int = 0
     _total: int = 0
     #: The file the guest's ``qpp-recv`` is taking (:meth:`take`), from the last bulk request.
@@ -205,14 +206,6 @@ class Channel:
         """What the guest wrote on the channel, as it comes."""
         self._pending += data
         while self._pending:
-            if self._body is not None:
-                path, size = self._body
-                if len(self._pending) < size:
-                    return
-                self.received[path] = bytes(self._pending[:size])
-                del self._pending[:size]
-                self._body = None
-                continue
             end = self._pending.find(b"\n")
             if end < 0:
                 if len(self._pending) > MAX_LINE:
@@ -266,6 +259,20 @@ class Channel:
                 raise ValueError(line[:80])
         except (ValueError, UnicodeDecodeError) as exc:
             raise ChannelError(f"the guest broke the channel's protocol: {exc}") from None
+
+    def give(self, data: bytes) -> None:
+        """What the guest's ``qpp-send`` hands over by hypercall: the body of the copy-out the agent announced,
+        at most its announced size (a file that grew is cut), and, when ``data`` is empty (its end), padded
+        with zeros to it (a file that shrank).  Bytes with no copy-out announced are dropped."""
+        if self._body is None:
+            return
+        path, size = self._body
+        if data:
+            self._body_data += data[: size - len(self._body_data)]
+            return
+        self._body_data += bytes(size - len(self._body_data))
+        self.received[path] = bytes(self._body_data)
+        self._body, self._body_data = None, bytearray()
 
     def take(self, limit: int) -> bytes:
         """The next at most ``limit`` bytes of the file of the last bulk request, for the guest's ``qpp-recv``

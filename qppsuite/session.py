@@ -255,6 +255,9 @@ def run(
                 machine.channel_sink = _both(io.on_channel_output, channel.feed)
             if not replaying:
                 machine.hypercall_source = channel.take
+            machine.hypercall_sink = (
+                channel.give if io.on_channel_output is None else _both(io.on_channel_output, channel.give)
+            )
         if io.at_start is not None:
             io.at_start()
         if io.replayed is not None:
@@ -273,7 +276,8 @@ def run(
     unsaved: tuple[str, ...] = ()
     if channel is not None:
         copied = tuple(channel.write_copies())
-        not_copied = tuple(channel.missing)
+        answered = set(channel.received) | set(channel.missing)
+        not_copied = tuple(channel.missing) + tuple(w.guest for w in options.copy_out if w.guest not in answered)
         not_written = tuple(channel.not_written)
         unsaved = tuple(channel.unsaved)
     return RunResult(

@@ -23,6 +23,7 @@ from qppsuite.core.hypercall import FROM_HOST, HYPERCALL_A32
 from qppsuite.core.image import ImageBundle
 from qppsuite.images.guest.transfer import Assembler, elf_executable, movw
 from qppsuite.recording import Recording, RecordingError, pack_inputs, unpack_inputs
+from qppsuite.session import RunOptions, run
 
 
 def qppsuite(*args: str, cwd: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
@@ -121,6 +122,7 @@ def test_an_interactive_console_passes_cursor_controls_and_escapes_the_rest() ->
 def recorded_file_run(default_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A recording of a run that gets 50 KB of random bytes through --file and prints their sha256."""
     work = tmp_path_factory.mktemp("rec-input")
+    assert run(RunOptions(cmd="true", warm=True), None, image=default_image).ok  # the ready snapshot exists
     blob = os.urandom(50_000)
     (work / "blob").write_bytes(blob)
     done = qppsuite("record", "-o", "run.json", "--file", "blob:/root/blob", "--cmd", "sha256sum /root/blob", cwd=work)

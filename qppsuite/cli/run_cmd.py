@@ -218,7 +218,8 @@ def run_command(
         raise ImageError(f"--copy-out: cannot write {result.unsaved[0]}")
     if result.not_copied:
         raise GuestError(
-            f"--copy-out: {result.not_copied[0]} is not a regular file in the guest (stopped after {summary})"
+            f"--copy-out: {result.not_copied[0]} was not copied: no regular file of that name in the guest, "
+            f"or it could not be read (stopped after {summary})"
         )
     if not quiet:
         for path in result.copied:

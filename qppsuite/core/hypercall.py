@@ -19,7 +19,8 @@ otherwise, and from any other mode, it is undefined as on hardware (SIGILL).
 FROM_HOST bytes are guest input: the machine stamps each answer with the
 instruction count (port :data:`PORT`, zero-length answers included, since they
 end a file) and a replay answers from its recording.  TO_HOST bytes are guest
-output and go where the channel's serial output goes.
+output (:attr:`qppsuite.core.machine.Machine.hypercall_sink`; a TO_HOST of length 0 says
+the guest program has no more).
 """
 
 from collections.abc import Callable

@@ -192,6 +192,8 @@ class Machine:
         self.on_input: Callable[[int, str, bytes], None] | None = None
         #: Where hypercalls' FROM_HOST bytes come from (:mod:`qppsuite.core.hypercall`); None: no hypercalls.
         self.hypercall_source: hypercall.Source | None = None
+        #: Where hypercalls' TO_HOST bytes go (empty: the guest program's end); None: they are dropped.
+        self.hypercall_sink: Callable[[bytes], None] | None = None
         #: A replay's recorded FROM_HOST answers, in order (:meth:`schedule_input`).
         self._hypercall_answers: deque[bytes] = deque()
 
@@ -715,7 +717,9 @@ class Machine:
                 data = self.memory.read(buffer, length)
             except GuestMemoryError:
                 return -hypercall.EFAULT
-            self._channel_out(data)
+            self._progress()
+            if self.hypercall_sink is not None:
+                self.hypercall_sink(data)
             return length
         if op != hypercall.FROM_HOST or source is None:
             return -hypercall.EINVAL

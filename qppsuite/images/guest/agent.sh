@@ -62,7 +62,7 @@ while printf 'QPPSUITE-READY\n' >&3 && printf 'G\n' >&3 && read -r kind size mod
 		[ "$size" = 0 ] && size=$(cat "$path" 2>/dev/null | wc -c)  # /proc: the size is what a read gives
 		if [ -f "$path" ] && [ -n "$size" ]; then
 			printf 'D %d %s\n' "$size" "$path" >&3
-			{ head -c "$size" "$path"; cat /dev/zero; } 2>/dev/null | head -c "$size" | /tmp/.qppsuite/qpp-send
+			/tmp/.qppsuite/qpp-send <"$path"  # the host cuts or pads what it sends to SIZE
 		else
 			printf 'N - %s\n' "$path" >&3
 		fi

@@ -8,7 +8,8 @@ moves up to :data:`CHUNK` bytes between a buffer in the program and the host
 
     qpp-recv > FILE        loop: r0 = hypercall(FROM_HOST, buf, CHUNK); 0 ends, < 0 fails;
                                  write(1, buf, r0) must write it all
-    qpp-send < FILE        loop: n = read(0, buf, CHUNK); 0 ends; hypercall(TO_HOST, buf, n)
+    qpp-send < FILE        loop: n = read(0, buf, CHUNK); hypercall(TO_HOST, buf, n); n = 0 ends
+                           (the empty hypercall tells the host the file is over)
 
 Both first map their buffer with ``mmap2(NULL, CHUNK, PROT_READ|PROT_WRITE,
 MAP_PRIVATE|MAP_ANONYMOUS|MAP_POPULATE, -1, 0)``, so the host finds every page
@@ -104,10 +105,12 @@ def _program(direction: int) -> bytes:
         asm.emit(movw(0, 0), _MOV_R1_R6, movw(2, 0), movt(2, CHUNK >> 16))  # read(0, buffer, CHUNK)
         asm.call(_READ)
         asm.emit(_CMP_R0_0)
+        asm.branch(LT, "fail")
+        asm.emit(_MOV_R2_R0, movw(0, TO_HOST), _MOV_R1_R6, HYPERCALL_A32)  # n = 0 at the end: "that is all"
+        asm.emit(_CMP_R0_0)
+        asm.branch(LT, "fail")
+        asm.emit(0xE3520000)  # cmp r2, #0
         asm.branch(EQ, "done")
-        asm.branch(LT, "fail")
-        asm.emit(_MOV_R2_R0, movw(0, TO_HOST), _MOV_R1_R6, HYPERCALL_A32, _CMP_R0_0)
-        asm.branch(LT, "fail")
     asm.branch(AL, "loop")
     asm.label("done")
     asm.emit(movw(0, 0))
