@@ -11,10 +11,11 @@ uses it for anything else) with::
 and continues at the next instruction with r0 = the bytes moved, 0 when the
 host has nothing more (FROM_HOST), or a negative errno: -EFAULT for a buffer
 the host cannot read or write through the process's page tables, -EINVAL for
-another operation.  The instruction retires like any other.  Only a run that
-enables hypercalls (:attr:`qppsuite.core.machine.Machine.hypercalls`, the
-channel's bulk transfers: :mod:`qppsuite.images.guest.transfer`) sees them;
-otherwise, and from any other mode, it is undefined as on hardware (SIGILL).
+another operation.  The instruction retires like any other.  Only a run with a
+source of FROM_HOST bytes (:attr:`qppsuite.core.machine.Machine.hypercall_source`:
+every run through the channel, for its bulk transfers,
+:mod:`qppsuite.images.guest.transfer`) sees them; otherwise, and from any other
+mode, it is undefined as on hardware (SIGILL).
 
 FROM_HOST bytes are guest input: the machine stamps each answer with the
 instruction count (port :data:`PORT`, zero-length answers included, since they
