@@ -221,11 +221,11 @@ class Channel:
                 return
             if not self._queue:
                 raise ChannelError("the guest asked for a request after the last one")
-            line, data = self._queue.pop(0)
+            request, data = self._queue.pop(0)
             self._bulk = memoryview(data)
-            self.send(line)
-            if line[:1] in (b"F", b"B"):  # the files (progress): not the script, the copies out, the exit
-                self._count(len(line))
+            self.send(request)
+            if request[:1] in (b"F", b"B"):  # the files (progress): not the script, the copies out, the exit
+                self._count(len(request))
             return
         if line == READY:
             if self.on_ready is not None:

@@ -251,13 +251,11 @@ def run(
             started, early = _reach_ready(machine, options, image, channel, saved)
             if early is not None:  # the guest failed before it was ready: no plugin was loaded
                 return RunResult(early, machine.insn_count, time.monotonic() - start, image, [], _signal(received))
-            if io.on_channel_output is not None:
-                machine.channel_sink = _both(io.on_channel_output, channel.feed)
+            heard = io.on_channel_output  # the guest's channel output, on the line and by hypercall
+            machine.channel_sink = channel.feed if heard is None else _both(heard, channel.feed)
+            machine.hypercall_sink = channel.give if heard is None else _both(heard, channel.give)
             if not replaying:
                 machine.hypercall_source = channel.take
-            machine.hypercall_sink = (
-                channel.give if io.on_channel_output is None else _both(io.on_channel_output, channel.give)
-            )
         if io.at_start is not None:
             io.at_start()
         if io.replayed is not None:

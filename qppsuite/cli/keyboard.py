@@ -4,8 +4,9 @@ On a terminal, :func:`raw_terminal` hands every key to the guest (Ctrl-C
 included: the guest's own tty turns it into SIGINT for its foreground job)
 and restores the terminal however the run ends; :data:`LEAVE_KEY` (Ctrl-])
 leaves the console, which stops the run as ``detached``.  From a pipe, the
-bytes go to the guest as typed, then, at the pipe's end, one Ctrl-D (end of
-file for a shell reading a terminal line).  The bytes reach the guest when the
+bytes go to the guest as typed (a newline added after a last line without
+one), then, at the pipe's end, Ctrl-D (end of file for a shell reading a
+terminal line).  The bytes reach the guest when the
 run loop polls (:class:`qppsuite.core.machine.HostInput`), where each is
 stamped with the instruction count it arrived at, for the recording.
 

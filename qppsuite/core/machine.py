@@ -515,8 +515,9 @@ class Machine:
     def _idle(self) -> None:
         """WFI with nothing pending: jump virtual time to the next timer event or byte on the channel.
 
-        With nothing scheduled the guest waits for input: recorded input due at this count (a replay),
-        or the host's user (an interactive run), who is waited for in wall-clock time.  Otherwise it hangs.
+        In an interactive run the host's user is waited for first, in wall-clock time (at most until the
+        deadline, or :data:`HOST_INPUT_WAIT`).  With no deadline the guest hangs, unless input may still
+        come: the host's user, or a replay's recorded input.
         """
         deadline = self._next_deadline_ns()
         host = self.host_input
