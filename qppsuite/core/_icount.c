@@ -9,6 +9,12 @@
  * past the budget, unless it is the run's first block, and never past the limit (docs/engine.md,
  * "Time").
  *
+ * The same hook dispatches entry hooks: a block starting at a watched address calls the Python
+ * function in ``entry``.  The engine calls this hook at every block anyway, so a watched address
+ * costs one probe of an open-addressing table here, instead of one more Unicorn block hook that the
+ * engine would scan at every block of the whole system (and translated code to drop when it comes
+ * and goes).
+ *
  * It calls no Unicorn symbol directly: qppsuite.core.icount passes uc_emu_stop and uc_ctl in the
  * struct, so this file builds without Unicorn's headers or library.  The Python side mirrors the
  * struct with ctypes and checks its size against qpp_icount_size().
@@ -48,10 +54,79 @@ struct qpp_icount {
     int (*ctl)(void *uc, int control, ...);
     int32_t request_cache; /* UC_CTL_READ_WRITE(UC_CTL_TB_REQUEST_CACHE, 2) */
     uint32_t stop_pending; /* 1: end the run before the next block (a stop asked from a device) */
+    void (*entry)(uint64_t address, uint32_t size); /* called for a block at a watched address */
+    uint32_t *watch;       /* open addressing: address | 1 per watched address, 0 empty, 2 removed */
+    uint32_t watch_mask;   /* slots - 1 (a power of two) */
+    uint32_t watched;      /* watched addresses in the table */
+    uint32_t removed;      /* slots marked removed */
+    uint32_t padding;
     struct qpp_icount_slot cache[QPP_ICOUNT_SLOTS];
 };
 
 size_t qpp_icount_size(void) { return sizeof(struct qpp_icount); }
+
+#define QPP_WATCH_EMPTY 0u
+#define QPP_WATCH_REMOVED 2u /* even, so never a key (address | 1) */
+
+static uint32_t qpp_watch_slot(uint32_t address, uint32_t mask)
+{
+    return ((address >> 1) * 2654435761u) & mask; /* Knuth's multiplicative hash */
+}
+
+/* The slot holding ``address`` (-1 if none). */
+static int64_t qpp_watch_find(const struct qpp_icount *q, uint32_t address)
+{
+    uint32_t key = address | 1u, i = qpp_watch_slot(address, q->watch_mask);
+    for (;;) {
+        uint32_t k = q->watch[i];
+        if (k == key)
+            return i;
+        if (k == QPP_WATCH_EMPTY)
+            return -1;
+        i = (i + 1) & q->watch_mask;
+    }
+}
+
+/* Watch ``address`` (bit 0 ignored): 1 if it was not watched yet, 0 if it was.  The caller keeps the table under
+ * half full (qpp_icount_rehash), so a probe always ends at an empty slot. */
+int qpp_icount_watch(struct qpp_icount *q, uint32_t address)
+{
+    address &= ~1u;
+    if (qpp_watch_find(q, address) >= 0)
+        return 0;
+    uint32_t i = qpp_watch_slot(address, q->watch_mask);
+    while (q->watch[i] != QPP_WATCH_EMPTY && q->watch[i] != QPP_WATCH_REMOVED)
+        i = (i + 1) & q->watch_mask;
+    if (q->watch[i] == QPP_WATCH_REMOVED)
+        q->removed--;
+    q->watch[i] = address | 1u;
+    q->watched++;
+    return 1;
+}
+
+/* Stop watching ``address``: 1 if it was watched, 0 if not. */
+int qpp_icount_unwatch(struct qpp_icount *q, uint32_t address)
+{
+    int64_t i = qpp_watch_find(q, address & ~1u);
+    if (i < 0)
+        return 0;
+    q->watch[i] = QPP_WATCH_REMOVED;
+    q->watched--;
+    q->removed++;
+    return 1;
+}
+
+/* Move every watched address into ``table`` (``mask + 1`` zeroed slots) and use it from now on. */
+void qpp_icount_rehash(struct qpp_icount *q, uint32_t *table, uint32_t mask)
+{
+    uint32_t *old = q->watch, old_mask = q->watch_mask;
+    q->watch = table;
+    q->watch_mask = mask;
+    q->watched = q->removed = 0;
+    for (uint32_t i = 0; old != NULL && i <= old_mask; i++)
+        if (old[i] & 1u)
+            qpp_icount_watch(q, old[i]);
+}
 
 /* uc_cb_hookcode_t: void (*)(uc_engine *uc, uint64_t address, uint32_t size, void *user_data) */
 void qpp_icount_block(void *uc, uint64_t address, uint32_t size, void *user)
@@ -91,6 +166,8 @@ void qpp_icount_block(void *uc, uint64_t address, uint32_t size, void *user)
     q->last_pc = address;
     q->last_size = size;
     q->last_icount = icount;
+    if (q->watched != 0 && qpp_watch_find(q, (uint32_t)address) >= 0)
+        q->entry(address, size);
 }
 
 static struct PyModuleDef qpp_icount_module = {PyModuleDef_HEAD_INIT, "_icount", NULL, -1, NULL};

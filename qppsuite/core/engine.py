@@ -20,7 +20,7 @@ from unicorn import arm_const as A
 from unicorn import unicorn_const as U
 from unicorn.unicorn_py3.unicorn import UcContext, uclib
 
-from qppsuite.core.icount import BlockCounter
+from qppsuite.core.icount import ENTRY_CFUNC, BlockCounter
 from qppsuite.errors import QppsuiteError
 
 UNICORN_VERSION = "2.1.4"
@@ -134,12 +134,18 @@ class Engine:
         self._paddr = _u64()
         self._paddr_ref = ctypes.byref(self._paddr)
         self._fault_status, self._fault_address = self._locate_fault_record()
+        #: Entry hooks: block address -> {handle: fn}, called by the instruction counter's native hook.
+        self._entries: dict[int, dict[int, Callable[[int, int], None]]] = {}
+        self._entry_handles: dict[int, int] = {}
+        self._next_entry = -1
+        self._entry_cfunc = ENTRY_CFUNC(self._on_entry)
         #: The instruction counter (docs/engine.md, "Time").
-        self._blocks = BlockCounter(self.handle)
+        self._blocks = BlockCounter(self.handle, self._entry_cfunc)
         self._stepping = False
         #: The address of the code or block hook running now (None outside one), and of the one that stopped the run.
         self._hook_pc: int | None = None
         self._stop_pc: int | None = None
+        self._stop_asked = False
         #: Inside a device's MMIO callback (see stop()).
         self._in_device = False
 
@@ -261,6 +267,37 @@ class Engine:
         """A block hook for blocks starting in ``[begin, end]`` (virtual); ``begin > end`` means every block."""
         return self._add(U.UC_HOOK_BLOCK, self._at_address(fn), begin, end)
 
+    def hook_entry(self, fn: Callable[[int, int], None], address: int) -> int:
+        """``fn(address, size)`` before every translated block that starts at virtual ``address`` (bit 0 ignored).
+
+        The same call as a block hook on ``[address, address]``, but no Unicorn hook: the instruction counter's
+        native hook, which runs at every block, looks the address up in a table (``_icount.c``).  So the engine
+        scans no more hooks however many entry hooks exist, and no translated code is dropped when one is added
+        or deleted.  Handles are negative; :meth:`hook_del` deletes them at once.  Hooks at one address run in
+        the order they were added, and none after one that stops the run, as Unicorn's do.
+        """
+        address &= 0xFFFFFFFE
+        handle = self._next_entry
+        self._next_entry -= 1
+        self._entries.setdefault(address, {})[handle] = self._guard(fn, None)
+        self._entry_handles[handle] = address
+        self._blocks.watch(address)
+        return handle
+
+    def _on_entry(self, address: int, size: int) -> None:
+        fns = self._entries.get(address)
+        if not fns:
+            return
+        self._hook_pc = address
+        self._stop_asked = False
+        try:
+            for fn in tuple(fns.values()):
+                fn(address, size)
+                if self._stop_asked or self.hook_error is not None:
+                    break
+        finally:
+            self._hook_pc = None
+
     def _at_address(self, fn: Callable[[int, int], None]) -> Any:
         guarded = self._guard(fn, None)
 
@@ -273,8 +310,14 @@ class Engine:
 
     @property
     def hook_count(self) -> int:
-        """Hooks added and not deleted: the machine's own and every plugin's (the engine's counter excluded)."""
+        """Unicorn hooks added and not deleted, which the engine scans: the machine's own and every plugin's (the
+        engine's counter excluded, entry hooks too: see :attr:`entry_hook_count`)."""
         return len(self._callbacks)
+
+    @property
+    def entry_hook_count(self) -> int:
+        """Entry hooks (:meth:`hook_entry`) added and not deleted."""
+        return len(self._entry_handles)
 
     def flush_tlb(self) -> None:
         """Drop every softTLB entry, as the guest's own TLBIALL would."""
@@ -289,6 +332,15 @@ class Engine:
         :meth:`run` ends.  Without the release every hook ever added stays in
         memory: a guest that makes calls from new addresses makes new hooks.
         """
+        if handle < 0:
+            address = self._entry_handles.pop(handle, None)
+            if address is not None:
+                fns = self._entries[address]
+                del fns[handle]
+                if not fns:
+                    del self._entries[address]
+                    self._blocks.unwatch(address)
+            return
         uclib.uc_hook_del(self.handle, ctypes.c_size_t(handle))
         cfunc = self._callbacks.pop(handle, None)
         if cfunc is not None:
@@ -367,6 +419,7 @@ class Engine:
             self._blocks.stop_before_next_block()
             return
         self._stop_pc = self._hook_pc
+        self._stop_asked = True
         uclib.uc_emu_stop(self.handle)
 
     def in_flight(self) -> int:

@@ -21,6 +21,10 @@ from qppsuite.errors import QppsuiteError
 
 #: Slots of the native cache of blocks' instruction counts (``QPP_ICOUNT_SLOTS`` in ``_icount.c``).
 SLOTS = 65536
+#: Slots of the table of watched block addresses at first; it doubles to stay under half full.
+WATCH_SLOTS = 64
+#: ``entry(address, size)``: a block starting at a watched address is about to run.
+ENTRY_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint32)
 #: ``UC_CTL_READ_WRITE(UC_CTL_TB_REQUEST_CACHE, 2)`` (unicorn.h's ``UC_CTL`` macro).
 REQUEST_CACHE = U.UC_CTL_TB_REQUEST_CACHE | (2 << 26) | ((U.UC_CTL_IO_WRITE | U.UC_CTL_IO_READ) << 30)
 
@@ -51,6 +55,12 @@ class _State(ctypes.Structure):
         ("ctl", ctypes.c_void_p),
         ("request_cache", ctypes.c_int32),
         ("stop_pending", ctypes.c_uint32),
+        ("entry", ctypes.c_void_p),
+        ("watch", ctypes.POINTER(ctypes.c_uint32)),
+        ("watch_mask", ctypes.c_uint32),
+        ("watched", ctypes.c_uint32),
+        ("removed", ctypes.c_uint32),
+        ("padding", ctypes.c_uint32),
         ("cache", _Slot * SLOTS),
     )
 
@@ -68,6 +78,9 @@ def _library() -> ctypes.CDLL:
         )
     lib = ctypes.CDLL(spec.origin)
     lib.qpp_icount_size.restype = ctypes.c_size_t
+    lib.qpp_icount_watch.argtypes = lib.qpp_icount_unwatch.argtypes = (ctypes.c_void_p, ctypes.c_uint32)
+    lib.qpp_icount_rehash.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32)
+    lib.qpp_icount_rehash.restype = None
     if lib.qpp_icount_size() != ctypes.sizeof(_State):
         raise IcountError("qppsuite/core/_icount.c and qppsuite/core/icount.py disagree on the counter's layout")
     return lib
@@ -77,12 +90,18 @@ class BlockCounter:
     """The native block hook of one engine, and the run's count it keeps.
 
     ``executed`` counts every instruction of each block entered since :meth:`start`
-    (blocks are entered whole: see :meth:`left_block_at` for one left early).
+    (blocks are entered whole: see :meth:`left_block_at` for one left early).  It also calls
+    ``entry(address, size)`` for each block entered at an address :meth:`watch` was given, after
+    counting it, unless the budget ended the run before that block.
     """
 
-    def __init__(self, handle: Any) -> None:
-        lib = _library()
+    def __init__(self, handle: Any, entry: Any) -> None:
+        """``entry`` is an :data:`ENTRY_CFUNC`, kept alive by the caller as long as the engine."""
+        self._lib = lib = _library()
         self._state = state = _State()
+        state.entry = ctypes.cast(entry, ctypes.c_void_p)
+        self._table = (ctypes.c_uint32 * WATCH_SLOTS)()
+        lib.qpp_icount_rehash(ctypes.byref(state), self._table, WATCH_SLOTS - 1)
         state.stop = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p)
         state.ctl = ctypes.cast(uclib.uc_ctl, ctypes.c_void_p)
         state.request_cache = REQUEST_CACHE
@@ -98,7 +117,27 @@ class BlockCounter:
         )
         if status != U.UC_ERR_OK:
             raise IcountError(f"the instruction counter's block hook was refused: unicorn error {status}")
-        self._lib = lib  # the hook's code must stay loaded as long as the engine
+
+    def watch(self, address: int) -> None:
+        """Call ``entry`` for every block that starts at ``address`` (bit 0, Thumb, ignored) from now on."""
+        state = self._state
+        if 2 * (state.watched + state.removed + 1) > state.watch_mask + 1:
+            slots = state.watch_mask + 1
+            if 4 * (state.watched + 1) > slots:  # mostly live addresses: grow; mostly removed ones: clean
+                slots *= 2
+            table = (ctypes.c_uint32 * slots)()
+            self._lib.qpp_icount_rehash(ctypes.byref(state), table, slots - 1)
+            self._table = table  # the old table is no longer read
+        self._lib.qpp_icount_watch(ctypes.byref(state), address & 0xFFFFFFFE)
+
+    def unwatch(self, address: int) -> None:
+        """Stop calling ``entry`` for blocks that start at ``address``."""
+        self._lib.qpp_icount_unwatch(ctypes.byref(self._state), address & 0xFFFFFFFE)
+
+    @property
+    def watched(self) -> int:
+        """Addresses watched now."""
+        return int(self._state.watched)
 
     def start(self, budget: int, limit: int = 1 << 62) -> None:
         """Begin a run that enters no block past ``budget`` instructions but its first, and none past ``limit``

@@ -272,7 +272,9 @@ class Machine:
         """
         vaddr &= 0xFFFFFFFE
         hook = _Hook(vaddr, fn)
-        return self._install(hook, self.engine.hook_block(hook.at, vaddr, vaddr))
+        handle = self.engine.hook_entry(hook.at, vaddr)  # every block already calls the engine's counter
+        self._hooks[handle] = hook
+        return handle
 
     def add_block_hook(self, fn: Callable[[int, int], None]) -> int:
         """Call ``fn(pc, size)`` at every translated block executed. Expensive (~10x slowdown)."""
@@ -314,7 +316,9 @@ class Machine:
         if hook is None:
             return
         hook.active = False
-        if self._running and (hook.vaddr is None or not self._fetchable(hook.vaddr)):
+        if handle < 0:  # an entry hook: no Unicorn hook, no translated code to drop
+            self.engine.hook_del(handle)
+        elif self._running and (hook.vaddr is None or not self._fetchable(hook.vaddr)):
             # Deleting a hook drops the code translated with it, translating its addresses in the current
             # state: inside a quantum, where that fetch faults, it raises an abort the guest never caused
             # (see _retranslate).  The deletion waits for the end of the quantum.
