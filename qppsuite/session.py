@@ -232,8 +232,9 @@ def run(
     io = io or GuestIO()
     image = image or open_image(options.image, cache=options.cache)
     start = time.monotonic()
-    options, saved = _choose_start(options, image)
+    options, saved = _choose_start(options, image, start)
     machine = build_machine(options, image, console)
+    machine.config.timeout_from = start  # --timeout is the whole run's: any boot to make a snapshot included
     machine.on_input = io.on_input
     channel: Channel | None = None
     started: str | None = None
@@ -449,7 +450,9 @@ def _bootargs(options: RunOptions, image: ImageBundle) -> str:
     return " ".join(part for part in (image.bootargs, options.extra_bootargs) if part)
 
 
-def _choose_start(options: RunOptions, image: ImageBundle) -> tuple[RunOptions, tuple[str, Snapshot] | None]:
+def _choose_start(
+    options: RunOptions, image: ImageBundle, start: float
+) -> tuple[RunOptions, tuple[str, Snapshot] | None]:
     """How the run starts: the options it really runs with (``warm`` off when it boots from power-on after
     all) and the snapshot it restores, with its name, if any.
 
@@ -457,7 +460,8 @@ def _choose_start(options: RunOptions, image: ImageBundle) -> tuple[RunOptions, 
     (the agent cannot run), when ``cold``, and when its ``max_insns`` lies before the ready snapshot: the
     count is from power-on, and plugins must see the run up to the budget.  A run with ``max_insns`` and
     no ready snapshot yet makes one first (a boot without console), so the choice depends on the options
-    and the image only, never on what the cache holds.  Raises :class:`SnapshotError` for a named
+    and the image only, never on what the cache holds; that boot counts against the run's wall-clock budget,
+    which began at ``start`` (``time.monotonic()``).  Raises :class:`SnapshotError` for a named
     snapshot that cannot start the run.
     """
     if not options.uses_channel:
@@ -480,21 +484,52 @@ def _choose_start(options: RunOptions, image: ImageBundle) -> tuple[RunOptions, 
     saved = _read_ready(options, image, key, path)
     if may_boot and options.max_insns is not None:
         if saved is None:
-            saved = _make_ready(options, image, key, path)
+            saved = _make_ready(options, image, key, path, start)
         if saved is None or options.max_insns < saved.insn_count:
             return booted, None
     return options, None if saved is None else (path.stem, saved)
 
 
-def _make_ready(options: RunOptions, image: ImageBundle, key: dict[str, Any], path: Path) -> Snapshot | None:
-    """Boot a machine of its own (no console, no budget) to the ready point and save it; None if the guest
-    stopped before it was ready.  A signal stops it as it stops a run: :class:`Interrupted`."""
+def _make_ready(
+    options: RunOptions, image: ImageBundle, key: dict[str, Any], path: Path, start: float
+) -> Snapshot | None:
+    """Boot a machine of its own (no console, no instruction budget; the run's wall-clock budget, from
+    ``start``) to the ready point and save it; None if the guest stopped before it was ready.  A signal
+    stops it as it stops a run: :class:`Interrupted`."""
     machine = build_machine(replace(options, max_insns=None, warm=True), image, None)
+    machine.config.timeout_from = start
     with stop_on_signals(machine) as received:
         reason = _boot_to_ready(machine, Channel(send=machine.send_to_channel))
     if received:
         raise Interrupted(f"{reason.message} while booting to make the ready snapshot", received[0])
-    return _save(machine, key, path) if reason.kind == "ready" else None
+    return _save_ready(machine, key, path) if reason.kind == "ready" else None
+
+
+def _save_ready(machine: Machine, key: dict[str, Any], path: Path) -> Snapshot:
+    """:func:`_save` the ready snapshot, and drop the image's ready snapshots that no run can use any more."""
+    saved = _save(machine, key, path)
+    _drop_stale_ready(key, path)
+    return saved
+
+
+#: Key fields that no later run of this image can share with a ready snapshot once they differ from the current
+#: run's (another qppsuite, image files or agent); the others (RAM, boot arguments) are another run's choice.
+_STALE_KEY = ("qppsuite", "image_files", "agent")
+
+
+def _drop_stale_ready(key: dict[str, Any], path: Path) -> None:
+    """Delete the image's other ready snapshots that can never start a run again (made by another qppsuite, from
+    the image's files before a rebuild, or with another agent) or are damaged: each would stay in the cache for
+    good, about 11 MB, since no run reads it.  The user's named snapshots are left alone."""
+    for other in path.parent.glob(f"{READY_PREFIX}*.snapshot"):
+        if other == path:
+            continue
+        try:
+            found, _count = snapshot.describe(other)
+        except SnapshotError:
+            found = {}
+        if any(found.get(field) != key[field] for field in _STALE_KEY):
+            other.unlink(missing_ok=True)
 
 
 def _boot_to_ready(machine: Machine, channel: Channel) -> StopReason:
@@ -541,7 +576,7 @@ def _reach_ready(
     if reason.kind != "ready":
         return "booted", reason
     key = ready_snapshot_key(options, image, machine.config.bootargs)
-    _save(machine, key, ready_snapshot_path(options, image, key))
+    _save_ready(machine, key, ready_snapshot_path(options, image, key))
     return "booted", None
 
 
@@ -573,10 +608,11 @@ def save_snapshot(name: str, options: RunOptions, console: Callable[[bytes], Non
             f"snapshot '{name}' of image '{image.name}' exists", hint=f"`qppsuite snapshot delete {name}` first"
         )
     start = time.monotonic()
-    options, saved = _choose_start(replace(options, warm=True, cold=False, max_insns=None), image)
+    options, saved = _choose_start(replace(options, warm=True, cold=False, max_insns=None), image, start)
     if not options.uses_channel:  # the image cannot run the agent
         raise ImageError(f"image '{image.name}' has no initramfs, so the channel's agent cannot run in it")
     machine = build_machine(options, image, console)
+    machine.config.timeout_from = start
     script = (options.cmd if options.cmd is not None else WORKLOAD_SCRIPT).encode()
     channel = Channel(options.files, script, send=machine.send_to_channel)
     channel.prepare(then_exit=False)

@@ -255,3 +255,32 @@ def test_a_cache_where_the_snapshot_cannot_be_written_is_one_line(default_image:
     cache = private_cache(tmp_path / "cache")
     (cache / "snapshots").write_text("a file where the directory should be")  # root may write anywhere else
     one_line_error(qppsuite(cache, "run", "-q", "--cmd", "true"), "cannot write snapshot", "Not a directory")
+
+
+@pytest.mark.boot
+def test_making_the_ready_snapshot_drops_the_ready_snapshots_no_run_can_use_again(
+    default_image: ImageBundle, tmp_path: Path
+) -> None:
+    """After a qppsuite upgrade or an image rebuild the old ready snapshot would stay in the cache for good: the
+    boot that makes the new one deletes it, and keeps what another run may still use (another --ram) and the
+    user's named snapshots."""
+    root = private_cache(tmp_path / "cache")
+    assert qppsuite(root, "run", "-q", "--cmd", "true").returncode == 0
+    where = root / "snapshots" / "debian-armhf"
+    [ready] = where.glob("ready-*.snapshot")
+    edits = {
+        "ready-version": lambda meta: meta["key"].update(qppsuite="0.0.1"),
+        "ready-image": lambda meta: meta["key"]["image_files"].update({"vmlinuz": "0" * 64}),
+        "ready-agent": lambda meta: meta["key"].update(agent="0" * 64),
+        "ready-ram": lambda meta: meta["key"].update(ram_mib=512),
+        "named-old": lambda meta: meta["key"].update(qppsuite="0.0.1"),
+    }
+    for name, edit in edits.items():
+        copy = where / f"{name}.snapshot"
+        shutil.copyfile(ready, copy)
+        _rewrite(copy, edit)
+    (where / "ready-damaged.snapshot").write_bytes(b"not a snapshot")
+    ready.unlink()
+    assert qppsuite(root, "run", "-q", "--cmd", "true").returncode == 0
+    left = sorted(path.name for path in where.glob("*.snapshot"))
+    assert left == sorted(["named-old.snapshot", "ready-ram.snapshot", ready.name]), left

@@ -82,6 +82,9 @@ class MachineConfig:
     #: The whole run's wall-clock budget in seconds, whatever the guest does (None: no limit).  A guest
     #: that keeps making system calls is making progress, so only this stops it.
     timeout_seconds: float | None = None
+    #: When that budget began (``time.monotonic()``; None: at the first :meth:`Machine.run`).  Every later
+    #: ``run()`` of the machine spends the same budget.
+    timeout_from: float | None = None
     #: Bytes of tmpfs the initrd's files fill once unpacked (the image's manifest says; None: not known),
     #: checked against the rootfs the kernel gives them (:mod:`qppsuite.core.rootfs`).
     rootfs_bytes: int | None = None
@@ -333,8 +336,9 @@ class Machine:
         """Run until power-off, a stop request, a guest failure or the instruction budget."""
         self._progress_wall = time.monotonic()
         self._step_until = None
-        if self.config.timeout_seconds is not None:
-            self._deadline_wall = self._progress_wall + self.config.timeout_seconds
+        if self.config.timeout_seconds is not None and self._deadline_wall is None:
+            began = self.config.timeout_from if self.config.timeout_from is not None else self._progress_wall
+            self._deadline_wall = began + self.config.timeout_seconds
         self.events.on_start()
         try:
             while self._stop is None:

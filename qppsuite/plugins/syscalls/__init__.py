@@ -142,13 +142,12 @@ class Syscalls(Plugin):
     def _watch_return(self, pc: int) -> None:
         """A hook on the return pc: kept while calls wait there, and for the RETURN_HOOK_CACHE latest others.
 
-        An entry (block) hook suffices and is far cheaper than a code hook, which
-        would be checked at every guest instruction: the SVC ends its translated
-        block, so user mode always resumes at the return pc as a block start.  But
-        the engine looks through all its block hooks whenever a hooked block runs,
-        so their number must not grow with what the guest does: a guest calling
-        from 40,000 addresses once kept 40,000 hooks and ran 12x slower.  Hooks
-        on pcs where no call waits are dropped, least recently used first, beyond
+        An entry hook suffices: the SVC ends its translated block, so user mode
+        always resumes at the return pc as a block start, and an entry hook costs
+        a native table probe per block however many exist (docs/engine.md,
+        "Hooks").  Their number must still not grow with what the guest does (a
+        guest calling from 40,000 addresses would keep 40,000), so hooks on pcs
+        where no call waits are dropped, least recently used first, beyond
         RETURN_HOOK_CACHE; a program's few syscall wrappers stay hooked for good.
         """
         hooks = self._return_hooks
