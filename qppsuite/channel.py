@@ -89,9 +89,10 @@ def parse_file_spec(spec: str) -> list[GuestFile]:
     """``HOST[:GUEST]`` of ``--file``: a file, or a directory with everything under it, permissions kept.
 
     Without GUEST a file lands in :data:`DEFAULT_GUEST_DIR` under its own name, a directory as
-    ``/root/NAME``.  A GUEST ending in ``/`` is a directory to put it in.
+    ``/root/NAME``.  A GUEST ending in ``/`` is a directory to put it in.  A host name may hold ``:``: HOST
+    is the longest part before a ``:`` (or the whole) that exists on the host.
     """
-    host_text, sep, guest_text = spec.partition(":")
+    host_text, sep, guest_text = _split_existing(spec)
     host = Path(host_text).expanduser()
     if not host.exists():
         raise ChannelError(f"--file {spec!r}: {host} does not exist")
@@ -116,6 +117,18 @@ def parse_file_spec(spec: str) -> list[GuestFile]:
     else:
         guest = guest_text
     return [GuestFile(host, _guest_path(guest, "--file"), _mode(host))]
+
+
+def _split_existing(spec: str) -> tuple[str, str, str]:
+    """``spec`` as ``(host, ":", guest)`` at the last ``:`` whose left part exists on the host (the whole spec
+    first), or at the first ``:`` when none does (the error then names that part)."""
+    if Path(spec).expanduser().exists():
+        return spec, "", ""
+    at = len(spec)
+    while (at := spec.rfind(":", 0, at)) >= 0:
+        if Path(spec[:at]).expanduser().exists():
+            return spec[:at], ":", spec[at + 1 :]
+    return spec.partition(":")
 
 
 def _mode(path: Path) -> int:

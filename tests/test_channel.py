@@ -33,6 +33,21 @@ def test_file_and_copy_out_specs(tmp_path: Path) -> None:
             parse_file_spec(bad)
 
 
+def test_a_host_file_name_may_hold_colons(tmp_path: Path) -> None:
+    """HOST is the longest part of HOST[:GUEST] before a colon that exists: a capture named by its time works."""
+    (tmp_path / "capture-12:30:05.pcap").write_bytes(b"x")
+    (tmp_path / "a").write_bytes(b"a")
+    (tmp_path / "a:b").write_bytes(b"ab")
+    assert parse_file_spec(str(tmp_path / "capture-12:30:05.pcap"))[0].guest == "/usr/local/bin/capture-12:30:05.pcap"
+    assert parse_file_spec(f"{tmp_path / 'capture-12:30:05.pcap'}:/tmp/c")[0].guest == "/tmp/c"
+    [ab] = parse_file_spec(f"{tmp_path / 'a:b'}:/tmp/x")
+    assert (ab.host.name, ab.guest) == ("a:b", "/tmp/x")
+    [a] = parse_file_spec(f"{tmp_path / 'a'}:/tmp/b:c")
+    assert (a.host.name, a.guest) == ("a", "/tmp/b:c")
+    with pytest.raises(ChannelError, match="missing does not exist"):
+        parse_file_spec(f"{tmp_path / 'missing'}:/tmp/x")
+
+
 @pytest.mark.boot
 def test_files_go_in_and_come_out_intact_and_a_restored_run_equals_a_booted_one(
     default_image: ImageBundle, tmp_path: Path
