@@ -1,10 +1,11 @@
 """The profile of the real Debian armmp kernel, from its -dbg package.
 
-The package comes from ``$QPPSUITE_DBG_DEB`` or from the apt cache the image
-builder fills (``<cache>/apt/cache/archives/``); the tests skip only when
-neither has one.  The known offsets are those of linux-image-6.1.0-*-armmp
-(6.1.176-1, checked against pahole); other builds check only what holds for
-every 6.1 armmp kernel.
+The package comes from ``$QPPSUITE_DBG_DEB`` or is the default image's (its
+manifest names it) in the apt cache the image builder fills
+(``<cache>/apt/cache/archives/``), never merely the newest there: that cache
+also holds other suites' kernels.  The tests skip only when neither has one.
+The known offsets are those of linux-image-6.1.0-*-armmp (6.1.176-1, checked
+against pahole); other builds check only what holds for every 6.1 armmp kernel.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from qppsuite.core.image import cache_dir
+from qppsuite.core.image import ImageBundle, cache_dir
+from qppsuite.images.apt import AptPackage
 from qppsuite.images.dbg import extract_vmlinux
 from qppsuite.images.dwarf import KERNEL_ENUMS, OPTIONAL_TYPES, REQUIRED_TYPES, build_kernel_profile
 from qppsuite.images.profile import KernelProfile, save_profile, to_isf
@@ -24,7 +26,6 @@ from qppsuite.images.profile import KernelProfile, save_profile, to_isf
 pytestmark = pytest.mark.boot  # the real packages and image, through apt
 
 BUILD_BUDGET_S = 30.0
-DBG_GLOB = "linux-image-*-armmp-dbg_*_armhf.deb"
 # task_struct members of the 6.1.176-1 armmp build (pahole agrees).
 KNOWN_6_1_176 = {"tasks": 1440, "pid": 1584, "tgid": 1588, "real_parent": 1596, "comm": 1920, "mm": 1480}
 
@@ -33,17 +34,22 @@ def _cache_root() -> Path:
     return cache_dir()
 
 
-def _find_dbg_deb() -> Path | None:
+def _find_dbg_deb(image: ImageBundle) -> Path | None:
+    """``$QPPSUITE_DBG_DEB``, or the -dbg package the image's manifest lists, from the apt cache."""
     env = os.environ.get("QPPSUITE_DBG_DEB")
     if env and Path(env).is_file():
         return Path(env)
-    cached = sorted((_cache_root() / "apt" / "cache" / "archives").glob(DBG_GLOB))
-    return cached[-1] if cached else None
+    for package in image.manifest.get("packages", []):
+        if package["name"].endswith("-dbg"):
+            name = AptPackage(package["name"], package["version"], package["architecture"], 0, "").deb_filename
+            deb = _cache_root() / "apt" / "cache" / "archives" / name
+            return deb if deb.is_file() else None
+    return None
 
 
 @pytest.fixture(scope="module")
-def kernel(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    deb = _find_dbg_deb()
+def kernel(default_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    deb = _find_dbg_deb(default_image)
     if deb is None:
         pytest.skip(
             f"no -dbg package: set QPPSUITE_DBG_DEB or build an image to fill "
