@@ -5,13 +5,13 @@ from __future__ import annotations
 import gzip
 import io
 import random
-import shutil
 import stat
 import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
+from host_tools import host_tool
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -121,13 +121,14 @@ def test_any_file_set_round_trips_and_is_deterministic(files: dict[str, bytes]) 
     assert back == files
 
 
-@pytest.mark.skipif(shutil.which("cpio") is None, reason="GNU cpio is not installed")
+@pytest.mark.boot  # may install GNU cpio through apt
 def test_gnu_cpio_reads_and_extracts_the_archive(tmp_path: Path) -> None:
+    cpio = host_tool("cpio", "cpio")
     archive = cpio_newc(SAMPLE)
-    listing = subprocess.run(["cpio", "-t", "--quiet"], input=archive, capture_output=True, check=True)
+    listing = subprocess.run([cpio, "-t", "--quiet"], input=archive, capture_output=True, check=True)
     assert sorted(listing.stdout.decode().split()) == sorted(e.path for e in SAMPLE)
     subprocess.run(
-        ["cpio", "-i", "-d", "--quiet", "--no-absolute-filenames"],
+        [cpio, "-i", "-d", "--quiet", "--no-absolute-filenames"],
         input=archive,
         cwd=tmp_path,
         check=True,

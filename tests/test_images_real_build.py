@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import gzip
 import re
-import shutil
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
+from host_tools import host_tool
 
 from qppsuite.core.image import ImageBundle, cache_dir, open_image
 from qppsuite.images.apt import file_sha256
@@ -84,11 +84,11 @@ def test_busybox_applets_are_linked_where_busybox_installs_them(initramfs: dict[
         assert stat.S_ISLNK(link.mode) and link.data == b"/bin/busybox", applet
 
 
-@pytest.mark.skipif(shutil.which("cpio") is None, reason="GNU cpio is not installed")
 def test_gnu_cpio_lists_the_real_initrd(default_image: ImageBundle, initramfs: dict[str, CpioEntry]) -> None:
+    cpio = host_tool("cpio", "cpio")
     assert default_image.initrd_path is not None
     listing = subprocess.run(
-        ["cpio", "-t", "--quiet"],
+        [cpio, "-t", "--quiet"],
         input=gzip.decompress(default_image.initrd_path.read_bytes()),
         capture_output=True,
         check=True,
@@ -121,13 +121,12 @@ def test_extra_packages_come_with_their_dependencies() -> None:
 
 # --- independent boot check in qemu ------------------------------------------------------------------
 
-needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-arm") is None, reason="qemu-system-arm is not installed")
-
 
 def boot_in_qemu(bundle: ImageBundle, initrd: Path) -> str:
     result = subprocess.run(
         [
-            "qemu-system-arm", "-M", "virt", "-cpu", "cortex-a15", "-m", "256", "-nographic", "-no-reboot",
+            host_tool("qemu-system-arm", "qemu-system-arm"),
+            "-M", "virt", "-cpu", "cortex-a15", "-m", "256", "-nographic", "-no-reboot",
             "-nic", "none", "-kernel", str(bundle.kernel_path), "-initrd", str(initrd),
             "-append", bundle.bootargs + " quiet",
         ],
@@ -141,7 +140,6 @@ def boot_in_qemu(bundle: ImageBundle, initrd: Path) -> str:
 
 
 @pytest.mark.qemu
-@needs_qemu
 def test_default_workload_runs_to_poweroff(default_image: ImageBundle) -> None:
     assert default_image.initrd_path is not None
     console = boot_in_qemu(default_image, default_image.initrd_path)
@@ -164,7 +162,6 @@ def test_default_workload_runs_to_poweroff(default_image: ImageBundle) -> None:
 
 
 @pytest.mark.qemu
-@needs_qemu
 def test_cmd_overlay_replaces_the_workload(default_image: ImageBundle, tmp_path: Path) -> None:
     assert default_image.initrd_path is not None
     initrd = tmp_path / "initrd-with-cmd.cpio.gz"

@@ -13,15 +13,14 @@ differences and nothing else.
 """
 
 import difflib
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from host_tools import host_tool
 
 from qppsuite.core.image import ImageBundle
 from qppsuite.session import RunOptions, run
@@ -251,22 +250,7 @@ def test_pid_renumbering_keeps_parenthood() -> None:
 
 def qemu_binary() -> str:
     """qemu-system-arm, installed through apt when missing (as root); skip only when that is impossible."""
-    found = shutil.which(QEMU)
-    if found:
-        return found
-    if os.geteuid() != 0:
-        pytest.skip(f"{QEMU} is not installed and installing it with apt needs root")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "qemu-system-arm"]
-    result = subprocess.run(install, capture_output=True, text=True, env=env, check=False)
-    if result.returncode != 0:
-        subprocess.run(["apt-get", "update"], capture_output=True, env=env, check=False)
-        result = subprocess.run(install, capture_output=True, text=True, env=env, check=False)
-    found = shutil.which(QEMU)
-    if found is None:
-        last = (result.stderr.strip().splitlines() or ["no message"])[-1]
-        pytest.skip(f"{QEMU} is missing and 'apt-get install qemu-system-arm' failed: {last}")
-    return found
+    return host_tool(QEMU, "qemu-system-arm")
 
 
 def boot_qemu(image: ImageBundle, serial_log: Path) -> str:
