@@ -8,7 +8,7 @@ from qppsuite.images.builder import build_image
 from qppsuite.session import DEFAULT_IMAGE
 
 
-def _current(name: str, packages: tuple[str, ...] = ()) -> ImageBundle:
+def _current(name: str, packages: tuple[str, ...] = (), suite: str = "bookworm") -> ImageBundle:
     """The bundle ``name`` from the user's cache, (re)built when missing, broken, or older than the tests.
 
     A bundle built before its manifest recorded the initrd's unpacked size (``rootfs_bytes``) is rebuilt.
@@ -19,7 +19,7 @@ def _current(name: str, packages: tuple[str, ...] = ()) -> ImageBundle:
             return bundle
     except ImageError:
         pass
-    return build_image(name, packages=packages, cache=cache_dir())
+    return build_image(name, packages=packages, suite=suite, cache=cache_dir())
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +46,17 @@ def oracle_image() -> ImageBundle:
     return _current(ORACLE_IMAGE, ORACLE_PACKAGES)
 
 
-IMAGE_FIXTURES = ("default_image", "oracle_image")
+TRIXIE_IMAGE = "debian-armhf-trixie"
+
+
+@pytest.fixture(scope="session")
+def trixie_image() -> ImageBundle:
+    """The default image's recipe from Debian trixie (``image build --suite trixie``): its 6.12 armmp kernel
+    and busybox, merged /usr.  osi_linux does not know 6.12's structures yet (issue 12): boot it without."""
+    return _current(TRIXIE_IMAGE, suite="trixie")
+
+
+IMAGE_FIXTURES = ("default_image", "oracle_image", "trixie_image")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from qppsuite.errors import BuildError
 from qppsuite.images import builder
-from qppsuite.images.apt import INST_LINE, AptPackage, PrivateApt, _apt_errors, file_sha256
+from qppsuite.images.apt import INST_LINE, AptPackage, PrivateApt, Source, _apt_errors, file_sha256, sources_for_suite
 from qppsuite.images.builder import (
     BUSYBOX_DIRS,
     ZIMAGE_MAGIC,
@@ -36,6 +36,7 @@ from qppsuite.images.builder import (
 def test_default_names_and_package_lists() -> None:
     assert default_image_name([]) == "debian-armhf"
     assert default_image_name(["strace", "python3"]) == "debian-armhf+strace+python3"
+    assert default_image_name(["strace"], "trixie") == "debian-armhf-trixie+strace"
     assert parse_package_list(" strace, python3,,strace ") == ["strace", "python3"]
     assert parse_package_list("") == []
 
@@ -148,6 +149,49 @@ def test_the_first_self_contained_module_for_this_release_is_chosen() -> None:
     del found[base + "nls_iso8859-1.ko"]
     with pytest.raises(BuildError, match="none of the self-contained modules"):
         builder._choose_module(found, release, "k.deb")
+
+
+def make_deb(path: Path, files: dict[str, bytes]) -> Path:
+    """A Debian package (ar: debian-binary, control.tar.xz, data.tar.xz) holding ``files`` in its data.tar."""
+    import io
+    import tarfile
+
+    def tar_xz(members: dict[str, bytes]) -> bytes:
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w:xz") as tar:
+            for name, data in members.items():
+                info = tarfile.TarInfo(f"./{name}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return out.getvalue()
+
+    archive = b"!<arch>\n"
+    for name, data in (("debian-binary", b"2.0\n"), ("control.tar.xz", tar_xz({"control": b"Package: k\n"})),
+                       ("data.tar.xz", tar_xz(files))):  # fmt: skip
+        archive += f"{name:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(data):<10}`\n".encode() + data
+        archive += b"\n" if len(data) % 2 else b""
+    path.write_bytes(archive)
+    return path
+
+
+def test_trixie_modules_come_from_usr_lib_and_go_in_decompressed(tmp_path: Path) -> None:
+    """Trixie's kernel package ships usr/lib/modules/RELEASE/...ko.xz; the image has lib/modules/RELEASE/...ko,
+    where the workload's insmod finds it."""
+    release = "6.12.117+deb13-armmp"
+    ko = make_module(["depends=", f"vermagic={release} SMP"])
+    zimage = bytearray(0x40)
+    struct.pack_into("<I", zimage, 0x24, ZIMAGE_MAGIC)
+    deb = make_deb(
+        tmp_path / "k.deb",
+        {
+            f"boot/vmlinuz-{release}": bytes(zimage) + lzma.compress(b"kernel", format=lzma.FORMAT_XZ),
+            f"boot/config-{release}": b"CONFIG_MODULE_COMPRESS_XZ=y\n",
+            f"usr/lib/modules/{release}/kernel/fs/nls/nls_ascii.ko.xz": lzma.compress(ko, format=lzma.FORMAT_XZ),
+        },
+    )
+    parts = builder.extract_kernel(deb, release)
+    assert parts.modules == {f"lib/modules/{release}/kernel/fs/nls/nls_ascii.ko": ko}
+    assert parts.config == b"CONFIG_MODULE_COMPRESS_XZ=y\n"
 
 
 # --- apt, faked at the process boundary -------------------------------------------------------------
@@ -268,21 +312,23 @@ def test_download_reuses_a_verified_cached_deb_and_replaces_a_damaged_one(tmp_pa
     assert not apt.cached_path(package).exists()
 
 
+class KernelApt(FakeApt):
+    def __init__(self, root: Path, names: list[str], suite: str | None = None) -> None:
+        super().__init__(root, {})
+        self.names = names
+        self.suite = suite
+
+    def package_names(self, prefix: str) -> list[str]:
+        return sorted(n for n in self.names if n.startswith(prefix))
+
+    def has_package(self, name: str) -> bool:
+        return name in self.names
+
+    def show(self, specs: Sequence[str]) -> list[AptPackage]:
+        return [pkg(spec) for spec in specs]
+
+
 def test_select_kernel_takes_the_newest_abi_that_has_a_dbg_package(tmp_path: Path) -> None:
-    class KernelApt(FakeApt):
-        def __init__(self, root: Path, names: list[str]) -> None:
-            super().__init__(root, {})
-            self.names = names
-
-        def package_names(self, prefix: str) -> list[str]:
-            return sorted(n for n in self.names if n.startswith(prefix))
-
-        def has_package(self, name: str) -> bool:
-            return name in self.names
-
-        def show(self, specs: Sequence[str]) -> list[AptPackage]:
-            return [pkg(spec) for spec in specs]
-
     listed = [
         "linux-image-6.1.0-9-armmp", "linux-image-6.1.0-9-armmp-dbg",
         "linux-image-6.1.0-10-armmp", "linux-image-6.1.0-10-armmp-dbg",
@@ -292,8 +338,76 @@ def test_select_kernel_takes_the_newest_abi_that_has_a_dbg_package(tmp_path: Pat
     ]  # fmt: skip
     image, dbg = select_kernel(KernelApt(tmp_path, listed))
     assert (image.name, dbg.name) == ("linux-image-6.1.0-10-armmp", "linux-image-6.1.0-10-armmp-dbg")
-    with pytest.raises(BuildError, match=r"no linux-image-\*-armmp kernel with a -dbg package.*listed: linux-image"):
+    with pytest.raises(BuildError, match=r"no linux-image-\*-armmp kernel with an installable -dbg package .*"
+                       r"without one: 6.1.0-11-armmp; listed: 6.1.0-11-armmp$"):  # fmt: skip
         select_kernel(KernelApt(tmp_path / "x", ["linux-image-6.1.0-11-armmp"]))
+
+
+TRIXIE_KERNELS = [
+    name + dbg
+    for release in ("6.12.107+deb13", "6.12.115+deb13.1", "6.12.117+deb13")
+    for name in (f"linux-image-{release}-armmp", f"linux-image-{release}-armmp-lpae", f"linux-image-{release}-rt-armmp")
+    for dbg in ("", "-dbg")
+] + ["linux-image-armmp", "linux-image-armmp-dbg"]
+
+
+def test_trixie_kernel_names_match_and_the_newest_is_taken(tmp_path: Path) -> None:
+    """Trixie names its kernels 6.12.117+deb13-armmp (bookworm: 6.1.0-28-armmp); the pattern used to match only
+    the latter, and the build said "listed: none" with 18 linux-image-*armmp* packages in the lists."""
+    image, dbg = select_kernel(KernelApt(tmp_path, TRIXIE_KERNELS, "trixie"))
+    assert (image.name, dbg.name) == ("linux-image-6.12.117+deb13-armmp", "linux-image-6.12.117+deb13-armmp-dbg")
+
+
+@pytest.mark.parametrize("wanted", ["6.12.107+deb13", "6.12.107+deb13-armmp", "linux-image-6.12.107+deb13-armmp"])
+def test_kernel_picks_one_listed_release(tmp_path: Path, wanted: str) -> None:
+    image, dbg = select_kernel(KernelApt(tmp_path, TRIXIE_KERNELS, "trixie"), wanted)
+    assert (image.name, dbg.name) == ("linux-image-6.12.107+deb13-armmp", "linux-image-6.12.107+deb13-armmp-dbg")
+
+
+def test_a_kernel_not_listed_is_refused_naming_those_that_are(tmp_path: Path) -> None:
+    apt = KernelApt(tmp_path, TRIXIE_KERNELS, "trixie")
+    with pytest.raises(BuildError) as caught:
+        select_kernel(apt, "6.1.0-28")
+    assert str(caught.value) == (
+        "no armmp kernel 6.1.0-28 in trixie; listed: 6.12.117+deb13-armmp, 6.12.115+deb13.1-armmp, 6.12.107+deb13-armmp"
+    )
+    with pytest.raises(BuildError, match=r"no linux-image-\*-armmp kernel in trixie in apt's lists; listed: "
+                       r"linux-image-6.12.1-rt-armmp$"):  # fmt: skip
+        select_kernel(KernelApt(tmp_path / "x", ["linux-image-6.12.1-rt-armmp"], "trixie"))
+
+
+def test_a_suite_is_the_hosts_release_entries_rewritten() -> None:
+    host = [
+        Source("http://mirror.invalid/debian/", "bookworm", ("main",)),
+        Source("http://mirror.invalid/debian/", "bookworm-updates", ("main",)),
+        Source("http://security.invalid/debian-security/", "bookworm-security", ("main", "contrib")),
+        Source("http://third.invalid/repo/", "nodistro", ("main",)),
+    ]
+    assert [s.line for s in sources_for_suite(host, "trixie")] == [
+        "deb http://mirror.invalid/debian/ trixie main",
+        "deb http://mirror.invalid/debian/ trixie-updates main",
+        "deb http://security.invalid/debian-security/ trixie-security main contrib",
+    ]
+    assert sources_for_suite(host, "bookworm")[:1] == host[:1]
+    for bad in ("trixie-updates", "../x", "Trixie", ""):
+        with pytest.raises(BuildError, match="invalid suite"):
+            sources_for_suite(host, bad)
+    with pytest.raises(BuildError, match="no deb sources"):
+        sources_for_suite([], "trixie")
+
+
+def test_a_private_sources_list_makes_stale_lists_and_is_what_apt_reads(tmp_path: Path) -> None:
+    sources = [Source("http://mirror.invalid/debian/", "trixie", ("main",))]
+    apt = PrivateApt(tmp_path, suite="trixie", sources=sources)
+    pairs = dict(arg.split("=", 1) for arg in apt.options()[1::2])
+    assert pairs["Dir::State"] == str(tmp_path / "suites/trixie")
+    assert Path(pairs["Dir::Etc::sourcelist"]).read_text() == "deb http://mirror.invalid/debian/ trixie main\n"
+    assert not any(Path(pairs["Dir::Etc::sourceparts"]).iterdir())
+    (apt.state_dir / "lists/x_Packages.lz4").write_text("lists")
+    (apt.state_dir / "qppsuite-updated").touch()
+    assert PrivateApt(tmp_path, suite="trixie", sources=sources).lists_age() is not None
+    other = [Source("http://other.invalid/debian/", "trixie", ("main",))]
+    assert PrivateApt(tmp_path, suite="trixie", sources=other).lists_age() is None
 
 
 # --- disk space, atomic install, profile hook -------------------------------------------------------

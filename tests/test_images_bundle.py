@@ -190,10 +190,12 @@ def test_cli_info_json_and_text(tmp_path: Path) -> None:
 
 
 def test_cli_build_derives_the_name_and_prints_the_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[str, list[str], Path | None]] = []
+    calls: list[tuple[str, list[str], str, str | None, Path | None]] = []
 
-    def fake_build(name: str, *, packages: list[str], cache: Path | None, progress: Any) -> ImageBundle:
-        calls.append((name, list(packages), cache))
+    def fake_build(
+        name: str, *, packages: list[str], suite: str, kernel: str | None, cache: Path | None, progress: Any
+    ) -> ImageBundle:
+        calls.append((name, list(packages), suite, kernel, cache))
         progress("a step")
         return open_image(make_bundle(tmp_path, name))
 
@@ -202,8 +204,11 @@ def test_cli_build_derives_the_name_and_prints_the_path(tmp_path: Path, monkeypa
         app, ["image", "build", "--packages", "strace, python3,strace", "--cache-dir", str(tmp_path)]
     )
     assert result.exit_code == 0, result.output
-    assert calls == [("debian-armhf+strace+python3", ["strace", "python3"], tmp_path)]
+    assert calls == [("debian-armhf+strace+python3", ["strace", "python3"], "bookworm", None, tmp_path)]
     assert result.stdout.strip().endswith(str(images_dir(tmp_path) / "debian-armhf+strace+python3"))
+    args = ["image", "build", "--suite", "trixie", "--kernel", "6.12.117+deb13", "--cache-dir", str(tmp_path)]
+    assert runner.invoke(app, args).exit_code == 0
+    assert calls[1] == ("debian-armhf-trixie", [], "trixie", "6.12.117+deb13", tmp_path)
 
 
 def _qppsuite(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
@@ -229,3 +234,12 @@ def test_cli_errors_are_one_red_line_and_nonzero(tmp_path: Path) -> None:
     corrupt = _qppsuite("image", "info", "alpha", cache=tmp_path)
     assert corrupt.returncode == 1
     assert corrupt.stderr.splitlines()[0].startswith("error: image 'alpha': 'profile.json' is corrupt")
+
+
+@pytest.mark.parametrize("suite", ["bad/suite", "trixie-updates", "Trixie"])
+def test_cli_build_refuses_a_bad_suite_in_one_line(tmp_path: Path, suite: str) -> None:
+    """A suite is a codename: refused before apt runs, one line, no traceback."""
+    result = _qppsuite("image", "build", "x", "--suite", suite, cache=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: invalid suite '{suite}'")
+    assert "Traceback" not in result.stderr

@@ -255,3 +255,27 @@ def test_tree_refuses_a_dangling_hard_link() -> None:
     tar = _tar([(_info("./x", tarfile.LNKTYPE, 0o644, "./missing"), None)])
     with pytest.raises(ImageError, match="hard link"):
         InitramfsTree().add_tar(tar, "bad.deb")
+
+
+def test_a_merged_usr_tree_links_bin_sbin_and_lib_into_usr() -> None:
+    """Trixie's packages ship /usr/bin and /usr/lib only (the dynamic loader is /usr/lib/ld-linux-armhf.so.3,
+    found as /lib/...): the tree makes /bin, /sbin and /lib links, and whatever is added under them is stored
+    under usr/, so the archive never writes through a link."""
+    tar = _tar(
+        [
+            (_info("./usr/bin/busybox", mode=0o755), b"busybox"),
+            (_info("./lib/old-style.so"), b"so"),
+            (_info("./bin", tarfile.DIRTYPE, 0o755), None),
+        ]
+    )
+    tree = InitramfsTree(merged_usr=True)
+    tree.add_tar(tar, "busybox.deb")
+    tree.add_symlink("sbin/init", "/bin/busybox")
+    entries = {e.path: e for e in tree.entries()}
+    assert {p: entries[p].data for p in ("bin", "sbin", "lib")} == {"bin": b"usr/bin", "sbin": b"usr/sbin",
+                                                                     "lib": b"usr/lib"}  # fmt: skip
+    assert all(stat.S_ISLNK(entries[p].mode) for p in ("bin", "sbin", "lib"))
+    assert entries["usr/lib/old-style.so"].data == b"so" and entries["usr/sbin/init"].data == b"/bin/busybox"
+    assert "bin/busybox" in tree and tree.get("bin/busybox") == entries["usr/bin/busybox"]
+    assert not [p for p in entries if p.split("/")[0] in ("bin", "sbin", "lib") and "/" in p]
+    assert read_cpio_newc(gzip.decompress(tree.archive())) == sorted(tree.entries(), key=lambda e: e.path.split("/"))

@@ -122,6 +122,38 @@ def test_a_removed_hook_is_released_once_the_engine_has_freed_it() -> None:
 
 
 
+@pytest.mark.parametrize("masked_iterations", [10, 1000, 5000])
+def test_a_pending_irq_is_taken_at_the_first_unmasking_however_far_from_where_the_cpu_last_stopped(
+    masked_iterations: int,
+) -> None:
+    """A CPU takes a pending IRQ at the instruction after the one that clears CPSR.I (ARM ARM B1.8,
+    asynchronous exception masking); the machine takes it at that block boundary, since the unmasking ends
+    its block.
+
+    Since Linux 6.2 the idle loop unmasks only in default_idle_call() (kernel/sched/idle.c), hundreds of
+    instructions after the WFI, not right after it in arch_cpu_idle() as 6.1 did.  The machine used to run
+    48 short quanta after every stop with an IRQ pending and masked, then one of 1024 instructions: the WFI
+    ended every long quantum, so the unmasking fell inside one every time, the timer IRQ was never taken,
+    and trixie's `sleep 0.1` never returned (issue 12).  Here the unmasking is ``masked_iterations`` blocks
+    after the start; before the fix, the IRQ was never taken in the 1000- and 5000-iteration cases.
+    """
+    code = arm(
+        0xE3001000 | (masked_iterations & 0xFFF) | (masked_iterations >> 12) << 16,  # loop: movw r1, #n
+        0xE2511001,  # spin: subs r1, r1, #1
+        0x1AFFFFFD,  # bne spin
+        0xF1080080,  # cpsie i
+        0xE320F000,  # nop          <- the IRQ is taken before this
+        0xF10C0080,  # cpsid i
+        0xEAFFFFF9,  # b loop
+    )
+    machine = bare_machine(code, max_insns=20 * masked_iterations + 1000)
+    irqs: list[tuple[int, int]] = []
+    machine.events.on_exception = lambda ev: irqs.append((ev.pc, ev.insn_count)) if ev.kind.name == "IRQ" else None
+    machine.irq_line = True  # an interrupt is pending from the start; the CPU starts with IRQs masked
+    machine.run()
+    assert irqs[:1] == [(RAM_BASE + 0x8000 + 16, 1 + 2 * masked_iterations + 1)]  # mov, the spin, cpsie
+
+
 def _loop_trace() -> list[tuple[int, bool]]:
     """What the Thumb loop of test_engine_facts executes, entered from ARM code: (address, whether its
     condition passes), in order; the last one is where the run ends, after the wfi."""

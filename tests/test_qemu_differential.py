@@ -1,4 +1,5 @@
-"""Differential check: the default workload's userspace output in qppsuite against qemu-system-arm.
+"""Differential check: the default workload's userspace output in qppsuite against qemu-system-arm, on the
+default (bookworm) image and on trixie's.
 
 Both machines boot the image's own kernel, initramfs and bootargs; QEMU's
 ``-M virt -cpu cortex-a15`` is the reference.  The userspace part of the
@@ -272,12 +273,24 @@ def boot_qppsuite(image: ImageBundle) -> str:
     return console.decode(errors="replace")
 
 
-@pytest.mark.qemu
-@pytest.mark.boot
-def test_default_workload_matches_qemu(default_image: ImageBundle, tmp_path: Path) -> None:
-    reference = normalise(userspace(boot_qemu(default_image, tmp_path / "qemu-serial.log"), "qemu-system-arm"))
-    ours = normalise(userspace(boot_qppsuite(default_image), "qppsuite"))
+def compare_with_qemu(image: ImageBundle, tmp_path: Path) -> None:
+    """The default workload's normalised userspace console, booted in qemu-system-arm and in qppsuite: equal."""
+    reference = normalise(userspace(boot_qemu(image, tmp_path / "qemu-serial.log"), "qemu-system-arm"))
+    ours = normalise(userspace(boot_qppsuite(image), "qppsuite"))
     assert reference[-1] == "QPPSUITE-EXIT 0", reference[-1]
     if ours != reference:
         diff = "\n".join(difflib.unified_diff(reference, ours, "qemu-system-arm", "qppsuite", lineterm="", n=2))
         pytest.fail(f"userspace output diverges from qemu-system-arm after normalisation:\n{diff}")
+
+
+@pytest.mark.qemu
+@pytest.mark.boot
+def test_default_workload_matches_qemu(default_image: ImageBundle, tmp_path: Path) -> None:
+    compare_with_qemu(default_image, tmp_path)
+
+
+@pytest.mark.qemu
+@pytest.mark.boot
+def test_default_workload_matches_qemu_on_trixie(trixie_image: ImageBundle, tmp_path: Path) -> None:
+    """The same on Debian trixie's 6.12 kernel and busybox (``image build --suite trixie``)."""
+    compare_with_qemu(trixie_image, tmp_path)

@@ -82,13 +82,23 @@ def build(
     packages: Annotated[
         str, typer.Option("--packages", help="Extra Debian armhf packages, comma-separated (e.g. strace,python3).")
     ] = "",
+    suite: Annotated[
+        str,
+        typer.Option("--suite", help="Debian suite to take every package from, through the host's apt archive."),
+    ] = "bookworm",
+    kernel: Annotated[
+        str | None,
+        typer.Option(
+            "--kernel", metavar="VERSION", help="armmp kernel release, e.g. 6.12.117+deb13 (default: the newest)"
+        ),
+    ] = None,
     cache_dir: CacheOption = None,
 ) -> None:
     """Build an image bundle from Debian packages and print its path."""
     from qppsuite.images.builder import build_image, default_image_name, parse_package_list  # apt, debfiles: only here
 
     extra = parse_package_list(packages)
-    image_name = name or default_image_name(extra)
+    image_name = name or default_image_name(extra, suite)
     started = time.monotonic()
     with status_console.status(styled(f"building image '{image_name}'")) as status:
 
@@ -96,7 +106,7 @@ def build(
             status_console.print(styled((f"{time.monotonic() - started:6.1f}s ", "dim"), message))
             status.update(styled(message))
 
-        bundle = build_image(image_name, packages=extra, cache=cache_dir, progress=progress)
+        bundle = build_image(image_name, packages=extra, suite=suite, kernel=kernel, cache=cache_dir, progress=progress)
     profile = "with" if bundle.profile_path else "without"
     status_console.print(
         styled(
@@ -177,6 +187,7 @@ def info(
     kernel = manifest["kernel"]
     overview.add_row("kernel", f"{kernel.get('package', kernel['file'])} {kernel.get('version', '')}".strip())
     overview.add_row("release", str(kernel.get("release", "?")))
+    overview.add_row("suite", str(manifest.get("suite", "?")))
     overview.add_row("bootargs", bundle.bootargs)
     overview.add_row("profile", bundle.profile_path.name if bundle.profile_path else "none")
     overview.add_row("modules", ", ".join(manifest.get("modules", [])) or "none")

@@ -9,14 +9,20 @@
  * past the budget, unless it is the run's first block, and never past the limit (docs/engine.md,
  * "Time").
  *
+ * While an interrupt is pending and the CPU masks it, the hook can also end the run before the first
+ * block that starts with CPSR.I clear (stop_unmasked), so the machine takes the interrupt there, as a CPU
+ * does at the instruction after the unmasking (ARM ARM B1.8, asynchronous exception masking).  An
+ * instruction that writes CPSR.I ends its block in the translator, so that block boundary is exactly the
+ * unmasking's.
+ *
  * The same hook dispatches entry hooks: a block starting at a watched address calls the Python
  * function in ``entry``.  The engine calls this hook at every block anyway, so a watched address
  * costs one probe of an open-addressing table here, instead of one more Unicorn block hook that the
  * engine would scan at every block of the whole system (and translated code to drop when it comes
  * and goes).
  *
- * It calls no Unicorn symbol directly: qppsuite.core.icount passes uc_emu_stop and uc_ctl in the
- * struct, so this file builds without Unicorn's headers or library.  The Python side mirrors the
+ * It calls no Unicorn symbol directly: qppsuite.core.icount passes uc_emu_stop, uc_ctl and uc_reg_read in
+ * the struct, so this file builds without Unicorn's headers or library.  The Python side mirrors the
  * struct with ctypes and checks its size against qpp_icount_size().
  *
  * It is also a (methodless) Python extension module, so that pip builds and installs it.
@@ -25,6 +31,8 @@
 #include <stdint.h>
 
 #define QPP_ICOUNT_SLOTS 65536 /* a power of two */
+#define QPP_UC_ARM_REG_CPSR 3  /* unicorn/arm.h */
+#define QPP_CPSR_I 0x80u       /* IRQ mask bit (ARM ARM B1.3.3) */
 
 struct qpp_icount_slot {
     uint64_t pc;
@@ -47,11 +55,13 @@ struct qpp_icount {
     uint64_t last_pc;      /* the block entered last */
     uint32_t last_size;    /* its length in bytes; 0 once its instructions are accounted for */
     uint32_t last_icount;  /* its instructions */
-    uint32_t budget_stop;  /* why this run ended before a block: 1 the budget or limit, 2 stop_pending */
+    uint32_t budget_stop;  /* why this run ended before a block: 1 the budget or limit, 2 stop_pending,
+                              3 CPSR.I clear with stop_unmasked set */
     uint32_t generation;   /* cached counts of another generation are looked up again */
     uint64_t lookups;      /* counts asked of the translator (cache misses) */
     int (*stop)(void *uc);
     int (*ctl)(void *uc, int control, ...);
+    int (*reg_read)(void *uc, int regid, void *value);
     int32_t request_cache; /* UC_CTL_READ_WRITE(UC_CTL_TB_REQUEST_CACHE, 2) */
     uint32_t stop_pending; /* 1: end the run before the next block (a stop asked from a device) */
     void (*entry)(uint64_t address, uint32_t size); /* called for a block at a watched address */
@@ -59,7 +69,7 @@ struct qpp_icount {
     uint32_t watch_mask;   /* slots - 1 (a power of two) */
     uint32_t watched;      /* watched addresses in the table */
     uint32_t removed;      /* slots marked removed */
-    uint32_t padding;
+    uint32_t stop_unmasked; /* 1: end the run before a block (but the first) that starts with CPSR.I clear */
     struct qpp_icount_slot cache[QPP_ICOUNT_SLOTS];
 };
 
@@ -137,6 +147,14 @@ void qpp_icount_block(void *uc, uint64_t address, uint32_t size, void *user)
         q->budget_stop = 2;
         q->stop(uc);
         return;
+    }
+    if (q->stop_unmasked && q->executed != 0) {
+        uint64_t cpsr = 0;
+        if (q->reg_read(uc, QPP_UC_ARM_REG_CPSR, &cpsr) == 0 && !(cpsr & QPP_CPSR_I)) {
+            q->budget_stop = 3;
+            q->stop(uc);
+            return;
+        }
     }
     struct qpp_icount_slot *slot = &q->cache[(address >> 1) & (QPP_ICOUNT_SLOTS - 1)];
     uint32_t icount;

@@ -347,9 +347,10 @@ class Engine:
             self._deleted.append(cfunc)
 
     # -- execution ---------------------------------------------------------
-    def run(self, pc: int, budget: int, limit: int = 1 << 62) -> tuple[int, bool]:
+    def run(self, pc: int, budget: int, limit: int = 1 << 62, *, until_unmasked: bool = False) -> tuple[int, bool]:
         """Run from ``pc`` (bit 0 = Thumb), entering no translated block past ``budget`` instructions but the
-        first, and none past ``limit``.
+        first, and none past ``limit``; with ``until_unmasked``, no block but the first that starts with CPSR.I
+        clear either (:attr:`unmasked` then tells so): the machine takes a pending IRQ there.
 
         Returns ``(executed, faulted)``: the instructions retired (exact: docs/engine.md,
         "Time") and whether the run stopped on an access to unmapped physical memory (see
@@ -361,7 +362,7 @@ class Engine:
         if self._stepping:
             self._stepping = False  # uc_emu_start drops the engine's count hook and all translated code
         blocks = self._blocks
-        blocks.start(budget, limit)
+        blocks.start(budget, limit, until_unmasked=until_unmasked)
         self._stop_pc = None
         status = self._start(pc, 0)
         if not blocks.between_blocks:
@@ -404,6 +405,11 @@ class Engine:
     def budget_reached(self) -> bool:
         """Whether the last :meth:`run` ended because its next block would have gone past the budget or limit."""
         return self._blocks.budget_reached
+
+    @property
+    def unmasked(self) -> bool:
+        """Whether the last :meth:`run` (``until_unmasked``) ended before a block that starts with CPSR.I clear."""
+        return self._blocks.unmasked
 
     def stop(self) -> None:
         """End the run at the next instruction boundary the engine allows (``uc_emu_stop``).

@@ -53,6 +53,7 @@ class _State(ctypes.Structure):
         ("lookups", ctypes.c_uint64),
         ("stop", ctypes.c_void_p),
         ("ctl", ctypes.c_void_p),
+        ("reg_read", ctypes.c_void_p),
         ("request_cache", ctypes.c_int32),
         ("stop_pending", ctypes.c_uint32),
         ("entry", ctypes.c_void_p),
@@ -60,7 +61,7 @@ class _State(ctypes.Structure):
         ("watch_mask", ctypes.c_uint32),
         ("watched", ctypes.c_uint32),
         ("removed", ctypes.c_uint32),
-        ("padding", ctypes.c_uint32),
+        ("stop_unmasked", ctypes.c_uint32),
         ("cache", _Slot * SLOTS),
     )
 
@@ -104,6 +105,7 @@ class BlockCounter:
         lib.qpp_icount_rehash(ctypes.byref(state), self._table, WATCH_SLOTS - 1)
         state.stop = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p)
         state.ctl = ctypes.cast(uclib.uc_ctl, ctypes.c_void_p)
+        state.reg_read = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p)
         state.request_cache = REQUEST_CACHE
         hook = ctypes.c_size_t()
         status = uclib.uc_hook_add(
@@ -139,13 +141,15 @@ class BlockCounter:
         """Addresses watched now."""
         return int(self._state.watched)
 
-    def start(self, budget: int, limit: int = 1 << 62) -> None:
+    def start(self, budget: int, limit: int = 1 << 62, *, until_unmasked: bool = False) -> None:
         """Begin a run that enters no block past ``budget`` instructions but its first, and none past ``limit``
-        (so a run whose first block does not fit in ``limit`` ends at once, with nothing executed)."""
+        (so a run whose first block does not fit in ``limit`` ends at once, with nothing executed); with
+        ``until_unmasked``, and no block but the first that starts with CPSR.I clear either."""
         state = self._state
         state.executed = 0
         state.budget = budget
         state.limit = limit
+        state.stop_unmasked = int(until_unmasked)
         state.budget_stop = 0
         state.stop_pending = 0
         state.last_size = 0
@@ -170,9 +174,14 @@ class BlockCounter:
         return self._state.budget_stop == 1
 
     @property
+    def unmasked(self) -> bool:
+        """Whether the run ended before a block that starts with CPSR.I clear (``until_unmasked``)."""
+        return self._state.budget_stop == 3
+
+    @property
     def between_blocks(self) -> bool:
-        """Whether the run ended before a block (budget, limit or :meth:`stop_before_next_block`): every block
-        it entered ran whole."""
+        """Whether the run ended before a block (budget, limit, ``until_unmasked`` or
+        :meth:`stop_before_next_block`): every block it entered ran whole."""
         return self._state.budget_stop != 0
 
     def last_block(self) -> tuple[int, int] | None:

@@ -57,9 +57,6 @@ PANIC_MARKER = b"Kernel panic - not syncing"
 
 #: Hooks removed during a quantum are deleted when it ends; this many waiting end it early.
 DEFERRED_DELETIONS = 8
-#: While an IRQ is pending but masked: single steps, then one chunk of this many instructions.
-MASKED_SINGLE_STEPS = 48
-MASKED_CHUNK = 1024
 #: Consecutive aborts with no instruction executed in between that mean the guest cannot progress.
 STUCK_FAULTS = 1000
 
@@ -177,7 +174,6 @@ class Machine:
         self._progress_insn = 0
         self._progress_wall = 0.0
         self._deadline_wall: float | None = None
-        self._masked_steps = 0
         self._stuck = 0
         self._line = bytearray()
         self._hooks: dict[int, _Hook] = {}
@@ -382,11 +378,13 @@ class Machine:
         deadline = self._next_deadline_ns()
         if deadline is not None:
             budget = min(budget, clock.insns_until(deadline))
+        # A pending IRQ the CPU masks is taken at the first block boundary where CPSR.I is clear: an instruction
+        # that clears it ends its block (docs/engine.md, "Time"), and the run stops before the next one.
+        until_unmasked = False
         if self.irq_line:
             if self.cpu.cpsr & CPSR_I:
-                budget = min(budget, self._masked_budget())
+                until_unmasked = True
             else:
-                self._masked_steps = 0
                 self._take_irq()
         self._fault = None
         self._running = True
@@ -398,9 +396,11 @@ class Machine:
             executed, faulted = self.engine.step(self.cpu.resume_address())
             budget = executed
         elif target is None:
-            executed, faulted = self.engine.run(self.cpu.resume_address(), budget)
+            executed, faulted = self.engine.run(self.cpu.resume_address(), budget, until_unmasked=until_unmasked)
         else:
-            executed, faulted = self.engine.run(self.cpu.resume_address(), budget, target - clock.retired)
+            executed, faulted = self.engine.run(
+                self.cpu.resume_address(), budget, target - clock.retired, until_unmasked=until_unmasked
+            )
             if executed == 0 and self.engine.budget_reached:
                 self._step_until = target
         self._running = False
@@ -505,20 +505,6 @@ class Machine:
             if self.on_input is not None:
                 self.on_input(now, port, data)
             (self.uart if port == "console" else self.devices.channel).push_rx(data)
-
-    def _masked_budget(self) -> int:
-        """Instructions to run while an IRQ is pending but masked.
-
-        Linux's idle loop unmasks for only a few instructions (WFI, cpsie,
-        cpsid, WFI), so a chunk would always end masked and the IRQ would never
-        be taken (docs/engine.md, "Time").  Single-step a while, then let a longer
-        masked section run in one chunk, and single-step again.
-        """
-        self._masked_steps += 1
-        if self._masked_steps <= MASKED_SINGLE_STEPS:
-            return 1
-        self._masked_steps = 0
-        return MASKED_CHUNK
 
     def _idle(self) -> None:
         """WFI with nothing pending: jump virtual time to the next timer event or byte on the channel.
@@ -793,7 +779,6 @@ class Machine:
         pages, ram = nonzero_pages(self._ram)
         loop = {
             "last_ttbr0": self._last_ttbr0,
-            "masked_steps": self._masked_steps,
             "stuck": self._stuck,
             "last_abort_at": self._last_abort_at,
             "rootfs_watched": self._rootfs_watch is None,
@@ -823,7 +808,6 @@ class Machine:
             self.psci.set_state(state["psci"])
             self.clock.set_state(state["clock"])
             self._last_ttbr0 = int(loop["last_ttbr0"])
-            self._masked_steps = int(loop["masked_steps"])
             self._stuck = int(loop["stuck"])
             self._last_abort_at = int(loop["last_abort_at"])
             watched = bool(loop["rootfs_watched"])

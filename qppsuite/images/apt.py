@@ -1,9 +1,12 @@
-"""A private apt for one foreign architecture, living entirely under the cache directory.
+"""A private apt for one foreign architecture and one Debian suite, living entirely under the cache directory.
 
 The host's configured sources are reused (so whatever mirror the host trusts
-is what images come from), but lists, the package cache and the dpkg status
-are private: the host's dpkg architectures and package state are never
-touched, and the status file stays *empty*, so dependency resolution answers
+is what images come from): each entry of the host's own release is read from
+apt at run time (``apt-get indextargets``) and rewritten for the suite asked
+for (``bookworm-updates`` becomes ``trixie-updates``), into a sources list
+under the cache.  Lists, the package cache and the dpkg status are private:
+the host's dpkg architectures and package state are never touched, and the
+status file stays *empty*, so dependency resolution answers
 "what would a bare system need" - exactly the closure to put in an initramfs.
 
 apt is driven through its command-line tools rather than python-apt, which is
@@ -33,6 +36,9 @@ from qppsuite.errors import BuildError
 LISTS_MAX_AGE_S = 6 * 3600
 UPDATE_STAMP = "qppsuite-updated"
 
+SUITE_NAME = re.compile(r"^[a-z][a-z0-9]*$")
+"""A Debian suite as ``--suite`` takes it: a codename or ``stable``-style name, without a ``-updates`` pocket."""
+
 INST_LINE = re.compile(r"^Inst (?P<name>[^\s:]+)(?::\S+)? (?:\[\S+\] )?\((?P<version>\S+) .*\[(?P<arch>[^\]]+)\]\)")
 
 Progress = Callable[[str], None]
@@ -58,6 +64,71 @@ class AptPackage:
         return f"{self.name}_{self.version.replace(':', '%3a')}_{self.architecture}.deb"
 
 
+@dataclass(frozen=True)
+class Source:
+    """One ``deb`` entry of a sources list: the archive's URI, a suite and its components."""
+
+    uri: str
+    suite: str
+    components: tuple[str, ...]
+
+    @property
+    def line(self) -> str:
+        """The entry as a one-line ``sources.list`` line."""
+        return f"deb {self.uri} {self.suite} {' '.join(self.components)}"
+
+
+def host_sources() -> list[Source]:
+    """The host's configured ``deb`` entries as apt itself parses them (one-line and deb822 files alike).
+
+    ``apt-get indextargets`` lists every index target of every configured
+    entry, whether or not its lists were ever downloaded; entries are merged
+    per (URI, suite) with their components in order.
+    """
+    if shutil.which("apt-get") is None:
+        raise BuildError("apt-get not found: building images needs Debian's apt on the host")
+    result = subprocess.run(
+        ["apt-get", "indextargets", "--format", "$(TARGET_OF) $(REPO_URI) $(RELEASE) $(COMPONENT)"],
+        env=dict(os.environ, LC_ALL="C"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BuildError(f"apt cannot list the host's sources: {_apt_errors(result.stderr + result.stdout)}")
+    merged: dict[tuple[str, str], list[str]] = {}
+    for line in result.stdout.splitlines():
+        fields = line.split()
+        if len(fields) != 4 or fields[0] != "deb":
+            continue
+        components = merged.setdefault((fields[1], fields[2]), [])
+        if fields[3] not in components:
+            components.append(fields[3])
+    return [Source(uri, suite, tuple(components)) for (uri, suite), components in merged.items()]
+
+
+def sources_for_suite(host: Sequence[Source], suite: str) -> list[Source]:
+    """The host's entries of its own release, rewritten for ``suite``; the pocket after the first '-' is kept.
+
+    The host's release is the suite most of its entries share before any
+    ``-pocket`` (``bookworm`` for ``bookworm``, ``bookworm-updates`` and
+    ``bookworm-security``); entries of other releases (a third party's
+    repository) are left out, since no other suite can be derived from them.
+    Raises BuildError naming what was found when the host has no such entry.
+    """
+    if not SUITE_NAME.match(suite):
+        raise BuildError(f"invalid suite {suite!r}: a Debian codename such as bookworm or trixie")
+    bases = [source.suite.partition("-")[0] for source in host]
+    if not bases:
+        raise BuildError("the host's apt has no deb sources configured: no archive to build images from")
+    release = max(sorted(set(bases)), key=bases.count)
+    return [
+        Source(source.uri, suite + source.suite[len(release) :], source.components)
+        for source, base in zip(host, bases, strict=True)
+        if base == release
+    ]
+
+
 def _apt_errors(text: str) -> str:
     """apt's own error lines, joined into one line (warnings only if there is no error)."""
     lines = [line.strip() for line in text.splitlines()]
@@ -74,24 +145,45 @@ def file_sha256(path: Path) -> str:
 class PrivateApt:
     """apt-get/apt-cache with private state under ``root`` and one architecture.
 
-    ``update`` runs at most once per instance (one instance per build); a
-    failed ``update`` is remembered, because its message explains a later
-    "package not found" better than the lookup's message alone.
+    ``sources`` are the entries apt reads (None: the host's own sources list
+    and parts, as configured).  Each suite keeps its own state (lists and
+    status) under ``root/suites/SUITE``, so two suites' packages never mix in
+    one resolution; downloaded .debs are shared, their names being exact
+    versions.  ``update`` runs at most once per instance (one instance per
+    build); a failed ``update`` is remembered, because its message explains a
+    later "package not found" better than the lookup's message alone.
     """
 
-    def __init__(self, root: Path, architecture: str = "armhf", progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        architecture: str = "armhf",
+        progress: Progress | None = None,
+        *,
+        suite: str | None = None,
+        sources: Sequence[Source] | None = None,
+    ) -> None:
         self.root = root
         self.architecture = architecture
-        self.state_dir = root / "state"
+        self.suite = suite
+        self.state_dir = root / "state" if suite is None else root / "suites" / suite
         self.cache_dir = root / "cache"
         self.archives_dir = self.cache_dir / "archives"
         self.status_file = self.state_dir / "status"
+        self.sources_file: Path | None = None
         self.updated = False
         self.update_problem: str | None = None
         self._progress = progress or (lambda _message: None)
         for directory in (self.state_dir / "lists" / "partial", self.archives_dir / "partial"):
             directory.mkdir(parents=True, exist_ok=True)
         self.status_file.touch()
+        if sources is not None:
+            self.sources_file = self.state_dir / "sources.list"
+            text = "".join(f"{source.line}\n" for source in sources)
+            if not self.sources_file.exists() or self.sources_file.read_text() != text:
+                self.sources_file.write_text(text)
+                (self.state_dir / UPDATE_STAMP).unlink(missing_ok=True)  # other sources: the lists are stale
+            (self.state_dir / "sources.list.d").mkdir(exist_ok=True)
 
     def options(self) -> list[str]:
         options = {
@@ -106,6 +198,9 @@ class PrivateApt:
             "APT::Architectures::": self.architecture,
             "APT::Get::Assume-Yes": "true",
         }
+        if self.sources_file is not None:
+            options["Dir::Etc::sourcelist"] = self.sources_file
+            options["Dir::Etc::sourceparts"] = self.state_dir / "sources.list.d"
         if os.geteuid() == 0:
             # The _apt sandbox user cannot write into a cache under root's home.
             options["APT::Sandbox::User"] = "root"
@@ -166,7 +261,8 @@ class PrivateApt:
         if any(self.state_dir.joinpath("lists").glob("*_Packages*")):
             (self.state_dir / UPDATE_STAMP).touch()
         elif result.returncode != 0:
-            raise BuildError(f"apt-get update found no package lists: {self.update_problem}")
+            suite = f" for {self.suite}" if self.suite else ""
+            raise BuildError(f"apt-get update found no package lists{suite}: {self.update_problem}")
 
     def _failure(self, what: str, message: str) -> BuildError:
         if self.update_problem:

@@ -40,14 +40,17 @@ from elftools.elf.elffile import ELFFile
 from qppsuite import __version__
 from qppsuite.core.image import MANIFEST_FORMAT, MANIFEST_NAME, ImageBundle, cache_dir, open_image
 from qppsuite.errors import BuildError, ImageError
-from qppsuite.images.apt import AptPackage, PrivateApt, file_sha256
+from qppsuite.images.apt import AptPackage, PrivateApt, file_sha256, host_sources, sources_for_suite
 from qppsuite.images.guest import guest_script
 from qppsuite.images.initramfs import CpioEntry, InitramfsTree, rootfs_bytes
 
 DEFAULT_IMAGE = "debian-armhf"
 ARCHITECTURE = "armhf"
 KERNEL_FLAVOUR = "armmp"
-KERNEL_PACKAGE = re.compile(rf"^linux-image-(?P<abi>\d+\.\d+\.\d+-\d+)-{KERNEL_FLAVOUR}$")
+# The release part is 6.1.0-28 in bookworm and 6.12.117+deb13 in trixie; flavours such as -rt-armmp and
+# -armmp-lpae are other kernels and do not match.
+KERNEL_PACKAGE = re.compile(rf"^linux-image-(?P<abi>\d+\.\d+(?:\.\d+)?(?:\+[a-z0-9.]+)?(?:-\d+)?)-{KERNEL_FLAVOUR}$")
+DEFAULT_SUITE = "bookworm"
 BUSYBOX_PACKAGE = "busybox-static"
 DEFAULT_BOOTARGS = "console=ttyAMA0 cryptomgr.notests"
 IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -95,9 +98,11 @@ class KernelParts:
     modules: dict[str, bytes]  # initramfs path -> .ko
 
 
-def default_image_name(packages: Sequence[str]) -> str:
-    """``debian-armhf`` plus ``+pkg`` per extra package, so each package set gets its own bundle."""
-    return "+".join([DEFAULT_IMAGE, *packages])
+def default_image_name(packages: Sequence[str], suite: str = DEFAULT_SUITE) -> str:
+    """``debian-armhf`` (``debian-armhf-SUITE`` for another suite) plus ``+pkg`` per extra package, so each
+    suite and package set gets its own bundle."""
+    base = DEFAULT_IMAGE if suite == DEFAULT_SUITE else f"{DEFAULT_IMAGE}-{suite}"
+    return "+".join([base, *packages])
 
 
 def parse_package_list(text: str) -> list[str]:
@@ -110,19 +115,42 @@ def parse_package_list(text: str) -> list[str]:
     return names
 
 
-def select_kernel(apt: PrivateApt) -> tuple[AptPackage, AptPackage]:
-    """The newest ``linux-image-<abi>-armmp`` whose ``-dbg`` package also has a candidate."""
-    abis = []
-    for name in apt.package_names("linux-image-"):
-        match = KERNEL_PACKAGE.match(name)
-        if match:
-            abis.append((Version(match["abi"]), name))
-    for _abi, name in sorted(abis, reverse=True):
+def select_kernel(apt: PrivateApt, wanted: str | None = None) -> tuple[AptPackage, AptPackage]:
+    """The ``linux-image-<release>-armmp`` package to build from, and its ``-dbg`` twin.
+
+    Without ``wanted``, the newest release (Debian version order) whose
+    ``-dbg`` package also has a candidate.  ``wanted`` picks one release, given
+    as apt lists it (``6.12.117+deb13``, ``6.12.117+deb13-armmp`` or the
+    package name).  Raises BuildError naming the armmp kernels apt lists (and
+    every linux-image name when none is armmp) when nothing fits.
+    """
+    names = apt.package_names("linux-image-")
+    kernels = sorted(
+        ((Version(match["abi"]), name) for name in names if (match := KERNEL_PACKAGE.match(name))), reverse=True
+    )
+    listed = ", ".join(name.removeprefix("linux-image-") for _abi, name in kernels)
+    where = f" in {apt.suite}" if apt.suite else ""
+    if not kernels:
+        found = ", ".join(names) or "no linux-image-* package at all"
+        raise BuildError(f"no linux-image-*-{KERNEL_FLAVOUR} kernel{where} in apt's lists; listed: {found}")
+    candidates = [name for _abi, name in kernels]
+    if wanted is not None:
+        package = wanted if wanted.startswith("linux-image-") else f"linux-image-{wanted}"
+        if not package.endswith(f"-{KERNEL_FLAVOUR}"):
+            package += f"-{KERNEL_FLAVOUR}"
+        if package not in candidates:
+            raise BuildError(f"no {KERNEL_FLAVOUR} kernel {wanted}{where}; listed: {listed}")
+        candidates = [package]
+    without_dbg = []
+    for name in candidates:
         if apt.has_package(name) and apt.has_package(f"{name}-dbg"):
             image, dbg = apt.show([name, f"{name}-dbg"])
             return image, dbg
-    listed = ", ".join(name for _abi, name in sorted(abis)) or "none"
-    raise BuildError(f"no linux-image-*-{KERNEL_FLAVOUR} kernel with a -dbg package in apt's lists; listed: {listed}")
+        without_dbg.append(name.removeprefix("linux-image-"))
+    raise BuildError(
+        f"no linux-image-*-{KERNEL_FLAVOUR} kernel{where} with an installable -dbg package "
+        f"(needed for the OSI profile); without one: {', '.join(without_dbg)}; listed: {listed}"
+    )
 
 
 def modinfo(ko: bytes) -> dict[str, str]:
@@ -181,12 +209,15 @@ def _open_data_tar(deb: Path) -> tarfile.TarFile:
 
 
 def extract_kernel(deb: Path, release: str) -> KernelParts:
-    """vmlinuz, config and the first self-contained candidate module from the kernel package."""
-    wanted = {
-        f"boot/vmlinuz-{release}": "vmlinuz",
-        f"boot/config-{release}": "config",
-        **{f"lib/modules/{release}/{candidate}": candidate for candidate in MODULE_CANDIDATES},
-    }
+    """vmlinuz, config and the first self-contained candidate module from the kernel package.
+
+    Trixie's kernel packages ship modules under ``usr/lib/modules`` (merged /usr) and XZ-compressed
+    (``.ko.xz``, CONFIG_MODULE_COMPRESS_XZ); a module goes into the image decompressed, as
+    ``lib/modules/RELEASE/...ko``, which is where the workload looks and what busybox insmod loads.
+    """
+    modules = [f"lib/modules/{release}/{candidate}" for candidate in MODULE_CANDIDATES]
+    shipped = [f"{usr}{module}{xz}" for module in modules for usr in ("", "usr/") for xz in ("", ".xz")]
+    wanted = {f"boot/vmlinuz-{release}", f"boot/config-{release}", *shipped}
     found: dict[str, bytes] = {}
     try:
         with _open_data_tar(deb) as tar:
@@ -195,8 +226,11 @@ def extract_kernel(deb: Path, release: str) -> KernelParts:
                 if name in wanted and member.isreg():
                     handle = tar.extractfile(member)
                     if handle is not None:
-                        found[name] = handle.read()
-                    if len(found) == len(wanted):
+                        data = handle.read()
+                        if name.endswith(".ko.xz"):
+                            name, data = name.removesuffix(".xz"), lzma.decompress(data, format=lzma.FORMAT_XZ)
+                        found[name.removeprefix("usr/")] = data
+                    if len(found) == len(modules) + 2:
                         break  # the rest is thousands of modules the image does not take
     except (tarfile.TarError, lzma.LZMAError, EOFError) as err:
         raise BuildError(f"{deb.name} is damaged: {err}") from None
@@ -265,8 +299,13 @@ def _nibble_table_candidates(binary: bytes, length: int) -> list[int]:
 def build_initramfs(
     busybox_deb: Path, kernel: KernelParts, extra_debs: Sequence[Path], progress: Progress
 ) -> InitramfsTree:
-    """The guest root: busybox and its applets, extra packages, modules, /init and the workload."""
-    tree = InitramfsTree()
+    """The guest root: busybox and its applets, extra packages, modules, /init and the workload.
+
+    The tree has the merged-/usr layout when busybox's package has it (``/usr/bin/busybox``, trixie on).
+    """
+    with _open_data_tar(busybox_deb) as tar:
+        merged_usr = "bin/busybox" not in {name.removeprefix("./") for name in tar.getnames()}
+    tree = InitramfsTree(merged_usr=merged_usr)
     for directory in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "etc/qppsuite"):
         tree.add_directory(directory)
     tree.add_directory("tmp", 0o1777)
@@ -369,13 +408,20 @@ def build_image(
     name: str = DEFAULT_IMAGE,
     *,
     packages: Sequence[str] = (),
+    suite: str = DEFAULT_SUITE,
+    kernel: str | None = None,
     cache: Path | None = None,
     progress: Progress | None = None,
 ) -> ImageBundle:
     """Build (or rebuild, byte-identically) the bundle ``name`` and return it, loaded and verified.
 
     ``packages`` are extra Debian armhf packages unpacked into the initramfs
-    with their dependencies.  ``progress`` receives one line per step.
+    with their dependencies.  ``suite`` is the Debian release every package
+    comes from, through the host's configured archive (see
+    :func:`qppsuite.images.apt.sources_for_suite`); ``kernel`` picks one armmp
+    kernel release among those the suite lists (see :func:`select_kernel`;
+    default: the newest).  ``progress`` receives one line per step.  Every
+    failure is a one-line BuildError.
     """
     report: Progress = progress or (lambda _message: None)
     if not IMAGE_NAME.match(name):
@@ -385,7 +431,9 @@ def build_image(
     try:
         images.mkdir(parents=True, exist_ok=True)
         remove_stale_builds(root)
-        return _build(name, list(packages), root, images, report)
+        sources = sources_for_suite(host_sources(), suite)
+        apt = PrivateApt(root / "apt", ARCHITECTURE, report, suite=suite, sources=sources)
+        return _build(name, list(packages), kernel, apt, images, report)
     except OSError as err:
         if err.errno == errno.ENOSPC:
             raise BuildError(f"no space left on the device holding {root} while building image '{name}'") from None
@@ -394,21 +442,23 @@ def build_image(
 
 @dataclass(frozen=True)
 class BuildInputs:
-    """The exact packages an image is made from, downloaded."""
+    """The exact packages an image is made from, downloaded, and the suite they come from."""
 
+    suite: str
     kernel: AptPackage
     dbg: AptPackage | None  # only fetched when a profile will be built
     initramfs: list[AptPackage]  # busybox-static, the requested packages and their dependencies
     debs: dict[str, Path]  # package name -> .deb in the private apt cache
 
 
-def _build(name: str, packages: list[str], root: Path, images: Path, report: Progress) -> ImageBundle:
+def _build(
+    name: str, packages: list[str], kernel: str | None, apt: PrivateApt, images: Path, report: Progress
+) -> ImageBundle:
     profile_builder = _optional_profile_builder()
-    apt = PrivateApt(root / "apt", ARCHITECTURE, report)
     # One build at a time per cache: builds share apt's state, and two
     # builds of one name must not interleave their bundle swaps.
     with apt.locked():
-        inputs = _fetch_inputs(apt, packages, with_dbg=profile_builder is not None, root=root)
+        inputs = _fetch_inputs(apt, packages, kernel, with_dbg=profile_builder is not None, root=images.parent)
         staging = Path(tempfile.mkdtemp(dir=images, prefix=f".build-{name}-"))
         try:
             staging.chmod(0o755)  # mkdtemp's 0700 would make the bundle private to this user
@@ -423,25 +473,29 @@ def _build(name: str, packages: list[str], root: Path, images: Path, report: Pro
         raise BuildError(f"the freshly built image '{name}' does not load: {err}") from None
 
 
-def _fetch_inputs(apt: PrivateApt, packages: list[str], *, with_dbg: bool, root: Path) -> BuildInputs:
+def _fetch_inputs(
+    apt: PrivateApt, packages: list[str], wanted_kernel: str | None, *, with_dbg: bool, root: Path
+) -> BuildInputs:
     apt.refresh()
     try:
-        kernel, dbg, initramfs = _resolve_inputs(apt, packages)
+        kernel, dbg, initramfs = _resolve_inputs(apt, packages, wanted_kernel)
     except BuildError:
         if apt.updated:
             raise
         # Stale lists may name versions the archive no longer has: one update, then retry.
         apt.refresh(force=True)
-        kernel, dbg, initramfs = _resolve_inputs(apt, packages)
+        kernel, dbg, initramfs = _resolve_inputs(apt, packages, wanted_kernel)
     downloads = [kernel, *initramfs, *([dbg] if with_dbg else [])]
     scratch = PROFILE_SCRATCH_BYTES if with_dbg else 0
     _check_free_space(root, apt.missing_bytes(downloads) + scratch + BUILD_SLACK_BYTES)
     debs = {package.name: apt.download(package) for package in downloads}
-    return BuildInputs(kernel, dbg if with_dbg else None, initramfs, debs)
+    return BuildInputs(apt.suite or DEFAULT_SUITE, kernel, dbg if with_dbg else None, initramfs, debs)
 
 
-def _resolve_inputs(apt: PrivateApt, packages: list[str]) -> tuple[AptPackage, AptPackage, list[AptPackage]]:
-    kernel, dbg = select_kernel(apt)
+def _resolve_inputs(
+    apt: PrivateApt, packages: list[str], wanted_kernel: str | None
+) -> tuple[AptPackage, AptPackage, list[AptPackage]]:
+    kernel, dbg = select_kernel(apt, wanted_kernel)
     initramfs = apt.resolve([BUSYBOX_PACKAGE, *packages])
     return kernel, dbg, initramfs
 
@@ -472,6 +526,7 @@ def _assemble(
         "format": MANIFEST_FORMAT,
         "name": name,
         "created_by": f"qppsuite {__version__}",
+        "suite": inputs.suite,
         "kernel": {
             "file": KERNEL_FILE,
             "package": inputs.kernel.name,

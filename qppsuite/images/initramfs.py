@@ -14,6 +14,7 @@ tree always yields the same bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import stat
 import tarfile
@@ -234,16 +235,38 @@ class InitramfsTree:
 
     "Later wins" is deliberate: packages the user asked for replace busybox's
     applet links of the same name, as installing them on a real system would.
+
+    With ``merged_usr`` the tree has Debian's merged-/usr layout (trixie's
+    packages ship only ``/usr/bin``, ``/usr/lib``, and rely on ``/bin``,
+    ``/sbin`` and ``/lib`` being links to them, as usrmerge makes on a real
+    system): those three are symlinks, and any path under them is stored
+    under ``usr/``, so the archive never writes through a symlink.
     """
 
-    def __init__(self) -> None:
+    MERGED_DIRECTORIES = ("bin", "sbin", "lib")
+
+    def __init__(self, *, merged_usr: bool = False) -> None:
         self._entries: dict[str, CpioEntry] = {}
+        self.merged_usr = merged_usr
+        if merged_usr:
+            for directory in self.MERGED_DIRECTORIES:
+                self.add_directory(f"usr/{directory}")
+                self._entries[directory] = CpioEntry.symlink(directory, f"usr/{directory}")
+
+    def _canonical(self, path: str) -> str:
+        path = normalize_path(path)
+        if self.merged_usr and path.split("/", 1)[0] in self.MERGED_DIRECTORIES:
+            return f"usr/{path}"
+        return path
 
     def add(self, entry: CpioEntry) -> None:
-        existing = self._entries.get(entry.path)
+        path = self._canonical(entry.path)
+        if path != entry.path:
+            entry = dataclasses.replace(entry, path=path)
+        existing = self._entries.get(path)
         if existing is not None and existing.is_dir and entry.is_dir:
             return  # keep the first directory's mode; packages all ship 0755 anyway
-        self._entries[entry.path] = entry
+        self._entries[path] = entry
 
     def add_file(self, path: str, data: bytes, perm: int = 0o644) -> None:
         self.add(CpioEntry.file(path, data, perm))
@@ -255,10 +278,10 @@ class InitramfsTree:
         self.add(CpioEntry.symlink(path, target))
 
     def get(self, path: str) -> CpioEntry | None:
-        return self._entries.get(normalize_path(path))
+        return self._entries.get(self._canonical(path))
 
     def __contains__(self, path: str) -> bool:
-        return normalize_path(path) in self._entries
+        return self._canonical(path) in self._entries
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -295,7 +318,7 @@ class InitramfsTree:
                 continue
             taken += 1
         for member in hardlinks:
-            target = self._entries.get(normalize_path(member.linkname))
+            target = self._entries.get(self._canonical(member.linkname))
             if target is None:
                 raise ImageError(f"{origin}: hard link {member.name} points to missing {member.linkname}")
             self.add(CpioEntry(normalize_path(member.name), target.mode, target.data))
