@@ -3,8 +3,9 @@
 Both emulators boot the image's kernel, initramfs and bootargs and run the
 default workload to power-off.  Figures printed:
 
-* the whole process as a user runs it, ``python -m qppsuite run -q IMAGE``
-  (interpreter start-up and imports included) against ``qemu-system-arm``,
+* the whole process as a user runs it, ``python -m qppsuite run -q --cold IMAGE``
+  (interpreter start-up and imports included; ``--cold``, since a run restores the image's ready
+  snapshot by default) against ``qemu-system-arm``,
   alternating, ``--pairs`` times: wall and CPU seconds of each pair, and the
   median of the pairs' ratios qppsuite / qemu (target: <= 1.0);
 * qppsuite's guest instructions and MIPS (QEMU exposes no instruction count);
@@ -198,7 +199,7 @@ def main() -> None:
         f"total {ours.insns:,} ({ours.insns / ours.total / 1e6:.0f} MIPS)"
     )
     print(f"interpreter start-up and imports: {startup:.2f} s")
-    ours_cmd = [sys.executable, "-m", "qppsuite", "run", "-q", str(image.path)]
+    ours_cmd = [sys.executable, "-m", "qppsuite", "run", "-q", "--cold", str(image.path)]
     ratios: list[tuple[float, float]] = []
     for pair in range(args.pairs):
         q_wall, q_cpu = time_process(ours_cmd)
