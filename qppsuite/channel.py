@@ -93,6 +93,9 @@ def parse_file_spec(spec: str) -> list[GuestFile]:
     is the longest part before a ``:`` (or the whole) that exists on the host.
     """
     host_text, sep, guest_text = _split_existing(spec)
+    if not host_text:  # Path("") is the current directory
+        where = "before the ':'" if sep else "given"
+        raise ChannelError(f"--file {spec!r}: no host file or directory {where}")
     host = Path(host_text).expanduser()
     if not host.exists():
         raise ChannelError(f"--file {spec!r}: {host} does not exist")

@@ -52,6 +52,7 @@ PINNED_OPTIONS = (
     "warm",
     "cold",
     "start_from",
+    "cold_channel",
 )
 #: Stops a replay cannot meet by itself (the wall clock, the user leaving the console): the recording pins
 #: the instruction count instead, and the replay ends there (``max_insns``).
@@ -217,6 +218,7 @@ def record(
     watch = _Watch(console)
     result = run(options, watch.console, image=image, io=watch.io(host=host, on_input=watch.stamp, progress=progress))
     pinned = {key: getattr(options, key) for key in PINNED_OPTIONS} | {"warm": options.uses_channel}
+    pinned["cold_channel"] = options.cold and result.start == "booted"  # files went in through the channel
     if result.reason.kind in PINNED_AT_COUNT:
         pinned["max_insns"] = result.insn_count
     recording = Recording(
@@ -237,9 +239,15 @@ def record(
 
 
 def default_path(image: str) -> Path:
-    """Where ``qppsuite record`` writes when not told: recordings/IMAGE-YYYYmmddTHHMMSSZ.json (UTC)."""
-    name = Path(image).name or "image"
-    return DEFAULT_DIR / f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    """Where ``qppsuite record`` writes when not told: recordings/IMAGE-YYYYmmddTHHMMSSZ.json (UTC), with
+    ``-2``, ``-3``... before ``.json`` when a recording of that second exists, so none is overwritten."""
+    stem = f"{Path(image).name or 'image'}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    path = DEFAULT_DIR / f"{stem}.json"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = DEFAULT_DIR / f"{stem}-{suffix}.json"
+    return path
 
 
 def replay(

@@ -72,6 +72,9 @@ class RunOptions:
     interactive: bool = False
     #: Start from this named snapshot (:func:`save_snapshot`) instead of the ready one.
     start_from: str | None = None
+    #: With ``cold``: boot through the channel even with no file to carry, as a ``--cold`` run with files did
+    #: (its files are in the recorded input a replay gives).
+    cold_channel: bool = False
     #: Where one-line notices go (a ready snapshot refused and made again); None: nowhere.
     notice: Callable[[str], None] | None = None
 
@@ -252,11 +255,7 @@ def run(
             started, early = _reach_ready(machine, options, image, channel, saved)
             if early is not None:  # the guest failed before it was ready: no plugin was loaded
                 return RunResult(early, machine.insn_count, time.monotonic() - start, image, [], _signal(received))
-            heard = io.on_channel_output  # the guest's channel output, on the line and by hypercall
-            machine.channel_sink = channel.feed if heard is None else _both(heard, channel.feed)
-            machine.hypercall_sink = channel.give if heard is None else _both(heard, channel.give)
-            if not replaying:
-                machine.hypercall_source = channel.take
+            _connect(machine, channel, io.on_channel_output, replaying)
         if io.at_start is not None:
             io.at_start()
         if io.replayed is not None:
@@ -309,6 +308,17 @@ def _all_input_delivered(
         return verify(reason, insn_count) if verify is not None else reason
 
     return check
+
+
+def _connect(
+    machine: Machine, channel: Channel, heard: Callable[[bytes], None] | None = None, replaying: bool = False
+) -> None:
+    """The guest's channel output, on the line and by hypercall, to ``channel`` (and to ``heard``); the bulk
+    hypercalls' input from ``channel``, unless a replay gives the recorded answers."""
+    machine.channel_sink = channel.feed if heard is None else _both(heard, channel.feed)
+    machine.hypercall_sink = channel.give if heard is None else _both(heard, channel.give)
+    if not replaying:
+        machine.hypercall_source = channel.take
 
 
 def _both(first: Callable[[bytes], None], second: Callable[[bytes], None]) -> Callable[[bytes], None]:
@@ -466,7 +476,7 @@ def _choose_start(
     """
     if not options.uses_channel:
         return options, None
-    may_boot = not options.files and not options.copy_out and options.start_from is None
+    may_boot = not (options.files or options.copy_out or options.cold_channel) and options.start_from is None
     booted = replace(options, warm=False)
     if may_boot and (options.cold or image.initrd_path is None):
         return booted, None
@@ -619,6 +629,7 @@ def save_snapshot(name: str, options: RunOptions, console: Callable[[bytes], Non
     with stop_on_signals(machine) as received:
         _, reason = _reach_ready(machine, options, image, channel, saved)
         if reason is None:
+            _connect(machine, channel)  # files from 16 KB go in by hypercall
 
             def ended() -> None:  # the agent waits for work again once it has done all it was sent
                 if channel.served:

@@ -46,6 +46,9 @@ def test_a_host_file_name_may_hold_colons(tmp_path: Path) -> None:
     assert (a.host.name, a.guest) == ("a", "/tmp/b:c")
     with pytest.raises(ChannelError, match="missing does not exist"):
         parse_file_spec(f"{tmp_path / 'missing'}:/tmp/x")
+    for empty in ("", ":/tmp/x"):  # not the current directory
+        with pytest.raises(ChannelError, match="no host"):
+            parse_file_spec(empty)
 
 
 @pytest.mark.boot

@@ -2,6 +2,7 @@
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 from qppsuite.cli import app
 from qppsuite.core.image import ImageBundle
 from qppsuite.core.qpp import Plugin
-from qppsuite.recording import Recording, RecordingError, record, replay
+from qppsuite.recording import Recording, RecordingError, default_path, record, replay
 from qppsuite.session import RunOptions
 
 
@@ -87,3 +88,19 @@ def test_a_changed_image_or_damaged_file_is_refused(recording: Path, tmp_path: P
         Recording.load(tmp_path / "junk.json")
     with pytest.raises(RecordingError, match="cannot read recording"):
         Recording.load(tmp_path / "missing.json")
+
+
+def test_recordings_made_in_the_same_second_get_their_own_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    second_of_all = time.struct_time((2026, 12, 5, 20, 47, 51, 5, 339, 0))
+    monkeypatch.setattr(time, "gmtime", lambda *_: second_of_all)
+    first = default_path("debian-armhf")
+    assert first == Path("recordings/debian-armhf-20261205T204751Z.json")
+    first.parent.mkdir()
+    first.write_text("{}")
+    second = default_path("debian-armhf")
+    assert second == Path("recordings/debian-armhf-20261205T204751Z-2.json")
+    second.write_text("{}")
+    assert default_path("debian-armhf").name == "debian-armhf-20261205T204751Z-3.json"

@@ -117,6 +117,16 @@ def test_an_interactive_console_passes_cursor_controls_and_escapes_the_rest() ->
     assert sink.data == b"ab\x1b[2K\x1b[1;31mred\\x1b]0;evil title\x07\\x1b[?1049h\x08"
 
 
+def test_interactive_with_stdin_closed_is_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "qppsuite", "run", "-i", "--cmd", "true"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False,
+        preexec_fn=lambda: os.close(0),  # as a shell's `<&-`
+    )  # fmt: skip
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == "error: -i: standard input is closed, so nothing can be typed into the guest"
+
+
 # -- on the real guest ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def recorded_file_run(default_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
@@ -149,6 +159,20 @@ def test_a_file_run_records_its_input_and_replays_identically_with_the_plugin_st
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert f"replayed {rec.insn_count:,} instructions identically" in done.stderr
+
+
+@pytest.mark.boot
+def test_a_cold_run_with_a_file_replays_identically(default_image: ImageBundle, tmp_path: Path) -> None:
+    """--cold with --file boots through the channel; its replay, given the file's bytes from the recording and
+    no file to carry, must boot the same way (it once booted without the channel and never took the input)."""
+    (tmp_path / "note").write_text("a small file\n")
+    done = qppsuite("record", "--cold", "-o", "cold.json", "--file", "note:/tmp/note", "--cmd", "cat /tmp/note",
+                    cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert Recording.load(tmp_path / "cold.json").options["cold_channel"] is True
+    again = qppsuite("replay", "cold.json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "identically" in again.stderr
 
 
 @pytest.mark.boot

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 
 from qppsuite.cli import err_console
 from qppsuite.cli.terminal import styled
+from qppsuite.errors import QppsuiteError
 
 #: Ctrl-], the key that leaves the console (as telnet's escape character).
 LEAVE_KEY = 0x1D
@@ -117,6 +118,8 @@ def keyboard(interactive: bool, quiet: bool) -> Iterator[KeyboardInput | None]:
     if not interactive:
         yield None
         return
+    if sys.stdin is None or sys.stdin.closed:  # started with stdin closed (`<&-`)
+        raise QppsuiteError("-i: standard input is closed, so nothing can be typed into the guest")
     fd = sys.stdin.fileno()
     if not sys.stdin.isatty():
         yield KeyboardInput(fd, leave=None)

@@ -8,7 +8,7 @@ from typing import Annotated, BinaryIO
 
 import typer
 
-from qppsuite.channel import DEFAULT_GUEST_DIR, parse_copy_out, parse_file_spec
+from qppsuite.channel import DEFAULT_GUEST_DIR, ChannelError, parse_copy_out, parse_file_spec
 from qppsuite.cli import app, err_console
 from qppsuite.cli.keyboard import keyboard
 from qppsuite.cli.terminal import ConsoleStream, channel_progress, styled
@@ -83,15 +83,26 @@ MAX_INSNS_HELP = (
 
 
 def command_text(cmd: str | None, cmd_file: Path | None) -> str | None:
-    """The guest command of --cmd or --cmd-file (one of them); an unreadable file is one ImageError line."""
+    """The guest command of --cmd or --cmd-file (one of them); a file that cannot be read, is not UTF-8 or holds
+    a NUL byte (which no shell reads) is one :class:`ChannelError` line, as a bad --file is."""
     if cmd is not None and cmd_file is not None:
         raise GuestError("--cmd and --cmd-file both give the command: use one")
     if cmd_file is None:
         return cmd
     try:
-        return cmd_file.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ImageError(f"--cmd-file {cmd_file}: {getattr(exc, 'strerror', None) or exc}") from exc
+        data = cmd_file.read_bytes()
+    except OSError as exc:
+        raise ChannelError(f"--cmd-file {cmd_file}: {exc.strerror or exc}") from exc
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        raise ChannelError(
+            f"--cmd-file {cmd_file}: byte {data[exc.start]:#04x} at offset {exc.start} is not UTF-8",
+            hint="save the script as UTF-8 (iconv -t UTF-8)",
+        ) from None
+    if "\0" in text:
+        raise ChannelError(f"--cmd-file {cmd_file}: a NUL byte at offset {text.index(chr(0))}, which no shell reads")
+    return text
 
 
 @contextmanager
