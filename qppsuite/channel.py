@@ -134,6 +134,20 @@ def _split_existing(spec: str) -> tuple[str, str, str]:
     return spec.partition(":")
 
 
+def _replace_file(path: Path, data: bytes) -> None:
+    """Put ``data`` at ``path`` whole or not at all: written beside it under a hidden name (permissions as a new
+    file's), then renamed over it, so a run killed meanwhile leaves the old file, not part of the new one."""
+    partial = path.with_name(f".{path.name}.qppsuite-{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -312,7 +326,7 @@ class Channel:
                 continue
             try:
                 want.host.parent.mkdir(parents=True, exist_ok=True)
-                want.host.write_bytes(data)
+                _replace_file(want.host, data)
             except OSError as exc:
                 self.unsaved.append(f"{want.host}: {exc.strerror or exc}")
                 continue

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from tool_modules import load_tool
 
-from qppsuite.channel import ChannelError, parse_copy_out, parse_file_spec
+from qppsuite.channel import Channel, ChannelError, parse_copy_out, parse_file_spec
 from qppsuite.core.image import ImageBundle
 from qppsuite.session import RunOptions, ready_snapshot_key, ready_snapshot_path, run
 
@@ -104,3 +104,23 @@ def test_a_users_own_static_program_runs_from_file_and_its_calls_are_logged_unde
     with sqlite3.connect(db) as conn:
         names = conn.execute("SELECT name FROM syscalls WHERE process_name = 'mytool'").fetchall()
     assert [n for (n,) in names].count("getpid") == 6
+
+
+def test_a_copy_out_replaces_the_host_file_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Written beside the old file and renamed over it: a run killed while writing 100 MB left part of the new
+    file under the final name, and the old one gone."""
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old contents")
+    channel = Channel(copy_out=[parse_copy_out(f"/tmp/x:{target}")])
+    channel.received["/tmp/x"] = b"new contents"
+
+    def killed(*_args: object) -> None:
+        raise KeyboardInterrupt  # as a signal arriving between the write and the rename
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        channel.write_copies()
+    assert target.read_bytes() == b"old contents" and sorted(tmp_path.iterdir()) == [target]
+    monkeypatch.undo()
+    assert channel.write_copies() == [target]
+    assert target.read_bytes() == b"new contents" and sorted(tmp_path.iterdir()) == [target]

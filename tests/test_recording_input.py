@@ -325,3 +325,18 @@ def test_a_copy_out_of_a_growing_file_and_of_proc_comes_back_at_the_size_it_had(
     log = (tmp_path / "log").read_bytes()
     assert log and set(log.replace(b"xxxx\n", b"").strip(b"\0")) <= set(b"x\n")
     assert (tmp_path / "version").read_text().startswith("Linux version ")
+
+
+@pytest.mark.boot
+def test_a_copy_out_of_a_device_or_a_fifo_is_refused_at_once(default_image: ImageBundle, tmp_path: Path) -> None:
+    """Only regular files come back: sizing /dev/zero or a FIFO by reading it never ended (the run hung to
+    --timeout)."""
+    done = qppsuite(
+        "run", "--timeout", "120", "--cmd", "mkfifo /tmp/fifo",
+        "--copy-out", "/tmp/fifo:fifo", "--copy-out", "/dev/zero:zero", "--copy-out", "/proc/version:version",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "timeout" not in done.stderr and "/tmp/fifo was not copied" in done.stderr
+    assert not (tmp_path / "fifo").exists() and not (tmp_path / "zero").exists()
+    assert (tmp_path / "version").read_text().startswith("Linux version ")

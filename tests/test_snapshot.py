@@ -6,6 +6,8 @@ machines then run to power-off: the console output after the save and the
 final instruction count must be identical.
 """
 
+import copy
+import dataclasses
 import zipfile
 from pathlib import Path
 
@@ -83,6 +85,38 @@ def test_a_damaged_or_edited_snapshot_is_one_line(default_image: ImageBundle, tm
     other = build_machine(RunOptions(ram_mib=512), default_image, None)
     with pytest.raises(SnapshotError, match="256 MiB of RAM; this one has 512 MiB"):
         other.restore(snapshot.read(path))
+
+
+@pytest.fixture(scope="module")
+def good_snapshot(default_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory) -> snapshot.Snapshot:
+    path = tmp_path_factory.mktemp("edited") / "good.snapshot"
+    saved(default_image, path)
+    return snapshot.read(path)
+
+
+@pytest.mark.parametrize(
+    ("part", "field", "value"),
+    [
+        ("clock", "ns_per_insn", 0),  # a ZeroDivisionError traceback once
+        ("clock", "retired", "abc"),  # a TypeError traceback once
+        ("clock", "retired", -1),  # a run that went on, from instruction -1, once
+        ("clock", "skipped_ns", 2.5),
+        ("loop", "last_ttbr0", "x"),
+        ("loop", "rootfs_watched", 1),
+    ],
+)
+@pytest.mark.boot
+def test_a_snapshot_whose_state_was_edited_is_refused_in_one_line(
+    default_image: ImageBundle, good_snapshot: snapshot.Snapshot, part: str, field: str, value: object
+) -> None:
+    """An edit that keeps the members' sha256 right (made by hand) still may not crash or mislead a run."""
+    good = good_snapshot
+    state = copy.deepcopy(good.state)
+    state[part][field] = value
+    machine = build_machine(RunOptions(), default_image, None)
+    with pytest.raises(SnapshotError, match=f"does not fit this machine: .*{field}") as caught:
+        machine.restore(dataclasses.replace(good, state=state))
+    assert "\n" not in str(caught.value)
 
 
 @pytest.mark.boot

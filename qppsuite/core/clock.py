@@ -7,6 +7,8 @@ values at the same instructions and print byte-identical consoles.
 
 from collections.abc import Callable
 
+from qppsuite.core.devices.base import DeviceStateError, state_int
+
 #: Virtual nanoseconds per guest instruction: a 250 MIPS guest, close to what
 #: the engine really achieves, so guest timeouts feel like wall time.
 NS_PER_INSN = 4
@@ -52,6 +54,10 @@ class VirtualClock:
         return {"retired": self.retired, "skipped_ns": self.skipped_ns, "ns_per_insn": self.ns_per_insn}
 
     def set_state(self, state: dict[str, int]) -> None:
-        self.retired = state["retired"]
-        self.skipped_ns = state["skipped_ns"]
-        self.ns_per_insn = state["ns_per_insn"]
+        """Restore :meth:`get_state`; :class:`DeviceStateError` for a field that is no count this clock can
+        hold (a negative or non-integer count, another rate than this machine's)."""
+        retired = state_int(state, "clock", "retired", 63)
+        skipped_ns = state_int(state, "clock", "skipped_ns", 63)
+        if state_int(state, "clock", "ns_per_insn", 63) != self.ns_per_insn:
+            raise DeviceStateError(f"clock state field 'ns_per_insn' is not this machine's {self.ns_per_insn}")
+        self.retired, self.skipped_ns = retired, skipped_ns

@@ -33,7 +33,7 @@ from qppsuite.core.cpu import (
     ExceptionEvent,
     ExceptionKind,
 )
-from qppsuite.core.devices.base import DeviceStateError
+from qppsuite.core.devices.base import DeviceStateError, state_field, state_int
 from qppsuite.core.devices.psci import PowerEvent
 from qppsuite.core.engine import EXCP_BKPT, EXCP_DATA_ABORT, EXCP_PREFETCH_ABORT, EXCP_SMC, EXCP_SWI, Engine
 from qppsuite.core.events import AddressSpaceSwitch, CoreEvents, StopReason, SvcEvent
@@ -807,10 +807,10 @@ class Machine:
             self.devices.channel.set_state(state["channel"])
             self.psci.set_state(state["psci"])
             self.clock.set_state(state["clock"])
-            self._last_ttbr0 = int(loop["last_ttbr0"])
-            self._stuck = int(loop["stuck"])
-            self._last_abort_at = int(loop["last_abort_at"])
-            watched = bool(loop["rootfs_watched"])
+            self._last_ttbr0 = state_int(loop, "run loop", "last_ttbr0")
+            self._stuck = state_int(loop, "run loop", "stuck", 63)
+            self._last_abort_at = state_field(loop, "run loop", "last_abort_at", int)  # -1: none yet
+            watched = state_field(loop, "run loop", "rootfs_watched", bool)
         except (KeyError, TypeError, ValueError, DeviceStateError) as exc:
             raise SnapshotError(f"the snapshot's machine state does not fit this machine: {exc}") from None
         # Zero all RAM at once: the kernel drops the private anonymous mapping's pages (MADV_DONTNEED,

@@ -58,9 +58,12 @@ while printf 'QPPSUITE-READY\n' >&3 && printf 'G\n' >&3 && read -r kind size mod
 		printf 'S %d\n' "$status" >&3
 		;;
 	O)
-		size=$(stat -c %s "$path" 2>/dev/null)
-		[ "$size" = 0 ] && size=$(cat "$path" 2>/dev/null | wc -c)  # /proc: the size is what a read gives
-		if [ -f "$path" ] && [ -n "$size" ]; then
+		size=
+		if [ -f "$path" ]; then  # first: reading a device or a FIFO to size it would never end
+			size=$(stat -c %s "$path" 2>/dev/null)
+			[ "$size" = 0 ] && size=$(cat "$path" 2>/dev/null | wc -c)  # /proc: the size is what a read gives
+		fi
+		if [ -n "$size" ]; then
 			printf 'D %d %s\n' "$size" "$path" >&3
 			/tmp/.qppsuite/qpp-send <"$path"  # the host cuts or pads what it sends to SIZE
 		else
