@@ -1,6 +1,6 @@
 """``python -m qppsuite`` and the ``qppsuite`` command.
 
-SIGINT and SIGTERM are handled from the first instant: importing the CLI
+SIGINT, SIGTERM, SIGHUP and SIGQUIT are handled from the first instant: importing the CLI
 takes about half a second, and a Ctrl-C there would otherwise print the
 traceback of whichever import it landed in.  Until the run installs its own
 handlers (``session.stop_on_signals``), a signal ends the process with one line
@@ -18,7 +18,7 @@ def _stop_early(signum: int, _frame: object) -> None:
 
 def entry() -> None:
     """The command: signals handled first, then the CLI imported and run."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(signum, _stop_early)
     from qppsuite.cli import main  # after the handlers, on purpose
 

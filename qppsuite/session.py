@@ -650,7 +650,7 @@ def save_snapshot(name: str, options: RunOptions, console: Callable[[bytes], Non
 
 @contextmanager
 def stop_on_signals(machine: Machine) -> Iterator[list[int]]:
-    """SIGINT, SIGTERM and SIGHUP (a closed terminal) stop the run at the next safe point, and nothing else,
+    """SIGINT, SIGTERM, SIGHUP (a closed terminal) and SIGQUIT stop the run at the next safe point, and nothing else,
     for the whole block.
 
     The first signal asks the machine to stop (stop reason ``interrupted``);
@@ -673,7 +673,8 @@ def stop_on_signals(machine: Machine) -> Iterator[list[int]]:
         if len(received) == 1:
             machine.request_stop("interrupted", f"interrupted by {signal.Signals(signum).name}")
 
-    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)  # SIGQUIT's core dump would skip the
+    previous = {signum: signal.signal(signum, stop) for signum in handled}  # terminal's restore and the last commit
     try:
         yield received
     finally:

@@ -68,7 +68,7 @@ def _one_error_line(stderr: str) -> str:
 
 
 @pytest.mark.boot
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGQUIT, 131)])
 def test_a_signal_mid_run_stops_cleanly_commits_the_last_batch_and_ends_the_run_row(
     default_image: ImageBundle, tmp_path: Path, signum: int, code: int
 ) -> None:

@@ -47,7 +47,7 @@ FilesOption = Annotated[
     typer.Option(
         "--file",
         help="HOST[:GUEST] file or directory to put in the guest before the command, permissions kept "
-        f"(default place: {DEFAULT_GUEST_DIR}, on the PATH); repeatable",
+        f"(default place: a file in {DEFAULT_GUEST_DIR}, on the PATH; a directory in /root); repeatable",
     ),
 ]
 CmdFileOption = Annotated[

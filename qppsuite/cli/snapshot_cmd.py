@@ -38,7 +38,10 @@ def save(
         list[str] | None,
         typer.Option(
             "--file",
-            help=f"HOST[:GUEST] file or directory to put in the guest first (default place: {DEFAULT_GUEST_DIR})",
+            help=(
+                f"HOST[:GUEST] file or directory to put in the guest first "
+                f"(default: {DEFAULT_GUEST_DIR}, /root for a directory)"
+            ),
         ),
     ] = None,
     start_from: Annotated[
