@@ -130,13 +130,15 @@ class RunResult:
     #: How the run reached the guest's ready point: "restored" (a snapshot), "booted" (and saved one), or
     #: None when it did not use the channel.
     start: str | None = None
-    #: Host files written from --copy-out, and the guest paths that were no files.
+    #: Host files written from --copy-out, and the guest paths that were no regular files.
     copied: tuple[Path, ...] = ()
     not_copied: tuple[str, ...] = ()
     #: Guest paths of --file files the guest could not write (the command then did not run).
     not_written: tuple[str, ...] = ()
     #: Copies out the host could not write, with why.
     unsaved: tuple[str, ...] = ()
+    #: Copy-outs the guest never answered: it stopped first (powered off, or its channel agent was gone).
+    unanswered: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -272,10 +274,12 @@ def run(
     not_copied: tuple[str, ...] = ()
     not_written: tuple[str, ...] = ()
     unsaved: tuple[str, ...] = ()
+    unanswered: tuple[str, ...] = ()
     if channel is not None:
         copied = tuple(channel.write_copies())
         answered = set(channel.received) | set(channel.missing)
-        not_copied = tuple(channel.missing) + tuple(w.guest for w in options.copy_out if w.guest not in answered)
+        not_copied = tuple(channel.missing)
+        unanswered = tuple(w.guest for w in options.copy_out if w.guest not in answered)
         not_written = tuple(channel.not_written)
         unsaved = tuple(channel.unsaved)
     return RunResult(
@@ -291,6 +295,7 @@ def run(
         not_copied,
         not_written,
         unsaved,
+        unanswered,
     )
 
 

@@ -340,3 +340,13 @@ def test_a_copy_out_of_a_device_or_a_fifo_is_refused_at_once(default_image: Imag
     assert "timeout" not in done.stderr and "/tmp/fifo was not copied" in done.stderr
     assert not (tmp_path / "fifo").exists() and not (tmp_path / "zero").exists()
     assert (tmp_path / "version").read_text().startswith("Linux version ")
+
+
+@pytest.mark.boot
+def test_a_copy_out_the_guest_never_answered_says_the_guest_stopped_first(
+    default_image: ImageBundle, tmp_path: Path
+) -> None:
+    done = qppsuite("run", "-q", "--cmd", "poweroff -f", "--copy-out", "/etc/passwd:passwd", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "/etc/passwd was not copied: the guest stopped before the copy" in done.stderr
+    assert "no regular file" not in done.stderr and not (tmp_path / "passwd").exists()

@@ -227,6 +227,11 @@ def run_command(
         )
     if result.unsaved:
         raise ImageError(f"--copy-out: cannot write {result.unsaved[0]}")
+    if result.unanswered:
+        raise GuestError(
+            f"--copy-out: {result.unanswered[0]} was not copied: the guest stopped before the copy "
+            f"(the command powered it off, or ended the channel's agent) (stopped after {summary})"
+        )
     if result.not_copied:
         raise GuestError(
             f"--copy-out: {result.not_copied[0]} was not copied: no regular file of that name in the guest, "
