@@ -34,7 +34,7 @@ from qppsuite.core.machine import HostInput
 from qppsuite.errors import QppsuiteError
 from qppsuite.hostfiles import unwritable
 from qppsuite.schemas import load_schema, schema_problem
-from qppsuite.session import GuestIO, RunOptions, RunResult, run
+from qppsuite.session import GuestIO, RunOptions, RunResult, channel_script, run
 
 RECORDING_FORMAT = "qppsuite-recording/2"
 #: Formats :meth:`Recording.load` reads: 1 had no input and no channel.
@@ -238,6 +238,20 @@ def record(
     return recording, result
 
 
+def _check_script(recording: Recording, options: RunOptions) -> None:
+    """A channel run's command reached the guest as recorded input, which the replay feeds back: the
+    recording's ``options.cmd`` must be the script that input carries (``R SIZE`` and its bytes), or the file
+    no longer says what ran."""
+    script = channel_script(options)
+    line = b"".join(data for _count, port, data in recording.input_stamps() if port == "channel")
+    if b"R %d - -\n%s" % (len(script), script) not in line:
+        raise RecordingError(
+            "the recording's options do not describe its input: the command it names is not the script the "
+            "guest received",
+            hint="the file was edited; record the run again",
+        )
+
+
 def default_path(image: str) -> Path:
     """Where ``qppsuite record`` writes when not told: recordings/IMAGE-YYYYmmddTHHMMSSZ.json (UTC), with
     ``-2``, ``-3``... before ``.json`` when a recording of that second exists, so none is overwritten."""
@@ -284,6 +298,8 @@ def replay(
         timeout_seconds=timeout_seconds,
         **recording.options,
     )
+    if recording.format == RECORDING_FORMAT and options.uses_channel:
+        _check_script(recording, options)
     watch = _Watch(console)
     if recording.format == RECORDING_FORMAT:
         # a format-1 recording is checked as it was made: its console from power-on, no channel

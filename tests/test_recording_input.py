@@ -176,6 +176,19 @@ def test_a_cold_run_with_a_file_replays_identically(default_image: ImageBundle, 
 
 
 @pytest.mark.boot
+def test_a_recording_whose_command_was_edited_is_refused(recorded_file_run: tuple[Path, str], tmp_path: Path) -> None:
+    """The command went in as recorded input, so an edited options.cmd would replay 'identically' while the file
+    names a command that never ran."""
+    path, _ = recorded_file_run
+    edited = json.loads(path.read_text())
+    edited["options"]["cmd"] = "echo evil"
+    (tmp_path / "edited.json").write_text(json.dumps(edited))
+    done = qppsuite("replay", str(tmp_path / "edited.json"), cwd=tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: the recording's options do not describe its input")
+
+
+@pytest.mark.boot
 def test_a_replay_fed_other_input_diverges_in_one_line(recorded_file_run: tuple[Path, str], tmp_path: Path) -> None:
     path, _ = recorded_file_run
     rec = Recording.load(path)
