@@ -223,7 +223,8 @@ def run_command(
         raise GuestError(
             f"--file: the guest could not write {result.not_written[0]}, so the command did not run "
             f"(stopped after {summary})",
-            hint="is there room in the guest (--ram), and no directory of that name?",
+            hint="the guest's own message is on its console (no room: a bigger --ram; a directory of that name; "
+            "a program running from that file)",
         )
     if result.unsaved:
         raise ImageError(f"--copy-out: cannot write {result.unsaved[0]}")
