@@ -14,15 +14,27 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from qppsuite.errors import PluginError
+
+# sqlite-utils imports numpy only to store numpy values (sqlite_utils/db.py: `try: import numpy`), which this
+# database never holds; numpy's import and its BLAS threads were 0.1 s of every traced run's start-up.  So it is
+# imported with numpy hidden (an ImportError for it), unless something imported numpy already.
+_HIDE_NUMPY = "numpy" not in sys.modules
+if _HIDE_NUMPY:
+    sys.modules["numpy"] = None  # type: ignore[assignment]
+try:
+    import sqlite_utils
+finally:
+    if _HIDE_NUMPY:
+        del sys.modules["numpy"]
+
 
 RUNS = "runs"
 PROCESSES = "processes"
