@@ -52,5 +52,5 @@ def test_the_real_profile_resolves_every_offset(default_image: object) -> None:
     assert path is not None
     layout = KernelLayout.from_profile(KernelProfile.load(path))
     assert layout.page_offset == 0xC0000000 and layout.comm_len == 16
-    assert layout.range64_slots == 32 and layout.arange64_slots == 21
+    assert layout.maple is not None and layout.maple.range64_slots == 32 and layout.maple.arange64_slots == 21
     assert layout.entry_task is not None and layout.banner.startswith("Linux version 6.1.0")
