@@ -88,7 +88,8 @@ class OsiLinux(Plugin):
             image = labels.get("image", "?")
             raise PluginError(
                 f"osi_linux needs a kernel profile and image '{image}' carries none",
-                hint="pass -p osi_linux:profile=PROFILE.json (see `qppsuite profile build`)",
+                hint="pass -p osi_linux:profile=FILE: a Volatility 3 ISF of this kernel (dwarf2json linux --elf "
+                "VMLINUX), or `qppsuite profile build VMLINUX|linux-image-*-dbg.deb -o FILE` from its debug info",
             )
         try:
             profile = KernelProfile.load(Path(path))
