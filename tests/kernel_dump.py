@@ -4,11 +4,13 @@ import base64
 import gzip
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from qppsuite.plugins.osi_linux.kernel_memory import KernelMemory
+from qppsuite.plugins.osi_linux.layout import KernelLayout, MapleLayout, StackThreadInfo, UserRegsLayout, VmaListLayout
 
 PAGE = 4096
+T = TypeVar("T")
 
 
 def load_dump(path: Path) -> tuple[dict[str, Any], bytearray, KernelMemory]:
@@ -23,3 +25,20 @@ def load_dump(path: Path) -> tuple[dict[str, Any], bytearray, KernelMemory]:
         return None if index is None else index * PAGE
 
     return dump, ram, KernelMemory(memoryview(ram), 0, translate)
+
+
+def dumped_layout(fields: dict[str, Any]) -> KernelLayout:
+    """The KernelLayout a dump recorded (``dataclasses.asdict`` of it, through JSON), as the dataclass again."""
+
+    def part(cls: type[T], name: str) -> T | None:
+        value = fields.get(name)
+        return None if value is None else cls(**value)
+
+    return KernelLayout(**{
+        **fields,
+        "maple": part(MapleLayout, "maple"),
+        "vma_list": part(VmaListLayout, "vma_list"),
+        "stack_thread_info": part(StackThreadInfo, "stack_thread_info"),
+        "user_regs": part(UserRegsLayout, "user_regs"),
+        "module_sizes": tuple(fields["module_sizes"]),
+    })

@@ -29,6 +29,18 @@ def test_text_offset_is_read_from_the_entry_code() -> None:
     assert text_offset(b"\0" * 256) == DEFAULT_TEXT_OFFSET
 
 
+def test_text_offset_of_a_5_10_kernel_is_read_from_its_phys_offset_pair() -> None:
+    """Before 5.11, stext loads ``2: .long .; .long PAGE_OFFSET`` (bullseye's armmp: at 0x84, 0xc0208084 and
+    0xc0000000) with ``adr r3, 2f; ldmia r3, {r4, r8}``; loaded at 0x8000 instead, it never printed a byte."""
+    entry = (0xE28F3038).to_bytes(4, "little") + (0xE8930110).to_bytes(4, "little")  # adr r3, 0x84; ldmia
+    image = bytearray(0x100)
+    image[0x44:0x4C] = entry
+    image[0x84:0x8C] = (0xC0208084).to_bytes(4, "little") + (0xC0000000).to_bytes(4, "little")
+    assert text_offset(bytes(image)) == 0x208000
+    image[0x88:0x8C] = (0xC0000001).to_bytes(4, "little")  # not a TEXT_OFFSET: the default
+    assert text_offset(bytes(image)) == DEFAULT_TEXT_OFFSET
+
+
 def test_not_a_kernel_is_a_one_line_image_error(tmp_path: Path) -> None:
     junk = tmp_path / "vmlinuz"
     junk.write_bytes(b"MZ" + b"\x5a" * 4096)

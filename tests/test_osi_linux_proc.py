@@ -1,14 +1,14 @@
 """osi_linux against the guest's own /proc, for real Debian programs stopped at one instant.
 
-One boot of the oracle image starts eight processes (pigz with two worker threads, python3
-with three threads, a python3 listening socket, perl with files and a pipe and a zombie
-child, busybox sh and sleep), stops them with SIGSTOP, prints their /proc/PID/{stat,maps,fd,
-task/*/stat}, then opens a marker path; at that openat a test plugin asks osi_linux the same
-questions.  Nothing of the stopped processes can change in between, so the answers must be
-equal, field for field.
+One boot of the oracle image of each kernel version (5.10, 6.1, 6.12) starts eight processes
+(pigz with two worker threads, python3 with three threads, a python3 listening socket, perl
+with files and a pipe and a zombie child, busybox sh and sleep), stops them with SIGSTOP,
+prints their /proc/PID/{stat,maps,fd,task/*/stat}, then opens a marker path; at that openat
+a test plugin asks osi_linux the same questions.  Nothing of the stopped processes can change
+in between, so the answers must be equal, field for field.
 
 The same plugin saves every kernel page osi_linux read to answer
-(``tests/data/osi/stopped_processes.json.gz``, rewritten with ``QPPSUITE_WRITE_DUMPS=1``), with
+(``tests/data/osi/stopped_processes-SUITE.json.gz``, rewritten with ``QPPSUITE_WRITE_DUMPS=1``), with
 what the guest printed; the unit test replays osi_linux's walkers on those real pages, so the
 walkers are checked on the kernel's own data structures without a boot.
 """
@@ -25,17 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ORACLE_RAM_MIB
+from conftest import KERNEL_SUITES, ORACLE_RAM_MIB
 from console_sink import Console
-from kernel_dump import PAGE, load_dump
+from kernel_dump import PAGE, dumped_layout, load_dump
 
 from qppsuite.core.image import ImageBundle
 from qppsuite.core.qpp import Plugin
 from qppsuite.plugins.osi_linux import OsiLinux
 from qppsuite.plugins.osi_linux.kernel_memory import KernelMemory
-from qppsuite.plugins.osi_linux.layout import KernelLayout
+from qppsuite.plugins.osi_linux.layout import KernelLayout, MapleLayout
 from qppsuite.plugins.osi_linux.maple_tree import MAPLE_ENODE_NULL, MAPLE_NODE_MASK, maple_entries
-from qppsuite.plugins.osi_linux.mappings import MappingReader
+from qppsuite.plugins.osi_linux.mappings import VECTORS, MappingReader
 from qppsuite.plugins.osi_linux.model import OsiProcess
 from qppsuite.plugins.osi_linux.modules import read_modules
 from qppsuite.plugins.osi_linux.paths import PathReader
@@ -43,7 +43,9 @@ from qppsuite.plugins.osi_linux.tasks import TaskReader
 from qppsuite.plugins.syscalls.context import SyscallContext
 from qppsuite.session import RunOptions, run
 
-DUMP = Path(__file__).parent / "data" / "osi" / "stopped_processes.json.gz"
+#: One dump per kernel version (conftest's KERNEL_SUITES), named by the suite whose oracle image made it.
+DUMPS = {suite: Path(__file__).parent / "data" / "osi" / f"stopped_processes-{suite}.json.gz"
+         for suite in KERNEL_SUITES}
 MARKER = "/tmp/qpp-osi-marker"
 
 PYTHON_THREADS = (
@@ -64,9 +66,13 @@ GUEST_CMD = f"""
 cd /tmp
 insmod /lib/modules/*/kernel/fs/nls/nls_ascii.ko
 pigz -p 2 -b 128 </dev/zero >/dev/null & PIDS="$!"
-echo {base64.b64encode(PYTHON_THREADS.encode()).decode()} | base64 -d > threads.py
-echo {base64.b64encode(PYTHON_SOCKET.encode()).decode()} | base64 -d > listen.py
-echo {base64.b64encode(PERL.encode()).decode()} | base64 -d > zombie.pl
+cat > threads.py <<'QPP_EOF'
+{PYTHON_THREADS}QPP_EOF
+cat > listen.py <<'QPP_EOF'
+{PYTHON_SOCKET}QPP_EOF
+cat > zombie.pl <<'QPP_EOF'
+{PERL}
+QPP_EOF
 python3 threads.py & PIDS="$PIDS $!"
 python3 listen.py & PIDS="$PIDS $!"
 perl zombie.pl & PIDS="$PIDS $!"
@@ -241,7 +247,7 @@ class ProcProbe(Plugin):
 
 
 @pytest.fixture(scope="module")
-def stopped(oracle_image: ImageBundle) -> dict[str, Any]:
+def stopped(suite_oracle_image: ImageBundle) -> dict[str, Any]:
     console = Console()
     probes: list[ProcProbe] = []
     guest_pids: set[int] = set()
@@ -265,7 +271,7 @@ def stopped(oracle_image: ImageBundle) -> dict[str, Any]:
             max_insns=6_000_000_000,
         ),
         sink,
-        image=oracle_image,
+        image=suite_oracle_image,
         on_loaded=loaded,
     )
     assert result.ok, (result.reason, console.text[-3000:])
@@ -274,7 +280,8 @@ def stopped(oracle_image: ImageBundle) -> dict[str, Any]:
     guest = parse_guest(console.text)
     if os.environ.get("QPPSUITE_WRITE_DUMPS"):
         text = console.text.replace("\r", "")
-        DUMP.write_bytes(
+        suite = suite_oracle_image.manifest.get("suite", "bookworm")  # images made before --suite are bookworm's
+        DUMPS[suite].write_bytes(
             gzip.compress(
                 json.dumps(
                     {
@@ -317,13 +324,14 @@ class Replay:
         self.mem.invalidate()
 
 
-def replay() -> Replay:
-    dump, ram, memory = load_dump(DUMP)
-    return Replay(dump, KernelLayout(**dump["layout"]), ram, memory)
+def replay(suite: str = "bookworm") -> Replay:
+    dump, ram, memory = load_dump(DUMPS[suite])
+    return Replay(dump, dumped_layout(dump["layout"]), ram, memory)
 
 
-def test_the_walkers_on_dumped_kernel_pages_give_what_the_guest_printed() -> None:
-    r = replay()
+@pytest.mark.parametrize("suite", list(KERNEL_SUITES))
+def test_the_walkers_on_dumped_kernel_pages_give_what_the_guest_printed(suite: str) -> None:
+    r = replay(suite)
     dump, layout, mem = r.dump, r.layout, r.mem
     paths = PathReader(mem, layout)
     view = _view(
@@ -335,27 +343,54 @@ def test_the_walkers_on_dumped_kernel_pages_give_what_the_guest_printed() -> Non
     assert not wrong, "\n".join(wrong)
 
 
-def _pigz_tree(r: Replay) -> tuple[int, list[int]]:
+def _pigz(r: Replay) -> int:
+    """pigz's mm_struct."""
     tasks = TaskReader(r.mem, r.layout)
     pigz = next(p for p in tasks.processes() if p.name == "pigz")
     ident = tasks.identity(pigz.task)
     assert ident is not None
-    root = r.mem.u32(ident.mm + r.layout.mm_mt_root)
+    return ident.mm
+
+
+def _pigz_tree(r: Replay) -> tuple[MapleLayout, int, list[int]]:
+    maple = r.layout.maple
+    assert maple is not None
+    root = r.mem.u32(_pigz(r) + maple.mm_mt_root)
     assert root is not None
-    entries, complete = maple_entries(r.mem, r.layout, root)
+    entries, complete = maple_entries(r.mem, maple, r.layout.page_offset, root)
     assert complete and len(entries) > 30
-    return root, entries
+    return maple, root, entries
 
 
 def test_a_cycle_in_a_real_multi_level_maple_tree_ends_the_walk_incomplete() -> None:
     r = replay()
-    root, entries = _pigz_tree(r)
+    maple, root, entries = _pigz_tree(r)
     node, kind = root & ~MAPLE_NODE_MASK, (root >> 3) & 0xF
-    assert kind == r.layout.maple_arange_64  # an internal root: the tree has more than one level
+    assert kind == maple.maple_arange_64  # an internal root: the tree has more than one level
     # The root's second child becomes the root node itself, encoded as a child (mt_mk_node).
-    r.write_u32(node + r.layout.arange64_slot + 4, node | (kind << 3) | MAPLE_ENODE_NULL)
-    cut, complete = maple_entries(r.mem, r.layout, root)
+    r.write_u32(node + maple.arange64_slot + 4, node | (kind << 3) | MAPLE_ENODE_NULL)
+    cut, complete = maple_entries(r.mem, maple, r.layout.page_offset, root)
     assert not complete and 0 < len(cut) < len(entries) and cut == entries[: len(cut)]
+
+
+def test_a_cycle_in_the_real_vma_list_ends_the_map_and_marks_it() -> None:
+    """5.10's VMAs are a list (mm->mmap, vm_next): a vm_next pointing back ends the walk, the map marked partial."""
+    r = replay("bullseye")
+    vma_list = r.layout.vma_list
+    assert vma_list is not None and r.layout.maple is None
+    maps = MappingReader(r.mem, r.layout, PathReader(r.mem, r.layout))
+    mm = _pigz(r)
+    whole = maps.mappings(mm)
+    assert len(whole) > 30 and not any(m.partial for m in whole)
+    first = r.mem.u32(mm + vma_list.mm_mmap)
+    assert first is not None
+    second = r.mem.u32(first + vma_list.vma_next)
+    assert second is not None
+    third = r.mem.u32(second + vma_list.vma_next)
+    assert third is not None
+    r.write_u32(third + vma_list.vma_next, first)
+    cut = maps.mappings(mm)
+    assert [m.start for m in cut] == [m.start for m in whole[:3]] + [VECTORS.start] and cut[2].partial
 
 
 def test_a_cycle_in_the_real_task_list_ends_the_walk_and_marks_it() -> None:

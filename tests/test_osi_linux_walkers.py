@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qppsuite.plugins.osi_linux.kernel_memory import KernelMemory
-from qppsuite.plugins.osi_linux.layout import KernelLayout
+from qppsuite.plugins.osi_linux.layout import KernelLayout, MapleLayout
 from qppsuite.plugins.osi_linux.maple_tree import maple_entries
 from qppsuite.plugins.osi_linux.mappings import VECTORS, MappingReader
 from qppsuite.plugins.osi_linux.model import OsiProcess
@@ -34,6 +34,11 @@ GARBAGE = 0xDEAD0000  # a kernel-looking address outside RAM
 INIT_TASK = PAGE_OFFSET + 0x400
 MODULES = PAGE_OFFSET + 0x100
 
+MAPLE = MapleLayout(
+    mm_mt_root=0x04, range64_pivot=4, range64_slot=128, range64_meta_end=252, range64_slots=32,
+    arange64_pivot=4, arange64_slot=84, arange64_meta_end=252, arange64_slots=21,
+    maple_leaf_64=1, maple_range_64=2, maple_arange_64=3,
+)
 LAYOUT = KernelLayout(
     banner="Linux version 6.1.0-test", release="6.1.0-test", page_offset=PAGE_OFFSET, comm_len=16,
     text=PAGE_OFFSET, init_task=INIT_TASK, linux_banner=PAGE_OFFSET + 0x200, switch_to=PAGE_OFFSET + 0x300,
@@ -43,17 +48,16 @@ LAYOUT = KernelLayout(
     task_thread_node=0x50, task_signal=0x58, task_comm=0x70, task_mm=0x30, task_start_time=0x60,
     task_files=0x68, task_flags=0x10, task_state=0x08, task_exit_state=0x34, task_exit_code=0x38,
     signal_thread_head=0x10, signal_flags=0x14, signal_group_exit_code=0x18,
-    mm_mt_root=0x04, mm_pgd=0x10, mm_start_brk=0x20, mm_brk=0x24, mm_start_stack=0x28,
-    range64_pivot=4, range64_slot=128, range64_meta_end=252, range64_slots=32,
-    arange64_pivot=4, arange64_slot=84, arange64_meta_end=252, arange64_slots=21,
-    maple_leaf_64=1, maple_range_64=2, maple_arange_64=3,
+    mm_pgd=0x10, mm_start_brk=0x20, mm_brk=0x24, mm_start_stack=0x28,
+    maple=MAPLE,
+    vma_list=None,
     vma_start=0, vma_end=4, vma_flags=8, vma_pgoff=12, vma_file=16, vma_ops=20, vma_private_data=24,
     vma_anon_name=28,
     files_fdt=4, fdt_max_fds=0, fdt_fd=4, file_path_mnt=8, file_path_dentry=12, file_inode=16,
     dentry_parent=0x10, dentry_name_len=0x1C, dentry_name_ptr=0x20, dentry_sb=0x24, dentry_hash_pprev=0x0C,
     inode_ino=8, sb_magic=0x10, mount_vfsmount=0x10, mount_parent=0x08, mount_mountpoint=0x0C, vfsmount_root=0,
     module_list=4, module_name=12, module_name_len=56, module_state=0, module_unformed=3,
-    module_core_base=0x80, module_core_size=0x84, module_init_size=0x94,
+    module_base=0x80, module_sizes=(0x84, 0x94), stack_thread_info=None, task_thread_info=0,
 )
 
 
@@ -132,7 +136,7 @@ class FakeKernel:
         self.u32(mm + LAYOUT.mm_start_brk, brk[0])
         self.u32(mm + LAYOUT.mm_brk, brk[1])
         self.u32(mm + LAYOUT.mm_start_stack, stack)
-        self.u32(mm + LAYOUT.mm_mt_root, self.leaf(vmas) if vmas else 0)
+        self.u32(mm + MAPLE.mm_mt_root, self.leaf(vmas) if vmas else 0)
         return mm
 
     def leaf(self, entries: list[int], node_max: int = 0xFFFFFFFF) -> int:
@@ -140,10 +144,10 @@ class FakeKernel:
         node = self.alloc(256, 256)
         for i, vma in enumerate(entries):
             end = struct.unpack_from("<I", self.ram, vma - PAGE_OFFSET + LAYOUT.vma_end)[0]
-            self.u32(node + LAYOUT.range64_slot + 4 * i, vma)
-            self.u32(node + LAYOUT.range64_pivot + 4 * i, end - 1)
-        self.ram[node - PAGE_OFFSET + LAYOUT.range64_meta_end] = len(entries) - 1
-        return node | (LAYOUT.maple_leaf_64 << 3) | 2
+            self.u32(node + MAPLE.range64_slot + 4 * i, vma)
+            self.u32(node + MAPLE.range64_pivot + 4 * i, end - 1)
+        self.ram[node - PAGE_OFFSET + MAPLE.range64_meta_end] = len(entries) - 1
+        return node | (MAPLE.maple_leaf_64 << 3) | 2
 
     def vma(self, start: int, end: int, flags: int, *, file: int = 0, pgoff: int = 0, ops: int = 0,
             private: int = 0, anon_name: int = 0) -> int:
@@ -322,10 +326,10 @@ def test_mappings_named_like_proc_maps(k: FakeKernel) -> None:
 
 def test_garbage_maple_roots_are_incomplete(k: FakeKernel) -> None:
     # Multi-level trees, and a cycle in one, are tested on a real tree: tests/test_osi_linux_proc.py.
-    assert maple_entries(k.mem, LAYOUT, GARBAGE | 0x12) == ([], False)
-    assert maple_entries(k.mem, LAYOUT, (HOLE + 0x100) | (LAYOUT.maple_leaf_64 << 3) | 2) == ([], False)
+    assert maple_entries(k.mem, MAPLE, PAGE_OFFSET, GARBAGE | 0x12) == ([], False)
+    assert maple_entries(k.mem, MAPLE, PAGE_OFFSET, (HOLE + 0x100) | (MAPLE.maple_leaf_64 << 3) | 2) == ([], False)
     dense = (k.alloc(256, 256)) | 2
-    assert maple_entries(k.mem, LAYOUT, dense) == ([], False)
+    assert maple_entries(k.mem, MAPLE, PAGE_OFFSET, dense) == ([], False)
 
 
 def test_overlapping_or_broken_vmas_mark_the_map_partial(k: FakeKernel) -> None:
@@ -390,9 +394,9 @@ def _module(k: FakeKernel, name: bytes, state: int = 0) -> int:
     module = k.alloc(0xA0, 4)
     k.u32(module + LAYOUT.module_state, state)
     k.put(module + LAYOUT.module_name, name.ljust(56, b"\0"))
-    k.u32(module + LAYOUT.module_core_base, 0xBF000000)
-    k.u32(module + LAYOUT.module_core_size, 12288)
-    k.u32(module + LAYOUT.module_init_size, 4096)
+    k.u32(module + LAYOUT.module_base, 0xBF000000)
+    k.u32(module + LAYOUT.module_sizes[0], 12288)
+    k.u32(module + LAYOUT.module_sizes[1], 4096)
     return module
 
 
@@ -436,7 +440,7 @@ def test_walkers_on_random_memory_never_raise(seed: int, pick: int) -> None:
     k.paths.file_path(target)
     k.paths.open_files(target)
     read_modules(k.mem, LAYOUT)
-    maple_entries(k.mem, LAYOUT, target | (LAYOUT.maple_range_64 << 3) | 2)
+    maple_entries(k.mem, MAPLE, PAGE_OFFSET, target | (MAPLE.maple_range_64 << 3) | 2)
 
 
 def test_kernel_memory_reads_across_pages_and_holes(k: FakeKernel) -> None:

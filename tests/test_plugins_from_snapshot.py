@@ -29,13 +29,12 @@ from typing import Any
 
 import pytest
 from console_sink import Console
-from kernel_dump import PAGE, load_dump
+from kernel_dump import PAGE, dumped_layout, load_dump
 
 from qppsuite.core.image import ImageBundle
 from qppsuite.core.memory import GuestMemoryError
 from qppsuite.core.qpp import Plugin
 from qppsuite.plugins.osi_linux import OsiLinux, OsiProcess, OsiSyscall, OsiThread
-from qppsuite.plugins.osi_linux.layout import KernelLayout, UserRegsLayout
 from qppsuite.plugins.osi_linux.syscall_regs import saved_syscall
 from qppsuite.plugins.osi_linux.tasks import TaskReader
 from qppsuite.session import RunOptions, RunResult, ready_snapshot_key, ready_snapshot_path, run
@@ -292,9 +291,7 @@ def test_a_booted_run_finds_the_same_blocked_calls_and_names_no_snapshot(
 def _replay() -> tuple[dict[str, Any], TaskReader, bytearray]:
     """The dumped pages as kernel memory (writable, to corrupt), the reader over them, and the dump."""
     dump, ram, memory = load_dump(DUMP)
-    fields = dump["layout"]
-    layout = KernelLayout(**{**fields, "user_regs": UserRegsLayout(**fields["user_regs"])})
-    return dump, TaskReader(memory, layout), ram
+    return dump, TaskReader(memory, dumped_layout(dump["layout"])), ram
 
 
 def _found(dump: dict[str, Any], tasks: TaskReader) -> dict[int, OsiSyscall | None]:

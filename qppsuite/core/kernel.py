@@ -60,19 +60,40 @@ class KernelImage:
 
 
 def text_offset(image: bytes) -> int:
-    """TEXT_OFFSET of a raw ARM Image, read from its own entry code.
+    """TEXT_OFFSET of a raw ARM Image, read from its own entry code (arch/arm/kernel/head.S).
 
-    ``stext`` computes PHYS_OFFSET with ``sub r8, r8, #TEXT_OFFSET`` (head.S);
-    that instruction is the one place the value is written down in the binary.
+    From Linux 5.11, ``stext`` computes PHYS_OFFSET with ``sub r8, r8, #TEXT_OFFSET``, the one place the value
+    is written down in the binary.  Before (5.10), it adds the distance between where it runs and where it was
+    linked to PAGE_OFFSET: ``adr r3, 2f; ldmia r3, {r4, r8}`` loads the pair ``2: .long .; .long PAGE_OFFSET``,
+    so TEXT_OFFSET is that pair's link address, less its place in the Image and PAGE_OFFSET.
     """
     for pos in range(0, min(len(image), 0x10000) - 3, 4):
-        word = int.from_bytes(image[pos : pos + 4], "little")
+        word = _word(image, pos)
+        value: int | None = None
         if word & 0xFFFFF000 == 0xE2488000:  # SUB r8, r8, #imm (ARM, AL)
-            rotate, imm8 = 2 * ((word >> 8) & 0xF), word & 0xFF
-            value = ((imm8 >> rotate) | (imm8 << (32 - rotate))) & 0xFFFFFFFF if rotate else imm8
-            if value % 0x8000 == 0 and 0 < value < (16 << 20):
-                return value
+            value = _arm_immediate(word)
+        elif word == LDMIA_R3_R4_R8 and pos >= 4 and _word(image, pos - 4) & 0xFFFFF000 == ADD_R3_PC:
+            pair = pos - 4 + 8 + _arm_immediate(_word(image, pos - 4))  # adr r3, 2f: pc reads 8 ahead
+            if pair + 8 <= len(image):
+                value = (_word(image, pair) - pair - _word(image, pair + 4)) & 0xFFFFFFFF
+        if value is not None and value % 0x8000 == 0 and 0 < value < (16 << 20):
+            return value
     return DEFAULT_TEXT_OFFSET
+
+
+#: ``ldmia r3, {r4, r8}`` and ``add r3, pc, #imm`` (``adr r3, ...``), ARM encodings, condition AL.
+LDMIA_R3_R4_R8 = 0xE8930110
+ADD_R3_PC = 0xE28F3000
+
+
+def _word(image: bytes, pos: int) -> int:
+    return int.from_bytes(image[pos : pos + 4], "little")
+
+
+def _arm_immediate(word: int) -> int:
+    """The value of an ARM data-processing instruction's rotated 8-bit immediate."""
+    rotate, imm8 = 2 * ((word >> 8) & 0xF), word & 0xFF
+    return ((imm8 >> rotate) | (imm8 << (32 - rotate))) & 0xFFFFFFFF if rotate else imm8
 
 
 def is_zimage(data: bytes) -> bool:

@@ -44,7 +44,8 @@ KERNEL_SYMBOLS: tuple[str, ...] = (
     "__entry_task", "__per_cpu_offset", "__per_cpu_start", "__per_cpu_end",
     # image layout: PAGE_OFFSET and THREAD_SIZE are derived from these
     "_text", "_stext", "_etext", "_sdata", "_edata", "__bss_start", "__bss_stop", "_end",
-    "__init_begin", "__init_end", "__start_init_task", "__end_init_task", "init_stack",
+    "__init_begin", "__init_end", "__start_init_task", "__end_init_task", "__start_init_stack", "__end_init_stack",
+    "init_stack",
     # entry/exit paths: syscalls, returns to user, vectors
     "vector_swi", "sys_call_table", "ret_fast_syscall", "ret_slow_syscall", "ret_to_user",
     "ret_to_user_from_irq", "ret_from_fork", "__vectors_start", "__stubs_start",
@@ -64,15 +65,16 @@ REQUIRED_TYPES: tuple[str, ...] = (
     "task_struct", "list_head", "mm_struct", "thread_info", "cred", "signal_struct", "pid", "upid",
     "files_struct", "fdtable", "file", "path", "dentry", "qstr", "inode", "vm_area_struct",
 )
-# Layouts used when present; some exist only in some kernel versions (maple tree: 6.1+).
+# Layouts used when present; some exist only in some kernel versions (maple tree: 6.1+; module_memory: 6.4+,
+# which replaced module_layout).
 OPTIONAL_TYPES: tuple[str, ...] = (
     "maple_tree", "maple_node", "maple_range_64", "maple_arange_64", "maple_metadata", "maple_alloc",
     "vfsmount", "mount", "mnt_namespace", "super_block", "fs_struct", "kuid_t", "kgid_t",
-    "hlist_node", "hlist_head", "module", "module_layout", "kernel_symbol", "cpu_context_save",
+    "hlist_node", "hlist_head", "module", "module_layout", "module_memory", "kernel_symbol", "cpu_context_save",
     "pt_regs", "thread_struct", "nsproxy", "pid_namespace", "uts_namespace", "new_utsname",
     "linux_binprm", "rb_node", "callback_head",
 )
-KERNEL_ENUMS: tuple[str, ...] = ("maple_type", "pid_type", "module_state")
+KERNEL_ENUMS: tuple[str, ...] = ("maple_type", "pid_type", "module_state", "mod_mem_type")
 
 # Functions whose compile units include the headers defining the types above,
 # most productive first; aranges map each to its unit without a full scan.

@@ -180,9 +180,12 @@ def derive_constants(arch: str, symbols: Mapping[str, int], types: Mapping[str, 
     kernel's profile agree without ISF having to carry them.
     """
     constants: dict[str, int] = {}
-    if "__start_init_task" in symbols and "__end_init_task" in symbols:
-        # The linker script reserves exactly THREAD_SIZE for init_task's stack.
-        constants["THREAD_SIZE"] = symbols["__end_init_task"] - symbols["__start_init_task"]
+    # The linker script reserves exactly THREAD_SIZE for init_task's stack (INIT_TASK_DATA in
+    # include/asm-generic/vmlinux.lds.h): between __start_init_task and __end_init_task in 5.10 and 6.1,
+    # __start_init_stack and __end_init_stack in 6.12.
+    for start, end in (("__start_init_task", "__end_init_task"), ("__start_init_stack", "__end_init_stack")):
+        if start in symbols and end in symbols:
+            constants["THREAD_SIZE"] = symbols[end] - symbols[start]
     if arch == "arm" and "_text" in symbols:
         constants["PAGE_OFFSET"] = symbols["_text"] & ~(ARM_PAGE_OFFSET_ALIGN - 1)
     comm = types.get("task_struct", {}).get("members", {}).get("comm")

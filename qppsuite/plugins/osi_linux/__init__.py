@@ -10,13 +10,16 @@ in the kernel image before the guest runs, and in guest memory until init
 exists; a contradiction stops the run with a line naming the field.
 
 Who is ``current``: in kernel mode TPIDRURO holds it
-(CONFIG_CURRENT_POINTER_IN_TPIDRURO); in user mode TPIDRURO is the user's TLS,
+(CONFIG_CURRENT_POINTER_IN_TPIDRURO, 6.1 and 6.12); in user mode TPIDRURO is the user's TLS,
 and the per-cpu ``__entry_task`` (at TPIDRPRW, the per-cpu offset) holds it,
 written by ``switch_to`` just before ``__switch_to``.  An entry hook on
-``__switch_to`` (r0 = prev, r2 = next task, THREAD_INFO_IN_TASK) keeps that
+``__switch_to`` (r0 = prev task, r2 = next thread_info) keeps that
 value as it is written, once the kernel is validated, so a query in user mode
 (every system call) need not read it back through the page tables; the same
-hook raises ``on_task_change``.  bench/RESULTS.md has the measurements: an
+hook raises ``on_task_change``.  A kernel without ``__entry_task`` (5.10) keeps
+``thread_info`` at the base of the kernel stack: ``current`` is then
+``thread_info.task`` below the SVC-mode stack pointer, in every mode (a user
+task's SVC stack pointer rests at its stack's top).  bench/RESULTS.md has the measurements: an
 address (code) hook there costs ~30% of a whole run, the bounded block hook of
 ``Machine.add_entry_hook`` a few percent, and deriving changes from
 address-space switches is no cheaper and misses switches between threads and
@@ -85,7 +88,8 @@ class OsiLinux(Plugin):
             image = labels.get("image", "?")
             raise PluginError(
                 f"osi_linux needs a kernel profile and image '{image}' carries none",
-                hint="pass -p osi_linux:profile=PROFILE.json (see `qppsuite profile build`)",
+                hint="pass -p osi_linux:profile=FILE: a Volatility 3 ISF of this kernel (dwarf2json linux --elf "
+                "VMLINUX), or `qppsuite profile build VMLINUX|linux-image-*-dbg.deb -o FILE` from its debug info",
             )
         try:
             profile = KernelProfile.load(Path(path))
@@ -97,10 +101,10 @@ class OsiLinux(Plugin):
                 f"osi_linux reads 32-bit ARM kernels; profile {path} is for arch {profile.arch!r} "
                 f"with {profile.pointer_size}-byte pointers"
             )
-        if self.layout.entry_task is None:
+        if self.layout.entry_task is None and self.layout.stack_thread_info is None:
             raise PluginError(
-                f"osi_linux needs a kernel built with CONFIG_CURRENT_POINTER_IN_TPIDRURO; profile {path} "
-                "has no __entry_task symbol"
+                f"osi_linux cannot find current: profile {path} has no __entry_task symbol "
+                "(CONFIG_CURRENT_POINTER_IN_TPIDRURO) and its task_struct holds its thread_info"
             )
         self.profile_path = str(path)
         machine = self.machine
@@ -288,6 +292,11 @@ class OsiLinux(Plugin):
         return self._task
 
     def _read_current_task(self) -> int | None:
+        on_stack = self.layout.stack_thread_info
+        if on_stack is not None:
+            thread_info = self._cpu.banked("sp", "svc") & ~(on_stack.thread_size - 1)
+            task = self.mem.u32(thread_info + on_stack.task)
+            return task if task is not None and self.tasks.is_kernel_pointer(task) else None
         if self._engine.reg(A.UC_ARM_REG_CPSR) & CPSR_MODE_MASK != MODE_USR:
             task = self._tpidruro()
             if task >= self.layout.page_offset:
@@ -298,6 +307,7 @@ class OsiLinux(Plugin):
         percpu = self._tpidrprw()
         if percpu == 0:
             return None  # per-cpu areas are not set up yet (early boot)
+        assert self.layout.entry_task is not None  # load() refuses a layout with neither way
         task = self.mem.u32((self.layout.entry_task + percpu) & 0xFFFFFFFF)
         return task if task is not None and self.tasks.is_kernel_pointer(task) else None
 
@@ -340,12 +350,22 @@ class OsiLinux(Plugin):
             self._exit_hook = None
 
     def _on_switch_to(self, _pc: int) -> None:
-        """``__switch_to(prev, prev_thread_info, next_thread_info)``: r2 is the next task_struct."""
+        """``__switch_to(prev, prev_thread_info, next_thread_info)`` (arch/arm/kernel/entry-armv.S): r0 is the
+        previous task_struct; r2 is in the next one (THREAD_INFO_IN_TASK) or points at it (``thread_info.task``)."""
         engine = self._engine
-        next_task = engine.reg(A.UC_ARM_REG_R2)
-        self._switched_to = next_task if self.tasks.is_kernel_pointer(next_task) else None
+        next_info = engine.reg(A.UC_ARM_REG_R2)
+        in_task = self.layout.task_thread_info
+        self._switched_to = next_info - in_task if in_task is not None and self.tasks.is_kernel_pointer(
+            next_info) else None
         self._task_epoch = -1
         if not self.on_task_change or not self._begin():
+            return
+        on_stack = self.layout.stack_thread_info
+        next_task = (
+            self.mem.u32(next_info + on_stack.task) if on_stack is not None and self.tasks.is_kernel_pointer(next_info)
+            else self._switched_to
+        )
+        if next_task is None:
             return
         prev = engine.reg(A.UC_ARM_REG_R0)
         new = self.tasks.thread(next_task)

@@ -4,6 +4,21 @@ Looking a member up in the profile costs a dict walk; the walkers run on hot
 paths, so every offset they need is resolved here into a plain attribute.  A
 profile that lacks one of them fails at load with the profile's own message
 (which lists what exists), never halfway through a run.
+
+One layout serves every kernel version: where a structure changed between
+versions, the member the profile has decides which way it is read (as
+Volatility's Linux support asks ``has_member``), never the version number.
+The differences, as found in Debian's 5.10, 6.1 and 6.12 armmp profiles:
+
+* ``current``: 6.1 and 6.12 keep it in TPIDRURO and the per-cpu ``__entry_task``
+  (CONFIG_CURRENT_POINTER_IN_TPIDRURO, with ``thread_info`` first in
+  ``task_struct``); 5.10 has neither, and its ``thread_info`` sits at the base
+  of the task's kernel stack and points at the task (``thread_info.task``).
+* a process's VMAs: the maple tree ``mm_struct.mm_mt`` (6.1, 6.12) or the
+  sorted list ``mm_struct.mmap`` / ``vm_area_struct.vm_next`` (5.10).
+* a module's extent: ``module.core_layout`` and ``init_layout`` (5.10, 6.1) or
+  ``module.mem[MOD_*]`` (6.12; 6.4 replaced the two layouts with it).
+* ``task_struct.state`` (5.10) is ``__state`` from 5.14.
 """
 
 from dataclasses import dataclass
@@ -15,9 +30,9 @@ TASK_COMM_LEN = 16
 
 #: Kernel structures whose layout osi_linux depends on (for the error message and the docs).
 REQUIRED_TYPES = (
-    "task_struct", "signal_struct", "mm_struct", "maple_tree", "maple_range_64", "maple_arange_64",
+    "task_struct", "thread_info", "signal_struct", "mm_struct", "maple_tree", "maple_range_64", "maple_arange_64",
     "maple_metadata", "vm_area_struct", "files_struct", "fdtable", "file", "path", "dentry", "qstr", "inode",
-    "super_block", "mount", "vfsmount", "module", "module_layout", "hlist_bl_node",
+    "super_block", "mount", "vfsmount", "module", "module_layout", "module_memory", "hlist_bl_node",
 )
 
 
@@ -60,6 +75,88 @@ class UserRegsLayout:
 
 
 @dataclass(frozen=True)
+class MapleLayout:
+    """The maple tree of an ``mm_struct`` (``mm_mt``, Linux 6.1 on) and its node layouts (lib/maple_tree.c).
+
+    Node members: ``maple_range_64`` (internal nodes and leaves) and ``maple_arange_64``; ``*_meta_end`` is
+    the offset of ``meta.end``; ``*_slots`` the slot count; the ``maple_*`` values are ``enum maple_type``'s.
+    """
+
+    mm_mt_root: int
+    range64_pivot: int
+    range64_slot: int
+    range64_meta_end: int
+    range64_slots: int
+    arange64_pivot: int
+    arange64_slot: int
+    arange64_meta_end: int
+    arange64_slots: int
+    maple_leaf_64: int
+    maple_range_64: int
+    maple_arange_64: int
+
+    @classmethod
+    def from_profile(cls, profile: KernelProfile) -> "MapleLayout":
+        p = profile
+        off = p.offset
+        return cls(
+            mm_mt_root=off("mm_struct", "mm_mt") + off("maple_tree", "ma_root"),
+            range64_pivot=off("maple_range_64", "pivot"),
+            range64_slot=off("maple_range_64", "slot"),
+            range64_meta_end=off("maple_range_64", "meta") + off("maple_metadata", "end"),
+            range64_slots=p.constant("MAPLE_RANGE64_SLOTS"),
+            arange64_pivot=off("maple_arange_64", "pivot"),
+            arange64_slot=off("maple_arange_64", "slot"),
+            arange64_meta_end=off("maple_arange_64", "meta") + off("maple_metadata", "end"),
+            arange64_slots=p.constant("MAPLE_ARANGE64_SLOTS"),
+            maple_leaf_64=p.enum_value("maple_type", "maple_leaf_64"),
+            maple_range_64=p.enum_value("maple_type", "maple_range_64"),
+            maple_arange_64=p.enum_value("maple_type", "maple_arange_64"),
+        )
+
+
+@dataclass(frozen=True)
+class VmaListLayout:
+    """The VMA list of an ``mm_struct`` before the maple tree (5.10): ``mm->mmap``, then each ``vm_next``,
+    in address order (include/linux/mm_types.h)."""
+
+    mm_mmap: int
+    vma_next: int
+
+
+@dataclass(frozen=True)
+class StackThreadInfo:
+    """``thread_info`` at the base of each task's kernel stack (no CONFIG_THREAD_INFO_IN_TASK: 5.10 on ARM).
+
+    ``current`` is ``current_thread_info()->task``, and ``current_thread_info()`` is the SVC-mode stack
+    pointer rounded down to ``THREAD_SIZE`` (arch/arm/include/asm/thread_info.h, 5.10).
+    """
+
+    thread_size: int
+    task: int
+    """Offset of ``thread_info.task``."""
+
+
+def _module_extent(profile: KernelProfile) -> tuple[int, tuple[int, ...]]:
+    """(offset of the module's load address, offsets of the sizes ``/proc/modules`` adds up), in ``struct module``.
+
+    6.4+ (``module.mem``, kernel/module/procfs.c): ``mem[MOD_TEXT].base`` and every ``mem[type].size``
+    (``module_total_size``).  Before: ``core_layout.base``, and ``init_layout.size + core_layout.size``.
+    """
+    p = profile
+    if p.has_member("module", "mem"):
+        mem = p.member("module", "mem")
+        stride = p.size("module_memory")
+        text = mem.offset + stride * p.enum_value("mod_mem_type", "MOD_TEXT")
+        count = mem.size // stride
+        size = p.offset("module_memory", "size")
+        return text + p.offset("module_memory", "base"), tuple(mem.offset + stride * i + size for i in range(count))
+    core, init = p.offset("module", "core_layout"), p.offset("module", "init_layout")
+    size = p.offset("module_layout", "size")
+    return core + p.offset("module_layout", "base"), (core + size, init + size)
+
+
+@dataclass(frozen=True)
 class KernelLayout:
     """Symbol addresses, member offsets and constants of one kernel build."""
 
@@ -96,23 +193,13 @@ class KernelLayout:
     signal_flags: int
     signal_group_exit_code: int
     # mm_struct
-    mm_mt_root: int
     mm_pgd: int
     mm_start_brk: int
     mm_brk: int
     mm_start_stack: int
-    # maple tree nodes (maple_range_64 and leaves; maple_arange_64)
-    range64_pivot: int
-    range64_slot: int
-    range64_meta_end: int
-    range64_slots: int
-    arange64_pivot: int
-    arange64_slot: int
-    arange64_meta_end: int
-    arange64_slots: int
-    maple_leaf_64: int
-    maple_range_64: int
-    maple_arange_64: int
+    # the VMAs: exactly one of the two
+    maple: MapleLayout | None
+    vma_list: VmaListLayout | None
     # vm_area_struct
     vma_start: int
     vma_end: int
@@ -146,9 +233,12 @@ class KernelLayout:
     module_name_len: int
     module_state: int
     module_unformed: int
-    module_core_base: int
-    module_core_size: int
-    module_init_size: int
+    module_base: int
+    module_sizes: tuple[int, ...]
+    # where current is when there is no __entry_task (entry_task None); else None
+    stack_thread_info: StackThreadInfo | None
+    # __switch_to's next thread_info is the task itself less this (THREAD_INFO_IN_TASK), or None
+    task_thread_info: int | None
     # a task's saved user registers (None: the profile cannot say where)
     user_regs: UserRegsLayout | None = None
 
@@ -181,6 +271,12 @@ class KernelLayout:
         page_offset = constants.get("PAGE_OFFSET")
         if page_offset is None:
             raise ProfileError(f"profile {p.source} has no constant PAGE_OFFSET (needs the symbol _text)")
+        # THREAD_INFO_IN_TASK: task_struct begins with its thread_info; else the stack base holds it
+        in_task = p.has_member("task_struct", "thread_info")
+        stack_thread_info = None
+        if not p.has_symbol("__entry_task") and not in_task:
+            stack_thread_info = StackThreadInfo(p.constant("THREAD_SIZE"), off("thread_info", "task"))
+        module_base, module_sizes = _module_extent(p)
         return cls(
             banner=p.banner,
             release=p.release,
@@ -213,22 +309,15 @@ class KernelLayout:
             signal_thread_head=off("signal_struct", "thread_head"),
             signal_flags=off("signal_struct", "flags"),
             signal_group_exit_code=off("signal_struct", "group_exit_code"),
-            mm_mt_root=off("mm_struct", "mm_mt") + off("maple_tree", "ma_root"),
             mm_pgd=off("mm_struct", "pgd"),
             mm_start_brk=off("mm_struct", "start_brk"),
             mm_brk=off("mm_struct", "brk"),
             mm_start_stack=off("mm_struct", "start_stack"),
-            range64_pivot=off("maple_range_64", "pivot"),
-            range64_slot=off("maple_range_64", "slot"),
-            range64_meta_end=off("maple_range_64", "meta") + off("maple_metadata", "end"),
-            range64_slots=p.constant("MAPLE_RANGE64_SLOTS"),
-            arange64_pivot=off("maple_arange_64", "pivot"),
-            arange64_slot=off("maple_arange_64", "slot"),
-            arange64_meta_end=off("maple_arange_64", "meta") + off("maple_metadata", "end"),
-            arange64_slots=p.constant("MAPLE_ARANGE64_SLOTS"),
-            maple_leaf_64=p.enum_value("maple_type", "maple_leaf_64"),
-            maple_range_64=p.enum_value("maple_type", "maple_range_64"),
-            maple_arange_64=p.enum_value("maple_type", "maple_arange_64"),
+            # 6.1 replaced mm->mmap and vm_next with the maple tree mm->mm_mt
+            maple=MapleLayout.from_profile(p) if p.has_member("mm_struct", "mm_mt") else None,
+            vma_list=None if p.has_member("mm_struct", "mm_mt") else VmaListLayout(
+                off("mm_struct", "mmap"), off("vm_area_struct", "vm_next")
+            ),
             vma_start=off("vm_area_struct", "vm_start"),
             vma_end=off("vm_area_struct", "vm_end"),
             vma_flags=off("vm_area_struct", "vm_flags"),
@@ -259,8 +348,9 @@ class KernelLayout:
             module_name_len=name.size,
             module_state=off("module", "state"),
             module_unformed=p.enum_value("module_state", "MODULE_STATE_UNFORMED"),
-            module_core_base=off("module", "core_layout") + off("module_layout", "base"),
-            module_core_size=off("module", "core_layout") + off("module_layout", "size"),
-            module_init_size=off("module", "init_layout") + off("module_layout", "size"),
+            module_base=module_base,
+            module_sizes=module_sizes,
+            stack_thread_info=stack_thread_info,
+            task_thread_info=off("task_struct", "thread_info") if in_task else None,
             user_regs=UserRegsLayout.from_profile(p),
         )

@@ -1,6 +1,6 @@
-"""Linux 6.1's maple tree (``mm->mm_mt``), read from guest memory: the VMAs of an address space.
+"""The maple tree (``mm->mm_mt``, Linux 6.1 on), read from guest memory: the VMAs of an address space.
 
-Node encoding as in ``lib/maple_tree.c`` (6.1): an encoded node (``mt_mk_node``)
+Node encoding as in ``lib/maple_tree.c`` (6.1, unchanged in 6.12): an encoded node (``mt_mk_node``)
 is the 256-byte aligned node address with its type in bits 3-6 and bit 2
 (``MAPLE_ENODE_NULL``) set; only the tree's root pointer also carries the
 ``0x2`` root tag (``mte_mk_root``), so a child slot of an internal node has
@@ -13,7 +13,7 @@ when the last pivot is unused, else the last pivot (full node).
 import struct
 
 from qppsuite.plugins.osi_linux.kernel_memory import KernelMemory
-from qppsuite.plugins.osi_linux.layout import KernelLayout
+from qppsuite.plugins.osi_linux.layout import MapleLayout
 
 MAPLE_NODE_MASK = 0xFF
 MAPLE_NODE_TYPE_SHIFT = 3
@@ -38,8 +38,12 @@ def is_child(entry: int) -> bool:
     return entry & 7 == MAPLE_ENODE_NULL and entry > 4096
 
 
-def maple_entries(mem: KernelMemory, layout: KernelLayout, root: int, *, limit: int = 65536) -> tuple[list[int], bool]:
+def maple_entries(
+    mem: KernelMemory, layout: MapleLayout, page_offset: int, root: int, *, limit: int = 65536
+) -> tuple[list[int], bool]:
     """The non-empty leaf entries of the tree whose ``ma_root`` is ``root``, in index order.
+
+    Nodes below ``page_offset`` (not kernel memory) end the walk as unreadable ones do.
 
     Returns the entries and whether the walk was complete (False on an
     unreadable node, an unknown node type, a revisited node or a bound hit).
@@ -50,17 +54,17 @@ def maple_entries(mem: KernelMemory, layout: KernelLayout, root: int, *, limit: 
         return [root], True  # a single entry stored in the root itself
     out: list[int] = []
     seen: set[int] = set()
-    complete = _walk(mem, layout, root, 0xFFFFFFFF, 0, seen, out, limit)
+    complete = _walk(mem, layout, page_offset, root, 0xFFFFFFFF, 0, seen, out, limit)
     return out, complete
 
 
 def _walk(
-    mem: KernelMemory, layout: KernelLayout, enode: int, node_max: int, depth: int,
+    mem: KernelMemory, layout: MapleLayout, page_offset: int, enode: int, node_max: int, depth: int,
     seen: set[int], out: list[int], limit: int,
 ) -> bool:
     node = enode & ~MAPLE_NODE_MASK
     kind = (enode >> MAPLE_NODE_TYPE_SHIFT) & MAPLE_NODE_TYPE_MASK
-    if depth > MAX_DEPTH or node in seen or len(seen) >= MAX_NODES or node < layout.page_offset:
+    if depth > MAX_DEPTH or node in seen or len(seen) >= MAX_NODES or node < page_offset:
         return False
     seen.add(node)
     raw = mem.read(node, MAPLE_NODE_SIZE)
@@ -99,6 +103,6 @@ def _walk(
             out.append(entry)
             continue
         child_max = pivots[i] if i < npivots and (pivots[i] or i == 0) else node_max
-        if not is_child(entry) or not _walk(mem, layout, entry, child_max, depth + 1, seen, out, limit):
+        if not is_child(entry) or not _walk(mem, layout, page_offset, entry, child_max, depth + 1, seen, out, limit):
             complete = False
     return complete

@@ -7,6 +7,10 @@ is the name); ``[heap]`` for the VMA overlapping ``start_brk..brk``;
 ``[stack]`` for the one holding ``start_stack``; ``[anon:NAME]``; else "".
 The high vectors page is not in the tree: ARM's gate VMA adds it as
 ``[vectors]`` to every process map, as ``/proc`` does.
+
+The VMAs come from the maple tree ``mm->mm_mt`` (6.1 on) or, before it, the
+list ``mm->mmap`` linked by ``vm_next`` (5.10); the profile's ``mm_struct``
+says which (:class:`~qppsuite.plugins.osi_linux.layout.KernelLayout`).
 """
 
 import re
@@ -61,13 +65,15 @@ class MappingReader:
         mem = self.mem
         if not self._kernel_pointer(mm):
             return []
-        root = mem.u32(mm + layout.mm_mt_root)
         start_brk = mem.u32(mm + layout.mm_start_brk)
         brk = mem.u32(mm + layout.mm_brk)
         start_stack = mem.u32(mm + layout.mm_start_stack)
-        if root is None or start_brk is None or brk is None or start_stack is None:
+        if start_brk is None or brk is None or start_stack is None:
             return []
-        vmas, complete = maple_entries(mem, layout, root, limit=MAX_MAP_COUNT)
+        found = self._vmas(mm)
+        if found is None:
+            return []
+        vmas, complete = found
         out: list[OsiMapping] = []
         last_end = 0
         for vma in vmas:
@@ -85,6 +91,31 @@ class MappingReader:
                 return [OsiMapping(0, 0, "----", 0, "", partial=True)]
         out.append(VECTORS)
         return out
+
+    def _vmas(self, mm: int) -> tuple[list[int], bool] | None:
+        """The VMA addresses of ``mm`` in address order and whether the walk completed; None if unreadable."""
+        layout, mem = self.layout, self.mem
+        if layout.maple is not None:
+            root = mem.u32(mm + layout.maple.mm_mt_root)
+            if root is None:
+                return None
+            return maple_entries(mem, layout.maple, layout.page_offset, root, limit=MAX_MAP_COUNT)
+        assert layout.vma_list is not None  # KernelLayout has exactly one of the two
+        vma = mem.u32(mm + layout.vma_list.mm_mmap)
+        if vma is None:
+            return None
+        out: list[int] = []
+        seen: set[int] = set()
+        while vma:
+            if vma in seen or len(out) >= MAX_MAP_COUNT or not self._kernel_pointer(vma):
+                return out, False
+            seen.add(vma)
+            out.append(vma)
+            following = mem.u32(vma + layout.vma_list.vma_next)
+            if following is None:
+                return out, False
+            vma = following
+        return out, True
 
     def _mapping(self, vma: int, start_brk: int, brk: int, start_stack: int) -> OsiMapping | None:
         layout = self.layout

@@ -1,4 +1,8 @@
-"""Loaded kernel modules: the ``modules`` list, as ``/proc/modules`` (and ``lsmod``) show it."""
+"""Loaded kernel modules: the ``modules`` list, as ``/proc/modules`` (and ``lsmod``) show it.
+
+The address is the module's text and the size the sum of its parts, as ``m_show`` prints them
+(kernel/module/procfs.c): see ``KernelLayout.module_base`` and ``module_sizes``.
+"""
 
 from qppsuite.plugins.osi_linux.kernel_memory import KernelMemory
 from qppsuite.plugins.osi_linux.layout import KernelLayout
@@ -19,13 +23,12 @@ def read_modules(mem: KernelMemory, layout: KernelLayout) -> list[OsiModule]:
         module = node - layout.module_list
         state = mem.u32(module + layout.module_state)
         raw_name = mem.read(module + layout.module_name, layout.module_name_len)
-        base = mem.u32(module + layout.module_core_base)
-        core = mem.u32(module + layout.module_core_size)
-        init = mem.u32(module + layout.module_init_size)
-        if state is None or raw_name is None or base is None or core is None or init is None:
+        base = mem.u32(module + layout.module_base)
+        sizes = [mem.u32(module + offset) for offset in layout.module_sizes]
+        if state is None or raw_name is None or base is None or None in sizes:
             break
         if state != layout.module_unformed:  # /proc/modules skips modules still being loaded
             name = raw_name.split(b"\0", 1)[0].decode("utf-8", "replace")
-            out.append(OsiModule(name=name, base=base, size=core + init))
+            out.append(OsiModule(name=name, base=base, size=sum(size or 0 for size in sizes)))
         node = mem.u32(node)
     return out
