@@ -24,9 +24,8 @@ address (code) hook there costs ~30% of a whole run, the bounded block hook of
 ``Machine.add_entry_hook`` a few percent, and deriving changes from
 address-space switches is no cheaper and misses switches between threads and
 to kernel threads.  ``on_thread_exit(thread, code)`` is, the same
-way, an entry hook on ``do_group_exit`` while a function is registered on it
-(one on ``do_exit`` made every system call of a 40,000-call run 15 % dearer;
-see bench/RESULTS.md).
+way, an entry hook on ``do_exit`` while a function is registered on it (an
+entry hook costs nothing until its function runs: docs/engine.md, "Hooks").
 """
 
 import logging
@@ -62,8 +61,6 @@ CPSR_MODE_MASK = 0x1F
 MODE_USR = 0x10
 #: Bytes of linux_banner compared (the real one is ~200).
 BANNER_LIMIT = 512
-SIGNAL_GROUP_EXIT = 0x00000004
-"""signal_struct.flags: a group exit is in progress (include/linux/sched/signal.h, 6.1)."""
 
 T = TypeVar("T")
 
@@ -333,7 +330,7 @@ class OsiLinux(Plugin):
 
     def _update_hooks(self) -> None:
         """An entry hook on ``__switch_to`` once the kernel is validated (it keeps ``current``) or while
-        on_task_change has listeners; one on ``do_group_exit`` exactly while on_thread_exit has listeners."""
+        on_task_change has listeners; one on ``do_exit`` exactly while on_thread_exit has listeners."""
         switch_wanted = self._validated or bool(self.on_task_change)
         if switch_wanted and self._switch_hook is None:
             self._last_thread = None
@@ -344,7 +341,7 @@ class OsiLinux(Plugin):
             self._switch_hook = None
             self._switched_to = None
         if self.on_thread_exit and self._exit_hook is None:
-            self._exit_hook = self.machine.add_entry_hook(self.layout.do_group_exit, self._on_group_exit)
+            self._exit_hook = self.machine.add_entry_hook(self.layout.do_exit, self._on_exit)
         elif not self.on_thread_exit and self._exit_hook is not None:
             self.machine.remove_hook(self._exit_hook)
             self._exit_hook = None
@@ -380,29 +377,21 @@ class OsiLinux(Plugin):
         finally:
             self._forced_task = None
 
-    def _on_group_exit(self, _pc: int) -> None:
-        """``do_group_exit(int exit_code)`` (kernel/exit.c) runs on each thread of a dying thread group.
+    def _on_exit(self, _pc: int) -> None:
+        """``do_exit(long code)`` (kernel/exit.c) is where every task ends, ``current`` being the task.
 
-        Every thread passes through it when its process dies: the one calling exit_group,
-        the one a fatal signal is delivered to, and each other thread as get_signal() finds
-        the group exit in progress.  ``current`` is the thread; the code is the one the
-        kernel uses: ``signal->group_exit_code`` once ``SIGNAL_GROUP_EXIT`` is set
-        (include/linux/sched/signal.h), else the argument.  A thread ending alone
-        (``exit``, pthread_exit) does not pass here.
+        A process's threads pass here as it dies (``do_group_exit`` hands each the group's code: the
+        exit_group status, or the fatal signal), and so does a thread ending alone: the ``exit`` system call
+        (``(status & 0xff) << 8``, which a static program without libc makes to end), pthread_exit, a kernel
+        thread.  ``code`` is the argument, the task's wait status.
         """
         if not self.on_thread_exit or not self._begin():
             return
         task = self._current_task()
         thread = self.tasks.thread(task) if task is not None else None
-        if thread is None or task is None:
+        if thread is None:
             return
-        code = self._engine.reg(A.UC_ARM_REG_R0)
-        layout, mem = self.layout, self.mem
-        signal = mem.u32(task + layout.task_signal)
-        flags = mem.u32(signal + layout.signal_flags) if signal else None
-        if flags is not None and flags & SIGNAL_GROUP_EXIT:
-            code = mem.u32(signal + layout.signal_group_exit_code) or 0  # type: ignore[operator]
-        self.on_thread_exit(thread, code)
+        self.on_thread_exit(thread, self._engine.reg(A.UC_ARM_REG_R0))
 
     # -- exports ----------------------------------------------------------------------------
 

@@ -169,7 +169,7 @@ class KernelLayout:
     init_task: int
     linux_banner: int
     switch_to: int
-    do_group_exit: int
+    do_exit: int
     entry_task: int | None
     modules: int
     swapper_pg_dir: int
@@ -190,8 +190,6 @@ class KernelLayout:
     task_exit_state: int
     task_exit_code: int
     signal_thread_head: int
-    signal_flags: int
-    signal_group_exit_code: int
     # mm_struct
     mm_pgd: int
     mm_start_brk: int
@@ -286,7 +284,7 @@ class KernelLayout:
             init_task=p.symbol("init_task"),
             linux_banner=p.symbol("linux_banner"),
             switch_to=p.symbol("__switch_to"),
-            do_group_exit=p.symbol("do_group_exit"),
+            do_exit=p.symbol("do_exit"),
             entry_task=p.symbol("__entry_task") if p.has_symbol("__entry_task") else None,
             modules=p.symbol("modules"),
             swapper_pg_dir=p.symbol("swapper_pg_dir"),
@@ -307,8 +305,6 @@ class KernelLayout:
             task_exit_state=off("task_struct", "exit_state"),
             task_exit_code=off("task_struct", "exit_code"),
             signal_thread_head=off("signal_struct", "thread_head"),
-            signal_flags=off("signal_struct", "flags"),
-            signal_group_exit_code=off("signal_struct", "group_exit_code"),
             mm_pgd=off("mm_struct", "pgd"),
             mm_start_brk=off("mm_struct", "start_brk"),
             mm_brk=off("mm_struct", "brk"),

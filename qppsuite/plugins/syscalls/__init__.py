@@ -286,7 +286,7 @@ class Syscalls(Plugin):
                 self._watch_return(ctx.return_pc)
 
     def _thread_exit(self, thread: Any, code: int) -> None:
-        """do_group_exit runs on the dying thread's kernel stack: its base is the pairing key."""
+        """do_exit runs on the dying thread's kernel stack: its base is the pairing key."""
         signal = code & 0x7F
         ended = self.pairing.thread_died(
             self._banked("sp", "svc") & ~(THREAD_SIZE - 1), SIGNAL_NAMES.get(signal) if signal else None

@@ -150,7 +150,7 @@ class SyscallsLogger(Plugin):
             self._write(ctx, caller, ctx.retval)
 
     def _thread_exit(self, thread: OsiThread, code: int) -> None:
-        """The code do_group_exit gives a thread group's leader is its process's wait status (kernel/exit.c)."""
+        """The code do_exit gets on a thread group's leader is its process's wait status (kernel/exit.c)."""
         if thread.tid != thread.pid:
             return
         process = self._by_pid.get(thread.pid)

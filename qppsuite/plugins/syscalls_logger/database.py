@@ -87,7 +87,7 @@ PROCESS_COLUMNS: dict[str, Any] = {
     "last_seen_insn": int,
     "syscall_count": int,
     "state": str,  # at the end of the run, as /proc/PID/stat shows it (R S D T t Z X I); X: exited
-    "exit_status": int,  # wait status of the process's end (do_group_exit's code of its leader), if seen
+    "exit_status": int,  # wait status of the process's end (do_exit's code on its leader), if seen
 }
 
 THREAD_COLUMNS: dict[str, Any] = {
