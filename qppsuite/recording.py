@@ -20,6 +20,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -239,11 +240,14 @@ def record(
 
 
 def _check_script(recording: Recording, options: RunOptions) -> None:
-    """A channel run's command reached the guest as recorded input, which the replay feeds back: the
-    recording's ``options.cmd`` must be the script that input carries (``R SIZE`` and its bytes), or the file
-    no longer says what ran."""
-    script = channel_script(options)
+    """A channel run's command reached the guest as recorded input, which the replay feeds back: when that
+    input carries a script (``R SIZE`` and its bytes), the recording's ``options.cmd`` must be it, or the file
+    no longer says what ran.  (A command a run booted without the channel took in through /init: another one
+    changes the guest's execution, which the replay finds.)"""
     line = b"".join(data for _count, port, data in recording.input_stamps() if port == "channel")
+    if re.search(rb"(?:^|\n)R \d+ - -\n", line) is None:
+        return  # the script never went in this way: a run booted without the channel, or one stopped before
+    script = channel_script(options)
     if b"R %d - -\n%s" % (len(script), script) not in line:
         raise RecordingError(
             "the recording's options do not describe its input: the command it names is not the script the "

@@ -162,7 +162,7 @@ def test_a_file_run_records_its_input_and_replays_identically_with_the_plugin_st
 
 
 @pytest.mark.boot
-def test_a_cold_run_with_a_file_replays_identically(default_image: ImageBundle, tmp_path: Path) -> None:
+def test_cold_runs_with_and_without_files_and_a_run_stopped_early_replay_identically(default_image: ImageBundle, tmp_path: Path) -> None:
     """--cold with --file boots through the channel; its replay, given the file's bytes from the recording and
     no file to carry, must boot the same way (it once booted without the channel and never took the input)."""
     (tmp_path / "note").write_text("a small file\n")
@@ -170,9 +170,15 @@ def test_a_cold_run_with_a_file_replays_identically(default_image: ImageBundle, 
                     cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert Recording.load(tmp_path / "cold.json").options["cold_channel"] is True
-    again = qppsuite("replay", "cold.json", cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
-    assert "identically" in again.stderr
+    # and without a file (the command goes in through /init), and stopped before any script went in
+    plain = qppsuite("record", "--cold", "-o", "plain.json", "--cmd", "ls /", cwd=tmp_path)
+    early = qppsuite("record", "--max-insns", "1000", "-o", "early.json", "--cmd", "echo hi", cwd=tmp_path)
+    assert plain.returncode == 0 and early.returncode == 0, plain.stderr + early.stderr
+    assert Recording.load(tmp_path / "plain.json").options["cold_channel"] is False
+    for name in ("cold.json", "plain.json", "early.json"):
+        again = qppsuite("replay", name, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert "identically" in again.stderr
 
 
 @pytest.mark.boot
