@@ -103,13 +103,10 @@ def parse_file_spec(spec: str) -> list[GuestFile]:
         base = guest_text or f"/root/{host.resolve().name}"
         base = _guest_path(base.rstrip("/") or "/", "--file")
         files = []
-        for root, dirs, names in os.walk(host):
-            dirs.sort()
-            for name in sorted(names):
-                path = Path(root) / name
-                if path.is_file():
-                    relative = path.relative_to(host).as_posix()
-                    files.append(GuestFile(path, f"{base.rstrip('/')}/{relative}", _mode(path)))
+        for path in _regular_files(host):
+            relative = path.relative_to(host).as_posix()
+            guest = _guest_path(f"{base.rstrip('/')}/{relative}", f"--file {spec!r}: the file")
+            files.append(GuestFile(path, guest, _mode(path)))
         return files
     if not host.is_file():
         raise ChannelError(f"--file {spec!r}: {host} is not a regular file")
@@ -120,6 +117,23 @@ def parse_file_spec(spec: str) -> list[GuestFile]:
     else:
         guest = guest_text
     return [GuestFile(host, _guest_path(guest, "--file"), _mode(host))]
+
+
+def _regular_files(top: Path) -> list[Path]:
+    """The regular files under ``top`` in name order, symbolic links followed as ``cp -rL`` follows them; a link
+    back to a directory it is inside (a loop) is left out, as are broken links, FIFOs, sockets and devices."""
+    found: list[Path] = []
+    stack = [(top, frozenset({top.resolve()}))]
+    while stack:
+        directory, inside = stack.pop()
+        entries = sorted(directory.iterdir(), reverse=True)  # popped in name order
+        for path in entries:
+            if path.is_dir():
+                real = path.resolve()
+                if real not in inside:
+                    stack.append((path, inside | {real}))
+        found.extend(path for path in reversed(entries) if path.is_file())
+    return sorted(found)
 
 
 def _split_existing(spec: str) -> tuple[str, str, str]:

@@ -5,6 +5,7 @@ The guest's own view is the oracle: sha256sum inside the guest, the console, the
 
 import hashlib
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -124,3 +125,32 @@ def test_a_copy_out_replaces_the_host_file_whole_or_not_at_all(tmp_path: Path, m
     monkeypatch.undo()
     assert channel.write_copies() == [target]
     assert target.read_bytes() == b"new contents" and sorted(tmp_path.iterdir()) == [target]
+
+
+def test_a_directorys_files_are_checked_as_guest_paths_and_its_links_followed_without_loops(tmp_path: Path) -> None:
+    """A sample's directory is hostile input: a newline in a name once went onto the channel's line as it was,
+    where "x\\nX - - -" injected a request; links to directories were not followed although cp -rL does."""
+    tree = tmp_path / "tree"
+    (tree / "real").mkdir(parents=True)
+    (tree / "real" / "f").write_text("r")
+    (tree / "link").symlink_to("real")
+    (tree / "real" / "up").symlink_to("..")  # a loop: left out
+    (tree / "dangling").symlink_to("nowhere")
+    assert [f.guest for f in parse_file_spec(f"{tree}:/tmp/t")] == ["/tmp/t/link/f", "/tmp/t/real/f"]
+    for bad in ("x\nX - - -", "caf\udce9"):  # a newline; a byte that is not UTF-8 (as os.fsdecode gives it)
+        hostile = tmp_path / "hostile"
+        shutil.rmtree(hostile, ignore_errors=True)
+        hostile.mkdir()
+        (hostile / "ok").write_text("ok")
+        Path(os.fsencode(hostile).decode() + "/" + bad).write_text("bad")
+        with pytest.raises(ChannelError, match="the file"):
+            parse_file_spec(f"{hostile}:/tmp/h")
+
+
+def test_a_command_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "qppsuite", "run", "--cmd", os.fsdecode(b"echo caf\xe9")],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: --cmd: byte 0xe9 at offset 8 is not UTF-8")

@@ -162,7 +162,9 @@ def test_a_file_run_records_its_input_and_replays_identically_with_the_plugin_st
 
 
 @pytest.mark.boot
-def test_cold_runs_with_and_without_files_and_a_run_stopped_early_replay_identically(default_image: ImageBundle, tmp_path: Path) -> None:
+def test_cold_runs_with_and_without_files_and_a_run_stopped_early_replay_identically(
+    default_image: ImageBundle, tmp_path: Path
+) -> None:
     """--cold with --file boots through the channel; its replay, given the file's bytes from the recording and
     no file to carry, must boot the same way (it once booted without the channel and never took the input)."""
     (tmp_path / "note").write_text("a small file\n")
@@ -348,17 +350,19 @@ def test_a_copy_out_of_a_growing_file_and_of_proc_comes_back_at_the_size_it_had(
 
 @pytest.mark.boot
 def test_a_copy_out_of_a_device_or_a_fifo_is_refused_at_once(default_image: ImageBundle, tmp_path: Path) -> None:
-    """Only regular files come back: sizing /dev/zero or a FIFO by reading it never ended (the run hung to
-    --timeout)."""
-    done = qppsuite(
-        "run", "--timeout", "120", "--cmd", "mkfifo /tmp/fifo",
-        "--copy-out", "/tmp/fifo:fifo", "--copy-out", "/dev/zero:zero", "--copy-out", "/proc/version:version",
-        cwd=tmp_path,
-    )  # fmt: skip
+    """Only regular files that open come back: sizing /dev/zero, a FIFO or /proc/kmsg by reading them never ended
+    (the run hung to --timeout)."""
+    refused = ["/tmp/fifo", "/dev/zero", "/proc/kmsg", "/sys/bus/platform/drivers_probe"]  # kmsg never ends;
+    wanted = ["--copy-out", "/proc/version:version", "--copy-out", "/proc/1/maps:maps"]  # that one is write-only
+    for path in refused:
+        wanted += ["--copy-out", f"{path}:{Path(path).name}"]
+    done = qppsuite("run", "--timeout", "120", "--cmd", "mkfifo /tmp/fifo", *wanted, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
-    assert "timeout" not in done.stderr and "/tmp/fifo was not copied" in done.stderr
-    assert not (tmp_path / "fifo").exists() and not (tmp_path / "zero").exists()
+    assert "timeout" not in done.stderr and "/tmp/fifo was not copied: no regular file" in done.stderr
+    assert "stopped before" not in done.stderr  # the agent lived on (a failed redirection ended it once)
+    assert not any((tmp_path / Path(path).name).exists() for path in refused)
     assert (tmp_path / "version").read_text().startswith("Linux version ")
+    assert b"\0" not in (tmp_path / "maps").read_bytes()  # what one read gave, not padded to a second read's size
 
 
 @pytest.mark.boot

@@ -83,11 +83,20 @@ MAX_INSNS_HELP = (
 
 
 def command_text(cmd: str | None, cmd_file: Path | None) -> str | None:
-    """The guest command of --cmd or --cmd-file (one of them); a file that cannot be read, is not UTF-8 or holds
-    a NUL byte (which no shell reads) is one :class:`ChannelError` line, as a bad --file is."""
+    """The guest command of --cmd or --cmd-file (one of them); a --cmd that is not UTF-8, and a file that cannot
+    be read, is not UTF-8 or holds a NUL byte (which no shell reads), is one :class:`ChannelError` line, as a
+    bad --file is."""
     if cmd is not None and cmd_file is not None:
         raise GuestError("--cmd and --cmd-file both give the command: use one")
     if cmd_file is None:
+        if cmd is not None:
+            try:
+                cmd.encode()
+            except UnicodeEncodeError as exc:  # a byte the shell's locale could not decode (surrogateescape)
+                byte = ord(cmd[exc.start]) & 0xFF
+                raise ChannelError(
+                    f"--cmd: byte {byte:#04x} at offset {exc.start} is not UTF-8", hint="give the command as UTF-8"
+                ) from None
         return cmd
     try:
         data = cmd_file.read_bytes()

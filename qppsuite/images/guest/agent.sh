@@ -14,9 +14,10 @@
 #   R SIZE - -         SIZE bytes follow: a shell script, run from /root with the console as its
 #                      terminal; the agent answers "S STATUS"
 #   O - - PATH         the agent answers "D SIZE PATH" and SIZE bytes (by hypercall, through qpp-send, sent
-#                      before as an F), or "N - PATH" if it is no regular file.  SIZE is the file's size
-#                      when the copy begins (/proc's files: what reading it gives), and exactly SIZE bytes
-#                      follow, cut or padded with zeros if the file changes meanwhile
+#                      before as an F), or "N - PATH" if it is no regular file it can open.  SIZE is the
+#                      file's size when the copy begins, and exactly SIZE bytes follow, cut or padded with
+#                      zeros if the file changes meanwhile; a file of size 0 (/proc's) is read once, in at
+#                      most 5 s of guest time, and that read is what comes back
 #   X - - -            the agent exits with the status of the last script, and /init powers off
 #
 # The user's script never sees the channel (fd 3 is closed for it), so it cannot swallow the host's
@@ -59,13 +60,19 @@ while printf 'QPPSUITE-READY\n' >&3 && printf 'G\n' >&3 && read -r kind size mod
 		;;
 	O)
 		size=
-		if [ -f "$path" ]; then  # first: reading a device or a FIFO to size it would never end
+		from=$path
+		# a regular file that opens (sizing a device or a FIFO by reading it would never end)
+		if [ -f "$path" ] && (: <"$path") 2>/dev/null; then  # in a subshell: a failed redirection of ":" ends a shell
 			size=$(stat -c %s "$path" 2>/dev/null)
-			[ "$size" = 0 ] && size=$(cat "$path" 2>/dev/null | wc -c)  # /proc: the size is what a read gives
+			if [ "$size" = 0 ]; then  # /proc: what one read gives, kept; one that never ends (kmsg) is refused
+				from=/tmp/.qppsuite/read
+				timeout 5 cat "$path" >"$from" 2>/dev/null && size=$(wc -c <"$from") || size=
+			fi
 		fi
 		if [ -n "$size" ]; then
 			printf 'D %d %s\n' "$size" "$path" >&3
-			/tmp/.qppsuite/qpp-send <"$path"  # the host cuts or pads what it sends to SIZE
+			/tmp/.qppsuite/qpp-send <"$from"  # the host cuts or pads what it sends to SIZE
+			rm -f /tmp/.qppsuite/read
 		else
 			printf 'N - %s\n' "$path" >&3
 		fi
