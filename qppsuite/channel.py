@@ -148,6 +148,18 @@ def _split_existing(spec: str) -> tuple[str, str, str]:
     return spec.partition(":")
 
 
+def parse_copy_outs(specs: Sequence[str]) -> list[CopyOut]:
+    """:func:`parse_copy_out` of each; two that would write one host file are refused (the first was lost)."""
+    wanted = [parse_copy_out(spec) for spec in specs]
+    seen: dict[Path, str] = {}
+    for want in wanted:
+        where = want.host.resolve()
+        if where in seen:
+            raise ChannelError(f"--copy-out {seen[where]} and {want.guest} would both be written to {want.host}")
+        seen[where] = want.guest
+    return wanted
+
+
 def _replace_file(path: Path, data: bytes) -> None:
     """Put ``data`` at ``path`` whole or not at all: written beside it under a hidden name (permissions as a new
     file's), then renamed over it, so a run killed meanwhile leaves the old file, not part of the new one."""
@@ -172,7 +184,7 @@ def parse_copy_out(spec: str) -> CopyOut:
     the run."""
     guest_text, _, host_text = spec.partition(":")
     guest = _guest_path(guest_text, "--copy-out")
-    host = Path(host_text) if host_text else Path(PurePosixPath(guest).name or "copy-out")
+    host = Path(host_text).expanduser() if host_text else Path(PurePosixPath(guest).name or "copy-out")
     if host.is_dir() or host_text.endswith("/"):
         host = host / PurePosixPath(guest).name
     why = unwritable(host)

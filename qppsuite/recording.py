@@ -89,13 +89,30 @@ class Recording:
     format: str = RECORDING_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def save(self, path: Path) -> None:
-        """Write the recording as JSON; an unwritable path is a one-line :class:`RecordingError`."""
+    def save(self, path: Path, *, new: bool = False) -> None:
+        """Write the recording as JSON; an unwritable path is a one-line :class:`RecordingError`.  With ``new``,
+        a file that exists is left alone (FileExistsError)."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+            with path.open("x" if new else "w", encoding="utf-8") as stream:
+                stream.write(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        except FileExistsError:
+            if new:
+                raise
+            raise RecordingError(f"cannot write recording {path}: it exists and is no file") from None
         except OSError as exc:
             raise RecordingError(f"cannot write recording {path}: {exc.strerror}") from exc
+
+    def save_new(self, image: str) -> Path:
+        """Write the recording under :func:`default_path`, never over another's (two records ending in the same
+        second, even at once, get their own names); the path written."""
+        while True:
+            path = default_path(image)
+            try:
+                self.save(path, new=True)
+            except FileExistsError:
+                continue  # another record took that name since default_path looked
+            return path
 
     @classmethod
     def load(cls, path: Path) -> "Recording":

@@ -556,16 +556,17 @@ def _boot_to_ready(machine: Machine, channel: Channel) -> StopReason:
     return reason
 
 
-def _save(machine: Machine, key: dict[str, Any], path: Path) -> Snapshot:
-    """Save the stopped machine to ``path`` (replaced whole) and clear its stop, so it runs on; a cache that
-    cannot be written is one :class:`SnapshotError` line."""
+def _save(machine: Machine, key: dict[str, Any], path: Path, *, replace: bool = True) -> Snapshot:
+    """Save the stopped machine to ``path`` (replaced whole, or with ``replace`` False never over a file another
+    run put there meanwhile) and clear its stop, so it runs on; a cache that cannot be written is one
+    :class:`SnapshotError` line."""
     machine.clear_stop()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SnapshotError(f"cannot write snapshot {path}: {exc.strerror or exc}") from None
     saved = machine.snapshot(key)
-    snapshot.write(saved, path)
+    snapshot.write(saved, path, replace=replace)
     return saved
 
 
@@ -649,7 +650,7 @@ def save_snapshot(name: str, options: RunOptions, console: Callable[[bytes], Non
     if channel.status != 0:
         raise GuestError(f"the command exited with status {channel.status}: snapshot '{name}' not saved")
     key = ready_snapshot_key(options, image, machine.config.bootargs) | {"kind": "named"}
-    _save(machine, key, path)
+    _save(machine, key, path, replace=False)  # two saves of one NAME at once: the first stays
     return SavedSnapshot(path, machine.insn_count, time.monotonic() - start)
 
 

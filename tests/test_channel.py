@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from tool_modules import load_tool
 
-from qppsuite.channel import Channel, ChannelError, parse_copy_out, parse_file_spec
+from qppsuite.channel import Channel, ChannelError, parse_copy_out, parse_copy_outs, parse_file_spec
 from qppsuite.core.image import ImageBundle
 from qppsuite.session import RunOptions, ready_snapshot_key, ready_snapshot_path, run
 
@@ -154,3 +154,15 @@ def test_a_command_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.startswith("error: --cmd: byte 0xe9 at offset 8 is not UTF-8")
+
+
+def test_copy_outs_expand_the_home_directory_and_may_not_share_a_host_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert parse_copy_out("/etc/passwd:~/pw").host == tmp_path / "pw"  # as --file expands it; not ./~/pw
+    with pytest.raises(ChannelError, match="would both be written to"):
+        parse_copy_outs(["/etc/passwd:out", "/etc/group:./out"])
+    assert [c.guest for c in parse_copy_outs(["/etc/passwd", "/etc/group"])] == ["/etc/passwd", "/etc/group"]
+

@@ -104,3 +104,20 @@ def test_recordings_made_in_the_same_second_get_their_own_names(
     assert second == Path("recordings/debian-armhf-20261205T204751Z-2.json")
     second.write_text("{}")
     assert default_path("debian-armhf").name == "debian-armhf-20261205T204751Z-3.json"
+
+
+def test_a_recording_never_overwrites_one_another_record_wrote_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records run at once all chose the same free name before any wrote it; the later ones overwrote it."""
+    monkeypatch.chdir(tmp_path)
+    taken = Path("recordings/taken.json")
+    taken.parent.mkdir()
+    taken.write_text("another record's")
+    names = iter([taken, Path("recordings/free.json")])
+    monkeypatch.setattr("qppsuite.recording.default_path", lambda _image: next(names))
+    rec = Recording("debian-armhf", {}, {}, "poweroff", 1, "0" * 64, 0)
+    assert rec.save_new("debian-armhf") == Path("recordings/free.json")
+    assert taken.read_text() == "another record's"
+    assert Recording.load(Path("recordings/free.json")).insn_count == 1
+

@@ -5,6 +5,8 @@ import zipfile
 from array import array
 from pathlib import Path
 
+import pytest
+
 from qppsuite.core import snapshot
 from qppsuite.core.snapshot import Snapshot, SnapshotError
 
@@ -31,3 +33,17 @@ def test_every_byte_of_a_snapshot_flipped_is_a_snapshot_error_or_the_same_snapsh
         else:
             assert (again.ram, again.state) == (good.ram, good.state)
     assert errors >= info.compress_size - 8
+
+
+def test_a_named_snapshot_made_meanwhile_by_another_run_is_never_overwritten(tmp_path: Path) -> None:
+    """Two `snapshot save NAME` at once both found NAME free, and the later one renamed its file over the first."""
+    first = Snapshot(b"one", 1 << 20, array("I", []), b"", {"clock": {"retired": 1}})
+    second = Snapshot(b"two", 1 << 20, array("I", []), b"", {"clock": {"retired": 2}})
+    path = tmp_path / "name.snapshot"
+    snapshot.write(first, path, replace=False)
+    with pytest.raises(SnapshotError, match="made by another run meanwhile"):
+        snapshot.write(second, path, replace=False)
+    assert snapshot.read(path).cpu == b"one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["name.snapshot"]  # no partial file left
+    snapshot.write(second, path)  # the ready snapshot is replaced whole
+    assert snapshot.read(path).cpu == b"two"

@@ -53,7 +53,6 @@ def record_command(
     The input the guest receives (--file, the script, keys with -i) is stamped and stored in it.
     """
     cmd = command_text(cmd, cmd_file)
-    output = output or default_path(image)
     options = RunOptions(
         image=image,
         cmd=cmd,
@@ -68,13 +67,16 @@ def record_command(
         cache=cache_dir,
         timeout_seconds=timeout or None,
     )
-    check_writable(output)  # before the boot, not after it
+    check_writable(output or default_path(image))  # before the boot, not after it
     console = ConsoleStream(sys.stdout.buffer, interactive=True) if interactive else None
     with keyboard(interactive, quiet=False) as host, channel_progress(err_console, quiet=False) as progress:
         recording, result = record(options, console, host, progress)
     if result.signal is not None:
         raise Interrupted(f"{result.reason.message}: nothing recorded", result.signal)
-    recording.save(output)
+    if output is not None:
+        recording.save(output)
+    else:
+        output = recording.save_new(image)
     err_console.print(
         styled(
             ("qppsuite:", "green"),

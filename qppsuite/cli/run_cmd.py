@@ -8,7 +8,7 @@ from typing import Annotated, BinaryIO
 
 import typer
 
-from qppsuite.channel import DEFAULT_GUEST_DIR, ChannelError, parse_copy_out, parse_file_spec
+from qppsuite.channel import DEFAULT_GUEST_DIR, ChannelError, parse_copy_outs, parse_file_spec
 from qppsuite.cli import app, err_console
 from qppsuite.cli.keyboard import keyboard
 from qppsuite.cli.terminal import ConsoleStream, channel_progress, styled
@@ -193,7 +193,7 @@ def run_command(
         image=image,
         cmd=cmd,
         files=[item for spec in files or [] for item in parse_file_spec(spec)],
-        copy_out=[parse_copy_out(spec) for spec in copy_out or []],
+        copy_out=parse_copy_outs(copy_out or []),
         warm=True,
         cold=cold,
         interactive=interactive,

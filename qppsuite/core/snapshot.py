@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import zipfile
 import zlib
 from array import array
@@ -78,8 +79,10 @@ def nonzero_pages(ram: bytes | memoryview | Any) -> tuple[array[int], bytes]:
     return pages, b"".join(chunks)
 
 
-def write(snapshot: Snapshot, path: Path) -> None:
-    """Write ``snapshot`` to ``path`` (replaced whole: written beside it, then renamed)."""
+def write(snapshot: Snapshot, path: Path, *, replace: bool = True) -> None:
+    """Write ``snapshot`` to ``path``, whole: written beside it under a name of this process's, then renamed
+    over it, or, with ``replace`` False, linked to it so that a file another process put there first stays
+    (:class:`SnapshotError` then)."""
     members = {
         "cpu.bin": snapshot.cpu,
         "ram.pages": snapshot.pages.tobytes(),
@@ -92,16 +95,22 @@ def write(snapshot: Snapshot, path: Path) -> None:
         "key": snapshot.key,
         "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in members.items()},
     }
-    partial = path.with_name(f".{path.name}.partial")
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")  # two processes never share one
     try:
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
             archive.writestr("meta.json", json.dumps(meta, sort_keys=True))
             for name, data in members.items():
                 archive.writestr(name, data)
-        partial.replace(path)
+        if replace:
+            partial.replace(path)
+        else:
+            os.link(partial, path)  # fails if the name exists, whoever made it meanwhile
+    except FileExistsError:
+        raise SnapshotError(f"snapshot {path} was made by another run meanwhile: not overwritten") from None
     except OSError as exc:
-        partial.unlink(missing_ok=True)
         raise SnapshotError(f"cannot write snapshot {path}: {exc.strerror or exc}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def read(path: Path) -> Snapshot:
