@@ -44,9 +44,9 @@ import time
 from dataclasses import dataclass
 
 from qppsuite.core.events import SvcEvent
-from qppsuite.core.image import ImageBundle, open_image
 from qppsuite.core.kernel import decompress_zimage
 from qppsuite.core.qpp import QPP
+from qppsuite.images.bundle import ImageBundle, open_image
 from qppsuite.session import DEFAULT_IMAGE, RunOptions, run
 
 INIT_LINE = b"Run /init as init process"

@@ -38,8 +38,8 @@ import time
 from typing import Any
 
 from qppsuite.core.events import AddressSpaceSwitch, SvcEvent
-from qppsuite.core.image import open_image
 from qppsuite.core.qpp import Plugin
+from qppsuite.images.bundle import open_image
 from qppsuite.plugins.osi_linux import OsiLinux
 from qppsuite.plugins.osi_linux.model import OsiThread
 from qppsuite.session import DEFAULT_IMAGE, RunOptions, RunResult, run

@@ -17,7 +17,7 @@ import sys
 
 from boot import DEFAULT_IMAGE, qemu_command, time_process
 
-from qppsuite.core.image import open_image
+from qppsuite.images.bundle import open_image
 from qppsuite.session import RunOptions, ready_snapshot_key, ready_snapshot_path
 
 WARM = [sys.executable, "-m", "qppsuite", "run", "-q", "--cmd", "true"]

@@ -30,10 +30,10 @@ from typing import Any
 
 from qppsuite import __version__
 from qppsuite.core.events import StopReason
-from qppsuite.core.image import open_image
 from qppsuite.core.machine import HostInput
 from qppsuite.errors import QppsuiteError
 from qppsuite.hostfiles import unwritable
+from qppsuite.images.bundle import open_image
 from qppsuite.schemas import load_schema, schema_problem
 from qppsuite.session import GuestIO, RunOptions, RunResult, channel_script, run
 

@@ -1,7 +1,7 @@
 """JSON Schemas of the files users hand to qppsuite (image manifests, recordings), and checking against them.
 
 The schemas are JSON files beside the code that reads each format
-(``qppsuite/core/manifest.schema.json``, ``qppsuite/recording.schema.json``).
+(``qppsuite/images/manifest.schema.json``, ``qppsuite/recording.schema.json``).
 jsonschema, a maintained validator, does the checking, so every bad field of
 every format gets the same kind of one-line message.
 """

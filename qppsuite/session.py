@@ -22,12 +22,12 @@ from qppsuite import __version__
 from qppsuite.channel import Channel, CopyOut, GuestFile
 from qppsuite.core import snapshot
 from qppsuite.core.events import CorePlugin, StopReason
-from qppsuite.core.image import ImageBundle, cache_dir, open_image
 from qppsuite.core.kernel import load_kernel
 from qppsuite.core.machine import HostInput, Machine, MachineConfig
 from qppsuite.core.qpp import QPP
 from qppsuite.core.snapshot import Snapshot, SnapshotError
 from qppsuite.errors import GuestError, ImageError, Interrupted
+from qppsuite.images.bundle import ImageBundle, cache_dir, open_image
 from qppsuite.images.guest import guest_script
 from qppsuite.images.initramfs import CpioEntry, overlay_archive, rootfs_bytes
 

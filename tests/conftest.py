@@ -2,11 +2,11 @@
 
 import pytest
 
-from qppsuite.core.image import ImageBundle, cache_dir, open_image
 from qppsuite.errors import ImageError
 from qppsuite.images.builder import build_image
-from qppsuite.images.profile import KernelProfile, ProfileError
+from qppsuite.images.bundle import ImageBundle, cache_dir, open_image
 from qppsuite.plugins.osi_linux.layout import KernelLayout
+from qppsuite.profiles.profile import KernelProfile, ProfileError
 from qppsuite.session import DEFAULT_IMAGE
 
 

@@ -10,7 +10,7 @@ import fdt
 import pytest
 
 from qppsuite.core import board
-from qppsuite.core.image import ImageBundle
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.session import RunOptions, run
 
 

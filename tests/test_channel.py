@@ -15,7 +15,7 @@ import pytest
 from tool_modules import load_tool
 
 from qppsuite.channel import Channel, ChannelError, parse_copy_out, parse_copy_outs, parse_file_spec
-from qppsuite.core.image import ImageBundle
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.session import RunOptions, ready_snapshot_key, ready_snapshot_path, run
 
 

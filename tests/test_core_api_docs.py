@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qppsuite.core.image import ImageBundle
+from qppsuite.images.bundle import ImageBundle
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "core-api.md"
 

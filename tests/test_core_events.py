@@ -6,9 +6,9 @@ from typing import Any, ClassVar
 import pytest
 
 from qppsuite.core.cpu import ExceptionKind
-from qppsuite.core.image import ImageBundle
 from qppsuite.core.qpp import Plugin
-from qppsuite.images.profile import KernelProfile
+from qppsuite.images.bundle import ImageBundle
+from qppsuite.profiles.profile import KernelProfile
 from qppsuite.session import RunOptions, run
 
 

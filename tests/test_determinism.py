@@ -13,7 +13,7 @@ kernel's entropy pool and ASLR, seeded only from what the guest observes).
 
 import pytest
 
-from qppsuite.core.image import ImageBundle
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.session import RunOptions, RunResult, run
 
 pytestmark = pytest.mark.boot

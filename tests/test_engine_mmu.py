@@ -14,9 +14,9 @@ from unicorn import unicorn_const as U
 
 from qppsuite.core.cpu import CPSR_MODE_MASK, MODE_USR, ExceptionEvent, ExceptionKind
 from qppsuite.core.events import SvcEvent
-from qppsuite.core.image import ImageBundle
 from qppsuite.core.machine import Machine
 from qppsuite.core.mmu import ACCESS_READ, MmuFault, walk
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.session import RunOptions, build_machine
 
 pytestmark = pytest.mark.boot

@@ -9,9 +9,9 @@ import construct
 import pytest
 from console_sink import Console
 
-from qppsuite.core.image import ImageBundle
 from qppsuite.core.memory import GuestMemoryError
 from qppsuite.core.qpp import Plugin
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.session import RunOptions, run
 
 MARKER = b"qpp-memory-probe:0123456789"

@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 from oracle.guest import logged_run
 
-from qppsuite.core.image import ImageBundle
 from qppsuite.core.memory import GuestMemoryError, PhysicalMemory, VirtualMemory, linux_pte
 from qppsuite.core.mmu import ACCESS_READ, FS_TRANSLATION_PAGE, MmuFault, TranslationRegs, walk
 from qppsuite.core.qpp import Plugin
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.plugins.syscalls.context import SyscallContext
 
 DUMP = Path(__file__).parent / "data" / "memory" / "perl_fork_execve.json.gz"

@@ -4,7 +4,7 @@ power-on, its timers and idle loop working (issue 12: the first ``sleep 0.1`` ne
 import pytest
 from console_sink import Console
 
-from qppsuite.core.image import ImageBundle
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.session import RunOptions, run
 
 

@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from qppsuite.cli import app
-from qppsuite.core.image import ImageBundle, cache_dir, images_dir, list_images, open_image
 from qppsuite.errors import ImageError
+from qppsuite.images.bundle import ImageBundle, cache_dir, images_dir, list_images, open_image
 from qppsuite.images.initramfs import overlay_archive
 
 

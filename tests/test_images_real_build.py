@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from host_tools import host_tool
 
-from qppsuite.core.image import ImageBundle, cache_dir, open_image
 from qppsuite.images.apt import file_sha256
 from qppsuite.images.builder import build_image, busybox_applets, modinfo
+from qppsuite.images.bundle import ImageBundle, cache_dir, open_image
 from qppsuite.images.guest import guest_script
 from qppsuite.images.initramfs import CpioEntry, overlay_archive, read_cpio_newc
 

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from qppsuite.cli import app
-from qppsuite.core.image import list_images, open_image
 from qppsuite.errors import ImageError
+from qppsuite.images.bundle import list_images, open_image
 from qppsuite.recording import Recording, RecordingError
 
 FILES = {"vmlinuz": b"kernel", "initrd.cpio.gz": b"initrd"}

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from qppsuite.core.image import ImageBundle
 from qppsuite.core.kernel import DEFAULT_TEXT_OFFSET, is_zimage, load_kernel, text_offset
 from qppsuite.errors import ImageError
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.session import RunOptions, run
 
 

@@ -9,7 +9,7 @@ import pytest
 from test_qemu_differential import qemu_binary  # tests/ is on sys.path under pytest's default import mode
 from tool_modules import load_tool
 
-from qppsuite.core.image import ImageBundle
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.images.initramfs import read_cpio_newc
 
 lockstep = load_tool("lockstep")

@@ -20,7 +20,7 @@ from oracle.compare import Tally, compare, summary_line
 from oracle.guest import logged_run
 from oracle.strace_log import parse
 
-from qppsuite.core.image import ImageBundle
+from qppsuite.images.bundle import ImageBundle
 
 HERE = Path(__file__).parent / "oracle"
 STRING_LIMIT = 256

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from console_sink import Console
 
-from qppsuite.core.image import ImageBundle
 from qppsuite.core.qpp import Plugin
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.plugins.osi_linux import OsiFile, OsiLinux
 from qppsuite.plugins.osi_linux.paths import PATH_MAX
 from qppsuite.plugins.syscalls.context import SyscallContext

@@ -20,8 +20,8 @@ import pytest
 from console_sink import Console
 
 from qppsuite.core.events import SvcEvent
-from qppsuite.core.image import ImageBundle
 from qppsuite.core.qpp import Plugin
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.plugins.osi_linux import OsiLinux
 from qppsuite.plugins.osi_linux.model import OsiFile, OsiMapping, OsiModule, OsiProcess, OsiThread
 from qppsuite.session import RunOptions, RunResult, run

@@ -9,7 +9,7 @@ import pytest
 from qppsuite.core.events import CoreEvents, CorePlugin
 from qppsuite.core.qpp import QPP
 from qppsuite.errors import PluginError
-from qppsuite.images.profile import PROFILE_FORMAT
+from qppsuite.profiles.profile import PROFILE_FORMAT
 
 
 def _load(labels: dict[str, str], args: dict[str, str] | None = None) -> None:
@@ -48,8 +48,8 @@ def test_a_profile_lacking_a_needed_member_says_which(tmp_path: Path) -> None:
 
 @pytest.mark.boot
 def test_the_real_profile_resolves_every_offset(default_image: object) -> None:
-    from qppsuite.images.profile import KernelProfile
     from qppsuite.plugins.osi_linux.layout import KernelLayout
+    from qppsuite.profiles.profile import KernelProfile
 
     path = getattr(default_image, "profile_path", None)
     assert path is not None

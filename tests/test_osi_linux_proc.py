@@ -29,8 +29,8 @@ from conftest import KERNEL_SUITES, ORACLE_RAM_MIB
 from console_sink import Console
 from kernel_dump import PAGE, dumped_layout, load_dump
 
-from qppsuite.core.image import ImageBundle
 from qppsuite.core.qpp import Plugin
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.plugins.osi_linux import OsiLinux
 from qppsuite.plugins.osi_linux.kernel_memory import KernelMemory
 from qppsuite.plugins.osi_linux.layout import KernelLayout, MapleLayout

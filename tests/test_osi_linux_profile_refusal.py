@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from qppsuite.core.image import ImageBundle
+from qppsuite.images.bundle import ImageBundle
 
 pytestmark = pytest.mark.boot
 

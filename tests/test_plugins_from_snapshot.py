@@ -31,9 +31,9 @@ import pytest
 from console_sink import Console
 from kernel_dump import PAGE, dumped_layout, load_dump
 
-from qppsuite.core.image import ImageBundle
 from qppsuite.core.memory import GuestMemoryError
 from qppsuite.core.qpp import Plugin
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.plugins.osi_linux import OsiLinux, OsiProcess, OsiSyscall, OsiThread
 from qppsuite.plugins.osi_linux.syscall_regs import saved_syscall
 from qppsuite.plugins.osi_linux.tasks import TaskReader

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from qppsuite.cli import app
 from qppsuite.errors import BuildError
-from qppsuite.images.dwarf import REQUIRED_TYPES, build_kernel_profile
-from qppsuite.images.profile import KernelProfile, to_isf
+from qppsuite.profiles.dwarf import REQUIRED_TYPES, build_kernel_profile
+from qppsuite.profiles.profile import KernelProfile, to_isf
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to compile the fake kernel")
 

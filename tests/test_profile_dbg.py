@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from qppsuite.errors import BuildError
-from qppsuite.images.dbg import extract_vmlinux
+from qppsuite.profiles.dbg import extract_vmlinux
 
 RELEASE = "9.9.9-test-armmp"
 BOOT = "./usr/lib/debug/boot/"

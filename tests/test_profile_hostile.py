@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qppsuite.core.image import ImageBundle
-from qppsuite.images.profile import KernelProfile, ProfileError, to_isf
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.plugins.osi_linux.layout import KernelLayout
+from qppsuite.profiles.profile import KernelProfile, ProfileError, to_isf
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from test_profile_layouts import LAYOUT_C
 
 from qppsuite.errors import ImageError, QppsuiteError
-from qppsuite.images.dwarf import extract_layouts
-from qppsuite.images.profile import (
+from qppsuite.profiles.dwarf import extract_layouts
+from qppsuite.profiles.profile import (
     PROFILE_FORMAT,
     KernelProfile,
     ProfileError,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from qppsuite.errors import BuildError
-from qppsuite.images.dwarf import extract_layouts
+from qppsuite.profiles.dwarf import extract_layouts
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to compile the probe")
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from qppsuite.core.image import ImageBundle, cache_dir
 from qppsuite.images.apt import AptPackage
-from qppsuite.images.dbg import extract_vmlinux
-from qppsuite.images.dwarf import KERNEL_ENUMS, OPTIONAL_TYPES, REQUIRED_TYPES, build_kernel_profile
-from qppsuite.images.profile import KernelProfile, save_profile, to_isf
+from qppsuite.images.bundle import ImageBundle, cache_dir
+from qppsuite.profiles.dbg import extract_vmlinux
+from qppsuite.profiles.dwarf import KERNEL_ENUMS, OPTIONAL_TYPES, REQUIRED_TYPES, build_kernel_profile
+from qppsuite.profiles.profile import KernelProfile, save_profile, to_isf
 
 pytestmark = pytest.mark.boot  # the real packages and image, through apt
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from host_tools import host_tool
 
-from qppsuite.core.image import ImageBundle
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.session import RunOptions, run
 
 QEMU = "qemu-system-arm"

@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from qppsuite.core.board import RAM_MAX_MIB, minimum_ram_mib, plan_layout
-from qppsuite.core.image import ImageBundle
 from qppsuite.errors import GuestError
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.session import RunOptions, build_machine
 
 

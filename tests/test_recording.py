@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from qppsuite.cli import app
-from qppsuite.core.image import ImageBundle
 from qppsuite.core.qpp import Plugin
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.recording import Recording, RecordingError, default_path, record, replay
 from qppsuite.session import RunOptions
 

@@ -20,7 +20,7 @@ from cli_entry import run_main
 from qppsuite.cli.keyboard import END_OF_INPUT, LEAVE_KEY, KeyboardInput
 from qppsuite.cli.terminal import ConsoleStream
 from qppsuite.core.hypercall import FROM_HOST, HYPERCALL_A32
-from qppsuite.core.image import ImageBundle
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.images.guest.transfer import Assembler, elf_executable, movw
 from qppsuite.recording import Recording, RecordingError, pack_inputs, unpack_inputs
 from qppsuite.session import RunOptions, run

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from console_sink import Console
 
-from qppsuite.core.image import ImageBundle, open_image
 from qppsuite.core.rootfs import MIB, RootfsFit, RootfsWatch
 from qppsuite.errors import GuestError
+from qppsuite.images.bundle import ImageBundle, open_image
 from qppsuite.images.initramfs import gunzip_members, read_cpio_newc, rootfs_bytes
 from qppsuite.session import RunOptions, run
 

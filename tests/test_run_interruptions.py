@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from cli_entry import run_main
 
-from qppsuite.core.image import ImageBundle
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.recording import RecordingError, check_writable
 
 STACK = ["--plugins", "osi_linux,syscalls,syscalls_logger"]

@@ -15,8 +15,8 @@ import pytest
 
 from qppsuite import session
 from qppsuite.core import snapshot
-from qppsuite.core.image import ImageBundle
 from qppsuite.core.snapshot import SnapshotError
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.session import RunOptions, build_machine
 
 pytestmark = pytest.mark.boot

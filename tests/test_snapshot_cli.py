@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from qppsuite.core.image import ImageBundle, cache_dir
 from qppsuite.core.qpp import QPP
 from qppsuite.core.snapshot import SnapshotError
+from qppsuite.images.bundle import ImageBundle, cache_dir
 from qppsuite.session import RunOptions, ready_snapshot_key, ready_snapshot_path, run, snapshot_path
 
 SUMMARY = re.compile(r"^qppsuite: guest powered off after ([\d,]+) instructions in [\d.]+ s \(\d+ MIPS\)$", re.M)

@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from qppsuite.cli import app
-from qppsuite.core.image import ImageBundle
 from qppsuite.errors import PluginError
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.plugins.syscalls_logger.database import MAX_RUN_ID, ROW_ID_STRIDE, SYSCALL_ROW, SyscallDatabase
 
 WRITER = """

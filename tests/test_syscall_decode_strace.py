@@ -17,7 +17,7 @@ import pytest
 from oracle.guest import logged_run
 from tool_modules import load_tool
 
-from qppsuite.core.image import ImageBundle
+from qppsuite.images.bundle import ImageBundle
 
 WORKLOAD = r'''
 import os, socket, select, signal, resource, fcntl, mmap, ctypes, struct, termios, time, threading

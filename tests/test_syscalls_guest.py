@@ -16,7 +16,7 @@ from console_sink import Console
 from typer.testing import CliRunner
 
 from qppsuite.cli import app
-from qppsuite.core.image import ImageBundle
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.session import RunOptions, RunResult, run
 
 PLUGINS = ["osi_linux", "syscalls", "syscalls_logger"]

@@ -22,7 +22,7 @@ import pytest
 from oracle.guest import logged_run
 from oracle.strace_log import parse
 
-from qppsuite.core.image import ImageBundle
+from qppsuite.images.bundle import ImageBundle
 
 THREADS = """
 import ctypes, threading, time

@@ -15,8 +15,8 @@ import pytest
 from oracle.guest import logged_run
 from tool_modules import load_tool
 
-from qppsuite.core.image import ImageBundle
 from qppsuite.core.qpp import Plugin
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.plugins.syscalls import RETURN_HOOK_CACHE, Syscalls
 from qppsuite.session import RunOptions, run
 

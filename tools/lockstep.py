@@ -77,10 +77,10 @@ import capstone
 
 from qppsuite.core.board import RAM_BASE
 from qppsuite.core.cpu import CPSR_IT_MASK, CPSR_MODE_MASK, CPSR_T, MODE_USR, ExceptionEvent, ExceptionKind
-from qppsuite.core.image import ImageBundle, open_image
 from qppsuite.core.machine import Machine
 from qppsuite.errors import QppsuiteError
-from qppsuite.images.profile import KernelProfile
+from qppsuite.images.bundle import ImageBundle, open_image
+from qppsuite.profiles.profile import KernelProfile
 from qppsuite.session import DEFAULT_IMAGE, RunOptions, build_machine, guest_command_overlay
 
 QEMU = "qemu-system-arm"

@@ -15,8 +15,8 @@ from rich.table import Table
 
 from qppsuite.cli import app
 from qppsuite.cli.terminal import SafeConsole, styled
-from qppsuite.core.image import ImageBundle, images_dir, list_images, open_image
 from qppsuite.errors import ImageError
+from qppsuite.images.bundle import ImageBundle, images_dir, list_images, open_image
 
 image_app = typer.Typer(help="Build and inspect image bundles (kernel, initramfs, OSI profile).", no_args_is_help=True)
 app.add_typer(image_app, name="image")

@@ -17,9 +17,9 @@ from rich.table import Table
 
 from qppsuite.cli import app
 from qppsuite.cli.terminal import SafeConsole
-from qppsuite.images.dbg import extract_vmlinux
-from qppsuite.images.dwarf import build_kernel_profile
-from qppsuite.images.profile import KernelProfile, save_profile, to_isf
+from qppsuite.profiles.dbg import extract_vmlinux
+from qppsuite.profiles.dwarf import build_kernel_profile
+from qppsuite.profiles.profile import KernelProfile, save_profile, to_isf
 
 console = SafeConsole()
 profile_app = typer.Typer(

@@ -13,9 +13,9 @@ from qppsuite.cli import app, err_console
 from qppsuite.cli.keyboard import keyboard
 from qppsuite.cli.terminal import ConsoleStream, channel_progress, styled
 from qppsuite.core.board import RAM_MAX_MIB
-from qppsuite.core.image import images_dir
 from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
 from qppsuite.errors import GuestError, ImageError, Interrupted, PluginError
+from qppsuite.images.bundle import images_dir
 from qppsuite.session import DEFAULT_IMAGE, GuestIO, RunOptions, run
 
 

@@ -14,8 +14,8 @@ from qppsuite.cli.run_cmd import RAM_HELP, TimeoutOption, command_text, ensure_d
 from qppsuite.cli.terminal import SafeConsole, styled
 from qppsuite.core import snapshot
 from qppsuite.core.board import RAM_MAX_MIB
-from qppsuite.core.image import cache_dir, open_image
 from qppsuite.core.snapshot import SnapshotError
+from qppsuite.images.bundle import cache_dir, open_image
 from qppsuite.session import DEFAULT_IMAGE, RunOptions, save_snapshot, snapshot_path
 
 snapshot_app = typer.Typer(

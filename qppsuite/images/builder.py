@@ -38,9 +38,9 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from qppsuite import __version__
-from qppsuite.core.image import MANIFEST_FORMAT, MANIFEST_NAME, ImageBundle, cache_dir, open_image
 from qppsuite.errors import BuildError, ImageError
 from qppsuite.images.apt import AptPackage, PrivateApt, file_sha256, host_sources, sources_for_suite
+from qppsuite.images.bundle import MANIFEST_FORMAT, MANIFEST_NAME, ImageBundle, cache_dir, open_image
 from qppsuite.images.guest import guest_script
 from qppsuite.images.initramfs import CpioEntry, InitramfsTree, rootfs_bytes
 
@@ -84,7 +84,7 @@ PROFILE_SCRATCH_BYTES = 400 * 2**20
 BUILD_SLACK_BYTES = 200 * 2**20
 
 Progress = Callable[[str], None]
-# (extract_vmlinux, build_kernel_profile) from qppsuite.images.dbg / .dwarf
+# (extract_vmlinux, build_kernel_profile) from qppsuite.profiles.dbg / .dwarf
 ProfileBuilder = tuple[Callable[[Path, Path], Path], Callable[[Path], dict[str, Any]]]
 
 
@@ -340,12 +340,12 @@ def build_initramfs(
 
 def _optional_profile_builder() -> ProfileBuilder | None:
     """The DWARF profile builder's entry points, when that part of qppsuite is installed."""
-    if importlib.util.find_spec("qppsuite.images.dwarf") is None:
+    if importlib.util.find_spec("qppsuite.profiles.dwarf") is None:
         return None
-    if importlib.util.find_spec("qppsuite.images.dbg") is None:
+    if importlib.util.find_spec("qppsuite.profiles.dbg") is None:
         return None
-    dbg = importlib.import_module("qppsuite.images.dbg")
-    dwarf = importlib.import_module("qppsuite.images.dwarf")
+    dbg = importlib.import_module("qppsuite.profiles.dbg")
+    dwarf = importlib.import_module("qppsuite.profiles.dwarf")
     return dbg.extract_vmlinux, dwarf.build_kernel_profile
 
 

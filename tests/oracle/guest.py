@@ -11,8 +11,8 @@ from typing import Any
 from conftest import ORACLE_RAM_MIB
 from console_sink import Console
 
-from qppsuite.core.image import ImageBundle
 from qppsuite.core.qpp import Plugin
+from qppsuite.images.bundle import ImageBundle
 from qppsuite.session import RunOptions, run
 
 

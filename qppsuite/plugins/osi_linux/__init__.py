@@ -41,7 +41,6 @@ from qppsuite.core.memory import GuestMemoryError, introspect
 from qppsuite.core.mmu import SCTLR_M, TranslationRegs
 from qppsuite.core.qpp import Arg, Plugin, export
 from qppsuite.errors import PluginError
-from qppsuite.images.profile import KernelProfile, ProfileError, release_from_banner
 from qppsuite.plugins.osi_linux.kernel_memory import KernelMemory
 from qppsuite.plugins.osi_linux.layout import KernelLayout
 from qppsuite.plugins.osi_linux.layout_check import task_list_mismatch
@@ -52,6 +51,7 @@ from qppsuite.plugins.osi_linux.paths import PathReader
 from qppsuite.plugins.osi_linux.ps_report import print_process_tree
 from qppsuite.plugins.osi_linux.syscall_regs import saved_syscall
 from qppsuite.plugins.osi_linux.tasks import TaskIdentity, TaskReader
+from qppsuite.profiles.profile import KernelProfile, ProfileError, release_from_banner
 
 __all__ = ["OsiFile", "OsiLinux", "OsiMapping", "OsiModule", "OsiProcess", "OsiSyscall", "OsiThread", "plugin"]
 

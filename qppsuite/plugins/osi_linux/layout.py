@@ -23,7 +23,7 @@ The differences, as found in Debian's 5.10, 6.1 and 6.12 armmp profiles:
 
 from dataclasses import dataclass
 
-from qppsuite.images.profile import KernelProfile, ProfileError
+from qppsuite.profiles.profile import KernelProfile, ProfileError
 
 TASK_COMM_LEN = 16
 """Bytes of ``task_struct.comm``, the same in every Linux (include/linux/sched.h)."""

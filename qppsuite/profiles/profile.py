@@ -3,7 +3,7 @@
 Two on-disk shapes load into one :class:`KernelProfile`:
 
 * our own JSON (``"format": "qppsuite-profile/1"``), written by
-  :func:`qppsuite.images.dwarf.build_kernel_profile`;
+  :func:`qppsuite.profiles.dwarf.build_kernel_profile`;
 * a Volatility 3 ISF (what ``dwarf2json linux --elf vmlinux`` emits), so a user
   who already has one for their kernel needs no vmlinux at all.
 

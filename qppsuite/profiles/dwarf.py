@@ -14,7 +14,7 @@ vmlinux, so this module reads only what it needs:
   value* are emitted too, so nested named members always have a layout.
 
 The layout conventions (flattened anonymous members, bitfield offsets, the
-type-string grammar) are documented in :mod:`qppsuite.images.profile`.
+type-string grammar) are documented in :mod:`qppsuite.profiles.profile`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from elftools.dwarf.dwarfinfo import DWARFInfo
 from elftools.elf.elffile import ELFFile
 
 from qppsuite.errors import BuildError
-from qppsuite.images.profile import PROFILE_FORMAT, derive_constants, release_from_banner
+from qppsuite.profiles.profile import PROFILE_FORMAT, derive_constants, release_from_banner
 
 # Symbols osi_linux and its users may want; the profile holds those the kernel has.
 KERNEL_SYMBOLS: tuple[str, ...] = (
