@@ -89,8 +89,8 @@ def parse_file_spec(spec: str) -> list[GuestFile]:
     """``HOST[:GUEST]`` of ``--file``: a file, or a directory with everything under it, permissions kept.
 
     Without GUEST a file lands in :data:`DEFAULT_GUEST_DIR` under its own name, a directory as
-    ``/root/NAME``.  A GUEST ending in ``/`` is a directory to put it in.  A host name may hold ``:``: HOST
-    is the longest part before a ``:`` (or the whole) that exists on the host.
+    ``/root/NAME``.  A GUEST ending in ``/`` is a directory to put it in (a directory lands there as NAME).
+    A host name may hold ``:``: HOST is the longest part before a ``:`` (or the whole) that exists on the host.
     """
     host_text, sep, guest_text = _split_existing(spec)
     if not host_text:  # Path("") is the current directory
@@ -101,6 +101,8 @@ def parse_file_spec(spec: str) -> list[GuestFile]:
         raise ChannelError(f"--file {spec!r}: {host} does not exist")
     if host.is_dir():
         base = guest_text or f"/root/{host.resolve().name}"
+        if guest_text.endswith("/"):  # a directory to put it in, as for a file
+            base = f"{guest_text}{host.resolve().name}"
         base = _guest_path(base.rstrip("/") or "/", "--file")
         files = []
         for path in _regular_files(host):

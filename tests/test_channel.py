@@ -28,6 +28,7 @@ def test_file_and_copy_out_specs(tmp_path: Path) -> None:
     assert (single.guest, single.mode) == ("/usr/local/bin/tool", 0o750)
     assert parse_file_spec(f"{tmp_path / 'tool'}:/opt/")[0].guest == "/opt/tool"
     assert [f.guest for f in parse_file_spec(f"{tmp_path / 'tree'}:/srv/t")] == ["/srv/t/sub/a"]
+    assert [f.guest for f in parse_file_spec(f"{tmp_path / 'tree'}:/srv/")] == ["/srv/tree/sub/a"]  # as a file's
     assert parse_copy_out("/tmp/out.bin").host == Path("out.bin")
     for bad in (f"{tmp_path / 'missing'}", f"{tmp_path / 'tool'}:relative", f"{tmp_path / 'tool'}:/a/../b"):
         with pytest.raises(ChannelError):

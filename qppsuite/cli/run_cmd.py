@@ -162,7 +162,9 @@ def run_command(
     ] = None,
     ram: Annotated[int, typer.Option("--ram", min=16, max=RAM_MAX_MIB, help=RAM_HELP)] = 256,
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not show the console or the summary")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Do not show the console (but with -i) or the summary")
+    ] = False,
     bootargs: Annotated[str, typer.Option("--bootargs", help="Extra kernel command-line arguments")] = "",
     guest_decompress: Annotated[
         bool, typer.Option("--guest-decompress", help="Boot a zImage as-is, decompressing in the guest")
