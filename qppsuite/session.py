@@ -264,7 +264,10 @@ def run(
             try:
                 machine.schedule_input(io.replayed)
             except ValueError as exc:  # a count before the start point, or an unknown port: an edited recording
-                raise GuestError(f"replay: the recorded input cannot be delivered: {exc}") from None
+                raise GuestError(
+                    f"replay: the recorded input cannot be delivered: {exc}",
+                    hint="the recording's options no longer lead to where it started: was it edited?",
+                ) from None
             machine.end_at = io.end_at
             verify = _all_input_delivered(machine, verify)
         machine.host_input = io.host

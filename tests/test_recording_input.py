@@ -197,6 +197,21 @@ def test_a_recording_whose_command_was_edited_is_refused(recorded_file_run: tupl
 
 
 @pytest.mark.boot
+def test_a_recording_whose_boot_arguments_were_edited_says_where_the_input_no_longer_fits(
+    recorded_file_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    path, _ = recorded_file_run
+    edited = json.loads(path.read_text())
+    edited["options"]["extra_bootargs"] = "initcall_debug"  # a longer boot: the ready point lies later
+    (tmp_path / "edited.json").write_text(json.dumps(edited))
+    done = qppsuite("replay", str(tmp_path / "edited.json"), cwd=tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    error, hint = done.stderr.strip().splitlines()[-2:]
+    assert "the recorded input cannot be delivered" in error and "before the run's start" in error, error
+    assert hint.startswith("hint: the recording's options no longer lead to where it started")
+
+
+@pytest.mark.boot
 def test_a_replay_fed_other_input_diverges_in_one_line(recorded_file_run: tuple[Path, str], tmp_path: Path) -> None:
     path, _ = recorded_file_run
     rec = Recording.load(path)

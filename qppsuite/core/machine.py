@@ -464,8 +464,14 @@ class Machine:
         """
         last = self.clock.retired
         for count, port, data in inputs:
-            if count < last or port not in PORTS:
-                raise ValueError(f"input at instruction {count} for port {port!r}: out of order or unknown port")
+            if port not in PORTS:
+                raise ValueError(f"input at instruction {count} for an unknown port {port!r}")
+            if count < last:
+                where = "before the run's start" if last == self.clock.retired else "out of order"
+                raise ValueError(
+                    f"input at instruction {count:,} for port {port!r} is {where} "
+                    f"(the run starts at instruction {self.clock.retired:,})"
+                )
             if port == hypercall.PORT:
                 # answered when the guest asks, which the replay reproduces: no stop is needed to deliver them
                 self._hypercall_answers.append(bytes(data))
