@@ -123,12 +123,16 @@ def parse_file_spec(spec: str) -> list[GuestFile]:
 
 def _regular_files(top: Path) -> list[Path]:
     """The regular files under ``top`` in name order, symbolic links followed as ``cp -rL`` follows them; a link
-    back to a directory it is inside (a loop) is left out, as are broken links, FIFOs, sockets and devices."""
+    back to a directory it is inside (a loop) is left out, as are broken links, FIFOs, sockets and devices.  A
+    directory that cannot be listed is one :class:`ChannelError` line."""
     found: list[Path] = []
     stack = [(top, frozenset({top.resolve()}))]
     while stack:
         directory, inside = stack.pop()
-        entries = sorted(directory.iterdir(), reverse=True)  # popped in name order
+        try:
+            entries = sorted(directory.iterdir(), reverse=True)  # popped in name order
+        except OSError as exc:
+            raise ChannelError(f"--file: cannot read the directory {directory}: {exc.strerror or exc}") from None
         for path in entries:
             if path.is_dir():
                 real = path.resolve()

@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -166,4 +167,18 @@ def test_copy_outs_expand_the_home_directory_and_may_not_share_a_host_file(
     with pytest.raises(ChannelError, match="would both be written to"):
         parse_copy_outs(["/etc/passwd:out", "/etc/group:./out"])
     assert [c.guest for c in parse_copy_outs(["/etc/passwd", "/etc/group"])] == ["/etc/passwd", "/etc/group"]
+
+
+def test_a_directory_that_cannot_be_listed_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "tree" / "locked").mkdir(parents=True)
+    real_iterdir = Path.iterdir
+
+    def iterdir(self: Path) -> Iterator[Path]:  # root may list a mode-000 directory: refuse as the kernel would
+        if self.name == "locked":
+            raise PermissionError(13, "Permission denied")
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    with pytest.raises(ChannelError, match=r"cannot read the directory .*locked: Permission denied"):
+        parse_file_spec(f"{tmp_path / 'tree'}:/tmp/t")
 
