@@ -167,7 +167,7 @@ def test_the_wall_clock_budget_includes_the_boot_that_makes_the_ready_snapshot(
     assert child.returncode == 2, stderr
     assert "timeout: wall-clock budget of 4 s reached" in _one_error_line(stderr)
     assert list(cache.glob("snapshots/*/ready-*.snapshot")), "the boot reached the ready point and saved it"
-    assert took < 4 + 1.5, took  # interpreter start-up, saving the snapshot, stopping
+    assert took < 4 + 2.0, took  # start-up and stopping; the boot alone (2.5 s here) took its own 4 s before
 
 
 PLUGIN_THAT_EXITS = """
