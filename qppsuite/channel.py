@@ -26,14 +26,13 @@ for a path the host asked for; anything else is a :class:`ChannelError`.
 
 from __future__ import annotations
 
-import os
 import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from qppsuite.errors import QppsuiteError
-from qppsuite.hostfiles import unwritable
+from qppsuite.hostfiles import replace_file, unwritable
 from qppsuite.images.guest import transfer
 
 #: Where a file given without a guest path goes (the agent puts it first on the PATH).
@@ -164,20 +163,6 @@ def parse_copy_outs(specs: Sequence[str]) -> list[CopyOut]:
             raise ChannelError(f"--copy-out {seen[where]} and {want.guest} would both be written to {want.host}")
         seen[where] = want.guest
     return wanted
-
-
-def _replace_file(path: Path, data: bytes) -> None:
-    """Put ``data`` at ``path`` whole or not at all: written beside it under a hidden name (permissions as a new
-    file's), then renamed over it, so a run killed meanwhile leaves the old file, not part of the new one."""
-    partial = path.with_name(f".{path.name}.qppsuite-{os.getpid()}")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
 
 
 def _mode(path: Path) -> int:
@@ -358,7 +343,7 @@ class Channel:
                 continue
             try:
                 want.host.parent.mkdir(parents=True, exist_ok=True)
-                _replace_file(want.host, data)
+                replace_file(want.host, data)
             except OSError as exc:
                 self.unsaved.append(f"{want.host}: {exc.strerror or exc}")
                 continue

@@ -1,4 +1,4 @@
-"""Host files qppsuite will write after a run (a recording, a copy-out), checked before the run starts."""
+"""Host files qppsuite writes after a run (a recording, a copy-out): checked before the run starts, written whole."""
 
 import errno
 import os
@@ -20,3 +20,17 @@ def unwritable(path: Path) -> str | None:
     except OSError as exc:
         return exc.strerror or str(exc)
     return None
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Put ``data`` at ``path`` whole or not at all: written beside it under a hidden name (permissions as a new
+    file's), then renamed over it, so a run killed meanwhile leaves the old file, not part of the new one."""
+    partial = path.with_name(f".{path.name}.qppsuite-{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise

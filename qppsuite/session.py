@@ -181,8 +181,15 @@ def image_labels(image: ImageBundle) -> dict[str, str]:
     return labels
 
 
-def build_machine(options: RunOptions, image: ImageBundle, console: Callable[[bytes], None] | None) -> Machine:
-    """A machine loaded with ``image`` (and the ``--cmd`` overlay), ready to run."""
+def build_machine(
+    options: RunOptions,
+    image: ImageBundle,
+    console: Callable[[bytes], None] | None,
+    *,
+    timeout_from: float | None = None,
+) -> Machine:
+    """A machine loaded with ``image`` (and the ``--cmd`` overlay), ready to run; its wall-clock budget
+    (``options.timeout_seconds``) counts from ``timeout_from`` (``time.monotonic()``; None: its first run)."""
     kernel = load_kernel(
         image.kernel_path, decompress=options.host_decompress, cache_dir=cache_dir(options.cache) / "kernels"
     )
@@ -214,6 +221,7 @@ def build_machine(options: RunOptions, image: ImageBundle, console: Callable[[by
         max_insns=options.max_insns,
         hang_seconds=options.hang_seconds,
         timeout_seconds=options.timeout_seconds,
+        timeout_from=timeout_from,
         rootfs_bytes=unpacked,
         labels=image_labels(image),
     )
@@ -238,8 +246,8 @@ def run(
     image = image or open_image(options.image, cache=options.cache)
     start = time.monotonic()
     options, saved = _choose_start(options, image, start)
-    machine = build_machine(options, image, console)
-    machine.config.timeout_from = start  # --timeout is the whole run's: any boot to make a snapshot included
+    # --timeout is the whole run's: any boot to make a snapshot included
+    machine = build_machine(options, image, console, timeout_from=start)
     machine.on_input = io.on_input
     channel: Channel | None = None
     started: str | None = None
@@ -514,8 +522,7 @@ def _make_ready(
     """Boot a machine of its own (no console, no instruction budget; the run's wall-clock budget, from
     ``start``) to the ready point and save it; None if the guest stopped before it was ready.  A signal
     stops it as it stops a run: :class:`Interrupted`."""
-    machine = build_machine(replace(options, max_insns=None, warm=True), image, None)
-    machine.config.timeout_from = start
+    machine = build_machine(replace(options, max_insns=None, warm=True), image, None, timeout_from=start)
     with stop_on_signals(machine) as received:
         reason = _boot_to_ready(machine, Channel(send=machine.send_to_channel))
     if received:
@@ -630,10 +637,8 @@ def save_snapshot(name: str, options: RunOptions, console: Callable[[bytes], Non
     options, saved = _choose_start(replace(options, warm=True, cold=False, max_insns=None), image, start)
     if not options.uses_channel:  # the image cannot run the agent
         raise ImageError(f"image '{image.name}' has no initramfs, so the channel's agent cannot run in it")
-    machine = build_machine(options, image, console)
-    machine.config.timeout_from = start
-    script = (options.cmd if options.cmd is not None else WORKLOAD_SCRIPT).encode()
-    channel = Channel(options.files, script, send=machine.send_to_channel)
+    machine = build_machine(options, image, console, timeout_from=start)
+    channel = Channel(options.files, channel_script(options), send=machine.send_to_channel)
     channel.prepare(then_exit=False)
     with stop_on_signals(machine) as received:
         _, reason = _reach_ready(machine, options, image, channel, saved)
