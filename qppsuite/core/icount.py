@@ -136,11 +136,6 @@ class BlockCounter:
         """Stop calling ``entry`` for blocks that start at ``address``."""
         self._lib.qpp_icount_unwatch(ctypes.byref(self._state), address & 0xFFFFFFFE)
 
-    @property
-    def watched(self) -> int:
-        """Addresses watched now."""
-        return int(self._state.watched)
-
     def start(self, budget: int, limit: int = 1 << 62, *, until_unmasked: bool = False) -> None:
         """Begin a run that enters no block past ``budget`` instructions but its first, and none past ``limit``
         (so a run whose first block does not fit in ``limit`` ends at once, with nothing executed); with
