@@ -35,8 +35,12 @@ DEFAULT_IMAGE = "debian-armhf"
 #: What a kernel command line may hold: printable ASCII (the device tree's bootargs is a C string, and Linux
 #: parses it as ASCII words); the manifest schema says the same of an image's own bootargs.
 KERNEL_ARGS = re.compile(r"[ -~]*")
-#: Where /init looks for the user's command (see qppsuite/images/guest/init.sh).
+#: Where the guest's init looks for the user's command, run with the image's shell, and for the channel's
+#: agent, run with the toolkit's (see qppsuite/images/guest/init.sh).
 GUEST_CMD_PATH = "/etc/qppsuite/cmd"
+GUEST_AGENT_PATH = "/etc/qppsuite/agent"
+#: The toolkit every image carries: busybox applets for qppsuite's own guest scripts.
+GUEST_TOOLS = "/.qppsuite/bin"
 
 
 @dataclass
@@ -158,12 +162,13 @@ def channel_script(options: RunOptions) -> bytes:
     if not options.interactive:
         return (options.cmd if options.cmd is not None else WORKLOAD_SCRIPT).encode()
     command = "sh -i" if options.cmd is None else f"sh -c {shlex.quote(options.cmd)}"
-    return f"exec setsid cttyhack {command}\n".encode()
+    return f"exec {GUEST_TOOLS}/setsid {GUEST_TOOLS}/cttyhack {command}\n".encode()
 
 
-def guest_command_overlay(cmd: str) -> bytes:
-    """The ``--cmd`` delivery: a cpio appended to the initrd (no keystrokes, fully deterministic)."""
-    return overlay_archive({GUEST_CMD_PATH: _command_file(cmd)})
+def guest_command_overlay(path: str, cmd: str) -> bytes:
+    """The ``--cmd`` delivery (or the agent's, at ``path``): a cpio appended to the initrd (no keystrokes,
+    fully deterministic)."""
+    return overlay_archive({path: _command_file(cmd)})
 
 
 def _command_file(cmd: str) -> bytes:
@@ -201,13 +206,19 @@ def build_machine(
             raise ImageError(f"cannot read initrd {image.initrd_path}: {exc.strerror}") from exc
     unpacked = (image.manifest.get("initrd") or {}).get("rootfs_bytes")
     # Through the channel, /init's command is the agent, which takes the real one from the host.
-    command = AGENT if options.uses_channel else options.cmd
+    command, path = (AGENT, GUEST_AGENT_PATH) if options.uses_channel else (options.cmd, GUEST_CMD_PATH)
     if command is not None:
         if not initrd:
             raise ImageError(f"image '{image.name}' has no initramfs, so --cmd cannot be delivered")
-        initrd += guest_command_overlay(command)
+        if image.manifest.get("toolkit") != GUEST_TOOLS:
+            raise ImageError(
+                f"image '{image.name}' has no qppsuite init that runs a command (made by an older qppsuite, or "
+                "by hand)",
+                hint=f"rebuild it: qppsuite image build {image.name} (or image import)",
+            )
+        initrd += guest_command_overlay(path, command)
         if unpacked is not None:
-            unpacked += rootfs_bytes([CpioEntry.file(GUEST_CMD_PATH, _command_file(command))])
+            unpacked += rootfs_bytes([CpioEntry.file(path, _command_file(command))])
     if not KERNEL_ARGS.fullmatch(options.extra_bootargs):
         raise GuestError(
             f"--bootargs {options.extra_bootargs!r}: the kernel command line takes printable ASCII only",

@@ -15,11 +15,12 @@ def _current(name: str, packages: tuple[str, ...] = (), suite: str = "bookworm")
 
     A bundle built before its manifest recorded the initrd's unpacked size (``rootfs_bytes``) is rebuilt, and
     so is one whose profile osi_linux cannot resolve (made before the builder kept what it reads, such as
-    6.12's ``enum mod_mem_type``).
+    6.12's ``enum mod_mem_type``), and one without the toolkit its init runs commands with.
     """
     try:
         bundle = open_image(name, cache=cache_dir())
-        if "rootfs_bytes" in (bundle.manifest.get("initrd") or {}) and _osi_can_read(bundle):
+        current = "rootfs_bytes" in (bundle.manifest.get("initrd") or {}) and "toolkit" in bundle.manifest
+        if current and _osi_can_read(bundle):
             return bundle
     except ImageError:
         pass

@@ -477,7 +477,9 @@ def test_init_reports_the_exit_status_and_powers_off() -> None:
     for needed in ("mount -t proc proc /proc", "mount -t devtmpfs devtmpfs /dev", "mount -t tmpfs tmpfs /tmp"):
         assert needed in lines
     assert lines.index('echo "QPPSUITE-EXIT $status"') < lines.index("poweroff -f")
-    assert "sh /etc/qppsuite/cmd" in lines and "sh /etc/qppsuite/workload.sh" in lines
+    assert 'PATH=$user_path "$user_sh" /etc/qppsuite/cmd' in lines
+    assert 'PATH=$user_path "$user_sh" /etc/qppsuite/workload.sh' in lines
+    assert "QPPSUITE_PATH=$user_path QPPSUITE_SH=$user_sh sh /etc/qppsuite/agent" in lines
 
 
 def test_file_sha256(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""``qppsuite image build|list|info``: make image bundles and look inside them.
+"""``qppsuite image build|import|list|info``: make image bundles and look inside them.
 
 Progress and tables go to the terminal; ``build`` prints only the bundle's
 path on stdout, so scripts can capture it (``IMG=$(qppsuite image build)``).
@@ -118,6 +118,78 @@ def build(
     print(bundle.path)
 
 
+@image_app.command("import")
+def import_(
+    name: Annotated[str, typer.Argument(help="Name of the new image.")],
+    rootfs: Annotated[
+        Path,
+        typer.Option(
+            "--rootfs",
+            help="The root filesystem: a directory, a tar or cpio archive (plain, gz, xz, zst...), a squashfs or "
+            "an ext2/3/4 image.",
+        ),
+    ],
+    kernel: Annotated[
+        Path | None,
+        typer.Option("--kernel", metavar="FILE", help="An ARM zImage or Image (default: Debian's armmp kernel)."),
+    ] = None,
+    vmlinux: Annotated[
+        Path | None,
+        typer.Option("--vmlinux", metavar="FILE", help="--kernel's vmlinux with DWARF, to build the OSI profile from."),
+    ] = None,
+    profile: Annotated[
+        Path | None,
+        typer.Option("--profile", metavar="FILE", help="--kernel's profile: qppsuite's JSON or a Volatility 3 ISF."),
+    ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            "--init",
+            metavar="CMD",
+            help="What a run without --cmd runs, as PID 1's child (default: the first of /etc/init.d/rcS, "
+            "/sbin/init, /etc/init, /bin/init the root filesystem has).",
+        ),
+    ] = None,
+    suite: Annotated[
+        str, typer.Option("--suite", help="Debian suite of the toolkit's busybox and the default kernel.")
+    ] = "bookworm",
+    cache_dir: CacheOption = None,
+) -> None:
+    """Make an image from your own root filesystem (a firmware's, a debootstrap'd Debian) and print its path."""
+    from qppsuite.images.importer import import_image  # apt, archive readers: only here
+
+    started = time.monotonic()
+    with status_console.status(styled(f"importing image '{name}'")) as status:
+
+        def progress(message: str) -> None:
+            status_console.print(styled((f"{time.monotonic() - started:6.1f}s ", "dim"), message))
+            status.update(styled(message))
+
+        bundle = import_image(
+            name,
+            rootfs.expanduser(),
+            kernel=kernel,
+            vmlinux=vmlinux,
+            profile=profile,
+            init=init,
+            suite=suite,
+            cache=cache_dir,
+            progress=progress,
+        )
+    source = bundle.manifest.get("rootfs") or {}
+    command = bundle.manifest.get("init")
+    status_console.print(
+        styled(
+            ("imported", "green"),
+            f" '{bundle.name}' from {source.get('format', '?')} {source.get('source', '?')} "
+            f"({human_size(_bundle_size(bundle))}, {'with' if bundle.profile_path else 'without'} OSI profile) "
+            f"in {time.monotonic() - started:.1f}s; ",
+            f"runs without --cmd run {command}" if command else "no init found: runs need --cmd",
+        )
+    )
+    print(bundle.path)
+
+
 @image_app.command("list")
 def list_(
     cache_dir: CacheOption = None,
@@ -188,6 +260,10 @@ def info(
     overview.add_row("kernel", f"{kernel.get('package', kernel['file'])} {kernel.get('version', '')}".strip())
     overview.add_row("release", str(kernel.get("release", "?")))
     overview.add_row("suite", str(manifest.get("suite", "?")))
+    if "rootfs" in manifest:
+        rootfs = manifest["rootfs"]
+        overview.add_row("root filesystem", f"{rootfs.get('format', '?')} {rootfs.get('source', '?')} (imported)")
+        overview.add_row("init", str(manifest.get("init") or "none (runs need --cmd)"))
     overview.add_row("bootargs", bundle.bootargs)
     overview.add_row("profile", bundle.profile_path.name if bundle.profile_path else "none")
     overview.add_row("modules", ", ".join(manifest.get("modules", [])) or "none")

@@ -27,7 +27,8 @@ import struct
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,9 @@ MODULE_CANDIDATES = (
     "kernel/fs/nls/nls_cp437.ko",
     "kernel/fs/nls/nls_iso8859-1.ko",
 )
+
+#: The toolkit's directory in every image (qppsuite/images/guest/init.sh).
+TOOLKIT_DIR = ".qppsuite/bin"
 
 # Where `busybox --install` puts applets, indexed by busybox's BB_DIR_* codes.
 BUSYBOX_DIRS = ("", "bin", "sbin", "usr/bin", "usr/sbin")
@@ -296,6 +300,15 @@ def _nibble_table_candidates(binary: bytes, length: int) -> list[int]:
     return candidates
 
 
+def add_toolkit(tree: InitramfsTree, applets: Iterable[str], busybox: str) -> None:
+    """The toolkit qppsuite's guest scripts run with in any root filesystem: in :data:`TOOLKIT_DIR`, a
+    link to ``busybox`` (the binary's absolute path in the guest) for every applet but the binary itself."""
+    for applet in sorted(applets):
+        link = f"{TOOLKIT_DIR}/{applet}"
+        if f"/{link}" != busybox:
+            tree.add_symlink(link, busybox)
+
+
 def build_initramfs(
     busybox_deb: Path, kernel: KernelParts, extra_debs: Sequence[Path], progress: Progress
 ) -> InitramfsTree:
@@ -318,10 +331,12 @@ def build_initramfs(
     busybox = tree.get("bin/busybox")
     if busybox is None:
         raise BuildError(f"{busybox_deb.name} does not contain /bin/busybox")
-    for applet, directory in sorted(busybox_applets(busybox.data).items()):
+    applets = busybox_applets(busybox.data)
+    for applet, directory in sorted(applets.items()):
         link = f"{directory}/{applet}"
         if link not in tree:  # "busybox" is itself an applet: never replace the binary
             tree.add_symlink(link, "/bin/busybox")
+    add_toolkit(tree, applets, "/bin/busybox")
 
     for deb in extra_debs:
         progress(f"unpacking {deb.name}")
@@ -338,7 +353,7 @@ def build_initramfs(
     return tree
 
 
-def _optional_profile_builder() -> ProfileBuilder | None:
+def optional_profile_builder() -> ProfileBuilder | None:
     """The DWARF profile builder's entry points, when that part of qppsuite is installed."""
     if importlib.util.find_spec("qppsuite.profiles.dwarf") is None:
         return None
@@ -380,7 +395,7 @@ def _package_record(package: AptPackage) -> dict[str, str]:
     }
 
 
-def _write_bundle(staging: Path, files: dict[str, bytes], manifest: dict[str, Any]) -> None:
+def write_bundle(staging: Path, files: dict[str, bytes], manifest: dict[str, Any]) -> None:
     records = {}
     for name, data in sorted(files.items()):
         (staging / name).write_bytes(data)
@@ -424,6 +439,16 @@ def build_image(
     failure is a one-line BuildError.
     """
     report: Progress = progress or (lambda _message: None)
+    with bundle_workspace(name, suite, cache, report) as (apt, images):
+        return _build(name, list(packages), kernel, apt, images, report)
+
+
+@contextmanager
+def bundle_workspace(name: str, suite: str, cache: Path | None, report: Progress) -> Iterator[tuple[PrivateApt, Path]]:
+    """The private apt of ``suite`` and the images directory a new bundle ``name`` is made in.
+
+    Checks the name, reclaims interrupted builds, and turns running out of disk into one BuildError line.
+    """
     if not IMAGE_NAME.match(name):
         raise BuildError(f"invalid image name {name!r}: use letters, digits and . _ + -")
     root = cache_dir(cache)
@@ -432,8 +457,7 @@ def build_image(
         images.mkdir(parents=True, exist_ok=True)
         remove_stale_builds(root)
         sources = sources_for_suite(host_sources(), suite)
-        apt = PrivateApt(root / "apt", ARCHITECTURE, report, suite=suite, sources=sources)
-        return _build(name, list(packages), kernel, apt, images, report)
+        yield PrivateApt(root / "apt", ARCHITECTURE, report, suite=suite, sources=sources), images
     except OSError as err:
         if err.errno == errno.ENOSPC:
             raise BuildError(f"no space left on the device holding {root} while building image '{name}'") from None
@@ -454,26 +478,34 @@ class BuildInputs:
 def _build(
     name: str, packages: list[str], kernel: str | None, apt: PrivateApt, images: Path, report: Progress
 ) -> ImageBundle:
-    profile_builder = _optional_profile_builder()
+    profile_builder = optional_profile_builder()
     # One build at a time per cache: builds share apt's state, and two
     # builds of one name must not interleave their bundle swaps.
     with apt.locked():
-        inputs = _fetch_inputs(apt, packages, kernel, with_dbg=profile_builder is not None, root=images.parent)
-        staging = Path(tempfile.mkdtemp(dir=images, prefix=f".build-{name}-"))
-        try:
-            staging.chmod(0o755)  # mkdtemp's 0700 would make the bundle private to this user
-            _assemble(staging, name, packages, inputs, profile_builder, report)
-            _install_bundle(staging, images / name)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        inputs = fetch_inputs(apt, packages, kernel, with_dbg=profile_builder is not None, root=images.parent)
+        return make_bundle(
+            images, name, lambda staging: _assemble(staging, name, packages, inputs, profile_builder, report)
+        )
+
+
+def make_bundle(images: Path, name: str, assemble: Callable[[Path], None]) -> ImageBundle:
+    """Have ``assemble`` write a bundle into a fresh staging directory, put it in place as ``images/name``
+    (atomically, see :func:`_install_bundle`) and return it loaded and verified."""
+    staging = Path(tempfile.mkdtemp(dir=images, prefix=f".build-{name}-"))
+    try:
+        staging.chmod(0o755)  # mkdtemp's 0700 would make the bundle private to this user
+        assemble(staging)
+        _install_bundle(staging, images / name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     try:
         return open_image(images / name)
     except ImageError as err:
-        raise BuildError(f"the freshly built image '{name}' does not load: {err}") from None
+        raise BuildError(f"the freshly made image '{name}' does not load: {err}") from None
 
 
-def _fetch_inputs(
+def fetch_inputs(
     apt: PrivateApt, packages: list[str], wanted_kernel: str | None, *, with_dbg: bool, root: Path
 ) -> BuildInputs:
     apt.refresh()
@@ -540,8 +572,9 @@ def _assemble(
         "packages": [_package_record(p) for p in sorted(used, key=lambda p: p.name)],
         "requested_packages": packages,
         "modules": sorted(kernel.modules),
+        "toolkit": f"/{TOOLKIT_DIR}",
     }
-    _write_bundle(staging, files, manifest)
+    write_bundle(staging, files, manifest)
 
 
 def remove_stale_builds(cache: Path | None = None) -> None:

@@ -44,6 +44,8 @@ class CpioEntry:
     mode: int
     data: bytes = b""
     rdev: tuple[int, int] = (0, 0)
+    uid: int = 0
+    gid: int = 0
 
     @classmethod
     def file(cls, path: str, data: bytes, perm: int = 0o644) -> CpioEntry:
@@ -126,12 +128,12 @@ def cpio_newc(entries: Iterable[CpioEntry]) -> bytes:
 
 
 def _append(out: bytearray, ino: int, entry: CpioEntry) -> None:
-    name = entry.path.encode() + b"\0"
+    name = entry.path.encode("utf-8", "surrogateescape") + b"\0"
     fields = {
         "ino": ino,
         "mode": entry.mode,
-        "uid": 0,
-        "gid": 0,
+        "uid": entry.uid,
+        "gid": entry.gid,
         "nlink": 2 if entry.is_dir else 1,
         "mtime": FIXED_MTIME,
         "filesize": len(entry.data),
@@ -173,7 +175,7 @@ def read_cpio_newc(archive: bytes) -> list[CpioEntry]:
         data_end = data_start + fields["filesize"]
         if data_end > len(archive):
             raise ImageError(f"cpio archive truncated in the entry at byte {pos}")
-        name = archive[name_start : name_end - 1].decode("utf-8", "replace")
+        name = archive[name_start : name_end - 1].decode("utf-8", "surrogateescape")
         pos = data_end + (-fields["filesize"] % 4)
         if name == TRAILER_NAME:
             pos = _skip_padding(archive, pos)
@@ -184,6 +186,8 @@ def read_cpio_newc(archive: bytes) -> list[CpioEntry]:
                 fields["mode"],
                 archive[data_start:data_end],
                 (fields["rdevmajor"], fields["rdevminor"]),
+                fields["uid"],
+                fields["gid"],
             )
         )
     return entries

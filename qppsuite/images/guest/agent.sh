@@ -1,4 +1,6 @@
-# qppsuite channel agent: run by /init as the command (/etc/qppsuite/cmd) when the host uses the channel.
+# qppsuite channel agent: run by the guest's init (as /etc/qppsuite/agent) when the host uses the channel,
+# with the toolkit's busybox applets first in its PATH.  QPPSUITE_PATH and QPPSUITE_SH are the PATH and
+# the shell the user's scripts run with (the image's own /bin/sh); they are not passed on to them.
 #
 # The channel is the board's second PL011, /dev/ttyAMA1, made an 8-bit clean line (raw, no echo,
 # RTS/CTS flow control, 1.5 Mbaud: the fastest its 24 MHz clock allows).  Each time it waits for
@@ -24,7 +26,9 @@
 # next request, and the bytes of a request are always read whole (receive), whatever becomes of them:
 # a file that cannot be written never leaves its bytes on the line to be read as requests.
 
-export PATH="/usr/local/bin:$PATH"
+user_path=$QPPSUITE_PATH
+user_sh=$QPPSUITE_SH
+unset QPPSUITE_PATH QPPSUITE_SH
 line=/dev/ttyAMA1
 exec 3<>"$line"
 stty -F "$line" 1500000 raw -echo crtscts
@@ -50,7 +54,7 @@ while printf 'QPPSUITE-READY\n' >&3 && printf 'G\n' >&3 && read -r kind size mod
 		;;
 	R)
 		if receive "$size" /tmp/.qppsuite/script; then
-			(cd /root && sh /tmp/.qppsuite/script 3<&-)
+			(cd /root && PATH=$user_path exec "$user_sh" /tmp/.qppsuite/script 3<&-)
 			status=$?
 		else
 			echo "qppsuite: the guest has no room for the script in /tmp" >&2

@@ -1,0 +1,265 @@
+"""Root filesystems in the forms users have them, read into an :class:`InitramfsTree`.
+
+``image import`` takes a firmware's or a debootstrap'd root filesystem as
+
+- a directory (read as it is on the host: links are kept as links, never followed),
+- a tar or cpio archive, plain or compressed (gzip, xz, zstd, bzip2, lz4...): read with libarchive
+  (the ``libarchive-c`` binding of Debian's ``libarchive13``), which knows every variant of both,
+- a squashfs image (any block size, gzip/xz/lzma compression): read with ``PySquashfsImage``,
+- an ext2/3/4 image: copied out with e2fsprogs' ``debugfs -R "rdump / DIR"``, which reads the image
+  as a file (no mount, no root needed) and is the reference reader of that format, then read as a directory.
+
+The format is told by content, not by name: squashfs by its magic ``hsqs`` at offset 0, ext2/3/4 by the
+superblock magic 0xEF53 at byte 1080 (the superblock's ``s_magic``, 1024 + 56), anything else is offered to
+libarchive.  Regular files, directories, symbolic links and hard links (as copies) are kept with their
+permission bits (setuid included) and owners; device nodes, FIFOs and sockets are left out, since the guest
+mounts devtmpfs on ``/dev``.  Names that are not UTF-8 are kept byte for byte (``surrogateescape``).
+
+Everything read is hostile input: a member that would land outside the root (``..``, absolute links are fine
+as links) is refused, and any failure is one :class:`~qppsuite.errors.BuildError` line naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from qppsuite.errors import BuildError, ImageError
+from qppsuite.images.initramfs import CpioEntry, InitramfsTree, normalize_path
+
+SQUASHFS_MAGIC = b"hsqs"
+EXT_MAGIC_OFFSET = 1080
+EXT_MAGIC = b"\x53\xef"
+#: The formats :func:`read_rootfs` names in its result and its errors.
+FORMATS = ("directory", "tar", "cpio", "squashfs", "ext2/3/4")
+#: How long ``debugfs`` may take to copy an ext image out (seconds): it reads at disk speed, and a hostile
+#: image must not hang the import.
+DEBUGFS_TIMEOUT = 600
+
+Progress = Callable[[str], None]
+
+
+def _name(raw: str | bytes) -> str:
+    text = os.fsdecode(raw) if isinstance(raw, bytes) else raw
+    try:
+        return normalize_path(text)
+    except ImageError as err:
+        raise BuildError(str(err)) from None
+
+
+def _entry(path: str, mode: int, data: bytes = b"", uid: int = 0, gid: int = 0) -> CpioEntry:
+    return CpioEntry(_name(path), mode, data, uid=uid, gid=gid)
+
+
+def detect_format(path: Path) -> str:
+    """One of :data:`FORMATS` (``tar`` standing for anything libarchive may read); BuildError if unreadable."""
+    if path.is_dir():
+        return "directory"
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(EXT_MAGIC_OFFSET + 2)
+    except OSError as err:
+        raise BuildError(f"cannot read root filesystem {path}: {err.strerror}") from None
+    if head.startswith(SQUASHFS_MAGIC):
+        return "squashfs"
+    if head[EXT_MAGIC_OFFSET:] == EXT_MAGIC:
+        return "ext2/3/4"
+    return "tar"
+
+
+def read_rootfs(path: Path, progress: Progress | None = None) -> tuple[str, InitramfsTree]:
+    """The root filesystem at ``path`` as a tree, and its format (one of :data:`FORMATS`).
+
+    Raises BuildError (one line, naming ``path``) for a missing or unreadable source, an unknown format, a
+    damaged archive or image, and a member whose name leaves the root.
+    """
+    report: Progress = progress or (lambda _message: None)
+    if not path.exists():
+        raise BuildError(f"root filesystem {path} does not exist")
+    kind = detect_format(path)
+    report(f"reading {path} ({kind})")
+    tree = InitramfsTree()
+    if kind == "directory":
+        _read_directory(path, tree)
+    elif kind == "squashfs":
+        _read_squashfs(path, tree)
+    elif kind == "ext2/3/4":
+        _read_ext(path, tree)
+    else:
+        kind = _read_archive(path, tree)
+    if not len(tree):
+        raise BuildError(f"root filesystem {path} ({kind}) holds no files")
+    return kind, tree
+
+
+def _read_directory(top: Path, tree: InitramfsTree) -> None:
+    def refuse(err: OSError) -> None:
+        raise BuildError(f"cannot read {err.filename} in root filesystem {top}: {err.strerror}")
+
+    for directory, dirnames, filenames, dir_fd in os.fwalk(top, onerror=refuse):
+        relative = os.path.relpath(directory, top)
+        for name in [*dirnames, *filenames]:
+            member = name if relative == "." else f"{relative}/{name}"
+            try:
+                info = os.lstat(name, dir_fd=dir_fd)
+                data = b""
+                if stat.S_ISREG(info.st_mode):
+                    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+                    with os.fdopen(fd, "rb") as handle:
+                        data = handle.read()
+                elif stat.S_ISLNK(info.st_mode):
+                    data = os.fsencode(os.readlink(name, dir_fd=dir_fd))
+                elif not stat.S_ISDIR(info.st_mode):
+                    continue  # devices, FIFOs, sockets: devtmpfs provides /dev
+            except OSError as err:
+                raise BuildError(f"cannot read {top / member} in root filesystem {top}: {err.strerror}") from None
+            mode = stat.S_IFLNK | 0o777 if stat.S_ISLNK(info.st_mode) else info.st_mode
+            tree.add(_entry(member, mode, data, info.st_uid, info.st_gid))
+
+
+def _read_archive(path: Path, tree: InitramfsTree) -> str:
+    """A tar or cpio archive through libarchive; returns ``tar`` or ``cpio`` as libarchive names it."""
+    try:
+        import libarchive
+        from libarchive.exception import ArchiveError
+    except OSError as err:  # the binding loads libarchive.so.13 when imported
+        raise BuildError(
+            f"cannot read archives: libarchive is not installed ({err}); install Debian's libarchive13"
+        ) from None
+    hardlinks: list[tuple[str | bytes, str | bytes, bytes]] = []  # (link, target, data): copies of the target
+    kind = "tar"
+    try:
+        with libarchive.file_reader(str(path)) as archive:
+            for entry in archive:
+                name = entry.pathname
+                if name in (".", "./", ""):
+                    continue
+                if entry.islnk:
+                    # cpio puts a hard-linked file's data on the last of its names, a link with contents
+                    data = b"".join(entry.get_blocks())
+                    hardlinks.append((name, entry.linkpath, data))
+                elif entry.isdir:
+                    tree.add(_entry(name, stat.S_IFDIR | entry.perm, uid=entry.uid, gid=entry.gid))
+                elif entry.isreg:
+                    data = b"".join(entry.get_blocks())
+                    tree.add(_entry(name, stat.S_IFREG | entry.perm, data, entry.uid, entry.gid))
+                elif entry.issym:
+                    points_to = os.fsencode(entry.linkpath)
+                    tree.add(_entry(name, stat.S_IFLNK | 0o777, points_to, entry.uid, entry.gid))
+            kind = "cpio" if "cpio" in os.fsdecode(archive.format_name).lower() else "tar"
+    except ArchiveError as err:
+        found = f"not a format qppsuite reads ({', '.join(FORMATS)})" if not len(tree) else "damaged"
+        raise BuildError(f"root filesystem {path}: {found}: {err}") from None
+    carried = {_name(target): data for _link, target, data in hardlinks if data}
+    for link, target, _data in hardlinks:
+        original = tree.get(_name(target))
+        if original is None:
+            raise BuildError(f"root filesystem {path}: hard link {_name(link)} points to missing {_name(target)}")
+        if _name(target) in carried:
+            original = dataclasses.replace(original, data=carried[_name(target)])
+            tree.add(original)
+        tree.add(dataclasses.replace(original, path=_name(link)))
+    return kind
+
+
+def _read_squashfs(path: Path, tree: InitramfsTree) -> None:
+    from PySquashfsImage import SquashFsImage
+
+    try:
+        image = SquashFsImage.from_file(str(path))
+    except Exception as err:  # the reader raises bare IOError/ValueError/struct.error on damage
+        raise BuildError(f"root filesystem {path}: damaged squashfs image: {err}") from None
+    try:
+        for item in image:
+            if item.parent is None:
+                continue  # the root itself
+            member = _squashfs_path(item)
+            if item.is_dir:
+                tree.add(_entry(member, stat.S_IFDIR | (item.mode & 0o7777), uid=item.uid, gid=item.gid))
+            elif item.is_file:
+                data = item.read_bytes()
+                tree.add(_entry(member, stat.S_IFREG | (item.mode & 0o7777), data, item.uid, item.gid))
+            elif item.is_symlink:
+                tree.add(_entry(member, stat.S_IFLNK | 0o777, os.fsencode(item.readlink()), item.uid, item.gid))
+    except BuildError:
+        raise
+    except Exception as err:
+        raise BuildError(f"root filesystem {path}: damaged squashfs image: {err}") from None
+    finally:
+        image.close()
+
+
+def _squashfs_path(item: object) -> str:
+    parts: list[str] = []
+    node = item
+    while getattr(node, "parent", None) is not None:
+        parts.append(os.fsdecode(node._name))  # type: ignore[attr-defined]
+        node = node.parent  # type: ignore[attr-defined]
+    return "/".join(reversed(parts))
+
+
+def _read_ext(path: Path, tree: InitramfsTree) -> None:
+    debugfs = shutil.which("debugfs") or shutil.which("debugfs", path="/usr/sbin:/sbin")
+    if debugfs is None:
+        raise BuildError(f"cannot read ext2/3/4 image {path}: debugfs is not installed (Debian's e2fsprogs)")
+    with tempfile.TemporaryDirectory(prefix="qppsuite-ext-") as tmp:
+        out = Path(tmp) / "root"
+        out.mkdir()
+        try:
+            done = subprocess.run(
+                [debugfs, "-R", f"rdump / {out}", str(path)],
+                capture_output=True,
+                timeout=DEBUGFS_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise BuildError(f"root filesystem {path}: debugfs took over {DEBUGFS_TIMEOUT} s") from None
+        _check_debugfs(path, done)
+        _read_directory(out, tree)
+        # rdump chowns after it chmods, and Linux's chown clears setuid and setgid: the modes and owners come
+        # from the image's own listing instead (``ls -p``: /inode/mode/uid/gid/name/size/ per entry).
+        directories = ["", *(e.path for e in tree.entries() if e.is_dir)]
+        commands = Path(tmp) / "commands"
+        commands.write_bytes(b"".join(b'ls -p "/%s"\n' % os.fsencode(d) for d in directories if '"' not in d))
+        try:
+            done = subprocess.run(
+                [debugfs, "-f", str(commands), str(path)], capture_output=True, timeout=DEBUGFS_TIMEOUT, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise BuildError(f"root filesystem {path}: debugfs took over {DEBUGFS_TIMEOUT} s") from None
+        _check_debugfs(path, done)
+        _apply_listing(tree, done.stdout)
+
+
+def _check_debugfs(path: Path, done: subprocess.CompletedProcess[bytes]) -> None:
+    said = done.stderr.decode("utf-8", "replace").splitlines()
+    problems = [line for line in said if line and not line.startswith("debugfs ")]
+    if done.returncode != 0 or problems:
+        raise BuildError(f"root filesystem {path}: debugfs cannot read it: {(problems or ['failed'])[0]}")
+
+
+def _apply_listing(tree: InitramfsTree, listing: bytes) -> None:
+    """Give the tree's entries the permission bits and owners of debugfs's ``ls -p`` listing."""
+    directory = ""
+    for line in listing.split(b"\n"):
+        if line.startswith(b'debugfs: ls -p "/'):
+            directory = os.fsdecode(line[len(b'debugfs: ls -p "/') : -1])
+            continue
+        fields = line.split(b"/")
+        if len(fields) < 7 or fields[0] != b"" or fields[5] in (b".", b".."):
+            continue
+        try:
+            mode, uid, gid = int(fields[2], 8), int(fields[3]), int(fields[4])
+        except ValueError:
+            continue
+        name = os.fsdecode(b"/".join(fields[5:-2]))
+        entry = tree.get(f"{directory}/{name}" if directory else name)
+        if entry is not None and not stat.S_ISLNK(entry.mode):
+            kind = stat.S_IFMT(entry.mode)
+            tree.add(dataclasses.replace(entry, mode=kind | stat.S_IMODE(mode), uid=uid, gid=gid))

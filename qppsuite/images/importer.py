@@ -1,0 +1,290 @@
+"""Image bundles from a user's own root filesystem (``qppsuite image import``).
+
+The way firmware-rehosting tools pair a generic kernel with a firmware's userland: the user's root
+filesystem (any format :mod:`qppsuite.images.filesystems` reads) becomes the initramfs, byte for byte, with
+three additions that stay out of its way:
+
+- ``/.qppsuite/``: the toolkit (Debian's static busybox and a link per applet, in ``/.qppsuite/bin``) and
+  qppsuite's init (``/.qppsuite/init``), which the boot line's ``rdinit=`` names, so the image's own
+  ``/init`` is neither run nor replaced;
+- ``/etc/qppsuite/workload.sh``: the image's init command (``--init``), what a run without ``--cmd`` runs,
+  as PID 1's child, with the image's own ``/bin/sh``;
+- the mount points init needs (``/proc``, ``/sys``, ``/dev``, ``/tmp``, ``/root``) when the tree lacks them.
+
+The kernel is Debian's armmp kernel of the suite with the OSI profile built from its debug package, unless
+the user brings one (``--kernel``) with its debug vmlinux (``--vmlinux``) or a profile (``--profile``: ours
+or a Volatility 3 ISF).  A kernel brought without either is imported without a profile: osi_linux then says
+how to make one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qppsuite import __version__
+from qppsuite.core.kernel import BANNER, load_kernel
+from qppsuite.errors import BuildError, ImageError
+from qppsuite.images.apt import AptPackage, PrivateApt
+from qppsuite.images.builder import (
+    BUSYBOX_PACKAGE,
+    CONFIG_FILE,
+    DEFAULT_BOOTARGS,
+    DEFAULT_SUITE,
+    INITRD_FILE,
+    KERNEL_FILE,
+    PROFILE_FILE,
+    TOOLKIT_DIR,
+    _open_data_tar,
+    add_toolkit,
+    build_profile,
+    bundle_workspace,
+    busybox_applets,
+    extract_kernel,
+    fetch_inputs,
+    make_bundle,
+    optional_profile_builder,
+    write_bundle,
+)
+from qppsuite.images.bundle import MANIFEST_FORMAT, ImageBundle
+from qppsuite.images.filesystems import read_rootfs
+from qppsuite.images.guest import guest_script
+from qppsuite.images.initramfs import CpioEntry, InitramfsTree, rootfs_bytes
+from qppsuite.profiles.profile import KernelProfile, ProfileError, release_from_banner
+
+#: The init qppsuite runs as PID 1 in an imported image, named on the boot line.
+INIT_PATH = ".qppsuite/init"
+WORKLOAD_PATH = "etc/qppsuite/workload.sh"
+#: What ``--init`` defaults to: the first of these the root filesystem has.  An rc script comes first
+#: because the init programs (busybox init, systemd) refuse to run as anything but PID 1.
+INIT_CANDIDATES = ("/etc/init.d/rcS", "/sbin/init", "/etc/init", "/bin/init")
+#: The longest kernel banner read from a kernel image (the real ones are about 200 bytes).
+BANNER_LIMIT = 512
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class UserKernel:
+    """A kernel the user brings: its file, and its profile's bytes (None: imported without one)."""
+
+    vmlinuz: bytes
+    release: str
+    profile: bytes | None
+    profile_origin: str | None
+
+
+def default_init(tree: InitramfsTree) -> str | None:
+    """The first of :data:`INIT_CANDIDATES` the tree holds (a file or a link), or None."""
+    return next((path for path in INIT_CANDIDATES if path.lstrip("/") in tree), None)
+
+
+def kernel_banners(path: Path) -> list[str]:
+    """Every ``Linux version ...`` string in the kernel at ``path`` (a zImage is unpacked on the host), the
+    last first: 6.1 keeps a copy without the build number (``# SMP``) in init/version.c besides the real
+    ``linux_banner`` of init/version-timestamp.c.  BuildError when the file is no ARM Linux kernel or holds
+    no banner."""
+    try:
+        image = load_kernel(path, decompress=True)
+    except ImageError as err:
+        raise BuildError(f"--kernel: {err}") from None
+    banners = []
+    start = image.data.find(BANNER)
+    while start >= 0:
+        raw = image.data[start : start + BANNER_LIMIT].split(b"\0", 1)[0]
+        banners.append(raw.decode("ascii", "replace").strip())
+        start = image.data.find(BANNER, start + 1)
+    if not banners:
+        raise BuildError(
+            f"--kernel {path}: its payload is compressed in a way qppsuite cannot unpack (xz and gzip are read),"
+            " so its version is unknown"
+        )
+    return banners[::-1]
+
+
+def user_kernel(kernel: Path, vmlinux: Path | None, profile: Path | None, report: Progress) -> UserKernel:
+    """Read ``--kernel`` and its profile (built from ``--vmlinux``, or ``--profile`` as given), checking that
+    the profile describes that very kernel (the same banner)."""
+    banners = kernel_banners(kernel)
+    try:
+        release = release_from_banner(banners[0])
+    except ProfileError as err:
+        raise BuildError(f"--kernel {kernel}: {err}") from None
+    vmlinuz = kernel.read_bytes()
+    data: bytes | None = None
+    origin: str | None = None
+    if vmlinux is not None:
+        builder = optional_profile_builder()
+        if builder is None:
+            raise BuildError("--vmlinux: this qppsuite has no profile builder installed")
+        report(f"building the OSI profile from {vmlinux}")
+        try:
+            data = (json.dumps(builder[1](vmlinux), indent=1, sort_keys=True) + "\n").encode()
+        except (ImageError, OSError) as err:
+            raise BuildError(f"--vmlinux {vmlinux}: {err}") from None
+        origin = str(vmlinux)
+    elif profile is not None:
+        try:
+            data = profile.read_bytes()
+        except OSError as err:
+            raise BuildError(f"--profile {profile}: {err.strerror}") from None
+        origin = str(profile)
+    if data is not None:
+        try:
+            loaded = KernelProfile(json.loads(data), origin or "?")
+        except (ValueError, RecursionError, ProfileError) as err:
+            raise BuildError(f"profile {origin} is not usable: {err}") from None
+        if loaded.banner.strip() not in banners:
+            raise BuildError(
+                f"profile {origin} describes {loaded.banner.strip()[:100]!r}, but --kernel {kernel} is "
+                f"{banners[0][:100]!r}"
+            )
+    return UserKernel(vmlinuz, release, data, origin)
+
+
+def import_image(
+    name: str,
+    rootfs: Path,
+    *,
+    kernel: Path | None = None,
+    vmlinux: Path | None = None,
+    profile: Path | None = None,
+    init: str | None = None,
+    suite: str = DEFAULT_SUITE,
+    cache: Path | None = None,
+    progress: Progress | None = None,
+) -> ImageBundle:
+    """Make the bundle ``name`` from the root filesystem at ``rootfs`` and return it, loaded and verified.
+
+    ``init`` is the command a run without ``--cmd`` runs (default: :func:`default_init`; none found: the
+    image runs nothing but what ``--cmd`` gives).  ``suite`` is the Debian release the toolkit's busybox
+    and the default kernel come from.  Every failure is one BuildError line; nothing is left behind.
+    """
+    report: Progress = progress or (lambda _message: None)
+    if vmlinux is not None and profile is not None:
+        raise BuildError("give --vmlinux or --profile, not both: each is the kernel's profile")
+    if kernel is None and (vmlinux is not None or profile is not None):
+        raise BuildError("--vmlinux and --profile describe --kernel's kernel; Debian's kernel brings its own")
+    if init is not None and (not init.strip() or "\0" in init or "\n" in init):
+        raise BuildError("--init must be one line of shell, not empty")
+    with bundle_workspace(name, suite, cache, report) as (apt, images):
+        kind, tree = read_rootfs(rootfs, report)
+        command = init if init is not None else default_init(tree)
+        mine = user_kernel(kernel, vmlinux, profile, report) if kernel is not None else None
+        with apt.locked():
+            parts = _fetch(apt, mine is None, images.parent)
+            source = {"source": rootfs.name or str(rootfs), "format": kind}
+            return make_bundle(
+                images, name, lambda staging: _assemble(staging, name, tree, command, source, parts, mine, report)
+            )
+
+
+@dataclass(frozen=True)
+class _Debian:
+    """What an import takes from the suite: busybox-static, and the kernel with its profile when the user
+    brings none."""
+
+    suite: str
+    busybox: AptPackage
+    kernel: AptPackage | None
+    dbg: AptPackage | None
+    debs: dict[str, Path]
+
+
+def _fetch(apt: PrivateApt, with_kernel: bool, root: Path) -> _Debian:
+    if with_kernel:
+        inputs = fetch_inputs(apt, [], None, with_dbg=optional_profile_builder() is not None, root=root)
+        busybox = next(p for p in inputs.initramfs if p.name == BUSYBOX_PACKAGE)
+        return _Debian(inputs.suite, busybox, inputs.kernel, inputs.dbg, inputs.debs)
+    apt.refresh()
+    [busybox] = apt.show([BUSYBOX_PACKAGE])
+    return _Debian(apt.suite or DEFAULT_SUITE, busybox, None, None, {busybox.name: apt.download(busybox)})
+
+
+def _busybox_binary(deb: Path) -> bytes:
+    with _open_data_tar(deb) as tar:
+        for member in tar:
+            if member.name.removeprefix("./") in ("bin/busybox", "usr/bin/busybox") and member.isreg():
+                handle = tar.extractfile(member)
+                if handle is not None:
+                    return handle.read()
+    raise BuildError(f"{deb.name} does not contain busybox")
+
+
+def add_qppsuite_files(tree: InitramfsTree, busybox: bytes, command: str | None) -> None:
+    """The toolkit, init, workload and mount points (see the module's docstring) into the user's tree."""
+    binary = f"{TOOLKIT_DIR}/busybox"
+    tree.add_file(binary, busybox, 0o755)
+    add_toolkit(tree, busybox_applets(busybox), f"/{binary}")
+    tree.add_file(INIT_PATH, guest_script("init.sh"), 0o755)
+    tree.add_file(WORKLOAD_PATH, f"{command}\n".encode() if command else b":\n")
+    for directory, perm in (("proc", 0o555), ("sys", 0o555), ("dev", 0o755), ("tmp", 0o1777), ("root", 0o700)):
+        if directory not in tree:
+            tree.add_directory(directory, perm)
+    if "dev/console" not in tree:  # the kernel opens it for PID 1 before init mounts devtmpfs
+        tree.add(CpioEntry.char_device("dev/console", 5, 1))
+
+
+def _assemble(
+    staging: Path,
+    name: str,
+    tree: InitramfsTree,
+    command: str | None,
+    source: dict[str, str],
+    parts: _Debian,
+    mine: UserKernel | None,
+    report: Progress,
+) -> None:
+    report("assembling the initramfs")
+    add_qppsuite_files(tree, _busybox_binary(parts.debs[parts.busybox.name]), command)
+    files = {INITRD_FILE: tree.archive()}
+    used = [parts.busybox]
+    kernel_section: dict[str, Any]
+    if mine is not None:
+        files[KERNEL_FILE] = mine.vmlinuz
+        kernel_section = {"file": KERNEL_FILE, "release": mine.release, "config": None}
+        if mine.profile is not None:
+            files[PROFILE_FILE] = mine.profile
+    else:
+        assert parts.kernel is not None
+        release = parts.kernel.name.removeprefix("linux-image-")
+        report(f"extracting kernel {release} ({parts.kernel.version})")
+        kernel = extract_kernel(parts.debs[parts.kernel.name], release)
+        files[KERNEL_FILE] = kernel.vmlinuz
+        files[CONFIG_FILE] = kernel.config
+        kernel_section = {
+            "file": KERNEL_FILE,
+            "package": parts.kernel.name,
+            "version": parts.kernel.version,
+            "release": release,
+            "config": CONFIG_FILE,
+        }
+        used.append(parts.kernel)
+        builder = optional_profile_builder()
+        if builder is not None and parts.dbg is not None:
+            report("building the OSI profile from the debug vmlinux")
+            files[PROFILE_FILE] = build_profile(parts.debs[parts.dbg.name], staging, *builder)
+            used.append(parts.dbg)
+    manifest: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "name": name,
+        "created_by": f"qppsuite {__version__}",
+        "suite": parts.suite,
+        "kernel": kernel_section,
+        "initrd": {"file": INITRD_FILE, "rootfs_bytes": rootfs_bytes(tree.entries())},
+        "profile": {"file": PROFILE_FILE} if PROFILE_FILE in files else None,
+        "bootargs": f"{DEFAULT_BOOTARGS} rdinit=/{INIT_PATH}",
+        "packages": [
+            {"name": p.name, "version": p.version, "architecture": p.architecture, "sha256": p.sha256}
+            for p in sorted(used, key=lambda p: p.name)
+        ],
+        "rootfs": source,
+        "init": command,
+        "toolkit": f"/{TOOLKIT_DIR}",
+    }
+    if mine is not None and mine.profile_origin is not None:
+        manifest["profile"]["source"] = Path(mine.profile_origin).name
+    write_bundle(staging, files, manifest)
