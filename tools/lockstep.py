@@ -81,7 +81,7 @@ from qppsuite.core.machine import Machine
 from qppsuite.errors import QppsuiteError
 from qppsuite.images.bundle import ImageBundle, open_image
 from qppsuite.profiles.profile import KernelProfile
-from qppsuite.session import DEFAULT_IMAGE, RunOptions, build_machine, guest_command_overlay
+from qppsuite.session import DEFAULT_IMAGE, GUEST_CMD_PATH, RunOptions, build_machine, guest_command_overlay
 
 QEMU = "qemu-system-arm"
 REG_NAMES = (*(f"r{i}" for i in range(13)), "sp", "lr", "pc", "cpsr")
@@ -598,7 +598,7 @@ def lockstep_user(
     with tempfile.TemporaryDirectory(prefix="lockstep-") as tmp:
         workdir = Path(tmp)
         initrd = workdir / "initrd-with-cmd.cpio.gz"
-        initrd.write_bytes(image.initrd_path.read_bytes() + guest_command_overlay(cmd))
+        initrd.write_bytes(image.initrd_path.read_bytes() + guest_command_overlay(GUEST_CMD_PATH, cmd))
         bootargs = f"{image.bootargs} norandmaps"
         args = ["-m", str(ram_mib), "-kernel", str(image.kernel_path), "-initrd", str(initrd), "-append", bootargs]
         qemu = QemuSide(args, workdir)
