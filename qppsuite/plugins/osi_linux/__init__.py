@@ -477,8 +477,10 @@ class OsiLinux(Plugin):
         process's page tables: a fork child that has not run yet (fork copies no page-table entries of
         file mappings, mm/memory.c ``vma_needs_copy``) and an execve past its point of no return (the old
         image is gone; the call will not return).  The number is the one the kernel recorded in
-        ``thread_info`` and must be the saved r7 (ARM EABI).  ``/proc/PID/syscall`` in the guest shows the
-        same number, arguments, sp and pc (plus 2 or 4: it gives the saved pc) for a thread blocked in a call.
+        ``thread_info`` and must be the saved r7 (ARM EABI); on kernels before 5.15, which record it only for
+        traced tasks, it is the saved r7.  ``/proc/PID/syscall`` in the guest shows the same number (0 on
+        5.10 for an untraced task), arguments, sp and pc (plus 2 or 4: it gives the saved pc) for a thread
+        blocked in a call.
         """
         return self._guarded("get_syscall", None, lambda: self._syscall(thread))
 

@@ -49,12 +49,17 @@ class UserRegsLayout:
     ``syscall``: offset of ``thread_info.abi_syscall`` (``syscall`` before Linux 6.7 and its stable
     backports, arch/arm/include/asm/thread_info.h) from the task (``thread_info_in_task``, CONFIG_THREAD_INFO_IN_TASK)
     or else from its stack base, where thread_info then sits.
+    ``records_number``: whether every system call stores its number there (``abi_syscall``: ``vector_swi``
+    writes it at each entry).  The older ``syscall`` field is written at each entry only from Linux 5.15
+    ("ARM: 9107/1: syscall: always store thread_info->syscall"); 5.10 writes it for traced tasks alone and
+    its ``/proc/PID/syscall`` shows 0 for every other task.
     """
 
     task_stack: int
     pt_regs: int
     syscall: int
     thread_info_in_task: bool
+    records_number: bool
 
     @classmethod
     def from_profile(cls, profile: KernelProfile) -> "UserRegsLayout | None":
@@ -71,6 +76,7 @@ class UserRegsLayout:
             pt_regs=thread_size - THREAD_START_SP_GAP - p.size("pt_regs"),
             syscall=base + p.offset("thread_info", field),
             thread_info_in_task=in_task,
+            records_number=field == "abi_syscall",
         )
 
 

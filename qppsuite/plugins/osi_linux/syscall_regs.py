@@ -4,8 +4,9 @@ On entry from user mode the kernel pushes the user registers as ``struct pt_regs
 (``uregs[18]``: r0-r12, sp, lr, pc, cpsr, ORIG_r0; arch/arm/include/uapi/asm/ptrace.h)
 at the top of the task's kernel stack, ``task_pt_regs()`` (arch/arm/include/asm/processor.h).
 ``vector_swi`` (arch/arm/kernel/entry-common.S) stores the call's r0 in ``ORIG_r0`` and its
-number (r7, ARM EABI) in ``thread_info``; an interrupt or abort from user mode (``usr_entry``,
-entry-armv.S) stores -1 in ``ORIG_r0`` and leaves the number of the task's last call.
+number (r7, ARM EABI) in ``thread_info`` (on every call from Linux 5.15; see
+:class:`~qppsuite.plugins.osi_linux.layout.UserRegsLayout`); an interrupt or abort from user mode
+(``usr_entry``, entry-armv.S) stores -1 in ``ORIG_r0`` and leaves the number of the task's last call.
 """
 
 import struct
@@ -38,9 +39,10 @@ def is_svc(insn: int | None, thumb: bool) -> bool:
 def saved_syscall(tasks: TaskReader, task: int, read_code: CodeReader) -> OsiSyscall | None:
     """The call whose entry registers ``task``'s kernel stack holds, or None (see ``OsiLinux.get_syscall``).
 
-    The saved cpsr must be user mode, the recorded number the saved r7, ``ORIG_r0`` not the -1 of another
-    kind of entry (unless r0 is -1 too: ``wait4(-1, ...)``), and the instruction before the saved pc an SVC.
-    The caller knows the task is a user task that is not running in user mode now.
+    The saved cpsr must be user mode, the recorded number the saved r7 (where the kernel records one at
+    every call; elsewhere the number is the saved r7, as ARM EABI passes it), ``ORIG_r0`` not the -1 of
+    another kind of entry (unless r0 is -1 too: ``wait4(-1, ...)``), and the instruction before the saved pc
+    an SVC.  The caller knows the task is a user task that is not running in user mode now.
     """
     layout, mem = tasks.layout.user_regs, tasks.mem
     if layout is None:
@@ -54,6 +56,8 @@ def saved_syscall(tasks: TaskReader, task: int, read_code: CodeReader) -> OsiSys
         return None
     regs = struct.unpack(f"<{PT_REGS_WORDS}I", raw)
     cpsr, orig_r0 = regs[ARM_CPSR], regs[ARM_ORIG_R0]
+    if not layout.records_number:
+        number = regs[ARM_R7]
     if cpsr & CPSR_MODE_MASK != MODE_USR or number != regs[ARM_R7]:
         return None
     if orig_r0 == NOT_A_SYSCALL and regs[0] != NOT_A_SYSCALL:
