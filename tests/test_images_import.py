@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from cli_entry import run_main
 from host_tools import host_tool
+from ps_oracle import PS_COMMAND, assert_processes_match_ps
 
 from qppsuite.errors import BuildError
 from qppsuite.images.bundle import ImageBundle, cache_dir
@@ -203,7 +204,7 @@ def test_an_imported_root_runs_its_init_and_the_three_plugins_see_what_ps_sees(
     assert "QPPSUITE-EXIT 0" in plain.stdout
 
     db = tmp_path / "calls.db"
-    cmd = "cat /tmp/rcs-ran 2>&1; ls -ln /etc/owned; ps -o pid,ppid,comm"
+    cmd = f"cat /tmp/rcs-ran 2>&1; ls -ln /etc/owned; {PS_COMMAND}"
     done = _run(
         name, "--cmd", f"sh /etc/init.d/rcS >/dev/null; {cmd}",
         "--plugins", "osi_linux,syscalls,syscalls_logger", "-p", f"syscalls_logger:db={db}", cwd=tmp_path,
@@ -212,15 +213,7 @@ def test_an_imported_root_runs_its_init_and_the_three_plugins_see_what_ps_sees(
     lines = done.stdout.replace("\r", "").splitlines()
     assert "from-rcS" in lines
     assert any(line.split()[2:4] == ["1234", "99"] for line in lines if line.endswith("/etc/owned"))
-    ps = [line.split() for line in lines if line.split()[:1] and line.split()[0].isdigit() and len(line.split()) == 3]
-    user = {int(pid): (int(ppid), comm) for pid, ppid, comm in ps if int(ppid) != 2 and int(pid) != 2}
-    assert len(user) >= 4, lines
-    with sqlite3.connect(db) as conn:
-        logged = {pid: (ppid, name) for pid, ppid, name in conn.execute("SELECT pid, ppid, name FROM processes")}
-    for pid, (ppid, comm) in user.items():
-        if pid == 1 or comm == "ps":
-            continue  # PID 1 made no call after the ready point; ps is still running as it prints
-        assert logged.get(pid) == (ppid, comm), (pid, ppid, comm, logged)
+    assert_processes_match_ps(done.stdout, db)
 
 
 @pytest.mark.boot
