@@ -414,8 +414,9 @@ class Machine:
             if executed == 0 and self.engine.budget_reached:
                 self._step_until = target
         self._running = False
-        # _retranslate and remove_hook may have stopped the quantum, or input for the guest arrived: not a WFI
-        cut_short = bool(self._deferred_retranslations or self._deferred_deletions or self._input)
+        # _retranslate and remove_hook may have stopped the quantum, a device's DMA did, or input for the guest
+        # arrived: not a WFI
+        cut_short = bool(self._deferred_retranslations or self._deferred_deletions or self._input or self._dma_written)
         while self._deferred_deletions:
             self.engine.hook_del(self._deferred_deletions.pop())
         while self._deferred_retranslations:
