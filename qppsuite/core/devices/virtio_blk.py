@@ -20,6 +20,7 @@ import binascii
 import os
 import stat
 import struct
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,7 @@ class CowDisk:
             raise
         self.path = path
         self._fd = fd
+        weakref.finalize(self, os.close, fd)  # a machine is dropped, not closed: its disk goes with it
         #: Bytes of disk (a multiple of SECTOR_SIZE).
         self.size = info.st_size
         #: Block number -> its current bytes (BLOCK_SIZE, or less for a last block the file ends inside).
@@ -102,9 +104,6 @@ class CowDisk:
     @property
     def sectors(self) -> int:
         return self.size // SECTOR_SIZE
-
-    def close(self) -> None:
-        os.close(self._fd)
 
     def _base(self, offset: int, length: int) -> bytes:
         data = os.pread(self._fd, length, offset)
