@@ -158,8 +158,8 @@ class Machine:
         self.irq_line = False
         #: Where the guest's channel output goes (``ttyAMA1``); the host side sets it (qppsuite/channel.py).
         self.channel_sink: Callable[[bytes], None] | None = None
-        #: A device wrote guest RAM (DMA) during the quantum: translated code of those pages may be stale.
-        self._dma_written = False
+        #: Pages (numbers from physical 0) a device wrote by DMA during the quantum: their translated code goes.
+        self._dma_pages: set[int] = set()
         disk = None
         if config.disk is not None:
             disk = (VirtioBlk(CowDisk(config.disk)), self.phys.read, self._dma_write)
@@ -416,12 +416,12 @@ class Machine:
         self._running = False
         # _retranslate and remove_hook may have stopped the quantum, a device's DMA did, or input for the guest
         # arrived: not a WFI
-        cut_short = bool(self._deferred_retranslations or self._deferred_deletions or self._input or self._dma_written)
+        cut_short = bool(self._deferred_retranslations or self._deferred_deletions or self._input or self._dma_pages)
         while self._deferred_deletions:
             self.engine.hook_del(self._deferred_deletions.pop())
         while self._deferred_retranslations:
             self._retranslate(self._deferred_retranslations.pop())
-        if self._dma_written:
+        if self._dma_pages:
             self._drop_code_after_dma()
         clock.retire(executed)
         self._check_address_space()
@@ -765,23 +765,27 @@ class Machine:
     def _dma_write(self, paddr: int, data: bytes) -> None:
         """A device's write into guest RAM (GuestMemoryError outside it); the quantum ends after the block."""
         self.phys.write(paddr, data)
-        if not self._dma_written:
-            self._dma_written = True
-            if self._running:
-                self.engine.stop()
+        if not self._dma_pages and self._running:
+            self.engine.stop()
+        self._dma_pages.update(range(paddr // PAGE_SIZE, (paddr + len(data) - 1) // PAGE_SIZE + 1))
 
     def _drop_code_after_dma(self) -> None:
-        """Drop all translated code between quanta after a device wrote RAM.
+        """Drop the translated code of the pages devices wrote, between quanta.
 
         The engine invalidates translated code when the guest's own stores hit its page, but not for writes
         from the host, not even through ``uc_mem_write`` (docs/engine.md, "Devices writing RAM"); a disk read
-        into a page that held code (the page cache reused) would run the old code.  The engine's physical
-        invalidation is reached only through a virtual address in the current state, which the machine
-        cannot find for any page, so everything goes.
+        into a page that held code (the page cache reused) would run the old code.
         """
-        self._dma_written = False
-        self.uc.ctl_flush_tb()
-        self.engine.forget_block_counts()
+        runs: list[tuple[int, int]] = []
+        for page in sorted(self._dma_pages):
+            start = page * PAGE_SIZE
+            if runs and runs[-1][1] == start:
+                runs[-1] = (runs[-1][0], start + PAGE_SIZE)
+            else:
+                runs.append((start, start + PAGE_SIZE))
+        self._dma_pages.clear()
+        self.engine.drop_code_at(runs)
+        self.engine.forget_block_counts()  # new code may start where a block of the same length was
 
     def _channel_out(self, data: bytes) -> None:
         self._progress()
