@@ -94,10 +94,13 @@ class Recording:
     def save(self, path: Path, *, new: bool = False) -> None:
         """Write the recording as JSON; an unwritable path is a one-line :class:`RecordingError`.  With ``new``,
         a file that exists is left alone (FileExistsError)."""
+        data = asdict(self)
+        if not self.disk:
+            del data["disk"]  # a run without a disk is recorded as before disks existed
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("x" if new else "w", encoding="utf-8") as stream:
-                stream.write(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+                stream.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
         except FileExistsError:
             if new:
                 raise

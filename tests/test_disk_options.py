@@ -94,3 +94,15 @@ def test_a_replay_runs_with_the_recorded_disk_only(tmp_path: Path, disk: Path) -
     assert _recorded_disk(without, None) is None
     with pytest.raises(RecordingError, match="without a disk"):
         _recorded_disk(without, other)
+
+
+def test_a_recording_keeps_its_disk_through_the_schema_and_one_without_has_no_field(tmp_path: Path, disk: Path) -> None:
+    pinned = {"path": str(disk), "sha256": disk_sha256(disk)}
+    Recording("img", {}, {}, "poweroff", 1, "0" * 64, 0, disk=pinned).save(tmp_path / "with.json")
+    assert Recording.load(tmp_path / "with.json").disk == pinned
+    Recording("img", {}, {}, "poweroff", 1, "0" * 64, 0).save(tmp_path / "without.json")
+    assert '"disk"' not in (tmp_path / "without.json").read_text()
+    assert Recording.load(tmp_path / "without.json").disk == {}
+    (tmp_path / "bad.json").write_text((tmp_path / "with.json").read_text().replace(pinned["sha256"], "x"))
+    with pytest.raises(RecordingError, match="damaged recording: disk"):
+        Recording.load(tmp_path / "bad.json")
