@@ -435,3 +435,46 @@ def test_a_broken_indirect_table_stops_the_device(rig: Rig, caplog: pytest.LogCa
     with caplog.at_level(logging.WARNING, "qppsuite.guest"):
         rig.make_available(0)
     assert broken(rig, caplog) and rig.used() == []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_chains_and_register_writes_never_raise_and_the_log_stays_bounded(disk_file: Path, seed: int) -> None:
+    """A guest making random chains (addresses in and out of RAM, any length, flags and next index, indirect
+    tables of random descriptors, block requests of any type and sector) between random register accesses
+    (any offset, size and value, Status 0 mid-way).  Nothing raises, the state stays serialisable, the file is
+    untouched, and problems are keyed by kind and offset, never by a value the guest chooses (which would let
+    it grow the set of reported problems without bound)."""
+    rng = random.Random(seed)
+    rig = Rig(disk_file)
+    served = 0
+    before = disk_file.read_bytes()
+    addresses = (BUFFERS, BUFFERS + 0x800, RAM_BASE + (1 << 20) - 16, 0, 0xFFFFFFFF, 2**64 - 16)
+    offsets = [*range(0, 0x104, 4), 0x13C, 0x1FC, 0x200, 0xFFC]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(logging.getLogger("qppsuite.guest"), "disabled", True)
+        for _ in range(400):
+            if rng.random() < 0.1 or rig.r(Status) & STATUS_DEVICE_NEEDS_RESET or not rig.r(QueueReady):
+                rig.start()
+                rig.avail_idx = rig.used_seen = 0
+                rig.ram.write(USED, bytes(4))
+            header = struct.pack("<IIQ", rng.choice((0, 1, 4, 8, 99)), 0, rng.choice((0, 5, DISK_SECTORS, 2**63)))
+            rig.ram.write(BUFFERS, header)
+            table = rng.choice((DESC, DESC + 0x200))
+            for index in range(QUEUE):
+                flags = rng.getrandbits(3)
+                length = rng.choice((0, 1, 16, SECTOR_SIZE, 4096, 32 * 16, 0xFFFFFFFF))
+                addr = DESC + 0x200 if flags & VIRTQ_DESC_F_INDIRECT else rng.choice(addresses)
+                rig.put_desc(table, index, addr, length, flags, rng.choice((index + 1, rng.randrange(2 * QUEUE))))
+            rig.make_available(rng.randrange(QUEUE), notify=rng.random() < 0.9)
+            for _ in range(rng.randrange(3)):
+                size = rng.choice((1, 2, 4, 4))
+                offset = rng.choice(offsets) + rng.choice((0, 0, 1, 2))
+                rig.r(offset, size)
+                rig.w(offset, rng.choice((0, 1, QUEUE, rng.getrandbits(32))), size)
+            served += len(rig.used())
+    json.dumps(rig.dev.get_state())
+    for key in rig.dev._reported | rig.blk._reported:
+        parts = key if isinstance(key, tuple) else (key,)
+        assert all(isinstance(part, str) or 0 <= part < 0x1000 for part in parts), key
+    assert disk_file.read_bytes() == before
+    assert served > 0  # some random chains were whole requests

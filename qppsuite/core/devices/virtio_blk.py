@@ -214,7 +214,7 @@ class VirtioBlk(VirtioBackend):
             request.write(0, self.serial.ljust(VIRTIO_BLK_ID_BYTES, b"\0")[:written])
             status = VIRTIO_BLK_S_OK
         else:
-            self.guest_error(("type", kind), f"request type {kind}: unsupported")
+            self.guest_error("type", f"request type {kind}: unsupported")
             status = VIRTIO_BLK_S_UNSUPP
         request.write(status_at, bytes((status,)))
         return written + 1

@@ -21,7 +21,8 @@ MAX_REQUEST_BYTES of buffers; any other inconsistency (an index past the
 queue, a ring or buffer outside RAM, a readable descriptor after a writable
 one) stops the device: DEVICE_NEEDS_RESET is set and a configuration-change
 interrupt raised (section 2.1.2), and the device serves nothing until the
-driver resets it.  Each problem is logged once as a guest error; nothing raises.
+driver resets it.  Each kind of problem is logged once as a guest error (the keys
+hold no value the guest chooses, so a guest cannot grow them); nothing raises.
 """
 
 import struct
@@ -392,7 +393,7 @@ class VirtioMmio(MmioDevice):
             return
         if self.driver_features_sel >= 2:
             if value:
-                self.guest_error(("features-sel", self.driver_features_sel), f"features {value:#x} in an unknown word")
+                self.guest_error("features-sel", f"features {value:#x} in an unknown word")
             return
         shift = 32 * self.driver_features_sel
         self.driver_features = (self.driver_features & ~(0xFFFFFFFF << shift)) | value << shift
@@ -400,9 +401,7 @@ class VirtioMmio(MmioDevice):
     def _write_queue(self, offset: int, value: int) -> None:
         queue = self._selected()
         if queue is None:
-            self.guest_error(
-                ("no-queue", self.queue_sel), f"queue register {offset:#x} for absent queue {self.queue_sel}"
-            )
+            self.guest_error(("no-queue", offset), f"queue register {offset:#x} for absent queue {self.queue_sel}")
             return
         if offset == QueueReady:
             if not value & 1:
@@ -422,9 +421,7 @@ class VirtioMmio(MmioDevice):
     def _queue_usable(self, queue: _Queue) -> bool:
         """Whether a queue about to become ready has a size the device takes and rings in RAM (2.7)."""
         if not _valid_num(queue.num):
-            self.guest_error(
-                ("queue-num", queue.num), f"queue size {queue.num}: not a power of two up to {QUEUE_NUM_MAX}"
-            )
+            self.guest_error("queue-num", f"queue size {queue.num}: not a power of two up to {QUEUE_NUM_MAX}")
             return False
         areas = (
             (queue.desc, DESC_SIZE * queue.num, 16),
@@ -435,10 +432,10 @@ class VirtioMmio(MmioDevice):
             try:
                 self._check_ram(addr, length)
             except GuestMemoryError:
-                self.guest_error(("ring-ram", addr), f"virtqueue ring at {addr:#x} ({length} bytes) is not in RAM")
+                self.guest_error("ring-ram", f"virtqueue ring at {addr:#x} ({length} bytes) is not in RAM")
                 return False
             if addr % align:
-                self.guest_error(("ring-align", addr), f"virtqueue ring at {addr:#x} is not {align}-byte aligned")
+                self.guest_error("ring-align", f"virtqueue ring at {addr:#x} is not {align}-byte aligned")
                 return False
         return True
 
@@ -452,12 +449,10 @@ class VirtioMmio(MmioDevice):
             if unknown or not self.driver_features >> VIRTIO_F_VERSION_1 & 1:
                 # 3.1.1: the driver re-reads Status and finds FEATURES_OK clear: the features were refused.
                 why = f"unoffered bits {unknown:#x}" if unknown else "no VIRTIO_F_VERSION_1"
-                self.guest_error(
-                    ("features", self.driver_features), f"features {self.driver_features:#x} refused: {why}"
-                )
+                self.guest_error("features", f"features {self.driver_features:#x} refused: {why}")
                 value &= ~STATUS_FEATURES_OK
         if self.status & ~value & ~STATUS_DEVICE_NEEDS_RESET:
-            self.guest_error(("status-clear", self.status, value), f"Status {value:#x} clears bits of {self.status:#x}")
+            self.guest_error("status-clear", f"Status {value:#x} clears bits of {self.status:#x}")
         self.status = value | self.status & STATUS_DEVICE_NEEDS_RESET
 
     # -- queues ---------------------------------------------------------------------------
@@ -469,12 +464,12 @@ class VirtioMmio(MmioDevice):
             self.guest_error("notify-early", f"QueueNotify {index} before DRIVER_OK: ignored")
             return
         if index >= len(self.queues) or not self.queues[index].ready:
-            self.guest_error(("notify", index), f"QueueNotify for queue {index}, which is absent or not ready")
+            self.guest_error("notify", f"QueueNotify for queue {index}, which is absent or not ready")
             return
         try:
             self._serve(index, self.queues[index])
         except (ChainError, GuestMemoryError) as exc:
-            self.guest_error(("broken", str(exc)), f"queue {index}: {exc}; the device needs a reset")
+            self.guest_error(("broken", type(exc).__name__), f"queue {index}: {exc}; the device needs a reset")
             self.status |= STATUS_DEVICE_NEEDS_RESET
             self.interrupt_status |= INT_CONFIG
         self._drive()
