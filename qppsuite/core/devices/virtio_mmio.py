@@ -212,15 +212,15 @@ class _Queue:
 
 def _queue_from_state(state: Any, device: str) -> _Queue:
     queue = _Queue(
-        num=state_int(state, device, "num", 16),
+        num=state_int(state, device, "num"),
         ready=state_field(state, device, "ready", bool),
         last_avail=state_int(state, device, "last_avail", 16),
         used_idx=state_int(state, device, "used_idx", 16),
     )
     for key in ("desc", "driver", "device"):
         setattr(queue, key, _state_u64(state, device, key))
-    if queue.num > QUEUE_NUM_MAX or (queue.ready and not _valid_num(queue.num)):
-        raise DeviceStateError(f"{device} queue size {queue.num} is not one the device accepts")
+    if queue.ready and not _valid_num(queue.num):  # a queue not ready holds whatever the guest wrote
+        raise DeviceStateError(f"{device} ready queue of size {queue.num}, which the device never accepts")
     return queue
 
 
