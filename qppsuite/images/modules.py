@@ -12,15 +12,16 @@ Bookworm and bullseye ship ``lib/modules/RELEASE/kernel/.../NAME.ko``; trixie sh
 """
 
 import lzma
-import struct
 import tarfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from debian.arfile import ArError
 from debian.debfile import DebError, DebFile
 
 from qppsuite.errors import ImageError
+from qppsuite.images.builder import modinfo
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class KernelModule:
 
     @property
     def depends(self) -> list[str]:
-        """The modules it needs loaded first (its ``.modinfo`` ``depends=``)."""
+        """The modules it needs loaded first (its ``.modinfo`` ``depends=``); BuildError for a damaged file."""
         value = modinfo(self.data).get("depends", "")
         return [module_name(name) for name in value.split(",") if name]
 
@@ -46,26 +47,6 @@ def module_name(file_name: str) -> str:
     return base.replace("-", "_")
 
 
-def modinfo(ko: bytes) -> dict[str, str]:
-    """The ``.modinfo`` section of a 32-bit little-endian ELF module as key -> value (the last of a key);
-    ImageError for a file that is no such ELF or has no such section."""
-    try:
-        if ko[:6] != b"\x7fELF\x01\x01":
-            raise ValueError("not a 32-bit little-endian ELF file")
-        shoff, _flags, _ehsize, _phentsize, _phnum, shentsize, shnum, shstrndx = struct.unpack_from("<IIHHHHHH", ko, 32)
-        sections = [struct.unpack_from("<IIIIII", ko, shoff + i * shentsize) for i in range(shnum)]
-        strtab = sections[shstrndx]
-        for name, _type, _flags, _addr, offset, size in sections:
-            end = ko.index(b"\0", strtab[4] + name)
-            if ko[strtab[4] + name : end] == b".modinfo":
-                fields = ko[offset : offset + size].split(b"\0")
-                pairs = (item.decode("utf-8", "replace").partition("=") for item in fields if b"=" in item)
-                return {key: value for key, _eq, value in pairs}
-    except (struct.error, ValueError, IndexError) as exc:
-        raise ImageError(f"a kernel module is damaged: {exc}") from None
-    raise ImageError("a kernel module has no .modinfo section")
-
-
 def _members(deb: Path) -> Iterable[tuple[str, tarfile.TarFile, tarfile.TarInfo]]:
     """Every regular file of the package's data archive, as (path without ./, archive, member)."""
     try:
@@ -73,7 +54,7 @@ def _members(deb: Path) -> Iterable[tuple[str, tarfile.TarFile, tarfile.TarInfo]
             for member in tar:
                 if member.isreg():
                     yield member.name.removeprefix("./"), tar, member
-    except (DebError, tarfile.TarError, lzma.LZMAError, OSError, EOFError) as exc:
+    except (ArError, DebError, tarfile.TarError, lzma.LZMAError, OSError, EOFError) as exc:
         raise ImageError(f"{deb.name} is not a readable Debian package: {exc}") from None
 
 
