@@ -493,3 +493,14 @@ def test_any_register_value_a_guest_leaves_in_a_queue_not_ready_survives_a_snaps
     copy = VirtioMmio(VirtioBlk(CowDisk(disk_file)), [].append, rig.ram.read, rig.ram.write)
     copy.set_state(state)
     assert copy.get_state() == state
+
+
+def test_a_host_file_that_fails_to_read_is_an_io_error_for_the_guest(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig.start()
+    with pytest.MonkeyPatch.context() as patch, caplog.at_level(logging.WARNING, "qppsuite.guest"):
+        patch.setattr("os.pread", lambda *_args: (_ for _ in ()).throw(OSError(5, "Input/output error")))
+        assert rig.block_request(VIRTIO_BLK_T_IN, 0, SECTOR_SIZE)[0] == VIRTIO_BLK_S_IOERR
+        assert rig.block_request(VIRTIO_BLK_T_OUT, 0, b"x" * SECTOR_SIZE)[0] == VIRTIO_BLK_S_IOERR
+    assert "Input/output error" in caplog.text and not rig.r(Status) & STATUS_DEVICE_NEEDS_RESET

@@ -231,7 +231,12 @@ class VirtioBlk(VirtioBackend):
         if not self._span_ok(sector, length, "read"):
             return VIRTIO_BLK_S_IOERR
         if length:
-            request.write(0, self.disk.read(sector * SECTOR_SIZE, length))
+            try:
+                data = self.disk.read(sector * SECTOR_SIZE, length)
+            except OSError as exc:  # the host's file, not the guest: the guest sees a failing disk, as it would
+                self.guest_error("host-io", f"reading {self.disk.path} failed: {exc.strerror or exc}")
+                return VIRTIO_BLK_S_IOERR
+            request.write(0, data)
         return VIRTIO_BLK_S_OK
 
     def _out(self, request: Request, sector: int) -> int:
@@ -239,5 +244,9 @@ class VirtioBlk(VirtioBackend):
         if not self._span_ok(sector, length, "write"):
             return VIRTIO_BLK_S_IOERR
         if length:
-            self.disk.write(sector * SECTOR_SIZE, request.read(HEADER.size, length))
+            try:
+                self.disk.write(sector * SECTOR_SIZE, request.read(HEADER.size, length))
+            except OSError as exc:  # reading a block's first version from the file, to copy it
+                self.guest_error("host-io", f"reading {self.disk.path} failed: {exc.strerror or exc}")
+                return VIRTIO_BLK_S_IOERR
         return VIRTIO_BLK_S_OK
