@@ -237,7 +237,13 @@ def _valid_num(num: int) -> bool:
 
 
 class VirtioMmio(MmioDevice):
-    """A virtio-mmio transport (version 2) in front of ``backend``; ``irq_out`` is its interrupt line."""
+    """A virtio-mmio transport (version 2, VIRTIO 1.2 section 4.2) in front of ``backend``.
+
+    ``irq_out`` is its interrupt line, driven at InterruptStatus != 0 (level); ``dma_read(paddr, size)`` and
+    ``dma_write(paddr, data)`` reach guest-physical RAM and raise GuestMemoryError outside it.  ``read`` and
+    ``write`` take the offset into the window and an access size of 1, 2 or 4 bytes: registers below
+    0x100 answer 32-bit accesses only, the configuration space any aligned one.
+    """
 
     name = "virtio-mmio"
     size = WINDOW_SIZE
