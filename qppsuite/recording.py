@@ -35,7 +35,7 @@ from qppsuite.errors import QppsuiteError
 from qppsuite.hostfiles import unwritable
 from qppsuite.images.bundle import open_image
 from qppsuite.schemas import load_schema, schema_problem
-from qppsuite.session import GuestIO, RunOptions, RunResult, channel_script, run
+from qppsuite.session import GuestIO, RunOptions, RunResult, channel_script, disk_sha256, run
 
 RECORDING_FORMAT = "qppsuite-recording/2"
 #: Formats :meth:`Recording.load` reads: 1 had no input and no channel.
@@ -88,14 +88,19 @@ class Recording:
     qppsuite_version: str = __version__
     format: str = RECORDING_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The run's disk, if it had one: {"path": the file as recorded, "sha256": its digest}.
+    disk: dict[str, str] = field(default_factory=dict)
 
     def save(self, path: Path, *, new: bool = False) -> None:
         """Write the recording as JSON; an unwritable path is a one-line :class:`RecordingError`.  With ``new``,
         a file that exists is left alone (FileExistsError)."""
+        data = asdict(self)
+        if not self.disk:
+            del data["disk"]  # a run without a disk is recorded as before disks existed
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("x" if new else "w", encoding="utf-8") as stream:
-                stream.write(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+                stream.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
         except FileExistsError:
             if new:
                 raise
@@ -233,6 +238,7 @@ def record(
     """Run once (with the given plugins, and ``host`` as an interactive run's keyboard) and pin the run's
     inputs and outcome."""
     image = open_image(options.image, cache=options.cache)
+    disk = {} if options.disk is None else {"path": str(options.disk.resolve()), "sha256": disk_sha256(options.disk)}
     watch = _Watch(console)
     result = run(options, watch.console, image=image, io=watch.io(host=host, on_input=watch.stamp, progress=progress))
     pinned = {key: getattr(options, key) for key in PINNED_OPTIONS} | {"warm": options.uses_channel}
@@ -252,6 +258,7 @@ def record(
         inputs=pack_inputs(watch.stamps),
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         extra={"start": result.start} if result.start else {},
+        disk=disk,
     )
     return recording, result
 
@@ -271,6 +278,22 @@ def _check_script(recording: Recording, options: RunOptions) -> None:
             "guest received",
             hint="the file was edited; record the run again",
         )
+
+
+def _recorded_disk(recording: Recording, given: Path | None) -> Path | None:
+    """The disk a replay of ``recording`` runs with: ``given`` or the recorded path, checked by sha256."""
+    if not recording.disk:
+        if given is not None:
+            raise RecordingError("the recording was made without a disk: --disk does not apply")
+        return None
+    path = given if given is not None else Path(recording.disk["path"])
+    found, recorded = disk_sha256(path), recording.disk["sha256"]
+    if found != recorded:
+        raise RecordingError(
+            f"disk {path} is not the recorded one (sha256 {found[:16]}…, recorded {recorded[:16]}…)",
+            hint="give the recorded disk with --disk",
+        )
+    return path
 
 
 def default_path(image: str) -> Path:
@@ -294,11 +317,13 @@ def replay(
     cache: Path | None = None,
     console: Callable[[bytes], None] | None = None,
     timeout_seconds: float | None = None,
+    disk: Path | None = None,
 ) -> RunResult:
     """Re-run the recording with plugins; raise :class:`RecordingError` on any divergence.
 
     The replay stops at the recorded instruction count whatever happens, and after ``timeout_seconds`` of
-    wall-clock time (None: no limit).
+    wall-clock time (None: no limit).  A recording with a disk replays with the file it names, or ``disk``;
+    either must have the recorded sha256 (:class:`RecordingError` otherwise).
     """
     image = open_image(recording.image, cache=cache)
     files = image.file_hashes
@@ -312,6 +337,7 @@ def replay(
         )
     options = RunOptions(
         image=image.path,
+        disk=_recorded_disk(recording, disk),
         plugins=list(plugins),
         plugin_args=plugin_args or {},
         strict=strict,

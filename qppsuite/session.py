@@ -21,6 +21,7 @@ from typing import Any
 from qppsuite import __version__
 from qppsuite.channel import Channel, CopyOut, GuestFile
 from qppsuite.core import snapshot
+from qppsuite.core.devices.virtio_blk import CowDisk, DiskError
 from qppsuite.core.events import CorePlugin, StopReason
 from qppsuite.core.kernel import load_kernel
 from qppsuite.core.machine import HostInput, Machine, MachineConfig
@@ -81,17 +82,14 @@ class RunOptions:
     cold_channel: bool = False
     #: Where one-line notices go (a ready snapshot refused and made again); None: nowhere.
     notice: Callable[[str], None] | None = None
+    #: A raw disk image the guest sees as /dev/vda (read-only: its writes stay in memory); snapshots and
+    #: recordings pin it by sha256 (:func:`disk_sha256`).  None: no disk.
+    disk: Path | None = None
 
     @property
     def uses_channel(self) -> bool:
         """Whether the command goes through the channel, from the guest's ready point (a snapshot of it)."""
-        return (
-            self.warm
-            or self.interactive
-            or bool(self.files)
-            or bool(self.copy_out)
-            or self.start_from is not None
-        )
+        return self.warm or self.interactive or bool(self.files) or bool(self.copy_out) or self.start_from is not None
 
 
 @dataclass
@@ -234,9 +232,33 @@ def build_machine(
         timeout_seconds=options.timeout_seconds,
         timeout_from=timeout_from,
         rootfs_bytes=unpacked,
+        disk=options.disk,
         labels=image_labels(image),
     )
     return Machine(config, console=console)
+
+
+#: Digests already computed: (path, device, inode, size, mtime) -> sha256, so that a run hashes its disk once.
+_DISK_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
+
+
+def disk_sha256(path: Path) -> str:
+    """The sha256 of the disk file ``path``, which pins it in snapshot keys and recordings.
+
+    A file that cannot back a disk (missing, unreadable, no regular file, not whole 512-byte sectors) is
+    one :class:`~qppsuite.core.devices.virtio_blk.DiskError` line, the machine's own check.  Reads the whole
+    file once per process (about 1 s a GiB), again only if its size or modification time change.
+    """
+    CowDisk(path)  # the machine's own checks; the descriptor closes as the object goes
+    info = path.stat()
+    key = (str(path.resolve()), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    if key not in _DISK_DIGESTS:
+        try:
+            with path.open("rb") as stream:
+                _DISK_DIGESTS[key] = hashlib.file_digest(stream, "sha256").hexdigest()
+        except OSError as exc:
+            raise DiskError(f"disk {path}: {exc.strerror or exc}") from None
+    return _DISK_DIGESTS[key]
 
 
 def run(
@@ -254,6 +276,8 @@ def run(
     diverged from its recording ends ``diverged``, and the logger's ``runs`` row says so).
     """
     io = io or GuestIO()
+    if options.disk is not None:
+        CowDisk(options.disk)  # a disk that cannot be used is one line before anything else happens
     image = image or open_image(options.image, cache=options.cache)
     start = time.monotonic()
     options, saved = _choose_start(options, image, start)
@@ -383,7 +407,7 @@ def _run_plugins(
 
 
 #: The key fields a snapshot must share with a run to start it: the machine and what was loaded into it.
-_MACHINE_KEY = ("qppsuite", "image_files", "ram_mib", "bootargs", "agent", "host_decompress")
+_MACHINE_KEY = ("qppsuite", "image_files", "ram_mib", "bootargs", "agent", "host_decompress", "disk")
 #: A user's snapshot name: a file name in the cache, so no path separator, no control character, no dot first.
 SNAPSHOT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
 #: The prefix of the ready snapshots' names (``ready-<hash of the key>``), kept for them.
@@ -392,8 +416,9 @@ READY_PREFIX = "ready-"
 
 def ready_snapshot_key(options: RunOptions, image: ImageBundle, bootargs: str) -> dict[str, Any]:
     """What a snapshot of the guest's ready point is valid for: this qppsuite, the image's files, the
-    RAM, the boot arguments, the agent and how the kernel is loaded."""
-    return {
+    RAM, the boot arguments, the agent, how the kernel is loaded and, with a disk, the disk file's sha256
+    (a key without a disk has no such field, as before disks existed)."""
+    key: dict[str, Any] = {
         "kind": "ready",
         "qppsuite": __version__,
         "image_files": image.file_hashes,
@@ -402,6 +427,9 @@ def ready_snapshot_key(options: RunOptions, image: ImageBundle, bootargs: str) -
         "agent": hashlib.sha256(AGENT.encode()).hexdigest(),
         "host_decompress": options.host_decompress,
     }
+    if options.disk is not None:
+        key["disk"] = disk_sha256(options.disk)
+    return key
 
 
 def snapshots_dir(cache: Path | None, image: ImageBundle) -> Path:
@@ -428,7 +456,7 @@ def snapshot_path(cache: Path | None, image: ImageBundle, name: str) -> Path:
 def _refusal(found: dict[str, Any], wanted: dict[str, Any], image: ImageBundle) -> str | None:
     """Why a snapshot keyed ``found`` cannot start a run of ``image`` keyed ``wanted`` (the first difference),
     or None."""
-    diff = next((field for field in _MACHINE_KEY if found.get(field) != wanted[field]), None)
+    diff = next((field for field in _MACHINE_KEY if found.get(field) != wanted.get(field)), None)
     if diff is None:
         return None
     value = found.get(diff)
@@ -439,7 +467,12 @@ def _refusal(found: dict[str, Any], wanted: dict[str, Any], image: ImageBundle) 
         "bootargs": f"its kernel command line is {value!r}, and this run's is {wanted['bootargs']!r}",
         "agent": "it was made with another channel agent (another qppsuite)",
         "host_decompress": f"it was made {'without' if value else 'with'} --guest-decompress",
+        "disk": f"it was made with {_disk_words(value)}, and this run has {_disk_words(wanted.get('disk'))}",
     }[diff]
+
+
+def _disk_words(digest: Any) -> str:
+    return f"the disk of sha256 {str(digest)[:16]}…" if digest else "no disk"
 
 
 def _read_named(options: RunOptions, image: ImageBundle, bootargs: str, name: str) -> Snapshot:

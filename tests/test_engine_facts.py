@@ -238,3 +238,46 @@ def test_a_stop_asked_from_a_device_write_waits_for_the_block_end_so_the_store_i
     engine.uc.mem_write(CODE, arm(0xE3A00007, 0xE5810000, 0xE2822001, 0xEAFFFFFE))  # mov r0,#7; str r0,[r1]; add; b .
     assert engine.run(CODE, 100) == (4, False)  # the whole block: mov, str, add, b
     assert writes == [7] and engine.reg(A.UC_ARM_REG_R2) == 1
+
+
+def test_a_host_write_over_translated_code_leaves_the_old_code_running_until_a_flush(engine: Engine) -> None:
+    """Neither ``uc_mem_write`` nor a write through the RAM's host mapping invalidates translated code (a guest
+    store would): a device's DMA into a page that held code needs the machine to drop translated code."""
+    sub = 0x2000
+
+    def subroutine(value: int) -> bytes:
+        return arm(0xE3A00000 | value, 0xE12FFF1E)  # mov r0, #value; bx lr
+
+    engine.uc.mem_write(sub, subroutine(1))
+    code = arm(0xEB000000 | ((sub - (CODE + 8)) >> 2), 0xE320F003)  # bl sub; wfi
+    run(engine, code)
+    assert engine.reg(A.UC_ARM_REG_R0) == 1
+    engine.uc.mem_write(sub, subroutine(2))
+    engine.run(CODE, 20)
+    assert engine.reg(A.UC_ARM_REG_R0) == 1, "the old translation of the subroutine ran"
+    engine.uc.ctl_flush_tb()
+    engine.run(CODE, 20)
+    assert engine.reg(A.UC_ARM_REG_R0) == 2
+
+
+def test_drop_code_at_reaches_code_by_its_physical_address_whatever_maps_it(engine: Engine) -> None:
+    """``uc_ctl_remove_cache`` finds code by translating a virtual address; ``Engine.drop_code_at`` turns the
+    MMU off for the call, so a physical address finds code that runs at another virtual address."""
+    virtual, physical = 0x302000, DATA_SECTION + 0x2000  # section 3 maps the data section, which is not flat-mapped
+    engine.uc.mem_write(TABLE + 4, struct.pack("<II", 0, 0))
+    engine.uc.mem_write(TABLE + 4 * 3, struct.pack("<I", DATA_SECTION | 0xC02))
+
+    def subroutine(value: int) -> bytes:
+        return arm(0xE3A00000 | value, 0xE12FFF1E)  # mov r0, #value; bx lr
+
+    engine.uc.mem_write(physical, subroutine(1))
+    run(engine, arm(0xEB000000 | ((virtual - (CODE + 8)) >> 2), 0xE320F003))  # bl virtual; wfi
+    engine.uc.mem_write(physical, subroutine(2))
+    engine.uc.ctl_remove_cache(physical, physical + 8)  # the physical address as a virtual one: nothing there
+    engine.run(CODE, 20)
+    assert engine.reg(A.UC_ARM_REG_R0) == 1
+    sctlr = engine.cp15("sctlr", 1, 0, 0, 0).read()
+    engine.drop_code_at([(physical, physical + 8)])
+    assert engine.cp15("sctlr", 1, 0, 0, 0).read() == sctlr
+    engine.run(CODE, 20)
+    assert engine.reg(A.UC_ARM_REG_R0) == 2

@@ -15,6 +15,7 @@ from qppsuite.cli.run_cmd import (
     RAM_HELP,
     CmdFileOption,
     ColdOption,
+    DiskOption,
     FilesOption,
     FromOption,
     InteractiveOption,
@@ -47,6 +48,7 @@ def record_command(
     cold: ColdOption = False,
     start_from: FromOption = None,
     interactive: InteractiveOption = False,
+    disk: DiskOption = None,
 ) -> None:
     """Run IMAGE once without plugins and write a recording that `qppsuite replay` reproduces exactly.
 
@@ -66,6 +68,7 @@ def record_command(
         extra_bootargs=bootargs,
         cache=cache_dir,
         timeout_seconds=timeout or None,
+        disk=disk,
     )
     check_writable(output or default_path(image))  # before the boot, not after it
     console = ConsoleStream(sys.stdout.buffer, interactive=True) if interactive else None
@@ -94,6 +97,10 @@ def replay_command(
     strict: Annotated[bool, typer.Option("--strict", help="Stop when a plugin callback raises")] = False,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Cache directory")] = None,
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
+    disk: Annotated[
+        Path | None,
+        typer.Option("--disk", metavar="FILE", help="The recorded disk, where it is now (its sha256 must match)"),
+    ] = None,
 ) -> None:
     """Re-execute a recording with plugins attached, and verify it is the recorded execution.
 
@@ -106,6 +113,7 @@ def replay_command(
         strict=strict,
         cache=cache_dir,
         timeout_seconds=timeout or None,
+        disk=disk,
     )
     if result.signal is not None:
         raise Interrupted(result.reason.message, result.signal)

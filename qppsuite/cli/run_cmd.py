@@ -50,6 +50,15 @@ FilesOption = Annotated[
         f"(default place: a file in {DEFAULT_GUEST_DIR}, on the PATH; a directory in /root); repeatable",
     ),
 ]
+DiskOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--disk",
+        metavar="FILE",
+        help="Raw disk image (whole 512-byte sectors) the guest sees as /dev/vda; its writes stay in memory and "
+        "the file never changes; snapshots and recordings pin it by sha256",
+    ),
+]
 CmdFileOption = Annotated[
     Path | None, typer.Option("--cmd-file", help="Shell script to run in the guest (instead of --cmd)")
 ]
@@ -115,9 +124,7 @@ def command_text(cmd: str | None, cmd_file: Path | None) -> str | None:
 
 
 @contextmanager
-def guest_console(
-    console: Path | None, quiet: bool, interactive: bool = False
-) -> Iterator[ConsoleStream | None]:
+def guest_console(console: Path | None, quiet: bool, interactive: bool = False) -> Iterator[ConsoleStream | None]:
     """Where the guest console goes: the file ``console``, else the terminal unless ``quiet`` (an
     ``interactive`` console always shows, :class:`ConsoleStream`); the file is closed (stdout flushed)
     however the block ends."""
@@ -181,6 +188,7 @@ def run_command(
     cold: ColdOption = False,
     start_from: FromOption = None,
     interactive: InteractiveOption = False,
+    disk: DiskOption = None,
 ) -> None:
     """Run the command (the default workload unless --cmd) in IMAGE with the plugins on it.
 
@@ -210,6 +218,7 @@ def run_command(
         host_decompress=not guest_decompress,
         extra_bootargs=bootargs,
         timeout_seconds=timeout or None,
+        disk=disk,
     )
     with (
         guest_console(console, quiet, interactive) as stream,

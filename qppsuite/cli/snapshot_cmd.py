@@ -10,7 +10,14 @@ from rich.table import Table
 from qppsuite.channel import DEFAULT_GUEST_DIR, parse_file_spec
 from qppsuite.cli import app, err_console
 from qppsuite.cli.image_cmd import CacheOption, human_size
-from qppsuite.cli.run_cmd import RAM_HELP, TimeoutOption, command_text, ensure_default_image, guest_console
+from qppsuite.cli.run_cmd import (
+    RAM_HELP,
+    DiskOption,
+    TimeoutOption,
+    command_text,
+    ensure_default_image,
+    guest_console,
+)
 from qppsuite.cli.terminal import SafeConsole, styled
 from qppsuite.core import snapshot
 from qppsuite.core.board import RAM_MAX_MIB
@@ -56,10 +63,12 @@ def save(
     ] = False,
     timeout: TimeoutOption = 3600.0,
     cache: CacheOption = None,
+    disk: DiskOption = None,
 ) -> None:
     """Run the command (and put the files) in the booted guest, then save it as NAME once the command has
-    ended with status 0: `qppsuite run --from NAME` starts there, with the same --ram, --bootargs and
-    --guest-decompress.  An existing NAME is never overwritten."""
+    ended with status 0: `qppsuite run --from NAME` starts there, with the same --ram, --bootargs,
+    --guest-decompress and --disk (the same file by sha256; what the guest wrote to it is in the snapshot).
+    An existing NAME is never overwritten."""
     if image == DEFAULT_IMAGE:
         ensure_default_image(cache)
     options = RunOptions(
@@ -72,6 +81,7 @@ def save(
         host_decompress=not guest_decompress,
         extra_bootargs=bootargs,
         timeout_seconds=timeout or None,
+        disk=disk,
     )
     with guest_console(console_file, quiet) as stream:
         saved = save_snapshot(name, options, stream)

@@ -3,8 +3,10 @@
 A ``linux,dummy-virt`` board in the spirit of QEMU's ``-M virt``, cut down to
 what the Debian armmp kernel needs with no arch timer (Unicorn's generic timer
 never interrupts): GICv2, an SP804 for clockevent/clocksource/sched_clock, a
-PL011 console, a second PL011 for the host<->guest channel, and PSCI over SMC.
-The device tree is built in Python (``fdt``).
+PL011 console, a second PL011 for the host<->guest channel, PSCI over SMC and,
+only when a disk is attached, one virtio-mmio transport with a block device
+(``/dev/vda``).  Without a disk the devices and the device tree are exactly
+those of a board that never had one.  The device tree is built in Python (``fdt``).
 """
 
 import hashlib
@@ -17,6 +19,7 @@ from qppsuite.core.devices.gic import Gic
 from qppsuite.core.devices.pl011 import Pl011
 from qppsuite.core.devices.psci import PowerEvent, Psci
 from qppsuite.core.devices.sp804 import Sp804
+from qppsuite.core.devices.virtio_mmio import WINDOW_SIZE, DmaRead, DmaWrite, VirtioBackend, VirtioMmio
 
 RAM_BASE = 0x40000000
 GICD_BASE = 0x08000000
@@ -27,11 +30,16 @@ TIMER_BASE = 0x09010000
 #: The second PL011, ``ttyAMA1``: the host<->guest channel (qppsuite/channel.py).
 CHANNEL_BASE = 0x09020000
 MMIO_SIZE = 0x1000
+#: The virtio-mmio transport of the disk, where QEMU's virt board puts its first one (VIRT_MMIO).
+VIRTIO_BASE = 0x0A000000
+VIRTIO_SIZE = WINDOW_SIZE
 
 # Shared peripheral interrupts (GIC SPI numbers; the interrupt ID is 32 + n).
 UART_SPI = 1
 TIMER_SPI = 2
 CHANNEL_SPI = 3
+#: The disk's transport (QEMU's virt board: VIRTIO_IRQ, its first transport's).
+DISK_SPI = 16
 NUM_IRQS = 96
 
 #: Offset of the kernel image from the start of RAM (the ARM boot protocol's TEXT_OFFSET).
@@ -83,11 +91,15 @@ class Devices:
     uart: Pl011
     channel: Pl011
     psci: Psci
+    #: The disk's virtio-mmio transport, when a disk is attached.
+    disk: VirtioMmio | None = None
 
     def reset(self) -> None:
         """Every device to its reset state, as at power-on."""
         for device in (self.gic.distributor, self.gic.cpu_interface, self.timer, self.uart, self.channel, self.psci):
             device.reset()
+        if self.disk is not None:
+            self.disk.reset()
 
 
 def create_devices(
@@ -97,6 +109,7 @@ def create_devices(
     console: Callable[[bytes], None],
     channel: Callable[[bytes], None],
     power: Callable[[PowerEvent], None],
+    disk: tuple[VirtioBackend, DmaRead, DmaWrite] | None = None,
 ) -> Devices:
     """Make the devices and wire them, as QEMU's ``virt.c`` (``machvirt_init``) wires its own.
 
@@ -105,7 +118,9 @@ def create_devices(
     drives the CPU's IRQ line (``cpu_irq``).  ``now_ns`` is virtual time for the
     SP804, ``console`` receives what the PL011 transmits, ``channel`` what the
     second PL011 (a line with a baud rate and flow control, ``ttyAMA1``) transmits, ``power`` the PSCI
-    power requests (served over SMC: the machine calls :meth:`Psci.call`).
+    power requests (served over SMC: the machine calls :meth:`Psci.call`).  ``disk`` is a virtio device
+    (the block device) and the accessors of guest physical memory its transport reaches buffers through,
+    as QEMU's ``create_virtio_devices`` wires a transport at VIRTIO_BASE on DISK_SPI; None: no transport.
     """
     gic = Gic(irq_out=cpu_irq, num_irqs=NUM_IRQS)
     timer = Sp804(now_ns=now_ns, irq_out=lambda level: gic.set_irq(32 + TIMER_SPI, level))
@@ -121,7 +136,13 @@ def create_devices(
     )
     for base, size, device in windows:
         map_mmio(base, size, device.read, device.write)
-    return Devices(gic, timer, uart, channel_port, psci)
+    transport = None
+    if disk is not None:
+        backend, dma_read, dma_write = disk
+        transport = VirtioMmio(backend, lambda level: gic.set_irq(32 + DISK_SPI, level), dma_read, dma_write)
+        # The engine maps whole 4 KiB pages; accesses past the transport's window are its guest errors.
+        map_mmio(VIRTIO_BASE, MMIO_SIZE, transport.read, transport.write)
+    return Devices(gic, timer, uart, channel_port, psci, transport)
 
 
 def minimum_ram_mib(kernel_size: int, initrd_size: int, kernel_offset: int = KERNEL_OFFSET) -> int:
@@ -159,8 +180,8 @@ def plan_layout(
     return BootLayout(ram_size, kernel, dtb, initrd, initrd_size)
 
 
-def device_tree(layout: BootLayout, bootargs: str) -> bytes:
-    """The DTB the kernel boots with (r2 points at it)."""
+def device_tree(layout: BootLayout, bootargs: str, disk: bool = False) -> bytes:
+    """The DTB the kernel boots with (r2 points at it); with ``disk``, a node for the disk's transport."""
     tree = fdt.FDT()
     root = tree.root
     root.append(fdt.PropStrings("compatible", "linux,dummy-virt"))
@@ -235,6 +256,15 @@ def device_tree(layout: BootLayout, bootargs: str) -> bytes:
     timer.append(fdt.PropWords("clocks", PHANDLE_TIMCLK, PHANDLE_TIMCLK, PHANDLE_APB_PCLK))
     timer.append(fdt.PropStrings("clock-names", "timclken1", "timclken2", "apb_pclk"))
     root.append(timer)
+
+    if disk:
+        # As QEMU's virt.c (create_virtio_devices) describes each transport, with a level interrupt like the PL011's.
+        virtio = fdt.Node(f"virtio_mmio@{VIRTIO_BASE:x}")
+        virtio.append(fdt.PropStrings("compatible", "virtio,mmio"))
+        virtio.append(fdt.PropWords("reg", VIRTIO_BASE, VIRTIO_SIZE))
+        virtio.append(fdt.PropWords("interrupts", GIC_SPI, DISK_SPI, IRQ_TYPE_LEVEL_HIGH))
+        virtio.append(fdt.Property("dma-coherent"))
+        root.append(virtio)
 
     blob: bytes = tree.to_dtb(version=17)
     return blob

@@ -11,7 +11,7 @@ the abort record the engine keeps where the guest cannot see it (docs/engine.md)
 
 import ctypes
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import unicorn
@@ -199,9 +199,7 @@ class Engine:
 
     def _add(self, htype: int, cfunc: Any, begin: int = 1, end: int = 0, *extra: Any) -> int:
         h = ctypes.c_size_t()
-        status = uclib.uc_hook_add(
-            self.handle, ctypes.byref(h), htype, cfunc, None, _u64(begin), _u64(end), *extra
-        )
+        status = uclib.uc_hook_add(self.handle, ctypes.byref(h), htype, cfunc, None, _u64(begin), _u64(end), *extra)
         if status != U.UC_ERR_OK:
             raise UcError(status)
         self._callbacks[h.value] = cfunc
@@ -322,6 +320,26 @@ class Engine:
     def flush_tlb(self) -> None:
         """Drop every softTLB entry, as the guest's own TLBIALL would."""
         uclib.uc_ctl(self.handle, U.UC_CTL_TLB_FLUSH | (1 << 30))
+
+    def drop_code_at(self, ranges: Iterable[tuple[int, int]]) -> None:
+        """Drop the translated code of the guest-physical ranges ``[start, end)``, whatever virtual addresses it
+        runs at; between runs only (docs/engine.md, "Devices writing RAM").
+
+        The engine drops code by physical page but finds the page by translating a virtual address as an
+        instruction fetch (``uc_ctl_remove_cache``).  With SCTLR.M clear for the call that address is the
+        physical one; SCTLR is put back as it was, and the TLB is flushed on both sides so that no translation
+        of either state outlives the call.
+        """
+        sctlr = self.cp15("sctlr", *_SELF_TEST_CP15["sctlr"])
+        value = sctlr.read()
+        sctlr.write(value & ~1)
+        self.flush_tlb()
+        try:
+            for start, end in ranges:
+                self.uc.ctl_remove_cache(start, end)
+        finally:
+            sctlr.write(value)
+            self.flush_tlb()
 
     def hook_del(self, handle: int) -> None:
         """Delete a hook; its callback is released once the engine has freed the hook.

@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from unicorn import UcError
@@ -35,6 +36,7 @@ from qppsuite.core.cpu import (
 )
 from qppsuite.core.devices.base import DeviceStateError, state_field, state_int
 from qppsuite.core.devices.psci import PowerEvent
+from qppsuite.core.devices.virtio_blk import CowDisk, VirtioBlk
 from qppsuite.core.engine import EXCP_BKPT, EXCP_DATA_ABORT, EXCP_PREFETCH_ABORT, EXCP_SMC, EXCP_SWI, Engine
 from qppsuite.core.events import AddressSpaceSwitch, CoreEvents, StopReason, SvcEvent
 from qppsuite.core.kernel import KernelImage
@@ -85,6 +87,9 @@ class MachineConfig:
     #: Bytes of tmpfs the initrd's files fill once unpacked (the image's manifest says; None: not known),
     #: checked against the rootfs the kernel gives them (:mod:`qppsuite.core.rootfs`).
     rootfs_bytes: int | None = None
+    #: A raw disk image for the guest's ``/dev/vda`` (virtio-blk over virtio-mmio), read-only: the guest's writes
+    #: stay in memory (:mod:`qppsuite.core.devices.virtio_blk`).  None: no disk, and no transport on the board.
+    disk: Path | None = None
     #: Facts about the run for plugins (image name, OSI profile path...); the core does not read them.
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -153,8 +158,13 @@ class Machine:
         self.irq_line = False
         #: Where the guest's channel output goes (``ttyAMA1``); the host side sets it (qppsuite/channel.py).
         self.channel_sink: Callable[[bytes], None] | None = None
+        #: Pages (numbers from physical 0) a device wrote by DMA during the quantum: their translated code goes.
+        self._dma_pages: set[int] = set()
+        disk = None
+        if config.disk is not None:
+            disk = (VirtioBlk(CowDisk(config.disk)), self.phys.read, self._dma_write)
         self.devices = board.create_devices(
-            engine.map_mmio, self.clock.now_ns, self._set_irq_line, self._console, self._channel_out, self._power
+            engine.map_mmio, self.clock.now_ns, self._set_irq_line, self._console, self._channel_out, self._power, disk
         )
         self.gic, self.timer, self.uart, self.psci = (
             self.devices.gic,
@@ -223,7 +233,7 @@ class Machine:
         self.phys.write(layout.kernel, config.kernel.data)
         if config.initrd:
             self.phys.write(layout.initrd, config.initrd)
-        dtb = board.device_tree(layout, config.bootargs)
+        dtb = board.device_tree(layout, config.bootargs, disk=config.disk is not None)
         self.phys.write(layout.dtb, dtb)
         self.devices.reset()
         engine = self.engine
@@ -404,12 +414,15 @@ class Machine:
             if executed == 0 and self.engine.budget_reached:
                 self._step_until = target
         self._running = False
-        # _retranslate and remove_hook may have stopped the quantum, or input for the guest arrived: not a WFI
-        cut_short = bool(self._deferred_retranslations or self._deferred_deletions or self._input)
+        # _retranslate and remove_hook may have stopped the quantum, a device's DMA did, or input for the guest
+        # arrived: not a WFI
+        cut_short = bool(self._deferred_retranslations or self._deferred_deletions or self._input or self._dma_pages)
         while self._deferred_deletions:
             self.engine.hook_del(self._deferred_deletions.pop())
         while self._deferred_retranslations:
             self._retranslate(self._deferred_retranslations.pop())
+        if self._dma_pages:
+            self._drop_code_after_dma()
         clock.retire(executed)
         self._check_address_space()
         if faulted:
@@ -749,6 +762,31 @@ class Machine:
             else:
                 self._line.append(byte)
 
+    def _dma_write(self, paddr: int, data: bytes) -> None:
+        """A device's write into guest RAM (GuestMemoryError outside it); the quantum ends after the block."""
+        self.phys.write(paddr, data)
+        if not self._dma_pages and self._running:
+            self.engine.stop()
+        self._dma_pages.update(range(paddr // PAGE_SIZE, (paddr + len(data) - 1) // PAGE_SIZE + 1))
+
+    def _drop_code_after_dma(self) -> None:
+        """Drop the translated code of the pages devices wrote, between quanta.
+
+        The engine invalidates translated code when the guest's own stores hit its page, but not for writes
+        from the host, not even through ``uc_mem_write`` (docs/engine.md, "Devices writing RAM"); a disk read
+        into a page that held code (the page cache reused) would run the old code.
+        """
+        runs: list[tuple[int, int]] = []
+        for page in sorted(self._dma_pages):
+            start = page * PAGE_SIZE
+            if runs and runs[-1][1] == start:
+                runs[-1] = (runs[-1][0], start + PAGE_SIZE)
+            else:
+                runs.append((start, start + PAGE_SIZE))
+        self._dma_pages.clear()
+        self.engine.drop_code_at(runs)
+        self.engine.forget_block_counts()  # new code may start where a block of the same length was
+
     def _channel_out(self, data: bytes) -> None:
         self._progress()
         if self.channel_sink is not None:
@@ -804,6 +842,10 @@ class Machine:
                 f"the snapshot is of a machine with {snap.ram_size >> 20} MiB of RAM; this one has "
                 f"{len(self._ram) >> 20} MiB"
             )
+        disk = self.devices.disk
+        if ("disk" in snap.state) != (disk is not None):
+            had, has = ("a disk", "none") if disk is None else ("no disk", "one")
+            raise SnapshotError(f"the snapshot is of a machine with {had}; this one has {has}")
         try:
             state, loop = snap.state, snap.state["loop"]
             self.engine.restore_context(snap.cpu)
@@ -813,6 +855,8 @@ class Machine:
             self.devices.channel.set_state(state["channel"])
             self.psci.set_state(state["psci"])
             self.clock.set_state(state["clock"])
+            if disk is not None:
+                disk.set_state(state["disk"])
             self._last_ttbr0 = state_int(loop, "run loop", "last_ttbr0")
             self._stuck = state_int(loop, "run loop", "stuck", 63)
             self._last_abort_at = state_field(loop, "run loop", "last_abort_at", int)  # -1: none yet
@@ -841,4 +885,4 @@ class Machine:
             "channel": self.devices.channel.get_state(),
             "psci": self.psci.get_state(),
             "clock": self.clock.get_state(),
-        }
+        } | ({} if self.devices.disk is None else {"disk": self.devices.disk.get_state()})
