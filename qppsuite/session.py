@@ -232,10 +232,20 @@ def build_machine(
         timeout_seconds=options.timeout_seconds,
         timeout_from=timeout_from,
         rootfs_bytes=unpacked,
-        disk=options.disk,
+        disk=machine_disk(options, image),
         labels=image_labels(image),
     )
     return Machine(config, console=console)
+
+
+def machine_disk(options: RunOptions, image: ImageBundle) -> Path | None:
+    """The guest's disk: ``--disk``, or the image's own (``image import --disk``: its root file system, which the
+    image's file hashes pin already).  An image with its own disk takes no other: ImageError."""
+    if image.disk_path is None:
+        return options.disk
+    if options.disk is not None:
+        raise ImageError(f"image '{image.name}' has its own disk, its root file system: --disk cannot replace it")
+    return image.disk_path
 
 
 #: Digests already computed: (path, device, inode, size, mtime) -> sha256, so that a run hashes its disk once.

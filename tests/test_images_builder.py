@@ -476,7 +476,7 @@ def test_init_reports_the_exit_status_and_powers_off() -> None:
     lines = [line.strip() for line in init.splitlines()]
     for needed in ("mount -t proc proc /proc", "mount -t devtmpfs devtmpfs /dev", "mount -t tmpfs tmpfs /tmp"):
         assert needed in lines
-    assert lines.index('echo "QPPSUITE-EXIT $status"') < lines.index("poweroff -f")
+    assert lines[-2:] == ['echo "QPPSUITE-EXIT $status"', "poweroff -f"]
     assert 'PATH=$user_path "$user_sh" /etc/qppsuite/cmd' in lines
     assert 'PATH=$user_path "$user_sh" /etc/qppsuite/workload.sh' in lines
     assert "QPPSUITE_PATH=$user_path QPPSUITE_SH=$user_sh sh /etc/qppsuite/agent" in lines

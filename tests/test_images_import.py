@@ -9,6 +9,7 @@ contents).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -80,7 +81,8 @@ def _pack(kind: str, tree: Path, out: Path) -> Path:
     if kind == "ext4":
         image = out / "rootfs.ext4"
         mkfs = shutil.which("mkfs.ext4") or "/usr/sbin/mkfs.ext4"
-        subprocess.run([mkfs, "-q", "-d", str(tree), str(image), "16M"], check=True)
+        files = sum(f.stat().st_size for f in tree.rglob("*") if f.is_file() and not f.is_symlink())
+        subprocess.run([mkfs, "-q", "-d", str(tree), str(image), f"{files * 11 // 10 // (1 << 20) + 32}M"], check=True)
         return image
     archive = out / f"rootfs.{kind}"
     compress = {"tar.gz": "-z", "tar.xz": "-J", "tar.zst": "--zstd", "tar": "-a"}[kind]
@@ -252,3 +254,38 @@ def test_a_users_kernel_with_an_isf_profile_and_without_one(default_image: Image
          "--profile", str(other), "--cache-dir", str(tmp_path / "cache")]
     )  # fmt: skip
     assert code != 0 and "describes 'Linux version 9.9.9-other" in err and "Traceback" not in err
+
+
+@pytest.mark.boot
+@pytest.mark.parametrize("kind", ["tar.gz", "ext4"])
+def test_a_root_larger_than_the_ram_goes_on_the_disk(kind: str, default_image: ImageBundle, tmp_path: Path) -> None:
+    """300 MB of files cannot be unpacked into the tmpfs of a 256 MiB guest; on the disk they need no RAM.  The
+    guest's writes stay in the emulator (the next run starts from the same disk) and the bundle's disk file
+    never changes."""
+    root = _make_tree(tmp_path / "root", _busybox(default_image))
+    (root / "etc/fifo").unlink()
+    big = os.urandom(1 << 20) * 300  # the same MiB 300 times: cheap to make, and ext4 stores every block
+    (root / "usr/share/big").write_bytes(big)
+    packed = _pack(kind, root, tmp_path)
+    name = f"test-import-disk-{kind.replace('.', '-')}"
+    bundle = import_image(name, packed, disk=True, cache=cache_dir())
+    assert bundle.disk_path is not None and bundle.manifest["init"] == "/etc/init.d/rcS"
+    assert bundle.initrd_path is not None and bundle.initrd_path.stat().st_size < 8 << 20
+    before = hashlib.sha256(bundle.disk_path.read_bytes()).hexdigest()
+
+    cmd = (
+        "awk '$2 == \"/\" {print \"root:\", $1, $3}' /proc/mounts; ls -ln /etc/owned /usr/share/setuid; "
+        "ls -l /usr/share/big | awk '{print \"big:\", $5}'; tail -c 1048576 /usr/share/big | md5sum; "
+        "cat /root/was-here 2>/dev/null || echo fresh; echo was-here > /root/was-here"
+    )
+    for _ in range(2):
+        done = _run(name, "--ram", "256", "--cmd", cmd, "--plugins", "osi_linux,syscalls", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.replace("\r", "").splitlines()
+        assert "root: /dev/vda ext4" in lines, lines[-12:]
+        assert any(line.split()[2:4] == ["1234", "99"] for line in lines if line.endswith("/etc/owned"))
+        assert any(line.startswith("-rwsr-xr-x") for line in lines if line.endswith("/usr/share/setuid"))
+        assert f"big: {len(big)}" in lines
+        assert f"{hashlib.md5(big[-(1 << 20):]).hexdigest()}  -" in lines
+        assert "fresh" in lines and "QPPSUITE-EXIT 0" in lines  # the last run's writes are gone
+    assert hashlib.sha256(bundle.disk_path.read_bytes()).hexdigest() == before

@@ -153,6 +153,14 @@ def import_(
     suite: Annotated[
         str, typer.Option("--suite", help="Debian suite of the toolkit's busybox and the default kernel.")
     ] = "bookworm",
+    disk: Annotated[
+        bool,
+        typer.Option(
+            "--disk",
+            help="Put the root filesystem on the guest's disk (/dev/vda, ext4) instead of in its RAM: for roots "
+            "too large for --ram.  An ext2/3/4 image is the disk as it is.",
+        ),
+    ] = False,
     cache_dir: CacheOption = None,
 ) -> None:
     """Make an image from your own root filesystem (a firmware's, a debootstrap'd Debian) and print its path."""
@@ -173,6 +181,7 @@ def import_(
             profile=profile,
             init=init,
             suite=suite,
+            disk=disk,
             cache=cache_dir,
             progress=progress,
         )

@@ -386,7 +386,7 @@ def _check_free_space(where: Path, needed: int) -> None:
         )
 
 
-def _package_record(package: AptPackage) -> dict[str, str]:
+def package_record(package: AptPackage) -> dict[str, str]:
     return {
         "name": package.name,
         "version": package.version,
@@ -395,11 +395,14 @@ def _package_record(package: AptPackage) -> dict[str, str]:
     }
 
 
-def write_bundle(staging: Path, files: dict[str, bytes], manifest: dict[str, Any]) -> None:
+def write_bundle(staging: Path, files: dict[str, bytes | Path], manifest: dict[str, Any]) -> None:
+    """Write ``files`` (name -> bytes, or a file already written in ``staging``) and the manifest listing
+    each with its sha256 and size."""
     records = {}
     for name, data in sorted(files.items()):
-        (staging / name).write_bytes(data)
-        records[name] = {"sha256": file_sha256(staging / name), "size": len(data)}
+        if isinstance(data, bytes):
+            (staging / name).write_bytes(data)
+        records[name] = {"sha256": file_sha256(staging / name), "size": (staging / name).stat().st_size}
     manifest["files"] = records
     (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
 
@@ -547,7 +550,11 @@ def _assemble(
     report("assembling the initramfs")
     extra = [inputs.debs[p.name] for p in inputs.initramfs if p.name != BUSYBOX_PACKAGE]
     tree = build_initramfs(inputs.debs[BUSYBOX_PACKAGE], kernel, extra, report)
-    files = {KERNEL_FILE: kernel.vmlinuz, CONFIG_FILE: kernel.config, INITRD_FILE: tree.archive()}
+    files: dict[str, bytes | Path] = {
+        KERNEL_FILE: kernel.vmlinuz,
+        CONFIG_FILE: kernel.config,
+        INITRD_FILE: tree.archive(),
+    }
     unpacked = rootfs_bytes(tree.entries())
 
     if profile_builder is not None and inputs.dbg is not None:
@@ -569,7 +576,7 @@ def _assemble(
         "initrd": {"file": INITRD_FILE, "rootfs_bytes": unpacked},
         "profile": {"file": PROFILE_FILE} if PROFILE_FILE in files else None,
         "bootargs": DEFAULT_BOOTARGS,
-        "packages": [_package_record(p) for p in sorted(used, key=lambda p: p.name)],
+        "packages": [package_record(p) for p in sorted(used, key=lambda p: p.name)],
         "requested_packages": packages,
         "modules": sorted(kernel.modules),
         "toolkit": f"/{TOOLKIT_DIR}",

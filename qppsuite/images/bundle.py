@@ -40,6 +40,8 @@ class ImageBundle:
     initrd_path: Path | None
     profile_path: Path | None
     bootargs: str
+    #: The root filesystem's disk image (``image import --disk``), the guest's /dev/vda; None: no disk.
+    disk_path: Path | None = None
 
     @property
     def file_hashes(self) -> dict[str, str]:
@@ -117,7 +119,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 
 
 def _part(path: Path, manifest: dict[str, Any], key: str) -> Path | None:
-    """The file a manifest section (kernel/initrd/profile) names, which must be listed and present."""
+    """The file a manifest section (kernel/initrd/profile/disk) names, which must be listed and present."""
     section = manifest.get(key)
     if section is None:
         return None
@@ -175,6 +177,7 @@ def open_image(ref: str | Path, *, cache: Path | None = None, verify: bool = Tru
         initrd_path=_part(path, manifest, "initrd"),
         profile_path=_part(path, manifest, "profile"),
         bootargs=str(manifest.get("bootargs", "")),
+        disk_path=_part(path, manifest, "disk"),
     )
 
 

@@ -237,6 +237,21 @@ def _read_ext(path: Path, tree: InitramfsTree) -> None:
         _apply_listing(tree, done.stdout)
 
 
+def ext_has(image: Path, path: str) -> bool:
+    """Whether the ext2/3/4 ``image`` holds ``path`` (any kind of file), asked of ``debugfs -R stat``: an image
+    that becomes a disk as it is is never read whole."""
+    debugfs = shutil.which("debugfs") or shutil.which("debugfs", path="/usr/sbin:/sbin")
+    if debugfs is None or '"' in path:
+        return False
+    try:
+        done = subprocess.run(
+            [debugfs, "-R", f'stat "{path}"', str(image)], capture_output=True, timeout=DEBUGFS_TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0 and b"Inode:" in done.stdout
+
+
 def _check_debugfs(path: Path, done: subprocess.CompletedProcess[bytes]) -> None:
     said = done.stderr.decode("utf-8", "replace").splitlines()
     problems = [line for line in said if line and not line.startswith("debugfs ")]

@@ -20,6 +20,7 @@ how to make one.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +48,15 @@ from qppsuite.images.builder import (
     fetch_inputs,
     make_bundle,
     optional_profile_builder,
+    package_record,
     write_bundle,
 )
 from qppsuite.images.bundle import MANIFEST_FORMAT, ImageBundle
-from qppsuite.images.filesystems import read_rootfs
+from qppsuite.images.filesystems import detect_format, ext_has, read_rootfs
 from qppsuite.images.guest import guest_script
 from qppsuite.images.initramfs import CpioEntry, InitramfsTree, rootfs_bytes
+from qppsuite.images.modules import kernel_modules
+from qppsuite.images.rootdisk import DISK_FILE, DISK_MODULES, add_disk_boot, make_ext4
 from qppsuite.profiles.profile import KernelProfile, ProfileError, release_from_banner
 
 #: The init qppsuite runs as PID 1 in an imported image, named on the boot line.
@@ -154,32 +158,64 @@ def import_image(
     profile: Path | None = None,
     init: str | None = None,
     suite: str = DEFAULT_SUITE,
+    disk: bool = False,
     cache: Path | None = None,
     progress: Progress | None = None,
 ) -> ImageBundle:
     """Make the bundle ``name`` from the root filesystem at ``rootfs`` and return it, loaded and verified.
 
     ``init`` is the command a run without ``--cmd`` runs (default: :func:`default_init`; none found: the
-    image runs nothing but what ``--cmd`` gives).  ``suite`` is the Debian release the toolkit's busybox
-    and the default kernel come from.  Every failure is one BuildError line; nothing is left behind.
+    image runs nothing but what ``--cmd`` gives).  With ``disk`` the root filesystem goes on the guest's
+    disk instead of into its RAM (:mod:`qppsuite.images.rootdisk`).  ``suite`` is the Debian release the
+    toolkit's busybox and the default kernel come from.  Every failure is one BuildError line; nothing is
+    left behind.
     """
     report: Progress = progress or (lambda _message: None)
     if vmlinux is not None and profile is not None:
         raise BuildError("give --vmlinux or --profile, not both: each is the kernel's profile")
     if kernel is None and (vmlinux is not None or profile is not None):
         raise BuildError("--vmlinux and --profile describe --kernel's kernel; Debian's kernel brings its own")
+    if disk and kernel is not None:
+        raise BuildError(
+            "--disk needs Debian's kernel, whose modules reach the disk (a kernel of your own would need "
+            "virtio-mmio, virtio-blk and ext4 built in, which qppsuite cannot check)"
+        )
     if init is not None and (not init.strip() or "\0" in init or "\n" in init):
         raise BuildError("--init must be one line of shell, not empty")
     with bundle_workspace(name, suite, cache, report) as (apt, images):
-        kind, tree = read_rootfs(rootfs, report)
-        command = init if init is not None else default_init(tree)
+        root = _read_root(rootfs, disk, report)
+        command = init if init is not None else root.default_init()
         mine = user_kernel(kernel, vmlinux, profile, report) if kernel is not None else None
         with apt.locked():
             parts = _fetch(apt, mine is None, images.parent)
-            source = {"source": rootfs.name or str(rootfs), "format": kind}
             return make_bundle(
-                images, name, lambda staging: _assemble(staging, name, tree, command, source, parts, mine, report)
+                images, name, lambda staging: _assemble(staging, name, root, command, parts, mine, report)
             )
+
+
+@dataclass(frozen=True)
+class _Root:
+    """The user's root filesystem: its source and format, its tree (None: an ext image that becomes the disk
+    as it is, never read whole), and whether it goes on a disk."""
+
+    source: Path
+    kind: str
+    tree: InitramfsTree | None
+    disk: bool
+
+    def default_init(self) -> str | None:
+        if self.tree is not None:
+            return default_init(self.tree)
+        return next((path for path in INIT_CANDIDATES if ext_has(self.source, path)), None)
+
+
+def _read_root(rootfs: Path, disk: bool, report: Progress) -> _Root:
+    if not rootfs.exists():
+        raise BuildError(f"root filesystem {rootfs} does not exist")
+    if disk and detect_format(rootfs) == "ext2/3/4":
+        return _Root(rootfs, "ext2/3/4", None, disk)
+    kind, tree = read_rootfs(rootfs, report)
+    return _Root(rootfs, kind, tree, disk)
 
 
 @dataclass(frozen=True)
@@ -231,18 +267,16 @@ def add_qppsuite_files(tree: InitramfsTree, busybox: bytes, command: str | None)
 def _assemble(
     staging: Path,
     name: str,
-    tree: InitramfsTree,
+    root: _Root,
     command: str | None,
-    source: dict[str, str],
     parts: _Debian,
     mine: UserKernel | None,
     report: Progress,
 ) -> None:
-    report("assembling the initramfs")
-    add_qppsuite_files(tree, _busybox_binary(parts.debs[parts.busybox.name]), command)
-    files = {INITRD_FILE: tree.archive()}
+    files: dict[str, bytes | Path] = {}
     used = [parts.busybox]
     kernel_section: dict[str, Any]
+    modules: dict[str, bytes] = {}
     if mine is not None:
         files[KERNEL_FILE] = mine.vmlinuz
         kernel_section = {"file": KERNEL_FILE, "release": mine.release, "config": None}
@@ -252,7 +286,8 @@ def _assemble(
         assert parts.kernel is not None
         release = parts.kernel.name.removeprefix("linux-image-")
         report(f"extracting kernel {release} ({parts.kernel.version})")
-        kernel = extract_kernel(parts.debs[parts.kernel.name], release)
+        kernel_deb = parts.debs[parts.kernel.name]
+        kernel = extract_kernel(kernel_deb, release)
         files[KERNEL_FILE] = kernel.vmlinuz
         files[CONFIG_FILE] = kernel.config
         kernel_section = {
@@ -263,25 +298,46 @@ def _assemble(
             "config": CONFIG_FILE,
         }
         used.append(parts.kernel)
+        if root.disk:
+            modules = {m.name: m.data for m in kernel_modules(kernel_deb, release, DISK_MODULES)}
         builder = optional_profile_builder()
         if builder is not None and parts.dbg is not None:
             report("building the OSI profile from the debug vmlinux")
             files[PROFILE_FILE] = build_profile(parts.debs[parts.dbg.name], staging, *builder)
             used.append(parts.dbg)
+    report("assembling the initramfs")
+    busybox = _busybox_binary(parts.debs[parts.busybox.name])
+    if root.disk:
+        initrd = InitramfsTree()
+        add_qppsuite_files(initrd, busybox, command)
+        initrd.add_directory("sysroot")
+        # busybox switch_root checks it is leaving an initramfs by finding a regular /init there
+        initrd.add_file("init", guest_script("init.sh"), 0o755)
+        add_disk_boot(initrd, modules)
+        if root.tree is None:
+            report(f"copying {root.source} as the disk")
+            shutil.copyfile(root.source, staging / DISK_FILE)
+        else:
+            report("making the disk's ext4 file system")
+            make_ext4(root.tree, staging / DISK_FILE)
+        files[DISK_FILE] = staging / DISK_FILE
+    else:
+        assert root.tree is not None
+        initrd = root.tree
+        add_qppsuite_files(initrd, busybox, command)
+    files[INITRD_FILE] = initrd.archive()
     manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
         "name": name,
         "created_by": f"qppsuite {__version__}",
         "suite": parts.suite,
         "kernel": kernel_section,
-        "initrd": {"file": INITRD_FILE, "rootfs_bytes": rootfs_bytes(tree.entries())},
+        "initrd": {"file": INITRD_FILE, "rootfs_bytes": rootfs_bytes(initrd.entries())},
         "profile": {"file": PROFILE_FILE} if PROFILE_FILE in files else None,
+        "disk": {"file": DISK_FILE} if root.disk else None,
         "bootargs": f"{DEFAULT_BOOTARGS} rdinit=/{INIT_PATH}",
-        "packages": [
-            {"name": p.name, "version": p.version, "architecture": p.architecture, "sha256": p.sha256}
-            for p in sorted(used, key=lambda p: p.name)
-        ],
-        "rootfs": source,
+        "packages": [package_record(p) for p in sorted(used, key=lambda p: p.name)],
+        "rootfs": {"source": root.source.name or str(root.source), "format": root.kind},
         "init": command,
         "toolkit": f"/{TOOLKIT_DIR}",
     }

@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/.qppsuite/bin/sh
 # qppsuite guest init: PID 1 of every qppsuite image (/init in a built image, /.qppsuite/init in an
 # imported one, which the boot line's rdinit= names so the image's own /init is left alone).
 #
@@ -20,6 +20,30 @@ export HOME=/root
 user_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$tools
 user_sh=/bin/sh
 [ -x "$user_sh" ] || user_sh=$tools/sh
+
+# An image whose root file system is on the disk (image import --disk): load the modules that reach it (named in
+# load order by /.qppsuite/root-disk), mount it, give it the toolkit, qppsuite's files and the mount points,
+# and start again there: switch_root keeps PID 1.  The disk's writes stay in the emulator's memory.
+if [ -f /.qppsuite/root-disk ]; then
+	mount -t devtmpfs devtmpfs /dev
+	while read -r module; do
+		insmod "/.qppsuite/modules/$module.ko" || echo "qppsuite: cannot load $module"
+	done </.qppsuite/root-disk
+	tries=0
+	until [ -b /dev/vda ] || [ "$tries" -ge 100 ]; do
+		sleep 0.05
+		tries=$((tries + 1))
+	done
+	if mount -t ext4 /dev/vda /sysroot; then
+		mkdir -p /sysroot/.qppsuite /sysroot/etc/qppsuite /sysroot/proc /sysroot/sys /sysroot/dev /sysroot/tmp
+		cp -a /.qppsuite/bin /.qppsuite/init /sysroot/.qppsuite/ && cp -a /etc/qppsuite/. /sysroot/etc/qppsuite/
+		umount /dev
+		exec switch_root /sysroot /.qppsuite/init
+	fi
+	echo "qppsuite: the root disk /dev/vda does not mount"
+	echo "QPPSUITE-EXIT 1"
+	poweroff -f
+fi
 
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
