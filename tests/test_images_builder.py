@@ -485,3 +485,11 @@ def test_init_reports_the_exit_status_and_powers_off() -> None:
 def test_file_sha256(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"abc")
     assert file_sha256(tmp_path / "f") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_a_file_that_is_no_ar_archive_is_one_line(tmp_path: Path) -> None:
+    """python-debian raises ArError for it, which the builder let through as a traceback (seen by helper-23)."""
+    bad = tmp_path / "busybox-static_1_armhf.deb"
+    bad.write_bytes(b"not an ar archive at all")
+    with pytest.raises(BuildError, match="is not a readable Debian package"):
+        builder.build_initramfs(bad, builder.KernelParts("6.1.0-1-armmp", b"", b"", {}), [], lambda _m: None)

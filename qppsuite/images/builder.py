@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from debian.arfile import ArError
 from debian.debfile import DebError, DebFile
 from debian.debian_support import Version
 from elftools.common.exceptions import ELFError
@@ -206,7 +207,7 @@ def check_zimage(data: bytes, origin: str) -> None:
 def _open_data_tar(deb: Path) -> tarfile.TarFile:
     try:
         return DebFile(str(deb)).data.tgz()
-    except (DebError, tarfile.TarError, lzma.LZMAError, OSError, EOFError) as err:
+    except (DebError, ArError, tarfile.TarError, lzma.LZMAError, OSError, EOFError) as err:
         if isinstance(err, OSError) and err.errno == errno.ENOSPC:
             raise
         raise BuildError(f"{deb.name} is not a readable Debian package: {err}") from None
