@@ -273,6 +273,8 @@ def info(
         rootfs = manifest["rootfs"]
         overview.add_row("root filesystem", f"{rootfs.get('format', '?')} {rootfs.get('source', '?')} (imported)")
         overview.add_row("init", str(manifest.get("init") or "none (runs need --cmd)"))
+    if bundle.disk_path is not None:
+        overview.add_row("disk", f"{bundle.disk_path.name}: /dev/vda, the root file system")
     overview.add_row("bootargs", bundle.bootargs)
     overview.add_row("profile", bundle.profile_path.name if bundle.profile_path else "none")
     overview.add_row("modules", ", ".join(manifest.get("modules", [])) or "none")
