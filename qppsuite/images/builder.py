@@ -46,6 +46,10 @@ from qppsuite.images.guest import guest_script
 from qppsuite.images.initramfs import CpioEntry, InitramfsTree, rootfs_bytes
 
 DEFAULT_IMAGE = "debian-armhf"
+#: ``busybox``: busybox-static's applets are the userland; ``minbase``: Debian's own, as debootstrap's
+#: minbase variant installs it (qppsuite/images/minbase.py).
+VARIANTS = ("busybox", "minbase")
+DEFAULT_VARIANT = "busybox"
 ARCHITECTURE = "armhf"
 KERNEL_FLAVOUR = "armmp"
 # The release part is 6.1.0-28 in bookworm and 6.12.117+deb13 in trixie; flavours such as -rt-armmp and
@@ -102,10 +106,12 @@ class KernelParts:
     modules: dict[str, bytes]  # initramfs path -> .ko
 
 
-def default_image_name(packages: Sequence[str], suite: str = DEFAULT_SUITE) -> str:
-    """``debian-armhf`` (``debian-armhf-SUITE`` for another suite) plus ``+pkg`` per extra package, so each
-    suite and package set gets its own bundle."""
-    base = DEFAULT_IMAGE if suite == DEFAULT_SUITE else f"{DEFAULT_IMAGE}-{suite}"
+def default_image_name(packages: Sequence[str], suite: str = DEFAULT_SUITE, variant: str = DEFAULT_VARIANT) -> str:
+    """``debian-armhf`` (``debian-armhf-minbase`` for the minbase variant, then ``-SUITE`` for another suite)
+    plus ``+pkg`` per extra package, so each variant, suite and package set gets its own bundle."""
+    base = DEFAULT_IMAGE if variant == DEFAULT_VARIANT else f"{DEFAULT_IMAGE}-{variant}"
+    if suite != DEFAULT_SUITE:
+        base = f"{base}-{suite}"
     return "+".join([base, *packages])
 
 
@@ -425,6 +431,7 @@ def build_image(
     packages: Sequence[str] = (),
     suite: str = DEFAULT_SUITE,
     kernel: str | None = None,
+    variant: str = DEFAULT_VARIANT,
     cache: Path | None = None,
     progress: Progress | None = None,
 ) -> ImageBundle:
@@ -435,12 +442,15 @@ def build_image(
     comes from, through the host's configured archive (see
     :func:`qppsuite.images.apt.sources_for_suite`); ``kernel`` picks one armmp
     kernel release among those the suite lists (see :func:`select_kernel`;
-    default: the newest).  ``progress`` receives one line per step.  Every
-    failure is a one-line BuildError.
+    default: the newest).  ``variant`` is the userland (:data:`VARIANTS`): busybox's applets, or
+    ``minbase``, Debian's minimal system (:mod:`qppsuite.images.minbase`).  ``progress`` receives one line
+    per step.  Every failure is a one-line BuildError.
     """
+    if variant not in VARIANTS:
+        raise BuildError(f"unknown image variant {variant!r}: one of {', '.join(VARIANTS)}")
     report: Progress = progress or (lambda _message: None)
     with bundle_workspace(name, suite, cache, report) as (apt, images):
-        return _build(name, list(packages), kernel, apt, images, report)
+        return _build(name, list(packages), kernel, variant, apt, images, report)
 
 
 @contextmanager
@@ -476,15 +486,29 @@ class BuildInputs:
 
 
 def _build(
-    name: str, packages: list[str], kernel: str | None, apt: PrivateApt, images: Path, report: Progress
+    name: str,
+    packages: list[str],
+    kernel: str | None,
+    variant: str,
+    apt: PrivateApt,
+    images: Path,
+    report: Progress,
 ) -> ImageBundle:
     profile_builder = optional_profile_builder()
     # One build at a time per cache: builds share apt's state, and two
     # builds of one name must not interleave their bundle swaps.
     with apt.locked():
-        inputs = fetch_inputs(apt, packages, kernel, with_dbg=profile_builder is not None, root=images.parent)
+        wanted = packages
+        if variant == "minbase":
+            from qppsuite.images import minbase  # it builds on this module and the importer
+
+            apt.refresh()
+            wanted = minbase.select_packages(apt, packages)
+        inputs = fetch_inputs(apt, wanted, kernel, with_dbg=profile_builder is not None, root=images.parent)
         return make_bundle(
-            images, name, lambda staging: _assemble(staging, name, packages, inputs, profile_builder, report)
+            images,
+            name,
+            lambda staging: _assemble(staging, name, packages, variant, inputs, profile_builder, report),
         )
 
 
@@ -536,6 +560,7 @@ def _assemble(
     staging: Path,
     name: str,
     packages: list[str],
+    variant: str,
     inputs: BuildInputs,
     profile_builder: ProfileBuilder | None,
     report: Progress,
@@ -545,10 +570,19 @@ def _assemble(
     kernel = extract_kernel(inputs.debs[inputs.kernel.name], release)
 
     report("assembling the initramfs")
-    extra = [inputs.debs[p.name] for p in inputs.initramfs if p.name != BUSYBOX_PACKAGE]
-    tree = build_initramfs(inputs.debs[BUSYBOX_PACKAGE], kernel, extra, report)
+    bootargs = DEFAULT_BOOTARGS
+    if variant == "minbase":
+        from qppsuite.images import minbase  # it builds on this module and the importer
+
+        # busybox-static only gives the toolkit its binary, unless the user asked for the package itself
+        unpacked = [inputs.debs[p.name] for p in inputs.initramfs if p.name != BUSYBOX_PACKAGE or p.name in packages]
+        tree = minbase.build_minbase_initramfs(unpacked, inputs.debs[BUSYBOX_PACKAGE], kernel, report)
+        bootargs = minbase.BOOTARGS
+    else:
+        extra = [inputs.debs[p.name] for p in inputs.initramfs if p.name != BUSYBOX_PACKAGE]
+        tree = build_initramfs(inputs.debs[BUSYBOX_PACKAGE], kernel, extra, report)
     files = {KERNEL_FILE: kernel.vmlinuz, CONFIG_FILE: kernel.config, INITRD_FILE: tree.archive()}
-    unpacked = rootfs_bytes(tree.entries())
+    rootfs_size = rootfs_bytes(tree.entries())
 
     if profile_builder is not None and inputs.dbg is not None:
         report("building the OSI profile from the debug vmlinux")
@@ -566,9 +600,10 @@ def _assemble(
             "release": release,
             "config": CONFIG_FILE,
         },
-        "initrd": {"file": INITRD_FILE, "rootfs_bytes": unpacked},
+        "initrd": {"file": INITRD_FILE, "rootfs_bytes": rootfs_size},
         "profile": {"file": PROFILE_FILE} if PROFILE_FILE in files else None,
-        "bootargs": DEFAULT_BOOTARGS,
+        "bootargs": bootargs,
+        "variant": variant,
         "packages": [_package_record(p) for p in sorted(used, key=lambda p: p.name)],
         "requested_packages": packages,
         "modules": sorted(kernel.modules),
