@@ -8,6 +8,7 @@ tests build the real image (bookworm, plus python3 and procps) and ask the guest
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import stat
 from pathlib import Path
@@ -16,8 +17,9 @@ import pytest
 from console_sink import Console
 from oracle.guest import logged_run
 
+from qppsuite.cli.run_cmd import image_ram_mib
 from qppsuite.errors import ImageError
-from qppsuite.images.builder import build_image, default_image_name
+from qppsuite.images.builder import DEFAULT_RAM_MIB, build_image, default_image_name, default_ram_mib
 from qppsuite.images.bundle import ImageBundle, cache_dir, open_image
 from qppsuite.images.initramfs import InitramfsTree, read_cpio_newc
 from qppsuite.images.minbase import (
@@ -201,6 +203,37 @@ def test_dpkg_status_keeps_multiline_fields() -> None:
     assert paragraphs[0]["Description"] == "x\n long\n ." and paragraphs[1]["Status"] == "install ok installed"
 
 
+def test_default_ram_covers_the_rootfs_and_never_goes_below_the_default() -> None:
+    assert default_ram_mib(20 << 20, 8 << 20) == DEFAULT_RAM_MIB
+    big = default_ram_mib(119 << 20, 43 << 20)
+    # half the RAM the kernel keeps holds the files and 16 MiB for /tmp
+    assert big % 16 == 0 and (big - 43 - 40) / 2 >= 119 + 16 and big <= 400
+
+
+def test_run_takes_the_images_recorded_ram_unless_told(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    for name, initrd in (("big", {"file": "initrd.cpio.gz", "ram_mib": 368}), ("small", {"file": "initrd.cpio.gz"})):
+        bundle = images / name
+        bundle.mkdir(parents=True)
+        (bundle / "initrd.cpio.gz").write_bytes(b"x")
+        (bundle / "vmlinuz").write_bytes(b"x")
+        manifest = {
+            "format": 1,
+            "name": name,
+            "kernel": {"file": "vmlinuz"},
+            "initrd": initrd,
+            "files": {"vmlinuz": {"sha256": "0" * 64, "size": 1}, "initrd.cpio.gz": {"sha256": "0" * 64, "size": 1}},
+        }
+        (bundle / "manifest.json").write_text(json.dumps(manifest))
+    try:
+        open_image("big", cache=tmp_path, verify=False)
+    except ImageError as err:
+        pytest.skip(f"the hand-made manifest does not load: {err}")
+    assert image_ram_mib("big", tmp_path) == 368
+    assert image_ram_mib("small", tmp_path) == 256
+    assert image_ram_mib("missing", tmp_path) == 256
+
+
 # --- the real image ---------------------------------------------------------------------------------------
 
 MINBASE_PACKAGES = ("python3", "procps")
@@ -210,7 +243,7 @@ def _minbase_image(suite: str) -> ImageBundle:
     name = default_image_name(list(MINBASE_PACKAGES), suite, "minbase")
     try:
         bundle = open_image(name, cache=cache_dir())
-        if bundle.manifest.get("variant") == "minbase":
+        if bundle.manifest.get("variant") == "minbase" and "ram_mib" in bundle.manifest["initrd"]:
             return bundle
     except ImageError:
         pass
@@ -224,7 +257,7 @@ def minbase_image(request: pytest.FixtureRequest) -> ImageBundle:
 
 def _run(image: ImageBundle, cmd: str | None, **extra: object) -> str:
     console = Console()
-    ram = 512  # above the 256 default: python3's files fill most of it
+    ram = image.manifest["initrd"]["ram_mib"]
     result = run(RunOptions(cmd=cmd, ram_mib=ram, warm=True, timeout_seconds=900, **extra), console, image=image)  # type: ignore[arg-type]
     assert result.ok, (result.reason, console.text[-3000:])
     return console.text.replace("\r", "")
@@ -234,6 +267,7 @@ def _run(image: ImageBundle, cmd: str | None, **extra: object) -> str:
 def test_the_tree_is_debians_with_busybox_only_in_the_toolkit(minbase_image: ImageBundle) -> None:
     manifest = minbase_image.manifest
     assert manifest["variant"] == "minbase" and manifest["bootargs"].endswith(" rdinit=/.qppsuite/init")
+    assert manifest["initrd"]["ram_mib"] > 256
     assert minbase_image.initrd_path is not None
     entries = {e.path: e for e in read_cpio_newc(gzip.decompress(minbase_image.initrd_path.read_bytes()))}
     assert entries["bin"].data == b"usr/bin" and entries["usr/bin/sh"].data == b"dash"

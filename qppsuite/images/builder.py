@@ -39,6 +39,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from qppsuite import __version__
+from qppsuite.core.rootfs import MIB, RootfsFit
 from qppsuite.errors import BuildError, ImageError
 from qppsuite.images.apt import AptPackage, PrivateApt, file_sha256, host_sources, sources_for_suite
 from qppsuite.images.bundle import MANIFEST_FORMAT, MANIFEST_NAME, ImageBundle, cache_dir, open_image
@@ -86,6 +87,13 @@ BUSYBOX_ANCHORS = {"sh": "bin", "mount": "bin", "init": "sbin", "insmod": "sbin"
 ZIMAGE_MAGIC_OFFSET = 0x24
 ZIMAGE_MAGIC = 0x016F2818
 XZ_MAGIC = b"\xfd7zXZ\x00"
+
+#: The --ram a run takes by default (qppsuite run's --ram, RunOptions.ram_mib).
+DEFAULT_RAM_MIB = 256
+#: What the armmp kernel keeps of RAM besides the initrd before it unpacks it: its own image, the CMA area
+#: (16 MiB) and page tables.  Measured from 6.1.0-50-armmp's boot line at --ram 320 with a 42.7 MiB initrd:
+#: ``Memory: 244652K/327680K available``, 327680K - 244652K - 43729K = 39299K; rounded up.
+KERNEL_RESERVED_BYTES = 40 * MIB
 
 # Room for the ~240 MB debug vmlinux plus slack on top of the downloads.
 PROFILE_SCRATCH_BYTES = 400 * 2**20
@@ -359,6 +367,14 @@ def build_initramfs(
     return tree
 
 
+def default_ram_mib(rootfs_size: int, initrd_size: int) -> int:
+    """The --ram an image's runs take when none is given: :data:`DEFAULT_RAM_MIB`, or the least whose rootfs
+    holds the image's files and the headroom :class:`qppsuite.core.rootfs.RootfsFit` keeps for /tmp, with the
+    kernel's own share of RAM taken as :data:`KERNEL_RESERVED_BYTES`."""
+    fit = RootfsFit(rootfs_size, DEFAULT_RAM_MIB, initrd_size)
+    return fit.least_ram_mib(DEFAULT_RAM_MIB * MIB - initrd_size - KERNEL_RESERVED_BYTES)
+
+
 def optional_profile_builder() -> ProfileBuilder | None:
     """The DWARF profile builder's entry points, when that part of qppsuite is installed."""
     if importlib.util.find_spec("qppsuite.profiles.dwarf") is None:
@@ -583,6 +599,7 @@ def _assemble(
         tree = build_initramfs(inputs.debs[BUSYBOX_PACKAGE], kernel, extra, report)
     files = {KERNEL_FILE: kernel.vmlinuz, CONFIG_FILE: kernel.config, INITRD_FILE: tree.archive()}
     rootfs_size = rootfs_bytes(tree.entries())
+    ram_mib = default_ram_mib(rootfs_size, len(files[INITRD_FILE]))
 
     if profile_builder is not None and inputs.dbg is not None:
         report("building the OSI profile from the debug vmlinux")
@@ -600,7 +617,7 @@ def _assemble(
             "release": release,
             "config": CONFIG_FILE,
         },
-        "initrd": {"file": INITRD_FILE, "rootfs_bytes": rootfs_size},
+        "initrd": {"file": INITRD_FILE, "rootfs_bytes": rootfs_size, "ram_mib": ram_mib},
         "profile": {"file": PROFILE_FILE} if PROFILE_FILE in files else None,
         "bootargs": bootargs,
         "variant": variant,
