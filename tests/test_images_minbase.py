@@ -11,14 +11,17 @@ import gzip
 import json
 import re
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 from console_sink import Console
+from host_tools import host_tool
 from oracle.guest import logged_run
 
 from qppsuite.cli.run_cmd import image_ram_mib
 from qppsuite.errors import ImageError
+from qppsuite.images.apt import PrivateApt, host_sources, sources_for_suite
 from qppsuite.images.builder import DEFAULT_RAM_MIB, build_image, default_image_name, default_ram_mib
 from qppsuite.images.bundle import ImageBundle, cache_dir, open_image
 from qppsuite.images.initramfs import InitramfsTree, read_cpio_newc
@@ -31,6 +34,7 @@ from qppsuite.images.minbase import (
     make_alternatives,
     minbase_names,
     packages_of_priority,
+    select_packages,
 )
 from qppsuite.session import RunOptions, run
 
@@ -349,3 +353,26 @@ def test_the_three_plugins_see_the_processes_ps_lists(minbase_image: ImageBundle
     assert sorted(comm for _ppid, comm in mine.values()) == ["bash", "ps", "sh", "sleep", "sleep", "sleep"], listed
     for pid, value in mine.items():
         assert stored.get(pid) == value, (pid, value, stored.get(pid))
+
+
+@pytest.mark.boot
+@pytest.mark.parametrize("suite", ["bookworm", "trixie"])
+def test_the_package_set_is_the_one_debootstrap_minbase_installs(suite: str, tmp_path: Path) -> None:
+    """Debian's debootstrap, asked for the list only (``--print-debs``: it downloads the suite's index and
+    resolves, installing nothing), names the very packages the builder selects and resolves."""
+    debootstrap = host_tool("debootstrap", "debootstrap")
+    sources = sources_for_suite(host_sources(), suite)
+    mirror = next(source.uri for source in sources if source.suite == suite)
+    printed = subprocess.run(
+        [debootstrap, "--print-debs", "--variant=minbase", "--arch=armhf", suite, str(tmp_path / "root"), mirror],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    apt = PrivateApt(cache_dir() / "apt", "armhf", suite=suite, sources=sources)
+    with apt.locked():
+        apt.refresh()
+        ours = {package.name for package in apt.resolve(select_packages(apt, []))}
+    assert ours == set(printed.stdout.split())
