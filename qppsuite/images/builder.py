@@ -91,9 +91,10 @@ XZ_MAGIC = b"\xfd7zXZ\x00"
 #: The --ram a run takes by default (qppsuite run's --ram, RunOptions.ram_mib).
 DEFAULT_RAM_MIB = 256
 #: What the armmp kernel keeps of RAM besides the initrd before it unpacks it: its own image, the CMA area
-#: (16 MiB) and page tables.  Measured from 6.1.0-50-armmp's boot line at --ram 320 with a 42.7 MiB initrd:
-#: ``Memory: 244652K/327680K available``, 327680K - 244652K - 43729K = 39299K; rounded up.
-KERNEL_RESERVED_BYTES = 40 * MIB
+#: (16 MiB) and page tables.  Measured from the boot line ``Memory: AK/TK available`` as T - A - initrd:
+#: 6.1.0-50-armmp at --ram 320, 327680K - 244652K - 43729K = 39299K; 6.12.118+deb13-armmp at --ram 352,
+#: 360448K - 279452K - 36791K = 44205K (43.2 MiB); rounded up.
+KERNEL_RESERVED_BYTES = 44 * MIB
 
 # Room for the ~240 MB debug vmlinux plus slack on top of the downloads.
 PROFILE_SCRATCH_BYTES = 400 * 2**20
