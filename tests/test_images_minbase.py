@@ -175,6 +175,7 @@ def test_maintainer_scripts_first_install_work_is_emulated() -> None:
         "/bin/dash", "/usr/bin/dash",
     ]  # fmt: skip
     assert text("etc/timezone") == "Etc/UTC\n" and text("etc/hostname") == "qppsuite\n"
+    assert text("etc/fstab") == "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n"
     links = {e.path: e.data.decode() for e in tree.entries() if stat.S_ISLNK(e.mode)}
     assert links["etc/localtime"] == "/usr/share/zoneinfo/Etc/UTC"
     assert links["var/run"] == "/run" and links["var/lock"] == "/run/lock"

@@ -1,6 +1,6 @@
 """The ``minbase`` image variant: a real Debian userland, as ``debootstrap --variant=minbase`` installs it.
 
-**What is installed** (debootstrap 1.0.128's ``scripts/debian-common``, ``work_out_debs``, which the
+**What is installed** (debootstrap 1.0.128+nmu2+deb12u2's ``scripts/debian-common``, ``work_out_debs``, which the
 ``bookworm``, ``trixie`` and ``sid`` scripts all include): every package whose ``Priority`` is ``required``
 in the suite's index (``get_debs Priority: required``), plus ``apt`` (minbase's whole ``base``), plus, for
 bookworm only, ``usr-is-merged`` (debootstrap merges /usr itself, so the ``usrmerge`` migration package is
@@ -53,7 +53,10 @@ HOSTNAME = "qppsuite"
 #: then writes ``/etc/timezone`` with the name it finds behind the link.
 TIMEZONE = "Etc/UTC"
 
-#: What the maintainer scripts of a minbase system do that this module does not, and why.
+#: The /etc/fstab debootstrap's ``first_stage_install`` writes.
+FSTAB = b"# UNCONFIGURED FSTAB FOR BASE SYSTEM\n"
+
+#: What debootstrap and the maintainer scripts of a minbase system do that this module does not, and why.
 LEFT_OUT = {
     "ldconfig (libc-bin postinst, debootstrap)": "no /etc/ld.so.cache: ld.so falls back to its trusted "
     "directories, /lib/arm-linux-gnueabihf and /usr/lib/arm-linux-gnueabihf, where every minbase library is",
@@ -66,6 +69,9 @@ LEFT_OUT = {
     "update-alternatives state": "the links are made, not /var/lib/dpkg/alternatives/*",
     "dpkg's file lists": "the status file is written (dpkg-query works), not /var/lib/dpkg/info/*.list "
     "(dpkg -L and dpkg -S do not)",
+    "/etc/apt/sources.list (debootstrap's setup_apt_sources)": "it would name the build host's mirror, "
+    "which the guest cannot reach: the guest has no network",
+    "/etc/resolv.conf (debootstrap's setup_etc copies the host's)": "the guest has no network",
 }
 
 Progress = Callable[[str], None]
@@ -209,6 +215,8 @@ def emulate_maintainer_scripts(tree: InitramfsTree, installed: Sequence[Installe
         tree.add_file("etc/timezone", f"{TIMEZONE}\n".encode())
     if "etc/hostname" not in tree:  # debootstrap's setup_etc copies the host's; the guest's is qppsuite
         tree.add_file("etc/hostname", f"{HOSTNAME}\n".encode())
+    if "etc/fstab" not in tree:  # debootstrap's first_stage_install
+        tree.add_file("etc/fstab", FSTAB)
     make_alternatives(tree, [alt for package in installed for alt in alternatives_in_script(package.postinst)])
     if "dpkg" in names:
         tree.add_file("var/lib/dpkg/status", dpkg_status([p.control for p in installed]))
