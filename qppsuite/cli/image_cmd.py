@@ -286,6 +286,12 @@ def info(
     overview.add_row("kernel", f"{kernel.get('package', kernel['file'])} {kernel.get('version', '')}".strip())
     overview.add_row("release", str(kernel.get("release", "?")))
     overview.add_row("suite", str(manifest.get("suite", "?")))
+    if "variant" in manifest:
+        overview.add_row("variant", str(manifest["variant"]))
+    initrd = manifest.get("initrd") or {}
+    if "ram_mib" in initrd:
+        unpacked = human_size(int(initrd.get("rootfs_bytes", 0)))
+        overview.add_row("ram", f"{initrd['ram_mib']} MiB by default ({unpacked} of files in the guest's RAM)")
     if "rootfs" in manifest:
         rootfs = manifest["rootfs"]
         overview.add_row("root filesystem", f"{rootfs.get('format', '?')} {rootfs.get('source', '?')} (imported)")
