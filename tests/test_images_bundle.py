@@ -191,11 +191,20 @@ def test_cli_info_json_and_text(tmp_path: Path) -> None:
 
 def test_cli_build_derives_the_name_and_prints_the_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str, list[str], str, str | None, Path | None]] = []
+    variants: list[str] = []
 
     def fake_build(
-        name: str, *, packages: list[str], suite: str, kernel: str | None, cache: Path | None, progress: Any
+        name: str,
+        *,
+        packages: list[str],
+        suite: str,
+        kernel: str | None,
+        variant: str,
+        cache: Path | None,
+        progress: Any,
     ) -> ImageBundle:
         calls.append((name, list(packages), suite, kernel, cache))
+        variants.append(variant)
         progress("a step")
         return open_image(make_bundle(tmp_path, name))
 
@@ -209,6 +218,11 @@ def test_cli_build_derives_the_name_and_prints_the_path(tmp_path: Path, monkeypa
     args = ["image", "build", "--suite", "trixie", "--kernel", "6.12.117+deb13", "--cache-dir", str(tmp_path)]
     assert runner.invoke(app, args).exit_code == 0
     assert calls[1] == ("debian-armhf-trixie", [], "trixie", "6.12.117+deb13", tmp_path)
+    args = ["image", "build", "--variant", "minbase", "--suite", "trixie", "--packages", "python3"]
+    assert runner.invoke(app, [*args, "--cache-dir", str(tmp_path)]).exit_code == 0
+    assert calls[2] == ("debian-armhf-minbase-trixie+python3", ["python3"], "trixie", None, tmp_path)
+    assert variants == ["busybox", "busybox", "minbase"]
+    assert runner.invoke(app, ["image", "build", "--variant", "nosuch", "--cache-dir", str(tmp_path)]).exit_code == 2
 
 
 def _qppsuite(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:

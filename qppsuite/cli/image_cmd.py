@@ -35,6 +35,13 @@ class ListFormat(StrEnum):
     json = "json"
 
 
+class Variant(StrEnum):
+    """The image variants of qppsuite.images.builder.VARIANTS (not imported here: it pulls in apt)."""
+
+    busybox = "busybox"
+    minbase = "minbase"
+
+
 class InfoFormat(StrEnum):
     text = "text"
     json = "json"
@@ -77,7 +84,10 @@ def _summary(bundle: ImageBundle) -> dict[str, Any]:
 def build(
     name: Annotated[
         str | None,
-        typer.Argument(help="Image name (default: debian-armhf, plus +PKG for each extra package)."),
+        typer.Argument(
+            help="Image name (default: debian-armhf, debian-armhf-minbase with --variant minbase, then -SUITE "
+            "for a suite other than bookworm, plus +PKG for each extra package)."
+        ),
     ] = None,
     packages: Annotated[
         str, typer.Option("--packages", help="Extra Debian armhf packages, comma-separated (e.g. strace,python3).")
@@ -92,13 +102,21 @@ def build(
             "--kernel", metavar="VERSION", help="armmp kernel release, e.g. 6.12.117+deb13 (default: the newest)"
         ),
     ] = None,
+    variant: Annotated[
+        Variant,
+        typer.Option(
+            "--variant",
+            help="The userland: busybox's applets, or minbase, Debian's minimal system as debootstrap "
+            "--variant=minbase installs it (dash, bash, coreutils, apt...).",
+        ),
+    ] = Variant.busybox,
     cache_dir: CacheOption = None,
 ) -> None:
     """Build an image bundle from Debian packages and print its path."""
     from qppsuite.images.builder import build_image, default_image_name, parse_package_list  # apt, debfiles: only here
 
     extra = parse_package_list(packages)
-    image_name = name or default_image_name(extra, suite)
+    image_name = name or default_image_name(extra, suite, variant.value)
     started = time.monotonic()
     with status_console.status(styled(f"building image '{image_name}'")) as status:
 
@@ -106,7 +124,15 @@ def build(
             status_console.print(styled((f"{time.monotonic() - started:6.1f}s ", "dim"), message))
             status.update(styled(message))
 
-        bundle = build_image(image_name, packages=extra, suite=suite, kernel=kernel, cache=cache_dir, progress=progress)
+        bundle = build_image(
+            image_name,
+            packages=extra,
+            suite=suite,
+            kernel=kernel,
+            variant=variant.value,
+            cache=cache_dir,
+            progress=progress,
+        )
     profile = "with" if bundle.profile_path else "without"
     status_console.print(
         styled(
@@ -269,6 +295,12 @@ def info(
     overview.add_row("kernel", f"{kernel.get('package', kernel['file'])} {kernel.get('version', '')}".strip())
     overview.add_row("release", str(kernel.get("release", "?")))
     overview.add_row("suite", str(manifest.get("suite", "?")))
+    if "variant" in manifest:
+        overview.add_row("variant", str(manifest["variant"]))
+    initrd = manifest.get("initrd") or {}
+    if "ram_mib" in initrd:
+        unpacked = human_size(int(initrd.get("rootfs_bytes", 0)))
+        overview.add_row("ram", f"{initrd['ram_mib']} MiB by default ({unpacked} of files in the guest's RAM)")
     if "rootfs" in manifest:
         rootfs = manifest["rootfs"]
         overview.add_row("root filesystem", f"{rootfs.get('format', '?')} {rootfs.get('source', '?')} (imported)")

@@ -12,18 +12,18 @@ from qppsuite.cli.keyboard import keyboard
 from qppsuite.cli.run_cmd import (
     DEFAULT_TIMEOUT,
     MAX_INSNS_HELP,
-    RAM_HELP,
     CmdFileOption,
     ColdOption,
     DiskOption,
     FilesOption,
     FromOption,
     InteractiveOption,
+    RamOption,
     TimeoutOption,
     command_text,
+    image_ram_mib,
 )
 from qppsuite.cli.terminal import ConsoleStream, channel_progress, styled
-from qppsuite.core.board import RAM_MAX_MIB
 from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
 from qppsuite.errors import GuestError, Interrupted, PluginError
 from qppsuite.recording import Recording, check_writable, default_path, record, replay
@@ -39,7 +39,7 @@ def record_command(
     image: Annotated[str, typer.Argument(help="Image name or bundle path")] = DEFAULT_IMAGE,
     cmd: Annotated[str | None, typer.Option("--cmd", help="Shell command to run in the guest")] = None,
     max_insns: Annotated[int | None, typer.Option("--max-insns", min=1, help=MAX_INSNS_HELP)] = None,
-    ram: Annotated[int, typer.Option("--ram", min=16, max=RAM_MAX_MIB, help=RAM_HELP)] = 256,
+    ram: RamOption = None,
     bootargs: Annotated[str, typer.Option("--bootargs", help="Extra kernel command-line arguments")] = "",
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Cache directory")] = None,
@@ -64,7 +64,7 @@ def record_command(
         start_from=start_from,
         interactive=interactive,
         max_insns=max_insns,
-        ram_mib=ram,
+        ram_mib=ram if ram is not None else image_ram_mib(image, cache_dir),
         extra_bootargs=bootargs,
         cache=cache_dir,
         timeout_seconds=timeout or None,

@@ -15,7 +15,7 @@ from qppsuite.cli.terminal import ConsoleStream, channel_progress, styled
 from qppsuite.core.board import RAM_MAX_MIB
 from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
 from qppsuite.errors import GuestError, ImageError, Interrupted, PluginError
-from qppsuite.images.bundle import images_dir
+from qppsuite.images.bundle import images_dir, open_image
 from qppsuite.session import DEFAULT_IMAGE, GuestIO, RunOptions, run
 
 
@@ -30,7 +30,24 @@ def ensure_default_image(cache: Path | None) -> None:
         build_image(DEFAULT_IMAGE, cache=cache, progress=lambda msg: status.update(styled(msg)))
 
 
-RAM_HELP = f"Guest RAM in MiB, at most {RAM_MAX_MIB}; at least what the kernel and initrd need (192 by default)"
+RAM_HELP = f"Guest RAM in MiB, at most {RAM_MAX_MIB} (default: what the image needs, at least {RunOptions.ram_mib})"
+RamOption = Annotated[int | None, typer.Option("--ram", min=16, max=RAM_MAX_MIB, help=RAM_HELP)]
+
+
+def image_ram_mib(image: str, cache: Path | None) -> int:
+    """--ram's default for ``image``: the RAM its manifest records its rootfs needs (``initrd.ram_mib``, a
+    minbase image's is above the usual 256), else :attr:`RunOptions.ram_mib`.  An image that does not open
+    gets the usual default: the run then says what is wrong with it."""
+    try:
+        bundle = open_image(image, cache=cache, verify=False)
+    except ImageError:
+        return RunOptions.ram_mib
+    value = (bundle.manifest.get("initrd") or {}).get("ram_mib")
+    if isinstance(value, int) and not isinstance(value, bool) and RunOptions.ram_mib < value <= RAM_MAX_MIB:
+        return value
+    return RunOptions.ram_mib
+
+
 DEFAULT_TIMEOUT = 3600.0
 TimeoutOption = Annotated[
     float,
@@ -167,7 +184,7 @@ def run_command(
     console: Annotated[
         Path | None, typer.Option("--console", help="Write the guest console to FILE instead of the terminal")
     ] = None,
-    ram: Annotated[int, typer.Option("--ram", min=16, max=RAM_MAX_MIB, help=RAM_HELP)] = 256,
+    ram: RamOption = None,
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Do not show the console (but with -i) or the summary")
@@ -213,7 +230,7 @@ def run_command(
         plugin_args=parse_plugin_args(plugin_args or []),
         strict=strict,
         max_insns=max_insns,
-        ram_mib=ram,
+        ram_mib=ram if ram is not None else image_ram_mib(image, cache_dir),
         cache=cache_dir,
         host_decompress=not guest_decompress,
         extra_bootargs=bootargs,

@@ -11,16 +11,16 @@ from qppsuite.channel import DEFAULT_GUEST_DIR, parse_file_spec
 from qppsuite.cli import app, err_console
 from qppsuite.cli.image_cmd import CacheOption, human_size
 from qppsuite.cli.run_cmd import (
-    RAM_HELP,
     DiskOption,
+    RamOption,
     TimeoutOption,
     command_text,
     ensure_default_image,
     guest_console,
+    image_ram_mib,
 )
 from qppsuite.cli.terminal import SafeConsole, styled
 from qppsuite.core import snapshot
-from qppsuite.core.board import RAM_MAX_MIB
 from qppsuite.core.snapshot import SnapshotError
 from qppsuite.images.bundle import cache_dir, open_image
 from qppsuite.session import DEFAULT_IMAGE, RunOptions, save_snapshot, snapshot_path
@@ -56,7 +56,7 @@ def save(
     ] = None,
     console_file: Annotated[Path | None, typer.Option("--console", help="Write the guest console to FILE")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not show the console or the summary")] = False,
-    ram: Annotated[int, typer.Option("--ram", min=16, max=RAM_MAX_MIB, help=RAM_HELP)] = 256,
+    ram: RamOption = None,
     bootargs: Annotated[str, typer.Option("--bootargs", help="Extra kernel command-line arguments")] = "",
     guest_decompress: Annotated[
         bool, typer.Option("--guest-decompress", help="Boot a zImage as-is, decompressing in the guest")
@@ -76,7 +76,7 @@ def save(
         cmd=command_text(cmd, cmd_file),
         files=[item for spec in files or [] for item in parse_file_spec(spec)],
         start_from=start_from,
-        ram_mib=ram,
+        ram_mib=ram if ram is not None else image_ram_mib(image, cache),
         cache=cache,
         host_decompress=not guest_decompress,
         extra_bootargs=bootargs,

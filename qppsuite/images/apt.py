@@ -297,6 +297,14 @@ class PrivateApt:
             raise self._failure(f"find {', '.join(missing)}", "no index record")
         return [found[spec.split("=")[0]] for spec in specs]
 
+    def available(self) -> str:
+        """The index record of every package's candidate version, as ``apt-cache dumpavail`` prints them
+        (deb822 paragraphs: ``Package``, ``Priority``, ``Depends``... as the suite's Packages files give them)."""
+        result = self._run("apt-cache", ["dumpavail"])
+        if result.returncode != 0:
+            raise self._failure("list the available packages", _apt_errors(result.stderr + result.stdout))
+        return result.stdout
+
     def has_package(self, name: str) -> bool:
         """Whether ``name`` has an installable candidate (not merely a name apt has heard of)."""
         result = self._run("apt-cache", ["show", "--no-all-versions", name])

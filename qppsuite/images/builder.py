@@ -40,6 +40,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from qppsuite import __version__
+from qppsuite.core.rootfs import MIB, RootfsFit
 from qppsuite.errors import BuildError, ImageError
 from qppsuite.images.apt import AptPackage, PrivateApt, file_sha256, host_sources, sources_for_suite
 from qppsuite.images.bundle import MANIFEST_FORMAT, MANIFEST_NAME, ImageBundle, cache_dir, open_image
@@ -47,6 +48,10 @@ from qppsuite.images.guest import guest_script
 from qppsuite.images.initramfs import CpioEntry, InitramfsTree, rootfs_bytes
 
 DEFAULT_IMAGE = "debian-armhf"
+#: ``busybox``: busybox-static's applets are the userland; ``minbase``: Debian's own, as debootstrap's
+#: minbase variant installs it (qppsuite/images/minbase.py).
+VARIANTS = ("busybox", "minbase")
+DEFAULT_VARIANT = "busybox"
 ARCHITECTURE = "armhf"
 KERNEL_FLAVOUR = "armmp"
 # The release part is 6.1.0-28 in bookworm and 6.12.117+deb13 in trixie; flavours such as -rt-armmp and
@@ -84,6 +89,14 @@ ZIMAGE_MAGIC_OFFSET = 0x24
 ZIMAGE_MAGIC = 0x016F2818
 XZ_MAGIC = b"\xfd7zXZ\x00"
 
+#: The --ram a run takes by default (qppsuite run's --ram, RunOptions.ram_mib).
+DEFAULT_RAM_MIB = 256
+#: What the armmp kernel keeps of RAM besides the initrd before it unpacks it: its own image, the CMA area
+#: (16 MiB) and page tables.  Measured from the boot line ``Memory: AK/TK available`` as T - A - initrd:
+#: 6.1.0-50-armmp at --ram 320, 327680K - 244652K - 43729K = 39299K; 6.12.118+deb13-armmp at --ram 352,
+#: 360448K - 279452K - 36791K = 44205K (43.2 MiB); rounded up.
+KERNEL_RESERVED_BYTES = 44 * MIB
+
 # Room for the ~240 MB debug vmlinux plus slack on top of the downloads.
 PROFILE_SCRATCH_BYTES = 400 * 2**20
 BUILD_SLACK_BYTES = 200 * 2**20
@@ -103,10 +116,12 @@ class KernelParts:
     modules: dict[str, bytes]  # initramfs path -> .ko
 
 
-def default_image_name(packages: Sequence[str], suite: str = DEFAULT_SUITE) -> str:
-    """``debian-armhf`` (``debian-armhf-SUITE`` for another suite) plus ``+pkg`` per extra package, so each
-    suite and package set gets its own bundle."""
-    base = DEFAULT_IMAGE if suite == DEFAULT_SUITE else f"{DEFAULT_IMAGE}-{suite}"
+def default_image_name(packages: Sequence[str], suite: str = DEFAULT_SUITE, variant: str = DEFAULT_VARIANT) -> str:
+    """``debian-armhf`` (``debian-armhf-minbase`` for the minbase variant, then ``-SUITE`` for another suite)
+    plus ``+pkg`` per extra package, so each variant, suite and package set gets its own bundle."""
+    base = DEFAULT_IMAGE if variant == DEFAULT_VARIANT else f"{DEFAULT_IMAGE}-{variant}"
+    if suite != DEFAULT_SUITE:
+        base = f"{base}-{suite}"
     return "+".join([base, *packages])
 
 
@@ -204,7 +219,8 @@ def check_zimage(data: bytes, origin: str) -> None:
     raise BuildError(f"corrupt kernel in {origin}: no intact XZ payload, {problem}")
 
 
-def _open_data_tar(deb: Path) -> tarfile.TarFile:
+def open_data_tar(deb: Path) -> tarfile.TarFile:
+    """The package's data.tar (the files it installs); a damaged package is one BuildError line."""
     try:
         return DebFile(str(deb)).data.tgz()
     except (DebError, ArError, tarfile.TarError, lzma.LZMAError, OSError, EOFError) as err:
@@ -225,7 +241,7 @@ def extract_kernel(deb: Path, release: str) -> KernelParts:
     wanted = {f"boot/vmlinuz-{release}", f"boot/config-{release}", *shipped}
     found: dict[str, bytes] = {}
     try:
-        with _open_data_tar(deb) as tar:
+        with open_data_tar(deb) as tar:
             for member in tar:
                 name = member.name.removeprefix("./")
                 if name in wanted and member.isreg():
@@ -317,7 +333,7 @@ def build_initramfs(
 
     The tree has the merged-/usr layout when busybox's package has it (``/usr/bin/busybox``, trixie on).
     """
-    with _open_data_tar(busybox_deb) as tar:
+    with open_data_tar(busybox_deb) as tar:
         merged_usr = "bin/busybox" not in {name.removeprefix("./") for name in tar.getnames()}
     tree = InitramfsTree(merged_usr=merged_usr)
     for directory in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "etc/qppsuite"):
@@ -327,7 +343,7 @@ def build_initramfs(
     # The kernel opens /dev/console for PID 1 before /init can mount devtmpfs.
     tree.add(CpioEntry.char_device("dev/console", 5, 1))
 
-    with _open_data_tar(busybox_deb) as tar:
+    with open_data_tar(busybox_deb) as tar:
         tree.add_tar(tar, busybox_deb.name)
     busybox = tree.get("bin/busybox")
     if busybox is None:
@@ -341,7 +357,7 @@ def build_initramfs(
 
     for deb in extra_debs:
         progress(f"unpacking {deb.name}")
-        with _open_data_tar(deb) as tar:
+        with open_data_tar(deb) as tar:
             tree.add_tar(tar, deb.name)
 
     for path, data in kernel.modules.items():
@@ -352,6 +368,14 @@ def build_initramfs(
     tree.add_file("etc/qppsuite/workload.sh", guest_script("workload.sh"))
     tree.add_file("init", guest_script("init.sh"), 0o755)
     return tree
+
+
+def default_ram_mib(rootfs_size: int, initrd_size: int) -> int:
+    """The --ram an image's runs take when none is given: :data:`DEFAULT_RAM_MIB`, or the least whose rootfs
+    holds the image's files and the headroom :class:`qppsuite.core.rootfs.RootfsFit` keeps for /tmp, with the
+    kernel's own share of RAM taken as :data:`KERNEL_RESERVED_BYTES`."""
+    fit = RootfsFit(rootfs_size, DEFAULT_RAM_MIB, initrd_size)
+    return fit.least_ram_mib(DEFAULT_RAM_MIB * MIB - initrd_size - KERNEL_RESERVED_BYTES)
 
 
 def optional_profile_builder() -> ProfileBuilder | None:
@@ -429,6 +453,7 @@ def build_image(
     packages: Sequence[str] = (),
     suite: str = DEFAULT_SUITE,
     kernel: str | None = None,
+    variant: str = DEFAULT_VARIANT,
     cache: Path | None = None,
     progress: Progress | None = None,
 ) -> ImageBundle:
@@ -439,12 +464,15 @@ def build_image(
     comes from, through the host's configured archive (see
     :func:`qppsuite.images.apt.sources_for_suite`); ``kernel`` picks one armmp
     kernel release among those the suite lists (see :func:`select_kernel`;
-    default: the newest).  ``progress`` receives one line per step.  Every
-    failure is a one-line BuildError.
+    default: the newest).  ``variant`` is the userland (:data:`VARIANTS`): busybox's applets, or
+    ``minbase``, Debian's minimal system (:mod:`qppsuite.images.minbase`).  ``progress`` receives one line
+    per step.  Every failure is a one-line BuildError.
     """
+    if variant not in VARIANTS:
+        raise BuildError(f"unknown image variant {variant!r}: one of {', '.join(VARIANTS)}")
     report: Progress = progress or (lambda _message: None)
     with bundle_workspace(name, suite, cache, report) as (apt, images):
-        return _build(name, list(packages), kernel, apt, images, report)
+        return _build(name, list(packages), kernel, variant, apt, images, report)
 
 
 @contextmanager
@@ -480,15 +508,29 @@ class BuildInputs:
 
 
 def _build(
-    name: str, packages: list[str], kernel: str | None, apt: PrivateApt, images: Path, report: Progress
+    name: str,
+    packages: list[str],
+    kernel: str | None,
+    variant: str,
+    apt: PrivateApt,
+    images: Path,
+    report: Progress,
 ) -> ImageBundle:
     profile_builder = optional_profile_builder()
     # One build at a time per cache: builds share apt's state, and two
     # builds of one name must not interleave their bundle swaps.
     with apt.locked():
-        inputs = fetch_inputs(apt, packages, kernel, with_dbg=profile_builder is not None, root=images.parent)
+        wanted = packages
+        if variant == "minbase":
+            from qppsuite.images import minbase  # it builds on this module and the importer
+
+            apt.refresh()
+            wanted = minbase.select_packages(apt, packages)
+        inputs = fetch_inputs(apt, wanted, kernel, with_dbg=profile_builder is not None, root=images.parent)
         return make_bundle(
-            images, name, lambda staging: _assemble(staging, name, packages, inputs, profile_builder, report)
+            images,
+            name,
+            lambda staging: _assemble(staging, name, packages, variant, inputs, profile_builder, report),
         )
 
 
@@ -540,6 +582,7 @@ def _assemble(
     staging: Path,
     name: str,
     packages: list[str],
+    variant: str,
     inputs: BuildInputs,
     profile_builder: ProfileBuilder | None,
     report: Progress,
@@ -549,14 +592,21 @@ def _assemble(
     kernel = extract_kernel(inputs.debs[inputs.kernel.name], release)
 
     report("assembling the initramfs")
-    extra = [inputs.debs[p.name] for p in inputs.initramfs if p.name != BUSYBOX_PACKAGE]
-    tree = build_initramfs(inputs.debs[BUSYBOX_PACKAGE], kernel, extra, report)
-    files: dict[str, bytes | Path] = {
-        KERNEL_FILE: kernel.vmlinuz,
-        CONFIG_FILE: kernel.config,
-        INITRD_FILE: tree.archive(),
-    }
-    unpacked = rootfs_bytes(tree.entries())
+    bootargs = DEFAULT_BOOTARGS
+    if variant == "minbase":
+        from qppsuite.images import minbase  # it builds on this module and the importer
+
+        # busybox-static only gives the toolkit its binary, unless the user asked for the package itself
+        unpacked = [inputs.debs[p.name] for p in inputs.initramfs if p.name != BUSYBOX_PACKAGE or p.name in packages]
+        tree = minbase.build_minbase_initramfs(unpacked, inputs.debs[BUSYBOX_PACKAGE], kernel, report)
+        bootargs = minbase.BOOTARGS
+    else:
+        extra = [inputs.debs[p.name] for p in inputs.initramfs if p.name != BUSYBOX_PACKAGE]
+        tree = build_initramfs(inputs.debs[BUSYBOX_PACKAGE], kernel, extra, report)
+    initrd = tree.archive()
+    files: dict[str, bytes | Path] = {KERNEL_FILE: kernel.vmlinuz, CONFIG_FILE: kernel.config, INITRD_FILE: initrd}
+    rootfs_size = rootfs_bytes(tree.entries())
+    ram_mib = default_ram_mib(rootfs_size, len(initrd))
 
     if profile_builder is not None and inputs.dbg is not None:
         report("building the OSI profile from the debug vmlinux")
@@ -574,9 +624,10 @@ def _assemble(
             "release": release,
             "config": CONFIG_FILE,
         },
-        "initrd": {"file": INITRD_FILE, "rootfs_bytes": unpacked},
+        "initrd": {"file": INITRD_FILE, "rootfs_bytes": rootfs_size, "ram_mib": ram_mib},
         "profile": {"file": PROFILE_FILE} if PROFILE_FILE in files else None,
-        "bootargs": DEFAULT_BOOTARGS,
+        "bootargs": bootargs,
+        "variant": variant,
         "packages": [package_record(p) for p in sorted(used, key=lambda p: p.name)],
         "requested_packages": packages,
         "modules": sorted(kernel.modules),

@@ -39,7 +39,6 @@ from qppsuite.images.builder import (
     KERNEL_FILE,
     PROFILE_FILE,
     TOOLKIT_DIR,
-    _open_data_tar,
     add_toolkit,
     build_profile,
     bundle_workspace,
@@ -47,6 +46,7 @@ from qppsuite.images.builder import (
     extract_kernel,
     fetch_inputs,
     make_bundle,
+    open_data_tar,
     optional_profile_builder,
     package_record,
     write_bundle,
@@ -240,8 +240,9 @@ def _fetch(apt: PrivateApt, with_kernel: bool, root: Path) -> _Debian:
     return _Debian(apt.suite or DEFAULT_SUITE, busybox, None, None, {busybox.name: apt.download(busybox)})
 
 
-def _busybox_binary(deb: Path) -> bytes:
-    with _open_data_tar(deb) as tar:
+def busybox_binary(deb: Path) -> bytes:
+    """The busybox binary in a busybox(-static) package (``/bin`` before trixie, ``/usr/bin`` from it)."""
+    with open_data_tar(deb) as tar:
         for member in tar:
             if member.name.removeprefix("./") in ("bin/busybox", "usr/bin/busybox") and member.isreg():
                 handle = tar.extractfile(member)
@@ -306,7 +307,7 @@ def _assemble(
             files[PROFILE_FILE] = build_profile(parts.debs[parts.dbg.name], staging, *builder)
             used.append(parts.dbg)
     report("assembling the initramfs")
-    busybox = _busybox_binary(parts.debs[parts.busybox.name])
+    busybox = busybox_binary(parts.debs[parts.busybox.name])
     if root.disk:
         initrd = InitramfsTree()
         add_qppsuite_files(initrd, busybox, command)
