@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import re
 import stat
 import tarfile
 from collections.abc import Iterable
@@ -158,9 +159,10 @@ def read_cpio_newc(archive: bytes) -> list[CpioEntry]:
     """
     entries: list[CpioEntry] = []
     pos = 0
-    while pos < len(archive):
-        if not archive[pos:].strip(b"\0"):
-            break  # zero padding after the last trailer
+    while True:
+        pos = _skip_padding(archive, pos)  # zeros pad archives after their trailers
+        if pos == len(archive):
+            break
         header = archive[pos : pos + NEWC_HEADER_SIZE]
         if len(header) < NEWC_HEADER_SIZE or header[:6] != NEWC_MAGIC:
             raise ImageError(f"not a newc cpio header at byte {pos} (truncated or corrupt archive)")
@@ -178,7 +180,6 @@ def read_cpio_newc(archive: bytes) -> list[CpioEntry]:
         name = archive[name_start : name_end - 1].decode("utf-8", "surrogateescape")
         pos = data_end + (-fields["filesize"] % 4)
         if name == TRAILER_NAME:
-            pos = _skip_padding(archive, pos)
             continue
         entries.append(
             CpioEntry(
@@ -193,10 +194,14 @@ def read_cpio_newc(archive: bytes) -> list[CpioEntry]:
     return entries
 
 
+_NOT_ZERO = re.compile(rb"[^\0]")
+
+
 def _skip_padding(archive: bytes, pos: int) -> int:
-    while pos < len(archive) and archive[pos] == 0:
-        pos += 1
-    return pos
+    """The offset of the first byte from ``pos`` that is not zero (the end if none is): found without copying,
+    which made reading a 120 MB initrd quadratic."""
+    found = _NOT_ZERO.search(archive, pos)
+    return len(archive) if found is None else found.start()
 
 
 def gzip_reproducible(data: bytes) -> bytes:
