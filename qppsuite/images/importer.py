@@ -43,6 +43,7 @@ from qppsuite.images.builder import (
     build_profile,
     bundle_workspace,
     busybox_applets,
+    default_ram_mib,
     extract_kernel,
     fetch_inputs,
     make_bundle,
@@ -326,14 +327,20 @@ def _assemble(
         assert root.tree is not None
         initrd = root.tree
         add_qppsuite_files(initrd, busybox, command)
-    files[INITRD_FILE] = initrd.archive()
+    initrd_bytes = initrd.archive()
+    files[INITRD_FILE] = initrd_bytes
+    rootfs_size = rootfs_bytes(initrd.entries())
     manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
         "name": name,
         "created_by": f"qppsuite {__version__}",
         "suite": parts.suite,
         "kernel": kernel_section,
-        "initrd": {"file": INITRD_FILE, "rootfs_bytes": rootfs_bytes(initrd.entries())},
+        "initrd": {
+            "file": INITRD_FILE,
+            "rootfs_bytes": rootfs_size,
+            "ram_mib": default_ram_mib(rootfs_size, len(initrd_bytes)),
+        },
         "profile": {"file": PROFILE_FILE} if PROFILE_FILE in files else None,
         "disk": {"file": DISK_FILE} if root.disk else None,
         "bootargs": f"{DEFAULT_BOOTARGS} rdinit=/{INIT_PATH}",
