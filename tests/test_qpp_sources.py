@@ -9,8 +9,8 @@ from textwrap import dedent
 
 import pytest
 
-from qppsuite.core import qpp as qpp_module
 from qppsuite.core.qpp import QPP, PluginSource, discover, resolve
+from qppsuite.core.qpp import registry as qpp_module
 from qppsuite.errors import PluginError
 
 PAIR = Path(__file__).parent / "qpp_plugins"
