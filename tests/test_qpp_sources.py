@@ -10,7 +10,7 @@ from textwrap import dedent
 import pytest
 
 from qppsuite.core.qpp import QPP, PluginSource, discover, resolve
-from qppsuite.core.qpp import registry as qpp_module
+from qppsuite.core.qpp import loading as qpp_loading
 from qppsuite.errors import PluginError
 
 PAIR = Path(__file__).parent / "qpp_plugins"
@@ -84,7 +84,7 @@ def test_builtin_plugin_is_loaded_from_its_plugin_attribute(site: Path, monkeypa
         "from qppsuite.core.qpp import Plugin\nclass M(Plugin):\n    name = 'x'\n",
     )
     write(site / "fake_builtins" / "_private.py", "")
-    monkeypatch.setattr(qpp_module, "BUILTIN_PACKAGE", "fake_builtins")
+    monkeypatch.setattr(qpp_loading, "BUILTIN_PACKAGE", "fake_builtins")
     found = discover()
     assert sorted(found) == ["counter", "misnamed"]
     assert QPP().load("counter").__class__.__name__ == "Counter"
