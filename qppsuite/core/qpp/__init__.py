@@ -32,7 +32,7 @@ from qppsuite.core.qpp.args import Arg, PluginArgs, bind_args, parse_plugin_args
 from qppsuite.core.qpp.callbacks import Callback
 from qppsuite.core.qpp.exports import export, exported_functions
 from qppsuite.core.qpp.failures import PluginCallbackError, PluginFailure, log_failure
-from qppsuite.core.qpp.loading import ENTRY_POINT_GROUP, PluginSource, discover, resolve
+from qppsuite.core.qpp.loading import ENTRY_POINT_GROUP, PluginSource, discover, discover_all, resolve
 from qppsuite.core.qpp.plugin import API_VERSION, Plugin, plugin_description
 from qppsuite.core.qpp.registry import QPP
 
@@ -49,6 +49,7 @@ __all__ = [
     "PluginSource",
     "bind_args",
     "discover",
+    "discover_all",
     "export",
     "exported_functions",
     "log_failure",

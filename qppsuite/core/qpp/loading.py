@@ -16,7 +16,7 @@ import pkgutil
 import re
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -30,13 +30,18 @@ BUILTIN_PACKAGE = "qppsuite.plugins"
 
 @dataclass(frozen=True)
 class PluginSource:
-    """Where a plugin comes from; ``str()`` is what error messages print."""
+    """Where a plugin comes from; ``str()`` is what error messages print.
+
+    ``rivals`` are the other sources that claim the same name (see
+    :func:`discover`); a source with rivals refuses to load.
+    """
 
     kind: str  # "built-in", "entry point", "file", "class" or "host"
     location: str  # module name, entry-point value, resolved path, or qualified class name
     name: str | None = None  # the name the source promises (module or entry-point name)
     detail: str = field(default="", compare=False)  # e.g. the distribution behind an entry point
     cls: type[Plugin] | None = field(default=None, compare=False, repr=False)
+    rivals: tuple[PluginSource, ...] = field(default=(), compare=False, repr=False)
 
     def __str__(self) -> str:
         if self.kind == "entry point":
@@ -46,6 +51,13 @@ class PluginSource:
 
     def plugin_class(self) -> type[Plugin]:
         """Import the source and return its validated :class:`Plugin` subclass."""
+        if self.rivals:
+            claimants = [str(source) for source in (self, *self.rivals)]
+            count = "two" if len(claimants) == 2 else str(len(claimants))
+            raise PluginError(
+                f"{count} plugins are named '{self.name}': {', '.join(claimants[:-1])} and {claimants[-1]}",
+                hint="uninstall all but one of them (`qppsuite plugins` lists each)",
+            )
         if self.cls is not None:
             found: object = self.cls
         elif self.kind == "file":
@@ -112,26 +124,41 @@ def _is_path(spec: str) -> bool:
     return spec.endswith(".py") or "/" in spec or os.sep in spec
 
 
-def discover() -> dict[str, PluginSource]:
-    """Plugins available by name: built-in modules and the ``qppsuite.plugins`` entry points.
+def discover_all() -> list[PluginSource]:
+    """Every plugin source installed: built-in modules, then ``qppsuite.plugins`` entry points.
 
-    Nothing is imported here; two sources claiming one name is an error
-    naming both, because which one would load is otherwise a guess.
+    Nothing is imported here.  One name may come more than once (two
+    distributions, or a distribution and a built-in); :func:`discover` is the
+    view by name.  The same entry point seen twice is one source.
     """
-    found: dict[str, PluginSource] = {}
+    found: list[PluginSource] = []
     package = importlib.import_module(BUILTIN_PACKAGE)
     for info in pkgutil.iter_modules(package.__path__):
         if not info.name.startswith("_"):
-            found[info.name] = PluginSource("built-in", f"{BUILTIN_PACKAGE}.{info.name}", info.name)
+            found.append(PluginSource("built-in", f"{BUILTIN_PACKAGE}.{info.name}", info.name))
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = entry.dist
         detail = f"{dist.metadata['Name']} {dist.version}" if dist is not None else ""
         source = PluginSource("entry point", entry.value, entry.name, detail)
-        other = found.get(entry.name)
-        if other is not None and other != source:
-            raise PluginError(f"two plugins are named '{entry.name}': {other} and {source}")
-        found[entry.name] = source
+        if source not in found:
+            found.append(source)
     return found
+
+
+def discover() -> dict[str, PluginSource]:
+    """Plugins available by name, from :func:`discover_all`.
+
+    A name that several sources claim maps to the first, with the others as
+    its ``rivals``: loading it is refused with a message naming each, because
+    which one would load is otherwise a guess.  Every other name is unaffected.
+    """
+    claims: dict[str, list[PluginSource]] = {}
+    for source in discover_all():
+        claims.setdefault(source.name or "", []).append(source)
+    return {
+        name: replace(first, rivals=tuple(others)) if others else first
+        for name, (first, *others) in claims.items()
+    }
 
 
 def resolve(spec: str | type[Plugin]) -> PluginSource:
