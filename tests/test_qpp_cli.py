@@ -191,7 +191,8 @@ def test_core_can_be_described(cli: typer.Typer) -> None:
     result = CliRunner().invoke(cli, ["plugins", "core"], env=WIDE)
     assert result.exit_code == 0, result.output
     assert "source: host qppsuite.core.events.CorePlugin" in result.output
-    assert "  on_asid_change" in result.output.splitlines()
+    callbacks = result.output.splitlines()[-1]
+    assert callbacks == "  on_start, on_stop, on_svc, on_exception, on_asid_change, on_console"
 
 
 LISTED_KEYS = ["name", "kind", "location", "distribution", "description", "duplicate", "error"]

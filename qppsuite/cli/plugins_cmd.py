@@ -178,8 +178,7 @@ def _print_details(source: PluginSource, cls: type[Plugin]) -> None:
         _line("exports: none")
     if cls.callbacks:
         _line((f"callbacks (qpp.register('{cls.name}', name, fn, owner=...)):", "bold"))
-        for callback in cls.callbacks:
-            _line("  ", (callback, "bold"))
+        _print_indented(", ".join(cls.callbacks), indent=2)  # a paragraph: syscalls creates hundreds
     else:
         _line("callbacks: none")
 
@@ -189,13 +188,13 @@ def _line(*parts: str | tuple[str, str]) -> None:
     console.print(styled(*parts), soft_wrap=True)
 
 
-def _print_indented(text: str) -> None:
-    """A help line under its name, wrapped at the console's width with the indent kept."""
+def _print_indented(text: str, indent: int = _INDENT) -> None:
+    """Text under its heading or name, wrapped at the console's width with the indent kept."""
     if not text:
         return
-    for line in styled(text).wrap(console, max(console.width - _INDENT, 20)):
+    for line in styled(text).wrap(console, max(console.width - indent, 20)):
         line.rstrip()
-        console.print(Text(" " * _INDENT) + line, soft_wrap=True)
+        console.print(Text(" " * indent) + line, soft_wrap=True)
 
 
 def _details_record(source: PluginSource, cls: type[Plugin]) -> dict[str, Any]:
