@@ -135,11 +135,9 @@ def _cut_width() -> int | None:
 
 
 def _source_text(source: PluginSource) -> str:
-    """``built-in``, ``host``, ``entry point DIST VERSION`` or ``file PATH``: where to look, in a few words."""
+    """``host``, ``built-in`` or ``entry point DIST VERSION``: where a listed plugin comes from, in a few words."""
     if source.kind == "entry point" and source.detail:
         return f"entry point {source.detail}"
-    if source.kind == "file":
-        return f"file {source.location}"
     return source.kind
 
 
@@ -163,8 +161,8 @@ def _print_details(source: PluginSource, cls: type[Plugin]) -> None:
     if cls.args:
         _line((f"arguments (-p {cls.name}:key=value):", "bold"))
         for key, arg in cls.args.items():
-            choices = f"  choices: {', '.join(_shown(c) for c in arg.choices)}" if arg.choices is not None else ""
-            _line("  ", (key, "bold"), f": {arg.type_name} = {_shown(arg.default)}{choices}")
+            choices = f"  choices: {', '.join(_value_text(c) for c in arg.choices)}" if arg.choices is not None else ""
+            _line("  ", (key, "bold"), f": {arg.type_name} = {_value_text(arg.default)}{choices}")
             _print_indented(arg.help)
     else:
         _line("arguments: none")
@@ -224,7 +222,7 @@ def _details_record(source: PluginSource, cls: type[Plugin]) -> dict[str, Any]:
     }
 
 
-def _shown(value: Any) -> str:
+def _value_text(value: Any) -> str:
     """An argument's default or choice as Python writes it (so ``''`` is visible); a ``Path`` as its text."""
     return repr(_json_value(value))
 
@@ -238,7 +236,7 @@ def _first_line(fn: Callable[..., Any]) -> str:
     return (inspect.getdoc(fn) or "").split("\n")[0]
 
 
-class _Shown:
+class _Annotation:
     """An annotation shown as given: ``inspect`` prints an annotation it does not know by its ``repr``."""
 
     def __init__(self, text: str) -> None:
@@ -259,7 +257,7 @@ def _signature(fn: Callable[..., Any]) -> str:
         if annotation is inspect.Parameter.empty:
             return annotation
         text = annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
-        return _Shown(_MODULE_PATH.sub("", text))
+        return _Annotation(_MODULE_PATH.sub("", text))
 
     parameters = [p.replace(annotation=short(p.annotation)) for p in list(signature.parameters.values())[1:]]
     return str(signature.replace(parameters=parameters, return_annotation=short(signature.return_annotation)))
