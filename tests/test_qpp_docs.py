@@ -8,7 +8,9 @@ import shlex
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from qppsuite.cli import app
 from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
@@ -54,3 +56,16 @@ def test_the_example_command_line_parses() -> None:
     items = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-p"]
     assert parse_plugin_list(plugins) == ["./asid_watch.py", "./asid_log.py"]
     assert parse_plugin_args(items) == {"asid_log": {"out": "spaces.txt"}}
+
+
+def test_the_plugins_output_shown_is_what_the_command_prints() -> None:
+    """Each ``$ COLUMNS=80 qppsuite plugins ...`` session prints its lines in order (``...`` skips some)."""
+    sessions = [body.splitlines() for body in blocks("console") if body.startswith("$ COLUMNS=80 qppsuite plugins")]
+    assert len(sessions) == 2
+    for command, *shown in sessions:
+        argv = shlex.split(command[2:])
+        result = CliRunner().invoke(app, argv[2:], env={"COLUMNS": "80"})
+        assert result.exit_code == 0, result.output
+        printed = iter(result.output.splitlines())
+        for line in shown:
+            assert line == "..." or line in printed, f"{command}: {line!r} is not printed (in this order)"

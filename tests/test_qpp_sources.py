@@ -9,8 +9,8 @@ from textwrap import dedent
 
 import pytest
 
-from qppsuite.core import qpp as qpp_module
-from qppsuite.core.qpp import QPP, PluginSource, discover, resolve
+from qppsuite.core.qpp import QPP, PluginSource, discover, discover_all, resolve
+from qppsuite.core.qpp import loading as qpp_loading
 from qppsuite.errors import PluginError
 
 PAIR = Path(__file__).parent / "qpp_plugins"
@@ -84,7 +84,7 @@ def test_builtin_plugin_is_loaded_from_its_plugin_attribute(site: Path, monkeypa
         "from qppsuite.core.qpp import Plugin\nclass M(Plugin):\n    name = 'x'\n",
     )
     write(site / "fake_builtins" / "_private.py", "")
-    monkeypatch.setattr(qpp_module, "BUILTIN_PACKAGE", "fake_builtins")
+    monkeypatch.setattr(qpp_loading, "BUILTIN_PACKAGE", "fake_builtins")
     found = discover()
     assert sorted(found) == ["counter", "misnamed"]
     assert QPP().load("counter").__class__.__name__ == "Counter"
@@ -138,13 +138,51 @@ def test_entry_point_whose_plugin_has_another_name_is_refused(site: Path) -> Non
         QPP().load("big")
 
 
-def test_entry_point_clashing_with_a_builtin_names_both(site: Path) -> None:
+def test_entry_point_clashing_with_a_builtin_is_refused_by_name_and_hides_nothing(site: Path) -> None:
     install_distribution(site, "clash", {"tiny_plugin": TINY}, {"syscalls": "tiny_plugin:Tiny"})
+    found = discover()
+    assert {"osi_linux", "syscalls", "syscalls_logger"} <= set(found)
+    assert found["syscalls"].rivals == (PluginSource("entry point", "tiny_plugin:Tiny", "syscalls"),)
+    assert resolve("osi_linux").plugin_class().name == "osi_linux"
     with pytest.raises(PluginError) as err:
-        discover()
-    message = str(err.value)
-    assert "two plugins are named 'syscalls'" in message
-    assert "built-in qppsuite.plugins.syscalls" in message and "entry point syscalls = tiny_plugin:Tiny" in message
+        QPP().load("syscalls")
+    assert str(err.value) == (
+        "two plugins are named 'syscalls': built-in qppsuite.plugins.syscalls"
+        " and entry point syscalls = tiny_plugin:Tiny (clash 1.0)"
+    )
+    assert err.value.hint is not None and "uninstall" in err.value.hint
+
+
+def test_two_distributions_with_one_plugin_name_are_both_listed_and_neither_loads(site: Path) -> None:
+    other = TINY.replace("A tiny installed plugin.", "Another tiny plugin.")
+    install_distribution(site, "tinyone", {"tiny_one": TINY}, {"tiny": "tiny_one:Tiny"})
+    install_distribution(site, "tinytwo", {"tiny_two": other}, {"tiny": "tiny_two:Tiny"})
+    every = [source for source in discover_all() if source.name == "tiny"]
+    assert [(s.location, s.detail) for s in every] == [
+        ("tiny_one:Tiny", "tinyone 1.0"),
+        ("tiny_two:Tiny", "tinytwo 1.0"),
+    ]
+    assert [s.plugin_class().__module__ for s in every] == ["tiny_one", "tiny_two"]  # each alone imports
+    with pytest.raises(PluginError) as err:
+        QPP().load("tiny")
+    assert str(err.value) == (
+        "two plugins are named 'tiny': entry point tiny = tiny_one:Tiny (tinyone 1.0)"
+        " and entry point tiny = tiny_two:Tiny (tinytwo 1.0)"
+    )
+    user = "from qppsuite.core.qpp import Plugin\nclass U(Plugin):\n    name = 'tiny_user'\n    requires = ('tiny',)\n"
+    with pytest.raises(PluginError, match=r"^two plugins are named 'tiny': "):
+        QPP().load(str(write(site / "tiny_user.py", user)))
+    assert resolve("syscalls").plugin_class().name == "syscalls"  # every other name is unaffected
+
+
+def test_one_distribution_found_twice_on_the_path_is_one_source(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_distribution(site, "tinydist", {"tiny_plugin": TINY}, {"tiny": "tiny_plugin:Tiny"})
+    install_distribution(tmp_path / "shadowed", "tinydist", {"tiny_plugin": TINY}, {"tiny": "tiny_plugin:Tiny"})
+    monkeypatch.syspath_prepend(str(tmp_path / "shadowed"))
+    assert [source.name for source in discover_all()].count("tiny") == 1
+    assert discover()["tiny"].rivals == ()
 
 
 def test_entry_point_that_fails_to_import_says_which(site: Path) -> None:
