@@ -60,7 +60,7 @@ KERNEL_PACKAGE = re.compile(rf"^linux-image-(?P<abi>\d+\.\d+(?:\.\d+)?(?:\+[a-z0
 DEFAULT_SUITE = "bookworm"
 BUSYBOX_PACKAGE = "busybox-static"
 DEFAULT_BOOTARGS = "console=ttyAMA0 cryptomgr.notests"
-IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
 
 # Bundle file names (the manifest records them; the loader and other tools rely on them).
 KERNEL_FILE = "vmlinuz"
@@ -482,7 +482,7 @@ def bundle_workspace(name: str, suite: str, cache: Path | None, report: Progress
     Checks the name, reclaims interrupted builds, and turns running out of disk into one BuildError line.
     """
     if not IMAGE_NAME.match(name):
-        raise BuildError(f"invalid image name {name!r}: use letters, digits and . _ + -")
+        raise BuildError(f"invalid image name {name[:80]!r}: use up to 200 letters, digits and . _ + -")
     root = cache_dir(cache)
     images = root / "images"
     try:

@@ -30,6 +30,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from qppsuite.core.board import RAM_MAX_MIB
 from qppsuite.errors import BuildError, ImageError
 from qppsuite.images.initramfs import CpioEntry, InitramfsTree, normalize_path
 
@@ -41,8 +42,30 @@ FORMATS = ("directory", "tar", "cpio", "squashfs", "ext2/3/4")
 #: How long ``debugfs`` may take to copy an ext image out (seconds): it reads at disk speed, and a hostile
 #: image must not hang the import.
 DEBUGFS_TIMEOUT = 600
+MIB = 1 << 20
 
 Progress = Callable[[str], None]
+
+#: The most file bytes a root file system may hold in the guest's RAM: a tmpfs holds half the RAM, and the
+#: board has at most 3000 MiB (qppsuite/core/board.py RAM_MAX_MIB).
+RAM_TREE_LIMIT = RAM_MAX_MIB * MIB // 2
+#: The most file bytes read into host memory to make a disk of (``--disk`` from anything but an ext image).
+DISK_TREE_LIMIT = 8 << 30
+
+
+class Budget:
+    """Counts the file bytes a read takes, and stops it (BuildError) past ``limit``: a sparse 10 GB file must
+    not fill the host's memory before the import can say that no guest could hold it."""
+
+    def __init__(self, source: Path, limit: int, advice: str) -> None:
+        self.source, self.limit, self.advice, self.used = source, limit, advice, 0
+
+    def take(self, size: int, _origin: object = None) -> None:
+        self.used += size
+        if self.used > self.limit:
+            raise BuildError(
+                f"root filesystem {self.source} holds more than {self.limit // MIB} MiB of files, {self.advice}"
+            )
 
 
 def _name(raw: str | bytes) -> str:
@@ -73,32 +96,48 @@ def detect_format(path: Path) -> str:
     return "tar"
 
 
-def read_rootfs(path: Path, progress: Progress | None = None) -> tuple[str, InitramfsTree]:
+def read_rootfs(
+    path: Path, progress: Progress | None = None, *, for_disk: bool = False
+) -> tuple[str, InitramfsTree]:
     """The root filesystem at ``path`` as a tree, and its format (one of :data:`FORMATS`).
 
-    Raises BuildError (one line, naming ``path``) for a missing or unreadable source, an unknown format, a
-    damaged archive or image, and a member whose name leaves the root.
+    Raises BuildError (one line, naming ``path``) for a missing or unreadable source, one that is no regular
+    file or directory (a FIFO would block), an unknown format, a damaged archive or image, a member whose
+    name leaves the root, and more file bytes than a guest's RAM holds (:data:`RAM_TREE_LIMIT`; with
+    ``for_disk``, than is read to make a disk: :data:`DISK_TREE_LIMIT`).
     """
     report: Progress = progress or (lambda _message: None)
     if not path.exists():
         raise BuildError(f"root filesystem {path} does not exist")
+    if not (path.is_dir() or path.is_file()):
+        raise BuildError(f"root filesystem {path} is no regular file or directory")
     kind = detect_format(path)
-    report(f"reading {path} ({kind})")
+    report(f"reading {path} ({'archive' if kind == 'tar' else kind})")
     tree = InitramfsTree()
-    if kind == "directory":
-        _read_directory(path, tree)
-    elif kind == "squashfs":
-        _read_squashfs(path, tree)
-    elif kind == "ext2/3/4":
-        _read_ext(path, tree)
-    else:
-        kind = _read_archive(path, tree)
+    budget = (
+        Budget(path, DISK_TREE_LIMIT, "more than qppsuite reads to make a disk: give it as an ext2/3/4 image")
+        if for_disk
+        else Budget(path, RAM_TREE_LIMIT, "more than a guest's RAM holds: import it with --disk")
+    )
+    try:
+        if kind == "directory":
+            _read_directory(path, tree, budget)
+        elif kind == "squashfs":
+            _read_squashfs(path, tree, budget)
+        elif kind == "ext2/3/4":
+            _read_ext(path, tree, budget)
+        else:
+            kind = _read_archive(path, tree, budget)
+    except BuildError as err:
+        if str(err).startswith("invalid initramfs path"):  # a member's name (_name) says not which source
+            raise BuildError(f"root filesystem {path}: {err}") from None
+        raise
     if not len(tree):
         raise BuildError(f"root filesystem {path} ({kind}) holds no files")
     return kind, tree
 
 
-def _read_directory(top: Path, tree: InitramfsTree) -> None:
+def _read_directory(top: Path, tree: InitramfsTree, budget: Budget) -> None:
     def refuse(err: OSError) -> None:
         raise BuildError(f"cannot read {err.filename} in root filesystem {top}: {err.strerror}")
 
@@ -110,6 +149,7 @@ def _read_directory(top: Path, tree: InitramfsTree) -> None:
                 info = os.lstat(name, dir_fd=dir_fd)
                 data = b""
                 if stat.S_ISREG(info.st_mode):
+                    budget.take(info.st_size)
                     fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
                     with os.fdopen(fd, "rb") as handle:
                         data = handle.read()
@@ -123,7 +163,7 @@ def _read_directory(top: Path, tree: InitramfsTree) -> None:
             tree.add(_entry(member, mode, data, info.st_uid, info.st_gid))
 
 
-def _read_archive(path: Path, tree: InitramfsTree) -> str:
+def _read_archive(path: Path, tree: InitramfsTree, budget: Budget) -> str:
     """A tar or cpio archive through libarchive; returns ``tar`` or ``cpio`` as libarchive names it."""
     try:
         import libarchive
@@ -137,6 +177,12 @@ def _read_archive(path: Path, tree: InitramfsTree) -> str:
     try:
         with libarchive.file_reader(str(path)) as archive:
             for entry in archive:
+                found = os.fsdecode(archive.format_name or b"").lower()
+                if "tar" not in found and "cpio" not in found:
+                    raise BuildError(
+                        f"root filesystem {path}: not a format qppsuite reads ({', '.join(FORMATS)}); "
+                        f"libarchive reads it as {found or 'nothing it knows'}"
+                    )
                 name = entry.pathname
                 if name in (".", "./", ""):
                     continue
@@ -147,15 +193,19 @@ def _read_archive(path: Path, tree: InitramfsTree) -> str:
                 elif entry.isdir:
                     tree.add(_entry(name, stat.S_IFDIR | entry.perm, uid=entry.uid, gid=entry.gid))
                 elif entry.isreg:
+                    budget.take(max(entry.size or 0, 0))
                     data = b"".join(entry.get_blocks())
+                    data += bytes(max(0, (entry.size or 0) - len(data)))  # a sparse member's trailing hole
                     tree.add(_entry(name, stat.S_IFREG | entry.perm, data, entry.uid, entry.gid))
                 elif entry.issym:
                     points_to = os.fsencode(entry.linkpath)
                     tree.add(_entry(name, stat.S_IFLNK | 0o777, points_to, entry.uid, entry.gid))
             kind = "cpio" if "cpio" in os.fsdecode(archive.format_name).lower() else "tar"
     except ArchiveError as err:
-        found = f"not a format qppsuite reads ({', '.join(FORMATS)})" if not len(tree) else "damaged"
-        raise BuildError(f"root filesystem {path}: {found}: {err}") from None
+        what = f"not a format qppsuite reads ({', '.join(FORMATS)})" if not len(tree) else "damaged"
+        detail = getattr(err, "msg", None) or "the archive ends early"
+        said = os.fsdecode(detail) if isinstance(detail, bytes) else str(detail)
+        raise BuildError(f"root filesystem {path}: {what}: {said}") from None
     carried = {_name(target): data for _link, target, data in hardlinks if data}
     for link, target, _data in hardlinks:
         original = tree.get(_name(target))
@@ -168,11 +218,13 @@ def _read_archive(path: Path, tree: InitramfsTree) -> str:
     return kind
 
 
-def _read_squashfs(path: Path, tree: InitramfsTree) -> None:
+def _read_squashfs(path: Path, tree: InitramfsTree, budget: Budget) -> None:
     from PySquashfsImage import SquashFsImage
 
     try:
         image = SquashFsImage.from_file(str(path))
+    except ModuleNotFoundError as err:
+        raise BuildError(f"root filesystem {path}: its squashfs compression needs Python's {err.name}") from None
     except Exception as err:  # the reader raises bare IOError/ValueError/struct.error on damage
         raise BuildError(f"root filesystem {path}: damaged squashfs image: {err}") from None
     try:
@@ -183,12 +235,17 @@ def _read_squashfs(path: Path, tree: InitramfsTree) -> None:
             if item.is_dir:
                 tree.add(_entry(member, stat.S_IFDIR | (item.mode & 0o7777), uid=item.uid, gid=item.gid))
             elif item.is_file:
+                budget.take(item.size)
                 data = item.read_bytes()
                 tree.add(_entry(member, stat.S_IFREG | (item.mode & 0o7777), data, item.uid, item.gid))
             elif item.is_symlink:
                 tree.add(_entry(member, stat.S_IFLNK | 0o777, os.fsencode(item.readlink()), item.uid, item.gid))
     except BuildError:
         raise
+    except ModuleNotFoundError as err:
+        raise BuildError(f"root filesystem {path}: its squashfs compression needs Python's {err.name}") from None
+    except UnicodeDecodeError:
+        raise BuildError(f"root filesystem {path}: PySquashfsImage cannot read a name that is not UTF-8") from None
     except Exception as err:
         raise BuildError(f"root filesystem {path}: damaged squashfs image: {err}") from None
     finally:
@@ -204,7 +261,7 @@ def _squashfs_path(item: object) -> str:
     return "/".join(reversed(parts))
 
 
-def _read_ext(path: Path, tree: InitramfsTree) -> None:
+def _read_ext(path: Path, tree: InitramfsTree, budget: Budget) -> None:
     debugfs = shutil.which("debugfs") or shutil.which("debugfs", path="/usr/sbin:/sbin")
     if debugfs is None:
         raise BuildError(f"cannot read ext2/3/4 image {path}: debugfs is not installed (Debian's e2fsprogs)")
@@ -221,7 +278,7 @@ def _read_ext(path: Path, tree: InitramfsTree) -> None:
         except subprocess.TimeoutExpired:
             raise BuildError(f"root filesystem {path}: debugfs took over {DEBUGFS_TIMEOUT} s") from None
         _check_debugfs(path, done)
-        _read_directory(out, tree)
+        _read_directory(out, tree, budget)
         # rdump chowns after it chmods, and Linux's chown clears setuid and setgid: the modes and owners come
         # from the image's own listing instead (``ls -p``: /inode/mode/uid/gid/name/size/ per entry).
         directories = ["", *(e.path for e in tree.entries() if e.is_dir)]
@@ -277,4 +334,4 @@ def _apply_listing(tree: InitramfsTree, listing: bytes) -> None:
         entry = tree.get(f"{directory}/{name}" if directory else name)
         if entry is not None and not stat.S_ISLNK(entry.mode):
             kind = stat.S_IFMT(entry.mode)
-            tree.add(dataclasses.replace(entry, mode=kind | stat.S_IMODE(mode), uid=uid, gid=gid))
+            tree.replace(dataclasses.replace(entry, mode=kind | stat.S_IMODE(mode), uid=uid, gid=gid))

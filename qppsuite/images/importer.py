@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,7 @@ WORKLOAD_PATH = "etc/qppsuite/workload.sh"
 #: What ``--init`` defaults to: the first of these the root filesystem has.  An rc script comes first
 #: because the init programs (busybox init, systemd) refuse to run as anything but PID 1.
 INIT_CANDIDATES = ("/etc/init.d/rcS", "/sbin/init", "/etc/init", "/bin/init")
+ELF_MAGIC = b"\x7fELF"
 #: The longest kernel banner read from a kernel image (the real ones are about 200 bytes).
 BANNER_LIMIT = 512
 
@@ -83,8 +85,23 @@ class UserKernel:
 
 
 def default_init(tree: InitramfsTree) -> str | None:
-    """The first of :data:`INIT_CANDIDATES` the tree holds (a file or a link), or None."""
-    return next((path for path in INIT_CANDIDATES if path.lstrip("/") in tree), None)
+    """The first of :data:`INIT_CANDIDATES` the tree holds as a link or an executable file, or None."""
+    for path in INIT_CANDIDATES:
+        entry = tree.get(path.lstrip("/"))
+        if entry is not None and (stat.S_ISLNK(entry.mode) or (stat.S_ISREG(entry.mode) and entry.mode & 0o111)):
+            return path
+    return None
+
+
+def _regular_file(path: Path, option: str) -> bytes:
+    """The first bytes of ``path`` after checking it is a regular file (reading a FIFO would block)."""
+    if not path.is_file():
+        raise BuildError(f"{option} {path} is no regular file" if path.exists() else f"{option} {path} does not exist")
+    try:
+        with path.open("rb") as handle:
+            return handle.read(64)
+    except OSError as err:
+        raise BuildError(f"{option} {path}: {err.strerror}") from None
 
 
 def kernel_banners(path: Path) -> list[str]:
@@ -92,6 +109,12 @@ def kernel_banners(path: Path) -> list[str]:
     last first: 6.1 keeps a copy without the build number (``# SMP``) in init/version.c besides the real
     ``linux_banner`` of init/version-timestamp.c.  BuildError when the file is no ARM Linux kernel or holds
     no banner."""
+    head = _regular_file(path, "--kernel")[:4]
+    if head == ELF_MAGIC:
+        raise BuildError(
+            f"--kernel {path} is an ELF file (a vmlinux?): give the zImage or Image the boot loader loads, and "
+            "the vmlinux as --vmlinux"
+        )
     try:
         image = load_kernel(path, decompress=True)
     except ImageError as err:
@@ -122,6 +145,7 @@ def user_kernel(kernel: Path, vmlinux: Path | None, profile: Path | None, report
     data: bytes | None = None
     origin: str | None = None
     if vmlinux is not None:
+        _regular_file(vmlinux, "--vmlinux")
         builder = optional_profile_builder()
         if builder is None:
             raise BuildError("--vmlinux: this qppsuite has no profile builder installed")
@@ -132,6 +156,7 @@ def user_kernel(kernel: Path, vmlinux: Path | None, profile: Path | None, report
             raise BuildError(f"--vmlinux {vmlinux}: {err}") from None
         origin = str(vmlinux)
     elif profile is not None:
+        _regular_file(profile, "--profile")
         try:
             data = profile.read_bytes()
         except OSError as err:
@@ -143,9 +168,13 @@ def user_kernel(kernel: Path, vmlinux: Path | None, profile: Path | None, report
         except (ValueError, RecursionError, ProfileError) as err:
             raise BuildError(f"profile {origin} is not usable: {err}") from None
         if loaded.banner.strip() not in banners:
+            theirs, ours = loaded.banner.strip(), banners[0]
+            pairs = enumerate(zip(theirs, ours, strict=False))
+            at = next((i for i, (a, b) in pairs if a != b), min(len(theirs), len(ours)))
+            start = max(0, at - 30)
             raise BuildError(
-                f"profile {origin} describes {loaded.banner.strip()[:100]!r}, but --kernel {kernel} is "
-                f"{banners[0][:100]!r}"
+                f"profile {origin} describes another kernel: its banner has …{theirs[start : at + 40]!r} where "
+                f"--kernel {kernel} has …{ours[start : at + 40]!r}"
             )
     return UserKernel(vmlinuz, release, data, origin)
 
@@ -215,7 +244,7 @@ def _read_root(rootfs: Path, disk: bool, report: Progress) -> _Root:
         raise BuildError(f"root filesystem {rootfs} does not exist")
     if disk and detect_format(rootfs) == "ext2/3/4":
         return _Root(rootfs, "ext2/3/4", None, disk)
-    kind, tree = read_rootfs(rootfs, report)
+    kind, tree = read_rootfs(rootfs, report, for_disk=disk)
     return _Root(rootfs, kind, tree, disk)
 
 
@@ -254,13 +283,21 @@ def busybox_binary(deb: Path) -> bytes:
 
 def add_qppsuite_files(tree: InitramfsTree, busybox: bytes, command: str | None) -> None:
     """The toolkit, init, workload and mount points (see the module's docstring) into the user's tree."""
+    for ours in (".qppsuite", "etc/qppsuite"):  # qppsuite's own places: whatever the tree has there goes
+        entry = tree.get(ours)
+        if entry is not None and not entry.is_dir:
+            tree.remove(ours)
     binary = f"{TOOLKIT_DIR}/busybox"
     tree.add_file(binary, busybox, 0o755)
     add_toolkit(tree, busybox_applets(busybox), f"/{binary}")
     tree.add_file(INIT_PATH, guest_script("init.sh"), 0o755)
     tree.add_file(WORKLOAD_PATH, f"{command}\n".encode() if command else b":\n")
     for directory, perm in (("proc", 0o555), ("sys", 0o555), ("dev", 0o755), ("tmp", 0o1777), ("root", 0o700)):
-        if directory not in tree:
+        entry = tree.get(directory)
+        # init mounts proc, sys and dev there and runs commands in /root: a file or a link in their place (a
+        # debootstrap --foreign root has proc -> /proc) would stop it; /tmp may be a link (to /var/tmp)
+        if entry is None or (not entry.is_dir and (directory != "tmp" or not stat.S_ISLNK(entry.mode))):
+            tree.remove(directory)
             tree.add_directory(directory, perm)
     if "dev/console" not in tree:  # the kernel opens it for PID 1 before init mounts devtmpfs
         tree.add(CpioEntry.char_device("dev/console", 5, 1))

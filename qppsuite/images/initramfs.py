@@ -277,6 +277,17 @@ class InitramfsTree:
             return  # keep the first directory's mode; packages all ship 0755 anyway
         self._entries[path] = entry
 
+    def remove(self, path: str) -> None:
+        """Drop ``path`` and, for a directory, everything below it (nothing if absent)."""
+        top = self._canonical(path)
+        for name in [p for p in self._entries if p == top or p.startswith(f"{top}/")]:
+            del self._entries[name]
+
+    def replace(self, entry: CpioEntry) -> None:
+        """Put ``entry`` in place of what the tree has at its path (:meth:`add` keeps a directory's first mode)."""
+        self._entries.pop(self._canonical(entry.path), None)
+        self.add(entry)
+
     def add_file(self, path: str, data: bytes, perm: int = 0o644) -> None:
         self.add(CpioEntry.file(path, data, perm))
 

@@ -48,7 +48,8 @@ fi
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-mount -t tmpfs tmpfs /tmp
+# a tmpfs on /tmp, unless the root file system has something there (an imported one's own /tmp is left as it is)
+[ -n "$(ls -A /tmp/ 2>/dev/null)" ] || mount -t tmpfs tmpfs /tmp
 mkdir -p /root
 hostname qppsuite
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
