@@ -6,6 +6,8 @@ path on stdout, so scripts can capture it (``IMG=$(qppsuite image build)``).
 
 import json
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -80,6 +82,19 @@ def _summary(bundle: ImageBundle) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def _progress(title: str, started: float) -> Iterator[Callable[[str], None]]:
+    """A spinner titled ``title``, and the function a build's steps report to: each step is printed on stderr
+    with the seconds since ``started`` (``time.monotonic()``) and becomes the spinner's text."""
+    with status_console.status(styled(title)) as status:
+
+        def progress(message: str) -> None:
+            status_console.print(styled((f"{time.monotonic() - started:6.1f}s ", "dim"), message))
+            status.update(styled(message))
+
+        yield progress
+
+
 @image_app.command("build")
 def build(
     name: Annotated[
@@ -118,12 +133,7 @@ def build(
     extra = parse_package_list(packages)
     image_name = name or default_image_name(extra, suite, variant.value)
     started = time.monotonic()
-    with status_console.status(styled(f"building image '{image_name}'")) as status:
-
-        def progress(message: str) -> None:
-            status_console.print(styled((f"{time.monotonic() - started:6.1f}s ", "dim"), message))
-            status.update(styled(message))
-
+    with _progress(f"building image '{image_name}'", started) as progress:
         bundle = build_image(
             image_name,
             packages=extra,
@@ -193,12 +203,7 @@ def import_(
     from qppsuite.images.importer import import_image  # apt, archive readers: only here
 
     started = time.monotonic()
-    with status_console.status(styled(f"importing image '{name}'")) as status:
-
-        def progress(message: str) -> None:
-            status_console.print(styled((f"{time.monotonic() - started:6.1f}s ", "dim"), message))
-            status.update(styled(message))
-
+    with _progress(f"importing image '{name}'", started) as progress:
         bundle = import_image(
             name,
             rootfs.expanduser(),
