@@ -73,10 +73,11 @@ def _pack(kind: str, tree: Path, out: Path) -> Path:
         with archive.open("wb") as handle:
             subprocess.run([cpio, "-o", "-H", "newc", "--quiet"], cwd=tree, input=names, stdout=handle, check=True)
         return archive
-    if kind == "squashfs":
+    if kind.startswith("squashfs"):  # squashfs (xz), squashfs-zstd, squashfs-lz4 (read by unsquashfs)
         mksquashfs = host_tool("mksquashfs", "squashfs-tools")
-        image = out / "rootfs.squashfs"
-        subprocess.run([mksquashfs, str(tree), str(image), "-comp", "xz", "-quiet", "-no-progress"], check=True)
+        image = out / f"rootfs.{kind}"
+        compression = kind.partition("-")[2] or "xz"
+        subprocess.run([mksquashfs, str(tree), str(image), "-comp", compression, "-quiet", "-no-progress"], check=True)
         return image
     if kind == "ext4":
         image = out / "rootfs.ext4"
@@ -107,14 +108,17 @@ def test_a_directory_is_read_as_it_is_on_the_host(tmp_path: Path) -> None:
 
 
 @pytest.mark.boot  # installs GNU cpio, squashfs-tools and zstd through apt when they are missing
-@pytest.mark.parametrize("kind", ["tar", "tar.gz", "tar.xz", "tar.zst", "cpio", "squashfs", "ext4"])
+@pytest.mark.parametrize(
+    "kind", ["tar", "tar.gz", "tar.xz", "tar.zst", "cpio", "squashfs", "squashfs-zstd", "squashfs-lz4", "ext4"]
+)
 def test_every_format_reads_back_what_the_directory_holds(kind: str, tmp_path: Path) -> None:
     root = _make_tree(tmp_path / "root")
+    (root / os.fsdecode(b"caf\xe9")).write_bytes(b"a name that is not UTF-8")
     (root / "etc/fifo").unlink()  # mksquashfs and cpio keep FIFOs; the readers drop them (tested above)
     _kind, expected = read_rootfs(root)
     packed = _pack(kind, root, tmp_path)
     found_kind, tree = read_rootfs(packed)
-    assert found_kind == {"ext4": "ext2/3/4", "squashfs": "squashfs", "cpio": "cpio"}.get(kind, "tar")
+    assert found_kind == {"ext4": "ext2/3/4", "cpio": "cpio"}.get(kind, "squashfs" if "squashfs" in kind else "tar")
     assert _entries(tree) == _entries(expected)
 
 

@@ -5,7 +5,8 @@
 - a directory (read as it is on the host: links are kept as links, never followed),
 - a tar or cpio archive, plain or compressed (gzip, xz, zstd, bzip2, lz4...): read with libarchive
   (the ``libarchive-c`` binding of Debian's ``libarchive13``), which knows every variant of both,
-- a squashfs image (any block size, gzip/xz/lzma compression): read with ``PySquashfsImage``,
+- a squashfs image: read with ``PySquashfsImage`` (gzip, xz, lzma, zstd with ``zstandard``), and what it cannot
+  read (lzo, lz4, names that are not UTF-8) extracted with squashfs-tools' ``unsquashfs`` when installed,
 - an ext2/3/4 image: copied out with e2fsprogs' ``debugfs -R "rdump / DIR"``, which reads the image
   as a file (no mount, no root needed) and is the reference reader of that format, then read as a directory.
 
@@ -218,15 +219,36 @@ def _read_archive(path: Path, tree: InitramfsTree, budget: Budget) -> str:
     return kind
 
 
+class _Unreadable(Exception):
+    """PySquashfsImage could not read the image; the message says why (one line)."""
+
+
 def _read_squashfs(path: Path, tree: InitramfsTree, budget: Budget) -> None:
+    """PySquashfsImage (gzip, xz, lzma and, with Python's zstandard, zstd); what it cannot read (lzo, lz4, a
+    name that is not UTF-8) squashfs-tools' ``unsquashfs`` extracts, when it is installed."""
+    attempt = InitramfsTree()
+    try:
+        _pysquashfs(path, attempt, budget)
+    except _Unreadable as err:
+        unsquashfs = shutil.which("unsquashfs") or shutil.which("unsquashfs", path="/usr/sbin:/sbin")
+        if unsquashfs is None:
+            raise BuildError(f"root filesystem {path}: {err} (squashfs-tools' unsquashfs would read it)") from None
+        budget.used = 0
+        _unsquashfs(unsquashfs, path, tree, budget)
+        return
+    for entry in attempt.entries():
+        tree.add(entry)
+
+
+def _pysquashfs(path: Path, tree: InitramfsTree, budget: Budget) -> None:
     from PySquashfsImage import SquashFsImage
 
     try:
         image = SquashFsImage.from_file(str(path))
     except ModuleNotFoundError as err:
-        raise BuildError(f"root filesystem {path}: its squashfs compression needs Python's {err.name}") from None
+        raise _Unreadable(f"its compression needs Python's {err.name}") from None
     except Exception as err:  # the reader raises bare IOError/ValueError/struct.error on damage
-        raise BuildError(f"root filesystem {path}: damaged squashfs image: {err}") from None
+        raise _Unreadable(f"damaged squashfs image: {err}") from None
     try:
         for item in image:
             if item.parent is None:
@@ -243,13 +265,32 @@ def _read_squashfs(path: Path, tree: InitramfsTree, budget: Budget) -> None:
     except BuildError:
         raise
     except ModuleNotFoundError as err:
-        raise BuildError(f"root filesystem {path}: its squashfs compression needs Python's {err.name}") from None
+        raise _Unreadable(f"its compression needs Python's {err.name}") from None
     except UnicodeDecodeError:
-        raise BuildError(f"root filesystem {path}: PySquashfsImage cannot read a name that is not UTF-8") from None
+        raise _Unreadable("PySquashfsImage cannot read a name that is not UTF-8") from None
     except Exception as err:
-        raise BuildError(f"root filesystem {path}: damaged squashfs image: {err}") from None
+        raise _Unreadable(f"damaged squashfs image: {err}") from None
     finally:
         image.close()
+
+
+def _unsquashfs(unsquashfs: str, path: Path, tree: InitramfsTree, budget: Budget) -> None:
+    """Extract with ``unsquashfs`` and read the directory (owners are kept when qppsuite runs as root)."""
+    with tempfile.TemporaryDirectory(prefix="qppsuite-squashfs-") as tmp:
+        out = Path(tmp) / "root"
+        try:
+            done = subprocess.run(
+                [unsquashfs, "-no-progress", "-quiet", "-d", str(out), str(path)],
+                capture_output=True,
+                timeout=DEBUGFS_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise BuildError(f"root filesystem {path}: unsquashfs took over {DEBUGFS_TIMEOUT} s") from None
+        if done.returncode != 0:
+            said = [line for line in done.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+            raise BuildError(f"root filesystem {path}: unsquashfs cannot read it: {(said or ['failed'])[-1]}")
+        _read_directory(out, tree, budget)
 
 
 def _squashfs_path(item: object) -> str:
