@@ -155,7 +155,9 @@ def test_calls_blocked_while_other_processes_run_pair_with_their_returns(known: 
 def test_pipe_read_blocks_while_the_writer_runs(known: tuple[Path, str]) -> None:
     db, console = known
     assert re.search(r"^late\r?$", console, re.M)
-    (read,) = _rows(db, "SELECT * FROM syscalls WHERE name = 'read' AND process_name = 'cat' AND outputs LIKE '%late%'")
+    shell, _ = _guest_ids(console)  # the pipeline's cat is the shell's child (the agent's own cat reads the script)
+    sql = "SELECT * FROM syscalls WHERE name = 'read' AND process_name = 'cat' AND ppid = ? AND outputs LIKE '%late%'"
+    (read,) = _rows(db, sql, shell)
     assert read["retval"] == 5 and json.loads(read["outputs"])["buf"] == "late\n"
     echo = _rows(
         db,

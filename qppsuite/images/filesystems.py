@@ -289,7 +289,7 @@ def _unsquashfs(unsquashfs: str, path: Path, tree: InitramfsTree, budget: Budget
             raise BuildError(f"root filesystem {path}: unsquashfs took over {DEBUGFS_TIMEOUT} s") from None
         if done.returncode != 0:
             said = [line for line in done.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
-            raise BuildError(f"root filesystem {path}: unsquashfs cannot read it: {(said or ['failed'])[-1]}")
+            raise BuildError(f"root filesystem {path}: damaged squashfs image (unsquashfs: {(said or ['failed'])[-1]})")
         _read_directory(out, tree, budget)
 
 
