@@ -219,6 +219,21 @@ def _read_archive(path: Path, tree: InitramfsTree, budget: Budget) -> str:
     return kind
 
 
+def find_tool(name: str) -> str | None:
+    """The path of the host program ``name``, looked for in /usr/sbin and /sbin too (e2fsprogs and
+    squashfs-tools install there, outside a user's PATH)."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+
+
+def run_tool(command: list[str], timeout: float, where: str = "") -> subprocess.CompletedProcess[bytes]:
+    """Run a host program, its output captured; one that takes over ``timeout`` seconds (a hostile image must
+    not hang the import) is the BuildError ``{where}NAME took over TIMEOUT s``."""
+    try:
+        return subprocess.run(command, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise BuildError(f"{where}{Path(command[0]).name} took over {timeout} s") from None
+
+
 class _Unreadable(Exception):
     """PySquashfsImage could not read the image; the message says why (one line)."""
 
@@ -230,7 +245,7 @@ def _read_squashfs(path: Path, tree: InitramfsTree, budget: Budget) -> None:
     try:
         _pysquashfs(path, attempt, budget)
     except _Unreadable as err:
-        unsquashfs = shutil.which("unsquashfs") or shutil.which("unsquashfs", path="/usr/sbin:/sbin")
+        unsquashfs = find_tool("unsquashfs")
         if unsquashfs is None:
             raise BuildError(f"root filesystem {path}: {err} (squashfs-tools' unsquashfs would read it)") from None
         budget.used = 0
@@ -278,15 +293,8 @@ def _unsquashfs(unsquashfs: str, path: Path, tree: InitramfsTree, budget: Budget
     """Extract with ``unsquashfs`` and read the directory (owners are kept when qppsuite runs as root)."""
     with tempfile.TemporaryDirectory(prefix="qppsuite-squashfs-") as tmp:
         out = Path(tmp) / "root"
-        try:
-            done = subprocess.run(
-                [unsquashfs, "-no-progress", "-quiet", "-d", str(out), str(path)],
-                capture_output=True,
-                timeout=DEBUGFS_TIMEOUT,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise BuildError(f"root filesystem {path}: unsquashfs took over {DEBUGFS_TIMEOUT} s") from None
+        command = [unsquashfs, "-no-progress", "-quiet", "-d", str(out), str(path)]
+        done = run_tool(command, DEBUGFS_TIMEOUT, f"root filesystem {path}: ")
         if done.returncode != 0:
             said = [line for line in done.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
             raise BuildError(f"root filesystem {path}: damaged squashfs image (unsquashfs: {(said or ['failed'])[-1]})")
@@ -303,49 +311,37 @@ def _squashfs_path(item: object) -> str:
 
 
 def _read_ext(path: Path, tree: InitramfsTree, budget: Budget) -> None:
-    debugfs = shutil.which("debugfs") or shutil.which("debugfs", path="/usr/sbin:/sbin")
+    debugfs = find_tool("debugfs")
     if debugfs is None:
         raise BuildError(f"cannot read ext2/3/4 image {path}: debugfs is not installed (Debian's e2fsprogs)")
+
+    def ask(*args: str) -> bytes:
+        done = run_tool([debugfs, *args, str(path)], DEBUGFS_TIMEOUT, f"root filesystem {path}: ")
+        _check_debugfs(path, done)
+        return done.stdout
+
     with tempfile.TemporaryDirectory(prefix="qppsuite-ext-") as tmp:
         out = Path(tmp) / "root"
         out.mkdir()
-        try:
-            done = subprocess.run(
-                [debugfs, "-R", f"rdump / {out}", str(path)],
-                capture_output=True,
-                timeout=DEBUGFS_TIMEOUT,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise BuildError(f"root filesystem {path}: debugfs took over {DEBUGFS_TIMEOUT} s") from None
-        _check_debugfs(path, done)
+        ask("-R", f"rdump / {out}")
         _read_directory(out, tree, budget)
         # rdump chowns after it chmods, and Linux's chown clears setuid and setgid: the modes and owners come
         # from the image's own listing instead (``ls -p``: /inode/mode/uid/gid/name/size/ per entry).
         directories = ["", *(e.path for e in tree.entries() if e.is_dir)]
         commands = Path(tmp) / "commands"
         commands.write_bytes(b"".join(b'ls -p "/%s"\n' % os.fsencode(d) for d in directories if '"' not in d))
-        try:
-            done = subprocess.run(
-                [debugfs, "-f", str(commands), str(path)], capture_output=True, timeout=DEBUGFS_TIMEOUT, check=False
-            )
-        except subprocess.TimeoutExpired:
-            raise BuildError(f"root filesystem {path}: debugfs took over {DEBUGFS_TIMEOUT} s") from None
-        _check_debugfs(path, done)
-        _apply_listing(tree, done.stdout)
+        _apply_listing(tree, ask("-f", str(commands)))
 
 
 def ext_has(image: Path, path: str) -> bool:
     """Whether the ext2/3/4 ``image`` holds ``path`` (any kind of file), asked of ``debugfs -R stat``: an image
     that becomes a disk as it is is never read whole."""
-    debugfs = shutil.which("debugfs") or shutil.which("debugfs", path="/usr/sbin:/sbin")
+    debugfs = find_tool("debugfs")
     if debugfs is None or '"' in path:
         return False
     try:
-        done = subprocess.run(
-            [debugfs, "-R", f'stat "{path}"', str(image)], capture_output=True, timeout=DEBUGFS_TIMEOUT, check=False
-        )
-    except subprocess.TimeoutExpired:
+        done = run_tool([debugfs, "-R", f'stat "{path}"', str(image)], DEBUGFS_TIMEOUT)
+    except BuildError:  # it took too long: no such file as far as the import can tell
         return False
     return done.returncode == 0 and b"Inode:" in done.stdout
 

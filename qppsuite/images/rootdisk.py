@@ -17,13 +17,12 @@ who is not root keeps them too.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-import subprocess
 import tempfile
 from pathlib import Path
 
 from qppsuite.errors import BuildError
+from qppsuite.images.filesystems import find_tool, run_tool
 from qppsuite.images.initramfs import InitramfsTree
 
 DISK_FILE = "rootfs.img"
@@ -41,7 +40,7 @@ MKFS_TIMEOUT = 1800
 
 
 def _tool(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    found = find_tool(name)
     if found is None:
         raise BuildError(f"--disk needs {name} (Debian's e2fsprogs)")
     return found
@@ -89,10 +88,7 @@ def make_ext4(tree: InitramfsTree, out: Path) -> None:
 
 
 def _run(command: list[str]) -> None:
-    try:
-        done = subprocess.run(command, capture_output=True, timeout=MKFS_TIMEOUT, check=False)
-    except subprocess.TimeoutExpired:
-        raise BuildError(f"{Path(command[0]).name} took over {MKFS_TIMEOUT} s") from None
+    done = run_tool(command, MKFS_TIMEOUT)
     said = [line for line in done.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
     problems = [line for line in said if not line.startswith(("debugfs ", "mke2fs "))]
     if done.returncode != 0 or problems:
