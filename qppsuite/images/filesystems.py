@@ -61,7 +61,7 @@ class Budget:
     def __init__(self, source: Path, limit: int, advice: str) -> None:
         self.source, self.limit, self.advice, self.used = source, limit, advice, 0
 
-    def take(self, size: int, _origin: object = None) -> None:
+    def take(self, size: int) -> None:
         self.used += size
         if self.used > self.limit:
             raise BuildError(
@@ -194,7 +194,7 @@ def _read_archive(path: Path, tree: InitramfsTree, budget: Budget) -> str:
                 elif entry.isdir:
                     tree.add(_entry(name, stat.S_IFDIR | entry.perm, uid=entry.uid, gid=entry.gid))
                 elif entry.isreg:
-                    budget.take(max(entry.size or 0, 0))
+                    budget.take(entry.size or 0)
                     data = b"".join(entry.get_blocks())
                     data += bytes(max(0, (entry.size or 0) - len(data)))  # a sparse member's trailing hole
                     tree.add(_entry(name, stat.S_IFREG | entry.perm, data, entry.uid, entry.gid))
