@@ -194,7 +194,7 @@ def _read_archive(path: Path, tree: InitramfsTree, budget: Budget) -> str:
                 elif entry.isdir:
                     tree.add(_entry(name, stat.S_IFDIR | entry.perm, uid=entry.uid, gid=entry.gid))
                 elif entry.isreg:
-                    budget.take(entry.size or 0)
+                    budget.take(max(entry.size or 0, 0))  # a hostile header must not give bytes back
                     data = b"".join(entry.get_blocks())
                     data += bytes(max(0, (entry.size or 0) - len(data)))  # a sparse member's trailing hole
                     tree.add(_entry(name, stat.S_IFREG | entry.perm, data, entry.uid, entry.gid))
