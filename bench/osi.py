@@ -37,7 +37,7 @@ import sys
 import time
 from typing import Any
 
-from qppsuite.core.events import AddressSpaceSwitch, SvcEvent
+from qppsuite.core.events import AddressSpaceSwitch
 from qppsuite.core.qpp import Plugin
 from qppsuite.images.bundle import open_image
 from qppsuite.plugins.osi_linux import OsiLinux
@@ -83,7 +83,7 @@ class CodeHookOsiLinux(TimedOsiLinux):
 
     def _update_switch_hook(self) -> None:
         if self.on_task_change and self._switch_hook is None:
-            self._switch_hook = self.machine.add_address_hook(self.layout.switch_to, self._on_switch_to)
+            self._switch_hook = self.machine.hooks.at_address(self.layout.switch_to, self._on_switch_to)
 
 
 class AsidTaskChange(Plugin):
@@ -123,7 +123,7 @@ class CurrentProcessTimer(Plugin):
         self.uncached: list[float] = []
         self.warm: list[float] = []
 
-    def on_svc(self, _event: SvcEvent) -> None:
+    def on_svc(self) -> None:
         self.count += 1
         if self.count % 20:
             return

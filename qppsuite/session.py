@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from qppsuite import __version__
@@ -23,9 +24,10 @@ from qppsuite.channel import Channel, CopyOut, GuestFile
 from qppsuite.core import snapshot
 from qppsuite.core.devices.virtio_blk import CowDisk, DiskError
 from qppsuite.core.events import CorePlugin, StopReason
+from qppsuite.core.guest import Guest
 from qppsuite.core.kernel import load_kernel
 from qppsuite.core.machine import HostInput, Machine, MachineConfig
-from qppsuite.core.qpp import QPP
+from qppsuite.core.qpp import QPP, RunContext
 from qppsuite.core.snapshot import Snapshot, SnapshotError
 from qppsuite.errors import GuestError, ImageError, Interrupted
 from qppsuite.images.bundle import ImageBundle, cache_dir, open_image
@@ -173,15 +175,29 @@ def _command_file(cmd: str) -> bytes:
     return cmd.encode() + b"\n"
 
 
-def image_labels(image: ImageBundle) -> dict[str, str]:
-    """What plugins may want to know about the image (osi_linux finds its profile here)."""
-    labels = {"image": image.name, "image_path": str(image.path)}
-    kernel = image.manifest.get("kernel") or {}
-    if kernel.get("release"):
-        labels["kernel_release"] = str(kernel["release"])
-    if image.profile_path is not None:
-        labels["profile"] = str(image.profile_path)
-    return labels
+def run_context(options: RunOptions, image: ImageBundle, snapshot: str | None) -> RunContext:
+    """What every plugin of the run is told about it (``Plugin.context``; osi_linux finds its profile here)."""
+    release = (image.manifest.get("kernel") or {}).get("release")
+    given = {
+        "cmd": options.cmd,
+        "max_insns": options.max_insns,
+        "ram_mib": options.ram_mib,
+        "timeout": options.timeout_seconds,
+        "interactive": options.interactive,
+        "cold": options.cold,
+        "disk": None if options.disk is None else str(options.disk),
+        "bootargs": options.extra_bootargs,
+        "plugin_args": {name: dict(values) for name, values in options.plugin_args.items()},
+    }
+    return RunContext(
+        image=image.name,
+        image_path=image.path,
+        kernel_release=str(release) if release else None,
+        profile=image.profile_path,
+        snapshot=snapshot,
+        plugins=("core", *options.plugins),
+        options=MappingProxyType(given),
+    )
 
 
 def build_machine(
@@ -233,7 +249,6 @@ def build_machine(
         timeout_from=timeout_from,
         rootfs_bytes=unpacked,
         disk=machine_disk(options, image),
-        labels=image_labels(image),
     )
     return Machine(config, console=console)
 
@@ -324,7 +339,9 @@ def run(
             machine.end_at = io.end_at
             verify = _all_input_delivered(machine, verify)
         machine.host_input = io.host
-        result = _run_plugins(machine, options, on_loaded, verify)
+        snapshot = saved[0] if started == "restored" and saved is not None else None
+        context = run_context(options, image, snapshot)
+        result = _run_plugins(machine, context, options, on_loaded, verify)
     reason, loaded, shutdown = result
     copied: tuple[Path, ...] = ()
     not_copied: tuple[str, ...] = ()
@@ -396,13 +413,14 @@ def _signal(received: list[int]) -> int | None:
 
 def _run_plugins(
     machine: Machine,
+    context: RunContext,
     options: RunOptions,
     on_loaded: Callable[[QPP], Any] | None,
     verify: Callable[[StopReason, int], StopReason] | None,
 ) -> tuple[StopReason, list[str], tuple[str, ...]]:
     """Load the plugins, run the machine to its end, stop and unload them: (reason, loaded, shutdown failures)."""
-    with QPP(machine, strict=options.strict) as qpp:
-        qpp.add_builtin(CorePlugin())
+    with QPP(Guest(machine), context=context, strict=options.strict) as qpp:
+        qpp.add_builtin(CorePlugin(machine))
         qpp.load_all(list(options.plugins), options.plugin_args)
         if on_loaded is not None:
             on_loaded(qpp)
@@ -642,15 +660,13 @@ def _reach_ready(
     saved: tuple[str, Snapshot] | None,
 ) -> tuple[str, StopReason | None]:
     """Bring the guest to its ready point: restore ``saved`` (name, snapshot), or boot and save the ready
-    snapshot.  A restored machine's ``labels["snapshot"]`` is the snapshot's name; a booted one has none.
+    snapshot.
 
     Returns how (``"restored"`` or ``"booted"``) and, if the guest stopped before it was ready, why.
     """
     machine.channel_sink = channel.feed
     if saved is not None:
-        name, state = saved
-        machine.restore(state)
-        machine.config.labels["snapshot"] = name
+        machine.restore(saved[1])
         return "restored", None
     reason = _boot_to_ready(machine, channel)
     if reason.kind != "ready":

@@ -27,12 +27,12 @@ class EventRecorder(Plugin):
     def on_start(self) -> None:
         self.log["order"].append("start")
         self.log["blocks"] = 0
-        self._block = self.machine.add_block_hook(self.on_block)
+        self._block = self.machine.hooks.on_blocks(self.on_block)
 
     def on_block(self, pc: int, size: int) -> None:
         self.log["blocks"] += 1
         if self.log["blocks"] == 1000:
-            self.machine.remove_hook(self._block)
+            self.machine.hooks.remove(self._block)
 
     def on_stop(self, reason: Any) -> None:
         self.log["order"].append("stop")
@@ -41,11 +41,11 @@ class EventRecorder(Plugin):
     def on_svc(self, event: Any) -> None:
         log = self.log
         log["counts"]["svc"] += 1
-        assert self.machine.cpu.mode == "usr", "on_svc fires before the exception entry"
-        if self.machine.cpu.read("r7") == 11 and "execve_hook" not in log:  # execve: hook the SVC's own pc
+        assert self.machine.registers.mode == "usr", "on_svc fires before the exception entry"
+        if self.machine.registers.read("r7") == 11 and "execve_hook" not in log:  # execve: hook the SVC's own pc
             log["execve_hook"] = event.pc
             log["hook_hits"] = 0
-            self.machine.add_address_hook(event.pc, self.on_address)
+            self.machine.hooks.at_address(event.pc, self.on_address)
 
     def on_address(self, pc: int) -> None:
         self.log["hook_hits"] += 1
@@ -56,8 +56,8 @@ class EventRecorder(Plugin):
         if event.kind is ExceptionKind.DATA_ABORT:
             assert event.fault_address is not None and event.fault_status is not None
 
-    def on_asid_change(self, event: Any) -> None:
-        self.log["switches"].add(event.new_ttbr0)
+    def on_asid_change(self, switch: Any) -> None:
+        self.log["switches"].add(switch.new_ttbr0)
 
     def on_console(self, data: bytes) -> None:
         self.log["console"] += data
@@ -148,9 +148,9 @@ class HookAtFirstSwitch(Plugin):
         self.handle: int | None = None
         self.qpp.register("core", "on_asid_change", self._switch, owner=self.name)
 
-    def _switch(self, _event: Any) -> None:
+    def _switch(self) -> None:
         if self.handle is None:
-            self.handle = self.machine.add_entry_hook(self.address, self._entered)
+            self.handle = self.machine.hooks.at_entry(self.address, self._entered)
 
     def _entered(self, _pc: int) -> None:
         self.entries += 1

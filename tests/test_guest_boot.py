@@ -27,7 +27,7 @@ class MemoryProbe(Plugin):
         self.qpp.register("core", "on_svc", self.on_svc, owner=self.name)
 
     def on_svc(self, event: Any) -> None:
-        cpu, mem = self.machine.cpu, self.machine.memory
+        cpu, mem = self.machine.registers, self.machine.memory
         if cpu.read("r7") != 4 or "data" in self.seen:  # write(fd, buf, count)
             return
         buf, count = cpu.read("r1"), cpu.read("r2")
@@ -38,7 +38,7 @@ class MemoryProbe(Plugin):
         seen.update(data=data, fd=cpu.read("r0"), mode=cpu.mode, thumb=event.thumb, pc=event.pc)
         seen["cstring"] = mem.read_cstring(buf, limit=8)
         paddr = mem.translate(buf)
-        seen["phys"] = self.machine.phys.read(paddr, 8)
+        seen["phys"] = self.machine.memory.read_phys(paddr, 8)
         layout = construct.Struct("magic" / construct.Bytes(4), "colon_at" / construct.Int8ul)
         seen["struct"] = mem.read_struct(layout, buf)
         seen["sp_svc"] = cpu.banked("sp", "svc")
@@ -52,7 +52,7 @@ class MemoryProbe(Plugin):
         seen["other_as"] = mem.read(buf, count, ttbr0=seen["ttbr0"])
 
     def stop(self, reason: Any) -> None:
-        self.seen["device_state"] = json.loads(json.dumps(self.machine.device_state()))
+        self.seen["device_state"] = json.loads(json.dumps(self.machine._machine.device_state()))
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,7 @@ class ExecveDump(Plugin):
         self.qpp.register("syscalls", "on_sys_execve", self._execve, owner=self.name)
 
     def _execve(self, ctx: SyscallContext) -> None:
-        machine = self.machine
+        machine = self.machine._machine  # white-box: the dump needs the page-table registers and RAM's extent
         path = machine.memory.read_cstring(ctx.raw_args[0], 64)
         if path != b"/bin/echo" or self.dump is not None:
             return

@@ -82,7 +82,7 @@ def test_undefined_instruction_then_unmapped_vector_is_a_stuck_hang() -> None:
     """
     machine = bare_machine(arm(0xE7F000F0), max_insns=1000)  # udf #0
     events: list[tuple[str, int]] = []
-    machine.events.on_exception = lambda ev: events.append((ev.kind.name, ev.pc))
+    machine.events.on_exception = lambda event: events.append((event.kind.name, event.pc))
     reason = machine.run()
     assert events[0] == ("UNDEFINED", RAM_BASE + 0x8000)
     assert events[1] == ("PREFETCH_ABORT", 0x4)  # the undefined vector: an external abort on fetch
@@ -94,7 +94,7 @@ def test_an_exception_inside_an_engine_hook_surfaces_from_run() -> None:
     """C cannot carry a Python exception: the engine stops and re-raises it, nothing is swallowed."""
     machine = bare_machine(arm(0xEF000000, 0xEAFFFFFE), max_insns=100)  # svc #0 ; b .
 
-    def broken(*_args: object) -> None:
+    def broken(**_kwargs: object) -> None:
         raise RuntimeError("listener bug")
 
     machine.events.on_svc = broken
@@ -148,7 +148,9 @@ def test_a_pending_irq_is_taken_at_the_first_unmasking_however_far_from_where_th
     )
     machine = bare_machine(code, max_insns=20 * masked_iterations + 1000)
     irqs: list[tuple[int, int]] = []
-    machine.events.on_exception = lambda ev: irqs.append((ev.pc, ev.insn_count)) if ev.kind.name == "IRQ" else None
+    machine.events.on_exception = (
+        lambda event: irqs.append((event.pc, event.insn_count)) if event.kind.name == "IRQ" else None
+    )
     machine.irq_line = True  # an interrupt is pending from the start; the CPU starts with IRQs masked
     machine.run()
     assert irqs[:1] == [(RAM_BASE + 0x8000 + 16, 1 + 2 * masked_iterations + 1)]  # mov, the spin, cpsie

@@ -95,7 +95,7 @@ class OsiProbe(Plugin):
         self._return_hooks: dict[int, int] = {}
 
     def _ttbr_base(self) -> int:
-        return int(self.machine.cpu.read("ttbr0")) & TTBR_BASE_MASK
+        return int(self.machine.registers.read("ttbr0")) & TTBR_BASE_MASK
 
     def on_task_change(self, old: OsiThread | None, new: OsiThread) -> None:
         self.changes += 1
@@ -109,7 +109,7 @@ class OsiProbe(Plugin):
         self.last_new = new
 
     def on_svc(self, event: SvcEvent) -> None:
-        cpu = self.machine.cpu
+        cpu = self.machine.registers
         process = self.osi.get_current_process()
         thread = self.osi.get_current_thread()
         if process is None or thread is None:
@@ -125,7 +125,7 @@ class OsiProbe(Plugin):
             self.svc_mismatches.append((self._ttbr_base(), process.asid))
         ret = event.pc + (2 if event.thumb else 4)
         if ret not in self._return_hooks and len(self._return_hooks) < 64:
-            self._return_hooks[ret] = self.machine.add_address_hook(ret, self.on_return)
+            self._return_hooks[ret] = self.machine.hooks.at_address(ret, self.on_return)
         nr = cpu.read("r7")
         if nr == NR_WRITE:
             count = min(cpu.read("r2"), 256)
@@ -138,7 +138,7 @@ class OsiProbe(Plugin):
             self.snapshots.append(self._snapshot(process))
 
     def on_return(self, _pc: int) -> None:
-        if self.machine.cpu.mode != "usr":
+        if self.machine.registers.mode != "usr":
             return
         process = self.osi.get_current_process()
         self.return_checked += 1

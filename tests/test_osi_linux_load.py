@@ -7,21 +7,21 @@ from types import SimpleNamespace
 import pytest
 
 from qppsuite.core.events import CoreEvents, CorePlugin
-from qppsuite.core.qpp import QPP
+from qppsuite.core.qpp import QPP, RunContext
 from qppsuite.errors import PluginError
 from qppsuite.profiles.profile import PROFILE_FORMAT
 
 
-def _load(labels: dict[str, str], args: dict[str, str] | None = None) -> None:
-    machine = SimpleNamespace(events=CoreEvents(), config=SimpleNamespace(labels=labels))
-    with QPP(machine) as qpp:
-        qpp.add_builtin(CorePlugin())
+def _load(context: RunContext, args: dict[str, str] | None = None) -> None:
+    machine = SimpleNamespace(events=CoreEvents())
+    with QPP(None, context=context) as qpp:
+        qpp.add_builtin(CorePlugin(machine))  # type: ignore[arg-type]
         qpp.load_all(["osi_linux"], {"osi_linux": args} if args else {})
 
 
 def test_no_profile_names_the_image_and_the_argument() -> None:
     with pytest.raises(PluginError, match="image 'bare' carries none") as err:
-        _load({"image": "bare"})
+        _load(RunContext(image="bare"))
     hint = err.value.hint
     assert hint is not None and "osi_linux:profile=" in hint and "\n" not in hint
     # a kernel without debug info: how to get either kind of profile
@@ -30,7 +30,7 @@ def test_no_profile_names_the_image_and_the_argument() -> None:
 
 def test_a_missing_profile_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(PluginError, match="does not exist"):
-        _load({}, {"profile": str(tmp_path / "nope.json")})
+        _load(RunContext(), {"profile": str(tmp_path / "nope.json")})
 
 
 def test_a_profile_lacking_a_needed_member_says_which(tmp_path: Path) -> None:
@@ -42,7 +42,7 @@ def test_a_profile_lacking_a_needed_member_says_which(tmp_path: Path) -> None:
     path = tmp_path / "thin.json"
     path.write_text(json.dumps(profile))
     with pytest.raises(PluginError, match=r"cannot use profile .*thin\.json: profile has no") as err:
-        _load({"profile": str(path)})
+        _load(RunContext(profile=path))
     assert "\n" not in str(err.value)
 
 

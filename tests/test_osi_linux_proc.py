@@ -241,8 +241,8 @@ class ProcProbe(Plugin):
             self.view = _view(osi.tasks, osi.maps, osi.paths, self.pids, osi.layout.task_files)
         finally:
             mem.set_translate(translate)
-        phys = self.machine.phys
-        self.pages = {v: phys.read(p & ~(PAGE - 1), PAGE) for v, p in seen.items() if p is not None}
+        read_phys = self.machine.memory.read_phys
+        self.pages = {v: read_phys(p & ~(PAGE - 1), PAGE) for v, p in seen.items() if p is not None}
         self.layout = osi.layout
 
 

@@ -94,8 +94,8 @@ class StartProbe(Plugin):
                     saved_syscall(osi.tasks, thread.task, partial(self._read_code, process.asid))
         finally:
             mem.set_translate(translate)
-        phys = self.machine.phys
-        self.pages = {v: phys.read(p & ~(PAGE - 1), PAGE) for v, p in seen.items() if p is not None}
+        read_phys = self.machine.memory.read_phys
+        self.pages = {v: read_phys(p & ~(PAGE - 1), PAGE) for v, p in seen.items() if p is not None}
 
     def _read_code(self, asid: int | None, pc: int, thumb: bool) -> int | None:
         memory, value = self.machine.memory, None

@@ -143,15 +143,16 @@ def test_one_plugin_by_path_shows_exports_with_signatures_and_callbacks(cli: typ
         "qpp_srv — Exports add/sub and runs my_on_exit when it unloads",
         f"source: file {(PAIR / 'qpp_srv.py').resolve()}",
         "requires: none",
-        "plugin API: v1",
+        "plugin API: v2",
         "arguments: none",
         "exports (qpp.import_function('qpp_srv', name)):",
         "  add(x: int) -> int",
         "      The C test's qpp_srv_do_add: one more than x.",
         "  sub(x: int) -> int",
         "      The C test's qpp_srv_do_sub: one less than x.",
-        "callbacks (qpp.register('qpp_srv', name, fn, owner=...)):",
-        "  my_on_exit",
+        "callbacks (qpp.register('qpp_srv', name, fn, owner=...); fn takes arguments by name):",
+        "  my_on_exit(passed: dict[str, bool])",
+        "      qpp_srv unloads; a client sets passed['qpp_client']",
     ]
 
 
@@ -191,8 +192,15 @@ def test_core_can_be_described(cli: typer.Typer) -> None:
     result = CliRunner().invoke(cli, ["plugins", "core"], env=WIDE)
     assert result.exit_code == 0, result.output
     assert "source: host qppsuite.core.events.CorePlugin" in result.output
-    callbacks = result.output.splitlines()[-1]
-    assert callbacks == "  on_start, on_stop, on_svc, on_exception, on_asid_change, on_console"
+    callbacks = [line for line in result.output.splitlines() if line.startswith("  on_")]
+    assert callbacks == [
+        "  on_start()",
+        "  on_stop(reason: StopReason)",
+        "  on_svc(event: SvcEvent)",
+        "  on_exception(event: ExceptionEvent)",
+        "  on_asid_change(switch: AddressSpaceSwitch)",
+        "  on_console(data: bytes)",
+    ]
 
 
 LISTED_KEYS = ["name", "kind", "location", "distribution", "description", "duplicate", "error"]
@@ -225,7 +233,7 @@ def test_json_details_shape(cli: typer.Typer, tmp_path: Path) -> None:
     record = json.loads(result.output)
     assert list(record) == [*LISTED_KEYS, "requires", "api_version", "arguments", "exports", "callbacks"]
     assert record["name"] == "argful" and record["kind"] == "file" and record["location"] == str(path.resolve())
-    assert record["requires"] == ["qpp_srv"] and record["api_version"] == 1
+    assert record["requires"] == ["qpp_srv"] and record["api_version"] == 2
     assert record["arguments"][0] == {
         "name": "dump",
         "type": "str",
@@ -240,7 +248,13 @@ def test_json_details_shape(cli: typer.Typer, tmp_path: Path) -> None:
         "signature": "(x: int) -> int",
         "description": "The C test's qpp_srv_do_add: one more than x.",
     }
-    assert srv["callbacks"] == [{"name": "my_on_exit"}]
+    assert srv["callbacks"] == [
+        {
+            "name": "my_on_exit",
+            "params": [{"name": "passed", "type": "dict[str, bool]"}],
+            "description": "qpp_srv unloads; a client sets passed['qpp_client']",
+        }
+    ]
 
 
 def test_signatures_name_types_without_their_modules(cli: typer.Typer) -> None:

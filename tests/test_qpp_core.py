@@ -11,6 +11,7 @@ from qppsuite.core.qpp import (
     API_VERSION,
     QPP,
     Callback,
+    CallbackSpec,
     Plugin,
     PluginCallbackError,
     PluginFailure,
@@ -45,7 +46,7 @@ class Recording(Plugin):
 
 class Base(Recording):
     name = "base"
-    callbacks = ("on_event", "on_other")
+    callbacks = (CallbackSpec("on_event", "an event with a value", value=Any), CallbackSpec("on_other", "no value"))
 
     @export
     def twice(self, x: int) -> int:
@@ -194,7 +195,7 @@ def test_incompatible_api_version_is_refused() -> None:
         name = "future"
         api_version = API_VERSION + 1
 
-    with pytest.raises(PluginError, match=r"'future' .* built for plugin API v2; this qppsuite provides API v1"):
+    with pytest.raises(PluginError, match=r"'future' .* built for plugin API v3; this qppsuite provides API v2"):
         QPP().load(FromTheFuture)
 
 
@@ -204,8 +205,10 @@ def test_incompatible_api_version_is_refused() -> None:
         ({}, "needs a `name`"),
         ({"name": "has space"}, "needs a `name`"),
         ({"name": "ok", "requires": "base"}, "`requires` must be a tuple"),
-        ({"name": "ok", "callbacks": ("on x",)}, "`callbacks` must be a tuple of identifiers"),
-        ({"name": "ok", "callbacks": ("on_x", "on_x")}, "declares a callback twice"),
+        ({"name": "ok", "callbacks": ("on_x",)}, r"`callbacks` must be a tuple of CallbackSpec\(name, description"),
+        ({"name": "ok", "callbacks": (CallbackSpec("on x"),)}, "callback name 'on x' is not an identifier"),
+        ({"name": "ok", "callbacks": (CallbackSpec("on_x", "", **{"a b": int}),)}, "parameter 'a b' is not an"),
+        ({"name": "ok", "callbacks": (CallbackSpec("on_x"), CallbackSpec("on_x"))}, "declares a callback twice"),
         ({"name": "ok", "args": {"n": 3}}, "`args` must map identifiers to Arg"),
     ],
 )
@@ -285,19 +288,19 @@ class Listener(Recording):
         self.seen: list[tuple[Any, ...]] = []
         self.qpp.register("base", "on_event", self.on_event, owner=self.name)
 
-    def on_event(self, *args: Any) -> None:
-        self.seen.append(args)
-        EVENTS.append(f"listener got {args}")
+    def on_event(self, value: Any) -> None:
+        self.seen.append(value)
+        EVENTS.append(f"listener got {value}")
 
 
 def test_callbacks_run_registered_functions_in_order_with_arguments() -> None:
     qpp = QPP()
     base = qpp.load(Base)
     listener = qpp.load(Listener)
-    qpp.register("base", "on_event", lambda *a: EVENTS.append(f"second got {a}"), owner="test")
+    qpp.register("base", "on_event", lambda value: EVENTS.append(f"second got {value}"), owner="test")
     on_event = base.callback("on_event")
     assert isinstance(on_event, Callback) and on_event.qualname == "base:on_event"
-    on_event(1, "two")
+    on_event(value=(1, "two"))
     assert EVENTS[-2:] == ["listener got (1, 'two')", "second got (1, 'two')"]
     assert listener.seen == [(1, "two")]
 
@@ -422,8 +425,8 @@ def test_a_failing_function_does_not_stop_the_others_and_is_reported_once() -> N
     listener = qpp.load(Listener)
     on_event = base.callback("on_event")
     for value in range(3):
-        on_event(value)
-    assert listener.seen == [(0,), (1,), (2,)]
+        on_event(value=value)
+    assert listener.seen == [0, 1, 2]
     assert len(failures) == 1
     failure = failures[0]
     assert (failure.plugin, failure.where) == ("faulty", "base:on_event")
@@ -439,8 +442,8 @@ def test_default_reporter_logs_to_the_qpp_logger(caplog: pytest.LogCaptureFixtur
     base = qpp.load(Base)
     qpp.load(Faulty)
     with caplog.at_level(logging.ERROR, logger="qppsuite.qpp"):
-        base.callback("on_event")(7)
-        base.callback("on_event")(8)
+        base.callback("on_event")(value=7)
+        base.callback("on_event")(value=8)
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
     assert "plugin 'faulty' raised in base:on_event: ValueError: bad value 7" in errors[0].getMessage()
@@ -456,8 +459,8 @@ def test_strict_mode_raises_after_every_function_ran() -> None:
     qpp.load(Faulty)
     listener = qpp.load(Listener)
     with pytest.raises(PluginCallbackError) as err:
-        base.callback("on_event")(5)
-    assert listener.seen == [(5,)]
+        base.callback("on_event")(value=5)
+    assert listener.seen == [5]
     assert str(err.value) == "plugin 'faulty' raised in base:on_event: ValueError: bad value 5"
     assert isinstance(err.value.__cause__, ValueError)
     assert err.value.failure is failures[0]
@@ -467,7 +470,7 @@ def test_strict_error_from_a_nested_callback_is_passed_on_not_rewrapped() -> Non
     class Relay(Plugin):
         name = "relay"
         requires = ("base",)
-        callbacks = ("on_relayed",)
+        callbacks = (CallbackSpec("on_relayed"),)
 
         def load(self) -> None:
             self.qpp.register("base", "on_other", self.relay, owner=self.name)
@@ -598,11 +601,11 @@ def test_unload_all_is_idempotent_and_closes_the_manager() -> None:
 def test_a_dependency_may_run_its_callback_from_unload_to_already_unloaded_users() -> None:
     class Flusher(Recording):
         name = "flusher"
-        callbacks = ("on_final",)
+        callbacks = (CallbackSpec("on_final", "the last words", words=str),)
 
         def unload(self) -> None:
             super().unload()
-            self.callback("on_final")("last words")
+            self.callback("on_final")(words="last words")
 
     class User(Recording):
         name = "user"
@@ -610,7 +613,8 @@ def test_a_dependency_may_run_its_callback_from_unload_to_already_unloaded_users
 
         def load(self) -> None:
             super().load()
-            self.qpp.register("flusher", "on_final", lambda s: EVENTS.append(f"user heard {s}"), owner=self.name)
+            heard = lambda words: EVENTS.append(f"user heard {words}")  # noqa: E731
+            self.qpp.register("flusher", "on_final", heard, owner=self.name)
 
     qpp = QPP()
     qpp.load_all([User, Flusher])
@@ -632,7 +636,7 @@ def test_plugins_cannot_be_loaded_after_the_guest_started() -> None:
 def test_builtin_host_plugin_is_loaded_and_required_like_any_other() -> None:
     class Core(Recording):
         name = "core"
-        callbacks = ("on_svc",)
+        callbacks = (CallbackSpec("on_svc", "a system call", number=int),)
 
         def __init__(self, machine: object) -> None:
             self.owner_machine = machine
@@ -657,7 +661,7 @@ def test_builtin_host_plugin_is_loaded_and_required_like_any_other() -> None:
     assert counter.machine is machine and core.machine is machine
     assert str(qpp.source("core")).startswith("host ")
     for number in range(5):
-        core.callback("on_svc")(number)
+        core.callback("on_svc")(number=number)
     assert counter.count == 5
     with pytest.raises(PluginError, match=r"two plugins are named 'core': host .*Core \(loaded\) and class"):
         qpp.load(type("FakeCore", (Plugin,), {"name": "core"}))

@@ -33,12 +33,12 @@ def install_distribution(site: Path, dist: str, modules: dict[str, str], entry_p
 
 
 TINY = """
-    from qppsuite.core.qpp import Plugin, export
+    from qppsuite.core.qpp import CallbackSpec, Plugin, export
 
     class Tiny(Plugin):
         '''A tiny installed plugin.'''
         name = "tiny"
-        callbacks = ("on_tiny",)
+        callbacks = (CallbackSpec("on_tiny", "something tiny happened", size=int),)
 
         @export
         def size(self) -> int:

@@ -4,7 +4,7 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 from typer.testing import CliRunner
@@ -22,7 +22,7 @@ class SvcCounter(Plugin):
 
     def load(self) -> None:
         self.count[0] = 0
-        self.qpp.register("core", "on_svc", lambda _ev: self.count.__setitem__(0, self.count[0] + 1), owner=self.name)
+        self.qpp.register("core", "on_svc", lambda: self.count.__setitem__(0, self.count[0] + 1), owner=self.name)
 
 
 class Meddler(Plugin):
@@ -33,8 +33,8 @@ class Meddler(Plugin):
     def load(self) -> None:
         self.qpp.register("core", "on_svc", self.on_svc, owner=self.name)
 
-    def on_svc(self, _event: Any) -> None:
-        cpu = self.machine.cpu
+    def on_svc(self) -> None:
+        cpu = self.machine.registers
         if cpu.read("r7") == 4:  # write(fd, buf, n)
             data = self.machine.memory.read(cpu.read("r1"), cpu.read("r2"))
             if b"recorded-run" in data:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from qppsuite.core.qpp import QPP
+from qppsuite.core.qpp import QPP, RunContext
 from qppsuite.core.snapshot import SnapshotError
 from qppsuite.images.bundle import ImageBundle, cache_dir
 from qppsuite.session import RunOptions, ready_snapshot_key, ready_snapshot_path, run, snapshot_path
@@ -94,21 +94,23 @@ def test_run_boots_once_to_make_the_snapshot_then_restores_it_with_the_same_outp
 
 
 @pytest.mark.boot
-def test_the_snapshot_label_names_a_restored_start_and_a_boot_has_none(default_image: ImageBundle, cache: Path) -> None:
-    labels: list[dict[str, str]] = []
+def test_the_run_context_names_a_restored_start_and_a_boot_has_none(default_image: ImageBundle, cache: Path) -> None:
+    contexts: list[RunContext] = []
 
     def note(qpp: QPP) -> None:
-        labels.append(dict(qpp.machine.config.labels))
+        contexts.append(qpp.context)
 
     for cold in (False, True):
         result = run(
             RunOptions(cmd="true", warm=True, cold=cold, cache=cache), None, image=default_image, on_loaded=note
         )
         assert result.ok, result.reason.message
-    restored, booted = labels
+    restored, booted = contexts
     [ready] = (cache / "snapshots" / default_image.name).glob("ready-*.snapshot")
-    assert restored["snapshot"] == ready.stem
-    assert "snapshot" not in booted
+    assert restored.snapshot == ready.stem
+    assert booted.snapshot is None
+    assert restored.image == default_image.name and restored.profile == default_image.profile_path
+    assert restored.options["cmd"] == "true" and restored.plugins == ("core",)
 
 
 @pytest.mark.boot

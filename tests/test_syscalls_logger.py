@@ -12,6 +12,7 @@ from qppsuite.core.events import CorePlugin
 from qppsuite.core.memory import GuestMemoryError
 from qppsuite.core.qpp import QPP, Plugin, export
 from qppsuite.errors import PluginError
+from qppsuite.plugins.osi_linux import OsiLinux
 from qppsuite.plugins.osi_linux.model import OsiProcess, OsiThread
 from qppsuite.plugins.syscalls.context import Limits, SyscallContext
 from qppsuite.plugins.syscalls.table import by_name
@@ -40,7 +41,7 @@ class FakeOsi(Plugin):
     """osi_linux's exports, answering with whatever process the test sets as current."""
 
     name = "osi_linux"
-    callbacks = ("on_thread_exit",)
+    callbacks = tuple(spec for spec in OsiLinux.callbacks if spec.name == "on_thread_exit")
 
     def load(self) -> None:
         self.process = OsiProcess(100, 100, 1, "sh", 0x4000, 0xC1000000, 5_000, False)
@@ -72,6 +73,9 @@ class FakeOsi(Plugin):
 
 class NoMachineCore(CorePlugin):
     """The core's callbacks without a machine to wire them to (nothing here fires SVC events)."""
+
+    def __init__(self) -> None:
+        pass
 
     def load(self) -> None:
         pass
@@ -106,7 +110,9 @@ class Harness:
         return SyscallContext(**fields)
 
     def fire(self, callback: str, *args: Any) -> None:
-        self.qpp.callback("syscalls", callback)(*args)
+        """Run one of syscalls' callbacks with ``args`` in its specification's order, by name as syscalls does."""
+        run = self.qpp.callback("syscalls", callback)
+        run(**dict(zip(run.spec.params, args, strict=True)))
 
 
 @pytest.fixture

@@ -42,10 +42,10 @@ class HookWatch(Plugin):
         self.syscalls = syscalls
         self.qpp.register("syscalls", "on_syscall", self.sample, owner=self.name)
 
-    def sample(self, _ctx: object) -> None:
+    def sample(self) -> None:
         self.most = max(self.most, self.syscalls.return_hook_count)
-        self.most_in_engine = max(self.most_in_engine, self.machine.engine.hook_count)
-        self.most_entries = max(self.most_entries, self.machine.engine.entry_hook_count)
+        self.most_in_engine = max(self.most_in_engine, self.machine._machine.engine.hook_count)
+        self.most_entries = max(self.most_entries, self.machine._machine.engine.entry_hook_count)
 
 
 @pytest.mark.boot

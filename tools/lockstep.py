@@ -266,7 +266,7 @@ class QppsuiteSide:
     def __init__(self, machine: Machine) -> None:
         self.machine = machine
         self.exceptions: list[ExceptionEvent] = []
-        machine.events.on_exception = self.exceptions.append
+        machine.events.on_exception = lambda event: self.exceptions.append(event)
         self._normal_quantum = machine.config.quantum
         # Single-stepping is slow in wall time and the tool bounds its own runs, so no hang detection.
         machine.config.hang_seconds = float("inf")

@@ -15,7 +15,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
@@ -26,7 +26,16 @@ from rich.text import Text
 from qppsuite.cli import app
 from qppsuite.cli.terminal import SafeConsole, styled
 from qppsuite.core.events import CorePlugin
-from qppsuite.core.qpp import Plugin, PluginSource, discover_all, exported_functions, plugin_description, resolve
+from qppsuite.core.qpp import (
+    CallbackSpec,
+    Plugin,
+    PluginSource,
+    discover_all,
+    exported_functions,
+    plugin_description,
+    resolve,
+)
+from qppsuite.core.qpp.specs import type_name
 from qppsuite.errors import PluginError
 
 console = SafeConsole()
@@ -38,6 +47,8 @@ HOST_PLUGINS = {"core": PluginSource("host", "qppsuite.core.events.CorePlugin", 
 _MODULE_PATH = re.compile(r"\b(?:[a-z_][a-z0-9_]*\.)+(?=[A-Za-z_])")
 #: Help and docstring lines in the details view start under the name they describe.
 _INDENT = 6
+#: Callbacks taking the same arguments are listed one by one up to this many, else as one paragraph of names.
+_CALLBACK_GROUP = 4
 
 
 class OutputFormat(StrEnum):
@@ -175,10 +186,28 @@ def _print_details(source: PluginSource, cls: type[Plugin]) -> None:
     else:
         _line("exports: none")
     if cls.callbacks:
-        _line((f"callbacks (qpp.register('{cls.name}', name, fn, owner=...)):", "bold"))
-        _print_indented(", ".join(cls.callbacks), indent=2)  # a paragraph: syscalls creates hundreds
+        _line((f"callbacks (qpp.register('{cls.name}', name, fn, owner=...); fn takes arguments by name):", "bold"))
+        _print_callbacks(cls.callbacks)
     else:
         _line("callbacks: none")
+
+
+def _print_callbacks(specs: Sequence[CallbackSpec]) -> None:
+    """Each callback with its arguments and description; a family of many (a name prefix such as ``on_sys_``,
+    the same arguments: syscalls' hundreds of ``on_sys_<name>``) as one heading and a paragraph of names."""
+    groups: dict[tuple[str, tuple[tuple[str, str], ...]], list[CallbackSpec]] = {}
+    for spec in specs:
+        family = "_".join(spec.name.split("_", 2)[:2]) + "_" if spec.name.count("_") >= 2 else spec.name
+        groups.setdefault((family, tuple((p, type_name(t)) for p, t in spec.params.items())), []).append(spec)
+    for (family, params), group in groups.items():
+        if len(group) <= _CALLBACK_GROUP:
+            for spec in group:
+                _line("  ", (spec.signature, "bold"))
+                _print_indented(spec.doc)
+        else:
+            taking = ", ".join(f"{p}: {t}" for p, t in params)
+            _line("  ", (f"{family}*({taking})", "bold"), f": {len(group)} callbacks")
+            _print_indented(", ".join(spec.name for spec in group))
 
 
 def _line(*parts: str | tuple[str, str]) -> None:
@@ -218,7 +247,14 @@ def _details_record(source: PluginSource, cls: type[Plugin]) -> dict[str, Any]:
             {"name": fn_name, "signature": _signature(fn), "description": _first_line(fn)}
             for fn_name, fn in exported_functions(cls).items()
         ],
-        "callbacks": [{"name": callback} for callback in cls.callbacks],
+        "callbacks": [
+            {
+                "name": spec.name,
+                "params": [{"name": p, "type": type_name(t)} for p, t in spec.params.items()],
+                "description": spec.doc,
+            }
+            for spec in cls.callbacks
+        ],
     }
 
 

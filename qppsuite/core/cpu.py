@@ -6,6 +6,8 @@ I/A/T/E/IT, vector base.  Register names follow the ARM ARM and Linux's
 ``arch/arm`` so plugin code reads like the manual.
 """
 
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -172,6 +174,31 @@ class Cpu:
         if cp is None:
             raise UnknownRegisterError(name)
         cp.write(value)
+
+    def reader(self, names: Sequence[str]) -> Callable[[], tuple[int, ...]]:
+        """A function reading ``names`` (core or CP15 registers) in one engine call, values in that order.
+
+        The pc is read as the engine holds it (bit 0 clear).  Raises :class:`UnknownRegisterError`.
+        """
+        core: list[int] = []
+        cp15: list[CpRegister] = []
+        slots: list[tuple[bool, int]] = []
+        for name in names:
+            key = name.lower()
+            if key in _CORE_REGS:
+                slots.append((True, len(core)))
+                core.append(_CORE_REGS[key])
+            elif key in self.cp15:
+                slots.append((False, len(cp15)))
+                cp15.append(self.cp15[key])
+            else:
+                raise UnknownRegisterError(name)
+        read = self.engine.batch_reader(core, cp15)
+        order = [index if is_core else len(core) + index for is_core, index in slots]
+        if order == list(range(len(order))):
+            return lambda: tuple(read())
+        pick = operator.itemgetter(*order) if len(order) > 1 else (lambda values: (values[order[0]],))
+        return lambda: pick(read())
 
     def banked(self, name: str, mode: str) -> int:
         """Read ``sp``, ``lr`` or ``spsr`` of another mode (e.g. the kernel stack from user mode)."""

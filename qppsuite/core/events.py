@@ -6,12 +6,16 @@ host attaches, every event is a falsy no-op, so a bare machine pays one truth
 test per event and builds no event objects.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from qppsuite.core.qpp import Plugin
+from qppsuite.core.cpu import ExceptionEvent
+from qppsuite.core.qpp import CallbackSpec, Plugin
 
-CORE_EVENTS = ("on_start", "on_stop", "on_svc", "on_exception", "on_asid_change", "on_console")
+if TYPE_CHECKING:
+    from qppsuite.core.machine import Machine
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +67,7 @@ class _Silent:
     def __bool__(self) -> bool:
         return False
 
-    def __call__(self, *args: Any) -> None:
+    def __call__(self, **kwargs: Any) -> None:
         return None
 
 
@@ -82,14 +86,28 @@ class CoreEvents:
         self.on_console: Any = _SILENT
 
 
+CORE_CALLBACKS = (
+    CallbackSpec("on_start", "the guest is about to run"),
+    CallbackSpec("on_stop", "the guest stopped, for this reason", reason=StopReason),
+    CallbackSpec("on_svc", "a system-call instruction is about to be taken in user mode", event=SvcEvent),
+    CallbackSpec("on_exception", "an exception other than a system call is taken", event=ExceptionEvent),
+    CallbackSpec("on_asid_change", "TTBR0 changed: another process's page tables", switch=AddressSpaceSwitch),
+    CallbackSpec("on_console", "bytes the guest wrote to its console (ttyAMA0), as the UART sent them", data=bytes),
+)
+CORE_EVENTS = tuple(spec.name for spec in CORE_CALLBACKS)
+
+
 class CorePlugin(Plugin):
     """The machine itself, as a plugin: it creates the core event callbacks."""
 
     name = "core"
     description = "The emulated machine: system calls, exceptions, address-space switches, console, start/stop"
-    callbacks: ClassVar[tuple[str, ...]] = CORE_EVENTS
+    callbacks: ClassVar[tuple[CallbackSpec, ...]] = CORE_CALLBACKS
+
+    def __init__(self, machine: Machine) -> None:
+        self._machine = machine
 
     def load(self) -> None:
-        events = self.machine.events
+        events = self._machine.events
         for event in CORE_EVENTS:
             setattr(events, event, self.callback(event))

@@ -5,13 +5,15 @@ its own ``unload()`` with a verdict box that a correct client fills in, then
 prints PASS or FAIL exactly like the C original.
 """
 
-from qppsuite.core.qpp import Plugin, export
+from qppsuite.core.qpp import CallbackSpec, Plugin, export
 
 
 class QppSrv(Plugin):
     name = "qpp_srv"
     description = "Exports add/sub and runs my_on_exit when it unloads"
-    callbacks = ("my_on_exit",)
+    callbacks = (
+        CallbackSpec("my_on_exit", "qpp_srv unloads; a client sets passed['qpp_client']", passed=dict[str, bool]),
+    )
 
     def load(self) -> None:
         self.verdict = "not unloaded"
@@ -29,7 +31,7 @@ class QppSrv(Plugin):
     def unload(self) -> None:
         print("qpp_srv: exit triggered, running all registered QPP callbacks")
         passed = {"qpp_client": False}
-        self.callback("my_on_exit")(passed)
+        self.callback("my_on_exit")(passed=passed)
         self.verdict = "PASS" if passed["qpp_client"] else "FAIL"
         print(self.verdict)
 

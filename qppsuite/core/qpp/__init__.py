@@ -20,6 +20,8 @@ module per concern, each importing at run time only those listed before it:
 - ``failures``: a plugin's exception, reported with its name (:class:`PluginFailure`);
 - ``args``: declared arguments and ``-p plugin:key=value`` (:class:`Arg`);
 - ``exports``: functions plugins offer each other (:func:`export`);
+- ``context``: the run's facts every plugin reads (:class:`RunContext`);
+- ``specs``: what a callback passes, checked when a function registers (:class:`CallbackSpec`);
 - ``plugin``: the :class:`Plugin` base class and the checks a plugin class passes;
 - ``callbacks``: named callbacks others register on (:class:`Callback`);
 - ``loading``: where plugins come from, by name, path or class (:func:`discover`, :func:`resolve`);
@@ -30,11 +32,13 @@ Import from ``qppsuite.core.qpp``; the modules are its layout, not its interface
 
 from qppsuite.core.qpp.args import Arg, PluginArgs, bind_args, parse_plugin_args, parse_plugin_list
 from qppsuite.core.qpp.callbacks import Callback
+from qppsuite.core.qpp.context import RunContext
 from qppsuite.core.qpp.exports import export, exported_functions
 from qppsuite.core.qpp.failures import PluginCallbackError, PluginFailure, log_failure
 from qppsuite.core.qpp.loading import ENTRY_POINT_GROUP, PluginSource, discover, discover_all, resolve
 from qppsuite.core.qpp.plugin import API_VERSION, Plugin, plugin_description
 from qppsuite.core.qpp.registry import QPP
+from qppsuite.core.qpp.specs import CallbackSpec
 
 __all__ = [
     "API_VERSION",
@@ -42,11 +46,13 @@ __all__ = [
     "QPP",
     "Arg",
     "Callback",
+    "CallbackSpec",
     "Plugin",
     "PluginArgs",
     "PluginCallbackError",
     "PluginFailure",
     "PluginSource",
+    "RunContext",
     "bind_args",
     "discover",
     "discover_all",

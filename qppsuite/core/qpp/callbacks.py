@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from qppsuite.core.qpp.specs import CallbackSpec, positional_caller
 from qppsuite.errors import PluginError
 
 if TYPE_CHECKING:
-    from qppsuite.core.qpp.failures import PluginCallbackError
     from qppsuite.core.qpp.registry import QPP
 
 
 class Callback:
     """A named callback created by one plugin; others register functions to run on it.
 
+    It is called with keywords only, the arguments of its :class:`CallbackSpec`; each function receives
+    those of them it takes (checked when it registers: :func:`~qppsuite.core.qpp.specs.picks`).
     Functions run in registration order.  An exception in one function is
     reported (once per registering plugin) and the remaining functions still
     run; in strict mode the first failure is raised after all of them ran.
@@ -22,13 +25,20 @@ class Callback:
     unregister itself while the callback is running.
     """
 
-    __slots__ = ("_entries", "_qpp", "name", "plugin")
+    __slots__ = ("_calls", "_entries", "_qpp", "name", "plugin", "spec")
 
-    def __init__(self, plugin: str, name: str, qpp: QPP) -> None:
+    def __new__(cls, plugin: str, spec: CallbackSpec, qpp: QPP) -> Callback:
+        return object.__new__(_dispatcher(tuple(spec.params)))
+
+    def __init__(self, plugin: str, spec: CallbackSpec, qpp: QPP) -> None:
         self.plugin = plugin
-        self.name = name
+        self.spec = spec
+        self.name = spec.name
         self._qpp = qpp
-        self._entries: tuple[tuple[Callable[..., Any], str], ...] = ()
+        #: (function, owner, what runs it: see :func:`~qppsuite.core.qpp.specs.positional_caller`)
+        self._entries: tuple[tuple[Callable[..., Any], str, Callable[..., Any]], ...] = ()
+        #: (what runs it, owner), in order: the dispatch loop's view of the entries.
+        self._calls: tuple[tuple[Callable[..., Any], str], ...] = ()
 
     @property
     def qualname(self) -> str:
@@ -38,45 +48,77 @@ class Callback:
     @property
     def registered(self) -> tuple[tuple[Callable[..., Any], str], ...]:
         """``(function, owner plugin)`` pairs in the order they run."""
-        return self._entries
+        return tuple((fn, owner) for fn, owner, _ in self._entries)
 
     def register(self, fn: Callable[..., Any], owner: str) -> None:
-        """Append ``fn``; registering one function twice is refused (unregister would be ambiguous)."""
+        """Append ``fn`` once its parameters are checked against the specification.
+
+        Raises :class:`~qppsuite.errors.PluginError` when ``fn`` is not callable, takes a parameter the
+        callback does not pass, or is registered already (unregister would be ambiguous).
+        """
         if not callable(fn):
             raise PluginError(f"plugin '{owner}' registered {fn!r} on {self.qualname}, which is not callable")
-        for existing, by in self._entries:
+        for existing, by, _ in self._entries:
             if existing == fn:
                 raise PluginError(f"{_fn_name(fn)} is already registered on {self.qualname} by '{by}'")
-        self._entries = (*self._entries, (fn, owner))
+        self._set((*self._entries, (fn, owner, positional_caller(self.spec, fn, owner, self.qualname))))
+
+    def _set(self, entries: tuple[tuple[Callable[..., Any], str, Callable[..., Any]], ...]) -> None:
+        self._entries = entries
+        self._calls = tuple((call, owner) for _, owner, call in entries)
 
     def unregister(self, fn: Callable[..., Any]) -> None:
         """Remove ``fn``; an unregistered function is an error, which catches stale bound methods."""
         kept = tuple(entry for entry in self._entries if entry[0] != fn)
         if len(kept) == len(self._entries):
-            present = ", ".join(_fn_name(f) for f, _ in self._entries) or "nothing"
+            present = ", ".join(_fn_name(f) for f, _, _ in self._entries) or "nothing"
             raise PluginError(f"{_fn_name(fn)} is not registered on {self.qualname}; registered: {present}")
-        self._entries = kept
+        self._set(kept)
 
     def _drop_owner(self, owner: str) -> None:
-        self._entries = tuple(entry for entry in self._entries if entry[1] != owner)
+        self._set(tuple(entry for entry in self._entries if entry[1] != owner))
 
-    def __call__(self, *args: Any, **kwargs: Any) -> None:
-        first: PluginCallbackError | None = None
-        for fn, owner in self._entries:
-            try:
-                fn(*args, **kwargs)
-            except (Exception, SystemExit) as exc:  # a plugin's sys.exit() is its failure, not the run's end
-                raised = self._qpp._failed(owner, self.qualname, exc)
-                if first is None:
-                    first = raised
-        if first is not None:
-            raise first
+    def __call__(self, **kwargs: Any) -> None:
+        """Run every registered function; replaced, for each list of parameters, by :func:`_dispatcher`'s."""
+        raise NotImplementedError  # every instance is of a _dispatcher class
 
     def __bool__(self) -> bool:
         return bool(self._entries)
 
     def __repr__(self) -> str:
         return f"<Callback {self.qualname} ({len(self._entries)} registered)>"
+
+
+_DISPATCH = """\
+def __call__(_self{params}):
+    _first = None
+    for _call, _owner in _self._calls:
+        try:
+            _call({args})
+        except (Exception, SystemExit) as _exc:  # a plugin's sys.exit() is its failure, not the run's end
+            _raised = _self._qpp._failed(_owner, _self.qualname, _exc)
+            if _first is None:
+                _first = _raised
+    if _first is not None:
+        raise _first
+"""
+"""The dispatch loop; its own names start with ``_``, which no parameter's name may (:meth:`CallbackSpec.problem`)."""
+
+
+@functools.cache
+def _dispatcher(params: tuple[str, ...]) -> type[Callback]:
+    """The :class:`Callback` subclass whose ``__call__`` takes exactly ``params``, keyword-only.
+
+    The loop is generated once per list of parameters, as :mod:`dataclasses` generates ``__init__``: a call
+    with keywords then binds them natively (a missing or unknown one is the caller's ``TypeError``) and runs
+    each function with positional arguments, which costs what API v1's positional dispatch cost
+    (bench/qpp.py).  The names are identifiers and not keywords (:meth:`CallbackSpec.problem`).
+    """
+    namespace: dict[str, Any] = {}
+    exec(_DISPATCH.format(params=", *, " + ", ".join(params) if params else "", args=", ".join(params)), namespace)
+    call = namespace["__call__"]
+    call.__qualname__ = call.__name__ = "Callback"
+    return type("Callback", (Callback,), {"__slots__": (), "__call__": call})
 
 
 def _fn_name(fn: Callable[..., Any]) -> str:

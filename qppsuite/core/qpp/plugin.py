@@ -7,15 +7,22 @@ import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from qppsuite.core.qpp.args import Arg
+from qppsuite.core.qpp.context import RunContext
+from qppsuite.core.qpp.specs import CallbackSpec
 from qppsuite.errors import PluginError
 
 if TYPE_CHECKING:
+    from qppsuite.core.guest import Guest
     from qppsuite.core.qpp.callbacks import Callback
     from qppsuite.core.qpp.loading import PluginSource
     from qppsuite.core.qpp.registry import QPP
 
-API_VERSION = 1
-"""The plugin API a plugin is built for; bump it when a change breaks existing plugins."""
+API_VERSION = 2
+"""The plugin API a plugin is built for; bump it when a change breaks existing plugins.
+
+2: callbacks are declared as :class:`CallbackSpec` s, checked when a function registers and called with
+keywords; ``self.machine`` is the typed :class:`~qppsuite.core.guest.Guest`; the run's facts are
+``self.context`` (:class:`RunContext`).  A plugin built for 1 is refused with a line saying so."""
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -34,11 +41,13 @@ class Plugin:
     requires: ClassVar[tuple[str, ...]] = ()
     api_version: ClassVar[int] = API_VERSION
     args: ClassVar[Any] = {}
-    callbacks: ClassVar[tuple[str, ...]] = ()
+    callbacks: ClassVar[tuple[CallbackSpec, ...]] = ()
 
     # Set by the manager before load().
     qpp: QPP
-    machine: Any
+    #: The guest: registers, memory, hooks, time (None when the host runs plugins without a machine).
+    machine: Guest
+    context: RunContext
 
     def load(self) -> None:
         """Import functions and register on other plugins' callbacks; requirements are loaded."""
@@ -77,7 +86,9 @@ def validated(found: object, source: PluginSource) -> type[Plugin]:
     label = f"plugin '{name}' ({source})" if isinstance(name, str) else str(source)
     if cls.api_version != API_VERSION:
         raise PluginError(
-            f"{label} is built for plugin API v{cls.api_version}; this qppsuite provides API v{API_VERSION}"
+            f"{label} is built for plugin API v{cls.api_version}; this qppsuite provides API v{API_VERSION}",
+            hint="v2 declares callbacks as CallbackSpec(...) and calls them with keywords: docs/plugins.md, "
+            "'Moving from API v1'",
         )
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise PluginError(f"{source}: plugin class {cls.__qualname__} needs a `name` of letters, digits, _")
@@ -87,10 +98,18 @@ def validated(found: object, source: PluginSource) -> type[Plugin]:
         raise PluginError(f"{label}: `requires` must be a tuple of plugin names, got {cls.requires!r}")
     if name in cls.requires:
         raise PluginError(f"{label} requires itself")
-    if isinstance(cls.callbacks, str) or not all(isinstance(c, str) and _NAME_RE.match(c) for c in cls.callbacks):
-        raise PluginError(f"{label}: `callbacks` must be a tuple of identifiers, got {cls.callbacks!r}")
-    if len(set(cls.callbacks)) != len(cls.callbacks):
-        raise PluginError(f"{label} declares a callback twice: {', '.join(cls.callbacks)}")
+    if not isinstance(cls.callbacks, tuple | list) or not all(isinstance(c, CallbackSpec) for c in cls.callbacks):
+        raise PluginError(
+            f"{label}: `callbacks` must be a tuple of CallbackSpec(name, description, **params), "
+            f"got {cls.callbacks!r}"
+        )
+    for spec in cls.callbacks:
+        problem = spec.problem()
+        if problem is not None:
+            raise PluginError(f"{label}: {problem}")
+    names = [spec.name for spec in cls.callbacks]
+    if len(set(names)) != len(names):
+        raise PluginError(f"{label} declares a callback twice: {', '.join(names)}")
     if not isinstance(cls.args, dict) or not all(
         isinstance(k, str) and _NAME_RE.match(k) and isinstance(v, Arg) for k, v in cls.args.items()
     ):

@@ -9,6 +9,7 @@ from typing import Any
 
 from qppsuite.core.qpp.args import PluginArgs, bind_args
 from qppsuite.core.qpp.callbacks import Callback
+from qppsuite.core.qpp.context import RunContext
 from qppsuite.core.qpp.exports import exported_functions
 from qppsuite.core.qpp.failures import PluginCallbackError, PluginFailure, log_failure, logger
 from qppsuite.core.qpp.loading import PluginSource, discover, resolve, unknown_name
@@ -21,16 +22,19 @@ class QPP:
 
     Use it as a context manager so ``unload_all`` runs however the run ends::
 
-        with QPP(machine, strict=strict) as qpp:
-            qpp.add_builtin(core_plugin)
+        with QPP(Guest(machine), context=RunContext(...), strict=strict) as qpp:
+            qpp.add_builtin(CorePlugin(machine))
             qpp.load_all(parse_plugin_list(plugins), parse_plugin_args(p_items))
             qpp.start_all()
             reason = machine.run()
             qpp.stop_all(reason)
     """
 
-    def __init__(self, machine: Any = None, *, strict: bool = False) -> None:
+    def __init__(self, machine: Any = None, *, context: RunContext | None = None, strict: bool = False) -> None:
+        #: What plugins get as ``self.machine``: the host's :class:`~qppsuite.core.guest.Guest`, or None.
         self.machine = machine
+        #: What plugins get as ``self.context``.
+        self.context = context if context is not None else RunContext()
         self.strict = strict
         self.reporter: Callable[[PluginFailure], None] = log_failure
         self._plugins: dict[str, Plugin] = {}
@@ -150,10 +154,11 @@ class QPP:
         name = type(plugin).name
         plugin.qpp = self
         plugin.machine = self.machine
+        plugin.context = self.context
         vars(plugin)["args"] = values  # shadows the class-level declarations, see Plugin
         self._plugins[name] = plugin
         self._sources[name] = source
-        self._callbacks[name] = {cb: Callback(name, cb, self) for cb in type(plugin).callbacks}
+        self._callbacks[name] = {spec.name: Callback(name, spec, self) for spec in type(plugin).callbacks}
         try:
             plugin.load()
         except BaseException as err:

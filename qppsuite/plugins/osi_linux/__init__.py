@@ -34,12 +34,10 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from rich.console import Console
-from unicorn import arm_const as A
 
 from qppsuite.core.events import AddressSpaceSwitch
-from qppsuite.core.memory import GuestMemoryError, introspect
-from qppsuite.core.mmu import SCTLR_M, TranslationRegs
-from qppsuite.core.qpp import Arg, Plugin, export
+from qppsuite.core.guest import GuestMemoryError
+from qppsuite.core.qpp import Arg, CallbackSpec, Plugin, export
 from qppsuite.errors import PluginError
 from qppsuite.plugins.osi_linux.kernel_memory import KernelMemory
 from qppsuite.plugins.osi_linux.layout import KernelLayout
@@ -59,6 +57,8 @@ logger = logging.getLogger("qppsuite.osi_linux")
 
 CPSR_MODE_MASK = 0x1F
 MODE_USR = 0x10
+SCTLR_M = 1 << 0
+"""SCTLR.M, the MMU enable bit (ARM ARM B4.1.130)."""
 #: Bytes of linux_banner compared (the real one is ~200).
 BANNER_LIMIT = 512
 
@@ -70,7 +70,17 @@ class OsiLinux(Plugin):
 
     name = "osi_linux"
     description = "Linux processes, threads, memory maps, open files and modules read from kernel memory"
-    callbacks = ("on_task_change", "on_thread_exit")
+    callbacks = (
+        CallbackSpec(
+            "on_task_change",
+            "a switch to another task (entry of __switch_to); old: None if unknown",
+            old=OsiThread | None,
+            new=OsiThread,
+        ),
+        CallbackSpec(
+            "on_thread_exit", "a task ends (entry of do_exit); code is its wait status", thread=OsiThread, code=int
+        ),
+    )
     args: ClassVar[Any] = {
         "profile": Arg(str, "", help="kernel profile or Volatility ISF JSON (default: the image's own)"),
         "dump": Arg(str, "", choices=("", "ps"), help="ps: print the process tree when the guest stops"),
@@ -79,10 +89,9 @@ class OsiLinux(Plugin):
     # -- lifecycle ----------------------------------------------------------------------
 
     def load(self) -> None:
-        labels = getattr(getattr(self.machine, "config", None), "labels", {}) or {}
-        path = self.args.profile or labels.get("profile")
+        path = self.args.profile or self.context.profile
         if not path:
-            image = labels.get("image", "?")
+            image = self.context.image or "?"
             raise PluginError(
                 f"osi_linux needs a kernel profile and image '{image}' carries none",
                 hint="pass -p osi_linux:profile=FILE: a Volatility 3 ISF of this kernel (dwarf2json linux --elf "
@@ -105,11 +114,9 @@ class OsiLinux(Plugin):
             )
         self.profile_path = str(path)
         machine = self.machine
-        self._engine = machine.engine
-        self._cpu = machine.cpu
-        self._clock = machine.clock
-        self._read_desc = machine.phys.read_u32
-        self.mem = KernelMemory(machine.phys.buf, machine.phys.base, self._translate)
+        self._registers = machine.registers
+        self._r0_r2 = machine.registers.reader("r0", "r2")
+        self.mem = KernelMemory(machine.memory.ram, machine.memory.ram_base, self._translate)
         self.tasks = TaskReader(self.mem, self.layout)
         self.paths = PathReader(self.mem, self.layout)
         self.maps = MappingReader(self.mem, self.layout, self.paths)
@@ -117,7 +124,7 @@ class OsiLinux(Plugin):
         self._epoch = -1
         self._task: int | None = None
         self._task_epoch = -1  # the epoch _task was read in
-        self._regs: TranslationRegs | None = None
+        self._kernel_translate: Callable[[int], int | None] | None = None
         self._kernel_ttbr0: int | None = None
         self._validated = False
         self._layout_checked = False
@@ -134,8 +141,8 @@ class OsiLinux(Plugin):
         self._switch_hook: int | None = None
         self._exit_hook: int | None = None
         self._failed_exports: set[str] = set()
-        self._tpidruro = self._cpu.cp15["tpidruro"].read
-        self._tpidrprw = self._cpu.cp15["tpidrprw"].read
+        self._tpidruro = machine.registers.reader("tpidruro")
+        self._tpidrprw = machine.registers.reader("tpidrprw")
         self.on_task_change = self.callback("on_task_change")
         self.on_thread_exit = self.callback("on_thread_exit")
         self.qpp.register("core", "on_asid_change", self._on_asid_change, owner=self.name)
@@ -152,36 +159,32 @@ class OsiLinux(Plugin):
     def unload(self) -> None:
         for hook in (self._switch_hook, self._exit_hook):
             if hook is not None:
-                self.machine.remove_hook(hook)
+                self.machine.hooks.remove(hook)
         self._switch_hook = self._exit_hook = None
         self._switched_to = None
 
     # -- guest memory and validation ----------------------------------------------------
 
     def _translate(self, vaddr: int) -> int | None:
-        """Translate with the kernel's own tables (swapper_pg_dir once known), as core's :func:`introspect` does.
+        """Translate with the kernel's own tables (swapper_pg_dir once known), as every guest-memory read does.
 
-        Once the kernel is validated the walk's registers are kept for the run:
-        they are swapper_pg_dir and SCTLR/TTBCR, which Linux sets once at boot.
-        Translations themselves are cached per epoch only (KernelMemory).
+        Once the kernel is validated the walk's registers are kept for the run
+        (:meth:`GuestMemory.translator`): they are swapper_pg_dir and SCTLR/TTBCR,
+        which Linux sets once at boot.  Translations themselves are cached per epoch only (KernelMemory).
         """
-        regs = self._regs
-        if regs is None:
-            regs = self._cpu.translation_regs()._replace(dacr=0xFFFFFFFF)  # as introspect() reads
-            if self._kernel_ttbr0 is not None:
-                regs = regs._replace(ttbr0=self._kernel_ttbr0)
-            self._regs = regs
-        result = introspect(self._read_desc, regs, vaddr)
-        return result if type(result) is int else None
+        translate = self._kernel_translate
+        if translate is None:
+            translate = self._kernel_translate = self.machine.memory.translator(ttbr0=self._kernel_ttbr0)
+        return translate(vaddr)
 
     def _begin(self) -> bool:
         """Start a query: drop what the guest may have changed since the last one; False if not usable."""
-        now = self._clock.insn_count
+        now = self.machine.insn_count
         if now != self._epoch:
             self._epoch = now
             self._forget_reads()
             if not self._validated:
-                self._regs = None
+                self._kernel_translate = None
         if not self._validated and not self._validate():
             return False
         if not self._layout_checked:
@@ -196,7 +199,7 @@ class OsiLinux(Plugin):
 
     def _validate(self) -> bool:
         """Compare linux_banner with the profile once the kernel's mappings exist (MMU on, banner mapped)."""
-        if self.refusal is not None or not self._cpu.sctlr.read() & SCTLR_M:
+        if self.refusal is not None or not self._registers.read("sctlr") & SCTLR_M:
             return False
         raw = self.mem.cstring(self.layout.linux_banner, BANNER_LIMIT)
         if raw is None:
@@ -209,7 +212,7 @@ class OsiLinux(Plugin):
         if kernel_ttbr0 is None:
             return False
         self._kernel_ttbr0 = kernel_ttbr0
-        self._regs = None
+        self._kernel_translate = None
         self._forget_reads()
         self._validated = True
         return True
@@ -221,14 +224,14 @@ class OsiLinux(Plugin):
         same distance from it as from ``_text``; a zImage (still compressed)
         has no banner there yet and waits for the lazy check.
         """
-        load = getattr(getattr(self.machine, "layout", None), "kernel", None)
+        load = self.machine.kernel_load_address
         if load is None or self.refusal is not None:
             return
         rel = self.layout.linux_banner - self.layout.text
-        phys = self.machine.phys
-        if rel < 0 or not phys.contains(load + rel, BANNER_LIMIT):
+        loaded = self.machine.memory.try_read_phys(load + rel, BANNER_LIMIT) if rel >= 0 else None
+        if loaded is None:
             return
-        raw = phys.read(load + rel, BANNER_LIMIT).split(b"\0", 1)[0]
+        raw = loaded.split(b"\0", 1)[0]
         if not raw.startswith(b"Linux version "):
             return
         self._loaded_banner_seen = True
@@ -241,7 +244,7 @@ class OsiLinux(Plugin):
         The Image holds the kernel from ``_text`` on at the load address; a
         zImage (still compressed) has no init_task there and waits for the lazy check.
         """
-        load = getattr(getattr(self.machine, "layout", None), "kernel", None)
+        load = self.machine.kernel_load_address
         if load is None or self.refusal is not None or not self._loaded_banner_seen:
             return
         text = self.layout.text
@@ -250,7 +253,7 @@ class OsiLinux(Plugin):
             return load + (vaddr - text) if vaddr >= text else None
 
         self._check_layout(
-            TaskReader(KernelMemory(self.machine.phys.buf, self.machine.phys.base, in_image), self.layout)
+            TaskReader(KernelMemory(self.machine.memory.ram, self.machine.memory.ram_base, in_image), self.layout)
         )
 
     def _check_layout(self, tasks: TaskReader) -> None:
@@ -291,17 +294,17 @@ class OsiLinux(Plugin):
     def _read_current_task(self) -> int | None:
         on_stack = self.layout.stack_thread_info
         if on_stack is not None:
-            thread_info = self._cpu.banked("sp", "svc") & ~(on_stack.thread_size - 1)
+            thread_info = self._registers.banked("sp", "svc") & ~(on_stack.thread_size - 1)
             task = self.mem.u32(thread_info + on_stack.task)
             return task if task is not None and self.tasks.is_kernel_pointer(task) else None
-        if self._engine.reg(A.UC_ARM_REG_CPSR) & CPSR_MODE_MASK != MODE_USR:
-            task = self._tpidruro()
+        if self._registers.cpsr & CPSR_MODE_MASK != MODE_USR:
+            task = self._tpidruro()[0]
             if task >= self.layout.page_offset:
                 return task
             # kernel entry before reload_current: TPIDRURO still holds the user's TLS
         if self._switched_to is not None:
             return self._switched_to
-        percpu = self._tpidrprw()
+        percpu = self._tpidrprw()[0]
         if percpu == 0:
             return None  # per-cpu areas are not set up yet (early boot)
         assert self.layout.entry_task is not None  # load() refuses a layout with neither way
@@ -315,7 +318,7 @@ class OsiLinux(Plugin):
 
     # -- task changes -------------------------------------------------------------------
 
-    def _on_asid_change(self, _switch: AddressSpaceSwitch) -> None:
+    def _on_asid_change(self, switch: AddressSpaceSwitch) -> None:
         """Validate the banner as soon as the kernel runs processes, and follow (un)registrations.
 
         Registrations on on_task_change and on_thread_exit made after start take
@@ -335,22 +338,21 @@ class OsiLinux(Plugin):
         if switch_wanted and self._switch_hook is None:
             self._last_thread = None
             self._switched_to = None
-            self._switch_hook = self.machine.add_entry_hook(self.layout.switch_to, self._on_switch_to)
+            self._switch_hook = self.machine.hooks.at_entry(self.layout.switch_to, self._on_switch_to)
         elif not switch_wanted and self._switch_hook is not None:
-            self.machine.remove_hook(self._switch_hook)
+            self.machine.hooks.remove(self._switch_hook)
             self._switch_hook = None
             self._switched_to = None
         if self.on_thread_exit and self._exit_hook is None:
-            self._exit_hook = self.machine.add_entry_hook(self.layout.do_exit, self._on_exit)
+            self._exit_hook = self.machine.hooks.at_entry(self.layout.do_exit, self._on_exit)
         elif not self.on_thread_exit and self._exit_hook is not None:
-            self.machine.remove_hook(self._exit_hook)
+            self.machine.hooks.remove(self._exit_hook)
             self._exit_hook = None
 
     def _on_switch_to(self, _pc: int) -> None:
         """``__switch_to(prev, prev_thread_info, next_thread_info)`` (arch/arm/kernel/entry-armv.S): r0 is the
         previous task_struct; r2 is in the next one (THREAD_INFO_IN_TASK) or points at it (``thread_info.task``)."""
-        engine = self._engine
-        next_info = engine.reg(A.UC_ARM_REG_R2)
+        prev, next_info = self._r0_r2()
         in_task = self.layout.task_thread_info
         self._switched_to = next_info - in_task if in_task is not None and self.tasks.is_kernel_pointer(
             next_info) else None
@@ -364,7 +366,6 @@ class OsiLinux(Plugin):
         )
         if next_task is None:
             return
-        prev = engine.reg(A.UC_ARM_REG_R0)
         new = self.tasks.thread(next_task)
         if new is None:
             return
@@ -373,7 +374,7 @@ class OsiLinux(Plugin):
         self._last_thread = new
         self._forced_task = new.task
         try:
-            self.on_task_change(old, new)
+            self.on_task_change(old=old, new=new)
         finally:
             self._forced_task = None
 
@@ -391,7 +392,7 @@ class OsiLinux(Plugin):
         thread = self.tasks.thread(task) if task is not None else None
         if thread is None:
             return
-        self.on_thread_exit(thread, self._engine.reg(A.UC_ARM_REG_R0))
+        self.on_thread_exit(thread=thread, code=self._registers.read("r0"))
 
     # -- exports ----------------------------------------------------------------------------
 
@@ -489,7 +490,7 @@ class OsiLinux(Plugin):
         ident = self.tasks.identity(task)
         if ident is None or ident.pid != thread.tid or not ident.mm:
             return None
-        if task == self._current_task() and self._cpu.cpsr & CPSR_MODE_MASK == MODE_USR:
+        if task == self._current_task() and self._registers.cpsr & CPSR_MODE_MASK == MODE_USR:
             return None
         process = self.tasks.process(task)
         asid = process.asid if process is not None else None
@@ -586,7 +587,7 @@ class OsiLinux(Plugin):
             console.print(f"osi_linux: no process list: {reason}", highlight=False, markup=False)
             return
         threads = {p.pid: len(self.get_threads(p)) for p in processes}
-        title = f"osi_linux: {len(processes)} processes at instruction {self._clock.insn_count:,}"
+        title = f"osi_linux: {len(processes)} processes at instruction {self.machine.insn_count:,}"
         print_process_tree(processes, threads, console, title)
 
 

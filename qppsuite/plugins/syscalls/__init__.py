@@ -18,11 +18,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, ClassVar
 
-from unicorn import arm_const as A
-
 from qppsuite.core.events import SvcEvent
-from qppsuite.core.memory import GuestMemoryError
-from qppsuite.core.qpp import Arg, Callback, Plugin, export
+from qppsuite.core.guest import GuestMemoryError
+from qppsuite.core.qpp import Arg, Callback, CallbackSpec, Plugin, export
 from qppsuite.plugins.syscalls.arm_linux_abi import SIGNAL_NAMES
 from qppsuite.plugins.syscalls.context import AddressSpace, Limits, SyscallContext
 from qppsuite.plugins.syscalls.pairing import ReturnPairing
@@ -47,12 +45,29 @@ THREAD_SIZE = 8192
 _MODE_MASK = 0x1F
 _MODE_USR = 0x10
 _MODE_SVC = 0x13
-_CALL_REGS = (*(getattr(A, f"UC_ARM_REG_R{i}") for i in range(8)), A.UC_ARM_REG_SP, A.UC_ARM_REG_CPSR)
-"""What a call and a return read, in one engine call with TTBR0 after them: r0-r7, sp, cpsr, ttbr0."""
+_CALL_REGS = (*(f"r{i}" for i in range(8)), "sp", "cpsr", "ttbr0")
+"""What a call and a return read, in one engine call: r0-r7, sp, cpsr, ttbr0."""
 
-GENERIC_CALLBACKS = ("on_syscall", "on_syscall_return", "on_syscall_noreturn")
+GENERIC_CALLBACKS = (
+    CallbackSpec("on_syscall", "a system call is made (arguments decoded on demand)", ctx=SyscallContext),
+    CallbackSpec(
+        "on_syscall_return",
+        "a system call returned to its caller; retval is r0 as a signed 32-bit value",
+        ctx=SyscallContext,
+        retval=int,
+    ),
+    CallbackSpec(
+        "on_syscall_noreturn", "a system call that will never return to its caller (ctx.ending says why)",
+        ctx=SyscallContext,
+    ),
+)
 PER_CALL_CALLBACKS = tuple(
-    cb for spec in SYSCALLS.values() for cb in (f"on_sys_{spec.name}", f"on_sys_{spec.name}_return")
+    spec
+    for call in SYSCALLS.values()
+    for spec in (
+        CallbackSpec(f"on_sys_{call.name}", f"{call.name} is made", ctx=SyscallContext),
+        CallbackSpec(f"on_sys_{call.name}_return", f"{call.name} returned", ctx=SyscallContext, retval=int),
+    )
 )
 
 
@@ -61,7 +76,7 @@ class Syscalls(Plugin):
 
     name = "syscalls"
     requires = ("core",)
-    callbacks: ClassVar[tuple[str, ...]] = GENERIC_CALLBACKS + PER_CALL_CALLBACKS
+    callbacks: ClassVar[tuple[CallbackSpec, ...]] = GENERIC_CALLBACKS + PER_CALL_CALLBACKS
     args: ClassVar[Any] = {
         "string_limit": Arg(int, 256, help="bytes of a C string argument to read"),
         "buf_limit": Arg(int, 64, help="bytes of a buffer argument to read"),
@@ -86,16 +101,16 @@ class Syscalls(Plugin):
         self.calls_seen = 0
         machine = self.machine
         if machine is not None:
-            self._engine = machine.engine
-            self._banked = machine.cpu.banked
+            self._registers = machine.registers
+            self._number = machine.registers.reader("r7")
             self._memory = machine.memory
-            self._regs = machine.engine.batch_reader(_CALL_REGS, [machine.cpu.ttbr0])
+            self._regs = machine.registers.reader(*_CALL_REGS)
         self.qpp.register("core", "on_svc", self._svc, owner=self.name)
 
     # -- the hot path ----------------------------------------------------------
     def _svc(self, event: SvcEvent) -> None:
         self.calls_seen += 1
-        number = self._engine.reg(A.UC_ARM_REG_R7)
+        number = self._number()[0]
         entry = self._per_call.get(number)
         if entry is None:
             spec, on_sys, on_sys_return = None, None, None
@@ -127,9 +142,9 @@ class Syscalls(Plugin):
         for old in ended:
             self._noreturn(old)
         if self.on_syscall:
-            self.on_syscall(ctx)
+            self.on_syscall(ctx=ctx)
         if on_sys:
-            on_sys(ctx)
+            on_sys(ctx=ctx)
         if ctx.noreturn:
             offset = SIGRETURN_R0_OFFSET.get(ctx.name)
             if offset is not None:
@@ -154,7 +169,7 @@ class Syscalls(Plugin):
         if pc in hooks:
             hooks.move_to_end(pc)
             return
-        hooks[pc] = self.machine.add_entry_hook(pc, self._return_hook)
+        hooks[pc] = self.machine.hooks.at_entry(pc, self._return_hook)
         waiting = self.pairing.waiting
         for _ in range(len(hooks) - RETURN_HOOK_CACHE):
             oldest, handle = next(iter(hooks.items()))
@@ -162,7 +177,7 @@ class Syscalls(Plugin):
                 hooks.move_to_end(oldest)  # a call still waits there: keep it, look at the next
                 continue
             del hooks[oldest]
-            self.machine.remove_hook(handle)
+            self.machine.hooks.remove(handle)
 
     @property
     def return_hook_count(self) -> int:
@@ -186,19 +201,11 @@ class Syscalls(Plugin):
         self._returned(matched.ctx, matched.retval)
 
     def _kernel_stack(self, cpsr: int, sp: int) -> int:
-        """The base of the current thread's kernel stack: SVC mode's banked sp, masked (``sp``: the current mode's).
-
-        What ``cpu.banked("sp", "svc")`` reads, with ``cpsr`` and ``sp`` already in hand: two register writes
-        and a read instead of that method's four engine calls.
-        """
+        """The base of the current thread's kernel stack: SVC mode's banked sp, masked (``sp``: the current mode's,
+        ``cpsr`` the CPSR, both already read)."""
         if cpsr & _MODE_MASK == _MODE_SVC:
             return sp & ~(THREAD_SIZE - 1)
-        engine = self._engine
-        engine.set_reg(A.UC_ARM_REG_CPSR, (cpsr & ~_MODE_MASK) | _MODE_SVC)
-        try:
-            return engine.reg(A.UC_ARM_REG_SP) & ~(THREAD_SIZE - 1)
-        finally:
-            engine.set_reg(A.UC_ARM_REG_CPSR, cpsr)
+        return self._registers.banked("sp", "svc") & ~(THREAD_SIZE - 1)
 
     def _read_u32(self, address: int) -> int | None:
         try:
@@ -209,14 +216,14 @@ class Syscalls(Plugin):
     def _returned(self, ctx: SyscallContext, retval: int) -> None:
         ctx.reread_unreadable()
         if self.on_syscall_return:
-            self.on_syscall_return(ctx, retval)
+            self.on_syscall_return(ctx=ctx, retval=retval)
         entry = self._per_call.get(ctx.number)
         if entry is not None and entry[2]:
-            entry[2](ctx, retval)
+            entry[2](ctx=ctx, retval=retval)
 
     def _noreturn(self, ctx: SyscallContext) -> None:
         if self.on_syscall_noreturn:
-            self.on_syscall_noreturn(ctx)
+            self.on_syscall_noreturn(ctx=ctx)
 
     # -- with osi_linux: calls blocked at the start, threads that die ----------------
     def start(self) -> None:
@@ -247,7 +254,7 @@ class Syscalls(Plugin):
         """
         get_syscall = self.qpp.import_function("osi_linux", "get_syscall")
         get_threads = self.qpp.import_function("osi_linux", "get_threads")
-        attributes = self.machine.cpu.read("ttbr0") & TTBR0_ATTRIBUTES
+        attributes = self.machine.registers.read("ttbr0") & TTBR0_ATTRIBUTES
         for process in self.qpp.import_function("osi_linux", "get_processes")():
             if process.is_kernel_thread or process.asid is None:
                 continue
@@ -280,16 +287,16 @@ class Syscalls(Plugin):
                 )
                 self.pairing.blocked(ctx)
                 if self.on_syscall:
-                    self.on_syscall(ctx)
+                    self.on_syscall(ctx=ctx)
                 if entry is not None and entry[1]:
-                    entry[1](ctx)
+                    entry[1](ctx=ctx)
                 self._watch_return(ctx.return_pc)
 
     def _thread_exit(self, thread: Any, code: int) -> None:
         """do_exit runs on the dying thread's kernel stack: its base is the pairing key."""
         signal = code & 0x7F
         ended = self.pairing.thread_died(
-            self._banked("sp", "svc") & ~(THREAD_SIZE - 1), SIGNAL_NAMES.get(signal) if signal else None
+            self._registers.banked("sp", "svc") & ~(THREAD_SIZE - 1), SIGNAL_NAMES.get(signal) if signal else None
         )
         for ctx in ended:
             self._noreturn(ctx)
@@ -303,7 +310,7 @@ class Syscalls(Plugin):
     def unload(self) -> None:
         if self.machine is not None:
             for handle in self._return_hooks.values():
-                self.machine.remove_hook(handle)
+                self.machine.hooks.remove(handle)
         self._return_hooks.clear()
 
     # -- exports -------------------------------------------------------------

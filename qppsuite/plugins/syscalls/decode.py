@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from qppsuite.core.memory import GuestMemoryError
+from qppsuite.core.guest import GuestMemoryError
 from qppsuite.plugins.syscalls import structs
 from qppsuite.plugins.syscalls.arm_linux_abi import ERRNO_NAMES, FLAGSETS, MAX_ERRNO
 from qppsuite.plugins.syscalls.table import ArgSpec, SyscallSpec

@@ -17,7 +17,7 @@ text, ``prctl(PR_SET_KEEPCAPS)``'s always an int).
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from qppsuite.core.memory import GuestMemoryError
+from qppsuite.core.guest import GuestMemoryError
 from qppsuite.plugins.syscalls.arm_linux_abi import FLAGSETS
 from qppsuite.plugins.syscalls.decode import DecodedArg
 from qppsuite.plugins.syscalls.values import JSONValue, signed32

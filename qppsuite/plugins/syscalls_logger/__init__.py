@@ -95,23 +95,22 @@ class SyscallsLogger(Plugin):
         self._write_error: str | None = None  # set once a commit failed: nothing more is written
         self._text: TextIO | None = None
         self._own_text = False
-        labels: dict[str, str] = self.machine.config.labels if self.machine is not None else {}
-        self._clock = self.machine.clock if self.machine is not None else None
+        context = self.context
         self._started = _utc_now()
         if self.args.format == "text":
             self._open_text(self.args.out)
         else:
-            path = self.args.db or default_db_path(labels.get("image", "guest"), self._started)
+            path = self.args.db or default_db_path(context.image or "guest", self._started)
             self._db = SyscallDatabase(
                 path,
                 {
-                    "image": labels.get("image"),
-                    "image_path": labels.get("image_path"),
-                    "kernel_release": labels.get("kernel_release"),
+                    "image": context.image,
+                    "image_path": None if context.image_path is None else str(context.image_path),
+                    "kernel_release": context.kernel_release,
                     "plugins": json.dumps([n for n in dict.fromkeys([*self.qpp.loaded, self.name]) if n != "core"]),
                     "qppsuite_version": qppsuite.__version__,
                     "started_at": self._started.isoformat(timespec="seconds"),
-                    "started_from": labels.get("snapshot"),
+                    "started_from": context.snapshot,
                 },
             )
             self.db_path = path
@@ -275,7 +274,7 @@ class SyscallsLogger(Plugin):
             result.value if result is not None else None,
             result.errno if result is not None else None,
             int(not ctx.noreturn),
-            self._clock.insn_count if self._clock is not None else None,
+            self.machine.insn_count if self.machine is not None else None,
             ctx.ending,
             ctx.signal,
             int(ctx.child),

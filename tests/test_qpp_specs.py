@@ -1,0 +1,107 @@
+"""Callback specifications: functions are checked when they register, and called with keywords."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qppsuite.core.qpp import QPP, CallbackSpec, Plugin, RunContext
+from qppsuite.errors import PluginError
+
+
+class Source(Plugin):
+    name = "source"
+    callbacks = (CallbackSpec("on_pair", "two values", first=int, second=str),)
+
+
+def test_a_parameter_the_callback_does_not_pass_is_refused_at_registration_naming_everything() -> None:
+    def handler(first: int, third: bytes) -> None:
+        raise AssertionError("never called")
+
+    qpp = QPP()
+    qpp.load(Source)
+    with pytest.raises(PluginError) as err:
+        qpp.register("source", "on_pair", handler, owner="mine")
+    assert str(err.value) == (
+        "plugin 'mine' registered test_a_parameter_the_callback_does_not_pass_is_refused_at_registration_naming_"
+        "everything.<locals>.handler on source:on_pair: parameter 'third' is not an argument of "
+        "on_pair(first: int, second: str)"
+    )
+    assert not qpp.callback("source", "on_pair")
+
+
+def test_a_positional_only_parameter_is_refused() -> None:
+    def handler(first: int, /) -> None:
+        raise AssertionError("never called")
+
+    qpp = QPP()
+    qpp.load(Source)
+    with pytest.raises(PluginError, match="parameter 'first' is positional-only in on_pair"):
+        qpp.register("source", "on_pair", handler, owner="mine")
+
+
+def test_a_function_gets_the_arguments_it_takes_by_name_in_any_order() -> None:
+    got: list[tuple[str, Any]] = []
+    qpp = QPP()
+    source = qpp.load(Source)
+    qpp.register("source", "on_pair", lambda second, first: got.append(("both", (first, second))), owner="a")
+    qpp.register("source", "on_pair", lambda second: got.append(("second", second)), owner="b")
+    qpp.register("source", "on_pair", lambda: got.append(("none", None)), owner="c")
+    qpp.register("source", "on_pair", lambda **every: got.append(("kwargs", every)), owner="d")
+    qpp.register("source", "on_pair", lambda first, extra=7: got.append(("default", (first, extra))), owner="e")
+    source.callback("on_pair")(first=1, second="x")
+    assert got == [
+        ("both", (1, "x")),
+        ("second", "x"),
+        ("none", None),
+        ("kwargs", {"first": 1, "second": "x"}),
+        ("default", (1, 7)),
+    ]
+
+
+def test_the_creator_must_pass_exactly_the_declared_arguments_by_name() -> None:
+    qpp = QPP()
+    source = qpp.load(Source)
+    on_pair = source.callback("on_pair")
+    on_pair(first=1, second="x")  # nobody registered: nothing runs
+    with pytest.raises(TypeError, match="missing 1 required keyword-only argument: 'second'"):
+        on_pair(first=1)
+    qpp.register("source", "on_pair", lambda first: None, owner="a")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'third'"):
+        on_pair(first=1, second="x", third=3)
+    with pytest.raises(TypeError, match="takes 1 positional argument"):
+        on_pair(1, "x")
+
+
+def test_a_plugin_built_for_api_v1_is_refused_with_what_changed() -> None:
+    class Old(Plugin):
+        name = "old"
+        api_version = 1
+
+    with pytest.raises(PluginError, match=r"'old' .* built for plugin API v1; this qppsuite provides API v2") as err:
+        QPP().load(Old)
+    assert err.value.hint is not None and "CallbackSpec" in err.value.hint
+
+
+def test_every_plugin_reads_the_run_context_the_host_gave() -> None:
+    seen: list[RunContext] = []
+
+    class Reader(Plugin):
+        name = "reader"
+
+        def load(self) -> None:
+            seen.append(self.context)
+
+    context = RunContext(image="img", image_path=Path("/x"), kernel_release="6.1", snapshot="ready-1")
+    QPP(context=context).load(Reader)
+    QPP().load(Reader)
+    assert seen[0] is context
+    assert seen[1] == RunContext() and seen[1].image is None and dict(seen[1].options) == {}
+
+
+def test_a_callback_spec_shows_its_signature() -> None:
+    assert CallbackSpec("on_x", "doc", ctx="SyscallContext", retval=int).signature == (
+        "on_x(ctx: SyscallContext, retval: int)"
+    )
