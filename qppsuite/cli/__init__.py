@@ -26,6 +26,7 @@ err_console = SafeConsole(stderr=True)
 from qppsuite.cli import (  # noqa: E402
     image_cmd,  # noqa: F401
     logs_cmd,  # noqa: F401
+    plugin_cmd,  # noqa: F401
     plugins_cmd,  # noqa: F401
     profile_cmd,  # noqa: F401
     record_cmd,  # noqa: F401
