@@ -63,6 +63,10 @@ _CORE_REGS.update(
     ip=A.UC_ARM_REG_R12,
 )
 
+#: The registers each mode banks (ARM ARM B1.3.2), by name.
+_BANKED = {"sp": A.UC_ARM_REG_SP, "r13": A.UC_ARM_REG_SP, "lr": A.UC_ARM_REG_LR, "r14": A.UC_ARM_REG_LR,
+           "spsr": A.UC_ARM_REG_SPSR}
+
 # CP15 registers by ARM ARM name: (CRn, opc1, CRm, opc2)
 CP15_REGS: dict[str, tuple[int, int, int, int]] = {
     "midr": (0, 0, 0, 0),
@@ -193,6 +197,13 @@ class Cpu:
                 cp15.append(self.cp15[key])
             else:
                 raise UnknownRegisterError(name)
+        if len(slots) == 1:  # one register: one plain engine call, no batch
+            reg_read = self.engine.reg
+            if core:
+                reg_id = core[0]
+                return lambda: (reg_read(reg_id),)
+            cp_read = cp15[0].read
+            return lambda: (cp_read(),)
         read = self.engine.batch_reader(core, cp15)
         order = [index if is_core else len(core) + index for is_core, index in slots]
         if order == list(range(len(order))):
@@ -201,16 +212,21 @@ class Cpu:
         return lambda: pick(read())
 
     def banked(self, name: str, mode: str) -> int:
-        """Read ``sp``, ``lr`` or ``spsr`` of another mode (e.g. the kernel stack from user mode)."""
+        """Read ``sp``, ``lr`` or ``spsr`` of another mode (e.g. the kernel stack from user mode): the engine
+        shows only the current mode's bank, so the CPSR's mode is switched for the read and back."""
         target = MODES_BY_NAME[mode]
-        cpsr = self.engine.reg(A.UC_ARM_REG_CPSR)
+        reg = _BANKED.get(name.lower())
+        if reg is None:
+            raise UnknownRegisterError(name)
+        engine = self.engine
+        cpsr = engine.reg(A.UC_ARM_REG_CPSR)
         if cpsr & CPSR_MODE_MASK == target:
-            return self.read(name)
-        self.engine.set_reg(A.UC_ARM_REG_CPSR, (cpsr & ~CPSR_MODE_MASK) | target)
+            return engine.reg(reg)
+        engine.set_reg(A.UC_ARM_REG_CPSR, (cpsr & ~CPSR_MODE_MASK) | target)
         try:
-            return self.read(name)
+            return engine.reg(reg)
         finally:
-            self.engine.set_reg(A.UC_ARM_REG_CPSR, cpsr)
+            engine.set_reg(A.UC_ARM_REG_CPSR, cpsr)
 
     @property
     def cpsr(self) -> int:

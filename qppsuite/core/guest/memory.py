@@ -27,47 +27,46 @@ class GuestMemory:
     :attr:`ram` and cache translations themselves, for as long as no guest instruction ran.
     """
 
-    __slots__ = ("_phys", "_regs", "_virt")
+    __slots__ = (
+        "_phys",
+        "_regs",
+        "_virt",
+        "read",
+        "read_cstring",
+        "read_phys",
+        "read_struct",
+        "read_u16",
+        "read_u32",
+        "read_u64",
+        "translate",
+        "write",
+    )
 
     def __init__(self, phys: PhysicalMemory, virt: VirtualMemory, regs: Callable[[], TranslationRegs]) -> None:
         self._phys = phys
         self._virt = virt
         self._regs = regs
-
-    # -- virtual, raising ------------------------------------------------------------------------------------
-    def read(self, vaddr: int, size: int, *, ttbr0: int | None = None) -> bytes:
-        """``size`` bytes at ``vaddr``, crossing pages as the page tables map them."""
-        return self._virt.read(vaddr, size, ttbr0=ttbr0)
-
-    def read_u16(self, vaddr: int, *, ttbr0: int | None = None) -> int:
-        """The little-endian halfword at ``vaddr``."""
-        return self._virt.read_u16(vaddr, ttbr0=ttbr0)
-
-    def read_u32(self, vaddr: int, *, ttbr0: int | None = None) -> int:
-        """The little-endian word at ``vaddr``."""
-        return self._virt.read_u32(vaddr, ttbr0=ttbr0)
-
-    def read_u64(self, vaddr: int, *, ttbr0: int | None = None) -> int:
-        """The little-endian doubleword at ``vaddr``."""
-        return self._virt.read_u64(vaddr, ttbr0=ttbr0)
-
-    def read_cstring(self, vaddr: int, limit: int = 4096, *, ttbr0: int | None = None) -> bytes:
-        """The bytes before the first NUL, or ``limit`` bytes when none comes first."""
-        return self._virt.read_cstring(vaddr, limit, ttbr0=ttbr0)
-
-    def read_struct(self, layout: construct.Construct, vaddr: int, *, ttbr0: int | None = None) -> Any:
-        """A ``construct`` struct of fixed size parsed at ``vaddr`` (a layout without a fixed size raises
-        :class:`GuestMemoryError` too)."""
-        return self._virt.read_struct(layout, vaddr, ttbr0=ttbr0)
-
-    def translate(self, vaddr: int, *, ttbr0: int | None = None, write: bool = False) -> int:
-        """The physical address of ``vaddr`` (for a ``write``: only where the kernel could write without a fault
-        Linux handles, so never into a copy-on-write page)."""
-        return self._virt.translate(vaddr, ttbr0=ttbr0, write=write)
-
-    def write(self, vaddr: int, data: bytes, *, ttbr0: int | None = None) -> None:
-        """Write ``data`` at ``vaddr``: changes what the guest sees; analysis plugins rarely should."""
-        self._virt.write(vaddr, data, ttbr0=ttbr0)
+        # The raising forms are the core reader's own methods, bound here so that a read costs no extra frame.
+        #: ``read(vaddr, size, *, ttbr0=None) -> bytes``: ``size`` bytes at ``vaddr``, crossing pages as mapped.
+        self.read = virt.read
+        #: ``read_u16/u32/u64(vaddr, *, ttbr0=None) -> int``: a little-endian value at ``vaddr``.
+        self.read_u16 = virt.read_u16
+        self.read_u32 = virt.read_u32
+        self.read_u64 = virt.read_u64
+        #: ``read_cstring(vaddr, limit=4096, *, ttbr0=None) -> bytes``: the bytes before the first NUL, or
+        #: ``limit`` bytes when none comes first.
+        self.read_cstring = virt.read_cstring
+        #: ``read_struct(layout, vaddr, *, ttbr0=None)``: a ``construct`` struct of fixed size parsed at ``vaddr``
+        #: (a layout without a fixed size raises :class:`GuestMemoryError` too).
+        self.read_struct = virt.read_struct
+        #: ``translate(vaddr, *, ttbr0=None, write=False) -> int``: the physical address of ``vaddr`` (for a
+        #: ``write``: only where the kernel could write without a fault Linux handles, so never into a
+        #: copy-on-write page).
+        self.translate = virt.translate
+        #: ``write(vaddr, data, *, ttbr0=None)``: changes what the guest sees; analysis plugins rarely should.
+        self.write = virt.write
+        #: ``read_phys(paddr, size) -> bytes``: RAM at ``paddr``; :class:`GuestMemoryError` outside RAM.
+        self.read_phys = phys.read
 
     # -- virtual, returning None -----------------------------------------------------------------------------
     def try_read(self, vaddr: int, size: int, *, ttbr0: int | None = None) -> bytes | None:
@@ -133,10 +132,6 @@ class GuestMemory:
     def ram_base(self) -> int:
         """The physical address of RAM's first byte."""
         return self._phys.base
-
-    def read_phys(self, paddr: int, size: int) -> bytes:
-        """``size`` bytes of RAM at ``paddr``; :class:`GuestMemoryError` outside RAM."""
-        return self._phys.read(paddr, size)
 
     def try_read_phys(self, paddr: int, size: int) -> bytes | None:
         """:meth:`read_phys`, or None outside RAM."""

@@ -16,23 +16,19 @@ class Registers:
     ``load()``, and call it: one engine call for all the registers it names.
     """
 
-    __slots__ = ("_cpu",)
+    __slots__ = ("_cpu", "banked", "read", "write")
 
     def __init__(self, cpu: Cpu) -> None:
         self._cpu = cpu
-
-    def read(self, name: str) -> int:
-        """The register's value (32 bits; the pc with bit 0 clear)."""
-        return self._cpu.read(name)
-
-    def write(self, name: str, value: int) -> None:
-        """Set a register; writing ``pc`` in Thumb state keeps the CPU in Thumb state."""
-        self._cpu.write(name, value)
-
-    def banked(self, name: str, mode: str) -> int:
-        """``sp``, ``lr`` or ``spsr`` of another mode (``usr``, ``svc``, ``irq``, ``abt``, ``und``, ``fiq``):
-        the kernel stack of the thread making a system call is ``banked("sp", "svc")``."""
-        return self._cpu.banked(name, mode)
+        # The CPU's own methods, bound here so that a call costs no extra Python frame.
+        #: ``read(name) -> int``: the register's value (32 bits; the pc with bit 0 clear).
+        self.read = cpu.read
+        #: ``write(name, value)``: set a register; writing ``pc`` in Thumb state keeps the CPU in Thumb state.
+        self.write = cpu.write
+        #: ``banked(name, mode) -> int``: ``sp``, ``lr`` or ``spsr`` of another mode (``usr``, ``svc``, ``irq``,
+        #: ``abt``, ``und``, ``fiq``); the kernel stack of the thread making a system call is
+        #: ``banked("sp", "svc")``.  Four engine calls when the mode differs (the CPSR's mode is switched).
+        self.banked = cpu.banked
 
     def reader(self, *names: str) -> Callable[[], tuple[int, ...]]:
         """A function returning the values of ``names`` in that order, read in one engine call.
