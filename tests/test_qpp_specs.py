@@ -105,3 +105,35 @@ def test_a_callback_spec_shows_its_signature() -> None:
     assert CallbackSpec("on_x", "doc", ctx="SyscallContext", retval=int).signature == (
         "on_x(ctx: SyscallContext, retval: int)"
     )
+
+
+seen: list[Any] = []
+
+
+@pytest.mark.parametrize(
+    ("fn", "expected"),
+    [
+        (lambda a, b, c: seen.append((a, b, c)), (1, 2, 3)),
+        (lambda a, c, b: seen.append((a, b, c)), (1, 2, 3)),
+        (lambda c, a: seen.append((a, c)), (1, 3)),
+        (lambda b: seen.append(b), 2),
+        (lambda *, c: seen.append(c), 3),
+        (lambda b, x=5, *, a: seen.append((a, b, x)), (1, 2, 5)),
+        (lambda *extra, a: seen.append((a, extra)), (1, ())),
+        (lambda **every: seen.append(every), {"a": 1, "b": 2, "c": 3}),
+        (lambda: seen.append("nothing"), "nothing"),
+    ],
+    ids=["all", "reordered", "two-reordered", "one", "keyword-only", "default-between", "star-args", "kwargs", "none"],
+)
+def test_every_shape_of_function_gets_its_arguments_by_name(fn: Any, expected: Any) -> None:
+    class Three(Plugin):
+        name = "three"
+        callbacks = (CallbackSpec("on_three", "", a=int, b=int, c=int),)
+
+    seen.clear()
+    qpp = QPP()
+    three = qpp.load(Three)
+    qpp.register("three", "on_three", fn, owner="shape")
+    three.callback("on_three")(a=1, b=2, c=3)
+    assert seen == [expected]
+

@@ -86,15 +86,15 @@ def positional_caller(spec: CallbackSpec, fn: Callable[..., Any], owner: str, wh
             f"plugin '{owner}' registered {_fn_name(fn)} on {where}: its signature cannot be read ({exc})"
         ) from exc
     taken: list[str] = []
-    in_order = True  # fn's leading parameters are the specification's, positional-or-keyword, in its order
+    leading = True  # what fn takes are its first parameters, positional-or-keyword: it can take them by position
     everything = False
-    for param in signature.parameters.values():
+    for index, param in enumerate(signature.parameters.values()):
         if param.kind is param.VAR_KEYWORD:
             everything = True
         elif param.kind is param.VAR_POSITIONAL:
             continue
         elif param.name in spec.params and param.kind is not param.POSITIONAL_ONLY:
-            in_order = in_order and param.kind is param.POSITIONAL_OR_KEYWORD and param.name == _nth(spec, len(taken))
+            leading = leading and param.kind is param.POSITIONAL_OR_KEYWORD and index == len(taken)
             taken.append(param.name)
         elif param.default is param.empty:
             reason = "is positional-only in" if param.name in spec.params else "is not an argument of"
@@ -106,21 +106,22 @@ def positional_caller(spec: CallbackSpec, fn: Callable[..., Any], owner: str, wh
     names = tuple(spec.params)
     if everything:
         return lambda *args: fn(**dict(zip(names, args, strict=True)))
-    if in_order and len(taken) == len(names):
-        return fn
+    positions = [names.index(name) for name in taken]
     if not taken:
         return lambda *_: fn()
-    positions = [names.index(name) for name in taken]
+    if leading:  # by position, the cheapest call
+        if positions == list(range(len(names))):
+            return fn
+        if len(positions) == 1:
+            (position,) = positions
+            return lambda *args: fn(args[position])
+        pick = operator.itemgetter(*positions)
+        return lambda *args: fn(*pick(args))
     if len(taken) == 1:
         (name,), (position,) = taken, positions
         return lambda *args: fn(**{name: args[position]})
     pick = operator.itemgetter(*positions)
     return lambda *args: fn(**dict(zip(taken, pick(args), strict=True)))
-
-
-def _nth(spec: CallbackSpec, index: int) -> str | None:
-    names = list(spec.params)
-    return names[index] if index < len(names) else None
 
 
 def _fn_name(fn: Callable[..., Any]) -> str:
