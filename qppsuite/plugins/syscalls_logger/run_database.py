@@ -184,7 +184,8 @@ def open_run_database(plugin: Plugin, path: Path | None, *, batch: int | None = 
 def _run_row(plugin: Plugin, started: dt.datetime) -> dict[str, Any]:
     """The ``runs`` row as a run starts: image, kernel, the run's plugins, version, start time and snapshot."""
     context = plugin.context
-    plugins = (*plugin.qpp.loaded, plugin.name, *context.plugins)  # those loaded, and those the run will load
+    # Those loaded, and those the run will load (a host may give a plugin as its class).
+    plugins = (*plugin.qpp.loaded, plugin.name, *(getattr(p, "name", p) for p in context.plugins))
     return {
         "image": context.image,
         "image_path": None if context.image_path is None else str(context.image_path),
