@@ -88,8 +88,11 @@ class FileActivity(Plugin):
         self.fd_to_filename = self.qpp.import_function("osi_linux", "fd_to_filename")
         self._processes: dict[tuple[int, int], _Files] = {}  # (pid, start_time) -> its files
         register = self.qpp.register
-        for call in (*OPENS, *RENAMES, *UNLINKS):
+        self._began: dict[int, int | None] = {}  # seq -> virtual time at the call, for renames and deletions
+        for call in OPENS:
             register("syscalls", f"on_sys_{call}", self._decode_now, owner=self.name)
+        for call in (*RENAMES, *UNLINKS):
+            register("syscalls", f"on_sys_{call}", self._op_begins, owner=self.name)
         for call in OPENS:
             register("syscalls", f"on_sys_{call}_return", self._opened, owner=self.name)
         for call in READS:
@@ -156,6 +159,10 @@ class FileActivity(Plugin):
     def _decode_now(self, ctx: SyscallContext) -> None:
         """Paths are read as the call begins: by its return the caller may have reused the buffer."""
         ctx.decoded()
+
+    def _op_begins(self, ctx: SyscallContext) -> None:
+        ctx.decoded()
+        self._began[ctx.seq] = self.machine.virtual_ns if self.machine is not None else None
 
     def _opened(self, ctx: SyscallContext, retval: int) -> None:
         caller = self._caller(ctx)
@@ -235,7 +242,7 @@ class FileActivity(Plugin):
                 "pid": files.pid,
                 "tid": tid,
                 "insn_count": ctx.insn_count,
-                "virtual_ns": self.machine.virtual_ns if self.machine is not None else None,
+                "virtual_ns": self._began.pop(ctx.seq, None),
                 "syscall_seq": ctx.seq,
                 "call": ctx.name,
                 "op": op,
