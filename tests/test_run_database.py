@@ -242,8 +242,10 @@ def test_a_table_of_another_version_in_the_file_is_refused(tmp_path: Path) -> No
     conn.execute("ALTER TABLE notes DROP COLUMN text")
     conn.commit()
     conn.close()
-    with QPP(None) as qpp, pytest.raises(PluginError, match="table 'notes' has no column 'text'"):
+    with QPP(None) as qpp, pytest.raises(PluginError, match="old.db: table 'notes' has no column 'text'"):
         start(qpp, [Notes], {"notes": {"db": str(path)}})
+    # the plugin whose load failed no longer holds the file: its run was ended and the file closed
+    assert [r["ended_at"] is not None for r in rows(path, "SELECT ended_at FROM runs ORDER BY id")] == [True, True]
 
 
 def test_a_foreign_key_to_no_process_fails_the_commit_and_stops_the_run(logged: Harness, tmp_path: Path) -> None:

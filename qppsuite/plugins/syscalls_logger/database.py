@@ -294,12 +294,12 @@ class SyscallDatabase:
             self.processes.dirty[process["id"]] = process
         if thread is not None:
             self.processes.dirty_threads[thread["id"]] = thread
+        return self.buffered()
+
+    def buffered(self) -> int:
+        """Count one more row buffered (a plugin table's); returns the rows buffered, of every table."""
         self.pending += 1
         return self.pending
-
-    def update_process(self, process: dict[str, Any]) -> None:
-        """Buffer a change to a process row (its state or exit status) for the next commit."""
-        self.processes.changed(process)
 
     def define(self, table: PluginTable) -> None:
         """Create a plugin's table (unless the file has it) and write its rows at every commit from now on."""

@@ -22,7 +22,7 @@ import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 import qppsuite
@@ -31,6 +31,9 @@ from qppsuite.errors import PluginError
 from qppsuite.plugins.osi_linux.model import OsiProcess
 from qppsuite.plugins.syscalls_logger.database import ROW_ID_STRIDE, SyscallDatabase
 from qppsuite.plugins.syscalls_logger.tables import PluginTable
+
+if TYPE_CHECKING:
+    from qppsuite.core.guest import Guest
 
 DEFAULT_BATCH = 500
 """Rows per transaction unless the logger's ``batch`` argument says otherwise."""
@@ -52,7 +55,7 @@ class RunDatabase:
     reason (stop kind ``error``); what earlier commits wrote stays, and nothing more is written.
     """
 
-    def __init__(self, file: SyscallDatabase, machine: Any, batch: int) -> None:
+    def __init__(self, file: SyscallDatabase, machine: Guest | None, batch: int) -> None:
         self.file = file
         self.path = file.path
         self.run_id = file.run_id
@@ -81,8 +84,24 @@ class RunDatabase:
         primary key unless declared; it refers to ``runs(id)``).  ``foreign_keys``: ``(column, table)``
         pairs, each referring to that table's ``id``, e.g. ``("process_id", "processes")``.  ``indexes``:
         tuples of columns.  Raises :class:`PluginError` for a bad declaration, a name taken by the logger or
-        by another plugin of the run, or an existing table lacking a declared column.
+        by another plugin of the run, or an existing table lacking a declared column; ``owner`` then no
+        longer uses the database (its load fails, so it will not release it).
         """
+        try:
+            return self._declare(owner, name, columns, pk, foreign_keys, indexes)
+        except PluginError:
+            self.release(owner)
+            raise
+
+    def _declare(
+        self,
+        owner: str,
+        name: str,
+        columns: Mapping[str, type],
+        pk: str | tuple[str, ...],
+        foreign_keys: Sequence[tuple[str, str]],
+        indexes: Sequence[tuple[str, ...]],
+    ) -> PluginTable:
         if name in self._tables:
             raise PluginError(f"table {name!r} of the run database is already declared by '{self._tables[name]}'")
         table = PluginTable(
@@ -99,6 +118,8 @@ class RunDatabase:
             self.file.define(table)
         except sqlite3.Error as exc:
             raise PluginError(f"cannot create table {name!r} in {self.path}: {exc}") from None
+        except PluginError as exc:
+            raise PluginError(f"{self.path}: {exc}") from None
         self._tables[name] = owner
         return table
 
@@ -123,8 +144,7 @@ class RunDatabase:
                 )
 
     def _buffered(self) -> None:
-        self.file.pending += 1
-        if self.file.pending >= self.batch:
+        if self.file.buffered() >= self.batch:
             self.flush()
 
     # -- the run's end ---------------------------------------------------------------------

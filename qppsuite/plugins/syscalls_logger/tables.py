@@ -86,8 +86,8 @@ class PluginTable:
             lacking = [column for column in self.columns if column not in have]
             if lacking:
                 raise PluginError(
-                    f"{db.conn.execute('PRAGMA database_list').fetchone()[2]}: table {self.name!r} has no column "
-                    f"{lacking[0]!r}; it was written by another version of its plugin: log into a new file"
+                    f"table {self.name!r} has no column {lacking[0]!r}; it was written by another version of "
+                    "its plugin: log into a new file"
                 )
         else:
             pk: str | tuple[str, ...] = self.pk[0] if len(self.pk) == 1 else self.pk
