@@ -114,14 +114,17 @@ class FileActivity(Plugin):
         self.ops = self.db.table(self.name, "file_ops", OP_COLUMNS, foreign_keys=OP_FOREIGN_KEYS, indexes=OP_INDEXES)
 
     # -- who, and which file ------------------------------------------------------------------
-    def _caller(self, ctx: SyscallContext) -> tuple[OsiProcess, _Files, int | None] | None:
-        """The calling process (``current``, or the task a call found blocked at the start was made by)."""
+    def _caller(self, ctx: SyscallContext, *, new: bool = True) -> tuple[OsiProcess, _Files, int | None] | None:
+        """The calling process (``current``, or the task a call found blocked at the start was made by) and its
+        files; None for a process this plugin has not seen yet, unless ``new``."""
         process, thread = self.get_current() if ctx.task is None else self.get_task(ctx.task)
         if process is None:
             return None
         key = (process.pid, process.start_time)
         files = self._processes.get(key)
         if files is None:
+            if not new:
+                return None
             files = self._processes[key] = _Files(self.db.process_id(process, ctx.insn_count), process.pid)
         return process, files, thread.tid if thread is not None else None
 
@@ -256,7 +259,7 @@ class FileActivity(Plugin):
 
     def _closing(self, ctx: SyscallContext) -> None:
         """The fds this call closes refer to nothing any more (close releases its fd even when it fails)."""
-        caller = self._caller(ctx)
+        caller = self._caller(ctx, new=False)
         if caller is None:
             return
         files, args = caller[1], [a.value for a in ctx.decoded()]
