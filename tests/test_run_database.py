@@ -242,7 +242,7 @@ def test_a_table_of_another_version_in_the_file_is_refused(tmp_path: Path) -> No
     conn.execute("ALTER TABLE notes DROP COLUMN text")
     conn.commit()
     conn.close()
-    with QPP(None) as qpp, pytest.raises(PluginError, match="old.db: table 'notes' has no column 'text'"):
+    with QPP(None) as qpp, pytest.raises(PluginError, match=r"old\.db: table 'notes' has no column 'text'"):
         start(qpp, [Notes], {"notes": {"db": str(path)}})
     # the plugin whose load failed no longer holds the file: its run was ended and the file closed
     assert [r["ended_at"] is not None for r in rows(path, "SELECT ended_at FROM runs ORDER BY id")] == [True, True]
