@@ -32,11 +32,10 @@ from qppsuite.plugins.file_activity.model import (
     RMDIR,
     UNLINK,
     new_file_row,
-    path_text,
 )
 from qppsuite.plugins.osi_linux.model import OsiProcess
 from qppsuite.plugins.syscalls.context import SyscallContext
-from qppsuite.plugins.syscalls.values import JSONValue
+from qppsuite.plugins.syscalls.values import JSONValue, column_text
 from qppsuite.plugins.syscalls_logger.run_database import RunDatabase, open_run_database
 
 AT_FDCWD = -100
@@ -151,7 +150,7 @@ class FileActivity(Plugin):
 
     def _given_path(self, process: OsiProcess, files: _Files, ctx: SyscallContext, dfd: Any, path: JSONValue) -> str:
         """A path argument, joined to what its directory fd refers to when it is relative to one."""
-        text = path_text(path) or ""
+        text = column_text(path) or ""
         if isinstance(path, str) and not path.startswith("/") and isinstance(dfd, int) and dfd != AT_FDCWD:
             directory = self.fd_to_filename(process, dfd)
             if directory is not None:

@@ -7,10 +7,7 @@ docs/plugins.md describes every column.
 
 from __future__ import annotations
 
-import json
 from typing import Any
-
-from qppsuite.plugins.syscalls.values import JSONValue
 
 FILE_COLUMNS: dict[str, type] = {
     "id": int,
@@ -57,12 +54,6 @@ UNLINK = "unlink"
 RMDIR = "rmdir"
 
 COUNTS = ("opens", "open_errors", "reads", "bytes_read", "read_errors", "writes", "bytes_written", "write_errors")
-
-
-def path_text(value: JSONValue) -> str | None:
-    """A decoded path as it is; bytes that are not UTF-8 (``{"hex": ...}``) or an unreadable pointer
-    (``{"error": ...}``) as their JSON text."""
-    return value if value is None or isinstance(value, str) else json.dumps(value)
 
 
 def new_file_row(process_id: int, pid: int, path: str, insn_count: int) -> dict[str, Any]:

@@ -76,7 +76,6 @@ class ProcEvents(Plugin):
         self.get_process = self.qpp.import_function("osi_linux", "get_process")
         self.on_proc_event = self.callback("on_proc_event")
         self._calls: dict[int, _Call] = {}  # seq -> a fork or exec call awaiting its outcome
-        self.events = 0
         for call in (*FORK_CALLS, *EXEC_CALLS):
             self.qpp.register("syscalls", f"on_sys_{call}", self._made, owner=self.name)
         for call in FORK_CALLS:
@@ -96,7 +95,7 @@ class ProcEvents(Plugin):
         process, thread = self.get_current() if ctx.task is None else self.get_task(ctx.task)
         flags: int | None = None
         if ctx.name == "clone":
-            flags = ctx.raw_args[0]
+            flags = ctx.decoded()[0].raw  # clone_flags
         elif ctx.name == "clone3":
             flags = self._clone3_flags(ctx)
         elif ctx.name in EXEC_CALLS:
@@ -230,7 +229,6 @@ class ProcEvents(Plugin):
         return self.machine.virtual_ns if self.machine is not None else None
 
     def _emit(self, event: ProcEvent) -> None:
-        self.events += 1
         if self.on_proc_event:
             self.on_proc_event(event=event)
         if self.db is not None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from qppsuite.plugins.osi_linux.model import OsiProcess
 from qppsuite.plugins.syscalls.arm_linux_abi import SIGNAL_NAMES
-from qppsuite.plugins.syscalls.values import JSONValue
+from qppsuite.plugins.syscalls.values import JSONValue, column_text
 
 FORK = "fork"  # a new process: fork, vfork, clone without CLONE_THREAD, clone3 likewise
 THREAD = "thread"  # a new thread of the caller's process: clone or clone3 with CLONE_THREAD
@@ -119,11 +119,6 @@ FOREIGN_KEYS = (("process_id", "processes"), ("child_process_id", "processes"))
 INDEXES = (("run_id", "insn_count"), ("process_id",), ("kind",))
 
 
-def _text(value: JSONValue) -> str | None:
-    """A decoded string as it is; anything else (``{"hex": ...}``, ``{"error": ...}``) as its JSON text."""
-    return value if value is None or isinstance(value, str) else json.dumps(value)
-
-
 def _flag(value: bool | None) -> int | None:
     return None if value is None else int(value)
 
@@ -144,7 +139,7 @@ def table_row(event: ProcEvent, process_id: int | None, child_process_id: int | 
         "child_pid": event.child_pid,
         "child_process_id": child_process_id,
         "flags": event.flags,
-        "path": _text(event.path),
+        "path": column_text(event.path),
         "argv": json.dumps(event.argv) if event.argv is not None else None,
         "argv_truncated": int(event.argv_truncated) if event.kind == EXEC else None,
         "ok": _flag(event.ok),
