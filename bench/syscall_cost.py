@@ -31,9 +31,13 @@ STACK = "osi_linux,syscalls,syscalls_logger"
 def timed(tree: Path, db: Path | None, cmd: str | None = DD) -> tuple[float, float]:
     """(wall s, CPU s) of one ``qppsuite run`` of ``cmd`` (None: the default workload) from ``tree``, as a
     user runs it (a fresh interpreter); traced by the full stack when ``db`` is given."""
-    args = [sys.executable, "-m", "qppsuite", "run", "-q", *(["--cmd", cmd] if cmd is not None else [])]
-    if db is not None:
-        args += ["--plugins", STACK, "-p", f"syscalls_logger:db={db}"]
+    return timed_run(tree, ["--plugins", STACK, "-p", f"syscalls_logger:db={db}"] if db is not None else [], cmd)
+
+
+def timed_run(tree: Path, options: list[str], cmd: str | None = DD) -> tuple[float, float]:
+    """(wall s, CPU s) of one ``python -m qppsuite run -q [--cmd CMD] OPTIONS`` from ``tree`` (a fresh
+    interpreter, as a user runs it; CPU: the child's user + system time)."""
+    args = [sys.executable, "-m", "qppsuite", "run", "-q", *(["--cmd", cmd] if cmd is not None else []), *options]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     subprocess.run(args, cwd=tree, check=True, env={**os.environ, "PYTHONPATH": str(tree)})

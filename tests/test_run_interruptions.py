@@ -129,7 +129,7 @@ def test_a_database_write_failure_stops_the_run_with_one_line_and_keeps_what_was
     )
     _, stderr = child.communicate(timeout=600)
     assert child.returncode not in (0, None), stderr
-    assert "cannot write the syscall database" in _one_error_line(stderr)
+    assert "cannot write the run database" in _one_error_line(stderr)
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert conn.execute("SELECT COUNT(*) FROM syscalls").fetchone()[0] >= 50  # the batches before the failure

@@ -1,118 +1,15 @@
 """syscalls_logger without a guest: syscalls' callbacks fired by hand, a stand-in osi_linux, a real SQLite file."""
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from syscall_harness import BLOCKED_TASK, STRING_AT, FakeOsi, Harness, NoMachineCore, rows
 
-from qppsuite.core.events import CorePlugin
-from qppsuite.core.memory import GuestMemoryError
-from qppsuite.core.qpp import QPP, Plugin, export
+from qppsuite.core.qpp import QPP
 from qppsuite.errors import PluginError
-from qppsuite.plugins.osi_linux import OsiLinux
-from qppsuite.plugins.osi_linux.model import OsiProcess, OsiThread
-from qppsuite.plugins.syscalls.context import Limits, SyscallContext
-from qppsuite.plugins.syscalls.table import by_name
-
-STRING_AT = 0x10000
-BLOCKED_TASK = 0xC1800000
-BLOCKED_INIT = OsiProcess(1, 1, 0, "init", 0x8000, BLOCKED_TASK, 1_000, False, state="S")
-
-
-class Memory:
-    """One C string at STRING_AT; everything else is unmapped."""
-
-    def __init__(self, text: bytes) -> None:
-        self.text = text + b"\0"
-
-    def read(self, vaddr: int, size: int) -> bytes:
-        if vaddr >= STRING_AT and vaddr + size <= STRING_AT + len(self.text):
-            return self.text[vaddr - STRING_AT : vaddr - STRING_AT + size]
-        raise GuestMemoryError(vaddr)
-
-    def read_cstring(self, vaddr: int, limit: int) -> bytes:
-        return self.read(vaddr, len(self.text) - (vaddr - STRING_AT)).split(b"\0")[0][:limit]
-
-
-class FakeOsi(Plugin):
-    """osi_linux's exports, answering with whatever process the test sets as current."""
-
-    name = "osi_linux"
-    callbacks = tuple(spec for spec in OsiLinux.callbacks if spec.name == "on_thread_exit")
-
-    def load(self) -> None:
-        self.process = OsiProcess(100, 100, 1, "sh", 0x4000, 0xC1000000, 5_000, False)
-        self.tid = 100
-
-    @export
-    def get_current_process(self) -> OsiProcess | None:
-        return self.process
-
-    @export
-    def get_current_thread(self) -> OsiThread | None:
-        return OsiThread(self.tid, self.process.pid, self.process.name, self.process.task)
-
-    @export
-    def get_current(self) -> tuple[OsiProcess | None, OsiThread | None]:
-        return self.get_current_process(), self.get_current_thread()
-
-    @export
-    def get_processes(self) -> list[OsiProcess]:
-        return [self.process]
-
-    @export
-    def get_task(self, task: int) -> tuple[OsiProcess | None, OsiThread | None]:
-        """Any other task than current's is the blocked init of BLOCKED_TASK."""
-        if task == BLOCKED_TASK:
-            return BLOCKED_INIT, OsiThread(1, 1, "init", BLOCKED_TASK, state="S")
-        return self.get_current()
-
-
-class NoMachineCore(CorePlugin):
-    """The core's callbacks without a machine to wire them to (nothing here fires SVC events)."""
-
-    def __init__(self) -> None:
-        pass
-
-    def load(self) -> None:
-        pass
-
-
-class Harness:
-    def __init__(self, qpp: QPP) -> None:
-        self.qpp = qpp
-        self.osi: FakeOsi = qpp.get("osi_linux")  # type: ignore[assignment]
-        self.memory = Memory(b"/tmp/unique-name")
-        self.seq = 0
-
-    def ctx(self, name: str, args: tuple[int, ...], **extra: Any) -> SyscallContext:
-        spec = by_name(name)
-        self.seq += 1
-        fields: dict[str, Any] = dict(
-            seq=self.seq,
-            insn_count=1000 * self.seq,
-            pc=0x76F0A1C0,
-            thumb=False,
-            number=spec.number,
-            name=name,
-            spec=spec,
-            raw_args=args + (0,) * (7 - len(args)),
-            asid=0x4000,
-            thread=0xD0810000,
-            user_sp=0xBEC3A800,
-            memory=self.memory,
-            limits=Limits(),
-        )
-        fields.update(extra)
-        return SyscallContext(**fields)
-
-    def fire(self, callback: str, *args: Any) -> None:
-        """Run one of syscalls' callbacks with ``args`` in its specification's order, by name as syscalls does."""
-        run = self.qpp.callback("syscalls", callback)
-        run(**dict(zip(run.spec.params, args, strict=True)))
+from qppsuite.plugins.osi_linux.model import OsiProcess
 
 
 @pytest.fixture
@@ -122,15 +19,6 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
         qpp.add_builtin(FakeOsi())
         qpp.load_all(["syscalls", "syscalls_logger"], {"syscalls_logger": {"db": str(tmp_path / "t.db"), "batch": "2"}})
         yield Harness(qpp)
-
-
-def rows(path: Path, sql: str) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(path)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql)]
-    finally:
-        conn.close()
 
 
 def test_call_and_return_become_one_row_with_the_callers_process(harness: Harness, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ possible, or three when the next character is an octal digit (``"\\1\\377"``,
 ``"\\0011"``).  A value cut at a limit is followed by ``...``.
 """
 
+import json
 from typing import TypeAlias
 
 JSONValue: TypeAlias = "int | str | bool | list[JSONValue] | dict[str, JSONValue] | None"
@@ -28,6 +29,12 @@ def text_or_hex(data: bytes) -> JSONValue:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return {"hex": data.hex()}
+
+
+def column_text(value: JSONValue) -> str | None:
+    """A decoded value for a TEXT column: a string as it is (a path, an argument), anything else
+    (``{"hex": ...}``, ``{"error": ...}``, a list) as its JSON text; None stays None."""
+    return value if value is None or isinstance(value, str) else json.dumps(value)
 
 
 def stored_bytes(value: JSONValue) -> bytes | None:

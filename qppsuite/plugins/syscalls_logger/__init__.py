@@ -9,23 +9,22 @@ while others run, and even if it is an execve that renames the process.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import sqlite3
+import itertools
 import sys
 from _json import encode_basestring_ascii, make_encoder
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TextIO
 
-import qppsuite
-from qppsuite.core.qpp import Arg, Plugin
+from qppsuite.core.qpp import Arg, Plugin, export
 from qppsuite.errors import PluginError
 from qppsuite.plugins.osi_linux.model import OsiThread
 from qppsuite.plugins.syscalls.context import ENDING_PENDING, SyscallContext
 from qppsuite.plugins.syscalls.decode import format_call
 from qppsuite.plugins.syscalls.values import quote
 from qppsuite.plugins.syscalls_logger.database import SyscallDatabase
+from qppsuite.plugins.syscalls_logger.processes import ProcessRows
+from qppsuite.plugins.syscalls_logger.run_database import RunDatabase, open_run_database
 
 
 def _unencodable(value: object) -> None:
@@ -42,15 +41,6 @@ def json_text(value: object) -> str:
     Two thirds of json.dumps' time (1.6 µs for a row's args) is its Python layers and the new encoder.
     """
     return "".join(_ENCODE(value, 0))
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def default_db_path(image: str, now: dt.datetime) -> Path:
-    """``qppsuite-<image>-<UTC timestamp>.db`` in the current directory: one new file per run."""
-    return Path(f"qppsuite-{image}-{now.strftime('%Y%m%dT%H%M%SZ')}.db")
 
 
 @dataclass(slots=True)
@@ -83,43 +73,37 @@ class SyscallsLogger(Plugin):
             raise PluginError(f"plugin 'syscalls_logger' argument 'batch': {self.args.batch} is not at least 1")
         self.get_current = self.qpp.import_function("osi_linux", "get_current")
         self.get_task = self.qpp.import_function("osi_linux", "get_task")
+        self.get_processes = self.qpp.import_function("osi_linux", "get_processes")
         self._callers: dict[int, _Caller] = {}  # seq -> caller, while the call is outstanding
-        self._processes: dict[tuple[int, int], dict[str, Any]] = {}  # (pid, start_time) -> row
-        self._names: dict[int, list[str]] = {}  # process row id -> names over time
-        self._threads: dict[tuple[int, int], dict[str, Any]] = {}  # (process row id, tid) -> row
-        self._thread_names: dict[int, list[str]] = {}  # thread row id -> names over time
-        self._by_pid: dict[int, dict[str, Any]] = {}  # pid -> its latest process row
         self.rows = 0
-        self._batch = self.args.batch
+        self._run_db: RunDatabase | None = None
         self._db: SyscallDatabase | None = None
-        self._write_error: str | None = None  # set once a commit failed: nothing more is written
         self._text: TextIO | None = None
         self._own_text = False
-        context = self.context
-        self._started = _utc_now()
         if self.args.format == "text":
             self._open_text(self.args.out)
+            self._processes = ProcessRows(itertools.count(1).__next__, itertools.count(1).__next__)
         else:
-            path = self.args.db or default_db_path(context.image or "guest", self._started)
-            self._db = SyscallDatabase(
-                path,
-                {
-                    "image": context.image,
-                    "image_path": None if context.image_path is None else str(context.image_path),
-                    "kernel_release": context.kernel_release,
-                    "plugins": json.dumps([n for n in dict.fromkeys([*self.qpp.loaded, self.name]) if n != "core"]),
-                    "qppsuite_version": qppsuite.__version__,
-                    "started_at": self._started.isoformat(timespec="seconds"),
-                    "started_from": context.snapshot,
-                },
-            )
-            self.db_path = path
+            self._run_db = open_run_database(self, self.args.db, batch=self.args.batch)
+            self._run_db.counts_syscalls = True
+            self._db = self._run_db.file
+            self._processes = self._db.processes
+            self.db_path = self._run_db.path
         self.qpp.register("syscalls", "on_syscall", self._call, owner=self.name)
         self.qpp.register("syscalls", "on_syscall_return", self._return, owner=self.name)
         self.qpp.register("syscalls", "on_syscall_noreturn", self._noreturn, owner=self.name)
         if self._db is not None:
             self.qpp.register("osi_linux", "on_thread_exit", self._thread_exit, owner=self.name)
-        self.get_processes = self.qpp.import_function("osi_linux", "get_processes")
+
+    @export
+    def get_run_database(self) -> RunDatabase | None:
+        """The run's database, shared with the plugins that add tables to it (None with ``format=text``).
+
+        See :mod:`qppsuite.plugins.syscalls_logger.run_database`; a plugin opens it with
+        :func:`~qppsuite.plugins.syscalls_logger.run_database.open_run_database`, which returns this
+        one when the logger writes a database.
+        """
+        return self._run_db
 
     def _open_text(self, out: Path | None) -> None:
         if out is None:
@@ -152,10 +136,10 @@ class SyscallsLogger(Plugin):
         """The code do_exit gets on a thread group's leader is its process's wait status (kernel/exit.c)."""
         if thread.tid != thread.pid:
             return
-        process = self._by_pid.get(thread.pid)
+        process = self._processes.by_pid.get(thread.pid)
         if process is not None and self._db is not None:
             process["exit_status"] = code
-            self._db.update_process(process)
+            self._processes.changed(process)
 
     def _caller(self, ctx: SyscallContext) -> _Caller:
         """Who made the call: ``current``, or for a call found blocked at the start the task found in it."""
@@ -164,61 +148,9 @@ class SyscallsLogger(Plugin):
         thread_name = thread.name if thread is not None else None
         if proc is None:
             return _Caller(ctx, None, None, tid, None, thread_name, None)
-        key = (proc.pid, proc.start_time)
-        row = self._processes.get(key)
-        if row is None:
-            row_id = self._db.new_process_id() if self._db is not None else len(self._processes) + 1
-            row = self._processes[key] = {
-                "id": row_id,
-                "pid": proc.pid,
-                "ppid": proc.ppid,
-                "name": proc.name,
-                "names": json.dumps([proc.name]),
-                "start_time": proc.start_time,
-                "first_seen_insn": ctx.insn_count,
-                "last_seen_insn": ctx.insn_count,
-                "syscall_count": 0,
-                "state": None,
-                "exit_status": None,
-            }
-            self._names[row_id] = [proc.name]
-            self._by_pid[proc.pid] = row
-        elif row["name"] != proc.name or row["ppid"] != proc.ppid:
-            row["ppid"] = proc.ppid
-            if row["name"] != proc.name:
-                row["name"] = proc.name
-                names = self._names[row["id"]]
-                names.append(proc.name)
-                row["names"] = json.dumps(names)
-        return _Caller(ctx, row, self._thread_row(row, tid, thread_name, ctx), tid, proc.name, thread_name, proc.ppid)
-
-    def _thread_row(
-        self, process: dict[str, Any], tid: int | None, name: str | None, ctx: SyscallContext
-    ) -> dict[str, Any] | None:
-        """The thread's row, created at its first call; a new name (PR_SET_NAME, execve) is appended."""
-        if tid is None or name is None:
-            return None
-        key = (process["id"], tid)
-        row = self._threads.get(key)
-        if row is None:
-            row_id = self._db.new_thread_id() if self._db is not None else len(self._threads) + 1
-            row = self._threads[key] = {
-                "id": row_id,
-                "process_id": process["id"],
-                "tid": tid,
-                "name": name,
-                "names": json.dumps([name]),
-                "first_seen_insn": ctx.insn_count,
-                "last_seen_insn": ctx.insn_count,
-                "syscall_count": 0,
-            }
-            self._thread_names[row_id] = [name]
-        elif row["name"] != name:
-            row["name"] = name
-            names = self._thread_names[row["id"]]
-            names.append(name)
-            row["names"] = json.dumps(names)
-        return row
+        row = self._processes.process(proc, ctx.insn_count)
+        thread_row = self._processes.thread(row, tid, thread_name, ctx.insn_count)
+        return _Caller(ctx, row, thread_row, tid, proc.name, thread_name, proc.ppid)
 
     # -- output ----------------------------------------------------------------
     def _write(self, ctx: SyscallContext, caller: _Caller, retval: int | None) -> None:
@@ -246,8 +178,8 @@ class SyscallsLogger(Plugin):
                 f"pid {pid}, tid {caller.tid}, ppid {caller.ppid}\n"
             )
             return
-        assert self._db is not None
-        if self._write_error is not None:
+        assert self._db is not None and self._run_db is not None
+        if self._run_db.write_error is not None:
             return
         truncated = [a.name for a in decoded if a.truncated]
         outputs: dict[str, Any] | None = None
@@ -283,39 +215,24 @@ class SyscallsLogger(Plugin):
             int(ctx.task is not None),
             text,
         )
-        if self._db.add(row, process, caller.thread) >= self._batch:
-            self._flush()
-
-    def _flush(self) -> None:
-        """Commit the batch; a write that fails (disk full, I/O error) ends the logging and the run.
-
-        What earlier batches committed stays; the run stops with a one-line reason
-        (stop kind ``error``), so the user never gets a zero exit and a short log.
-        """
-        assert self._db is not None
-        try:
-            self._db.flush()
-        except (sqlite3.Error, OSError) as exc:
-            self._write_error = f"cannot write the syscall database {self._db.path}: {exc}"
-            self._db.discard()
-            if self.machine is not None:
-                self.machine.request_stop("error", f"syscalls_logger: {self._write_error}; earlier batches are kept")
+        if self._db.add(row, process, caller.thread) >= self._run_db.batch:
+            self._run_db.flush()  # a commit that fails stops the run, with the reason
 
     # -- lifecycle ----------------------------------------------------------------
     def stop(self, reason: Any) -> None:
         """Record each process's state as the run ends (X: gone, its exit seen; unknown: None)."""
-        self._stop_reason = reason
-        if self._db is None:
+        if self._run_db is None:
             return
+        self._run_db.stopped(reason)
         live = {(p.pid, p.start_time): p for p in self.get_processes()}
-        for key, row in self._processes.items():
+        for key, row in self._processes:
             proc = live.get(key)
             state = proc.state if proc is not None else "X" if row["exit_status"] is not None else None
             if proc is not None and proc.exit_code is not None:
                 row["exit_status"] = proc.exit_code
             if state != row["state"] or proc is not None:
                 row["state"] = state
-                self._db.update_process(row)
+                self._processes.changed(row)
 
     def unload(self) -> None:
         """Write what is buffered and how the run ended; runs however the run ended."""
@@ -325,19 +242,9 @@ class SyscallsLogger(Plugin):
                 caller = self._callers.pop(seq)
                 caller.ctx.noreturn, caller.ctx.ending = True, ENDING_PENDING
                 self._write(caller.ctx, caller, None)
-            if self._db is not None and self._write_error is None:
-                reason = getattr(self, "_stop_reason", None)
-                self._db.end_run(
-                    {
-                        "ended_at": _utc_now().isoformat(timespec="seconds"),
-                        "stop_reason": getattr(reason, "kind", None),
-                        "stop_message": getattr(reason, "message", None),
-                        "insn_count": getattr(reason, "insn_count", None),
-                    }
-                )
         finally:
-            if self._db is not None:
-                self._db.close()
+            if self._run_db is not None:
+                self._run_db.release(self.name)
             if self._text is not None:
                 self._text.flush()
                 if self._own_text:

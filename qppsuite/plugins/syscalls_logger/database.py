@@ -19,9 +19,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qppsuite.errors import PluginError
+from qppsuite.plugins.syscalls_logger.processes import ProcessRows
+
+if TYPE_CHECKING:
+    from qppsuite.plugins.syscalls_logger.tables import PluginTable
 
 # sqlite-utils imports numpy only to store numpy values (sqlite_utils/db.py: `try: import numpy`), which this
 # database never holds; numpy's import and its BLAS threads were 0.1 s of every traced run's start-up.  So it is
@@ -207,7 +211,8 @@ def schema_mismatch(conn: sqlite3.Connection, path: Path) -> str | None:
 
 
 class SyscallDatabase:
-    """One run's writer: the ``runs`` row, buffered process and syscall rows, batch commits."""
+    """One run's writer: the ``runs`` row, buffered process, thread and syscall rows and the rows of the
+    plugins' own tables (:meth:`define`), all committed together, one batch per transaction."""
 
     def __init__(self, path: Path, run: dict[str, Any]) -> None:
         """Open (creating if needed) and start a run; any failure is a one-line :class:`PluginError`."""
@@ -236,8 +241,9 @@ class SyscallDatabase:
             f"VALUES ({self.run_id}, {', '.join('?' * len(SYSCALL_ROW))})"
         )
         self._syscalls: list[tuple[Any, ...]] = []
-        self._dirty: dict[int, dict[str, Any]] = {}
-        self._dirty_threads: dict[int, dict[str, Any]] = {}
+        self.processes = ProcessRows(self.new_process_id, self.new_thread_id)
+        self.tables: list[PluginTable] = []
+        self.pending = 0  # rows buffered since the last commit, of every table
         self.rows_written = 0
 
     def _enable_wal(self) -> None:
@@ -282,25 +288,33 @@ class SyscallDatabase:
         self, row: tuple[Any, ...], process: dict[str, Any] | None, thread: dict[str, Any] | None = None
     ) -> int:
         """Buffer a syscall row (its values in :data:`SYSCALL_ROW` order) and the (updated) rows of its process
-        and thread; returns the rows buffered."""
+        and thread; returns the rows buffered, of every table."""
         self._syscalls.append(row)
         if process is not None:
-            self._dirty[process["id"]] = process
+            self.processes.dirty[process["id"]] = process
         if thread is not None:
-            self._dirty_threads[thread["id"]] = thread
-        return len(self._syscalls)
+            self.processes.dirty_threads[thread["id"]] = thread
+        return self.buffered()
 
-    def update_process(self, process: dict[str, Any]) -> None:
-        """Buffer a change to a process row (its state or exit status) for the next commit."""
-        self._dirty[process["id"]] = process
+    def buffered(self) -> int:
+        """Count one more row buffered (a plugin table's); returns the rows buffered, of every table."""
+        self.pending += 1
+        return self.pending
+
+    def define(self, table: PluginTable) -> None:
+        """Create a plugin's table (unless the file has it) and write its rows at every commit from now on."""
+        with self._transaction():
+            table.create(self.db)
+        self.tables.append(table)
 
     def flush(self) -> None:
-        """Commit everything buffered in one transaction."""
-        if not self._syscalls and not self._dirty and not self._dirty_threads:
+        """Commit everything buffered in one transaction: processes and threads first, so that the rows
+        referring to them hold, then the system calls, then the plugins' tables in the order defined."""
+        processes, threads = self.processes.take_dirty()
+        if not self._syscalls and not processes and not threads and not self.pending:
             return
         rows, self._syscalls = self._syscalls, []
-        processes, self._dirty = list(self._dirty.values()), {}
-        threads, self._dirty_threads = list(self._dirty_threads.values()), {}
+        self.pending = 0
         with self._transaction():
             for table, changed in ((PROCESSES, processes), (THREADS, threads)):
                 if changed:
@@ -309,18 +323,24 @@ class SyscallDatabase:
                     self.db[table].upsert_all(changed, pk="id")  # type: ignore[union-attr]
             if rows:
                 self.db.conn.executemany(self._insert, rows)
+            for plugin_table in self.tables:
+                plugin_table.write(self.db)
         self.rows_written += len(rows)
 
     def discard(self) -> None:
         """Drop what is buffered (after a failed commit: the disk will not take it)."""
-        self._syscalls, self._dirty, self._dirty_threads = [], {}, {}
+        self._syscalls = []
+        self.processes.take_dirty()
+        for table in self.tables:
+            table.discard()
+        self.pending = 0
 
     def end_run(self, fields: dict[str, Any]) -> None:
         """Flush and record how the run ended (``ended_at``, now unless given; stop reason; counts)."""
         self.flush()
         fields = {"ended_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **fields}
         with self._transaction():
-            self.db[RUNS].update(self.run_id, {**fields, "syscall_count": self.rows_written})  # type: ignore[union-attr]
+            self.db[RUNS].update(self.run_id, {"syscall_count": self.rows_written, **fields})  # type: ignore[union-attr]
 
     def close(self) -> None:
         self.db.close()

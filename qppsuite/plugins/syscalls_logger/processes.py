@@ -1,0 +1,108 @@
+"""A run's ``processes`` and ``threads`` rows, found by identity and kept up to date in memory.
+
+A process is its ``(pid, start_time)``: a pid reused later is another process, with another row.  A
+thread is its ``(process row id, tid)``.  The rows are plain dicts in the shape of
+:data:`~qppsuite.plugins.syscalls_logger.database.PROCESS_COLUMNS` and ``THREAD_COLUMNS``; every row
+that is created or changes is marked dirty, and the database's next commit writes the dirty rows.
+The system call logger and every plugin that asks the run database for a process row id share one
+:class:`ProcessRows`, so a process has one row whoever saw it first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from qppsuite.plugins.osi_linux.model import OsiProcess
+
+
+class ProcessRows:
+    """The process and thread rows of one run; the two functions hand out new row ids."""
+
+    def __init__(self, new_process_id: Callable[[], int], new_thread_id: Callable[[], int]) -> None:
+        self._new_process_id = new_process_id
+        self._new_thread_id = new_thread_id
+        self._processes: dict[tuple[int, int], dict[str, Any]] = {}  # (pid, start_time) -> row
+        self._names: dict[int, list[str]] = {}  # process row id -> names over time
+        self._threads: dict[tuple[int, int], dict[str, Any]] = {}  # (process row id, tid) -> row
+        self._thread_names: dict[int, list[str]] = {}  # thread row id -> names over time
+        self.by_pid: dict[int, dict[str, Any]] = {}  # pid -> its latest process row
+        self.dirty: dict[int, dict[str, Any]] = {}  # process row id -> row, to write at the next commit
+        self.dirty_threads: dict[int, dict[str, Any]] = {}
+
+    def __iter__(self) -> Iterator[tuple[tuple[int, int], dict[str, Any]]]:
+        """``((pid, start_time), row)`` of every process seen."""
+        return iter(self._processes.items())
+
+    def process(self, proc: OsiProcess, insn_count: int | None) -> dict[str, Any]:
+        """The row of ``proc``, created at its first sight; a new name (execve) or parent is recorded."""
+        key = (proc.pid, proc.start_time)
+        row = self._processes.get(key)
+        if row is None:
+            row_id = self._new_process_id()
+            row = self._processes[key] = {
+                "id": row_id,
+                "pid": proc.pid,
+                "ppid": proc.ppid,
+                "name": proc.name,
+                "names": json.dumps([proc.name]),
+                "start_time": proc.start_time,
+                "first_seen_insn": insn_count,
+                "last_seen_insn": insn_count,
+                "syscall_count": 0,
+                "state": None,
+                "exit_status": None,
+            }
+            self._names[row_id] = [proc.name]
+            self.by_pid[proc.pid] = row
+            self.dirty[row_id] = row
+        elif row["name"] != proc.name or row["ppid"] != proc.ppid:
+            row["ppid"] = proc.ppid
+            if row["name"] != proc.name:
+                row["name"] = proc.name
+                names = self._names[row["id"]]
+                names.append(proc.name)
+                row["names"] = json.dumps(names)
+            self.dirty[row["id"]] = row
+        return row
+
+    def thread(
+        self, process: dict[str, Any], tid: int | None, name: str | None, insn_count: int | None
+    ) -> dict[str, Any] | None:
+        """The thread's row, created at its first sight; a new name (PR_SET_NAME, execve) is appended."""
+        if tid is None or name is None:
+            return None
+        key = (process["id"], tid)
+        row = self._threads.get(key)
+        if row is None:
+            row_id = self._new_thread_id()
+            row = self._threads[key] = {
+                "id": row_id,
+                "process_id": process["id"],
+                "tid": tid,
+                "name": name,
+                "names": json.dumps([name]),
+                "first_seen_insn": insn_count,
+                "last_seen_insn": insn_count,
+                "syscall_count": 0,
+            }
+            self._thread_names[row_id] = [name]
+            self.dirty_threads[row_id] = row
+        elif row["name"] != name:
+            row["name"] = name
+            names = self._thread_names[row["id"]]
+            names.append(name)
+            row["names"] = json.dumps(names)
+            self.dirty_threads[row["id"]] = row
+        return row
+
+    def changed(self, row: dict[str, Any]) -> None:
+        """Write a process row changed in place (its counts, state or exit status) at the next commit."""
+        self.dirty[row["id"]] = row
+
+    def take_dirty(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The process and thread rows to write, forgetting that they were dirty."""
+        processes, self.dirty = list(self.dirty.values()), {}
+        threads, self.dirty_threads = list(self.dirty_threads.values()), {}
+        return processes, threads

@@ -1,0 +1,101 @@
+"""file_activity without a guest: syscalls' callbacks fired by hand, a stand-in osi_linux, a real SQLite file."""
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from syscall_harness import STRING_AT, FakeOsi, Harness, NoMachineCore, rows
+
+from qppsuite.core.qpp import QPP
+
+AT_FDCWD = 0xFFFFFF9C
+NAME_AT = 0x20000  # "two"
+O_WRONLY_CREAT = 0o101
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    with QPP(None) as qpp:
+        qpp.add_builtin(NoMachineCore())
+        qpp.add_builtin(FakeOsi())
+        qpp.load_all(["syscalls", "file_activity"], {"file_activity": {"db": str(tmp_path / "f.db")}})
+        harness = Harness(qpp)
+        harness.memory.put(NAME_AT, b"two\0")
+        yield harness
+
+
+def files(path: Path) -> dict[str, dict[str, int]]:
+    return {
+        r.pop("path"): r
+        for r in rows(
+            path,
+            "SELECT path, opens, open_errors, reads, bytes_read, read_errors, writes, "
+            "bytes_written, write_errors FROM file_activity",
+        )
+    }
+
+
+def test_an_opened_file_is_named_by_its_fd_and_counts_its_bytes(harness: Harness, tmp_path: Path) -> None:
+    osi = harness.osi
+    osi.fds[(100, 3)] = "/tmp/resolved"  # what the kernel says fd 3 is once the open returned
+    opened = harness.made(harness.ctx("openat", (AT_FDCWD, STRING_AT, O_WRONLY_CREAT, 0o644)))
+    harness.returned(opened, 3)
+    for count, retval in ((10, 10), (5, 5), (7, -28)):  # the last: ENOSPC
+        harness.returned(harness.made(harness.ctx("write", (3, 0, count))), retval)
+    harness.returned(harness.made(harness.ctx("read", (3, 0, 100))), 15)
+    harness.made(harness.ctx("close", (3,)))
+    osi.fds[(100, 3)] = "/tmp/other"  # fd 3 reused by something file_activity never saw open (a socket...)
+    harness.returned(harness.made(harness.ctx("read", (3, 0, 100))), 4)
+    failed = harness.made(harness.ctx("openat", (AT_FDCWD, STRING_AT, 0, 0)))
+    harness.returned(failed, -2)
+    harness.qpp.unload_all()
+    got = files(tmp_path / "f.db")
+    assert got["/tmp/resolved"] == {
+        "opens": 1, "open_errors": 0, "reads": 1, "bytes_read": 15, "read_errors": 0,
+        "writes": 2, "bytes_written": 15, "write_errors": 1,
+    }  # fmt: skip
+    assert (got["/tmp/other"]["reads"], got["/tmp/other"]["bytes_read"]) == (1, 4)
+    assert (got["/tmp/unique-name"]["opens"], got["/tmp/unique-name"]["open_errors"]) == (0, 1)  # as given
+    conn = sqlite3.connect(tmp_path / "f.db")
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    conn.close()
+
+
+def test_renames_and_deletions_relative_to_a_directory_fd(harness: Harness, tmp_path: Path) -> None:
+    harness.osi.fds[(100, 5)] = "/tmp/dir"
+    harness.memory.put(STRING_AT, b"one\0")
+    renamed = harness.made(harness.ctx("renameat2", (5, STRING_AT, 5, NAME_AT, 1)))  # RENAME_NOREPLACE
+    harness.returned(renamed, 0)
+    harness.returned(harness.made(harness.ctx("unlinkat", (5, NAME_AT, 0))), 0)
+    harness.returned(harness.made(harness.ctx("unlinkat", (AT_FDCWD, NAME_AT, 0x200))), -39)  # ENOTEMPTY
+    harness.returned(harness.made(harness.ctx("rmdir", (STRING_AT,))), 0)
+    harness.qpp.unload_all()
+    got = rows(tmp_path / "f.db", "SELECT call, op, path, new_path, flags, ok, errno FROM file_ops ORDER BY id")
+    assert got == [
+        {"call": "renameat2", "op": "rename", "path": "/tmp/dir/one", "new_path": "/tmp/dir/two",
+         "flags": "RENAME_NOREPLACE", "ok": 1, "errno": None},
+        {"call": "unlinkat", "op": "unlink", "path": "/tmp/dir/two", "new_path": None, "flags": None, "ok": 1,
+         "errno": None},
+        {"call": "unlinkat", "op": "rmdir", "path": "two", "new_path": None, "flags": "AT_REMOVEDIR", "ok": 0,
+         "errno": "ENOTEMPTY"},
+        {"call": "rmdir", "op": "rmdir", "path": "one", "new_path": None, "flags": None, "ok": 1, "errno": None},
+    ]  # fmt: skip
+
+
+def test_sendfile_reads_one_file_and_writes_another(harness: Harness, tmp_path: Path) -> None:
+    harness.osi.fds.update({(100, 3): "/tmp/in", (100, 4): "/tmp/out"})
+    harness.returned(harness.made(harness.ctx("sendfile64", (4, 3, 0, 4096))), 1000)
+    harness.qpp.unload_all()
+    got = files(tmp_path / "f.db")
+    assert (got["/tmp/in"]["bytes_read"], got["/tmp/in"]["bytes_written"]) == (1000, 0)
+    assert (got["/tmp/out"]["bytes_read"], got["/tmp/out"]["bytes_written"]) == (0, 1000)
+
+
+def test_an_exec_forgets_the_fds(harness: Harness, tmp_path: Path) -> None:
+    harness.osi.fds[(100, 3)] = "/tmp/before"
+    harness.returned(harness.made(harness.ctx("read", (3, 0, 1))), 1)
+    harness.osi.fds[(100, 3)] = "/tmp/after"  # closed on exec, reopened: the new program has a new address space
+    harness.returned(harness.made(harness.ctx("read", (3, 0, 1), asid=0x8000)), 1)
+    harness.qpp.unload_all()
+    assert {p: r["bytes_read"] for p, r in files(tmp_path / "f.db").items()} == {"/tmp/before": 1, "/tmp/after": 1}
