@@ -28,7 +28,8 @@ class RunContext:
     profile: Path | None = None
     #: The snapshot the run was restored from (``ready-<hash>`` or a saved name); None when it booted.
     snapshot: str | None = None
-    #: The run's plugins in load order, the host's ``core`` first.
+    #: The plugins the run was asked for (``--plugins``, as given), after the host's ``core``; requirements they
+    #: pull in are not listed (``QPP.loaded`` has the load order once all are loaded).
     plugins: tuple[str, ...] = ()
     #: The run's options by name as the user gave them (``cmd``, ``max_insns``, ``timeout``, ``ram_mib``...).
     options: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
