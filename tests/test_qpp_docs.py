@@ -69,3 +69,15 @@ def test_the_plugins_output_shown_is_what_the_command_prints() -> None:
         printed = iter(result.output.splitlines())
         for line in shown:
             assert line == "..." or line in printed, f"{command}: {line!r} is not printed (in this order)"
+
+
+def test_the_worked_example_quotes_file_activity_as_it_is() -> None:
+    """Each ``py`` excerpt of "A worked example: file_activity" is a passage of the plugin's source, verbatim."""
+    text = DOC.read_text()
+    section = text[text.index("## A worked example: `file_activity`") : text.index("## Moving from API v1")]
+    source = (DOC.parents[1] / "qppsuite" / "plugins" / "file_activity" / "__init__.py").read_text()
+    excerpts = [body for lang, body in BLOCK.findall(section) if lang == "py"]
+    assert len(excerpts) == 5
+    for excerpt in excerpts:
+        assert excerpt in source, excerpt
+
