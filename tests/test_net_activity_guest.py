@@ -161,3 +161,21 @@ def test_every_socket_python_closed_has_a_close_event(net: dict[str, Any]) -> No
     closed = {e["socket_id"] for e in net["events"] if e["call"] == "close" and e["errno"] is None}
     made_here = [s for s in net["rows"] if s["created_by"] != "found"]
     assert made_here and all(s["id"] in closed for s in made_here)
+
+
+@pytest.mark.boot
+def test_a_fork_child_and_its_exec_write_on_the_inherited_socket(net: dict[str, Any]) -> None:
+    fork = net["said"]["fork"]
+    (sock,) = [s for s in net["rows"] if s["inode"] == fork["sock"]]
+    child = _rows(net["db"], "SELECT * FROM net_events WHERE pid = ? ORDER BY seq", fork["child"])
+    names = {
+        r["id"]: json.loads(r["names"]) for r in _rows(net["db"], "SELECT * FROM processes WHERE pid = ?", fork["child"])
+    }
+    assert [(e["call"], e["fd"], e["socket_id"], e["bytes"]) for e in child if e["bytes"]] == [
+        ("send", fork["fd"], sock["id"], 10),  # python, on the fd it inherited
+        ("write", 1, sock["id"], 5),  # sh, on the copy that survived the exec, which its >&5 dup2'ed onto 1
+    ]
+    assert list(names.values()) == [["python3", "sh"]]
+    assert (sock["bytes_sent"], fork["received"]) == (15, 15)
+    # The parent's close of its own copy is its event; the child's close-on-exec copy left no fd behind.
+    assert [e["pid"] for e in net["events"] if e["socket_id"] == sock["id"] and e["call"] == "close"] == [net["pid"]]

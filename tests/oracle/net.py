@@ -87,6 +87,21 @@ sent = uc.sendmsg([b"m" * UNIX])
 msg, _, _, _ = ua.recvmsg(UNIX)
 say("unix", listener=ino(us), client=ino(uc), server=ino(ua), sent=sent, received=len(msg), path=path)
 
+# A fork child writes on a socket it inherited (its parent closes its own copy), then runs sh, which writes
+# on the copy dup2 made inheritable: python's own fd of the socket is close-on-exec, so the exec closes it.
+x, y = socket.socketpair()
+child = os.fork()
+if child == 0:
+    x.close()
+    y.send(b"c" * 10)
+    os.dup2(y.fileno(), 5)
+    os.execv("/bin/sh", ["sh", "-c", "printf 12345 >&5"])
+y_inode, y_fd = ino(y), y.fileno()
+y.close()
+os.waitpid(child, 0)
+say("fork", child=child, sock=y_inode, fd=y_fd, received=len(x.recv(100)))
+x.close()
+
 # Hostile addresses straight through libc: a family nobody has, lengths the kernel refuses, bad pointers.
 libc = ctypes.CDLL(None, use_errno=True)
 junk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
