@@ -215,3 +215,19 @@ def test_names_as_strace_gives_them() -> None:
     assert split_socket_type(None) == (None, None)
     assert socket_inode_of("socket:[123]") == 123 and socket_inode_of("/tmp/socket:[1]") is None
     assert socket_inode_of("socket:[]") is None
+
+
+def test_the_plugin_hears_fd_calls_only_while_a_socket_is_open() -> None:
+    kernel, heard = Kernel(), []
+    net = NetTracker(kernel, lambda sock, process: None, heard.append)
+    a, b = _process(60), _process(61)
+    kernel.fds[60] = {3: 1000}
+    net.returned(a, "socket", {"family": "AF_INET", "type": "SOCK_DGRAM", "protocol": 0}, {}, 3, None)
+    kernel.fds[61] = {3: 1000}
+    net.know(b)
+    net.returned(a, "dup", {"fildes": 3}, {}, 4, None)
+    net.returned(a, "close", {"fd": 3}, {}, 0, None)
+    net.returned(a, "close", {"fd": 4}, {}, 0, None)
+    assert heard == [True] and net.anything_open()
+    net.gone(61)
+    assert heard == [True, False] and not net.anything_open()

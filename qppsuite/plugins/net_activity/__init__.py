@@ -16,10 +16,8 @@ from typing import Any, ClassVar
 from qppsuite.core.qpp import Arg, Plugin
 from qppsuite.plugins.net_activity.model import Endpoint, Socket
 from qppsuite.plugins.net_activity.tracker import (
-    FD_CALLS,
-    FD_ONLY_CALLS,
-    NETWORK_CALLS,
     SOCKET_CALLS,
+    WHILE_OPEN_CALLS,
     NetEvent,
     NetTracker,
     socket_inode_of,
@@ -80,11 +78,10 @@ EVENT_COLUMNS: dict[str, type] = {
 }
 """``net_events``: one row per network call that returned."""
 
-_RETURN_CALLS = NETWORK_CALLS | FD_CALLS
 _FD_ARGS: dict[str, tuple[int, ...]] = {
     spec.name: tuple(arg.regs[0] for arg in spec.args if arg.type == "fd")
     for spec in SYSCALLS.values()
-    if spec.name in (FD_ONLY_CALLS | FD_CALLS) - {"close_range"}
+    if spec.name in WHILE_OPEN_CALLS - {"close_range"}
 }
 """Registers holding the fd arguments of the calls that are network I/O only on a socket fd (arm_syscalls.tsv):
 what the decoder shows as ``fd`` values, read before deciding whether to decode the call at all."""
@@ -111,12 +108,12 @@ class NetActivity(Plugin):
         self.get_task = self.qpp.import_function("osi_linux", "get_task")
         self._get_fds = self.qpp.import_function("osi_linux", "get_fds")
         self._fd_to_filename = self.qpp.import_function("osi_linux", "fd_to_filename")
-        self.tracker = NetTracker(self, self._new_socket)
+        self.tracker = NetTracker(self, self._new_socket, self._listen_to_fds)
         self._ctx: SyscallContext | None = None  # the call being handled, for the rows of the sockets it makes
         register = self.qpp.register
         for call in SOCKET_CALLS:  # socket addresses and message headers as the call passed them
             register("syscalls", f"on_sys_{call}", self._call, owner=self.name)
-        for call in _RETURN_CALLS:
+        for call in SOCKET_CALLS:
             register("syscalls", f"on_sys_{call}_return", self._returned, owner=self.name)
         for call in FORK_CALLS:
             register("syscalls", f"on_sys_{call}_return", self._forked, owner=self.name)
@@ -143,6 +140,15 @@ class NetActivity(Plugin):
         for process in self.qpp.import_function("osi_linux", "get_processes")():
             if not process.is_kernel_thread:
                 self.tracker.know(process)
+
+    def _listen_to_fds(self, on: bool) -> None:
+        """Hear reads, writes, closes and dups only while some process holds a socket fd (``tracker``'s
+        ``on_any_open``): with none open, the syscalls plugin builds nothing for those calls."""
+        for call in WHILE_OPEN_CALLS:
+            if on:
+                self.qpp.register("syscalls", f"on_sys_{call}_return", self._returned, owner=self.name)
+            else:
+                self.qpp.unregister("syscalls", f"on_sys_{call}_return", self._returned)
 
     # -- FdSource: the kernel's fds, through osi_linux ---------------------------------------
     def socket_inodes(self, process: OsiProcess) -> dict[int, int]:

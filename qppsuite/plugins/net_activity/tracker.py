@@ -61,6 +61,8 @@ SOCKET_CALLS = frozenset(
 """Calls recorded whatever their fd (a failure on a non-socket, ENOTSOCK, is recorded too)."""
 FD_CALLS = frozenset({"close", "close_range", "dup", "dup2", "dup3", "fcntl", "fcntl64"})
 """Calls that change which fds are sockets."""
+WHILE_OPEN_CALLS = FD_ONLY_CALLS | FD_CALLS
+"""Calls that matter only while some process holds a socket fd."""
 MAKING_CALLS = frozenset({"socket", "socketpair", "accept", "accept4"})
 """Calls whose success makes sockets (a new fd, or socketpair's two)."""
 NETWORK_CALLS = SOCKET_CALLS | FD_ONLY_CALLS
@@ -131,11 +133,22 @@ def _int(value: JSONValue) -> int | None:
 
 
 class NetTracker:
-    """Socket fds per process and the :class:`NetEvent` of each call; ``on_socket`` hears each new Socket."""
+    """Socket fds per process and the :class:`NetEvent` of each call.
 
-    def __init__(self, source: FdSource, on_socket: Callable[[Socket, OsiProcess], None]) -> None:
+    ``on_socket`` hears each new Socket; ``on_any_open`` hears True when some process comes to hold a
+    socket fd where none did, and False when the last such fd is gone (no read, write, close or dup
+    can then be network activity, so the plugin need not hear them).
+    """
+
+    def __init__(
+        self,
+        source: FdSource,
+        on_socket: Callable[[Socket, OsiProcess], None],
+        on_any_open: Callable[[bool], None] = lambda _: None,
+    ) -> None:
         self._source = source
         self._on_socket = on_socket
+        self._on_any_open = on_any_open
         self._tables: dict[int, _FdTable] = {}  # pid -> its table
         self._holders: Counter[int] = Counter()  # fd number -> how many tables hold it as a socket
         self.by_inode: dict[int, Socket] = {}
@@ -218,6 +231,8 @@ class NetTracker:
 
     def _put(self, table: _FdTable, fd: int, sock: Socket) -> None:
         if fd not in table.fds:
+            if not self._holders:
+                self._on_any_open(True)
             self._holders[fd] += 1
         table.fds[fd] = sock
 
@@ -227,6 +242,8 @@ class NetTracker:
             self._holders[fd] -= 1
             if not self._holders[fd]:
                 del self._holders[fd]
+                if not self._holders:
+                    self._on_any_open(False)
         return sock
 
     def _drop(self, table: _FdTable | None) -> None:

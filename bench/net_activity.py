@@ -1,0 +1,87 @@
+"""What ``net_activity`` costs a run, against the same run with no plugins: whole processes.
+
+Each run is ``python -m qppsuite run -q`` as a user runs it (a fresh interpreter, start-up included),
+bare and then with ``--plugins net_activity`` (which loads osi_linux and syscalls, and opens the run
+database itself), alternating every round, on two workloads:
+
+* the default workload (process creation, files, /proc, modules, and one busybox nc exchange over
+  loopback TCP: about 15 network events);
+* ``dd if=/dev/zero of=/dev/null bs=1 count=20000``: about 40,000 reads and writes on files, each
+  a call net_activity listens to and must dismiss as no socket I/O, its worst case.
+
+Printed per workload: each round's ratio of wall and CPU time (the child's user + system time, which a
+busy neighbour moves less), the medians of the rounds' ratios, and the events recorded.
+
+Usage: ``python bench/net_activity.py [--rounds N] [--dd-rounds N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TREE = Path(__file__).resolve().parent.parent
+DD = "dd if=/dev/zero of=/dev/null bs=1 count=20000"
+
+
+def timed(cmd: str | None, db: Path | None) -> tuple[float, float]:
+    """(wall s, CPU s) of one ``qppsuite run -q`` of ``cmd`` (None: the default workload), with
+    net_activity writing ``db`` when it is given."""
+    args = [sys.executable, "-m", "qppsuite", "run", "-q", *(["--cmd", cmd] if cmd is not None else [])]
+    if db is not None:
+        args += ["--plugins", "net_activity", "-p", f"net_activity:db={db}"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
+    subprocess.run(args, cwd=TREE, check=True, env={**os.environ, "PYTHONPATH": str(TREE)}, stdout=subprocess.DEVNULL)
+    wall = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def events(db: Path) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM net_events").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def measure(label: str, cmd: str | None, rounds: int, work: Path) -> None:
+    walls, cpus = [], []
+    for round_no in range(rounds):
+        db = work / f"{time.monotonic_ns()}.db"
+        bare_wall, bare_cpu = timed(cmd, None)
+        wall, cpu = timed(cmd, db)
+        walls.append(wall / bare_wall)
+        cpus.append(cpu / bare_cpu)
+        print(
+            f"{label}, round {round_no + 1}: bare {bare_wall:.2f} s wall {bare_cpu:.2f} s CPU, net_activity "
+            f"{wall:.2f} s wall {cpu:.2f} s CPU ({events(db)} events): {walls[-1]:.2f}x wall, {cpus[-1]:.2f}x CPU",
+            flush=True,
+        )
+    print(f"{label}: median of {rounds} pairs {statistics.median(walls):.2f}x wall, {statistics.median(cpus):.2f}x CPU")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5, help="bare/traced pairs of the default workload (default: 5)")
+    parser.add_argument("--dd-rounds", type=int, default=3, help="pairs of the dd workload (default: 3; 0: skip it)")
+    options = parser.parse_args()
+    print(f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory() as tmp:
+        measure("default workload", None, options.rounds, Path(tmp))
+        if options.dd_rounds:
+            measure(DD, DD, options.dd_rounds, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
