@@ -23,7 +23,7 @@ from qppsuite.plugins.net_activity.tracker import (
     socket_inode_of,
 )
 from qppsuite.plugins.osi_linux.model import OsiProcess, OsiThread
-from qppsuite.plugins.syscalls.context import ENDING_EXEC, SyscallContext
+from qppsuite.plugins.syscalls.context import SyscallContext
 from qppsuite.plugins.syscalls.pairing import FORK_CALLS
 from qppsuite.plugins.syscalls.table import SYSCALLS
 from qppsuite.plugins.syscalls.values import signed32
@@ -117,7 +117,8 @@ class NetActivity(Plugin):
             register("syscalls", f"on_sys_{call}_return", self._returned, owner=self.name)
         for call in FORK_CALLS:
             register("syscalls", f"on_sys_{call}_return", self._forked, owner=self.name)
-        register("syscalls", "on_syscall_noreturn", self._noreturn, owner=self.name)
+        for call in ("execve", "execveat"):
+            register("syscalls", f"on_sys_{call}", self._exec, owner=self.name)
         register("osi_linux", "on_thread_exit", self._thread_exit, owner=self.name)
         self.db: RunDatabase = open_run_database(self, self.args.db)
         self.sockets = self.db.table(
@@ -197,10 +198,12 @@ class NetActivity(Plugin):
             return
         self.tracker.know(process, None if self.tracker.anything_open() else {})
 
-    def _noreturn(self, ctx: SyscallContext) -> None:
-        """An execve that succeeded: re-read the process's socket fds (those with close-on-exec are gone)."""
-        if ctx.ending == ENDING_EXEC:
-            process, _ = self.get_current()
+    def _exec(self, ctx: SyscallContext) -> None:
+        """An execve: re-read the process's socket fds at their next use (those with close-on-exec go if it
+        succeeds; if it fails, the kernel's answer is the same table).  Heard at the call, as the generic
+        ``on_syscall_noreturn`` that reports a success would make the syscalls plugin build every call."""
+        if self.tracker.anything_open():
+            process, _ = self._caller(ctx)
             if process is not None:
                 self.tracker.stale(process)
 

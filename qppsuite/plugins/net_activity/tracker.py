@@ -19,7 +19,10 @@ A process's socket fds are known:
 
 Not tracked: fds a process shares with another through ``clone(CLONE_FILES)`` without
 ``CLONE_THREAD`` (each has its own copy here), ``pidfd_getfd``, io_uring, and sockets made by
-calls outside this list; a socket closed by its process's exit has no ``close`` event.
+calls outside this list; a socket closed by its process's exit has no ``close`` event.  An execve marks its
+process for a re-read at the call (a success does not return); if another thread of it makes a call that
+reads the table between that call and the point where the kernel closes the close-on-exec fds, the table
+keeps those fds until the process's next execve or exit.
 """
 
 from __future__ import annotations
@@ -192,7 +195,7 @@ class NetTracker:
             self._put(table, fd, sock)
 
     def stale(self, process: OsiProcess) -> None:
-        """``process`` ran an execve or received fds: re-read its socket fds before their next use."""
+        """``process`` is running an execve or received fds: re-read its socket fds before their next use."""
         table = self._tables.get(process.pid)
         if table is not None and table.start_time == process.start_time and table.fds:
             table.stale = True
