@@ -1,16 +1,17 @@
 """What ``net_activity`` costs a run, against the same run with no plugins: whole processes.
 
 Each run is ``python -m qppsuite run -q`` as a user runs it (a fresh interpreter, start-up included),
-bare and then with ``--plugins net_activity`` (which loads osi_linux and syscalls, and opens the run
-database itself), alternating every round, on two workloads:
+bare, with ``--plugins osi_linux,syscalls`` (what net_activity stacks on, listened to by nobody: the
+floor of any plugin built on them) and with ``--plugins net_activity`` (which loads those two and opens
+the run database itself), in turn every round, on two workloads:
 
 * the default workload (process creation, files, /proc, modules, and one busybox nc exchange over
   loopback TCP: about 15 network events);
 * ``dd if=/dev/zero of=/dev/null bs=1 count=20000``: about 40,000 reads and writes on files, each
   a call net_activity listens to and must dismiss as no socket I/O, its worst case.
 
-Printed per workload: each round's ratio of wall and CPU time (the child's user + system time, which a
-busy neighbour moves less), the medians of the rounds' ratios, and the events recorded.
+Printed per workload: each round's ratios to the bare run of wall and CPU time (the child's user +
+system time, which a busy neighbour moves less), their medians over the rounds, and the events recorded.
 
 Usage: ``python bench/net_activity.py [--rounds N] [--dd-rounds N]``.
 """
@@ -31,14 +32,18 @@ from pathlib import Path
 
 TREE = Path(__file__).resolve().parent.parent
 DD = "dd if=/dev/zero of=/dev/null bs=1 count=20000"
+FLOOR = "osi_linux,syscalls"
+"""What net_activity stacks on, loaded with no listener: the floor any plugin built on them pays."""
 
 
-def timed(cmd: str | None, db: Path | None) -> tuple[float, float]:
-    """(wall s, CPU s) of one ``qppsuite run -q`` of ``cmd`` (None: the default workload), with
-    net_activity writing ``db`` when it is given."""
+def timed(cmd: str | None, plugins: str | None, db: Path | None = None) -> tuple[float, float]:
+    """(wall s, CPU s) of one ``qppsuite run -q`` of ``cmd`` (None: the default workload) with ``plugins``
+    (None: bare), net_activity writing ``db``."""
     args = [sys.executable, "-m", "qppsuite", "run", "-q", *(["--cmd", cmd] if cmd is not None else [])]
+    if plugins is not None:
+        args += ["--plugins", plugins]
     if db is not None:
-        args += ["--plugins", "net_activity", "-p", f"net_activity:db={db}"]
+        args += ["-p", f"net_activity:db={db}"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     subprocess.run(args, cwd=TREE, check=True, env={**os.environ, "PYTHONPATH": str(TREE)}, stdout=subprocess.DEVNULL)
@@ -56,25 +61,31 @@ def events(db: Path) -> int:
 
 
 def measure(label: str, cmd: str | None, rounds: int, work: Path) -> None:
-    walls, cpus = [], []
+    walls, cpus, floors = [], [], []
     for round_no in range(rounds):
         db = work / f"{time.monotonic_ns()}.db"
         bare_wall, bare_cpu = timed(cmd, None)
-        wall, cpu = timed(cmd, db)
+        floor_wall, floor_cpu = timed(cmd, FLOOR)
+        wall, cpu = timed(cmd, "net_activity", db)
         walls.append(wall / bare_wall)
         cpus.append(cpu / bare_cpu)
+        floors.append(floor_cpu / bare_cpu)
         print(
-            f"{label}, round {round_no + 1}: bare {bare_wall:.2f} s wall {bare_cpu:.2f} s CPU, net_activity "
-            f"{wall:.2f} s wall {cpu:.2f} s CPU ({events(db)} events): {walls[-1]:.2f}x wall, {cpus[-1]:.2f}x CPU",
+            f"{label}, round {round_no + 1}: bare {bare_wall:.2f} s wall {bare_cpu:.2f} s CPU; {FLOOR} "
+            f"{floor_wall:.2f} s wall {floor_cpu:.2f} s CPU; net_activity {wall:.2f} s wall {cpu:.2f} s CPU "
+            f"({events(db)} events): {walls[-1]:.2f}x wall, {cpus[-1]:.2f}x CPU ({FLOOR}: {floors[-1]:.2f}x CPU)",
             flush=True,
         )
-    print(f"{label}: median of {rounds} pairs {statistics.median(walls):.2f}x wall, {statistics.median(cpus):.2f}x CPU")
+    print(
+        f"{label}: median of {rounds} rounds, net_activity against bare {statistics.median(walls):.2f}x wall, "
+        f"{statistics.median(cpus):.2f}x CPU; {FLOOR} alone {statistics.median(floors):.2f}x CPU"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="bare/traced pairs of the default workload (default: 5)")
-    parser.add_argument("--dd-rounds", type=int, default=3, help="pairs of the dd workload (default: 3; 0: skip it)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the default workload (default: 5)")
+    parser.add_argument("--dd-rounds", type=int, default=3, help="rounds of the dd workload (default: 3; 0: skip it)")
     options = parser.parse_args()
     print(f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from console_sink import Console
 from oracle.guest import logged_run
 from oracle.strace_log import parse
 
 from qppsuite.images.bundle import ImageBundle
 from qppsuite.plugins.net_activity.tracker import SOCKET_CALLS
+from qppsuite.session import RunOptions, run
 
 SCRIPT = (Path(__file__).parent / "oracle" / "net.py").read_bytes()
 CMD = (
@@ -169,7 +171,8 @@ def test_a_fork_child_and_its_exec_write_on_the_inherited_socket(net: dict[str, 
     (sock,) = [s for s in net["rows"] if s["inode"] == fork["sock"]]
     child = _rows(net["db"], "SELECT * FROM net_events WHERE pid = ? ORDER BY seq", fork["child"])
     names = {
-        r["id"]: json.loads(r["names"]) for r in _rows(net["db"], "SELECT * FROM processes WHERE pid = ?", fork["child"])
+        r["id"]: json.loads(r["names"])
+        for r in _rows(net["db"], "SELECT * FROM processes WHERE pid = ?", fork["child"])
     }
     assert [(e["call"], e["fd"], e["socket_id"], e["bytes"]) for e in child if e["bytes"]] == [
         ("send", fork["fd"], sock["id"], 10),  # python, on the fd it inherited
@@ -179,3 +182,33 @@ def test_a_fork_child_and_its_exec_write_on_the_inherited_socket(net: dict[str, 
     assert (sock["bytes_sent"], fork["received"]) == (15, 15)
     # The parent's close of its own copy is its event; the child's close-on-exec copy left no fd behind.
     assert [e["pid"] for e in net["events"] if e["socket_id"] == sock["id"] and e["call"] == "close"] == [net["pid"]]
+
+
+@pytest.mark.boot
+def test_alone_on_the_default_workload_busybox_nc_over_loopback(default_image: ImageBundle, tmp_path: Path) -> None:
+    """Without the logger: the run database is net_activity's own, with runs and processes next to its tables."""
+    db, console = tmp_path / "alone.db", Console()
+    result = run(
+        RunOptions(plugins=["net_activity"], plugin_args={"net_activity": {"db": str(db)}}, strict=True, warm=True),
+        console,
+        image=default_image,
+    )
+    assert result.ok, (result.reason, console.text[-2000:])
+    ping, pong = b"ping from the client\n", b"pong from the server\n"  # qppsuite/images/guest/workload.sh
+    text = console.text.replace("\r", "")
+    assert ping.decode() in text and pong.decode() in text
+    (run_row,) = _rows(db, "SELECT * FROM runs")
+    assert run_row["syscall_count"] is None and "net_activity" in json.loads(run_row["plugins"])
+    sockets = _rows(db, "SELECT s.*, p.pid, p.name FROM net_sockets s JOIN processes p ON p.id = s.process_id")
+    (listener,) = [s for s in sockets if s["backlog"] is not None]
+    (accepted,) = [s for s in sockets if s["created_by"] == "accept"]
+    (client,) = [s for s in sockets if s["remote_port"] == 5555]
+    assert {s["name"] for s in sockets} == {"nc"} and accepted["pid"] == listener["pid"] != client["pid"]
+    # busybox nc listens on the IPv6 wildcard, which also takes the client's 127.0.0.1 (workload.sh).
+    assert (listener["domain"], listener["local_address"], listener["local_port"]) == ("AF_INET6", "::", 5555)
+    assert (client["domain"], client["type"], client["remote_address"]) == ("AF_INET", "SOCK_STREAM", "127.0.0.1")
+    assert accepted["listener_id"] == listener["id"]
+    assert (client["bytes_sent"], client["bytes_received"]) == (len(ping), len(pong))
+    assert (accepted["bytes_sent"], accepted["bytes_received"]) == (len(pong), len(ping))
+    reads = _rows(db, "SELECT call, bytes FROM net_events WHERE socket_id = ? AND call = 'read'", client["id"])
+    assert [r["bytes"] for r in reads] == [len(pong), 0]  # the reply, then the server's end of stream
