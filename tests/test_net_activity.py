@@ -231,3 +231,18 @@ def test_the_plugin_hears_fd_calls_only_while_a_socket_is_open() -> None:
     assert heard == [True] and net.anything_open()
     net.gone(61)
     assert heard == [True, False] and not net.anything_open()
+
+
+def test_a_peek_is_an_event_but_not_counted_twice(world: tuple[Kernel, NetTracker, list[Socket]]) -> None:
+    kernel, net, _ = world
+    proc = _process(70)
+    kernel.fds[70] = {3: 1100}
+    (made,) = net.returned(proc, "socket", {"family": "AF_INET", "type": "SOCK_DGRAM", "protocol": 0}, {}, 3, None)
+    (peek,) = net.returned(proc, "recvfrom", {"fd": 3, "flags": "MSG_PEEK|MSG_DONTWAIT"}, {}, 9, None)
+    (take,) = net.returned(proc, "recvfrom", {"fd": 3, "flags": 0}, {}, 9, None)
+    assert made.socket is not None and (peek.bytes, take.bytes, made.socket.bytes_received, made.socket.receives) == (
+        9,
+        9,
+        9,
+        1,
+    )

@@ -108,8 +108,9 @@ class NetEvent:
     ``fd`` is the call's fd argument, or the new fd for socket, socketpair (one event per end), accept
     and accept4, whose ``socket`` is the new one (``listener`` the socket accept took it from).
     ``local``/``remote`` are the ends this call named, else what the socket's earlier calls named.
-    ``bytes`` is the result of a send or receive that succeeded; ``messages`` that of sendmmsg and
-    recvmmsg.  ``retval`` is the signed result, ``errno`` its name when it failed.
+    ``bytes`` is the result of a send or receive that succeeded (a receive with ``MSG_PEEK`` too, though
+    the socket's totals leave it out); ``messages`` that of sendmmsg and recvmmsg.  ``retval`` is the
+    signed result, ``errno`` its name when it failed.
     """
 
     call: str
@@ -322,7 +323,9 @@ class NetTracker:
                     self.stale(process)  # it may have received fds (SCM_RIGHTS)
         if ok and call in SEND_CALLS | RECV_CALLS:
             event.bytes = retval
-            if sock is not None:
+            flags = args.get("flags")
+            peek = isinstance(flags, str) and "MSG_PEEK" in flags.split("|")  # the receive that takes it counts it
+            if sock is not None and not peek:
                 if call in SEND_CALLS:
                     sock.bytes_sent += retval
                     sock.sends += 1
