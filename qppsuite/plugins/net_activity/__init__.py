@@ -111,9 +111,8 @@ class NetActivity(Plugin):
         self.tracker = NetTracker(self, self._new_socket, self._listen_to_fds)
         self._ctx: SyscallContext | None = None  # the call being handled, for the rows of the sockets it makes
         register = self.qpp.register
-        for call in SOCKET_CALLS:  # socket addresses and message headers as the call passed them
-            register("syscalls", f"on_sys_{call}", self._call, owner=self.name)
         for call in SOCKET_CALLS:
+            register("syscalls", f"on_sys_{call}", self._call, owner=self.name)
             register("syscalls", f"on_sys_{call}_return", self._returned, owner=self.name)
         for call in FORK_CALLS:
             register("syscalls", f"on_sys_{call}_return", self._forked, owner=self.name)
@@ -164,7 +163,8 @@ class NetActivity(Plugin):
 
     # -- callbacks ---------------------------------------------------------------------------
     def _call(self, ctx: SyscallContext) -> None:
-        ctx.decoded()  # the addresses and buffers as they are now; by the return they may be gone
+        """Decode the arguments now: by the return, addresses and message headers may be gone."""
+        ctx.decoded()
 
     def _caller(self, ctx: SyscallContext) -> tuple[OsiProcess | None, OsiThread | None]:
         return self.get_current() if ctx.task is None else self.get_task(ctx.task)
@@ -188,7 +188,7 @@ class NetActivity(Plugin):
         for event in events:
             self._record(ctx, event, process_id, process.pid, thread.tid if thread is not None else None)
 
-    def _forked(self, ctx: SyscallContext, retval: int) -> None:
+    def _forked(self, ctx: SyscallContext) -> None:
         """A fork child's first return: its fds are its parent's at the fork, read from the kernel when any
         process holds a socket; a new thread (the same process) keeps its process's table."""
         if not ctx.child:
@@ -207,7 +207,8 @@ class NetActivity(Plugin):
             if process is not None:
                 self.tracker.stale(process)
 
-    def _thread_exit(self, thread: OsiThread, code: int) -> None:
+    def _thread_exit(self, thread: OsiThread) -> None:
+        """A thread group's leader ended: its process's fds are gone (a socket's last close has no event)."""
         if thread.tid == thread.pid:
             self.tracker.gone(thread.pid)
 
