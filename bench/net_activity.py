@@ -21,35 +21,17 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from syscall_cost import DD, timed_run
+
 TREE = Path(__file__).resolve().parent.parent
-DD = "dd if=/dev/zero of=/dev/null bs=1 count=20000"
 FLOOR = "osi_linux,syscalls"
 """What net_activity stacks on, loaded with no listener: the floor any plugin built on them pays."""
-
-
-def timed(cmd: str | None, plugins: str | None, db: Path | None = None) -> tuple[float, float]:
-    """(wall s, CPU s) of one ``qppsuite run -q`` of ``cmd`` (None: the default workload) with ``plugins``
-    (None: bare), net_activity writing ``db``."""
-    args = [sys.executable, "-m", "qppsuite", "run", "-q", *(["--cmd", cmd] if cmd is not None else [])]
-    if plugins is not None:
-        args += ["--plugins", plugins]
-    if db is not None:
-        args += ["-p", f"net_activity:db={db}"]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.monotonic()
-    subprocess.run(args, cwd=TREE, check=True, env={**os.environ, "PYTHONPATH": str(TREE)}, stdout=subprocess.DEVNULL)
-    wall = time.monotonic() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def events(db: Path) -> int:
@@ -64,9 +46,9 @@ def measure(label: str, cmd: str | None, rounds: int, work: Path) -> None:
     walls, cpus, floors = [], [], []
     for round_no in range(rounds):
         db = work / f"{time.monotonic_ns()}.db"
-        bare_wall, bare_cpu = timed(cmd, None)
-        floor_wall, floor_cpu = timed(cmd, FLOOR)
-        wall, cpu = timed(cmd, "net_activity", db)
+        bare_wall, bare_cpu = timed_run(TREE, [], cmd)
+        floor_wall, floor_cpu = timed_run(TREE, ["--plugins", FLOOR], cmd)
+        wall, cpu = timed_run(TREE, ["--plugins", "net_activity", "-p", f"net_activity:db={db}"], cmd)
         walls.append(wall / bare_wall)
         cpus.append(cpu / bare_cpu)
         floors.append(floor_cpu / bare_cpu)
