@@ -1,36 +1,32 @@
 """net_activity against the guest's own view: python3 over loopback, and the guest's strace.
 
-One run of the oracle image: ``tests/oracle/net.py`` (TCP, UDP, IPv6 UDP, a unix socketpair and a unix
-path socket, then calls with hostile socket addresses) runs under ``strace -f -e trace=network`` and
-prints, for each socket, its inode (``os.fstat``), ports and byte counts as it saw them.  The rows of
-``net_sockets`` and ``net_events`` must say the same, and the calls strace printed must be the events.
-The default workload's busybox nc exchange checks the plugin alone (without the logger), from the
-snapshot the workload starts at.
+One run of the oracle image per kernel (5.10, 6.1, 6.12): ``tests/oracle/net.py`` (TCP, UDP, IPv6 UDP,
+a unix socketpair and a unix path socket, a fork and an execve holding a socket, then calls with hostile
+socket addresses) runs under ``strace -f -e trace=network`` and prints, for each socket, its inode
+(``os.fstat``), ports and byte counts as it saw them.  The rows of ``net_sockets`` and ``net_events``
+must say the same, and the calls strace printed must be the events.  The default workload's busybox nc
+exchange checks the plugin alone (without the logger), from the snapshot the workload starts at.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ORACLE_RAM_MIB
 from console_sink import Console
-from oracle.guest import logged_run
 from oracle.strace_log import parse
 
+from qppsuite.channel import GuestFile
 from qppsuite.images.bundle import ImageBundle
 from qppsuite.plugins.net_activity.tracker import SOCKET_CALLS
 from qppsuite.session import RunOptions, run
 
-SCRIPT = (Path(__file__).parent / "oracle" / "net.py").read_bytes()
-CMD = (
-    f"echo {base64.b64encode(SCRIPT).decode()} | base64 -d > /tmp/net.py; "
-    "strace -f -e trace=network -o /tmp/s.txt python3 /tmp/net.py; "
-    "echo STRACE-BEGIN; cat /tmp/s.txt; echo STRACE-END"
-)
+SCRIPT = Path(__file__).parent / "oracle" / "net.py"
+CMD = "strace -f -e trace=network -o /tmp/s.txt python3 /tmp/net.py; echo STRACE-BEGIN; cat /tmp/s.txt; echo STRACE-END"
 
 
 def _rows(db: Path, sql: str, *params: object) -> list[dict[str, Any]]:
@@ -43,10 +39,25 @@ def _rows(db: Path, sql: str, *params: object) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def net(oracle_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    db = tmp_path_factory.mktemp("net") / "net.db"
-    logged = logged_run(oracle_image, CMD, db, extra=["net_activity"])  # type: ignore[list-item]
-    text = logged.console
+def net(suite_oracle_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One run per kernel (5.10, 6.1, 6.12): the script goes in through the channel (bullseye's busybox has
+    no base64), with the logger and net_activity writing one database."""
+    db, console = tmp_path_factory.mktemp("net") / "net.db", Console()
+    result = run(
+        RunOptions(
+            cmd=CMD,
+            files=[GuestFile(SCRIPT, "/tmp/net.py", 0o644)],
+            plugins=["osi_linux", "syscalls", "syscalls_logger", "net_activity"],
+            plugin_args={"syscalls_logger": {"db": str(db)}},
+            strict=True,
+            ram_mib=ORACLE_RAM_MIB,
+            warm=True,
+        ),
+        console,
+        image=suite_oracle_image,
+    )
+    assert result.ok, (result.reason, console.text[-3000:])
+    text = console.text.replace("\r", "")
     said: dict[str, dict[str, Any]] = {}
     for line in text.splitlines():
         if line.startswith("NET "):
