@@ -11,13 +11,12 @@ exchange checks the plugin alone (without the logger), from the snapshot the wor
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ORACLE_RAM_MIB
 from console_sink import Console
+from oracle.guest import logged_run, query
 from oracle.strace_log import parse
 
 from qppsuite.channel import GuestFile
@@ -29,35 +28,13 @@ SCRIPT = Path(__file__).parent / "oracle" / "net.py"
 CMD = "strace -f -e trace=network -o /tmp/s.txt python3 /tmp/net.py; echo STRACE-BEGIN; cat /tmp/s.txt; echo STRACE-END"
 
 
-def _rows(db: Path, sql: str, *params: object) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql, params)]
-    finally:
-        conn.close()
-
-
 @pytest.fixture(scope="module")
 def net(suite_oracle_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One run per kernel (5.10, 6.1, 6.12): the script goes in through the channel (bullseye's busybox has
     no base64), with the logger and net_activity writing one database."""
-    db, console = tmp_path_factory.mktemp("net") / "net.db", Console()
-    result = run(
-        RunOptions(
-            cmd=CMD,
-            files=[GuestFile(SCRIPT, "/tmp/net.py", 0o644)],
-            plugins=["osi_linux", "syscalls", "syscalls_logger", "net_activity"],
-            plugin_args={"syscalls_logger": {"db": str(db)}},
-            strict=True,
-            ram_mib=ORACLE_RAM_MIB,
-            warm=True,
-        ),
-        console,
-        image=suite_oracle_image,
-    )
-    assert result.ok, (result.reason, console.text[-3000:])
-    text = console.text.replace("\r", "")
+    db = tmp_path_factory.mktemp("net") / "net.db"
+    script = GuestFile(SCRIPT, "/tmp/net.py", 0o644)
+    text = logged_run(suite_oracle_image, CMD, db, ["net_activity"], files=[script]).console  # type: ignore[list-item]
     said: dict[str, dict[str, Any]] = {}
     for line in text.splitlines():
         if line.startswith("NET "):
@@ -65,12 +42,12 @@ def net(suite_oracle_image: ImageBundle, tmp_path_factory: pytest.TempPathFactor
             said[fact.pop("kind")] = fact
     assert "done" in said, text[-3000:]
     pid = said["pid"]["pid"]
-    sockets = _rows(
+    sockets = query(
         db,
         "SELECT s.* FROM net_sockets s JOIN processes p ON p.id = s.process_id WHERE p.pid = ? ORDER BY s.id",
         pid,
     )
-    events = _rows(
+    events = query(
         db,
         "SELECT e.*, c.name AS logged_name FROM net_events e LEFT JOIN syscalls c "
         "ON c.seq = e.seq AND c.run_id = e.run_id WHERE e.pid = ? ORDER BY e.seq",
@@ -180,10 +157,10 @@ def test_every_socket_python_closed_has_a_close_event(net: dict[str, Any]) -> No
 def test_a_fork_child_and_its_exec_write_on_the_inherited_socket(net: dict[str, Any]) -> None:
     fork = net["said"]["fork"]
     (sock,) = [s for s in net["rows"] if s["inode"] == fork["sock"]]
-    child = _rows(net["db"], "SELECT * FROM net_events WHERE pid = ? ORDER BY seq", fork["child"])
+    child = query(net["db"], "SELECT * FROM net_events WHERE pid = ? ORDER BY seq", fork["child"])
     names = {
         r["id"]: json.loads(r["names"])
-        for r in _rows(net["db"], "SELECT * FROM processes WHERE pid = ?", fork["child"])
+        for r in query(net["db"], "SELECT * FROM processes WHERE pid = ?", fork["child"])
     }
     assert [(e["call"], e["fd"], e["socket_id"], e["bytes"]) for e in child if e["bytes"]] == [
         ("send", fork["fd"], sock["id"], 10),  # python, on the fd it inherited
@@ -208,9 +185,9 @@ def test_alone_on_the_default_workload_busybox_nc_over_loopback(default_image: I
     ping, pong = b"ping from the client\n", b"pong from the server\n"  # qppsuite/images/guest/workload.sh
     text = console.text.replace("\r", "")
     assert ping.decode() in text and pong.decode() in text
-    (run_row,) = _rows(db, "SELECT * FROM runs")
+    (run_row,) = query(db, "SELECT * FROM runs")
     assert run_row["syscall_count"] is None and "net_activity" in json.loads(run_row["plugins"])
-    sockets = _rows(db, "SELECT s.*, p.pid, p.name FROM net_sockets s JOIN processes p ON p.id = s.process_id")
+    sockets = query(db, "SELECT s.*, p.pid, p.name FROM net_sockets s JOIN processes p ON p.id = s.process_id")
     (listener,) = [s for s in sockets if s["backlog"] is not None]
     (accepted,) = [s for s in sockets if s["created_by"] == "accept"]
     (client,) = [s for s in sockets if s["remote_port"] == 5555]
@@ -221,5 +198,5 @@ def test_alone_on_the_default_workload_busybox_nc_over_loopback(default_image: I
     assert accepted["listener_id"] == listener["id"]
     assert (client["bytes_sent"], client["bytes_received"]) == (len(ping), len(pong))
     assert (accepted["bytes_sent"], accepted["bytes_received"]) == (len(pong), len(ping))
-    reads = _rows(db, "SELECT call, bytes FROM net_events WHERE socket_id = ? AND call = 'read'", client["id"])
+    reads = query(db, "SELECT call, bytes FROM net_events WHERE socket_id = ? AND call = 'read'", client["id"])
     assert [r["bytes"] for r in reads] == [len(pong), 0]  # the reply, then the server's end of stream

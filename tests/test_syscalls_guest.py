@@ -7,12 +7,11 @@ waited for, a pipe read that blocks), and the full default workload.
 
 import json
 import re
-import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 from console_sink import Console
+from oracle.guest import query
 from typer.testing import CliRunner
 
 from qppsuite.cli import app
@@ -49,15 +48,6 @@ def _run(image: ImageBundle, db: Path, cmd: str | None) -> tuple[RunResult, str]
     return result, console.text
 
 
-def _rows(db: Path, sql: str, *params: Any) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql, params)]
-    finally:
-        conn.close()
-
-
 @pytest.fixture(scope="module")
 def known(default_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     db = tmp_path_factory.mktemp("known") / "known.db"
@@ -83,7 +73,7 @@ def test_known_file_calls_with_args_returns_and_processes(known: tuple[Path, str
     db, console = known
     shell, shell_parent = _guest_ids(console)
     assert CONTENT in console
-    opens = _rows(db, "SELECT * FROM syscalls WHERE name = 'openat' AND args LIKE ?", f"%{FILE}%")
+    opens = query(db, "SELECT * FROM syscalls WHERE name = 'openat' AND args LIKE ?", f"%{FILE}%")
     by_process = {r["process_name"]: r for r in opens}
     assert set(by_process) == {"sh", "cat", "dd"}, opens
     writer, reader = by_process["sh"], by_process["cat"]
@@ -93,27 +83,27 @@ def test_known_file_calls_with_args_returns_and_processes(known: tuple[Path, str
     assert reader["ppid"] == shell and reader["pid"] not in (shell, shell_parent)
     assert writer["returned"] == reader["returned"] == 1 and writer["retval"] >= 0 and reader["retval"] >= 0
 
-    (write,) = _rows(
+    (write,) = query(
         db, "SELECT * FROM syscalls WHERE name = 'write' AND pid = ? AND args LIKE ?", shell, f"%{CONTENT}%"
     )
     args = json.loads(write["args"])
     assert (args["buf"], args["count"], write["retval"]) == (CONTENT, len(CONTENT), len(CONTENT))
     assert write["seq"] > writer["seq"] and write["process_name"] == "sh"
 
-    (copy,) = _rows(db, "SELECT * FROM syscalls WHERE name = 'sendfile64' AND pid = ? AND retval > 0", reader["pid"])
+    (copy,) = query(db, "SELECT * FROM syscalls WHERE name = 'sendfile64' AND pid = ? AND retval > 0", reader["pid"])
     assert copy["retval"] == len(CONTENT) and json.loads(copy["args"])["in_fd"] == reader["retval"]
 
-    (dd_open,) = _rows(
+    (dd_open,) = query(
         db, "SELECT * FROM syscalls WHERE process_name = 'dd' AND name = 'openat' AND args LIKE ?", f"%{FILE}%"
     )
-    (dd_read,) = _rows(db, "SELECT * FROM syscalls WHERE pid = ? AND name = 'read' AND retval > 0", dd_open["pid"])
+    (dd_read,) = query(db, "SELECT * FROM syscalls WHERE pid = ? AND name = 'read' AND retval > 0", dd_open["pid"])
     assert json.loads(dd_read["args"])["count"] == 64  # bs=64 (busybox dd reads from the file moved to fd 0)
     assert (json.loads(dd_read["outputs"])["buf"], dd_read["retval"]) == (CONTENT, len(CONTENT))
 
-    (unlink,) = _rows(db, "SELECT * FROM syscalls WHERE name IN ('unlink', 'unlinkat') AND args LIKE ?", f"%{FILE}%")
+    (unlink,) = query(db, "SELECT * FROM syscalls WHERE name IN ('unlink', 'unlinkat') AND args LIKE ?", f"%{FILE}%")
     assert unlink["process_name"] == "rm" and unlink["ppid"] == shell and unlink["retval"] == 0
 
-    cat_process = _rows(db, "SELECT * FROM processes WHERE id = ?", reader["process_id"])[0]
+    cat_process = query(db, "SELECT * FROM processes WHERE id = ?", reader["process_id"])[0]
     assert (cat_process["pid"], cat_process["ppid"], cat_process["name"]) == (reader["pid"], shell, "cat")
     names = json.loads(cat_process["names"])  # forked as sh, exec'd busybox (comm "exe"), renamed to cat
     assert names[0] == "sh" and names[-1] == "cat"
@@ -125,11 +115,11 @@ def test_calls_blocked_while_other_processes_run_pair_with_their_returns(known: 
     shell, _ = _guest_ids(console)
     bg = int(re.search(r"^bg (\d+)\r?$", console, re.M)[1])  # type: ignore[index]
     sleeps = "('nanosleep', 'clock_nanosleep', 'clock_nanosleep_time64')"
-    (sleep,) = _rows(db, f"SELECT * FROM syscalls WHERE pid = ? AND name IN {sleeps}", bg)
+    (sleep,) = query(db, f"SELECT * FROM syscalls WHERE pid = ? AND name IN {sleeps}", bg)
     assert sleep["process_name"] == "sleep" and sleep["returned"] == 1 and sleep["retval"] == 0
     assert json.loads(sleep["args"])["rqtp"] == {"tv_sec": 0, "tv_nsec": 300_000_000}
     # ash's `wait` blocks in rt_sigsuspend until SIGCHLD, then reaps with wait4(WNOHANG).
-    (suspend,) = _rows(
+    (suspend,) = query(
         db,
         "SELECT * FROM syscalls WHERE pid = ? AND name = 'rt_sigsuspend' AND insn_count < ? AND return_insn_count > ?",
         shell,
@@ -137,15 +127,15 @@ def test_calls_blocked_while_other_processes_run_pair_with_their_returns(known: 
         sleep["return_insn_count"],
     )
     assert (suspend["retval"], suspend["errno"]) == (-4, "EINTR")
-    (reap,) = _rows(db, "SELECT * FROM syscalls WHERE pid = ? AND name = 'wait4' AND retval = ?", shell, bg)
+    (reap,) = query(db, "SELECT * FROM syscalls WHERE pid = ? AND name = 'wait4' AND retval = ?", shell, bg)
     assert reap["insn_count"] > suspend["return_insn_count"]
     # Foreground children: the shell's blocking wait4 spans the child's whole life and returns its pid.
-    waits = _rows(
+    waits = query(
         db, "SELECT * FROM syscalls WHERE pid = ? AND name = 'wait4' AND json_extract(args, '$.options') = '0'", shell
     )
     spanning = 0
     for wait in waits:
-        (exit_call,) = _rows(db, "SELECT * FROM syscalls WHERE pid = ? AND name = 'exit_group'", wait["retval"])
+        (exit_call,) = query(db, "SELECT * FROM syscalls WHERE pid = ? AND name = 'exit_group'", wait["retval"])
         assert exit_call["ppid"] == shell and exit_call["insn_count"] < wait["return_insn_count"], (wait, exit_call)
         spanning += wait["insn_count"] < exit_call["insn_count"]  # the child was still running when wait4 began
     assert spanning >= 3
@@ -157,9 +147,9 @@ def test_pipe_read_blocks_while_the_writer_runs(known: tuple[Path, str]) -> None
     assert re.search(r"^late\r?$", console, re.M)
     shell, _ = _guest_ids(console)  # the pipeline's cat is the shell's child (the agent's own cat reads the script)
     sql = "SELECT * FROM syscalls WHERE name = 'read' AND process_name = 'cat' AND ppid = ? AND outputs LIKE '%late%'"
-    (read,) = _rows(db, sql, shell)
+    (read,) = query(db, sql, shell)
     assert read["retval"] == 5 and json.loads(read["outputs"])["buf"] == "late\n"
-    echo = _rows(
+    echo = query(
         db,
         "SELECT * FROM syscalls WHERE name = 'write' AND args LIKE '%late%' AND insn_count > ? AND insn_count < ?",
         read["insn_count"],
@@ -172,21 +162,21 @@ def test_pipe_read_blocks_while_the_writer_runs(known: tuple[Path, str]) -> None
 def test_workload_children_execs_and_processes(workload: tuple[Path, str]) -> None:
     db, console = workload
     assert "=== qppsuite: processes ===" in console
-    assert _rows(db, "SELECT COUNT(*) AS n FROM syscalls WHERE process_id IS NULL OR pid IS NULL")[0]["n"] == 0
-    forks = _rows(
+    assert query(db, "SELECT COUNT(*) AS n FROM syscalls WHERE process_id IS NULL OR pid IS NULL")[0]["n"] == 0
+    forks = query(
         db,
         "SELECT * FROM syscalls WHERE name IN ('fork', 'vfork', 'clone', 'clone3') AND child = 0 AND retval > 0",
     )
     assert len(forks) > 20
-    pids = {r["pid"] for r in _rows(db, "SELECT pid FROM processes")}
+    pids = {r["pid"] for r in query(db, "SELECT pid FROM processes")}
     missing = [f["retval"] for f in forks if f["retval"] not in pids]
     assert missing == []
-    children = {r["parent_seq"]: r for r in _rows(db, "SELECT * FROM syscalls WHERE child = 1")}
+    children = {r["parent_seq"]: r for r in query(db, "SELECT * FROM syscalls WHERE child = 1")}
     for fork in forks:
         child = children.get(fork["seq"])
         assert child is not None, fork
         assert (child["pid"], child["ppid"], child["retval"]) == (fork["retval"], fork["pid"], 0)
-    execs = _rows(db, "SELECT * FROM syscalls WHERE name = 'execve'")
+    execs = query(db, "SELECT * FROM syscalls WHERE name = 'execve'")
     assert any(r["ending"] == "exec" for r in execs)
     for row in execs:
         args = json.loads(row["args"])
@@ -194,7 +184,7 @@ def test_workload_children_execs_and_processes(workload: tuple[Path, str]) -> No
         assert isinstance(args["argv"], list) and args["argv"] and all(isinstance(a, str) for a in args["argv"]), row
         assert row["returned"] == 1 or row["ending"] == "exec", row
     # a successful exec renames the process: the new name shows up in the process's names
-    renamed = _rows(db, "SELECT names FROM processes WHERE names LIKE '%\"wc\"%'")
+    renamed = query(db, "SELECT names FROM processes WHERE names LIKE '%\"wc\"%'")
     assert renamed and all(json.loads(r["names"])[-1] == "wc" for r in renamed)
 
 
@@ -209,8 +199,8 @@ def test_query_commands_on_the_workload_database(workload: tuple[Path, str]) -> 
     tree = runner.invoke(app, ["processes", str(db)])
     assert tree.exit_code == 0 and "init pid 1," in tree.output
     stats = runner.invoke(app, ["stats", str(db), "-f", "json"])
-    total = _rows(db, "SELECT COUNT(*) AS n FROM syscalls")[0]["n"]
+    total = query(db, "SELECT COUNT(*) AS n FROM syscalls")[0]["n"]
     assert json.loads(stats.output)["calls"] == total
     refused = runner.invoke(app, ["query", str(db), "DELETE FROM syscalls"])
     assert refused.exit_code != 0 and "read-only" in str(refused.exception)
-    assert _rows(db, "SELECT COUNT(*) AS n FROM syscalls")[0]["n"] == total
+    assert query(db, "SELECT COUNT(*) AS n FROM syscalls")[0]["n"] == total

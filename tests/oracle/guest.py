@@ -11,6 +11,7 @@ from typing import Any
 from conftest import ORACLE_RAM_MIB
 from console_sink import Console
 
+from qppsuite.channel import GuestFile
 from qppsuite.core.qpp import Plugin
 from qppsuite.images.bundle import ImageBundle
 from qppsuite.session import RunOptions, run
@@ -25,13 +26,18 @@ class LoggedRun:
 
     def rows(self, table: str = "syscalls") -> list[dict[str, Any]]:
         """Every row of ``table`` (syscalls in call order), read-only."""
-        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
-        conn.row_factory = sqlite3.Row
         order = " ORDER BY seq" if table == "syscalls" else ""
-        try:
-            return [dict(r) for r in conn.execute(f"SELECT * FROM {table}{order}")]
-        finally:
-            conn.close()
+        return query(self.db, f"SELECT * FROM {table}{order}")
+
+
+def query(db: Path, sql: str, *params: object) -> list[dict[str, Any]]:
+    """The rows ``sql`` selects from the database ``db``, opened read-only, as dicts."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
 
 
 def logged_run(
@@ -42,9 +48,11 @@ def logged_run(
     on_loaded: Callable[[Any], None] | None = None,
     *,
     warm: bool = True,
+    files: Sequence[GuestFile] = (),
 ) -> LoggedRun:
     """Run ``cmd`` in ``image`` with osi_linux + syscalls + syscalls_logger (into ``db``) and ``extra`` plugins,
-    from the image's ready snapshot (``warm``, made by the first such run) or from power-on.
+    from the image's ready snapshot (``warm``, made by the first such run) or from power-on, with ``files``
+    put in the guest through the channel first.
 
     Strict: a failing plugin fails the run, and a run that does not power off fails the test.
     """
@@ -57,6 +65,7 @@ def logged_run(
             strict=True,
             ram_mib=ORACLE_RAM_MIB,
             warm=warm,
+            files=files,
         ),
         console,
         image=image,
