@@ -136,6 +136,17 @@ def _int(value: JSONValue) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _fds_made(call: str, outputs: Mapping[str, JSONValue], retval: int, errno: str | None) -> tuple[int, ...]:
+    """The fds a call of MAKING_CALLS made: its result, or the two socketpair wrote (none if unreadable)."""
+    if errno is not None or call not in MAKING_CALLS:
+        return ()
+    if call != "socketpair":
+        return (retval,)
+    pair = outputs.get("usockvec")
+    fds = tuple(fd for fd in (_int(v) for v in pair) if fd is not None) if isinstance(pair, list) else ()
+    return fds if len(fds) == 2 else ()
+
+
 class NetTracker:
     """Socket fds per process and the :class:`NetEvent` of each call.
 
@@ -267,17 +278,15 @@ class NetTracker:
     ) -> list[NetEvent]:
         """The events of one call of ``process`` that returned ``retval`` (signed; ``errno`` its error name),
         with its arguments as decoded at the call and its outputs as decoded at the return."""
-        made: tuple[int, ...] = ()  # fds this call made: not "found" if the process is seen first now
-        if errno is None and call in MAKING_CALLS:
-            pair = outputs.get("usockvec")
-            made = tuple(fd for fd in pair if isinstance(fd, int)) if isinstance(pair, list) else (retval,)
-        table = self._current(process, made)
+        made = _fds_made(call, outputs, retval, errno)
+        table = self._current(process, made)  # without them if the process is seen first now: not "found"
         if call in FD_CALLS:
             return self._fd_call(table, call, args, retval, errno)
-        if call == "socket":
-            return self._socket_call(process, table, args, retval, errno)
-        if call == "socketpair":
-            return self._socketpair(process, table, args, outputs, retval, errno)
+        if call in ("socket", "socketpair"):
+            socks = self._sockets_made(process, table, call, args, made)
+            if not socks:
+                return [NetEvent(call, None, None, retval, errno)]
+            return [NetEvent(call, fd, sock, retval, errno) for fd, sock in zip(made, socks, strict=True)]
         fd = _int(args.get(FD_ARG.get(call, "fd")))
         sock = table.fds.get(fd) if fd is not None else None
         if call in FD_ONLY_CALLS and sock is None:
@@ -336,51 +345,26 @@ class NetTracker:
             event.messages = retval
         return [event]
 
-    def _socket_call(
-        self, process: OsiProcess, table: _FdTable, args: Mapping[str, JSONValue], retval: int, errno: str | None
-    ) -> list[NetEvent]:
-        domain = args.get("family")
-        domain = domain if isinstance(domain, str) else None
-        kind, _ = split_socket_type(args.get("type"))
-        protocol = _int(args.get("protocol"))
-        sock = None
-        if errno is None:
-            sock = self._new_socket(process, retval, "socket")
-            sock.domain, sock.type = domain, kind
-            sock.protocol = protocol_name(domain, protocol) if protocol is not None else None
-            self._put(table, retval, sock)
-            self._on_socket(sock, process)
-        return [NetEvent("socket", retval if errno is None else None, sock, retval, errno)]
-
-    def _socketpair(
-        self,
-        process: OsiProcess,
-        table: _FdTable,
-        args: Mapping[str, JSONValue],
-        outputs: Mapping[str, JSONValue],
-        retval: int,
-        errno: str | None,
-    ) -> list[NetEvent]:
-        pair = outputs.get("usockvec")
-        fds = [_int(fd) for fd in pair] if isinstance(pair, list) and len(pair) == 2 else []
-        if errno is not None or None in fds or not fds:
-            return [NetEvent("socketpair", None, None, retval, errno)]
+    def _sockets_made(
+        self, process: OsiProcess, table: _FdTable, call: str, args: Mapping[str, JSONValue], fds: tuple[int, ...]
+    ) -> list[Socket]:
+        """socket, socketpair: a Socket for each new fd, of the domain, type and protocol the call asked for."""
         domain = args.get("family")
         domain = domain if isinstance(domain, str) else None
         kind, _ = split_socket_type(args.get("type"))
         protocol = _int(args.get("protocol"))
         socks = []
         for fd in fds:
-            assert fd is not None
-            sock = self._new_socket(process, fd, "socketpair")
+            sock = self._new_socket(process, fd, call)
             sock.domain, sock.type = domain, kind
             sock.protocol = protocol_name(domain, protocol) if protocol is not None else None
             self._put(table, fd, sock)
             socks.append(sock)
-        socks[0].pair, socks[1].pair = socks[1], socks[0]
+        if len(socks) == 2:
+            socks[0].pair, socks[1].pair = socks[1], socks[0]
         for sock in socks:
             self._on_socket(sock, process)
-        return [NetEvent("socketpair", fd, sock, retval, errno) for fd, sock in zip(fds, socks, strict=True)]
+        return socks
 
     def _accept(
         self, process: OsiProcess, table: _FdTable, event: NetEvent, outputs: Mapping[str, JSONValue]
