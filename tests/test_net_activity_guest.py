@@ -200,3 +200,31 @@ def test_alone_on_the_default_workload_busybox_nc_over_loopback(default_image: I
     assert (accepted["bytes_sent"], accepted["bytes_received"]) == (len(pong), len(ping))
     reads = query(db, "SELECT call, bytes FROM net_events WHERE socket_id = ? AND call = 'read'", client["id"])
     assert [r["bytes"] for r in reads] == [len(pong), 0]  # the reply, then the server's end of stream
+
+
+@pytest.mark.boot
+def test_a_socket_passed_over_a_unix_socket_is_the_one_its_maker_made(net: dict[str, Any]) -> None:
+    passed = net["said"]["passed"]
+    (sock,) = query(
+        net["db"],
+        "SELECT s.*, p.pid FROM net_sockets s JOIN processes p ON p.id = s.process_id WHERE s.inode = ?",
+        passed["sock"],
+    )
+    assert (sock["pid"], sock["created_by"], sock["domain"], sock["type"]) == (
+        passed["child"],
+        "socket",
+        "AF_INET",
+        "SOCK_DGRAM",
+    )
+    # The parent received it with SCM_RIGHTS (recvmsg with control data), then sent on it.
+    (sent,) = [e for e in net["events"] if e["socket_id"] == sock["id"] and e["call"] in ("sendto", "sendmsg")]
+    assert (
+        (sent["pid"], sent["fd"], sent["bytes"])
+        == (net["pid"], passed["fd"], passed["bytes"])
+        == (
+            net["pid"],
+            passed["fd"],
+            77,
+        )
+    )
+    assert sock["bytes_sent"] == 77

@@ -102,6 +102,23 @@ os.waitpid(child, 0)
 say("fork", child=child, sock=y_inode, fd=y_fd, received=len(x.recv(100)))
 x.close()
 
+# SCM_RIGHTS: a child makes a UDP socket and passes it to its parent over a unix socket; the parent sends on it.
+p1, p2 = socket.socketpair()
+child = os.fork()
+if child == 0:
+    made = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    socket.send_fds(p2, [b"fd"], [made.fileno()])
+    os._exit(0)
+_, fds, _, _ = socket.recv_fds(p1, 10, 1)
+os.waitpid(child, 0)
+passed = socket.socket(fileno=fds[0])
+sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sink.bind(("127.0.0.1", 0))
+passed.sendto(b"z" * 77, sink.getsockname())
+say("passed", child=child, sock=ino(passed), fd=fds[0], bytes=len(sink.recv(100)))
+for s in (p1, p2, passed, sink):
+    s.close()
+
 # Hostile addresses straight through libc: a family nobody has, lengths the kernel refuses, bad pointers.
 libc = ctypes.CDLL(None, use_errno=True)
 junk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
