@@ -189,14 +189,14 @@ class NetActivity(Plugin):
             self._record(ctx, event, process_id, process.pid, thread.tid if thread is not None else None)
 
     def _forked(self, ctx: SyscallContext) -> None:
-        """A fork child's first return: its fds are its parent's at the fork, read from the kernel when any
-        process holds a socket; a new thread (the same process) keeps its process's table."""
-        if not ctx.child:
+        """A fork child's first return: its fds are its parent's at the fork, read from the kernel.  Only while
+        some process holds a socket: otherwise the child holds none, and a later first look at it (a lazy
+        read) is as right.  A new thread (the same process) keeps its process's table."""
+        if not ctx.child or not self.tracker.anything_open():
             return
         process, _ = self._caller(ctx)
-        if process is None or process.is_kernel_thread or self.tracker.known(process):
-            return
-        self.tracker.know(process, None if self.tracker.anything_open() else {})
+        if process is not None and not process.is_kernel_thread and not self.tracker.known(process):
+            self.tracker.know(process)
 
     def _exec(self, ctx: SyscallContext) -> None:
         """An execve: re-read the process's socket fds at their next use (those with close-on-exec go if it

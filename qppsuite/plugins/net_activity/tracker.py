@@ -7,8 +7,9 @@ kernel's own view of a process's fds from an :class:`FdSource` (osi_linux in the
 
 A process's socket fds are known:
 
-- at first sight (a process running when the plugin started, a fork child at its first return, a
-  process again after an execve, or after it received fds over a unix socket, SCM_RIGHTS): read from
+- at first sight (a process running when the plugin started, a fork child at its first return while
+  some process holds a socket, any other process at its first network call, a process again after an
+  execve, or after it received fds over a unix socket, SCM_RIGHTS): read from
   the kernel, every fd whose file is ``socket:[INODE]``.  So sockets inherited across fork, and those
   an execve closed (``O_CLOEXEC``, ``SOCK_CLOEXEC``, ``FD_CLOEXEC`` however they were set) or kept, are
   the kernel's own answer, not a guess;
@@ -194,17 +195,10 @@ class NetTracker:
         table = self._tables.get(process.pid)
         return table is not None and table.start_time == process.start_time
 
-    def know(self, process: OsiProcess, fds: Mapping[int, Socket] | None = None) -> None:
-        """Take ``process``'s socket fds as ``fds`` (None: read them from the kernel): a fork child's first
-        return, or a process found when the plugin started."""
-        old = self._tables.get(process.pid)
-        if fds is None:
-            self._seed(process, old)
-            return
-        self._drop(old)
-        table = self._tables[process.pid] = _FdTable(process.start_time)
-        for fd, sock in fds.items():
-            self._put(table, fd, sock)
+    def know(self, process: OsiProcess) -> None:
+        """Read ``process``'s socket fds from the kernel now: a fork child's first return, or a process found
+        when the plugin started."""
+        self._seed(process, self._tables.get(process.pid))
 
     def stale(self, process: OsiProcess) -> None:
         """``process`` is running an execve or received fds: re-read its socket fds before their next use."""
