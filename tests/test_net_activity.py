@@ -176,7 +176,7 @@ def test_address_shapes_the_decoder_gives() -> None:
     assert endpoint({"family": None}) == Endpoint(None)
     assert endpoint(decode_sockaddr(b"\x01\x00/tmp/s\x00")) == Endpoint("AF_UNIX", "/tmp/s")
     assert endpoint(decode_sockaddr(b"\x01\x00\x00name")) == Endpoint("AF_UNIX", "@name")
-    assert endpoint(decode_sockaddr(b"\x01\x00\xff/x")) == Endpoint("AF_UNIX", b"\xff/x")
+    assert endpoint(decode_sockaddr(b"\x01\x00\xff/x")) == Endpoint("AF_UNIX", '{"hex": "ff2f78"}')
     v6 = decode_sockaddr(b"\x0a\x00\x15\xb3" + bytes(4) + bytes(15) + b"\x01" + bytes(4))
     assert endpoint(v6) == Endpoint("AF_INET6", "::1", 5555)
     assert endpoint({"family": 7, "addr": "1.2.3.4"}) is None

@@ -40,7 +40,7 @@ SOCKET_COLUMNS: dict[str, type] = {
     "type": str,  # SOCK_STREAM, SOCK_DGRAM, ... without SOCK_CLOEXEC/SOCK_NONBLOCK
     "protocol": str,  # IPPROTO_TCP, IPPROTO_IP (0), NETLINK_ROUTE, or the number
     "local_family": str,
-    "local_address": str,  # IPv4/IPv6 text, AF_UNIX path (@name: abstract); a BLOB if not UTF-8
+    "local_address": str,  # IPv4/IPv6 text, AF_UNIX path (@name: abstract; {"hex": ...} if not UTF-8)
     "local_port": int,
     "remote_family": str,
     "remote_address": str,

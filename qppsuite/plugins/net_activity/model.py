@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from qppsuite.plugins.syscalls.values import JSONValue, stored_bytes
+from qppsuite.plugins.syscalls.values import JSONValue, column_text
 
 INET_PROTOCOLS: dict[int, str] = {
     0: "IPPROTO_IP",
@@ -107,11 +107,12 @@ def split_socket_type(value: JSONValue) -> tuple[str | None, str | None]:
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """One socket address: ``family`` (``AF_INET``...), ``address`` (an IPv4 or IPv6 address as text, an
-    AF_UNIX path, ``@name`` for an abstract one, bytes for a path that is not UTF-8; None for an unnamed
-    AF_UNIX socket or a family without addresses here) and ``port`` (AF_INET, AF_INET6; else None)."""
+    AF_UNIX path, ``@name`` for an abstract one, and for a path that is not UTF-8 the JSON text
+    ``{"hex": "..."}`` as ``syscalls.values.column_text`` stores paths; None for an unnamed AF_UNIX socket
+    or a family without addresses here) and ``port`` (AF_INET, AF_INET6; else None)."""
 
     family: str | None
-    address: str | bytes | None = None
+    address: str | None = None
     port: int | None = None
 
 
@@ -127,14 +128,8 @@ def endpoint(value: JSONValue) -> Endpoint | None:
     if isinstance(addr, str):
         return Endpoint(family, addr, port if isinstance(port, int) else None)
     path = value.get("path")
-    if path is not None:
-        data = stored_bytes(path)
-        if data is None:
-            return Endpoint(family)
-        try:
-            return Endpoint(family, data.decode("utf-8"))
-        except UnicodeDecodeError:
-            return Endpoint(family, data)
+    if isinstance(path, str | dict):
+        return Endpoint(family, column_text(path))
     return Endpoint(family)
 
 
