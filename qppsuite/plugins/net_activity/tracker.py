@@ -167,7 +167,7 @@ class NetTracker:
         self._on_any_open = on_any_open
         self._tables: dict[int, _FdTable] = {}  # pid -> its table
         self._holders: Counter[int] = Counter()  # fd number -> how many tables hold it as a socket
-        self.by_inode: dict[int, Socket] = {}
+        self._by_inode: dict[int, Socket] = {}
 
     # -- which fds are sockets ---------------------------------------------------------------
     def maybe_socket(self, fd: int) -> bool:
@@ -215,19 +215,15 @@ class NetTracker:
         table = self._tables[process.pid] = _FdTable(process.start_time)
         for fd, inode in self._source.socket_inodes(process).items():
             if fd not in made:
-                self._put(table, fd, self._socket(process, inode, "found"))
+                self._put(table, fd, self._found(process, inode))
         return table
 
-    def _socket(self, process: OsiProcess, inode: int | None, created_by: str) -> Socket:
-        """The Socket with ``inode``, or a new one (heard by ``on_socket``)."""
-        if inode is not None:
-            known = self.by_inode.get(inode)
-            if known is not None:
-                return known
-        sock = Socket(inode, created_by)
-        if inode is not None:
-            self.by_inode[inode] = sock
-        self._on_socket(sock, process)
+    def _found(self, process: OsiProcess, inode: int) -> Socket:
+        """The Socket with ``inode`` (another fd of it, or another process's), or a new one made ``found``."""
+        sock = self._by_inode.get(inode)
+        if sock is None:
+            sock = self._by_inode[inode] = Socket(inode, "found")
+            self._on_socket(sock, process)
         return sock
 
     def _new_socket(self, process: OsiProcess, fd: int, created_by: str) -> Socket:
@@ -235,7 +231,7 @@ class NetTracker:
         inode = self._source.socket_inode(process, fd)
         sock = Socket(inode, created_by)
         if inode is not None:
-            self.by_inode[inode] = sock
+            self._by_inode[inode] = sock
         return sock
 
     def _put(self, table: _FdTable, fd: int, sock: Socket) -> None:
@@ -302,18 +298,14 @@ class NetTracker:
             event.remote = endpoint(args.get("uservaddr"))
             if sock is not None and (ok or errno == "EINPROGRESS"):
                 sock.remote = event.remote
-        elif call in ("getsockname", "getpeername"):
-            found = endpoint(outputs.get("usockaddr")) if ok else None
-            if found is not None:
-                if call == "getsockname":
-                    event.local = found
-                else:
-                    event.remote = found
-                if sock is not None:
-                    if call == "getsockname":
-                        sock.local = found
-                    else:
-                        sock.remote = found
+        elif call == "getsockname":
+            event.local = (endpoint(outputs.get("usockaddr")) if ok else None) or event.local
+            if ok and sock is not None:
+                sock.local = event.local
+        elif call == "getpeername":
+            event.remote = (endpoint(outputs.get("usockaddr")) if ok else None) or event.remote
+            if ok and sock is not None:
+                sock.remote = event.remote
         elif call == "sendto":
             event.remote = endpoint(args.get("addr")) or event.remote
         elif call == "recvfrom":
