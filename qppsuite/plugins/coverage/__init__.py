@@ -17,8 +17,10 @@ still be the old one), the hook stays on and the first block of the new program 
 Blocks are recorded as translated blocks (their start and size in bytes), each distinct pair once, and
 given to their module when the process stops running (at the next task change, or at its exit: osi_linux's
 ``on_thread_exit`` comes before the kernel drops its memory map): the module is the file mapped there
-(:mod:`.modules`), the process's map being read again when a block falls outside every known module.
-Blocks outside every file (a JIT's code) are counted, not written.
+(:mod:`.modules`), from the process's map as read each time it is switched in, and read again when a block
+falls outside every known module.  Blocks outside every file (a JIT's code) are counted, not written.  A
+module both mapped and run within the turn that ends with an ``execve`` of the process is not known (the
+map it was in is gone when the change is seen): its blocks are counted as outside.
 """
 
 from __future__ import annotations
@@ -200,6 +202,8 @@ class Coverage(Plugin):
             return
         self._disarm()
         self._armed, self._recording = image, recording
+        if recording:
+            self._read_map(image)  # what it has mapped so far: an execve ending its turn leaves no map to read
         self._hook = _on_blocks(self.machine, _recorder(image.raw) if recording else self._probe, 0, TASK_SIZE - 1)
 
     def _disarm(self, *, read_map: bool = True) -> None:
