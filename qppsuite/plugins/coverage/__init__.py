@@ -258,10 +258,12 @@ class Coverage(Plugin):
         image.outside += len(outside)
 
     def _read_map(self, image: Image) -> None:
-        known = len(image.modules)
-        image.modules.update(modules_from_mappings(self.get_mappings(image.process)))
-        for module in image.modules.modules[known:]:
-            image.entries[module] = self._entry(image.process, module)
+        """Read the process's map again; a module's entry point is read until its header's page is in."""
+        mapped = modules_from_mappings(self.get_mappings(image.process))
+        image.modules.update(mapped)
+        for module in mapped:
+            if not image.entries.get(module):
+                image.entries[module] = self._entry(image.process, module)
 
     def _entry(self, process: OsiProcess, module: Module) -> int:
         """The module's entry point from its ELF header in guest memory (``e_entry``, plus the base for a
