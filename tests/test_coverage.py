@@ -14,12 +14,13 @@ from drcov_reader import read_drcov, read_drcov_file
 from syscall_harness import NoMachineCore, rows
 
 from qppsuite.core.events import AddressSpaceSwitch
-from qppsuite.core.memory import GuestMemoryError
+from qppsuite.core.guest import GuestMemoryError
 from qppsuite.core.qpp import QPP, Plugin, export
 from qppsuite.errors import PluginError
 from qppsuite.plugins.coverage import TASK_SIZE, Coverage
 from qppsuite.plugins.coverage.drcov import DrcovModule, escape_path, render
 from qppsuite.plugins.coverage.modules import Module, ModuleMap, modules_from_mappings
+from qppsuite.plugins.osi_linux import OsiLinux
 from qppsuite.plugins.osi_linux.model import OsiMapping, OsiProcess, OsiThread
 
 # /proc/PID/maps of python3 -c in the oracle image (bookworm armhf), as osi_linux reads it: a non-PIE
@@ -121,7 +122,7 @@ class StandInOsi(Plugin):
     """osi_linux's callbacks and the exports coverage uses, answering with what the test sets."""
 
     name = "osi_linux"
-    callbacks = ("on_task_change", "on_thread_exit")
+    callbacks = OsiLinux.callbacks
 
     def load(self) -> None:
         self.processes: dict[int, OsiProcess] = {}  # task -> process
@@ -146,25 +147,25 @@ class StandInMachine:
     """Block hooks run on the blocks the test runs; guest memory holds ELF headers at the test's addresses."""
 
     def __init__(self) -> None:
-        self.hooks: dict[int, tuple[Callable[[int, int], None], int, int]] = {}
+        self.blocks: dict[int, tuple[Callable[[int, int], None], int, int]] = {}  # handle -> hook
         self.added = 0
         self.insn_count = 0
         self.headers: dict[int, bytes] = {}
         self.memory = SimpleNamespace(read=self.read)
-        self.config = SimpleNamespace(labels={"image": "test"})
+        self.hooks = SimpleNamespace(on_blocks=self.on_blocks, remove=self.remove)
 
-    def add_block_hook(self, fn: Callable[[int, int], None], begin: int, end: int) -> int:
+    def on_blocks(self, fn: Callable[[int, int], None], *, begin: int, end: int) -> int:
         self.added += 1
-        self.hooks[self.added] = (fn, begin, end)
+        self.blocks[self.added] = (fn, begin, end)
         return self.added
 
-    def remove_hook(self, handle: int) -> None:
-        del self.hooks[handle]
+    def remove(self, handle: int) -> None:
+        del self.blocks[handle]
 
     def run(self, *blocks: tuple[int, int]) -> None:
         for pc, size in blocks:
             self.insn_count += size // 4
-            for fn, begin, end in list(self.hooks.values()):
+            for fn, begin, end in list(self.blocks.values()):
                 if begin <= pc <= end:
                     fn(pc, size)
 
@@ -184,16 +185,19 @@ class Run:
         task = proc.task
         self.osi.processes[task] = proc
         self.osi.current = proc
-        self.qpp.callback("osi_linux", "on_task_change")(None, OsiThread(proc.pid, proc.pid, proc.name, task))
+        self.qpp.callback("osi_linux", "on_task_change")(old=None, new=OsiThread(proc.pid, proc.pid, proc.name, task))
         self.asid_change(proc)
 
     def asid_change(self, proc: OsiProcess) -> None:
         self.osi.processes[proc.task] = proc
         self.osi.current = proc
-        self.qpp.callback("core", "on_asid_change")(AddressSpaceSwitch(0, proc.asid or 0, 0, self.machine.insn_count))
+        switch = AddressSpaceSwitch(0, proc.asid or 0, 0, self.machine.insn_count)
+        self.qpp.callback("core", "on_asid_change")(switch=switch)
 
     def exit(self, proc: OsiProcess) -> None:
-        self.qpp.callback("osi_linux", "on_thread_exit")(OsiThread(proc.pid, proc.pid, proc.name, proc.task), 0)
+        self.qpp.callback("osi_linux", "on_thread_exit")(
+            thread=OsiThread(proc.pid, proc.pid, proc.name, proc.task), code=0
+        )
         self.osi.maps.pop(proc.pid, None)
 
 
@@ -232,16 +236,16 @@ def test_a_process_chosen_by_name_is_covered_from_its_execve_and_nothing_else(st
     machine.run((0x400100, 8))
     run.switch_to(child)  # the fork child: still the shell's program
     machine.run((0x400200, 8))
-    assert machine.hooks == {}
+    assert machine.blocks == {}
     # execve, seen while it is under way: a new page directory, the old name, nothing mapped yet
     osi.maps[101] = []
     run.asid_change(process(101, "sh", 0x6000))
-    assert len(machine.hooks) == 1  # the first block decides
+    assert len(machine.blocks) == 1  # the first block decides
     osi.current = python = process(101, "python3", 0x6000)
     osi.maps[101] = PYTHON_MAPS
     machine.run((0xB6F3C890, 12), (0x15F528, 16), (0x15F528, 16), (0xB6D80000, 6), (TASK_SIZE, 4))
     run.switch_to(shell)
-    assert machine.hooks == {}
+    assert machine.blocks == {}
     machine.run((0x400100, 8))
     run.switch_to(python)
     machine.run((0x20000, 4), (0x15F528, 4), (0xB6F4E000, 8))  # a one-instruction block, and the sigpage

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from qppsuite.core.memory import GuestMemoryError
+from qppsuite.core.events import AddressSpaceSwitch
+from qppsuite.core.guest import GuestMemoryError
 from qppsuite.core.qpp import Arg, Plugin
 from qppsuite.errors import PluginError
 from qppsuite.plugins.coverage import drcov
@@ -143,7 +144,7 @@ class Coverage(Plugin):
         process, _ = self.get_task(new.task)
         self._enter(process)
 
-    def _on_asid_change(self, switch: Any) -> None:
+    def _on_asid_change(self, switch: AddressSpaceSwitch) -> None:
         """A new page directory: a task switch (osi_linux reports it at ``__switch_to``) or an ``execve``."""
         self._enter(self.get_current_process())
 
@@ -204,7 +205,8 @@ class Coverage(Plugin):
         self._armed, self._recording = image, recording
         if recording:
             self._read_map(image)  # what it has mapped so far: an execve ending its turn leaves no map to read
-        self._hook = _on_blocks(self.machine, _recorder(image.raw) if recording else self._probe, 0, TASK_SIZE - 1)
+        function = _recorder(image.raw) if recording else self._probe
+        self._hook = self.machine.hooks.on_blocks(function, begin=0, end=TASK_SIZE - 1)
 
     def _disarm(self, *, read_map: bool = True) -> None:
         armed = self._armed
@@ -212,7 +214,7 @@ class Coverage(Plugin):
             return
         self._armed = None
         if self._hook is not None:
-            _remove_hook(self.machine, self._hook)
+            self.machine.hooks.remove(self._hook)
             self._hook = None
         if armed.chosen:
             self._resolve(armed, read_map=read_map)
@@ -336,17 +338,6 @@ def _recorder(raw: set[int]) -> Callable[[int, int], None]:
         add(pc << 16 | size)
 
     return record
-
-
-def _on_blocks(machine: Any, fn: Callable[[int, int], None], begin: int, end: int) -> int:
-    """Adapter until the machine facade's ``hooks.on_blocks`` is on main."""
-    handle: int = machine.add_block_hook(fn, begin, end)
-    return handle
-
-
-def _remove_hook(machine: Any, handle: int) -> None:
-    """Adapter until ``hooks.remove`` is on main."""
-    machine.remove_hook(handle)
 
 
 plugin = Coverage
