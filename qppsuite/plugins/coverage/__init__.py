@@ -18,9 +18,9 @@ Blocks are recorded as translated blocks (their start and size in bytes), each d
 given to their module when the process stops running (at the next task change, or at its exit: osi_linux's
 ``on_thread_exit`` comes before the kernel drops its memory map): the module is the file mapped there
 (:mod:`.modules`), from the process's map as read each time it is switched in, and read again when a block
-falls outside every known module.  Blocks outside every file (a JIT's code) are counted, not written.  A
-module both mapped and run within the turn that ends with an ``execve`` of the process is not known (the
-map it was in is gone when the change is seen): its blocks are counted as outside.
+falls outside every known module.  Blocks outside every file (a JIT's code) are not written.  A module
+both mapped and run within the turn that ends with an ``execve`` of the process is not known (the map it
+was in is gone when the change is seen): its blocks are not written either.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class Image:
     """One program one process ran: what was decided about it, and its blocks.
 
     ``raw`` holds ``pc << 16 | size`` of every block run (pc virtual, size in bytes); ``done`` those given
-    to a module already (or found outside every module: ``outside`` counts them); ``blocks`` is
+    to a module already (or found outside every module); ``blocks`` is
     ``(module id, offset from the module's base, size)``, ids indexing ``modules.modules``.
     """
 
@@ -65,7 +65,6 @@ class Image:
     raw: set[int] = field(default_factory=set)
     done: set[int] = field(default_factory=set)
     blocks: set[tuple[int, int, int]] = field(default_factory=set)
-    outside: int = 0
     modules: ModuleMap = field(default_factory=ModuleMap)
     entries: dict[Module, int] = field(default_factory=dict)
     first_insn: int = 0
@@ -164,9 +163,13 @@ class Coverage(Plugin):
             if image is not None and image is self._armed:
                 self._disarm(read_map=False)  # the map is the new program's (or a new process's) now
             execed = image is not None and image.process.start_time == process.start_time
+            previous_name = image.process.name if image is not None else ""
             exec_index = image.exec_index + 1 if image is not None and execed else 0
             image = self._latest[process.pid] = Image(process, exec_index, first_insn=self.machine.insn_count)
-            self._decide(image, final=False)
+            # A process first seen runs its parent's program (seen at its first switch-in); after an execve, a
+            # new name is the new program's (the kernel renames it after replacing the map): only an execve
+            # seen under the old name may still be under way.
+            self._decide(image, final=not execed or image.process.name != previous_name)
         elif not image.settled:
             image.process = process
             self._decide(image, final=False)
@@ -176,8 +179,8 @@ class Coverage(Plugin):
             self._disarm()
 
     def _decide(self, image: Image, *, final: bool) -> None:
-        """Whether ``image`` is covered; by name only once its ``execve`` has mapped the program (``final``:
-        its code runs, so it has)."""
+        """Whether ``image`` is covered; by name only once its ``execve`` has mapped the program (``final``: its
+        name is the program's, or its code runs, so it has)."""
         process = image.process
         if process.pid in self.pids or not self.names:
             chosen, settled = process.pid in self.pids, True
@@ -257,7 +260,6 @@ class Coverage(Plugin):
                 break
             self._read_map(image)
             fresh, outside = set(outside), []
-        image.outside += len(outside)
 
     def _read_map(self, image: Image) -> None:
         """Read the process's map again; a module's entry point is read until its header's page is in."""
