@@ -8,7 +8,8 @@ child process's CPU time.  The workloads:
 * ``default, nothing chosen``: the default workload with ``process=`` a name no process has: what the
   task-change and address-space tracking costs alone;
 * ``default, sh chosen``: the same workload covering every ``sh`` (its shells and their fork children);
-* ``python3 -c``: a short python3 script in the oracle image, covering ``python3``.
+* ``python3 -c``: two short python3 scripts in the oracle image, covering ``python3``: a ``print``, and an
+  ``import json``, which compiles json's sources in the guest (the image holds no ``.pyc``).
 
 Every run writes its drcov files and database into a temporary directory.  Usage:
 ``python bench/coverage.py [--pairs N]`` (the images must be built: ``qppsuite image build`` and
@@ -30,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ORACLE = "debian-armhf+strace+perl-base+python3+pigz"
-PYTHON_CMD = "python3 -c 'import json; print(json.dumps({\"sum\": sum(range(1000))}))'"
+PYTHON_CMD = "python3 -c 'print(sum(range(1000)))'"
+#: json is compiled from source in the guest (the image has no .pyc: no maintainer script ran py3compile).
+PYTHON_JSON_CMD = "python3 -c 'import json; print(json.dumps({\"sum\": sum(range(1000))}))'"
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,8 @@ class Workload:
 WORKLOADS = (
     Workload("default, nothing chosen", "debian-armhf", None, "no-such-program"),
     Workload("default, sh chosen", "debian-armhf", None, "sh"),
-    Workload("python3 -c, python3 chosen", ORACLE, PYTHON_CMD, "python3"),
+    Workload("python3 -c print, python3 chosen", ORACLE, PYTHON_CMD, "python3"),
+    Workload("python3 -c import json, python3 chosen", ORACLE, PYTHON_JSON_CMD, "python3"),
 )
 
 
