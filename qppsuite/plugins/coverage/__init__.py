@@ -137,6 +137,10 @@ class Coverage(Plugin):
             foreign_keys=[("module_id", "coverage_modules")],
         )
 
+    def start(self) -> None:
+        """Whoever runs as the guest starts (a restored snapshot's current process) until the first switch."""
+        self._enter(self.get_current_process())
+
     # -- which process runs -------------------------------------------------------------
 
     def _on_task_change(self, old: OsiThread | None, new: OsiThread) -> None:
