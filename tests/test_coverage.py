@@ -205,7 +205,8 @@ class Run:
 def start(tmp_path: Path) -> Iterator[Callable[..., Run]]:
     qpps: list[QPP] = []
 
-    def started(**args: str) -> Run:
+    def started(current: tuple[OsiProcess, list[OsiMapping]] | None = None, **args: str) -> Run:
+        """Coverage loaded with ``args`` and started, ``current`` (a process and its map) running as it starts."""
         machine = StandInMachine()
         qpp = QPP(machine)  # type: ignore[arg-type]
         qpps.append(qpp)
@@ -213,6 +214,9 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Run]]:
         qpp.add_builtin(StandInOsi())
         plugin_args = {"out": str(tmp_path / "out"), "db": str(tmp_path / "run.db"), **args}
         qpp.load_all([Coverage], {"coverage": plugin_args})
+        if current is not None:
+            osi: StandInOsi = qpp.get("osi_linux")  # type: ignore[assignment]
+            osi.current, osi.maps[current[0].pid] = current
         qpp.start_all()
         return Run(qpp, machine, tmp_path)
 
@@ -288,11 +292,9 @@ def test_a_process_chosen_by_name_is_covered_from_its_execve_and_nothing_else(st
 def test_a_process_chosen_by_pid_keeps_each_program_apart_and_only_the_chosen_modules_are_written(
     start: Callable[..., Run],
 ) -> None:
-    run = start(pid="100", modules="busybox,python3.11")
-    osi = run.osi
     shell = process(100, "sh", 0x4000)
-    osi.maps = {100: SH_MAPS}
-    run.switch_to(shell)
+    run = start((shell, SH_MAPS), pid="100", modules="busybox,python3.11")  # it runs as the guest starts
+    osi = run.osi
     run.machine.run((0x400100, 8), (0x400100, 8))
     osi.maps[100] = PYTHON_MAPS
     run.asid_change(python := process(100, "python3", 0x6000))  # exec sh -> python3
