@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from qppsuite.core.events import AddressSpaceSwitch
 from qppsuite.core.guest import GuestMemoryError
 from qppsuite.core.qpp import Arg, Plugin
 from qppsuite.errors import PluginError
@@ -143,15 +142,15 @@ class Coverage(Plugin):
 
     # -- which process runs -------------------------------------------------------------
 
-    def _on_task_change(self, old: OsiThread | None, new: OsiThread) -> None:
+    def _on_task_change(self, new: OsiThread) -> None:
         process, _ = self.get_task(new.task)
         self._enter(process)
 
-    def _on_asid_change(self, switch: AddressSpaceSwitch) -> None:
+    def _on_asid_change(self) -> None:
         """A new page directory: a task switch (osi_linux reports it at ``__switch_to``) or an ``execve``."""
         self._enter(self.get_current_process())
 
-    def _on_thread_exit(self, thread: OsiThread, code: int) -> None:
+    def _on_thread_exit(self, thread: OsiThread) -> None:
         """A thread of the covered process ends: its blocks go to their modules while its map is still there."""
         armed = self._armed
         if armed is not None and thread.pid == armed.process.pid:
