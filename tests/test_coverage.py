@@ -320,3 +320,13 @@ def test_the_processes_to_cover_must_be_named(tmp_path: Path) -> None:
         qpp.add_builtin(NoMachineCore())
         qpp.add_builtin(StandInOsi())
         qpp.load_all([Coverage], {"coverage": {"out": str(tmp_path), "pid": "12,x"}})
+
+
+def test_a_program_with_no_module_to_write_has_no_file(start: Callable[..., Run]) -> None:
+    run = start(process="sh", modules="libc.so.6")
+    run.osi.maps = {100: SH_MAPS}
+    run.switch_to(process(100, "sh", 0x4000))
+    run.machine.run((0x400100, 8))
+    run.qpp.unload_all()
+    assert list((run.tmp / "out").iterdir()) == []
+    assert rows(run.tmp / "run.db", "SELECT * FROM coverage_modules") == []

@@ -305,10 +305,13 @@ class Coverage(Plugin):
         return self.out / f"drcov.{_FILE_NAME.sub('_', process.name)}.{process.pid}.{image.exec_index}.proc.log"
 
     def _write(self, image: Image) -> None:
-        """The image's drcov file and rows: its wanted modules, renumbered from 0, and their blocks."""
+        """The image's drcov file and rows: its wanted modules, renumbered from 0, and their blocks; nothing for
+        an image with no wanted module (Dragon Dance misreads an empty module table)."""
         self._resolve(image, read_map=False)
         modules = image.modules.modules
         keep = [i for i, module in enumerate(modules) if wanted(module, self.selectors)]
+        if not keep:
+            return
         new_id = {old: new for new, old in enumerate(keep)}
         blocks = sorted((new_id[m], offset, size) for m, offset, size in image.blocks if m in new_id)
         path = self.drcov_path(image)
