@@ -30,6 +30,7 @@ from qppsuite.cli import (  # noqa: E402
     plugins_cmd,  # noqa: F401
     profile_cmd,  # noqa: F401
     record_cmd,  # noqa: F401
+    report_cmd,  # noqa: F401
     run_cmd,  # noqa: F401
     snapshot_cmd,  # noqa: F401
 )

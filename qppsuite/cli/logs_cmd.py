@@ -283,14 +283,23 @@ def stats(
     run: RunOpt = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Rows in each top list")] = 10,
     fmt: FormatOpt = OutputFormat.table,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Also draw calls over time, stacked by kind, to this image (.png, .svg, .pdf)"),
+    ] = None,
 ) -> None:
-    """Top system calls, top processes and errors, with failure rates."""
+    """Top system calls, top processes and errors, with failure rates; ``--plot`` draws the activity figure."""
     from qppsuite.plugins.syscalls_logger import reader
     with _reading(db) as conn:
         run_id = reader.select_run(conn, run)
         _warn(conn, run_id)
         result = reader.run_stats(conn, run_id, top)
         end = reader.run_end(conn, run_id)
+        if plot is not None:
+            from qppsuite.report import data
+            from qppsuite.report.plot import save_activity
+            built = data.build(conn, run_id)
+            save_activity(built.activity, plot, f"run {run_id} of {built.summary['image']}: system calls by kind")
     if fmt is OutputFormat.json:
         json.dump(
             {

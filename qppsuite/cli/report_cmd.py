@@ -1,0 +1,55 @@
+"""``qppsuite report DB``: the run as one self-contained HTML page (see docs/report.md)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qppsuite.cli import app, err_console
+from qppsuite.cli.logs_cmd import DbArg, RunOpt, _reading, _warn
+from qppsuite.cli.terminal import styled
+from qppsuite.errors import QppsuiteError
+
+
+def write_atomically(path: Path, data: str) -> None:
+    """Replace ``path`` whole or not at all (a temporary file beside it, renamed); one line if it cannot."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as open() would make it; mkstemp's file is 0600
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise QppsuiteError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+@app.command("report")
+def report(
+    db: DbArg,
+    run: RunOpt = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="The HTML file (default: DB's name with .html)")
+    ] = None,
+) -> None:
+    """One self-contained HTML page of a run: summary, process tree, timeline, activity, each process's calls,
+    files, endpoints and errors. Opens offline (plotly.js is inside)."""
+    from qppsuite.report import data, html
+
+    out = output if output is not None else db.with_suffix(".html")
+    with _reading(db) as conn:
+        run_id = data.reader.select_run(conn, run)
+        _warn(conn, run_id)
+        built = data.build(conn, run_id)
+    write_atomically(out, html.render(built))
+    err_console.print(
+        styled(
+            f"report of run {run_id} ({built.summary['processes']} processes, {built.summary['syscalls']} calls): {out}"
+        ),
+        soft_wrap=True,
+    )

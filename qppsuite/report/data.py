@@ -1,0 +1,357 @@
+"""What the run report shows, read from a run database: plain data, no HTML.
+
+Everything comes from the file :mod:`qppsuite.plugins.syscalls_logger.reader` opens read-only: the
+logger's ``runs``, ``processes`` and ``syscalls``; ``proc_events`` (exec names and exits with their
+times), ``file_activity`` (files per process) and ``net_sockets`` (net_activity's endpoints) when the
+run loaded those plugins; when it did not, files and endpoints come from the logged calls' decoded
+arguments.  Strings are the guest's, as stored: the renderers escape them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from qppsuite.plugins.syscalls import classes
+from qppsuite.plugins.syscalls.table import SYSCALLS
+from qppsuite.plugins.syscalls_logger import reader
+
+TOP_CALLS = 10
+"""Rows of each process's top-syscalls table."""
+
+ACTIVITY_BINS = 100
+"""Bins of the activity-over-time figure, over the span of the run's calls."""
+
+#: Per call number, the names of its arguments that are paths (table type ``path``): the fallback for
+#: files touched when ``file_activity`` did not run.
+_PATH_ARGS: dict[int, tuple[str, ...]] = {
+    number: paths
+    for number, spec in SYSCALLS.items()
+    if (paths := tuple(arg.name for arg in spec.args if arg.type == "path"))
+}
+
+
+@dataclass
+class FileRow:
+    """A file a process touched: counts from ``file_activity``, or calls naming it from ``syscalls``."""
+
+    path: str
+    opens: int = 0
+    reads: int = 0
+    bytes_read: int = 0
+    writes: int = 0
+    bytes_written: int = 0
+    errors: int = 0
+    calls: int = 0  # the fallback's count: calls that named the path
+
+
+@dataclass
+class Process:
+    """One process of the run (a ``processes`` row) and what the report shows of it."""
+
+    id: int
+    pid: int
+    ppid: int
+    name: str
+    names: list[str]
+    #: (instruction count, name) from proc_events' successful execs; empty without proc_events
+    renames: list[tuple[int, str]]
+    depth: int
+    parent_id: int | None
+    state: str | None
+    exit_status: int | None
+    ended: str  # "exited 0", "killed by SIGTERM", "still running (state S)", "unknown"
+    first_insn: int | None
+    last_insn: int | None
+    syscalls: int = 0  # logged calls (the syscalls rows)
+    failed: int = 0
+    top_calls: list[tuple[str, int, int]] = field(default_factory=list)  # name, calls, failed
+    errors: list[tuple[str, str, int]] = field(default_factory=list)  # call, errno, count
+    files: list[FileRow] = field(default_factory=list)
+    endpoints: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Calls:
+    """The run's calls in call order, as parallel columns (the timeline's marks)."""
+
+    seq: list[int] = field(default_factory=list)
+    insn: list[int] = field(default_factory=list)
+    row: list[int] = field(default_factory=list)  # index into RunReport.processes
+    kind: list[str] = field(default_factory=list)  # one of classes.KINDS
+    failed: list[bool] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)  # the logger's strace-like line
+
+
+@dataclass
+class Activity:
+    """Calls per bin of instructions, per kind: ``counts[kind][i]`` calls in ``[edges[i], edges[i+1])``."""
+
+    edges: list[int]
+    counts: dict[str, list[int]]
+
+    @property
+    def bin_insns(self) -> int:
+        """Instructions per bin."""
+        return self.edges[1] - self.edges[0] if len(self.edges) > 1 else 0
+
+
+@dataclass
+class RunReport:
+    """One run of a run database: its summary, processes (tree order), calls and activity."""
+
+    run_id: int
+    summary: dict[str, Any]
+    processes: list[Process]
+    calls: Calls
+    activity: Activity
+    sources: dict[str, str]  # what each part came from: "file_activity" or "syscalls"...
+    warning: str | None
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _wall_seconds(started: str | None, ended: str | None) -> float | None:
+    try:
+        return (dt.datetime.fromisoformat(ended or "") - dt.datetime.fromisoformat(started or "")).total_seconds()
+    except ValueError:
+        return None
+
+
+def ended_text(exit_status: int | None, state: str | None, signal: str | None = None) -> str:
+    """How a process ended, from its wait status (include/uapi/linux/wait.h) or proc_events' signal name."""
+    if exit_status is None:
+        return f"still running (state {state})" if state and state not in ("X", "Z") else "unknown"
+    if signal:
+        return f"killed by {signal}"
+    if exit_status & 0x7F:
+        return f"killed by signal {exit_status & 0x7F}"
+    return f"exited {(exit_status >> 8) & 0xFF}"
+
+
+def _tree_order(roots: list[reader.ProcessNode]) -> list[tuple[reader.ProcessNode, int, int | None]]:
+    """Every process, parents before children, with its depth and parent row; iterative (chains of any depth)."""
+    out: list[tuple[reader.ProcessNode, int, int | None]] = []
+    stack: list[tuple[reader.ProcessNode, int, int | None]] = [(r, 0, None) for r in reversed(roots)]
+    while stack:
+        node, depth, parent = stack.pop()
+        out.append((node, depth, parent))
+        stack.extend((child, depth + 1, node.id) for child in reversed(node.children))
+    return out
+
+
+def _endpoint(value: Any) -> str | None:
+    """A decoded sockaddr (``{"family": "AF_INET", "addr": ..., "port": ...}``) as ``AF_INET 1.2.3.4:80``."""
+    if not isinstance(value, dict) or "family" not in value:
+        return None
+    where = value.get("addr", value.get("path", ""))
+    port = value.get("port")
+    return f"{value['family']} {where}" + (f":{port}" if port is not None else "")
+
+
+def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
+    """The report of ``run`` (default: the latest) of an open, checked database (``reader.open_readonly``).
+
+    Raises :class:`reader.LogDatabaseError` for an unknown run; SQLite and JSON errors of a damaged
+    file propagate (the command turns them into one line).
+    """
+    run_id = reader.select_run(conn, run)
+    tables = _tables(conn)
+    info = conn.execute(f"SELECT * FROM {reader.RUNS} WHERE id = ?", (run_id,)).fetchone()
+    roots = reader.process_tree(conn, run_id)
+    order = _tree_order(roots)
+    exits: dict[int, tuple[int | None, str | None]] = {}
+    renames: dict[int, list[tuple[int, str]]] = {}
+    last_virtual_ns: int | None = None
+    if "proc_events" in tables:
+        for row in conn.execute(
+            "SELECT kind, process_id, insn_count, virtual_ns, name, ok, wait_status, signal FROM proc_events "
+            "WHERE run_id = ? ORDER BY insn_count, id",
+            (run_id,),
+        ):
+            if row["kind"] == "exit":
+                exits[row["process_id"]] = (row["wait_status"], row["signal"])
+            elif row["kind"] == "exec" and row["ok"] == 1:
+                renames.setdefault(row["process_id"], []).append((row["insn_count"], row["name"]))
+            if row["virtual_ns"] is not None:
+                last_virtual_ns = max(last_virtual_ns or 0, int(row["virtual_ns"]))
+    extent = {
+        row["id"]: (row["first_seen_insn"], row["last_seen_insn"])
+        for row in conn.execute(
+            f"SELECT id, first_seen_insn, last_seen_insn FROM {reader.PROCESSES} WHERE run_id = ?", (run_id,)
+        )
+    }
+    processes: list[Process] = []
+    index: dict[int, int] = {}
+    for node, depth, parent in order:
+        wait_status, signal = exits.get(node.id, (node.exit_status, None))
+        status = node.exit_status if node.exit_status is not None else wait_status
+        first, last = extent.get(node.id, (None, None))
+        index[node.id] = len(processes)
+        processes.append(
+            Process(
+                node.id,
+                node.pid,
+                node.ppid,
+                node.name,
+                node.names,
+                renames.get(node.id, []),
+                depth,
+                parent,
+                node.state,
+                status,
+                ended_text(status, node.state, signal),
+                first,
+                last,
+            )
+        )
+
+    calls = Calls()
+    per_process: dict[int, Counter[str]] = {}
+    per_process_failed: dict[int, Counter[str]] = {}
+    per_errno: dict[int, Counter[tuple[str, str]]] = {}
+    fallback_files: dict[int, dict[str, FileRow]] = {}
+    fallback_net: dict[int, Counter[tuple[str, str]]] = {}
+    want_files = "file_activity" not in tables
+    want_net = "net_sockets" not in tables
+    for row in conn.execute(
+        f"SELECT seq, insn_count, process_id, number, name, errno, text, args FROM {reader.SYSCALLS} "
+        "WHERE run_id = ? ORDER BY seq",
+        (run_id,),
+    ):
+        at = index.get(row["process_id"])
+        if at is None:
+            continue  # a row of no process of the run: only an edited file has it
+        name = row["name"] or "?"
+        kind = classes.kind(row["number"], name)
+        failed = row["errno"] is not None
+        calls.seq.append(row["seq"])
+        calls.insn.append(row["insn_count"])
+        calls.row.append(at)
+        calls.kind.append(kind)
+        calls.failed.append(failed)
+        calls.text.append(row["text"] or name)
+        per_process.setdefault(at, Counter())[name] += 1
+        if failed:
+            per_process_failed.setdefault(at, Counter())[name] += 1
+            per_errno.setdefault(at, Counter())[(name, row["errno"])] += 1
+        paths = _PATH_ARGS.get(row["number"]) if want_files else None
+        if (paths or (want_net and kind == "network")) and row["args"]:
+            args = json.loads(row["args"])
+            if not isinstance(args, dict):
+                continue
+            for arg in paths or ():
+                if isinstance(args.get(arg), str):
+                    files = fallback_files.setdefault(at, {})
+                    entry = files.setdefault(args[arg], FileRow(args[arg]))
+                    entry.calls += 1
+                    entry.errors += failed
+            if want_net and kind == "network":
+                for value in args.values():
+                    if (where := _endpoint(value)) is not None:
+                        fallback_net.setdefault(at, Counter())[(name, where)] += 1
+
+    for at, process in enumerate(processes):
+        counts = per_process.get(at, Counter())
+        failures = per_process_failed.get(at, Counter())
+        process.syscalls = sum(counts.values())
+        process.failed = sum(failures.values())
+        process.top_calls = [(n, c, failures[n]) for n, c in sorted(counts.items(), key=lambda i: (-i[1], i[0]))]
+        process.top_calls = process.top_calls[:TOP_CALLS]
+        process.errors = [(n, e, c) for (n, e), c in sorted(per_errno.get(at, Counter()).items(), key=_by_count)]
+        if want_files:
+            process.files = sorted(fallback_files.get(at, {}).values(), key=lambda f: f.path)
+        if want_net:
+            process.endpoints = [
+                {"call": n, "endpoint": w, "calls": c}
+                for (n, w), c in sorted(fallback_net.get(at, Counter()).items(), key=_by_count)
+            ]
+
+    if not want_files:
+        for row in conn.execute(
+            "SELECT process_id, path, opens, open_errors, reads, bytes_read, read_errors, writes, bytes_written, "
+            "write_errors FROM file_activity WHERE run_id = ? ORDER BY path, id",
+            (run_id,),
+        ):
+            at = index.get(row["process_id"])
+            if at is not None:
+                processes[at].files.append(
+                    FileRow(
+                        row["path"],
+                        row["opens"] or 0,
+                        row["reads"] or 0,
+                        row["bytes_read"] or 0,
+                        row["writes"] or 0,
+                        row["bytes_written"] or 0,
+                        (row["open_errors"] or 0) + (row["read_errors"] or 0) + (row["write_errors"] or 0),
+                    )
+                )
+    if not want_net:
+        for row in conn.execute("SELECT * FROM net_sockets WHERE run_id = ? ORDER BY id", (run_id,)):
+            at = index.get(row["process_id"])
+            if at is not None:
+                processes[at].endpoints.append(
+                    {
+                        key: row[key]
+                        for key in (
+                            "domain",
+                            "type",
+                            "local_address",
+                            "local_port",
+                            "remote_address",
+                            "remote_port",
+                            "bytes_sent",
+                            "bytes_received",
+                        )
+                    }
+                )
+
+    calls_total = len(calls.seq)
+    failed_total = sum(calls.failed)
+    wall = _wall_seconds(info["started_at"], info["ended_at"])
+    summary = {
+        "run": run_id,
+        "image": info["image"],
+        "kernel": info["kernel_release"],
+        "plugins": json.loads(info["plugins"] or "[]"),
+        "started_from": info["started_from"],
+        "stop_reason": info["stop_reason"],
+        "stop_message": info["stop_message"],
+        "insn_count": info["insn_count"],
+        "virtual_ns": last_virtual_ns,
+        "wall_seconds": wall,
+        "started_at": info["started_at"],
+        "syscalls": calls_total,
+        "failed": failed_total,
+        "failure_rate": failed_total / calls_total if calls_total else 0.0,
+        "processes": len(processes),
+    }
+    sources = {
+        "files": "syscalls (decoded path arguments)" if want_files else "file_activity",
+        "endpoints": "syscalls (decoded socket addresses)" if want_net else "net_activity (net_sockets)",
+        "names over time": "proc_events" if "proc_events" in tables else "processes.names (no times)",
+    }
+    return RunReport(run_id, summary, processes, calls, activity(calls), sources, reader.run_warning(conn, run_id))
+
+
+def _by_count(item: tuple[tuple[str, str], int]) -> tuple[int, str, str]:
+    (first, second), count = item
+    return (-count, first, second)
+
+
+def activity(calls: Calls, bins: int = ACTIVITY_BINS) -> Activity:
+    """Calls per kind in ``bins`` equal bins of instructions over the calls' span (the last bin is closed)."""
+    counts = {kind: [0] * bins for kind in classes.KINDS}
+    if not calls.insn:
+        return Activity([0, 1], {kind: [0] for kind in classes.KINDS})
+    low, high = min(calls.insn), max(calls.insn)
+    width = max(1, -(-(high - low + 1) // bins))
+    for insn, kind in zip(calls.insn, calls.kind, strict=True):
+        counts[kind][(insn - low) // width] += 1
+    return Activity([low + i * width for i in range(bins + 1)], counts)

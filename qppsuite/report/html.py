@@ -1,0 +1,284 @@
+"""The run report as one self-contained HTML file: Plotly figures with plotly.js inlined, no network.
+
+Plotly (the ``plotly`` package, MIT, maintained by Plotly Inc.) writes interactive figures whose data
+is JSON inside a ``<script>``: its encoder escapes ``<``, ``>`` and ``/`` there (``plotly.io._json``),
+so no guest string can close the script.  Plotly draws its text (tick labels, hover boxes) through
+its own small HTML subset (``<b>``, ``<a href>``...) and decodes entities, so every guest string given
+to a figure is HTML-escaped first; every guest string in the page itself is HTML-escaped too, after
+its control characters are made visible (``\\x1b``), as the CLI shows them.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from qppsuite.cli.terminal import visible
+from qppsuite.plugins.syscalls.classes import KINDS
+from qppsuite.report.data import Activity, Process, RunReport
+
+#: One colour per kind (Okabe-Ito's colour-blind-safe palette), and the failures' mark.
+KIND_COLOURS = {
+    "file": "#0072B2",
+    "process": "#D55E00",
+    "memory": "#009E73",
+    "network": "#CC79A7",
+    "signal": "#E69F00",
+    "time": "#56B4E9",
+    "other": "#999999",
+}
+FAILED_COLOUR = "#D00000"
+#: Characters of a call's line shown in its hover box.
+HOVER_CHARS = 160
+ROW_PX = 22
+
+TIMELINE_ID = "timeline"
+ACTIVITY_ID = "activity"
+
+
+def text(value: object) -> str:
+    """A guest or database string for HTML (or Plotly's text): control characters shown, then escaped."""
+    return html.escape(visible(str(value)), quote=True)
+
+
+def row_label(process: Process) -> str:
+    """A timeline row's label: ``name [pid]``."""
+    return f"{process.name} [{process.pid}]"
+
+
+def timeline_figure(report: RunReport) -> Any:
+    """One row per process (tree order, top to bottom) over instruction count: its lifetime as a line,
+    its calls as marks coloured by kind, failed calls ringed in red."""
+    import plotly.graph_objects as go
+
+    procs = report.processes
+    calls = report.calls
+    fig = go.Figure()
+    life_x: list[int | None] = []
+    life_y: list[int | None] = []
+    for row, p in enumerate(procs):
+        if p.first_insn is not None and p.last_insn is not None:
+            life_x += [p.first_insn, p.last_insn, None]
+            life_y += [row, row, None]
+    fig.add_trace(
+        go.Scatter(
+            x=life_x,
+            y=life_y,
+            mode="lines",
+            line={"color": "#cccccc", "width": 6},
+            name="lifetime",
+            hoverinfo="skip",
+        )
+    )
+    hover = [
+        f"{text(row_label(procs[r]))}<br>#{s} at {i:,} insns<br>{text(t[:HOVER_CHARS])}"
+        for s, i, r, t in zip(calls.seq, calls.insn, calls.row, calls.text, strict=True)
+    ]
+    for kind in KINDS:
+        picked = [n for n, k in enumerate(calls.kind) if k == kind]
+        fig.add_trace(
+            go.Scatter(
+                x=[calls.insn[n] for n in picked],
+                y=[calls.row[n] for n in picked],
+                mode="markers",
+                marker={"symbol": "line-ns-open", "size": 12, "color": KIND_COLOURS[kind], "line": {"width": 2}},
+                name=f"{kind} ({len(picked)})",
+                hovertext=[hover[n] for n in picked],
+                hoverinfo="text",
+            )
+        )
+    failed = [n for n, f in enumerate(calls.failed) if f]
+    fig.add_trace(
+        go.Scatter(
+            x=[calls.insn[n] for n in failed],
+            y=[calls.row[n] for n in failed],
+            mode="markers",
+            marker={"symbol": "circle-open", "size": 11, "color": FAILED_COLOUR, "line": {"width": 2}},
+            name=f"failed ({len(failed)})",
+            hovertext=[hover[n] for n in failed],
+            hoverinfo="text",
+        )
+    )
+    fig.update_layout(
+        height=max(320, ROW_PX * len(procs) + 140),
+        margin={"l": 10, "r": 10, "t": 30, "b": 40},
+        xaxis={"title": "guest instructions executed", "rangeslider": {"visible": False}},
+        yaxis={
+            "tickmode": "array",
+            "tickvals": list(range(len(procs))),
+            "ticktext": [text(row_label(p)) for p in procs],
+            "autorange": "reversed",
+            "automargin": True,
+            "fixedrange": False,
+        },
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+        dragmode="zoom",
+        hovermode="closest",
+        plot_bgcolor="white",
+    )
+    return fig
+
+
+def activity_figure(activity: Activity) -> Any:
+    """Calls per bin of instructions for the whole run, stacked by kind."""
+    import plotly.graph_objects as go
+
+    width = activity.bin_insns
+    fig = go.Figure()
+    for kind in KINDS:
+        fig.add_trace(
+            go.Bar(
+                x=[edge + width / 2 for edge in activity.edges[:-1]],
+                y=activity.counts[kind],
+                width=width,
+                name=kind,
+                marker={"color": KIND_COLOURS[kind], "line": {"width": 0}},
+                hovertemplate=f"{kind}: %{{y}} calls<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        barmode="stack",
+        legend_traceorder="normal",
+        bargap=0,
+        height=320,
+        margin={"l": 10, "r": 10, "t": 30, "b": 40},
+        xaxis={"title": "guest instructions executed"},
+        yaxis={"title": f"calls per {width:,} instructions", "automargin": True},
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+        plot_bgcolor="white",
+    )
+    return fig
+
+
+def _summary(report: RunReport) -> str:
+    s = report.summary
+    virtual = (
+        f"{s['virtual_ns'] / 1e9:.3f} s (at the last proc_events event)"
+        if s["virtual_ns"] is not None
+        else "not recorded (load proc_events to have it)"
+    )
+    wall = f"{s['wall_seconds']:.0f} s" if s["wall_seconds"] is not None else "unknown (the run never ended)"
+    stop = text(s["stop_reason"] or "never ended") + (f": {text(s['stop_message'])}" if s["stop_message"] else "")
+    rows = [
+        ("image", text(s["image"])),
+        ("kernel", text(s["kernel"])),
+        ("plugins", text(", ".join(map(str, s["plugins"])))),
+        (
+            "started",
+            text(s["started_at"]) + (f", from snapshot {text(s['started_from'])}" if s["started_from"] else ", booted"),
+        ),
+        ("stop reason", stop),
+        ("instructions", f"{s['insn_count']:,}" if s["insn_count"] is not None else "unknown"),
+        ("virtual time", virtual),
+        ("wall time", wall),
+        ("processes", f"{s['processes']:,}"),
+        ("system calls", f"{s['syscalls']:,}"),
+        ("failed calls", f"{s['failed']:,} ({s['failure_rate']:.1%})"),
+    ]
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="summary" id="summary">{body}</table>'
+
+
+def _names(p: Process) -> str:
+    """Every name the process had, in order, each exec'd one with its instruction count (from proc_events)."""
+    execs = list(p.renames)
+    shown: list[str] = []
+    for n, name in enumerate(p.names or [p.name]):
+        label = text(name)
+        if n and execs and execs[0][1] == name:
+            label += f" <small>(exec at {execs.pop(0)[0]:,})</small>"
+        shown.append(label)
+    return " → ".join(shown)
+
+
+def _tree(report: RunReport) -> str:
+    """Nested lists in tree order (depth-first: each list opens and closes around its children)."""
+    out: list[str] = ['<div class="tree" id="tree">']
+    depth = -1
+    for p in report.processes:
+        if p.depth > depth:
+            out.append("<ul>" * (p.depth - depth))
+        else:
+            out.append("</li>" + "</ul></li>" * (depth - p.depth))
+        depth = p.depth
+        out.append(
+            f'<li><a href="#proc-{p.id}">{text(p.name)}</a> pid {p.pid}: {_names(p)}; '
+            f"{p.syscalls} calls ({p.failed} failed); {text(p.ended)}"
+        )
+    if depth >= 0:
+        out.append("</li>" + "</ul></li>" * depth + "</ul>")
+    out.append("</div>")
+    return "".join(out)
+
+
+def _table(head: tuple[str, ...], rows: list[tuple[object, ...]], empty: str) -> str:
+    if not rows:
+        return f"<p class='none'>{empty}</p>"
+    th = "".join(f"<th>{h}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{text(v) if v is not None else ''}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def _process(p: Process, parent: Process | None) -> str:
+    parent_link = f'<a href="#proc-{parent.id}">{text(parent.name)} [{parent.pid}]</a>' if parent else "none in the run"
+    files = _table(
+        ("path", "opens", "reads", "bytes read", "writes", "bytes written", "errors", "calls naming it"),
+        [(f.path, f.opens, f.reads, f.bytes_read, f.writes, f.bytes_written, f.errors, f.calls) for f in p.files],
+        "none recorded",
+    )
+    if p.endpoints:
+        keys = tuple(p.endpoints[0])
+        endpoints = _table(keys, [tuple(e[k] for k in keys) for e in p.endpoints], "none recorded")
+    else:
+        endpoints = "<p class='none'>none recorded</p>"
+    return (
+        f'<section class="process" id="proc-{p.id}"><h3>{text(p.name)} [{p.pid}]</h3>'
+        f"<p>parent: {parent_link}; names: {_names(p)}; {text(p.ended)}; "
+        f"{p.syscalls} calls, {p.failed} failed</p>"
+        f"<h4>Top system calls</h4>{_table(('call', 'calls', 'failed'), list(p.top_calls), 'no calls logged')}"
+        f"<h4>Files touched</h4>{files}"
+        f"<h4>Network endpoints</h4>{endpoints}"
+        f"<h4>Errors</h4>{_table(('call', 'errno', 'calls'), list(p.errors), 'none')}"
+        "</section>"
+    )
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1400px}
+h1{font-size:1.5em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.4em 0;font-size:.9em}
+th,td{border:1px solid #ddd;padding:2px 8px;text-align:left}
+table.summary th{background:#f5f5f5} .tree ul{list-style:none;padding-left:1.4em;border-left:1px dotted #bbb}
+.tree>ul{padding-left:0;border:none} .none{color:#777} .warning{background:#fff3cd;padding:.5em}
+section.process{border-top:1px solid #eee;margin-top:1em}
+td{font-family:ui-monospace,monospace;white-space:pre-wrap;word-break:break-all}
+"""
+
+
+def render(report: RunReport) -> str:
+    """The whole page: summary, process tree, timeline, activity, one section per process."""
+    import plotly.io as pio
+
+    config = {"displaylogo": False, "scrollZoom": True, "responsive": True}
+    timeline = pio.to_html(
+        timeline_figure(report), full_html=False, include_plotlyjs=True, div_id=TIMELINE_ID, config=config
+    )
+    activity = pio.to_html(
+        activity_figure(report.activity), full_html=False, include_plotlyjs=False, div_id=ACTIVITY_ID, config=config
+    )
+    s = report.summary
+    warning = f'<p class="warning">{text(report.warning)}</p>' if report.warning else ""
+    sources = "; ".join(f"{k}: {text(v)}" for k, v in report.sources.items())
+    by_id = {p.id: p for p in report.processes}
+    sections = "".join(_process(p, by_id.get(p.parent_id or 0)) for p in report.processes)
+    title = f"qppsuite run {s['run']}: {s['image']}"
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{text(title)}</title><style>{STYLE}</style></head><body>"
+        f"<h1>{text(title)}</h1>{warning}<h2>Summary</h2>{_summary(report)}"
+        f"<p class='none'>Sources: {sources}. Call kinds are strace's trace classes.</p>"
+        f"<h2>Process tree</h2>{_tree(report)}"
+        "<h2>Timeline</h2><p class='none'>One row per process; drag to zoom, double-click to reset.</p>"
+        f"{timeline}<h2>System-call activity</h2>{activity}"
+        f"<h2>Processes</h2>{sections}</body></html>\n"
+    )
