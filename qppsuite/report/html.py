@@ -4,8 +4,9 @@ Plotly (the ``plotly`` package, MIT, maintained by Plotly Inc.) writes interacti
 is JSON inside a ``<script>``: its encoder escapes ``<``, ``>`` and ``/`` there (``plotly.io._json``),
 so no guest string can close the script.  Plotly draws its text (tick labels, hover boxes) through
 its own small HTML subset (``<b>``, ``<a href>``...) and decodes entities, so every guest string given
-to a figure is HTML-escaped first; every guest string in the page itself is HTML-escaped too, after
-its control characters are made visible (``\\x1b``), as the CLI shows them.
+to a figure has its ``<``, ``>`` and ``&`` escaped first (:func:`label`); every guest string in the page
+itself is HTML-escaped too (:func:`text`).  Both make control characters visible first (``\\x1b``), as
+the CLI shows them.
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ def text(value: object) -> str:
     return html.escape(visible(str(value)), quote=True)
 
 
+def label(value: object) -> str:
+    """A guest string for Plotly's text (tick labels, hover boxes): control characters shown, ``<``, ``>`` and
+    ``&`` escaped.  Plotly decodes those entities and numeric ones but shows ``&quot;`` as it is, and a quote
+    is nothing to its tag parser, so quotes stay."""
+    return html.escape(visible(str(value)), quote=False)
+
+
 def row_label(process: Process) -> str:
     """A timeline row's label: ``name [pid]``."""
     return f"{process.name} [{process.pid}]"
@@ -71,7 +79,7 @@ def timeline_figure(report: RunReport) -> Any:
         )
     )
     hover = [
-        f"{text(row_label(procs[r]))}<br>#{s} at {i:,} insns<br>{text(t[:HOVER_CHARS])}"
+        f"{label(row_label(procs[r]))}<br>#{s} at {i:,} insns<br>{label(t[:HOVER_CHARS])}"
         for s, i, r, t in zip(calls.seq, calls.insn, calls.row, calls.text, strict=True)
     ]
     for kind in KINDS:
@@ -106,15 +114,16 @@ def timeline_figure(report: RunReport) -> Any:
         yaxis={
             "tickmode": "array",
             "tickvals": list(range(len(procs))),
-            "ticktext": [text(row_label(p)) for p in procs],
+            "ticktext": [label(row_label(p)) for p in procs],
             "autorange": "reversed",
+            "zeroline": False,
             "automargin": True,
             "fixedrange": False,
         },
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
         dragmode="zoom",
         hovermode="closest",
-        plot_bgcolor="white",
+        template="none",
     )
     return fig
 
@@ -145,7 +154,7 @@ def activity_figure(activity: Activity) -> Any:
         xaxis={"title": "guest instructions executed"},
         yaxis={"title": f"calls per {width:,} instructions", "automargin": True},
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
-        plot_bgcolor="white",
+        template="none",
     )
     return fig
 

@@ -1,0 +1,335 @@
+"""``qppsuite report`` and ``qppsuite stats --plot`` on real runs' databases, in a real browser, and on hostile files.
+
+The guest tests run ``python -m qppsuite run`` as a user does (the default image, the logger with
+proc_events and file_activity) and hold the page to the database: every process, every count, every mark of
+the timeline.  The browser test opens the page in Debian's Chromium (installed through apt like the other
+host tools, :mod:`host_tools`) driven by Playwright with that executable, so no browser is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_entry import run_main
+from host_tools import host_tool
+
+from qppsuite.images.bundle import ImageBundle
+from qppsuite.plugins.syscalls import classes
+from qppsuite.plugins.syscalls.table import SYSCALLS
+from qppsuite.plugins.syscalls_logger import reader
+from qppsuite.plugins.syscalls_logger.database import SYSCALL_ROW, SyscallDatabase
+from qppsuite.report import data
+from qppsuite.report.html import ACTIVITY_ID, TIMELINE_ID
+
+TREE = Path(__file__).resolve().parent.parent
+PLUGINS = "syscalls_logger,proc_events,file_activity"
+#: A guest process name and paths made of what breaks pages: a closing script tag, quotes, Plotly's
+#: HTML subset, a control byte and a byte that is not UTF-8.  comm keeps 15 bytes of the script's name.
+HOSTILE_CMD = r"""mkdir -p '/tmp/<'
+printf 'x' > '/tmp/</script>'
+f=$(printf '/tmp/q"'"'"'<b>\001\377')
+printf '#!/bin/sh\ncat "/tmp/</script>" "/tmp/missing-<i>"\n' > "$f"
+chmod +x "$f"
+"$f"
+echo done
+"""
+
+
+def qppsuite_run(image: ImageBundle, db: Path, cmd: str | None = None) -> None:
+    """``python -m qppsuite run -q`` of ``image`` with the report's plugins into ``db``, as a user runs it."""
+    args = [sys.executable, "-m", "qppsuite", "run", "-q", image.name, "--plugins", PLUGINS]
+    args += ["-p", f"syscalls_logger:db={db}"] + (["--cmd", cmd] if cmd else [])
+    env = {**os.environ, "PYTHONPATH": str(TREE)}
+    subprocess.run(args, check=True, env=env, timeout=600, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def default_run(default_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The default workload's database and its report."""
+    work = tmp_path_factory.mktemp("report")
+    db, page = work / "default.db", work / "default.html"
+    qppsuite_run(default_image, db)
+    code, output = run_main(["report", str(db), "-o", str(page)])
+    assert code == 0 and "Traceback" not in output, output
+    return db, page
+
+
+@pytest.fixture(scope="module")
+def hostile_run(default_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    work = tmp_path_factory.mktemp("hostile")
+    db, page = work / "hostile.db", work / "hostile.html"
+    qppsuite_run(default_image, db, HOSTILE_CMD)
+    code, output = run_main(["report", str(db), "-o", str(page)])
+    assert code == 0, output
+    return db, page
+
+
+def _rows(db: Path, sql: str, *params: object) -> list[sqlite3.Row]:
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    conn.text_factory = lambda b: b.decode("utf-8", "backslashreplace")
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def _built(db: Path) -> data.RunReport:
+    conn = reader.open_readonly(db)
+    try:
+        return data.build(conn)
+    finally:
+        conn.close()
+
+
+@pytest.mark.boot
+def test_the_report_holds_every_process_and_count_of_the_database(default_run: tuple[Path, Path]) -> None:
+    db, page = default_run
+    built = _built(db)
+    processes = _rows(db, "SELECT id, pid, name, exit_status FROM processes WHERE run_id = 1")
+    calls = _rows(db, "SELECT seq, insn_count, process_id, number, name, errno FROM syscalls ORDER BY seq")
+    assert len(built.processes) == len(processes) > 30  # the default workload's shells and applets
+    assert {p.id for p in built.processes} == {r["id"] for r in processes}
+    per_process = Counter(r["process_id"] for r in calls)
+    failed = Counter(r["process_id"] for r in calls if r["errno"] is not None)
+    for p in built.processes:
+        assert (p.syscalls, p.failed) == (per_process[p.id], failed[p.id]), p.name
+        assert sum(c for _, c, _ in p.top_calls) <= p.syscalls
+    summary = built.summary
+    assert (summary["syscalls"], summary["failed"]) == (len(calls), sum(failed.values()))
+    assert summary["plugins"] == ["osi_linux", "syscalls", "syscalls_logger", "proc_events", "file_activity"]
+    assert summary["stop_reason"] == "poweroff" and summary["image"] == "debian-armhf"
+    # The timeline's marks are the calls, in call order, each on its process's row, in strace's class.
+    rows = [built.processes[r].id for r in built.calls.row]
+    assert built.calls.seq == [r["seq"] for r in calls] and built.calls.insn == [r["insn_count"] for r in calls]
+    assert rows == [r["process_id"] for r in calls]
+    assert built.calls.kind == [classes.kind(r["number"], r["name"]) for r in calls]
+    assert sum(sum(v) for v in built.activity.counts.values()) == len(calls)
+    # The workload's own facts: its subshells' exit codes (`exit 7`, `exit 3`), files from file_activity.
+    ended = {p.ended for p in built.processes}
+    assert {"exited 7", "exited 3"} <= ended
+    paths = {f.path for p in built.processes for f in p.files}
+    assert {r["path"] for r in _rows(db, "SELECT path FROM file_activity")} == paths
+    html = page.read_text()
+    for p in built.processes:
+        assert f'id="proc-{p.id}"' in html and f'href="#proc-{p.id}"' in html
+    assert f"{len(calls):,}" in html and "src=" not in html.split("</head>")[0]  # no script from the network
+
+
+def _in_chromium(page: Path, shot: Path) -> dict[str, Any]:
+    """Open ``page`` in Debian's Chromium: script errors and requests off the file, the timeline's row labels
+    and traces, the activity bars' sums, and a screenshot at ``shot``."""
+    chromium = host_tool("chromium", "chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    errors: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        try:
+            tab = browser.new_page(viewport={"width": 1280, "height": 900})
+            tab.on("pageerror", lambda exc: errors.append(str(exc)))
+            tab.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            tab.on("request", lambda req: None if req.url.startswith(("file:", "data:")) else errors.append(req.url))
+            tab.goto(page.as_uri())
+            tab.wait_for_selector(f"#{TIMELINE_ID} .main-svg")
+            seen = {
+                "ticks": tab.eval_on_selector_all(f"#{TIMELINE_ID} .ytick text", "ts => ts.map(t => t.textContent)"),
+                "tick_elements": tab.eval_on_selector_all(f"#{TIMELINE_ID} .ytick text *", "es => es.length"),
+                "traces": tab.evaluate(
+                    f"document.getElementById('{TIMELINE_ID}').data.map(t => [t.name, t.x.length, t.mode])"
+                ),
+                "bars": tab.evaluate(
+                    f"document.getElementById('{ACTIVITY_ID}').data.map(t => t.y.reduce((a, b) => a + b))"
+                ),
+            }
+            tab.screenshot(path=str(shot))
+        finally:
+            browser.close()
+    seen["errors"] = errors
+    return seen
+
+
+@pytest.mark.boot
+def test_the_report_renders_in_chromium_with_one_timeline_row_per_process(
+    default_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    db, page = default_run
+    built = _built(db)
+    shot = tmp_path / "report.png"
+    seen = _in_chromium(page, shot)
+    assert seen["errors"] == []
+    assert seen["ticks"] == [f"{p.name} [{p.pid}]" for p in built.processes]  # one row per process, tree order
+    traces = seen["traces"]
+    marks = sum(n for name, n, mode in traces if mode == "markers" and not name.startswith("failed"))
+    failed = next(n for name, n, _ in traces if name.startswith("failed"))
+    assert (marks, failed) == (built.summary["syscalls"], built.summary["failed"])
+    assert sum(seen["bars"]) == built.summary["syscalls"]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+@pytest.mark.boot
+def test_guest_names_and_paths_stay_text(
+    hostile_run: tuple[Path, Path], default_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    db, page = hostile_run
+    html = _ours(page.read_text())
+    built = _built(db)
+    (hostile,) = [p for p in built.processes if p.name.startswith('q"')]
+    assert hostile.name == "q\"'<b>\x01\ufffd"  # comm as the kernel keeps it; the logger stores \xff as U+FFFD
+    assert _script_tags(html) == _script_tags(_ours(default_run[1].read_text())) == (4, 4)  # none of the guest's
+    assert "<b>\\x01" not in html and "<i>" not in html and "\x01" not in html
+    assert "q&quot;&#x27;&lt;b&gt;\\x01\ufffd" in html  # shown as text, the control byte made visible
+    assert "/tmp/&lt;/script&gt;" in html
+    paths = {f.path for p in built.processes for f in p.files}
+    assert {"/tmp/</script>", "/tmp/missing-<i>"} <= paths
+    # In the browser the name is the label's text, not markup: Plotly made no <b> element of it.
+    seen = _in_chromium(page, tmp_path / "hostile.png")
+    assert seen["errors"] == [] and seen["tick_elements"] == 0
+    assert [t for t in seen["ticks"] if t.startswith("q")] == [f"q\"'<b>\\x01\ufffd [{hostile.pid}]"], seen["ticks"]
+
+
+def _ours(html: str) -> str:
+    """The page without plotly.js's own text (which holds tags and control bytes in its strings)."""
+    from plotly.offline import get_plotlyjs
+
+    bundle = get_plotlyjs()
+    assert html.count(bundle) == 1
+    return html.replace(bundle, "")
+
+
+def _script_tags(html: str) -> tuple[int, int]:
+    """Script tags opened and closed, any case: the page has four (PlotlyConfig, plotly.js, two figures)."""
+    return len(re.findall(r"<script", html, re.I)), len(re.findall(r"</script", html, re.I))
+
+
+# -- without a guest: hostile and damaged files -------------------------------------------------------------
+
+
+def _hostile_db(path: Path, name: str, path_arg: str) -> Path:
+    """A run with one process named ``name`` that opened ``path_arg`` and failed, written by the logger's writer."""
+    db = SyscallDatabase(path, {"image": "<img src=x onerror=alert(1)>"})
+    proc = {
+        "id": db.new_process_id(),
+        "pid": 7,
+        "ppid": 1,
+        "name": name,
+        "names": json.dumps(["sh", name]),
+        "start_time": 1,
+        "first_seen_insn": 100,
+        "last_seen_insn": 300,
+        "syscall_count": 2,
+    }
+    openat = SYSCALLS[322]
+    for seq, errno in ((1, None), (2, "ENOENT")):
+        row = {
+            "seq": seq,
+            "insn_count": 100 * seq,
+            "process_id": proc["id"],
+            "pid": 7,
+            "tid": 7,
+            "process_name": name,
+            "number": openat.number,
+            "name": openat.name,
+            "args": json.dumps({"dfd": "AT_FDCWD", "filename": path_arg, "flags": "O_RDONLY"}),
+            "errno": errno,
+            "retval": -2 if errno else 3,
+            "text": f'openat(AT_FDCWD, "{path_arg}", O_RDONLY)',
+        }
+        db.add(tuple(map(row.get, SYSCALL_ROW)), proc)
+    db.end_run({"stop_reason": "poweroff"})
+    db.close()
+    return path
+
+
+def _benign_page(tmp_path: Path) -> str:
+    page = tmp_path / "benign.html"
+    code, output = run_main(["report", str(_hostile_db(tmp_path / "benign.db", "cat", "/etc/passwd")), "-o", str(page)])
+    assert code == 0, output
+    return page.read_text()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["</script><script>alert(1)</script>", "\"'><b>x</b>", "\x1b[31mred\u202e", "a\u2028b</SCRIPT >", "\\xff\ud7ff"],
+)
+def test_hostile_names_and_paths_never_leave_text(tmp_path: Path, name: str) -> None:
+    db = _hostile_db(tmp_path / "h.db", name, f"/tmp/{name}")
+    page = tmp_path / "h.html"
+    code, output = run_main(["report", str(db), "-o", str(page)])
+    assert code == 0, output
+    html = _ours(page.read_text())
+    assert _script_tags(html) == _script_tags(_ours(_benign_page(tmp_path))) == (4, 4)
+    assert "<b>" not in html and "<img" not in html and "\x1b" not in html and "\u202e" not in html
+    built = _built(db)
+    assert [p.name for p in built.processes] == [name] and built.processes[0].files[0].path == f"/tmp/{name}"
+    assert built.processes[0].errors == [("openat", "ENOENT", 1)]
+
+
+def test_a_report_without_file_activity_names_files_from_the_calls(tmp_path: Path) -> None:
+    built = _built(_hostile_db(tmp_path / "h.db", "cat", "/etc/passwd"))
+    (file,) = built.processes[0].files
+    assert (file.path, file.calls, file.errors) == ("/etc/passwd", 2, 1)
+    assert built.sources["files"].startswith("syscalls")
+
+
+def test_stats_plot_writes_the_activity_figure(tmp_path: Path) -> None:
+    db = _hostile_db(tmp_path / "h.db", "cat", "/etc/passwd")
+    code, output = run_main(["stats", str(db), "--plot", str(tmp_path / "a.png")])
+    assert code == 0, output
+    assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, output = run_main(["stats", str(db), "--plot", str(tmp_path / "a.txt")])
+    assert code != 0 and output.startswith("error:") and len(output.strip().splitlines()) == 1, output
+
+
+def _one_line(args: list[str]) -> str:
+    code, output = run_main(args)
+    assert code != 0, output
+    assert "Traceback" not in output and output.startswith("error:") and len(output.strip().splitlines()) == 1, output
+    return output
+
+
+def test_damaged_foreign_or_missing_databases_are_one_line(tmp_path: Path) -> None:
+    good = _hostile_db(tmp_path / "good.db", "cat", "/etc/passwd")
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(good.read_bytes()[:4096] + os.urandom(8192))
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    text = tmp_path / "text.db"
+    text.write_text("not a database")
+    for db in (damaged, foreign, text, tmp_path / "missing.db", tmp_path):
+        _one_line(["report", str(db), "-o", str(tmp_path / "out.html")])
+    assert "no run 9" in _one_line(["report", str(good), "--run", "9", "-o", str(tmp_path / "out.html")])
+    assert "cannot write" in _one_line(["report", str(good), "-o", str(tmp_path / "no" / "such" / "dir.html")])
+    assert not (tmp_path / "out.html").exists()
+
+
+def test_a_process_row_with_a_damaged_names_column_is_one_line(tmp_path: Path) -> None:
+    db = _hostile_db(tmp_path / "h.db", "cat", "/etc/passwd")
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE processes SET names = '[not json'")
+    _one_line(["report", str(db), "-o", str(tmp_path / "out.html")])
+
+
+def test_every_call_of_the_table_has_strace_s_classes() -> None:
+    assert classes.kind(11) == "process"  # execve: TRACE_FILE|TRACE_PROCESS
+    assert classes.kind(281) == "network"  # socket
+    assert classes.kind(192) == "memory"  # mmap2: TRACE_DESC|TRACE_MEMORY
+    assert classes.kind(3) == "file"  # read: TRACE_DESC
+    assert classes.kind(174) == "signal"  # rt_sigaction
+    assert classes.kind(403) == "time"  # clock_gettime64: TRACE_CLOCK
+    assert classes.kind(240) == "other"  # futex: no class in strace
+    assert classes.kind(None, "openat") == "file" and classes.kind(None, "no_such_call") == "other"
+    for number, spec in SYSCALLS.items():
+        assert classes.kind(number) == classes.kind(None, spec.name) in classes.KINDS
