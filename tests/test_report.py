@@ -32,21 +32,24 @@ from qppsuite.report.html import ACTIVITY_ID, TIMELINE_ID
 
 TREE = Path(__file__).resolve().parent.parent
 PLUGINS = "syscalls_logger,proc_events,file_activity"
+FULL_STACK = f"{PLUGINS},net_activity"
 #: A guest process name and paths made of what breaks pages: a closing script tag, quotes, Plotly's
 #: HTML subset, a control byte and a byte that is not UTF-8.  comm keeps 15 bytes of the script's name.
+#: Then a connection refused, for net_activity's endpoints and the errors table.
 HOSTILE_CMD = r"""mkdir -p '/tmp/<'
 printf 'x' > '/tmp/</script>'
 f=$(printf '/tmp/q"'"'"'<b>\001\377')
 printf '#!/bin/sh\ncat "/tmp/</script>" "/tmp/missing-<i>"\n' > "$f"
 chmod +x "$f"
 "$f"
+echo hi | nc 127.0.0.1 1
 echo done
 """
 
 
-def qppsuite_run(image: ImageBundle, db: Path, cmd: str | None = None) -> None:
-    """``python -m qppsuite run -q`` of ``image`` with the report's plugins into ``db``, as a user runs it."""
-    args = [sys.executable, "-m", "qppsuite", "run", "-q", image.name, "--plugins", PLUGINS]
+def qppsuite_run(image: ImageBundle, db: Path, cmd: str | None = None, plugins: str = PLUGINS) -> None:
+    """``python -m qppsuite run -q`` of ``image`` with ``plugins`` into ``db``, as a user runs it."""
+    args = [sys.executable, "-m", "qppsuite", "run", "-q", image.name, "--plugins", plugins]
     args += ["-p", f"syscalls_logger:db={db}"] + (["--cmd", cmd] if cmd else [])
     env = {**os.environ, "PYTHONPATH": str(TREE)}
     subprocess.run(args, check=True, env=env, timeout=600, capture_output=True)
@@ -67,7 +70,7 @@ def default_run(default_image: ImageBundle, tmp_path_factory: pytest.TempPathFac
 def hostile_run(default_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     work = tmp_path_factory.mktemp("hostile")
     db, page = work / "hostile.db", work / "hostile.html"
-    qppsuite_run(default_image, db, HOSTILE_CMD)
+    qppsuite_run(default_image, db, HOSTILE_CMD, FULL_STACK)
     code, output = run_main(["report", str(db), "-o", str(page)])
     assert code == 0, output
     return db, page
@@ -119,6 +122,9 @@ def test_the_report_holds_every_process_and_count_of_the_database(default_run: t
     assert {"exited 7", "exited 3"} <= ended
     paths = {f.path for p in built.processes for f in p.files}
     assert {r["path"] for r in _rows(db, "SELECT path FROM file_activity")} == paths
+    # Without net_activity, endpoints come from the calls' decoded addresses: the workload's nc pair on :5555.
+    endpoints = {e["endpoint"] for p in built.processes if p.name == "nc" for e in p.endpoints}
+    assert {"AF_INET6 :::5555", "AF_INET 127.0.0.1:5555"} <= endpoints
     html = page.read_text()
     for p in built.processes:
         assert f'id="proc-{p.id}"' in html and f'href="#proc-{p.id}"' in html
@@ -193,6 +199,12 @@ def test_guest_names_and_paths_stay_text(
     assert "/tmp/&lt;/script&gt;" in html
     paths = {f.path for p in built.processes for f in p.files}
     assert {"/tmp/</script>", "/tmp/missing-<i>"} <= paths
+    # net_activity's socket of the refused connection, and the error in its process's table.
+    (nc,) = [p for p in built.processes if p.name == "nc"]
+    assert [(e["socket"], e["remote"], e["failed calls"]) for e in nc.endpoints] == [
+        ("AF_INET SOCK_STREAM", "127.0.0.1:1", "connect ECONNREFUSED")
+    ]
+    assert ("connect", "ECONNREFUSED", 1) in nc.errors and built.sources["endpoints"].startswith("net_activity")
     # In the browser the name is the label's text, not markup: Plotly made no <b> element of it.
     seen = _in_chromium(page, tmp_path / "hostile.png")
     assert seen["errors"] == [] and seen["tick_elements"] == 0

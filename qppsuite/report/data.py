@@ -155,6 +155,21 @@ def _endpoint(value: Any) -> str | None:
     return f"{value['family']} {where}" + (f":{port}" if port is not None else "")
 
 
+def _address(address: object, port: object) -> str | None:
+    """net_sockets' address and port as ``1.2.3.4:80`` (``[::]:80`` for IPv6); None when neither is known.
+
+    An AF_UNIX path of an older file may be a BLOB of its bytes: shown with the bytes that are not UTF-8 escaped.
+    """
+    if address is None and port is None:
+        return None
+    if isinstance(address, bytes):
+        address = address.decode("utf-8", "backslashreplace")
+    where = "" if address is None else str(address)
+    if ":" in where and port is not None:
+        where = f"[{where}]"
+    return where + (f":{port}" if port is not None else "")
+
+
 def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
     """The report of ``run`` (default: the latest) of an open, checked database (``reader.open_readonly``).
 
@@ -274,43 +289,9 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
             ]
 
     if not want_files:
-        for row in conn.execute(
-            "SELECT process_id, path, opens, open_errors, reads, bytes_read, read_errors, writes, bytes_written, "
-            "write_errors FROM file_activity WHERE run_id = ? ORDER BY path, id",
-            (run_id,),
-        ):
-            at = index.get(row["process_id"])
-            if at is not None:
-                processes[at].files.append(
-                    FileRow(
-                        row["path"],
-                        row["opens"] or 0,
-                        row["reads"] or 0,
-                        row["bytes_read"] or 0,
-                        row["writes"] or 0,
-                        row["bytes_written"] or 0,
-                        (row["open_errors"] or 0) + (row["read_errors"] or 0) + (row["write_errors"] or 0),
-                    )
-                )
+        _file_activity(conn, run_id, index, processes)
     if not want_net:
-        for row in conn.execute("SELECT * FROM net_sockets WHERE run_id = ? ORDER BY id", (run_id,)):
-            at = index.get(row["process_id"])
-            if at is not None:
-                processes[at].endpoints.append(
-                    {
-                        key: row[key]
-                        for key in (
-                            "domain",
-                            "type",
-                            "local_address",
-                            "local_port",
-                            "remote_address",
-                            "remote_port",
-                            "bytes_sent",
-                            "bytes_received",
-                        )
-                    }
-                )
+        _net_activity(conn, run_id, index, processes)
 
     calls_total = len(calls.seq)
     failed_total = sum(calls.failed)
@@ -338,6 +319,59 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
         "names over time": "proc_events" if "proc_events" in tables else "processes.names (no times)",
     }
     return RunReport(run_id, summary, processes, calls, activity(calls), sources, reader.run_warning(conn, run_id))
+
+
+def _file_activity(conn: sqlite3.Connection, run_id: int, index: dict[int, int], processes: list[Process]) -> None:
+    """Each process's files from file_activity's rows (``index``: processes row id -> position in ``processes``)."""
+    for row in conn.execute(
+        "SELECT process_id, path, opens, open_errors, reads, bytes_read, read_errors, writes, bytes_written, "
+        "write_errors FROM file_activity WHERE run_id = ? ORDER BY path, id",
+        (run_id,),
+    ):
+        at = index.get(row["process_id"])
+        if at is not None:
+            processes[at].files.append(
+                FileRow(
+                    row["path"],
+                    row["opens"] or 0,
+                    row["reads"] or 0,
+                    row["bytes_read"] or 0,
+                    row["writes"] or 0,
+                    row["bytes_written"] or 0,
+                    (row["open_errors"] or 0) + (row["read_errors"] or 0) + (row["write_errors"] or 0),
+                )
+            )
+
+
+def _net_activity(conn: sqlite3.Connection, run_id: int, index: dict[int, int], processes: list[Process]) -> None:
+    """Each process's sockets from net_activity's ``net_sockets``, with what ``net_events`` adds."""
+    # A socket's remote end as its calls named it, failed ones too (net_sockets keeps only what succeeded,
+    # so a refused connect names its peer only in net_events), and its failed calls.
+    named: dict[int, str | None] = {}
+    socket_failures: dict[int, list[str]] = {}
+    for row in conn.execute(
+        "SELECT socket_id, call, remote_address, remote_port, errno FROM net_events "
+        "WHERE run_id = ? AND socket_id IS NOT NULL ORDER BY seq, id",
+        (run_id,),
+    ):
+        if row["remote_address"] is not None or row["remote_port"] is not None:
+            named[row["socket_id"]] = _address(row["remote_address"], row["remote_port"])
+        if row["errno"] is not None:
+            socket_failures.setdefault(row["socket_id"], []).append(f"{row['call']} {row['errno']}")
+    for row in conn.execute("SELECT * FROM net_sockets WHERE run_id = ? ORDER BY id", (run_id,)):
+        at = index.get(row["process_id"])
+        if at is not None:
+            processes[at].endpoints.append(
+                {
+                    "socket": " ".join(str(v) for v in (row["domain"], row["type"]) if v is not None),
+                    "made by": row["created_by"],
+                    "local": _address(row["local_address"], row["local_port"]),
+                    "remote": _address(row["remote_address"], row["remote_port"]) or named.get(row["id"]),
+                    "bytes sent": row["bytes_sent"],
+                    "bytes received": row["bytes_received"],
+                    "failed calls": ", ".join(socket_failures.get(row["id"], [])) or None,
+                }
+            )
 
 
 def _by_count(item: tuple[tuple[str, str], int]) -> tuple[int, str, str]:
