@@ -1,10 +1,11 @@
 """How long ``qppsuite report`` takes on a 40,000-call run, as a user runs it (target: under 5 s).
 
 The run: ``dd if=/dev/zero of=/dev/null bs=1 count=20000`` (20,000 reads and 20,000 writes) under the
-logger stack with proc_events and file_activity, made once with ``python -m qppsuite run -q`` into a
+logger stack with proc_events, file_activity and net_activity, made once with ``python -m qppsuite run -q`` into a
 temporary directory.  Then ``python -m qppsuite report DB -o OUT`` runs ``--repeat`` times, each a fresh
 interpreter (start-up, imports, the SQLite reads, the figures and writing the page included); printed:
-the calls and processes in the database, each time, the median, and the page's size.
+the calls and processes in the database, each time, the median, and the page's size; then the median of
+``qppsuite stats DB --plot PNG`` the same way.
 
 Usage: ``python bench/report.py [--repeat N]``.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 
 TREE = Path(__file__).resolve().parent.parent
 COMMAND = "dd if=/dev/zero of=/dev/null bs=1 count=20000"
-PLUGINS = "osi_linux,syscalls,syscalls_logger,proc_events,file_activity"
+PLUGINS = "osi_linux,syscalls,syscalls_logger,proc_events,file_activity,net_activity"
 
 
 def main() -> None:
@@ -60,6 +61,17 @@ def main() -> None:
             calls = conn.execute("SELECT COUNT(*) FROM syscalls").fetchone()[0]
             processes = conn.execute("SELECT COUNT(*) FROM processes").fetchone()[0]
         print(f"database: {calls} calls, {processes} processes")
+        stats_times = []
+        for _ in range(options.repeat):
+            start = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "qppsuite", "stats", str(db), "--plot", str(Path(tmp) / "dd.png")],
+                check=True,
+                env=env,
+                capture_output=True,
+            )
+            stats_times.append(time.perf_counter() - start)
+        print(f"stats --plot: median {statistics.median(stats_times):.2f} s over {len(stats_times)}")
         times = []
         for _ in range(options.repeat):
             start = time.perf_counter()
