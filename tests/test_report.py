@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -288,6 +289,75 @@ def test_hostile_names_and_paths_never_leave_text(tmp_path: Path, name: str) -> 
     assert built.processes[0].errors == [("openat", "ENOENT", 1)]
 
 
+def _family(path: Path, parents: dict[int, int], end: bool = True) -> Path:
+    """A run whose processes have the pids and parents of ``parents`` (pid -> ppid), started in that order."""
+    db = SyscallDatabase(path, {"image": "family"})
+    for start, (pid, ppid) in enumerate(parents.items()):
+        proc = {
+            "id": db.new_process_id(),
+            "pid": pid,
+            "ppid": ppid,
+            "name": f"p{pid}",
+            "names": json.dumps([f"p{pid}"]),
+            "start_time": start,
+            "syscall_count": 1,
+        }
+        row = {"seq": start + 1, "insn_count": start, "process_id": proc["id"], "pid": pid, "name": "getpid"}
+        db.add(tuple(map(row.get, SYSCALL_ROW)), proc)
+    if end:
+        db.end_run({"stop_reason": "poweroff"})
+    else:
+        db.flush()
+    db.close()
+    return path
+
+
+class _TreeDepths(HTMLParser):
+    """Each process link of the tree with the number of lists around it; the lists must close as they open."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0
+        self.links: list[tuple[str | None, int]] = []
+        self.inside = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "div" and ("id", "tree") in attrs:
+            self.inside = True
+        elif self.inside and tag == "ul":
+            self.depth += 1
+        elif self.inside and tag == "a":
+            self.links.append((dict(attrs)["href"], self.depth))
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.inside and tag == "ul":
+            self.depth -= 1
+        elif self.inside and tag == "div":
+            self.inside = False
+
+
+def test_the_tree_nests_each_process_under_its_parent(tmp_path: Path) -> None:
+    db = _family(tmp_path / "f.db", {1: 0, 10: 1, 11: 10, 12: 11, 20: 1, 21: 20, 30: 0})
+    page = tmp_path / "f.html"
+    assert run_main(["report", str(db), "-o", str(page)])[0] == 0
+    parser = _TreeDepths()
+    parser.feed(page.read_text())
+    built = _built(db)
+    assert parser.depth == 0  # every list closed
+    depths = [depth for _, depth in parser.links]
+    assert [p.pid for p in built.processes] == [1, 10, 11, 12, 20, 21, 30]
+    assert depths == [1, 2, 3, 4, 2, 3, 1]
+    assert [href for href, _ in parser.links] == [f"#proc-{p.id}" for p in built.processes]
+
+
+def test_a_run_that_never_ended_says_so_in_the_page(tmp_path: Path) -> None:
+    db = _family(tmp_path / "f.db", {1: 0}, end=False)
+    page = tmp_path / "f.html"
+    code, output = run_main(["report", str(db), "-o", str(page)])
+    assert code == 0 and output.startswith("warning: run 1 never ended"), output
+    assert '<p class="warning">run 1 never ended' in page.read_text()
+
+
 def test_a_report_without_file_activity_names_files_from_the_calls(tmp_path: Path) -> None:
     built = _built(_hostile_db(tmp_path / "h.db", "cat", "/etc/passwd"))
     (file,) = built.processes[0].files
@@ -300,8 +370,8 @@ def test_stats_plot_writes_the_activity_figure(tmp_path: Path) -> None:
     code, output = run_main(["stats", str(db), "--plot", str(tmp_path / "a.png")])
     assert code == 0, output
     assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    code, output = run_main(["stats", str(db), "--plot", str(tmp_path / "a.txt")])
-    assert code != 0 and output.startswith("error:") and len(output.strip().splitlines()) == 1, output
+    assert "give a file ending in .png" in _one_line(["stats", str(db), "--plot", str(tmp_path / "a.txt")])
+    assert "cannot write" in _one_line(["stats", str(db), "--plot", str(tmp_path / "no" / "a.png")])
 
 
 def _one_line(args: list[str]) -> str:
@@ -324,6 +394,8 @@ def test_damaged_foreign_or_missing_databases_are_one_line(tmp_path: Path) -> No
         _one_line(["report", str(db), "-o", str(tmp_path / "out.html")])
     assert "no run 9" in _one_line(["report", str(good), "--run", "9", "-o", str(tmp_path / "out.html")])
     assert "cannot write" in _one_line(["report", str(good), "-o", str(tmp_path / "no" / "such" / "dir.html")])
+    assert "would replace the database" in _one_line(["report", str(good), "-o", str(good)])
+    assert good.read_bytes()[:16] == b"SQLite format 3\x00"
     assert not (tmp_path / "out.html").exists()
 
 

@@ -290,16 +290,21 @@ def stats(
 ) -> None:
     """Top system calls, top processes and errors, with failure rates; ``--plot`` draws the activity figure."""
     from qppsuite.plugins.syscalls_logger import reader
+    if plot is not None:
+        from qppsuite.report.plot import check_path
+        check_path(plot)
     with _reading(db) as conn:
         run_id = reader.select_run(conn, run)
         _warn(conn, run_id)
         result = reader.run_stats(conn, run_id, top)
         end = reader.run_end(conn, run_id)
+        built = None
         if plot is not None:
             from qppsuite.report import data
-            from qppsuite.report.plot import save_activity
             built = data.build(conn, run_id)
-            save_activity(built.activity, plot, f"run {run_id} of {built.summary['image']}: system calls by kind")
+    if plot is not None and built is not None:  # drawn after the reading: its errors are not the database's
+        from qppsuite.report.plot import save_activity
+        save_activity(built.activity, plot, f"run {run_id} of {built.summary['image']}: system calls by kind")
     if fmt is OutputFormat.json:
         json.dump(
             {

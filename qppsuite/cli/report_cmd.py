@@ -16,16 +16,22 @@ from qppsuite.errors import QppsuiteError
 
 
 def write_atomically(path: Path, data: str) -> None:
-    """Replace ``path`` whole or not at all (a temporary file beside it, renamed); one line if it cannot."""
+    """Replace ``path`` whole or not at all (a temporary file beside it, renamed); one line if it cannot.
+
+    The file gets the mode ``open()`` would give it (0666 less the umask), not mkstemp's 0600.
+    """
+    tmp: str | None = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(data)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as open() would make it; mkstemp's file is 0600
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise QppsuiteError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
@@ -39,11 +45,14 @@ def report(
 ) -> None:
     """One self-contained HTML page of a run: summary, process tree, timeline, activity, each process's calls,
     files, endpoints and errors. Opens offline (plotly.js is inside)."""
+    from qppsuite.plugins.syscalls_logger import reader
     from qppsuite.report import data, html
 
     out = output if output is not None else db.with_suffix(".html")
+    if out.resolve() == db.resolve():
+        raise QppsuiteError(f"the report would replace the database {db}: give another file with -o")
     with _reading(db) as conn:
-        run_id = data.reader.select_run(conn, run)
+        run_id = reader.select_run(conn, run)
         _warn(conn, run_id)
         built = data.build(conn, run_id)
     write_atomically(out, html.render(built))

@@ -268,7 +268,7 @@ def render(report: RunReport) -> str:
     """The whole page: summary, process tree, timeline, activity, one section per process."""
     import plotly.io as pio
 
-    config = {"displaylogo": False, "scrollZoom": True, "responsive": True}
+    config = {"displaylogo": False, "responsive": True}  # no scrollZoom: the wheel scrolls the page
     timeline = pio.to_html(
         timeline_figure(report), full_html=False, include_plotlyjs=True, div_id=TIMELINE_ID, config=config
     )

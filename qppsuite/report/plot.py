@@ -17,13 +17,18 @@ from qppsuite.report.html import KIND_COLOURS
 FORMATS = (".png", ".svg", ".pdf")
 
 
+def check_path(path: Path) -> None:
+    """Raise :class:`QppsuiteError` unless ``path``'s suffix is one of :data:`FORMATS` (before any work is done)."""
+    if path.suffix.lower() not in FORMATS:
+        raise QppsuiteError(f"cannot write a figure to {path}: give a file ending in {', '.join(FORMATS)}")
+
+
 def save_activity(activity: Activity, path: Path, title: str) -> None:
     """Write the stacked calls-per-bin figure to ``path`` (its suffix picks the format).
 
     Raises :class:`QppsuiteError` for another suffix or a file that cannot be written.
     """
-    if path.suffix.lower() not in FORMATS:
-        raise QppsuiteError(f"cannot write a figure to {path}: give a file ending in {', '.join(FORMATS)}")
+    check_path(path)
     import matplotlib
 
     matplotlib.use("Agg")
