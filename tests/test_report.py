@@ -358,6 +358,21 @@ def test_a_run_that_never_ended_says_so_in_the_page(tmp_path: Path) -> None:
     assert '<p class="warning">run 1 never ended' in page.read_text()
 
 
+def test_text_columns_holding_bytes_that_are_not_utf8_are_shown_escaped(tmp_path: Path) -> None:
+    db = _hostile_db(tmp_path / "h.db", "cat", "/etc/passwd")
+    with sqlite3.connect(db) as conn:  # what an edited or damaged file may hold: </script> then 0xff 0x1b
+        conn.execute("UPDATE processes SET name = CAST(X'3c2f7363726970743eff1b' AS TEXT)")
+        conn.execute("UPDATE syscalls SET text = CAST(X'6f70656e617428ff3c623e29' AS TEXT)")
+    page = tmp_path / "h.html"
+    assert run_main(["report", str(db), "-o", str(page)])[0] == 0
+    html = _ours(page.read_text())
+    assert "&lt;/script&gt;\\xff\\x1b [7]" in html  # the process's name, as a row label
+    assert ("openat(\\\\xff&lt;b&gt;)" in html) and _script_tags(html) == (
+        4,
+        4,
+    )  # hover text: JSON doubles the backslash
+
+
 def test_a_report_without_file_activity_names_files_from_the_calls(tmp_path: Path) -> None:
     built = _built(_hostile_db(tmp_path / "h.db", "cat", "/etc/passwd"))
     (file,) = built.processes[0].files
