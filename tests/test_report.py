@@ -367,10 +367,8 @@ def test_text_columns_holding_bytes_that_are_not_utf8_are_shown_escaped(tmp_path
     assert run_main(["report", str(db), "-o", str(page)])[0] == 0
     html = _ours(page.read_text())
     assert "&lt;/script&gt;\\xff\\x1b [7]" in html  # the process's name, as a row label
-    assert ("openat(\\\\xff&lt;b&gt;)" in html) and _script_tags(html) == (
-        4,
-        4,
-    )  # hover text: JSON doubles the backslash
+    assert "openat(\\\\xff&lt;b&gt;)" in html  # the call's line in its hover text: JSON doubles the backslash
+    assert _script_tags(html) == (4, 4)
 
 
 def test_a_report_without_file_activity_names_files_from_the_calls(tmp_path: Path) -> None:

@@ -166,7 +166,11 @@ def _summary(report: RunReport) -> str:
         if s["virtual_ns"] is not None
         else "not recorded (load proc_events to have it)"
     )
-    wall = f"{s['wall_seconds']:.0f} s" if s["wall_seconds"] is not None else "unknown (the run never ended)"
+    wall = (
+        f"{s['wall_seconds']:.0f} s (runs records whole seconds)"
+        if s["wall_seconds"] is not None
+        else "unknown (the run never ended)"
+    )
     stop = text(s["stop_reason"] or "never ended") + (f": {text(s['stop_message'])}" if s["stop_message"] else "")
     rows = [
         ("image", text(s["image"])),
