@@ -71,7 +71,8 @@ def main() -> None:
                 capture_output=True,
             )
             stats_times.append(time.perf_counter() - start)
-        print(f"stats --plot: median {statistics.median(stats_times):.2f} s over {len(stats_times)}")
+        shown = ", ".join(f"{t:.2f}" for t in stats_times)
+        print(f"stats --plot: {shown} s; median {statistics.median(stats_times):.2f} s over {len(stats_times)}")
         times = []
         for _ in range(options.repeat):
             start = time.perf_counter()
