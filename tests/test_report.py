@@ -127,6 +127,7 @@ def test_the_report_holds_every_process_and_count_of_the_database(default_run: t
     endpoints = {e["endpoint"] for p in built.processes if p.name == "nc" for e in p.endpoints}
     assert {"AF_INET6 :::5555", "AF_INET 127.0.0.1:5555"} <= endpoints
     html = page.read_text()
+    assert "<th>bytes read</th>" in html and "<th>calls naming it</th>" not in html  # file_activity's counts
     for p in built.processes:
         assert f'id="proc-{p.id}"' in html and f'href="#proc-{p.id}"' in html
     assert f"{len(calls):,}" in html and "src=" not in html.split("</head>")[0]  # no script from the network
@@ -372,10 +373,15 @@ def test_text_columns_holding_bytes_that_are_not_utf8_are_shown_escaped(tmp_path
 
 
 def test_a_report_without_file_activity_names_files_from_the_calls(tmp_path: Path) -> None:
-    built = _built(_hostile_db(tmp_path / "h.db", "cat", "/etc/passwd"))
+    db = _hostile_db(tmp_path / "h.db", "cat", "/etc/passwd")
+    built = _built(db)
     (file,) = built.processes[0].files
     assert (file.path, file.calls, file.errors) == ("/etc/passwd", 2, 1)
     assert built.sources["files"].startswith("syscalls")
+    page = tmp_path / "h.html"
+    assert run_main(["report", str(db), "-o", str(page)])[0] == 0
+    html = page.read_text()
+    assert "<th>calls naming it</th>" in html and "<th>bytes read</th>" not in html
 
 
 def test_stats_plot_writes_the_activity_figure(tmp_path: Path) -> None:

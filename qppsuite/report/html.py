@@ -232,13 +232,18 @@ def _table(head: tuple[str, ...], rows: list[tuple[object, ...]], empty: str) ->
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
-def _process(p: Process, parent: Process | None) -> str:
+def _process(p: Process, parent: Process | None, counted: bool) -> str:
+    """One process's section; ``counted``: its files come from file_activity (counts), else from call arguments."""
     parent_link = f'<a href="#proc-{parent.id}">{text(parent.name)} [{parent.pid}]</a>' if parent else "none in the run"
-    files = _table(
-        ("path", "opens", "reads", "bytes read", "writes", "bytes written", "errors", "calls naming it"),
-        [(f.path, f.opens, f.reads, f.bytes_read, f.writes, f.bytes_written, f.errors, f.calls) for f in p.files],
-        "none recorded",
-    )
+    if counted:
+        head: tuple[str, ...] = ("path", "opens", "reads", "bytes read", "writes", "bytes written", "errors")
+        rows: list[tuple[object, ...]] = [
+            (f.path, f.opens, f.reads, f.bytes_read, f.writes, f.bytes_written, f.errors) for f in p.files
+        ]
+    else:
+        head = ("path", "calls naming it", "failed")
+        rows = [(f.path, f.calls, f.errors) for f in p.files]
+    files = _table(head, rows, "none recorded")
     if p.endpoints:
         keys = tuple(p.endpoints[0])
         endpoints = _table(keys, [tuple(e[k] for k in keys) for e in p.endpoints], "none recorded")
@@ -283,7 +288,8 @@ def render(report: RunReport) -> str:
     warning = f'<p class="warning">{text(report.warning)}</p>' if report.warning else ""
     sources = "; ".join(f"{k}: {text(v)}" for k, v in report.sources.items())
     by_id = {p.id: p for p in report.processes}
-    sections = "".join(_process(p, by_id.get(p.parent_id or 0)) for p in report.processes)
+    counted = report.sources["files"] == "file_activity"
+    sections = "".join(_process(p, by_id.get(p.parent_id or 0), counted) for p in report.processes)
     title = f"qppsuite run {s['run']}: {s['image']}"
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
