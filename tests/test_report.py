@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 from cli_entry import run_main
 from host_tools import host_tool
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from qppsuite.images.bundle import ImageBundle
 from qppsuite.plugins.syscalls import classes
@@ -423,6 +425,45 @@ def test_a_process_row_with_a_damaged_names_column_is_one_line(tmp_path: Path) -
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE processes SET names = '[not json'")
     _one_line(["report", str(db), "-o", str(tmp_path / "out.html")])
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "UPDATE runs SET insn_count = 'many', plugins = '{\"not\": \"a list\"}'",
+        "UPDATE runs SET plugins = '[not json'",
+        "UPDATE syscalls SET insn_count = 'x'",
+        "UPDATE syscalls SET args = '[1, 2'",
+        "UPDATE processes SET exit_status = 'dead', state = NULL",
+        "UPDATE runs SET started_at = 'yesterday', ended_at = 7",
+        "DELETE FROM processes",
+    ],
+)
+def test_an_edited_database_is_reported_or_one_line(tmp_path: Path, edit: str) -> None:
+    db = _hostile_db(tmp_path / "h.db", "cat", "/etc/passwd")
+    with sqlite3.connect(db) as conn:
+        conn.execute(edit)
+    code, output = run_main(["report", str(db), "-o", str(tmp_path / "out.html")])
+    lines = output.strip().splitlines()
+    assert "Traceback" not in output and all(line.startswith(("warning:", "error:", "report of")) for line in lines)
+    assert (code == 0) == (tmp_path / "out.html").exists(), output
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(damage=st.lists(st.tuples(st.integers(0, 40_000), st.binary(min_size=1, max_size=400)), min_size=1, max_size=4))
+def test_a_database_with_random_bytes_overwritten_is_reported_or_one_line(
+    tmp_path_factory: pytest.TempPathFactory, damage: list[tuple[int, bytes]]
+) -> None:
+    work = tmp_path_factory.mktemp("damaged")
+    db = _family(work / "d.db", {pid: max(0, pid - 1) for pid in range(1, 200)})
+    raw = bytearray(db.read_bytes())
+    for offset, garbage in damage:
+        raw[offset : offset + len(garbage)] = garbage
+    db.write_bytes(bytes(raw))
+    code, output = run_main(["report", str(db), "-o", str(work / "out.html")])
+    lines = output.strip().splitlines()
+    assert "Traceback" not in output and all(line.startswith(("warning:", "error:", "report of")) for line in lines)
+    assert (code == 0) == (work / "out.html").exists(), output
 
 
 def test_every_call_of_the_table_has_strace_s_classes() -> None:

@@ -55,7 +55,10 @@ def report(
         run_id = reader.select_run(conn, run)
         _warn(conn, run_id)
         built = data.build(conn, run_id)
-    write_atomically(out, html.render(built))
+        # Rendered while reading: a value of the wrong type in a damaged or edited file (text where SQLite
+        # holds counts) fails in the formatting, and is then one line about the file too.
+        page = html.render(built)
+    write_atomically(out, page)
     err_console.print(
         styled(
             f"report of run {run_id} ({built.summary['processes']} processes, {built.summary['syscalls']} calls): {out}"
