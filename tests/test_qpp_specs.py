@@ -119,7 +119,7 @@ seen: list[Any] = []
         (lambda b: seen.append(b), 2),
         (lambda *, c: seen.append(c), 3),
         (lambda b, x=5, *, a: seen.append((a, b, x)), (1, 2, 5)),
-        (lambda *extra, a: seen.append((a, extra)), (1, ())),
+        (lambda *extra, a, **rest: seen.append((a, extra, rest)), (1, (), {"b": 2, "c": 3})),
         (lambda **every: seen.append(every), {"a": 1, "b": 2, "c": 3}),
         (lambda: seen.append("nothing"), "nothing"),
     ],
@@ -136,4 +136,63 @@ def test_every_shape_of_function_gets_its_arguments_by_name(fn: Any, expected: A
     qpp.register("three", "on_three", fn, owner="shape")
     three.callback("on_three")(a=1, b=2, c=3)
     assert seen == [expected]
+
+
+def test_star_args_alone_and_a_forgotten_self_are_refused() -> None:
+    class Mine(Plugin):
+        name = "mine"
+
+        def positional(self, *args: Any) -> None:
+            raise AssertionError("never called")
+
+        def selfless(first, second):  # the mistake under test: no self
+            raise AssertionError("never called")
+
+    qpp = QPP()
+    qpp.load(Source)
+    mine = qpp.load(Mine)
+    with pytest.raises(PluginError, match=r"parameter '\*args' would get nothing: on_pair\(first: int, second: str\)"):
+        qpp.register("source", "on_pair", mine.positional, owner="mine")
+    with pytest.raises(PluginError, match=r"its first parameter 'first' would receive the object it is bound to"):
+        qpp.register("source", "on_pair", mine.selfless, owner="mine")  # type: ignore[misc]
+
+
+def test_a_misspelt_callback_is_suggested_and_a_long_list_is_not_printed() -> None:
+    class Many(Plugin):
+        name = "many"
+        callbacks = tuple(CallbackSpec(f"on_event_{i}") for i in range(40))
+
+    qpp = QPP()
+    qpp.load(Many)
+    with pytest.raises(PluginError) as err:
+        qpp.register("many", "on_evnt_7", lambda: None, owner="x")
+    assert str(err.value) == (
+        "plugin 'many' creates no callback 'on_evnt_7' (did you mean 'on_event_7'?); "
+        "it creates 40: `qppsuite plugins many` lists them"
+    )
+
+
+def test_a_hook_function_is_checked_when_added_and_its_failure_names_the_plugin() -> None:
+    from qppsuite.core.guest.hooks import Hooks
+
+    failures: list[tuple[str, str, str]] = []
+
+    class FakeMachine:
+        def add_entry_hook(self, vaddr: int, fn: Any) -> int:
+            self.fn = fn
+            return -1
+
+    machine = FakeMachine()
+    hooks = Hooks(machine, "mine", lambda owner, where, exc: failures.append((owner, where, str(exc))))  # type: ignore[arg-type, func-returns-value]
+    with pytest.raises(PluginError, match=r"plugin 'mine' gave the entry hook at 0x1000 5, which is not callable"):
+        hooks.at_entry(0x1000, 5)  # type: ignore[arg-type]
+    with pytest.raises(PluginError, match=r"cannot take \(pc\)"):
+        hooks.at_entry(0x1000, lambda: None)  # type: ignore[arg-type, misc]
+
+    def boom(pc: int) -> None:
+        raise ValueError(f"boom at {pc:#x}")
+
+    hooks.at_entry(0x1000, boom)
+    machine.fn(0x1000)  # the run goes on: the failure is reported, not raised
+    assert failures == [("mine", "the entry hook at 0x1000", "boom at 0x1000")]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qppsuite.core.guest.hooks import Hooks
+from qppsuite.core.guest.hooks import FailureSink, Hooks
 from qppsuite.core.guest.memory import GuestMemory
 from qppsuite.core.guest.registers import Registers
 from qppsuite.core.memory import GuestMemoryError
@@ -35,6 +35,16 @@ class Guest:
         self.memory = GuestMemory(machine.phys, machine.memory, machine.cpu.translation_regs)
         #: Execution hooks and their costs (:class:`Hooks`).
         self.hooks = Hooks(machine)
+
+    def for_plugin(self, owner: str, failed: FailureSink) -> Guest:
+        """The same guest as plugin ``owner`` sees it: its hooks report their exceptions through ``failed``
+        naming ``owner`` (the plugin manager gives each plugin its own)."""
+        view = object.__new__(Guest)
+        view._machine = self._machine
+        view.registers = self.registers
+        view.memory = self.memory
+        view.hooks = Hooks(self._machine, owner, failed)
+        return view
 
     @property
     def insn_count(self) -> int:

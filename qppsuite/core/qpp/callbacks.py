@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,11 @@ class Callback:
     __slots__ = ("_calls", "_entries", "_qpp", "name", "plugin", "spec")
 
     def __new__(cls, plugin: str, spec: CallbackSpec, qpp: QPP) -> Callback:
-        return object.__new__(_dispatcher(tuple(spec.params)))
+        # A class of its own, so that a caller's mistake names it: "syscalls:on_syscall() got an unexpected
+        # keyword argument 'bogus'", "... takes 1 positional argument but 2 were given".
+        loop = _dispatch_loop(tuple(spec.params))
+        named = types.FunctionType(loop.__code__.replace(co_qualname=f"{plugin}:{spec.name}"), loop.__globals__)
+        return object.__new__(type("Callback", (Callback,), {"__slots__": (), "__call__": named}))
 
     def __init__(self, plugin: str, spec: CallbackSpec, qpp: QPP) -> None:
         self.plugin = plugin
@@ -106,19 +111,20 @@ def __call__(_self{params}):
 
 
 @functools.cache
-def _dispatcher(params: tuple[str, ...]) -> type[Callback]:
-    """The :class:`Callback` subclass whose ``__call__`` takes exactly ``params``, keyword-only.
+def _dispatch_loop(params: tuple[str, ...]) -> types.FunctionType:
+    """The ``__call__`` of a :class:`Callback` that takes exactly ``params``, keyword-only.
 
     The loop is generated once per list of parameters, as :mod:`dataclasses` generates ``__init__``: a call
     with keywords then binds them natively (a missing or unknown one is the caller's ``TypeError``) and runs
     each function with positional arguments, which costs what API v1's positional dispatch cost
-    (bench/qpp.py).  The names are identifiers and not keywords (:meth:`CallbackSpec.problem`).
+    (bench/qpp.py).  The names are identifiers and not keywords (:meth:`CallbackSpec.problem`).  Its frames
+    are this file's, which a plugin's traceback leaves out (:meth:`PluginFailure.traceback`).
     """
     namespace: dict[str, Any] = {}
-    exec(_DISPATCH.format(params=", *, " + ", ".join(params) if params else "", args=", ".join(params)), namespace)
-    call = namespace["__call__"]
-    call.__qualname__ = call.__name__ = "Callback"
-    return type("Callback", (Callback,), {"__slots__": (), "__call__": call})
+    source = _DISPATCH.format(params=", *, " + ", ".join(params) if params else "", args=", ".join(params))
+    exec(compile(source, __file__, "exec"), namespace)
+    loop: types.FunctionType = namespace["__call__"]
+    return loop
 
 
 def _fn_name(fn: Callable[..., Any]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import traceback
 from dataclasses import dataclass
 
@@ -12,7 +13,13 @@ from qppsuite.errors import PluginError
 logger = logging.getLogger("qppsuite.qpp")
 
 _TRACEBACK_FRAMES = 8
-_HOST_DIR = os.path.dirname(os.path.abspath(__file__))
+#: QPP's own frames and the machine facade's hook wrappers: noise in a plugin author's traceback.
+_HOST_DIRS = {
+    os.path.dirname(os.path.abspath(__file__)),
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "guest"),
+}
+#: C0 and C1 controls but newline: an exception's text may carry a guest's or a plugin's escape sequences.
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -31,7 +38,7 @@ class PluginFailure:
         frames = [
             f
             for f in traceback.extract_tb(self.error.__traceback__)
-            if os.path.dirname(os.path.abspath(f.filename)) != _HOST_DIR
+            if os.path.dirname(os.path.abspath(f.filename)) not in _HOST_DIRS
         ]
         lines = traceback.StackSummary.from_list(frames[-_TRACEBACK_FRAMES:]).format()
         lines += traceback.format_exception_only(type(self.error), self.error)
@@ -47,5 +54,10 @@ class PluginCallbackError(PluginError):
 
 
 def log_failure(failure: PluginFailure) -> None:
-    """Default reporter: one log record with the plugin's name and a short traceback."""
-    logger.error("%s\n%s", failure, failure.traceback())
+    """Default reporter: one log record with the plugin's name and a short traceback, control characters
+    escaped (``\\x1b``) so that no text in it acts on the terminal."""
+    logger.error("%s", _CONTROL.sub(_escape, f"{failure}\n{failure.traceback()}"))
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()):02x}"

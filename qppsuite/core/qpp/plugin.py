@@ -101,7 +101,8 @@ def validated(found: object, source: PluginSource) -> type[Plugin]:
     if not isinstance(cls.callbacks, tuple | list) or not all(isinstance(c, CallbackSpec) for c in cls.callbacks):
         raise PluginError(
             f"{label}: `callbacks` must be a tuple of CallbackSpec(name, description, **params), "
-            f"got {cls.callbacks!r}"
+            f"got {cls.callbacks!r}",
+            hint="names alone are plugin API v1's form: docs/plugins.md, 'Moving from API v1'",
         )
     for spec in cls.callbacks:
         problem = spec.problem()

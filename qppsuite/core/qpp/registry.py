@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
@@ -15,6 +16,9 @@ from qppsuite.core.qpp.failures import PluginCallbackError, PluginFailure, log_f
 from qppsuite.core.qpp.loading import PluginSource, discover, resolve, unknown_name
 from qppsuite.core.qpp.plugin import Plugin, validated
 from qppsuite.errors import PluginError
+
+_LISTED_CALLBACKS = 12
+"""A plugin creating more callbacks than this is not listed whole in an error line."""
 
 
 class QPP:
@@ -153,7 +157,10 @@ class QPP:
         """Bind, create its callbacks, run ``load()``; a failed load leaves no trace behind."""
         name = type(plugin).name
         plugin.qpp = self
-        plugin.machine = self.machine
+        # Each plugin sees the guest through its own view, whose hooks report their failures under its name
+        # (a host's stand-in without views, or None, is given as it is).
+        for_plugin = getattr(self.machine, "for_plugin", None)
+        plugin.machine = self.machine if for_plugin is None else for_plugin(name, self._failed)
         plugin.context = self.context
         vars(plugin)["args"] = values  # shadows the class-level declarations, see Plugin
         self._plugins[name] = plugin
@@ -224,8 +231,13 @@ class QPP:
         self._loaded_target(plugin, f"use callback {plugin}:{name}")
         callbacks = self._callbacks[plugin]
         if name not in callbacks:
-            listed = ", ".join(callbacks) or "none"
-            raise PluginError(f"plugin '{plugin}' creates no callback '{name}'; it creates: {listed}")
+            close = difflib.get_close_matches(name, list(callbacks), n=1)
+            suggestion = f" (did you mean '{close[0]}'?)" if close else ""
+            if len(callbacks) <= _LISTED_CALLBACKS:
+                listed = f"it creates: {', '.join(callbacks) or 'none'}"
+            else:  # syscalls creates over 800
+                listed = f"it creates {len(callbacks)}: `qppsuite plugins {plugin}` lists them"
+            raise PluginError(f"plugin '{plugin}' creates no callback '{name}'{suggestion}; {listed}")
         return callbacks[name]
 
     def register(self, plugin: str, callback: str, fn: Callable[..., Any], *, owner: str) -> None:

@@ -85,6 +85,7 @@ def positional_caller(spec: CallbackSpec, fn: Callable[..., Any], owner: str, wh
         raise PluginError(
             f"plugin '{owner}' registered {_fn_name(fn)} on {where}: its signature cannot be read ({exc})"
         ) from exc
+    _check_self(spec, fn, owner, where)
     taken: list[str] = []
     leading = True  # what fn takes are its first parameters, positional-or-keyword: it can take them by position
     everything = False
@@ -92,7 +93,12 @@ def positional_caller(spec: CallbackSpec, fn: Callable[..., Any], owner: str, wh
         if param.kind is param.VAR_KEYWORD:
             everything = True
         elif param.kind is param.VAR_POSITIONAL:
-            continue
+            if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+                raise PluginError(
+                    f"plugin '{owner}' registered {_fn_name(fn)} on {where}: parameter '*{param.name}' would get "
+                    f"nothing: {spec.signature} passes its arguments by name",
+                    hint="take them by name, or all of them with **kwargs",
+                )
         elif param.name in spec.params and param.kind is not param.POSITIONAL_ONLY:
             leading = leading and param.kind is param.POSITIONAL_OR_KEYWORD and index == len(taken)
             taken.append(param.name)
@@ -122,6 +128,24 @@ def positional_caller(spec: CallbackSpec, fn: Callable[..., Any], owner: str, wh
         return lambda *args: fn(**{name: args[position]})
     pick = operator.itemgetter(*positions)
     return lambda *args: fn(**dict(zip(taken, pick(args), strict=True)))
+
+
+def _check_self(spec: CallbackSpec, fn: Callable[..., Any], owner: str, where: str) -> None:
+    """Refuse a method written without ``self``: its first parameter, named like one of the callback's
+    arguments, would receive the plugin object instead."""
+    function = getattr(fn, "__func__", None)
+    if function is None or not inspect.ismethod(fn):
+        return
+    try:
+        first = next(iter(inspect.signature(function).parameters.values()), None)
+    except (TypeError, ValueError):
+        return
+    if first is not None and first.name in spec.params:
+        raise PluginError(
+            f"plugin '{owner}' registered {_fn_name(fn)} on {where}: its first parameter '{first.name}' would "
+            f"receive the object it is bound to, not {spec.name}'s '{first.name}'",
+            hint="a method's first parameter is self",
+        )
 
 
 def _fn_name(fn: Callable[..., Any]) -> str:
