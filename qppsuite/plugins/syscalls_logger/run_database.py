@@ -63,6 +63,7 @@ class RunDatabase:
         self.users: list[str] = []
         self.write_error: str | None = None
         self.counts_syscalls = False  # syscalls_logger logs every call: runs.syscall_count is meaningful
+        self.logged: str | None = None  # syscalls_logger's ``only``: runs.logged
         self._machine = machine
         self._stop_reason: Any = None
         self._tables: dict[str, str] = {}  # table name -> the plugin that declared it
@@ -172,6 +173,7 @@ class RunDatabase:
                 }
                 if not self.counts_syscalls:
                     ended["syscall_count"] = None
+                ended["logged"] = self.logged
                 self.file.end_run(ended)
         finally:
             self.file.close()
