@@ -179,6 +179,13 @@ class RunDatabase:
             self.file.close()
 
 
+def run_database_of(qpp: QPP) -> tuple[Path, int] | None:
+    """The file and run id of the run database open in the run of ``qpp`` (call it once plugins are loaded:
+    the last user's ``unload`` closes it), or None when no plugin opened one."""
+    db = _OPEN.get(qpp)
+    return None if db is None else (db.path, db.file.run_id)
+
+
 def open_run_database(plugin: Plugin, path: Path | None, *, batch: int | None = None) -> RunDatabase:
     """The run's database for ``plugin`` (call it from ``load``): the one open in this run, else a new one.
 
