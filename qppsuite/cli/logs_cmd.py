@@ -358,6 +358,23 @@ def query(
     _emit(columns, rows, fmt)
 
 
+@app.command("datasette-metadata")
+def datasette_metadata(db: DbArg) -> None:
+    """Datasette metadata for DB on stdout: table and column descriptions and canned queries (which processes
+    called ptrace, files opened by each process, failed calls by errno, how each process ended).
+
+    Use it as ``qppsuite datasette-metadata DB > metadata.json; datasette DB -m metadata.json``.
+    """
+    from qppsuite.plugins.syscalls_logger import metadata
+    with _reading(db) as conn:
+        names = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        columns = {
+            name: {row[1] for row in conn.execute("SELECT * FROM pragma_table_info(?)", (name,))} for name in names
+        }
+    json.dump(metadata.datasette_metadata(db, columns), sys.stdout, indent=1)
+    sys.stdout.write("\n")
+
+
 @app.command("stats")
 def stats(
     db: DbArg,
