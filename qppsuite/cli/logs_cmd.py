@@ -180,7 +180,8 @@ def syscalls(
             until=stop,
             process_ids=None if follow is None else tuple(reader.follow(conn, run_id, follow)),
         )
-        _show_syscalls(reader.iter_syscalls(conn, where, files=True), fmt)
+        fields = reader.SYSCALL_FIELDS if fmt is not OutputFormat.table else TABLE_FIELDS
+        _show_syscalls(reader.iter_syscalls(conn, where, files=True, fields=fields), fmt)
 
 
 def _show_syscalls(rows: Iterator[dict[str, Any]], fmt: OutputFormat) -> None:
@@ -195,40 +196,27 @@ def _show_syscalls(rows: Iterator[dict[str, Any]], fmt: OutputFormat) -> None:
     _stream_syscalls(rows, sys.stdout)
 
 
-#: The streamed table's fixed columns: (header, width, right-aligned).
-_SYSCALL_COLUMNS = (
-    ("seq", 7, True),
-    ("time (s)", 12, True),
-    ("pid", 5, True),
-    ("tid", 5, True),
-    ("process", 15, False),
-)
-
-
-def _cell(text: str, width: int, right: bool) -> str:
-    """A cell padded to its column; longer text (an escaped name) is shown whole and pushes the line on."""
-    text = visible(text)
-    return text.rjust(width) if right else text.ljust(width)
+#: The columns the table shows.
+TABLE_FIELDS = ("seq", "virtual_ns", "pid", "tid", "process_name", "text", "ending")
+#: The streamed table's fixed columns, before the call: seq, virtual time, pid, tid, process.
+_ROW = "{:>7} {:>12} {:>5} {:>5} {:<15}"
 
 
 def _stream_syscalls(rows: Iterator[dict[str, Any]], out: TextIO) -> int:
     """One line per call, written as it is read (a table of 40,000 calls starts at once and takes about a
     second, where rich's table measured every cell first: 43 s); every guest string escaped (:func:`visible`)."""
-    header = " ".join(_cell(title, width, right) for title, width, right in _SYSCALL_COLUMNS)
-    out.write(f"{header} call\n")
+    out.write(_ROW.format("seq", "time (s)", "pid", "tid", "process") + " call\n")
     count = 0
     for row in rows:
         count += 1
         ns = row["virtual_ns"]
-        cells = (
-            str(row["seq"]),
+        pid, tid = row["pid"], row["tid"]
+        line = _ROW.format(
+            row["seq"],
             "" if ns is None else f"{ns / 1e9:.6f}",
-            "" if row["pid"] is None else str(row["pid"]),
-            "" if row["tid"] is None else str(row["tid"]),
-            row["process_name"] or "",
-        )
-        line = " ".join(
-            _cell(text, width, right) for text, (_title, width, right) in zip(cells, _SYSCALL_COLUMNS, strict=True)
+            "" if pid is None else pid,
+            "" if tid is None else tid,
+            visible(row["process_name"] or ""),
         )
         call = visible(row["text"] or "")
         if row["ending"]:
