@@ -249,3 +249,15 @@ def test_a_bad_moment_on_the_command_line_is_one_line_and_no_traceback(tmp_path:
     shown = qppsuite("syscalls", str(tmp_path / "none.db"), "--since", "soon")
     assert shown.returncode != 0 and shown.stderr.count("\n") == 1 and "Traceback" not in shown.stderr
     assert os.linesep not in shown.stderr.strip()
+
+
+def test_the_datasette_metadata_describes_every_column_the_logger_writes_and_only_real_ones() -> None:
+    from qppsuite.plugins.file_activity.model import FILE_COLUMNS, OP_COLUMNS
+    from qppsuite.plugins.proc_events.model import COLUMNS
+    from qppsuite.plugins.syscalls_logger.database import TABLE_COLUMNS
+    from qppsuite.plugins.syscalls_logger.metadata import TABLES
+
+    for table, columns in TABLE_COLUMNS.items():
+        assert set(TABLES[table][1]) == set(columns), table
+    for table, columns in (("file_activity", FILE_COLUMNS), ("file_ops", OP_COLUMNS), ("proc_events", COLUMNS)):
+        assert set(TABLES[table][1]) <= set(columns), table

@@ -197,7 +197,12 @@ def run_command(
     ram: RamOption = None,
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Do not show the console (but with -i) or the summary")
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Do not show the console (but with -i) or the summary; the run database's path is still said",
+        ),
     ] = False,
     bootargs: Annotated[str, typer.Option("--bootargs", help="Extra kernel command-line arguments")] = "",
     guest_decompress: Annotated[

@@ -307,11 +307,6 @@ def _where(where: SyscallFilter) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
-def select_syscalls(conn: sqlite3.Connection, where: SyscallFilter) -> list[dict[str, Any]]:
-    """Syscall rows in call order, as plain dicts of :data:`SYSCALL_FIELDS`."""
-    return list(iter_syscalls(conn, where))
-
-
 #: Columns the fd paths need (besides ``seq``), so a view asking for them reads them.
 FD_FIELDS = ("process_id", "name", "args", "retval")
 
