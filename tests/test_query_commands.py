@@ -28,16 +28,20 @@ from oracle.strace_log import parse, thread_groups
 from qppsuite.cli.terminal import CommandConsole
 from qppsuite.images.bundle import ImageBundle
 from qppsuite.plugins.file_activity import FileActivity
+from qppsuite.plugins.syscalls_logger.fd_paths import fd_arguments
 from qppsuite.plugins.syscalls_logger.reader import LogDatabaseError, Point, parse_point
 
-SCRIPT = "cat /tmp/in > /tmp/out; exec 5</etc/passwd; head -c 10 <&5 >/dev/null; exec 5<&-; exit 7"
+SCRIPT = (
+    "cat /tmp/in > /tmp/out; exec 5</etc/passwd; head -c 10 <&5 >/dev/null; exec 5<&-; "
+    "echo piped | cat | cat > /dev/null; exit 7"
+)
 CMD = (
     "echo data > /tmp/in; "
     f"strace -f -y -o /tmp/s.txt sh -c '{SCRIPT}'; echo STRACED $?; "
     "echo STRACE-BEGIN; cat /tmp/s.txt; echo STRACE-END"
 )
-#: strace -y's annotation of an fd argument: ``read(5</etc/passwd>, ...``.
-FD_ARG = re.compile(r"^(\w+)\((\d+)<([^>]*)>")
+#: A call's first argument as a number, with strace -y's annotation if it is an open fd: ``read(5</etc/passwd>, ...``.
+FD_ARG = re.compile(r"^(\w+)\((\d+)(?:<([^>]*)>)?[,)]")
 #: strace -y's annotation of a returned fd (``= 3</tmp/out>``), which tests/oracle/strace_log.py does not read.
 FD_RESULT = re.compile(r"(= \d+)<[^>\n]*>")
 
@@ -91,26 +95,37 @@ def test_follow_gives_strace_and_every_process_it_followed(straced: tuple[Logged
 @pytest.mark.boot
 def test_the_fd_paths_shown_are_the_ones_strace_printed_in_the_guest(straced: tuple[LoggedRun, str]) -> None:
     logged, strace_text = straced
-    said: dict[tuple[int, str, int], set[str]] = {}  # (tid, call, fd) -> every path strace printed for it
+    said: dict[tuple[int, str, int], list[str | None]] = {}  # (tid, call, fd) -> what strace printed, call by call
     for call in parse(strace_text):
         found = FD_ARG.match(call.text)
         if found:
-            said.setdefault((call.tid, found[1], int(found[2])), set()).add(found[3])
+            said.setdefault((call.tid, found[1], int(found[2])), []).append(found[3])
     every = rows(logged.db)
     # strace prints its child's calls from the execve of the command on (before it, the child closes strace's fds)
     begun = next(r["seq"] for r in every if r["name"] == "execve" and r["args"]["argv"] == ["sh", "-c", SCRIPT])
-    shown: dict[tuple[int, str, int], set[str]] = {}
+    shown: dict[tuple[int, str, int], list[str | None]] = {}
     for row in (r for r in every if r["seq"] >= begun):
-        for argument, path in row["fds"].items():
-            shown.setdefault((row["tid"], row["name"], row["args"][argument]), set()).add(path)
-    # Every path shown for a call strace printed is one strace printed; every file strace printed is shown (its
-    # console and the pipes it inherited from before the run are not: the run never saw them opened).
-    assert said.keys() & shown.keys()
+        first = fd_arguments(row["name"])[:1]  # strace -y's first argument: what FD_ARG reads
+        for argument in first:
+            key = (row["tid"], row["name"], row["args"][argument])
+            shown.setdefault(key, []).append(row["fds"].get(argument))
+    # Call by call, the path shown is the one strace printed, or none where the run never saw the fd opened (the
+    # console and strace's file, from before the run).  A pipe is the run's pipe:[N] where strace shows its inode
+    # pipe:[I]: one of ours is always the same one of strace's.
+    pipes: dict[str, str] = {}
+    compared = 0
     for key in said.keys() & shown.keys():
-        assert shown[key] <= said[key], (key, shown[key], said[key])
-    for key, paths in said.items():
-        files = {p for p in paths if p.startswith("/") and not p.startswith("/dev/")}
-        assert files <= shown.get(key, set()), (key, paths, shown.get(key))
+        assert len(said[key]) == len(shown[key]), (key, said[key], shown[key])
+        for theirs, ours in zip(said[key], shown[key], strict=True):
+            if ours is None:
+                assert theirs is None or theirs.startswith("/dev/") or theirs == "/tmp/s.txt", (key, theirs)
+            elif ours.startswith("pipe:["):
+                assert pipes.setdefault(ours, theirs) == theirs, (key, ours, theirs)
+            else:
+                assert ours == theirs, (key, ours, theirs)
+            compared += ours is not None
+    assert compared >= 10 and len(pipes) == len(set(pipes.values())) == 2  # the pipeline's two pipes
+    assert all(key in shown for key, paths in said.items() if any(p and p.startswith(("/tmp", "/etc")) for p in paths))
     assert {"/tmp/in", "/etc/passwd"} <= {p for paths in said.values() for p in paths}
     assert "  # fd=/etc/passwd" in qppsuite("syscalls", str(logged.db), "--name", "read").stdout
 

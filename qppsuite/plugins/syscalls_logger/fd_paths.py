@@ -10,12 +10,15 @@ is another row), this module follows:
   osi_linux's ``fd_to_filename``), a relative path is replaced by the one recorded path ending in it;
 - ``dup``, ``dup2``, ``dup3`` and ``fcntl``/``fcntl64`` ``F_DUPFD``/``F_DUPFD_CLOEXEC``: the new fd
   names what the old one did;
-- ``pipe``/``pipe2`` (``pipe:[r]``, ``pipe:[w]``), ``socket``/``accept``/``accept4`` (``socket``),
-  ``eventfd``/``eventfd2``, ``memfd_create``, ``epoll_create1``... by their kind, strace ``-y``'s words;
+- ``pipe``/``pipe2`` and ``socket``/``accept``/``accept4``: ``pipe:[N]``, ``socket:[N]``, numbered in the
+  run's order (strace ``-y`` shows the inode, which the database does not hold), so that the processes at
+  the two ends of a pipe name the same pipe; ``eventfd``/``eventfd2``, ``memfd_create``,
+  ``epoll_create1``... by their kind, strace ``-y``'s words;
 - ``close`` and ``close_range`` forget fds; a successful ``execve`` forgets those opened with
   ``O_CLOEXEC`` (or dup'd with it);
-- a fork child's own return (``child = 1``) starts the child's table as a copy of the parent's,
-  the process of the call ``parent_seq`` names.
+- a fork child's own return (``child = 1``) starts the child's table as a copy of the parent's when
+  it called fork (the call ``parent_seq`` names): the child's return comes later in ``seq`` order,
+  after the parent may have closed the fds it gave the child (a shell setting up a pipeline).
 
 An fd the run never saw opened (inherited from before a run that started from a snapshot, such as
 0, 1 and 2) names nothing.
@@ -39,10 +42,8 @@ OPENS = {"open": "filename", "openat": "filename", "openat2": "filename", "creat
 """Calls that open a path -> their path argument (``dfd`` the directory fd, if any)."""
 DUPS = {"dup": "fildes", "dup2": "oldfd", "dup3": "oldfd"}
 FCNTLS = ("fcntl", "fcntl64")
+SOCKETS = ("socket", "accept", "accept4")
 KINDS = {
-    "socket": "socket",
-    "accept": "socket",
-    "accept4": "socket",
     "eventfd": "anon_inode:[eventfd]",
     "eventfd2": "anon_inode:[eventfd]",
     "memfd_create": "memfd",
@@ -56,11 +57,12 @@ KINDS = {
 PIPES = ("pipe", "pipe2")
 CLOSES = ("close", "close_range")
 EXECS = ("execve", "execveat")
-CHANGING = (*OPENS, *DUPS, *FCNTLS, *KINDS, *PIPES, *CLOSES, *EXECS)
+FORKS = ("clone", "clone3", "fork", "vfork")
+CHANGING = (*OPENS, *DUPS, *FCNTLS, *SOCKETS, *KINDS, *PIPES, *CLOSES, *EXECS, *FORKS)
 """The calls that change an fd table; with the fork children's own returns, all this module reads."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Fd:
     path: str
     cloexec: bool
@@ -75,7 +77,12 @@ class FdTables:
 
     recorded: dict[int, list[str]] = field(default_factory=dict)
     _tables: dict[int, dict[int, _Fd]] = field(default_factory=dict)
-    _process_of_seq: dict[int, int] = field(default_factory=dict)  # seq of a fork-like call -> its process row
+    _forks: dict[int, tuple[int, dict[int, _Fd]]] = field(default_factory=dict)  # fork's seq -> (process, its fds)
+    _made: dict[str, int] = field(default_factory=dict)  # pipes and sockets made so far, for their numbers
+
+    def _number(self, kind: str) -> str:
+        self._made[kind] = self._made.get(kind, 0) + 1
+        return f"{kind}:[{self._made[kind]}]"
 
     def path(self, process_id: int | None, fd: Any) -> str | None:
         """What ``fd`` of the process names now, or None when the run never saw it opened."""
@@ -93,12 +100,12 @@ class FdTables:
         name = row["name"]
         fds = self._tables.setdefault(process_id, {})
         if row["child"]:
-            parent = self._process_of_seq.get(row["parent_seq"])
-            if parent is not None and parent != process_id and not fds:
-                fds.update({fd: _Fd(e.path, e.cloexec) for fd, e in self._tables.get(parent, {}).items()})
+            parent, inherited = self._forks.pop(row["parent_seq"], (None, {}))
+            if parent is not None and parent != process_id and not fds:  # not a thread: its own table
+                fds.update(inherited)
             return
-        if name in ("clone", "clone3", "fork", "vfork"):
-            self._process_of_seq[row["seq"]] = process_id
+        if name in FORKS:
+            self._forks[row["seq"]] = (process_id, dict(fds))
             return
         retval = row["retval"]
         args = _object(row["args"])
@@ -119,10 +126,10 @@ class FdTables:
         if name in PIPES:
             pair = _object(row["outputs"]).get("fildes")
             if retval == 0 and isinstance(pair, list) and len(pair) == 2:
-                cloexec = "O_CLOEXEC" in str(args.get("flags", ""))
-                for fd, end in zip(pair, ("r", "w"), strict=True):
+                pipe = _Fd(self._number("pipe"), "O_CLOEXEC" in str(args.get("flags", "")))
+                for fd in pair:
                     if isinstance(fd, int):
-                        fds[fd] = _Fd(f"pipe:[{end}]", cloexec)
+                        fds[fd] = pipe
             return
         if not isinstance(retval, int) or retval < 0:
             return
@@ -138,6 +145,8 @@ class FdTables:
             old = fds.get(args.get("fd"))  # type: ignore[arg-type]
             if old is not None:
                 fds[retval] = _Fd(old.path, args.get("cmd") == "F_DUPFD_CLOEXEC")
+        elif name in SOCKETS:
+            fds[retval] = _Fd(self._number("socket"), "CLOEXEC" in str(args.get("flags", args.get("type", ""))))
         elif name in KINDS:
             fds[retval] = _Fd(KINDS[name], "CLOEXEC" in str(args.get("flags", args.get("type", ""))))
 
@@ -201,4 +210,4 @@ def call_fds(tables: FdTables, row: dict[str, Any], args: dict[str, Any]) -> dic
 
 def changing_names() -> Iterable[str]:
     """The call names whose rows :meth:`FdTables.apply` needs (besides fork children's returns)."""
-    return (*CHANGING, "clone", "clone3", "fork", "vfork")
+    return CHANGING
