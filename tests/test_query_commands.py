@@ -120,7 +120,7 @@ def test_the_fd_paths_shown_are_the_ones_strace_printed_in_the_guest(straced: tu
             if ours is None:
                 assert theirs is None or theirs.startswith("/dev/") or theirs == "/tmp/s.txt", (key, theirs)
             elif ours.startswith("pipe:["):
-                assert pipes.setdefault(ours, theirs) == theirs, (key, ours, theirs)
+                assert theirs is not None and pipes.setdefault(ours, theirs) == theirs, (key, ours, theirs)
             else:
                 assert ours == theirs, (key, ours, theirs)
             compared += ours is not None
