@@ -17,7 +17,7 @@ from qppsuite.core.board import RAM_MAX_MIB
 from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
 from qppsuite.errors import GuestError, ImageError, Interrupted, PluginError
 from qppsuite.images.bundle import images_dir, open_image
-from qppsuite.session import DEFAULT_IMAGE, GuestIO, RunOptions, run
+from qppsuite.session import DEFAULT_IMAGE, GuestIO, RunOptions, RunResult, run
 
 
 def ensure_default_image(cache: Path | None) -> None:
@@ -168,6 +168,21 @@ def notice(message: str) -> None:
     err_console.print(styled(("qppsuite:", "yellow"), f" {message}"), soft_wrap=True)
 
 
+def say_database(result: RunResult) -> None:
+    """The run database's path and run id on stderr, if the run wrote one: always, ``-q`` too (a default-named
+    file is otherwise hard to find), before whatever else the run's end says."""
+    if result.database is None:
+        return
+    path, run_id = result.database
+    err_console.print(
+        styled(
+            ("qppsuite:", "green"),
+            f" run database {path.resolve()} (run {run_id}): qppsuite syscalls {shlex.quote(str(path))}",
+        ),
+        soft_wrap=True,
+    )
+
+
 def _command_mark(what: str) -> None:
     """CommandConsole's marks, on stderr between the console's lines: where the command's output starts and ends."""
     sys.stdout.flush()
@@ -269,15 +284,7 @@ def run_command(
         if stream is not None and console is None and cmd is not None and not interactive and not kernel_log:
             shown = CommandConsole(stream, _command_mark)
         result = run(options, shown, io=GuestIO(host=host, progress=progress))
-    if result.database is not None:  # always, -q too: a default-named file is otherwise hard to find
-        path, run_id = result.database
-        err_console.print(
-            styled(
-                ("qppsuite:", "green"),
-                f" run database {path.resolve()} (run {run_id}): qppsuite syscalls {shlex.quote(str(path))}",
-            ),
-            soft_wrap=True,
-        )
+    say_database(result)
     mips = result.insn_count / result.wall_seconds / 1e6 if result.wall_seconds else 0.0
     summary = f"{result.insn_count:,} instructions in {result.wall_seconds:.2f} s ({mips:.0f} MIPS)"
     if result.signal is not None:
