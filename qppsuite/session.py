@@ -10,6 +10,7 @@ import json
 import re
 import shlex
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -143,6 +144,8 @@ class RunResult:
     unsaved: tuple[str, ...] = ()
     #: Copy-outs the guest never answered: it stopped first (powered off, or its channel agent was gone).
     unanswered: tuple[str, ...] = ()
+    #: The run database the plugins wrote (syscalls_logger's, file_activity's...) and the run's id in it.
+    database: tuple[Path, int] | None = None
 
     @property
     def ok(self) -> bool:
@@ -342,7 +345,7 @@ def run(
         snapshot = saved[0] if started == "restored" and saved is not None else None
         context = run_context(options, image, snapshot)
         result = _run_plugins(machine, context, options, on_loaded, verify)
-    reason, loaded, shutdown = result
+    reason, loaded, shutdown, database = result
     copied: tuple[Path, ...] = ()
     not_copied: tuple[str, ...] = ()
     not_written: tuple[str, ...] = ()
@@ -369,6 +372,7 @@ def run(
         not_written,
         unsaved,
         unanswered,
+        database,
     )
 
 
@@ -417,11 +421,15 @@ def _run_plugins(
     options: RunOptions,
     on_loaded: Callable[[QPP], Any] | None,
     verify: Callable[[StopReason, int], StopReason] | None,
-) -> tuple[StopReason, list[str], tuple[str, ...]]:
-    """Load the plugins, run the machine to its end, stop and unload them: (reason, loaded, shutdown failures)."""
+) -> tuple[StopReason, list[str], tuple[str, ...], tuple[Path, int] | None]:
+    """Load the plugins, run the machine to its end, stop and unload them: (reason, loaded, shutdown failures,
+    the run database's file and run id if a plugin wrote one)."""
     with QPP(Guest(machine), context=context, strict=options.strict) as qpp:
         qpp.add_builtin(CorePlugin(machine))
         qpp.load_all(list(options.plugins), options.plugin_args)
+        # Only a plugin that opened a run database imported its module: a run without one does not pay for SQLite.
+        opened = sys.modules.get("qppsuite.plugins.syscalls_logger.run_database")
+        database = opened.run_database_of(qpp) if opened is not None else None
         if on_loaded is not None:
             on_loaded(qpp)
         qpp.start_all()
@@ -431,7 +439,7 @@ def _run_plugins(
         qpp.stop_all(reason)
         loaded = [name for name in qpp.loaded if name != "core"]
     shutdown = tuple(str(f) for f in qpp.failures if f.where in ("stop()", "unload()"))
-    return reason, loaded, shutdown
+    return reason, loaded, shutdown, database
 
 
 #: The key fields a snapshot must share with a run to start it: the machine and what was loaded into it.

@@ -325,17 +325,29 @@ def test_random_bytes_as_a_database_are_one_line(
     _fails_with_one_line([viewer[0], str(db), *viewer[1:]])
 
 
-def test_a_version_2_file_is_refused_by_every_viewer_and_the_logger_in_one_line(tmp_path: Path) -> None:
-    """Schema 3 added runs.started_from and syscalls.found_blocked: a file of the version before, as that
-    version wrote it (its own user_version, no such columns), is named as another version's, not mixed."""
-    db = _chain(tmp_path / "v2.db", 2)
+#: What each earlier schema version lacked, as that version wrote its files: (table, column) added since.
+OLDER_VERSIONS = {
+    2: (("runs", "started_from"), ("syscalls", "found_blocked"), ("runs", "logged"), ("syscalls", "virtual_ns")),
+    3: (("runs", "logged"), ("syscalls", "virtual_ns")),
+}
+
+
+@pytest.mark.parametrize("version", sorted(OLDER_VERSIONS))
+def test_an_older_version_file_is_refused_by_every_viewer_and_the_logger_in_one_line(
+    tmp_path: Path, version: int
+) -> None:
+    """Schema 3 added runs.started_from and syscalls.found_blocked, 4 runs.logged and syscalls.virtual_ns: a file
+    of an earlier version, as that version wrote it (its own user_version, no such columns), is named as another
+    version's, not mixed."""
+    db = _chain(tmp_path / f"v{version}.db", 2)
     with sqlite3.connect(db) as conn:
-        conn.execute("ALTER TABLE runs DROP COLUMN started_from")
-        conn.execute("ALTER TABLE syscalls DROP COLUMN found_blocked")
-        conn.execute("PRAGMA user_version = 2")
+        for table, column in OLDER_VERSIONS[version]:
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        conn.execute(f"PRAGMA user_version = {version}")
     conn.close()
+    said = f"schema {version}, this one uses {SCHEMA_VERSION}"
     for args in VIEWERS[:3]:  # query reads any version
-        assert "schema 2, this one uses 3" in _fails_with_one_line([args[0], str(db), *args[1:]])
+        assert said in _fails_with_one_line([args[0], str(db), *args[1:]])
     assert runner.invoke(app, ["query", str(db), "SELECT COUNT(*) FROM syscalls"]).exit_code == 0
-    with pytest.raises(PluginError, match="schema 2, this one uses 3"):
+    with pytest.raises(PluginError, match=said):
         SyscallDatabase(db, {"image": "next"})

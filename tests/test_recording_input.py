@@ -161,6 +161,7 @@ def test_a_file_run_records_its_input_and_replays_identically_with_the_plugin_st
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert f"replayed {rec.insn_count:,} instructions identically" in done.stderr
+    assert f"qppsuite: run database {tmp_path / 'calls.db'} (run 1)" in done.stderr  # said, as a run says it
 
 
 @pytest.mark.boot

@@ -79,10 +79,10 @@ def test_run_boots_once_to_make_the_snapshot_then_restores_it_with_the_same_outp
 ) -> None:
     cache = private_cache(tmp_path / "cache")
     command = "echo from-the-guest; exit 3"
-    booted = qppsuite(cache, "run", "--cmd", command)
+    booted = qppsuite(cache, "run", "--kernel-log", "--cmd", command)  # the kernel's lines: left out without it
     [ready] = (cache / "snapshots" / "debian-armhf").glob("ready-*.snapshot")
     made = ready.stat().st_mtime_ns
-    restored = qppsuite(cache, "run", "--cmd", command)
+    restored = qppsuite(cache, "run", "--kernel-log", "--cmd", command)
     for done in (booted, restored):
         assert done.returncode == 0, done.stderr  # the guest powered off; the command's status is on the console
         assert "from-the-guest\nQPPSUITE-EXIT 3\n" in done.stdout

@@ -22,6 +22,7 @@ from qppsuite.cli.run_cmd import (
     TimeoutOption,
     command_text,
     image_ram_mib,
+    say_database,
 )
 from qppsuite.cli.terminal import ConsoleStream, channel_progress, styled
 from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
@@ -115,6 +116,7 @@ def replay_command(
         timeout_seconds=timeout or None,
         disk=disk,
     )
+    say_database(result)
     if result.signal is not None:
         raise Interrupted(result.reason.message, result.signal)
     if result.reason.kind == "timeout":

@@ -1,7 +1,8 @@
 """``qppsuite run``: boot an image with plugins stacked on it."""
 
+import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, BinaryIO
@@ -11,12 +12,12 @@ import typer
 from qppsuite.channel import DEFAULT_GUEST_DIR, ChannelError, parse_copy_outs, parse_file_spec
 from qppsuite.cli import app, err_console
 from qppsuite.cli.keyboard import keyboard
-from qppsuite.cli.terminal import ConsoleStream, channel_progress, styled
+from qppsuite.cli.terminal import CommandConsole, ConsoleStream, channel_progress, styled
 from qppsuite.core.board import RAM_MAX_MIB
 from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
 from qppsuite.errors import GuestError, ImageError, Interrupted, PluginError
 from qppsuite.images.bundle import images_dir, open_image
-from qppsuite.session import DEFAULT_IMAGE, GuestIO, RunOptions, run
+from qppsuite.session import DEFAULT_IMAGE, GuestIO, RunOptions, RunResult, run
 
 
 def ensure_default_image(cache: Path | None) -> None:
@@ -167,6 +168,30 @@ def notice(message: str) -> None:
     err_console.print(styled(("qppsuite:", "yellow"), f" {message}"), soft_wrap=True)
 
 
+def say_database(result: RunResult) -> None:
+    """The run database's path and run id on stderr, if the run wrote one: always, ``-q`` too (a default-named
+    file is otherwise hard to find), before whatever else the run's end says."""
+    if result.database is None:
+        return
+    path, run_id = result.database
+    err_console.print(
+        styled(
+            ("qppsuite:", "green"),
+            f" run database {path.resolve()} (run {run_id}): qppsuite syscalls {shlex.quote(str(path))}",
+        ),
+        soft_wrap=True,
+    )
+
+
+def _command_mark(what: str) -> None:
+    """CommandConsole's marks, on stderr between the console's lines: where the command's output starts and ends."""
+    sys.stdout.flush()
+    if what == "start":
+        err_console.print(styled(("── the command's output ──", "dim")))
+    else:
+        err_console.print(styled((f"── the command ended: exit status {what.removeprefix('end ')} ──", "dim")))
+
+
 @app.command("run")
 def run_command(
     image: Annotated[str, typer.Argument(help="Image name (see `qppsuite image list`) or bundle path")] = DEFAULT_IMAGE,
@@ -187,7 +212,12 @@ def run_command(
     ram: RamOption = None,
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Do not show the console (but with -i) or the summary")
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Do not show the console (but with -i) or the summary; the run database's path is still said",
+        ),
     ] = False,
     bootargs: Annotated[str, typer.Option("--bootargs", help="Extra kernel command-line arguments")] = "",
     guest_decompress: Annotated[
@@ -206,6 +236,14 @@ def run_command(
     start_from: FromOption = None,
     interactive: InteractiveOption = False,
     disk: DiskOption = None,
+    kernel_log: Annotated[
+        bool,
+        typer.Option(
+            "--kernel-log",
+            help="With --cmd, show the kernel's log lines on the console too (by default they are left out, "
+            "and the command's output is marked)",
+        ),
+    ] = False,
 ) -> None:
     """Run the command (the default workload unless --cmd) in IMAGE with the plugins on it.
 
@@ -242,7 +280,11 @@ def run_command(
         keyboard(interactive, quiet) as host,
         channel_progress(err_console, quiet) as progress,
     ):
-        result = run(options, stream, io=GuestIO(host=host, progress=progress))
+        shown: Callable[[bytes], None] | None = stream
+        if stream is not None and console is None and cmd is not None and not interactive and not kernel_log:
+            shown = CommandConsole(stream, _command_mark)
+        result = run(options, shown, io=GuestIO(host=host, progress=progress))
+    say_database(result)
     mips = result.insn_count / result.wall_seconds / 1e6 if result.wall_seconds else 0.0
     summary = f"{result.insn_count:,} instructions in {result.wall_seconds:.2f} s ({mips:.0f} MIPS)"
     if result.signal is not None:

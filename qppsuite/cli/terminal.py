@@ -171,3 +171,59 @@ def channel_progress(console: Console, quiet: bool) -> Iterator[Callable[[int, i
     finally:
         if task:  # a bar never shown prints nothing, not even the newline rich ends one with
             bar.stop()
+
+
+#: A kernel log line as the console shows it: printk's time stamp first (``[    0.673589] Run /init``).
+_PRINTK = re.compile(rb"\[ *\d+\.\d+\] ")
+#: What a line that may still become a time stamp starts with, while its end has not arrived.
+_PRINTK_PREFIX = re.compile(rb"\[ *\d*(\.\d*)?\]?")
+#: The marker line init.sh and the channel print with the command's exit status (the host's run searches it).
+_EXIT_MARK = b"QPPSUITE-EXIT"
+
+
+class CommandConsole:
+    """The console of a run of the user's command with the kernel quiet: printk's lines are left out, and
+    ``mark`` is called before the first line that is not the kernel's (``"start"``) and after the
+    ``QPPSUITE-EXIT N`` line (``"end N"``).
+
+    Lines pass to ``sink`` as they come; only a line's start that may still turn out to be a time stamp
+    (``[  12.``), or the exit marker, is held until it can be told apart.  A kernel line is a whole line
+    starting with a time stamp; one a program prints that way is left out too (``--kernel-log`` shows all).
+    """
+
+    def __init__(self, sink: Callable[[bytes], None], mark: Callable[[str], None]) -> None:
+        self.sink = sink
+        self.mark = mark
+        self._held = b""
+        self._mode = "start"  # at a line's start; "pass" or "drop" the rest of the current line
+        self._started = False
+        self._ending: bytes | None = None  # the exit marker's line so far: mark the end after it
+
+    def __call__(self, data: bytes) -> None:
+        held = self._held + data
+        while held:
+            if self._mode == "start":
+                if _PRINTK.match(held):
+                    self._mode = "drop"
+                    continue
+                newline = b"\n" in held
+                if not newline and (_PRINTK_PREFIX.fullmatch(held) or _EXIT_MARK.startswith(held)):
+                    break  # not told apart yet
+                if not self._started:
+                    self._started = True
+                    self.mark("start")
+                self._ending = b"" if held.startswith(_EXIT_MARK + b" ") else None
+                self._mode = "pass"
+                continue
+            end = held.find(b"\n")
+            line, held = (held, b"") if end < 0 else (held[: end + 1], held[end + 1 :])
+            if self._mode == "pass":
+                self.sink(line)
+                if self._ending is not None:
+                    self._ending += line
+                    if end >= 0:
+                        status = self._ending[len(_EXIT_MARK) :].strip().decode("ascii", "replace")
+                        self.mark(f"end {status}")
+            if end >= 0:
+                self._mode, self._ending = "start", None
+        self._held = held

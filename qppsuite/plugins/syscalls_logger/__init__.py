@@ -5,6 +5,13 @@ and thread (a fork child's own return is joined with the child), and becomes
 one row once its outcome is known: its return, or the reason it never returned.
 The process seen at the call is the one that made it even if the call blocks
 while others run, and even if it is an execve that renames the process.
+
+``only=command`` keeps the calls of the run's command and its descendants only: the process that
+executes the command's script (the channel agent's ``/tmp/.qppsuite/script``, or /init's
+``/etc/qppsuite/cmd`` or ``/etc/qppsuite/workload.sh`` in a run that boots; see
+qppsuite/images/guest/agent.sh and init.sh), from that execve on, and every process created by a
+kept one (its parent at its first sight, or the process whose fork it returns from).  The boot, the
+agent and its file transfers are left out.
 """
 
 from __future__ import annotations
@@ -43,6 +50,11 @@ def json_text(value: object) -> str:
     return "".join(_ENCODE(value, 0))
 
 
+COMMAND_SCRIPTS = frozenset({"/tmp/.qppsuite/script", "/etc/qppsuite/cmd", "/etc/qppsuite/workload.sh"})
+"""The scripts the guest runs the user's command from: an ``execve`` naming one in its ``argv`` starts it."""
+EXECS = frozenset({"execve", "execveat"})
+
+
 @dataclass(slots=True)
 class _Caller:
     """Who made a call, captured when it was made."""
@@ -54,6 +66,7 @@ class _Caller:
     name: str | None
     thread_name: str | None
     ppid: int | None
+    virtual_ns: int | None  # the guest's virtual time at the call
 
 
 class SyscallsLogger(Plugin):
@@ -66,6 +79,12 @@ class SyscallsLogger(Plugin):
         "format": Arg(str, "sqlite", choices=("sqlite", "text"), help="sqlite database or one text line per call"),
         "out": Arg(Path, None, help="text output file for format=text (default: stdout)"),
         "batch": Arg(int, 500, help="rows per transaction"),
+        "only": Arg(
+            str,
+            "all",
+            choices=("all", "command"),
+            help="all calls, or those of the run's command (--cmd, the workload) and its descendants only",
+        ),
     }
 
     def load(self) -> None:
@@ -75,6 +94,9 @@ class SyscallsLogger(Plugin):
         self.get_task = self.qpp.import_function("osi_linux", "get_task")
         self.get_processes = self.qpp.import_function("osi_linux", "get_processes")
         self._callers: dict[int, _Caller] = {}  # seq -> caller, while the call is outstanding
+        self._command_only = self.args.only == "command"
+        self._kept: set[tuple[int, int]] = set()  # only=command: (pid, start_time) of the command's processes
+        self._seen: dict[int, tuple[int, int]] = {}  # only=command: pid -> (pid, start_time) of its latest process
         self.rows = 0
         self._run_db: RunDatabase | None = None
         self._db: SyscallDatabase | None = None
@@ -86,6 +108,7 @@ class SyscallsLogger(Plugin):
         else:
             self._run_db = open_run_database(self, self.args.db, batch=self.args.batch)
             self._run_db.counts_syscalls = True
+            self._run_db.logged = self.args.only
             self._db = self._run_db.file
             self._processes = self._db.processes
             self.db_path = self._run_db.path
@@ -117,14 +140,42 @@ class SyscallsLogger(Plugin):
 
     # -- callbacks -------------------------------------------------------------
     def _call(self, ctx: SyscallContext) -> None:
-        ctx.decoded()  # the arguments as they are now; by the return they may be gone
+        decoded = ctx.decoded()  # the arguments as they are now; by the return they may be gone
+        if self._command_only and not self._keeps(ctx, decoded):
+            return
         self._callers[ctx.seq] = self._caller(ctx)
 
     def _return(self, ctx: SyscallContext, retval: int) -> None:
-        caller = self._caller(ctx) if ctx.child else self._callers.pop(ctx.seq, None)
-        if caller is None:  # the call was made before this plugin listened
+        if ctx.child:
+            if self._command_only and not self._keeps(ctx, ()):
+                return
+            caller: _Caller | None = self._caller(ctx)
+        else:
+            caller = self._callers.pop(ctx.seq, None)
+        if caller is None:  # the call was made before this plugin listened (or is not the command's)
             return
         self._write(ctx, caller, retval)
+
+    def _keeps(self, ctx: SyscallContext, decoded: Any) -> bool:
+        """only=command: whether the calling process is the command's or a descendant's (see the module)."""
+        proc, _thread = self.get_current() if ctx.task is None else self.get_task(ctx.task)
+        if proc is None:
+            return False
+        key = (proc.pid, proc.start_time)
+        if key not in self._kept and self._seen.get(proc.pid) != key:  # first sight: kept if its creator is
+            parent = self._callers.get(ctx.parent_seq) if ctx.child and ctx.parent_seq is not None else None
+            creator = parent.process if parent is not None else None
+            if creator is not None:
+                if (creator["pid"], creator["start_time"]) in self._kept:
+                    self._kept.add(key)
+            elif self._seen.get(proc.ppid) in self._kept:
+                self._kept.add(key)
+        self._seen[proc.pid] = key
+        if key not in self._kept and ctx.name in EXECS:
+            argv = next((a.value for a in decoded if a.name == "argv"), None)
+            if isinstance(argv, list) and COMMAND_SCRIPTS.intersection(a for a in argv if isinstance(a, str)):
+                self._kept.add(key)
+        return key in self._kept
 
     def _noreturn(self, ctx: SyscallContext) -> None:
         caller = self._callers.pop(ctx.seq, None)
@@ -146,11 +197,12 @@ class SyscallsLogger(Plugin):
         proc, thread = self.get_current() if ctx.task is None else self.get_task(ctx.task)
         tid = thread.tid if thread is not None else None
         thread_name = thread.name if thread is not None else None
+        now = self.machine.virtual_ns if self.machine is not None else None
         if proc is None:
-            return _Caller(ctx, None, None, tid, None, thread_name, None)
+            return _Caller(ctx, None, None, tid, None, thread_name, None, now)
         row = self._processes.process(proc, ctx.insn_count)
         thread_row = self._processes.thread(row, tid, thread_name, ctx.insn_count)
-        return _Caller(ctx, row, thread_row, tid, proc.name, thread_name, proc.ppid)
+        return _Caller(ctx, row, thread_row, tid, proc.name, thread_name, proc.ppid, now)
 
     # -- output ----------------------------------------------------------------
     def _write(self, ctx: SyscallContext, caller: _Caller, retval: int | None) -> None:
@@ -189,6 +241,7 @@ class SyscallsLogger(Plugin):
         row = (  # in database.SYSCALL_ROW order
             ctx.seq,
             insn_count,
+            caller.virtual_ns,
             ctx.pc,
             int(ctx.thumb),
             process["id"] if process is not None else None,

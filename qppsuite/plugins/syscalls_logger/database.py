@@ -57,10 +57,11 @@ run id is larger (an edited file: SQLite gives ``max(id) + 1``) is refused when 
 BUSY_TIMEOUT_S = 30.0
 """How long a commit waits for another run's commit to the same file before it fails."""
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """``PRAGMA user_version`` of a database this version writes.  2 added ``threads``, the processes'
 ``state``/``exit_status`` and the syscalls' ``thread_name``/``signal``, and stores text as plain JSON
-strings; 3 added the runs' ``started_from`` and the syscalls' ``found_blocked``.  Files of other versions
+strings; 3 added the runs' ``started_from`` and the syscalls' ``found_blocked``; 4 the syscalls'
+``virtual_ns`` and the runs' ``logged``.  Files of other versions
 are refused with a one-line message (:func:`schema_mismatch`), never mixed."""
 
 RUN_COLUMNS: dict[str, Any] = {
@@ -77,6 +78,7 @@ RUN_COLUMNS: dict[str, Any] = {
     "stop_message": str,
     "insn_count": int,
     "syscall_count": int,
+    "logged": str,  # which calls syscalls_logger kept: "all", or "command" (the user's command and its descendants)
 }
 
 PROCESS_COLUMNS: dict[str, Any] = {
@@ -111,6 +113,7 @@ SYSCALL_COLUMNS: dict[str, Any] = {
     "run_id": int,
     "seq": int,  # call order within the run
     "insn_count": int,  # guest instructions executed before the call
+    "virtual_ns": int,  # the guest's virtual time at the call (ns since power-on; WFI idle time included)
     "pc": int,  # the SVC instruction
     "thumb": int,
     "process_id": int,

@@ -12,14 +12,19 @@ file is a one-line :class:`LogDatabaseError` rather than a traceback.
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from qppsuite.errors import QppsuiteError
+from qppsuite.plugins.syscalls import table
+from qppsuite.plugins.syscalls_logger import fd_paths
 from qppsuite.plugins.syscalls_logger.database import (
     PROCESSES,
     RUNS,
@@ -33,6 +38,7 @@ SYSCALL_FIELDS = (
     "run_id",
     "seq",
     "insn_count",
+    "virtual_ns",
     "pc",
     "pid",
     "tid",
@@ -187,42 +193,187 @@ def run_warning(conn: sqlite3.Connection, run: int) -> str | None:
     return f"run {run} {end}: {message or ''}".rstrip(": ")
 
 
+#: ``--since``/``--until`` values: an instruction count, or a virtual time with its unit.
+_POINT = re.compile(r"(?P<number>\d+(?:\.\d+)?)(?P<unit>ns|us|ms|s)?")
+#: Nanoseconds per unit of a virtual time.
+_UNITS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+
+
+@dataclass(frozen=True)
+class Point:
+    """A moment of a run: ``column`` is ``insn_count`` (instructions since power-on) or ``virtual_ns``."""
+
+    column: str
+    value: int
+
+
+def parse_point(option: str, text: str) -> Point:
+    """``120000000`` (an instruction count since power-on) or ``1.5s``/``250ms``/``40us``/``900ns`` (the guest's
+    virtual time since power-on, the ``virtual_ns`` column); anything else is one :class:`LogDatabaseError` line."""
+    match = _POINT.fullmatch(text.strip().replace("_", ""))
+    if match is None or (match["unit"] is None and "." in match["number"]):
+        raise LogDatabaseError(
+            f"{option}: {text!r} is neither an instruction count (120000000) nor a virtual time (1.5s, 250ms, "
+            f"40us, 900ns)"
+        )
+    if match["unit"] is None:
+        return Point("insn_count", int(match["number"]))
+    return Point("virtual_ns", round(float(match["number"]) * _UNITS[match["unit"]]))
+
+
+def check_names(conn: sqlite3.Connection, run: int, names: list[str]) -> tuple[str, ...]:
+    """``--name`` values (each may be a comma-separated list), checked: a name neither in the ARM EABI table
+    (:mod:`qppsuite.plugins.syscalls.table`) nor among the run's calls is one line naming the closest ones."""
+    wanted = tuple(dict.fromkeys(part.strip() for item in names for part in item.split(",") if part.strip()))
+    if not wanted and names:
+        raise LogDatabaseError("--name: no system call named (give e.g. --name openat,read)")
+    known = {spec.name for spec in table.SYSCALLS.values()}
+    for name in wanted:
+        if name in known:
+            continue
+        logged = {row[0] for row in conn.execute(f"SELECT DISTINCT name FROM {SYSCALLS} WHERE run_id = ?", (run,))}
+        if name in logged:
+            continue
+        close = difflib.get_close_matches(name, sorted(known | {n for n in logged if isinstance(n, str)}), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise LogDatabaseError(f"no such syscall: {name}{hint}")
+    return wanted
+
+
+def follow(conn: sqlite3.Connection, run: int, pid: int) -> list[int]:
+    """Process row ids of every process of the run that had ``pid`` (a reused pid is several) and of all their
+    descendants, as :func:`process_tree` links them; none is one :class:`LogDatabaseError` line."""
+    stack = [node for node in _walk(process_tree(conn, run)) if node.pid == pid]
+    if not stack:
+        raise LogDatabaseError(f"--follow: no process {pid} in run {run}")
+    ids: list[int] = []
+    while stack:
+        node = stack.pop()
+        if node.id not in ids:
+            ids.append(node.id)
+            stack.extend(node.children)
+    return ids
+
+
+def _walk(roots: list[ProcessNode]) -> Iterator[ProcessNode]:
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(node.children)
+
+
 @dataclass(frozen=True)
 class SyscallFilter:
-    """What ``qppsuite syscalls`` selects; every field narrows the result."""
+    """What ``qppsuite syscalls`` selects; every field narrows the result.
+
+    ``names``: any of these calls; ``since``/``until``: from/up to these moments (both included);
+    ``process_ids``: these process rows only (``--follow``).
+    """
 
     run: int
     pid: int | None = None
     tid: int | None = None
     process: str | None = None
-    name: str | None = None
+    names: tuple[str, ...] = ()
     failed: bool = False
     limit: int | None = None
+    since: Point | None = None
+    until: Point | None = None
+    process_ids: tuple[int, ...] | None = None
 
 
-def select_syscalls(conn: sqlite3.Connection, where: SyscallFilter) -> list[dict[str, Any]]:
-    """Syscall rows in call order, as plain dicts of :data:`SYSCALL_FIELDS`."""
+def _where(where: SyscallFilter) -> tuple[str, list[Any]]:
     clauses = ["run_id = ?"]
     params: list[Any] = [where.run]
-    if where.pid is not None:
-        clauses.append("pid = ?")
-        params.append(where.pid)
-    if where.tid is not None:
-        clauses.append("tid = ?")
-        params.append(where.tid)
-    if where.process is not None:
-        clauses.append("process_name = ?")
-        params.append(where.process)
-    if where.name is not None:
-        clauses.append("name = ?")
-        params.append(where.name)
+    for column, value in (("pid", where.pid), ("tid", where.tid), ("process_name", where.process)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if where.names:
+        clauses.append(f"name IN ({', '.join('?' * len(where.names))})")
+        params.extend(where.names)
     if where.failed:
         clauses.append("errno IS NOT NULL")
-    sql = f"SELECT {', '.join(SYSCALL_FIELDS)} FROM {SYSCALLS} WHERE {' AND '.join(clauses)} ORDER BY seq"
+    if where.since is not None:
+        clauses.append(f"{where.since.column} >= ?")
+        params.append(where.since.value)
+    if where.until is not None:
+        clauses.append(f"{where.until.column} <= ?")
+        params.append(where.until.value)
+    if where.process_ids is not None:
+        clauses.append(f"process_id IN ({', '.join('?' * len(where.process_ids))})")
+        params.extend(where.process_ids)
+    return " AND ".join(clauses), params
+
+
+#: Columns the fd paths need (besides ``seq``), so a view asking for them reads them.
+FD_FIELDS = ("process_id", "name", "args", "retval")
+
+
+def iter_syscalls(
+    conn: sqlite3.Connection,
+    where: SyscallFilter,
+    *,
+    files: bool = False,
+    fields: tuple[str, ...] = SYSCALL_FIELDS,
+) -> Iterator[dict[str, Any]]:
+    """Syscall rows in call order, one at a time (a view streams them), as dicts of ``fields`` (a subset of
+    :data:`SYSCALL_FIELDS`; a view that shows a few reads only those).
+
+    ``files``: each row also gets ``fds``, its fd arguments -> the path each named then, and ``fd_path``,
+    what a returned fd names (:mod:`~qppsuite.plugins.syscalls_logger.fd_paths`; None where unknown).
+    """
+    if files:
+        fields = tuple(dict.fromkeys((*fields, "seq", *FD_FIELDS)))
+    clauses, params = _where(where)
+    sql = f"SELECT {', '.join(fields)} FROM {SYSCALLS} WHERE {clauses} ORDER BY seq"
     if where.limit is not None:
         sql += " LIMIT ?"
         params.append(where.limit)
-    return [dict(row) for row in conn.execute(sql, params)]
+    cursor = conn.execute(sql, params)
+    cursor.row_factory = None  # tuples, zipped with the names: a third of the time of sqlite3.Row's dict()
+    rows = (dict(zip(fields, row, strict=True)) for row in cursor)
+    if not files:
+        yield from rows
+        return
+    tables = fd_paths.FdTables(_recorded_files(conn, where.run))
+    names = tuple(fd_paths.changing_names())
+    changes = conn.execute(
+        f"SELECT seq, process_id, name, args, outputs, retval, child, parent_seq, ending FROM {SYSCALLS} "
+        f"WHERE run_id = ? AND (child = 1 OR name IN ({', '.join('?' * len(names))})) ORDER BY seq",
+        (where.run, *names),
+    )
+    pending = changes.fetchone()
+    for row in rows:
+        while pending is not None and pending["seq"] < row["seq"]:
+            tables.apply(dict(pending))
+            pending = changes.fetchone()
+        row["fds"] = fd_paths.call_fds(tables, row, _args(row["args"])) if fd_paths.fd_arguments(row["name"]) else {}
+        while pending is not None and pending["seq"] == row["seq"]:
+            tables.apply(dict(pending))
+            pending = changes.fetchone()
+        returned = fd_paths.returns_fd(row["name"]) and isinstance(row["retval"], int) and row["retval"] >= 0
+        row["fd_path"] = tables.path(row["process_id"], row["retval"]) if returned else None
+        yield row
+
+
+def _args(text: str | None) -> dict[str, Any]:
+    value = json.loads(text) if text else {}
+    return value if isinstance(value, dict) else {}
+
+
+def _recorded_files(conn: sqlite3.Connection, run: int) -> dict[int, list[str]]:
+    """``file_activity``'s paths per process row, if the file has that table (the plugin ran); else none."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'file_activity'").fetchone() is None:
+        return {}
+    recorded: dict[int, list[str]] = {}
+    for process_id, path in conn.execute(
+        "SELECT process_id, path FROM file_activity WHERE run_id = ? ORDER BY id", (run,)
+    ):
+        if isinstance(path, str):
+            recorded.setdefault(process_id, []).append(path)
+    return recorded
 
 
 def run_query(conn: sqlite3.Connection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:

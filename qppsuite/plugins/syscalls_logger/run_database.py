@@ -63,6 +63,7 @@ class RunDatabase:
         self.users: list[str] = []
         self.write_error: str | None = None
         self.counts_syscalls = False  # syscalls_logger logs every call: runs.syscall_count is meaningful
+        self.logged: str | None = None  # syscalls_logger's ``only``: runs.logged
         self._machine = machine
         self._stop_reason: Any = None
         self._tables: dict[str, str] = {}  # table name -> the plugin that declared it
@@ -172,9 +173,17 @@ class RunDatabase:
                 }
                 if not self.counts_syscalls:
                     ended["syscall_count"] = None
+                ended["logged"] = self.logged
                 self.file.end_run(ended)
         finally:
             self.file.close()
+
+
+def run_database_of(qpp: QPP) -> tuple[Path, int] | None:
+    """The file and run id of the run database open in the run of ``qpp`` (call it once plugins are loaded:
+    the last user's ``unload`` closes it), or None when no plugin opened one."""
+    db = _OPEN.get(qpp)
+    return None if db is None else (db.path, db.file.run_id)
 
 
 def open_run_database(plugin: Plugin, path: Path | None, *, batch: int | None = None) -> RunDatabase:

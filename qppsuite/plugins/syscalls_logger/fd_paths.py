@@ -1,0 +1,213 @@
+"""What each file descriptor referred to at each call, rebuilt from a run's ``syscalls`` rows.
+
+The database keeps no fd table; the calls that change one are in it.  Walking a run's calls in
+``seq`` order, per process row (``process_id``: threads share their process's table, a reused pid
+is another row), this module follows:
+
+- a successful ``open``, ``openat``, ``openat2`` or ``creat``: its fd (the return value) names the
+  path it was given, joined to what its directory fd names when relative to one; where
+  ``file_activity`` recorded the process's files (the paths the kernel resolved, through
+  osi_linux's ``fd_to_filename``), a relative path is replaced by the one recorded path ending in it;
+- ``dup``, ``dup2``, ``dup3`` and ``fcntl``/``fcntl64`` ``F_DUPFD``/``F_DUPFD_CLOEXEC``: the new fd
+  names what the old one did;
+- ``pipe``/``pipe2`` and ``socket``/``accept``/``accept4``: ``pipe:[N]``, ``socket:[N]``, numbered in the
+  run's order (strace ``-y`` shows the inode, which the database does not hold), so that the processes at
+  the two ends of a pipe name the same pipe; ``eventfd``/``eventfd2``, ``memfd_create``,
+  ``epoll_create1``... by their kind, strace ``-y``'s words;
+- ``close`` and ``close_range`` forget fds; a successful ``execve`` forgets those opened with
+  ``O_CLOEXEC`` (or dup'd with it);
+- a fork child's own return (``child = 1``) starts the child's table as a copy of the parent's when
+  it called fork (the call ``parent_seq`` names): the child's return comes later in ``seq`` order,
+  after the parent may have closed the fds it gave the child (a shell setting up a pipeline).
+
+An fd the run never saw opened (inherited from before a run that started from a snapshot, such as
+0, 1 and 2) names nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import posixpath
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from qppsuite.plugins.syscalls import table
+
+AT_FDCWD = -100
+"""include/uapi/linux/fcntl.h: a path relative to the working directory."""
+
+OPENS = {"open": "filename", "openat": "filename", "openat2": "filename", "creat": "pathname"}
+"""Calls that open a path -> their path argument (``dfd`` the directory fd, if any)."""
+DUPS = {"dup": "fildes", "dup2": "oldfd", "dup3": "oldfd"}
+FCNTLS = ("fcntl", "fcntl64")
+SOCKETS = ("socket", "accept", "accept4")
+KINDS = {
+    "eventfd": "anon_inode:[eventfd]",
+    "eventfd2": "anon_inode:[eventfd]",
+    "memfd_create": "memfd",
+    "epoll_create": "anon_inode:[eventpoll]",
+    "epoll_create1": "anon_inode:[eventpoll]",
+    "signalfd4": "anon_inode:[signalfd]",
+    "timerfd_create": "anon_inode:[timerfd]",
+    "inotify_init1": "anon_inode:inotify",
+}
+"""Calls whose returned fd is an object without a path -> what to call it (strace -y's names)."""
+PIPES = ("pipe", "pipe2")
+CLOSES = ("close", "close_range")
+EXECS = ("execve", "execveat")
+FORKS = ("clone", "clone3", "fork", "vfork")
+CHANGING = (*OPENS, *DUPS, *FCNTLS, *SOCKETS, *KINDS, *PIPES, *CLOSES, *EXECS, *FORKS)
+"""The calls that change an fd table; with the fork children's own returns, all this module reads."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Fd:
+    path: str
+    cloexec: bool
+
+
+@dataclass
+class FdTables:
+    """The fd tables of a run's processes as of the calls applied so far (:meth:`apply`, in seq order).
+
+    ``recorded``: process row id -> paths ``file_activity`` recorded for it (may be empty).
+    """
+
+    recorded: dict[int, list[str]] = field(default_factory=dict)
+    _tables: dict[int, dict[int, _Fd]] = field(default_factory=dict)
+    _forks: dict[int, tuple[int, dict[int, _Fd]]] = field(default_factory=dict)  # fork's seq -> (process, its fds)
+    _made: dict[str, int] = field(default_factory=dict)  # pipes and sockets made so far, for their numbers
+
+    def _number(self, kind: str) -> str:
+        self._made[kind] = self._made.get(kind, 0) + 1
+        return f"{kind}:[{self._made[kind]}]"
+
+    def path(self, process_id: int | None, fd: Any) -> str | None:
+        """What ``fd`` of the process names now, or None when the run never saw it opened."""
+        if process_id is None or not isinstance(fd, int):
+            return None
+        entry = self._tables.get(process_id, {}).get(fd)
+        return entry.path if entry is not None else None
+
+    def apply(self, row: dict[str, Any]) -> None:
+        """One call's effect: ``row`` has seq, process_id, name, args (JSON text), outputs, retval, child,
+        parent_seq, ending."""
+        process_id = row["process_id"]
+        if process_id is None:
+            return
+        name = row["name"]
+        fds = self._tables.setdefault(process_id, {})
+        if row["child"]:
+            parent, inherited = self._forks.pop(row["parent_seq"], (None, {}))
+            if parent is not None and parent != process_id and not fds:  # not a thread: its own table
+                fds.update(inherited)
+            return
+        if name in FORKS:
+            self._forks[row["seq"]] = (process_id, dict(fds))
+            return
+        retval = row["retval"]
+        args = _object(row["args"])
+        if name in EXECS:
+            if row["ending"] == "exec" or retval == 0:
+                for fd in [fd for fd, entry in fds.items() if entry.cloexec]:
+                    del fds[fd]
+            return
+        if name == "close":
+            fds.pop(args.get("fd"), None)  # type: ignore[arg-type]
+            return
+        if name == "close_range":
+            low, high = args.get("fd"), args.get("max_fd")
+            if isinstance(low, int) and isinstance(high, int):
+                for fd in [fd for fd in fds if low <= fd <= high]:
+                    del fds[fd]
+            return
+        if name in PIPES:
+            pair = _object(row["outputs"]).get("fildes")
+            if retval == 0 and isinstance(pair, list) and len(pair) == 2:
+                pipe = _Fd(self._number("pipe"), "O_CLOEXEC" in str(args.get("flags", "")))
+                for fd in pair:
+                    if isinstance(fd, int):
+                        fds[fd] = pipe
+            return
+        if not isinstance(retval, int) or retval < 0:
+            return
+        if name in OPENS:
+            fds[retval] = _Fd(self._opened(process_id, fds, args, OPENS[name]), _cloexec(args))
+        elif name in DUPS:
+            old = fds.get(args.get(DUPS[name]))  # type: ignore[arg-type]
+            if old is not None:
+                fds[retval] = _Fd(old.path, "O_CLOEXEC" in str(args.get("flags", "")))
+            else:
+                fds.pop(retval, None)
+        elif name in FCNTLS and str(args.get("cmd")) in ("F_DUPFD", "F_DUPFD_CLOEXEC"):
+            old = fds.get(args.get("fd"))  # type: ignore[arg-type]
+            if old is not None:
+                fds[retval] = _Fd(old.path, args.get("cmd") == "F_DUPFD_CLOEXEC")
+        elif name in SOCKETS:
+            fds[retval] = _Fd(self._number("socket"), "CLOEXEC" in str(args.get("flags", args.get("type", ""))))
+        elif name in KINDS:
+            fds[retval] = _Fd(KINDS[name], "CLOEXEC" in str(args.get("flags", args.get("type", ""))))
+
+    def _opened(self, process_id: int, fds: dict[int, _Fd], args: dict[str, Any], argument: str) -> str:
+        given = args.get(argument)
+        if not isinstance(given, str):
+            return json.dumps(given)  # a path that could not be read: as the args column holds it
+        if given.startswith("/"):
+            return given
+        dfd = args.get("dfd", AT_FDCWD)
+        directory = fds.get(dfd) if isinstance(dfd, int) and dfd != AT_FDCWD else None
+        if directory is not None:
+            return posixpath.join(directory.path, given)
+        tail = "/" + posixpath.normpath(given).lstrip("/")
+        found = [path for path in self.recorded.get(process_id, ()) if path.endswith(tail)]
+        return found[0] if len(found) == 1 else given
+
+
+def _object(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _cloexec(args: dict[str, Any]) -> bool:
+    flags = args.get("flags")
+    if isinstance(flags, dict):  # openat2's struct open_how
+        flags = flags.get("flags")
+    return "O_CLOEXEC" in str(flags or "")
+
+
+_SPECS = {spec.name: spec for spec in table.SYSCALLS.values()}
+
+
+@functools.cache
+def fd_arguments(name: str) -> tuple[str, ...]:
+    """The arguments of the call ``name`` that are fds (the syscall table's ``fd`` type); none if unknown."""
+    spec = _SPECS.get(name)
+    return () if spec is None else tuple(arg.name for arg in spec.args if arg.type == "fd")
+
+
+def returns_fd(name: str) -> bool:
+    """Whether the call returns a new fd (the syscall table's return type ``fd``)."""
+    spec = _SPECS.get(name)
+    return spec is not None and spec.returns == "fd"
+
+
+def call_fds(tables: FdTables, row: dict[str, Any], args: dict[str, Any]) -> dict[str, str]:
+    """The fds a call was given -> the path each named (those the run saw opened), by argument name."""
+    out: dict[str, str] = {}
+    for argument in fd_arguments(row["name"]):
+        path = tables.path(row["process_id"], args.get(argument))
+        if path is not None:
+            out[argument] = path
+    return out
+
+
+def changing_names() -> Iterable[str]:
+    """The call names whose rows :meth:`FdTables.apply` needs (besides fork children's returns)."""
+    return CHANGING

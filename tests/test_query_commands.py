@@ -1,0 +1,278 @@
+"""The query commands as an analyst uses them, on the databases of real runs, against what the guest said.
+
+One warm run of the oracle image runs ``strace -f -y`` inside the guest on a small shell script, with
+osi_linux, syscalls, syscalls_logger and file_activity: the fds' paths the ``syscalls`` view shows must be
+the ones strace printed (``read(5</etc/passwd>, ...)``), ``--follow`` must give strace's process and the
+processes strace followed, the script's ``exit 7`` must be the process's exit status, and Datasette
+must serve the metadata's canned queries (the ptrace caller is strace).  Runs of the default image check
+what ``qppsuite run`` shows: the database's path (with ``-q`` too), the console without the kernel's log
+(warm and ``--cold``), and ``only=command``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from oracle.guest import LoggedRun, logged_run
+from oracle.strace_log import parse, thread_groups
+
+from qppsuite.cli.terminal import CommandConsole
+from qppsuite.images.bundle import ImageBundle
+from qppsuite.plugins.file_activity import FileActivity
+from qppsuite.plugins.syscalls_logger.fd_paths import fd_arguments
+from qppsuite.plugins.syscalls_logger.reader import LogDatabaseError, Point, parse_point
+
+SCRIPT = (
+    "cat /tmp/in > /tmp/out; exec 5</etc/passwd; head -c 10 <&5 >/dev/null; exec 5<&-; "
+    "echo piped | cat | cat > /dev/null; exit 7"
+)
+CMD = (
+    "echo data > /tmp/in; "
+    f"strace -f -y -o /tmp/s.txt sh -c '{SCRIPT}'; echo STRACED $?; "
+    "echo STRACE-BEGIN; cat /tmp/s.txt; echo STRACE-END"
+)
+#: A call's first argument as a number, with strace -y's annotation if it is an open fd: ``read(5</etc/passwd>, ...``.
+FD_ARG = re.compile(r"^(\w+)\((\d+)(?:<([^>]*)>)?[,)]")
+#: strace -y's annotation of a returned fd (``= 3</tmp/out>``), which tests/oracle/strace_log.py does not read.
+FD_RESULT = re.compile(r"(= \d+)<[^>\n]*>")
+
+
+def qppsuite(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``qppsuite ARGS`` as a user's shell runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "qppsuite", *args], capture_output=True, text=True, cwd=cwd, timeout=600, check=False
+    )
+
+
+def rows(db: Path, *args: str) -> list[dict[str, Any]]:
+    shown = qppsuite("syscalls", str(db), "--format", "json", *args)
+    assert shown.returncode == 0, shown.stderr
+    return json.loads(shown.stdout)
+
+
+@pytest.fixture(scope="module")
+def straced(oracle_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory) -> tuple[LoggedRun, str]:
+    logged = logged_run(oracle_image, CMD, tmp_path_factory.mktemp("q") / "strace.db", extra=[FileActivity])
+    text = logged.console
+    return logged, FD_RESULT.sub(r"\1", text[text.index("STRACE-BEGIN") : text.index("STRACE-END")].split("\n", 1)[1])
+
+
+@pytest.mark.boot
+def test_a_misspelt_name_is_one_line_naming_the_nearest_and_lists_are_taken(straced: tuple[LoggedRun, str]) -> None:
+    db = straced[0].db
+    wrong = qppsuite("syscalls", str(db), "--name", "opnat")
+    assert wrong.returncode != 0 and wrong.stdout == ""
+    assert wrong.stderr.strip().splitlines() == ["error: no such syscall: opnat; did you mean openat?"]
+    both = rows(db, "--name", "openat,read")
+    assert both == rows(db, "--name", "openat", "--name", "read")
+    with sqlite3.connect(db) as conn:
+        (count,) = conn.execute("SELECT COUNT(*) FROM syscalls WHERE name IN ('openat', 'read')").fetchone()
+    assert len(both) == count > 0 and {r["name"] for r in both} == {"openat", "read"}
+
+
+@pytest.mark.boot
+def test_follow_gives_strace_and_every_process_it_followed(straced: tuple[LoggedRun, str]) -> None:
+    logged, strace_text = straced
+    calls = parse(strace_text)
+    traced = set(thread_groups(calls).values()) | {c.tid for c in calls}
+    strace_pid = next(p["pid"] for p in logged.rows("processes") if p["name"] == "strace")
+    followed = {r["pid"] for r in rows(logged.db, "--follow", str(strace_pid))}
+    # and the children strace forks to probe the kernel's ptrace before it starts the command, which it does not trace
+    probes = {p["pid"] for p in logged.rows("processes") if p["ppid"] == strace_pid} - traced
+    assert traced and followed == {strace_pid} | traced | probes
+    assert qppsuite("syscalls", str(logged.db), "--follow", "99999").stderr.startswith("error: --follow: no process")
+
+
+@pytest.mark.boot
+def test_the_fd_paths_shown_are_the_ones_strace_printed_in_the_guest(straced: tuple[LoggedRun, str]) -> None:
+    logged, strace_text = straced
+    said: dict[tuple[int, str, int], list[str | None]] = {}  # (tid, call, fd) -> what strace printed, call by call
+    for call in parse(strace_text):
+        found = FD_ARG.match(call.text)
+        if found:
+            said.setdefault((call.tid, found[1], int(found[2])), []).append(found[3])
+    every = rows(logged.db)
+    # strace prints its child's calls from the execve of the command on (before it, the child closes strace's fds)
+    begun = next(r["seq"] for r in every if r["name"] == "execve" and r["args"]["argv"] == ["sh", "-c", SCRIPT])
+    shown: dict[tuple[int, str, int], list[str | None]] = {}
+    for row in (r for r in every if r["seq"] >= begun):
+        first = fd_arguments(row["name"])[:1]  # strace -y's first argument: what FD_ARG reads
+        for argument in first:
+            key = (row["tid"], row["name"], row["args"][argument])
+            shown.setdefault(key, []).append(row["fds"].get(argument))
+    # Call by call, the path shown is the one strace printed, or none where the run never saw the fd opened (the
+    # console and strace's file, from before the run).  A pipe is the run's pipe:[N] where strace shows its inode
+    # pipe:[I]: one of ours is always the same one of strace's.
+    pipes: dict[str, str] = {}
+    compared = 0
+    for key in said.keys() & shown.keys():
+        assert len(said[key]) == len(shown[key]), (key, said[key], shown[key])
+        for theirs, ours in zip(said[key], shown[key], strict=True):
+            if ours is None:
+                assert theirs is None or theirs.startswith("/dev/") or theirs == "/tmp/s.txt", (key, theirs)
+            elif ours.startswith("pipe:["):
+                assert theirs is not None and pipes.setdefault(ours, theirs) == theirs, (key, ours, theirs)
+            else:
+                assert ours == theirs, (key, ours, theirs)
+            compared += ours is not None
+    assert compared >= 10 and len(pipes) == len(set(pipes.values())) == 2  # the pipeline's two pipes
+    assert all(key in shown for key, paths in said.items() if any(p and p.startswith(("/tmp", "/etc")) for p in paths))
+    assert {"/tmp/in", "/etc/passwd"} <= {p for paths in said.values() for p in paths}
+    assert "  # fd=/etc/passwd" in qppsuite("syscalls", str(logged.db), "--name", "read").stdout
+
+
+@pytest.mark.boot
+def test_since_and_until_take_instructions_or_virtual_time_and_each_call_has_its_time(
+    straced: tuple[LoggedRun, str],
+) -> None:
+    every = rows(straced[0].db)
+    times = [r["virtual_ns"] for r in every]
+    assert times == sorted(times) and times[0] > 0
+    middle = every[len(every) // 2]
+    since = rows(straced[0].db, "--since", str(middle["insn_count"]))
+    assert since == [r for r in every if r["insn_count"] >= middle["insn_count"]]
+    until = rows(straced[0].db, "--until", f"{middle['virtual_ns'] / 1e6}ms")
+    assert [r["seq"] for r in until] == [r["seq"] for r in every if r["virtual_ns"] <= middle["virtual_ns"]]
+    table = qppsuite("syscalls", straced[0].db.as_posix(), "--limit", "1").stdout
+    assert f"{every[0]['virtual_ns'] / 1e9:.6f}" in table
+
+
+@pytest.mark.boot
+def test_the_exit_status_shown_is_the_one_the_guest_saw(straced: tuple[LoggedRun, str]) -> None:
+    logged, strace_text = straced
+    assert "+++ exited with 7 +++" in strace_text and "STRACED 7" in logged.console
+    script = next(p for p in logged.rows("processes") if "sh" in json.loads(p["names"]) and p["exit_status"] == 7 << 8)
+    tree = qppsuite("processes", str(logged.db)).stdout
+    assert f"pid {script['pid']}, ppid {script['ppid']}: " in tree and "exited 7" in tree
+    listed = json.loads(qppsuite("processes", str(logged.db), "-f", "json").stdout)
+    assert {p["pid"]: p["exit_status"] for p in listed}[script["pid"]] == 7 << 8
+
+
+@pytest.mark.boot
+def test_datasette_serves_the_metadata_and_its_canned_queries(straced: tuple[LoggedRun, str], tmp_path: Path) -> None:
+    datasette_app = pytest.importorskip("datasette.app")
+    db = straced[0].db
+    written = qppsuite("datasette-metadata", str(db))
+    assert written.returncode == 0, written.stderr
+    metadata = json.loads(written.stdout)
+    assert set(metadata["databases"][db.stem]["queries"]) == {
+        "ptrace_callers",
+        "files_opened",
+        "files_by_process",
+        "failed_by_errno",
+        "process_exits",
+    }
+
+    async def ask() -> dict[str, Any]:
+        ds = datasette_app.Datasette([str(db)], metadata=metadata)
+        await ds.invoke_startup()
+        answers = {}
+        for query in metadata["databases"][db.stem]["queries"]:
+            got = await ds.client.get(f"/{db.stem}/{query}.json?_shape=array")
+            assert got.status_code == 200, (query, got.text[:500])
+            answers[query] = got.json()
+        page = await ds.client.get(f"/{db.stem}/syscalls")
+        answers["page"] = page.text
+        return answers
+
+    answers = asyncio.run(ask())
+    assert {r["name"] for r in answers["ptrace_callers"]} == {"strace"}
+    assert any(r["path"] == "/etc/passwd" for r in answers["files_opened"])
+    assert any(r["path"] == "/tmp/in" and r["bytes_read"] == 5 for r in answers["files_by_process"])
+    assert "exited 7" in {r["ended"] for r in answers["process_exits"]}
+    assert "virtual time at the call" in answers["page"]
+
+
+@pytest.mark.boot
+def test_a_quiet_run_says_where_its_default_named_database_went_and_logs_only_the_command(
+    default_image: ImageBundle, tmp_path: Path
+) -> None:
+    plugins = ("--plugins", "osi_linux,syscalls,syscalls_logger", "-p", "syscalls_logger:only=command")
+    ran = qppsuite("run", str(default_image.path), "-q", "--cmd", "sh -c 'exit 3'; true", *plugins, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    (db,) = tmp_path.glob("qppsuite-*.db")
+    assert ran.stdout == "" and ran.stderr.splitlines() == [
+        f"qppsuite: run database {db} (run 1): qppsuite syscalls {db.name}"
+    ]
+    with sqlite3.connect(db) as conn:
+        names = [json.loads(n) for (n,) in conn.execute("SELECT names FROM processes ORDER BY start_time")]
+        logged, calls = conn.execute("SELECT logged, syscall_count FROM runs").fetchone()
+        first = conn.execute("SELECT name, args FROM syscalls ORDER BY seq LIMIT 1").fetchone()
+        statuses = {s for (s,) in conn.execute("SELECT exit_status FROM processes")}
+    assert logged == "command" and 0 < calls < 100  # the whole run logs about 230
+    # the script's shell and its child (busybox's sh, which runs sh as /proc/self/exe), nothing of the agent
+    assert names == [["sh"], ["sh", "exe", "sh"]] and 3 << 8 in statuses
+    assert first[0] == "execve" and "/tmp/.qppsuite/script" in json.loads(first[1])["argv"]
+
+
+@pytest.mark.boot
+@pytest.mark.parametrize("start", [(), ("--cold",)], ids=["warm", "cold"])
+def test_the_console_of_a_command_has_no_kernel_log_and_marks_the_command(
+    default_image: ImageBundle, start: tuple[str, ...]
+) -> None:
+    ran = qppsuite("run", str(default_image.path), *start, "--cmd", "echo hello; exit 3")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.replace("\r", "") == "hello\nQPPSUITE-EXIT 3\n"
+    marks = [line for line in ran.stderr.splitlines() if line.startswith("──")]
+    assert marks == ["── the command's output ──", "── the command ended: exit status 3 ──"]
+    shown = qppsuite("run", str(default_image.path), *start, "--kernel-log", "--cmd", "echo hello")
+    assert "reboot: Power down" in shown.stdout
+    assert ("Booting Linux on physical CPU" in shown.stdout) == bool(start)
+
+
+def test_the_console_filter_holds_only_what_may_still_be_a_time_stamp() -> None:
+    """Bytes arrive one at a time from the UART: a line is shown as soon as it cannot be printk's."""
+    out: list[bytes] = []
+    marks: list[str] = []
+    console = CommandConsole(out.append, marks.append)
+    for byte in b"[    0.673589] Run /init\r\n[not a stamp]\r\n[  1.2] x\n10 < 20\nQPPSUITE-EXIT 12\r\n[ 2.0] bye\n":
+        console(bytes([byte]))
+    assert b"".join(out) == b"[not a stamp]\r\n10 < 20\nQPPSUITE-EXIT 12\r\n"
+    assert marks == ["start", "end 12"]
+
+
+@pytest.mark.parametrize(
+    ("text", "point"),
+    [
+        ("120000000", Point("insn_count", 120_000_000)),
+        ("1.5s", Point("virtual_ns", 1_500_000_000)),
+        ("250ms", Point("virtual_ns", 250_000_000)),
+        ("40us", Point("virtual_ns", 40_000)),
+        ("900ns", Point("virtual_ns", 900)),
+    ],
+)
+def test_a_moment_is_an_instruction_count_or_a_virtual_time(text: str, point: Point) -> None:
+    assert parse_point("--since", text) == point
+
+
+@pytest.mark.parametrize("text", ["1.5", "-3", "1.5x", "s", "", "1e9"])
+def test_a_moment_that_is_neither_is_one_line(text: str) -> None:
+    with pytest.raises(LogDatabaseError, match="neither an instruction count"):
+        parse_point("--until", text)
+
+
+def test_a_bad_moment_on_the_command_line_is_one_line_and_no_traceback(tmp_path: Path) -> None:
+    shown = qppsuite("syscalls", str(tmp_path / "none.db"), "--since", "soon")
+    assert shown.returncode != 0 and shown.stderr.count("\n") == 1 and "Traceback" not in shown.stderr
+    assert os.linesep not in shown.stderr.strip()
+
+
+def test_the_datasette_metadata_describes_every_column_the_logger_writes_and_only_real_ones() -> None:
+    from qppsuite.plugins.file_activity.model import FILE_COLUMNS, OP_COLUMNS
+    from qppsuite.plugins.proc_events.model import COLUMNS
+    from qppsuite.plugins.syscalls_logger.database import TABLE_COLUMNS
+    from qppsuite.plugins.syscalls_logger.metadata import TABLES
+
+    for table, columns in TABLE_COLUMNS.items():
+        assert set(TABLES[table][1]) == set(columns), table
+    for table, columns in (("file_activity", FILE_COLUMNS), ("file_ops", OP_COLUMNS), ("proc_events", COLUMNS)):
+        assert set(TABLES[table][1]) <= set(columns), table
