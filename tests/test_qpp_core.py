@@ -327,7 +327,9 @@ def test_callback_is_truthy_only_when_something_is_registered() -> None:
 def test_registering_on_a_missing_callback_lists_the_callbacks() -> None:
     qpp = QPP()
     qpp.load(Base)
-    expected = r"plugin 'base' creates no callback 'on_evnt' \(did you mean 'on_event'\?\); it creates: on_event, on_other$"
+    expected = (
+        r"plugin 'base' creates no callback 'on_evnt' \(did you mean 'on_event'\?\); it creates: on_event, on_other$"
+    )
     with pytest.raises(PluginError, match=expected):
         qpp.register("base", "on_evnt", print, owner="test")
 
