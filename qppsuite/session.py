@@ -28,7 +28,7 @@ from qppsuite.core.events import CorePlugin, StopReason
 from qppsuite.core.guest import Guest
 from qppsuite.core.kernel import load_kernel
 from qppsuite.core.machine import HostInput, Machine, MachineConfig
-from qppsuite.core.qpp import QPP, RunContext
+from qppsuite.core.qpp import QPP, PluginCallbackError, RunContext
 from qppsuite.core.snapshot import Snapshot, SnapshotError
 from qppsuite.errors import GuestError, ImageError, Interrupted
 from qppsuite.images.bundle import ImageBundle, cache_dir, open_image
@@ -146,10 +146,22 @@ class RunResult:
     unanswered: tuple[str, ...] = ()
     #: The run database the plugins wrote (syscalls_logger's, file_activity's...) and the run's id in it.
     database: tuple[Path, int] | None = None
+    #: Plugin failures while the guest ran (a callback or hook function raised), the first of each plugin and
+    #: place with how often it happened: the run went on, but what the plugin recorded may be incomplete.
+    plugin_failures: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.reason.ok
+
+    def plugin_failures_line(self) -> str:
+        """The first plugin failure of the run, and how many other plugins or places failed."""
+        first, others = self.plugin_failures[0], len(self.plugin_failures) - 1
+        return first + (f"; and {others} other plugin failure{'s' if others > 1 else ''}" if others else "")
+
+
+#: What a run with plugin failures tells the user after its one line.
+PLUGIN_FAILURES_HINT = "the run went on without what the failing function would have done; --strict stops at the first"
 
 
 #: The channel's guest end (qppsuite/images/guest/agent.sh), run as /init's command.
@@ -345,7 +357,7 @@ def run(
         snapshot = saved[0] if started == "restored" and saved is not None else None
         context = run_context(options, image, snapshot)
         result = _run_plugins(machine, context, options, on_loaded, verify)
-    reason, loaded, shutdown, database = result
+    reason, loaded, shutdown, failed, database = result
     copied: tuple[Path, ...] = ()
     not_copied: tuple[str, ...] = ()
     not_written: tuple[str, ...] = ()
@@ -373,6 +385,7 @@ def run(
         unsaved,
         unanswered,
         database,
+        failed,
     )
 
 
@@ -421,9 +434,10 @@ def _run_plugins(
     options: RunOptions,
     on_loaded: Callable[[QPP], Any] | None,
     verify: Callable[[StopReason, int], StopReason] | None,
-) -> tuple[StopReason, list[str], tuple[str, ...], tuple[Path, int] | None]:
+) -> tuple[StopReason, list[str], tuple[str, ...], tuple[str, ...], tuple[Path, int] | None]:
     """Load the plugins, run the machine to its end, stop and unload them: (reason, loaded, shutdown failures,
-    the run database's file and run id if a plugin wrote one)."""
+    failures while the guest ran, the run database's file and run id if a plugin wrote one).  With --strict
+    the first plugin failure stops the run, and is its stop reason (``plugin``), which plugins record."""
     with QPP(Guest(machine), context=context, strict=options.strict) as qpp:
         qpp.add_builtin(CorePlugin(machine))
         qpp.load_all(list(options.plugins), options.plugin_args)
@@ -433,13 +447,22 @@ def _run_plugins(
         if on_loaded is not None:
             on_loaded(qpp)
         qpp.start_all()
-        reason = machine.run()
+        try:
+            reason = machine.run()
+        except PluginCallbackError as err:  # --strict: the first failure ends the run, with its reason
+            reason = StopReason("plugin", str(err), machine.insn_count)
         if verify is not None:
             reason = verify(reason, machine.insn_count)
         qpp.stop_all(reason)
         loaded = [name for name in qpp.loaded if name != "core"]
     shutdown = tuple(str(f) for f in qpp.failures if f.where in ("stop()", "unload()"))
-    return reason, loaded, shutdown, database
+    counts = qpp.failure_counts
+    failed = tuple(
+        f"{f}" + (f" ({counts[f.plugin, f.where]} times)" if counts[f.plugin, f.where] > 1 else "")
+        for f in qpp.failures
+        if f.where not in ("stop()", "unload()")
+    )
+    return reason, loaded, shutdown, failed, database
 
 
 #: The key fields a snapshot must share with a run to start it: the machine and what was loaded into it.

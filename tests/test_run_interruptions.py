@@ -6,6 +6,7 @@ image; the database is then read back: what was committed is kept, and the
 """
 
 import os
+import re
 import resource
 import signal
 import sqlite3
@@ -194,16 +195,23 @@ def test_a_plugin_calling_sys_exit_is_a_plugin_failure(
 ) -> None:
     plugin = tmp_path / "quitter.py"
     plugin.write_text(PLUGIN_THAT_EXITS)
-    args = ["run", "-q", "--plugins", str(plugin), "--max-insns", "400000000"] + (["--strict"] if strict else [])
+    db = tmp_path / "calls.db"
+    args = ["run", "-q", "--plugins", f"{plugin},syscalls_logger", "-p", f"syscalls_logger:db={db}"]
+    args += ["--max-insns", "400000000"] + (["--strict"] if strict else [])
     child = _qppsuite(args)
     _, stderr = child.communicate(timeout=600)
     assert "plugin 'quitter' raised in core:on_svc: SystemExit: 3" in stderr, stderr
-    assert "Traceback" not in stderr or not strict
+    assert "Traceback" not in stderr
     if strict:
         assert child.returncode not in (0, 3), stderr  # the run stopped on the failure, with its reason
-        assert "plugin" in _one_error_line(stderr)
+        assert _one_error_line(stderr).startswith("error: plugin: plugin 'quitter' raised in core:on_svc")
+        assert _run_row(db)["stop_reason"] == "plugin"  # and the database says why it ended
     else:
-        assert child.returncode in (0, 2), stderr  # the run went on (to power-off or the budget)
+        # The run went on (to power-off, or the budget: exit 2) and then says the plugin failed, how often.
+        assert child.returncode in (1, 2), stderr
+        if child.returncode == 1:
+            assert re.search(r"error: plugin 'quitter' raised in core:on_svc: SystemExit: 3 \(\d+ times\)", stderr)
+        assert _run_row(db)["stop_reason"] in ("poweroff", "max_insns")
 
 
 def test_an_unwritable_recording_path_is_refused_before_anything_runs(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from qppsuite.cli.terminal import ConsoleStream, channel_progress, styled
 from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
 from qppsuite.errors import GuestError, Interrupted, PluginError
 from qppsuite.recording import Recording, check_writable, default_path, record, replay
-from qppsuite.session import DEFAULT_IMAGE, RunOptions
+from qppsuite.session import DEFAULT_IMAGE, PLUGIN_FAILURES_HINT, RunOptions
 
 
 @app.command("record")
@@ -125,6 +125,8 @@ def replay_command(
         raise GuestError(f"plugin: {result.reason.message}")
     if result.shutdown_failures:
         raise PluginError(result.shutdown_failures[0], hint="its output may be incomplete; earlier writes are kept")
+    if result.plugin_failures and result.ok:
+        raise PluginError(result.plugin_failures_line(), hint=PLUGIN_FAILURES_HINT)
     err_console.print(
         styled(
             ("qppsuite:", "green"),

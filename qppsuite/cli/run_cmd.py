@@ -17,7 +17,7 @@ from qppsuite.core.board import RAM_MAX_MIB
 from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
 from qppsuite.errors import GuestError, ImageError, Interrupted, PluginError
 from qppsuite.images.bundle import images_dir, open_image
-from qppsuite.session import DEFAULT_IMAGE, GuestIO, RunOptions, RunResult, run
+from qppsuite.session import DEFAULT_IMAGE, PLUGIN_FAILURES_HINT, GuestIO, RunOptions, RunResult, run
 
 
 def ensure_default_image(cache: Path | None) -> None:
@@ -291,6 +291,8 @@ def run_command(
         raise Interrupted(f"{result.reason.message} after {summary}", result.signal)
     if result.shutdown_failures:
         raise PluginError(result.shutdown_failures[0], hint="its output may be incomplete; earlier writes are kept")
+    if result.plugin_failures and result.ok:
+        raise PluginError(result.plugin_failures_line(), hint=PLUGIN_FAILURES_HINT)
     if result.reason.kind == "detached":
         if not quiet:
             err_console.print(styled(("qppsuite:", "green"), f" left the guest console after {summary}"))
