@@ -28,7 +28,7 @@ from qppsuite.core.events import CorePlugin, StopReason
 from qppsuite.core.guest import Guest
 from qppsuite.core.kernel import load_kernel
 from qppsuite.core.machine import HostInput, Machine, MachineConfig
-from qppsuite.core.qpp import QPP, PluginCallbackError, RunContext
+from qppsuite.core.qpp import QPP, PluginCallbackError, RunContext, resolve
 from qppsuite.core.snapshot import Snapshot, SnapshotError
 from qppsuite.errors import GuestError, ImageError, Interrupted
 from qppsuite.images.bundle import ImageBundle, cache_dir, open_image
@@ -316,6 +316,10 @@ def run(
     diverged from its recording ends ``diverged``, and the logger's ``runs`` row says so).
     """
     io = io or GuestIO()
+    for spec in options.plugins:  # a misspelt or broken plugin is one line before any boot, not after it
+        source = resolve(spec)
+        if source.kind != "file":  # a file is imported once, when it loads (its import may do things)
+            source.plugin_class()
     if options.disk is not None:
         CowDisk(options.disk)  # a disk that cannot be used is one line before anything else happens
     image = image or open_image(options.image, cache=options.cache)

@@ -84,7 +84,11 @@ def test_the_scaffolded_plugin_installs_lists_and_passes_its_own_boot_test(
         [python, "-m", "qppsuite", "plugins"], capture_output=True, text=True, env=env, cwd=tmp_path, check=False
     )
     [line] = [x for x in listed.stdout.splitlines() if x.startswith("call_census ")]
-    assert "entry point qppsuite-call_census 0.1.0  System calls counted per process" in line
+    assert line.split()[1:] == ["entry", "point", "System", "calls", "counted", "per", "process"], line
+    details = subprocess.run(
+        [python, "-m", "qppsuite", "plugins", "call_census"], capture_output=True, text=True, env=env, check=False
+    )
+    assert "entry point call_census = call_census:CallCensus (qppsuite-call_census 0.1.0)" in details.stdout
     own_test = subprocess.run(
         [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "call_census")],
         capture_output=True,

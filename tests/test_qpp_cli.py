@@ -96,7 +96,7 @@ def test_listing_is_one_line_per_plugin_cut_at_80_columns_never_in_a_name(
     assert {"cli_long_named_plugin", "cli_tiny", "osi_linux", "syscalls", "syscalls_logger"} <= set(names)
     assert all(len(line) <= 80 for line in lines) and not BOX & set("".join(lines))
     long = next(line for line in lines if line.startswith("cli_long_named_plugin "))
-    assert "entry point clilong 1.0" in long and long.endswith("…") and len(long) == 80
+    assert "entry point  " in long and "clilong" not in long and long.endswith("…") and len(long) == 80
     assert LONG[:20] in long
     tiny = next(line for line in lines if line.startswith("cli_tiny "))
     assert tiny.split("  ")[-1] == "Installed from a distribution."

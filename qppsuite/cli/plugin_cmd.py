@@ -25,5 +25,11 @@ def new(
     boots the guest with it. `pip install -e DIR/NAME` makes it available to `--plugins NAME`."""
     root = write_package(name, directory)
     console.print(styled(("wrote ", "green"), str(root)))
-    for step in (f"pip install -e {root}", f'qppsuite run --plugins {name} --cmd "ls /"', f"python -m pytest {root}"):
+    # One interpreter for the three: a `qppsuite` on PATH may belong to another environment than this pip's.
+    steps = (
+        f"python -m pip install -e {root}",
+        f'python -m qppsuite run --plugins {name} --cmd "ls /"',
+        f"python -m pytest {root}",
+    )
+    for step in steps:
         console.print(styled("  ", (step, "bold")))

@@ -120,7 +120,7 @@ def _print_listing(listed: list[Listed]) -> None:
     """Aligned columns without borders; a description is cut at the terminal's width, a name never."""
     width = _cut_width()
     names = [styled((entry.name, "bold")) for entry in listed]
-    sources = [styled(_source_text(entry.source)) for entry in listed]
+    sources = [styled(_source_text(entry.source, entry.duplicate)) for entry in listed]
     name_width = max(name.cell_len for name in names) + 2
     source_width = max(source.cell_len for source in sources) + 2
     for entry, name, source in zip(listed, names, sources, strict=True):
@@ -145,9 +145,12 @@ def _cut_width() -> int | None:
     return console.width if console.is_terminal or os.environ.get("COLUMNS", "").isdigit() else None
 
 
-def _source_text(source: PluginSource) -> str:
-    """``host``, ``built-in`` or ``entry point DIST VERSION``: where a listed plugin comes from, in a few words."""
-    if source.kind == "entry point" and source.detail:
+def _source_text(source: PluginSource, duplicate: bool) -> str:
+    """``host``, ``built-in``, ``entry point`` or ``file``: where a listed plugin comes from, in a word or two.
+
+    The distribution's name and version (as long as its author likes) are in ``plugins NAME`` and the JSON; the
+    listing names it only for a duplicate name, whose sources it tells apart."""
+    if source.kind == "entry point" and source.detail and duplicate:
         return f"entry point {source.detail}"
     return source.kind
 

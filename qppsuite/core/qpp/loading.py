@@ -170,7 +170,11 @@ def resolve(spec: str | type[Plugin]) -> PluginSource:
     available = discover()
     if spec in available:
         return available[spec]
-    raise PluginError(unknown_name(f"unknown plugin '{spec}'", spec, available))
+    raise PluginError(
+        unknown_name(f"unknown plugin '{spec}'", spec, available),
+        hint=f"installed plugins are looked up in the Python environment at {sys.prefix}: one installed with "
+        "another interpreter's pip is not seen (python -m pip install ...; python -m qppsuite ...)",
+    )
 
 
 def unknown_name(message: str, asked: str, existing: Iterable[str], label: str = "available") -> str:
