@@ -267,8 +267,9 @@ def test_signatures_name_types_without_their_modules(cli: typer.Typer) -> None:
 def test_unknown_plugin_is_one_line_listing_the_available_names() -> None:
     code, err = run_main(["plugins", "sycalls"])
     assert code == 1
-    [line] = err.splitlines()
+    line, hint = err.splitlines()
     assert line.startswith("error: unknown plugin 'sycalls' (did you mean 'syscalls'?); available: ")
+    assert hint.startswith("hint: installed plugins are looked up in the Python environment at ")
     assert {"osi_linux", "syscalls", "syscalls_logger"} <= set(line.split("available: ")[1].split(", "))
 
 
