@@ -11,12 +11,13 @@ styling is applied to :class:`rich.text.Text` built with :func:`styled`.
 
 import codecs
 import contextlib
+import os
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.text import Text
 
 if TYPE_CHECKING:
@@ -73,11 +74,30 @@ def lines(items: Iterable[str]) -> Text:
     return Text("\n").join(styled(item) for item in items)
 
 
+#: The width of a console writing to a pipe or a file: wide enough that no line of ours is wrapped.
+PIPE_WIDTH = 10_000
+
+
 class SafeConsole(Console):
     """A rich console that renders every string as data: no markup, no emoji, control bytes escaped."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(markup=False, emoji=False, highlight=False, **kwargs)
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        """The terminal's size; in a pipe or a file, no width limit unless COLUMNS or ``width=`` sets one.
+
+        Rich would wrap at 80 columns (or at the width of a terminal on another of the standard streams),
+        cutting a path, a command to copy or a summary line in two.
+        """
+        if self._width is None and not self.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
+            return ConsoleDimensions(PIPE_WIDTH, super().size.height)
+        return super().size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
 
     def render_str(self, text: str, **kwargs: Any) -> Text:
         """Tables, trees, titles and ``print`` all turn strings into Text here."""
