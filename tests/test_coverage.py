@@ -218,6 +218,7 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Run]]:
             osi: StandInOsi = qpp.get("osi_linux")  # type: ignore[assignment]
             osi.current, osi.maps[current[0].pid] = current
         qpp.start_all()
+        qpp.callback("core", "on_start")()  # the machine's run begins with it
         return Run(qpp, machine, tmp_path)
 
     yield started

@@ -64,9 +64,11 @@ class MoreNotes(Notes):
 
 
 def start(qpp: QPP, plugins: list[Any], args: dict[str, dict[str, str]]) -> Harness:
+    """Load ``plugins`` and start the guest (core's on_start, which commits the run's row and tables)."""
     qpp.add_builtin(NoMachineCore())
     qpp.add_builtin(FakeOsi())
     qpp.load_all(plugins, args)
+    qpp.callback("core", "on_start")()
     return Harness(qpp)
 
 
@@ -194,6 +196,97 @@ def test_the_logger_joins_a_database_a_plugin_loaded_before_it_opened(tmp_path: 
     assert rows(tmp_path / "n.db", "SELECT syscall_count FROM runs") == [{"syscall_count": 1}]
 
 
+@pytest.mark.parametrize("order", ["logger first", "notes first"])
+def test_one_db_argument_names_the_run_database_whatever_the_order(
+    tmp_path: Path, order: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plugins: list[Any] = ["syscalls", "syscalls_logger", Notes]
+    if order == "notes first":
+        plugins = [Notes, "syscalls", "syscalls_logger"]
+    monkeypatch.chdir(tmp_path)  # where the default name would go
+    with QPP(None) as qpp:
+        harness = start(qpp, plugins, {"notes": {"db": "named.db"}})
+        notes: Notes = qpp.get("notes")  # type: ignore[assignment]
+        assert qpp.import_function("syscalls_logger", "get_run_database")() is notes.db
+        call(harness)
+        notes.note(harness.osi.process, "here")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["named.db"]
+    check_foreign_keys(tmp_path / "named.db")
+    assert rows(tmp_path / "named.db", "SELECT syscall_count, stop_reason IS NULL AS n FROM runs") == [
+        {"syscall_count": 1, "n": 1}
+    ]
+    assert rows(tmp_path / "named.db", "SELECT text FROM notes") == [{"text": "here"}]
+
+
+@pytest.mark.parametrize("order", ["logger first", "notes first"])
+def test_two_paths_for_one_run_are_refused_in_one_line_and_write_nothing(tmp_path: Path, order: str) -> None:
+    plugins: list[Any] = ["syscalls", "syscalls_logger", Notes]
+    if order == "notes first":
+        plugins = [Notes, "syscalls", "syscalls_logger"]
+    with QPP(None) as qpp, pytest.raises(PluginError) as err:
+        start(
+            qpp, plugins, {"syscalls_logger": {"db": str(tmp_path / "a.db")}, "notes": {"db": str(tmp_path / "b.db")}}
+        )
+    assert "a.db" in str(err.value) and "b.db" in str(err.value) and "\n" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def written_run(path: Path) -> bytes:
+    """A run database with one run (of Notes), as bytes: what a refused run must leave as it was."""
+    with QPP(None) as qpp:
+        harness = start(qpp, [Notes], {"notes": {"db": str(path)}})
+        qpp.get("notes").note(harness.osi.process, "first run")  # type: ignore[attr-defined]
+    return path.read_bytes()
+
+
+class Refusing(Plugin):
+    """Loads after the database opened, and refuses the run."""
+
+    name = "refusing"
+    requires = ("notes",)
+
+    def load(self) -> None:
+        raise PluginError("no")
+
+
+def test_a_run_refused_after_the_database_opened_leaves_an_existing_file_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    before = written_run(path)
+    with QPP(None) as qpp, pytest.raises(PluginError, match="'refusing' failed to load"):
+        start(qpp, [Notes, MoreNotes, Refusing], {"notes": {"db": str(path)}})
+    assert path.read_bytes() == before
+    assert rows(path, "SELECT COUNT(*) AS n FROM runs") == [{"n": 1}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.db"]
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_a_run_refused_after_the_database_opened_leaves_no_new_file(
+    tmp_path: Path, named: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """proc_events,file_activity with two paths, or syscalls_logger at its default name with a refusal after."""
+    monkeypatch.chdir(tmp_path)
+    args = {"notes": {"db": "a.db"}} if named else {}
+    with QPP(None) as qpp, pytest.raises(PluginError, match="'refusing' failed to load"):
+        start(qpp, ["syscalls", "syscalls_logger", Notes, Refusing], args)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_move_leaves_the_run_where_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second plugin names a file with another version of the first one's table: refused, nothing written."""
+    old = tmp_path / "old.db"
+    written_run(old)
+    conn = sqlite3.connect(old)
+    conn.execute("ALTER TABLE notes DROP COLUMN text")
+    conn.commit()
+    conn.close()
+    before = old.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    with QPP(None) as qpp, pytest.raises(PluginError, match=r"old\.db: .*table 'notes' has no column 'text'"):
+        start(qpp, [Notes, MoreNotes], {"more_notes": {"db": str(old)}})
+    assert old.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db"]
+
+
 def test_two_paths_for_one_run_are_refused_in_one_line(tmp_path: Path) -> None:
     with QPP(None) as qpp, pytest.raises(PluginError) as err:
         start(
@@ -202,6 +295,15 @@ def test_two_paths_for_one_run_are_refused_in_one_line(tmp_path: Path) -> None:
             {"syscalls_logger": {"db": str(tmp_path / "a.db")}, "notes": {"db": str(tmp_path / "b.db")}},
         )
     assert "a.db" in str(err.value) and "b.db" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_text_log_with_a_db_is_refused_in_one_line(tmp_path: Path) -> None:
+    """format=text writes no database, so the logger's db would name nothing it writes."""
+    args = {"format": "text", "out": str(tmp_path / "calls.txt"), "db": str(tmp_path / "foo.db")}
+    with QPP(None) as qpp, pytest.raises(PluginError, match="format=text does not write") as err:
+        start(qpp, ["syscalls", "syscalls_logger", Notes], {"syscalls_logger": args})
+    assert "\n" not in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_with_a_text_log_the_plugin_writes_its_own_database(tmp_path: Path) -> None:
@@ -242,10 +344,12 @@ def test_a_table_of_another_version_in_the_file_is_refused(tmp_path: Path) -> No
     conn.execute("ALTER TABLE notes DROP COLUMN text")
     conn.commit()
     conn.close()
+    before = path.read_bytes()
     with QPP(None) as qpp, pytest.raises(PluginError, match=r"old\.db: table 'notes' has no column 'text'"):
         start(qpp, [Notes], {"notes": {"db": str(path)}})
-    # the plugin whose load failed no longer holds the file: its run was ended and the file closed
-    assert [r["ended_at"] is not None for r in rows(path, "SELECT ended_at FROM runs ORDER BY id")] == [True, True]
+    # the plugin whose load failed no longer holds the file, and its refused run left no row: the file is as it was
+    assert path.read_bytes() == before
+    assert [r["ended_at"] is not None for r in rows(path, "SELECT ended_at FROM runs ORDER BY id")] == [True]
 
 
 def test_a_foreign_key_to_no_process_fails_the_commit_and_stops_the_run(logged: Harness, tmp_path: Path) -> None:

@@ -75,7 +75,9 @@ class SyscallsLogger(Plugin):
     name = "syscalls_logger"
     requires = ("osi_linux", "syscalls")
     args: ClassVar[Any] = {
-        "db": Arg(Path, None, help="SQLite file (default: qppsuite-<image>-<UTC time>.db here); runs append"),
+        "db": Arg(
+            Path, None, help="SQLite file (default qppsuite-<image>-<UTC time>.db); not with format=text; runs append"
+        ),
         "format": Arg(str, "sqlite", choices=("sqlite", "text"), help="sqlite database or one text line per call"),
         "out": Arg(Path, None, help="text output file for format=text (default: stdout)"),
         "batch": Arg(int, 500, help="rows per transaction"),
@@ -90,6 +92,11 @@ class SyscallsLogger(Plugin):
     def load(self) -> None:
         if self.args.batch < 1:
             raise PluginError(f"plugin 'syscalls_logger' argument 'batch': {self.args.batch} is not at least 1")
+        if self.args.format == "text" and self.args.db is not None:
+            raise PluginError(
+                f"argument 'db' ({self.args.db}) names an SQLite file, which format=text does not write",
+                hint="to name the other plugins' run database, give db to one of them (-p proc_events:db=...)",
+            )
         self.get_current = self.qpp.import_function("osi_linux", "get_current")
         self.get_task = self.qpp.import_function("osi_linux", "get_task")
         self.get_processes = self.qpp.import_function("osi_linux", "get_processes")
@@ -111,7 +118,6 @@ class SyscallsLogger(Plugin):
             self._run_db.logged = self.args.only
             self._db = self._run_db.file
             self._processes = self._db.processes
-            self.db_path = self._run_db.path
         self.qpp.register("syscalls", "on_syscall", self._call, owner=self.name)
         self.qpp.register("syscalls", "on_syscall_return", self._return, owner=self.name)
         self.qpp.register("syscalls", "on_syscall_noreturn", self._noreturn, owner=self.name)

@@ -215,39 +215,71 @@ def schema_mismatch(conn: sqlite3.Connection, path: Path) -> str | None:
 
 class SyscallDatabase:
     """One run's writer: the ``runs`` row, buffered process, thread and syscall rows and the rows of the
-    plugins' own tables (:meth:`define`), all committed together, one batch per transaction."""
+    plugins' own tables (:meth:`define`), all committed together, one batch per transaction.
+
+    The file is opened as the plugins load, in one transaction holding the run's row and the tables
+    declared (:attr:`started` False), committed by :meth:`begin_run` (as the guest starts, or at the first
+    commit of rows): a run refused while its plugins load is rolled back by :meth:`abandon`, leaving an
+    existing file as it was and no new file behind.  While it is open the write lock is held, so another
+    run appending to the file waits (up to :data:`BUSY_TIMEOUT_S`) until this one's plugins have loaded.
+    """
 
     def __init__(self, path: Path, run: dict[str, Any]) -> None:
-        """Open (creating if needed) and start a run; any failure is a one-line :class:`PluginError`."""
-        self.path = path
-        try:
-            self.db = sqlite_utils.Database(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None))
-            self.db.execute("PRAGMA foreign_keys = ON")
-            self._enable_wal()
-            with self._transaction():
-                ours = set(TABLE_COLUMNS).intersection(self.db.table_names())
-                mismatch = schema_mismatch(self.db.conn, path) if ours else None
-                if mismatch is not None:
-                    raise PluginError(mismatch)
-                _create_schema(self.db)
-                self.run_id = int(self.db[RUNS].insert(run).last_pk)  # type: ignore[union-attr,arg-type]
-                if self.run_id > MAX_RUN_ID:  # rolled back: the file is left as it was
-                    raise PluginError(
-                        f"{path}: the next run would be run {self.run_id}, but this version's row ids fit runs up "
-                        f"to {MAX_RUN_ID} only; log into a new file"
-                    )
-            self._next_process_id = self._next_thread_id = self.run_id * ROW_ID_STRIDE + 1
-        except (sqlite3.Error, OSError, UnicodeDecodeError) as exc:  # the last: a damaged file's schema text
-            raise PluginError(f"cannot write the syscall database {path}: {exc}") from None
-        self._insert = (
-            f"INSERT INTO {SYSCALLS} (run_id, {', '.join(SYSCALL_ROW)}) "
-            f"VALUES ({self.run_id}, {', '.join('?' * len(SYSCALL_ROW))})"
-        )
+        """Open (creating if needed) and start a run, uncommitted; any failure is a one-line :class:`PluginError`."""
+        self._run = run
+        self.path, self.db, self.run_id, self.created = _open_run(path, run)
+        self.started = False
+        self._renumber()
         self._syscalls: list[tuple[Any, ...]] = []
         self.processes = ProcessRows(self.new_process_id, self.new_thread_id)
         self.tables: list[PluginTable] = []
         self.pending = 0  # rows buffered since the last commit, of every table
         self.rows_written = 0
+
+    def _renumber(self) -> None:
+        self._next_process_id = self._next_thread_id = self.run_id * ROW_ID_STRIDE + 1
+        self._insert = (
+            f"INSERT INTO {SYSCALLS} (run_id, {', '.join(SYSCALL_ROW)}) "
+            f"VALUES ({self.run_id}, {', '.join('?' * len(SYSCALL_ROW))})"
+        )
+
+    def begin_run(self) -> None:
+        """Commit the run's row and its tables, once (then the file is in WAL mode); raises sqlite3/OS errors."""
+        if self.started:
+            return
+        self.db.conn.execute("COMMIT")
+        self.started = True
+        self._enable_wal()
+
+    def empty(self) -> bool:
+        """Nothing buffered: no row of any table, no process or thread row to write."""
+        return not self.pending and not self._syscalls and not self.processes.dirty and not self.processes.dirty_threads
+
+    def abandon(self) -> None:
+        """Undo a run that has not started (:meth:`begin_run` not called): its row and the tables it created are
+        rolled back, the file closed, and removed if this run created it and it is still empty."""
+        _abandon(self.db, self.path, self.created)
+
+    def move(self, path: Path) -> None:
+        """Start this run, not started and with nothing buffered, in ``path`` instead, with the tables declared
+        so far; a failure (``path`` cannot be opened, or has another version of a table) is a one-line
+        :class:`PluginError`, and the run stays where it was."""
+        assert not self.started and self.empty()
+        before = (self.path, self.db, self.run_id, self.created)
+        self.path, self.db, self.run_id, self.created = _open_run(path, self._run)
+        try:
+            for table in self.tables:
+                table.renumber(self.run_id, self.run_id * ROW_ID_STRIDE + 1)
+                with self._savepoint():
+                    table.create(self.db)
+        except (PluginError, sqlite3.Error, OSError) as exc:
+            _abandon(self.db, self.path, self.created)
+            self.path, self.db, self.run_id, self.created = before
+            for table in self.tables:
+                table.renumber(self.run_id, self.run_id * ROW_ID_STRIDE + 1)
+            raise PluginError(f"{path}: {exc}") from None
+        _abandon(before[1], before[0], before[3])
+        self._renumber()
 
     def _enable_wal(self) -> None:
         """``PRAGMA journal_mode = WAL``, retried for up to :data:`BUSY_TIMEOUT_S`: when another run switches a new
@@ -304,9 +336,26 @@ class SyscallDatabase:
         self.pending += 1
         return self.pending
 
+    @contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        """A transaction of its own once the run started; before, a savepoint in the run's opening transaction."""
+        if self.started:
+            with self._transaction():
+                yield
+            return
+        conn = self.db.conn
+        conn.execute("SAVEPOINT define")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK TO define")
+            conn.execute("RELEASE define")
+            raise
+        conn.execute("RELEASE define")
+
     def define(self, table: PluginTable) -> None:
         """Create a plugin's table (unless the file has it) and write its rows at every commit from now on."""
-        with self._transaction():
+        with self._savepoint():
             table.create(self.db)
         self.tables.append(table)
 
@@ -316,6 +365,7 @@ class SyscallDatabase:
         processes, threads = self.processes.take_dirty()
         if not self._syscalls and not processes and not threads and not self.pending:
             return
+        self.begin_run()
         rows, self._syscalls = self._syscalls, []
         self.pending = 0
         with self._transaction():
@@ -341,9 +391,56 @@ class SyscallDatabase:
     def end_run(self, fields: dict[str, Any]) -> None:
         """Flush and record how the run ended (``ended_at``, now unless given; stop reason; counts)."""
         self.flush()
+        self.begin_run()
         fields = {"ended_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **fields}
         with self._transaction():
             self.db[RUNS].update(self.run_id, {"syscall_count": self.rows_written, **fields})  # type: ignore[union-attr]
 
     def close(self) -> None:
         self.db.close()
+
+
+def _open_run(path: Path, run: dict[str, Any]) -> tuple[Path, sqlite_utils.Database, int, bool]:
+    """Open ``path`` (creating it if needed) and, in a transaction left open, check its schema, create the
+    logger's tables and insert the run's row: (path, database, run id, whether the file was created).
+    Any failure leaves the file as it was and is a one-line :class:`PluginError`."""
+    created = not path.exists()
+    try:
+        db = sqlite_utils.Database(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None))
+    except (sqlite3.Error, OSError) as exc:
+        raise PluginError(f"cannot write the syscall database {path}: {exc}") from None
+    try:
+        db.execute("PRAGMA foreign_keys = ON")
+        db.conn.execute("BEGIN IMMEDIATE")
+        ours = set(TABLE_COLUMNS).intersection(db.table_names())
+        mismatch = schema_mismatch(db.conn, path) if ours else None
+        if mismatch is not None:
+            raise PluginError(mismatch)
+        _create_schema(db)
+        run_id = int(db[RUNS].insert(run).last_pk)  # type: ignore[union-attr,arg-type]
+        if run_id > MAX_RUN_ID:
+            raise PluginError(
+                f"{path}: the next run would be run {run_id}, but this version's row ids fit runs up "
+                f"to {MAX_RUN_ID} only; log into a new file"
+            )
+    except BaseException as exc:
+        _abandon(db, path, created)
+        if isinstance(exc, (sqlite3.Error, OSError, UnicodeDecodeError)):  # the last: a damaged file's schema text
+            raise PluginError(f"cannot write the syscall database {path}: {exc}") from None
+        raise
+    return path, db, run_id, created
+
+
+def _abandon(db: sqlite_utils.Database, path: Path, created: bool) -> None:
+    """Roll back what is not committed, close, and remove ``path`` if it was created for this and is empty
+    (what a rolled-back new file is; another run that wrote into it meanwhile keeps it)."""
+    try:
+        if db.conn.in_transaction:
+            db.conn.execute("ROLLBACK")
+    finally:
+        db.close()
+    try:
+        if created and path.stat().st_size == 0:
+            path.unlink()
+    except OSError:
+        pass

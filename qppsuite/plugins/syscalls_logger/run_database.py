@@ -3,10 +3,13 @@
 A run has at most one open run database.  The first plugin of the run that asks for it
 (:func:`open_run_database`: syscalls_logger with ``format=sqlite``, or a plugin with tables of its
 own) opens it, at its ``db`` argument or at the logger's default name, and starts the run's ``runs``
-row; every later one joins it.  So the tables of every plugin sit next to ``runs`` and ``processes``
-in one file, whichever of them run and in whatever order they load, and their rows commit in the
-same transactions as the logger's batches: whatever stops a run leaves the file consistent up to the
-last commit.  syscalls_logger exports the database it uses (``get_run_database``), which is this one.
+row; every later one joins it, and the one ``db`` argument given (by any of them) names the file.
+The run's row and tables are committed as the guest starts (core's ``on_start``) or with the first
+rows: a run refused while its plugins load writes nothing.  So the tables of every plugin sit next to
+``runs`` and ``processes`` in one file, whichever of them run and in whatever order they load, and
+their rows commit in the same transactions as the logger's batches: whatever stops a run leaves the
+file consistent up to the last commit.  syscalls_logger exports the database it uses
+(``get_run_database``), which is this one.
 
 What a plugin does with it (a :class:`RunDatabase`): declare its tables (:meth:`RunDatabase.table`),
 add rows to them, and map an osi_linux process to its ``processes`` row id
@@ -18,6 +21,7 @@ last release records how the run ended and closes the file.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
@@ -55,10 +59,9 @@ class RunDatabase:
     reason (stop kind ``error``); what earlier commits wrote stays, and nothing more is written.
     """
 
-    def __init__(self, file: SyscallDatabase, machine: Guest | None, batch: int) -> None:
+    def __init__(self, file: SyscallDatabase, machine: Guest | None, batch: int, named_by: str | None) -> None:
         self.file = file
-        self.path = file.path
-        self.run_id = file.run_id
+        self.named_by = named_by  # the plugin whose db argument named the file; None: the default name
         self.batch = batch
         self.users: list[str] = []
         self.write_error: str | None = None
@@ -67,6 +70,14 @@ class RunDatabase:
         self._machine = machine
         self._stop_reason: Any = None
         self._tables: dict[str, str] = {}  # table name -> the plugin that declared it
+
+    @property
+    def path(self) -> Path:
+        return self.file.path
+
+    @property
+    def run_id(self) -> int:
+        return self.file.run_id
 
     # -- what a plugin does with it ----------------------------------------------------
     def table(
@@ -148,6 +159,17 @@ class RunDatabase:
         if self.file.buffered() >= self.batch:
             self.flush()
 
+    def guest_started(self) -> None:
+        """core's ``on_start``: every plugin loaded, so the run's row and tables are committed now."""
+        if self.write_error is not None:
+            return
+        try:
+            self.file.begin_run()
+        except (sqlite3.Error, OSError) as exc:
+            self.write_error = f"cannot write the run database {self.path}: {exc}"
+            if self._machine is not None:
+                self._machine.request_stop("error", f"{', '.join(self.users)}: {self.write_error}")
+
     # -- the run's end ---------------------------------------------------------------------
     def stopped(self, reason: Any) -> None:
         """Note why the guest stopped (the core's stop reason), for the ``runs`` row."""
@@ -162,6 +184,9 @@ class RunDatabase:
         for qpp, db in list(_OPEN.items()):
             if db is self:
                 del _OPEN[qpp]
+        if not self.file.started and self.file.empty():  # refused as the plugins loaded: leave no trace
+            self.file.abandon()
+            return
         try:
             self.flush()
             if self.write_error is None:
@@ -190,22 +215,32 @@ def open_run_database(plugin: Plugin, path: Path | None, *, batch: int | None = 
     """The run's database for ``plugin`` (call it from ``load``): the one open in this run, else a new one.
 
     ``path`` is the plugin's ``db`` argument; None takes the open database, or the logger's default name
-    (``qppsuite-<image>-<UTC time>.db`` here).  ``batch`` (the logger's) sets the rows per transaction.
-    A path other than the open database's is refused with one line, as is a file that cannot be opened.
+    (``qppsuite-<image>-<UTC time>.db`` here).  A path given after the database was opened at the default
+    name moves it there (nothing is written before the guest starts), whatever the plugins' order; a
+    second, different path is refused with one line naming both, as is a file that cannot be opened.
+    ``batch`` (the logger's) sets the rows per transaction.
     """
     db = _OPEN.get(plugin.qpp)
     if db is None:
         started = dt.datetime.now(dt.UTC)
-        path = path or default_db_path(plugin.context.image or "guest", started)
-        file = SyscallDatabase(path, _run_row(plugin, started))
-        db = _OPEN[plugin.qpp] = RunDatabase(file, plugin.machine, DEFAULT_BATCH)
+        where = path or default_db_path(plugin.context.image or "guest", started)
+        file = SyscallDatabase(where, _run_row(plugin, started))
+        db = _OPEN[plugin.qpp] = RunDatabase(file, plugin.machine, DEFAULT_BATCH, plugin.name if path else None)
     elif path is not None and path.resolve() != db.path.resolve():
-        raise PluginError(
-            f"this run's database is {db.path} (opened by '{db.users[0]}'), not {path}",
-            hint="give the same db to every plugin that writes one, or give it to the first only",
-        )
+        if db.named_by is not None or db.file.started or not db.file.empty():
+            opened = f"named by '{db.named_by}'" if db.named_by is not None else f"opened by '{db.users[0]}'"
+            raise PluginError(
+                f"this run's database is {db.path} ({opened}), not {path}",
+                hint="give the same db to every plugin that writes one, or give it to one of them only",
+            )
+        db.file.move(path)
+        db.named_by = plugin.name
+    elif path is not None:
+        db.named_by = db.named_by or plugin.name
     if batch is not None:
         db.batch = batch
+    if "core" in plugin.qpp.loaded:  # one registration per user: it holds while any of them stays loaded
+        plugin.qpp.register("core", "on_start", functools.partial(db.guest_started), owner=plugin.name)
     db.users.append(plugin.name)
     return db
 

@@ -77,6 +77,11 @@ class PluginTable:
             if column not in self.columns:
                 raise PluginError(f"{where} names column {column!r}, which it does not declare")
 
+    def renumber(self, run_id: int, first_id: int) -> None:
+        """The run moved to another file before any row was added: its ``run_id`` there, and ids from ``first_id``."""
+        self.run_id = run_id
+        self._next_id = first_id
+
     def create(self, db: sqlite_utils.Database) -> None:
         """Create the table and its indexes unless the file has them; an existing table must have the columns."""
         table = db[self.name]
