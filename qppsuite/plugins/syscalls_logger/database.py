@@ -217,19 +217,27 @@ class SyscallDatabase:
     """One run's writer: the ``runs`` row, buffered process, thread and syscall rows and the rows of the
     plugins' own tables (:meth:`define`), all committed together, one batch per transaction.
 
-    The file is opened as the plugins load, in one transaction holding the run's row and the tables
-    declared (:attr:`started` False), committed by :meth:`begin_run` (as the guest starts, or at the first
-    commit of rows): a run refused while its plugins load is rolled back by :meth:`abandon`, leaving an
-    existing file as it was and no new file behind.  While it is open the write lock is held, so another
-    run appending to the file waits (up to :data:`BUSY_TIMEOUT_S`) until this one's plugins have loaded.
+    With ``pending`` (the run database, :mod:`.run_database`) the file is opened as the plugins load, in one
+    transaction holding the run's row and the tables declared (:attr:`started` False), committed by
+    :meth:`begin_run` (as the guest starts, or at the first commit of rows): a run refused while its
+    plugins load is rolled back by :meth:`abandon`, leaving an existing file as it was and no new file.
+    While it is open the write lock is held, so another run appending to the file waits (up to
+    :data:`BUSY_TIMEOUT_S`) until this one's plugins have loaded.
     """
 
-    def __init__(self, path: Path, run: dict[str, Any]) -> None:
-        """Open (creating if needed) and start a run, uncommitted; any failure is a one-line :class:`PluginError`."""
+    def __init__(self, path: Path, run: dict[str, Any], *, pending: bool = False) -> None:
+        """Open (creating if needed) and start a run, its row committed unless ``pending``; any failure is a
+        one-line :class:`PluginError`."""
         self._run = run
-        self.path, self.db, self.run_id, self.created = _open_run(path, run)
+        self.path, self.db, self.run_id, self.created = _open_run(path, run, wal_first=not pending)
         self.started = False
         self._renumber()
+        if not pending:
+            try:
+                self.begin_run()
+            except (sqlite3.Error, OSError) as exc:
+                self.db.close()
+                raise PluginError(f"cannot write the syscall database {path}: {exc}") from None
         self._syscalls: list[tuple[Any, ...]] = []
         self.processes = ProcessRows(self.new_process_id, self.new_thread_id)
         self.tables: list[PluginTable] = []
@@ -249,7 +257,7 @@ class SyscallDatabase:
             return
         self.db.conn.execute("COMMIT")
         self.started = True
-        self._enable_wal()
+        _enable_wal(self.db)  # a no-op unless the run was pending
 
     def empty(self) -> bool:
         """Nothing buffered: no row of any table, no process or thread row to write."""
@@ -266,7 +274,7 @@ class SyscallDatabase:
         :class:`PluginError`, and the run stays where it was."""
         assert not self.started and self.empty()
         before = (self.path, self.db, self.run_id, self.created)
-        self.path, self.db, self.run_id, self.created = _open_run(path, self._run)
+        self.path, self.db, self.run_id, self.created = _open_run(path, self._run, wal_first=False)
         try:
             for table in self.tables:
                 table.renumber(self.run_id, self.run_id * ROW_ID_STRIDE + 1)
@@ -280,20 +288,6 @@ class SyscallDatabase:
             raise PluginError(f"{path}: {exc}") from None
         _abandon(before[1], before[0], before[3])
         self._renumber()
-
-    def _enable_wal(self) -> None:
-        """``PRAGMA journal_mode = WAL``, retried for up to :data:`BUSY_TIMEOUT_S`: when another run switches a new
-        file at the same moment, SQLite answers "database is locked" at once, without waiting on the busy timeout
-        (1 to 3 in 100 new files that two runs opened together)."""
-        deadline = time.monotonic() + BUSY_TIMEOUT_S
-        while True:
-            try:
-                self.db.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-            time.sleep(0.005)
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -400,10 +394,27 @@ class SyscallDatabase:
         self.db.close()
 
 
-def _open_run(path: Path, run: dict[str, Any]) -> tuple[Path, sqlite_utils.Database, int, bool]:
+def _enable_wal(db: sqlite_utils.Database) -> None:
+    """``PRAGMA journal_mode = WAL``, retried for up to :data:`BUSY_TIMEOUT_S`: when another run switches a new
+    file at the same moment, SQLite answers "database is locked" at once, without waiting on the busy timeout
+    (1 to 3 in 100 new files that two runs opened together)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.005)
+
+
+def _open_run(path: Path, run: dict[str, Any], *, wal_first: bool) -> tuple[Path, sqlite_utils.Database, int, bool]:
     """Open ``path`` (creating it if needed) and, in a transaction left open, check its schema, create the
     logger's tables and insert the run's row: (path, database, run id, whether the file was created).
-    Any failure leaves the file as it was and is a one-line :class:`PluginError`."""
+    ``wal_first``: switch the file to WAL before (else :meth:`SyscallDatabase.begin_run` does, after the
+    commit, so that a rolled-back run leaves a file as it was).  Any failure leaves the rows as they were
+    and is a one-line :class:`PluginError`."""
     created = not path.exists()
     try:
         db = sqlite_utils.Database(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None))
@@ -411,6 +422,8 @@ def _open_run(path: Path, run: dict[str, Any]) -> tuple[Path, sqlite_utils.Datab
         raise PluginError(f"cannot write the syscall database {path}: {exc}") from None
     try:
         db.execute("PRAGMA foreign_keys = ON")
+        if wal_first:
+            _enable_wal(db)
         db.conn.execute("BEGIN IMMEDIATE")
         ours = set(TABLE_COLUMNS).intersection(db.table_names())
         mismatch = schema_mismatch(db.conn, path) if ours else None

@@ -224,7 +224,7 @@ def open_run_database(plugin: Plugin, path: Path | None, *, batch: int | None = 
     if db is None:
         started = dt.datetime.now(dt.UTC)
         where = path or default_db_path(plugin.context.image or "guest", started)
-        file = SyscallDatabase(where, _run_row(plugin, started))
+        file = SyscallDatabase(where, _run_row(plugin, started), pending=True)
         db = _OPEN[plugin.qpp] = RunDatabase(file, plugin.machine, DEFAULT_BATCH, plugin.name if path else None)
     elif path is not None and path.resolve() != db.path.resolve():
         if db.named_by is not None or db.file.started or not db.file.empty():
