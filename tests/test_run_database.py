@@ -1,5 +1,6 @@
 """The run database shared by syscalls_logger and the plugins with tables of their own: real SQLite files."""
 
+import json
 import os
 import signal
 import sqlite3
@@ -389,3 +390,29 @@ def test_a_killed_run_leaves_whole_batches_of_every_table(tmp_path: Path) -> Non
     assert rows(path, "SELECT COUNT(*) AS n FROM notes") == [{"n": 20}]
     assert rows(path, "SELECT ended_at FROM runs") == [{"ended_at": None}]
     assert os.path.getsize(path) > 0
+
+
+def test_the_query_commands_say_when_a_run_recorded_no_system_calls(tmp_path: Path) -> None:
+    """proc_events without the logger: no call counts (not "0 syscalls"), and the exit status proc_events saw."""
+    from typer.testing import CliRunner
+
+    from qppsuite.cli import app
+
+    path = tmp_path / "pe.db"
+    with QPP(None) as qpp:
+        harness = start(qpp, ["syscalls", "proc_events"], {"proc_events": {"db": str(path)}})
+        harness.thread_exit(harness.osi.process, 100, 3 << 8)  # sh exits 3
+        qpp.stop_all(None)
+    assert rows(path, "SELECT syscall_count FROM runs") == [{"syscall_count": None}]
+    runner = CliRunner()
+    shown = runner.invoke(app, ["processes", str(path)])
+    assert shown.exit_code == 0, shown.output
+    assert "system calls not recorded" in shown.output and "syscalls" not in shown.output.replace("syscalls_logger", "")
+    assert "sh pid 100, ppid 1, exited 3" in shown.output
+    (record,) = json.loads(runner.invoke(app, ["processes", str(path), "-f", "json"]).output)
+    assert (record["syscalls"], record["exit_status"]) == (None, 3 << 8)
+    stats = runner.invoke(app, ["stats", str(path)])
+    assert stats.exit_code == 0, stats.output
+    assert "system calls were not recorded" in stats.output and "0 system calls" not in stats.output
+    got = json.loads(runner.invoke(app, ["stats", str(path), "-f", "json"]).output)
+    assert (got["calls"], got["failed"], got["processes"]) == (None, None, 1)

@@ -239,11 +239,10 @@ def _ended(node: reader.ProcessNode) -> str:
     return f", {how}" + (f", state {node.state}" if node.state and node.state != "X" else "")
 
 
-def _tree_label(node: reader.ProcessNode) -> Text:
+def _tree_label(node: reader.ProcessNode, recorded: bool) -> Text:
     renamed = f" (was {' → '.join(node.names[:-1])})" if len(node.names) > 1 else ""
-    return styled(
-        (node.name, "bold"), f"{renamed} pid {node.pid}, ppid {node.ppid}: {node.syscall_count} syscalls{_ended(node)}"
-    )
+    calls = f": {node.syscall_count} syscalls" if recorded else ""
+    return styled((node.name, "bold"), f"{renamed} pid {node.pid}, ppid {node.ppid}{calls}{_ended(node)}")
 
 
 @app.command("processes")
@@ -268,7 +267,11 @@ def processes(
                 ),
                 soft_wrap=True,
             )
-        _show_processes(run_id, reader.process_tree(conn, run_id), threads, fmt, reader.run_end(conn, run_id))
+        roots = reader.process_tree(conn, run_id)
+        recorded = reader.syscalls_recorded(conn, run_id)
+        if not recorded:  # without syscalls_logger: no call counts, and the exits are proc_events'
+            reader.add_proc_events_exits(conn, run_id, roots)
+        _show_processes(run_id, roots, threads, fmt, reader.run_end(conn, run_id), recorded)
 
 
 #: Deeper processes are drawn at this depth, marked with their real one: every row is shown whatever the
@@ -282,9 +285,10 @@ TREE_MIN_WIDTH = 40
 
 
 def _show_processes(
-    run_id: int, roots: list[reader.ProcessNode], threads: bool, fmt: OutputFormat, end: str | None
+    run_id: int, roots: list[reader.ProcessNode], threads: bool, fmt: OutputFormat, end: str | None, recorded: bool
 ) -> None:
-    """Every process, parents before children; iterative, since a guest can fork a chain of any depth."""
+    """Every process, parents before children; iterative, since a guest can fork a chain of any depth.
+    ``recorded``: the run recorded its system calls (else no counts are shown, ``null`` in json)."""
     if fmt is not OutputFormat.table:
         records: list[dict[str, Any]] = []
         stack: list[tuple[reader.ProcessNode, int | None, int]] = [(root, None, 0) for root in reversed(roots)]
@@ -297,12 +301,12 @@ def _show_processes(
                 "ppid": node.ppid,
                 "name": node.name,
                 "names": node.names,
-                "syscalls": node.syscall_count,
+                "syscalls": node.syscall_count if recorded else None,
                 "state": node.state,
                 "exit_status": node.exit_status,
             }
             if threads:
-                record["threads"] = [vars(t) for t in node.threads]
+                record["threads"] = [{**vars(t), **({} if recorded else {"syscall_count": None})} for t in node.threads]
             records.append(record)
             stack.extend((child, node.id, 0) for child in reversed(node.children))
         _emit_records(records, fmt)
@@ -315,18 +319,20 @@ def _show_processes(
     while drawing:
         node, branch, depth = drawing.pop()
         count += 1
-        label = _tree_label(node)
+        label = _tree_label(node, recorded)
         if depth >= max_depth:
             label = styled((f"[depth {depth}] ", "dim")) + label
         sub = branch.add(label)
         if threads:
             for thread in node.threads:
                 renamed = f" (was {' → '.join(thread.names[:-1])})" if len(thread.names) > 1 else ""
-                sub.add(f"thread {thread.name}{renamed} tid {thread.tid}: {thread.syscall_count} syscalls")
+                calls = f": {thread.syscall_count} syscalls" if recorded else ""
+                sub.add(f"thread {thread.name}{renamed} tid {thread.tid}{calls}")
         # Past max_depth, a child is drawn beside its parent, its depth written out.
         home = sub if depth + 1 < max_depth else branch
         drawing.extend((child, home, depth + 1) for child in reversed(node.children))
-    tree.label = styled(f"run {run_id}" + (f" ({end})" if end else "") + f": {count} processes")
+    unrecorded = "" if recorded else " (system calls not recorded: syscalls_logger did not write this file)"
+    tree.label = styled(f"run {run_id}" + (f" ({end})" if end else "") + f": {count} processes{unrecorded}")
     (console if console.width == width else SafeConsole(width=width)).print(tree)
 
 
@@ -383,6 +389,7 @@ def stats(
         run_id = reader.select_run(conn, run)
         _warn(conn, run_id)
         result = reader.run_stats(conn, run_id, top)
+        recorded = reader.syscalls_recorded(conn, run_id)
         end = reader.run_end(conn, run_id)
         built = None
         if plot is not None:
@@ -395,8 +402,8 @@ def stats(
         json.dump(
             {
                 "run": run_id,
-                "calls": result.calls,
-                "failed": result.failed,
+                "calls": result.calls if recorded else None,
+                "failed": result.failed if recorded else None,
                 "processes": result.processes,
                 "top_syscalls": result.top_syscalls,
                 "top_processes": result.top_processes,
@@ -415,6 +422,13 @@ def stats(
         ]
         rows += [["errno", r["errno"], r["calls"], None, None] for r in result.top_errors]
         _emit(("kind", "key", "calls", "failed", "failure_rate"), rows, fmt)
+        return
+    if not recorded:
+        console.print(
+            f"run {run_id}{f' ({end})' if end else ''}: system calls were not recorded (syscalls_logger did not "
+            f"write this file); {result.processes} processes",
+            highlight=False,
+        )
         return
     rate = result.failed / result.calls if result.calls else 0.0
     console.print(

@@ -520,3 +520,35 @@ def run_stats(conn: sqlite3.Connection, run: int, top: int) -> Stats:
         )
     ]
     return Stats(int(calls), int(failed), int(processes), top_syscalls, top_processes, top_errors)
+
+
+def syscalls_recorded(conn: sqlite3.Connection, run: int) -> bool:
+    """Whether the run recorded its system calls, i.e. syscalls_logger wrote them into this file.
+
+    The logger sets ``runs.syscall_count`` as the run ends (a run that never ended has ``syscalls`` rows);
+    a run database written without it (proc_events, file_activity only) has ``syscall_count`` NULL and no
+    ``syscalls`` row, so its processes' ``syscall_count`` of 0 is no count.
+    """
+    row = conn.execute(f"SELECT syscall_count FROM {RUNS} WHERE id = ?", (run,)).fetchone()
+    if row is not None and row["syscall_count"] is not None:
+        return True
+    return conn.execute(f"SELECT 1 FROM {SYSCALLS} WHERE run_id = ? LIMIT 1", (run,)).fetchone() is not None
+
+
+def add_proc_events_exits(conn: sqlite3.Connection, run: int, roots: list[ProcessNode]) -> None:
+    """Give each process of ``roots`` without an exit status the wait status of its ``exit`` event in the
+    ``proc_events`` table (do_exit's code, kernel/exit.c), when the file has that table: the process rows
+    only have one when syscalls_logger ran.  Values that are not integers (an edited file) are left out."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'proc_events'").fetchone() is None:
+        return
+    exits = {
+        row[0]: row[1]
+        for row in conn.execute(
+            "SELECT process_id, wait_status FROM proc_events WHERE run_id = ? AND kind = 'exit' "
+            "AND typeof(wait_status) = 'integer' ORDER BY insn_count",
+            (run,),
+        )
+    }
+    for node in _walk(roots):
+        if node.exit_status is None and node.id in exits:
+            node.exit_status = exits[node.id]
