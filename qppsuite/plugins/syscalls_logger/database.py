@@ -12,6 +12,7 @@ up to the last committed batch.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sqlite3
 import sys
@@ -452,8 +453,6 @@ def _abandon(db: sqlite_utils.Database, path: Path, created: bool) -> None:
             db.conn.execute("ROLLBACK")
     finally:
         db.close()
-    try:
+    with contextlib.suppress(OSError):  # gone already, or not ours to remove
         if created and path.stat().st_size == 0:
             path.unlink()
-    except OSError:
-        pass
