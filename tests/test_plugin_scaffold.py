@@ -84,7 +84,11 @@ def test_the_scaffolded_plugin_installs_lists_and_passes_its_own_boot_test(
         [python, "-m", "qppsuite", "plugins"], capture_output=True, text=True, env=env, cwd=tmp_path, check=False
     )
     [line] = [x for x in listed.stdout.splitlines() if x.startswith("call_census ")]
-    assert line.split()[1:] == ["entry", "point", "System", "calls", "counted", "per", "process"], line
+    assert line.split(maxsplit=3)[1:] == [
+        "entry",
+        "point",
+        "System calls counted per process, printed when the guest stops",
+    ]
     details = subprocess.run(
         [python, "-m", "qppsuite", "plugins", "call_census"], capture_output=True, text=True, env=env, check=False
     )
