@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qppsuite.core import mmu
-from qppsuite.core.memory import PhysicalMemory
+from qppsuite.core.guest.memory import GuestMemory
+from qppsuite.core.memory import GuestMemoryError, PhysicalMemory, VirtualMemory
 from qppsuite.core.mmu import (
     ACCESS_FETCH,
     ACCESS_READ,
@@ -220,3 +221,17 @@ def test_walk_never_raises_on_garbage_tables(vaddr: int, access: int, priv: bool
         struct.pack_into("<I", t.ram, i, (i * 2654435761) & 0xFFFFFFFF)
     result = go(t, regs(dacr=dacr, ttbcr=n), vaddr, access, priv)
     assert isinstance(result, (tuple, MmuFault))
+
+
+@pytest.mark.parametrize("size", [-1, -4, -(1 << 20)])
+def test_a_negative_physical_read_size_is_an_error_not_the_rest_of_ram(size: int) -> None:
+    """A negative size once sliced RAM from ``paddr`` to ``size`` bytes before its end (~all of it)."""
+    phys = PhysicalMemory(bytearray(0x10000), BASE)
+    assert not phys.contains(BASE + 8, size)
+    with pytest.raises(GuestMemoryError, match="negative size"):
+        phys.read(BASE + 8, size)
+    regs = TranslationRegs(0, 0, 0, 0, 0)
+    memory = GuestMemory(phys, VirtualMemory(phys, lambda: regs), lambda: regs)
+    assert memory.try_read_phys(BASE, size) is None
+    with pytest.raises(GuestMemoryError, match="negative size"):
+        memory.read_phys(BASE, size)

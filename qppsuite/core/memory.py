@@ -124,9 +124,13 @@ class PhysicalMemory:
         self.read_u32: Callable[[int], int | None] = read_u32
 
     def contains(self, paddr: int, size: int = 1) -> bool:
-        return self.base <= paddr and paddr + size <= self.end
+        """True if ``size`` (>= 0) bytes at ``paddr`` are all RAM; False for a negative size."""
+        return size >= 0 and self.base <= paddr and paddr + size <= self.end
 
     def read(self, paddr: int, size: int) -> bytes:
+        """``size`` bytes of RAM at ``paddr``; :class:`GuestMemoryError` outside RAM or for a negative size."""
+        if size < 0:
+            raise GuestMemoryError(paddr, f"negative size {size}")
         if not self.contains(paddr, size):
             raise GuestMemoryError(paddr, "not RAM")
         off = paddr - self.base
