@@ -62,6 +62,8 @@ def test_a_tcp_exchange_names_both_ends_and_counts_bytes(world: tuple[Kernel, Ne
     net.returned(server, "bind", {"fd": 3, "umyaddr": _inet(5555)}, {}, 0, None)
     net.returned(server, "listen", {"fd": 3, "backlog": 4}, {}, 0, None)
     assert (listener.local, listener.backlog) == (Endpoint("AF_INET", "127.0.0.1", 5555), 4)
+    (again,) = net.returned(server, "accept4", {"fd": 3}, {}, -11, "EAGAIN")  # non-blocking, no one waiting
+    assert (again.fd, again.socket, again.errno, again.local) == (3, listener, "EAGAIN", listener.local)
     kernel.fds[10][4] = 502
     (acc,) = net.returned(server, "accept4", {"fd": 3}, {"upeer_sockaddr": _inet(40000)}, 4, None)
     conn = acc.socket

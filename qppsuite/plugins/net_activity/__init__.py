@@ -63,7 +63,7 @@ EVENT_COLUMNS: dict[str, type] = {
     "pid": int,
     "tid": int,
     "call": str,  # the system call's name (strace's): socket, connect, sendto, read, close, ...
-    "fd": int,  # its fd argument; the new fd for socket, socketpair, accept, accept4
+    "fd": int,  # its fd argument; the new fd for socket, socketpair, accept, accept4 (failed: the listener's)
     "socket_id": int,  # net_sockets row of that fd (NULL: no socket known there)
     "local_family": str,
     "local_address": str,

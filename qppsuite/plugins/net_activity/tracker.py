@@ -107,7 +107,8 @@ class NetEvent:
     """One network call of one process: the socket it acted on and what it did.
 
     ``fd`` is the call's fd argument, or the new fd for socket, socketpair (one event per end), accept
-    and accept4, whose ``socket`` is the new one (``listener`` the socket accept took it from).
+    and accept4 that succeeded, whose ``socket`` is the new one (``listener`` the socket accept took it from;
+    a failed accept's ``fd`` and ``socket`` are the listener's).
     ``local``/``remote`` are the ends this call named, else what the socket's earlier calls named.
     ``bytes`` is the result of a send or receive that succeeded (a receive with ``MSG_PEEK`` too, though
     the socket's totals leave it out); ``messages`` that of sendmmsg and recvmmsg.  ``retval`` is the
@@ -355,10 +356,10 @@ class NetTracker:
     def _accept(
         self, process: OsiProcess, table: _FdTable, event: NetEvent, outputs: Mapping[str, JSONValue]
     ) -> NetEvent:
-        """accept/accept4: the event is the new socket's, ``listener`` the one it came from."""
+        """accept/accept4: the event is the new socket's, ``listener`` the one it came from; a failed one
+        (EAGAIN on a non-blocking listener, EINTR, ...) made no socket and stays the listener's event."""
         listener = event.socket
         event.listener = listener
-        event.socket = None
         if event.errno is not None:
             return event
         peer = endpoint(outputs.get("upeer_sockaddr"))
