@@ -128,6 +128,39 @@ def test_a_thread_is_its_own_kind_with_clone3s_flags(alone: tuple[Harness, list[
     assert (ended.kind, ended.tid, ended.pid) == ("thread_exit", 101, 100)
 
 
+def test_a_leader_superseded_by_its_threads_exec_is_a_thread_exit(alone: tuple[Harness, list[ProcEvent]]) -> None:
+    """A thread (tid 101) execs: de_thread (fs/exec.c) kills the leader (code 0), the thread goes on as pid 100
+    and exits 12 (strace: ``+++ superseded by execve in pid 101 +++``, then one ``+++ exited with 12 +++``)."""
+    harness, seen = alone
+    harness.osi.tid = 101
+    execve = harness.made(harness.ctx("execve", (STRING_AT, ARGV_AT, 0)))
+    harness.thread_exit(SH, 100, 0)  # the leader, killed by de_thread
+    harness.osi.tid = 100  # the exec'ing thread took the leader's pid
+    harness.ended(execve, "exec", 0)
+    harness.thread_exit(SH, 100, 12 << 8)
+    assert [(e.kind, e.pid, e.tid) for e in seen] == [
+        ("thread_exit", 100, 100),
+        ("exec", 100, 101),
+        ("exit", 100, 100),
+    ]
+    assert seen[2].code is not None and seen[2].code.exit_status == 12
+
+
+def test_a_leader_that_exits_while_its_own_exec_is_pending_ends_the_process(
+    alone: tuple[Harness, list[ProcEvent]],
+) -> None:
+    """The leader's own exec (killed in it), or another thread's with the leader exiting non-zero: an exit."""
+    harness, seen = alone
+    execve = harness.made(harness.ctx("execve", (STRING_AT, ARGV_AT, 0)))
+    harness.thread_exit(SH, 100, 9)
+    harness.osi.tid = 101
+    other = harness.made(harness.ctx("execve", (STRING_AT, ARGV_AT, 0)))
+    harness.thread_exit(SH, 100, 3 << 8)  # exit_group(3) of the leader: the whole group ends
+    harness.ended(execve, "killed")
+    harness.ended(other, "killed")
+    assert [e.kind for e in seen] == ["exit", "exit", "exec", "exec"]
+
+
 def test_a_failed_fork_has_no_child(alone: tuple[Harness, list[ProcEvent]]) -> None:
     harness, seen = alone
     fork = harness.made(harness.ctx("fork", ()))

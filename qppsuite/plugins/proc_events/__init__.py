@@ -209,12 +209,14 @@ class ProcEvents(Plugin):
         )
 
     def _thread_exit(self, thread: OsiThread, code: int) -> None:
-        """``do_exit(code)`` of any task: the leader's is its process's end."""
+        """``do_exit(code)`` of any task: the leader's is its process's end, unless a thread's exec
+        superseded it (:meth:`_superseded`)."""
         process, _ = self.get_task(thread.task)
         machine = self.machine
+        ends_process = thread.tid == thread.pid and not self._superseded(thread, code)
         self._emit(
             ProcEvent(
-                EXIT if thread.tid == thread.pid else THREAD_EXIT,
+                EXIT if ends_process else THREAD_EXIT,
                 machine.insn_count if machine is not None else 0,
                 self._virtual_ns(),
                 process,
@@ -222,6 +224,19 @@ class ProcEvents(Plugin):
                 thread.tid,
                 code=ExitCode(code & 0xFFFF),
             )
+        )
+
+    def _superseded(self, leader: OsiThread, code: int) -> bool:
+        """Whether the leader's ``do_exit(code)`` is de_thread's (fs/exec.c): another thread of its process is
+        in an exec call, which kills the other threads and, once past that point, goes on as the process
+        under the leader's pid.  The leader then dies with code 0 (kernel/exit.c ``do_group_exit``: a group
+        exec in progress, ``signal->group_exec_task``); strace says ``+++ superseded by execve in pid N +++``."""
+        return code == 0 and any(
+            call.ctx.name in EXEC_CALLS
+            and call.process is not None
+            and call.process.pid == leader.pid
+            and call.tid != leader.tid
+            for call in self._calls.values()
         )
 
     # -- output ---------------------------------------------------------------------------

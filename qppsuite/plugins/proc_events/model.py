@@ -14,7 +14,7 @@ FORK = "fork"  # a new process: fork, vfork, clone without CLONE_THREAD, clone3 
 THREAD = "thread"  # a new thread of the caller's process: clone or clone3 with CLONE_THREAD
 EXEC = "exec"  # execve or execveat, whether it succeeded or failed
 EXIT = "exit"  # a process ended: its thread group leader's do_exit
-THREAD_EXIT = "thread_exit"  # a thread other than the leader ended
+THREAD_EXIT = "thread_exit"  # a thread other than the leader ended, or the leader a thread's exec superseded
 KINDS = (FORK, THREAD, EXEC, EXIT, THREAD_EXIT)
 
 CLONE_THREAD = 0x00010000
