@@ -6,6 +6,7 @@ same against real programs.
 """
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,11 +14,11 @@ import pytest
 from drcov_reader import read_drcov, read_drcov_file
 from syscall_harness import NoMachineCore, rows
 
-from qppsuite.core.events import AddressSpaceSwitch
+from qppsuite.core.events import AddressSpaceSwitch, SvcEvent
 from qppsuite.core.guest import GuestMemoryError
 from qppsuite.core.qpp import QPP, Plugin, export
 from qppsuite.errors import PluginError
-from qppsuite.plugins.coverage import TASK_SIZE, Coverage
+from qppsuite.plugins.coverage import NR_PRCTL, PR_SET_NAME, TASK_SIZE, Coverage
 from qppsuite.plugins.coverage.drcov import DrcovModule, escape_path, render
 from qppsuite.plugins.coverage.modules import Module, ModuleMap, modules_from_mappings
 from qppsuite.plugins.osi_linux import OsiLinux
@@ -153,6 +154,8 @@ class StandInMachine:
         self.headers: dict[int, bytes] = {}
         self.memory = SimpleNamespace(read=self.read)
         self.hooks = SimpleNamespace(on_blocks=self.on_blocks, remove=self.remove)
+        self.regs = {"r0": 0, "r7": 0}
+        self.registers = SimpleNamespace(reader=lambda *names: lambda: tuple(self.regs[n] for n in names))
 
     def on_blocks(self, fn: Callable[[int, int], None], *, begin: int, end: int) -> int:
         self.added += 1
@@ -193,6 +196,11 @@ class Run:
         self.osi.current = proc
         switch = AddressSpaceSwitch(0, proc.asid or 0, 0, self.machine.insn_count)
         self.qpp.callback("core", "on_asid_change")(switch=switch)
+
+    def svc(self, number: int, r0: int) -> None:
+        """The current process is about to make system call ``number`` with ``r0``: the core's on_svc."""
+        self.machine.regs.update(r7=number, r0=r0)
+        self.qpp.callback("core", "on_svc")(event=SvcEvent(0x76F0A1C0, False, self.machine.insn_count))
 
     def exit(self, proc: OsiProcess) -> None:
         self.qpp.callback("osi_linux", "on_thread_exit")(
@@ -310,6 +318,54 @@ def test_a_process_chosen_by_pid_keeps_each_program_apart_and_only_the_chosen_mo
     sh, py = read_drcov_file(second), read_drcov_file(first)
     assert [m.path for m in sh.modules] == ["/bin/busybox"] and sh.blocks == [(0x100, 8, 0)]
     assert [m.path for m in py.modules] == [PYTHON.path] and py.blocks == [(0x14F528, 12, 0), (0x14F528, 16, 0)]
+
+
+def test_a_busybox_applet_named_by_prctl_is_covered_from_its_new_name(
+    start: Callable[..., Run], caplog: pytest.LogCaptureFixture
+) -> None:
+    """ash runs ``cat`` as a re-executed /proc/self/exe (named ``exe``) or a forked child (named ``sh``) that
+    busybox renames with prctl(PR_SET_NAME, "cat") before the applet runs, all within one turn."""
+    run = start(process="cat")
+    machine, osi = run.machine, run.osi
+    osi.maps = {100: SH_MAPS}
+    run.switch_to(exe := process(100, "exe", 0x4000))
+    machine.run((0x400100, 8))
+    run.svc(NR_PRCTL, 16)  # PR_GET_NAME: nothing to decide
+    assert machine.blocks == {}
+    run.svc(NR_PRCTL, PR_SET_NAME)
+    osi.current = cat = replace(exe, name="cat")
+    machine.run((0x400200, 8), (0x400300, 4))
+    run.exit(cat)
+    run.qpp.unload_all()
+    (path,) = (run.tmp / "out").iterdir()
+    assert path.name == "drcov.cat.100.0.proc.log"
+    assert sorted(read_drcov_file(path).blocks) == [(0x200, 8, 0), (0x300, 4, 0)]
+    assert not [r for r in caplog.records if r.name == "qppsuite.coverage"]
+
+
+def test_a_process_renamed_another_way_is_covered_from_its_next_switch_in(start: Callable[..., Run]) -> None:
+    run = start(process="worker")
+    run.osi.maps = {100: SH_MAPS, 7: SH_MAPS}
+    run.switch_to(sh := process(100, "sh", 0x4000))
+    run.machine.run((0x400100, 8))
+    run.switch_to(process(7, "init", 0x8000))  # meanwhile: echo worker > /proc/100/comm
+    run.switch_to(replace(sh, name="worker"))
+    run.machine.run((0x400200, 8))
+    run.qpp.unload_all()
+    (path,) = (run.tmp / "out").iterdir()
+    assert read_drcov_file(path).blocks == [(0x200, 8, 0)]
+
+
+def test_a_run_in_which_no_chosen_process_ran_ends_with_a_warning(
+    start: Callable[..., Run], caplog: pytest.LogCaptureFixture
+) -> None:
+    run = start(process="cat,tac", pid="4242")
+    run.osi.maps = {100: SH_MAPS}
+    run.switch_to(process(100, "exe", 0x4000))
+    run.machine.run((0x400100, 8))
+    run.qpp.unload_all()
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "qppsuite.coverage"]
+    assert warning == "coverage: no process named cat or named tac or pid 4242 ran during the run; nothing was covered"
 
 
 def test_the_processes_to_cover_must_be_named(tmp_path: Path) -> None:

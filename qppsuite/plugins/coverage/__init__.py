@@ -3,8 +3,12 @@
 Which processes: ``process=NAME[,NAME...]`` (the name ``ps`` shows, the kernel's ``comm``: a program's
 file name cut to 15 bytes) and ``pid=PID[,PID...]``.  A process chosen by name is covered from the
 ``execve`` that gave it that name (or from its first sight, a fork child of a chosen process having its
-parent's name); one chosen by pid for every program it runs.  Each program a process runs is one
-coverage *image*: its own drcov file and rows.
+parent's name), or from the moment it takes that name: ``prctl(PR_SET_NAME)`` (busybox names a forked
+applet so, and a re-executed ``/proc/self/exe`` is first named ``exe``) is seen at the call, at the core's
+``on_svc``, and decided at the first block after it; another rename (``/proc/PID/comm``) at the process's
+next switch-in.  One chosen by pid is covered for every program it runs.  Each program a process runs is
+one coverage *image*: its own drcov file and rows.  A run in which no chosen process ran ends with a
+warning (``logging``, on stderr).
 
 How blocks are seen: one block hook (``hooks.on_blocks``) over user space, ``[0, TASK_SIZE)``, present
 exactly while a chosen process runs, and added and removed at osi_linux's ``on_task_change``; user code
@@ -25,18 +29,21 @@ was in is gone when the change is seen): its blocks are not written either.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from qppsuite.core.events import SvcEvent
 from qppsuite.core.guest import GuestMemoryError
 from qppsuite.core.qpp import Arg, Plugin
 from qppsuite.errors import PluginError
 from qppsuite.plugins.coverage import drcov
 from qppsuite.plugins.coverage.modules import Module, ModuleMap, modules_from_mappings, wanted
 from qppsuite.plugins.osi_linux.model import OsiMapping, OsiProcess, OsiThread
+from qppsuite.plugins.syscalls.table import by_name
 from qppsuite.plugins.syscalls_logger.run_database import RunDatabase, open_run_database
 
 TASK_SIZE = 0xBF000000
@@ -46,6 +53,10 @@ ELF_HEADER = 28
 """Bytes of an ELF32 header up to ``e_entry`` included (``include/uapi/linux/elf.h``, ``Elf32_Ehdr``)."""
 ET_DYN = 3
 _FILE_NAME = re.compile(r"[^A-Za-z0-9._+-]")
+NR_PRCTL = by_name("prctl").number
+PR_SET_NAME = 15
+"""include/uapi/linux/prctl.h: prctl's option that sets the calling thread's ``comm``."""
+logger = logging.getLogger("qppsuite.coverage")
 
 
 @dataclass(eq=False)
@@ -117,6 +128,9 @@ class Coverage(Plugin):
         self.qpp.register("osi_linux", "on_task_change", self._on_task_change, owner=self.name)
         self.qpp.register("osi_linux", "on_thread_exit", self._on_thread_exit, owner=self.name)
         self.qpp.register("core", "on_asid_change", self._on_asid_change, owner=self.name)
+        if self.names:
+            self._svc_regs = self.machine.registers.reader("r7", "r0")
+            self.qpp.register("core", "on_svc", self._on_svc, owner=self.name)
         self.db: RunDatabase = open_run_database(self, self.args.db)
         self.module_rows = self.db.table(
             self.name,
@@ -150,6 +164,21 @@ class Coverage(Plugin):
         """A new page directory: a task switch (osi_linux reports it at ``__switch_to``) or an ``execve``."""
         self._enter(self.get_current_process())
 
+    def _on_svc(self, event: SvcEvent) -> None:
+        """``prctl(PR_SET_NAME, name)`` of a process not covered: its first block after the call decides again
+        (the name is the new one then); r7 is the call's number, r0 its option (arch/arm/kernel/entry-common.S)."""
+        if self._recording:
+            return
+        number, option = self._svc_regs()
+        if number != NR_PRCTL or option != PR_SET_NAME:
+            return
+        process = self.get_current_process()
+        image = self._latest.get(process.pid) if process is not None else None
+        if process is None or image is None or image.chosen or not image.same_program(process):
+            return
+        image.settled = False
+        self._arm(image)
+
     def _on_thread_exit(self, thread: OsiThread) -> None:
         """A thread of the covered process ends: its blocks go to their modules while its map is still there."""
         armed = self._armed
@@ -176,6 +205,9 @@ class Coverage(Plugin):
         elif not image.settled:
             image.process = process
             self._decide(image, final=False)
+        elif not image.chosen and process.name != image.process.name:  # renamed since: /proc/PID/comm, prctl
+            image.process = process
+            self._decide(image, final=True)
         if image.chosen or not image.settled:
             self._arm(image)
         else:
@@ -292,6 +324,9 @@ class Coverage(Plugin):
 
     def unload(self) -> None:
         self._disarm()
+        if not self.images:
+            chosen = [f"named {name}" for name in sorted(self.names)] + [f"pid {pid}" for pid in sorted(self.pids)]
+            logger.warning("coverage: no process %s ran during the run; nothing was covered", " or ".join(chosen))
         try:
             for image in self.images:
                 self._write(image)
