@@ -11,7 +11,7 @@ from qppsuite.core.events import CorePlugin
 from qppsuite.core.memory import GuestMemoryError
 from qppsuite.core.qpp import QPP, Plugin, export
 from qppsuite.plugins.osi_linux import OsiLinux
-from qppsuite.plugins.osi_linux.model import OsiFile, OsiProcess, OsiThread
+from qppsuite.plugins.osi_linux.model import OsiFile, OsiProcess, OsiThread, split_text
 from qppsuite.plugins.syscalls.context import Limits, SyscallContext
 from qppsuite.plugins.syscalls.table import by_name
 
@@ -56,7 +56,7 @@ class FakeOsi(Plugin):
         self.process = OsiProcess(100, 100, 1, "sh", 0x4000, 0xC1000000, 5_000, False)
         self.tid = 100
         self.known: list[OsiProcess] = []  # other processes: get_task and get_process find them
-        self.fds: dict[tuple[int, int], str] = {}  # (pid, fd) -> path, for fd_to_filename
+        self.fds: dict[tuple[int, int], str | bytes] = {}  # (pid, fd) -> path, for fd_to_filename
 
     @export
     def get_current_process(self) -> OsiProcess | None:
@@ -91,8 +91,11 @@ class FakeOsi(Plugin):
 
     @export
     def fd_to_filename(self, process: OsiProcess, fd: int) -> OsiFile | None:
-        """What ``fds`` says of ``(pid, fd)``."""
+        """What ``fds`` says of ``(pid, fd)``; bytes as osi_linux gives a path's (text, and bytes not UTF-8)."""
         path = self.fds.get((process.pid, fd))
+        if isinstance(path, bytes):
+            text, raw = split_text(path)
+            return OsiFile(text, raw_path=raw)
         return OsiFile(path) if path is not None else None
 
 

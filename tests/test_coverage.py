@@ -5,6 +5,7 @@ hooks the plugin adds on the blocks the test says run; the guest tests (test_cov
 same against real programs.
 """
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +23,7 @@ from qppsuite.plugins.coverage import NR_PRCTL, PR_SET_NAME, TASK_SIZE, Coverage
 from qppsuite.plugins.coverage.drcov import DrcovModule, escape_path, render
 from qppsuite.plugins.coverage.modules import Module, ModuleMap, modules_from_mappings
 from qppsuite.plugins.osi_linux import OsiLinux
-from qppsuite.plugins.osi_linux.model import OsiMapping, OsiProcess, OsiThread
+from qppsuite.plugins.osi_linux.model import OsiMapping, OsiProcess, OsiThread, split_text
 
 # /proc/PID/maps of python3 -c in the oracle image (bookworm armhf), as osi_linux reads it: a non-PIE
 # executable whose data segment is mapped at another distance from its file offset than its text.
@@ -318,6 +319,25 @@ def test_a_process_chosen_by_pid_keeps_each_program_apart_and_only_the_chosen_mo
     sh, py = read_drcov_file(second), read_drcov_file(first)
     assert [m.path for m in sh.modules] == ["/bin/busybox"] and sh.blocks == [(0x100, 8, 0)]
     assert [m.path for m in py.modules] == [PYTHON.path] and py.blocks == [(0x14F528, 12, 0), (0x14F528, 16, 0)]
+
+
+def test_a_module_path_that_is_not_utf8_is_percent_escaped_in_drcov_and_hex_in_the_table(
+    start: Callable[..., Run],
+) -> None:
+    """python3 dlopens /tmp/li,b\\n\\x1b[2J%zz\\xff.so (a hostile file name): each unsafe character and each byte
+    that is not UTF-8 is ``%XX`` in the drcov table; ``coverage_modules.path`` is ``{"hex": ...}``."""
+    raw = b"/tmp/li,b\n\x1b[2J%zz\xff.so"
+    text, raw_path = split_text(raw)
+    run = start(process="python3")
+    run.osi.maps = {101: [*SH_MAPS[:1], OsiMapping(0xB6000000, 0xB6001000, "r-xp", 0, text, raw_path=raw_path)]}
+    run.switch_to(process(101, "python3", 0x6000))
+    run.machine.run((0xB6000010, 8))
+    run.qpp.unload_all()
+    (path,) = (run.tmp / "out").iterdir()
+    assert [m.path for m in read_drcov_file(path).modules] == ["/bin/busybox", "/tmp/li%2Cb%0A%1B[2J%25zz%FF.so"]
+    assert b"\xef\xbf\xbd" not in path.read_bytes()
+    stored = rows(run.tmp / "run.db", "SELECT path, block_count FROM coverage_modules ORDER BY module_index")
+    assert stored[1] == {"path": json.dumps({"hex": raw.hex()}), "block_count": 1}
 
 
 def test_a_busybox_applet_named_by_prctl_is_covered_from_its_new_name(

@@ -1,5 +1,6 @@
 """file_activity without a guest: syscalls' callbacks fired by hand, a stand-in osi_linux, a real SQLite file."""
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,6 +9,7 @@ import pytest
 from syscall_harness import STRING_AT, FakeOsi, Harness, NoMachineCore, rows
 
 from qppsuite.core.qpp import QPP
+from qppsuite.plugins.osi_linux.model import OsiProcess, split_text
 
 AT_FDCWD = 0xFFFFFF9C
 NAME_AT = 0x20000  # "two"
@@ -81,6 +83,33 @@ def test_renames_and_deletions_relative_to_a_directory_fd(harness: Harness, tmp_
          "errno": "ENOTEMPTY"},
         {"call": "rmdir", "op": "rmdir", "path": "one", "new_path": None, "flags": None, "ok": 1, "errno": None},
     ]  # fmt: skip
+
+
+def test_paths_and_names_that_are_not_utf8_are_stored_as_hex_in_every_table(harness: Harness, tmp_path: Path) -> None:
+    """open("/tmp/bad\\xff\\xfe") as fd 3, and a process renamed with prctl(PR_SET_NAME, b"\\xff\\xfe[red]x\\n"):
+    file_activity.path, file_ops.path and processes.name hold ``{"hex": ...}`` as the syscalls plugin stores
+    such a path (a join on path works), never U+FFFD."""
+    bad, comm = b"/tmp/bad\xff\xfe", b"\xff\xfe[red]x\n"
+    name, raw_name = split_text(comm)
+    harness.osi.process = OsiProcess(100, 100, 1, name, 0x4000, 0xC1000000, 5_000, False, raw_name=raw_name)
+    harness.memory.put(STRING_AT, bad + b"\0")
+    harness.osi.fds.update({(100, 3): bad, (100, 5): b"/tmp/d\xff"})
+    harness.returned(harness.made(harness.ctx("openat", (AT_FDCWD, STRING_AT, O_WRONLY_CREAT, 0o644))), 3)
+    harness.returned(harness.made(harness.ctx("write", (3, 0, 4))), 4)
+    harness.returned(harness.made(harness.ctx("unlinkat", (AT_FDCWD, STRING_AT, 0))), 0)
+    harness.returned(harness.made(harness.ctx("unlinkat", (5, NAME_AT, 0))), -2)
+    harness.qpp.unload_all()
+    db = tmp_path / "f.db"
+    stored = json.dumps({"hex": bad.hex()})
+    assert stored == '{"hex": "2f746d702f626164fffe"}'
+    assert files(db)[stored]["bytes_written"] == 4
+    assert rows(db, "SELECT path FROM file_ops ORDER BY id") == [
+        {"path": stored}, {"path": json.dumps({"hex": b"/tmp/d\xff/two".hex()})}
+    ]
+    joined = rows(db, "SELECT a.opens FROM file_activity a JOIN file_ops o ON o.path = a.path")
+    assert joined == [{"opens": 1}]
+    (process,) = rows(db, "SELECT name, names FROM processes")
+    assert process == {"name": json.dumps({"hex": comm.hex()}), "names": json.dumps([{"hex": comm.hex()}])}
 
 
 def test_sendfile_reads_one_file_and_writes_another(harness: Harness, tmp_path: Path) -> None:

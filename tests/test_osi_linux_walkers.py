@@ -349,14 +349,37 @@ def test_paths_cross_mounts_and_name_pseudo_files(k: FakeKernel) -> None:
     root_mount, busybox, dev_mount = _fs(k)
     dev_root = struct.unpack_from("<I", k.ram, dev_mount - PAGE_OFFSET + LAYOUT.mount_vfsmount)[0]
     console = k.dentry(b"console", dev_root, k.superblock(0x01021994))
-    assert k.paths.file_path(k.file(dev_mount, console)) == ("/dev/console", False, False)
-    assert k.paths.file_path(k.file(root_mount, busybox)) == ("/bin/busybox", False, False)
+    assert k.paths.file_path(k.file(dev_mount, console)) == ("/dev/console", False, False, None)
+    assert k.paths.file_path(k.file(root_mount, busybox)) == ("/bin/busybox", False, False, None)
     pipe_sb = k.superblock(PIPEFS_MAGIC)
     pipe = k.file(root_mount, k.dentry(b"", None, pipe_sb), ino=1234)
-    assert k.paths.file_path(pipe) == ("pipe:[1234]", False, False)
+    assert k.paths.file_path(pipe) == ("pipe:[1234]", False, False, None)
     sb = k.superblock(0x01021994)
     gone = k.dentry(b"gone.txt", dev_root, sb, hashed=False)
-    assert k.paths.file_path(k.file(dev_mount, gone)) == ("/dev/gone.txt (deleted)", False, False)
+    assert k.paths.file_path(k.file(dev_mount, gone)) == ("/dev/gone.txt (deleted)", False, False, None)
+
+
+def test_names_and_paths_that_are_not_utf8_keep_their_bytes(k: FakeKernel) -> None:
+    """prctl(PR_SET_NAME, b"\\xff\\xfe[red]x\\n") and a file /tmp/bad\\xff\\xfe mapped executable: the text shows
+    U+FFFD, the bytes and the stored form (``{"hex"}``, as the syscalls plugin stores such a path) are exact."""
+    comm = b"\xff\xfe[red]x\n"
+    task = k.task(9, comm)
+    process, thread = k.tasks.process(task), k.tasks.thread(task)
+    assert process is not None and thread is not None
+    for named in (process, thread):
+        assert named.name == "\ufffd\ufffd[red]x\n" and named.name_bytes == comm
+        assert named.stored_name == {"hex": comm.hex()}
+    plain = k.tasks.process(k.task(10, b"sh"))
+    assert plain is not None and (plain.raw_name, plain.stored_name, plain.name_bytes) == (None, "sh", b"sh")
+    root_mount, busybox, _ = _fs(k)
+    tmp = k.dentry(b"tmp", struct.unpack_from("<I", k.ram, busybox - PAGE_OFFSET + LAYOUT.dentry_parent)[0],
+                   k.superblock(0x01021994))
+    bad = k.file(root_mount, k.dentry(b"bad\xff\xfe", tmp, k.superblock(0x01021994)))
+    path = k.paths.file_path(bad)
+    assert path.path.endswith("/tmp/bad\ufffd\ufffd") and path.raw is not None
+    assert path.raw.endswith(b"/tmp/bad\xff\xfe") and path.raw.decode("utf-8", "replace") == path.path
+    (mapping, _) = k.maps.mappings(k.mm([k.vma(0x10000, 0x11000, 0x5, file=bad)]))
+    assert (mapping.path, mapping.path_bytes, mapping.stored_path) == (path.path, path.raw, {"hex": path.raw.hex()})
 
 
 def test_a_dentry_cycle_or_garbage_name_is_partial(k: FakeKernel) -> None:
@@ -368,7 +391,7 @@ def test_a_dentry_cycle_or_garbage_name_is_partial(k: FakeKernel) -> None:
     assert k.paths.file_path(k.file(root_mount, b))[1]
     k.u32(b + LAYOUT.dentry_name_len, 100000)
     assert k.paths.file_path(k.file(root_mount, b))[1]
-    assert k.paths.file_path(GARBAGE) == ("", True, False)
+    assert k.paths.file_path(GARBAGE) == ("", True, False, None)
 
 
 def test_open_files_from_the_fd_table(k: FakeKernel) -> None:

@@ -11,7 +11,7 @@ import pytest
 from syscall_harness import STRING_AT, FakeOsi, Harness, NoMachineCore, rows
 
 from qppsuite.core.qpp import QPP
-from qppsuite.plugins.osi_linux.model import OsiProcess
+from qppsuite.plugins.osi_linux.model import OsiProcess, split_text
 from qppsuite.plugins.proc_events.model import ExitCode, ProcEvent
 
 SH = OsiProcess(100, 100, 1, "sh", 0x4000, 0xC1000000, 5_000, False)
@@ -159,6 +159,21 @@ def test_a_leader_that_exits_while_its_own_exec_is_pending_ends_the_process(
     harness.ended(execve, "killed")
     harness.ended(other, "killed")
     assert [e.kind for e in seen] == ["exit", "exit", "exec", "exec"]
+
+
+def test_a_name_that_is_not_utf8_is_stored_as_hex(alone: tuple[Harness, list[ProcEvent]], tmp_path: Path) -> None:
+    """prctl(PR_SET_NAME, b"\\xff\\xfe[red]x\\n"), then the process ends: proc_events.name holds the bytes."""
+    harness, seen = alone
+    comm = b"\xff\xfe[red]x\n"
+    name, raw_name = split_text(comm)
+    renamed = OsiProcess(100, 100, 1, name, 0x4000, 0xC1000000, 5_000, False, raw_name=raw_name)
+    harness.osi.process = renamed
+    harness.osi.known = [renamed]
+    harness.thread_exit(renamed, 100, 0)
+    harness.qpp.unload_all()
+    assert seen[0].process is not None and seen[0].process.name_bytes == comm
+    (row,) = rows(tmp_path / "p.db", "SELECT name FROM proc_events")
+    assert row == {"name": json.dumps({"hex": comm.hex()})}
 
 
 def test_a_failed_fork_has_no_child(alone: tuple[Harness, list[ProcEvent]]) -> None:

@@ -44,6 +44,7 @@ from qppsuite.plugins.coverage import drcov
 from qppsuite.plugins.coverage.modules import Module, ModuleMap, modules_from_mappings, wanted
 from qppsuite.plugins.osi_linux.model import OsiMapping, OsiProcess, OsiThread
 from qppsuite.plugins.syscalls.table import by_name
+from qppsuite.plugins.syscalls.values import column_text, text_or_hex
 from qppsuite.plugins.syscalls_logger.run_database import RunDatabase, open_run_database
 
 TASK_SIZE = 0xBF000000
@@ -365,8 +366,10 @@ class Coverage(Plugin):
         row_ids = []
         for index, module in enumerate(table):
             row_ids.append(self.module_rows.add({
-                "process_id": process_id, "exec_index": image.exec_index, "program": image.process.name,
-                "module_index": index, "path": module.path, "base": module.base, "end": module.end,
+                "process_id": process_id, "exec_index": image.exec_index,
+                "program": column_text(image.process.stored_name), "module_index": index,
+                "path": column_text(text_or_hex(module.path.encode("utf-8", "surrogateescape"))),
+                "base": module.base, "end": module.end,
                 "entry": module.entry, "block_count": counts[index], "drcov_file": str(path),
             }))  # fmt: skip
         for module_id, offset, size in blocks:

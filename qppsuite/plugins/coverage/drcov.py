@@ -20,8 +20,10 @@ neither, so they are 0.
 The readers split a module line at commas (Cartographer and Dragon Dance at every ``,``, Lighthouse
 at ``, ``) and take the last field as the path, and read the table line by line: a path holding a
 comma, a line break or another control character would break the file, so such characters are
-written as ``%XX`` (and ``%`` itself as ``%25``).  Lighthouse matches a module to the database by its
-file name, which is therefore kept as is unless it holds one of them.
+written as ``%XX`` (and ``%`` itself as ``%25``), and so is each byte of a path that is not UTF-8 (held
+in ``path`` as a surrogate escape, ``os.fsdecode``'s form), so that the table is UTF-8 text.
+Lighthouse matches a module to the database by its file name, which is therefore kept as is unless it
+holds one of them.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ BB_ENTRY = struct.Struct("<IHH")
 """``bb_entry_t``: start (offset from the module base), size in bytes, module id."""
 MAX_MODULES = 0x10000
 """``mod_id`` is 16 bits."""
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f,%]")
+_UNSAFE = re.compile("[\x00-\x1f\x7f,%\udc80-\udcff]")
+SURROGATE_ESCAPE = 0xDC00
+"""``bytes.decode(..., "surrogateescape")`` holds a byte 0x80-0xFF that is not UTF-8 as U+DC80-U+DCFF."""
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,9 @@ class DrcovModule:
 
 
 def escape_path(path: str) -> str:
-    """``path`` with commas, control characters and ``%`` written as ``%XX`` (see the module docstring)."""
-    return _UNSAFE.sub(lambda match: f"%{ord(match.group()):02X}", path)
+    """``path`` with commas, control characters, ``%`` and bytes that are not UTF-8 (surrogate escapes) written
+    as ``%XX`` (see the module docstring)."""
+    return _UNSAFE.sub(lambda match: f"%{ord(match.group()) & ~SURROGATE_ESCAPE:02X}", path)
 
 
 def render(modules: Sequence[DrcovModule], blocks: Iterable[tuple[int, int, int]]) -> bytes:
@@ -81,7 +86,7 @@ def render(modules: Sequence[DrcovModule], blocks: Iterable[tuple[int, int, int]
         table += BB_ENTRY.pack(offset, size, module_id)
         count += 1
     lines.append(f"BB Table: {count} bbs")
-    return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape") + bytes(table)
+    return ("\n".join(lines) + "\n").encode() + bytes(table)
 
 
 def write(path: Path, modules: Sequence[DrcovModule], blocks: Iterable[tuple[int, int, int]]) -> None:

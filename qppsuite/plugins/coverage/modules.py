@@ -23,7 +23,8 @@ PAGE = 0x1000
 
 @dataclass(frozen=True)
 class Module:
-    """One loaded file: ``path`` as ``/proc/PID/maps`` names it, mapped at ``[base, end)`` (virtual)."""
+    """One loaded file: ``path`` as ``/proc/PID/maps`` names it, mapped at ``[base, end)`` (virtual); a path's
+    bytes that are not UTF-8 are surrogate escapes in it (``os.fsdecode``'s form, lossless)."""
 
     path: str
     base: int
@@ -43,11 +44,12 @@ def modules_from_mappings(mappings: Iterable[OsiMapping]) -> list[Module]:
         if not is_file(mapping) or mapping.partial:
             continue
         executable = mapping.perms[2:3] == "x"
-        index = open_group.get(mapping.path)
+        path = mapping.path_bytes.decode("utf-8", "surrogateescape")
+        index = open_group.get(path)
         if mapping.offset == 0 or index is None or mapping.start < groups[index][1]:
             base = mapping.start - mapping.offset if mapping.offset <= mapping.start else mapping.start
-            open_group[mapping.path] = len(groups)
-            groups.append((mapping.path, base, mapping.end, executable))
+            open_group[path] = len(groups)
+            groups.append((path, base, mapping.end, executable))
         else:
             path, base, end, had_exec = groups[index]
             groups[index] = (path, base, max(end, mapping.end), had_exec or executable)

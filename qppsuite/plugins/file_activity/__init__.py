@@ -35,7 +35,7 @@ from qppsuite.plugins.file_activity.model import (
 )
 from qppsuite.plugins.osi_linux.model import OsiProcess
 from qppsuite.plugins.syscalls.context import SyscallContext
-from qppsuite.plugins.syscalls.values import JSONValue, column_text
+from qppsuite.plugins.syscalls.values import JSONValue, column_text, stored_bytes, text_or_hex
 from qppsuite.plugins.syscalls_logger.run_database import RunDatabase, open_run_database
 
 AT_FDCWD = -100
@@ -145,16 +145,19 @@ class FileActivity(Plugin):
             opened = self.fd_to_filename(process, fd)
             if opened is None:
                 return None
-            row = files.fds[key] = self._row(files, opened.path, ctx.insn_count)
+            row = files.fds[key] = self._row(files, column_text(opened.stored_path) or "", ctx.insn_count)
         return row
 
     def _given_path(self, process: OsiProcess, files: _Files, ctx: SyscallContext, dfd: Any, path: JSONValue) -> str:
-        """A path argument, joined to what its directory fd refers to when it is relative to one."""
+        """A path argument, joined to what its directory fd refers to when it is relative to one; as guest text
+        is stored (the text, or ``{"hex": ...}``'s JSON when it is not UTF-8), like the paths osi_linux gives."""
         text = column_text(path) or ""
-        if isinstance(path, str) and not path.startswith("/") and isinstance(dfd, int) and dfd != AT_FDCWD:
+        given = stored_bytes(path)
+        if given is not None and not given.startswith(b"/") and isinstance(dfd, int) and dfd != AT_FDCWD:
             directory = self.fd_to_filename(process, dfd)
             if directory is not None:
-                return f"{directory.path.rstrip('/')}/{path}" if path else directory.path
+                joined = directory.path_bytes.rstrip(b"/") + b"/" + given if given else directory.path_bytes
+                return column_text(text_or_hex(joined)) or ""
         return text
 
     # -- the calls --------------------------------------------------------------------------------

@@ -553,8 +553,8 @@ class OsiLinux(Plugin):
         return self.paths.open_files(files)[0]
 
     def _open_file(self, file: int) -> OsiFile:
-        path, partial, truncated = self.paths.file_path(file)
-        return OsiFile(path, truncated, partial)
+        path, partial, truncated, raw = self.paths.file_path(file)
+        return OsiFile(path, truncated, partial, raw)
 
     @export
     def get_fds(self, process: OsiProcess) -> dict[int, OsiFile]:

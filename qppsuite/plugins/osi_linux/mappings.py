@@ -14,11 +14,12 @@ says which (:class:`~qppsuite.plugins.osi_linux.layout.KernelLayout`).
 """
 
 import re
+from dataclasses import replace
 
 from qppsuite.plugins.osi_linux.kernel_memory import KernelMemory
 from qppsuite.plugins.osi_linux.layout import KernelLayout
 from qppsuite.plugins.osi_linux.maple_tree import maple_entries
-from qppsuite.plugins.osi_linux.model import OsiMapping
+from qppsuite.plugins.osi_linux.model import OsiMapping, split_text
 from qppsuite.plugins.osi_linux.paths import PathReader
 
 # include/linux/mm.h
@@ -86,7 +87,7 @@ class MappingReader:
         if not complete:
             if out:
                 last = out[-1]
-                out[-1] = OsiMapping(last.start, last.end, last.perms, last.offset, last.path, partial=True)
+                out[-1] = replace(last, partial=True)
             else:
                 return [OsiMapping(0, 0, "----", 0, "", partial=True)]
         out.append(VECTORS)
@@ -135,8 +136,11 @@ class MappingReader:
         partial = truncated = False
         offset = 0
         path = ""
+        raw_path: bytes | None = None
         if file:
-            path, partial, truncated = self.paths.file_path(file) if self._kernel_pointer(file) else ("", True, False)
+            path, partial, truncated, raw_path = (
+                self.paths.file_path(file) if self._kernel_pointer(file) else ("", True, False, None)
+            )
             offset = (field(layout.vma_pgoff) << PAGE_SHIFT) & 0xFFFFFFFFFFFF
         else:
             special = self._special_name(field(layout.vma_private_data)) if ops else None
@@ -147,8 +151,8 @@ class MappingReader:
             elif start <= start_stack <= end:
                 path = "[stack]"
             elif self._anon_name is not None:
-                path = self._anon_vma_name(field(self._anon_name))
-        return OsiMapping(start, end, perms_text(flags), offset, path, partial, truncated)
+                path, raw_path = split_text(self._anon_vma_name(field(self._anon_name)))
+        return OsiMapping(start, end, perms_text(flags), offset, path, partial, truncated, raw_path)
 
     def _special_name(self, private: int) -> str | None:
         """``vm_special_mapping.name`` when ``private`` points at one (a bracketed name), else None."""
@@ -162,9 +166,9 @@ class MappingReader:
             return None
         return name.decode("ascii")
 
-    def _anon_vma_name(self, anon_name: int) -> str:
+    def _anon_vma_name(self, anon_name: int) -> bytes:
         """``[anon:NAME]`` for a VMA named with prctl(PR_SET_VMA_ANON_NAME); struct anon_vma_name is {kref; name[]}."""
         if not anon_name or not self._kernel_pointer(anon_name):
-            return ""
+            return b""
         name = self.mem.cstring(anon_name + 4, _ANON_NAME_MAX)
-        return f"[anon:{name.decode('utf-8', 'replace')}]" if name else ""
+        return b"[anon:" + name + b"]" if name else b""

@@ -4,9 +4,29 @@ Every answer is a snapshot of guest kernel memory at one instruction.  The
 guest's memory is untrusted, so a value read through a broken or garbage
 pointer is not guessed: the affected record carries ``partial=True`` and the
 fields it could not read hold neutral values (0, "" or None).
+
+Names and paths are guest bytes: their ``str`` fields are text for display, each byte sequence that is
+not UTF-8 replaced by U+FFFD, and the bytes themselves are kept alongside (``raw_name``, ``raw_path``)
+whenever that replaced any.  ``name_bytes``/``path_bytes`` give the bytes either way, and
+``stored_name``/``stored_path`` the form the run database stores guest text in: the text, or
+``{"hex": "<every byte>"}`` when it is not UTF-8 (the syscalls plugin's ``text_or_hex``).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def split_text(data: bytes) -> tuple[str, bytes | None]:
+    """``data`` as display text (U+FFFD for each sequence that is not UTF-8) and, when that lost bytes,
+    ``data`` itself; else ``(text, None)``."""
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "replace"), data
+
+
+def _stored(text: str, raw: bytes | None) -> str | dict[str, Any]:
+    return text if raw is None else {"hex": raw.hex()}
 
 
 @dataclass(frozen=True)
@@ -33,6 +53,17 @@ class OsiProcess:
     partial: bool = False
     state: str = "R"
     exit_code: int | None = None
+    raw_name: bytes | None = field(default=None, compare=False)  # comm's bytes when ``name`` lost some
+
+    @property
+    def name_bytes(self) -> bytes:
+        """``comm`` as the kernel holds it (up to its NUL)."""
+        return self.raw_name if self.raw_name is not None else self.name.encode()
+
+    @property
+    def stored_name(self) -> str | dict[str, Any]:
+        """``name`` as the run database stores it: the text, or ``{"hex": ...}`` of bytes not UTF-8."""
+        return _stored(self.name, self.raw_name)
 
 
 @dataclass(frozen=True)
@@ -45,6 +76,17 @@ class OsiThread:
     task: int
     partial: bool = False
     state: str = "R"
+    raw_name: bytes | None = field(default=None, compare=False)  # comm's bytes when ``name`` lost some
+
+    @property
+    def name_bytes(self) -> bytes:
+        """``comm`` as the kernel holds it (up to its NUL)."""
+        return self.raw_name if self.raw_name is not None else self.name.encode()
+
+    @property
+    def stored_name(self) -> str | dict[str, Any]:
+        """``name`` as the run database stores it: the text, or ``{"hex": ...}`` of bytes not UTF-8."""
+        return _stored(self.name, self.raw_name)
 
 
 @dataclass(frozen=True)
@@ -64,6 +106,17 @@ class OsiMapping:
     path: str
     partial: bool = False
     truncated: bool = False
+    raw_path: bytes | None = field(default=None, compare=False)  # the path's bytes when ``path`` lost some
+
+    @property
+    def path_bytes(self) -> bytes:
+        """The path as the kernel prints it, in bytes."""
+        return self.raw_path if self.raw_path is not None else self.path.encode()
+
+    @property
+    def stored_path(self) -> str | dict[str, Any]:
+        """``path`` as the run database stores it: the text, or ``{"hex": ...}`` of bytes not UTF-8."""
+        return _stored(self.path, self.raw_path)
 
 
 @dataclass(frozen=True)
@@ -79,6 +132,17 @@ class OsiFile:
     path: str
     truncated: bool = False
     partial: bool = False
+    raw_path: bytes | None = field(default=None, compare=False)  # the path's bytes when ``path`` lost some
+
+    @property
+    def path_bytes(self) -> bytes:
+        """The path as ``readlink`` gives it, in bytes."""
+        return self.raw_path if self.raw_path is not None else self.path.encode()
+
+    @property
+    def stored_path(self) -> str | dict[str, Any]:
+        """``path`` as the run database stores it: the text, or ``{"hex": ...}`` of bytes not UTF-8."""
+        return _stored(self.path, self.raw_path)
 
 
 @dataclass(frozen=True)

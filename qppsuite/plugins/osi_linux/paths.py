@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 from qppsuite.plugins.osi_linux.kernel_memory import KernelMemory
 from qppsuite.plugins.osi_linux.layout import KernelLayout
+from qppsuite.plugins.osi_linux.model import split_text
 
 # include/uapi/linux/magic.h
 PIPEFS_MAGIC = 0x50495045
@@ -39,12 +40,14 @@ class FilePath(NamedTuple):
 
     ``partial``: a pointer on the way was bad, ``path`` is what could be read.
     ``truncated``: the path is longer than ``PATH_MAX``; ``path`` is
-    ``.../`` and its deepest components.
+    ``.../`` and its deepest components.  ``raw``: the path's bytes when they
+    are not UTF-8 (``path`` then has U+FFFD in their place), else None.
     """
 
     path: str
     partial: bool = False
     truncated: bool = False
+    raw: bytes | None = None
 #: Ceiling on the fd table we read (the kernel's own default nr_open ceiling is 1M).
 MAX_FDS = 1 << 16
 
@@ -86,7 +89,10 @@ class PathReader:
             return FilePath(f"{kind}:[{ino}]") if ino is not None else FilePath(f"{kind}:[?]", partial=True)
         if magic == ANON_INODE_FS_MAGIC:
             name = self._name(dentry)
-            return FilePath("anon_inode:" + name.decode("utf-8", "replace")) if name is not None else FilePath("", True)
+            if name is None:
+                return FilePath("", True)
+            text, raw = split_text(b"anon_inode:" + name)
+            return FilePath(text, raw=raw)
         return self.d_path(vfsmount, dentry)
 
     def d_path(self, vfsmount: int, dentry: int) -> FilePath:
@@ -131,12 +137,13 @@ class PathReader:
                 break
             parts.append(name)
             dentry = parent
-        path = "/" + "/".join(part.decode("utf-8", "replace") for part in reversed(parts))
+        path = b"/" + b"/".join(reversed(parts))
         if truncated:
-            path = TRUNCATED_PREFIX + path
+            path = TRUNCATED_PREFIX.encode() + path
         if not partial and self._unlinked(first):
-            path += " (deleted)"
-        return FilePath(path, partial, truncated)
+            path += b" (deleted)"
+        text, raw = split_text(path)
+        return FilePath(text, partial, truncated, raw)
 
     def _unlinked(self, dentry: int) -> bool:
         """``d_unlinked``: unhashed and not a filesystem root."""

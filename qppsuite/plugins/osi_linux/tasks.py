@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from qppsuite.plugins.osi_linux.kernel_memory import KernelMemory
 from qppsuite.plugins.osi_linux.layout import KernelLayout
-from qppsuite.plugins.osi_linux.model import OsiProcess, OsiThread
+from qppsuite.plugins.osi_linux.model import OsiProcess, OsiThread, split_text
 
 #: task_struct.flags: the task is a kernel thread (include/linux/sched.h).
 PF_KTHREAD = 0x00200000
@@ -64,9 +64,9 @@ class TaskIdentity(NamedTuple):
     exit_code: int
 
 
-def comm_text(raw: bytes) -> str:
-    """A ``comm`` field as text: up to the NUL, undecodable bytes replaced (never garbage-escaping)."""
-    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+def comm_name(raw: bytes) -> tuple[str, bytes | None]:
+    """A ``comm`` field up to its NUL: display text, and its bytes when they are not UTF-8 (:func:`split_text`)."""
+    return split_text(raw.split(b"\0", 1)[0])
 
 
 class TaskReader:
@@ -160,7 +160,8 @@ class TaskReader:
         cached = self._threads.get(task)
         if cached is not None and cached[0] == ident and cached[1].state == state:
             return cached[1]
-        thread = OsiThread(tid=ident.pid, pid=ident.tgid, name=comm_text(ident.comm), task=task, state=state)
+        name, raw_name = comm_name(ident.comm)
+        thread = OsiThread(tid=ident.pid, pid=ident.tgid, name=name, task=task, state=state, raw_name=raw_name)
         if len(self._threads) >= CACHE_LIMIT:
             self._threads.clear()
         self._threads[task] = (ident, thread)
@@ -220,11 +221,13 @@ class TaskReader:
             asid = mem.physical(pgd) if pgd is not None and self.is_kernel_pointer(pgd) else None
             if asid is None:
                 partial = True
+        name, raw_name = comm_name(ident.comm)
         return OsiProcess(
             pid=ident.tgid,
             tgid=ident.tgid,
             ppid=ppid,
-            name=comm_text(ident.comm),
+            name=name,
+            raw_name=raw_name,
             asid=asid,
             task=task,
             start_time=ident.start_time,
@@ -300,6 +303,6 @@ class TaskReader:
         if not complete:
             if not out:
                 return [OsiThread(tid=process.pid, pid=process.pid, name=process.name, task=process.task,
-                                  partial=True)]
+                                  partial=True, raw_name=process.raw_name)]
             out[-1] = replace(out[-1], partial=True)
         return out

@@ -133,7 +133,7 @@ def table_row(event: ProcEvent, process_id: int | None, child_process_id: int | 
         "process_id": process_id,
         "pid": event.pid,
         "tid": event.tid,
-        "name": event.process.name if event.process is not None else None,
+        "name": column_text(event.process.stored_name) if event.process is not None else None,
         "call": event.call,
         "syscall_seq": event.syscall_seq,
         "child_pid": event.child_pid,

@@ -28,7 +28,7 @@ from qppsuite.errors import PluginError
 from qppsuite.plugins.osi_linux.model import OsiThread
 from qppsuite.plugins.syscalls.context import ENDING_PENDING, SyscallContext
 from qppsuite.plugins.syscalls.decode import format_call
-from qppsuite.plugins.syscalls.values import quote
+from qppsuite.plugins.syscalls.values import column_text, quote
 from qppsuite.plugins.syscalls_logger.database import SyscallDatabase
 from qppsuite.plugins.syscalls_logger.processes import ProcessRows
 from qppsuite.plugins.syscalls_logger.run_database import RunDatabase, open_run_database
@@ -63,10 +63,11 @@ class _Caller:
     process: dict[str, Any] | None  # the process row (shared, updated in place)
     thread: dict[str, Any] | None  # the thread row (shared, updated in place)
     tid: int | None
-    name: str | None
+    name: str | None  # as the run database stores guest text: the text, or {"hex": ...}'s JSON
     thread_name: str | None
     ppid: int | None
     virtual_ns: int | None  # the guest's virtual time at the call
+    name_bytes: bytes = b""  # the process's name as the kernel holds it (for the text lines)
 
 
 class SyscallsLogger(Plugin):
@@ -202,13 +203,15 @@ class SyscallsLogger(Plugin):
         """Who made the call: ``current``, or for a call found blocked at the start the task found in it."""
         proc, thread = self.get_current() if ctx.task is None else self.get_task(ctx.task)
         tid = thread.tid if thread is not None else None
-        thread_name = thread.name if thread is not None else None
+        thread_name = thread.stored_name if thread is not None else None
         now = self.machine.virtual_ns if self.machine is not None else None
         if proc is None:
-            return _Caller(ctx, None, None, tid, None, thread_name, None, now)
+            return _Caller(ctx, None, None, tid, None, column_text(thread_name), None, now)
         row = self._processes.process(proc, ctx.insn_count)
         thread_row = self._processes.thread(row, tid, thread_name, ctx.insn_count)
-        return _Caller(ctx, row, thread_row, tid, proc.name, thread_name, proc.ppid, now)
+        return _Caller(
+            ctx, row, thread_row, tid, row["name"], column_text(thread_name), proc.ppid, now, proc.name_bytes
+        )
 
     # -- output ----------------------------------------------------------------
     def _write(self, ctx: SyscallContext, caller: _Caller, retval: int | None) -> None:
@@ -230,7 +233,7 @@ class SyscallsLogger(Plugin):
                 outcome = " (in the child)"
             if ctx.task is not None:
                 outcome += " (made before the start)"
-            name = quote((caller.name or "").encode("utf-8", "surrogateescape"))[1:-1]  # guest text, escaped
+            name = quote(caller.name_bytes)[1:-1]  # guest text, escaped
             self._text.write(
                 f"Syscall at pc {ctx.pc:#x}: {text}{outcome}: Process '{name}', "
                 f"pid {pid}, tid {caller.tid}, ppid {caller.ppid}\n"

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from qppsuite.plugins.osi_linux.model import OsiProcess
+from qppsuite.plugins.syscalls.values import JSONValue, column_text
 
 
 class ProcessRows:
@@ -24,9 +25,9 @@ class ProcessRows:
         self._new_process_id = new_process_id
         self._new_thread_id = new_thread_id
         self._processes: dict[tuple[int, int], dict[str, Any]] = {}  # (pid, start_time) -> row
-        self._names: dict[int, list[str]] = {}  # process row id -> names over time
+        self._names: dict[int, list[JSONValue]] = {}  # process row id -> names over time (stored forms)
         self._threads: dict[tuple[int, int], dict[str, Any]] = {}  # (process row id, tid) -> row
-        self._thread_names: dict[int, list[str]] = {}  # thread row id -> names over time
+        self._thread_names: dict[int, list[JSONValue]] = {}  # thread row id -> names over time
         self.by_pid: dict[int, dict[str, Any]] = {}  # pid -> its latest process row
         self.dirty: dict[int, dict[str, Any]] = {}  # process row id -> row, to write at the next commit
         self.dirty_threads: dict[int, dict[str, Any]] = {}
@@ -36,17 +37,22 @@ class ProcessRows:
         return iter(self._processes.items())
 
     def process(self, proc: OsiProcess, insn_count: int | None) -> dict[str, Any]:
-        """The row of ``proc``, created at its first sight; a new name (execve) or parent is recorded."""
+        """The row of ``proc``, created at its first sight; a new name (execve) or parent is recorded.
+
+        Names are stored as guest text is (``name``: the text, or ``{"hex": ...}``'s JSON for bytes that are
+        not UTF-8; ``names``: a JSON list of those values)."""
         key = (proc.pid, proc.start_time)
         row = self._processes.get(key)
+        stored = proc.stored_name
+        name = column_text(stored)
         if row is None:
             row_id = self._new_process_id()
             row = self._processes[key] = {
                 "id": row_id,
                 "pid": proc.pid,
                 "ppid": proc.ppid,
-                "name": proc.name,
-                "names": json.dumps([proc.name]),
+                "name": name,
+                "names": json.dumps([stored]),
                 "start_time": proc.start_time,
                 "first_seen_insn": insn_count,
                 "last_seen_insn": insn_count,
@@ -54,23 +60,26 @@ class ProcessRows:
                 "state": None,
                 "exit_status": None,
             }
-            self._names[row_id] = [proc.name]
+            self._names[row_id] = [stored]
             self.by_pid[proc.pid] = row
             self.dirty[row_id] = row
-        elif row["name"] != proc.name or row["ppid"] != proc.ppid:
+        elif row["name"] != name or row["ppid"] != proc.ppid:
             row["ppid"] = proc.ppid
-            if row["name"] != proc.name:
-                row["name"] = proc.name
+            if row["name"] != name:
+                row["name"] = name
                 names = self._names[row["id"]]
-                names.append(proc.name)
+                names.append(stored)
                 row["names"] = json.dumps(names)
             self.dirty[row["id"]] = row
         return row
 
     def thread(
-        self, process: dict[str, Any], tid: int | None, name: str | None, insn_count: int | None
+        self, process: dict[str, Any], tid: int | None, stored: JSONValue, insn_count: int | None
     ) -> dict[str, Any] | None:
-        """The thread's row, created at its first sight; a new name (PR_SET_NAME, execve) is appended."""
+        """The thread's row, created at its first sight; a new name (PR_SET_NAME, execve) is appended.
+
+        ``stored``: the thread's name as guest text is stored (``OsiThread.stored_name``)."""
+        name = column_text(stored)
         if tid is None or name is None:
             return None
         key = (process["id"], tid)
@@ -82,17 +91,17 @@ class ProcessRows:
                 "process_id": process["id"],
                 "tid": tid,
                 "name": name,
-                "names": json.dumps([name]),
+                "names": json.dumps([stored]),
                 "first_seen_insn": insn_count,
                 "last_seen_insn": insn_count,
                 "syscall_count": 0,
             }
-            self._thread_names[row_id] = [name]
+            self._thread_names[row_id] = [stored]
             self.dirty_threads[row_id] = row
         elif row["name"] != name:
             row["name"] = name
             names = self._thread_names[row["id"]]
-            names.append(name)
+            names.append(stored)
             row["names"] = json.dumps(names)
             self.dirty_threads[row["id"]] = row
         return row

@@ -437,6 +437,15 @@ def ownerless_threads(conn: sqlite3.Connection, run: int) -> int:
     )
 
 
+def _names(text: str | None) -> Any:
+    """A ``names`` column: its JSON list with each name as the ``name`` column holds it (a name that is not
+    UTF-8 is ``{"hex": ...}`` in the list, its JSON text in the column)."""
+    names = json.loads(text or "[]")
+    if isinstance(names, list):
+        return [name if isinstance(name, str) else json.dumps(name) for name in names]
+    return names
+
+
 def process_tree(conn: sqlite3.Connection, run: int) -> list[ProcessNode]:
     """The run's processes as a forest: a child hangs under the latest process with its ppid started before it."""
     nodes = [
@@ -445,7 +454,7 @@ def process_tree(conn: sqlite3.Connection, run: int) -> list[ProcessNode]:
             row["pid"],
             row["ppid"],
             row["name"],
-            json.loads(row["names"] or "[]"),
+            _names(row["names"]),
             row["start_time"],
             row["syscall_count"],
             row["state"],
@@ -458,7 +467,7 @@ def process_tree(conn: sqlite3.Connection, run: int) -> list[ProcessNode]:
         owner = by_id.get(row["process_id"])
         if owner is not None:
             owner.threads.append(
-                ThreadRow(row["tid"], row["name"], json.loads(row["names"] or "[]"), row["syscall_count"])
+                ThreadRow(row["tid"], row["name"], _names(row["names"]), row["syscall_count"])
             )
     # A parent comes before its child in (start_time, id) order, so whatever the rows say (two processes
     # each the other's parent, in a damaged or hostile file) the result is a forest and no row is lost.
