@@ -359,8 +359,22 @@ def test_a_busybox_applet_named_by_prctl_is_covered_from_its_new_name(
     run.qpp.unload_all()
     (path,) = (run.tmp / "out").iterdir()
     assert path.name == "drcov.cat.100.0.proc.log"
+
     assert sorted(read_drcov_file(path).blocks) == [(0x200, 8, 0), (0x300, 4, 0)]
     assert not [r for r in caplog.records if r.name == "qppsuite.coverage"]
+
+
+def test_the_writes_at_the_end_record_no_stale_name(start: Callable[..., Run]) -> None:
+    """A covered process renamed later (the logger or proc_events saw it so): its row keeps the last name."""
+    run = start(process="sh")
+    run.osi.maps = {100: SH_MAPS}
+    run.switch_to(sh := process(100, "sh", 0x4000))
+    run.machine.run((0x400100, 8))
+    coverage: Coverage = run.qpp.get("coverage")  # type: ignore[assignment]
+    coverage.db.process_id(replace(sh, name="EVIL"))
+    run.qpp.unload_all()
+    (row,) = rows(run.tmp / "run.db", "SELECT name, names FROM processes")
+    assert row == {"name": "EVIL", "names": '["sh", "EVIL"]'}
 
 
 def test_a_process_renamed_another_way_is_covered_from_its_next_switch_in(start: Callable[..., Run]) -> None:

@@ -79,6 +79,8 @@ class Image:
     modules: ModuleMap = field(default_factory=ModuleMap)
     entries: dict[Module, int] = field(default_factory=dict)
     first_insn: int = 0
+    process_id: int = 0  # its processes row, taken when it is chosen (a later lookup with this stale
+    # process would record its old name as a rename)
 
     def same_program(self, process: OsiProcess) -> bool:
         """Whether ``process`` is this image's process still running this program (same pid, start, mm)."""
@@ -227,6 +229,7 @@ class Coverage(Plugin):
         image.settled = settled
         if chosen and not image.chosen:
             image.chosen = True
+            image.process_id = self.db.process_id(process, image.first_insn)
             self.images.append(image)
 
     def _mapped(self, process: OsiProcess) -> bool:
@@ -359,7 +362,7 @@ class Coverage(Plugin):
             drcov.write(path, table, blocks)
         except OSError as exc:
             raise PluginError(f"coverage cannot write {path}: {exc.strerror}") from None
-        process_id = self.db.process_id(image.process, image.first_insn)
+        process_id = image.process_id
         counts = [0] * len(keep)
         for module_id, _, _ in blocks:
             counts[module_id] += 1
