@@ -10,6 +10,7 @@ from syscall_harness import STRING_AT, FakeOsi, Harness, NoMachineCore, rows
 
 from qppsuite.core.qpp import QPP
 from qppsuite.plugins.osi_linux.model import OsiProcess, split_text
+from qppsuite.plugins.syscalls_logger import reader
 
 AT_FDCWD = 0xFFFFFF9C
 NAME_AT = 0x20000  # "two"
@@ -110,6 +111,11 @@ def test_paths_and_names_that_are_not_utf8_are_stored_as_hex_in_every_table(harn
     assert joined == [{"opens": 1}]
     (process,) = rows(db, "SELECT name, names FROM processes")
     assert process == {"name": json.dumps({"hex": comm.hex()}), "names": json.dumps([{"hex": comm.hex()}])}
+    conn = reader.open_readonly(db)  # what logs and report show: the bytes escaped, as text
+    (node,) = reader.process_tree(conn, 1)
+    conn.close()
+    assert (node.name, node.names) == ("\\xff\\xfe[red]x\n", ["\\xff\\xfe[red]x\n"])
+    assert reader.stored_text(stored) == "/tmp/bad\\xff\\xfe"
 
 
 def test_sendfile_reads_one_file_and_writes_another(harness: Harness, tmp_path: Path) -> None:

@@ -196,10 +196,10 @@ def test_guest_names_and_paths_stay_text(
     html = _ours(page.read_text())
     built = _built(db)
     (hostile,) = [p for p in built.processes if p.name.startswith('q"')]
-    assert hostile.name == "q\"'<b>\x01\ufffd"  # comm as the kernel keeps it; the logger stores \xff as U+FFFD
+    assert hostile.name == "q\"'<b>\x01\\xff"  # comm's \xff is stored as {"hex": ...} and shown escaped
     assert _script_tags(html) == _script_tags(_ours(default_run[1].read_text())) == (4, 4)  # none of the guest's
     assert "<b>\\x01" not in html and "<i>" not in html and "\x01" not in html
-    assert "q&quot;&#x27;&lt;b&gt;\\x01\ufffd" in html  # shown as text, the control byte made visible
+    assert "q&quot;&#x27;&lt;b&gt;\\x01\\xff" in html  # shown as text, the control byte made visible
     assert "/tmp/&lt;/script&gt;" in html
     paths = {f.path for p in built.processes for f in p.files}
     assert {"/tmp/</script>", "/tmp/missing-<i>"} <= paths
@@ -212,7 +212,7 @@ def test_guest_names_and_paths_stay_text(
     # In the browser the name is the label's text, not markup: Plotly made no <b> element of it.
     seen = _in_chromium(page, tmp_path / "hostile.png")
     assert seen["errors"] == [] and seen["tick_elements"] == 0
-    assert [t for t in seen["ticks"] if t.startswith("q")] == [f"q\"'<b>\\x01\ufffd [{hostile.pid}]"], seen["ticks"]
+    assert [t for t in seen["ticks"] if t.startswith("q")] == [f"q\"'<b>\\x01\\xff [{hostile.pid}]"], seen["ticks"]
 
 
 def _ours(html: str) -> str:

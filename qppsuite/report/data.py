@@ -193,7 +193,7 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
             if row["kind"] == "exit":
                 exits[row["process_id"]] = (row["wait_status"], row["signal"])
             elif row["kind"] == "exec" and row["ok"] == 1:
-                renames.setdefault(row["process_id"], []).append((row["insn_count"], row["name"]))
+                renames.setdefault(row["process_id"], []).append((row["insn_count"], reader.stored_text(row["name"])))
             if row["virtual_ns"] is not None:
                 last_virtual_ns = max(last_virtual_ns or 0, int(row["virtual_ns"]))
     extent = {
@@ -332,7 +332,7 @@ def _file_activity(conn: sqlite3.Connection, run_id: int, index: dict[int, int],
         if at is not None:
             processes[at].files.append(
                 FileRow(
-                    row["path"],
+                    reader.stored_text(row["path"]),
                     row["opens"] or 0,
                     row["reads"] or 0,
                     row["bytes_read"] or 0,

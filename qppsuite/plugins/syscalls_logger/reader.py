@@ -437,12 +437,28 @@ def ownerless_threads(conn: sqlite3.Connection, run: int) -> int:
     )
 
 
+def stored_text(value: Any) -> Any:
+    """Guest text as a column stores it, for display: ``{"hex": ...}`` (bytes that are not UTF-8, as the
+    plugins store names and paths) becomes the text with each such byte escaped (``a\\xff``, as
+    :func:`_text`); anything else is returned as it is."""
+    if isinstance(value, str) and value.startswith('{"hex": '):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("hex"), str):
+        try:
+            return _text(bytes.fromhex(value["hex"]))
+        except ValueError:
+            return json.dumps(value)
+    return value
+
+
 def _names(text: str | None) -> Any:
-    """A ``names`` column: its JSON list with each name as the ``name`` column holds it (a name that is not
-    UTF-8 is ``{"hex": ...}`` in the list, its JSON text in the column)."""
+    """A ``names`` column: its JSON list, each name shown as :func:`stored_text` shows a ``name`` column."""
     names = json.loads(text or "[]")
     if isinstance(names, list):
-        return [name if isinstance(name, str) else json.dumps(name) for name in names]
+        return [stored_text(name) if isinstance(name, (str, dict)) else name for name in names]
     return names
 
 
@@ -453,7 +469,7 @@ def process_tree(conn: sqlite3.Connection, run: int) -> list[ProcessNode]:
             row["id"],
             row["pid"],
             row["ppid"],
-            row["name"],
+            stored_text(row["name"]),
             _names(row["names"]),
             row["start_time"],
             row["syscall_count"],
@@ -467,7 +483,7 @@ def process_tree(conn: sqlite3.Connection, run: int) -> list[ProcessNode]:
         owner = by_id.get(row["process_id"])
         if owner is not None:
             owner.threads.append(
-                ThreadRow(row["tid"], row["name"], _names(row["names"]), row["syscall_count"])
+                ThreadRow(row["tid"], stored_text(row["name"]), _names(row["names"]), row["syscall_count"])
             )
     # A parent comes before its child in (start_time, id) order, so whatever the rows say (two processes
     # each the other's parent, in a damaged or hostile file) the result is a forest and no row is lost.
