@@ -4,7 +4,8 @@ One run: a shell prints its own view ($$, children's pids from ``$!`` and ``$$``
 ``$?``) of a child exiting 3, a sleep killed by SIGKILL, perl exiting 5, and python3 forking a child
 that execs echo, spawning sh through vfork, starting a thread and failing an exec; then
 ``strace -f -e trace=process`` traces a second shell, whose calls and ``+++`` lines the table must
-hold too.  A plugin registered on ``on_proc_event`` keeps every event the table holds.
+hold too, and python3 whose thread execs sh (strace: the leader ``superseded by execve``, no exit).
+A plugin registered on ``on_proc_event`` keeps every event the table holds.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ try:
 except OSError as e:
     print("EXECFAIL", e.errno)
 """
+THREAD_EXEC = """import os, threading, time
+threading.Thread(target=lambda: os.execv("/bin/sh", ["sh", "-c", "exit 12"])).start()
+time.sleep(30)
+"""
 TRACED = 'sh -c "exit 7"; sleep 100 & kill -TERM $!; wait; perl -e "exit 2"; /nonexistent/y; true'
 CMD = f"""echo ME $$
 sh -c 'echo SH $$; exit 3'; echo STATUS SH $?
@@ -44,6 +49,8 @@ sleep 100 & P=$!; echo SLEEP $P; kill -9 $P; wait $P; echo STATUS SLEEP $?
 perl -e 'print "PERL $$\\n"; exit 5'; echo STATUS PERL $?
 python3 -c '{PYTHON}'; echo STATUS PY $?
 strace -f -s 256 -e trace=process -o /tmp/s.txt sh -c '{TRACED}'; echo STRACE-BEGIN; cat /tmp/s.txt; echo STRACE-END
+strace -f -e trace=execve -o /tmp/t.txt python3 -c '{THREAD_EXEC}'; echo STATUS THX $?
+echo THX-BEGIN; cat /tmp/t.txt; echo THX-END
 """
 
 
@@ -77,7 +84,11 @@ def timeline(oracle_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory
     }
     statuses = {m[1]: int(m[2]) for m in re.finditer(r"^STATUS (\w+) (\d+)$", text, re.M)}
     strace = text[text.index("STRACE-BEGIN") : text.index("STRACE-END")].split("\n", 1)[1]
-    return {"events": events, "said": said, "statuses": statuses, "strace": strace, "seen": list(Listener.seen)}
+    thx = text[text.index("THX-BEGIN") : text.index("THX-END")].split("\n", 1)[1]
+    return {
+        "events": events, "said": said, "statuses": statuses, "strace": strace, "thx": thx,
+        "seen": list(Listener.seen),
+    }  # fmt: skip
 
 
 def _one(events: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
@@ -90,7 +101,7 @@ def _one(events: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
 def test_the_table_is_what_the_shell_says_of_its_children(timeline: dict[str, Any]) -> None:
     events, said, statuses = timeline["events"], timeline["said"], timeline["statuses"]
     me, sh, sleep, perl = (int(said[k][0]) for k in ("ME", "SH", "SLEEP", "PERL"))
-    assert statuses == {"SH": 3, "SLEEP": 128 + 9, "PERL": 5, "PY": 0}
+    assert statuses == {"SH": 3, "SLEEP": 128 + 9, "PERL": 5, "PY": 0, "THX": 12}
     for child in (sh, sleep, perl):
         _one(events, kind="fork", pid=me, child_pid=child, ok=1)
     assert _one(events, kind="exit", pid=sh)["exit_status"] == 3
@@ -151,6 +162,23 @@ def test_the_table_holds_what_the_guests_strace_printed(timeline: dict[str, Any]
         (e["pid"], e["path"], tuple(json.loads(e["argv"])), e["errno"]) for e in mine if e["kind"] == "exec"
     } == execs
     assert {(e["pid"], e["exit_status"], e["signal"]) for e in mine if e["kind"] == "exit"} == exits
+
+
+@pytest.mark.boot
+def test_a_leader_superseded_by_its_threads_exec_is_a_thread_exit_not_the_process_exit(
+    timeline: dict[str, Any],
+) -> None:
+    """strace: ``LEADER +++ superseded by execve in pid THREAD +++``, then one ``LEADER +++ exited with 12 +++``."""
+    events, text = timeline["events"], timeline["thx"]
+    found = re.search(r"^(\d+)\s+\+\+\+ superseded by execve in pid (\d+) \+\+\+$", text, re.M)
+    assert found is not None, text
+    leader, thread = int(found[1]), int(found[2])
+    ended = re.findall(rf"^{leader}\s+\+\+\+ (.*) \+\+\+$", text, re.M)
+    assert ended == [f"superseded by execve in pid {thread}", "exited with 12"]
+    ends = [(e["kind"], e["tid"], e["exit_status"]) for e in events if e["pid"] == leader and "exit" in e["kind"]]
+    assert ends == [("thread_exit", leader, 0), ("exit", leader, 12)]
+    execd = _one(events, kind="exec", pid=leader, tid=thread)
+    assert (execd["path"], execd["ok"], execd["name"]) == ("/bin/sh", 1, "sh")
 
 
 @pytest.mark.boot
