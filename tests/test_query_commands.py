@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_entry import run_main
 from oracle.guest import LoggedRun, logged_run
 from oracle.strace_log import parse, thread_groups
 
 from qppsuite.cli.terminal import CommandConsole
 from qppsuite.images.bundle import ImageBundle
 from qppsuite.plugins.file_activity import FileActivity
+from qppsuite.plugins.syscalls_logger.database import SyscallDatabase
 from qppsuite.plugins.syscalls_logger.fd_paths import fd_arguments
 from qppsuite.plugins.syscalls_logger.reader import LogDatabaseError, Point, parse_point
 
@@ -276,3 +278,21 @@ def test_the_datasette_metadata_describes_every_column_the_logger_writes_and_onl
         assert set(TABLES[table][1]) == set(columns), table
     for table, columns in (("file_activity", FILE_COLUMNS), ("file_ops", OP_COLUMNS), ("proc_events", COLUMNS)):
         assert set(TABLES[table][1]) <= set(columns), table
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--since", "9999999999999999999999"],
+        ["--until", "99999999999999999999s"],
+        ["--limit", "99999999999999999999999"],
+        ["--pid", "99999999999999999999"],
+        ["--tid", "99999999999999999999"],
+    ],
+)
+def test_a_number_beyond_sqlite_is_one_line_not_a_traceback(tmp_path: Path, option: list[str]) -> None:
+    """Break test of issue 14: these raised OverflowError from SQLite's parameter binding."""
+    db = tmp_path / "empty.db"
+    SyscallDatabase(db, {"image": "x"}).close()
+    code, err = run_main(["syscalls", str(db), *option])
+    assert code != 0 and "Traceback" not in err and err.startswith("error: "), err

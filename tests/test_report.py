@@ -420,6 +420,25 @@ def test_damaged_foreign_or_missing_databases_are_one_line(tmp_path: Path) -> No
     assert not (tmp_path / "out.html").exists()
 
 
+def test_the_output_never_replaces_a_device_a_fifo_a_link_or_the_database_s_journal(tmp_path: Path) -> None:
+    """Break test of issue 14: `-o /dev/full` renamed a file over the device, and `-o DB-wal` lost rows."""
+    good = _hostile_db(tmp_path / "good.db", "cat", "/etc/passwd")
+    for side in ("-wal", "-shm", "-journal"):
+        assert "would replace the database" in _one_line(["report", str(good), "-o", str(good) + side])
+    assert "empty" in _one_line(["report", str(good), "-o", ""])
+    assert "is a directory" in _one_line(["report", str(good), "-o", str(tmp_path)])
+    real = tmp_path / "real.html"
+    real.write_text("old")
+    link = tmp_path / "link.html"
+    link.symlink_to(real)
+    assert run_main(["report", str(good), "-o", str(link)])[0] == 0
+    assert link.is_symlink() and real.read_text().startswith("<!DOCTYPE html>")
+    assert run_main(["report", str(good), "-o", "/dev/null"])[0] == 0
+    assert Path("/dev/null").is_char_device()
+    assert "No space left on device" in _one_line(["report", str(good), "-o", "/dev/full"])
+    assert Path("/dev/full").is_char_device()
+
+
 def test_a_process_row_with_a_damaged_names_column_is_one_line(tmp_path: Path) -> None:
     db = _hostile_db(tmp_path / "h.db", "cat", "/etc/passwd")
     with sqlite3.connect(db) as conn:

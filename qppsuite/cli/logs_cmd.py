@@ -30,6 +30,9 @@ if TYPE_CHECKING:  # the commands import it when they run: `qppsuite run` does n
     from qppsuite.plugins.syscalls_logger import reader
 
 console = SafeConsole()
+#: SQLite's largest integer (``reader.SQLITE_MAX_INTEGER``; not imported here, so that a run does not load the
+#: reader): a larger pid, tid or limit is refused by the option parser in one line.
+SQLITE_MAX_INTEGER = (1 << 63) - 1
 
 
 class OutputFormat(StrEnum):
@@ -134,8 +137,12 @@ UntilOpt = Annotated[
 @app.command("syscalls")
 def syscalls(
     db: DbArg,
-    pid: Annotated[int | None, typer.Option("--pid", help="Only this process id")] = None,
-    tid: Annotated[int | None, typer.Option("--tid", help="Only this thread id")] = None,
+    pid: Annotated[
+        int | None, typer.Option("--pid", min=0, max=SQLITE_MAX_INTEGER, help="Only this process id")
+    ] = None,
+    tid: Annotated[
+        int | None, typer.Option("--tid", min=0, max=SQLITE_MAX_INTEGER, help="Only this thread id")
+    ] = None,
     process: Annotated[str | None, typer.Option("--process", help="Only processes with this name")] = None,
     name: Annotated[
         list[str] | None,
@@ -150,7 +157,9 @@ def syscalls(
             "--follow", metavar="PID", help="Only process PID (every process that had it) and its descendants"
         ),
     ] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=0, help="At most this many calls")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=0, max=SQLITE_MAX_INTEGER, help="At most this many calls")
+    ] = None,
     fmt: FormatOpt = OutputFormat.table,
     run: RunOpt = None,
 ) -> None:

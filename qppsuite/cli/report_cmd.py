@@ -18,8 +18,19 @@ from qppsuite.errors import QppsuiteError
 def write_atomically(path: Path, data: str) -> None:
     """Replace ``path`` whole or not at all (a temporary file beside it, renamed); one line if it cannot.
 
-    The file gets the mode ``open()`` would give it (0666 less the umask), not mkstemp's 0600.
+    A symbolic link is followed, never replaced.  Anything else that is not a regular file (a device such as
+    /dev/stdout, a FIFO) is written through, as ``open()`` would, never renamed over: renaming over
+    /dev/full once replaced the device with a file.  The file gets the mode ``open()`` would give it (0666
+    less the umask), not mkstemp's 0600.
     """
+    path = path.resolve()
+    if path.exists() and not path.is_file():
+        try:
+            with path.open("w", encoding="utf-8") as out:
+                out.write(data)
+        except OSError as exc:
+            raise QppsuiteError(f"cannot write {path}: {exc.strerror or exc}") from None
+        return
     tmp: str | None = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -33,6 +44,11 @@ def write_atomically(path: Path, data: str) -> None:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         raise QppsuiteError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+#: The files SQLite keeps beside a database (its write-ahead log, the log's index, a rollback journal): the
+#: database's committed rows may live there until a checkpoint.
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 @app.command("report")
@@ -49,8 +65,13 @@ def report(
     from qppsuite.report import data, html
 
     out = output if output is not None else db.with_suffix(".html")
-    if out.resolve() == db.resolve():
-        raise QppsuiteError(f"the report would replace the database {db}: give another file with -o")
+    if output is not None and str(output) in ("", "."):
+        raise QppsuiteError("-o: the report's file name is empty")
+    if out.is_dir():
+        raise QppsuiteError(f"-o {out}: is a directory; give a file name")
+    database = db.resolve()
+    if out.resolve() in {database, *(database.with_name(database.name + s) for s in SQLITE_SIDE_FILES)}:
+        raise QppsuiteError(f"the report would replace the database {db} or its journal: give another file with -o")
     with _reading(db) as conn:
         run_id = reader.select_run(conn, run)
         _warn(conn, run_id)

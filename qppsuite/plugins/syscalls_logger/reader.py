@@ -217,8 +217,18 @@ def parse_point(option: str, text: str) -> Point:
             f"40us, 900ns)"
         )
     if match["unit"] is None:
-        return Point("insn_count", int(match["number"]))
-    return Point("virtual_ns", round(float(match["number"]) * _UNITS[match["unit"]]))
+        point = Point("insn_count", int(match["number"]))
+    else:
+        point = Point("virtual_ns", round(float(match["number"]) * _UNITS[match["unit"]]))
+    if point.value > SQLITE_MAX_INTEGER:
+        raise LogDatabaseError(
+            f"{option}: {text!r} is beyond any run (at most {SQLITE_MAX_INTEGER} instructions or ns)"
+        )
+    return point
+
+
+SQLITE_MAX_INTEGER = (1 << 63) - 1
+"""The largest integer SQLite stores (a signed 64-bit value): an option beyond it matches nothing it holds."""
 
 
 def check_names(conn: sqlite3.Connection, run: int, names: list[str]) -> tuple[str, ...]:
