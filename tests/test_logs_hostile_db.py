@@ -144,7 +144,7 @@ def test_a_diverged_or_unended_run_is_named_in_the_header_lines(tmp_path: Path) 
     assert "warning: run 1 ended diverged: replay diverged: 10 instructions" in shown.stderr
     assert runner.invoke(app, ["processes", str(diverged.path)]).stdout.startswith("run 1 (ended diverged): 0 ")
     ended = _chain(tmp_path / "ended.db", 1)
-    assert runner.invoke(app, ["processes", str(ended)]).stdout.startswith("run 1: 1 processes\n")
+    assert runner.invoke(app, ["processes", str(ended)]).stdout.startswith("run 1: 1 process\n")
 
 
 def test_reading_leaves_the_directory_as_it_was(tmp_path: Path) -> None:

@@ -174,6 +174,8 @@ def syscalls(
     from qppsuite.plugins.syscalls_logger import reader
     start = None if since is None else reader.parse_point("--since", since)
     stop = None if until is None else reader.parse_point("--until", until)
+    if start is not None and stop is not None and start.column == stop.column and start.value > stop.value:
+        raise reader.LogDatabaseError(f"--since {since} is after --until {until}: no call can be in between")
     with _reading(db) as conn:
         run_id = reader.select_run(conn, run)
         _warn(conn, run_id)
@@ -341,7 +343,8 @@ def _show_processes(
         home = sub if depth + 1 < max_depth else branch
         drawing.extend((child, home, depth + 1) for child in reversed(node.children))
     unrecorded = "" if recorded else " (system calls not recorded: syscalls_logger did not write this file)"
-    tree.label = styled(f"run {run_id}" + (f" ({end})" if end else "") + f": {count} processes{unrecorded}")
+    processes = _plural(count, "process", "processes")
+    tree.label = styled(f"run {run_id}" + (f" ({end})" if end else "") + f": {processes}{unrecorded}")
     (console if console.width == width else SafeConsole(width=width)).print(tree)
 
 
@@ -407,6 +410,7 @@ def stats(
     if plot is not None and built is not None:  # drawn after the reading: its errors are not the database's
         from qppsuite.report.plot import save_activity
         save_activity(built.activity, plot, f"run {run_id} of {built.summary['image']}: system calls by kind")
+        err_console.print(styled(f"activity of run {run_id}: {plot}"), soft_wrap=True)
     if fmt is OutputFormat.json:
         json.dump(
             {
@@ -435,13 +439,14 @@ def stats(
     if not recorded:
         console.print(
             f"run {run_id}{f' ({end})' if end else ''}: system calls were not recorded (syscalls_logger did not "
-            f"write this file); {result.processes} processes",
+            f"write this file); {_plural(result.processes, 'process', 'processes')}",
             highlight=False,
         )
         return
     rate = result.failed / result.calls if result.calls else 0.0
+    by = _plural(result.processes, "process", "processes")
     console.print(
-        f"run {run_id}{f' ({end})' if end else ''}: {result.calls} system calls by {result.processes} processes, "
+        f"run {run_id}{f' ({end})' if end else ''}: {result.calls} system calls by {by}, "
         f"{result.failed} failed ({rate:.1%})",
         highlight=False,
     )
@@ -461,3 +466,7 @@ def stats(
         title="top processes",
     )
     _emit(("errno", "calls"), [[r["errno"], r["calls"]] for r in result.top_errors], fmt, title="errors")
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from qppsuite.cli import app, err_console
-from qppsuite.cli.logs_cmd import DbArg, RunOpt, _reading, _warn
+from qppsuite.cli.logs_cmd import DbArg, RunOpt, _plural, _reading, _warn
 from qppsuite.cli.terminal import styled
 from qppsuite.errors import QppsuiteError
 
@@ -82,7 +82,9 @@ def report(
     write_atomically(out, page)
     err_console.print(
         styled(
-            f"report of run {run_id} ({built.summary['processes']} processes, {built.summary['syscalls']} calls): {out}"
+            f"report of run {run_id} ({_plural(built.summary['processes'], 'process', 'processes')}, "
+            f"{_plural(built.summary['syscalls'], 'call', 'calls')}): {out}"
         ),
         soft_wrap=True,
     )
+

@@ -244,7 +244,8 @@ def check_names(conn: sqlite3.Connection, run: int, names: list[str]) -> tuple[s
         logged = {row[0] for row in conn.execute(f"SELECT DISTINCT name FROM {SYSCALLS} WHERE run_id = ?", (run,))}
         if name in logged:
             continue
-        close = difflib.get_close_matches(name, sorted(known | {n for n in logged if isinstance(n, str)}), n=1)
+        candidates = sorted(known | {n for n in logged if isinstance(n, str)})
+        close = [name.lower()] if name.lower() in known else difflib.get_close_matches(name, candidates, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
         raise LogDatabaseError(f"no such syscall: {name}{hint}")
     return wanted
