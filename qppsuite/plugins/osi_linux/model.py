@@ -29,8 +29,25 @@ def _stored(text: str, raw: bytes | None) -> str | dict[str, Any]:
     return text if raw is None else {"hex": raw.hex()}
 
 
+class _Comm:
+    """A task's name (``comm``) as text, and as the bytes the kernel holds when they are not UTF-8."""
+
+    name: str
+    raw_name: bytes | None
+
+    @property
+    def name_bytes(self) -> bytes:
+        """``comm`` as the kernel holds it (up to its NUL)."""
+        return self.raw_name if self.raw_name is not None else self.name.encode()
+
+    @property
+    def stored_name(self) -> str | dict[str, Any]:
+        """``name`` as the run database stores it: the text, or ``{"hex": ...}`` of bytes not UTF-8."""
+        return _stored(self.name, self.raw_name)
+
+
 @dataclass(frozen=True)
-class OsiProcess:
+class OsiProcess(_Comm):
     """A thread group (what ``ps`` lists), seen through its leader task.
 
     ``asid`` is the physical address of ``mm->pgd``, i.e. the TTBR0 base the
@@ -55,19 +72,9 @@ class OsiProcess:
     exit_code: int | None = None
     raw_name: bytes | None = field(default=None, compare=False)  # comm's bytes when ``name`` lost some
 
-    @property
-    def name_bytes(self) -> bytes:
-        """``comm`` as the kernel holds it (up to its NUL)."""
-        return self.raw_name if self.raw_name is not None else self.name.encode()
-
-    @property
-    def stored_name(self) -> str | dict[str, Any]:
-        """``name`` as the run database stores it: the text, or ``{"hex": ...}`` of bytes not UTF-8."""
-        return _stored(self.name, self.raw_name)
-
 
 @dataclass(frozen=True)
-class OsiThread:
+class OsiThread(_Comm):
     """One task (a thread); ``pid`` is its thread group's id (tgid), ``tid`` its own; ``state`` as for a process."""
 
     tid: int
@@ -77,16 +84,6 @@ class OsiThread:
     partial: bool = False
     state: str = "R"
     raw_name: bytes | None = field(default=None, compare=False)  # comm's bytes when ``name`` lost some
-
-    @property
-    def name_bytes(self) -> bytes:
-        """``comm`` as the kernel holds it (up to its NUL)."""
-        return self.raw_name if self.raw_name is not None else self.name.encode()
-
-    @property
-    def stored_name(self) -> str | dict[str, Any]:
-        """``name`` as the run database stores it: the text, or ``{"hex": ...}`` of bytes not UTF-8."""
-        return _stored(self.name, self.raw_name)
 
 
 @dataclass(frozen=True)
