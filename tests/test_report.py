@@ -496,3 +496,16 @@ def test_every_call_of_the_table_has_strace_s_classes() -> None:
     assert classes.kind(None, "openat") == "file" and classes.kind(None, "no_such_call") == "other"
     for number, spec in SYSCALLS.items():
         assert classes.kind(number) == classes.kind(None, spec.name) in classes.KINDS
+
+
+def test_a_plugin_table_another_run_made_is_not_this_run_s_source(tmp_path: Path) -> None:
+    """Break test of issue 14: a file whose first run loaded net_activity and proc_events has their tables; a
+    later run without them must take its endpoints and names from its own calls, not from those tables."""
+    db = _hostile_db(tmp_path / "two.db", "cat", "/etc/passwd")
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE net_sockets (id INTEGER PRIMARY KEY, run_id INTEGER)")
+        conn.execute("CREATE TABLE proc_events (id INTEGER PRIMARY KEY, run_id INTEGER)")
+        conn.execute("UPDATE runs SET plugins = ?", (json.dumps(["osi_linux", "syscalls", "syscalls_logger"]),))
+    sources = _built(db).sources
+    assert sources["endpoints"] == "syscalls (decoded socket addresses)"
+    assert sources["names over time"] == "processes.names (no times)"

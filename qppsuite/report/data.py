@@ -113,8 +113,20 @@ class RunReport:
     warning: str | None
 
 
-def _tables(conn: sqlite3.Connection) -> set[str]:
-    return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+#: The analysis plugins' tables the report reads, by the plugin that writes them.
+PLUGIN_TABLES = {"proc_events": "proc_events", "file_activity": "file_activity", "net_sockets": "net_activity"}
+
+
+def _run_tables(conn: sqlite3.Connection, plugins: object) -> set[str]:
+    """The plugin tables that hold this run's rows: in the file, and written by a plugin the run loaded
+    (``runs.plugins``, a JSON list).  A file may hold runs with other plugins: a table another run made
+    says nothing of this one, whose facts then come from its calls."""
+    try:
+        loaded = set(json.loads(plugins)) if isinstance(plugins, str) else set()
+    except (ValueError, TypeError):
+        loaded = set()
+    present = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return {table for table, plugin in PLUGIN_TABLES.items() if table in present and plugin in loaded}
 
 
 def _wall_seconds(started: str | None, ended: str | None) -> float | None:
@@ -177,8 +189,8 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
     file propagate (the command turns them into one line).
     """
     run_id = reader.select_run(conn, run)
-    tables = _tables(conn)
     info = conn.execute(f"SELECT * FROM {reader.RUNS} WHERE id = ?", (run_id,)).fetchone()
+    tables = _run_tables(conn, info["plugins"])
     roots = reader.process_tree(conn, run_id)
     order = _tree_order(roots)
     exits: dict[int, tuple[int | None, str | None]] = {}
