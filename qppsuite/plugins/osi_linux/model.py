@@ -46,6 +46,23 @@ class _Comm:
         return _stored(self.name, self.raw_name)
 
 
+class _Path:
+    """A path as text, and as the bytes the kernel holds when they are not UTF-8."""
+
+    path: str
+    raw_path: bytes | None
+
+    @property
+    def path_bytes(self) -> bytes:
+        """The path as the kernel gives it (``/proc/PID/maps``, ``readlink``), in bytes."""
+        return self.raw_path if self.raw_path is not None else self.path.encode()
+
+    @property
+    def stored_path(self) -> str | dict[str, Any]:
+        """``path`` as the run database stores it: the text, or ``{"hex": ...}`` of bytes not UTF-8."""
+        return _stored(self.path, self.raw_path)
+
+
 @dataclass(frozen=True)
 class OsiProcess(_Comm):
     """A thread group (what ``ps`` lists), seen through its leader task.
@@ -87,7 +104,7 @@ class OsiThread(_Comm):
 
 
 @dataclass(frozen=True)
-class OsiMapping:
+class OsiMapping(_Path):
     """One line of ``/proc/PID/maps``: ``perms`` like ``r-xp``, ``path`` like the kernel names it.
 
     ``path`` is a file's full path, ``[heap]``, ``[stack]``, ``[vdso]``,
@@ -105,19 +122,9 @@ class OsiMapping:
     truncated: bool = False
     raw_path: bytes | None = field(default=None, compare=False)  # the path's bytes when ``path`` lost some
 
-    @property
-    def path_bytes(self) -> bytes:
-        """The path as the kernel prints it, in bytes."""
-        return self.raw_path if self.raw_path is not None else self.path.encode()
-
-    @property
-    def stored_path(self) -> str | dict[str, Any]:
-        """``path`` as the run database stores it: the text, or ``{"hex": ...}`` of bytes not UTF-8."""
-        return _stored(self.path, self.raw_path)
-
 
 @dataclass(frozen=True)
-class OsiFile:
+class OsiFile(_Path):
     """An open file of a process: ``path`` as ``readlink /proc/PID/fd/N`` gives it.
 
     ``truncated``: the path is longer than PATH_MAX (4096 bytes, where the
@@ -130,16 +137,6 @@ class OsiFile:
     truncated: bool = False
     partial: bool = False
     raw_path: bytes | None = field(default=None, compare=False)  # the path's bytes when ``path`` lost some
-
-    @property
-    def path_bytes(self) -> bytes:
-        """The path as ``readlink`` gives it, in bytes."""
-        return self.raw_path if self.raw_path is not None else self.path.encode()
-
-    @property
-    def stored_path(self) -> str | dict[str, Any]:
-        """``path`` as the run database stores it: the text, or ``{"hex": ...}`` of bytes not UTF-8."""
-        return _stored(self.path, self.raw_path)
 
 
 @dataclass(frozen=True)
