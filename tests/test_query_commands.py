@@ -242,6 +242,19 @@ def test_the_console_filter_holds_only_what_may_still_be_a_time_stamp() -> None:
     assert marks == ["start", "end 12"]
 
 
+
+def test_with_the_kernel_log_the_console_keeps_its_lines_and_still_marks_the_command() -> None:
+    """Break test of issue 14: --kernel-log showed the kernel's lines but dropped the command's marks."""
+    out: list[bytes] = []
+    marks: list[str] = []
+    console = CommandConsole(lambda data: out.append(data) or marks.append("line"), marks.append, kernel=True)
+    for byte in b"[    0.673589] Run /init\r\nhello\nQPPSUITE-EXIT 0\n[ 2.0] bye\n":
+        console(bytes([byte]))
+    assert b"".join(out) == b"[    0.673589] Run /init\r\nhello\nQPPSUITE-EXIT 0\n[ 2.0] bye\n"
+    assert [m for m in marks if m != "line"] == ["start", "end 0"]
+    assert marks.index("start") > 0  # after the kernel's line, before the command's first
+
+
 @pytest.mark.parametrize(
     ("text", "point"),
     [

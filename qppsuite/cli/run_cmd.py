@@ -281,8 +281,8 @@ def run_command(
         channel_progress(err_console, quiet) as progress,
     ):
         shown: Callable[[bytes], None] | None = stream
-        if stream is not None and console is None and cmd is not None and not interactive and not kernel_log:
-            shown = CommandConsole(stream, _command_mark)
+        if stream is not None and console is None and cmd is not None and not interactive:
+            shown = CommandConsole(stream, _command_mark, kernel=kernel_log)
         result = run(options, shown, io=GuestIO(host=host, progress=progress))
     say_database(result)
     mips = result.insn_count / result.wall_seconds / 1e6 if result.wall_seconds else 0.0

@@ -211,11 +211,13 @@ class CommandConsole:
     starting with a time stamp; one a program prints that way is left out too (``--kernel-log`` shows all).
     """
 
-    def __init__(self, sink: Callable[[bytes], None], mark: Callable[[str], None]) -> None:
+    def __init__(self, sink: Callable[[bytes], None], mark: Callable[[str], None], *, kernel: bool = False) -> None:
         self.sink = sink
         self.mark = mark
+        #: Pass the kernel's lines too (``--kernel-log``): the marks still say where the command's output is.
+        self.kernel = kernel
         self._held = b""
-        self._mode = "start"  # at a line's start; "pass" or "drop" the rest of the current line
+        self._mode = "start"  # at a line's start; "pass", "drop" or ("kernel") pass the rest of a kernel line
         self._started = False
         self._ending: bytes | None = None  # the exit marker's line so far: mark the end after it
 
@@ -224,7 +226,7 @@ class CommandConsole:
         while held:
             if self._mode == "start":
                 if _PRINTK.match(held):
-                    self._mode = "drop"
+                    self._mode = "kernel" if self.kernel else "drop"
                     continue
                 newline = b"\n" in held
                 if not newline and (_PRINTK_PREFIX.fullmatch(held) or _EXIT_MARK.startswith(held)):
@@ -237,7 +239,9 @@ class CommandConsole:
                 continue
             end = held.find(b"\n")
             line, held = (held, b"") if end < 0 else (held[: end + 1], held[end + 1 :])
-            if self._mode == "pass":
+            if self._mode == "kernel":
+                self.sink(line)
+            elif self._mode == "pass":
                 self.sink(line)
                 if self._ending is not None:
                     self._ending += line
