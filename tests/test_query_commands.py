@@ -242,7 +242,6 @@ def test_the_console_filter_holds_only_what_may_still_be_a_time_stamp() -> None:
     assert marks == ["start", "end 12"]
 
 
-
 def test_with_the_kernel_log_the_console_keeps_its_lines_and_still_marks_the_command() -> None:
     """Break test of issue 14: --kernel-log showed the kernel's lines but dropped the command's marks."""
     out: list[bytes] = []
@@ -309,3 +308,25 @@ def test_a_number_beyond_sqlite_is_one_line_not_a_traceback(tmp_path: Path, opti
     SyscallDatabase(db, {"image": "x"}).close()
     code, err = run_main(["syscalls", str(db), *option])
     assert code != 0 and "Traceback" not in err and err.startswith("error: "), err
+
+
+def test_an_fd_path_that_is_not_utf8_is_shown_escaped_not_as_its_stored_json() -> None:
+    """Break test of issue 14: the fd column showed `{"hex": "2f746d702ffffe626164"}`."""
+    import io
+
+    from qppsuite.cli.logs_cmd import _stream_syscalls
+
+    row = {
+        "seq": 1,
+        "virtual_ns": 1_000,
+        "pid": 98,
+        "tid": 98,
+        "process_name": "python3",
+        "ending": None,
+        "text": 'write(3, "x", 1) = 1',
+        "fds": {"fd": '{"hex": "2f746d702ffffe626164"}'},
+        "fd_path": {"hex": "2f746d702ffffe626164"},
+    }
+    out = io.StringIO()
+    assert _stream_syscalls(iter([row]), out) == 1
+    assert out.getvalue().splitlines()[1].endswith("# fd=/tmp/\\xff\\xfebad, ret=/tmp/\\xff\\xfebad")

@@ -216,6 +216,8 @@ _ROW = "{:>7} {:>12} {:>5} {:>5} {:<15}"
 def _stream_syscalls(rows: Iterator[dict[str, Any]], out: TextIO) -> int:
     """One line per call, written as it is read (a table of 40,000 calls starts at once and takes about a
     second, where rich's table measured every cell first: 43 s); every guest string escaped (:func:`visible`)."""
+    from qppsuite.plugins.syscalls_logger.reader import stored_text
+
     out.write(_ROW.format("seq", "time (s)", "pid", "tid", "process") + " call\n")
     count = 0
     for row in rows:
@@ -232,9 +234,9 @@ def _stream_syscalls(rows: Iterator[dict[str, Any]], out: TextIO) -> int:
         call = visible(row["text"] or "")
         if row["ending"]:
             call += f" (no return: {visible(row['ending'])})"
-        files = [f"{name}={visible(path)}" for name, path in row["fds"].items()]
-        if row["fd_path"] is not None:
-            files.append(f"ret={visible(row['fd_path'])}")
+        files = [f"{name}={visible(str(stored_text(path)))}" for name, path in row["fds"].items()]
+        if row["fd_path"] is not None:  # a path that is not UTF-8 is stored {"hex": ...}: shown with \xNN
+            files.append(f"ret={visible(str(stored_text(row['fd_path'])))}")
         out.write(f"{line} {call}{'  # ' + ', '.join(files) if files else ''}\n")
     out.write(f"{count} system calls\n")
     out.flush()
