@@ -66,10 +66,7 @@ class ProcessRows:
         elif row["name"] != name or row["ppid"] != proc.ppid:
             row["ppid"] = proc.ppid
             if row["name"] != name:
-                row["name"] = name
-                names = self._names[row["id"]]
-                names.append(stored)
-                row["names"] = json.dumps(names)
+                _rename(row, self._names[row["id"]], name, stored)
             self.dirty[row["id"]] = row
         return row
 
@@ -99,10 +96,7 @@ class ProcessRows:
             self._thread_names[row_id] = [stored]
             self.dirty_threads[row_id] = row
         elif row["name"] != name:
-            row["name"] = name
-            names = self._thread_names[row["id"]]
-            names.append(stored)
-            row["names"] = json.dumps(names)
+            _rename(row, self._thread_names[row["id"]], name, stored)
             self.dirty_threads[row["id"]] = row
         return row
 
@@ -115,3 +109,10 @@ class ProcessRows:
         processes, self.dirty = list(self.dirty.values()), {}
         threads, self.dirty_threads = list(self.dirty_threads.values()), {}
         return processes, threads
+
+
+def _rename(row: dict[str, Any], history: list[JSONValue], name: str | None, stored: JSONValue) -> None:
+    """A process's or thread's new name: its row's ``name``, and its ``names`` history (JSON) gaining it."""
+    row["name"] = name
+    history.append(stored)
+    row["names"] = json.dumps(history)
