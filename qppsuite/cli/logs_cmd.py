@@ -411,7 +411,8 @@ def stats(
             built = data.build(conn, run_id)
     if plot is not None and built is not None:  # drawn after the reading: its errors are not the database's
         from qppsuite.report.plot import save_activity
-        save_activity(built.activity, plot, f"run {run_id} of {built.summary['image']}: system calls by kind")
+        title = f"run {run_id} of {built.summary['image']}: system calls by kind"
+        save_activity(built.activity, built.timebase, plot, title)
         err_console.print(styled(f"activity of run {run_id}: {plot}"), soft_wrap=True)
     if fmt is OutputFormat.json:
         json.dump(
