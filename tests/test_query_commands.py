@@ -223,7 +223,7 @@ def test_the_console_of_a_command_has_no_kernel_log_and_marks_the_command(
 ) -> None:
     ran = qppsuite("run", str(default_image.path), *start, "--cmd", "echo hello; exit 3")
     assert ran.returncode == 0, ran.stderr
-    assert ran.stdout.replace("\r", "") == "hello\nQPPSUITE-EXIT 3\n"
+    assert ran.stdout.replace("\r", "") == "hello\n"  # the agent's exit marker is the end mark's status
     marks = [line for line in ran.stderr.splitlines() if line.startswith("──")]
     assert marks == ["── the command's output ──", "── the command ended: exit status 3 ──"]
     shown = qppsuite("run", str(default_image.path), *start, "--kernel-log", "--cmd", "echo hello")
@@ -238,7 +238,7 @@ def test_the_console_filter_holds_only_what_may_still_be_a_time_stamp() -> None:
     console = CommandConsole(out.append, marks.append)
     for byte in b"[    0.673589] Run /init\r\n[not a stamp]\r\n[  1.2] x\n10 < 20\nQPPSUITE-EXIT 12\r\n[ 2.0] bye\n":
         console(bytes([byte]))
-    assert b"".join(out) == b"[not a stamp]\r\n10 < 20\nQPPSUITE-EXIT 12\r\n"
+    assert b"".join(out) == b"[not a stamp]\r\n10 < 20\n"
     assert marks == ["start", "end 12"]
 
 
@@ -249,7 +249,7 @@ def test_with_the_kernel_log_the_console_keeps_its_lines_and_still_marks_the_com
     console = CommandConsole(lambda data: out.append(data) or marks.append("line"), marks.append, kernel=True)
     for byte in b"[    0.673589] Run /init\r\nhello\nQPPSUITE-EXIT 0\n[ 2.0] bye\n":
         console(bytes([byte]))
-    assert b"".join(out) == b"[    0.673589] Run /init\r\nhello\nQPPSUITE-EXIT 0\n[ 2.0] bye\n"
+    assert b"".join(out) == b"[    0.673589] Run /init\r\nhello\n[ 2.0] bye\n"
     assert [m for m in marks if m != "line"] == ["start", "end 0"]
     assert marks.index("start") > 0  # after the kernel's line, before the command's first
 
