@@ -356,10 +356,19 @@ def iter_syscalls(
         (where.run, *names),
     )
     pending = changes.fetchone()
+    namings = _named_fds(conn, where.run)
+    naming = next(namings, None)
     for row in rows:
-        while pending is not None and pending["seq"] < row["seq"]:
-            tables.apply(dict(pending))
-            pending = changes.fetchone()
+        # What happened before the call, in order: a naming at a call holds during it, before its change.
+        while True:
+            if naming is not None and naming[0] <= row["seq"] and (pending is None or naming[0] <= pending["seq"]):
+                tables.name(*naming[1:])
+                naming = next(namings, None)
+            elif pending is not None and pending["seq"] < row["seq"]:
+                tables.apply(dict(pending))
+                pending = changes.fetchone()
+            else:
+                break
         row["fds"] = fd_paths.call_fds(tables, row, _args(row["args"])) if fd_paths.fd_arguments(row["name"]) else {}
         while pending is not None and pending["seq"] == row["seq"]:
             tables.apply(dict(pending))
@@ -372,6 +381,18 @@ def iter_syscalls(
 def _args(text: str | None) -> dict[str, Any]:
     value = json.loads(text) if text else {}
     return value if isinstance(value, dict) else {}
+
+
+def _named_fds(conn: sqlite3.Connection, run: int) -> Iterator[tuple[int, int, int, str]]:
+    """``file_activity``'s ``file_fds`` rows of the run, in call order: (seq, process row, fd, path); none
+    without that table."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'file_fds'").fetchone() is None:
+        return
+    for seq, process_id, fd, path in conn.execute(
+        "SELECT syscall_seq, process_id, fd, path FROM file_fds WHERE run_id = ? ORDER BY syscall_seq, id", (run,)
+    ):
+        if isinstance(seq, int) and isinstance(process_id, int) and isinstance(fd, int) and isinstance(path, str):
+            yield seq, process_id, fd, path
 
 
 def _recorded_files(conn: sqlite3.Connection, run: int) -> dict[int, list[str]]:
