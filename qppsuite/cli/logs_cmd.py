@@ -183,7 +183,7 @@ def syscalls(
             run_id,
             pid=pid,
             tid=tid,
-            process=process,
+            process=reader.check_process(conn, run_id, process),
             names=reader.check_names(conn, run_id, name or []),
             failed=failed,
             limit=limit,

@@ -251,6 +251,30 @@ def check_names(conn: sqlite3.Connection, run: int, names: list[str]) -> tuple[s
     return wanted
 
 
+def check_process(conn: sqlite3.Connection, run: int, name: str | None) -> str | None:
+    """A ``--process`` name, checked: one no call of the run was made under is one line naming the run's
+    names it may mean (a longer one it starts, as ``python`` for ``python3``, or the kernel's 15-byte cut of
+    it, as ``systemd-journal``, or the closest spellings)."""
+    if name is None:
+        return None
+    made = conn.execute(f"SELECT 1 FROM {SYSCALLS} WHERE run_id = ? AND process_name = ? LIMIT 1", (run, name))
+    if made.fetchone() is not None:
+        return name
+    names = sorted(
+        {row[0] for row in conn.execute(f"SELECT DISTINCT process_name FROM {SYSCALLS} WHERE run_id = ?", (run,))}
+        - {None}
+    )
+    candidates = [str(n) for n in names]
+    close = [n for n in candidates if n.startswith(name) or (len(n) == TASK_COMM_LEN - 1 and name.startswith(n))]
+    close = close or difflib.get_close_matches(name, candidates, n=3)
+    hint = f"; did you mean {' or '.join(close[:3])}?" if close else ""
+    raise LogDatabaseError(f"--process: no call of run {run} was made by a process named {name}{hint}")
+
+
+TASK_COMM_LEN = 16
+"""include/linux/sched.h: a task's name (comm) holds 15 bytes and a NUL; exec and prctl cut longer names."""
+
+
 def follow(conn: sqlite3.Connection, run: int, pid: int) -> list[int]:
     """Process row ids of every process of the run that had ``pid`` (a reused pid is several) and of all their
     descendants, as :func:`process_tree` links them; none is one :class:`LogDatabaseError` line."""
