@@ -335,6 +335,30 @@ def test_an_fd_path_that_is_not_utf8_is_shown_escaped_not_as_its_stored_json() -
     assert out.getvalue().splitlines()[1].endswith("# fd=/tmp/\\xff\\xfebad, ret=/tmp/\\xff\\xfebad")
 
 
+def test_a_process_name_that_is_not_utf8_is_shown_escaped_not_as_its_stored_json() -> None:
+    """Break test of issue 14: after prctl(PR_SET_NAME, b"\\xff\\xfe\\xfdbad") the process column showed
+    `{"hex": "fffefd626164"}` (``processes`` showed `\\xff\\xfe\\xfdbad`)."""
+    import io
+
+    from qppsuite.cli.logs_cmd import _stream_syscalls
+
+    row = {
+        "seq": 1,
+        "virtual_ns": 1_000,
+        "pid": 97,
+        "tid": 97,
+        "process_name": '{"hex": "fffefd626164"}',
+        "ending": None,
+        "text": "getpid() = 97",
+        "fds": {},
+        "fd_path": None,
+    }
+    out = io.StringIO()
+    assert _stream_syscalls(iter([row]), out) == 1
+    line = out.getvalue().splitlines()[1]
+    assert "\\xff\\xfe\\xfdbad getpid() = 97" in line and "hex" not in line
+
+
 def _call(seq: int, name: str, args: dict[str, Any], retval: int = 0) -> dict[str, Any]:
     return {"seq": seq, "process_id": 1, "name": name, "args": json.dumps(args), "outputs": None, "retval": retval,
             "child": 0, "parent_seq": None, "ending": None}  # fmt: skip

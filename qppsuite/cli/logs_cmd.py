@@ -229,7 +229,7 @@ def _stream_syscalls(rows: Iterator[dict[str, Any]], out: TextIO) -> int:
             "" if ns is None else f"{ns / 1e9:.6f}",
             "" if pid is None else pid,
             "" if tid is None else tid,
-            visible(row["process_name"] or ""),
+            visible(str(stored_text(row["process_name"] or ""))),
         )
         call = visible(row["text"] or "")
         if row["ending"]:
@@ -462,7 +462,7 @@ def stats(
     _emit(
         ("process", "pid", "calls", "failed", "failure rate"),
         [
-            [r["process_name"], r["pid"], r["calls"], r["failed"], f"{r['failure_rate']:.1%}"]
+            [reader.stored_text(r["process_name"]), r["pid"], r["calls"], r["failed"], f"{r['failure_rate']:.1%}"]
             for r in result.top_processes
         ],
         fmt,
