@@ -234,27 +234,59 @@ def test_the_console_of_a_command_has_no_kernel_log_and_marks_the_command(
     assert ("Booting Linux on physical CPU" in shown.stdout) == bool(start)
 
 
-def test_the_console_filter_holds_only_what_may_still_be_a_time_stamp() -> None:
-    """Bytes arrive one at a time from the UART: a line is shown as soon as it cannot be printk's."""
+def _console(data: bytes, *, kernel: bool = False, finish: bool = True) -> tuple[bytes, list[str]]:
+    """What a CommandConsole passes on and marks when ``data`` arrives a byte at a time, as from the UART;
+    ``marks`` also holds ``"line"`` wherever output was passed, to show the order."""
     out: list[bytes] = []
     marks: list[str] = []
-    console = CommandConsole(out.append, marks.append)
-    for byte in b"[    0.673589] Run /init\r\n[not a stamp]\r\n[  1.2] x\n10 < 20\nQPPSUITE-EXIT 12\r\n[ 2.0] bye\n":
+    console = CommandConsole(lambda data: out.append(data) or marks.append("line"), marks.append, kernel=kernel)
+    for byte in data:
         console(bytes([byte]))
-    assert b"".join(out) == b"[not a stamp]\r\n10 < 20\n"
-    assert marks == ["start", "end 12"]
+    if finish:
+        console.finish()
+    return b"".join(out), [m for n, m in enumerate(marks) if m != "line" or marks[n - 1 : n] != ["line"]]
+
+
+def test_the_console_filter_holds_only_what_may_still_be_a_time_stamp() -> None:
+    shown, marks = _console(
+        b"[    0.673589] Run /init\r\n[not a stamp]\r\n[  1.200000] x\n10 < 20\nQPPSUITE-EXIT 12\r\n"
+    )
+    assert shown == b"[not a stamp]\r\n10 < 20\n"
+    assert marks == ["start", "line", "end 12"]
+    out: list[bytes] = []
+    console = CommandConsole(out.append, lambda _: None)
+    for byte in b"hello\n[  12.5":
+        console(bytes([byte]))
+    assert b"".join(out) == b"hello\n"  # "[  12.5" may still become printk's stamp
+
+
+def test_lines_a_program_prints_like_a_stamp_are_its_output() -> None:
+    """Break test of issue 14: `[1.5] step one done` was left out as a kernel line; printk's stamp has six
+    digits after the point (kernel/printk/printk.c)."""
+    shown, _ = _console(b"[1.5] step one done\n[    0.25] elapsed\n[    1.000000] kernel\nok\nQPPSUITE-EXIT 0\n")
+    assert shown == b"[1.5] step one done\n[    0.25] elapsed\nok\n"
+
+
+def test_an_exit_line_the_program_prints_is_its_output_and_not_the_end() -> None:
+    """Break test of issue 14: `echo QPPSUITE-EXIT 99` in the command ended the output with status 99."""
+    shown, marks = _console(b"before\nQPPSUITE-EXIT 99\nafter\nQPPSUITE-EXIT 1\r\n[   2.000000] reboot: Power down\n")
+    assert shown == b"before\nQPPSUITE-EXIT 99\nafter\n"
+    assert marks == ["start", "line", "end 1"]
+    shown, marks = _console(b"no newline at its endQPPSUITE-EXIT 3\r\n")  # printf without \n, then init.sh's line
+    assert (shown, marks) == (b"no newline at its end", ["start", "line", "end 3"])
+
+
+def test_a_run_stopped_before_the_command_ended_says_so() -> None:
+    assert _console(b"working\nstill work")[1] == ["start", "line", "unfinished"]
+    assert _console(b"")[1] == ["unfinished"]
+    assert _console(b"partial QPPSUITE-EX")[0] == b"partial QPPSUITE-EX"  # held while it might be the end, then shown
 
 
 def test_with_the_kernel_log_the_console_keeps_its_lines_and_still_marks_the_command() -> None:
     """Break test of issue 14: --kernel-log showed the kernel's lines but dropped the command's marks."""
-    out: list[bytes] = []
-    marks: list[str] = []
-    console = CommandConsole(lambda data: out.append(data) or marks.append("line"), marks.append, kernel=True)
-    for byte in b"[    0.673589] Run /init\r\nhello\nQPPSUITE-EXIT 0\n[ 2.0] bye\n":
-        console(bytes([byte]))
-    assert b"".join(out) == b"[    0.673589] Run /init\r\nhello\n[ 2.0] bye\n"
-    assert [m for m in marks if m != "line"] == ["start", "end 0"]
-    assert marks.index("start") > 0  # after the kernel's line, before the command's first
+    shown, marks = _console(b"[    0.673589] Run /init\r\nhello\nQPPSUITE-EXIT 0\n[    2.000000] bye\n", kernel=True)
+    assert shown == b"[    0.673589] Run /init\r\nhello\n[    2.000000] bye\n"
+    assert marks == ["line", "start", "line", "end 0", "line"]  # the power-off lines come after the end mark
 
 
 @pytest.mark.parametrize(
