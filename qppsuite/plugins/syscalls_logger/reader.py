@@ -252,23 +252,24 @@ def check_names(conn: sqlite3.Connection, run: int, names: list[str]) -> tuple[s
 
 
 def check_process(conn: sqlite3.Connection, run: int, name: str | None) -> str | None:
-    """A ``--process`` name, checked: one no call of the run was made under is one line naming the run's
-    names it may mean (a longer one it starts, as ``python`` for ``python3``, or the kernel's 15-byte cut of
-    it, as ``systemd-journal``, or the closest spellings)."""
+    """A ``--process`` name, checked, as the column stores it: the name as the views show it (a byte that is
+    not UTF-8 as ``\\xff``, or given raw) of a process the run's calls were made under.  Any other name is one
+    line naming the run's names it may mean (a longer one it starts, as ``python3`` for ``python``, the
+    kernel's 15-byte cut of it, as ``systemd-journal``, or the closest spellings)."""
     if name is None:
         return None
-    made = conn.execute(f"SELECT 1 FROM {SYSCALLS} WHERE run_id = ? AND process_name = ? LIMIT 1", (run, name))
-    if made.fetchone() is not None:
-        return name
-    names = sorted(
-        {row[0] for row in conn.execute(f"SELECT DISTINCT process_name FROM {SYSCALLS} WHERE run_id = ?", (run,))}
-        - {None}
-    )
-    candidates = [str(n) for n in names]
-    close = [n for n in candidates if n.startswith(name) or (len(n) == TASK_COMM_LEN - 1 and name.startswith(n))]
-    close = close or difflib.get_close_matches(name, candidates, n=3)
+    given = _text(name.encode("utf-8", "surrogateescape"))  # a raw argument's bytes, as the views show them
+    if not given:
+        raise LogDatabaseError("--process: give a process name (as `qppsuite processes` shows it)")
+    query = f"SELECT DISTINCT process_name FROM {SYSCALLS} WHERE run_id = ? AND process_name IS NOT NULL"
+    shown = {str(stored_text(stored)): stored for (stored,) in conn.execute(query, (run,))}
+    if given in shown:
+        return str(shown[given])
+    names = sorted(shown)
+    close = [n for n in names if n.startswith(given) or (len(n) == TASK_COMM_LEN - 1 and given.startswith(n))]
+    close = close or difflib.get_close_matches(given, names, n=3)
     hint = f"; did you mean {' or '.join(close[:3])}?" if close else ""
-    raise LogDatabaseError(f"--process: no call of run {run} was made by a process named {name}{hint}")
+    raise LogDatabaseError(f"--process: no call of run {run} was made by a process named {given}{hint}")
 
 
 TASK_COMM_LEN = 16
