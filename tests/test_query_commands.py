@@ -30,7 +30,7 @@ from qppsuite.cli.terminal import CommandConsole
 from qppsuite.images.bundle import ImageBundle
 from qppsuite.plugins.file_activity import FileActivity
 from qppsuite.plugins.syscalls_logger.database import SyscallDatabase
-from qppsuite.plugins.syscalls_logger.fd_paths import FdTables, fd_arguments
+from qppsuite.plugins.syscalls_logger.fd_paths import FdTables, Lookback, fd_arguments
 from qppsuite.plugins.syscalls_logger.reader import LogDatabaseError, Point, parse_point
 
 SCRIPT = (
@@ -112,16 +112,16 @@ def test_the_fd_paths_shown_are_the_ones_strace_printed_in_the_guest(straced: tu
             key = (row["tid"], row["name"], row["args"][argument])
             shown.setdefault(key, []).append(row["fds"].get(argument))
     # Call by call, the path shown is the one strace printed.  An fd from before the run (the console, strace's
-    # file) is named by file_activity's file_fds from the process's first read or write of it on, and by nothing
-    # before that.  A pipe made in the run is the run's pipe:[N] where strace shows its inode pipe:[I]: one of ours
-    # is always the same one of strace's.
+    # file) is named by file_activity's file_fds: the process's fds when the plugin first saw it, and an fd at its
+    # first read or write, back to the fd's last change.  A pipe made in the run is the run's pipe:[N] where strace
+    # shows its inode pipe:[I]: one of ours is always the same one of strace's.
     pipes: dict[str, str] = {}
     compared = inherited = 0
     for key in said.keys() & shown.keys():
         assert len(said[key]) == len(shown[key]), (key, said[key], shown[key])
         for theirs, ours in zip(said[key], shown[key], strict=True):
             if ours is None:
-                assert theirs is None or theirs.startswith("/dev/") or theirs == "/tmp/s.txt", (key, theirs)
+                assert theirs is None, (key, theirs)  # an fd that was not open (F_GETFD of 5 before `exec 5<`)
             elif ours != theirs and ours.startswith("pipe:["):
                 assert theirs is not None and pipes.setdefault(ours, theirs) == theirs, (key, ours, theirs)
             else:
@@ -406,3 +406,24 @@ def test_an_fd_from_before_the_run_takes_file_activity_s_name_and_one_opened_in_
     tables.apply(_call(3, "pipe2", {"flags": 0}) | {"outputs": json.dumps({"fildes": [3, 4]})})
     tables.name(1, 3, "pipe:[4242]")  # the kernel's inode: the run's own number stays, as the other end has it
     assert tables.path(1, 3) == tables.path(1, 4) == "pipe:[1]"
+
+
+def test_a_naming_holds_back_to_the_fd_s_last_change_in_the_process() -> None:
+    """Break test of issue 14: `statx(1)` and `dup2(2, 1)` before a process's first write to 1 were unnamed."""
+    calls = [
+        _call(5, "openat", {"filename": "/tmp/a"}, retval=3),  # process 1 makes fd 3 at 5
+        _call(7, "close", {"fd": 4}),
+        _call(9, "dup2", {"oldfd": 3, "newfd": 1}, retval=1),  # fd 1 changes at 9
+    ]
+    back = Lookback.build([(6, 1, 3, "/tmp/a"), (8, 1, 1, "/dev/console"), (12, 1, 1, "/tmp/a"), (8, 1, 4, "x")], calls)
+    assert [back.path(1, 1, seq) for seq in (2, 8, 9, 10, 12, 13)] == [
+        "/dev/console",  # from before the run up to the naming at 8
+        "/dev/console",
+        None,  # the dup2 made fd 1 anew: the naming at 12 is not of the fd it was given (FdTables, forward, is)
+        "/tmp/a",
+        "/tmp/a",
+        None,  # after the last naming: the calls' own replay names it
+    ]
+    assert back.path(1, 3, 5) is None and back.path(1, 3, 6) == "/tmp/a"  # not at or before the open that made it
+    assert back.path(1, 4, 3) is None  # closed at 7, before its naming at 8: that naming is of another epoch
+    assert back.path(2, 1, 2) is None  # another process

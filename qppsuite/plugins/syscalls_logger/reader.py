@@ -381,7 +381,19 @@ def iter_syscalls(
         (where.run, *names),
     )
     pending = changes.fetchone()
-    namings = _named_fds(conn, where.run)
+    named = list(_named_fds(conn, where.run))
+    back = None
+    if named:
+        touching = tuple(dict.fromkeys(fd_paths.TOUCHING))
+        back = fd_paths.Lookback.build(
+            named,
+            conn.execute(
+                f"SELECT seq, process_id, name, args, outputs, retval FROM {SYSCALLS} "
+                f"WHERE run_id = ? AND name IN ({', '.join('?' * len(touching))}) ORDER BY seq",
+                (where.run, *touching),
+            ),
+        )
+    namings = iter(named)
     naming = next(namings, None)
     for row in rows:
         # What happened before the call, in order: a naming at a call holds during it, before its change.
@@ -394,7 +406,9 @@ def iter_syscalls(
                 pending = changes.fetchone()
             else:
                 break
-        row["fds"] = fd_paths.call_fds(tables, row, _args(row["args"])) if fd_paths.fd_arguments(row["name"]) else {}
+        row["fds"] = (
+            fd_paths.call_fds(tables, row, _args(row["args"]), back) if fd_paths.fd_arguments(row["name"]) else {}
+        )
         while pending is not None and pending["seq"] == row["seq"]:
             tables.apply(dict(pending))
             pending = changes.fetchone()
