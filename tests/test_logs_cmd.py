@@ -127,6 +127,13 @@ def test_a_process_name_that_is_not_utf8_is_chosen_as_the_views_show_it_or_raw(d
     assert code == 1 and output.startswith("error: --process: give a process name"), output
 
 
+@pytest.mark.parametrize("option", ["--pid", "--tid"])
+def test_a_pid_or_tid_no_call_was_made_by_is_one_line(db: Path, option: str) -> None:
+    """Break test of issue 14: `--pid 9999` printed "0 system calls" and exit 0, where --follow said there was none."""
+    code, output = run_main(["syscalls", str(db), option, "9999"])
+    assert code == 1 and output == f"error: {option}: no call of run 1 was made by {option[2:]} 9999\n", output
+
+
 def test_syscalls_csv_and_table(db: Path) -> None:
     parsed = list(csv.DictReader(io.StringIO(invoke("syscalls", str(db), "--format", "csv"))))
     assert [r["name"] for r in parsed] == ["wait4", "openat", "openat", "read", "read", "openat"]

@@ -56,8 +56,10 @@ def _reading(db: Path, *, any_version: bool = False) -> Iterator[sqlite3.Connect
     conn = reader.open_readonly(db, any_version=any_version)
     try:
         yield conn
-    except (sqlite3.Error, ValueError, TypeError, KeyError) as exc:
-        raise reader.LogDatabaseError(f"cannot read {db}: {type(exc).__name__}: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise reader.LogDatabaseError(f"cannot read {db}: {exc}") from exc
+    except (ValueError, TypeError, KeyError) as exc:  # a column holding what no qppsuite writes
+        raise reader.LogDatabaseError(f"cannot read {db}: a damaged or edited value ({exc})") from exc
     finally:
         conn.close()
 
@@ -181,8 +183,8 @@ def syscalls(
         _warn(conn, run_id)
         where = reader.SyscallFilter(
             run_id,
-            pid=pid,
-            tid=tid,
+            pid=reader.check_caller(conn, run_id, "pid", pid),
+            tid=reader.check_caller(conn, run_id, "tid", tid),
             process=reader.check_process(conn, run_id, process),
             names=reader.check_names(conn, run_id, name or []),
             failed=failed,

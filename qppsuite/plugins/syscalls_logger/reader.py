@@ -251,6 +251,16 @@ def check_names(conn: sqlite3.Connection, run: int, names: list[str]) -> tuple[s
     return wanted
 
 
+def check_caller(conn: sqlite3.Connection, run: int, column: str, value: int | None) -> int | None:
+    """A ``--pid`` or ``--tid`` (``column``), checked: one no call of the run was made by is one line."""
+    if value is None:
+        return None
+    made = conn.execute(f"SELECT 1 FROM {SYSCALLS} WHERE run_id = ? AND {column} = ? LIMIT 1", (run, value))
+    if made.fetchone() is None:
+        raise LogDatabaseError(f"--{column}: no call of run {run} was made by {column} {value}")
+    return value
+
+
 def check_process(conn: sqlite3.Connection, run: int, name: str | None) -> str | None:
     """A ``--process`` name, checked, as the column stores it: the name as the views show it (a byte that is
     not UTF-8 as ``\\xff``, or given raw) of a process the run's calls were made under.  Any other name is one
