@@ -203,7 +203,7 @@ def test_guest_names_and_paths_stay_text(
     built = _built(db)
     (hostile,) = [p for p in built.processes if p.name.startswith('q"')]
     assert hostile.name == "q\"'<b>\x01\\xff"  # comm's \xff is stored as {"hex": ...} and shown escaped
-    assert _script_tags(html) == _script_tags(_ours(default_run[1].read_text())) == (4, 4)  # none of the guest's
+    assert _script_tags(html) == _script_tags(_ours(default_run[1].read_text())) == (5, 5)  # none of the guest's
     assert "<b>\\x01" not in html and "<i>" not in html and "\x01" not in html
     assert "q&quot;&#x27;&lt;b&gt;\\x01\\xff" in html  # shown as text, the control byte made visible
     assert "/tmp/&lt;/script&gt;" in html
@@ -231,7 +231,8 @@ def _ours(html: str) -> str:
 
 
 def _script_tags(html: str) -> tuple[int, int]:
-    """Script tags opened and closed, any case: the page has four (PlotlyConfig, plotly.js, two figures)."""
+    """Script tags opened and closed, any case: the page has five (PlotlyConfig, plotly.js, two figures, and
+    the one that opens the folded section a link points to)."""
     return len(re.findall(r"<script", html, re.I)), len(re.findall(r"</script", html, re.I))
 
 
@@ -291,7 +292,7 @@ def test_hostile_names_and_paths_never_leave_text(tmp_path: Path, name: str) -> 
     code, output = run_main(["report", str(db), "-o", str(page)])
     assert code == 0, output
     html = _ours(page.read_text())
-    assert _script_tags(html) == _script_tags(_ours(_benign_page(tmp_path))) == (4, 4)
+    assert _script_tags(html) == _script_tags(_ours(_benign_page(tmp_path))) == (5, 5)
     assert "<b>" not in html and "<img" not in html and "\x1b" not in html and "\u202e" not in html
     built = _built(db)
     assert [p.name for p in built.processes] == [name] and built.processes[0].files[0].path == f"/tmp/{name}"
@@ -377,7 +378,7 @@ def test_text_columns_holding_bytes_that_are_not_utf8_are_shown_escaped(tmp_path
     html = _ours(page.read_text())
     assert "&lt;/script&gt;\\xff\\x1b [7]" in html  # the process's name, as a row label
     assert "openat(\\\\xff&lt;b&gt;)" in html  # the call's line in its hover text: JSON doubles the backslash
-    assert _script_tags(html) == (4, 4)
+    assert _script_tags(html) == (5, 5)
 
 
 def test_a_report_without_file_activity_names_files_from_the_calls(tmp_path: Path) -> None:
