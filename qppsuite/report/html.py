@@ -134,7 +134,9 @@ def timeline_figure(report: RunReport) -> Any:
     )
     tall = len(procs) > TOP_AXIS_ROWS
     if tall:  # the time axis at the top too, on an empty trace of its own that follows the bottom one's range
-        fig.add_trace(go.Scatter(x=[], y=[], xaxis="x2", showlegend=False, hoverinfo="skip"))
+        fig.add_trace(
+            go.Scatter(x=[], y=[], xaxis="x2", mode="lines", name="top axis", showlegend=False, hoverinfo="skip")
+        )
     fig.update_layout(
         height=max(320, ROW_PX * len(procs) + (200 if tall else 140)),
         margin={"l": 10, "r": 10, "t": 80 if tall else 30, "b": 40},
