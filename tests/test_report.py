@@ -31,7 +31,7 @@ from qppsuite.plugins.syscalls.table import SYSCALLS
 from qppsuite.plugins.syscalls_logger import reader
 from qppsuite.plugins.syscalls_logger.database import SYSCALL_ROW, SyscallDatabase
 from qppsuite.report import data
-from qppsuite.report.html import ACTIVITY_ID, TIMELINE_ID
+from qppsuite.report.html import ACTIVITY_ID, OPEN_SECTIONS, TIMELINE_ID
 
 TREE = Path(__file__).resolve().parent.parent
 PLUGINS = "syscalls_logger,proc_events,file_activity"
@@ -170,6 +170,11 @@ def _in_chromium(page: Path, shot: Path) -> dict[str, Any]:
                 ),
             }
             tab.screenshot(path=str(shot))
+            # The last process's section, folded in a page of many processes, opens from its link in the tree.
+            target = tab.eval_on_selector("#tree li:last-child > a", "a => a.getAttribute('href').slice(1)")
+            seen["folded"] = tab.evaluate(f"!document.getElementById('{target}').open")
+            tab.click(f"#tree a[href='#{target}']")
+            seen["unfolded"] = tab.evaluate(f"document.getElementById('{target}').open")
         finally:
             browser.close()
     seen["errors"] = errors
@@ -192,6 +197,35 @@ def test_the_report_renders_in_chromium_with_one_timeline_row_per_process(
     assert (marks, failed) == (built.summary["syscalls"], built.summary["failed"])
     assert sum(seen["bars"]) == built.summary["syscalls"]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    assert (seen["folded"], seen["unfolded"]) == (len(built.processes) > OPEN_SECTIONS, True)
+
+
+@pytest.mark.boot
+def test_a_command_only_run_shows_the_command_s_processes_and_a_live_one_to_the_run_s_end(
+    default_image: ImageBundle, tmp_path: Path
+) -> None:
+    """Break test 14b, 2 and 3, in a real run: `sleep 100 &` still runs when the command ends, and only=command
+    leaves the agent's calls out: they are "not logged", off the timeline, and not counted by stats."""
+    db = tmp_path / "c.db"
+    args = [sys.executable, "-m", "qppsuite", "run", "-q", default_image.name]
+    args += ["--plugins", "syscalls_logger,proc_events"]
+    args += ["-p", f"syscalls_logger:db={db}", "-p", "syscalls_logger:only=command", "--cmd", "sleep 100 & echo hi"]
+    subprocess.run(args, check=True, env={**os.environ, "PYTHONPATH": str(TREE)}, timeout=600, capture_output=True)
+    built = _built(db)
+    (run,) = _rows(db, "SELECT insn_count, logged FROM runs")
+    callers = {r["process_id"] for r in _rows(db, "SELECT DISTINCT process_id FROM syscalls")}
+    assert built.logged == run["logged"] == "command"
+    assert {built.processes[n].id for n in built.timeline_rows} == callers
+    assert len(built.processes) > len(callers) > 1  # the agent's processes are in the tree, not logged
+    # The backgrounded child (busybox runs its applet as /proc/self/exe: named exe), reparented to init.
+    (sleep,) = [p for p in built.processes if p.logged and p.ended.startswith("still running")]
+    assert sleep.ppid == 1 and sleep.names[0] == "sh", (sleep.names, sleep.ended)
+    row_of_sleep = built.processes.index(sleep)
+    last_call = max(at for at, row in zip(built.calls.at, built.calls.row, strict=True) if row == row_of_sleep)
+    assert sleep.last_insn == run["insn_count"] and sleep.last_at is not None and sleep.last_at > last_call
+    shown = _shown("processes", str(db))
+    assert "calls not logged" in shown and " 0 syscalls" not in shown, shown
+    assert f"by {len(callers)} processes (only=command" in _shown("stats", str(db))
 
 
 @pytest.mark.boot
