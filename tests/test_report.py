@@ -842,3 +842,24 @@ def test_no_two_kinds_are_both_blue() -> None:
 
     assert len(set(KIND_COLOURS.values())) == len(KIND_COLOURS)
     assert [kind for kind, colour in KIND_COLOURS.items() if blue(colour)] == ["file"]
+
+
+def test_without_the_logger_proc_events_exits_end_the_lifetimes_and_the_others_ran_to_the_end(tmp_path: Path) -> None:
+    """Break test 14b, 2 and 4: `--plugins proc_events` alone; no process state was taken at the end, but
+    proc_events sees every exit, so a process without one still ran when the run ended."""
+    from qppsuite.plugins.proc_events.model import COLUMNS, FOREIGN_KEYS
+
+    db = SyscallDatabase(tmp_path / "p.db", {"image": "events", "plugins": json.dumps(["osi_linux", "proc_events"])})
+    events = _plugin_table(db, "proc_events", COLUMNS, FOREIGN_KEYS)
+    sh = _process(db, 90, 1, "sh", 1000)
+    child = _process(db, 91, 90, "sh", 1500)
+    events.add({"kind": "fork", "process_id": sh["id"], "pid": 90, "insn_count": 1000, "virtual_ns": 2_000_000})
+    events.add({"kind": "exit", "process_id": child["id"], "pid": 91, "insn_count": 2000, "virtual_ns": 5_000_000,
+                "wait_status": 3 << 8})  # fmt: skip
+    db.end_run({"stop_reason": "poweroff", "insn_count": 5000, "syscall_count": None})
+    db.close()
+    built = _built(tmp_path / "p.db")
+    by_pid = {p.pid: p for p in built.processes}
+    assert (by_pid[91].ended, by_pid[91].last_at) == ("exited 3", 5.0)
+    assert (by_pid[90].ended, by_pid[90].last_insn) == ("still running (no exit seen)", 5000)
+    assert not any(p.logged for p in built.processes) and built.logged == "none"

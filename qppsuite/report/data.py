@@ -325,8 +325,9 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
     for node, depth, parent in order:
         wait_status = exits[node.id][2] if node.id in exits else None
         status = node.exit_status if node.exit_status is not None else wait_status
-        # proc_events sees every exit from the run's start: a process it saw no exit of still ran at the end.
-        alive = node.id not in exits and "proc_events" in tables and run_end is not None
+        # Without the logger no state was taken at the end; but proc_events sees every exit from the run's start,
+        # so a process it saw no exit of still ran when the run ended.
+        alive = not recorded and node.id not in exits and "proc_events" in tables and run_end is not None
         index[node.id] = len(processes)
         processes.append(
             Process(
