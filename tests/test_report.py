@@ -31,7 +31,7 @@ from qppsuite.plugins.syscalls.table import SYSCALLS
 from qppsuite.plugins.syscalls_logger import reader
 from qppsuite.plugins.syscalls_logger.database import SYSCALL_ROW, SyscallDatabase
 from qppsuite.report import data
-from qppsuite.report.html import ACTIVITY_ID, TIMELINE_ID
+from qppsuite.report.html import ACTIVITY_ID, OPEN_SECTIONS, TIMELINE_ID
 
 TREE = Path(__file__).resolve().parent.parent
 PLUGINS = "syscalls_logger,proc_events,file_activity"
@@ -170,6 +170,11 @@ def _in_chromium(page: Path, shot: Path) -> dict[str, Any]:
                 ),
             }
             tab.screenshot(path=str(shot))
+            # The last process's section, folded in a page of many processes, opens from its link in the tree.
+            target = tab.eval_on_selector("#tree li:last-child > a", "a => a.getAttribute('href').slice(1)")
+            seen["folded"] = tab.evaluate(f"!document.getElementById('{target}').open")
+            tab.click(f"#tree a[href='#{target}']")
+            seen["unfolded"] = tab.evaluate(f"document.getElementById('{target}').open")
         finally:
             browser.close()
     seen["errors"] = errors
@@ -192,6 +197,35 @@ def test_the_report_renders_in_chromium_with_one_timeline_row_per_process(
     assert (marks, failed) == (built.summary["syscalls"], built.summary["failed"])
     assert sum(seen["bars"]) == built.summary["syscalls"]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    assert (seen["folded"], seen["unfolded"]) == (len(built.processes) > OPEN_SECTIONS, True)
+
+
+@pytest.mark.boot
+def test_a_command_only_run_shows_the_command_s_processes_and_a_live_one_to_the_run_s_end(
+    default_image: ImageBundle, tmp_path: Path
+) -> None:
+    """Break test 14b, 2 and 3, in a real run: `sleep 100 &` still runs when the command ends, and only=command
+    leaves the agent's calls out: they are "not logged", off the timeline, and not counted by stats."""
+    db = tmp_path / "c.db"
+    args = [sys.executable, "-m", "qppsuite", "run", "-q", default_image.name]
+    args += ["--plugins", "syscalls_logger,proc_events"]
+    args += ["-p", f"syscalls_logger:db={db}", "-p", "syscalls_logger:only=command", "--cmd", "sleep 100 & echo hi"]
+    subprocess.run(args, check=True, env={**os.environ, "PYTHONPATH": str(TREE)}, timeout=600, capture_output=True)
+    built = _built(db)
+    (run,) = _rows(db, "SELECT insn_count, logged FROM runs")
+    callers = {r["process_id"] for r in _rows(db, "SELECT DISTINCT process_id FROM syscalls")}
+    assert built.logged == run["logged"] == "command"
+    assert {built.processes[n].id for n in built.timeline_rows} == callers
+    assert len(built.processes) > len(callers) > 1  # the agent's processes are in the tree, not logged
+    # The backgrounded child (busybox runs its applet as /proc/self/exe: named exe), reparented to init.
+    (sleep,) = [p for p in built.processes if p.logged and p.ended.startswith("still running")]
+    assert sleep.ppid == 1 and sleep.names[0] == "sh", (sleep.names, sleep.ended)
+    row_of_sleep = built.processes.index(sleep)
+    last_call = max(at for at, row in zip(built.calls.at, built.calls.row, strict=True) if row == row_of_sleep)
+    assert sleep.last_insn == run["insn_count"] and sleep.last_at is not None and sleep.last_at > last_call
+    shown = _shown("processes", str(db))
+    assert "calls not logged" in shown and " 0 syscalls" not in shown, shown
+    assert f"by {len(callers)} processes (only=command" in _shown("stats", str(db))
 
 
 @pytest.mark.boot
@@ -203,7 +237,7 @@ def test_guest_names_and_paths_stay_text(
     built = _built(db)
     (hostile,) = [p for p in built.processes if p.name.startswith('q"')]
     assert hostile.name == "q\"'<b>\x01\\xff"  # comm's \xff is stored as {"hex": ...} and shown escaped
-    assert _script_tags(html) == _script_tags(_ours(default_run[1].read_text())) == (4, 4)  # none of the guest's
+    assert _script_tags(html) == _script_tags(_ours(default_run[1].read_text())) == (5, 5)  # none of the guest's
     assert "<b>\\x01" not in html and "<i>" not in html and "\x01" not in html
     assert "q&quot;&#x27;&lt;b&gt;\\x01\\xff" in html  # shown as text, the control byte made visible
     assert "/tmp/&lt;/script&gt;" in html
@@ -231,7 +265,8 @@ def _ours(html: str) -> str:
 
 
 def _script_tags(html: str) -> tuple[int, int]:
-    """Script tags opened and closed, any case: the page has four (PlotlyConfig, plotly.js, two figures)."""
+    """Script tags opened and closed, any case: the page has five (PlotlyConfig, plotly.js, two figures, and
+    the one that opens the folded section a link points to)."""
     return len(re.findall(r"<script", html, re.I)), len(re.findall(r"</script", html, re.I))
 
 
@@ -291,7 +326,7 @@ def test_hostile_names_and_paths_never_leave_text(tmp_path: Path, name: str) -> 
     code, output = run_main(["report", str(db), "-o", str(page)])
     assert code == 0, output
     html = _ours(page.read_text())
-    assert _script_tags(html) == _script_tags(_ours(_benign_page(tmp_path))) == (4, 4)
+    assert _script_tags(html) == _script_tags(_ours(_benign_page(tmp_path))) == (5, 5)
     assert "<b>" not in html and "<img" not in html and "\x1b" not in html and "\u202e" not in html
     built = _built(db)
     assert [p.name for p in built.processes] == [name] and built.processes[0].files[0].path == f"/tmp/{name}"
@@ -377,7 +412,7 @@ def test_text_columns_holding_bytes_that_are_not_utf8_are_shown_escaped(tmp_path
     html = _ours(page.read_text())
     assert "&lt;/script&gt;\\xff\\x1b [7]" in html  # the process's name, as a row label
     assert "openat(\\\\xff&lt;b&gt;)" in html  # the call's line in its hover text: JSON doubles the backslash
-    assert _script_tags(html) == (4, 4)
+    assert _script_tags(html) == (5, 5)
 
 
 def test_a_report_without_file_activity_names_files_from_the_calls(tmp_path: Path) -> None:
@@ -541,3 +576,290 @@ def test_a_plugin_table_another_run_made_is_not_this_run_s_source(tmp_path: Path
     sources = _built(db).sources
     assert sources["endpoints"] == "syscalls (decoded socket addresses)"
     assert sources["names over time"] == "processes.names (no times)"
+
+
+# -- break test 14b: lifetimes, only=command, files without the logger, renames, many processes ----------------------
+
+
+def _shown(*args: str) -> str:
+    """What ``qppsuite ARGS`` writes to stdout (it must succeed)."""
+    from typer.testing import CliRunner
+
+    from qppsuite.cli import app
+
+    result = CliRunner().invoke(app, list(args), terminal_width=200)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _plugin_table(db: SyscallDatabase, name: str, columns: dict[str, type], keys: tuple[tuple[str, str], ...]) -> Any:
+    """An analysis plugin's table in ``db``, as the run database declares one (its rows written at each commit)."""
+    from qppsuite.plugins.syscalls_logger.database import ROW_ID_STRIDE
+    from qppsuite.plugins.syscalls_logger.tables import PluginTable
+
+    table = PluginTable(
+        name,
+        columns,
+        pk="id",
+        foreign_keys=keys,
+        indexes=(),
+        run_id=db.run_id,
+        first_id=db.run_id * ROW_ID_STRIDE + 1,
+        buffered=lambda: None,
+    )
+    db.define(table)
+    return table
+
+
+def _process(db: SyscallDatabase, pid: int, ppid: int, name: str, insn: int | None, **fields: Any) -> dict[str, Any]:
+    """A processes row as the writer makes one at a process's first sight, with ``fields`` changed."""
+    from qppsuite.plugins.osi_linux.model import OsiProcess
+
+    row = db.processes.process(OsiProcess(pid, pid, ppid, name, 0, 0, pid, False), insn)
+    row.update(fields)
+    db.processes.changed(row)
+    return row
+
+
+def _call(db: SyscallDatabase, proc: dict[str, Any], seq: int, insn: int, ns: int | None, name: str = "getpid") -> None:
+    """A logged call of ``proc`` at ``insn`` instructions and ``ns`` virtual ns."""
+    spec = next(s for s in SYSCALLS.values() if s.name == name)
+    row = {
+        "seq": seq,
+        "insn_count": insn,
+        "virtual_ns": ns,
+        "process_id": proc["id"],
+        "pid": proc["pid"],
+        "tid": proc["pid"],
+        "process_name": proc["name"],
+        "number": spec.number,
+        "name": name,
+        "retval": 0,
+        "text": f"{name}() = 0",
+    }
+    proc["syscall_count"] += 1
+    proc["last_seen_insn"] = max(proc["last_seen_insn"] or 0, insn)
+    db.add(tuple(map(row.get, SYSCALL_ROW)), proc)
+
+
+def test_lifetimes_end_at_the_exit_or_the_run_s_end_not_at_the_last_call(tmp_path: Path) -> None:
+    """Break test 14b, 2: a bar ended at the process's last call; a killed blocked process exited later, a
+    still-running one lived to the run's end, and one whose only call was found blocked had no bar at all."""
+    from qppsuite.plugins.proc_events.model import COLUMNS, FOREIGN_KEYS
+
+    plugins = ["osi_linux", "syscalls", "syscalls_logger", "proc_events"]
+    db = SyscallDatabase(tmp_path / "l.db", {"image": "lives", "plugins": json.dumps(plugins)})
+    events = _plugin_table(db, "proc_events", COLUMNS, FOREIGN_KEYS)
+    init = _process(db, 1, 0, "init", 50, state="S")
+    _call(db, init, 1, 50, 500_000, "wait4")  # found blocked at the start: first and last seen at 50
+    sh = _process(db, 90, 1, "sh", 100, state="X", exit_status=0)
+    _call(db, sh, 2, 100, 1_000_000)
+    _call(db, sh, 3, 200, 2_000_000)
+    sleep = _process(db, 93, 90, "sleep", 300, state="S")
+    _call(db, sleep, 4, 300, 3_000_000, "nanosleep")
+    python = _process(db, 95, 90, "python3", 400, state="X", exit_status=15)
+    _call(db, python, 5, 400, 4_000_000, "nanosleep")  # blocked, then killed by SIGTERM
+    events.add({"kind": "exit", "process_id": python["id"], "pid": 95, "insn_count": 600, "virtual_ns": 9_000_000,
+                "wait_status": 15, "signal": "SIGTERM"})  # fmt: skip
+    events.add({"kind": "exit", "process_id": sh["id"], "pid": 90, "insn_count": 250, "virtual_ns": 2_500_000,
+                "wait_status": 0})  # fmt: skip
+    db.end_run({"stop_reason": "poweroff", "insn_count": 1000})
+    db.close()
+    built = _built(tmp_path / "l.db")
+    by_pid = {p.pid: p for p in built.processes}
+    # The axis: the calls and the exits; past the last (600, 9 ms) the run's mean rate, 1000 insns at 15 ms.
+    assert built.timebase.at(1000) == 15.0 and built.summary["virtual_ns"] == 9_000_000
+    assert (by_pid[95].last_insn, by_pid[95].last_at, by_pid[95].ended) == (600, 9.0, "killed by SIGTERM")
+    assert (by_pid[90].last_insn, by_pid[90].last_at, by_pid[90].ended) == (250, 2.5, "exited 0")
+    assert (by_pid[93].last_insn, by_pid[93].last_at) == (1000, 15.0)
+    assert by_pid[93].ended == "still running (state S)"
+    assert (by_pid[1].first_at, by_pid[1].last_at) == (0.5, 15.0)
+    # A process with calls but no first or last sighting (an edited or older file): its calls' span.
+    with sqlite3.connect(tmp_path / "l.db") as conn:
+        conn.execute("UPDATE processes SET first_seen_insn = NULL, last_seen_insn = NULL WHERE pid = 90")
+        conn.execute("DELETE FROM proc_events WHERE pid = 90")
+    sh_again = next(p for p in _built(tmp_path / "l.db").processes if p.pid == 90)
+    assert (sh_again.first_at, sh_again.last_at) == (1.0, 2.0)
+    # processes says the signal's name too, as the report does.
+    output = _shown("processes", str(tmp_path / "l.db"))
+    assert "killed by SIGTERM" in output and "signal 15" not in output, output
+
+
+def _command_run(path: Path) -> Path:
+    """A run of only=command: the agent and head made calls that were not logged; the command's sh and cat did."""
+    plugins = json.dumps(["osi_linux", "syscalls", "syscalls_logger"])
+    db = SyscallDatabase(path, {"image": "command", "plugins": plugins})
+    agent = _process(db, 80, 1, "sh", 10, state="S")
+    _process(db, 81, 80, "head", 20, state="X", exit_status=0)
+    sh = _process(db, 90, 80, "sh", 100, state="X", exit_status=0)
+    _call(db, sh, 1, 100, 1_000_000, "execve")
+    _call(db, sh, 2, 150, 1_500_000, "clone")
+    cat = _process(db, 91, 90, "cat", 200, state="X", exit_status=0)
+    _call(db, cat, 3, 200, 2_000_000, "exit_group")
+    assert agent["syscall_count"] == 0
+    db.end_run({"stop_reason": "poweroff", "insn_count": 1000, "logged": "command"})
+    db.close()
+    return path
+
+
+def test_processes_outside_the_command_say_their_calls_were_not_logged(tmp_path: Path) -> None:
+    """Break test 14b, 3: with only=command every other process was "0 syscalls", stats counted them, and the
+    report drew empty timeline rows for them."""
+    db = _command_run(tmp_path / "c.db")
+    built = _built(db)
+    assert built.logged == "command"
+    assert [(p.pid, p.logged) for p in built.processes] == [(80, False), (81, False), (90, True), (91, True)]
+    assert [built.processes[n].pid for n in built.timeline_rows] == [90, 91]
+    page = tmp_path / "c.html"
+    assert run_main(["report", str(db), "-o", str(page)])[0] == 0
+    html = page.read_text()
+    assert "2 processes whose calls were not logged" in html and "4, 2 processes of the command" in html
+    assert " 0 calls" not in _ours(html)
+    assert html.count("calls not logged (not the command's") == 6  # the tree, the sections' heads and calls
+    output = _shown("processes", str(db))
+    assert "0 syscalls" not in output, output
+    assert output.count("calls not logged") == 2 and ": 2 syscalls" in output and ": 1 syscall," in output
+    assert [r["syscalls"] for r in json.loads(_shown("processes", str(db), "--format", "json"))] == [None, None, 2, 1]
+    output = _shown("stats", str(db))
+    assert "3 system calls by 2 processes (only=command" in output, output
+
+
+def _file_activity_run(path: Path, logger: bool) -> Path:
+    """python3 wrote /tmp/data.txt, renamed it to /tmp/data2.txt and unlinked that; file_activity's tables, with
+    the logger or without it (then file_activity wrote the run database itself)."""
+    from qppsuite.plugins.file_activity.model import FILE_COLUMNS, FILE_FOREIGN_KEYS, OP_COLUMNS, OP_FOREIGN_KEYS
+
+    plugins = ["osi_linux", "syscalls", *(["syscalls_logger"] if logger else []), "file_activity"]
+    db = SyscallDatabase(path, {"image": "files", "plugins": json.dumps(plugins)})
+    files = _plugin_table(db, "file_activity", FILE_COLUMNS, FILE_FOREIGN_KEYS)
+    ops = _plugin_table(db, "file_ops", OP_COLUMNS, OP_FOREIGN_KEYS)
+    python = _process(db, 95, 1, "python3", 1000)
+    if logger:
+        _call(db, python, 1, 1000, 2_000_000, "openat")
+    files.add({"process_id": python["id"], "pid": 95, "path": "/tmp/data.txt", "opens": 1, "writes": 1,
+               "bytes_written": 5, "first_insn_count": 1000, "last_insn_count": 1500})  # fmt: skip
+    ops.add({"process_id": python["id"], "pid": 95, "insn_count": 2000, "virtual_ns": 5_000_000, "call": "rename",
+             "op": "rename", "path": "/tmp/data.txt", "new_path": "/tmp/data2.txt", "ok": 1})  # fmt: skip
+    ops.add({"process_id": python["id"], "pid": 95, "insn_count": 3000, "virtual_ns": 6_000_000, "call": "unlink",
+             "op": "unlink", "path": "/tmp/data2.txt", "ok": 0, "errno": "EACCES"})  # fmt: skip
+    db.end_run({"stop_reason": "poweroff", "insn_count": 5000, **({} if logger else {"syscall_count": None})})
+    db.close()
+    return path
+
+
+def test_a_file_the_logger_did_not_write_has_lifetimes_and_says_its_calls_were_not_recorded(tmp_path: Path) -> None:
+    """Break test 14b, 4: `--plugins file_activity` alone: the page said "a file older than schema 4", "system
+    calls 0", "0 calls" for every process, drew no lifetime and an activity figure of "calls per 1 instructions"."""
+    db = _file_activity_run(tmp_path / "f.db", logger=False)
+    built = _built(db)
+    (python,) = built.processes
+    assert built.logged == "none" and not python.logged and built.timebase.virtual
+    assert built.summary["virtual_ns"] == 6_000_000  # file_ops' times date the run
+    assert (python.first_insn, python.last_insn, python.last_at) == (1000, 3000, 6.0)
+    page = tmp_path / "f.html"
+    assert run_main(["report", str(db), "-o", str(page)])[0] == 0
+    html = page.read_text()
+    assert "not recorded (syscalls_logger did not write this file)" in html and "schema 4" not in html
+    assert " 0 calls" not in _ours(html) and "calls not recorded" in html and "calls per" not in html
+    assert "No system calls to draw: syscalls_logger did not write this file." in html
+    assert "0.006 s (at the last logged event)" in html
+    assert "no logged system calls to draw" in _one_line(["stats", str(db), "--plot", str(tmp_path / "a.png")])
+
+
+@pytest.mark.parametrize("logger", [True, False])
+def test_renames_and_deletions_are_in_the_process_s_section(tmp_path: Path, logger: bool) -> None:
+    """Break test 14b, 6: file_ops' renames and unlinks were nowhere in the page; /tmp/data2.txt was missing."""
+    db = _file_activity_run(tmp_path / "f.db", logger)
+    built = _built(db)
+    (python,) = built.processes
+    assert [op[1:] for op in python.file_ops] == [
+        ("rename", "/tmp/data.txt", "/tmp/data2.txt", None, "ok"),
+        ("unlink", "/tmp/data2.txt", None, None, "EACCES"),
+    ]
+    assert [op[0] for op in python.file_ops] == [5.0, 6.0]  # their own virtual times, in ms
+    page = tmp_path / "f.html"
+    assert run_main(["report", str(db), "-o", str(page)])[0] == 0
+    html = page.read_text()
+    section = html.split(f'id="proc-{python.id}"')[1]
+    assert "<h4>Renames and deletions</h4>" in section and "/tmp/data2.txt" in section and "EACCES" in section
+
+
+def test_an_empty_path_argument_is_no_file_touched(tmp_path: Path) -> None:
+    """Break test 14b, 7: statx(fd, "", AT_EMPTY_PATH) made a file named "" with 106 calls."""
+    db = SyscallDatabase(tmp_path / "e.db", {"image": "empty"})
+    proc = _process(db, 7, 1, "ls", 100)
+    statx = next(s for s in SYSCALLS.values() if s.name == "statx")
+    for seq, path in ((1, ""), (2, "/etc"), (3, "")):
+        row = {"seq": seq, "insn_count": 100 * seq, "process_id": proc["id"], "pid": 7, "number": statx.number,
+               "name": "statx", "args": json.dumps({"dfd": 3, "path": path, "flags": "AT_EMPTY_PATH"})}  # fmt: skip
+        db.add(tuple(map(row.get, SYSCALL_ROW)), proc)
+    db.end_run({"stop_reason": "poweroff"})
+    db.close()
+    (ls,) = _built(tmp_path / "e.db").processes
+    assert [(f.path, f.calls) for f in ls.files] == [("/etc", 1)]
+
+
+def test_a_tall_timeline_has_no_blank_margins_an_axis_on_top_and_folded_sections(tmp_path: Path) -> None:
+    """Break test 14b, 10: 308 processes made a 6,900 px timeline with 300 px of blank above and below its rows,
+    its time axis only at the bottom, and a page 208,000 px tall."""
+    from qppsuite.report import html as report_html
+
+    db = _family(tmp_path / "t.db", {pid: max(0, pid - 1) for pid in range(1, 61)})
+    built = _built(db)
+    figure = report_html.timeline_figure(built)
+    assert tuple(figure.layout.yaxis.range) == (59.5, -0.5) and figure.layout.yaxis.autorange is None
+    assert (figure.layout.xaxis2.side, figure.layout.xaxis2.matches) == ("top", "x")
+    page = tmp_path / "t.html"
+    assert run_main(["report", str(db), "-o", str(page)])[0] == 0
+    sections = re.findall(r'<details class="process" id="proc-\d+"( open)?>', page.read_text())
+    assert len(sections) == 60 and not any(sections)  # folded; a link to one opens it (the page's script)
+    small = _family(tmp_path / "s.db", {1: 0, 2: 1})
+    figure = report_html.timeline_figure(_built(small))
+    assert tuple(figure.layout.yaxis.range) == (1.5, -0.5) and "xaxis2" not in figure.to_plotly_json()["layout"]
+    assert run_main(["report", str(small), "-o", str(page)])[0] == 0
+    assert re.findall(r'<details class="process" id="proc-\d+"( open)?>', page.read_text()) == [" open", " open"]
+
+
+def test_one_call_is_singular_and_an_empty_plot_path_is_refused_as_empty(tmp_path: Path) -> None:
+    """Break test 14b, 11: "1 system calls", and `stats --plot ''` said "cannot write a figure to ."."""
+    db = _family(tmp_path / "one.db", {1: 0})
+    assert "1 system call by 1 process" in _shown("stats", str(db))
+    assert _shown("syscalls", str(db)).splitlines()[-1] == "1 system call"
+    assert ": 1 syscall" in _shown("processes", str(db))
+    page = tmp_path / "one.html"
+    assert run_main(["report", str(db), "-o", str(page)])[0] == 0
+    assert "1 call (0 failed)" in page.read_text() and "1 calls" not in _ours(page.read_text())
+    assert "file name is empty" in _one_line(["stats", str(db), "--plot", ""])
+
+
+def test_no_two_kinds_are_both_blue() -> None:
+    """Break test 14b, 11: "file" (#0072B2) and "time" (#56B4E9) were both blue on the timeline."""
+    from qppsuite.report.html import KIND_COLOURS
+
+    def blue(colour: str) -> bool:
+        r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+        return b > max(r, g) + 40
+
+    assert len(set(KIND_COLOURS.values())) == len(KIND_COLOURS)
+    assert [kind for kind, colour in KIND_COLOURS.items() if blue(colour)] == ["file"]
+
+
+def test_without_the_logger_proc_events_exits_end_the_lifetimes_and_the_others_ran_to_the_end(tmp_path: Path) -> None:
+    """Break test 14b, 2 and 4: `--plugins proc_events` alone; no process state was taken at the end, but
+    proc_events sees every exit, so a process without one still ran when the run ended."""
+    from qppsuite.plugins.proc_events.model import COLUMNS, FOREIGN_KEYS
+
+    db = SyscallDatabase(tmp_path / "p.db", {"image": "events", "plugins": json.dumps(["osi_linux", "proc_events"])})
+    events = _plugin_table(db, "proc_events", COLUMNS, FOREIGN_KEYS)
+    sh = _process(db, 90, 1, "sh", 1000)
+    child = _process(db, 91, 90, "sh", 1500)
+    events.add({"kind": "fork", "process_id": sh["id"], "pid": 90, "insn_count": 1000, "virtual_ns": 2_000_000})
+    events.add({"kind": "exit", "process_id": child["id"], "pid": 91, "insn_count": 2000, "virtual_ns": 5_000_000,
+                "wait_status": 3 << 8})  # fmt: skip
+    db.end_run({"stop_reason": "poweroff", "insn_count": 5000, "syscall_count": None})
+    db.close()
+    built = _built(tmp_path / "p.db")
+    by_pid = {p.pid: p for p in built.processes}
+    assert (by_pid[91].ended, by_pid[91].last_at) == ("exited 3", 5.0)
+    assert (by_pid[90].ended, by_pid[90].last_insn) == ("still running (no exit seen)", 5000)
+    assert not any(p.logged for p in built.processes) and built.logged == "none"

@@ -142,3 +142,34 @@ def test_text_format_writes_one_line_per_call(tmp_path: Path) -> None:
         'Syscall at pc 0x76f0a1c0: openat(AT_FDCWD, "/tmp/unique-name", O_RDONLY) = -1 ENOENT: '
         "Process 'sh', pid 100, tid 100, ppid 1\n"
     )
+
+
+def test_only_command_keeps_a_fork_child_that_runs_after_its_parent_exited(tmp_path: Path) -> None:
+    """Break test 14b (found re-testing 2): `sleep 100 & echo hi` under only=command lost the sleep: its shell
+    exited before the child first ran, reparented to init (ppid 1), and its clone had returned already."""
+    import struct
+
+    argv_at, strings = 0x20000, 0x20100
+    argv = [b"/bin/sh", b"/tmp/.qppsuite/script"]
+    with QPP(None) as qpp:
+        qpp.add_builtin(NoMachineCore())
+        qpp.add_builtin(FakeOsi())
+        args = {"syscalls_logger": {"db": str(tmp_path / "c.db"), "only": "command"}}
+        qpp.load_all(["syscalls", "syscalls_logger"], args)
+        harness = Harness(qpp)
+        harness.memory.put(argv_at, struct.pack("<3I", strings, strings + 8, 0))
+        harness.memory.put(strings, b"\0".join(argv) + b"\0")
+        harness.osi.process = OsiProcess(86, 86, 80, "sh", 0x4000, 0xC1000000, 5_000, False)
+        harness.osi.tid = 86
+        harness.returned(harness.made(harness.ctx("getpid", ())), 86)  # the agent's: not logged
+        harness.ended(harness.made(harness.ctx("execve", (STRING_AT, argv_at, 0))), "exec", 0)
+        clone = harness.made(harness.ctx("clone", (0x01200011, 0, 0, 0, 0)))
+        harness.returned(clone, 87)
+        harness.ended(harness.made(harness.ctx("exit_group", (0,))), "exit")
+        harness.osi.process = OsiProcess(87, 87, 1, "sh", 0x8000, 0xC3000000, 7_000, False)  # init's child now
+        harness.osi.tid = 87
+        harness.returned(harness.ctx("clone", (0x01200011,), child=True, parent_seq=clone.seq), 0)
+        harness.returned(harness.made(harness.ctx("getpid", ())), 87)
+        qpp.unload_all()
+    logged = [(r["pid"], r["name"]) for r in rows(tmp_path / "c.db", "SELECT pid, name FROM syscalls ORDER BY seq")]
+    assert logged == [(86, "execve"), (86, "clone"), (86, "exit_group"), (87, "clone"), (87, "getpid")]

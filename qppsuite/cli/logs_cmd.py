@@ -240,23 +240,31 @@ def _stream_syscalls(rows: Iterator[dict[str, Any]], out: TextIO) -> int:
         if row["fd_path"] is not None:  # a path that is not UTF-8 is stored {"hex": ...}: shown with \xNN
             files.append(f"ret={visible(str(stored_text(row['fd_path'])))}")
         out.write(f"{line} {call}{'  # ' + ', '.join(files) if files else ''}\n")
-    out.write(f"{count} system calls\n")
+    out.write(f"{_plural(count, 'system call', 'system calls')}\n")
     out.flush()
     return count
 
 
 def _ended(node: reader.ProcessNode) -> str:
-    """``exited 3`` / ``killed by 9`` from a wait status (include/uapi/linux/wait.h), with the end state."""
+    """``exited 3`` / ``killed by SIGTERM`` from a wait status (include/uapi/linux/wait.h; the signal's ARM Linux
+    name, as the report says it), with the end state."""
+    from qppsuite.plugins.proc_events.model import ExitCode
     status = node.exit_status
     if status is None:
         return f", state {node.state}" if node.state else ""
-    how = f"killed by signal {status & 0x7F}" if status & 0x7F else f"exited {(status >> 8) & 0xFF}"
-    return f", {how}" + (f", state {node.state}" if node.state and node.state != "X" else "")
+    return f", {ExitCode(status).ended}" + (f", state {node.state}" if node.state and node.state != "X" else "")
+
+
+def _calls(count: int | None, recorded: bool) -> str:
+    """A process's or thread's calls after its name: ``: 1 syscall``; None: not logged (only=command)."""
+    if not recorded:
+        return ""
+    return ": calls not logged (not the command's)" if count is None else f": {_plural(count, 'syscall', 'syscalls')}"
 
 
 def _tree_label(node: reader.ProcessNode, recorded: bool) -> Text:
     renamed = f" (was {' → '.join(node.names[:-1])})" if len(node.names) > 1 else ""
-    calls = f": {node.syscall_count} syscalls" if recorded else ""
+    calls = _calls(node.syscall_count, recorded)
     return styled((node.name, "bold"), f"{renamed} pid {node.pid}, ppid {node.ppid}{calls}{_ended(node)}")
 
 
@@ -341,7 +349,7 @@ def _show_processes(
         if threads:
             for thread in node.threads:
                 renamed = f" (was {' → '.join(thread.names[:-1])})" if len(thread.names) > 1 else ""
-                calls = f": {thread.syscall_count} syscalls" if recorded else ""
+                calls = _calls(thread.syscall_count, recorded)
                 sub.add(f"thread {thread.name}{renamed} tid {thread.tid}{calls}")
         # Past max_depth, a child is drawn beside its parent, its depth written out.
         home = sub if depth + 1 < max_depth else branch
@@ -450,8 +458,10 @@ def stats(
         return
     rate = result.failed / result.calls if result.calls else 0.0
     by = _plural(result.processes, "process", "processes")
+    if result.command_only:
+        by += " (only=command: only the command's calls were logged)"
     console.print(
-        f"run {run_id}{f' ({end})' if end else ''}: {result.calls} system calls by {by}, "
+        f"run {run_id}{f' ({end})' if end else ''}: {_plural(result.calls, 'system call', 'system calls')} by {by}, "
         f"{result.failed} failed ({rate:.1%})",
         highlight=False,
     )

@@ -2,9 +2,12 @@
 
 Everything comes from the file :mod:`qppsuite.plugins.syscalls_logger.reader` opens read-only: the
 logger's ``runs``, ``processes`` and ``syscalls``; ``proc_events`` (exec names and exits with their
-times), ``file_activity`` (files per process) and ``net_sockets`` (net_activity's endpoints) when the
-run loaded those plugins; when it did not, files and endpoints come from the logged calls' decoded
-arguments.  Strings are the guest's, as stored: the renderers escape them.
+times), ``file_activity`` and ``file_ops`` (files per process, renames and deletions) and
+``net_sockets`` (net_activity's endpoints) when the run loaded those plugins; when it did not, files and
+endpoints come from the logged calls' decoded arguments.  A file the logger did not write (the analysis
+plugins write the run database themselves) has processes and their lifetimes but no calls; a run that
+logged only its command (``runs.logged`` = ``command``) has calls for the command's processes only.
+Strings are the guest's, as stored: the renderers escape them.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import datetime as dt
 import json
 import sqlite3
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from qppsuite.plugins.proc_events.model import ExitCode
 from qppsuite.plugins.syscalls import classes
 from qppsuite.plugins.syscalls.table import SYSCALLS
 from qppsuite.plugins.syscalls_logger import reader
@@ -68,16 +73,23 @@ class Process:
     state: str | None
     exit_status: int | None
     ended: str  # "exited 0", "killed by SIGTERM", "still running (state S)", "unknown"
+    #: Its lifetime in instructions: from its first sighting in any table to its exit (proc_events), or to
+    #: the run's end while it still ran, else to its last sighting; None where nothing dates it
     first_insn: int | None
     last_insn: int | None
     #: first_insn and last_insn on the report's axis (:class:`Timebase`), None where they are
     first_at: float | None = None
     last_at: float | None = None
+    #: Its calls were logged: False when the run recorded no calls (no syscalls_logger) or logged only the
+    #: command's, and this process is not one of the command's (its counts are then no counts)
+    logged: bool = True
     syscalls: int = 0  # logged calls (the syscalls rows)
     failed: int = 0
     top_calls: list[tuple[str, int, int]] = field(default_factory=list)  # name, calls, failed
     errors: list[tuple[str, str, int]] = field(default_factory=list)  # call, errno, count
     files: list[FileRow] = field(default_factory=list)
+    #: file_activity's ``file_ops``: (time on the axis, op, path, new path, flags, result), in call order
+    file_ops: list[tuple[float, str, str, str | None, str | None, str]] = field(default_factory=list)
     endpoints: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -139,11 +151,15 @@ class Timebase:
         return ns / NS_PER_MS
 
 
-def timebase(calls: Calls) -> Timebase:
-    """Virtual time when every call has one, else instructions (an older file, or an edited one)."""
-    if calls.ns and all(ns is not None for ns in calls.ns):
-        return Timebase(tuple(calls.insn), tuple(ns for ns in calls.ns if ns is not None))
-    return Timebase()
+def timebase(calls: Calls, events: Iterable[tuple[int, int]] = ()) -> Timebase:
+    """Virtual time when every call has one and something dates the run (a call, or one of ``events``: the
+    (instruction count, virtual ns) of the analysis plugins' rows), else instructions (an edited file)."""
+    if not all(ns is not None for ns in calls.ns):
+        return Timebase()
+    points = sorted({*((i, ns) for i, ns in zip(calls.insn, calls.ns, strict=True) if ns is not None), *events})
+    if not points:
+        return Timebase()
+    return Timebase(tuple(i for i, _ in points), tuple(ns for _, ns in points))
 
 
 @dataclass
@@ -171,10 +187,23 @@ class RunReport:
     activity: Activity
     sources: dict[str, str]  # what each part came from: "file_activity" or "syscalls"...
     warning: str | None
+    #: How the run logged its calls: "all", "command" (only the command's processes'), "none" (no logger)
+    logged: str = "all"
+
+    @property
+    def timeline_rows(self) -> list[int]:
+        """The processes the timeline draws (indexes into :attr:`processes`): all of them, but in a run that
+        logged only the command's calls, only the processes whose calls were logged."""
+        return [n for n, p in enumerate(self.processes) if p.logged or self.logged != "command"]
 
 
 #: The analysis plugins' tables the report reads, by the plugin that writes them.
-PLUGIN_TABLES = {"proc_events": "proc_events", "file_activity": "file_activity", "net_sockets": "net_activity"}
+PLUGIN_TABLES = {
+    "proc_events": "proc_events",
+    "file_activity": "file_activity",
+    "file_ops": "file_activity",
+    "net_sockets": "net_activity",
+}
 
 
 def _run_tables(conn: sqlite3.Connection, plugins: object) -> set[str]:
@@ -196,15 +225,14 @@ def _wall_seconds(started: str | None, ended: str | None) -> float | None:
         return None
 
 
-def ended_text(exit_status: int | None, state: str | None, signal: str | None = None) -> str:
-    """How a process ended, from its wait status (include/uapi/linux/wait.h) or proc_events' signal name."""
+def ended_text(exit_status: int | None, state: str | None, alive: bool = False) -> str:
+    """How a process ended, from its wait status (include/uapi/linux/wait.h; a signal by its Linux name, as
+    ``qppsuite processes`` says it); ``alive``: it had no exit when the run ended, whose state is unknown."""
     if exit_status is None:
-        return f"still running (state {state})" if state and state not in ("X", "Z") else "unknown"
-    if signal:
-        return f"killed by {signal}"
-    if exit_status & 0x7F:
-        return f"killed by signal {exit_status & 0x7F}"
-    return f"exited {(exit_status >> 8) & 0xFF}"
+        if state and state not in ("X", "Z"):
+            return f"still running (state {state})"
+        return "still running (no exit seen)" if alive else "unknown"
+    return ExitCode(exit_status).ended
 
 
 def _tree_order(roots: list[reader.ProcessNode]) -> list[tuple[reader.ProcessNode, int, int | None]]:
@@ -251,36 +279,55 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
     run_id = reader.select_run(conn, run)
     info = conn.execute(f"SELECT * FROM {reader.RUNS} WHERE id = ?", (run_id,)).fetchone()
     tables = _run_tables(conn, info["plugins"])
+    recorded = reader.syscalls_recorded(conn, run_id)
+    logged = "none" if not recorded else "command" if info["logged"] == "command" else "all"
     roots = reader.process_tree(conn, run_id)
     order = _tree_order(roots)
-    exits: dict[int, tuple[int | None, str | None]] = {}
+    exits: dict[int, tuple[int, int | None, int | None]] = {}  # process row -> (insn, virtual ns, wait status)
     renames: dict[int, list[tuple[int, int | None, str]]] = {}
-    last_virtual_ns: int | None = None
+    events: list[tuple[int, int]] = []  # (insn_count, virtual_ns) of the plugins' rows: the axis's anchors
+    seen: dict[int, list[int]] = {}  # process row -> instruction counts at which some table saw it
     if "proc_events" in tables:
         for row in conn.execute(
-            "SELECT kind, process_id, insn_count, virtual_ns, name, ok, wait_status, signal FROM proc_events "
+            "SELECT kind, process_id, insn_count, virtual_ns, name, ok, wait_status FROM proc_events "
             "WHERE run_id = ? ORDER BY insn_count, id",
             (run_id,),
         ):
             if row["kind"] == "exit":
-                exits[row["process_id"]] = (row["wait_status"], row["signal"])
+                exits[row["process_id"]] = (row["insn_count"], row["virtual_ns"], row["wait_status"])
             elif row["kind"] == "exec" and row["ok"] == 1:
                 execed = (row["insn_count"], row["virtual_ns"], reader.stored_text(row["name"]))
                 renames.setdefault(row["process_id"], []).append(execed)
-            if row["virtual_ns"] is not None:
-                last_virtual_ns = max(last_virtual_ns or 0, int(row["virtual_ns"]))
-    extent = {
-        row["id"]: (row["first_seen_insn"], row["last_seen_insn"])
+            _sighting(row["process_id"], row["insn_count"], row["virtual_ns"], seen, events)
+    for row in conn.execute(
+        f"SELECT id, first_seen_insn, last_seen_insn FROM {reader.PROCESSES} WHERE run_id = ?", (run_id,)
+    ):
+        for insn in (row["first_seen_insn"], row["last_seen_insn"]):
+            _sighting(row["id"], insn, None, seen, events)
+    if "file_activity" in tables:
         for row in conn.execute(
-            f"SELECT id, first_seen_insn, last_seen_insn FROM {reader.PROCESSES} WHERE run_id = ?", (run_id,)
-        )
-    }
+            "SELECT process_id, first_insn_count, last_insn_count FROM file_activity WHERE run_id = ?", (run_id,)
+        ):
+            for insn in (row["first_insn_count"], row["last_insn_count"]):
+                _sighting(row["process_id"], insn, None, seen, events)
+    file_ops: list[sqlite3.Row] = []
+    if "file_ops" in tables:
+        file_ops = conn.execute(
+            "SELECT process_id, insn_count, virtual_ns, op, path, new_path, flags, ok, errno FROM file_ops "
+            "WHERE run_id = ? ORDER BY insn_count, id",
+            (run_id,),
+        ).fetchall()
+        for row in file_ops:
+            _sighting(row["process_id"], row["insn_count"], row["virtual_ns"], seen, events)
+    run_end = info["insn_count"] if isinstance(info["insn_count"], int) else None
     processes: list[Process] = []
     index: dict[int, int] = {}
     for node, depth, parent in order:
-        wait_status, signal = exits.get(node.id, (node.exit_status, None))
+        wait_status = exits[node.id][2] if node.id in exits else None
         status = node.exit_status if node.exit_status is not None else wait_status
-        first, last = extent.get(node.id, (None, None))
+        # Without the logger no state was taken at the end; but proc_events sees every exit from the run's start,
+        # so a process it saw no exit of still ran when the run ended.
+        alive = not recorded and node.id not in exits and "proc_events" in tables and run_end is not None
         index[node.id] = len(processes)
         processes.append(
             Process(
@@ -294,9 +341,10 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
                 parent,
                 node.state,
                 status,
-                ended_text(status, node.state, signal),
-                first,
-                last,
+                ended_text(status, node.state, alive),
+                None,
+                None,
+                logged=logged == "all",  # in a run of the command's calls: once a call of it is seen
             )
         )
 
@@ -326,6 +374,8 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
         calls.kind.append(kind)
         calls.failed.append(failed)
         calls.text.append(row["text"] or name)
+        processes[at].logged = True
+        _sighting(row["process_id"], row["insn_count"], None, seen, events)
         per_process.setdefault(at, Counter())[name] += 1
         if failed:
             per_process_failed.setdefault(at, Counter())[name] += 1
@@ -336,7 +386,8 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
             if not isinstance(args, dict):
                 continue
             for arg in paths or ():
-                if isinstance(args.get(arg), str):
+                # An empty path (statx(fd, "", AT_EMPTY_PATH)) names the fd, not a file.
+                if isinstance(args.get(arg), str) and args[arg]:
                     files = fallback_files.setdefault(at, {})
                     entry = files.setdefault(args[arg], FileRow(args[arg]))
                     entry.calls += 1
@@ -346,17 +397,15 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
                     if (where := _endpoint(value)) is not None:
                         fallback_net.setdefault(at, Counter())[(name, where)] += 1
 
-    axis = timebase(calls)
-    calls.at = [ns / NS_PER_MS for ns in axis.ns] if axis.virtual else [float(i) for i in calls.insn]
-    if axis.virtual:
-        last_virtual_ns = max(last_virtual_ns or 0, axis.ns[-1])
+    axis = timebase(calls, events)
+    calls.at = [ns / NS_PER_MS for ns in calls.ns if ns is not None] if axis.virtual else [float(i) for i in calls.insn]
+    last_virtual_ns = max(axis.ns) if axis.virtual else None
     for at, process in enumerate(processes):
         process.renames = [
             (ns / NS_PER_MS if axis.virtual and ns is not None else axis.at(insn), name)
             for insn, ns, name in renames.get(process.id, [])
         ]
-        if process.first_insn is not None and process.last_insn is not None:
-            process.first_at, process.last_at = axis.at(process.first_insn), axis.at(process.last_insn)
+        _lifetime(process, seen.get(process.id, []), exits.get(process.id), run_end, axis)
         counts = per_process.get(at, Counter())
         failures = per_process_failed.get(at, Counter())
         process.syscalls = sum(counts.values())
@@ -374,6 +423,20 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
 
     if not want_files:
         _file_activity(conn, run_id, index, processes)
+    for row in file_ops:
+        at = index.get(row["process_id"])
+        if at is not None:
+            when = row["virtual_ns"] / NS_PER_MS if axis.virtual and row["virtual_ns"] is not None else None
+            processes[at].file_ops.append(
+                (
+                    when if when is not None else axis.at(row["insn_count"] or 0),
+                    row["op"],
+                    reader.stored_text(row["path"]),
+                    reader.stored_text(row["new_path"]),
+                    row["flags"],
+                    "ok" if row["ok"] == 1 else row["errno"] or "failed",
+                )
+            )
     if not want_net:
         _net_activity(conn, run_id, index, processes)
 
@@ -396,15 +459,61 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
         "failed": failed_total,
         "failure_rate": failed_total / calls_total if calls_total else 0.0,
         "processes": len(processes),
+        "logged_processes": sum(p.logged for p in processes),
     }
     sources = {
         "files": "syscalls (decoded path arguments)" if want_files else "file_activity",
         "endpoints": "syscalls (decoded socket addresses)" if want_net else "net_activity (net_sockets)",
         "names over time": "proc_events" if "proc_events" in tables else "processes.names (no times)",
     }
+    if "file_ops" in tables:
+        sources["renames and deletions"] = "file_activity (file_ops)"
     return RunReport(
-        run_id, summary, processes, calls, axis, activity(calls), sources, reader.run_warning(conn, run_id)
+        run_id,
+        summary,
+        processes,
+        calls,
+        axis,
+        activity(calls),
+        sources,
+        reader.run_warning(conn, run_id),
+        logged,
     )
+
+
+def _sighting(
+    process_id: object, insn: object, ns: object, seen: dict[int, list[int]], events: list[tuple[int, int]]
+) -> None:
+    """Note that a table saw process ``process_id`` at instruction ``insn`` (and virtual time ``ns``, an anchor of
+    the axis); values that are not integers (an edited file) are left out."""
+    if isinstance(process_id, int) and isinstance(insn, int):
+        seen.setdefault(process_id, []).append(insn)
+        if isinstance(ns, int):
+            events.append((insn, ns))
+
+
+def _lifetime(
+    process: Process,
+    seen: list[int],
+    exit: tuple[int, int | None, int | None] | None,
+    run_end: int | None,
+    axis: Timebase,
+) -> None:
+    """Set the process's lifetime: from its first sighting to its exit event, or to the run's end while it still
+    ran (a live state, or no exit seen by proc_events), else to its last sighting."""
+    if not seen:
+        return
+    first, last = min(seen), max(seen)
+    last_at: float | None = None
+    if exit is not None and isinstance(exit[0], int):
+        last = max(last, exit[0])
+        if axis.virtual and isinstance(exit[1], int) and exit[0] >= max(seen):
+            last_at = exit[1] / NS_PER_MS  # the exit's own time: exact
+    elif run_end is not None and process.ended.startswith("still running"):
+        last = max(last, run_end)
+    process.first_insn, process.last_insn = first, last
+    process.first_at = axis.at(first)
+    process.last_at = last_at if last_at is not None else axis.at(last)
 
 
 def _file_activity(conn: sqlite3.Connection, run_id: int, index: dict[int, int], processes: list[Process]) -> None:

@@ -18,20 +18,27 @@ from qppsuite.cli.terminal import visible
 from qppsuite.plugins.syscalls.classes import KINDS
 from qppsuite.report.data import Activity, Process, RunReport, Timebase
 
-#: One colour per kind (Okabe-Ito's colour-blind-safe palette), and the failures' mark.
+#: One colour per kind (Okabe-Ito's colour-blind-safe palette: its blue, vermillion, bluish green, reddish
+#: purple, orange and black; its sky blue was too close to the blue, its yellow too faint on white), and the
+#: failures' mark.
 KIND_COLOURS = {
     "file": "#0072B2",
     "process": "#D55E00",
     "memory": "#009E73",
     "network": "#CC79A7",
     "signal": "#E69F00",
-    "time": "#56B4E9",
+    "time": "#000000",
     "other": "#999999",
 }
 FAILED_COLOUR = "#D00000"
 #: Characters of a call's line shown in its hover box.
 HOVER_CHARS = 160
 ROW_PX = 22
+#: A timeline of more rows than this also has its time axis at the top.
+TOP_AXIS_ROWS = 30
+#: With more processes than this, each process's section starts folded (a link to it unfolds it).
+OPEN_SECTIONS = 12
+LEGEND_TOP = {"y": 1.0, "yanchor": "top", "yref": "container"}
 
 TIMELINE_ID = "timeline"
 ACTIVITY_ID = "activity"
@@ -54,12 +61,28 @@ def row_label(process: Process) -> str:
     return f"{process.name} [{process.pid}]"
 
 
+def plural(count: int, one: str, many: str | None = None) -> str:
+    """``1 call``, ``2 calls``."""
+    return f"{count:,} {one if count == 1 else many or one + 's'}"
+
+
+def calls_text(p: Process, logged: str) -> str:
+    """A process's calls for the tree and its section: ``3 calls (1 failed)``, or why there is no count."""
+    if p.logged:
+        return f"{plural(p.syscalls, 'call')} ({p.failed:,} failed)"
+    if logged == "none":
+        return "calls not recorded"
+    return "calls not logged (not the command's: only=command)"
+
+
 def timeline_figure(report: RunReport) -> Any:
     """One row per process (tree order, top to bottom) over the report's axis (virtual time, or instructions
     in older files): its lifetime as a line, its calls as marks coloured by kind, failed calls ringed in red."""
     import plotly.graph_objects as go
 
-    procs = report.processes
+    shown = report.timeline_rows
+    procs = [report.processes[n] for n in shown]
+    row_of = {n: row for row, n in enumerate(shown)}  # a process's index -> its row on the timeline
     calls = report.calls
     fig = go.Figure()
     life_x: list[float | None] = []
@@ -80,15 +103,16 @@ def timeline_figure(report: RunReport) -> Any:
     )
     point = report.timebase.point
     hover = [
-        f"{label(row_label(procs[r]))}<br>#{s} at {point(i, ns)}<br>{label(t[:HOVER_CHARS])}"
+        f"{label(row_label(report.processes[r]))}<br>#{s} at {point(i, ns)}<br>{label(t[:HOVER_CHARS])}"
         for s, i, ns, r, t in zip(calls.seq, calls.insn, calls.ns, calls.row, calls.text, strict=True)
     ]
+    y = [row_of.get(r) for r in calls.row]  # every call's process is shown: its calls were logged
     for kind in KINDS:
         picked = [n for n, k in enumerate(calls.kind) if k == kind]
         fig.add_trace(
             go.Scatter(
                 x=[calls.at[n] for n in picked],
-                y=[calls.row[n] for n in picked],
+                y=[y[n] for n in picked],
                 mode="markers",
                 marker={"symbol": "line-ns-open", "size": 12, "color": KIND_COLOURS[kind], "line": {"width": 2}},
                 name=f"{kind} ({len(picked)})",
@@ -100,7 +124,7 @@ def timeline_figure(report: RunReport) -> Any:
     fig.add_trace(
         go.Scatter(
             x=[calls.at[n] for n in failed],
-            y=[calls.row[n] for n in failed],
+            y=[y[n] for n in failed],
             mode="markers",
             marker={"symbol": "circle-open", "size": 11, "color": FAILED_COLOUR, "line": {"width": 2}},
             name=f"failed ({len(failed)})",
@@ -108,24 +132,34 @@ def timeline_figure(report: RunReport) -> Any:
             hoverinfo="text",
         )
     )
+    tall = len(procs) > TOP_AXIS_ROWS
+    if tall:  # the time axis at the top too, on an empty trace of its own that follows the bottom one's range
+        fig.add_trace(
+            go.Scatter(x=[], y=[], xaxis="x2", mode="lines", name="top axis", showlegend=False, hoverinfo="skip")
+        )
     fig.update_layout(
-        height=max(320, ROW_PX * len(procs) + 140),
-        margin={"l": 10, "r": 10, "t": 30, "b": 40},
+        height=max(320, ROW_PX * len(procs) + (200 if tall else 140)),
+        margin={"l": 10, "r": 10, "t": 80 if tall else 30, "b": 40},
         xaxis={"title": report.timebase.title, "rangeslider": {"visible": False}},
+        # The rows' own range, reversed (the first process on top): autorange pads 5% of the height above and
+        # below, 300 px of blank for 300 processes.
         yaxis={
             "tickmode": "array",
             "tickvals": list(range(len(procs))),
             "ticktext": [label(row_label(p)) for p in procs],
-            "autorange": "reversed",
+            "range": [len(procs) - 0.5, -0.5],
             "zeroline": False,
             "automargin": True,
             "fixedrange": False,
         },
-        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+        # Above the plot; over a top axis, at the top of the figure (its margin leaves the axis room below).
+        legend={"orientation": "h", "x": 0, **(LEGEND_TOP if tall else {"y": 1.02, "yanchor": "bottom"})},
         dragmode="zoom",
         hovermode="closest",
         template="none",
     )
+    if tall:
+        fig.update_layout(xaxis2={"matches": "x", "overlaying": "x", "side": "top", "showgrid": False})
     return fig
 
 
@@ -165,7 +199,7 @@ def _summary(report: RunReport) -> str:
     virtual = (
         f"{s['virtual_ns'] / 1e9:.3f} s (at the last logged event)"
         if s["virtual_ns"] is not None
-        else "not recorded (a file older than schema 4)"
+        else "not recorded (no call or event of the run has a virtual time)"
     )
     wall = (
         f"{s['wall_seconds']:.0f} s (runs records whole seconds)"
@@ -189,6 +223,14 @@ def _summary(report: RunReport) -> str:
         ("system calls", f"{s['syscalls']:,}"),
         ("failed calls", f"{s['failed']:,} ({s['failure_rate']:.1%})"),
     ]
+    if report.logged == "none":
+        rows[-2:] = [("system calls", "not recorded (syscalls_logger did not write this file)")]
+    elif report.logged == "command":
+        rows[-3] = (
+            "processes",
+            f"{s['processes']:,}, {plural(s['logged_processes'], 'process', 'processes')} of the command "
+            "(only=command: only their calls were logged)",
+        )
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     return f'<table class="summary" id="summary">{body}</table>'
 
@@ -222,7 +264,7 @@ def _tree(report: RunReport) -> str:
         depth = p.depth
         out.append(
             f'<li><a href="#proc-{p.id}">{text(p.name)}</a> pid {p.pid}: {_names(p, report.timebase)}; '
-            f"{p.syscalls} calls ({p.failed} failed); {text(p.ended)}"
+            f"{calls_text(p, report.logged)}; {text(p.ended)}"
         )
     if depth >= 0:
         out.append("</li>" + "</ul></li>" * depth + "</ul>")
@@ -238,8 +280,10 @@ def _table(head: tuple[str, ...], rows: list[tuple[object, ...]], empty: str) ->
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
-def _process(p: Process, parent: Process | None, counted: bool, axis: Timebase) -> str:
-    """One process's section; ``counted``: its files come from file_activity (counts), else from call arguments."""
+def _process(p: Process, parent: Process | None, report: RunReport, counted: bool, folded: bool) -> str:
+    """One process's section; ``counted``: its files come from file_activity (counts), else from call arguments;
+    ``folded``: it starts closed (a link to it opens it)."""
+    axis = report.timebase
     parent_link = f'<a href="#proc-{parent.id}">{text(parent.name)} [{parent.pid}]</a>' if parent else "none in the run"
     if counted:
         head: tuple[str, ...] = ("path", "opens", "reads", "bytes read", "writes", "bytes written", "errors")
@@ -255,15 +299,24 @@ def _process(p: Process, parent: Process | None, counted: bool, axis: Timebase) 
         endpoints = _table(keys, [tuple(e[k] for k in keys) for e in p.endpoints], "none recorded")
     else:
         endpoints = "<p class='none'>none recorded</p>"
+    ops = ""
+    if "renames and deletions" in report.sources:
+        when = "time (ms)" if axis.virtual else "instructions"
+        shown: list[tuple[object, ...]] = [
+            (f"{t:,.3f}" if axis.virtual else f"{t:,.0f}", *rest) for t, *rest in p.file_ops
+        ]
+        head = (when, "op", "path", "new path", "flags", "result")
+        ops = f"<h4>Renames and deletions</h4>{_table(head, shown, 'none recorded')}"
+    no_calls = "no calls logged" if p.logged else calls_text(p, report.logged)
     return (
-        f'<section class="process" id="proc-{p.id}"><h3>{text(p.name)} [{p.pid}]</h3>'
-        f"<p>parent: {parent_link}; names: {_names(p, axis)}; {text(p.ended)}; "
-        f"{p.syscalls} calls, {p.failed} failed</p>"
-        f"<h4>Top system calls</h4>{_table(('call', 'calls', 'failed'), list(p.top_calls), 'no calls logged')}"
-        f"<h4>Files touched</h4>{files}"
+        f'<details class="process" id="proc-{p.id}"{"" if folded else " open"}>'
+        f"<summary><h3>{text(p.name)} [{p.pid}]</h3> {calls_text(p, report.logged)}; {text(p.ended)}</summary>"
+        f"<p>parent: {parent_link}; names: {_names(p, axis)}</p>"
+        f"<h4>Top system calls</h4>{_table(('call', 'calls', 'failed'), list(p.top_calls), no_calls)}"
+        f"<h4>Files touched</h4>{files}{ops}"
         f"<h4>Network endpoints</h4>{endpoints}"
         f"<h4>Errors</h4>{_table(('call', 'errno', 'calls'), list(p.errors), 'none')}"
-        "</section>"
+        "</details>"
     )
 
 
@@ -274,9 +327,18 @@ table{border-collapse:collapse;margin:.4em 0;font-size:.9em}
 th,td{border:1px solid #ddd;padding:2px 8px;text-align:left}
 table.summary th{background:#f5f5f5} .tree ul{list-style:none;padding-left:1.4em;border-left:1px dotted #bbb}
 .tree>ul{padding-left:0;border:none} .none{color:#777} .warning{background:#fff3cd;padding:.5em}
-section.process{border-top:1px solid #eee;margin-top:1em}
+details.process{border-top:1px solid #eee;margin-top:.6em} details.process>summary{cursor:pointer}
+details.process>summary>h3{display:inline;margin-right:.6em}
 td{font-family:ui-monospace,monospace;white-space:pre-wrap;word-break:break-all}
 """
+
+
+#: Opens the folded section a link (or the page's address) points to: not every browser does.
+UNFOLD = (
+    "function unfold(){var t=location.hash&&document.getElementById(location.hash.slice(1));"
+    "if(t&&t.tagName==='DETAILS'&&!t.open){t.open=true;t.scrollIntoView();}}"
+    "window.addEventListener('hashchange',unfold);unfold();"
+)
 
 
 def render(report: RunReport) -> str:
@@ -287,19 +349,33 @@ def render(report: RunReport) -> str:
     timeline = pio.to_html(
         timeline_figure(report), full_html=False, include_plotlyjs=True, div_id=TIMELINE_ID, config=config
     )
-    activity = pio.to_html(
-        activity_figure(report.activity, report.timebase),
-        full_html=False,
-        include_plotlyjs=False,
-        div_id=ACTIVITY_ID,
-        config=config,
-    )
+    if report.calls.seq:
+        activity = pio.to_html(
+            activity_figure(report.activity, report.timebase),
+            full_html=False,
+            include_plotlyjs=False,
+            div_id=ACTIVITY_ID,
+            config=config,
+        )
+    else:
+        why = "syscalls_logger did not write this file" if report.logged == "none" else "the run logged none"
+        activity = f"<p class='none' id='{ACTIVITY_ID}'>No system calls to draw: {why}.</p>"
     s = report.summary
     warning = f'<p class="warning">{text(report.warning)}</p>' if report.warning else ""
     sources = "; ".join(f"{k}: {text(v)}" for k, v in report.sources.items())
     by_id = {p.id: p for p in report.processes}
     counted = report.sources["files"] == "file_activity"
-    sections = "".join(_process(p, by_id.get(p.parent_id or 0), counted, report.timebase) for p in report.processes)
+    folded = len(report.processes) > OPEN_SECTIONS
+    sections = "".join(_process(p, by_id.get(p.parent_id or 0), report, counted, folded) for p in report.processes)
+    left_out = len(report.processes) - len(report.timeline_rows)
+    timeline_note = "One row per process; drag to zoom, double-click to reset."
+    if left_out:
+        timeline_note += (
+            f" {plural(left_out, 'process', 'processes')} whose calls were not logged (not the command's: "
+            "only=command) are left out; the tree lists them."
+        )
+    if folded:
+        sections = f"<p class='none'>Each process's section is folded: click its name to open it.</p>{sections}"
     title = f"qppsuite run {s['run']}: {s['image']}"
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
@@ -307,7 +383,7 @@ def render(report: RunReport) -> str:
         f"<h1>{text(title)}</h1>{warning}<h2>Summary</h2>{_summary(report)}"
         f"<p class='none'>Sources: {sources}. Call kinds are strace's trace classes.</p>"
         f"<h2>Process tree</h2>{_tree(report)}"
-        "<h2>Timeline</h2><p class='none'>One row per process; drag to zoom, double-click to reset.</p>"
+        f"<h2>Timeline</h2><p class='none' id='timeline-note'>{timeline_note}</p>"
         f"{timeline}<h2>System-call activity</h2>{activity}"
-        f"<h2>Processes</h2>{sections}</body></html>\n"
+        f"<h2>Processes</h2>{sections}<script>{UNFOLD}</script></body></html>\n"
     )

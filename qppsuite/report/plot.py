@@ -18,7 +18,10 @@ FORMATS = (".png", ".svg", ".pdf")
 
 
 def check_path(path: Path) -> None:
-    """Raise :class:`QppsuiteError` unless ``path``'s suffix is one of :data:`FORMATS` (before any work is done)."""
+    """Raise :class:`QppsuiteError` unless ``path`` names a file whose suffix is one of :data:`FORMATS` (before any
+    work is done)."""
+    if not path.name:  # "" (pathlib makes it "."), "/"
+        raise QppsuiteError(f"--plot: the figure's file name is empty; give a file ending in {', '.join(FORMATS)}")
     if path.suffix.lower() not in FORMATS:
         raise QppsuiteError(f"cannot write a figure to {path}: give a file ending in {', '.join(FORMATS)}")
 
@@ -26,9 +29,12 @@ def check_path(path: Path) -> None:
 def save_activity(activity: Activity, axis: Timebase, path: Path, title: str) -> None:
     """Write the stacked calls-per-bin figure to ``path`` (its suffix picks the format).
 
-    Raises :class:`QppsuiteError` for another suffix or a file that cannot be written.
+    Raises :class:`QppsuiteError` for another suffix, a file that cannot be written, or no calls to draw (a run
+    that logged none, or whose file syscalls_logger did not write).
     """
     check_path(path)
+    if not any(any(counts) for counts in activity.counts.values()):
+        raise QppsuiteError(f"no figure written to {path}: the run has no logged system calls to draw")
     import matplotlib
 
     matplotlib.use("Agg")

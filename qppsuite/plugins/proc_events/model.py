@@ -43,6 +43,14 @@ class ExitCode:
     def core_dumped(self) -> bool:
         return bool(self.wait_status & 0x80)
 
+    @property
+    def ended(self) -> str:
+        """How the task ended, as the views say it: ``exited 3``, ``killed by SIGTERM``, ``killed by SIGSEGV
+        (core dumped)``."""
+        if self.signal is None:
+            return f"exited {self.exit_status}"
+        return f"killed by {self.signal}" + (" (core dumped)" if self.core_dumped else "")
+
 
 @dataclass(frozen=True, slots=True)
 class ProcEvent:

@@ -53,6 +53,8 @@ def json_text(value: object) -> str:
 COMMAND_SCRIPTS = frozenset({"/tmp/.qppsuite/script", "/etc/qppsuite/cmd", "/etc/qppsuite/workload.sh"})
 """The scripts the guest runs the user's command from: an ``execve`` naming one in its ``argv`` starts it."""
 EXECS = frozenset({"execve", "execveat"})
+FORKS = frozenset({"fork", "vfork", "clone", "clone3"})
+"""The calls that create a process (or a thread): their children's first calls are their returns from them."""
 
 
 @dataclass(slots=True)
@@ -105,6 +107,7 @@ class SyscallsLogger(Plugin):
         self._command_only = self.args.only == "command"
         self._kept: set[tuple[int, int]] = set()  # only=command: (pid, start_time) of the command's processes
         self._seen: dict[int, tuple[int, int]] = {}  # only=command: pid -> (pid, start_time) of its latest process
+        self._kept_forks: set[int] = set()  # only=command: seqs of the kept processes' calls, for their children
         self.rows = 0
         self._run_db: RunDatabase | None = None
         self._db: SyscallDatabase | None = None
@@ -169,10 +172,17 @@ class SyscallsLogger(Plugin):
         if proc is None:
             return False
         key = (proc.pid, proc.start_time)
+        # A child of a kept process's fork, whose call may have returned before the child ran: `sleep 100 &` of a
+        # script that exits at once runs reparented to init, and its ppid no longer says whose it is.
+        kept_fork = ctx.child and ctx.parent_seq in self._kept_forks
+        if kept_fork:
+            self._kept_forks.discard(ctx.parent_seq)
         if key not in self._kept and self._seen.get(proc.pid) != key:  # first sight: kept if its creator is
             parent = self._callers.get(ctx.parent_seq) if ctx.child and ctx.parent_seq is not None else None
             creator = parent.process if parent is not None else None
-            if creator is not None:
+            if kept_fork:
+                self._kept.add(key)
+            elif creator is not None:
                 if (creator["pid"], creator["start_time"]) in self._kept:
                     self._kept.add(key)
             elif self._seen.get(proc.ppid) in self._kept:
@@ -182,6 +192,8 @@ class SyscallsLogger(Plugin):
             argv = next((a.value for a in decoded if a.name == "argv"), None)
             if isinstance(argv, list) and COMMAND_SCRIPTS.intersection(a for a in argv if isinstance(a, str)):
                 self._kept.add(key)
+        if key in self._kept and not ctx.child and ctx.name in FORKS:
+            self._kept_forks.add(ctx.seq)
         return key in self._kept
 
     def _noreturn(self, ctx: SyscallContext) -> None:

@@ -486,7 +486,7 @@ class ProcessNode:
     name: str
     names: list[str]
     start_time: int
-    syscall_count: int
+    syscall_count: int | None  # None: its calls were not logged (a run of only=command, not the command's)
     state: str | None
     exit_status: int | None
     threads: list[ThreadRow] = field(default_factory=list)
@@ -500,7 +500,7 @@ class ThreadRow:
     tid: int
     name: str
     names: list[str]
-    syscall_count: int
+    syscall_count: int | None  # None: as its process's
 
 
 def ownerless_threads(conn: sqlite3.Connection, run: int) -> int:
@@ -544,7 +544,11 @@ def _names(text: str | None) -> Any:
 
 
 def process_tree(conn: sqlite3.Connection, run: int) -> list[ProcessNode]:
-    """The run's processes as a forest: a child hangs under the latest process with its ppid started before it."""
+    """The run's processes as a forest: a child hangs under the latest process with its ppid started before it.
+
+    In a run that logged only its command's calls (:func:`command_only`), a process without a logged call is
+    not the command's: its ``syscall_count`` (and its threads') is None, not 0."""
+    unlogged = 0 if command_only(conn, run) else None  # the count that means "not logged"
     nodes = [
         ProcessNode(
             row["id"],
@@ -553,7 +557,7 @@ def process_tree(conn: sqlite3.Connection, run: int) -> list[ProcessNode]:
             stored_text(row["name"]),
             _names(row["names"]),
             row["start_time"],
-            row["syscall_count"],
+            None if row["syscall_count"] == unlogged else row["syscall_count"],
             row["state"],
             row["exit_status"],
         )
@@ -563,9 +567,8 @@ def process_tree(conn: sqlite3.Connection, run: int) -> list[ProcessNode]:
     for row in conn.execute(f"SELECT * FROM {THREADS} WHERE run_id = ? ORDER BY tid, id", (run,)):
         owner = by_id.get(row["process_id"])
         if owner is not None:
-            owner.threads.append(
-                ThreadRow(row["tid"], stored_text(row["name"]), _names(row["names"]), row["syscall_count"])
-            )
+            count = None if owner.syscall_count is None else row["syscall_count"]
+            owner.threads.append(ThreadRow(row["tid"], stored_text(row["name"]), _names(row["names"]), count))
     # A parent comes before its child in (start_time, id) order, so whatever the rows say (two processes
     # each the other's parent, in a damaged or hostile file) the result is a forest and no row is lost.
     by_pid: dict[int, list[ProcessNode]] = {}
@@ -586,16 +589,22 @@ class Stats:
 
     calls: int
     failed: int
-    processes: int
+    processes: int  # of the run; in a run of only=command, those whose calls were logged (the command's)
     top_syscalls: list[dict[str, Any]]  # name, calls, failed, failure_rate
     top_processes: list[dict[str, Any]]  # process_name, pid, calls, failed, failure_rate
     top_errors: list[dict[str, Any]]  # errno, calls
+    command_only: bool = False  # the run logged only its command's calls (:func:`command_only`)
 
 
 def run_stats(conn: sqlite3.Connection, run: int, top: int) -> Stats:
     """Top calls and processes by count with their failure rates (failed = an errno was returned)."""
     calls, failed = conn.execute(f"SELECT COUNT(*), COUNT(errno) FROM {SYSCALLS} WHERE run_id = ?", (run,)).fetchone()
     processes = conn.execute(f"SELECT COUNT(*) FROM {PROCESSES} WHERE run_id = ?", (run,)).fetchone()[0]
+    command = command_only(conn, run)
+    if command:
+        processes = conn.execute(
+            f"SELECT COUNT(DISTINCT process_id) FROM {SYSCALLS} WHERE run_id = ?", (run,)
+        ).fetchone()[0]
     top_syscalls = [
         dict(row)
         for row in conn.execute(
@@ -625,7 +634,7 @@ def run_stats(conn: sqlite3.Connection, run: int, top: int) -> Stats:
             (run, top),
         )
     ]
-    return Stats(int(calls), int(failed), int(processes), top_syscalls, top_processes, top_errors)
+    return Stats(int(calls), int(failed), int(processes), top_syscalls, top_processes, top_errors, command)
 
 
 def syscalls_recorded(conn: sqlite3.Connection, run: int) -> bool:
@@ -639,6 +648,12 @@ def syscalls_recorded(conn: sqlite3.Connection, run: int) -> bool:
     if row is not None and row["syscall_count"] is not None:
         return True
     return conn.execute(f"SELECT 1 FROM {SYSCALLS} WHERE run_id = ? LIMIT 1", (run,)).fetchone() is not None
+
+
+def command_only(conn: sqlite3.Connection, run: int) -> bool:
+    """Whether the run logged only its command's calls (``-p syscalls_logger:only=command``: ``runs.logged``)."""
+    row = conn.execute(f"SELECT logged FROM {RUNS} WHERE id = ?", (run,)).fetchone()
+    return row is not None and row["logged"] == "command"
 
 
 def add_proc_events_exits(conn: sqlite3.Connection, run: int, roots: list[ProcessNode]) -> None:
