@@ -167,7 +167,8 @@ INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def _create_schema(db: sqlite_utils.Database) -> None:
+def create_schema(db: sqlite_utils.Database) -> None:
+    """The logger's tables and indexes (those missing) and this version's ``user_version``, in ``db``."""
     db[RUNS].create(RUN_COLUMNS, pk="id", if_not_exists=True)  # type: ignore[union-attr]
     db[PROCESSES].create(  # type: ignore[union-attr]
         PROCESS_COLUMNS, pk="id", foreign_keys=[("run_id", RUNS, "id")], if_not_exists=True
@@ -435,7 +436,7 @@ def _open_run(path: Path, run: dict[str, Any], *, wal_first: bool) -> tuple[Path
         mismatch = schema_mismatch(db.conn, path) if ours else None
         if mismatch is not None:
             raise PluginError(mismatch)
-        _create_schema(db)
+        create_schema(db)
         run_id = int(db[RUNS].insert(run).last_pk)  # type: ignore[union-attr,arg-type]
         if run_id > MAX_RUN_ID:
             raise PluginError(

@@ -114,6 +114,13 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "backslashreplace")
 
 
+def readonly_uri(path: Path) -> str:
+    """The SQLite URI that opens ``path`` read-only: with no -wal file nothing is being written, and immutable
+    mode reads without locks or -shm/-wal files; else ``mode=ro``, which reads the rows the -wal holds."""
+    writing = Path(f"{path}-wal").exists()
+    return f"file:{quote(str(path.resolve()))}?{'mode=ro' if writing else 'mode=ro&immutable=1'}"
+
+
 def open_readonly(path: Path, *, any_version: bool = False) -> sqlite3.Connection:
     """A read-only connection to a syscall database, checked to have the logger's tables and columns.
 
@@ -122,10 +129,7 @@ def open_readonly(path: Path, *, any_version: bool = False) -> sqlite3.Connectio
     if not path.is_file():
         what = "a directory" if path.is_dir() else "no such file" if not path.exists() else "not a regular file"
         raise LogDatabaseError(f"no syscall database at {path}: {what}")
-    # With no -wal file nothing is being written: immutable mode reads without locks or -shm/-wal files.
-    writing = Path(f"{path}-wal").exists()
-    mode = "mode=ro" if writing else "mode=ro&immutable=1"
-    conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?{mode}", uri=True)
+    conn = sqlite3.connect(readonly_uri(path), uri=True)
     conn.row_factory = sqlite3.Row
     conn.text_factory = _text  # the writer stores UTF-8; an edited or damaged file may hold anything
     try:

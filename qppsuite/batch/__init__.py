@@ -1,0 +1,1 @@
+"""``qppsuite batch``: many independent runs, each writing its own database, merged into one at the end."""
