@@ -7,7 +7,8 @@ run got that far.  ``merge_inputs.schema.json`` beside this module holds the fie
 
 The merged file has the run database's schema (the logger's tables, and every plugin table of the jobs'
 files, created as the job's file declares it) and one ``runs`` row per job: the job at position ``n`` of
-``batch.json`` is run ``n``, whatever its id in its own file, so merging again gives the same file.  Rows are
+``batch.json`` is run ``n``, whatever its id in its own file, so merging again gives the same file (a job's file
+holds one run; of several, the last is merged).  Rows are
 copied job by job with sqlite3's ``ATTACH`` and ``INSERT ... SELECT`` (no row passes through Python), renumbered
 on the way: a table whose row ids follow the run's stride (``run_id * ROW_ID_STRIDE + n``: processes, threads,
 the plugins' tables) moves them to the new run's range, and one whose ids SQLite handed out (syscalls) moves

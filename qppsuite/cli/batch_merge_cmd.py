@@ -20,12 +20,12 @@ console = SafeConsole()
 def merge_command(
     outdir: Annotated[Path, typer.Argument(help="The batch's output directory (qppsuite batch's -o)")],
 ) -> None:
-    """Merge the batch's jobs into OUTDIR/batch.sqlite: each job's run, with its label, status (ok, failed, not run)
-    and why; then `qppsuite stats|syscalls|processes|report|query` read the whole batch.
+    """Merge the batch's jobs into OUTDIR/batch.sqlite, each run with its label, status and why.
 
-    A job's input that cannot be read (a damaged result.json or run.sqlite) is that job's failure and one
-    ``error:`` line, and the command exits 1 once the file is written; a batch.json that cannot be read
-    writes nothing.
+    Each job is a run of the merged file, with its label, status (ok, failed, not run) and why; then
+    `qppsuite stats|syscalls|processes|report|query` read the whole batch.  A job's input that cannot be read
+    (a damaged result.json or run.sqlite) is that job's failure and one ``error:`` line, and the command exits 1
+    once the file is written; a batch.json that cannot be read writes nothing.
     """
     from qppsuite.batch.merge import STATUSES, merge_batch
 
