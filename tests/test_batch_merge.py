@@ -20,6 +20,7 @@ from cli_entry import run_main
 from test_run_database import call, start
 from typer.testing import CliRunner
 
+from qppsuite.batch import merge as batch_merge
 from qppsuite.batch.merge import MergeError, merge, merge_batch
 from qppsuite.cli import app
 from qppsuite.cli.batch_merge_cmd import merge_command
@@ -179,6 +180,8 @@ def test_merging_again_gives_the_same_content_and_replaces_the_file_whole(merged
     assert content(merged) == before
     assert merged.stat().st_ino != inode  # a new file renamed over the old one, not the old one rewritten
     assert sorted(p.name for p in merged.parent.iterdir()) == ["batch.json", "batch.sqlite", "jobs"]
+    # The jobs' files are only read: no -wal or -shm beside them.
+    assert {p.name for p in (merged.parent / "jobs").glob("*/*")} == {"result.json", "run.sqlite"}
 
 
 @pytest.mark.parametrize(
@@ -243,6 +246,26 @@ def test_no_batch_to_merge_is_one_line_and_keeps_the_merged_file(tmp_path: Path,
             merge(tmp_path)
         assert "\n" not in str(raised.value)
         assert content(old) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["batch.json", "batch.sqlite", "jobs"]
+
+
+def test_an_interrupted_merge_leaves_the_old_file_and_no_other(
+    sources: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = merge(write_outdir(tmp_path, standard_jobs(sources)[:1]))
+    before = content(old)
+    write_outdir(tmp_path, standard_jobs(sources))
+    copy = batch_merge._MergedFile._copy_run
+
+    def interrupted(self: Any, job: Any) -> None:
+        if job.run_id == 2:
+            raise KeyboardInterrupt
+        copy(self, job)
+
+    monkeypatch.setattr(batch_merge._MergedFile, "_copy_run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        merge(tmp_path)
+    assert content(old) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["batch.json", "batch.sqlite", "jobs"]
 
 
