@@ -347,6 +347,15 @@ def test_a_misspelt_label_is_one_line_naming_the_closest(merged: Path, run: str,
         assert code == 1 and output.startswith(said) and len(output.splitlines()) == 1, output
 
 
+def test_a_view_of_one_run_asks_which_run_of_a_batch(merged: Path, sources: dict[str, Path], tmp_path: Path) -> None:
+    """The latest run of a batch is only its last job: without --run, a view of one run asks for one."""
+    for view in (["syscalls"], ["processes"], ["report", "-o", str(tmp_path / "r.html")]):
+        code, output = run_main([view[0], str(merged), *view[1:]])
+        assert code == 1 and output.startswith("error: this is a batch's merged database of 7 runs: give --run"), output
+    single = merge(write_outdir(tmp_path / "one", standard_jobs(sources)[:1]))
+    assert runner.invoke(app, ["processes", str(single)]).stdout.startswith("run 1 [small]: 2 processes")
+
+
 def test_report_takes_a_label_and_refuses_all(merged: Path) -> None:
     page = merged.parent / "big.html"
     code, output = run_main(["report", str(merged), "--run", "big", "-o", str(page)])

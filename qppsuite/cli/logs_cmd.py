@@ -103,7 +103,10 @@ def _warn_runs(conn: sqlite3.Connection, runs: list[int], db: Path) -> None:
 
 
 #: What a view of one run says of a batch's job that left no database.
-NO_ROWS = "no rows: the job failed before its run wrote a database, or never ran"
+NO_ROWS = (
+    "no rows: the job left no run database (it failed before its run started, did not run, or loaded no plugin "
+    "that writes one)"
+)
 
 
 def _run_title(run: int, label: str | None, end: str | None) -> str:

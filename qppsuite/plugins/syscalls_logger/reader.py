@@ -167,7 +167,8 @@ def _listing(values: list[str]) -> str:
 
 
 def select_run(conn: sqlite3.Connection, run: int | str | None) -> int:
-    """The run to show: the one asked for, or the latest.
+    """The run to show: the one asked for, or the latest (a batch's merged database of several runs has no
+    latest worth showing: None is one line asking for one).
 
     ``run`` is a run id, or text: digits are a run id when the file has that run, anything else (or digits that
     are no run's id) a label (``runs.label``, which a batch's merged database gives each job's run).  An unknown
@@ -176,6 +177,11 @@ def select_run(conn: sqlite3.Connection, run: int | str | None) -> int:
     ids = [row[0] for row in conn.execute(f"SELECT id FROM {RUNS} ORDER BY id")]
     if not ids:
         raise LogDatabaseError("the database holds no runs")
+    if run is None and len(ids) > 1 and is_batch(conn):  # its latest run is just the batch's last job
+        raise LogDatabaseError(
+            f"this is a batch's merged database of {len(ids)} runs: give --run with a run's label or id "
+            "(`qppsuite stats` lists them)"
+        )
     if run is None:
         return int(ids[-1])
     if isinstance(run, str):
