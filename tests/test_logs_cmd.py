@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_entry import run_main
 from typer.testing import CliRunner
 
 from qppsuite.cli import app
@@ -89,6 +90,23 @@ def test_syscalls_filters_as_json(db: Path) -> None:
         4,
         5,
     ]
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ("ca", "did you mean cat?"),  # a name it starts, as python for python3
+        ("int", "did you mean init?"),  # a close spelling
+        ("\x1b[31mnope", "named \\x1b[31mnope"),  # guest-like text stays text
+    ],
+)
+def test_a_process_name_no_call_was_made_under_is_one_line_with_the_names_it_may_mean(
+    db: Path, given: str, said: str
+) -> None:
+    code, output = run_main(["syscalls", str(db), "--process", given])
+    assert code == 1 and "Traceback" not in output, output
+    (line,) = output.strip().splitlines()
+    assert line.startswith("error: --process: no call of run 1 was made by a process named") and said in line, line
 
 
 def test_syscalls_csv_and_table(db: Path) -> None:

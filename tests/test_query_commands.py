@@ -30,7 +30,7 @@ from qppsuite.cli.terminal import CommandConsole
 from qppsuite.images.bundle import ImageBundle
 from qppsuite.plugins.file_activity import FileActivity
 from qppsuite.plugins.syscalls_logger.database import SyscallDatabase
-from qppsuite.plugins.syscalls_logger.fd_paths import fd_arguments
+from qppsuite.plugins.syscalls_logger.fd_paths import FdTables, fd_arguments
 from qppsuite.plugins.syscalls_logger.reader import LogDatabaseError, Point, parse_point
 
 SCRIPT = (
@@ -111,22 +111,25 @@ def test_the_fd_paths_shown_are_the_ones_strace_printed_in_the_guest(straced: tu
         for argument in first:
             key = (row["tid"], row["name"], row["args"][argument])
             shown.setdefault(key, []).append(row["fds"].get(argument))
-    # Call by call, the path shown is the one strace printed, or none where the run never saw the fd opened (the
-    # console and strace's file, from before the run).  A pipe is the run's pipe:[N] where strace shows its inode
-    # pipe:[I]: one of ours is always the same one of strace's.
+    # Call by call, the path shown is the one strace printed.  An fd from before the run (the console, strace's
+    # file) is named by file_activity's file_fds from the process's first read or write of it on, and by nothing
+    # before that.  A pipe made in the run is the run's pipe:[N] where strace shows its inode pipe:[I]: one of ours
+    # is always the same one of strace's.
     pipes: dict[str, str] = {}
-    compared = 0
+    compared = inherited = 0
     for key in said.keys() & shown.keys():
         assert len(said[key]) == len(shown[key]), (key, said[key], shown[key])
         for theirs, ours in zip(said[key], shown[key], strict=True):
             if ours is None:
                 assert theirs is None or theirs.startswith("/dev/") or theirs == "/tmp/s.txt", (key, theirs)
-            elif ours.startswith("pipe:["):
+            elif ours != theirs and ours.startswith("pipe:["):
                 assert theirs is not None and pipes.setdefault(ours, theirs) == theirs, (key, ours, theirs)
             else:
                 assert ours == theirs, (key, ours, theirs)
+                inherited += ours.startswith("/dev/") or ours == "/tmp/s.txt"
             compared += ours is not None
     assert compared >= 10 and len(pipes) == len(set(pipes.values())) == 2  # the pipeline's two pipes
+    assert inherited >= 3  # the shells' and cat's writes to the console
     assert all(key in shown for key, paths in said.items() if any(p and p.startswith(("/tmp", "/etc")) for p in paths))
     assert {"/tmp/in", "/etc/passwd"} <= {p for paths in said.values() for p in paths}
     assert "  # fd=/etc/passwd" in qppsuite("syscalls", str(logged.db), "--name", "read").stdout
@@ -223,7 +226,7 @@ def test_the_console_of_a_command_has_no_kernel_log_and_marks_the_command(
 ) -> None:
     ran = qppsuite("run", str(default_image.path), *start, "--cmd", "echo hello; exit 3")
     assert ran.returncode == 0, ran.stderr
-    assert ran.stdout.replace("\r", "") == "hello\nQPPSUITE-EXIT 3\n"
+    assert ran.stdout.replace("\r", "") == "hello\n"  # the agent's exit marker is the end mark's status
     marks = [line for line in ran.stderr.splitlines() if line.startswith("──")]
     assert marks == ["── the command's output ──", "── the command ended: exit status 3 ──"]
     shown = qppsuite("run", str(default_image.path), *start, "--kernel-log", "--cmd", "echo hello")
@@ -238,7 +241,7 @@ def test_the_console_filter_holds_only_what_may_still_be_a_time_stamp() -> None:
     console = CommandConsole(out.append, marks.append)
     for byte in b"[    0.673589] Run /init\r\n[not a stamp]\r\n[  1.2] x\n10 < 20\nQPPSUITE-EXIT 12\r\n[ 2.0] bye\n":
         console(bytes([byte]))
-    assert b"".join(out) == b"[not a stamp]\r\n10 < 20\nQPPSUITE-EXIT 12\r\n"
+    assert b"".join(out) == b"[not a stamp]\r\n10 < 20\n"
     assert marks == ["start", "end 12"]
 
 
@@ -249,7 +252,7 @@ def test_with_the_kernel_log_the_console_keeps_its_lines_and_still_marks_the_com
     console = CommandConsole(lambda data: out.append(data) or marks.append("line"), marks.append, kernel=True)
     for byte in b"[    0.673589] Run /init\r\nhello\nQPPSUITE-EXIT 0\n[ 2.0] bye\n":
         console(bytes([byte]))
-    assert b"".join(out) == b"[    0.673589] Run /init\r\nhello\nQPPSUITE-EXIT 0\n[ 2.0] bye\n"
+    assert b"".join(out) == b"[    0.673589] Run /init\r\nhello\n[ 2.0] bye\n"
     assert [m for m in marks if m != "line"] == ["start", "end 0"]
     assert marks.index("start") > 0  # after the kernel's line, before the command's first
 
@@ -330,3 +333,20 @@ def test_an_fd_path_that_is_not_utf8_is_shown_escaped_not_as_its_stored_json() -
     out = io.StringIO()
     assert _stream_syscalls(iter([row]), out) == 1
     assert out.getvalue().splitlines()[1].endswith("# fd=/tmp/\\xff\\xfebad, ret=/tmp/\\xff\\xfebad")
+
+
+def _call(seq: int, name: str, args: dict[str, Any], retval: int = 0) -> dict[str, Any]:
+    return {"seq": seq, "process_id": 1, "name": name, "args": json.dumps(args), "outputs": None, "retval": retval,
+            "child": 0, "parent_seq": None, "ending": None}  # fmt: skip
+
+
+def test_an_fd_from_before_the_run_takes_file_activity_s_name_and_one_opened_in_it_keeps_its_own() -> None:
+    tables = FdTables()
+    assert tables.path(1, 0) is None  # inherited, never used yet: nothing to say
+    tables.name(1, 0, "/dev/console")
+    assert tables.path(1, 0) == "/dev/console"
+    tables.apply(_call(2, "close", {"fd": 0}))
+    assert tables.path(1, 0) is None
+    tables.apply(_call(3, "pipe2", {"flags": 0}) | {"outputs": json.dumps({"fildes": [3, 4]})})
+    tables.name(1, 3, "pipe:[4242]")  # the kernel's inode: the run's own number stays, as the other end has it
+    assert tables.path(1, 3) == tables.path(1, 4) == "pipe:[1]"

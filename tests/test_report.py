@@ -102,7 +102,7 @@ def test_the_report_holds_every_process_and_count_of_the_database(default_run: t
     db, page = default_run
     built = _built(db)
     processes = _rows(db, "SELECT id, pid, name, exit_status FROM processes WHERE run_id = 1")
-    calls = _rows(db, "SELECT seq, insn_count, process_id, number, name, errno FROM syscalls ORDER BY seq")
+    calls = _rows(db, "SELECT seq, insn_count, virtual_ns, process_id, number, name, errno FROM syscalls ORDER BY seq")
     assert len(built.processes) == len(processes) > 30  # the default workload's shells and applets
     assert {p.id for p in built.processes} == {r["id"] for r in processes}
     per_process = Counter(r["process_id"] for r in calls)
@@ -120,6 +120,12 @@ def test_the_report_holds_every_process_and_count_of_the_database(default_run: t
     assert rows == [r["process_id"] for r in calls]
     assert built.calls.kind == [classes.kind(r["number"], r["name"]) for r in calls]
     assert sum(sum(v) for v in built.activity.counts.values()) == len(calls)
+    # The axis is the guest's virtual time: each mark at its call's virtual_ns, each life bar within the run.
+    assert built.timebase.virtual and built.calls.at == [r["virtual_ns"] / 1e6 for r in calls]
+    assert summary["virtual_ns"] >= calls[-1]["virtual_ns"] > 1e9  # the default workload runs after a ~1 s boot
+    for p in built.processes:
+        assert p.first_at is not None and p.last_at is not None and 0 <= p.first_at <= p.last_at, p.name
+        assert p.last_at <= summary["virtual_ns"] / 1e6 + 1000, p.name
     # The workload's own facts: its subshells' exit codes (`exit 7`, `exit 3`), files from file_activity.
     ended = {p.ended for p in built.processes}
     assert {"exited 7", "exited 3"} <= ended
@@ -384,6 +390,32 @@ def test_a_report_without_file_activity_names_files_from_the_calls(tmp_path: Pat
     assert run_main(["report", str(db), "-o", str(page)])[0] == 0
     html = page.read_text()
     assert "<th>calls naming it</th>" in html and "<th>bytes read</th>" not in html
+
+
+def test_the_axis_is_virtual_time_and_older_files_fall_back_to_instructions(tmp_path: Path) -> None:
+    db = _hostile_db(tmp_path / "h.db", "cat", "/etc/passwd")
+    with sqlite3.connect(db) as conn:  # the calls at 100 and 200 instructions, 2 and 6 ms
+        conn.execute("UPDATE syscalls SET virtual_ns = CASE seq WHEN 1 THEN 2000000 ELSE 6000000 END")
+    built = _built(db)
+    axis = built.timebase
+    assert axis.virtual and built.calls.at == [2.0, 6.0]
+    # Exact at a call, linear between two, from power-on (0, 0) before the first, the mean rate after the last.
+    assert [axis.at(i) for i in (100, 150, 200, 50, 300)] == [2.0, 4.0, 6.0, 1.0, 9.0]
+    (proc,) = built.processes
+    assert (proc.first_at, proc.last_at) == (2.0, 9.0)  # first seen at 100, last at 300 instructions
+    assert built.summary["virtual_ns"] == 6_000_000 and built.activity.edges[0] == 2.0
+    page = tmp_path / "h.html"
+    assert run_main(["report", str(db), "-o", str(page)])[0] == 0
+    html = page.read_text()
+    assert "guest virtual time (ms since power-on)" in html and "0.006 s (at the last logged event)" in html
+    assert "#2 at 6.000 ms, 200 insns" in html
+    with sqlite3.connect(db) as conn:  # a file without virtual times: an older schema's, or an edited one
+        conn.execute("UPDATE syscalls SET virtual_ns = NULL WHERE seq = 2")
+    built = _built(db)
+    assert not built.timebase.virtual and built.calls.at == [100.0, 200.0]
+    assert (built.processes[0].first_at, built.processes[0].last_at) == (100.0, 300.0)
+    assert run_main(["report", str(db), "-o", str(page)])[0] == 0
+    assert "guest instructions executed" in page.read_text()
 
 
 def test_stats_plot_writes_the_activity_figure(tmp_path: Path) -> None:

@@ -85,7 +85,7 @@ def test_run_boots_once_to_make_the_snapshot_then_restores_it_with_the_same_outp
     restored = qppsuite(cache, "run", "--kernel-log", "--cmd", command)
     for done in (booted, restored):
         assert done.returncode == 0, done.stderr  # the guest powered off; the command's status is on the console
-        assert "from-the-guest\nQPPSUITE-EXIT 3\n" in done.stdout
+        assert "from-the-guest\n" in done.stdout and "the command ended: exit status 3 ──" in done.stderr
     assert "Linux version" in booted.stdout and "Linux version" not in restored.stdout  # the boot is not re-run
     counts = [SUMMARY.search(done.stderr) for done in (booted, restored)]
     assert all(counts), (booted.stderr, restored.stderr)
@@ -167,14 +167,14 @@ def test_save_then_run_from_a_named_snapshot_many_times(cache: Path, tmp_path: P
     runs = [qppsuite(cache, "run", "--from", "configured", "--cmd", "tool hi; cat /root/conf") for _ in range(2)]
     for done in runs:
         assert done.returncode == 0, done.stderr
-        assert "tool says hi\nx\nQPPSUITE-EXIT 0" in done.stdout
+        assert "tool says hi\nx\n" in done.stdout and "exit status 0 ──" in done.stderr
         assert "Linux version" not in done.stdout
         assert "guest powered off from snapshot configured after" in done.stderr
     assert runs[0].stderr.split(" after ")[1].split(" in ")[0] == runs[1].stderr.split(" after ")[1].split(" in ")[0]
     chained = qppsuite(cache, "snapshot", "save", "more", "--from", "configured", "--cmd", "echo y >> /root/conf")
     assert chained.returncode == 0, chained.stderr
     done = qppsuite(cache, "run", "--from", "more", "--cmd", "cat /root/conf")
-    assert "x\ny\nQPPSUITE-EXIT 0" in done.stdout, done.stderr
+    assert "x\ny\n" in done.stdout and "exit status 0 ──" in done.stderr, done.stderr
 
     before = path.read_bytes()
     one_line_error(qppsuite(cache, "snapshot", "save", "configured", "--cmd", "true"), "'configured'", "exists")

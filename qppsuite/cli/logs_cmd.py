@@ -235,7 +235,7 @@ def syscalls(
             None if every else runs[0],
             pid=pid,
             tid=tid,
-            process=process,
+            process=reader.check_process(conn, None if every else runs[0], process),
             names=reader.check_names(conn, None if every else runs[0], name or []),
             failed=failed,
             limit=limit,
@@ -502,7 +502,8 @@ def stats(
             built = data.build(conn, run_id)
     if plot is not None and built is not None:  # drawn after the reading: its errors are not the database's
         from qppsuite.report.plot import save_activity
-        save_activity(built.activity, plot, f"run {run_id} of {built.summary['image']}: system calls by kind")
+        title = f"run {run_id} of {built.summary['image']}: system calls by kind"
+        save_activity(built.activity, built.timebase, plot, title)
         err_console.print(styled(f"activity of run {run_id}: {plot}"), soft_wrap=True)
     if fmt is OutputFormat.json:
         json.dump(

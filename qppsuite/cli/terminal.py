@@ -203,8 +203,8 @@ _EXIT_MARK = b"QPPSUITE-EXIT"
 
 class CommandConsole:
     """The console of a run of the user's command with the kernel quiet: printk's lines are left out, and
-    ``mark`` is called before the first line that is not the kernel's (``"start"``) and after the
-    ``QPPSUITE-EXIT N`` line (``"end N"``).
+    ``mark`` is called before the first line that is not the kernel's (``"start"``) and in place of the
+    ``QPPSUITE-EXIT N`` line (``"end N"``), which is not passed on: the end mark gives its status.
 
     Lines pass to ``sink`` as they come; only a line's start that may still turn out to be a time stamp
     (``[  12.``), or the exit marker, is held until it can be told apart.  A kernel line is a whole line
@@ -239,15 +239,13 @@ class CommandConsole:
                 continue
             end = held.find(b"\n")
             line, held = (held, b"") if end < 0 else (held[: end + 1], held[end + 1 :])
-            if self._mode == "kernel":
+            if self._mode == "kernel" or (self._mode == "pass" and self._ending is None):
                 self.sink(line)
-            elif self._mode == "pass":
-                self.sink(line)
-                if self._ending is not None:
-                    self._ending += line
-                    if end >= 0:
-                        status = self._ending[len(_EXIT_MARK) :].strip().decode("ascii", "replace")
-                        self.mark(f"end {status}")
+            elif self._mode == "pass" and self._ending is not None:  # the exit marker: the end mark gives its status
+                self._ending += line
+                if end >= 0:
+                    status = self._ending[len(_EXIT_MARK) :].strip().decode("ascii", "replace")
+                    self.mark(f"end {status}")
             if end >= 0:
                 self._mode, self._ending = "start", None
         self._held = held

@@ -9,6 +9,7 @@ arguments.  Strings are the guest's, as stored: the renderers escape them.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import json
 import sqlite3
@@ -25,6 +26,8 @@ TOP_CALLS = 10
 
 ACTIVITY_BINS = 100
 """Bins of the activity-over-time figure, over the span of the run's calls."""
+
+NS_PER_MS = 1_000_000
 
 #: Per call number, the names of its arguments that are paths (table type ``path``): the fallback for
 #: files touched when ``file_activity`` did not run.
@@ -58,8 +61,8 @@ class Process:
     ppid: int
     name: str
     names: list[str]
-    #: (instruction count, name) from proc_events' successful execs; empty without proc_events
-    renames: list[tuple[int, str]]
+    #: (time on the report's axis, name) from proc_events' successful execs; empty without proc_events
+    renames: list[tuple[float, str]]
     depth: int
     parent_id: int | None
     state: str | None
@@ -67,6 +70,9 @@ class Process:
     ended: str  # "exited 0", "killed by SIGTERM", "still running (state S)", "unknown"
     first_insn: int | None
     last_insn: int | None
+    #: first_insn and last_insn on the report's axis (:class:`Timebase`), None where they are
+    first_at: float | None = None
+    last_at: float | None = None
     syscalls: int = 0  # logged calls (the syscalls rows)
     failed: int = 0
     top_calls: list[tuple[str, int, int]] = field(default_factory=list)  # name, calls, failed
@@ -81,23 +87,76 @@ class Calls:
 
     seq: list[int] = field(default_factory=list)
     insn: list[int] = field(default_factory=list)
+    ns: list[int | None] = field(default_factory=list)  # virtual time at the call (syscalls.virtual_ns)
+    at: list[float] = field(default_factory=list)  # the call on the report's axis (:class:`Timebase`)
     row: list[int] = field(default_factory=list)  # index into RunReport.processes
     kind: list[str] = field(default_factory=list)  # one of classes.KINDS
     failed: list[bool] = field(default_factory=list)
     text: list[str] = field(default_factory=list)  # the logger's strace-like line
 
 
+@dataclass(frozen=True)
+class Timebase:
+    """The axis the timeline and the activity figure are drawn over.
+
+    The guest's virtual time in milliseconds since power-on (``syscalls.virtual_ns``: the emulator's
+    clock, idle time included) when every call of the run has it, as in files of schema 4 and later;
+    otherwise instructions executed since power-on (``insn_count``).  Instruction counts that have no
+    time of their own (a process's first and last sighting) are placed by :meth:`at`.
+    """
+
+    insns: tuple[int, ...] = ()  # the calls' instruction counts, ascending
+    ns: tuple[int, ...] = ()  # their virtual times; empty: the axis is instructions
+
+    @property
+    def virtual(self) -> bool:
+        """True when the axis is virtual time."""
+        return bool(self.ns)
+
+    @property
+    def title(self) -> str:
+        return "guest virtual time (ms since power-on)" if self.virtual else "guest instructions executed"
+
+    def span(self, width: float) -> str:
+        """A bin width in the axis's unit, for a label: ``2.5 ms`` or ``1,234 instructions``."""
+        return f"{width:,.3g} ms" if self.virtual else f"{width:,.0f} instructions"
+
+    def point(self, insn: int, ns: int | None) -> str:
+        """A moment for a hover box or a name's history: its virtual time (when known) and instruction count."""
+        return f"{ns / NS_PER_MS:,.3f} ms, {insn:,} insns" if ns is not None else f"{insn:,} insns"
+
+    def at(self, insn: int) -> float:
+        """An instruction count on the axis.  On virtual time it is interpolated linearly between the two
+        calls around it (power-on, 0 and 0, anchors the start; past the last call the run's mean rate
+        carries on): exact at a call, and off by at most the idle time between two calls."""
+        if not self.virtual:
+            return float(insn)
+        i = bisect.bisect_right(self.insns, insn)
+        x0, y0 = (self.insns[i - 1], self.ns[i - 1]) if i else (0, 0)
+        mean = y0 / x0 if x0 else 0.0  # past the last call: the mean rate since power-on
+        rate = (self.ns[i] - y0) / (self.insns[i] - x0) if i < len(self.insns) else mean
+        ns = y0 + (insn - x0) * rate
+        return ns / NS_PER_MS
+
+
+def timebase(calls: Calls) -> Timebase:
+    """Virtual time when every call has one, else instructions (an older file, or an edited one)."""
+    if calls.ns and all(ns is not None for ns in calls.ns):
+        return Timebase(tuple(calls.insn), tuple(ns for ns in calls.ns if ns is not None))
+    return Timebase()
+
+
 @dataclass
 class Activity:
-    """Calls per bin of instructions, per kind: ``counts[kind][i]`` calls in ``[edges[i], edges[i+1])``."""
+    """Calls per bin of the report's axis, per kind: ``counts[kind][i]`` calls in ``[edges[i], edges[i+1])``."""
 
-    edges: list[int]
+    edges: list[float]
     counts: dict[str, list[int]]
 
     @property
-    def bin_insns(self) -> int:
-        """Instructions per bin."""
-        return self.edges[1] - self.edges[0] if len(self.edges) > 1 else 0
+    def bin_width(self) -> float:
+        """The width of a bin, in the axis's unit (ms or instructions)."""
+        return self.edges[1] - self.edges[0] if len(self.edges) > 1 else 0.0
 
 
 @dataclass
@@ -108,6 +167,7 @@ class RunReport:
     summary: dict[str, Any]
     processes: list[Process]
     calls: Calls
+    timebase: Timebase
     activity: Activity
     sources: dict[str, str]  # what each part came from: "file_activity" or "syscalls"...
     warning: str | None
@@ -194,7 +254,7 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
     roots = reader.process_tree(conn, run_id)
     order = _tree_order(roots)
     exits: dict[int, tuple[int | None, str | None]] = {}
-    renames: dict[int, list[tuple[int, str]]] = {}
+    renames: dict[int, list[tuple[int, int | None, str]]] = {}
     last_virtual_ns: int | None = None
     if "proc_events" in tables:
         for row in conn.execute(
@@ -205,7 +265,8 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
             if row["kind"] == "exit":
                 exits[row["process_id"]] = (row["wait_status"], row["signal"])
             elif row["kind"] == "exec" and row["ok"] == 1:
-                renames.setdefault(row["process_id"], []).append((row["insn_count"], reader.stored_text(row["name"])))
+                execed = (row["insn_count"], row["virtual_ns"], reader.stored_text(row["name"]))
+                renames.setdefault(row["process_id"], []).append(execed)
             if row["virtual_ns"] is not None:
                 last_virtual_ns = max(last_virtual_ns or 0, int(row["virtual_ns"]))
     extent = {
@@ -228,7 +289,7 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
                 node.ppid,
                 node.name,
                 node.names,
-                renames.get(node.id, []),
+                [],
                 depth,
                 parent,
                 node.state,
@@ -248,7 +309,7 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
     want_files = "file_activity" not in tables
     want_net = "net_sockets" not in tables
     for row in conn.execute(
-        f"SELECT seq, insn_count, process_id, number, name, errno, text, args FROM {reader.SYSCALLS} "
+        f"SELECT seq, insn_count, virtual_ns, process_id, number, name, errno, text, args FROM {reader.SYSCALLS} "
         "WHERE run_id = ? ORDER BY seq",
         (run_id,),
     ):
@@ -260,6 +321,7 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
         failed = row["errno"] is not None
         calls.seq.append(row["seq"])
         calls.insn.append(row["insn_count"])
+        calls.ns.append(row["virtual_ns"])
         calls.row.append(at)
         calls.kind.append(kind)
         calls.failed.append(failed)
@@ -284,7 +346,17 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
                     if (where := _endpoint(value)) is not None:
                         fallback_net.setdefault(at, Counter())[(name, where)] += 1
 
+    axis = timebase(calls)
+    calls.at = [ns / NS_PER_MS for ns in axis.ns] if axis.virtual else [float(i) for i in calls.insn]
+    if axis.virtual:
+        last_virtual_ns = max(last_virtual_ns or 0, axis.ns[-1])
     for at, process in enumerate(processes):
+        process.renames = [
+            (ns / NS_PER_MS if axis.virtual and ns is not None else axis.at(insn), name)
+            for insn, ns, name in renames.get(process.id, [])
+        ]
+        if process.first_insn is not None and process.last_insn is not None:
+            process.first_at, process.last_at = axis.at(process.first_insn), axis.at(process.last_insn)
         counts = per_process.get(at, Counter())
         failures = per_process_failed.get(at, Counter())
         process.syscalls = sum(counts.values())
@@ -330,7 +402,9 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
         "endpoints": "syscalls (decoded socket addresses)" if want_net else "net_activity (net_sockets)",
         "names over time": "proc_events" if "proc_events" in tables else "processes.names (no times)",
     }
-    return RunReport(run_id, summary, processes, calls, activity(calls), sources, reader.run_warning(conn, run_id))
+    return RunReport(
+        run_id, summary, processes, calls, axis, activity(calls), sources, reader.run_warning(conn, run_id)
+    )
 
 
 def _file_activity(conn: sqlite3.Connection, run_id: int, index: dict[int, int], processes: list[Process]) -> None:
@@ -392,12 +466,12 @@ def _by_count(item: tuple[tuple[str, str], int]) -> tuple[int, str, str]:
 
 
 def activity(calls: Calls, bins: int = ACTIVITY_BINS) -> Activity:
-    """Calls per kind in ``bins`` equal bins of instructions over the calls' span (the last bin is closed)."""
+    """Calls per kind in ``bins`` equal bins of the report's axis (``calls.at``) over the calls' span."""
     counts = {kind: [0] * bins for kind in classes.KINDS}
-    if not calls.insn:
-        return Activity([0, 1], {kind: [0] for kind in classes.KINDS})
-    low, high = min(calls.insn), max(calls.insn)
-    width = max(1, -(-(high - low + 1) // bins))
-    for insn, kind in zip(calls.insn, calls.kind, strict=True):
-        counts[kind][(insn - low) // width] += 1
+    if not calls.at:
+        return Activity([0.0, 1.0], {kind: [0] for kind in classes.KINDS})
+    low, high = min(calls.at), max(calls.at)
+    width = (high - low) / bins or 1.0
+    for at, kind in zip(calls.at, calls.kind, strict=True):
+        counts[kind][min(bins - 1, int((at - low) / width))] += 1
     return Activity([low + i * width for i in range(bins + 1)], counts)

@@ -16,7 +16,7 @@ from typing import Any
 
 from qppsuite.cli.terminal import visible
 from qppsuite.plugins.syscalls.classes import KINDS
-from qppsuite.report.data import Activity, Process, RunReport
+from qppsuite.report.data import Activity, Process, RunReport, Timebase
 
 #: One colour per kind (Okabe-Ito's colour-blind-safe palette), and the failures' mark.
 KIND_COLOURS = {
@@ -55,18 +55,18 @@ def row_label(process: Process) -> str:
 
 
 def timeline_figure(report: RunReport) -> Any:
-    """One row per process (tree order, top to bottom) over instruction count: its lifetime as a line,
-    its calls as marks coloured by kind, failed calls ringed in red."""
+    """One row per process (tree order, top to bottom) over the report's axis (virtual time, or instructions
+    in older files): its lifetime as a line, its calls as marks coloured by kind, failed calls ringed in red."""
     import plotly.graph_objects as go
 
     procs = report.processes
     calls = report.calls
     fig = go.Figure()
-    life_x: list[int | None] = []
+    life_x: list[float | None] = []
     life_y: list[int | None] = []
     for row, p in enumerate(procs):
-        if p.first_insn is not None and p.last_insn is not None:
-            life_x += [p.first_insn, p.last_insn, None]
+        if p.first_at is not None and p.last_at is not None:
+            life_x += [p.first_at, p.last_at, None]
             life_y += [row, row, None]
     fig.add_trace(
         go.Scatter(
@@ -78,15 +78,16 @@ def timeline_figure(report: RunReport) -> Any:
             hoverinfo="skip",
         )
     )
+    point = report.timebase.point
     hover = [
-        f"{label(row_label(procs[r]))}<br>#{s} at {i:,} insns<br>{label(t[:HOVER_CHARS])}"
-        for s, i, r, t in zip(calls.seq, calls.insn, calls.row, calls.text, strict=True)
+        f"{label(row_label(procs[r]))}<br>#{s} at {point(i, ns)}<br>{label(t[:HOVER_CHARS])}"
+        for s, i, ns, r, t in zip(calls.seq, calls.insn, calls.ns, calls.row, calls.text, strict=True)
     ]
     for kind in KINDS:
         picked = [n for n, k in enumerate(calls.kind) if k == kind]
         fig.add_trace(
             go.Scatter(
-                x=[calls.insn[n] for n in picked],
+                x=[calls.at[n] for n in picked],
                 y=[calls.row[n] for n in picked],
                 mode="markers",
                 marker={"symbol": "line-ns-open", "size": 12, "color": KIND_COLOURS[kind], "line": {"width": 2}},
@@ -98,7 +99,7 @@ def timeline_figure(report: RunReport) -> Any:
     failed = [n for n, f in enumerate(calls.failed) if f]
     fig.add_trace(
         go.Scatter(
-            x=[calls.insn[n] for n in failed],
+            x=[calls.at[n] for n in failed],
             y=[calls.row[n] for n in failed],
             mode="markers",
             marker={"symbol": "circle-open", "size": 11, "color": FAILED_COLOUR, "line": {"width": 2}},
@@ -110,7 +111,7 @@ def timeline_figure(report: RunReport) -> Any:
     fig.update_layout(
         height=max(320, ROW_PX * len(procs) + 140),
         margin={"l": 10, "r": 10, "t": 30, "b": 40},
-        xaxis={"title": "guest instructions executed", "rangeslider": {"visible": False}},
+        xaxis={"title": report.timebase.title, "rangeslider": {"visible": False}},
         yaxis={
             "tickmode": "array",
             "tickvals": list(range(len(procs))),
@@ -128,11 +129,11 @@ def timeline_figure(report: RunReport) -> Any:
     return fig
 
 
-def activity_figure(activity: Activity) -> Any:
-    """Calls per bin of instructions for the whole run, stacked by kind."""
+def activity_figure(activity: Activity, axis: Timebase) -> Any:
+    """Calls per bin of the report's axis for the whole run, stacked by kind."""
     import plotly.graph_objects as go
 
-    width = activity.bin_insns
+    width = activity.bin_width
     fig = go.Figure()
     for kind in KINDS:
         fig.add_trace(
@@ -151,8 +152,8 @@ def activity_figure(activity: Activity) -> Any:
         bargap=0,
         height=320,
         margin={"l": 10, "r": 10, "t": 30, "b": 40},
-        xaxis={"title": "guest instructions executed"},
-        yaxis={"title": f"calls per {width:,} instructions", "automargin": True},
+        xaxis={"title": axis.title},
+        yaxis={"title": f"calls per {axis.span(width)}", "automargin": True},
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
         template="none",
     )
@@ -162,9 +163,9 @@ def activity_figure(activity: Activity) -> Any:
 def _summary(report: RunReport) -> str:
     s = report.summary
     virtual = (
-        f"{s['virtual_ns'] / 1e9:.3f} s (at the last proc_events event)"
+        f"{s['virtual_ns'] / 1e9:.3f} s (at the last logged event)"
         if s["virtual_ns"] is not None
-        else "not recorded (load proc_events to have it)"
+        else "not recorded (a file older than schema 4)"
     )
     wall = (
         f"{s['wall_seconds']:.0f} s (runs records whole seconds)"
@@ -192,14 +193,19 @@ def _summary(report: RunReport) -> str:
     return f'<table class="summary" id="summary">{body}</table>'
 
 
-def _names(p: Process) -> str:
-    """Every name the process had, in order, each exec'd one with its instruction count (from proc_events)."""
+def _names(p: Process, axis: Timebase) -> str:
+    """Every name the process had, in order, each exec'd one with its time on the axis (from proc_events)."""
     execs = list(p.renames)
     shown: list[str] = []
     for n, name in enumerate(p.names or [p.name]):
         label = text(name)
         if n and execs and execs[0][1] == name:
-            label += f" <small>(exec at {execs.pop(0)[0]:,})</small>"
+            at = execs.pop(0)[0]
+            label += (
+                f" <small>(exec at {at:,.3f} ms)</small>"
+                if axis.virtual
+                else f" <small>(exec at {at:,.0f} insns)</small>"
+            )
         shown.append(label)
     return " → ".join(shown)
 
@@ -215,7 +221,7 @@ def _tree(report: RunReport) -> str:
             out.append("</li>" + "</ul></li>" * (depth - p.depth))
         depth = p.depth
         out.append(
-            f'<li><a href="#proc-{p.id}">{text(p.name)}</a> pid {p.pid}: {_names(p)}; '
+            f'<li><a href="#proc-{p.id}">{text(p.name)}</a> pid {p.pid}: {_names(p, report.timebase)}; '
             f"{p.syscalls} calls ({p.failed} failed); {text(p.ended)}"
         )
     if depth >= 0:
@@ -232,7 +238,7 @@ def _table(head: tuple[str, ...], rows: list[tuple[object, ...]], empty: str) ->
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
-def _process(p: Process, parent: Process | None, counted: bool) -> str:
+def _process(p: Process, parent: Process | None, counted: bool, axis: Timebase) -> str:
     """One process's section; ``counted``: its files come from file_activity (counts), else from call arguments."""
     parent_link = f'<a href="#proc-{parent.id}">{text(parent.name)} [{parent.pid}]</a>' if parent else "none in the run"
     if counted:
@@ -251,7 +257,7 @@ def _process(p: Process, parent: Process | None, counted: bool) -> str:
         endpoints = "<p class='none'>none recorded</p>"
     return (
         f'<section class="process" id="proc-{p.id}"><h3>{text(p.name)} [{p.pid}]</h3>'
-        f"<p>parent: {parent_link}; names: {_names(p)}; {text(p.ended)}; "
+        f"<p>parent: {parent_link}; names: {_names(p, axis)}; {text(p.ended)}; "
         f"{p.syscalls} calls, {p.failed} failed</p>"
         f"<h4>Top system calls</h4>{_table(('call', 'calls', 'failed'), list(p.top_calls), 'no calls logged')}"
         f"<h4>Files touched</h4>{files}"
@@ -282,14 +288,18 @@ def render(report: RunReport) -> str:
         timeline_figure(report), full_html=False, include_plotlyjs=True, div_id=TIMELINE_ID, config=config
     )
     activity = pio.to_html(
-        activity_figure(report.activity), full_html=False, include_plotlyjs=False, div_id=ACTIVITY_ID, config=config
+        activity_figure(report.activity, report.timebase),
+        full_html=False,
+        include_plotlyjs=False,
+        div_id=ACTIVITY_ID,
+        config=config,
     )
     s = report.summary
     warning = f'<p class="warning">{text(report.warning)}</p>' if report.warning else ""
     sources = "; ".join(f"{k}: {text(v)}" for k, v in report.sources.items())
     by_id = {p.id: p for p in report.processes}
     counted = report.sources["files"] == "file_activity"
-    sections = "".join(_process(p, by_id.get(p.parent_id or 0), counted) for p in report.processes)
+    sections = "".join(_process(p, by_id.get(p.parent_id or 0), counted, report.timebase) for p in report.processes)
     title = f"qppsuite run {s['run']}: {s['image']}"
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from qppsuite.errors import QppsuiteError
 from qppsuite.plugins.syscalls.classes import KINDS
-from qppsuite.report.data import Activity
+from qppsuite.report.data import Activity, Timebase
 from qppsuite.report.html import KIND_COLOURS
 
 FORMATS = (".png", ".svg", ".pdf")
@@ -23,7 +23,7 @@ def check_path(path: Path) -> None:
         raise QppsuiteError(f"cannot write a figure to {path}: give a file ending in {', '.join(FORMATS)}")
 
 
-def save_activity(activity: Activity, path: Path, title: str) -> None:
+def save_activity(activity: Activity, axis: Timebase, path: Path, title: str) -> None:
     """Write the stacked calls-per-bin figure to ``path`` (its suffix picks the format).
 
     Raises :class:`QppsuiteError` for another suffix or a file that cannot be written.
@@ -35,7 +35,7 @@ def save_activity(activity: Activity, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
 
-    width = activity.bin_insns
+    width = activity.bin_width
     lefts = activity.edges[:-1]
     fig, ax = plt.subplots(figsize=(10, 3.6), dpi=120)
     bottom = [0] * len(lefts)
@@ -43,9 +43,10 @@ def save_activity(activity: Activity, path: Path, title: str) -> None:
         counts = activity.counts[kind]
         ax.bar(lefts, counts, width=width, bottom=bottom, align="edge", color=KIND_COLOURS[kind], label=kind)
         bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value / 1e6:,.0f}M"))
-    ax.set_xlabel("guest instructions executed")
-    ax.set_ylabel(f"calls per {width:,} instructions")
+    if not axis.virtual:
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value / 1e6:,.0f}M"))
+    ax.set_xlabel(axis.title)
+    ax.set_ylabel(f"calls per {axis.span(width)}")
     ax.set_title(title)
     ax.legend(ncols=len(KINDS), fontsize="small", loc="upper left", bbox_to_anchor=(0, -0.22), frameon=False)
     fig.tight_layout()

@@ -22,6 +22,9 @@ from typing import Any, ClassVar
 
 from qppsuite.core.qpp import Arg, Plugin
 from qppsuite.plugins.file_activity.model import (
+    FD_COLUMNS,
+    FD_FOREIGN_KEYS,
+    FD_INDEXES,
     FILE_COLUMNS,
     FILE_FOREIGN_KEYS,
     FILE_INDEXES,
@@ -111,6 +114,7 @@ class FileActivity(Plugin):
             self.name, "file_activity", FILE_COLUMNS, foreign_keys=FILE_FOREIGN_KEYS, indexes=FILE_INDEXES
         )
         self.ops = self.db.table(self.name, "file_ops", OP_COLUMNS, foreign_keys=OP_FOREIGN_KEYS, indexes=OP_INDEXES)
+        self.named = self.db.table(self.name, "file_fds", FD_COLUMNS, foreign_keys=FD_FOREIGN_KEYS, indexes=FD_INDEXES)
 
     # -- who, and which file ------------------------------------------------------------------
     def _caller(self, ctx: SyscallContext, *, new: bool = True) -> tuple[OsiProcess, _Files, int | None] | None:
@@ -145,7 +149,10 @@ class FileActivity(Plugin):
             opened = self.fd_to_filename(process, fd)
             if opened is None:
                 return None
-            row = files.fds[key] = self._row(files, column_text(opened.stored_path) or "", ctx.insn_count)
+            path = column_text(opened.stored_path) or ""
+            row = files.fds[key] = self._row(files, path, ctx.insn_count)
+            named = {"process_id": files.process_id, "pid": files.pid, "fd": fd, "path": path}
+            self.named.add({**named, "syscall_seq": ctx.seq, "insn_count": ctx.insn_count})
         return row
 
     def _given_path(self, process: OsiProcess, files: _Files, ctx: SyscallContext, dfd: Any, path: JSONValue) -> str:

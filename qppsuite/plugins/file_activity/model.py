@@ -1,7 +1,9 @@
 """The tables of ``file_activity``: what each process did to each file, and the renames and deletions.
 
 ``file_activity`` has one row per process and file, its counts kept up to date as the run goes (the
-row is written again at each commit where it changed); ``file_ops`` one row per rename or deletion.
+row is written again at each commit where it changed); ``file_ops`` one row per rename or deletion;
+``file_fds`` one row each time osi_linux named what an fd referred to (which lets the query commands
+name fds the run never saw opened, such as those inherited from before it).
 docs/plugins.md describes every column.
 """
 
@@ -48,6 +50,19 @@ OP_COLUMNS: dict[str, type] = {
 }
 OP_FOREIGN_KEYS = (("process_id", "processes"),)
 OP_INDEXES = (("run_id", "insn_count"), ("process_id",), ("path",))
+
+FD_COLUMNS: dict[str, type] = {
+    "id": int,
+    "run_id": int,
+    "process_id": int,
+    "pid": int,
+    "fd": int,
+    "path": str,
+    "syscall_seq": int,
+    "insn_count": int,
+}
+FD_FOREIGN_KEYS = (("process_id", "processes"),)
+FD_INDEXES = (("run_id", "syscall_seq"),)
 
 RENAME = "rename"
 UNLINK = "unlink"

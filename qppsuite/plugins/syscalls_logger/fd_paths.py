@@ -20,8 +20,9 @@ is another row), this module follows:
   it called fork (the call ``parent_seq`` names): the child's return comes later in ``seq`` order,
   after the parent may have closed the fds it gave the child (a shell setting up a pipeline).
 
-An fd the run never saw opened (inherited from before a run that started from a snapshot, such as
-0, 1 and 2) names nothing.
+An fd the run never saw opened (inherited from before the run, such as 0, 1 and 2) names what
+``file_activity`` found it referred to when the process first used it (its ``file_fds`` rows, osi_linux's
+``fd_to_filename`` at that call: :meth:`FdTables.name`); without that plugin, it names nothing.
 """
 
 from __future__ import annotations
@@ -90,6 +91,11 @@ class FdTables:
             return None
         entry = self._tables.get(process_id, {}).get(fd)
         return entry.path if entry is not None else None
+
+    def name(self, process_id: int, fd: int, path: str) -> None:
+        """What ``file_activity`` found ``fd`` referred to at a call (a ``file_fds`` row): taken for an fd the
+        calls so far do not name (an fd opened in the run keeps its name, so both ends of a pipe agree)."""
+        self._tables.setdefault(process_id, {}).setdefault(fd, _Fd(path, False))
 
     def apply(self, row: dict[str, Any]) -> None:
         """One call's effect: ``row`` has seq, process_id, name, args (JSON text), outputs, retval, child,

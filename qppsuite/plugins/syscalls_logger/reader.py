@@ -367,6 +367,32 @@ def check_names(conn: sqlite3.Connection, run: int | None, names: list[str]) -> 
     return wanted
 
 
+def check_process(conn: sqlite3.Connection, run: int | None, name: str | None) -> str | None:
+    """A ``--process`` name, checked: one no call of the run (``run`` None: of any run) was made under is one
+    line naming the names it may mean (a longer one it starts, as ``python`` for ``python3``, or the kernel's
+    15-byte cut of it, as ``systemd-journal``, or the closest spellings)."""
+    if name is None:
+        return None
+    where, params = ("", ()) if run is None else ("run_id = ? AND ", (run,))
+    made = conn.execute(f"SELECT 1 FROM {SYSCALLS} WHERE {where}process_name = ? LIMIT 1", (*params, name))
+    if made.fetchone() is not None:
+        return name
+    everywhere = "" if run is None else " WHERE run_id = ?"
+    names = sorted(
+        {row[0] for row in conn.execute(f"SELECT DISTINCT process_name FROM {SYSCALLS}{everywhere}", params)} - {None}
+    )
+    candidates = [str(n) for n in names]
+    close = [n for n in candidates if n.startswith(name) or (len(n) == TASK_COMM_LEN - 1 and name.startswith(n))]
+    close = close or difflib.get_close_matches(name, candidates, n=3)
+    hint = f"; did you mean {' or '.join(close[:3])}?" if close else ""
+    which = "any run" if run is None else f"run {run}"
+    raise LogDatabaseError(f"--process: no call of {which} was made by a process named {name}{hint}")
+
+
+TASK_COMM_LEN = 16
+"""include/linux/sched.h: a task's name (comm) holds 15 bytes and a NUL; exec and prctl cut longer names."""
+
+
 def follow(conn: sqlite3.Connection, run: int, pid: int) -> list[int]:
     """Process row ids of every process of the run that had ``pid`` (a reused pid is several) and of all their
     descendants, as :func:`process_tree` links them; none is one :class:`LogDatabaseError` line."""
@@ -477,10 +503,19 @@ def iter_syscalls(
         (where.run, *names),
     )
     pending = changes.fetchone()
+    namings = _named_fds(conn, where.run)
+    naming = next(namings, None)
     for row in rows:
-        while pending is not None and pending["seq"] < row["seq"]:
-            tables.apply(dict(pending))
-            pending = changes.fetchone()
+        # What happened before the call, in order: a naming at a call holds during it, before its change.
+        while True:
+            if naming is not None and naming[0] <= row["seq"] and (pending is None or naming[0] <= pending["seq"]):
+                tables.name(*naming[1:])
+                naming = next(namings, None)
+            elif pending is not None and pending["seq"] < row["seq"]:
+                tables.apply(dict(pending))
+                pending = changes.fetchone()
+            else:
+                break
         row["fds"] = fd_paths.call_fds(tables, row, _args(row["args"])) if fd_paths.fd_arguments(row["name"]) else {}
         while pending is not None and pending["seq"] == row["seq"]:
             tables.apply(dict(pending))
@@ -511,6 +546,18 @@ def _every_run(
 def _args(text: str | None) -> dict[str, Any]:
     value = json.loads(text) if text else {}
     return value if isinstance(value, dict) else {}
+
+
+def _named_fds(conn: sqlite3.Connection, run: int) -> Iterator[tuple[int, int, int, str]]:
+    """``file_activity``'s ``file_fds`` rows of the run, in call order: (seq, process row, fd, path); none
+    without that table."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'file_fds'").fetchone() is None:
+        return
+    for seq, process_id, fd, path in conn.execute(
+        "SELECT syscall_seq, process_id, fd, path FROM file_fds WHERE run_id = ? ORDER BY syscall_seq, id", (run,)
+    ):
+        if isinstance(seq, int) and isinstance(process_id, int) and isinstance(fd, int) and isinstance(path, str):
+            yield seq, process_id, fd, path
 
 
 def _recorded_files(conn: sqlite3.Connection, run: int) -> dict[int, list[str]]:
