@@ -380,6 +380,12 @@ def test_syscalls_of_every_run_name_each_calls_run(merged: Path) -> None:
     assert lines[0].split()[:2] == ["run", "seq"] and lines[-1] == "5 system calls"
     assert [line.split()[0] for line in lines[1:-1]] == ["small"] * 3 + ["big"] * 2
     assert "4 of 7 runs failed, did not run or did not end normally" in table.stderr
+    code, output = run_main(["syscalls", str(merged), "--run", "all", "--process", "shh"])
+    said = "error: --process: no call of any run was made by a process named shh; did you mean sh?"
+    assert code == 1 and output.splitlines()[-1] == said, output  # after the line on the failed runs
+    named = runner.invoke(app, ["syscalls", str(merged), "--run", "all", "--process", "sh", "--format", "json"])
+    by_sh = rows(merged, "SELECT COUNT(*) FROM syscalls WHERE process_name = 'sh'")[0][0]
+    assert len(json.loads(named.stdout)) == by_sh > 0
     follow = runner.invoke(app, ["syscalls", str(merged), "--run", "all", "--follow", "100"])
     assert follow.exit_code != 0 and "--follow names a process of one run" in str(follow.exception)
 
