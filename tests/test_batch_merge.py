@@ -17,6 +17,8 @@ import pytest
 import typer
 from batch_outdir import JobSpec, check_references, content, rows, tables_with_runs, write_outdir
 from cli_entry import run_main
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from test_run_database import call, start
 from typer.testing import CliRunner
 
@@ -211,6 +213,27 @@ def test_a_bad_job_database_is_that_jobs_failure_in_one_line_not_the_merges(
     assert rows(result.path, "SELECT COUNT(*) FROM syscalls WHERE run_id = 1") == rows(
         sources["small"], "SELECT COUNT(*) FROM syscalls"
     )
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(damage=st.lists(st.tuples(st.integers(0, 60_000), st.binary(min_size=1, max_size=400)), min_size=1, max_size=4))
+@example(damage=[(1521, b"\x80")])  # not UTF-8 in sqlite_master
+@example(damage=[(100, b"\x00" * 400)])  # the schema's first page
+def test_a_job_database_with_random_bytes_overwritten_is_merged_or_that_jobs_failure(
+    sources: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, damage: list[tuple[int, bytes]]
+) -> None:
+    outdir = write_outdir(tmp_path_factory.mktemp("damaged"), standard_jobs(sources)[:2])
+    bad = outdir / "jobs" / "big" / "run.sqlite"
+    data = bytearray(bad.read_bytes())
+    for offset, garbage in damage:
+        data[offset : offset + len(garbage)] = garbage
+    bad.write_bytes(bytes(data))
+    result = merge_batch(outdir)
+    ((status, reason),) = rows(result.path, "SELECT batch_status, batch_reason FROM runs WHERE label = 'big'")
+    assert (status, reason, result.problems) == ("ok", None, ()) or (
+        status == "failed" and "\n" not in reason and len(result.problems) == 1
+    )
+    assert rows(result.path, "SELECT batch_status FROM runs WHERE label = 'small'") == [("ok",)]
 
 
 def _set_version(path: Path, version: int) -> None:

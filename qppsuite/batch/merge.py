@@ -178,13 +178,18 @@ def _job(outdir: Path, run_id: int, entry: dict[str, Any], problems: list[str]) 
         if problem is not None:
             raise ValueError(f"{result_path}: {problem}")
     except ValueError as exc:
-        problems.append(f"{label}: {exc}")
-        return Job(run_id, label, FAILED, f"unreadable result: {exc}")
+        problems.append(f"{label}: {_one_line(str(exc))}")
+        return Job(run_id, label, FAILED, f"unreadable result: {_one_line(str(exc))}")
     if result["sha256"] != entry["sha256"]:
         return Job(run_id, label, NOT_RUN, "its result is of an earlier version of the job")
     status = result["status"]
-    reason = None if status == OK else result.get("reason") or "failed (no reason given)"
+    reason = None if status == OK else _one_line(result.get("reason") or "") or "failed (no reason given)"
     return Job(run_id, label, status, reason, database if database.exists() else None, result)
+
+
+def _one_line(text: str) -> str:
+    """``text`` as one line: SQLite's messages quote a damaged schema's text, line breaks and all."""
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _quote(name: str) -> str:
@@ -225,8 +230,9 @@ class _MergedFile:
             try:
                 self._copy(job)
                 return job
-            except (reader.LogDatabaseError, sqlite3.Error, _Unmergeable) as exc:
-                what = str(exc) if isinstance(exc, reader.LogDatabaseError) else f"{job.database}: {exc}"
+            # sqlite3.Warning: more than one statement in a damaged schema's text; ValueError: a NUL in it.
+            except (reader.LogDatabaseError, sqlite3.Error, sqlite3.Warning, ValueError, _Unmergeable) as exc:
+                what = _one_line(str(exc) if isinstance(exc, reader.LogDatabaseError) else f"{job.database}: {exc}")
                 problems.append(f"{job.label}: {what}")
                 reason = what if job.status == OK else f"{job.reason}; {what}"
                 job = replace(job, status=FAILED, reason=reason, database=None)
