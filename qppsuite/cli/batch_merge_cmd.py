@@ -34,6 +34,6 @@ def merge_command(
         err_console.print(styled(("error:", "bold red"), f" {problem}"), soft_wrap=True)
     runs = len(merged.jobs)
     counts = ", ".join(f"{merged.count(status)} {status}" for status in STATUSES)
-    console.print(f"{merged.path}: {runs} {'run' if runs == 1 else 'runs'} ({counts})", highlight=False)
+    console.print(f"{merged.path}: {runs} {'run' if runs == 1 else 'runs'} ({counts})", highlight=False, soft_wrap=True)
     if merged.problems:
         raise typer.Exit(1)
