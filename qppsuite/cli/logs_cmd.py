@@ -42,7 +42,22 @@ class OutputFormat(StrEnum):
 
 
 DbArg = Annotated[Path, typer.Argument(help="A database written by syscalls_logger")]
-RunOpt = Annotated[int | None, typer.Option("--run", help="Run id in the database (default: the latest run)")]
+RunOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--run",
+        metavar="N|LABEL",
+        help="The run: its id, or its label in a batch's merged database (default: the latest run)",
+    ),
+]
+RunsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--run",
+        metavar="N|LABEL|all",
+        help="The run: its id, or its label in a batch's merged database; all: every run (default: the latest run)",
+    ),
+]
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json or csv")]
 
 
@@ -70,6 +85,35 @@ def _warn(conn: sqlite3.Connection, run: int) -> None:
     warning = reader.run_warning(conn, run)
     if warning is not None:
         err_console.print(styled(("warning:", "bold yellow"), f" {warning}"), soft_wrap=True)
+
+
+def _warn_runs(conn: sqlite3.Connection, runs: list[int], db: Path) -> None:
+    """``--run all``: one line for every run that failed, did not run or did not end normally (not one each)."""
+    from qppsuite.plugins.syscalls_logger import reader
+    names = reader.run_names(conn)
+    bad = [names[run] for run in runs if reader.run_warning(conn, run) is not None]
+    if bad:
+        listed = ", ".join(bad[:5]) + (", …" if len(bad) > 5 else "")
+        err_console.print(
+            styled(
+                ("warning:", "bold yellow"),
+                f" {len(bad)} of {_plural(len(runs), 'run', 'runs')} failed, did not run or did not end normally "
+                f"({listed}); `qppsuite stats {db} --run all` says why",
+            ),
+            soft_wrap=True,
+        )
+
+
+#: What a view of one run says of a batch's job that left no database.
+NO_ROWS = (
+    "no rows: the job left no run database (it failed before its run started, did not run, or loaded no plugin "
+    "that writes one)"
+)
+
+
+def _run_title(run: int, label: str | None, end: str | None) -> str:
+    """``run 3``, with its label and how it ended when it was not a power-off: ``run 3 [sample-a] (ended panic)``."""
+    return f"run {run}" + (f" [{label}]" if label is not None else "") + (f" ({end})" if end else "")
 
 
 def _json_blob(value: object) -> dict[str, Any]:
@@ -163,7 +207,7 @@ def syscalls(
         int | None, typer.Option("--limit", min=0, max=SQLITE_MAX_INTEGER, help="At most this many calls")
     ] = None,
     fmt: FormatOpt = OutputFormat.table,
-    run: RunOpt = None,
+    run: RunsOpt = None,
 ) -> None:
     """The recorded system calls in call order, filtered by process, thread, call name, time or failure.
 
@@ -171,7 +215,9 @@ def syscalls(
     pid, tid, process, the call as strace prints it, and after ``#`` the paths its fds named (rebuilt from
     the run's opens, dups and closes, and file_activity's paths).  ``--format json`` gives every column,
     with ``raw_args``, ``args`` and ``outputs`` as nested JSON and ``fds``/``fd_path`` for the paths; csv gives
-    each of their keys a column of its own (``args.path``).
+    each of their keys a column of its own (``args.path``).  ``--run all`` searches every run of the file (a
+    batch's merged database: which samples called ptrace), each call with its run's label (or id): a
+    ``run`` column first in the table, ``label`` in json and csv.
     """
     from qppsuite.plugins.syscalls_logger import reader
     start = None if since is None else reader.parse_point("--since", since)
@@ -179,53 +225,70 @@ def syscalls(
     if start is not None and stop is not None and start.column == stop.column and start.value > stop.value:
         raise reader.LogDatabaseError(f"--since {since} is after --until {until}: no call can be in between")
     with _reading(db) as conn:
-        run_id = reader.select_run(conn, run)
-        _warn(conn, run_id)
+        runs = reader.select_runs(conn, run)
+        every = run == reader.ALL_RUNS
+        if every and follow is not None:
+            raise reader.LogDatabaseError("--follow names a process of one run: give --run N or LABEL, not all")
+        if every:
+            _warn_runs(conn, runs, db)
+        else:
+            _warn(conn, runs[0])
+        one = None if every else runs[0]  # the run, or None: every run
         where = reader.SyscallFilter(
-            run_id,
-            pid=reader.check_caller(conn, run_id, "pid", pid),
-            tid=reader.check_caller(conn, run_id, "tid", tid),
-            process=reader.check_process(conn, run_id, process),
-            names=reader.check_names(conn, run_id, name or []),
+            one,
+            pid=reader.check_caller(conn, one, "pid", pid),
+            tid=reader.check_caller(conn, one, "tid", tid),
+            process=reader.check_process(conn, one, process),
+            names=reader.check_names(conn, one, name or []),
             failed=failed,
             limit=limit,
             since=start,
             until=stop,
-            process_ids=None if follow is None else tuple(reader.follow(conn, run_id, follow)),
+            process_ids=None if follow is None else tuple(reader.follow(conn, runs[0], follow)),
         )
-        fields = reader.SYSCALL_FIELDS if fmt is not OutputFormat.table else TABLE_FIELDS
-        _show_syscalls(reader.iter_syscalls(conn, where, files=True, fields=fields), fmt)
+        fields = reader.SYSCALL_FIELDS if fmt is not OutputFormat.table else (*TABLE_FIELDS, "run_id")
+        names = reader.run_names(conn) if every else None
+        _show_syscalls(reader.iter_syscalls(conn, where, files=True, fields=fields), fmt, names)
 
 
-def _show_syscalls(rows: Iterator[dict[str, Any]], fmt: OutputFormat) -> None:
+def _show_syscalls(rows: Iterator[dict[str, Any]], fmt: OutputFormat, names: dict[int, str] | None) -> None:
+    """``names``: the runs' labels (or ids) when the calls are of several runs, shown with each call."""
     from qppsuite.plugins.syscalls_logger import reader
     if fmt is not OutputFormat.table:
-        records = list(rows)
+        records = list(rows) if names is None else [{"label": names.get(row["run_id"]), **row} for row in rows]
         for row in records:
             for key in reader.JSON_FIELDS:
                 row[key] = None if row[key] is None else json.loads(row[key])
         _emit_records(records, fmt)
         return
-    _stream_syscalls(rows, sys.stdout)
+    _stream_syscalls(rows, sys.stdout, names)
 
 
 #: The columns the table shows.
 TABLE_FIELDS = ("seq", "virtual_ns", "pid", "tid", "process_name", "text", "ending")
 #: The streamed table's fixed columns, before the call: seq, virtual time, pid, tid, process.
 _ROW = "{:>7} {:>12} {:>5} {:>5} {:<15}"
+#: The widest the ``run`` column of ``--run all`` grows for its labels (a longer one makes its lines longer).
+RUN_COLUMN_MAX = 24
 
 
-def _stream_syscalls(rows: Iterator[dict[str, Any]], out: TextIO) -> int:
+def _stream_syscalls(rows: Iterator[dict[str, Any]], out: TextIO, names: dict[int, str] | None = None) -> int:
     """One line per call, written as it is read (a table of 40,000 calls starts at once and takes about a
-    second, where rich's table measured every cell first: 43 s); every guest string escaped (:func:`visible`)."""
+    second, where rich's table measured every cell first: 43 s); every guest string escaped (:func:`visible`).
+    ``names``: calls of several runs, each line starting with its run's label (or id), escaped too."""
     from qppsuite.plugins.syscalls_logger.reader import stored_text
 
-    out.write(_ROW.format("seq", "time (s)", "pid", "tid", "process") + " call\n")
+    shown = {run: visible(name) for run, name in (names or {}).items()}
+    width = min(max(map(len, shown.values()), default=3), RUN_COLUMN_MAX)
+    first = "" if names is None else f"{'run':<{width}} "
+    out.write(first + _ROW.format("seq", "time (s)", "pid", "tid", "process") + " call\n")
     count = 0
     for row in rows:
         count += 1
         ns = row["virtual_ns"]
         pid, tid = row["pid"], row["tid"]
+        if names is not None:
+            out.write(f"{shown.get(row['run_id'], str(row['run_id'])):<{width}} ")
         line = _ROW.format(
             row["seq"],
             "" if ns is None else f"{ns / 1e9:.6f}",
@@ -271,30 +334,47 @@ def _tree_label(node: reader.ProcessNode, recorded: bool) -> Text:
 @app.command("processes")
 def processes(
     db: DbArg,
-    run: RunOpt = None,
+    run: RunsOpt = None,
     threads: Annotated[bool, typer.Option("--threads", help="Also list each process's threads")] = False,
     fmt: FormatOpt = OutputFormat.table,
 ) -> None:
-    """The run's process tree: names each process had, system-call count, how it ended; threads on request."""
+    """The run's process tree: names each process had, system-call count, how it ended; threads on request.
+    ``--run all``: every run's, one after another (json and csv: each process with its ``run_id`` and ``label``)."""
     from qppsuite.plugins.syscalls_logger import reader
     with _reading(db) as conn:
-        run_id = reader.select_run(conn, run)
-        _warn(conn, run_id)
-        left_out = reader.ownerless_threads(conn, run_id) if threads else 0
-        if left_out:
-            err_console.print(
-                styled(
-                    ("warning:", "bold yellow"),
-                    f" {left_out} threads of run {run_id} belong to no process of the run and are not listed "
-                    f"(`qppsuite query` shows them)",
-                ),
-                soft_wrap=True,
-            )
-        roots = reader.process_tree(conn, run_id)
-        recorded = reader.syscalls_recorded(conn, run_id)
-        if not recorded:  # without syscalls_logger: no call counts, and the exits are proc_events'
-            reader.add_proc_events_exits(conn, run_id, roots)
-        _show_processes(run_id, roots, threads, fmt, reader.run_end(conn, run_id), recorded)
+        runs = reader.select_runs(conn, run)
+        every = run == reader.ALL_RUNS
+        if every:
+            _warn_runs(conn, runs, db)
+        else:
+            _warn(conn, runs[0])
+        records: list[dict[str, Any]] = []
+        for run_id in runs:
+            left_out = reader.ownerless_threads(conn, run_id) if threads else 0
+            if left_out:
+                err_console.print(
+                    styled(
+                        ("warning:", "bold yellow"),
+                        f" {left_out} threads of run {run_id} belong to no process of the run and are not listed "
+                        f"(`qppsuite query` shows them)",
+                    ),
+                    soft_wrap=True,
+                )
+            roots = reader.process_tree(conn, run_id)
+            recorded = reader.syscalls_recorded(conn, run_id)
+            if not recorded:  # without syscalls_logger: no call counts, and the exits are proc_events'
+                reader.add_proc_events_exits(conn, run_id, roots)
+            label = reader.run_label(conn, run_id)
+            if fmt is OutputFormat.table and not reader.has_rows(conn, run_id):
+                console.print(f"{_run_title(run_id, label, reader.run_end(conn, run_id))}: {NO_ROWS}", highlight=False)
+                continue
+            if fmt is OutputFormat.table:
+                _draw_processes(_run_title(run_id, label, reader.run_end(conn, run_id)), roots, threads, recorded)
+                continue
+            run_records = _process_records(roots, threads, recorded)
+            records += [{"run_id": run_id, "label": label, **r} for r in run_records] if every else run_records
+    if fmt is not OutputFormat.table:
+        _emit_records(records, fmt)
 
 
 #: Deeper processes are drawn at this depth, marked with their real one: every row is shown whatever the
@@ -307,33 +387,34 @@ TREE_LABEL = 24
 TREE_MIN_WIDTH = 40
 
 
-def _show_processes(
-    run_id: int, roots: list[reader.ProcessNode], threads: bool, fmt: OutputFormat, end: str | None, recorded: bool
-) -> None:
-    """Every process, parents before children; iterative, since a guest can fork a chain of any depth.
-    ``recorded``: the run recorded its system calls (else no counts are shown, ``null`` in json)."""
-    if fmt is not OutputFormat.table:
-        records: list[dict[str, Any]] = []
-        stack: list[tuple[reader.ProcessNode, int | None, int]] = [(root, None, 0) for root in reversed(roots)]
-        while stack:
-            node, parent, _depth = stack.pop()
-            record: dict[str, Any] = {
-                "id": node.id,
-                "parent_id": parent,
-                "pid": node.pid,
-                "ppid": node.ppid,
-                "name": node.name,
-                "names": node.names,
-                "syscalls": node.syscall_count if recorded else None,
-                "state": node.state,
-                "exit_status": node.exit_status,
-            }
-            if threads:
-                record["threads"] = [{**vars(t), **({} if recorded else {"syscall_count": None})} for t in node.threads]
-            records.append(record)
-            stack.extend((child, node.id, 0) for child in reversed(node.children))
-        _emit_records(records, fmt)
-        return
+def _process_records(roots: list[reader.ProcessNode], threads: bool, recorded: bool) -> list[dict[str, Any]]:
+    """Every process as a record (json, csv), parents before children; iterative, since a guest can fork a chain
+    of any depth.  ``recorded``: the run recorded its system calls (else the counts are ``null``)."""
+    records: list[dict[str, Any]] = []
+    stack: list[tuple[reader.ProcessNode, int | None]] = [(root, None) for root in reversed(roots)]
+    while stack:
+        node, parent = stack.pop()
+        record: dict[str, Any] = {
+            "id": node.id,
+            "parent_id": parent,
+            "pid": node.pid,
+            "ppid": node.ppid,
+            "name": node.name,
+            "names": node.names,
+            "syscalls": node.syscall_count if recorded else None,
+            "state": node.state,
+            "exit_status": node.exit_status,
+        }
+        if threads:
+            record["threads"] = [{**vars(t), **({} if recorded else {"syscall_count": None})} for t in node.threads]
+        records.append(record)
+        stack.extend((child, node.id) for child in reversed(node.children))
+    return records
+
+
+def _draw_processes(title: str, roots: list[reader.ProcessNode], threads: bool, recorded: bool) -> None:
+    """The tree under ``title`` (the run), parents before children; iterative, since a guest can fork a chain of
+    any depth.  ``recorded``: the run recorded its system calls (else no counts are shown)."""
     width = max(console.width, TREE_MIN_WIDTH)
     max_depth = max(1, min(TREE_DEPTH, (width - TREE_LABEL) // 4))
     tree = Tree(Text())  # the header, once the rows are counted
@@ -356,7 +437,7 @@ def _show_processes(
         drawing.extend((child, home, depth + 1) for child in reversed(node.children))
     unrecorded = "" if recorded else " (system calls not recorded: syscalls_logger did not write this file)"
     processes = _plural(count, "process", "processes")
-    tree.label = styled(f"run {run_id}" + (f" ({end})" if end else "") + f": {processes}{unrecorded}")
+    tree.label = styled(f"{title}: {processes}{unrecorded}")
     (console if console.width == width else SafeConsole(width=width)).print(tree)
 
 
@@ -396,7 +477,7 @@ def datasette_metadata(db: DbArg) -> None:
 @app.command("stats")
 def stats(
     db: DbArg,
-    run: RunOpt = None,
+    run: RunsOpt = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Rows in each top list")] = 10,
     fmt: FormatOpt = OutputFormat.table,
     plot: Annotated[
@@ -404,17 +485,28 @@ def stats(
         typer.Option("--plot", help="Also draw calls over time, stacked by kind, to this image (.png, .svg, .pdf)"),
     ] = None,
 ) -> None:
-    """Top system calls, top processes and errors, with failure rates; ``--plot`` draws the activity figure."""
+    """Top system calls, top processes and errors, with failure rates; ``--plot`` draws the activity figure.
+
+    A batch's merged database (without ``--run``), or ``--run all`` on any file: one row per run instead, with
+    its label, batch status and reason, system calls, processes and stop reason.
+    """
     from qppsuite.plugins.syscalls_logger import reader
     if plot is not None:
         from qppsuite.report.plot import check_path
         check_path(plot)
     with _reading(db) as conn:
+        if run == reader.ALL_RUNS or (run is None and reader.is_batch(conn)):
+            if plot is not None:
+                raise reader.LogDatabaseError("--plot draws one run: give --run N or LABEL")
+            _show_summary(reader.batch_summary(conn), fmt)
+            return
         run_id = reader.select_run(conn, run)
         _warn(conn, run_id)
         result = reader.run_stats(conn, run_id, top)
         recorded = reader.syscalls_recorded(conn, run_id)
         end = reader.run_end(conn, run_id)
+        label = reader.run_label(conn, run_id)
+        written = reader.has_rows(conn, run_id)
         built = None
         if plot is not None:
             from qppsuite.report import data
@@ -449,9 +541,13 @@ def stats(
         rows += [["errno", r["errno"], r["calls"], None, None] for r in result.top_errors]
         _emit(("kind", "key", "calls", "failed", "failure_rate"), rows, fmt)
         return
+    title = _run_title(run_id, label, end)
+    if not written:
+        console.print(f"{title}: {NO_ROWS}", highlight=False)
+        return
     if not recorded:
         console.print(
-            f"run {run_id}{f' ({end})' if end else ''}: system calls were not recorded (syscalls_logger did not "
+            f"{title}: system calls were not recorded (syscalls_logger did not "
             f"write this file); {_plural(result.processes, 'process', 'processes')}",
             highlight=False,
         )
@@ -461,8 +557,7 @@ def stats(
     if result.command_only:
         by += " (only=command: only the command's calls were logged)"
     console.print(
-        f"run {run_id}{f' ({end})' if end else ''}: {_plural(result.calls, 'system call', 'system calls')} by {by}, "
-        f"{result.failed} failed ({rate:.1%})",
+        f"{title}: {_plural(result.calls, 'system call', 'system calls')} by {by}, {result.failed} failed ({rate:.1%})",
         highlight=False,
     )
     _emit(
@@ -481,6 +576,28 @@ def stats(
         title="top processes",
     )
     _emit(("errno", "calls"), [[r["errno"], r["calls"]] for r in result.top_errors], fmt, title="errors")
+
+
+def _show_summary(rows: list[dict[str, Any]], fmt: OutputFormat) -> None:
+    """``stats`` of every run: a line counting the runs by batch status, then one row per run."""
+    from qppsuite.plugins.syscalls_logger.reader import SUMMARY_FIELDS
+    if fmt is not OutputFormat.table:
+        _emit(SUMMARY_FIELDS, [[row[c] for c in SUMMARY_FIELDS] for row in rows], fmt)
+        return
+    counts: dict[str, int] = {}
+    for row in rows:
+        if isinstance(row["status"], str):
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+    order = ("ok", "failed", "not run")  # the merge's; another value (an edited file) after them
+    ranked = sorted(counts.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order))
+    by_status = ", ".join(f"{count} {status}" for status, count in ranked)
+    console.print(f"{_plural(len(rows), 'run', 'runs')}" + (f": {by_status}" if by_status else ""), highlight=False)
+    _emit(
+        ("run", "label", "status", "reason", "syscalls", "processes", "stop reason"),
+        [[row[c] for c in SUMMARY_FIELDS] for row in rows],
+        fmt,
+        title="runs",
+    )
 
 
 def _plural(count: int, one: str, many: str) -> str:

@@ -58,11 +58,12 @@ run id is larger (an edited file: SQLite gives ``max(id) + 1``) is refused when 
 BUSY_TIMEOUT_S = 30.0
 """How long a commit waits for another run's commit to the same file before it fails."""
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """``PRAGMA user_version`` of a database this version writes.  2 added ``threads``, the processes'
 ``state``/``exit_status`` and the syscalls' ``thread_name``/``signal``, and stores text as plain JSON
 strings; 3 added the runs' ``started_from`` and the syscalls' ``found_blocked``; 4 the syscalls'
-``virtual_ns`` and the runs' ``logged``.  Files of other versions
+``virtual_ns`` and the runs' ``logged``; 5 the runs' ``label``, ``batch_status`` and ``batch_reason``
+(a batch's merged database, :mod:`qppsuite.batch.merge`).  Files of other versions
 are refused with a one-line message (:func:`schema_mismatch`), never mixed."""
 
 RUN_COLUMNS: dict[str, Any] = {
@@ -80,6 +81,10 @@ RUN_COLUMNS: dict[str, Any] = {
     "insn_count": int,
     "syscall_count": int,
     "logged": str,  # which calls syscalls_logger kept: "all", or "command" (the user's command and its descendants)
+    # A batch's merged database only (NULL in a run's own file): the job's label, how it went, and why it failed.
+    "label": str,
+    "batch_status": str,  # "ok", "failed" or "not run"
+    "batch_reason": str,  # one line: why the job failed or did not run; NULL when it is ok
 }
 
 PROCESS_COLUMNS: dict[str, Any] = {
@@ -162,7 +167,8 @@ INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def _create_schema(db: sqlite_utils.Database) -> None:
+def create_schema(db: sqlite_utils.Database) -> None:
+    """The logger's tables and indexes (those missing) and this version's ``user_version``, in ``db``."""
     db[RUNS].create(RUN_COLUMNS, pk="id", if_not_exists=True)  # type: ignore[union-attr]
     db[PROCESSES].create(  # type: ignore[union-attr]
         PROCESS_COLUMNS, pk="id", foreign_keys=[("run_id", RUNS, "id")], if_not_exists=True
@@ -430,7 +436,7 @@ def _open_run(path: Path, run: dict[str, Any], *, wal_first: bool) -> tuple[Path
         mismatch = schema_mismatch(db.conn, path) if ours else None
         if mismatch is not None:
             raise PluginError(mismatch)
-        _create_schema(db)
+        create_schema(db)
         run_id = int(db[RUNS].insert(run).last_pk)  # type: ignore[union-attr,arg-type]
         if run_id > MAX_RUN_ID:
             raise PluginError(

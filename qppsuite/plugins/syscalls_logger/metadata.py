@@ -33,6 +33,9 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "insn_count": "Guest instructions executed when the run stopped, counted from power-on.",
             "syscall_count": "System calls syscalls_logger wrote for the run.",
             "logged": "Which calls syscalls_logger kept: all, or command (the run's command and its descendants).",
+            "label": "A batch's merged database: the job's label (NULL in a run's own file).",
+            "batch_status": "A batch's merged database: ok, failed or not run (NULL in a run's own file).",
+            "batch_reason": "A batch's merged database: why the job failed or did not run, in one line.",
         },
     ),
     "processes": (

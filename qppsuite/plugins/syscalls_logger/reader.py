@@ -17,7 +17,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -114,6 +114,13 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "backslashreplace")
 
 
+def readonly_uri(path: Path) -> str:
+    """The SQLite URI that opens ``path`` read-only: with no -wal file nothing is being written, and immutable
+    mode reads without locks or -shm/-wal files; else ``mode=ro``, which reads the rows the -wal holds."""
+    writing = Path(f"{path}-wal").exists()
+    return f"file:{quote(str(path.resolve()))}?{'mode=ro' if writing else 'mode=ro&immutable=1'}"
+
+
 def open_readonly(path: Path, *, any_version: bool = False) -> sqlite3.Connection:
     """A read-only connection to a syscall database, checked to have the logger's tables and columns.
 
@@ -122,10 +129,7 @@ def open_readonly(path: Path, *, any_version: bool = False) -> sqlite3.Connectio
     if not path.is_file():
         what = "a directory" if path.is_dir() else "no such file" if not path.exists() else "not a regular file"
         raise LogDatabaseError(f"no syscall database at {path}: {what}")
-    # With no -wal file nothing is being written: immutable mode reads without locks or -shm/-wal files.
-    writing = Path(f"{path}-wal").exists()
-    mode = "mode=ro" if writing else "mode=ro&immutable=1"
-    conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?{mode}", uri=True)
+    conn = sqlite3.connect(readonly_uri(path), uri=True)
     conn.row_factory = sqlite3.Row
     conn.text_factory = _text  # the writer stores UTF-8; an edited or damaged file may hold anything
     try:
@@ -151,16 +155,119 @@ def open_readonly(path: Path, *, any_version: bool = False) -> sqlite3.Connectio
     return conn
 
 
-def select_run(conn: sqlite3.Connection, run: int | None) -> int:
-    """The run to show: the one asked for, or the latest; an unknown id names the runs that exist."""
+#: ``--run all``: every run of the file (the views that can show several).
+ALL_RUNS = "all"
+#: How many ids or labels a message lists before it says how many there are.
+LISTED = 10
+
+
+def _listing(values: list[str]) -> str:
+    shown = ", ".join(values[:LISTED])
+    return shown if len(values) <= LISTED else f"{shown}, … ({len(values)} in all)"
+
+
+def select_run(conn: sqlite3.Connection, run: int | str | None) -> int:
+    """The run to show: the one asked for, or the latest (a batch's merged database of several runs has no
+    latest worth showing: None is one line asking for one).
+
+    ``run`` is a run id, or text: digits are a run id when the file has that run, anything else (or digits that
+    are no run's id) a label (``runs.label``, which a batch's merged database gives each job's run).  An unknown
+    id or label is one :class:`LogDatabaseError` line naming the runs that exist, or the closest label.
+    """
     ids = [row[0] for row in conn.execute(f"SELECT id FROM {RUNS} ORDER BY id")]
     if not ids:
         raise LogDatabaseError("the database holds no runs")
+    if run is None and len(ids) > 1 and is_batch(conn):  # its latest run is just the batch's last job
+        raise LogDatabaseError(
+            f"this is a batch's merged database of {len(ids)} runs: give --run with a run's label or id "
+            "(`qppsuite stats` lists them)"
+        )
     if run is None:
         return int(ids[-1])
+    if isinstance(run, str):
+        if run == ALL_RUNS:
+            raise LogDatabaseError("--run all: this view shows one run; give its id or its label")
+        if run.isdecimal() and run.isascii() and int(run) in ids:
+            return int(run)
+        return _labelled(conn, run, ids)
     if run not in ids:
-        raise LogDatabaseError(f"no run {run} in the database; runs: {', '.join(map(str, ids))}")
+        raise LogDatabaseError(f"no run {run} in the database; runs: {_listing(list(map(str, ids)))}")
     return run
+
+
+def _labelled(conn: sqlite3.Connection, label: str, ids: list[int]) -> int:
+    """The run labelled ``label``; none, or several, is one line (with the closest label, if one is close)."""
+    named = [row[0] for row in conn.execute(f"SELECT id FROM {RUNS} WHERE label = ? ORDER BY id", (label,))]
+    if len(named) == 1:
+        return int(named[0])
+    if named:
+        raise LogDatabaseError(f"runs {_listing(list(map(str, named)))} are all labelled {label!r}: give the run's id")
+    labels = [row[0] for row in conn.execute(f"SELECT label FROM {RUNS} WHERE typeof(label) = 'text' ORDER BY id")]
+    if not labels:
+        what = f"run {label}" if label.isdecimal() else f"run labelled {label!r} (its runs have no labels)"
+        raise LogDatabaseError(f"no {what} in the database; runs: {_listing(list(map(str, ids)))}")
+    close = difflib.get_close_matches(label, labels, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"labels: {_listing([repr(name) for name in labels])}"
+    raise LogDatabaseError(f"no run labelled {label!r} in the database; {hint}")
+
+
+def select_runs(conn: sqlite3.Connection, run: str | None) -> list[int]:
+    """``--run all``: every run of the file, in id order; else the one run :func:`select_run` picks."""
+    if run == ALL_RUNS:
+        ids = [int(row[0]) for row in conn.execute(f"SELECT id FROM {RUNS} ORDER BY id")]
+        if not ids:
+            raise LogDatabaseError("the database holds no runs")
+        return ids
+    return [select_run(conn, run)]
+
+
+def run_names(conn: sqlite3.Connection) -> dict[int, str]:
+    """How each run is named in a view of several: its label, or its id when it has none."""
+    return {
+        int(run): label if isinstance(label, str) else str(run)
+        for run, label in conn.execute(f"SELECT id, label FROM {RUNS} ORDER BY id")
+    }
+
+
+def run_label(conn: sqlite3.Connection, run: int) -> str | None:
+    """The run's label, if it has one (a batch's merged database)."""
+    row = conn.execute(f"SELECT label FROM {RUNS} WHERE id = ?", (run,)).fetchone()
+    return row[0] if row is not None and isinstance(row[0], str) else None
+
+
+def has_rows(conn: sqlite3.Connection, run: int) -> bool:
+    """Whether the run wrote rows into a database: False for a batch's job that failed before its run made one,
+    or never ran (its ``runs`` row is the merge's: no ``plugins``, which every run writes as it starts)."""
+    row = conn.execute(f"SELECT plugins, batch_status FROM {RUNS} WHERE id = ?", (run,)).fetchone()
+    return row is None or row["batch_status"] is None or row["plugins"] is not None
+
+
+def is_batch(conn: sqlite3.Connection) -> bool:
+    """Whether the file is a batch's merged database: its runs have a ``batch_status``."""
+    return conn.execute(f"SELECT 1 FROM {RUNS} WHERE batch_status IS NOT NULL LIMIT 1").fetchone() is not None
+
+
+#: The columns of :func:`batch_summary`'s rows, in order.
+SUMMARY_FIELDS = ("run", "label", "status", "reason", "syscalls", "processes", "stop_reason")
+
+
+def batch_summary(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """One row per run (``qppsuite stats`` of a batch): id, label, batch status and reason, system calls logged
+    (None where syscalls_logger did not record them), processes (None for a run with no database: a job that
+    failed before its run started, or never ran) and stop reason."""
+    return [
+        dict(row)
+        for row in conn.execute(
+            f"SELECT r.id AS run, r.label, r.batch_status AS status, r.batch_reason AS reason, "
+            f"CASE WHEN r.syscall_count IS NULL AND s.calls IS NULL THEN NULL ELSE coalesce(s.calls, 0) END "
+            f"AS syscalls, CASE WHEN r.plugins IS NULL THEN NULL ELSE coalesce(p.count, 0) END AS processes, "
+            f"r.stop_reason "
+            f"FROM {RUNS} r "
+            f"LEFT JOIN (SELECT run_id, COUNT(*) AS calls FROM {SYSCALLS} GROUP BY run_id) s ON s.run_id = r.id "
+            f"LEFT JOIN (SELECT run_id, COUNT(*) AS count FROM {PROCESSES} GROUP BY run_id) p ON p.run_id = r.id "
+            f"ORDER BY r.id"
+        )
+    ]
 
 
 def run_end(conn: sqlite3.Connection, run: int) -> str | None:
@@ -168,9 +275,11 @@ def run_end(conn: sqlite3.Connection, run: int) -> str | None:
 
     From the ``runs`` row: no ``ended_at`` means the run was killed (or is still being written);
     ``stop_reason`` is the run's stop kind (:class:`qppsuite.core.events.StopReason`), ``diverged`` for
-    a replay that did not reproduce its recording.
+    a replay that did not reproduce its recording.  A batch's job that never ran is ``not run``.
     """
-    row = conn.execute(f"SELECT ended_at, stop_reason FROM {RUNS} WHERE id = ?", (run,)).fetchone()
+    row = conn.execute(f"SELECT ended_at, stop_reason, batch_status FROM {RUNS} WHERE id = ?", (run,)).fetchone()
+    if row is not None and row["batch_status"] == "not run":
+        return "not run"
     if row is None or row["ended_at"] is None:
         return "never ended"
     if row["stop_reason"] in (None, "poweroff"):
@@ -182,8 +291,13 @@ def run_warning(conn: sqlite3.Connection, run: int) -> str | None:
     """What a reader must know before trusting a run's rows (one line): it never ended, or not normally.
 
     A run without ``ended_at`` was killed (or is still being written): its rows stop at its last
-    committed batch.  A replay that diverged from its recording ends ``diverged``.
+    committed batch.  A replay that diverged from its recording ends ``diverged``.  A batch's job that failed
+    or did not run is said so, with the batch's reason.
     """
+    row = conn.execute(f"SELECT label, batch_status, batch_reason FROM {RUNS} WHERE id = ?", (run,)).fetchone()
+    if row is not None and row["batch_status"] in ("failed", "not run"):  # a batch's job: the batch says why
+        name = f"run {run}" + (f" [{row['label']}]" if isinstance(row["label"], str) else "")
+        return f"{name} {row['batch_status']}: {row['batch_reason'] or 'no reason recorded'}"
     end = run_end(conn, run)
     if end is None:
         return None
@@ -231,9 +345,10 @@ SQLITE_MAX_INTEGER = (1 << 63) - 1
 """The largest integer SQLite stores (a signed 64-bit value): an option beyond it matches nothing it holds."""
 
 
-def check_names(conn: sqlite3.Connection, run: int, names: list[str]) -> tuple[str, ...]:
+def check_names(conn: sqlite3.Connection, run: int | None, names: list[str]) -> tuple[str, ...]:
     """``--name`` values (each may be a comma-separated list), checked: a name neither in the ARM EABI table
-    (:mod:`qppsuite.plugins.syscalls.table`) nor among the run's calls is one line naming the closest ones."""
+    (:mod:`qppsuite.plugins.syscalls.table`) nor among the run's calls (``run`` None: any run's) is one line
+    naming the closest ones."""
     wanted = tuple(dict.fromkeys(part.strip() for item in names for part in item.split(",") if part.strip()))
     if not wanted and names:
         raise LogDatabaseError("--name: no system call named (give e.g. --name openat,read)")
@@ -241,7 +356,8 @@ def check_names(conn: sqlite3.Connection, run: int, names: list[str]) -> tuple[s
     for name in wanted:
         if name in known:
             continue
-        logged = {row[0] for row in conn.execute(f"SELECT DISTINCT name FROM {SYSCALLS} WHERE run_id = ?", (run,))}
+        where, params = ("", ()) if run is None else (" WHERE run_id = ?", (run,))
+        logged = {row[0] for row in conn.execute(f"SELECT DISTINCT name FROM {SYSCALLS}{where}", params)}
         if name in logged:
             continue
         candidates = sorted(known | {n for n in logged if isinstance(n, str)})
@@ -251,35 +367,43 @@ def check_names(conn: sqlite3.Connection, run: int, names: list[str]) -> tuple[s
     return wanted
 
 
-def check_caller(conn: sqlite3.Connection, run: int, column: str, value: int | None) -> int | None:
-    """A ``--pid`` or ``--tid`` (``column``), checked: one no call of the run was made by is one line."""
+def _of_run(run: int | None) -> tuple[str, tuple[int, ...], str]:
+    """A check's condition on the run (``run`` None: any run), its parameters, and the run as a message names it."""
+    return ("", (), "any run") if run is None else ("run_id = ? AND ", (run,), f"run {run}")
+
+
+def check_caller(conn: sqlite3.Connection, run: int | None, column: str, value: int | None) -> int | None:
+    """A ``--pid`` or ``--tid`` (``column``), checked: one no call of the run (None: of any run) was made by is
+    one line."""
     if value is None:
         return None
-    made = conn.execute(f"SELECT 1 FROM {SYSCALLS} WHERE run_id = ? AND {column} = ? LIMIT 1", (run, value))
+    where, params, which = _of_run(run)
+    made = conn.execute(f"SELECT 1 FROM {SYSCALLS} WHERE {where}{column} = ? LIMIT 1", (*params, value))
     if made.fetchone() is None:
-        raise LogDatabaseError(f"--{column}: no call of run {run} was made by {column} {value}")
+        raise LogDatabaseError(f"--{column}: no call of {which} was made by {column} {value}")
     return value
 
 
-def check_process(conn: sqlite3.Connection, run: int, name: str | None) -> str | None:
+def check_process(conn: sqlite3.Connection, run: int | None, name: str | None) -> str | None:
     """A ``--process`` name, checked, as the column stores it: the name as the views show it (a byte that is
-    not UTF-8 as ``\\xff``, or given raw) of a process the run's calls were made under.  Any other name is one
-    line naming the run's names it may mean (a longer one it starts, as ``python3`` for ``python``, the
-    kernel's 15-byte cut of it, as ``systemd-journal``, or the closest spellings)."""
+    not UTF-8 as ``\\xff``, or given raw) of a process the run's calls (``run`` None: any run's) were made under.
+    Any other name is one line naming the names it may mean (a longer one it starts, as ``python3`` for
+    ``python``, the kernel's 15-byte cut of it, as ``systemd-journal``, or the closest spellings)."""
     if name is None:
         return None
     given = _text(name.encode("utf-8", "surrogateescape"))  # a raw argument's bytes, as the views show them
     if not given:
         raise LogDatabaseError("--process: give a process name (as `qppsuite processes` shows it)")
-    query = f"SELECT DISTINCT process_name FROM {SYSCALLS} WHERE run_id = ? AND process_name IS NOT NULL"
-    shown = {str(stored_text(stored)): stored for (stored,) in conn.execute(query, (run,))}
+    where, params, which = _of_run(run)
+    query = f"SELECT DISTINCT process_name FROM {SYSCALLS} WHERE {where}process_name IS NOT NULL"
+    shown = {str(stored_text(stored)): stored for (stored,) in conn.execute(query, params)}
     if given in shown:
         return str(shown[given])
     names = sorted(shown)
     close = [n for n in names if n.startswith(given) or (len(n) == TASK_COMM_LEN - 1 and given.startswith(n))]
     close = close or difflib.get_close_matches(given, names, n=3)
     hint = f"; did you mean {' or '.join(close[:3])}?" if close else ""
-    raise LogDatabaseError(f"--process: no call of run {run} was made by a process named {given}{hint}")
+    raise LogDatabaseError(f"--process: no call of {which} was made by a process named {given}{hint}")
 
 
 TASK_COMM_LEN = 16
@@ -313,11 +437,12 @@ def _walk(roots: list[ProcessNode]) -> Iterator[ProcessNode]:
 class SyscallFilter:
     """What ``qppsuite syscalls`` selects; every field narrows the result.
 
-    ``names``: any of these calls; ``since``/``until``: from/up to these moments (both included);
-    ``process_ids``: these process rows only (``--follow``).
+    ``run``: this run's calls (None: every run's, run by run); ``names``: any of these calls;
+    ``since``/``until``: from/up to these moments (both included); ``process_ids``: these process rows only
+    (``--follow``).
     """
 
-    run: int
+    run: int | None
     pid: int | None = None
     tid: int | None = None
     process: str | None = None
@@ -330,8 +455,8 @@ class SyscallFilter:
 
 
 def _where(where: SyscallFilter) -> tuple[str, list[Any]]:
-    clauses = ["run_id = ?"]
-    params: list[Any] = [where.run]
+    clauses = ["1"] if where.run is None else ["run_id = ?"]
+    params: list[Any] = [] if where.run is None else [where.run]
     for column, value in (("pid", where.pid), ("tid", where.tid), ("process_name", where.process)):
         if value is not None:
             clauses.append(f"{column} = ?")
@@ -369,7 +494,11 @@ def iter_syscalls(
 
     ``files``: each row also gets ``fds``, its fd arguments -> the path each named then, and ``fd_path``,
     what a returned fd names (:mod:`~qppsuite.plugins.syscalls_logger.fd_paths`; None where unknown).
+    With ``where.run`` None, the calls of every run that has one, run after run (``--limit`` counts them all).
     """
+    if where.run is None:
+        yield from _every_run(conn, where, files, fields)
+        return
     if files:
         fields = tuple(dict.fromkeys((*fields, "seq", *FD_FIELDS)))
     clauses, params = _where(where)
@@ -425,6 +554,24 @@ def iter_syscalls(
         returned = fd_paths.returns_fd(row["name"]) and isinstance(row["retval"], int) and row["retval"] >= 0
         row["fd_path"] = tables.path(row["process_id"], row["retval"]) if returned else None
         yield row
+
+
+def _every_run(
+    conn: sqlite3.Connection, where: SyscallFilter, files: bool, fields: tuple[str, ...]
+) -> Iterator[dict[str, Any]]:
+    """:func:`iter_syscalls` of each run with a call ``where`` selects (found first, in one query over every run:
+    a batch's runs without one cost nothing more), in run order, at most ``where.limit`` in all."""
+    clauses, params = _where(where)
+    found = conn.execute(f"SELECT DISTINCT run_id FROM {SYSCALLS} WHERE {clauses} ORDER BY 1", params)
+    runs = [row[0] for row in found]
+    left = where.limit
+    for run in runs:
+        if left == 0:
+            return
+        for row in iter_syscalls(conn, replace(where, run=run, limit=left), files=files, fields=fields):
+            yield row
+            if left is not None:
+                left -= 1
 
 
 def _args(text: str | None) -> dict[str, Any]:
