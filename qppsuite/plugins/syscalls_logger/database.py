@@ -152,14 +152,23 @@ largest cost per call (a cProfile of bench/syscall_cost.py's run), and a dict pe
 
 INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (SYSCALLS, ("run_id", "seq")),
+    (PROCESSES, ("run_id", "pid")),
+    (THREADS, ("run_id", "tid")),
+)
+"""Indexes made with the tables: those a reader of a file still being written needs (``--follow``'s next rows)."""
+
+LOOKUP_INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (SYSCALLS, ("pid",)),
     (SYSCALLS, ("name",)),
     (SYSCALLS, ("process_name",)),
     (SYSCALLS, ("process_id",)),
     (SYSCALLS, ("tid",)),
-    (PROCESSES, ("run_id", "pid")),
-    (THREADS, ("run_id", "tid")),
 )
+"""Indexes for queries that pick calls by process, thread or name, made as the run ends
+(:meth:`SyscallDatabase.end_run`) when the file does not have them yet.  Kept up to date row by row they cost
+3.2 µs of the 8.4 µs a syscall row costs to insert; made at the end over the whole run, 1.5 µs a row
+(bench/RESULTS.md, issue 10).  A file read while its first run is written is read without them (queries
+scan), and one whose run was killed keeps the tables without them until a run appended to it ends."""
 
 
 def _create_schema(db: sqlite_utils.Database) -> None:
@@ -390,6 +399,9 @@ class SyscallDatabase:
         fields = {"ended_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **fields}
         with self._transaction():
             self.db[RUNS].update(self.run_id, {"syscall_count": self.rows_written, **fields})  # type: ignore[union-attr]
+        with self._transaction():
+            for table, columns in LOOKUP_INDEXES:
+                self.db[table].create_index(columns, if_not_exists=True)  # type: ignore[union-attr]
 
     def close(self) -> None:
         self.db.close()
