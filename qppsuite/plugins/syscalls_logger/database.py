@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import sqlite3
 import sys
 import time
@@ -202,6 +203,18 @@ TABLE_COLUMNS: dict[str, dict[str, Any]] = {
 }
 
 
+@functools.cache
+def _upsert(table: str, columns: tuple[str, ...]) -> str:
+    """The statement that writes a row of ``table`` with ``columns`` (its ``id`` among them), new or changed.
+
+    What sqlite-utils' ``upsert_all`` does (insert, or update those columns of the row with that id), as a
+    statement made once: ``upsert_all`` looked the table's columns up at every commit (1.2 µs a syscall row)."""
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+        f"ON CONFLICT(id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in columns if c != 'id')}"
+    )
+
+
 def schema_mismatch(conn: sqlite3.Connection, path: Path) -> str | None:
     """Why a file holding the logger's tables cannot be used by this version (one line), or None.
 
@@ -374,10 +387,9 @@ class SyscallDatabase:
         self.pending = 0
         with self._transaction():
             for table, changed in ((PROCESSES, processes), (THREADS, threads)):
-                if changed:
-                    for entry in changed:
-                        entry["run_id"] = self.run_id
-                    self.db[table].upsert_all(changed, pk="id")  # type: ignore[union-attr]
+                for entry in changed:
+                    entry["run_id"] = self.run_id
+                    self.db.conn.execute(_upsert(table, tuple(entry)), tuple(entry.values()))
             if rows:
                 self.db.conn.executemany(self._insert, rows)
             for plugin_table in self.tables:
