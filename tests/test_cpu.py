@@ -64,6 +64,19 @@ def test_entry_switches_mode_bank_and_vectors(cpu: Cpu, kind: ExceptionKind, mod
     assert cpu.banked("lr", "usr") == 0x1234
 
 
+def test_banked_svc_sp_from_user_mode(cpu: Cpu) -> None:
+    """From user mode the SVC sp is read where the engine banks it (no mode switch); it follows every write."""
+    for value in (0xC7001FF8, 0xC7A05FF8):
+        cpu.engine.set_reg(A.UC_ARM_REG_CPSR, MODE_SVC)
+        cpu.write("sp", value)
+        user_state(cpu)
+        assert cpu.banked("sp", "svc") == value
+        assert cpu.cpsr & CPSR_MODE_MASK == MODE_USR, "the read leaves the mode as it was"
+        assert cpu.read("sp") == 0xBEEF0000
+    cpu.engine.set_reg(A.UC_ARM_REG_CPSR, MODE_SVC)
+    assert cpu.banked("sp", "svc") == 0xC7A05FF8, "in SVC mode, the live sp"
+
+
 def test_high_vectors_and_thumb_entry(cpu: Cpu) -> None:
     cpu.sctlr.write(cpu.sctlr.read() | mmu.SCTLR_V | mmu.SCTLR_TE)
     user_state(cpu)

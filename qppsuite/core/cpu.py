@@ -218,15 +218,7 @@ class Cpu:
         reg = _BANKED.get(name.lower())
         if reg is None:
             raise UnknownRegisterError(name)
-        engine = self.engine
-        cpsr = engine.reg(A.UC_ARM_REG_CPSR)
-        if cpsr & CPSR_MODE_MASK == target:
-            return engine.reg(reg)
-        engine.set_reg(A.UC_ARM_REG_CPSR, (cpsr & ~CPSR_MODE_MASK) | target)
-        try:
-            return engine.reg(reg)
-        finally:
-            engine.set_reg(A.UC_ARM_REG_CPSR, cpsr)
+        return self.engine.banked(reg, target)
 
     @property
     def cpsr(self) -> int:

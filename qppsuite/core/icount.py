@@ -186,6 +186,11 @@ class BlockCounter:
             return None
         return int(state.last_pc), int(state.last_pc + state.last_size)
 
+    @property
+    def last_icount(self) -> int:
+        """Instructions of the block entered last, as the translator counted them (what :attr:`executed` grew by)."""
+        return int(self._state.last_icount)
+
     def take_back(self, insns: int) -> None:
         """Uncount ``insns`` instructions of the last block, which did not run, and close that block."""
         state = self._state

@@ -112,8 +112,8 @@ class GuestMemory:
         The function returns the physical address, or None where the walk faults.
         """
         regs = self._regs()
-        if ttbr0 is not None:
-            regs = regs._replace(ttbr0=ttbr0)
+        # introspect walks with every domain open (DACR all ones): set once here, not rebuilt at every call.
+        regs = regs._replace(dacr=0xFFFFFFFF) if ttbr0 is None else regs._replace(ttbr0=ttbr0, dacr=0xFFFFFFFF)
         read_u32 = self._phys.read_u32
 
         def translate(vaddr: int) -> int | None:

@@ -110,19 +110,19 @@ class Syscalls(Plugin):
     # -- the hot path ----------------------------------------------------------
     def _svc(self, event: SvcEvent) -> None:
         self.calls_seen += 1
-        number = self._number()[0]
+        generic = bool(self.on_syscall or self.on_syscall_return or self.on_syscall_noreturn)
+        # With a generic listener every call is built: r7 comes with the other registers, in one engine call.
+        regs = self._regs() if generic else None
+        number = regs[7] if regs is not None else self._number()[0]
         entry = self._per_call.get(number)
         if entry is None:
             spec, on_sys, on_sys_return = None, None, None
-            wants_call = bool(self.on_syscall)
-            wants_return = bool(self.on_syscall_return)
         else:
             spec, on_sys, on_sys_return = entry
-            wants_call = bool(self.on_syscall) or bool(on_sys)
-            wants_return = bool(self.on_syscall_return) or bool(on_sys_return)
-        if not (wants_call or wants_return or self.on_syscall_noreturn):
-            return
-        regs = self._regs()
+        if regs is None:
+            if not (on_sys or on_sys_return):
+                return
+            regs = self._regs()
         ctx = SyscallContext(
             seq=self.pairing.next_seq(),
             insn_count=event.insn_count,

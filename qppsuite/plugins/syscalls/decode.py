@@ -38,7 +38,7 @@ class GuestReader(Protocol):
     def read_cstring(self, vaddr: int, limit: int) -> bytes: ...  # up to NUL or limit; raises GuestMemoryError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class DecodedArg:
     """One argument: its register value and what it means.
 
@@ -55,6 +55,13 @@ class DecodedArg:
     value: JSONValue
     truncated: bool = False
     printer: str | None = None
+
+    def __init__(
+        self, name: str, type: str, raw: int, value: JSONValue, truncated: bool = False, printer: str | None = None
+    ) -> None:
+        # The generated __init__ of a frozen dataclass sets each field through object.__setattr__: 1.1 µs an
+        # argument against 0.7 µs for this one update of the instance's dict, three or four times per call.
+        self.__dict__.update(name=name, type=type, raw=raw, value=value, truncated=truncated, printer=printer)
 
 
 @dataclass(frozen=True)
@@ -163,7 +170,9 @@ class _Decoder:
     def __init__(self, spec: SyscallSpec, raw_args: Sequence[int], mem: GuestReader, limits: _Limits) -> None:
         self.spec = spec
         regs = [int(r) & _U32 for r in raw_args[:7]]
-        self.regs = regs + [0] * (7 - len(regs))
+        if len(regs) < 7:
+            regs += [0] * (7 - len(regs))
+        self.regs = regs
         self.mem = mem
         self.limits = limits
 
@@ -460,7 +469,7 @@ def decode_return(
     """
     raw = retval & _U32
     signed = signed32(raw)
-    if spec.returns != "ulong" and errno_name(signed) is not None:
+    if spec.returns != "ulong" and -MAX_ERRNO <= signed <= -1:
         return DecodedReturn(signed, errno_name(signed))
     address = spec.returns in ("ptr", "ulong")
     value = raw if address else signed

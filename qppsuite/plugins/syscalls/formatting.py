@@ -223,23 +223,26 @@ def format_call(name: str, decoded: Sequence[DecodedArg], result: DecodedReturn 
     With ``result``, output arguments are shown as the kernel filled them and `` = value``
     is appended.
     """
-    args = list(decoded)
+    args: Sequence[DecodedArg] = decoded
     changed: dict[str, str] = {}
     if result is not None:
-        outputs = {out.name: out for out in result.outputs}
-        for before in args:  # value-result ints (socklen_t *): strace's [entry => exit]
-            after = outputs.get(before.name)
-            if after is not None and before.printer == after.printer == "int_ptr" and before.value != after.value:
-                changed[before.name] = f"[{before.value} => {after.value}]"
-        args = [outputs.get(a.name, a) for a in args]
+        if result.outputs:  # most results have none: the arguments are shown as they were
+            outputs = {out.name: out for out in result.outputs}
+            for before in args:  # value-result ints (socklen_t *): strace's [entry => exit]
+                after = outputs.get(before.name)
+                if after is not None and before.printer == after.printer == "int_ptr" and before.value != after.value:
+                    changed[before.name] = f"[{before.value} => {after.value}]"
+            args = [outputs.get(a.name, a) for a in args]
         if name == "recvmsg" and len(args) > 1 and args[1].printer == "user_msghdr" and isinstance(args[1].value, dict):
             inner = _msghdr(args[1].value, args[1].truncated, decoded[1].value)
             rest = ", ".join(format_arg(a) for a in args[2:])
             return f"{name}({format_arg(args[0])}, {inner}, {rest}) = {_return_text(name, decoded, result)}"
     if name == "clone" and {"clone_flags", "newsp", "parent_tidptr", "tls", "child_tidptr"} <= {a.name for a in args}:
         inner = _clone_args(args)
-    else:
+    elif changed:
         inner = ", ".join(changed.get(a.name) or format_arg(a) for a in args)
+    else:
+        inner = ", ".join(map(format_arg, args))
     line = f"{name}({inner})"
     if result is not None:
         line += f" = {_return_text(name, decoded, result)}"

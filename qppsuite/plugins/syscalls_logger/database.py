@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import sqlite3
 import sys
 import time
@@ -157,14 +158,23 @@ largest cost per call (a cProfile of bench/syscall_cost.py's run), and a dict pe
 
 INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (SYSCALLS, ("run_id", "seq")),
+    (PROCESSES, ("run_id", "pid")),
+    (THREADS, ("run_id", "tid")),
+)
+"""Indexes made with the tables: those a reader of a file still being written needs (``--follow``'s next rows)."""
+
+LOOKUP_INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (SYSCALLS, ("pid",)),
     (SYSCALLS, ("name",)),
     (SYSCALLS, ("process_name",)),
     (SYSCALLS, ("process_id",)),
     (SYSCALLS, ("tid",)),
-    (PROCESSES, ("run_id", "pid")),
-    (THREADS, ("run_id", "tid")),
 )
+"""Indexes for queries that pick calls by process, thread or name, made as the run ends
+(:meth:`SyscallDatabase.end_run`) when the file does not have them yet.  Kept up to date row by row they cost
+3.2 µs of the 8.4 µs a syscall row costs to insert; made at the end over the whole run, 1.5 µs a row
+(bench/RESULTS.md, issue 10).  A file read while its first run is written is read without them (queries
+scan), and one whose run was killed keeps the tables without them until a run appended to it ends."""
 
 
 def create_schema(db: sqlite_utils.Database) -> None:
@@ -197,6 +207,18 @@ TABLE_COLUMNS: dict[str, dict[str, Any]] = {
     THREADS: THREAD_COLUMNS,
     SYSCALLS: SYSCALL_COLUMNS,
 }
+
+
+@functools.cache
+def _upsert(table: str, columns: tuple[str, ...]) -> str:
+    """The statement that writes a row of ``table`` with ``columns`` (its ``id`` among them), new or changed.
+
+    What sqlite-utils' ``upsert_all`` does (insert, or update those columns of the row with that id), as a
+    statement made once: ``upsert_all`` looked the table's columns up at every commit (1.2 µs a syscall row)."""
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+        f"ON CONFLICT(id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in columns if c != 'id')}"
+    )
 
 
 def schema_mismatch(conn: sqlite3.Connection, path: Path) -> str | None:
@@ -371,10 +393,9 @@ class SyscallDatabase:
         self.pending = 0
         with self._transaction():
             for table, changed in ((PROCESSES, processes), (THREADS, threads)):
-                if changed:
-                    for entry in changed:
-                        entry["run_id"] = self.run_id
-                    self.db[table].upsert_all(changed, pk="id")  # type: ignore[union-attr]
+                for entry in changed:
+                    entry["run_id"] = self.run_id
+                    self.db.conn.execute(_upsert(table, tuple(entry)), tuple(entry.values()))
             if rows:
                 self.db.conn.executemany(self._insert, rows)
             for plugin_table in self.tables:
@@ -396,6 +417,9 @@ class SyscallDatabase:
         fields = {"ended_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **fields}
         with self._transaction():
             self.db[RUNS].update(self.run_id, {"syscall_count": self.rows_written, **fields})  # type: ignore[union-attr]
+        with self._transaction():
+            for table, columns in LOOKUP_INDEXES:
+                self.db[table].create_index(columns, if_not_exists=True)  # type: ignore[union-attr]
 
     def close(self) -> None:
         self.db.close()
