@@ -28,7 +28,7 @@ from qppsuite.cli import app
 from qppsuite.cli.batch_merge_cmd import merge_command
 from qppsuite.core.qpp import QPP, Arg, Plugin
 from qppsuite.plugins.osi_linux.model import OsiProcess
-from qppsuite.plugins.syscalls_logger.database import ROW_ID_STRIDE, SCHEMA_VERSION
+from qppsuite.plugins.syscalls_logger.database import LOOKUP_INDEXES, ROW_ID_STRIDE, SCHEMA_VERSION
 from qppsuite.plugins.syscalls_logger.run_database import RunDatabase, open_run_database
 from qppsuite.plugins.syscalls_logger.tables import PluginTable
 
@@ -132,6 +132,12 @@ def test_every_job_has_a_runs_row_with_its_label_status_and_reason(merged: Path)
         (7, "changed", "not run", "its result is of an earlier version of the job"),
     ]
     assert rows(merged, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    # The logger's lookup indexes, made once over every job's rows (a job's own file lacks them if it was killed).
+    indexed = {
+        tuple(r[2] for r in rows(merged, f"PRAGMA index_info('{name}')"))
+        for (name,) in rows(merged, ("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'syscalls'"))
+    }
+    assert {columns for _, columns in LOOKUP_INDEXES} <= indexed
     # A job without a database: what its result.json says of the run.
     assert rows(merged, "SELECT stop_reason, started_at, ended_at, plugins FROM runs WHERE id = 5") == [
         (None, "2026-12-06T00:00:00+00:00", "2026-12-06T00:00:01+00:00", None)

@@ -36,7 +36,13 @@ from urllib.parse import quote
 
 from qppsuite.errors import QppsuiteError
 from qppsuite.plugins.syscalls_logger import reader
-from qppsuite.plugins.syscalls_logger.database import ROW_ID_STRIDE, RUNS, create_schema, sqlite_utils
+from qppsuite.plugins.syscalls_logger.database import (
+    ROW_ID_STRIDE,
+    RUNS,
+    create_lookup_indexes,
+    create_schema,
+    sqlite_utils,
+)
 from qppsuite.schemas import load_schema, schema_problem
 
 BATCH_FILE = "batch.json"
@@ -113,6 +119,7 @@ def merge_batch(outdir: Path) -> Merged:
         merged = _MergedFile(tmp)
         try:
             jobs = [merged.add(job, problems) for job in jobs]
+            create_lookup_indexes(sqlite_utils.Database(merged.conn))  # made over all the rows: once, at the end
         finally:
             merged.close()
         _publish(tmp, target)
