@@ -190,3 +190,29 @@ def test_an_absurd_offset_or_size_is_refused_at_load_naming_the_field(
     with pytest.raises(ProfileError, match=message) as err:
         _load_for_osi_strict(file)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.boot
+def test_a_profile_s_schema_check_is_remembered_by_its_bytes_and_a_changed_file_is_checked_again(
+    real_profile: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """jsonschema's import and check cost 0.17 s at every run with osi_linux: a file already found good is not
+    checked again; one byte changed is a new file."""
+    from qppsuite.profiles import profile as module
+
+    monkeypatch.setenv("QPPSUITE_CACHE", str(tmp_path / "cache"))
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(real_profile))
+    release = KernelProfile.load(good).release  # checked, and remembered
+    assert len(list((tmp_path / "cache" / "profiles-checked").iterdir())) == 1
+    calls: list[object] = []
+    monkeypatch.setattr(module, "schema_problem", lambda *args: calls.append(args) or None)
+    again = tmp_path / "again.json"
+    again.write_bytes(good.read_bytes())
+    assert KernelProfile.load(again).release == release and calls == []
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text(json.dumps(_replaced(real_profile, ("format",), "nonsense")))
+    monkeypatch.undo()
+    monkeypatch.setenv("QPPSUITE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ProfileError, match="damaged at"):
+        KernelProfile.load(damaged)

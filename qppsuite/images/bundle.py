@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
+from qppsuite.cache import cache_dir
 from qppsuite.errors import ImageError
 from qppsuite.schemas import load_schema, schema_problem
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 MANIFEST_SCHEMA = Path(__file__).with_name("manifest.schema.json")
-CACHE_ENV = "QPPSUITE_CACHE"
 IMAGES_SUBDIR = "images"
 
 
@@ -49,16 +46,6 @@ class ImageBundle:
         recordings and snapshots pin an image by."""
         files = self.manifest.get("files") or {}
         return {name: str(info["sha256"]) for name, info in sorted(files.items())}
-
-
-def cache_dir(override: Path | None = None) -> Path:
-    """Where downloads and images live: ``--cache-dir`` > ``$QPPSUITE_CACHE`` > the XDG cache dir."""
-    if override is not None:
-        return Path(override).expanduser().absolute()
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser().absolute()
-    return Path(platformdirs.user_cache_dir("qppsuite", appauthor=False))
 
 
 def images_dir(override: Path | None = None) -> Path:

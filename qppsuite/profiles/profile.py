@@ -27,7 +27,9 @@ counts from that byte's least significant bit, which is ISF's convention too.
 from __future__ import annotations
 
 import base64
+import contextlib
 import difflib
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qppsuite.cache import cache_dir
 from qppsuite.errors import ImageError
 from qppsuite.schemas import load_schema, schema_problem
 
@@ -340,6 +343,13 @@ def _profile_from_isf(isf: Mapping[str, Any]) -> tuple[dict[str, Any], _IsfTypes
     return profile, types
 
 
+def _checked_memo(text: bytes) -> Path:
+    """The cache's record that a profile file of these bytes passed this schema: jsonschema's import and check
+    cost 0.17 s, at every run with osi_linux (bench/RESULTS.md, issue 10); its content's hash says as much."""
+    key = hashlib.sha256(PROFILE_SCHEMA.read_bytes() + b"\0" + text).hexdigest()
+    return cache_dir() / "profiles-checked" / key
+
+
 def _is_isf(data: Mapping[str, Any]) -> bool:
     return all(key in data for key in ("metadata", "base_types", "user_types", "enums", "symbols"))
 
@@ -350,10 +360,11 @@ def _is_isf(data: Mapping[str, Any]) -> bool:
 class KernelProfile:
     """Read-only answers about one kernel build: where symbols are and how structs are laid out."""
 
-    def __init__(self, data: Mapping[str, Any], source: str = "<dict>") -> None:
+    def __init__(self, data: Mapping[str, Any], source: str = "<dict>", *, checked: bool = False) -> None:
+        """``checked``: ``data`` is known to pass the profile schema (:meth:`load`'s memo), not checked again."""
         self.source = source
         self._isf_types: _IsfTypes | None = None
-        if "format" in data or _is_isf(data):
+        if not checked and ("format" in data or _is_isf(data)):
             try:
                 problem = schema_problem(data, load_schema(PROFILE_SCHEMA))
             except RecursionError:
@@ -377,8 +388,8 @@ class KernelProfile:
         """Load our profile JSON or a Volatility 3 ISF JSON, whichever ``path`` holds."""
         path = Path(path)
         try:
-            with open(path, encoding="utf-8") as stream:
-                data = json.load(stream)
+            text = path.read_bytes()
+            data = json.loads(text.decode("utf-8"))
         except FileNotFoundError as exc:
             raise ProfileError(f"profile {path} does not exist") from exc
         except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, UTF-8 or a >4300-digit number
@@ -386,7 +397,12 @@ class KernelProfile:
             raise ProfileError(f"profile {path} is not readable JSON: {reason}") from exc
         if not isinstance(data, dict):
             raise ProfileError(f"profile {path} holds a JSON {type(data).__name__}, not an object")
-        return cls(data, str(path))
+        memo = _checked_memo(text)
+        profile = cls(data, str(path), checked=memo.exists())
+        with contextlib.suppress(OSError):  # a cache that cannot be written: checked again next time
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            memo.touch()
+        return profile
 
     # -- identity
     @property

@@ -171,10 +171,11 @@ LOOKUP_INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (SYSCALLS, ("tid",)),
 )
 """Indexes for queries that pick calls by process, thread or name, made as the run ends
-(:meth:`SyscallDatabase.end_run`) when the file does not have them yet, and by a batch's merge.  Kept up to date row by row they cost
-3.2 µs of the 8.4 µs a syscall row costs to insert; made at the end over the whole run, 1.5 µs a row
-(bench/RESULTS.md, issue 10).  A file read while its first run is written is read without them (queries
-scan), and one whose run was killed keeps the tables without them until a run appended to it ends."""
+(:meth:`SyscallDatabase.end_run`) when the file does not have them yet, and by a batch's merge.  Kept up to
+date row by row they cost 3.2 µs of the 8.4 µs a syscall row costs to insert; made at the end over the whole
+run, 1.5 µs a row (bench/RESULTS.md, issue 10).  A file read while its first run is written is read without
+them (queries scan), and one whose run was killed keeps the tables without them until a run appended to it
+ends."""
 
 
 def create_lookup_indexes(db: sqlite_utils.Database) -> None:
