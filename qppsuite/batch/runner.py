@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,11 +32,12 @@ from qppsuite.session import DEFAULT_IMAGE
 
 
 class BatchInterrupted(Exception):
-    """Ctrl-C stopped the batch; the summary so far is :attr:`summary`."""
+    """Ctrl-C (or SIGTERM, SIGHUP) stopped the batch: :attr:`signum`; the summary so far is :attr:`summary`."""
 
-    def __init__(self, summary: Summary) -> None:
+    def __init__(self, summary: Summary, signum: int) -> None:
         super().__init__("interrupted")
         self.summary = summary
+        self.signum = signum
 
 
 @dataclass
@@ -85,16 +87,36 @@ def run_batch(
     progress.skipped = summary.skipped
     if not todo:
         return summary
+    received: list[int] = []
     try:
-        _make_ready_snapshots([job for job, _ in todo], cache)
-        with progress:
-            if use_ray:
-                _run_ray(todo, out, progress, summary, workers, ray_address, cache)
-            else:
-                _run_pool(todo, out, progress, summary, workers, cache)
+        with _signals_interrupt(received):
+            _make_ready_snapshots([job for job, _ in todo], cache)
+            with progress:
+                if use_ray:
+                    _run_ray(todo, out, progress, summary, workers, ray_address, cache)
+                else:
+                    _run_pool(todo, out, progress, summary, workers, cache)
     except KeyboardInterrupt:
-        raise BatchInterrupted(summary) from None
+        raise BatchInterrupted(summary, received[0] if received else signal.SIGINT) from None
     return summary
+
+
+@contextmanager
+def _signals_interrupt(received: list[int]) -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt in the batch (the signal appended to ``received``),
+    so the running jobs are stopped and the finished ones kept, instead of the process ending at once."""
+    stopping = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def interrupt(signum: int, _frame: object) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in stopping}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _record(out: Path, result: dict[str, Any], progress: BatchProgress, summary: Summary) -> None:
@@ -170,14 +192,13 @@ def _run_pool(
 
 @contextmanager
 def _signals_ignored() -> Iterator[None]:
-    """A second Ctrl-C while the running jobs are being stopped does not leave them running."""
-    import signal
-
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """A second Ctrl-C (or SIGTERM) while the running jobs are being stopped does not leave them running."""
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _ray_task(job: Job, attempts: int, bundle: bytes, digest: str, cache: str | None) -> tuple[dict[str, Any],

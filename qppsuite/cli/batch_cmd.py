@@ -90,18 +90,18 @@ def batch_run(
     use_ray = ray_address is not None or (not pool and ray_available())
     count = workers or os.cpu_count() or 1
     progress = BatchProgress(err_console, total=len(job_list), skipped=0)
-    interrupted = False
+    interrupted: int | None = None
     try:
         summary = run_batch(
             job_list, out, progress, workers=count, use_ray=use_ray, ray_address=ray_address, cache=cache_dir
         )
     except BatchInterrupted as stopped:
-        summary, interrupted = stopped.summary, True
+        summary, interrupted = stopped.summary, stopped.signum
     merged = _merge(out)
     line = _summary_line(summary, out, merged)
-    if interrupted:
+    if interrupted is not None:
         err_console.print(styled(("interrupted:", "bold red"), f" {line}"), soft_wrap=True)
-        raise typer.Exit(130)
+        raise typer.Exit(128 + interrupted)
     if summary.failed or summary.not_run:
         raise BatchFailed(line, hint=f"the reasons are in {out}/jobs/*/result.json; rerun the command to retry them")
     err_console.print(styled(("qppsuite:", "green"), f" {line}"), soft_wrap=True)
