@@ -179,6 +179,7 @@ def _with_defaults(defaults: dict[str, Any], entry: dict[str, Any]) -> dict[str,
 
 def _resolve_all(source: Path, entries: list[dict[str, Any]], base: Path, image_hash: ImageHasher) -> list[Job]:
     jobs: list[Job] = []
+    specs: list[tuple[str, str, dict[str, Any]]] = []
     ids: dict[str, str] = {}
     labels: set[str] = set()
     schema = load_schema(JOB_SCHEMA)
@@ -197,9 +198,11 @@ def _resolve_all(source: Path, entries: list[dict[str, Any]], base: Path, image_
         for plugin, values in entry.get("plugin_args", {}).items():
             if "db" in values:
                 raise JobsFileError(f"{source}: {name}: plugin_args/{plugin}/db: the batch names each job's database")
-        spec = _absolute_paths(entry, base, source, name)
         job_id = _job_id(label, ids)
         ids[job_id] = label
+        specs.append((job_id, label, _absolute_paths(entry, base, source, name)))
+    # every job checked before any image is opened: a bad field is reported as such, whatever the images
+    for job_id, label, spec in specs:
         digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
         digest.update(image_hash(spec.get("image", DEFAULT_IMAGE)).encode())
         for host in _host_inputs(spec):
