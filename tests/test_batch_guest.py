@@ -54,9 +54,10 @@ EXPECTED = {
 }
 
 
-def batch(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def batch(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "qppsuite", "batch", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "qppsuite", "batch", *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+        env=env,
     )
 
 
@@ -238,3 +239,53 @@ def test_samples_directory_with_a_template(tmp_path: Path, default_image: ImageB
     out = tmp_path / "batch-samples"
     assert {label: r["status"] for label, r in results(out).items()} == {"hello.sh": "ok", "bye.sh": "ok"}
     assert "hello from a sample" in (out / "jobs" / "hello.sh" / "console.log").read_text()
+
+
+#: A Ray cluster of its own (a head node with 2 CPUs), its workers with ``QPPSUITE_CACHE`` as the parent gives it;
+#: it prints its address and lives until SIGTERM, when ray.shutdown (atexit) stops what ray.init started.  Its
+#: drivers connect without Ray's token (RAY_AUTH_MODE=disabled in both): a real cluster's users have the token.
+RAY_HEAD = """
+import signal, sys, time
+import ray
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+ray.init(address="local", num_cpus=2, include_dashboard=False)
+print(ray.get_runtime_context().gcs_address, flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_ray_address_ships_the_image_once_by_hash(tmp_path: Path, default_image: ImageBundle) -> None:
+    pytest.importorskip("ray")
+    worker_cache = tmp_path / "worker-cache"  # another machine's cache: no image, no snapshot
+    head = subprocess.Popen(
+        [sys.executable, "-c", RAY_HEAD], stdout=subprocess.PIPE, text=True,
+        env=dict(os.environ, QPPSUITE_CACHE=str(worker_cache), RAY_AUTH_MODE="disabled"),
+    )
+    try:
+        assert head.stdout is not None
+        address = head.stdout.readline().strip()
+        jobs = tmp_path / "jobs.yaml"
+        jobs.write_text('jobs:\n  - {label: a, cmd: "echo a"}\n  - {label: b, cmd: "echo b"}\n')
+        out = tmp_path / "out"
+        no_token = dict(os.environ, RAY_AUTH_MODE="disabled")
+        first = batch(str(jobs), "--ray", address, "-o", str(out), cwd=tmp_path, env=no_token)
+        assert first.returncode == 0, first.stderr
+        shipped = list((worker_cache / "batch-images").iterdir())
+        assert [p.name for p in shipped] == [
+            __import__("hashlib").sha256((default_image.path / "manifest.json").read_bytes()).hexdigest()
+        ]
+        assert not (worker_cache / "images").exists()  # never built there
+        assert list((worker_cache / "snapshots" / default_image.name).glob("ready-*.snapshot"))
+        with sqlite3.connect(out / "jobs" / "a" / "run.sqlite") as conn:
+            started_from, image_path = conn.execute("SELECT started_from, image_path FROM runs").fetchone()
+        assert started_from.startswith("ready-") and image_path == str(shipped[0])
+        unpacked = shipped[0].stat().st_ino
+        jobs.write_text(jobs.read_text().replace("echo b", "echo c"))
+        second = batch(str(jobs), "--ray", address, "-o", str(out), cwd=tmp_path, env=no_token)
+        assert second.returncode == 0, second.stderr
+        assert "(1 complete already)" in second.stderr
+        assert shipped[0].stat().st_ino == unpacked  # reused, not unpacked again
+    finally:
+        head.terminate()
+        head.wait(60)

@@ -27,6 +27,7 @@ from qppsuite.batch.execute import run_job
 from qppsuite.batch.jobs import Job
 from qppsuite.batch.progress import BatchProgress
 from qppsuite.batch.shipping import image_hash, pack, unpack
+from qppsuite.errors import QppsuiteError
 from qppsuite.images.bundle import cache_dir
 from qppsuite.session import DEFAULT_IMAGE
 
@@ -38,6 +39,10 @@ class BatchInterrupted(Exception):
         super().__init__("interrupted")
         self.summary = summary
         self.signum = signum
+
+
+class RayError(QppsuiteError):
+    """A Ray cluster that cannot be reached or used."""
 
 
 @dataclass
@@ -226,11 +231,17 @@ def _run_ray(
     is packed and put in Ray's object store once; a local instance's workers share this machine's cache."""
     import ray
 
-    if address is None:
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if address is None:  # "local": a new instance, never a cluster another user started on this machine
+        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
         worker_cache: str | None = str(cache_dir(cache))
     else:
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
+        _reachable(address)
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except (ValueError, ConnectionError, RuntimeError, TimeoutError) as exc:
+            raise RayError(f"--ray {address}: cannot connect: {' '.join(str(exc).split())[:300]}",
+                           hint="the head node's address, as `ray start --head` printed it (HOST:6379)") from None
         worker_cache = None  # each node's own cache: $QPPSUITE_CACHE or the XDG cache dir there
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
@@ -269,6 +280,27 @@ def _run_ray(
             raise
     finally:
         ray.shutdown()
+
+
+#: Seconds to wait for a cluster's head node to accept a connection (Ray itself retries for minutes).
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _reachable(address: str) -> None:
+    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) that accepts no TCP connection is one :class:`RayError` line now,
+    not minutes of Ray's retries; other address forms (``auto``) are left to Ray."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise RayError(
+            f"--ray {address}: cannot connect: {exc.strerror or exc}",
+            hint="the head node's address, as `ray start --head` printed it (HOST:6379)",
+        ) from None
 
 
 def _lost(job: Job, exc: Exception) -> dict[str, Any]:
