@@ -4,7 +4,6 @@
 JOBS``.  Other commands (``merge``) register on :data:`batch_app` from their own modules.
 """
 
-import importlib
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -98,7 +97,7 @@ def batch_run(
     except BatchInterrupted as stopped:
         summary, interrupted = stopped.summary, stopped.signum
     merged = _merge(out)
-    line = _summary_line(summary, out, merged)
+    line = _summary_line(summary, merged)
     if interrupted is not None:
         err_console.print(styled(("interrupted:", "bold red"), f" {line}"), soft_wrap=True)
         raise typer.Exit(128 + interrupted)
@@ -107,22 +106,19 @@ def batch_run(
     err_console.print(styled(("qppsuite:", "green"), f" {line}"), soft_wrap=True)
 
 
-def _summary_line(summary: Any, out: Path, merged: Path | None) -> str:
+def _summary_line(summary: Any, merged: Path) -> str:
     counts = f"{summary.total} jobs: {summary.ok + summary.skipped} ok"
     if summary.skipped:
         counts += f" ({summary.skipped} complete already)"
     counts += f", {summary.failed} failed, {summary.not_run} not run"
-    where = f"merged database {merged}" if merged is not None else f"results in {out}/jobs (no merge in this qppsuite)"
-    return f"{counts}; {where}"
+    return f"{counts}; merged database {merged}"
 
 
-def _merge(out: Path) -> Path | None:
-    """``qppsuite batch merge``'s work over what is complete, or None where this qppsuite has no merge."""
-    try:
-        module = importlib.import_module("qppsuite.batch.merge")
-    except ModuleNotFoundError as exc:
-        if exc.name != "qppsuite.batch.merge":
-            raise
-        return None
-    merged: Path = module.merge(out)
-    return merged
+def _merge(out: Path) -> Path:
+    """``qppsuite batch merge``'s work over what is complete; a job's input it could not read is one line."""
+    from qppsuite.batch.merge import merge_batch
+
+    merged = merge_batch(out)
+    for problem in merged.problems:
+        err_console.print(styled(("error:", "bold red"), f" {problem}"), soft_wrap=True)
+    return merged.path
