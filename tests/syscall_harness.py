@@ -98,6 +98,11 @@ class FakeOsi(Plugin):
             return OsiFile(text, raw_path=raw)
         return OsiFile(path) if path is not None else None
 
+    @export
+    def get_fds(self, process: OsiProcess) -> dict[int, OsiFile]:
+        """Every fd ``fds`` has for the process."""
+        return {fd: file for (pid, fd) in self.fds if pid == process.pid and (file := self.fd_to_filename(process, fd))}
+
 
 class NoMachineCore(CorePlugin):
     """The core's callbacks without a machine to wire them to (nothing here fires SVC events)."""

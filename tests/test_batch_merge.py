@@ -400,6 +400,8 @@ def test_syscalls_of_every_run_name_each_calls_run(merged: Path) -> None:
     code, output = run_main(["syscalls", str(merged), "--run", "all", "--process", "shh"])
     said = "error: --process: no call of any run was made by a process named shh; did you mean sh?"
     assert code == 1 and output.splitlines()[-1] == said, output  # after the line on the failed runs
+    code, output = run_main(["syscalls", str(merged), "--run", "all", "--pid", "4242"])
+    assert code == 1 and output.splitlines()[-1] == "error: --pid: no call of any run was made by pid 4242", output
     named = runner.invoke(app, ["syscalls", str(merged), "--run", "all", "--process", "sh", "--format", "json"])
     by_sh = rows(merged, "SELECT COUNT(*) FROM syscalls WHERE process_name = 'sh'")[0][0]
     assert len(json.loads(named.stdout)) == by_sh > 0

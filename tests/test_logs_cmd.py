@@ -109,6 +109,31 @@ def test_a_process_name_no_call_was_made_under_is_one_line_with_the_names_it_may
     assert line.startswith("error: --process: no call of run 1 was made by a process named") and said in line, line
 
 
+def test_a_process_name_that_is_not_utf8_is_chosen_as_the_views_show_it_or_raw(db: Path, tmp_path: Path) -> None:
+    """Break test of issue 14: `--process '\\xff\\xfe\\xfdbad'` found nothing, and the raw bytes blamed the file."""
+    import shutil
+    import sqlite3
+
+    copy = tmp_path / "named.db"
+    shutil.copy(db, copy)
+    with sqlite3.connect(copy) as conn:
+        conn.execute("""UPDATE syscalls SET process_name = '{"hex": "fffefd626164"}' WHERE pid = 60""")
+    for given in ("\\xff\\xfe\\xfdbad", "\udcff\udcfe\udcfdbad"):  # as shown; as a shell passes the raw bytes
+        shown = json.loads(invoke("syscalls", str(copy), "--process", given, "--format", "json"))
+        assert [r["seq"] for r in shown] == [4, 5, 6]
+    code, output = run_main(["syscalls", str(copy), "--process", "\\xff"])
+    assert code == 1 and "did you mean \\xff\\xfe\\xfdbad?" in output, output
+    code, output = run_main(["syscalls", str(copy), "--process", ""])
+    assert code == 1 and output.startswith("error: --process: give a process name"), output
+
+
+@pytest.mark.parametrize("option", ["--pid", "--tid"])
+def test_a_pid_or_tid_no_call_was_made_by_is_one_line(db: Path, option: str) -> None:
+    """Break test of issue 14: `--pid 9999` printed "0 system calls" and exit 0, where --follow said there was none."""
+    code, output = run_main(["syscalls", str(db), option, "9999"])
+    assert code == 1 and output == f"error: {option}: no call of run 1 was made by {option[2:]} 9999\n", output
+
+
 def test_syscalls_csv_and_table(db: Path) -> None:
     parsed = list(csv.DictReader(io.StringIO(invoke("syscalls", str(db), "--format", "csv"))))
     assert [r["name"] for r in parsed] == ["wait4", "openat", "openat", "read", "read", "openat"]

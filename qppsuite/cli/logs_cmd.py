@@ -71,8 +71,10 @@ def _reading(db: Path, *, any_version: bool = False) -> Iterator[sqlite3.Connect
     conn = reader.open_readonly(db, any_version=any_version)
     try:
         yield conn
-    except (sqlite3.Error, ValueError, TypeError, KeyError) as exc:
-        raise reader.LogDatabaseError(f"cannot read {db}: {type(exc).__name__}: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise reader.LogDatabaseError(f"cannot read {db}: {exc}") from exc
+    except (ValueError, TypeError, KeyError) as exc:  # a column holding what no qppsuite writes
+        raise reader.LogDatabaseError(f"cannot read {db}: a damaged or edited value ({exc})") from exc
     finally:
         conn.close()
 
@@ -231,12 +233,13 @@ def syscalls(
             _warn_runs(conn, runs, db)
         else:
             _warn(conn, runs[0])
+        one = None if every else runs[0]  # the run, or None: every run
         where = reader.SyscallFilter(
-            None if every else runs[0],
-            pid=pid,
-            tid=tid,
-            process=reader.check_process(conn, None if every else runs[0], process),
-            names=reader.check_names(conn, None if every else runs[0], name or []),
+            one,
+            pid=reader.check_caller(conn, one, "pid", pid),
+            tid=reader.check_caller(conn, one, "tid", tid),
+            process=reader.check_process(conn, one, process),
+            names=reader.check_names(conn, one, name or []),
             failed=failed,
             limit=limit,
             since=start,
@@ -291,7 +294,7 @@ def _stream_syscalls(rows: Iterator[dict[str, Any]], out: TextIO, names: dict[in
             "" if ns is None else f"{ns / 1e9:.6f}",
             "" if pid is None else pid,
             "" if tid is None else tid,
-            visible(row["process_name"] or ""),
+            visible(str(stored_text(row["process_name"] or ""))),
         )
         call = visible(row["text"] or "")
         if row["ending"]:
@@ -556,7 +559,7 @@ def stats(
     _emit(
         ("process", "pid", "calls", "failed", "failure rate"),
         [
-            [r["process_name"], r["pid"], r["calls"], r["failed"], f"{r['failure_rate']:.1%}"]
+            [reader.stored_text(r["process_name"]), r["pid"], r["calls"], r["failed"], f"{r['failure_rate']:.1%}"]
             for r in result.top_processes
         ],
         fmt,

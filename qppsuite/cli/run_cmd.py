@@ -188,6 +188,8 @@ def _command_mark(what: str) -> None:
     sys.stdout.flush()
     if what == "start":
         err_console.print(styled(("── the command's output ──", "dim")))
+    elif what == "unfinished":
+        err_console.print(styled(("── the run stopped before the command ended ──", "dim")))
     else:
         err_console.print(styled((f"── the command ended: exit status {what.removeprefix('end ')} ──", "dim")))
 
@@ -284,6 +286,8 @@ def run_command(
         if stream is not None and console is None and cmd is not None and not interactive:
             shown = CommandConsole(stream, _command_mark, kernel=kernel_log)
         result = run(options, shown, io=GuestIO(host=host, progress=progress))
+        if isinstance(shown, CommandConsole):
+            shown.finish()
     say_database(result)
     mips = result.insn_count / result.wall_seconds / 1e6 if result.wall_seconds else 0.0
     summary = f"{result.insn_count:,} instructions in {result.wall_seconds:.2f} s ({mips:.0f} MIPS)"

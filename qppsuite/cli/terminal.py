@@ -193,22 +193,40 @@ def channel_progress(console: Console, quiet: bool) -> Iterator[Callable[[int, i
             bar.stop()
 
 
-#: A kernel log line as the console shows it: printk's time stamp first (``[    0.673589] Run /init``).
-_PRINTK = re.compile(rb"\[ *\d+\.\d+\] ")
+#: A kernel log line as the console shows it: printk's time stamp first, ``[%5lu.%06lu] `` (kernel/printk/
+#: printk.c, print_time: seconds padded to five columns, then six digits of microseconds): ``[    0.673589] ``.
+_PRINTK = re.compile(rb"\[ *\d+\.\d{6}\] ")
 #: What a line that may still become a time stamp starts with, while its end has not arrived.
-_PRINTK_PREFIX = re.compile(rb"\[ *\d*(\.\d*)?\]?")
-#: The marker line init.sh and the channel print with the command's exit status (the host's run searches it).
-_EXIT_MARK = b"QPPSUITE-EXIT"
+_PRINTK_PREFIX = re.compile(rb"\[ *(\d+(\.\d{0,6}\]?)?)?")
+#: The line init.sh prints on the console with the command's exit status, the last before it powers off.
+_EXIT_MARK = b"QPPSUITE-EXIT "
+#: That line, at the end of a console line (a command's output may lack its last newline).
+_EXIT_LINE = re.compile(rb"QPPSUITE-EXIT (-?\d{1,3})\r?\n\Z")
+
+
+def _exit_mark_start(text: bytes) -> int:
+    """Where a part of ``text`` that may still become the exit line begins (``len(text)`` if none does)."""
+    for at in range(max(0, len(text) - len(_EXIT_MARK) - 5), len(text)):
+        tail = text[at:]
+        if _EXIT_MARK.startswith(tail) or (
+            tail.startswith(_EXIT_MARK) and re.fullmatch(rb"-?\d{0,3}\r?", tail[len(_EXIT_MARK) :])
+        ):
+            return at
+    return len(text)
 
 
 class CommandConsole:
     """The console of a run of the user's command with the kernel quiet: printk's lines are left out, and
-    ``mark`` is called before the first line that is not the kernel's (``"start"``) and in place of the
-    ``QPPSUITE-EXIT N`` line (``"end N"``), which is not passed on: the end mark gives its status.
+    ``mark`` is called before the first line that is not the kernel's (``"start"``) and, at :meth:`finish`,
+    with the command's exit status (``"end N"``), or ``"unfinished"`` when the run stopped first.
 
-    Lines pass to ``sink`` as they come; only a line's start that may still turn out to be a time stamp
-    (``[  12.``), or the exit marker, is held until it can be told apart.  A kernel line is a whole line
-    starting with a time stamp; one a program prints that way is left out too (``--kernel-log`` shows all).
+    The status is init.sh's ``QPPSUITE-EXIT N`` line, which is not passed on.  A guest program can print
+    such a line too: one is taken as init.sh's only when nothing but the kernel's lines follows it before the
+    run ends (init.sh powers off right after it); until then it is held, and passed on as the program's
+    output when more output comes.  Lines pass to ``sink`` as they come; only a line's start that may still
+    turn out to be a time stamp (``[  12.``) or the exit line is held until it can be told apart.  A kernel
+    line is a whole line starting with printk's exact stamp; one a program prints that way is left out too
+    (``--kernel-log`` shows all).
     """
 
     def __init__(self, sink: Callable[[bytes], None], mark: Callable[[str], None], *, kernel: bool = False) -> None:
@@ -217,9 +235,10 @@ class CommandConsole:
         #: Pass the kernel's lines too (``--kernel-log``): the marks still say where the command's output is.
         self.kernel = kernel
         self._held = b""
-        self._mode = "start"  # at a line's start; "pass", "drop" or ("kernel") pass the rest of a kernel line
+        self._mode = "start"  # at a line's start; "pass", "drop" or "kernel": the rest of a line
         self._started = False
-        self._ending: bytes | None = None  # the exit marker's line so far: mark the end after it
+        self._exit: tuple[bytes, bytes] | None = None  # an exit line seen last: (its bytes, its status)
+        self._after: list[bytes] = []  # the kernel's lines since it (--kernel-log), shown after the end mark
 
     def __call__(self, data: bytes) -> None:
         held = self._held + data
@@ -228,24 +247,53 @@ class CommandConsole:
                 if _PRINTK.match(held):
                     self._mode = "kernel" if self.kernel else "drop"
                     continue
-                newline = b"\n" in held
-                if not newline and (_PRINTK_PREFIX.fullmatch(held) or _EXIT_MARK.startswith(held)):
+                if b"\n" not in held and _PRINTK_PREFIX.fullmatch(held):
                     break  # not told apart yet
+                self._not_the_end()
                 if not self._started:
                     self._started = True
                     self.mark("start")
-                self._ending = b"" if held.startswith(_EXIT_MARK + b" ") else None
                 self._mode = "pass"
                 continue
             end = held.find(b"\n")
+            if self._mode == "pass" and end < 0:
+                keep = _exit_mark_start(held)
+                if keep:
+                    self.sink(held[:keep])
+                held = held[keep:]
+                break
             line, held = (held, b"") if end < 0 else (held[: end + 1], held[end + 1 :])
-            if self._mode == "kernel" or (self._mode == "pass" and self._ending is None):
-                self.sink(line)
-            elif self._mode == "pass" and self._ending is not None:  # the exit marker: the end mark gives its status
-                self._ending += line
-                if end >= 0:
-                    status = self._ending[len(_EXIT_MARK) :].strip().decode("ascii", "replace")
-                    self.mark(f"end {status}")
+            if self._mode == "pass":
+                found = _EXIT_LINE.search(line)
+                if found is None:
+                    self.sink(line)
+                else:
+                    if found.start():
+                        self.sink(line[: found.start()])
+                    self._exit = (line[found.start() :], found[1])
+            elif self._mode == "kernel":
+                (self._after.append if self._exit is not None else self.sink)(line)
             if end >= 0:
-                self._mode, self._ending = "start", None
+                self._mode = "start"
         self._held = held
+
+    def _not_the_end(self) -> None:
+        """Output came after an exit line: it was the program's, not init.sh's."""
+        if self._exit is not None:
+            self.sink(self._exit[0])
+            for line in self._after:
+                self.sink(line)
+            self._exit, self._after = None, []
+
+    def finish(self) -> None:
+        """The run has ended: mark the command's end with its status (or ``"unfinished"``), then pass on what
+        was held after it."""
+        if self._exit is not None:
+            self.mark(f"end {self._exit[1].decode('ascii')}")
+        else:
+            self.mark("unfinished")
+        for line in self._after:
+            self.sink(line)
+        if self._held and self._mode in ("pass", "start", "kernel"):
+            self.sink(self._held)
+        self._exit, self._after, self._held = None, [], b""

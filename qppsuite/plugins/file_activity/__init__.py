@@ -88,6 +88,7 @@ class FileActivity(Plugin):
         self.get_current = self.qpp.import_function("osi_linux", "get_current")
         self.get_task = self.qpp.import_function("osi_linux", "get_task")
         self.fd_to_filename = self.qpp.import_function("osi_linux", "fd_to_filename")
+        self.get_fds = self.qpp.import_function("osi_linux", "get_fds")
         self._processes: dict[tuple[int, int], _Files] = {}  # (pid, start_time) -> its files
         register = self.qpp.register
         self._began: dict[int, int | None] = {}  # seq -> virtual time at the call, for renames and deletions
@@ -129,7 +130,14 @@ class FileActivity(Plugin):
             if not new:
                 return None
             files = self._processes[key] = _Files(self.db.process_id(process, ctx.insn_count), process.pid)
+            for fd, opened in self.get_fds(process).items():  # what its fds from before refer to: file_fds
+                self._named(files, ctx, fd, column_text(opened.stored_path) or "")
         return process, files, thread.tid if thread is not None else None
+
+    def _named(self, files: _Files, ctx: SyscallContext, fd: int, path: str) -> None:
+        """A ``file_fds`` row: osi_linux named what ``fd`` referred to at this call."""
+        row = {"process_id": files.process_id, "pid": files.pid, "fd": fd, "path": path}
+        self.named.add({**row, "syscall_seq": ctx.seq, "insn_count": ctx.insn_count})
 
     def _row(self, files: _Files, path: str, insn_count: int) -> dict[str, Any]:
         row = files.by_path.get(path)
@@ -151,8 +159,7 @@ class FileActivity(Plugin):
                 return None
             path = column_text(opened.stored_path) or ""
             row = files.fds[key] = self._row(files, path, ctx.insn_count)
-            named = {"process_id": files.process_id, "pid": files.pid, "fd": fd, "path": path}
-            self.named.add({**named, "syscall_seq": ctx.seq, "insn_count": ctx.insn_count})
+            self._named(files, ctx, fd, path)
         return row
 
     def _given_path(self, process: OsiProcess, files: _Files, ctx: SyscallContext, dfd: Any, path: JSONValue) -> str:

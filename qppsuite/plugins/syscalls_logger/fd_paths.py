@@ -21,12 +21,15 @@ is another row), this module follows:
   after the parent may have closed the fds it gave the child (a shell setting up a pipeline).
 
 An fd the run never saw opened (inherited from before the run, such as 0, 1 and 2) names what
-``file_activity`` found it referred to when the process first used it (its ``file_fds`` rows, osi_linux's
-``fd_to_filename`` at that call: :meth:`FdTables.name`); without that plugin, it names nothing.
+``file_activity`` found it referred to (its ``file_fds`` rows: osi_linux's view of the process's fd table when
+the plugin first saw the process, and of an fd at its first read or write): from that call on
+(:meth:`FdTables.name`), and back to the fd's last change before it (:class:`Lookback`); without that
+plugin, it names nothing.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import json
 import posixpath
@@ -171,6 +174,77 @@ class FdTables:
         return found[0] if len(found) == 1 else given
 
 
+def touched(row: dict[str, Any]) -> list[tuple[int, int]]:
+    """The fd numbers a call made or unmade, as inclusive ranges: a returned fd (the table's return type
+    ``fd``, and ``fcntl``'s ``F_DUPFD``), both fds of a pipe or socket pair, a closed fd and ``close_range``'s
+    range.  ``row`` has name, args, outputs and retval."""
+    name, retval = row["name"], row["retval"]
+    args = _object(row["args"])
+    if name == "close" and isinstance(args.get("fd"), int):
+        return [(args["fd"], args["fd"])]
+    if name == "close_range":
+        low, high = args.get("fd"), args.get("max_fd")
+        return [(low, high)] if isinstance(low, int) and isinstance(high, int) else []
+    if name in (*PIPES, "socketpair"):
+        pair = _object(row["outputs"]).get("fildes" if name in PIPES else "usockvec")
+        return [(fd, fd) for fd in pair if isinstance(fd, int)] if isinstance(pair, list) else []
+    duplicated = name in FCNTLS and str(args.get("cmd", "")).startswith("F_DUPFD")
+    if isinstance(retval, int) and retval >= 0 and (returns_fd(name) or duplicated):
+        return [(retval, retval)]
+    return []
+
+
+TOUCHING = (*CHANGING, "socketpair", *(spec.name for spec in table.SYSCALLS.values() if spec.returns == "fd"))
+"""The calls :func:`touched` reads."""
+
+
+@dataclass
+class Lookback:
+    """What ``file_activity``'s namings (``file_fds`` rows) say of the calls before them: a naming of fd N at
+    call S tells what N referred to back to N's last change in the process (a call that made or unmade N,
+    :func:`touched`), so ``fstat(1)`` before a process's first write to 1 is named too."""
+
+    #: (process row, fd) -> [(seq, path)], ascending
+    namings: dict[tuple[int, int], list[tuple[int, str]]] = field(default_factory=dict)
+    #: process row -> [(seq, low fd, high fd)], ascending: the calls that made or unmade fds
+    changes: dict[int, list[tuple[int, int, int]]] = field(default_factory=dict)
+    _since: dict[tuple[int, int, int], int] = field(default_factory=dict)  # (process, fd, naming seq) -> from
+
+    @classmethod
+    def build(cls, namings: Iterable[tuple[int, int, int, str]], calls: Iterable[dict[str, Any]]) -> Lookback:
+        """From ``(seq, process row, fd, path)`` namings and the run's :data:`TOUCHING` calls, both by seq."""
+        back = cls()
+        for seq, process_id, fd, path in namings:
+            back.namings.setdefault((process_id, fd), []).append((seq, path))
+        for row in calls:
+            for low, high in touched(row):
+                back.changes.setdefault(row["process_id"], []).append((row["seq"], low, high))
+        return back
+
+    def path(self, process_id: int, fd: int, seq: int) -> str | None:
+        """What ``fd`` referred to at call ``seq`` by the process's next naming of it, if no call between
+        (that one included) made or unmade it; else None."""
+        named = self.namings.get((process_id, fd))
+        if not named:
+            return None
+        at = bisect.bisect_left(named, seq, key=lambda item: item[0])
+        if at == len(named):
+            return None
+        when, path = named[at]
+        key = (process_id, fd, when)
+        since = self._since.get(key)
+        if since is None:  # the call after the fd's last change at or before the naming
+            since = 0
+            changes = self.changes.get(process_id, [])
+            for n in range(bisect.bisect_right(changes, when, key=lambda item: item[0]) - 1, -1, -1):
+                change, low, high = changes[n]
+                if low <= fd <= high:
+                    since = change + 1
+                    break
+            self._since[key] = since
+        return path if seq >= since else None
+
+
 def _object(text: str | None) -> dict[str, Any]:
     if not text:
         return {}
@@ -204,11 +278,17 @@ def returns_fd(name: str) -> bool:
     return spec is not None and spec.returns == "fd"
 
 
-def call_fds(tables: FdTables, row: dict[str, Any], args: dict[str, Any]) -> dict[str, str]:
-    """The fds a call was given -> the path each named (those the run saw opened), by argument name."""
+def call_fds(
+    tables: FdTables, row: dict[str, Any], args: dict[str, Any], back: Lookback | None = None
+) -> dict[str, str]:
+    """The fds a call was given -> the path each named (those the run saw opened, or ``back`` names), by
+    argument name."""
     out: dict[str, str] = {}
     for argument in fd_arguments(row["name"]):
-        path = tables.path(row["process_id"], args.get(argument))
+        fd = args.get(argument)
+        path = tables.path(row["process_id"], fd)
+        if path is None and back is not None and isinstance(fd, int):
+            path = back.path(row["process_id"], fd, row["seq"])
         if path is not None:
             out[argument] = path
     return out

@@ -367,26 +367,43 @@ def check_names(conn: sqlite3.Connection, run: int | None, names: list[str]) -> 
     return wanted
 
 
+def _of_run(run: int | None) -> tuple[str, tuple[int, ...], str]:
+    """A check's condition on the run (``run`` None: any run), its parameters, and the run as a message names it."""
+    return ("", (), "any run") if run is None else ("run_id = ? AND ", (run,), f"run {run}")
+
+
+def check_caller(conn: sqlite3.Connection, run: int | None, column: str, value: int | None) -> int | None:
+    """A ``--pid`` or ``--tid`` (``column``), checked: one no call of the run (None: of any run) was made by is
+    one line."""
+    if value is None:
+        return None
+    where, params, which = _of_run(run)
+    made = conn.execute(f"SELECT 1 FROM {SYSCALLS} WHERE {where}{column} = ? LIMIT 1", (*params, value))
+    if made.fetchone() is None:
+        raise LogDatabaseError(f"--{column}: no call of {which} was made by {column} {value}")
+    return value
+
+
 def check_process(conn: sqlite3.Connection, run: int | None, name: str | None) -> str | None:
-    """A ``--process`` name, checked: one no call of the run (``run`` None: of any run) was made under is one
-    line naming the names it may mean (a longer one it starts, as ``python`` for ``python3``, or the kernel's
-    15-byte cut of it, as ``systemd-journal``, or the closest spellings)."""
+    """A ``--process`` name, checked, as the column stores it: the name as the views show it (a byte that is
+    not UTF-8 as ``\\xff``, or given raw) of a process the run's calls (``run`` None: any run's) were made under.
+    Any other name is one line naming the names it may mean (a longer one it starts, as ``python3`` for
+    ``python``, the kernel's 15-byte cut of it, as ``systemd-journal``, or the closest spellings)."""
     if name is None:
         return None
-    where, params = ("", ()) if run is None else ("run_id = ? AND ", (run,))
-    made = conn.execute(f"SELECT 1 FROM {SYSCALLS} WHERE {where}process_name = ? LIMIT 1", (*params, name))
-    if made.fetchone() is not None:
-        return name
-    everywhere = "" if run is None else " WHERE run_id = ?"
-    names = sorted(
-        {row[0] for row in conn.execute(f"SELECT DISTINCT process_name FROM {SYSCALLS}{everywhere}", params)} - {None}
-    )
-    candidates = [str(n) for n in names]
-    close = [n for n in candidates if n.startswith(name) or (len(n) == TASK_COMM_LEN - 1 and name.startswith(n))]
-    close = close or difflib.get_close_matches(name, candidates, n=3)
+    given = _text(name.encode("utf-8", "surrogateescape"))  # a raw argument's bytes, as the views show them
+    if not given:
+        raise LogDatabaseError("--process: give a process name (as `qppsuite processes` shows it)")
+    where, params, which = _of_run(run)
+    query = f"SELECT DISTINCT process_name FROM {SYSCALLS} WHERE {where}process_name IS NOT NULL"
+    shown = {str(stored_text(stored)): stored for (stored,) in conn.execute(query, params)}
+    if given in shown:
+        return str(shown[given])
+    names = sorted(shown)
+    close = [n for n in names if n.startswith(given) or (len(n) == TASK_COMM_LEN - 1 and given.startswith(n))]
+    close = close or difflib.get_close_matches(given, names, n=3)
     hint = f"; did you mean {' or '.join(close[:3])}?" if close else ""
-    which = "any run" if run is None else f"run {run}"
-    raise LogDatabaseError(f"--process: no call of {which} was made by a process named {name}{hint}")
+    raise LogDatabaseError(f"--process: no call of {which} was made by a process named {given}{hint}")
 
 
 TASK_COMM_LEN = 16
@@ -503,7 +520,19 @@ def iter_syscalls(
         (where.run, *names),
     )
     pending = changes.fetchone()
-    namings = _named_fds(conn, where.run)
+    named = list(_named_fds(conn, where.run))
+    back = None
+    if named:
+        touching = tuple(dict.fromkeys(fd_paths.TOUCHING))
+        back = fd_paths.Lookback.build(
+            named,
+            conn.execute(
+                f"SELECT seq, process_id, name, args, outputs, retval FROM {SYSCALLS} "
+                f"WHERE run_id = ? AND name IN ({', '.join('?' * len(touching))}) ORDER BY seq",
+                (where.run, *touching),
+            ),
+        )
+    namings = iter(named)
     naming = next(namings, None)
     for row in rows:
         # What happened before the call, in order: a naming at a call holds during it, before its change.
@@ -516,7 +545,9 @@ def iter_syscalls(
                 pending = changes.fetchone()
             else:
                 break
-        row["fds"] = fd_paths.call_fds(tables, row, _args(row["args"])) if fd_paths.fd_arguments(row["name"]) else {}
+        row["fds"] = (
+            fd_paths.call_fds(tables, row, _args(row["args"]), back) if fd_paths.fd_arguments(row["name"]) else {}
+        )
         while pending is not None and pending["seq"] == row["seq"]:
             tables.apply(dict(pending))
             pending = changes.fetchone()
