@@ -134,15 +134,26 @@ def _record(out: Path, result: dict[str, Any], progress: BatchProgress, summary:
 
 
 def _make_ready_snapshots(jobs: list[Job], cache: Path | None) -> None:
-    """Boot each distinct machine of the jobs (image, RAM, boot arguments) once, before any job runs, so that
-    its ready snapshot is in the cache (a run makes it when it is missing) and jobs start from it instead of
-    each booting to make it at once.  A machine that cannot boot is left to its jobs to report."""
+    """Boot each distinct machine of the jobs (image, RAM, boot arguments) whose ready snapshot is not in the
+    cache yet once, before any job runs (a run makes the snapshot when it is missing), so that the jobs start
+    from it instead of each booting to make it at once.  A machine that cannot boot is left to its jobs to
+    report."""
+    from qppsuite.cli.run_cmd import image_ram_mib
+    from qppsuite.errors import ImageError
+    from qppsuite.session import RunOptions, ready_snapshot_file
+
     machines: dict[tuple[str, ...], list[str]] = {}
     for job in jobs:
         spec = job.spec
-        arguments = [spec.get("image", DEFAULT_IMAGE), "-q", "--cmd", "true", "--timeout", f"{job.timeout_s:g}"]
-        if "ram" in spec:
-            arguments += ["--ram", str(spec["ram"])]
+        image = str(spec.get("image", DEFAULT_IMAGE))
+        ram = int(spec.get("ram") or image_ram_mib(image, cache))
+        options = RunOptions(image=image, cache=cache, ram_mib=ram, extra_bootargs=str(spec.get("bootargs", "")))
+        try:
+            if ready_snapshot_file(options).is_file():
+                continue
+        except ImageError:
+            continue  # its jobs say what is wrong with it
+        arguments = [image, "-q", "--cmd", "true", "--timeout", f"{job.timeout_s:g}", "--ram", str(ram)]
         if "bootargs" in spec:
             arguments += ["--bootargs", spec["bootargs"]]
         machines.setdefault(tuple(arguments), arguments)
