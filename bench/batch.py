@@ -10,6 +10,9 @@ output directory each time).  Each job is ``--cmd true`` from the ready snapshot
    jobs, alternating; Ray's extra wall time at N and at 2N gives its fixed cost (start-up, shutdown) and its
    cost per job (the slope between the two sizes), medians of the pairs.
 
+Each batch's CPU seconds (the batch process and the job processes it waited for) are printed too: on a machine
+shared with other work the wall-clock speed-up depends on the load, the CPU cost per job does not.
+
 Usage: ``python bench/batch.py [--jobs N] [--pairs P]``.
 """
 
@@ -17,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -33,9 +38,20 @@ def jobs_file(directory: Path, count: int) -> Path:
     return path
 
 
+CPU_SECONDS: list[float] = []
+"""The CPU seconds (user + system, the batch and every process it waited for) of each :func:`batch_wall` call."""
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def batch_wall(jobs: Path, *options: str) -> float:
-    """Wall seconds of one whole ``qppsuite batch`` into a new output directory; every job must end ok."""
+    """Wall seconds of one whole ``qppsuite batch`` into a new output directory; every job must end ok.  Its CPU
+    seconds are appended to :data:`CPU_SECONDS` (Ray's own daemons are not its children: not counted)."""
     out = Path(tempfile.mkdtemp(dir=jobs.parent, prefix="out-"))
+    cpu = _children_cpu()
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "qppsuite", "batch", str(jobs), "-o", str(out), *options],
@@ -43,6 +59,7 @@ def batch_wall(jobs: Path, *options: str) -> float:
         text=True,
     )
     wall = time.perf_counter() - start
+    CPU_SECONDS.append(_children_cpu() - cpu)
     results = [json.loads(p.read_text()) for p in out.glob("jobs/*/result.json")]
     if done.returncode != 0 or not all(r["status"] == "ok" for r in results):
         raise SystemExit(f"batch {' '.join(options)} failed: {done.stderr.strip().splitlines()[-1:]}")
@@ -60,11 +77,15 @@ def main() -> None:
         speedups = []
         for pair in range(1, options.pairs + 1):
             runs = [("1", small, "--pool", "--workers", "1"), ("2", small, "--pool", "--workers", "2")]
-            walls = {name: batch_wall(path, *rest) for name, path, *rest in (runs if pair % 2 else runs[::-1])}
+            walls, cpus = {}, {}
+            for name, path, *rest in runs if pair % 2 else runs[::-1]:
+                walls[name] = batch_wall(path, *rest)
+                cpus[name] = CPU_SECONDS[-1]
             speedups.append(walls["1"] / walls["2"])
             print(
-                f"pair {pair}: {options.jobs} jobs, 1 worker {walls['1']:.2f} s, 2 workers {walls['2']:.2f} s: "
-                f"{speedups[-1]:.2f}x ({options.jobs / walls['2']:.2f} jobs/s with 2)"
+                f"pair {pair}: {options.jobs} jobs, 1 worker {walls['1']:.2f} s ({cpus['1']:.2f} s CPU), "
+                f"2 workers {walls['2']:.2f} s ({cpus['2']:.2f} s CPU): {speedups[-1]:.2f}x "
+                f"({options.jobs / walls['2']:.2f} jobs/s with 2); load average {os.getloadavg()[0]:.1f}"
             )
         print(f"median speed-up with 2 workers: {statistics.median(speedups):.2f}x")
         try:

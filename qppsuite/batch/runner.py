@@ -78,7 +78,10 @@ def run_batch(
 ) -> Summary:
     """Run the jobs not complete in ``out`` with ``workers`` at a time, writing each finished one's result.json;
     the counts.  :class:`BatchInterrupted` on Ctrl-C, once the running jobs are stopped."""
-    outdir.write_batch(out, jobs)
+    try:
+        outdir.write_batch(out, jobs)
+    except OSError as exc:
+        raise QppsuiteError(f"cannot write the batch's output directory {out}: {exc.strerror or exc}") from None
     summary = Summary(total=len(jobs))
     todo: list[tuple[Job, int]] = []
     for job in jobs:
@@ -259,6 +262,7 @@ def _run_ray(
         bundles: dict[str, tuple[Any, str]] = {}
         refs: dict[Any, Job] = {}
         for job, attempts in todo:
+            outdir.clear_attempt(outdir.job_dir(out, job.id))  # as the pool does: no stale result while it runs
             image = str(job.spec.get("image", DEFAULT_IMAGE))
             if image not in bundles:
                 bundles[image] = (ray.put(pack(image, cache)), image_hash(image, cache))
@@ -269,7 +273,8 @@ def _run_ray(
         try:
             while pending:
                 progress.running = min(len(pending), capacity)
-                done, pending = ray.wait(pending, num_returns=1, timeout=0.2)
+                # every task ready within 0.2 s at once: one wait per round, not one per task over all pending
+                done, pending = ray.wait(pending, num_returns=len(pending), timeout=0.2)
                 for ref in done:
                     job = refs[ref]
                     try:
