@@ -111,8 +111,15 @@ def run_job(
         "wall_s": round(wall, 3),
         "insn_count": run.get("insn_count"),
         "insns_executed": _executed(run, image or job.spec.get("image"), cache),
-        "worker": f"{socket.gethostname()}/{os.getpid()}",
+        "worker": _worker(),
     }
+
+
+def _worker() -> str:
+    """``host/pid`` of the process that ran the job (a Ray worker), plus the thread's name in a pool's thread."""
+    thread = threading.current_thread()
+    where = f"{socket.gethostname()}/{os.getpid()}"
+    return where if thread is threading.main_thread() else f"{where}/{thread.name}"
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -78,7 +78,10 @@ def run_batch(
 ) -> Summary:
     """Run the jobs not complete in ``out`` with ``workers`` at a time, writing each finished one's result.json;
     the counts.  :class:`BatchInterrupted` on Ctrl-C, once the running jobs are stopped."""
-    outdir.write_batch(out, jobs)
+    try:
+        outdir.write_batch(out, jobs)
+    except OSError as exc:
+        raise QppsuiteError(f"cannot write the batch's output directory {out}: {exc.strerror or exc}") from None
     summary = Summary(total=len(jobs))
     todo: list[tuple[Job, int]] = []
     for job in jobs:
@@ -134,15 +137,26 @@ def _record(out: Path, result: dict[str, Any], progress: BatchProgress, summary:
 
 
 def _make_ready_snapshots(jobs: list[Job], cache: Path | None) -> None:
-    """Boot each distinct machine of the jobs (image, RAM, boot arguments) once, before any job runs, so that
-    its ready snapshot is in the cache (a run makes it when it is missing) and jobs start from it instead of
-    each booting to make it at once.  A machine that cannot boot is left to its jobs to report."""
+    """Boot each distinct machine of the jobs (image, RAM, boot arguments) whose ready snapshot is not in the
+    cache yet once, before any job runs (a run makes the snapshot when it is missing), so that the jobs start
+    from it instead of each booting to make it at once.  A machine that cannot boot is left to its jobs to
+    report."""
+    from qppsuite.cli.run_cmd import image_ram_mib
+    from qppsuite.errors import ImageError
+    from qppsuite.session import RunOptions, ready_snapshot_file
+
     machines: dict[tuple[str, ...], list[str]] = {}
     for job in jobs:
         spec = job.spec
-        arguments = [spec.get("image", DEFAULT_IMAGE), "-q", "--cmd", "true", "--timeout", f"{job.timeout_s:g}"]
-        if "ram" in spec:
-            arguments += ["--ram", str(spec["ram"])]
+        image = str(spec.get("image", DEFAULT_IMAGE))
+        ram = int(spec.get("ram") or image_ram_mib(image, cache))
+        options = RunOptions(image=image, cache=cache, ram_mib=ram, extra_bootargs=str(spec.get("bootargs", "")))
+        try:
+            if ready_snapshot_file(options).is_file():
+                continue
+        except ImageError:
+            continue  # its jobs say what is wrong with it
+        arguments = [image, "-q", "--cmd", "true", "--timeout", f"{job.timeout_s:g}", "--ram", str(ram)]
         if "bootargs" in spec:
             arguments += ["--bootargs", spec["bootargs"]]
         machines.setdefault(tuple(arguments), arguments)
@@ -248,6 +262,7 @@ def _run_ray(
         bundles: dict[str, tuple[Any, str]] = {}
         refs: dict[Any, Job] = {}
         for job, attempts in todo:
+            outdir.clear_attempt(outdir.job_dir(out, job.id))  # as the pool does: no stale result while it runs
             image = str(job.spec.get("image", DEFAULT_IMAGE))
             if image not in bundles:
                 bundles[image] = (ray.put(pack(image, cache)), image_hash(image, cache))
@@ -258,7 +273,8 @@ def _run_ray(
         try:
             while pending:
                 progress.running = min(len(pending), capacity)
-                done, pending = ray.wait(pending, num_returns=1, timeout=0.2)
+                # every task ready within 0.2 s at once: one wait per round, not one per task over all pending
+                done, pending = ray.wait(pending, num_returns=len(pending), timeout=0.2)
                 for ref in done:
                     job = refs[ref]
                     try:
