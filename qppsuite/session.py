@@ -500,6 +500,13 @@ def snapshots_dir(cache: Path | None, image: ImageBundle) -> Path:
     return cache_dir(cache) / "snapshots" / image.name
 
 
+def ready_snapshot_file(options: RunOptions) -> Path:
+    """Where the ready snapshot a run of ``options`` starts from is kept (it may not exist yet): for those who
+    make it ahead of many runs (``qppsuite batch``).  An image that does not open is one :class:`ImageError`."""
+    image = open_image(options.image, cache=options.cache, verify=False)
+    return ready_snapshot_path(options, image, ready_snapshot_key(options, image, _bootargs(options, image)))
+
+
 def ready_snapshot_path(options: RunOptions, image: ImageBundle, key: dict[str, Any]) -> Path:
     """Where the ready snapshot for ``key`` is kept: :func:`snapshots_dir`, named by the key's hash."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]

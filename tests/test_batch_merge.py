@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-import typer
 from batch_outdir import JobSpec, check_references, content, rows, tables_with_runs, write_outdir
 from cli_entry import run_main
 from hypothesis import HealthCheck, example, given, settings
@@ -25,7 +24,6 @@ from typer.testing import CliRunner
 from qppsuite.batch import merge as batch_merge
 from qppsuite.batch.merge import MergeError, merge, merge_batch
 from qppsuite.cli import app
-from qppsuite.cli.batch_merge_cmd import merge_command
 from qppsuite.core.qpp import QPP, Arg, Plugin
 from qppsuite.plugins.osi_linux.model import OsiProcess
 from qppsuite.plugins.syscalls_logger.database import LOOKUP_INDEXES, ROW_ID_STRIDE, SCHEMA_VERSION
@@ -306,13 +304,8 @@ def test_an_empty_batch_merges_to_a_database_of_no_runs(tmp_path: Path) -> None:
 
 
 # -- the command ----------------------------------------------------------------------------------------------
-merge_app = typer.Typer()
-merge_app.command("merge")(merge_command)
-merge_app.command("unused")(lambda: None)  # two commands: typer then takes the first word as the command's name
-
-
 def test_the_merge_command_prints_the_file_and_the_counts(merged: Path) -> None:
-    done = runner.invoke(merge_app, ["merge", str(merged.parent)])
+    done = runner.invoke(app, ["batch", "merge", str(merged.parent)])
     assert done.exit_code == 0, done.output
     assert done.stdout == f"{merged}: 7 runs (3 ok, 2 failed, 2 not run)\n"
 
@@ -321,13 +314,14 @@ def test_the_merge_command_gives_one_line_per_bad_input_and_exits_1(sources: dic
     write_outdir(tmp_path, standard_jobs(sources))
     (tmp_path / "jobs" / "big" / "run.sqlite").write_bytes(b"x" * 1000)
     (tmp_path / "jobs" / "small" / "result.json").write_text("{")
-    done = CliRunner(env={"COLUMNS": "200"}).invoke(merge_app, ["merge", str(tmp_path)])
+    done = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["batch", "merge", str(tmp_path)])
     assert done.exit_code == 1
     errors = done.stderr.splitlines()
     assert [line.split(":")[:2] for line in errors] == [["error", " small"], ["error", " big"]], errors
     assert done.stdout.endswith("7 runs (1 ok, 4 failed, 2 not run)\n")
-    missing = runner.invoke(merge_app, ["merge", str(tmp_path / "nothing")])
-    assert isinstance(missing.exception, MergeError) and "no such directory" in str(missing.exception)
+    code, output = run_main(["batch", "merge", str(tmp_path / "nothing")])
+    said = f"error: {tmp_path / 'nothing'} is not a batch's output directory: no such directory\n"
+    assert (code, output) == (1, said)
 
 
 # -- the query commands across runs ---------------------------------------------------------------------------

@@ -8,10 +8,11 @@ import json
 import re
 import shlex
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-import typer
 from batch_outdir import JobSpec, check_references, content, rows, tables_with_runs, write_outdir
 from cli_entry import run_main
 from conftest import ORACLE_RAM_MIB
@@ -21,7 +22,6 @@ from typer.testing import CliRunner
 
 from qppsuite.batch.merge import merge
 from qppsuite.cli import app
-from qppsuite.cli.batch_merge_cmd import merge_command
 from qppsuite.images.bundle import ImageBundle
 from qppsuite.plugins.file_activity import FileActivity
 from qppsuite.plugins.proc_events import ProcEvents
@@ -190,17 +190,11 @@ def test_the_docs_examples_run_as_written(merged: Path, monkeypatch: pytest.Monk
     monkeypatch.chdir(merged.parent.parent)  # the docs' paths: batch-samples/batch.sqlite
     commands = _doc_commands()
     assert len(commands) >= 8
-    merge_app = typer.Typer()
-    merge_app.command("merge")(merge_command)
-    merge_app.command("unused")(lambda: None)
     outputs: dict[str, str] = {}
     for command in commands:
         words = shlex.split(command)
         assert words[0] == "qppsuite", command
-        if words[1:3] == ["batch", "merge"]:
-            done = runner.invoke(merge_app, words[2:])
-        else:
-            done = runner.invoke(app, words[1:])
+        done = runner.invoke(app, words[1:])
         assert done.exit_code == 0, (command, done.output)
         outputs[command] = done.stdout
     said = next(o for c, o in outputs.items() if "batch merge" in c)
@@ -218,3 +212,47 @@ def test_the_docs_examples_run_as_written(merged: Path, monkeypatch: pytest.Monk
     with sqlite3.connect(merged) as conn:  # the docs' file is the merged one, as merged before
         assert conn.execute("SELECT COUNT(*) FROM runs").fetchone() == (5,)
     conn.close()
+
+
+REAL_BATCH = """
+defaults:
+  budget: {timeout: 120}
+jobs:
+  - {label: echo, cmd: "echo hello"}
+  - label: reader
+    cmd: "cat /etc/passwd > /dev/null"
+    plugins: [osi_linux, syscalls, syscalls_logger, proc_events, file_activity]
+  - {label: no-logger, cmd: "ls /etc > /dev/null", plugins: [osi_linux, syscalls, file_activity]}
+  - {label: panic, cmd: "echo c > /proc/sysrq-trigger"}
+  - {label: spin, cmd: "while :; do :; done", budget: {instructions: 350000000}}
+"""
+
+
+@pytest.mark.boot
+def test_a_real_batch_is_merged_with_every_job_and_its_status(default_image: ImageBundle, tmp_path: Path) -> None:
+    """`qppsuite batch` merges at its end: each job's result.json is its runs row, each run.sqlite its rows."""
+    (tmp_path / "jobs.yaml").write_text(REAL_BATCH)
+    done = subprocess.run(
+        [sys.executable, "-m", "qppsuite", "batch", "jobs.yaml", "--pool", "-j", "2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 1 and "5 jobs: 3 ok, 2 failed, 0 not run" in done.stderr, done.stderr
+    out = tmp_path / "batch-jobs"
+    merged = out / "batch.sqlite"
+    results = [json.loads(p.read_text()) for p in sorted(out.glob("jobs/*/result.json"))]
+    assert sorted(rows(merged, "SELECT label, batch_status, batch_reason, stop_reason FROM runs")) == sorted(
+        (r["label"], r["status"], r["reason"], r["stop_reason"]) for r in results
+    )
+    for run_id, label in rows(merged, "SELECT id, label FROM runs"):
+        db = out / "jobs" / label / "run.sqlite"
+        for table in tables_with_runs(db):
+            theirs = rows(db, f"SELECT COUNT(*) FROM [{table}]")
+            assert rows(merged, f"SELECT COUNT(*) FROM [{table}] WHERE run_id = ?", run_id) == theirs, (label, table)
+    assert {"proc_events", "file_activity"} <= set(tables_with_runs(merged))
+    check_references(merged)
+    before = content(merged)
+    again = subprocess.run(
+        [sys.executable, "-m", "qppsuite", "batch", "merge", str(out)], capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0 and again.stdout == f"{merged}: 5 runs (3 ok, 2 failed, 0 not run)\n", again
+    assert content(merged) == before

@@ -1,9 +1,9 @@
 """A batch's merged database: every job's run in one file, ``OUTDIR/batch.sqlite`` (docs/batch.md).
 
-What the merge reads of the batch's output directory (the runner writes it): ``batch.json`` lists the jobs in
-order (``id``, ``label``, ``sha256``); ``jobs/<id>/result.json`` is written last, when a job has finished
-(``status`` ok or failed, and why it failed); ``jobs/<id>/run.sqlite`` is the job's own run database, when its
-run got that far.  ``merge_inputs.schema.json`` beside this module holds the fields it reads.
+What the merge reads of the batch's output directory (:mod:`.outdir`; the runner writes it): ``batch.json``
+lists the jobs in order (``id``, ``label``, ``sha256``); ``jobs/<id>/result.json`` is written last, when a job
+has finished (``status`` ok or failed, and why it failed); ``jobs/<id>/run.sqlite`` is the job's own run
+database, when its run got that far.  ``merge_inputs.schema.json`` beside this module holds the fields it reads.
 
 The merged file has the run database's schema (the logger's tables, and every plugin table of the jobs'
 files, created as the job's file declares it) and one ``runs`` row per job: the job at position ``n`` of
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from qppsuite.batch.outdir import BATCH_FILE, DATABASE_FILE, RESULT_FILE, job_dir
 from qppsuite.errors import QppsuiteError
 from qppsuite.plugins.syscalls_logger import reader
 from qppsuite.plugins.syscalls_logger.database import (
@@ -45,10 +46,6 @@ from qppsuite.plugins.syscalls_logger.database import (
 )
 from qppsuite.schemas import load_schema, schema_problem
 
-BATCH_FILE = "batch.json"
-JOBS_DIR = "jobs"
-RESULT_FILE = "result.json"
-RUN_FILE = "run.sqlite"
 MERGED_FILE = "batch.sqlite"
 INPUTS_SCHEMA = Path(__file__).with_name("merge_inputs.schema.json")
 
@@ -173,9 +170,9 @@ def _job(outdir: Path, run_id: int, entry: dict[str, Any], problems: list[str]) 
     """How a job went, from its ``result.json`` (none, or of a changed job: not run) and whether it left a
     database; a result.json that breaks the contract is a failure and a problem."""
     label = entry["label"]
-    directory = outdir / JOBS_DIR / entry["id"]
+    directory = job_dir(outdir, entry["id"])
     result_path = directory / RESULT_FILE
-    database = directory / RUN_FILE
+    database = directory / DATABASE_FILE
     if not result_path.exists():
         why = "interrupted: it left no result" if database.exists() else "it never ran"
         return Job(run_id, label, NOT_RUN, why)

@@ -24,6 +24,8 @@ err_console = SafeConsole(stderr=True)
 
 # Command modules register on `app` when imported; keep one import per command group.
 from qppsuite.cli import (  # noqa: E402
+    batch_cmd,  # noqa: F401
+    batch_merge_cmd,  # noqa: F401
     image_cmd,  # noqa: F401
     logs_cmd,  # noqa: F401
     plugin_cmd,  # noqa: F401

@@ -1,7 +1,7 @@
 """``qppsuite batch merge OUTDIR``: a batch's jobs in one database, ``OUTDIR/batch.sqlite`` (docs/batch.md).
 
 The command only prints; :mod:`qppsuite.batch.merge` does the work (``qppsuite batch`` calls it by itself when
-the batch ends); it is the ``batch`` group's ``merge`` command.
+the batch ends); it registers on the ``batch`` group as ``merge``.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from typing import Annotated
 import typer
 
 from qppsuite.cli import err_console
+from qppsuite.cli.batch_cmd import batch_app
 from qppsuite.cli.terminal import SafeConsole, styled
 
 console = SafeConsole()
 
 
+@batch_app.command("merge")
 def merge_command(
     outdir: Annotated[Path, typer.Argument(help="The batch's output directory (qppsuite batch's -o)")],
 ) -> None:

@@ -1,0 +1,206 @@
+"""One job, run as its own ``python -m qppsuite run`` process, and what its end means.
+
+The process is the job's isolation: a kernel panic, a hang, a blown budget or a crash of qppsuite itself ends
+that process only.  It runs in a session of its own (a Ctrl-C at the terminal reaches the batch, which stops
+it) and dies with the thread that started it (``PR_SET_PDEATHSIG``: a worker killed under it takes it along).
+Its wall-clock budget is given to the run (``--timeout``: the run stops itself and records ``timeout``), and a
+process still alive :data:`KILL_GRACE_S` later is killed with its whole process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from qppsuite.batch import outdir
+from qppsuite.batch.jobs import Job
+from qppsuite.cli.terminal import visible
+
+#: Seconds past a job's wall-clock budget before its process group is killed (the run stops itself first).
+KILL_GRACE_S = 30.0
+#: Seconds between a polite SIGTERM and SIGKILL when a job is stopped.
+TERM_GRACE_S = 5.0
+_POLL_S = 0.1
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the thread that started it ends."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def run_job(
+    job: Job,
+    directory: Path,
+    *,
+    attempts: int,
+    image: str | None = None,
+    cache: str | None = None,
+    stop: threading.Event | None = None,
+    started: Callable[[int], None] | None = None,
+) -> dict[str, Any] | None:
+    """Run ``job`` with its files in ``directory`` (cleared first) and return its result (the fields of
+    result.json, docs/batch.md), or None if ``stop`` was set meanwhile: the process was stopped and the job
+    has no result.  ``image`` replaces the job's image (a worker's copy), ``cache`` is the runs'
+    ``QPPSUITE_CACHE``; ``started(pid)`` is called once the process runs.  A KeyboardInterrupt (Ray's
+    cancel) stops the process and propagates."""
+    outdir.clear_attempt(directory)
+    database = directory / outdir.DATABASE_FILE
+    arguments = job.run_arguments(database, directory / outdir.CONSOLE_FILE, directory / outdir.COPIED_DIR, image)
+    env = dict(os.environ)
+    if cache is not None:
+        env["QPPSUITE_CACHE"] = cache
+    begun, wall_start = outdir.now_iso(), time.monotonic()
+    with (directory / outdir.STDERR_FILE).open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "qppsuite", "run", *arguments],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    if started is not None:
+        started(process.pid)
+    killed_at = None
+    try:
+        deadline = wall_start + job.timeout_s + KILL_GRACE_S
+        while process.poll() is None:
+            if stop is not None and stop.is_set():
+                _stop(process)
+                return None
+            if time.monotonic() > deadline:
+                killed_at = time.monotonic() - wall_start
+                _kill(process)
+                break
+            time.sleep(_POLL_S)
+    except BaseException:
+        _stop(process)
+        raise
+    if stop is not None and stop.is_set():
+        return None  # it ended as the batch stopped: maybe because of the Ctrl-C; not a result
+    wall = time.monotonic() - wall_start
+    run = _run_row(database)
+    code = process.returncode
+    return {
+        "format": outdir.FORMAT,
+        "id": job.id,
+        "label": job.label,
+        "sha256": job.sha256,
+        "status": "ok" if code == 0 and killed_at is None else "failed",
+        "reason": None if code == 0 and killed_at is None else _reason(job, code, killed_at, run, directory),
+        "exit_code": code,
+        "stop_reason": run.get("stop_reason"),
+        "attempts": attempts,
+        "started": begun,
+        "ended": outdir.now_iso(),
+        "wall_s": round(wall, 3),
+        "insn_count": run.get("insn_count"),
+        "insns_executed": _executed(run, image or job.spec.get("image"), cache),
+        "worker": _worker(),
+    }
+
+
+def _worker() -> str:
+    """``host/pid`` of the process that ran the job (a Ray worker), plus the thread's name in a pool's thread."""
+    thread = threading.current_thread()
+    where = f"{socket.gethostname()}/{os.getpid()}"
+    return where if thread is threading.main_thread() else f"{where}/{thread.name}"
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the job's process group (the run stops as on Ctrl-C), SIGKILL it if still there after a while."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(TERM_GRACE_S)
+    except subprocess.TimeoutExpired:
+        _kill(process)
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _run_row(database: Path) -> dict[str, Any]:
+    """The run's row of the job's database (stop_reason, stop_message, insn_count, started_from), or {} if it
+    has none (no database plugin, or the job failed before the run started)."""
+    if not database.is_file():
+        return {}
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
+            conn.row_factory = sqlite3.Row
+            row = conn.execute(
+                "SELECT stop_reason, stop_message, insn_count, started_from FROM runs ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+    except sqlite3.Error:
+        return {}
+    return dict(row) if row is not None else {}
+
+
+def _executed(run: dict[str, Any], image: str | None, cache: str | None) -> int | None:
+    """Guest instructions this run executed: its count from power-on less what the snapshot it started from had
+    already run (None if unknown)."""
+    count = run.get("insn_count")
+    if not isinstance(count, int):
+        return None
+    start = run.get("started_from")
+    if not start:
+        return count
+    from qppsuite.core import snapshot
+    from qppsuite.images.bundle import cache_dir, open_image
+    from qppsuite.session import DEFAULT_IMAGE
+
+    try:
+        bundle = open_image(image or DEFAULT_IMAGE, cache=Path(cache) if cache else None, verify=False)
+        _key, before = snapshot.describe(cache_dir(Path(cache) if cache else None) / "snapshots" / bundle.name /
+                                         f"{start}.snapshot")
+    except Exception:  # a snapshot replaced meanwhile: the figure is unknown, not the job's failure
+        return None
+    return count - before
+
+
+def _reason(job: Job, code: int, killed_at: float | None, run: dict[str, Any], directory: Path) -> str:
+    """Why the job failed, one line."""
+    if killed_at is not None:
+        return f"timeout after {job.timeout_s:g} s wall (killed {killed_at:.0f} s after it started)"
+    if code < 0:
+        return f"worker crashed (signal {-code})"
+    kind, message = run.get("stop_reason"), str(run.get("stop_message") or "")
+    if kind == "panic":
+        return "kernel panic: " + message.split("Kernel panic - not syncing:", 1)[-1].strip()
+    if kind == "max_insns":
+        return f"budget exceeded: {job.spec.get('budget', {}).get('instructions', run.get('insn_count'))} instructions"
+    if kind == "timeout":
+        return f"timeout after {job.timeout_s:g} s wall"
+    if kind not in (None, "poweroff"):
+        return f"{kind}: {visible(message)}"
+    return f"exit {code}: {_last_line(directory / outdir.STDERR_FILE)}"
+
+
+def _last_line(path: Path) -> str:
+    try:
+        text = path.read_bytes()[-4096:].decode(errors="replace")
+    except OSError:
+        return "(no stderr)"
+    found = [line for line in text.splitlines() if line.strip() and not line.startswith("hint:")]
+    line = visible(found[-1].strip()) if found else "(no stderr)"
+    return line if len(line) <= 300 else line[:300] + "…"

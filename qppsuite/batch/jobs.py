@@ -1,0 +1,265 @@
+"""The jobs of a batch: a YAML jobs file (``defaults:`` applied to each entry of ``jobs:``), or a directory of
+samples with one template job applied to each file, resolved into :class:`Job` values.
+
+A job names an image, plugins and their arguments, a command (``cmd``) or a script (``cmd_file``), host files to
+put in the guest, a budget (guest instructions, wall-clock seconds) and a label; docs/batch.md has the format.
+Both files are checked against JSON Schemas beside this module (``file.schema.json``, ``jobs.schema.json``) with
+the project's validator (:func:`qppsuite.schemas.schema_problem`), so a bad field is one line naming the job and
+the field.  Host paths are relative to the jobs file's directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qppsuite.core.qpp import parse_plugin_list
+from qppsuite.errors import QppsuiteError
+from qppsuite.schemas import load_schema, schema_problem
+from qppsuite.session import DEFAULT_IMAGE
+
+FILE_SCHEMA = Path(__file__).with_name("file.schema.json")
+JOB_SCHEMA = Path(__file__).with_name("jobs.schema.json")
+
+ImageHasher = Callable[[str], str]
+"""``(image name or path) -> sha256 hex`` of the image's content (:func:`qppsuite.batch.shipping.image_hash`)."""
+
+#: Plugins a job loads when it names none: the system-call log, which makes the job's run database.
+DEFAULT_PLUGINS = ("osi_linux", "syscalls", "syscalls_logger")
+#: Plugins that open the run database (its ``db`` argument): the batch gives the first one the job loads its path.
+DATABASE_PLUGINS = ("syscalls_logger", "file_activity", "proc_events", "net_activity", "coverage")
+#: A job's wall-clock budget (seconds) unless its ``budget.timeout`` says otherwise.
+DEFAULT_TIMEOUT_S = 600.0
+#: Where a template's sample goes in the guest, and what its ``cmd`` says to name it.
+SAMPLE_DIR = "/root/samples"
+SAMPLE_PLACEHOLDER = "{sample}"
+#: A job id: a file name on any file system (no separator, no leading dot), from the label.
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_ID_MAX = 80
+#: Fields whose mapping a job's own mapping extends (key by key) instead of replacing.
+_MERGED = ("plugin_args", "budget")
+
+
+class JobsFileError(QppsuiteError):
+    """A jobs file, template or samples directory that cannot make a batch: one line naming the job and field."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One resolved job: ``spec`` is its JSON form (defaults applied, host paths absolute), ``id`` its directory
+    name in the batch's output, ``sha256`` what a complete result must match (the spec, the image's manifest,
+    every host file and the script it reads)."""
+
+    id: str
+    label: str
+    spec: dict[str, Any]
+    sha256: str
+
+    @property
+    def timeout_s(self) -> float:
+        return float(self.spec.get("budget", {}).get("timeout", DEFAULT_TIMEOUT_S))
+
+    @property
+    def plugins(self) -> list[str]:
+        plugins = self.spec.get("plugins", list(DEFAULT_PLUGINS))
+        return parse_plugin_list([plugins] if isinstance(plugins, str) else plugins)
+
+    def run_arguments(self, database: Path, console: Path, copy_dir: Path, image: str | None = None) -> list[str]:
+        """The ``qppsuite run`` arguments of this job: its database at ``database`` (given to the first plugin
+        that writes one; a job without such a plugin has none), the guest console to ``console``, copied-out
+        files into ``copy_dir``; ``image`` replaces the job's image (a worker's copy of the bundle)."""
+        spec = self.spec
+        args = [image or spec.get("image", DEFAULT_IMAGE), "-q", "--console", str(console)]
+        plugins = self.plugins
+        if plugins:
+            args += ["--plugins", ",".join(plugins)]
+        for plugin, values in spec.get("plugin_args", {}).items():
+            args += [item for key, value in values.items() for item in ("-p", f"{plugin}:{key}={_arg_text(value)}")]
+        writer = next((name for name in plugins if name in DATABASE_PLUGINS), None)
+        if writer is not None:
+            args += ["-p", f"{writer}:db={database}"]
+        if "cmd" in spec:
+            args += ["--cmd", spec["cmd"]]
+        if "cmd_file" in spec:
+            args += ["--cmd-file", spec["cmd_file"]]
+        for item in spec.get("files", []):
+            args += ["--file", f"{item['host']}:{item['guest']}" if "guest" in item else item["host"]]
+        for guest in spec.get("copy_out", []):
+            args += ["--copy-out", f"{guest}:{copy_dir / Path(guest).name}"]
+        budget = spec.get("budget", {})
+        if "instructions" in budget:
+            args += ["--max-insns", str(budget["instructions"])]
+        args += ["--timeout", f"{self.timeout_s:g}"]
+        if "ram" in spec:
+            args += ["--ram", str(spec["ram"])]
+        if "bootargs" in spec:
+            args += ["--bootargs", spec["bootargs"]]
+        return args
+
+
+def _arg_text(value: object) -> str:
+    """A plugin argument as ``-p plugin:key=VALUE`` spells it (YAML's true is ``true``)."""
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
+def load_jobs_file(path: Path, image_hash: ImageHasher) -> list[Job]:
+    """The jobs of the YAML file ``path``; a file that is not YAML, or a job that breaks the schema, is one
+    :class:`JobsFileError` line (``jobs.yaml: job 3 ('x'): budget/instructions: ...``)."""
+    document = _read_yaml(path)
+    problem = schema_problem(document, load_schema(FILE_SCHEMA))
+    if problem is not None:
+        raise JobsFileError(f"{path}: {problem}")
+    defaults = document.get("defaults") or {}
+    entries = [_with_defaults(defaults, entry) for entry in document["jobs"]]
+    return _resolve_all(path, entries, path.parent, image_hash)
+
+
+def load_samples(samples: Path, template: Path, image_hash: ImageHasher) -> list[Job]:
+    """One job per regular file in the directory ``samples`` (sorted by name), the template job of the YAML file
+    ``template`` applied to each: the sample goes into the guest at ``/root/samples/NAME``, ``{sample}`` in the
+    template's ``cmd`` becomes that path (shell-quoted), and the label is the file name."""
+    if not samples.is_dir():
+        raise JobsFileError(f"{samples}: not a directory of samples")
+    document = _read_yaml(template)
+    if not isinstance(document, dict):
+        raise JobsFileError(f"{template}: the template must be one job (a mapping)")
+    entries = []
+    for sample in sorted(p for p in samples.iterdir() if p.is_file()):
+        guest = f"{SAMPLE_DIR}/{sample.name}"
+        entry = _with_defaults(document, {"label": sample.name})
+        entry["files"] = [*entry.get("files", []), {"host": str(sample.absolute()), "guest": guest}]
+        if isinstance(entry.get("cmd"), str):
+            entry["cmd"] = entry["cmd"].replace(SAMPLE_PLACEHOLDER, shlex.quote(guest))
+        entries.append(entry)
+    if not entries:
+        raise JobsFileError(f"{samples}: no sample files in it")
+    return _resolve_all(template, entries, template.parent, image_hash)
+
+
+def _read_yaml(path: Path) -> Any:
+    import yaml  # only batch reads YAML: not paid at every start-up
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JobsFileError(f"{path}: cannot read it: {getattr(exc, 'strerror', None) or exc}") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not YAML"
+        raise JobsFileError(f"{path}: not valid YAML{where}: {problem}") from None
+
+
+def _with_defaults(defaults: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """``entry`` over ``defaults``; plugin_args and budget are merged key by key (a job's plugin's arguments
+    extend the defaults' for that plugin)."""
+    merged = {**defaults, **entry}
+    for field in _MERGED:
+        base, own = defaults.get(field), entry.get(field)
+        if isinstance(base, dict) and isinstance(own, dict):
+            if field == "plugin_args":
+                merged[field] = {
+                    name: {**(base.get(name) or {}), **(own.get(name) or {})}
+                    if isinstance(base.get(name), dict) and isinstance(own.get(name), dict)
+                    else own.get(name, base.get(name))
+                    for name in {**base, **own}
+                }
+            else:
+                merged[field] = {**base, **own}
+    return merged
+
+
+def _resolve_all(source: Path, entries: list[dict[str, Any]], base: Path, image_hash: ImageHasher) -> list[Job]:
+    jobs: list[Job] = []
+    specs: list[tuple[str, str, dict[str, Any]]] = []
+    ids: dict[str, str] = {}
+    labels: set[str] = set()
+    schema = load_schema(JOB_SCHEMA)
+    for number, entry in enumerate(entries, 1):
+        label = entry.get("label")
+        name = f"job {number}" + (f" ({json.dumps(label)})" if isinstance(label, str) else "")
+        problem = schema_problem(entry, schema)
+        if problem is not None:
+            raise JobsFileError(f"{source}: {name}: {problem}")
+        label = str(entry["label"])
+        if "cmd" in entry and "cmd_file" in entry:
+            raise JobsFileError(f"{source}: {name}: cmd and cmd_file both give the command: use one")
+        if label in labels:
+            raise JobsFileError(f"{source}: {name}: label used by an earlier job (labels name results: make it unique)")
+        labels.add(label)
+        for plugin, values in entry.get("plugin_args", {}).items():
+            if "db" in values:
+                raise JobsFileError(f"{source}: {name}: plugin_args/{plugin}/db: the batch names each job's database")
+        job_id = _job_id(label, ids)
+        ids[job_id] = label
+        specs.append((job_id, label, _absolute_paths(entry, base, source, name)))
+    # every job checked before any image is opened: a bad field is reported as such, whatever the images
+    for job_id, label, spec in specs:
+        digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
+        digest.update(image_hash(spec.get("image", DEFAULT_IMAGE)).encode())
+        for host in _host_inputs(spec):
+            digest.update(_content_hash(host).encode())
+        jobs.append(Job(job_id, label, spec, digest.hexdigest()))
+    return jobs
+
+
+def _absolute_paths(entry: dict[str, Any], base: Path, source: Path, name: str) -> dict[str, Any]:
+    """The job with its host paths made absolute (relative ones are relative to ``base``) and each checked to
+    exist; ``files`` entries become ``{"host", "guest"?}`` mappings."""
+    spec = dict(entry)
+
+    def host(text: str, field: str) -> str:
+        path = (base / Path(text).expanduser()).absolute()
+        if not path.exists():
+            raise JobsFileError(f"{source}: {name}: {field}: {text} does not exist")
+        return str(path)
+
+    if "cmd_file" in spec:
+        spec["cmd_file"] = host(spec["cmd_file"], "cmd_file")
+    files = []
+    for index, item in enumerate(spec.get("files", [])):
+        item = {"host": item} if isinstance(item, str) else dict(item)
+        item["host"] = host(item["host"], f"files/{index}")
+        files.append(item)
+    if files:
+        spec["files"] = files
+    image = spec.get("image")
+    if isinstance(image, str) and ("/" in image or image.startswith(".")):
+        spec["image"] = host(image, "image")
+    return spec
+
+
+def _host_inputs(spec: dict[str, Any]) -> list[Path]:
+    return [Path(p) for p in ([spec["cmd_file"]] if "cmd_file" in spec else [])] + [
+        Path(item["host"]) for item in spec.get("files", [])
+    ]
+
+
+def _content_hash(path: Path) -> str:
+    """sha256 of a file's bytes, or of a directory's files (relative names and bytes, in name order)."""
+    digest = hashlib.sha256()
+    members = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for member in members:
+        if path.is_dir():
+            digest.update(member.relative_to(path).as_posix().encode() + b"\0")
+        with member.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _job_id(label: str, taken: dict[str, str]) -> str:
+    """A directory name for ``label``: the label itself when it is a safe file name, else its safe characters and
+    a hash of the label (two labels never share an id)."""
+    safe = _UNSAFE.sub("_", label)[:_ID_MAX].lstrip(".-") or "job"
+    if safe != label or safe in taken:
+        safe = f"{safe}-{hashlib.sha256(label.encode()).hexdigest()[:8]}"
+    return safe

@@ -1,0 +1,90 @@
+"""A batch's output directory, as the runner and ``qppsuite batch merge`` share it (docs/batch.md has the layout).
+
+``OUTDIR/batch.json`` lists the jobs (id, label, resolved spec, sha256); each job has ``OUTDIR/jobs/<id>/`` with
+its run database ``run.sqlite``, ``console.log``, ``stderr.log``, the files it copied out (``copied/``), and,
+written last and atomically once the job has finished, ``result.json``.  A job is complete when its
+result.json says ``ok`` for the sha256 batch.json has for it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from qppsuite.batch.jobs import Job
+from qppsuite.hostfiles import replace_file
+
+FORMAT = 1
+BATCH_FILE = "batch.json"
+RESULT_FILE = "result.json"
+DATABASE_FILE = "run.sqlite"
+CONSOLE_FILE = "console.log"
+STDERR_FILE = "stderr.log"
+COPIED_DIR = "copied"
+#: What one attempt leaves in its job directory (SQLite's side files included); cleared before the next.
+ATTEMPT_FILES = (RESULT_FILE, DATABASE_FILE, f"{DATABASE_FILE}-wal", f"{DATABASE_FILE}-shm",
+                 f"{DATABASE_FILE}-journal", CONSOLE_FILE, STDERR_FILE)
+
+
+def default_outdir(jobs: Path) -> Path:
+    """``./batch-<stem of the jobs file or samples directory>``."""
+    return Path(f"batch-{jobs.stem or jobs.absolute().name}")
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def job_dir(outdir: Path, job_id: str) -> Path:
+    return outdir / "jobs" / job_id
+
+
+def write_batch(outdir: Path, jobs: list[Job]) -> None:
+    """``batch.json`` for ``jobs`` (replacing an earlier run's: the jobs file may have changed)."""
+    document = {
+        "format": FORMAT,
+        "jobs": [{"id": job.id, "label": job.label, "job": job.spec, "sha256": job.sha256} for job in jobs],
+        "created": now_iso(),
+    }
+    outdir.mkdir(parents=True, exist_ok=True)
+    replace_file(outdir / BATCH_FILE, (json.dumps(document, indent=1, sort_keys=True) + "\n").encode())
+
+
+def read_result(directory: Path) -> dict[str, Any] | None:
+    """The job's result.json, or None if it has none or it is not a JSON object (an edited file)."""
+    try:
+        result = json.loads((directory / RESULT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) else None
+
+
+def is_complete(directory: Path, sha256: str) -> bool:
+    result = read_result(directory)
+    return result is not None and result.get("status") == "ok" and result.get("sha256") == sha256
+
+
+def write_result(directory: Path, result: dict[str, Any]) -> None:
+    """result.json, whole or not at all (the last file a finished job gets)."""
+    replace_file(directory / RESULT_FILE, (json.dumps(result, indent=1, sort_keys=True) + "\n").encode())
+
+
+def clear_attempt(directory: Path) -> None:
+    """Remove what an earlier attempt left, result.json first: a rerun's database starts empty."""
+    for name in ATTEMPT_FILES:
+        (directory / name).unlink(missing_ok=True)
+    shutil.rmtree(directory / COPIED_DIR, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+
+
+def write_outputs(directory: Path, files: dict[str, bytes]) -> None:
+    """A remote worker's files (relative names, e.g. ``run.sqlite``, ``copied/x``) into the job directory."""
+    for name, data in files.items():
+        target = directory / name
+        if not target.resolve().is_relative_to(directory.resolve()):
+            continue  # names are the worker's own; never outside the job's directory
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)

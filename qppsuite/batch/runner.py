@@ -1,0 +1,330 @@
+"""Dispatching a batch's jobs: a thread pool driving one ``qppsuite run`` process per job, or Ray tasks (a local
+instance, or an existing cluster with ``--ray ADDRESS``), and the batch's resume and Ctrl-C rules.
+
+Resume: a job whose result.json says ``ok`` for its current sha256 is skipped (no process started); every other
+job runs again (its earlier attempt's files cleared first).  Ctrl-C: running jobs are stopped and get no
+result.json; finished jobs' results are already on disk; :class:`BatchInterrupted` says so.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qppsuite.batch import outdir
+from qppsuite.batch.execute import run_job
+from qppsuite.batch.jobs import Job
+from qppsuite.batch.progress import BatchProgress
+from qppsuite.batch.shipping import image_hash, pack, unpack
+from qppsuite.errors import QppsuiteError
+from qppsuite.images.bundle import cache_dir
+from qppsuite.session import DEFAULT_IMAGE
+
+
+class BatchInterrupted(Exception):
+    """Ctrl-C (or SIGTERM, SIGHUP) stopped the batch: :attr:`signum`; the summary so far is :attr:`summary`."""
+
+    def __init__(self, summary: Summary, signum: int) -> None:
+        super().__init__("interrupted")
+        self.summary = summary
+        self.signum = signum
+
+
+class RayError(QppsuiteError):
+    """A Ray cluster that cannot be reached or used."""
+
+
+@dataclass
+class Summary:
+    """Counts of a batch: ``skipped`` jobs were complete already; ``not_run`` had no result when it ended."""
+
+    total: int
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    @property
+    def not_run(self) -> int:
+        return self.total - self.ok - self.failed - self.skipped
+
+
+def ray_available() -> bool:
+    """Whether Ray can be imported (the ``qppsuite[cluster]`` extra)."""
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
+
+
+def run_batch(
+    jobs: list[Job],
+    out: Path,
+    progress: BatchProgress,
+    *,
+    workers: int,
+    use_ray: bool,
+    ray_address: str | None = None,
+    cache: Path | None = None,
+) -> Summary:
+    """Run the jobs not complete in ``out`` with ``workers`` at a time, writing each finished one's result.json;
+    the counts.  :class:`BatchInterrupted` on Ctrl-C, once the running jobs are stopped."""
+    try:
+        outdir.write_batch(out, jobs)
+    except OSError as exc:
+        raise QppsuiteError(f"cannot write the batch's output directory {out}: {exc.strerror or exc}") from None
+    summary = Summary(total=len(jobs))
+    todo: list[tuple[Job, int]] = []
+    for job in jobs:
+        directory = outdir.job_dir(out, job.id)
+        if outdir.is_complete(directory, job.sha256):
+            summary.skipped += 1
+            continue
+        earlier = outdir.read_result(directory)
+        attempts = earlier.get("attempts", 0) if earlier and earlier.get("sha256") == job.sha256 else 0
+        todo.append((job, attempts + 1 if isinstance(attempts, int) else 1))
+    progress.skipped = summary.skipped
+    if not todo:
+        return summary
+    received: list[int] = []
+    try:
+        with _signals_interrupt(received):
+            _make_ready_snapshots([job for job, _ in todo], cache)
+            with progress:
+                if use_ray:
+                    _run_ray(todo, out, progress, summary, workers, ray_address, cache)
+                else:
+                    _run_pool(todo, out, progress, summary, workers, cache)
+    except KeyboardInterrupt:
+        raise BatchInterrupted(summary, received[0] if received else signal.SIGINT) from None
+    return summary
+
+
+@contextmanager
+def _signals_interrupt(received: list[int]) -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt in the batch (the signal appended to ``received``),
+    so the running jobs are stopped and the finished ones kept, instead of the process ending at once."""
+    stopping = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def interrupt(signum: int, _frame: object) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in stopping}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _record(out: Path, result: dict[str, Any], progress: BatchProgress, summary: Summary) -> None:
+    outdir.write_result(outdir.job_dir(out, result["id"]), result)
+    if result["status"] == "ok":
+        summary.ok += 1
+    else:
+        summary.failed += 1
+    progress.job_finished(result)
+
+
+def _make_ready_snapshots(jobs: list[Job], cache: Path | None) -> None:
+    """Boot each distinct machine of the jobs (image, RAM, boot arguments) whose ready snapshot is not in the
+    cache yet once, before any job runs (a run makes the snapshot when it is missing), so that the jobs start
+    from it instead of each booting to make it at once.  A machine that cannot boot is left to its jobs to
+    report."""
+    from qppsuite.cli.run_cmd import image_ram_mib
+    from qppsuite.errors import ImageError
+    from qppsuite.session import RunOptions, ready_snapshot_file
+
+    machines: dict[tuple[str, ...], list[str]] = {}
+    for job in jobs:
+        spec = job.spec
+        image = str(spec.get("image", DEFAULT_IMAGE))
+        ram = int(spec.get("ram") or image_ram_mib(image, cache))
+        options = RunOptions(image=image, cache=cache, ram_mib=ram, extra_bootargs=str(spec.get("bootargs", "")))
+        try:
+            if ready_snapshot_file(options).is_file():
+                continue
+        except ImageError:
+            continue  # its jobs say what is wrong with it
+        arguments = [image, "-q", "--cmd", "true", "--timeout", f"{job.timeout_s:g}", "--ram", str(ram)]
+        if "bootargs" in spec:
+            arguments += ["--bootargs", spec["bootargs"]]
+        machines.setdefault(tuple(arguments), arguments)
+    env = dict(os.environ) | ({"QPPSUITE_CACHE": str(cache)} if cache is not None else {})
+    for arguments in machines.values():
+        subprocess.run(
+            [sys.executable, "-m", "qppsuite", "run", *arguments],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            check=False,
+        )
+
+
+def _run_pool(
+    todo: list[tuple[Job, int]], out: Path, progress: BatchProgress, summary: Summary, workers: int,
+    cache: Path | None,
+) -> None:
+    """Threads, each driving one job's process at a time (the processes do the work, in parallel)."""
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def started(_pid: int) -> None:
+        with lock:
+            progress.job_started()
+
+    def one(job: Job, attempts: int) -> dict[str, Any] | None:
+        if stop.is_set():
+            return None
+        return run_job(job, outdir.job_dir(out, job.id), attempts=attempts,
+                       cache=str(cache) if cache is not None else None, stop=stop, started=started)
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qppsuite-batch")
+    futures = [pool.submit(one, job, attempts) for job, attempts in todo]
+    try:
+        pending = set(futures)
+        while pending:
+            done, pending = concurrent.futures.wait(pending, timeout=0.2, return_when="FIRST_COMPLETED")
+            for future in done:
+                result = future.result()
+                if result is not None:
+                    with lock:
+                        _record(out, result, progress, summary)
+    except BaseException:
+        stop.set()
+        with _signals_ignored():
+            pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """A second Ctrl-C (or SIGTERM) while the running jobs are being stopped does not leave them running."""
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _ray_task(job: Job, attempts: int, bundle: bytes, digest: str, cache: str | None) -> tuple[dict[str, Any],
+                                                                                                dict[str, bytes]]:
+    """On a Ray worker: the image unpacked once per worker cache (by hash), the job run in a scratch directory,
+    its result and files (relative names -> bytes) returned to the driver, which writes them."""
+    image = unpack(bundle, digest, Path(cache) if cache else None)
+    scratch = Path(tempfile.mkdtemp(prefix=f"qppsuite-batch-{job.id[:40]}-"))
+    try:
+        result = run_job(job, scratch, attempts=attempts, image=str(image), cache=cache)
+        assert result is not None  # no stop event: only a cancel (KeyboardInterrupt) ends it early
+        files = {
+            path.relative_to(scratch).as_posix(): path.read_bytes() for path in scratch.rglob("*") if path.is_file()
+        }
+        return result, files
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_ray(
+    todo: list[tuple[Job, int]], out: Path, progress: BatchProgress, summary: Summary, workers: int,
+    address: str | None, cache: Path | None,
+) -> None:
+    """Ray tasks, one CPU each: a local instance of ``workers`` CPUs, or the cluster at ``address``.  Each image
+    is packed and put in Ray's object store once; a local instance's workers share this machine's cache."""
+    import ray
+
+    if address is None:  # "local": a new instance, never a cluster another user started on this machine
+        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+        worker_cache: str | None = str(cache_dir(cache))
+    else:
+        _reachable(address)
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except (ValueError, ConnectionError, RuntimeError, TimeoutError) as exc:
+            raise RayError(f"--ray {address}: cannot connect: {' '.join(str(exc).split())[:300]}",
+                           hint="the head node's address, as `ray start --head` printed it (HOST:6379)") from None
+        worker_cache = None  # each node's own cache: $QPPSUITE_CACHE or the XDG cache dir there
+    try:
+        task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
+        bundles: dict[str, tuple[Any, str]] = {}
+        refs: dict[Any, Job] = {}
+        for job, attempts in todo:
+            outdir.clear_attempt(outdir.job_dir(out, job.id))  # as the pool does: no stale result while it runs
+            image = str(job.spec.get("image", DEFAULT_IMAGE))
+            if image not in bundles:
+                bundles[image] = (ray.put(pack(image, cache)), image_hash(image, cache))
+            bundle, digest = bundles[image]
+            refs[task.remote(job, attempts, bundle, digest, worker_cache)] = job
+        capacity = int(ray.cluster_resources().get("CPU", workers))
+        pending = list(refs)
+        try:
+            while pending:
+                progress.running = min(len(pending), capacity)
+                # every task ready within 0.2 s at once: one wait per round, not one per task over all pending
+                done, pending = ray.wait(pending, num_returns=len(pending), timeout=0.2)
+                for ref in done:
+                    job = refs[ref]
+                    try:
+                        result, files = ray.get(ref)
+                    except ray.exceptions.RayError as exc:  # the worker died under the task
+                        result, files = _lost(job, exc), {}
+                    directory = outdir.job_dir(out, job.id)
+                    outdir.clear_attempt(directory)
+                    outdir.write_outputs(directory, files)
+                    progress.running += 1  # job_finished counts it down
+                    _record(out, result, progress, summary)
+        except BaseException:
+            with _signals_ignored():
+                for ref in pending:
+                    with suppress(Exception):
+                        ray.cancel(ref)  # KeyboardInterrupt in the task: it stops its process
+                with suppress(Exception):
+                    ray.wait(pending, num_returns=len(pending), timeout=10)
+            raise
+    finally:
+        ray.shutdown()
+
+
+#: Seconds to wait for a cluster's head node to accept a connection (Ray itself retries for minutes).
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _reachable(address: str) -> None:
+    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) that accepts no TCP connection is one :class:`RayError` line now,
+    not minutes of Ray's retries; other address forms (``auto``) are left to Ray."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise RayError(
+            f"--ray {address}: cannot connect: {exc.strerror or exc}",
+            hint="the head node's address, as `ray start --head` printed it (HOST:6379)",
+        ) from None
+
+
+def _lost(job: Job, exc: Exception) -> dict[str, Any]:
+    """The result of a job whose Ray worker died (or whose task failed) before returning one."""
+    first = str(exc).strip().splitlines()
+    return {
+        "format": outdir.FORMAT, "id": job.id, "label": job.label, "sha256": job.sha256, "status": "failed",
+        "reason": f"worker crashed ({type(exc).__name__}: {first[0][:200] if first else ''})", "exit_code": None,
+        "stop_reason": None, "attempts": 1, "started": None, "ended": outdir.now_iso(), "wall_s": None,
+        "insn_count": None, "insns_executed": None, "worker": None,
+    }

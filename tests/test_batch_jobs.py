@@ -1,0 +1,145 @@
+"""`qppsuite batch`'s jobs: the YAML file and the samples template, their checks, ids and hashes (no guest)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qppsuite.batch import outdir
+from qppsuite.batch.jobs import JobsFileError, load_jobs_file, load_samples
+from tests.cli_entry import run_main
+
+
+def _hash(image: str) -> str:
+    """An image's content hash as the tests see it: its name, so a changed image name changes every job."""
+    return image
+
+
+def _write(tmp_path: Path, text: str, name: str = "jobs.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults_apply_to_each_job_and_merge_budget_and_plugin_args(tmp_path: Path) -> None:
+    (tmp_path / "probe.sh").write_text("echo probe\n")
+    path = _write(
+        tmp_path,
+        """
+defaults:
+  plugins: [osi_linux, syscalls, syscalls_logger]
+  plugin_args: {syscalls_logger: {only: command}}
+  budget: {timeout: 60, instructions: 900000000}
+jobs:
+  - label: one
+    cmd: uname -a
+    budget: {instructions: 500000000}
+  - label: two
+    cmd_file: probe.sh
+    plugin_args: {syscalls: {string_limit: 32}}
+    files: [probe.sh, {host: probe.sh, guest: /root/p.sh}]
+""",
+    )
+    one, two = load_jobs_file(path, _hash)
+    assert one.spec["budget"] == {"timeout": 60, "instructions": 500000000}
+    assert two.spec["plugin_args"] == {"syscalls_logger": {"only": "command"}, "syscalls": {"string_limit": 32}}
+    assert two.spec["cmd_file"] == str(tmp_path / "probe.sh")
+    assert two.spec["files"] == [{"host": str(tmp_path / "probe.sh")}, {"host": str(tmp_path / "probe.sh"),
+                                                                         "guest": "/root/p.sh"}]
+    args = one.run_arguments(Path("/o/run.sqlite"), Path("/o/console.log"), Path("/o/copied"))
+    assert args[0] == "debian-armhf"
+    assert args[args.index("--max-insns") + 1] == "500000000"
+    assert args[args.index("--timeout") + 1] == "60"
+    assert "syscalls_logger:db=/o/run.sqlite" in args
+    assert "syscalls_logger:only=command" in args
+    assert args[args.index("--cmd") + 1] == "uname -a"
+
+
+def test_job_ids_are_safe_file_names_and_distinct(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'jobs:\n - {label: plain.bin}\n - {label: "../up"}\n - {label: "a b"}\n - {label: "a_b"}\n')
+    ids = [job.id for job in load_jobs_file(path, _hash)]
+    assert ids[0] == "plain.bin" and ids[3] == "a_b"
+    assert len(set(ids)) == 4
+    assert all("/" not in i and not i.startswith(".") for i in ids)
+
+
+def test_sha256_follows_the_files_the_job_reads(tmp_path: Path) -> None:
+    sample = tmp_path / "sample"
+    sample.write_text("one")
+    path = _write(tmp_path, "jobs:\n - {label: x, files: [sample], cmd: sample}\n")
+    before = load_jobs_file(path, _hash)[0].sha256
+    assert load_jobs_file(path, _hash)[0].sha256 == before
+    sample.write_text("two")
+    assert load_jobs_file(path, _hash)[0].sha256 != before
+
+
+def test_template_makes_one_job_per_sample(tmp_path: Path) -> None:
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for name in ("b.sh", "a b.sh"):
+        (samples / name).write_text("echo hi\n")
+    template = _write(tmp_path, "cmd: sh {sample}\nbudget: {timeout: 30}\n", "job.yaml")
+    jobs = load_samples(samples, template, _hash)
+    assert [job.label for job in jobs] == ["a b.sh", "b.sh"]
+    assert jobs[0].spec["cmd"] == "sh '/root/samples/a b.sh'"
+    assert jobs[0].spec["files"] == [{"host": str(samples / "a b.sh"), "guest": "/root/samples/a b.sh"}]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("jobs: [\n", "not valid YAML at line 2"),
+        ("defaults: {}\n", "the top level: 'jobs' is a required property"),
+        ("jobs:\n - {label: a, budgett: {}}\n", 'job 1 ("a"): the top level: Additional properties'),
+        ("jobs:\n - {label: a}\n - {label: b, budget: {instructions: 0}}\n", 'job 2 ("b"): budget/instructions:'),
+        ("jobs:\n - {cmd: true}\n", "job 1: the top level: 'label' is a required property"),
+        ("jobs:\n - {label: a, cmd: x, cmd_file: y}\n", "cmd and cmd_file both give the command"),
+        ("jobs:\n - {label: a}\n - {label: a}\n", 'job 2 ("a"): label used by an earlier job'),
+        ("jobs:\n - {label: a, plugin_args: {syscalls_logger: {db: x.db}}}\n", "the batch names each job's database"),
+        ("jobs:\n - {label: a, files: [missing.bin]}\n", "files/0: missing.bin does not exist"),
+        ("jobs:\n - {label: a, budget: {instructions: 1.5}}\n", "budget/instructions: 1.5 is not of type 'integer'"),
+    ],
+)
+def test_a_bad_jobs_file_is_one_line_naming_the_job_and_field(tmp_path: Path, text: str, message: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(JobsFileError) as raised:
+        load_jobs_file(path, _hash)
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+    code, stderr = run_main(["batch", str(path), "--pool", "-o", str(tmp_path / "out")])
+    assert code == 1
+    assert stderr.startswith("error: ") and message in stderr
+    assert "Traceback" not in stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["{dir}"], "is a directory: give the job for each file with --template"),
+        (["{file}", "--template", "{file}"], "--template goes with a directory of samples"),
+        (["{file}", "--pool", "--ray", "localhost:1"], "--pool and --ray both say where jobs run"),
+        (["{missing}"], "cannot read it: No such file or directory"),
+    ],
+)
+def test_bad_batch_arguments_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    jobs = _write(tmp_path, "jobs:\n - {label: a}\n")
+    names = {"dir": str(tmp_path), "file": str(jobs), "missing": str(tmp_path / "none.yaml")}
+    code, stderr = run_main(["batch", *(a.format(**names) for a in args)])
+    assert code != 0
+    assert message in stderr and "Traceback" not in stderr
+    assert stderr.count("\n") <= 2  # the line and its hint
+
+
+def test_complete_means_ok_for_the_same_sha256(tmp_path: Path) -> None:
+    directory = tmp_path / "job"
+    directory.mkdir()
+    assert not outdir.is_complete(directory, "s1")
+    outdir.write_result(directory, {"status": "failed", "sha256": "s1"})
+    assert not outdir.is_complete(directory, "s1")
+    outdir.write_result(directory, {"status": "ok", "sha256": "s1"})
+    assert outdir.is_complete(directory, "s1")
+    assert not outdir.is_complete(directory, "s2")
+    (directory / outdir.RESULT_FILE).write_text("[1")
+    assert not outdir.is_complete(directory, "s1")
+    assert json.loads(json.dumps(outdir.read_result(directory))) is None
