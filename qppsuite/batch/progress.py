@@ -1,6 +1,7 @@
 """What a batch shows while it runs: jobs done, running, failed, the ETA and the guest MIPS of all workers.
 
-On a terminal it is one rich progress line; otherwise (a pipe, CI) one plain line per finished job.  The MIPS
+On a terminal it is one rich progress line, with each failed job's line printed above it; otherwise (a pipe,
+CI) one plain line per finished job.  The MIPS
 figure is measured, not estimated: the guest instructions the finished jobs of this invocation executed (their
 count from power-on less the snapshot they started from) divided by the wall-clock seconds since the jobs were
 dispatched, so it is the throughput of all workers together, start-up costs included; running jobs count once
@@ -78,7 +79,7 @@ class BatchProgress:
         self.failed += not ok
         executed = result.get("insns_executed")
         self.executed += executed if isinstance(executed, int) and executed > 0 else 0
-        if not self._live:
+        if not self._live or not ok:  # on a terminal, failures are printed above the progress line
             what = ("ok", "green") if ok else ("failed", "red")
             reason = "" if ok else f": {result.get('reason')}"
             self.console.print(

@@ -243,8 +243,11 @@ def _run_ray(
 ) -> None:
     """Ray tasks, one CPU each: a local instance of ``workers`` CPUs, or the cluster at ``address``.  Each image
     is packed and put in Ray's object store once; a local instance's workers share this machine's cache."""
+    import logging
+
     import ray
 
+    logging.getLogger("ray").setLevel(logging.ERROR)  # its start-up notices are not the batch's output
     if address is None:  # "local": a new instance, never a cluster another user started on this machine
         ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)

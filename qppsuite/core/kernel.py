@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qppsuite.errors import ImageError
+from qppsuite.hostfiles import replace_file
 
 ZIMAGE_MAGIC = 0x016F2818
 ZIMAGE_MAGIC_OFFSET = 0x24
@@ -152,11 +153,9 @@ def load_kernel(path: Path, *, decompress: bool = True, cache_dir: Path | None =
         image = decompress_zimage(data)
         if image is None:
             return KernelImage(data, "zImage", False)
-        if cached:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(".tmp")
-            tmp.write_bytes(image)
-            tmp.replace(cached)
+        if cached:  # written under this process's own name, then renamed: two runs at once on a new cache
+            cached.parent.mkdir(parents=True, exist_ok=True)  # (a batch's jobs) do not share a partial file
+            replace_file(cached, image)
         return KernelImage(image, "zImage", True)
     if BANNER in data[: 64 << 20]:
         return KernelImage(data, "Image", False)
