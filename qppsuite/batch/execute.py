@@ -26,6 +26,7 @@ from typing import Any
 from qppsuite.batch import outdir
 from qppsuite.batch.jobs import Job
 from qppsuite.cli.terminal import visible
+from qppsuite.plugins.syscalls_logger import reader
 
 #: Seconds past a job's wall-clock budget before its process group is killed (the run stops itself first).
 KILL_GRACE_S = 30.0
@@ -145,8 +146,8 @@ def _run_row(database: Path) -> dict[str, Any]:
     has none (no database plugin, or the job failed before the run started)."""
     if not database.is_file():
         return {}
-    try:
-        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
+    try:  # read-only, closed: no -wal or -shm file is left beside the job's database
+        with contextlib.closing(sqlite3.connect(reader.readonly_uri(database), uri=True)) as conn:
             conn.row_factory = sqlite3.Row
             row = conn.execute(
                 "SELECT stop_reason, stop_message, insn_count, started_from FROM runs ORDER BY id DESC LIMIT 1"
