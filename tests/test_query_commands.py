@@ -399,12 +399,12 @@ def _call(seq: int, name: str, args: dict[str, Any], retval: int = 0) -> dict[st
 def test_an_fd_from_before_the_run_takes_file_activity_s_name_and_one_opened_in_it_keeps_its_own() -> None:
     tables = FdTables()
     assert tables.path(1, 0) is None  # inherited, never used yet: nothing to say
-    tables.name(1, 0, "/dev/console")
+    tables.name(1, 0, "/dev/console", 1)
     assert tables.path(1, 0) == "/dev/console"
     tables.apply(_call(2, "close", {"fd": 0}))
     assert tables.path(1, 0) is None
     tables.apply(_call(3, "pipe2", {"flags": 0}) | {"outputs": json.dumps({"fildes": [3, 4]})})
-    tables.name(1, 3, "pipe:[4242]")  # the kernel's inode: the run's own number stays, as the other end has it
+    tables.name(1, 3, "pipe:[4242]", 4)  # the kernel's inode: the run's own number stays, as the other end has it
     assert tables.path(1, 3) == tables.path(1, 4) == "pipe:[1]"
 
 
@@ -427,3 +427,15 @@ def test_a_naming_holds_back_to_the_fd_s_last_change_in_the_process() -> None:
     assert back.path(1, 3, 5) is None and back.path(1, 3, 6) == "/tmp/a"  # not at or before the open that made it
     assert back.path(1, 4, 3) is None  # closed at 7, before its naming at 8: that naming is of another epoch
     assert back.path(2, 1, 2) is None  # another process
+
+
+def test_an_open_s_fd_is_the_file_the_kernel_resolved_when_file_activity_named_it() -> None:
+    """Break test of issue 14: `openat("/proc/self/fd")` showed `fd=/proc/self/fd` where strace -y shows
+    `/proc/127/fd` (and a symbolic link's target for a link), as the report's files do."""
+    tables = FdTables()
+    tables.name(1, 3, "/proc/127/fd", 5)  # file_activity's row at the open's return, read before its change
+    tables.apply(_call(5, "openat", {"dfd": "AT_FDCWD", "filename": "/proc/self/fd"}, retval=3))
+    assert tables.path(1, 3) == "/proc/127/fd"
+    tables.apply(_call(6, "close", {"fd": 3}))
+    tables.apply(_call(7, "openat", {"dfd": "AT_FDCWD", "filename": "/etc/passwd"}, retval=3))
+    assert tables.path(1, 3) == "/etc/passwd"  # an old naming of the number is not this open's

@@ -83,6 +83,7 @@ class FdTables:
     _tables: dict[int, dict[int, _Fd]] = field(default_factory=dict)
     _forks: dict[int, tuple[int, dict[int, _Fd]]] = field(default_factory=dict)  # fork's seq -> (process, its fds)
     _made: dict[str, int] = field(default_factory=dict)  # pipes and sockets made so far, for their numbers
+    _named: dict[tuple[int, int], tuple[int, str]] = field(default_factory=dict)  # (process, fd) -> its last naming
 
     def _number(self, kind: str) -> str:
         self._made[kind] = self._made.get(kind, 0) + 1
@@ -95,10 +96,13 @@ class FdTables:
         entry = self._tables.get(process_id, {}).get(fd)
         return entry.path if entry is not None else None
 
-    def name(self, process_id: int, fd: int, path: str) -> None:
-        """What ``file_activity`` found ``fd`` referred to at a call (a ``file_fds`` row): taken for an fd the
-        calls so far do not name (an fd opened in the run keeps its name, so both ends of a pipe agree)."""
+    def name(self, process_id: int, fd: int, path: str, seq: int) -> None:
+        """What ``file_activity`` found ``fd`` referred to at call ``seq`` (a ``file_fds`` row, given before that
+        call's own change): taken for an fd the calls so far do not name (an fd made in the run keeps its name, so
+        both ends of a pipe agree), and for the fd an open at ``seq`` returns: the file the kernel resolved
+        (through symbolic links, ``/proc/self``), as strace ``-y`` names it."""
         self._tables.setdefault(process_id, {}).setdefault(fd, _Fd(path, False))
+        self._named[(process_id, fd)] = (seq, path)
 
     def apply(self, row: dict[str, Any]) -> None:
         """One call's effect: ``row`` has seq, process_id, name, args (JSON text), outputs, retval, child,
@@ -143,7 +147,9 @@ class FdTables:
         if not isinstance(retval, int) or retval < 0:
             return
         if name in OPENS:
-            fds[retval] = _Fd(self._opened(process_id, fds, args, OPENS[name]), _cloexec(args))
+            named = self._named.get((process_id, retval))
+            path = named[1] if named is not None and named[0] == row["seq"] else None
+            fds[retval] = _Fd(path or self._opened(process_id, fds, args, OPENS[name]), _cloexec(args))
         elif name in DUPS:
             old = fds.get(args.get(DUPS[name]))  # type: ignore[arg-type]
             if old is not None:

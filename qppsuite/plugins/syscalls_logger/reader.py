@@ -538,7 +538,7 @@ def iter_syscalls(
         # What happened before the call, in order: a naming at a call holds during it, before its change.
         while True:
             if naming is not None and naming[0] <= row["seq"] and (pending is None or naming[0] <= pending["seq"]):
-                tables.name(*naming[1:])
+                tables.name(*naming[1:], naming[0])
                 naming = next(namings, None)
             elif pending is not None and pending["seq"] < row["seq"]:
                 tables.apply(dict(pending))
