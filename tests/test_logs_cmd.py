@@ -127,6 +127,25 @@ def test_a_process_name_that_is_not_utf8_is_chosen_as_the_views_show_it_or_raw(d
     assert code == 1 and output.startswith("error: --process: give a process name"), output
 
 
+def test_a_name_is_chosen_as_the_table_shows_it_and_a_thread_s_own_name_chooses_its_calls(
+    db: Path, tmp_path: Path
+) -> None:
+    """Break test of issue 14: `--process 'k<script>\\x01'` (as the table shows the name) was refused with a
+    hint naming that same spelling, and a thread renamed by prctl could not be chosen."""
+    import shutil
+    import sqlite3
+
+    copy = tmp_path / "named.db"
+    shutil.copy(db, copy)
+    with sqlite3.connect(copy) as conn:
+        conn.execute("UPDATE syscalls SET process_name = 'k<script>' || char(1) WHERE pid = 50")
+        conn.execute("UPDATE syscalls SET thread_name = 'worker' WHERE seq = 5")
+    for given in ("k<script>\\x01", "k<script>\x01"):  # as shown; raw
+        shown = json.loads(invoke("syscalls", str(copy), "--process", given, "--format", "json"))
+        assert [r["seq"] for r in shown] == [2, 3]
+    assert [r["seq"] for r in json.loads(invoke("syscalls", str(copy), "--process", "worker", "-f", "json"))] == [5]
+
+
 @pytest.mark.parametrize("option", ["--pid", "--tid"])
 def test_a_pid_or_tid_no_call_was_made_by_is_one_line(db: Path, option: str) -> None:
     """Break test of issue 14: `--pid 9999` printed "0 system calls" and exit 0, where --follow said there was none."""

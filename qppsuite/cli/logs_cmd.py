@@ -238,7 +238,7 @@ def syscalls(
             one,
             pid=reader.check_caller(conn, one, "pid", pid),
             tid=reader.check_caller(conn, one, "tid", tid),
-            process=reader.check_process(conn, one, process),
+            process=reader.check_process(conn, one, process, shown=visible),
             names=reader.check_names(conn, one, name or []),
             failed=failed,
             limit=limit,

@@ -16,7 +16,7 @@ import difflib
 import json
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -384,22 +384,32 @@ def check_caller(conn: sqlite3.Connection, run: int | None, column: str, value: 
     return value
 
 
-def check_process(conn: sqlite3.Connection, run: int | None, name: str | None) -> str | None:
-    """A ``--process`` name, checked, as the column stores it: the name as the views show it (a byte that is
-    not UTF-8 as ``\\xff``, or given raw) of a process the run's calls (``run`` None: any run's) were made under.
-    Any other name is one line naming the names it may mean (a longer one it starts, as ``python3`` for
-    ``python``, the kernel's 15-byte cut of it, as ``systemd-journal``, or the closest spellings)."""
+def check_process(
+    conn: sqlite3.Connection, run: int | None, name: str | None, *, shown: Callable[[str], str] | None = None
+) -> str | None:
+    """A ``--process`` name, checked, as the columns store it: the name of a process or thread the run's calls
+    (``run`` None: any run's) were made under (``process_name`` or ``thread_name``: a thread renamed by
+    ``prctl(PR_SET_NAME)``, as ``ps -T`` shows it), spelled as the views show it (a byte that is not UTF-8 as
+    ``\\xff``; ``shown``: the view's own escaping of the rest, such as control characters), or given raw.  Any
+    other name is one line naming the names it may mean (a longer one it starts, as ``python3`` for ``python``,
+    the kernel's 15-byte cut of it, as ``systemd-journal``, or the closest spellings)."""
     if name is None:
         return None
     given = _text(name.encode("utf-8", "surrogateescape"))  # a raw argument's bytes, as the views show them
     if not given:
         raise LogDatabaseError("--process: give a process name (as `qppsuite processes` shows it)")
     where, params, which = _of_run(run)
-    query = f"SELECT DISTINCT process_name FROM {SYSCALLS} WHERE {where}process_name IS NOT NULL"
-    shown = {str(stored_text(stored)): stored for (stored,) in conn.execute(query, params)}
-    if given in shown:
-        return str(shown[given])
-    names = sorted(shown)
+    spellings: dict[str, Any] = {}
+    for column in ("process_name", "thread_name"):
+        query = f"SELECT DISTINCT {column} FROM {SYSCALLS} WHERE {where}{column} IS NOT NULL"
+        for (stored,) in conn.execute(query, params):
+            text = str(stored_text(stored))
+            spellings.setdefault(text, stored)
+            if shown is not None:
+                spellings.setdefault(shown(text), stored)
+    if given in spellings:
+        return str(spellings[given])
+    names = sorted(spellings)
     close = [n for n in names if n.startswith(given) or (len(n) == TASK_COMM_LEN - 1 and given.startswith(n))]
     close = close or difflib.get_close_matches(given, names, n=3)
     hint = f"; did you mean {' or '.join(close[:3])}?" if close else ""
@@ -457,10 +467,13 @@ class SyscallFilter:
 def _where(where: SyscallFilter) -> tuple[str, list[Any]]:
     clauses = ["1"] if where.run is None else ["run_id = ?"]
     params: list[Any] = [] if where.run is None else [where.run]
-    for column, value in (("pid", where.pid), ("tid", where.tid), ("process_name", where.process)):
+    for column, value in (("pid", where.pid), ("tid", where.tid)):
         if value is not None:
             clauses.append(f"{column} = ?")
             params.append(value)
+    if where.process is not None:  # the process's name, or the calling thread's own (prctl)
+        clauses.append("(process_name = ? OR thread_name = ?)")
+        params.extend((where.process, where.process))
     if where.names:
         clauses.append(f"name IN ({', '.join('?' * len(where.names))})")
         params.extend(where.names)
