@@ -252,7 +252,7 @@ def test_the_console_filter_holds_only_what_may_still_be_a_time_stamp() -> None:
         b"[    0.673589] Run /init\r\n[not a stamp]\r\n[  1.200000] x\n10 < 20\nQPPSUITE-EXIT 12\r\n"
     )
     assert shown == b"[not a stamp]\r\n10 < 20\n"
-    assert marks == ["start", "line", "end 12"]
+    assert marks == ["start", "line", "hidden 1", "end 12"]  # the kernel's line after the command began is counted
     out: list[bytes] = []
     console = CommandConsole(out.append, lambda _: None)
     for byte in b"hello\n[  12.5":
@@ -273,11 +273,11 @@ def test_an_exit_line_the_program_prints_is_its_output_and_not_the_end() -> None
     assert shown == b"before\nQPPSUITE-EXIT 99\nafter\n"
     assert marks == ["start", "line", "end 1"]
     shown, marks = _console(b"no newline at its endQPPSUITE-EXIT 3\r\n")  # printf without \n, then init.sh's line
-    assert (shown, marks) == (b"no newline at its end", ["start", "line", "end 3"])
+    assert (shown, marks) == (b"no newline at its end", ["start", "line", "midline", "end 3"])
 
 
 def test_a_run_stopped_before_the_command_ended_says_so() -> None:
-    assert _console(b"working\nstill work")[1] == ["start", "line", "unfinished"]
+    assert _console(b"working\nstill work")[1] == ["start", "line", "midline", "unfinished"]
     assert _console(b"")[1] == ["unfinished"]
     assert _console(b"partial QPPSUITE-EX")[0] == b"partial QPPSUITE-EX"  # held while it might be the end, then shown
 

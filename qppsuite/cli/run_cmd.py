@@ -188,6 +188,15 @@ def _command_mark(what: str) -> None:
     sys.stdout.flush()
     if what == "start":
         err_console.print(styled(("── the command's output ──", "dim")))
+    elif what == "midline":  # the output's last line has no end: the mark starts a line of its own
+        if sys.stdout.isatty() and sys.stderr.isatty():
+            err_console.print()
+    elif what.startswith("hidden "):
+        hidden = int(what.removeprefix("hidden "))
+        lines = "line" if hidden == 1 else "lines"
+        err_console.print(
+            styled((f"── {hidden} {lines} like the kernel's log left out (--kernel-log shows them) ──", "dim"))
+        )
     elif what == "unfinished":
         err_console.print(styled(("── the run stopped before the command ended ──", "dim")))
     else:

@@ -239,6 +239,8 @@ class CommandConsole:
         self._started = False
         self._exit: tuple[bytes, bytes] | None = None  # an exit line seen last: (its bytes, its status)
         self._after: list[bytes] = []  # the kernel's lines since it (--kernel-log), shown after the end mark
+        self._hidden = 0  # kernel-like lines left out since the command's output began
+        self._midline = False  # the output passed so far ends inside a line
 
     def __call__(self, data: bytes) -> None:
         held = self._held + data
@@ -246,6 +248,7 @@ class CommandConsole:
             if self._mode == "start":
                 if _PRINTK.match(held):
                     self._mode = "kernel" if self.kernel else "drop"
+                    self._hidden += self._started and not self.kernel and self._exit is None  # not power-off's
                     continue
                 if b"\n" not in held and _PRINTK_PREFIX.fullmatch(held):
                     break  # not told apart yet
@@ -259,17 +262,17 @@ class CommandConsole:
             if self._mode == "pass" and end < 0:
                 keep = _exit_mark_start(held)
                 if keep:
-                    self.sink(held[:keep])
+                    self._pass(held[:keep])
                 held = held[keep:]
                 break
             line, held = (held, b"") if end < 0 else (held[: end + 1], held[end + 1 :])
             if self._mode == "pass":
                 found = _EXIT_LINE.search(line)
                 if found is None:
-                    self.sink(line)
+                    self._pass(line)
                 else:
                     if found.start():
-                        self.sink(line[: found.start()])
+                        self._pass(line[: found.start()])
                     self._exit = (line[found.start() :], found[1])
             elif self._mode == "kernel":
                 (self._after.append if self._exit is not None else self.sink)(line)
@@ -280,20 +283,34 @@ class CommandConsole:
     def _not_the_end(self) -> None:
         """Output came after an exit line: it was the program's, not init.sh's."""
         if self._exit is not None:
-            self.sink(self._exit[0])
+            self._pass(self._exit[0])
             for line in self._after:
-                self.sink(line)
+                self._pass(line)
             self._exit, self._after = None, []
+
+    def _pass(self, data: bytes) -> None:
+        if data:
+            self.sink(data)
+            self._midline = not data.endswith(b"\n")
 
     def finish(self) -> None:
         """The run has ended: mark the command's end with its status (or ``"unfinished"``), then pass on what
-        was held after it."""
-        if self._exit is not None:
-            self.mark(f"end {self._exit[1].decode('ascii')}")
-        else:
-            self.mark("unfinished")
+        was held after it.  Before the end mark: ``"midline"`` when the output ended inside a line (a
+        ``printf`` without a newline), and ``"hidden N"`` when N of the command's lines looked like the
+        kernel's and were left out."""
+        held, self._held = self._held, b""
+        kernel_like = self._mode == "kernel" or (self._mode == "start" and _PRINTK_PREFIX.fullmatch(held))
+        if held and kernel_like:  # a line cut by the power-off: the kernel's, most likely
+            if self.kernel:
+                (self._after.append if self._exit is not None else self._pass)(held)
+        elif held and self._mode != "drop":  # the program's last line, never ended
+            self._not_the_end()
+            self._pass(held)
+        if self._midline:
+            self.mark("midline")
+        if self._hidden:
+            self.mark(f"hidden {self._hidden}")
+        self.mark(f"end {self._exit[1].decode('ascii')}" if self._exit is not None else "unfinished")
         for line in self._after:
             self.sink(line)
-        if self._held and self._mode in ("pass", "start", "kernel"):
-            self.sink(self._held)
-        self._exit, self._after, self._held = None, [], b""
+        self._exit, self._after = None, []
