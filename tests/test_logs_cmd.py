@@ -121,6 +121,7 @@ def test_a_process_name_that_is_not_utf8_is_chosen_as_the_views_show_it_or_raw(d
     for given in ("\\xff\\xfe\\xfdbad", "\udcff\udcfe\udcfdbad"):  # as shown; as a shell passes the raw bytes
         shown = json.loads(invoke("syscalls", str(copy), "--process", given, "--format", "json"))
         assert [r["seq"] for r in shown] == [4, 5, 6]
+        assert {r["process_name"]["hex"] for r in shown} == {"fffefd626164"}  # lossless, as `args` holds such text
     code, output = run_main(["syscalls", str(copy), "--process", "\\xff"])
     assert code == 1 and "did you mean \\xff\\xfe\\xfdbad?" in output, output
     code, output = run_main(["syscalls", str(copy), "--process", ""])

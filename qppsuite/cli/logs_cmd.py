@@ -259,6 +259,11 @@ def _show_syscalls(rows: Iterator[dict[str, Any]], fmt: OutputFormat, names: dic
         for row in records:
             for key in reader.JSON_FIELDS:
                 row[key] = None if row[key] is None else json.loads(row[key])
+            # Names and paths that are not UTF-8 as the args hold them: {"hex": ...}, an object, not its text.
+            for key in ("process_name", "thread_name", "fd_path"):
+                row[key] = reader.stored_value(row.get(key))
+            if "fds" in row:
+                row["fds"] = {name: reader.stored_value(path) for name, path in row["fds"].items()}
         _emit_records(records, fmt)
         return
     _stream_syscalls(rows, sys.stdout, names)

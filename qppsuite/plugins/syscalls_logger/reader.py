@@ -12,6 +12,7 @@ file is a one-line :class:`LogDatabaseError` rather than a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import re
@@ -676,6 +677,15 @@ def ownerless_threads(conn: sqlite3.Connection, run: int) -> int:
             (run,),
         ).fetchone()[0]
     )
+
+
+def stored_value(value: Any) -> Any:
+    """Guest text as a column stores it, for JSON output: ``{"hex": ...}`` text (bytes that are not UTF-8) as the
+    object it spells, the form the decoded arguments use; anything else as it is."""
+    if isinstance(value, str) and value.startswith('{"hex": '):
+        with contextlib.suppress(ValueError):
+            return json.loads(value)
+    return value
 
 
 def stored_text(value: Any) -> Any:
