@@ -147,6 +147,17 @@ def test_a_name_is_chosen_as_the_table_shows_it_and_a_thread_s_own_name_chooses_
     assert [r["seq"] for r in json.loads(invoke("syscalls", str(copy), "--process", "worker", "-f", "json"))] == [5]
 
 
+def test_a_moment_outside_the_calls_span_is_one_line_giving_the_span(db: Path) -> None:
+    """Break test of issue 14: `--since 99999999999999` printed "0 system calls" with no word of why."""
+    for args, said in [
+        (["--since", "99999999999999"], "--since: no call of run 1 is after 99,999,999,999,999 instructions"),
+        (["--until", "50"], "--until: no call of run 1 is before 50 instructions"),
+    ]:
+        code, output = run_main(["syscalls", str(db), *args])
+        assert code == 1 and output.startswith(f"error: {said}; its calls span 100 instructions to 600"), output
+    assert [r["seq"] for r in json.loads(invoke("syscalls", str(db), "--since", "600", "-f", "json"))] == [6]
+
+
 @pytest.mark.parametrize("option", ["--pid", "--tid"])
 def test_a_pid_or_tid_no_call_was_made_by_is_one_line(db: Path, option: str) -> None:
     """Break test of issue 14: `--pid 9999` printed "0 system calls" and exit 0, where --follow said there was none."""

@@ -234,6 +234,7 @@ def syscalls(
         else:
             _warn(conn, runs[0])
         one = None if every else runs[0]  # the run, or None: every run
+        reader.check_span(conn, one, start, stop)
         where = reader.SyscallFilter(
             one,
             pid=reader.check_caller(conn, one, "pid", pid),

@@ -373,6 +373,27 @@ def _of_run(run: int | None) -> tuple[str, tuple[int, ...], str]:
     return ("", (), "any run") if run is None else ("run_id = ? AND ", (run,), f"run {run}")
 
 
+def check_span(conn: sqlite3.Connection, run: int | None, since: Point | None, until: Point | None) -> None:
+    """``--since`` and ``--until``, checked against the calls' span: a moment after the last call, or before the
+    first, is one line giving the span (no call can be there)."""
+    where, params, which = _of_run(run)
+    for option, point in (("--since", since), ("--until", until)):
+        if point is None:
+            continue
+        low, high = conn.execute(
+            f"SELECT min({point.column}), max({point.column}) FROM {SYSCALLS} WHERE {where}1", params
+        ).fetchone()
+        if low is None:
+            return
+        outside = point.value > high if option == "--since" else point.value < low
+        if outside:
+            unit = (lambda v: f"{v:,} instructions") if point.column == "insn_count" else (lambda v: f"{v / 1e9:.6f} s")
+            raise LogDatabaseError(
+                f"{option}: no call of {which} is {'after' if option == '--since' else 'before'} "
+                f"{unit(point.value)}; its calls span {unit(low)} to {unit(high)}"
+            )
+
+
 def check_caller(conn: sqlite3.Connection, run: int | None, column: str, value: int | None) -> int | None:
     """A ``--pid`` or ``--tid`` (``column``), checked: one no call of the run (None: of any run) was made by is
     one line."""
