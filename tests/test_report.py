@@ -863,3 +863,24 @@ def test_without_the_logger_proc_events_exits_end_the_lifetimes_and_the_others_r
     assert (by_pid[91].ended, by_pid[91].last_at) == ("exited 3", 5.0)
     assert (by_pid[90].ended, by_pid[90].last_insn) == ("still running (no exit seen)", 5000)
     assert not any(p.logged for p in built.processes) and built.logged == "none"
+
+
+def test_a_run_stopped_long_after_its_last_call_ends_at_its_recorded_virtual_time(tmp_path: Path) -> None:
+    """Break test 19 (A): a run stopped by --timeout long after its last call was drawn to an end extrapolated at
+    the mean rate since power-on (idle included), far past the real one; the run's end (runs.insn_count,
+    runs.virtual_ns) is the axis's last anchor, and the summary's virtual time."""
+    plugins = ["osi_linux", "syscalls", "syscalls_logger"]
+    db = SyscallDatabase(tmp_path / "t.db", {"image": "hang", "plugins": json.dumps(plugins)})
+    sh = _process(db, 90, 1, "sh", 100, state="S")
+    _call(db, sh, 1, 100, 10_000_000)  # mostly idle before: 100 insns in 10 ms
+    _call(db, sh, 2, 200, 20_000_000, "nanosleep")
+    db.end_run({"stop_reason": "timeout", "insn_count": 1200, "virtual_ns": 24_000_000})  # busy after: 4 ns/insn
+    db.close()
+    built = _built(tmp_path / "t.db")
+    (proc,) = built.processes
+    assert (proc.last_insn, proc.last_at) == (1200, 24.0)  # not 120 ms, at the mean rate since power-on
+    assert built.timebase.at(700) == 22.0  # between the last call and the end: interpolated
+    assert built.summary["virtual_ns"] == 24_000_000
+    page = tmp_path / "t.html"
+    assert run_main(["report", str(tmp_path / "t.db"), "-o", str(page)])[0] == 0
+    assert "0.024 s (at the run's end)" in page.read_text()

@@ -139,8 +139,9 @@ class Timebase:
 
     def at(self, insn: int) -> float:
         """An instruction count on the axis.  On virtual time it is interpolated linearly between the two
-        calls around it (power-on, 0 and 0, anchors the start; past the last call the run's mean rate
-        carries on): exact at a call, and off by at most the idle time between two calls."""
+        dated moments around it (the calls, the plugins' rows and the run's end, ``runs.virtual_ns``; power-on,
+        0 and 0, anchors the start; past the last, in a file without the run's end, the run's mean rate carries
+        on): exact at a dated moment, and off by at most the idle time between two."""
         if not self.virtual:
             return float(insn)
         i = bisect.bisect_right(self.insns, insn)
@@ -151,12 +152,20 @@ class Timebase:
         return ns / NS_PER_MS
 
 
-def timebase(calls: Calls, events: Iterable[tuple[int, int]] = ()) -> Timebase:
+def timebase(
+    calls: Calls, events: Iterable[tuple[int, int]] = (), end: tuple[int, int] | None = None
+) -> Timebase:
     """Virtual time when every call has one and something dates the run (a call, or one of ``events``: the
-    (instruction count, virtual ns) of the analysis plugins' rows), else instructions (an edited file)."""
+    (instruction count, virtual ns) of the analysis plugins' rows), else instructions (an edited file).
+
+    ``end``, the run's end (``runs.insn_count``, ``runs.virtual_ns``), is the last anchor when it is at or after
+    every other one (an edited file's that is not is left out): what lies between the last call and the end is
+    interpolated, not extrapolated at the mean rate since power-on."""
     if not all(ns is not None for ns in calls.ns):
         return Timebase()
     points = sorted({*((i, ns) for i, ns in zip(calls.insn, calls.ns, strict=True) if ns is not None), *events})
+    if end is not None and (not points or (end[0] >= points[-1][0] and end[1] >= max(ns for _, ns in points))):
+        points.append(end)
     if not points:
         return Timebase()
     return Timebase(tuple(i for i, _ in points), tuple(ns for _, ns in points))
@@ -320,6 +329,7 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
         for row in file_ops:
             _sighting(row["process_id"], row["insn_count"], row["virtual_ns"], seen, events)
     run_end = info["insn_count"] if isinstance(info["insn_count"], int) else None
+    run_end_ns = info["virtual_ns"] if isinstance(info["virtual_ns"], int) else None
     processes: list[Process] = []
     index: dict[int, int] = {}
     for node, depth, parent in order:
@@ -397,9 +407,10 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
                     if (where := _endpoint(value)) is not None:
                         fallback_net.setdefault(at, Counter())[(name, where)] += 1
 
-    axis = timebase(calls, events)
+    axis = timebase(calls, events, (run_end, run_end_ns) if run_end is not None and run_end_ns is not None else None)
     calls.at = [ns / NS_PER_MS for ns in calls.ns if ns is not None] if axis.virtual else [float(i) for i in calls.insn]
-    last_virtual_ns = max(axis.ns) if axis.virtual else None
+    # The run's end when the file has it (runs.virtual_ns), else the last dated event.
+    last_virtual_ns = run_end_ns if run_end_ns is not None else max(axis.ns) if axis.virtual else None
     for at, process in enumerate(processes):
         process.renames = [
             (ns / NS_PER_MS if axis.virtual and ns is not None else axis.at(insn), name)
@@ -453,6 +464,7 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
         "stop_message": info["stop_message"],
         "insn_count": info["insn_count"],
         "virtual_ns": last_virtual_ns,
+        "virtual_at_end": run_end_ns is not None,  # virtual_ns is the run's end (else the last dated event)
         "wall_seconds": wall,
         "started_at": info["started_at"],
         "syscalls": calls_total,

@@ -196,8 +196,9 @@ def activity_figure(activity: Activity, axis: Timebase) -> Any:
 
 def _summary(report: RunReport) -> str:
     s = report.summary
+    when = "at the run's end" if s["virtual_at_end"] else "at the last logged event"
     virtual = (
-        f"{s['virtual_ns'] / 1e9:.3f} s (at the last logged event)"
+        f"{s['virtual_ns'] / 1e9:.3f} s ({when})"
         if s["virtual_ns"] is not None
         else "not recorded (no call or event of the run has a virtual time)"
     )
