@@ -884,3 +884,26 @@ def test_a_run_stopped_long_after_its_last_call_ends_at_its_recorded_virtual_tim
     page = tmp_path / "t.html"
     assert run_main(["report", str(tmp_path / "t.db"), "-o", str(page)])[0] == 0
     assert "0.024 s (at the run's end)" in page.read_text()
+
+
+def test_bin_widths_and_time_ticks_read_as_times_not_exponents_or_si_prefixes(tmp_path: Path) -> None:
+    """Break test 19 (B): the activity figure said "calls per 1.03e+03 ms" (page and stats --plot, which share
+    Timebase.span), and the timeline's ticks read "20k" and "0.2M" ms (Plotly's SI prefixes)."""
+    axis = data.Timebase((1,), (1,))
+    assert [axis.span(w) for w in (1030.4, 999.4, 2.5, 0.00123, 59_999, 1_234_567)] == [
+        "1.03 s", "999 ms", "2.5 ms", "0.00123 ms", "60 s", "1,230 s",
+    ]  # fmt: skip
+    assert data.Timebase().span(1234.0) == "1,234 instructions"
+    db = SyscallDatabase(tmp_path / "s.db", {"image": "slow", "plugins": json.dumps(["syscalls_logger"])})
+    sh = _process(db, 90, 1, "sh", 100, state="X", exit_status=0)
+    _call(db, sh, 1, 100, 1_000_000)
+    _call(db, sh, 2, 200, 103_001_000_000)  # 103,000 ms later: 100 bins of 1,030 ms
+    db.end_run({"stop_reason": "poweroff", "insn_count": 300})
+    db.close()
+    page = tmp_path / "s.html"
+    assert run_main(["report", str(tmp_path / "s.db"), "-o", str(page)])[0] == 0
+    html = page.read_text()
+    assert "calls per 1.03 s" in html and "e+03" not in _ours(html)
+    assert html.count('"tickformat":","') == 2  # the timeline's time axis and the activity figure's
+    code, output = run_main(["stats", str(tmp_path / "s.db"), "--plot", str(tmp_path / "a.png")])
+    assert code == 0, output

@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import json
+import math
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable
@@ -130,8 +131,11 @@ class Timebase:
         return "guest virtual time (ms since power-on)" if self.virtual else "guest instructions executed"
 
     def span(self, width: float) -> str:
-        """A bin width in the axis's unit, for a label: ``2.5 ms`` or ``1,234 instructions``."""
-        return f"{width:,.3g} ms" if self.virtual else f"{width:,.0f} instructions"
+        """A bin width for a label: on virtual time (``width`` in ms) 3 significant digits, in seconds from
+        1,000 ms on (``2.5 ms``, ``1.03 s``, ``1,230 s``); else ``1,234 instructions``."""
+        if not self.virtual:
+            return f"{width:,.0f} instructions"
+        return f"{significant(width / 1000)} s" if _rounded(width) >= 1000 else f"{significant(width)} ms"
 
     def point(self, insn: int, ns: int | None) -> str:
         """A moment for a hover box or a name's history: its virtual time (when known) and instruction count."""
@@ -150,6 +154,23 @@ class Timebase:
         rate = (self.ns[i] - y0) / (self.insns[i] - x0) if i < len(self.insns) else mean
         ns = y0 + (insn - x0) * rate
         return ns / NS_PER_MS
+
+
+def _places(value: float, digits: int) -> int:
+    """The decimal places that keep ``digits`` significant digits of ``value`` (negative: tens, hundreds...)."""
+    return digits - 1 - math.floor(math.log10(abs(value))) if value and math.isfinite(value) else 0
+
+
+def _rounded(value: float, digits: int = 3) -> float:
+    return round(value, _places(value, digits))
+
+
+def significant(value: float, digits: int = 3) -> str:
+    """``value`` to ``digits`` significant digits, without an exponent or trailing zeros: ``1,030``, ``2.5``,
+    ``0.00123``."""
+    places = _places(value, digits)
+    shown = f"{round(value, places):,.{max(0, places)}f}"
+    return shown.rstrip("0").rstrip(".") if places > 0 else shown
 
 
 def timebase(

@@ -75,6 +75,12 @@ def calls_text(p: Process, logged: str) -> str:
     return "calls not logged (not the command's: only=command)"
 
 
+def _ticks(axis: Timebase) -> dict[str, str]:
+    """The time axis's tick labels: milliseconds with thousands separators (``20,000``), not Plotly's SI
+    prefixes (``20k``, ``0.2M``, which read as other units); instruction counts keep them (``1.5G``)."""
+    return {"tickformat": ","} if axis.virtual else {}
+
+
 def timeline_figure(report: RunReport) -> Any:
     """One row per process (tree order, top to bottom) over the report's axis (virtual time, or instructions
     in older files): its lifetime as a line, its calls as marks coloured by kind, failed calls ringed in red."""
@@ -140,7 +146,7 @@ def timeline_figure(report: RunReport) -> Any:
     fig.update_layout(
         height=max(320, ROW_PX * len(procs) + (200 if tall else 140)),
         margin={"l": 10, "r": 10, "t": 80 if tall else 30, "b": 40},
-        xaxis={"title": report.timebase.title, "rangeslider": {"visible": False}},
+        xaxis={"title": report.timebase.title, "rangeslider": {"visible": False}, **_ticks(report.timebase)},
         # The rows' own range, reversed (the first process on top): autorange pads 5% of the height above and
         # below, 300 px of blank for 300 processes.
         yaxis={
@@ -159,7 +165,9 @@ def timeline_figure(report: RunReport) -> Any:
         template="none",
     )
     if tall:
-        fig.update_layout(xaxis2={"matches": "x", "overlaying": "x", "side": "top", "showgrid": False})
+        fig.update_layout(
+            xaxis2={"matches": "x", "overlaying": "x", "side": "top", "showgrid": False, **_ticks(report.timebase)}
+        )
     return fig
 
 
@@ -186,7 +194,7 @@ def activity_figure(activity: Activity, axis: Timebase) -> Any:
         bargap=0,
         height=320,
         margin={"l": 10, "r": 10, "t": 30, "b": 40},
-        xaxis={"title": axis.title},
+        xaxis={"title": axis.title, **_ticks(axis)},
         yaxis={"title": f"calls per {axis.span(width)}", "automargin": True},
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
         template="none",
