@@ -907,3 +907,43 @@ def test_bin_widths_and_time_ticks_read_as_times_not_exponents_or_si_prefixes(tm
     assert html.count('"tickformat":","') == 2  # the timeline's time axis and the activity figure's
     code, output = run_main(["stats", str(tmp_path / "s.db"), "--plot", str(tmp_path / "a.png")])
     assert code == 0, output
+
+
+def test_table_cells_break_only_long_unbroken_strings_in_chromium(tmp_path: Path) -> None:
+    """Break test 19 (C): with word-break:break-all a long path squeezed the cells beside it, which broke
+    mid-word ("renam|e", "4,837.83|9" in the Renames and deletions table).  Only a long unbroken string wraps,
+    and the table stays within the page."""
+    from qppsuite.plugins.file_activity.model import FILE_COLUMNS, FILE_FOREIGN_KEYS, OP_COLUMNS, OP_FOREIGN_KEYS
+
+    plugins = ["osi_linux", "syscalls", "file_activity"]
+    db = SyscallDatabase(tmp_path / "w.db", {"image": "wrap", "plugins": json.dumps(plugins)})
+    _plugin_table(db, "file_activity", FILE_COLUMNS, FILE_FOREIGN_KEYS)
+    ops = _plugin_table(db, "file_ops", OP_COLUMNS, OP_FOREIGN_KEYS)
+    python = _process(db, 95, 1, "python3", 1000)
+    long_path = "/tmp/" + "d" * 300
+    ops.add({"process_id": python["id"], "pid": 95, "insn_count": 2000, "virtual_ns": 4_837_839_000, "call": "rename",
+             "op": "rename", "path": long_path, "new_path": long_path + "2", "ok": 1})  # fmt: skip
+    db.end_run({"stop_reason": "poweroff", "insn_count": 5000, "syscall_count": None})
+    db.close()
+    page = tmp_path / "w.html"
+    assert run_main(["report", str(tmp_path / "w.db"), "-o", str(page)])[0] == 0
+    chromium = host_tool("chromium", "chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            tab = browser.new_page(viewport={"width": 900, "height": 700})
+            tab.goto(page.as_uri())
+            table = f"#proc-{python['id']} h4:has-text('Renames') + table"
+            # The lines each cell's text takes, and the table's right edge.
+            lines = tab.eval_on_selector_all(
+                f"{table} td",
+                "tds => tds.map(td => { const r = document.createRange(); r.selectNodeContents(td);"
+                " return [td.textContent.slice(0, 12), r.getClientRects().length]; })",
+            )
+            right = tab.eval_on_selector(table, "t => t.getBoundingClientRect().right")
+        finally:
+            browser.close()
+    assert [n for cell, n in lines if cell and not cell.startswith("/tmp/")] == [1, 1, 1]  # time, op, result
+    assert all(n > 1 for cell, n in lines if cell.startswith("/tmp/")), lines
+    assert right <= 900, right

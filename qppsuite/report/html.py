@@ -36,6 +36,8 @@ HOVER_CHARS = 160
 ROW_PX = 22
 #: A timeline of more rows than this also has its time axis at the top.
 TOP_AXIS_ROWS = 30
+#: A table cell holding a run of more characters than this without a space may break it anywhere (:func:`_wrap`).
+LONG_WORD = 24
 #: With more processes than this, each process's section starts folded (a link to it unfolds it).
 OPEN_SECTIONS = 12
 LEGEND_TOP = {"y": 1.0, "yanchor": "top", "yref": "container"}
@@ -240,7 +242,7 @@ def _summary(report: RunReport) -> str:
             f"{s['processes']:,}, {plural(s['logged_processes'], 'process', 'processes')} of the command "
             "(only=command: only their calls were logged)",
         )
-    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    body = "".join(f"<tr><th>{k}</th><td{_wrap(html.unescape(v))}>{v}</td></tr>" for k, v in rows)
     return f'<table class="summary" id="summary">{body}</table>'
 
 
@@ -281,11 +283,25 @@ def _tree(report: RunReport) -> str:
     return "".join(out)
 
 
+def _wrap(value: object) -> str:
+    """The class of a table cell holding ``value``: ``long`` (it may break anywhere) when a run of it without
+    spaces is longer than :data:`LONG_WORD`, else none, so a number or a call's name never breaks mid-word.
+
+    A table sizes its columns by their cells' narrowest width: with every cell breakable anywhere
+    (``word-break:break-all``, or ``overflow-wrap:anywhere``) that is one character, and a long path squeezed
+    the columns beside it to ``renam|e`` and ``4,837.83|9``; with no cell breakable, the path widened the
+    table past the page."""
+    return ' class="long"' if any(len(word) > LONG_WORD for word in visible(str(value)).split()) else ""
+
+
 def _table(head: tuple[str, ...], rows: list[tuple[object, ...]], empty: str) -> str:
     if not rows:
         return f"<p class='none'>{empty}</p>"
     th = "".join(f"<th>{h}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{text(v) if v is not None else ''}</td>" for v in r) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td{_wrap(v)}>{text(v)}</td>" if v is not None else "<td></td>" for v in r) + "</tr>"
+        for r in rows
+    )
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
@@ -338,7 +354,7 @@ table.summary th{background:#f5f5f5} .tree ul{list-style:none;padding-left:1.4em
 .tree>ul{padding-left:0;border:none} .none{color:#777} .warning{background:#fff3cd;padding:.5em}
 details.process{border-top:1px solid #eee;margin-top:.6em} details.process>summary{cursor:pointer}
 details.process>summary>h3{display:inline;margin-right:.6em}
-td{font-family:ui-monospace,monospace;white-space:pre-wrap;word-break:break-all}
+td{font-family:ui-monospace,monospace;white-space:pre-wrap} td.long{overflow-wrap:anywhere}
 """
 
 
