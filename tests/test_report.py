@@ -947,3 +947,35 @@ def test_table_cells_break_only_long_unbroken_strings_in_chromium(tmp_path: Path
     assert [n for cell, n in lines if cell and not cell.startswith("/tmp/")] == [1, 1, 1]  # time, op, result
     assert all(n > 1 for cell, n in lines if cell.startswith("/tmp/")), lines
     assert right <= 900, right
+
+
+def test_kernel_threads_are_marked_grouped_and_left_off_the_timeline(tmp_path: Path) -> None:
+    """Break test 19 (D): a cold run's kernel threads (children of kthreadd, ppid 2, the run not seeing kthreadd
+    itself) were roots saying "0 calls", with empty timeline rows.  They are grouped in the tree, say what they
+    are, and the timeline leaves them out, saying how many; a user-mode helper kthreadd started (it execs and
+    makes calls) stays a process."""
+    plugins = ["osi_linux", "syscalls", "syscalls_logger"]
+    db = SyscallDatabase(tmp_path / "k.db", {"image": "cold", "plugins": json.dumps(plugins)})
+    init = _process(db, 1, 0, "init", 100, state="S")
+    _call(db, init, 1, 100, 1_000_000, "wait4")
+    for pid, name in ((3, "rcu_gp"), (7, "kworker/0:1")):
+        _process(db, pid, 2, name, 50, state="I")
+    helper = _process(db, 40, 2, "modprobe", 300, state="X", exit_status=0)
+    _call(db, helper, 2, 300, 3_000_000, "execve")
+    db.end_run({"stop_reason": "poweroff", "insn_count": 1000})
+    db.close()
+    built = _built(tmp_path / "k.db")
+    assert [(p.pid, p.kernel_thread) for p in built.processes] == [(1, False), (3, True), (7, True), (40, False)]
+    assert [built.processes[n].pid for n in built.timeline_rows] == [1, 40]
+    page = tmp_path / "k.html"
+    assert run_main(["report", str(tmp_path / "k.db"), "-o", str(page)])[0] == 0
+    html = page.read_text()
+    tree = html.split('id="tree">')[1].split("</div>")[0]
+    group = tree.split('<details id="kernel-threads">')[1]
+    assert "2 kernel threads (kthreadd, pid 2, and the threads it made" in group
+    assert "rcu_gp" in group and "kworker/0:1" in group and "modprobe" not in group and "init" not in group
+    assert "0 calls" not in _ours(html)
+    # Each kernel thread, in the tree, in its section's heading and instead of its top calls.
+    assert html.count("kernel thread: makes no system calls the logger sees") == 6
+    assert "2 kernel threads (no system calls the logger sees) are left out; the tree lists them." in html
+    assert "4, 2 kernel threads among them" in html

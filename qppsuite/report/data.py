@@ -84,6 +84,8 @@ class Process:
     #: Its calls were logged: False when the run recorded no calls (no syscalls_logger) or logged only the
     #: command's, and this process is not one of the command's (its counts are then no counts)
     logged: bool = True
+    #: A kernel thread (:func:`is_kernel_thread`): it makes no system calls the logger sees
+    kernel_thread: bool = False
     syscalls: int = 0  # logged calls (the syscalls rows)
     failed: int = 0
     top_calls: list[tuple[str, int, int]] = field(default_factory=list)  # name, calls, failed
@@ -173,9 +175,7 @@ def significant(value: float, digits: int = 3) -> str:
     return shown.rstrip("0").rstrip(".") if places > 0 else shown
 
 
-def timebase(
-    calls: Calls, events: Iterable[tuple[int, int]] = (), end: tuple[int, int] | None = None
-) -> Timebase:
+def timebase(calls: Calls, events: Iterable[tuple[int, int]] = (), end: tuple[int, int] | None = None) -> Timebase:
     """Virtual time when every call has one and something dates the run (a call, or one of ``events``: the
     (instruction count, virtual ns) of the analysis plugins' rows), else instructions (an edited file).
 
@@ -222,9 +222,22 @@ class RunReport:
 
     @property
     def timeline_rows(self) -> list[int]:
-        """The processes the timeline draws (indexes into :attr:`processes`): all of them, but in a run that
-        logged only the command's calls, only the processes whose calls were logged."""
-        return [n for n, p in enumerate(self.processes) if p.logged or self.logged != "command"]
+        """The processes the timeline draws (indexes into :attr:`processes`): all but the kernel threads, and in
+        a run that logged only the command's calls, only the processes whose calls were logged."""
+        return [
+            n for n, p in enumerate(self.processes) if not p.kernel_thread and (p.logged or self.logged != "command")
+        ]
+
+
+KTHREADD_PID = 2
+"""Linux's kthreadd, the parent of every kernel thread (``kernel/kthread.c``; pid 2 since 2.6.22)."""
+
+
+def is_kernel_thread(process: Process) -> bool:
+    """kthreadd or a thread it made: pid 2, or ppid 2, with no logged call and no exec seen by proc_events (a
+    user-mode helper the kernel starts, such as modprobe, is kthreadd's child too, and execs, making calls: that
+    one is a process).  Its names may change without an exec (a kworker's ``kworker/0:1-events``)."""
+    return KTHREADD_PID in (process.pid, process.ppid) and process.syscalls == 0 and not process.renames
 
 
 #: The analysis plugins' tables the report reads, by the plugin that writes them.
@@ -444,6 +457,7 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
         process.failed = sum(failures.values())
         process.top_calls = [(n, c, failures[n]) for n, c in sorted(counts.items(), key=lambda i: (-i[1], i[0]))]
         process.top_calls = process.top_calls[:TOP_CALLS]
+        process.kernel_thread = is_kernel_thread(process)
         process.errors = [(n, e, c) for (n, e), c in sorted(per_errno.get(at, Counter()).items(), key=_by_count)]
         if want_files:
             process.files = sorted(fallback_files.get(at, {}).values(), key=lambda f: f.path)
@@ -493,6 +507,7 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
         "failure_rate": failed_total / calls_total if calls_total else 0.0,
         "processes": len(processes),
         "logged_processes": sum(p.logged for p in processes),
+        "kernel_threads": sum(p.kernel_thread for p in processes),
     }
     sources = {
         "files": "syscalls (decoded path arguments)" if want_files else "file_activity",

@@ -63,6 +63,11 @@ def row_label(process: Process) -> str:
     return f"{process.name} [{process.pid}]"
 
 
+KERNEL_THREAD = "kernel thread: makes no system calls the logger sees"
+"""What the tree and a kernel thread's section say instead of its calls (see
+:func:`~qppsuite.report.data.is_kernel_thread`)."""
+
+
 def plural(count: int, one: str, many: str | None = None) -> str:
     """``1 call``, ``2 calls``."""
     return f"{count:,} {one if count == 1 else many or one + 's'}"
@@ -70,6 +75,8 @@ def plural(count: int, one: str, many: str | None = None) -> str:
 
 def calls_text(p: Process, logged: str) -> str:
     """A process's calls for the tree and its section: ``3 calls (1 failed)``, or why there is no count."""
+    if p.kernel_thread:
+        return KERNEL_THREAD
     if p.logged:
         return f"{plural(p.syscalls, 'call')} ({p.failed:,} failed)"
     if logged == "none":
@@ -234,12 +241,14 @@ def _summary(report: RunReport) -> str:
         ("system calls", f"{s['syscalls']:,}"),
         ("failed calls", f"{s['failed']:,} ({s['failure_rate']:.1%})"),
     ]
+    if s["kernel_threads"]:
+        rows[-3] = ("processes", f"{s['processes']:,}, {plural(s['kernel_threads'], 'kernel thread')} among them")
     if report.logged == "none":
         rows[-2:] = [("system calls", "not recorded (syscalls_logger did not write this file)")]
     elif report.logged == "command":
         rows[-3] = (
             "processes",
-            f"{s['processes']:,}, {plural(s['logged_processes'], 'process', 'processes')} of the command "
+            f"{rows[-3][1]}, {plural(s['logged_processes'], 'process', 'processes')} of the command "
             "(only=command: only their calls were logged)",
         )
     body = "".join(f"<tr><th>{k}</th><td{_wrap(html.unescape(v))}>{v}</td></tr>" for k, v in rows)
@@ -264,10 +273,34 @@ def _names(p: Process, axis: Timebase) -> str:
 
 
 def _tree(report: RunReport) -> str:
-    """Nested lists in tree order (depth-first: each list opens and closes around its children)."""
-    out: list[str] = ['<div class="tree" id="tree">']
-    depth = -1
+    """The process tree; the trees of kernel threads (kthreadd's, or each of its children's when the run did not
+    see kthreadd) after the others, in a folded group of their own."""
+    trees: list[list[Process]] = []
     for p in report.processes:
+        if p.depth == 0:
+            trees.append([])
+        trees[-1].append(p)
+    kernel = [p for tree in trees if tree[0].kernel_thread for p in tree]
+    out = [
+        '<div class="tree" id="tree">',
+        _nested([p for tree in trees if not tree[0].kernel_thread for p in tree], report),
+    ]
+    if kernel:
+        count = sum(p.kernel_thread for p in kernel)
+        out.append(
+            f'<details id="kernel-threads"><summary>{plural(count, "kernel thread")} (kthreadd, pid 2, and the '
+            f"threads it made: they run in the kernel and make no system calls the logger sees)</summary>"
+            f"{_nested(kernel, report)}</details>"
+        )
+    out.append("</div>")
+    return "".join(out)
+
+
+def _nested(processes: list[Process], report: RunReport) -> str:
+    """Nested lists in tree order (depth-first: each list opens and closes around its children)."""
+    out: list[str] = []
+    depth = -1
+    for p in processes:
         if p.depth > depth:
             out.append("<ul>" * (p.depth - depth))
         else:
@@ -279,7 +312,6 @@ def _tree(report: RunReport) -> str:
         )
     if depth >= 0:
         out.append("</li>" + "</ul></li>" * depth + "</ul>")
-    out.append("</div>")
     return "".join(out)
 
 
@@ -332,7 +364,7 @@ def _process(p: Process, parent: Process | None, report: RunReport, counted: boo
         ]
         head = (when, "op", "path", "new path", "flags", "result")
         ops = f"<h4>Renames and deletions</h4>{_table(head, shown, 'none recorded')}"
-    no_calls = "no calls logged" if p.logged else calls_text(p, report.logged)
+    no_calls = "no calls logged" if p.logged and not p.kernel_thread else calls_text(p, report.logged)
     return (
         f'<details class="process" id="proc-{p.id}"{"" if folded else " open"}>'
         f"<summary><h3>{text(p.name)} [{p.pid}]</h3> {calls_text(p, report.logged)}; {text(p.ended)}</summary>"
@@ -392,12 +424,18 @@ def render(report: RunReport) -> str:
     counted = report.sources["files"] == "file_activity"
     folded = len(report.processes) > OPEN_SECTIONS
     sections = "".join(_process(p, by_id.get(p.parent_id or 0), report, counted, folded) for p in report.processes)
-    left_out = len(report.processes) - len(report.timeline_rows)
+    kernel = sum(p.kernel_thread for p in report.processes)
+    left_out = len(report.processes) - len(report.timeline_rows) - kernel
     timeline_note = "One row per process; drag to zoom, double-click to reset."
     if left_out:
         timeline_note += (
             f" {plural(left_out, 'process', 'processes')} whose calls were not logged (not the command's: "
             "only=command) are left out; the tree lists them."
+        )
+    if kernel:
+        timeline_note += (
+            f" {plural(kernel, 'kernel thread')} (no system calls the logger sees) "
+            f"{'is' if kernel == 1 else 'are'} left out; the tree lists them."
         )
     if folded:
         sections = f"<p class='none'>Each process's section is folded: click its name to open it.</p>{sections}"

@@ -7,6 +7,7 @@ drives a Chrome it must find or download, so the image is matplotlib's, drawn fr
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from qppsuite.errors import QppsuiteError
@@ -70,5 +71,5 @@ def save_activity(activity: Activity, axis: Timebase, path: Path, title: str) ->
 def _decimals(ticks: list[float], most: int = 6) -> int:
     """The fewest decimal places (up to ``most``) that show every tick's value exactly: 0 for 0, 500, 1,000;
     1 for 2.5, 5, 7.5."""
-    step = min((abs(b - a) for a, b in zip(ticks, ticks[1:], strict=False) if b != a), default=1.0)
+    step = min((abs(b - a) for a, b in itertools.pairwise(ticks) if b != a), default=1.0)
     return next((p for p in range(most + 1) if all(abs(t - round(t, p)) < step * 1e-6 for t in ticks)), most)

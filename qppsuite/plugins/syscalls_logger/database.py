@@ -350,9 +350,7 @@ class SyscallDatabase:
         self._next_thread_id += 1
         return thread_id
 
-    def add(
-        self, row: tuple[Any, ...], process: dict[str, Any] | None, thread: dict[str, Any] | None = None
-    ) -> int:
+    def add(self, row: tuple[Any, ...], process: dict[str, Any] | None, thread: dict[str, Any] | None = None) -> int:
         """Buffer a syscall row (its values in :data:`SYSCALL_ROW` order) and the (updated) rows of its process
         and thread; returns the rows buffered, of every table."""
         self._syscalls.append(row)
