@@ -123,9 +123,13 @@ def test_the_report_holds_every_process_and_count_of_the_database(default_run: t
     # The axis is the guest's virtual time: each mark at its call's virtual_ns, each life bar within the run.
     assert built.timebase.virtual and built.calls.at == [r["virtual_ns"] / 1e6 for r in calls]
     assert summary["virtual_ns"] >= calls[-1]["virtual_ns"] > 1e9  # the default workload runs after a ~1 s boot
+    # The run's end, as the logger recorded it (runs.virtual_ns), is the summary's time and the axis's last anchor.
+    ((end_insn, end_ns),) = _rows(db, "SELECT insn_count, virtual_ns FROM runs")
+    assert summary["virtual_ns"] == end_ns and end_insn >= calls[-1]["insn_count"]
+    assert built.timebase.at(end_insn) == end_ns / 1e6
     for p in built.processes:
         assert p.first_at is not None and p.last_at is not None and 0 <= p.first_at <= p.last_at, p.name
-        assert p.last_at <= summary["virtual_ns"] / 1e6 + 1000, p.name
+        assert p.last_at <= end_ns / 1e6, p.name
     # The workload's own facts: its subshells' exit codes (`exit 7`, `exit 3`), files from file_activity.
     ended = {p.ended for p in built.processes}
     assert {"exited 7", "exited 3"} <= ended
