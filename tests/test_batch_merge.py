@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from qppsuite.batch import merge as batch_merge
 from qppsuite.batch.merge import MergeError, merge, merge_batch
 from qppsuite.cli import app
+from qppsuite.core.events import StopReason
 from qppsuite.core.qpp import QPP, Arg, Plugin
 from qppsuite.plugins.osi_linux.model import OsiProcess
 from qppsuite.plugins.syscalls_logger.database import LOOKUP_INDEXES, ROW_ID_STRIDE, SCHEMA_VERSION
@@ -444,3 +445,28 @@ def test_labels_are_shown_as_data(sources: dict[str, Path], tmp_path: Path) -> N
         assert "\x1b" not in done.output and "\u202e" not in done.output
         assert "[bold red]boom[/]" in done.output  # markup shown as text
     assert runner.invoke(app, ["stats", str(merged), "--run", evil, "--format", "json"]).exit_code == 0
+
+
+class StoppedMachine:
+    """The machine as the run database's plugins see it, reduced to its clocks: stopped at instruction 5,000 and
+    7 ms of virtual time (``syscalls``, which reads registers, gets none: nothing fires calls here)."""
+
+    insn_count = 5_000
+    virtual_ns = 7_000_000
+
+    def for_plugin(self, name: str, _failed: Any) -> StoppedMachine | None:
+        return None if name == "syscalls" else self
+
+
+@pytest.mark.parametrize("plugins", [["syscalls", "syscalls_logger", Marks], [Marks]], ids=["logger", "plugin alone"])
+def test_the_run_s_end_virtual_time_is_recorded_and_merged(tmp_path: Path, plugins: list[Any]) -> None:
+    """runs.virtual_ns is the guest's virtual time when the run stopped, written by whichever plugin ends the
+    run (the logger, or a plugin that writes the file without it), and the merge carries it."""
+    job = tmp_path / "job.db"
+    with QPP(StoppedMachine()) as qpp:
+        args = {"syscalls_logger": {"db": str(job)}} if "syscalls_logger" in plugins else {"marks": {"db": str(job)}}
+        start(qpp, plugins, args)
+        qpp.stop_all(StopReason("max_insns", "the instruction budget ran out", 5_000))
+    assert rows(job, "SELECT insn_count, virtual_ns FROM runs") == [(5_000, 7_000_000)]
+    outdir = write_outdir(tmp_path / "out", [JobSpec("slow", "ok", database=job, stop_reason="max_insns")])
+    assert rows(merge(outdir), "SELECT label, insn_count, virtual_ns FROM runs") == [("slow", 5_000, 7_000_000)]

@@ -326,14 +326,14 @@ def test_random_bytes_as_a_database_are_one_line(
 
 
 #: What each earlier schema version lacked, as that version wrote its files: (table, column) added since.
-BATCH_COLUMNS = (("runs", "label"), ("runs", "batch_status"), ("runs", "batch_reason"))
+SCHEMA_5_COLUMNS = (("runs", "virtual_ns"), ("runs", "label"), ("runs", "batch_status"), ("runs", "batch_reason"))
 OLDER_VERSIONS = {
     2: (
         ("runs", "started_from"), ("syscalls", "found_blocked"), ("runs", "logged"), ("syscalls", "virtual_ns"),
-        *BATCH_COLUMNS,
+        *SCHEMA_5_COLUMNS,
     ),
-    3: (("runs", "logged"), ("syscalls", "virtual_ns"), *BATCH_COLUMNS),
-    4: BATCH_COLUMNS,
+    3: (("runs", "logged"), ("syscalls", "virtual_ns"), *SCHEMA_5_COLUMNS),
+    4: SCHEMA_5_COLUMNS,
 }
 
 
@@ -342,8 +342,8 @@ def test_an_older_version_file_is_refused_by_every_viewer_and_the_logger_in_one_
     tmp_path: Path, version: int
 ) -> None:
     """Schema 3 added runs.started_from and syscalls.found_blocked, 4 runs.logged and syscalls.virtual_ns, 5 the
-    runs' label, batch_status and batch_reason: a file of an earlier version, as that version wrote it (its own
-    user_version, no such columns), is named as another version's, not mixed."""
+    runs' virtual_ns, label, batch_status and batch_reason: a file of an earlier version, as that version wrote it
+    (its own user_version, no such columns), is named as another version's, not mixed."""
     db = _chain(tmp_path / f"v{version}.db", 2)
     with sqlite3.connect(db) as conn:
         for table, column in OLDER_VERSIONS[version]:

@@ -123,9 +123,13 @@ def test_the_report_holds_every_process_and_count_of_the_database(default_run: t
     # The axis is the guest's virtual time: each mark at its call's virtual_ns, each life bar within the run.
     assert built.timebase.virtual and built.calls.at == [r["virtual_ns"] / 1e6 for r in calls]
     assert summary["virtual_ns"] >= calls[-1]["virtual_ns"] > 1e9  # the default workload runs after a ~1 s boot
+    # The run's end, as the logger recorded it (runs.virtual_ns), is the summary's time and the axis's last anchor.
+    ((end_insn, end_ns),) = _rows(db, "SELECT insn_count, virtual_ns FROM runs")
+    assert summary["virtual_ns"] == end_ns and end_insn >= calls[-1]["insn_count"]
+    assert built.timebase.at(end_insn) == end_ns / 1e6
     for p in built.processes:
         assert p.first_at is not None and p.last_at is not None and 0 <= p.first_at <= p.last_at, p.name
-        assert p.last_at <= summary["virtual_ns"] / 1e6 + 1000, p.name
+        assert p.last_at <= end_ns / 1e6, p.name
     # The workload's own facts: its subshells' exit codes (`exit 7`, `exit 3`), files from file_activity.
     ended = {p.ended for p in built.processes}
     assert {"exited 7", "exited 3"} <= ended
@@ -863,3 +867,119 @@ def test_without_the_logger_proc_events_exits_end_the_lifetimes_and_the_others_r
     assert (by_pid[91].ended, by_pid[91].last_at) == ("exited 3", 5.0)
     assert (by_pid[90].ended, by_pid[90].last_insn) == ("still running (no exit seen)", 5000)
     assert not any(p.logged for p in built.processes) and built.logged == "none"
+
+
+def test_a_run_stopped_long_after_its_last_call_ends_at_its_recorded_virtual_time(tmp_path: Path) -> None:
+    """Break test 19 (A): a run stopped by --timeout long after its last call was drawn to an end extrapolated at
+    the mean rate since power-on (idle included), far past the real one; the run's end (runs.insn_count,
+    runs.virtual_ns) is the axis's last anchor, and the summary's virtual time."""
+    plugins = ["osi_linux", "syscalls", "syscalls_logger"]
+    db = SyscallDatabase(tmp_path / "t.db", {"image": "hang", "plugins": json.dumps(plugins)})
+    sh = _process(db, 90, 1, "sh", 100, state="S")
+    _call(db, sh, 1, 100, 10_000_000)  # mostly idle before: 100 insns in 10 ms
+    _call(db, sh, 2, 200, 20_000_000, "nanosleep")
+    db.end_run({"stop_reason": "timeout", "insn_count": 1200, "virtual_ns": 24_000_000})  # busy after: 4 ns/insn
+    db.close()
+    built = _built(tmp_path / "t.db")
+    (proc,) = built.processes
+    assert (proc.last_insn, proc.last_at) == (1200, 24.0)  # not 120 ms, at the mean rate since power-on
+    assert built.timebase.at(700) == 22.0  # between the last call and the end: interpolated
+    assert built.summary["virtual_ns"] == 24_000_000
+    page = tmp_path / "t.html"
+    assert run_main(["report", str(tmp_path / "t.db"), "-o", str(page)])[0] == 0
+    assert "0.024 s (at the run's end)" in page.read_text()
+
+
+def test_bin_widths_and_time_ticks_read_as_times_not_exponents_or_si_prefixes(tmp_path: Path) -> None:
+    """Break test 19 (B): the activity figure said "calls per 1.03e+03 ms" (page and stats --plot, which share
+    Timebase.span), and the timeline's ticks read "20k" and "0.2M" ms (Plotly's SI prefixes)."""
+    axis = data.Timebase((1,), (1,))
+    assert [axis.span(w) for w in (1030.4, 999.4, 2.5, 0.00123, 59_999, 1_234_567)] == [
+        "1.03 s", "999 ms", "2.5 ms", "0.00123 ms", "60 s", "1,230 s",
+    ]  # fmt: skip
+    assert data.Timebase().span(1234.0) == "1,234 instructions"
+    db = SyscallDatabase(tmp_path / "s.db", {"image": "slow", "plugins": json.dumps(["syscalls_logger"])})
+    sh = _process(db, 90, 1, "sh", 100, state="X", exit_status=0)
+    _call(db, sh, 1, 100, 1_000_000)
+    _call(db, sh, 2, 200, 103_001_000_000)  # 103,000 ms later: 100 bins of 1,030 ms
+    db.end_run({"stop_reason": "poweroff", "insn_count": 300})
+    db.close()
+    page = tmp_path / "s.html"
+    assert run_main(["report", str(tmp_path / "s.db"), "-o", str(page)])[0] == 0
+    html = page.read_text()
+    assert "calls per 1.03 s" in html and "e+03" not in _ours(html)
+    assert html.count('"tickformat":","') == 2  # the timeline's time axis and the activity figure's
+    code, output = run_main(["stats", str(tmp_path / "s.db"), "--plot", str(tmp_path / "a.png")])
+    assert code == 0, output
+
+
+def test_table_cells_break_only_long_unbroken_strings_in_chromium(tmp_path: Path) -> None:
+    """Break test 19 (C): with word-break:break-all a long path squeezed the cells beside it, which broke
+    mid-word ("renam|e", "4,837.83|9" in the Renames and deletions table).  Only a long unbroken string wraps,
+    and the table stays within the page."""
+    from qppsuite.plugins.file_activity.model import FILE_COLUMNS, FILE_FOREIGN_KEYS, OP_COLUMNS, OP_FOREIGN_KEYS
+
+    plugins = ["osi_linux", "syscalls", "file_activity"]
+    db = SyscallDatabase(tmp_path / "w.db", {"image": "wrap", "plugins": json.dumps(plugins)})
+    _plugin_table(db, "file_activity", FILE_COLUMNS, FILE_FOREIGN_KEYS)
+    ops = _plugin_table(db, "file_ops", OP_COLUMNS, OP_FOREIGN_KEYS)
+    python = _process(db, 95, 1, "python3", 1000)
+    long_path = "/tmp/" + "d" * 300
+    ops.add({"process_id": python["id"], "pid": 95, "insn_count": 2000, "virtual_ns": 4_837_839_000, "call": "rename",
+             "op": "rename", "path": long_path, "new_path": long_path + "2", "ok": 1})  # fmt: skip
+    db.end_run({"stop_reason": "poweroff", "insn_count": 5000, "syscall_count": None})
+    db.close()
+    page = tmp_path / "w.html"
+    assert run_main(["report", str(tmp_path / "w.db"), "-o", str(page)])[0] == 0
+    chromium = host_tool("chromium", "chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            tab = browser.new_page(viewport={"width": 900, "height": 700})
+            tab.goto(page.as_uri())
+            table = f"#proc-{python['id']} h4:has-text('Renames') + table"
+            # The lines each cell's text takes, and the table's right edge.
+            lines = tab.eval_on_selector_all(
+                f"{table} td",
+                "tds => tds.map(td => { const r = document.createRange(); r.selectNodeContents(td);"
+                " return [td.textContent.slice(0, 12), r.getClientRects().length]; })",
+            )
+            right = tab.eval_on_selector(table, "t => t.getBoundingClientRect().right")
+        finally:
+            browser.close()
+    assert [n for cell, n in lines if cell and not cell.startswith("/tmp/")] == [1, 1, 1]  # time, op, result
+    assert all(n > 1 for cell, n in lines if cell.startswith("/tmp/")), lines
+    assert right <= 900, right
+
+
+def test_kernel_threads_are_marked_grouped_and_left_off_the_timeline(tmp_path: Path) -> None:
+    """Break test 19 (D): a cold run's kernel threads (children of kthreadd, ppid 2, the run not seeing kthreadd
+    itself) were roots saying "0 calls", with empty timeline rows.  They are grouped in the tree, say what they
+    are, and the timeline leaves them out, saying how many; a user-mode helper kthreadd started (it execs and
+    makes calls) stays a process."""
+    plugins = ["osi_linux", "syscalls", "syscalls_logger"]
+    db = SyscallDatabase(tmp_path / "k.db", {"image": "cold", "plugins": json.dumps(plugins)})
+    init = _process(db, 1, 0, "init", 100, state="S")
+    _call(db, init, 1, 100, 1_000_000, "wait4")
+    for pid, name in ((3, "rcu_gp"), (7, "kworker/0:1")):
+        _process(db, pid, 2, name, 50, state="I")
+    helper = _process(db, 40, 2, "modprobe", 300, state="X", exit_status=0)
+    _call(db, helper, 2, 300, 3_000_000, "execve")
+    db.end_run({"stop_reason": "poweroff", "insn_count": 1000})
+    db.close()
+    built = _built(tmp_path / "k.db")
+    assert [(p.pid, p.kernel_thread) for p in built.processes] == [(1, False), (3, True), (7, True), (40, False)]
+    assert [built.processes[n].pid for n in built.timeline_rows] == [1, 40]
+    page = tmp_path / "k.html"
+    assert run_main(["report", str(tmp_path / "k.db"), "-o", str(page)])[0] == 0
+    html = page.read_text()
+    tree = html.split('id="tree">')[1].split("</div>")[0]
+    group = tree.split('<details id="kernel-threads">')[1]
+    assert "2 kernel threads (kthreadd, pid 2, and the threads it made" in group
+    assert "rcu_gp" in group and "kworker/0:1" in group and "modprobe" not in group and "init" not in group
+    assert "0 calls" not in _ours(html)
+    # Each kernel thread, in the tree, in its section's heading and instead of its top calls.
+    assert html.count("kernel thread: makes no system calls the logger sees") == 6
+    assert "2 kernel threads (no system calls the logger sees) are left out; the tree lists them." in html
+    assert "4, 2 kernel threads among them" in html

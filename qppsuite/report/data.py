@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import json
+import math
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable
@@ -83,6 +84,8 @@ class Process:
     #: Its calls were logged: False when the run recorded no calls (no syscalls_logger) or logged only the
     #: command's, and this process is not one of the command's (its counts are then no counts)
     logged: bool = True
+    #: A kernel thread (:func:`is_kernel_thread`): it makes no system calls the logger sees
+    kernel_thread: bool = False
     syscalls: int = 0  # logged calls (the syscalls rows)
     failed: int = 0
     top_calls: list[tuple[str, int, int]] = field(default_factory=list)  # name, calls, failed
@@ -130,8 +133,11 @@ class Timebase:
         return "guest virtual time (ms since power-on)" if self.virtual else "guest instructions executed"
 
     def span(self, width: float) -> str:
-        """A bin width in the axis's unit, for a label: ``2.5 ms`` or ``1,234 instructions``."""
-        return f"{width:,.3g} ms" if self.virtual else f"{width:,.0f} instructions"
+        """A bin width for a label: on virtual time (``width`` in ms) 3 significant digits, in seconds from
+        1,000 ms on (``2.5 ms``, ``1.03 s``, ``1,230 s``); else ``1,234 instructions``."""
+        if not self.virtual:
+            return f"{width:,.0f} instructions"
+        return f"{significant(width / 1000)} s" if _rounded(width) >= 1000 else f"{significant(width)} ms"
 
     def point(self, insn: int, ns: int | None) -> str:
         """A moment for a hover box or a name's history: its virtual time (when known) and instruction count."""
@@ -139,8 +145,9 @@ class Timebase:
 
     def at(self, insn: int) -> float:
         """An instruction count on the axis.  On virtual time it is interpolated linearly between the two
-        calls around it (power-on, 0 and 0, anchors the start; past the last call the run's mean rate
-        carries on): exact at a call, and off by at most the idle time between two calls."""
+        dated moments around it (the calls, the plugins' rows and the run's end, ``runs.virtual_ns``; power-on,
+        0 and 0, anchors the start; past the last, in a file without the run's end, the run's mean rate carries
+        on): exact at a dated moment, and off by at most the idle time between two."""
         if not self.virtual:
             return float(insn)
         i = bisect.bisect_right(self.insns, insn)
@@ -151,12 +158,35 @@ class Timebase:
         return ns / NS_PER_MS
 
 
-def timebase(calls: Calls, events: Iterable[tuple[int, int]] = ()) -> Timebase:
+def _places(value: float, digits: int) -> int:
+    """The decimal places that keep ``digits`` significant digits of ``value`` (negative: tens, hundreds...)."""
+    return digits - 1 - math.floor(math.log10(abs(value))) if value and math.isfinite(value) else 0
+
+
+def _rounded(value: float, digits: int = 3) -> float:
+    return round(value, _places(value, digits))
+
+
+def significant(value: float, digits: int = 3) -> str:
+    """``value`` to ``digits`` significant digits, without an exponent or trailing zeros: ``1,030``, ``2.5``,
+    ``0.00123``."""
+    places = _places(value, digits)
+    shown = f"{round(value, places):,.{max(0, places)}f}"
+    return shown.rstrip("0").rstrip(".") if places > 0 else shown
+
+
+def timebase(calls: Calls, events: Iterable[tuple[int, int]] = (), end: tuple[int, int] | None = None) -> Timebase:
     """Virtual time when every call has one and something dates the run (a call, or one of ``events``: the
-    (instruction count, virtual ns) of the analysis plugins' rows), else instructions (an edited file)."""
+    (instruction count, virtual ns) of the analysis plugins' rows), else instructions (an edited file).
+
+    ``end``, the run's end (``runs.insn_count``, ``runs.virtual_ns``), is the last anchor when it is at or after
+    every other one (an edited file's that is not is left out): what lies between the last call and the end is
+    interpolated, not extrapolated at the mean rate since power-on."""
     if not all(ns is not None for ns in calls.ns):
         return Timebase()
     points = sorted({*((i, ns) for i, ns in zip(calls.insn, calls.ns, strict=True) if ns is not None), *events})
+    if end is not None and (not points or (end[0] >= points[-1][0] and end[1] >= max(ns for _, ns in points))):
+        points.append(end)
     if not points:
         return Timebase()
     return Timebase(tuple(i for i, _ in points), tuple(ns for _, ns in points))
@@ -192,9 +222,22 @@ class RunReport:
 
     @property
     def timeline_rows(self) -> list[int]:
-        """The processes the timeline draws (indexes into :attr:`processes`): all of them, but in a run that
-        logged only the command's calls, only the processes whose calls were logged."""
-        return [n for n, p in enumerate(self.processes) if p.logged or self.logged != "command"]
+        """The processes the timeline draws (indexes into :attr:`processes`): all but the kernel threads, and in
+        a run that logged only the command's calls, only the processes whose calls were logged."""
+        return [
+            n for n, p in enumerate(self.processes) if not p.kernel_thread and (p.logged or self.logged != "command")
+        ]
+
+
+KTHREADD_PID = 2
+"""Linux's kthreadd, the parent of every kernel thread (``kernel/kthread.c``; pid 2 since 2.6.22)."""
+
+
+def is_kernel_thread(process: Process) -> bool:
+    """kthreadd or a thread it made: pid 2, or ppid 2, with no logged call and no exec seen by proc_events (a
+    user-mode helper the kernel starts, such as modprobe, is kthreadd's child too, and execs, making calls: that
+    one is a process).  Its names may change without an exec (a kworker's ``kworker/0:1-events``)."""
+    return KTHREADD_PID in (process.pid, process.ppid) and process.syscalls == 0 and not process.renames
 
 
 #: The analysis plugins' tables the report reads, by the plugin that writes them.
@@ -320,6 +363,7 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
         for row in file_ops:
             _sighting(row["process_id"], row["insn_count"], row["virtual_ns"], seen, events)
     run_end = info["insn_count"] if isinstance(info["insn_count"], int) else None
+    run_end_ns = info["virtual_ns"] if isinstance(info["virtual_ns"], int) else None
     processes: list[Process] = []
     index: dict[int, int] = {}
     for node, depth, parent in order:
@@ -397,9 +441,10 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
                     if (where := _endpoint(value)) is not None:
                         fallback_net.setdefault(at, Counter())[(name, where)] += 1
 
-    axis = timebase(calls, events)
+    axis = timebase(calls, events, (run_end, run_end_ns) if run_end is not None and run_end_ns is not None else None)
     calls.at = [ns / NS_PER_MS for ns in calls.ns if ns is not None] if axis.virtual else [float(i) for i in calls.insn]
-    last_virtual_ns = max(axis.ns) if axis.virtual else None
+    # The run's end when the file has it (runs.virtual_ns), else the last dated event.
+    last_virtual_ns = run_end_ns if run_end_ns is not None else max(axis.ns) if axis.virtual else None
     for at, process in enumerate(processes):
         process.renames = [
             (ns / NS_PER_MS if axis.virtual and ns is not None else axis.at(insn), name)
@@ -412,6 +457,7 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
         process.failed = sum(failures.values())
         process.top_calls = [(n, c, failures[n]) for n, c in sorted(counts.items(), key=lambda i: (-i[1], i[0]))]
         process.top_calls = process.top_calls[:TOP_CALLS]
+        process.kernel_thread = is_kernel_thread(process)
         process.errors = [(n, e, c) for (n, e), c in sorted(per_errno.get(at, Counter()).items(), key=_by_count)]
         if want_files:
             process.files = sorted(fallback_files.get(at, {}).values(), key=lambda f: f.path)
@@ -453,6 +499,7 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
         "stop_message": info["stop_message"],
         "insn_count": info["insn_count"],
         "virtual_ns": last_virtual_ns,
+        "virtual_at_end": run_end_ns is not None,  # virtual_ns is the run's end (else the last dated event)
         "wall_seconds": wall,
         "started_at": info["started_at"],
         "syscalls": calls_total,
@@ -460,6 +507,7 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
         "failure_rate": failed_total / calls_total if calls_total else 0.0,
         "processes": len(processes),
         "logged_processes": sum(p.logged for p in processes),
+        "kernel_threads": sum(p.kernel_thread for p in processes),
     }
     sources = {
         "files": "syscalls (decoded path arguments)" if want_files else "file_activity",

@@ -36,6 +36,8 @@ HOVER_CHARS = 160
 ROW_PX = 22
 #: A timeline of more rows than this also has its time axis at the top.
 TOP_AXIS_ROWS = 30
+#: A table cell holding a run of more characters than this without a space may break it anywhere (:func:`_wrap`).
+LONG_WORD = 24
 #: With more processes than this, each process's section starts folded (a link to it unfolds it).
 OPEN_SECTIONS = 12
 LEGEND_TOP = {"y": 1.0, "yanchor": "top", "yref": "container"}
@@ -61,6 +63,11 @@ def row_label(process: Process) -> str:
     return f"{process.name} [{process.pid}]"
 
 
+KERNEL_THREAD = "kernel thread: makes no system calls the logger sees"
+"""What the tree and a kernel thread's section say instead of its calls (see
+:func:`~qppsuite.report.data.is_kernel_thread`)."""
+
+
 def plural(count: int, one: str, many: str | None = None) -> str:
     """``1 call``, ``2 calls``."""
     return f"{count:,} {one if count == 1 else many or one + 's'}"
@@ -68,11 +75,19 @@ def plural(count: int, one: str, many: str | None = None) -> str:
 
 def calls_text(p: Process, logged: str) -> str:
     """A process's calls for the tree and its section: ``3 calls (1 failed)``, or why there is no count."""
+    if p.kernel_thread:
+        return KERNEL_THREAD
     if p.logged:
         return f"{plural(p.syscalls, 'call')} ({p.failed:,} failed)"
     if logged == "none":
         return "calls not recorded"
     return "calls not logged (not the command's: only=command)"
+
+
+def _ticks(axis: Timebase) -> dict[str, str]:
+    """The time axis's tick labels: milliseconds with thousands separators (``20,000``), not Plotly's SI
+    prefixes (``20k``, ``0.2M``, which read as other units); instruction counts keep them (``1.5G``)."""
+    return {"tickformat": ","} if axis.virtual else {}
 
 
 def timeline_figure(report: RunReport) -> Any:
@@ -140,7 +155,7 @@ def timeline_figure(report: RunReport) -> Any:
     fig.update_layout(
         height=max(320, ROW_PX * len(procs) + (200 if tall else 140)),
         margin={"l": 10, "r": 10, "t": 80 if tall else 30, "b": 40},
-        xaxis={"title": report.timebase.title, "rangeslider": {"visible": False}},
+        xaxis={"title": report.timebase.title, "rangeslider": {"visible": False}, **_ticks(report.timebase)},
         # The rows' own range, reversed (the first process on top): autorange pads 5% of the height above and
         # below, 300 px of blank for 300 processes.
         yaxis={
@@ -159,7 +174,9 @@ def timeline_figure(report: RunReport) -> Any:
         template="none",
     )
     if tall:
-        fig.update_layout(xaxis2={"matches": "x", "overlaying": "x", "side": "top", "showgrid": False})
+        fig.update_layout(
+            xaxis2={"matches": "x", "overlaying": "x", "side": "top", "showgrid": False, **_ticks(report.timebase)}
+        )
     return fig
 
 
@@ -186,7 +203,7 @@ def activity_figure(activity: Activity, axis: Timebase) -> Any:
         bargap=0,
         height=320,
         margin={"l": 10, "r": 10, "t": 30, "b": 40},
-        xaxis={"title": axis.title},
+        xaxis={"title": axis.title, **_ticks(axis)},
         yaxis={"title": f"calls per {axis.span(width)}", "automargin": True},
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
         template="none",
@@ -196,8 +213,9 @@ def activity_figure(activity: Activity, axis: Timebase) -> Any:
 
 def _summary(report: RunReport) -> str:
     s = report.summary
+    when = "at the run's end" if s["virtual_at_end"] else "at the last logged event"
     virtual = (
-        f"{s['virtual_ns'] / 1e9:.3f} s (at the last logged event)"
+        f"{s['virtual_ns'] / 1e9:.3f} s ({when})"
         if s["virtual_ns"] is not None
         else "not recorded (no call or event of the run has a virtual time)"
     )
@@ -223,15 +241,17 @@ def _summary(report: RunReport) -> str:
         ("system calls", f"{s['syscalls']:,}"),
         ("failed calls", f"{s['failed']:,} ({s['failure_rate']:.1%})"),
     ]
+    if s["kernel_threads"]:
+        rows[-3] = ("processes", f"{s['processes']:,}, {plural(s['kernel_threads'], 'kernel thread')} among them")
     if report.logged == "none":
         rows[-2:] = [("system calls", "not recorded (syscalls_logger did not write this file)")]
     elif report.logged == "command":
         rows[-3] = (
             "processes",
-            f"{s['processes']:,}, {plural(s['logged_processes'], 'process', 'processes')} of the command "
+            f"{rows[-3][1]}, {plural(s['logged_processes'], 'process', 'processes')} of the command "
             "(only=command: only their calls were logged)",
         )
-    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    body = "".join(f"<tr><th>{k}</th><td{_wrap(html.unescape(v))}>{v}</td></tr>" for k, v in rows)
     return f'<table class="summary" id="summary">{body}</table>'
 
 
@@ -253,10 +273,34 @@ def _names(p: Process, axis: Timebase) -> str:
 
 
 def _tree(report: RunReport) -> str:
-    """Nested lists in tree order (depth-first: each list opens and closes around its children)."""
-    out: list[str] = ['<div class="tree" id="tree">']
-    depth = -1
+    """The process tree; the trees of kernel threads (kthreadd's, or each of its children's when the run did not
+    see kthreadd) after the others, in a folded group of their own."""
+    trees: list[list[Process]] = []
     for p in report.processes:
+        if p.depth == 0:
+            trees.append([])
+        trees[-1].append(p)
+    kernel = [p for tree in trees if tree[0].kernel_thread for p in tree]
+    out = [
+        '<div class="tree" id="tree">',
+        _nested([p for tree in trees if not tree[0].kernel_thread for p in tree], report),
+    ]
+    if kernel:
+        count = sum(p.kernel_thread for p in kernel)
+        out.append(
+            f'<details id="kernel-threads"><summary>{plural(count, "kernel thread")} (kthreadd, pid 2, and the '
+            f"threads it made: they run in the kernel and make no system calls the logger sees)</summary>"
+            f"{_nested(kernel, report)}</details>"
+        )
+    out.append("</div>")
+    return "".join(out)
+
+
+def _nested(processes: list[Process], report: RunReport) -> str:
+    """Nested lists in tree order (depth-first: each list opens and closes around its children)."""
+    out: list[str] = []
+    depth = -1
+    for p in processes:
         if p.depth > depth:
             out.append("<ul>" * (p.depth - depth))
         else:
@@ -268,15 +312,28 @@ def _tree(report: RunReport) -> str:
         )
     if depth >= 0:
         out.append("</li>" + "</ul></li>" * depth + "</ul>")
-    out.append("</div>")
     return "".join(out)
+
+
+def _wrap(value: object) -> str:
+    """The class of a table cell holding ``value``: ``long`` (it may break anywhere) when a run of it without
+    spaces is longer than :data:`LONG_WORD`, else none, so a number or a call's name never breaks mid-word.
+
+    A table sizes its columns by their cells' narrowest width: with every cell breakable anywhere
+    (``word-break:break-all``, or ``overflow-wrap:anywhere``) that is one character, and a long path squeezed
+    the columns beside it to ``renam|e`` and ``4,837.83|9``; with no cell breakable, the path widened the
+    table past the page."""
+    return ' class="long"' if any(len(word) > LONG_WORD for word in visible(str(value)).split()) else ""
 
 
 def _table(head: tuple[str, ...], rows: list[tuple[object, ...]], empty: str) -> str:
     if not rows:
         return f"<p class='none'>{empty}</p>"
     th = "".join(f"<th>{h}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{text(v) if v is not None else ''}</td>" for v in r) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td{_wrap(v)}>{text(v)}</td>" if v is not None else "<td></td>" for v in r) + "</tr>"
+        for r in rows
+    )
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
@@ -307,7 +364,7 @@ def _process(p: Process, parent: Process | None, report: RunReport, counted: boo
         ]
         head = (when, "op", "path", "new path", "flags", "result")
         ops = f"<h4>Renames and deletions</h4>{_table(head, shown, 'none recorded')}"
-    no_calls = "no calls logged" if p.logged else calls_text(p, report.logged)
+    no_calls = "no calls logged" if p.logged and not p.kernel_thread else calls_text(p, report.logged)
     return (
         f'<details class="process" id="proc-{p.id}"{"" if folded else " open"}>'
         f"<summary><h3>{text(p.name)} [{p.pid}]</h3> {calls_text(p, report.logged)}; {text(p.ended)}</summary>"
@@ -329,7 +386,7 @@ table.summary th{background:#f5f5f5} .tree ul{list-style:none;padding-left:1.4em
 .tree>ul{padding-left:0;border:none} .none{color:#777} .warning{background:#fff3cd;padding:.5em}
 details.process{border-top:1px solid #eee;margin-top:.6em} details.process>summary{cursor:pointer}
 details.process>summary>h3{display:inline;margin-right:.6em}
-td{font-family:ui-monospace,monospace;white-space:pre-wrap;word-break:break-all}
+td{font-family:ui-monospace,monospace;white-space:pre-wrap} td.long{overflow-wrap:anywhere}
 """
 
 
@@ -367,12 +424,18 @@ def render(report: RunReport) -> str:
     counted = report.sources["files"] == "file_activity"
     folded = len(report.processes) > OPEN_SECTIONS
     sections = "".join(_process(p, by_id.get(p.parent_id or 0), report, counted, folded) for p in report.processes)
-    left_out = len(report.processes) - len(report.timeline_rows)
+    kernel = sum(p.kernel_thread for p in report.processes)
+    left_out = len(report.processes) - len(report.timeline_rows) - kernel
     timeline_note = "One row per process; drag to zoom, double-click to reset."
     if left_out:
         timeline_note += (
             f" {plural(left_out, 'process', 'processes')} whose calls were not logged (not the command's: "
             "only=command) are left out; the tree lists them."
+        )
+    if kernel:
+        timeline_note += (
+            f" {plural(kernel, 'kernel thread')} (no system calls the logger sees) "
+            f"{'is' if kernel == 1 else 'are'} left out; the tree lists them."
         )
     if folded:
         sections = f"<p class='none'>Each process's section is folded: click its name to open it.</p>{sections}"

@@ -7,6 +7,7 @@ drives a Chrome it must find or download, so the image is matplotlib's, drawn fr
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from qppsuite.errors import QppsuiteError
@@ -51,6 +52,9 @@ def save_activity(activity: Activity, axis: Timebase, path: Path, title: str) ->
         bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
     if not axis.virtual:
         ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value / 1e6:,.0f}M"))
+    else:  # milliseconds with thousands separators (no 1e6 offset), with the decimals the ticks need
+        places = _decimals(list(ax.get_xticks()))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:,.{places}f}"))
     ax.set_xlabel(axis.title)
     ax.set_ylabel(f"calls per {axis.span(width)}")
     ax.set_title(title)
@@ -62,3 +66,10 @@ def save_activity(activity: Activity, axis: Timebase, path: Path, title: str) ->
         raise QppsuiteError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         plt.close(fig)
+
+
+def _decimals(ticks: list[float], most: int = 6) -> int:
+    """The fewest decimal places (up to ``most``) that show every tick's value exactly: 0 for 0, 500, 1,000;
+    1 for 2.5, 5, 7.5."""
+    step = min((abs(b - a) for a, b in itertools.pairwise(ticks) if b != a), default=1.0)
+    return next((p for p in range(most + 1) if all(abs(t - round(t, p)) < step * 1e-6 for t in ticks)), most)

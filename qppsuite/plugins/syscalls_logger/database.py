@@ -63,8 +63,8 @@ SCHEMA_VERSION = 5
 """``PRAGMA user_version`` of a database this version writes.  2 added ``threads``, the processes'
 ``state``/``exit_status`` and the syscalls' ``thread_name``/``signal``, and stores text as plain JSON
 strings; 3 added the runs' ``started_from`` and the syscalls' ``found_blocked``; 4 the syscalls'
-``virtual_ns`` and the runs' ``logged``; 5 the runs' ``label``, ``batch_status`` and ``batch_reason``
-(a batch's merged database, :mod:`qppsuite.batch.merge`).  Files of other versions
+``virtual_ns`` and the runs' ``logged``; 5 the runs' ``virtual_ns`` (the run's end), ``label``,
+``batch_status`` and ``batch_reason`` (a batch's merged database, :mod:`qppsuite.batch.merge`).  Files of other versions
 are refused with a one-line message (:func:`schema_mismatch`), never mixed."""
 
 RUN_COLUMNS: dict[str, Any] = {
@@ -80,6 +80,7 @@ RUN_COLUMNS: dict[str, Any] = {
     "stop_reason": str,
     "stop_message": str,
     "insn_count": int,
+    "virtual_ns": int,  # the guest's virtual time when the run stopped (ns since power-on); NULL: not recorded
     "syscall_count": int,
     "logged": str,  # which calls syscalls_logger kept: "all", or "command" (the user's command and its descendants)
     # A batch's merged database only (NULL in a run's own file): the job's label, how it went, and why it failed.
@@ -349,9 +350,7 @@ class SyscallDatabase:
         self._next_thread_id += 1
         return thread_id
 
-    def add(
-        self, row: tuple[Any, ...], process: dict[str, Any] | None, thread: dict[str, Any] | None = None
-    ) -> int:
+    def add(self, row: tuple[Any, ...], process: dict[str, Any] | None, thread: dict[str, Any] | None = None) -> int:
         """Buffer a syscall row (its values in :data:`SYSCALL_ROW` order) and the (updated) rows of its process
         and thread; returns the rows buffered, of every table."""
         self._syscalls.append(row)

@@ -31,6 +31,7 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "stop_reason": "Why the guest stopped: poweroff, panic, hang, max_insns, timeout, interrupted, error...",
             "stop_message": "The stop reason in words.",
             "insn_count": "Guest instructions executed when the run stopped, counted from power-on.",
+            "virtual_ns": "The guest's virtual time when the run stopped, ns since power-on (idle time included).",
             "syscall_count": "System calls syscalls_logger wrote for the run.",
             "logged": "Which calls syscalls_logger kept: all, or command (the run's command and its descendants).",
             "label": "A batch's merged database: the job's label (NULL in a run's own file).",

@@ -69,6 +69,7 @@ class RunDatabase:
         self.logged: str | None = None  # syscalls_logger's ``only``: runs.logged
         self._machine = machine
         self._stop_reason: Any = None
+        self._stop_ns: int | None = None  # the guest's virtual time when it stopped: runs.virtual_ns
         self._tables: dict[str, str] = {}  # table name -> the plugin that declared it
 
     @property
@@ -172,8 +173,9 @@ class RunDatabase:
 
     # -- the run's end ---------------------------------------------------------------------
     def stopped(self, reason: Any) -> None:
-        """Note why the guest stopped (the core's stop reason), for the ``runs`` row."""
+        """Note why the guest stopped (the core's stop reason) and its virtual time then, for the ``runs`` row."""
         self._stop_reason = reason
+        self._stop_ns = self._machine.virtual_ns if self._machine is not None else None
 
     def release(self, user: str) -> None:
         """``user`` is done (its ``unload``); the last user's release commits, ends the run and closes the file."""
@@ -195,6 +197,7 @@ class RunDatabase:
                     "stop_reason": getattr(reason, "kind", None),
                     "stop_message": getattr(reason, "message", None),
                     "insn_count": getattr(reason, "insn_count", None),
+                    "virtual_ns": self._stop_ns,
                 }
                 if not self.counts_syscalls:
                     ended["syscall_count"] = None
