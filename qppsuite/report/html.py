@@ -36,6 +36,8 @@ HOVER_CHARS = 160
 ROW_PX = 22
 #: A timeline of more rows than this also has its time axis at the top.
 TOP_AXIS_ROWS = 30
+#: d3-format of the time axes' ticks (:func:`_ticks`).
+TIME_TICKS = ",.6~r"
 #: A table cell holding a run of more characters than this without a space may break it anywhere (:func:`_wrap`).
 LONG_WORD = 24
 #: With more processes than this, each process's section starts folded (a link to it unfolds it).
@@ -86,8 +88,10 @@ def calls_text(p: Process, logged: str) -> str:
 
 def _ticks(axis: Timebase) -> dict[str, str]:
     """The time axis's tick labels: milliseconds with thousands separators (``20,000``), not Plotly's SI
-    prefixes (``20k``, ``0.2M``, which read as other units); instruction counts keep them (``1.5G``)."""
-    return {"tickformat": ","} if axis.virtual else {}
+    prefixes (``20k``, ``0.2M``, which read as other units), rounded to 6 significant digits with trailing zeros
+    trimmed (d3-format ``,.6~r``: a tick at 999.9997 reads ``1,000``, one at 2.5 reads ``2.5``); instruction
+    counts keep Plotly's own (``1.5G``)."""
+    return {"tickformat": TIME_TICKS} if axis.virtual else {}
 
 
 def timeline_figure(report: RunReport) -> Any:
