@@ -470,3 +470,21 @@ def test_the_run_s_end_virtual_time_is_recorded_and_merged(tmp_path: Path, plugi
     assert rows(job, "SELECT insn_count, virtual_ns FROM runs") == [(5_000, 7_000_000)]
     outdir = write_outdir(tmp_path / "out", [JobSpec("slow", "ok", database=job, stop_reason="max_insns")])
     assert rows(merge(outdir), "SELECT label, insn_count, virtual_ns FROM runs") == [("slow", 5_000, 7_000_000)]
+
+
+def test_a_label_that_is_another_run_s_id_or_all_is_chosen_by_its_prefix(merged: Path, tmp_path: Path) -> None:
+    """Break test of issue 15: in a corpus of numbered samples, `--run 1` silently showed run 1 though run 4 was
+    the sample labelled "1", and a job labelled "all" could not be chosen at all."""
+    import shutil
+    import sqlite3
+
+    from qppsuite.plugins.syscalls_logger.reader import LogDatabaseError, select_run
+
+    copy = tmp_path / "numbered.sqlite"
+    shutil.copy(merged, copy)
+    with sqlite3.connect(copy) as conn:
+        conn.execute("UPDATE runs SET label = '1' WHERE id = 4")
+        conn.execute("UPDATE runs SET label = 'all' WHERE id = 5")
+        with pytest.raises(LogDatabaseError, match=r"--run 1 is run 1's id and run 4's label: give --run id:1 or"):
+            select_run(conn, "1")
+        assert [select_run(conn, text) for text in ("id:1", "label:1", "label:all", "2", "big")] == [1, 4, 5, 2, 2]

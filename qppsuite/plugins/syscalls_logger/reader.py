@@ -167,12 +167,19 @@ def _listing(values: list[str]) -> str:
     return shown if len(values) <= LISTED else f"{shown}, … ({len(values)} in all)"
 
 
+ID_PREFIX = "id:"
+LABEL_PREFIX = "label:"
+"""``--run id:7`` and ``--run label:7``: a run by its id or by its label only, where the two could be read both
+ways (a batch of numbered samples; a label ``all``)."""
+
+
 def select_run(conn: sqlite3.Connection, run: int | str | None) -> int:
     """The run to show: the one asked for, or the latest (a batch's merged database of several runs has no
     latest worth showing: None is one line asking for one).
 
-    ``run`` is a run id, or text: digits are a run id when the file has that run, anything else (or digits that
-    are no run's id) a label (``runs.label``, which a batch's merged database gives each job's run).  An unknown
+    ``run`` is a run id, or text: digits are a run id when the file has that run (one line when another run is
+    labelled so), anything else (or digits that are no run's id) a label (``runs.label``, which a batch's merged
+    database gives each job's run); ``id:N`` and ``label:TEXT`` say which.  An unknown
     id or label is one :class:`LogDatabaseError` line naming the runs that exist, or the closest label.
     """
     ids = [row[0] for row in conn.execute(f"SELECT id FROM {RUNS} ORDER BY id")]
@@ -186,9 +193,19 @@ def select_run(conn: sqlite3.Connection, run: int | str | None) -> int:
     if run is None:
         return int(ids[-1])
     if isinstance(run, str):
+        if run.startswith(LABEL_PREFIX):  # a label, whatever it looks like: label:all, label:7
+            return _labelled(conn, run.removeprefix(LABEL_PREFIX), ids)
+        if run.startswith(ID_PREFIX) and run.removeprefix(ID_PREFIX).isdecimal():
+            return select_run(conn, int(run.removeprefix(ID_PREFIX)))
         if run == ALL_RUNS:
             raise LogDatabaseError("--run all: this view shows one run; give its id or its label")
         if run.isdecimal() and run.isascii() and int(run) in ids:
+            other = conn.execute(f"SELECT id FROM {RUNS} WHERE label = ? AND id != ?", (run, int(run))).fetchone()
+            if other is not None:  # a corpus of numbered samples: the id and another run's label clash
+                raise LogDatabaseError(
+                    f"--run {run} is run {run}'s id and run {other[0]}'s label: "
+                    f"give --run {ID_PREFIX}{run} or --run {LABEL_PREFIX}{run}"
+                )
             return int(run)
         return _labelled(conn, run, ids)
     if run not in ids:
