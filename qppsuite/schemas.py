@@ -23,14 +23,18 @@ def schema_problem(document: object, schema: dict[str, Any]) -> str | None:
     """The first way ``document`` breaks ``schema``, as ``field/path: message`` (one line), or None."""
     import jsonschema  # only loaders of user files need it: not paid at every start-up
 
-    error = jsonschema.exceptions.best_match(_validator()(schema).iter_errors(document))
+    try:
+        error = jsonschema.exceptions.best_match(_validator()(schema).iter_errors(document))
+    except RecursionError:
+        return "the top level: nested too deeply"
     if error is None:
         return None
     # keys are the file's own text: a newline in one must not break the one line
     where = "/".join(str(part) for part in error.absolute_path).encode("unicode_escape").decode("ascii")
     where = where or "the top level"
     message = " ".join(error.message.split())
-    return f"{where}: {message if len(message) <= 200 else message[:200] + '…'}"
+    # a long value quoted in the message is cut in its middle: what is wrong with it is said at the end
+    return f"{where}: {message if len(message) <= 200 else message[:120] + ' … ' + message[-80:]}"
 
 
 @cache

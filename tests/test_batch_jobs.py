@@ -98,6 +98,14 @@ def test_template_makes_one_job_per_sample(tmp_path: Path) -> None:
         ("jobs:\n - {label: a, plugin_args: {syscalls_logger: {db: x.db}}}\n", "the batch names each job's database"),
         ("jobs:\n - {label: a, files: [missing.bin]}\n", "files/0: missing.bin does not exist"),
         ("jobs:\n - {label: a, budget: {instructions: 1.5}}\n", "budget/instructions: 1.5 is not of type 'integer'"),
+        # break test of issue 15: each of these was a traceback, or failed job by job at run time
+        ('jobs:\n - {label: a, cmd: "echo \\0"}\n', 'job 1 ("a"): cmd: a NUL byte'),
+        ("jobs:\n - {label: a, budget: {timeout: .nan}}\n", "budget/timeout: nan is no number of seconds"),
+        ("jobs:\n - {label: a, ram: 99999999}\n", "ram: 99999999 is greater than the maximum of 3000"),
+        ("jobs:\n - {label: a, copy_out: [/a/x, /b/x]}\n", "copy_out: /a/x and /b/x would both be copied/x"),
+        ("jobs:\n - {label: a, files: ['~nosuchuser/x']}\n", "files/0: ~nosuchuser/x: "),
+        ("[" * 100_000, "nested too deeply to be a jobs file"),
+        ("jobs:\n - {label: " + "x" * 300 + "}\n", "is too long"),
     ],
 )
 def test_a_bad_jobs_file_is_one_line_naming_the_job_and_field(tmp_path: Path, text: str, message: str) -> None:
@@ -129,6 +137,37 @@ def test_bad_batch_arguments_are_one_line(tmp_path: Path, args: list[str], messa
     assert code != 0
     assert message in stderr and "Traceback" not in stderr
     assert stderr.count("\n") <= 2  # the line and its hint
+
+
+def test_a_sample_name_that_is_not_utf8_is_a_label_and_a_guest_name_with_its_bytes_escaped(tmp_path: Path) -> None:
+    """Break test of issue 15: a sample named b"bad\\xff" was a UnicodeEncodeError traceback."""
+    import os
+
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / os.fsdecode(b"bad\xff")).write_text("echo hi\n")
+    template = _write(tmp_path, "cmd: sh {sample}\n", "job.yaml")
+    (job,) = load_samples(samples, template, _hash)
+    assert job.label == "bad\\xff" and job.spec["cmd"] == "sh '/root/samples/bad\\xff'"
+    assert job.spec["files"][0]["host"] == str(samples / os.fsdecode(b"bad\xff"))
+
+
+def test_the_output_directory_cannot_be_the_samples_directory(tmp_path: Path) -> None:
+    """Break test of issue 15: with -o SAMPLES, batch.json and batch.sqlite became samples of the next run."""
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / "a.sh").write_text("echo hi\n")
+    template = _write(tmp_path, "cmd: sh {sample}\n", "job.yaml")
+    code, stderr = run_main(["batch", str(samples), "--template", str(template), "--pool", "-o", str(samples)])
+    assert code == 1 and stderr.startswith("error: -o ") and "cannot be the samples directory" in stderr, stderr
+    assert sorted(p.name for p in samples.iterdir()) == ["a.sh"]
+
+
+def test_the_ram_limit_is_the_board_s() -> None:
+    from qppsuite.batch.jobs import JOB_SCHEMA
+    from qppsuite.core.board import RAM_MAX_MIB
+
+    assert json.loads(JOB_SCHEMA.read_text())["properties"]["ram"]["maximum"] == RAM_MAX_MIB
 
 
 def test_complete_means_ok_for_the_same_sha256(tmp_path: Path) -> None:

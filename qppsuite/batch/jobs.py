@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import re
 import shlex
 from collections.abc import Callable
@@ -131,8 +133,10 @@ def load_samples(samples: Path, template: Path, image_hash: ImageHasher) -> list
         raise JobsFileError(f"{template}: the template must be one job (a mapping)")
     entries = []
     for sample in sorted(p for p in samples.iterdir() if p.is_file()):
-        guest = f"{SAMPLE_DIR}/{sample.name}"
-        entry = _with_defaults(document, {"label": sample.name})
+        # a name that is not UTF-8 (a sample's own): its bytes shown as \xNN, for the label and in the guest
+        shown = os.fsencode(sample.name).decode("utf-8", "backslashreplace")
+        guest = f"{SAMPLE_DIR}/{shown}"
+        entry = _with_defaults(document, {"label": shown})
         entry["files"] = [*entry.get("files", []), {"host": str(sample.absolute()), "guest": guest}]
         if isinstance(entry.get("cmd"), str):
             entry["cmd"] = entry["cmd"].replace(SAMPLE_PLACEHOLDER, shlex.quote(guest))
@@ -151,6 +155,8 @@ def _read_yaml(path: Path) -> Any:
         raise JobsFileError(f"{path}: cannot read it: {getattr(exc, 'strerror', None) or exc}") from exc
     try:
         return yaml.safe_load(text)
+    except RecursionError:
+        raise JobsFileError(f"{path}: nested too deeply to be a jobs file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -190,6 +196,7 @@ def _resolve_all(source: Path, entries: list[dict[str, Any]], base: Path, image_
         if problem is not None:
             raise JobsFileError(f"{source}: {name}: {problem}")
         label = str(entry["label"])
+        _check_values(entry, source, name)
         if "cmd" in entry and "cmd_file" in entry:
             raise JobsFileError(f"{source}: {name}: cmd and cmd_file both give the command: use one")
         if label in labels:
@@ -202,13 +209,39 @@ def _resolve_all(source: Path, entries: list[dict[str, Any]], base: Path, image_
         ids[job_id] = label
         specs.append((job_id, label, _absolute_paths(entry, base, source, name)))
     # every job checked before any image is opened: a bad field is reported as such, whatever the images
+    images: dict[str, str] = {}  # image -> its hash: each image opened once, not once per job
     for job_id, label, spec in specs:
         digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
-        digest.update(image_hash(spec.get("image", DEFAULT_IMAGE)).encode())
+        image = spec.get("image", DEFAULT_IMAGE)
+        if image not in images:
+            images[image] = image_hash(image)
+        digest.update(images[image].encode())
         for host in _host_inputs(spec):
             digest.update(_content_hash(host).encode())
         jobs.append(Job(job_id, label, spec, digest.hexdigest()))
     return jobs
+
+
+def _check_values(entry: dict[str, Any], source: Path, name: str) -> None:
+    """What the schema cannot say: no NUL in a text the run passes on (no argument or path holds one), a finite
+    timeout (YAML's ``.nan`` is a number), and copies out whose file names differ (each lands in the job's
+    ``copied/`` directory by its name)."""
+    texts = [("cmd", entry.get("cmd")), ("bootargs", entry.get("bootargs")), ("label", entry.get("label"))]
+    texts += [(f"copy_out/{n}", guest) for n, guest in enumerate(entry.get("copy_out", []))]
+    for field, text in texts:
+        if isinstance(text, str) and "\0" in text:
+            raise JobsFileError(f"{source}: {name}: {field}: a NUL byte, which no command line or path holds")
+    timeout = entry.get("budget", {}).get("timeout")
+    if isinstance(timeout, float) and not math.isfinite(timeout):
+        raise JobsFileError(f"{source}: {name}: budget/timeout: {timeout} is no number of seconds")
+    seen: dict[str, str] = {}
+    for guest in entry.get("copy_out", []):
+        named = Path(guest).name
+        if named in seen:
+            raise JobsFileError(
+                f"{source}: {name}: copy_out: {seen[named]} and {guest} would both be copied/{named}: copy one"
+            )
+        seen[named] = guest
 
 
 def _absolute_paths(entry: dict[str, Any], base: Path, source: Path, name: str) -> dict[str, Any]:
@@ -217,7 +250,10 @@ def _absolute_paths(entry: dict[str, Any], base: Path, source: Path, name: str) 
     spec = dict(entry)
 
     def host(text: str, field: str) -> str:
-        path = (base / Path(text).expanduser()).absolute()
+        try:
+            path = (base / Path(text).expanduser()).absolute()
+        except RuntimeError as exc:  # ~nosuchuser
+            raise JobsFileError(f"{source}: {name}: {field}: {text}: {exc}") from None
         if not path.exists():
             raise JobsFileError(f"{source}: {name}: {field}: {text} does not exist")
         return str(path)

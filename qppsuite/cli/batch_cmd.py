@@ -86,6 +86,8 @@ def batch_run(
     else:
         job_list = jobs_module.load_jobs_file(jobs, hasher)
     out = output if output is not None else default_outdir(jobs)
+    if jobs.is_dir() and out.resolve() == jobs.resolve():  # its batch.json would be a sample of the next run
+        raise jobs_module.JobsFileError(f"-o {out}: the output directory cannot be the samples directory")
     use_ray = ray_address is not None or (not pool and ray_available())
     count = workers or os.cpu_count() or 1
     progress = BatchProgress(err_console, total=len(job_list), skipped=0)
