@@ -27,6 +27,7 @@ from qppsuite.batch.execute import run_job
 from qppsuite.batch.jobs import Job
 from qppsuite.batch.progress import BatchProgress
 from qppsuite.batch.shipping import image_hash, pack, unpack
+from qppsuite.cli.terminal import visible
 from qppsuite.errors import QppsuiteError
 from qppsuite.images.bundle import cache_dir
 from qppsuite.session import DEFAULT_IMAGE
@@ -128,7 +129,14 @@ def _signals_interrupt(received: list[int]) -> Iterator[None]:
 
 
 def _record(out: Path, result: dict[str, Any], progress: BatchProgress, summary: Summary) -> None:
-    outdir.write_result(outdir.job_dir(out, result["id"]), result)
+    """Write a finished job's result.json and count it; a result that cannot be written is the job's failure
+    (the merge names it), not the batch's end."""
+    directory = outdir.job_dir(out, result["id"])
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        outdir.write_result(directory, result)
+    except OSError as exc:
+        result = result | {"status": "failed", "reason": f"cannot write its result.json: {exc.strerror or exc}"}
     if result["status"] == "ok":
         summary.ok += 1
     else:
@@ -187,8 +195,11 @@ def _run_pool(
     def one(job: Job, attempts: int) -> dict[str, Any] | None:
         if stop.is_set():
             return None
-        return run_job(job, outdir.job_dir(out, job.id), attempts=attempts,
-                       cache=str(cache) if cache is not None else None, stop=stop, started=started)
+        try:
+            return run_job(job, outdir.job_dir(out, job.id), attempts=attempts,
+                           cache=str(cache) if cache is not None else None, stop=stop, started=started)
+        except Exception as exc:  # this job's own trouble (its directory, its arguments): the others go on
+            return _failed(job, attempts, "batch error", exc)
 
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qppsuite-batch")
     futures = [pool.submit(one, job, attempts) for job, attempts in todo]
@@ -264,8 +275,8 @@ def _run_ray(
         task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
         bundles: dict[str, tuple[Any, str]] = {}
         refs: dict[Any, Job] = {}
-        for job, attempts in todo:
-            outdir.clear_attempt(outdir.job_dir(out, job.id))  # as the pool does: no stale result while it runs
+        attempts_of = dict((job.id, attempts) for job, attempts in todo)
+        for job, attempts in todo:  # an earlier attempt's files stay until this one's arrive (or never do)
             image = str(job.spec.get("image", DEFAULT_IMAGE))
             if image not in bundles:
                 bundles[image] = (ray.put(pack(image, cache)), image_hash(image, cache))
@@ -283,10 +294,13 @@ def _run_ray(
                     try:
                         result, files = ray.get(ref)
                     except ray.exceptions.RayError as exc:  # the worker died under the task
-                        result, files = _lost(job, exc), {}
+                        result, files = _failed(job, attempts_of[job.id], "worker crashed", exc), {}
                     directory = outdir.job_dir(out, job.id)
-                    outdir.clear_attempt(directory)
-                    outdir.write_outputs(directory, files)
+                    try:
+                        outdir.clear_attempt(directory)
+                        outdir.write_outputs(directory, files)
+                    except OSError as exc:
+                        result = _failed(job, attempts_of[job.id], "batch error", exc)
                     progress.running += 1  # job_finished counts it down
                     _record(out, result, progress, summary)
         except BaseException:
@@ -322,12 +336,14 @@ def _reachable(address: str) -> None:
         ) from None
 
 
-def _lost(job: Job, exc: Exception) -> dict[str, Any]:
-    """The result of a job whose Ray worker died (or whose task failed) before returning one."""
+def _failed(job: Job, attempts: int, what: str, exc: Exception) -> dict[str, Any]:
+    """The result of a job that ended without one of its own: ``what`` happened (its Ray worker died, or the
+    batch could not run it), ``exc`` says how (its first line, printable)."""
     first = str(exc).strip().splitlines()
+    detail = visible(first[0][:200]) if first else ""
     return {
         "format": outdir.FORMAT, "id": job.id, "label": job.label, "sha256": job.sha256, "status": "failed",
-        "reason": f"worker crashed ({type(exc).__name__}: {first[0][:200] if first else ''})", "exit_code": None,
-        "stop_reason": None, "attempts": 1, "started": None, "ended": outdir.now_iso(), "wall_s": None,
+        "reason": f"{what} ({type(exc).__name__}: {detail})", "exit_code": None,
+        "stop_reason": None, "attempts": attempts, "started": None, "ended": outdir.now_iso(), "wall_s": None,
         "insn_count": None, "insns_executed": None, "worker": None,
     }
