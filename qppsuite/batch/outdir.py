@@ -9,12 +9,17 @@ result.json says ``ok`` for the sha256 batch.json has for it.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
+import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from qppsuite.batch.jobs import Job
+from qppsuite.errors import QppsuiteError
 from qppsuite.hostfiles import replace_file
 
 FORMAT = 1
@@ -24,6 +29,8 @@ DATABASE_FILE = "run.sqlite"
 CONSOLE_FILE = "console.log"
 STDERR_FILE = "stderr.log"
 COPIED_DIR = "copied"
+#: Locked (flock) by the batch writing into OUTDIR, holding its pid; the kernel drops the lock when it ends.
+LOCK_FILE = "batch.lock"
 #: What one attempt leaves in its job directory (SQLite's side files included); cleared before the next.
 ATTEMPT_FILES = (RESULT_FILE, DATABASE_FILE, f"{DATABASE_FILE}-wal", f"{DATABASE_FILE}-shm",
                  f"{DATABASE_FILE}-journal", CONSOLE_FILE, STDERR_FILE)
@@ -36,6 +43,36 @@ def default_outdir(jobs: Path) -> Path:
 
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class OutdirBusy(QppsuiteError):
+    """Another batch is writing into the output directory."""
+
+
+@contextmanager
+def locked(outdir: Path) -> Iterator[None]:
+    """Hold ``outdir``'s lock (created, with its parents, if missing) while the block runs; :class:`OutdirBusy`
+    if another live batch holds it (a killed one's lock is gone with its process), one
+    :class:`QppsuiteError` line if the directory cannot be written."""
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(outdir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise QppsuiteError(f"cannot write the batch's output directory {outdir}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            raise OutdirBusy(
+                f"{outdir} is in use by batch pid {holder if holder.isdigit() else '(unknown)'}",
+                hint="wait for it to end, or give this one another output directory (-o)",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def job_dir(outdir: Path, job_id: str) -> Path:
