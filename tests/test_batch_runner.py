@@ -121,3 +121,21 @@ def test_the_summary_counts_are_the_merged_databases(tmp_path: Path, monkeypatch
     code, stderr = run_main(["batch", str(jobs), "--pool", "-j1", "-o", str(out)])
     assert code == 130
     assert "2 jobs: 0 ok, 2 failed, 0 not run" in stderr  # b was not rerun: its earlier failure stands
+
+
+def test_resume_reruns_an_ok_job_whose_database_is_gone_or_damaged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   run_database: Path) -> None:
+    path = tmp_path / "jobs.yaml"
+    path.write_text("jobs:\n - {label: kept}\n - {label: gone}\n - {label: damaged}\n - {label: nodb, plugins: []}\n")
+    jobs = load_jobs_file(path, lambda image: image)
+    out = tmp_path / "out"
+    ran: list[str] = []
+    monkeypatch.setattr(runner, "run_job", _fake_run(ran, run_database))
+    runner.run_batch(jobs, out, _progress(4)[0], workers=1, use_ray=False)
+    (outdir.job_dir(out, "gone") / outdir.DATABASE_FILE).unlink()
+    (outdir.job_dir(out, "damaged") / outdir.DATABASE_FILE).write_bytes(b"not a database" * 100)
+    (outdir.job_dir(out, "nodb") / outdir.DATABASE_FILE).unlink()  # it has none: complete without
+    ran.clear()
+    summary = runner.run_batch(jobs, out, _progress(4)[0], workers=1, use_ray=False)
+    assert sorted(ran) == ["damaged", "gone"]
+    assert (summary.skipped, summary.ok) == (2, 2)

@@ -3,7 +3,8 @@
 ``OUTDIR/batch.json`` lists the jobs (id, label, resolved spec, sha256); each job has ``OUTDIR/jobs/<id>/`` with
 its run database ``run.sqlite``, ``console.log``, ``stderr.log``, the files it copied out (``copied/``), and,
 written last and atomically once the job has finished, ``result.json``.  A job is complete when its
-result.json says ``ok`` for the sha256 batch.json has for it.
+result.json says ``ok`` for the sha256 batch.json has for it and its run.sqlite (if it has a database plugin)
+holds its run.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import fcntl
 import json
 import os
 import shutil
+import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 from qppsuite.batch.jobs import Job
 from qppsuite.errors import QppsuiteError
 from qppsuite.hostfiles import replace_file
+from qppsuite.plugins.syscalls_logger.reader import readonly_uri
 
 FORMAT = 1
 BATCH_FILE = "batch.json"
@@ -99,9 +102,23 @@ def read_result(directory: Path) -> dict[str, Any] | None:
     return result if isinstance(result, dict) else None
 
 
-def is_complete(directory: Path, sha256: str) -> bool:
+def is_complete(directory: Path, sha256: str, *, database: bool = False) -> bool:
+    """Whether the job needs no rerun: its result.json says ``ok`` for ``sha256`` and, if the job has a
+    ``database``, its run.sqlite opens and holds a run (an OUTDIR copied without it, or damaged, is rerun)."""
     result = read_result(directory)
-    return result is not None and result.get("status") == "ok" and result.get("sha256") == sha256
+    if result is None or result.get("status") != "ok" or result.get("sha256") != sha256:
+        return False
+    return not database or _holds_run(directory / DATABASE_FILE)
+
+
+def _holds_run(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    try:  # read-only, closed: no -wal or -shm file is left beside it
+        with closing(sqlite3.connect(readonly_uri(path), uri=True)) as conn:
+            return conn.execute("SELECT 1 FROM runs LIMIT 1").fetchone() is not None
+    except sqlite3.Error:
+        return False
 
 
 def write_result(directory: Path, result: dict[str, Any]) -> None:

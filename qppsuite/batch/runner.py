@@ -1,8 +1,9 @@
 """Dispatching a batch's jobs: a thread pool driving one ``qppsuite run`` process per job, or Ray tasks (a local
 instance, or an existing cluster with ``--ray ADDRESS``), and the batch's resume and Ctrl-C rules.
 
-Resume: a job whose result.json says ``ok`` for its current sha256 is skipped (no process started); every other
-job runs again (its earlier attempt's files cleared first).  Ctrl-C: running jobs are stopped and get no
+Resume: a job whose result.json says ``ok`` for its current sha256, and whose run database (if it has one) holds
+its run, is skipped (no process started); every other job runs again (its earlier attempt's files cleared
+first).  Ctrl-C: running jobs are stopped and get no
 result.json; finished jobs' results are already on disk; :class:`BatchInterrupted` says so.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 
 from qppsuite.batch import outdir
 from qppsuite.batch.execute import run_job
-from qppsuite.batch.jobs import Job
+from qppsuite.batch.jobs import DATABASE_PLUGINS, Job
 from qppsuite.batch.progress import BatchProgress
 from qppsuite.batch.shipping import image_hash, pack, unpack
 from qppsuite.cli.terminal import visible
@@ -87,7 +88,7 @@ def run_batch(
     todo: list[tuple[Job, int]] = []
     for job in jobs:
         directory = outdir.job_dir(out, job.id)
-        if outdir.is_complete(directory, job.sha256):
+        if outdir.is_complete(directory, job.sha256, database=any(name in DATABASE_PLUGINS for name in job.plugins)):
             summary.skipped += 1
             continue
         earlier = outdir.read_result(directory)
