@@ -1,9 +1,11 @@
 """`qppsuite batch`'s runner around its jobs: per-job errors, the output directory's lock, resume (no guest: the
 job executor is a fake that writes what a run would)."""
 
+import http.server
 import io
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +141,15 @@ def test_resume_reruns_an_ok_job_whose_database_is_gone_or_damaged(tmp_path: Pat
     summary = runner.run_batch(jobs, out, _progress(4)[0], workers=1, use_ray=False)
     assert sorted(ran) == ["damaged", "gone"]
     assert (summary.skipped, summary.ok) == (2, 2)
+
+
+def test_an_address_that_is_not_ray_is_one_error_at_once() -> None:
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    try:
+        with pytest.raises(runner.RayError, match="not a Ray cluster"):
+            runner._reachable(f"127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -316,25 +316,37 @@ def _run_ray(
         ray.shutdown()
 
 
-#: Seconds to wait for a cluster's head node to accept a connection (Ray itself retries for minutes).
+#: Seconds to wait for a cluster's head node to accept a connection and answer (Ray itself retries for minutes).
 CONNECT_TIMEOUT_S = 10.0
+#: What an HTTP/2 client sends first; a gRPC server (Ray's GCS, or its client server) answers with SETTINGS.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_HTTP2_SETTINGS = 0x4
 
 
 def _reachable(address: str) -> None:
-    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) that accepts no TCP connection is one :class:`RayError` line now,
-    not minutes of Ray's retries; other address forms (``auto``) are left to Ray."""
+    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) that accepts no TCP connection, or does but answers not as a
+    gRPC server does, is one :class:`RayError` line within :data:`CONNECT_TIMEOUT_S` or so, not minutes of
+    Ray's retries and its raw warnings; other address forms (``auto``) are left to Ray."""
     import socket
 
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit():
         return
+    hint = "the head node's address, as `ray start --head` printed it (HOST:6379)"
     try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S) as connection:
+            connection.sendall(_HTTP2_PREFACE + b"\0\0\0\x04\0\0\0\0\0")  # and an empty SETTINGS frame
+            header = b""
+            while len(header) < 9:
+                chunk = connection.recv(9 - len(header))
+                if not chunk:
+                    break
+                header += chunk
     except OSError as exc:
-        raise RayError(
-            f"--ray {address}: cannot connect: {exc.strerror or exc}",
-            hint="the head node's address, as `ray start --head` printed it (HOST:6379)",
-        ) from None
+        raise RayError(f"--ray {address}: cannot connect: {exc.strerror or exc}", hint=hint) from None
+    if len(header) < 9 or header[3] != _HTTP2_SETTINGS:
+        raise RayError(f"--ray {address}: not a Ray cluster (it does not answer as Ray's gRPC server does)",
+                       hint=hint)
 
 
 def _failed(job: Job, attempts: int, what: str, exc: Exception) -> dict[str, Any]:
