@@ -260,6 +260,11 @@ def _run_ray(
     import ray
 
     logging.getLogger("ray").setLevel(logging.ERROR)  # its start-up notices are not the batch's output
+    # Nor its "(raylet) A worker died…" lines, printed raw to stdout whatever log_to_driver says: a lost worker is
+    # the job's result (worker crashed).  Ray has no public switch for them; its debugger uses this one.
+    worker_module = getattr(getattr(ray, "_private", None), "worker", None)
+    if worker_module is not None and hasattr(worker_module, "_worker_logs_enabled"):
+        worker_module._worker_logs_enabled = False
     if address is None:  # "local": a new instance, never a cluster another user started on this machine
         ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
