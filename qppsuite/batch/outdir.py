@@ -3,19 +3,27 @@
 ``OUTDIR/batch.json`` lists the jobs (id, label, resolved spec, sha256); each job has ``OUTDIR/jobs/<id>/`` with
 its run database ``run.sqlite``, ``console.log``, ``stderr.log``, the files it copied out (``copied/``), and,
 written last and atomically once the job has finished, ``result.json``.  A job is complete when its
-result.json says ``ok`` for the sha256 batch.json has for it.
+result.json says ``ok`` for the sha256 batch.json has for it and its run.sqlite (if it has a database plugin)
+holds its run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
+import os
 import shutil
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 from qppsuite.batch.jobs import Job
+from qppsuite.errors import QppsuiteError
 from qppsuite.hostfiles import replace_file
+from qppsuite.plugins.syscalls_logger.reader import readonly_uri
 
 FORMAT = 1
 BATCH_FILE = "batch.json"
@@ -24,6 +32,8 @@ DATABASE_FILE = "run.sqlite"
 CONSOLE_FILE = "console.log"
 STDERR_FILE = "stderr.log"
 COPIED_DIR = "copied"
+#: Locked (flock) by the batch writing into OUTDIR, holding its pid; the kernel drops the lock when it ends.
+LOCK_FILE = "batch.lock"
 #: What one attempt leaves in its job directory (SQLite's side files included); cleared before the next.
 ATTEMPT_FILES = (RESULT_FILE, DATABASE_FILE, f"{DATABASE_FILE}-wal", f"{DATABASE_FILE}-shm",
                  f"{DATABASE_FILE}-journal", CONSOLE_FILE, STDERR_FILE)
@@ -36,6 +46,36 @@ def default_outdir(jobs: Path) -> Path:
 
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class OutdirBusy(QppsuiteError):
+    """Another batch is writing into the output directory."""
+
+
+@contextmanager
+def locked(outdir: Path) -> Iterator[None]:
+    """Hold ``outdir``'s lock (created, with its parents, if missing) while the block runs; :class:`OutdirBusy`
+    if another live batch holds it (a killed one's lock is gone with its process), one
+    :class:`QppsuiteError` line if the directory cannot be written."""
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(outdir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise QppsuiteError(f"cannot write the batch's output directory {outdir}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            raise OutdirBusy(
+                f"{outdir} is in use by batch pid {holder if holder.isdigit() else '(unknown)'}",
+                hint="wait for it to end, or give this one another output directory (-o)",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def job_dir(outdir: Path, job_id: str) -> Path:
@@ -62,9 +102,23 @@ def read_result(directory: Path) -> dict[str, Any] | None:
     return result if isinstance(result, dict) else None
 
 
-def is_complete(directory: Path, sha256: str) -> bool:
+def is_complete(directory: Path, sha256: str, *, database: bool = False) -> bool:
+    """Whether the job needs no rerun: its result.json says ``ok`` for ``sha256`` and, if the job has a
+    ``database``, its run.sqlite opens and holds a run (an OUTDIR copied without it, or damaged, is rerun)."""
     result = read_result(directory)
-    return result is not None and result.get("status") == "ok" and result.get("sha256") == sha256
+    if result is None or result.get("status") != "ok" or result.get("sha256") != sha256:
+        return False
+    return not database or _holds_run(directory / DATABASE_FILE)
+
+
+def _holds_run(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    try:  # read-only, closed: no -wal or -shm file is left beside it
+        with closing(sqlite3.connect(readonly_uri(path), uri=True)) as conn:
+            return conn.execute("SELECT 1 FROM runs LIMIT 1").fetchone() is not None
+    except sqlite3.Error:
+        return False
 
 
 def write_result(directory: Path, result: dict[str, Any]) -> None:

@@ -82,9 +82,10 @@ class BatchProgress:
         if not self._live or not ok:  # on a terminal, failures are printed above the progress line
             what = ("ok", "green") if ok else ("failed", "red")
             reason = "" if ok else f": {result.get('reason')}"
+            wall = result.get("wall_s")  # None when the job's worker died before it timed anything
+            took = f"({wall:.1f} s)" if isinstance(wall, (int, float)) else ""
             self.console.print(
-                styled(f"[{self.done}/{self.total}] ", what, f" {result.get('label')}{reason} ",
-                       (f"({result.get('wall_s', 0):.1f} s)", "dim")),
+                styled(f"[{self.done}/{self.total}] ", what, f" {result.get('label')}{reason} ", (took, "dim")),
                 soft_wrap=True,
             )
         self._refresh()

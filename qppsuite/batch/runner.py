@@ -1,8 +1,9 @@
 """Dispatching a batch's jobs: a thread pool driving one ``qppsuite run`` process per job, or Ray tasks (a local
 instance, or an existing cluster with ``--ray ADDRESS``), and the batch's resume and Ctrl-C rules.
 
-Resume: a job whose result.json says ``ok`` for its current sha256 is skipped (no process started); every other
-job runs again (its earlier attempt's files cleared first).  Ctrl-C: running jobs are stopped and get no
+Resume: a job whose result.json says ``ok`` for its current sha256, and whose run database (if it has one) holds
+its run, is skipped (no process started); every other job runs again (its earlier attempt's files cleared
+first).  Ctrl-C: running jobs are stopped and get no
 result.json; finished jobs' results are already on disk; :class:`BatchInterrupted` says so.
 """
 
@@ -24,9 +25,10 @@ from typing import Any
 
 from qppsuite.batch import outdir
 from qppsuite.batch.execute import run_job
-from qppsuite.batch.jobs import Job
+from qppsuite.batch.jobs import DATABASE_PLUGINS, Job
 from qppsuite.batch.progress import BatchProgress
 from qppsuite.batch.shipping import image_hash, pack, unpack
+from qppsuite.cli.terminal import visible
 from qppsuite.errors import QppsuiteError
 from qppsuite.images.bundle import cache_dir
 from qppsuite.session import DEFAULT_IMAGE
@@ -86,7 +88,7 @@ def run_batch(
     todo: list[tuple[Job, int]] = []
     for job in jobs:
         directory = outdir.job_dir(out, job.id)
-        if outdir.is_complete(directory, job.sha256):
+        if outdir.is_complete(directory, job.sha256, database=any(name in DATABASE_PLUGINS for name in job.plugins)):
             summary.skipped += 1
             continue
         earlier = outdir.read_result(directory)
@@ -128,7 +130,14 @@ def _signals_interrupt(received: list[int]) -> Iterator[None]:
 
 
 def _record(out: Path, result: dict[str, Any], progress: BatchProgress, summary: Summary) -> None:
-    outdir.write_result(outdir.job_dir(out, result["id"]), result)
+    """Write a finished job's result.json and count it; a result that cannot be written is the job's failure
+    (the merge names it), not the batch's end."""
+    directory = outdir.job_dir(out, result["id"])
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        outdir.write_result(directory, result)
+    except OSError as exc:
+        result = result | {"status": "failed", "reason": f"cannot write its result.json: {exc.strerror or exc}"}
     if result["status"] == "ok":
         summary.ok += 1
     else:
@@ -187,8 +196,11 @@ def _run_pool(
     def one(job: Job, attempts: int) -> dict[str, Any] | None:
         if stop.is_set():
             return None
-        return run_job(job, outdir.job_dir(out, job.id), attempts=attempts,
-                       cache=str(cache) if cache is not None else None, stop=stop, started=started)
+        try:
+            return run_job(job, outdir.job_dir(out, job.id), attempts=attempts,
+                           cache=str(cache) if cache is not None else None, stop=stop, started=started)
+        except Exception as exc:  # this job's own trouble (its directory, its arguments): the others go on
+            return _failed(job, attempts, "batch error", exc)
 
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qppsuite-batch")
     futures = [pool.submit(one, job, attempts) for job, attempts in todo]
@@ -248,6 +260,11 @@ def _run_ray(
     import ray
 
     logging.getLogger("ray").setLevel(logging.ERROR)  # its start-up notices are not the batch's output
+    # Nor its "(raylet) A worker died…" lines, printed raw to stdout whatever log_to_driver says: a lost worker is
+    # the job's result (worker crashed).  Ray has no public switch for them; its debugger uses this one.
+    worker_module = getattr(getattr(ray, "_private", None), "worker", None)
+    if worker_module is not None and hasattr(worker_module, "_worker_logs_enabled"):
+        worker_module._worker_logs_enabled = False
     if address is None:  # "local": a new instance, never a cluster another user started on this machine
         ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
@@ -264,8 +281,8 @@ def _run_ray(
         task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
         bundles: dict[str, tuple[Any, str]] = {}
         refs: dict[Any, Job] = {}
-        for job, attempts in todo:
-            outdir.clear_attempt(outdir.job_dir(out, job.id))  # as the pool does: no stale result while it runs
+        attempts_of = dict((job.id, attempts) for job, attempts in todo)
+        for job, attempts in todo:  # an earlier attempt's files stay until this one's arrive (or never do)
             image = str(job.spec.get("image", DEFAULT_IMAGE))
             if image not in bundles:
                 bundles[image] = (ray.put(pack(image, cache)), image_hash(image, cache))
@@ -283,10 +300,13 @@ def _run_ray(
                     try:
                         result, files = ray.get(ref)
                     except ray.exceptions.RayError as exc:  # the worker died under the task
-                        result, files = _lost(job, exc), {}
+                        result, files = _failed(job, attempts_of[job.id], "worker crashed", exc), {}
                     directory = outdir.job_dir(out, job.id)
-                    outdir.clear_attempt(directory)
-                    outdir.write_outputs(directory, files)
+                    try:
+                        outdir.clear_attempt(directory)
+                        outdir.write_outputs(directory, files)
+                    except OSError as exc:
+                        result = _failed(job, attempts_of[job.id], "batch error", exc)
                     progress.running += 1  # job_finished counts it down
                     _record(out, result, progress, summary)
         except BaseException:
@@ -301,33 +321,47 @@ def _run_ray(
         ray.shutdown()
 
 
-#: Seconds to wait for a cluster's head node to accept a connection (Ray itself retries for minutes).
+#: Seconds to wait for a cluster's head node to accept a connection and answer (Ray itself retries for minutes).
 CONNECT_TIMEOUT_S = 10.0
+#: What an HTTP/2 client sends first; a gRPC server (Ray's GCS, or its client server) answers with SETTINGS.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_HTTP2_SETTINGS = 0x4
 
 
 def _reachable(address: str) -> None:
-    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) that accepts no TCP connection is one :class:`RayError` line now,
-    not minutes of Ray's retries; other address forms (``auto``) are left to Ray."""
+    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) that accepts no TCP connection, or does but answers not as a
+    gRPC server does, is one :class:`RayError` line within :data:`CONNECT_TIMEOUT_S` or so, not minutes of
+    Ray's retries and its raw warnings; other address forms (``auto``) are left to Ray."""
     import socket
 
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit():
         return
+    hint = "the head node's address, as `ray start --head` printed it (HOST:6379)"
     try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S) as connection:
+            connection.sendall(_HTTP2_PREFACE + b"\0\0\0\x04\0\0\0\0\0")  # and an empty SETTINGS frame
+            header = b""
+            while len(header) < 9:
+                chunk = connection.recv(9 - len(header))
+                if not chunk:
+                    break
+                header += chunk
     except OSError as exc:
-        raise RayError(
-            f"--ray {address}: cannot connect: {exc.strerror or exc}",
-            hint="the head node's address, as `ray start --head` printed it (HOST:6379)",
-        ) from None
+        raise RayError(f"--ray {address}: cannot connect: {exc.strerror or exc}", hint=hint) from None
+    if len(header) < 9 or header[3] != _HTTP2_SETTINGS:
+        raise RayError(f"--ray {address}: not a Ray cluster (it does not answer as Ray's gRPC server does)",
+                       hint=hint)
 
 
-def _lost(job: Job, exc: Exception) -> dict[str, Any]:
-    """The result of a job whose Ray worker died (or whose task failed) before returning one."""
+def _failed(job: Job, attempts: int, what: str, exc: Exception) -> dict[str, Any]:
+    """The result of a job that ended without one of its own: ``what`` happened (its Ray worker died, or the
+    batch could not run it), ``exc`` says how (its first line, printable)."""
     first = str(exc).strip().splitlines()
+    detail = visible(first[0][:200]) if first else ""
     return {
         "format": outdir.FORMAT, "id": job.id, "label": job.label, "sha256": job.sha256, "status": "failed",
-        "reason": f"worker crashed ({type(exc).__name__}: {first[0][:200] if first else ''})", "exit_code": None,
-        "stop_reason": None, "attempts": 1, "started": None, "ended": outdir.now_iso(), "wall_s": None,
+        "reason": f"{what} ({type(exc).__name__}: {detail})", "exit_code": None,
+        "stop_reason": None, "attempts": attempts, "started": None, "ended": outdir.now_iso(), "wall_s": None,
         "insn_count": None, "insns_executed": None, "worker": None,
     }

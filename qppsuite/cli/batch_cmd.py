@@ -6,7 +6,7 @@ JOBS``.  Other commands (``merge``) register on :data:`batch_app` from their own
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -14,6 +14,9 @@ from typer.core import TyperGroup
 from qppsuite.cli import app, err_console
 from qppsuite.cli.terminal import styled
 from qppsuite.errors import QppsuiteError
+
+if TYPE_CHECKING:
+    from qppsuite.batch.merge import Merged
 
 
 class _RunByDefault(TyperGroup):
@@ -66,7 +69,7 @@ def batch_run(
     database to OUTDIR/batch.sqlite.  Exit status: 0 if every job is ok, 1 if any failed, 130 on Ctrl-C.
     """
     from qppsuite.batch import jobs as jobs_module
-    from qppsuite.batch.outdir import default_outdir
+    from qppsuite.batch.outdir import default_outdir, locked
     from qppsuite.batch.progress import BatchProgress
     from qppsuite.batch.runner import BatchInterrupted, ray_available, run_batch
     from qppsuite.batch.shipping import image_hash
@@ -92,35 +95,39 @@ def batch_run(
     count = workers or os.cpu_count() or 1
     progress = BatchProgress(err_console, total=len(job_list), skipped=0)
     interrupted: int | None = None
-    try:
-        summary = run_batch(
-            job_list, out, progress, workers=count, use_ray=use_ray, ray_address=ray_address, cache=cache_dir
-        )
-    except BatchInterrupted as stopped:
-        summary, interrupted = stopped.summary, stopped.signum
-    merged = _merge(out)
-    line = _summary_line(summary, merged)
+    with locked(out):  # one batch at a time in OUTDIR, its merge included
+        try:
+            summary = run_batch(
+                job_list, out, progress, workers=count, use_ray=use_ray, ray_address=ray_address, cache=cache_dir
+            )
+        except BatchInterrupted as stopped:
+            summary, interrupted = stopped.summary, stopped.signum
+        merged = _merge(out)
+    line = _summary_line(summary.skipped, merged)
     if interrupted is not None:
         err_console.print(styled(("interrupted:", "bold red"), f" {line}"), soft_wrap=True)
         raise typer.Exit(128 + interrupted)
-    if summary.failed or summary.not_run:
+    if len(merged.jobs) != merged.count("ok"):
         raise BatchFailed(line, hint=f"the reasons are in {out}/jobs/*/result.json; rerun the command to retry them")
     err_console.print(styled(("qppsuite:", "green"), f" {line}"), soft_wrap=True)
 
 
-def _summary_line(summary: Any, merged: Path) -> str:
-    counts = f"{summary.total} jobs: {summary.ok + summary.skipped} ok"
-    if summary.skipped:
-        counts += f" ({summary.skipped} complete already)"
-    counts += f", {summary.failed} failed, {summary.not_run} not run"
-    return f"{counts}; merged database {merged}"
+def _summary_line(skipped: int, merged: "Merged") -> str:
+    """The batch's counts as the merged database has them (earlier invocations' results included), ``skipped``
+    of the ok ones complete before this invocation."""
+    ok = merged.count("ok")
+    counts = f"{len(merged.jobs)} jobs: {ok} ok"
+    if skipped:
+        counts += f" ({min(skipped, ok)} complete already)"
+    counts += f", {merged.count('failed')} failed, {merged.count('not run')} not run"
+    return f"{counts}; merged database {merged.path}"
 
 
-def _merge(out: Path) -> Path:
-    """``qppsuite batch merge``'s work over what is complete; a job's input it could not read is one line."""
+def _merge(out: Path) -> "Merged":
+    """``qppsuite batch merge``'s work over what is complete ; a job's input it could not read is one line."""
     from qppsuite.batch.merge import merge_batch
 
     merged = merge_batch(out)
     for problem in merged.problems:
         err_console.print(styled(("error:", "bold red"), f" {problem}"), soft_wrap=True)
-    return merged.path
+    return merged

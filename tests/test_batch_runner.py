@@ -1,0 +1,155 @@
+"""`qppsuite batch`'s runner around its jobs: per-job errors, the output directory's lock, resume (no guest: the
+job executor is a fake that writes what a run would)."""
+
+import http.server
+import io
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qppsuite.batch import outdir, runner
+from qppsuite.batch.jobs import Job, load_jobs_file
+from qppsuite.batch.progress import BatchProgress
+from qppsuite.cli.terminal import SafeConsole
+from qppsuite.core.qpp import QPP
+from tests.cli_entry import run_main
+from tests.test_run_database import call, start
+
+
+def _jobs(tmp_path: Path, labels: list[str]) -> list[Job]:
+    path = tmp_path / "jobs.yaml"
+    path.write_text("jobs:\n" + "".join(f" - {{label: {label}, cmd: 'true'}}\n" for label in labels))
+    return load_jobs_file(path, lambda image: image)
+
+
+def _progress(total: int) -> tuple[BatchProgress, io.StringIO]:
+    text = io.StringIO()
+    return BatchProgress(SafeConsole(file=text, force_terminal=False), total=total, skipped=0), text
+
+
+@pytest.fixture(scope="module")
+def run_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real run database of one run (syscalls_logger fired by hand), as a job's would be."""
+    path = tmp_path_factory.mktemp("run") / outdir.DATABASE_FILE
+    with QPP(None) as qpp:
+        harness = start(qpp, ["syscalls", "syscalls_logger"], {"syscalls_logger": {"db": str(path)}})
+        call(harness)
+        qpp.stop_all(None)
+    return path
+
+
+def _fake_run(ran: list[str], database: Path, fail: dict[str, BaseException] | None = None) -> Any:
+    """A ``run_job`` that copies a real run database as the job's and returns ok, or raises ``fail[label]``."""
+
+    def run_job(job: Job, directory: Path, *, attempts: int, **_: Any) -> dict[str, Any]:
+        ran.append(job.label)
+        if fail and job.label in fail:
+            raise fail[job.label]
+        outdir.clear_attempt(directory)
+        shutil.copyfile(database, directory / outdir.DATABASE_FILE)
+        return {"format": outdir.FORMAT, "id": job.id, "label": job.label, "sha256": job.sha256, "status": "ok",
+                "reason": None, "attempts": attempts, "wall_s": 0.5, "insns_executed": 1}
+
+    return run_job
+
+
+@pytest.fixture(autouse=True)
+def _no_snapshots(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "_make_ready_snapshots", lambda jobs, cache: None)
+
+
+def test_one_jobs_error_fails_that_job_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            run_database: Path) -> None:
+    jobs = _jobs(tmp_path, ["ok1", "bad", "ok2", "nodir"])
+    out = tmp_path / "out"
+    (out / "jobs").mkdir(parents=True)
+    (out / "jobs" / "nodir").touch()  # its directory is a file: nothing of it can be written
+    ran: list[str] = []
+    monkeypatch.setattr(runner, "run_job", _fake_run(ran, run_database, {"bad": ValueError("embedded null byte"),
+                                                           "nodir": NotADirectoryError(20, "Not a directory")}))
+    progress, text = _progress(len(jobs))
+    summary = runner.run_batch(jobs, out, progress, workers=1, use_ray=False)
+    assert sorted(ran) == ["bad", "nodir", "ok1", "ok2"]
+    assert (summary.ok, summary.failed, summary.not_run) == (2, 2, 0)
+    bad = outdir.read_result(outdir.job_dir(out, "bad"))
+    assert bad is not None and bad["reason"] == "batch error (ValueError: embedded null byte)"
+    assert outdir.is_complete(outdir.job_dir(out, "ok2"), jobs[2].sha256)
+    assert "Traceback" not in text.getvalue()
+
+
+def test_a_result_without_wall_time_is_shown(tmp_path: Path) -> None:
+    progress, text = _progress(1)
+    job = _jobs(tmp_path, ["gone"])[0]
+    progress.job_finished(runner._failed(job, 2, "worker crashed", RuntimeError("worker died\nmore")))
+    assert "gone: worker crashed (RuntimeError: worker died)" in text.getvalue()
+
+
+def _cli_fakes(monkeypatch: pytest.MonkeyPatch, ran: list[str], database: Path,
+               fail: dict[str, BaseException]) -> None:
+    from qppsuite.batch import shipping
+
+    monkeypatch.setattr(shipping, "image_hash", lambda image, cache=None: image)
+    monkeypatch.setattr(runner, "run_job", _fake_run(ran, database, fail))  # type: ignore[arg-type]
+
+
+def test_a_second_batch_in_one_outdir_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             run_database: Path) -> None:
+    ran: list[str] = []
+    _cli_fakes(monkeypatch, ran, run_database, {})
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text("jobs:\n - {label: a, cmd: 'true'}\n")
+    out = tmp_path / "out"
+    with outdir.locked(out):  # another batch, running
+        code, stderr = run_main(["batch", str(jobs), "--pool", "-o", str(out)])
+    assert code == 1 and ran == []
+    assert f"{out} is in use by batch pid {os.getpid()}" in stderr and "Traceback" not in stderr
+    code, stderr = run_main(["batch", str(jobs), "--pool", "-o", str(out)])  # released: this one runs
+    assert code == 0 and ran == ["a"], stderr
+
+
+def test_the_summary_counts_are_the_merged_databases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     run_database: Path) -> None:
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text("jobs:\n - {label: a, cmd: 'true'}\n - {label: b, cmd: 'true'}\n")
+    out = tmp_path / "out"
+    ran: list[str] = []
+    _cli_fakes(monkeypatch, ran, run_database, {"a": ValueError("a"), "b": ValueError("b")})
+    run_main(["batch", str(jobs), "--pool", "-j1", "-o", str(out)])
+    _cli_fakes(monkeypatch, ran, run_database, {"a": KeyboardInterrupt()})  # Ctrl-C as the rerun's first job starts
+    code, stderr = run_main(["batch", str(jobs), "--pool", "-j1", "-o", str(out)])
+    assert code == 130
+    assert "2 jobs: 0 ok, 2 failed, 0 not run" in stderr  # b was not rerun: its earlier failure stands
+
+
+def test_resume_reruns_an_ok_job_whose_database_is_gone_or_damaged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   run_database: Path) -> None:
+    path = tmp_path / "jobs.yaml"
+    path.write_text("jobs:\n - {label: kept}\n - {label: gone}\n - {label: damaged}\n - {label: nodb, plugins: []}\n")
+    jobs = load_jobs_file(path, lambda image: image)
+    out = tmp_path / "out"
+    ran: list[str] = []
+    monkeypatch.setattr(runner, "run_job", _fake_run(ran, run_database))
+    runner.run_batch(jobs, out, _progress(4)[0], workers=1, use_ray=False)
+    (outdir.job_dir(out, "gone") / outdir.DATABASE_FILE).unlink()
+    (outdir.job_dir(out, "damaged") / outdir.DATABASE_FILE).write_bytes(b"not a database" * 100)
+    (outdir.job_dir(out, "nodb") / outdir.DATABASE_FILE).unlink()  # it has none: complete without
+    ran.clear()
+    summary = runner.run_batch(jobs, out, _progress(4)[0], workers=1, use_ray=False)
+    assert sorted(ran) == ["damaged", "gone"]
+    assert (summary.skipped, summary.ok) == (2, 2)
+
+
+def test_an_address_that_is_not_ray_is_one_error_at_once() -> None:
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    try:
+        with pytest.raises(runner.RayError, match="not a Ray cluster"):
+            runner._reachable(f"127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
