@@ -631,10 +631,15 @@ def _args(text: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    """Whether the file has the table ``name`` (a plugin's, written only by runs that loaded it)."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
 def _named_fds(conn: sqlite3.Connection, run: int) -> Iterator[tuple[int, int, int, str]]:
     """``file_activity``'s ``file_fds`` rows of the run, in call order: (seq, process row, fd, path); none
     without that table."""
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'file_fds'").fetchone() is None:
+    if not _has_table(conn, "file_fds"):
         return
     for seq, process_id, fd, path in conn.execute(
         "SELECT syscall_seq, process_id, fd, path FROM file_fds WHERE run_id = ? ORDER BY syscall_seq, id", (run,)
@@ -645,7 +650,7 @@ def _named_fds(conn: sqlite3.Connection, run: int) -> Iterator[tuple[int, int, i
 
 def _recorded_files(conn: sqlite3.Connection, run: int) -> dict[int, list[str]]:
     """``file_activity``'s paths per process row, if the file has that table (the plugin ran); else none."""
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'file_activity'").fetchone() is None:
+    if not _has_table(conn, "file_activity"):
         return {}
     recorded: dict[int, list[str]] = {}
     for process_id, path in conn.execute(
@@ -730,11 +735,7 @@ def stored_text(value: Any) -> Any:
     """Guest text as a column stores it, for display: ``{"hex": ...}`` (bytes that are not UTF-8, as the
     plugins store names and paths) becomes the text with each such byte escaped (``a\\xff``, as
     :func:`_text`); anything else is returned as it is."""
-    if isinstance(value, str) and value.startswith('{"hex": '):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return value
+    value = stored_value(value)
     if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("hex"), str):
         try:
             return _text(bytes.fromhex(value["hex"]))
@@ -868,7 +869,7 @@ def add_proc_events_exits(conn: sqlite3.Connection, run: int, roots: list[Proces
     """Give each process of ``roots`` without an exit status the wait status of its ``exit`` event in the
     ``proc_events`` table (do_exit's code, kernel/exit.c), when the file has that table: the process rows
     only have one when syscalls_logger ran.  Values that are not integers (an edited file) are left out."""
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'proc_events'").fetchone() is None:
+    if not _has_table(conn, "proc_events"):
         return
     exits = {
         row[0]: row[1]
