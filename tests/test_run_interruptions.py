@@ -261,6 +261,38 @@ def test_a_signal_while_qppsuite_starts_is_one_line_and_its_exit_status(
     assert len(lines) == 1 and f"interrupted by {signal.Signals(signum).name}" in lines[0], stderr
 
 
+#: A signal delivered inside a weakref callback, as importlib's module locks run them during an import.
+_IN_WEAKREF_CALLBACK = """
+import os, signal, sys, weakref
+import qppsuite.__main__ as entry
+signal.signal(signal.SIGTERM, getattr(entry, sys.argv[1]))
+class Module: pass
+module = Module()
+ref = weakref.ref(module, lambda _ref: os.kill(os.getpid(), signal.SIGTERM))
+del module
+print("carried on")
+"""
+
+
+@pytest.mark.parametrize(("handler", "stopped"), [("_stop_importing", True), ("_stop_early", False)])
+def test_a_signal_during_the_cli_import_ends_the_process_even_inside_a_weakref_callback(
+    handler: str, stopped: bool
+) -> None:
+    """CI saw a SIGTERM during the import print "Exception ignored" and the run go on to exit 0.
+
+    The handler used while the CLI is imported must end the process whatever
+    frame the signal lands in; the later one (SystemExit) is shown losing it there.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", _IN_WEAKREF_CALLBACK, handler], capture_output=True, text=True, timeout=60
+    )
+    if stopped:
+        assert done.returncode == 128 + signal.SIGTERM and not done.stdout, done
+        assert done.stderr == "error: interrupted by SIGTERM\n"
+    else:
+        assert done.returncode == 0 and "carried on" in done.stdout and "Exception ignored" in done.stderr
+
+
 @pytest.mark.boot
 @pytest.mark.parametrize("args", [["--bootargs", "quiet é"], ["--bootargs", "quiet \x01"], ["--max-insns", "0"]])
 def test_options_the_machine_cannot_take_are_one_line(default_image: ImageBundle, args: list[str]) -> None:
