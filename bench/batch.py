@@ -13,7 +13,7 @@ output directory each time).  Each job is ``--cmd true`` from the ready snapshot
 Each batch's CPU seconds (the batch process and the job processes it waited for) are printed too: on a machine
 shared with other work the wall-clock speed-up depends on the load, the CPU cost per job does not.
 
-Usage: ``python bench/batch.py [--jobs N] [--pairs P]``.
+Usage: ``python bench/batch.py [--jobs N] [--pairs P] [--no-ray]`` (``--no-ray``: the speed-up only).
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--no-ray", action="store_true", help="measure the speed-up only, not Ray against the pool")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="qppsuite-bench-batch-") as scratch:
         small, large = jobs_file(Path(scratch), options.jobs), jobs_file(Path(scratch), 2 * options.jobs)
@@ -88,6 +89,8 @@ def main() -> None:
                 f"({options.jobs / walls['2']:.2f} jobs/s with 2); load average {os.getloadavg()[0]:.1f}"
             )
         print(f"median speed-up with 2 workers: {statistics.median(speedups):.2f}x")
+        if options.no_ray:
+            return
         try:
             import ray  # noqa: F401
         except ImportError:
