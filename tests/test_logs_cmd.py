@@ -128,6 +128,31 @@ def test_a_process_name_that_is_not_utf8_is_chosen_as_the_views_show_it_or_raw(d
     assert code == 1 and output.startswith("error: --process: give a process name"), output
 
 
+def test_processes_gives_a_name_that_is_not_utf8_as_the_hex_object_in_json_and_escaped_in_the_table(
+    db: Path, tmp_path: Path
+) -> None:
+    """Left by issue 14: `processes --format json` gave such a name as escaped text (`\\xff...`), which a
+    name really spelt with a backslash also gives; `syscalls --format json` gives the {"hex"} object."""
+    import shutil
+    import sqlite3
+
+    copy = tmp_path / "named.db"
+    shutil.copy(db, copy)
+    stored = '{"hex": "fffe626164"}'
+    with sqlite3.connect(copy) as conn:
+        process_id, run_id, pid = conn.execute("SELECT id, run_id, pid FROM processes ORDER BY id").fetchone()
+        conn.execute("UPDATE processes SET name = ?, names = json_array('sh', json(?)) WHERE id = ?",
+                     (stored, stored, process_id))
+        conn.execute("INSERT INTO threads (run_id, process_id, tid, name, names, syscall_count) "
+                     "VALUES (?, ?, ?, ?, json_array(json(?)), 0)", (run_id, process_id, pid, stored, stored))
+    records = json.loads(invoke("processes", str(copy), "--threads", "--format", "json"))
+    (record,) = [r for r in records if r["pid"] == pid]
+    assert record["name"] == {"hex": "fffe626164"} and record["names"] == ["sh", {"hex": "fffe626164"}]
+    assert [t["name"] for t in record["threads"] if t["tid"] == pid] == [{"hex": "fffe626164"}]
+    table = invoke("processes", str(copy))
+    assert "\\xff\\xfebad" in table and "hex" not in table
+
+
 def test_a_name_is_chosen_as_the_table_shows_it_and_a_thread_s_own_name_chooses_its_calls(
     db: Path, tmp_path: Path
 ) -> None:

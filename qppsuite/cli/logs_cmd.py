@@ -366,7 +366,9 @@ def processes(
                     ),
                     soft_wrap=True,
                 )
-            roots = reader.process_tree(conn, run_id)
+            # json and csv: a name that is not UTF-8 as the {"hex"} object the syscalls view gives too
+            shown = reader.stored_text if fmt is OutputFormat.table else reader.stored_value
+            roots = reader.process_tree(conn, run_id, shown=shown)
             recorded = reader.syscalls_recorded(conn, run_id)
             if not recorded:  # without syscalls_logger: no call counts, and the exits are proc_events'
                 reader.add_proc_events_exits(conn, run_id, roots)

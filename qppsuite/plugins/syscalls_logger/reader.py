@@ -687,8 +687,8 @@ class ProcessNode:
     id: int
     pid: int
     ppid: int
-    name: str
-    names: list[str]
+    name: Any  # str, or as the caller of process_tree asked (a {"hex"} dict)
+    names: list[Any]
     start_time: int
     syscall_count: int | None  # None: its calls were not logged (a run of only=command, not the command's)
     state: str | None
@@ -702,8 +702,8 @@ class ThreadRow:
     """One thread of a process, with every name it had."""
 
     tid: int
-    name: str
-    names: list[str]
+    name: Any  # as ProcessNode's
+    names: list[Any]
     syscall_count: int | None  # None: as its process's
 
 
@@ -744,17 +744,21 @@ def stored_text(value: Any) -> Any:
     return value
 
 
-def _names(text: str | None) -> Any:
-    """A ``names`` column: its JSON list, each name shown as :func:`stored_text` shows a ``name`` column."""
+def _names(text: str | None, shown: Callable[[Any], Any]) -> Any:
+    """A ``names`` column: its JSON list, each name given as ``shown`` gives a ``name`` column."""
     names = json.loads(text or "[]")
     if isinstance(names, list):
-        return [stored_text(name) if isinstance(name, (str, dict)) else name for name in names]
+        return [shown(name) if isinstance(name, (str, dict)) else name for name in names]
     return names
 
 
-def process_tree(conn: sqlite3.Connection, run: int) -> list[ProcessNode]:
+def process_tree(
+    conn: sqlite3.Connection, run: int, *, shown: Callable[[Any], Any] = stored_text
+) -> list[ProcessNode]:
     """The run's processes as a forest: a child hangs under the latest process with its ppid started before it.
 
+    Names (the processes' and threads') are given as ``shown`` gives a stored one: :func:`stored_text` (for
+    display, the default) or :func:`stored_value` (JSON: bytes that are not UTF-8 as the ``{"hex"}`` object).
     In a run that logged only its command's calls (:func:`command_only`), a process without a logged call is
     not the command's: its ``syscall_count`` (and its threads') is None, not 0."""
     unlogged = 0 if command_only(conn, run) else None  # the count that means "not logged"
@@ -763,8 +767,8 @@ def process_tree(conn: sqlite3.Connection, run: int) -> list[ProcessNode]:
             row["id"],
             row["pid"],
             row["ppid"],
-            stored_text(row["name"]),
-            _names(row["names"]),
+            shown(row["name"]),
+            _names(row["names"], shown),
             row["start_time"],
             None if row["syscall_count"] == unlogged else row["syscall_count"],
             row["state"],
@@ -777,7 +781,7 @@ def process_tree(conn: sqlite3.Connection, run: int) -> list[ProcessNode]:
         owner = by_id.get(row["process_id"])
         if owner is not None:
             count = None if owner.syscall_count is None else row["syscall_count"]
-            owner.threads.append(ThreadRow(row["tid"], stored_text(row["name"]), _names(row["names"]), count))
+            owner.threads.append(ThreadRow(row["tid"], shown(row["name"]), _names(row["names"], shown), count))
     # A parent comes before its child in (start_time, id) order, so whatever the rows say (two processes
     # each the other's parent, in a damaged or hostile file) the result is a forest and no row is lost.
     by_pid: dict[int, list[ProcessNode]] = {}
