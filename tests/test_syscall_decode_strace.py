@@ -69,6 +69,8 @@ fcntl.ioctl(a.fileno(), termios.FIONBIO, struct.pack("i", 1))
 fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
 libc.prctl(15, b"qppname", 0, 0, 0); nb = ctypes.create_string_buffer(16); libc.prctl(16, nb, 0, 0, 0)
 libc.prctl(4, 0, 0, 0, 0)
+libc.ptrace(0, 0, 0, 0); libc.ptrace(16, 99999, 0, 0); libc.ptrace(0x4206, 99999, 0, 0x10)
+libc.ptrace(7, 99999, 0, 15); libc.ptrace(2, 99999, 0x1000, 0)
 m = mmap.mmap(-1, 8192, mmap.MAP_PRIVATE, mmap.PROT_READ | mmap.PROT_WRITE); m.close()
 tfd = libc.timerfd_create(1, 0)
 old = ctypes.create_string_buffer(16)
@@ -107,6 +109,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "itimerspec": ("timerfd_settime", "timerfd_gettime64"),
     "_llseek result": ("_llseek",),
     "prctl": ("prctl",),
+    "ptrace": ("ptrace",),
     "fcntl": ("fcntl64",),
     "ioctl": ("ioctl",),
     "futex": ("futex", "futex_time64"),

@@ -209,6 +209,7 @@ OVERRIDES: dict[str, dict[str, str]] = {
     "init_module": {"umod": "buf[in,len=len]"},
     "ioctl": {"cmd": "flags[ioctl_request]"},
     "prctl": {"option": "flags[prctl_option]"},
+    "ptrace": {"request": "flags[ptrace_request]", "pid": "int"},
     "fcntl": {"cmd": "flags[fcntl_cmd]"},
     "fcntl64": {"cmd": "flags[fcntl_cmd]"},
     "lseek": {"whence": "flags[seek_whence]"},
@@ -484,6 +485,8 @@ FLAG_HEADERS: dict[str, tuple[str, ...]] = {
     "memfd_flags": ("include/uapi/linux/memfd.h",),
     "access_mode": (),
     "prctl_option": ("include/uapi/linux/prctl.h",),
+    "ptrace_request": ("include/uapi/linux/ptrace.h", "arch/arm/include/uapi/asm/ptrace.h"),
+    "ptrace_options": ("include/uapi/linux/ptrace.h",),
     "ioctl_request": (
         "include/uapi/asm-generic/ioctls.h",
         "include/uapi/asm-generic/sockios.h",
@@ -799,7 +802,7 @@ def header_defines(root: Path, headers: tuple[str, ...]) -> dict[str, int]:
     for k in raw:
         try:
             values[k] = evaluate(raw[k], raw)
-        except (GenError, RecursionError):
+        except (GenError, RecursionError, SyntaxError):  # SyntaxError: a multi-line macro's first line
             continue
     return values
 

@@ -1,6 +1,6 @@
 """Calls whose other arguments mean what a command argument says (strace's per-command printers).
 
-prctl, fcntl/fcntl64, ioctl, futex/futex_time64, setsockopt/getsockopt and epoll_ctl carry a
+prctl, ptrace, fcntl/fcntl64, ioctl, futex/futex_time64, setsockopt/getsockopt and epoll_ctl carry a
 command, option or level that decides how many of the remaining registers are used and what
 they hold; open/openat use their mode only with O_CREAT or O_TMPFILE; recvmsg's msghdr is
 read at the call too, so that its value-result fields can show ``before => after``.
@@ -99,6 +99,33 @@ def _prctl_return(decoder: "_Decoder", result: int, outputs: list[DecodedArg]) -
         return outputs
     arg2 = DecodedArg("arg2", "ptr", decoder.regs[1], decoder.regs[1])
     return [*outputs, _cstring(decoder, arg2)]
+
+
+# --- ptrace (kernel/ptrace.c, include/uapi/linux/ptrace.h) --------------------------------
+
+_PTRACE_TRACEME = 0
+_PTRACE_PID_ONLY = frozenset({8, 16, 0x4207, 0x4208})
+"""PTRACE_KILL, _ATTACH, _INTERRUPT, _LISTEN: the kernel reads the pid only."""
+_PTRACE_SIGNAL_DATA = frozenset({7, 9, 17, 24})
+"""PTRACE_CONT, _SINGLESTEP, _DETACH, _SYSCALL: data is the signal to deliver."""
+_PTRACE_OPTIONS_DATA = frozenset({21, 0x4200, 0x4206})
+"""PTRACE_OLDSETOPTIONS, _SETOPTIONS, _SEIZE: data is PTRACE_O_* options."""
+
+
+def _ptrace(decoder: "_Decoder", args: list[DecodedArg]) -> list[DecodedArg]:
+    """``ptrace(PTRACE_TRACEME)``, ``ptrace(PTRACE_ATTACH, 42)``, ``ptrace(PTRACE_SEIZE, 42, NULL,
+    PTRACE_O_TRACEEXEC)``: the registers a request uses, as strace prints them (data a signal or options
+    where the request says so; addresses otherwise)."""
+    request, pid, addr, data = args
+    if request.raw == _PTRACE_TRACEME:
+        return [request]
+    if request.raw in _PTRACE_PID_ONLY:
+        return [request, pid]
+    if request.raw in _PTRACE_SIGNAL_DATA:
+        return [request, pid, _ptr(addr), _flags(data, "signal")]
+    if request.raw in _PTRACE_OPTIONS_DATA:
+        return [request, pid, _ptr(addr), _flags(data, "ptrace_options")]
+    return [request, pid, _ptr(addr), _ptr(data)]
 
 
 # --- fcntl (fs/fcntl.c) ------------------------------------------------------------------
@@ -359,6 +386,7 @@ def _sleep_return(decoder: "_Decoder", result: int, outputs: list[DecodedArg]) -
 
 AT_CALL: dict[str, CallHook] = {
     "prctl": _prctl,
+    "ptrace": _ptrace,
     "fcntl": _fcntl,
     "fcntl64": _fcntl,
     "ioctl": _ioctl,

@@ -1,8 +1,9 @@
-"""Value -> name tables too long to write by hand: prctl options, ioctl requests, socket
-levels and the options of SOL_SOCKET, SOL_TCP, SOL_IP and SOL_IPV6 (strace calls such tables
-"xlat").
+"""Value -> name tables too long to write by hand: prctl options, ptrace requests, ioctl
+requests, socket levels and the options of SOL_SOCKET, SOL_TCP, SOL_IP and SOL_IPV6 (strace
+calls such tables "xlat").
 
 They were extracted once from the Linux 6.1 headers (include/uapi/linux/prctl.h,
+include/uapi/linux/ptrace.h and arch/arm/include/uapi/asm/ptrace.h,
 include/uapi/asm-generic/ioctls.h and sockios.h, include/uapi/linux/sockios.h,
 include/linux/socket.h, include/uapi/asm-generic/socket.h, include/uapi/linux/tcp.h, in.h,
 in6.h), the first name of each value kept; ``tools/gen_syscall_table.py`` checks every
@@ -67,6 +68,54 @@ PRCTL_OPTIONS: dict[int, str] = {
     0x53564d41: "PR_SET_VMA",
     0x59616d61: "PR_SET_PTRACER",
 }
+PTRACE_REQUESTS: dict[int, str] = {
+    0: "PTRACE_TRACEME",
+    1: "PTRACE_PEEKTEXT",
+    2: "PTRACE_PEEKDATA",
+    3: "PTRACE_PEEKUSR",
+    4: "PTRACE_POKETEXT",
+    5: "PTRACE_POKEDATA",
+    6: "PTRACE_POKEUSR",
+    7: "PTRACE_CONT",
+    8: "PTRACE_KILL",
+    9: "PTRACE_SINGLESTEP",
+    12: "PTRACE_GETREGS",
+    13: "PTRACE_SETREGS",
+    14: "PTRACE_GETFPREGS",
+    15: "PTRACE_SETFPREGS",
+    16: "PTRACE_ATTACH",
+    17: "PTRACE_DETACH",
+    18: "PTRACE_GETWMMXREGS",
+    19: "PTRACE_SETWMMXREGS",
+    21: "PTRACE_OLDSETOPTIONS",
+    22: "PTRACE_GET_THREAD_AREA",
+    23: "PTRACE_SET_SYSCALL",
+    24: "PTRACE_SYSCALL",
+    25: "PTRACE_GETCRUNCHREGS",
+    26: "PTRACE_SETCRUNCHREGS",
+    27: "PTRACE_GETVFPREGS",
+    28: "PTRACE_SETVFPREGS",
+    29: "PTRACE_GETHBPREGS",
+    30: "PTRACE_SETHBPREGS",
+    31: "PTRACE_GETFDPIC",
+    0x4200: "PTRACE_SETOPTIONS",
+    0x4201: "PTRACE_GETEVENTMSG",
+    0x4202: "PTRACE_GETSIGINFO",
+    0x4203: "PTRACE_SETSIGINFO",
+    0x4204: "PTRACE_GETREGSET",
+    0x4205: "PTRACE_SETREGSET",
+    0x4206: "PTRACE_SEIZE",
+    0x4207: "PTRACE_INTERRUPT",
+    0x4208: "PTRACE_LISTEN",
+    0x4209: "PTRACE_PEEKSIGINFO",
+    0x420A: "PTRACE_GETSIGMASK",
+    0x420B: "PTRACE_SETSIGMASK",
+    0x420C: "PTRACE_SECCOMP_GET_FILTER",
+    0x420D: "PTRACE_SECCOMP_GET_METADATA",
+    0x420E: "PTRACE_GET_SYSCALL_INFO",
+    0x420F: "PTRACE_GET_RSEQ_CONFIGURATION",
+}
+
 IOCTL_REQUESTS: dict[int, str] = {
     0x5401: "TCGETS",
     0x5402: "TCSETS",
