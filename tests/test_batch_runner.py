@@ -1,10 +1,13 @@
 """`qppsuite batch`'s runner around its jobs: per-job errors, the output directory's lock, resume (no guest: the
 job executor is a fake that writes what a run would)."""
 
+import _thread
 import http.server
 import io
+import json
 import os
 import shutil
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -43,10 +46,17 @@ def run_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _fake_run(ran: list[str], database: Path, fail: dict[str, BaseException] | None = None) -> Any:
-    """A ``run_job`` that copies a real run database as the job's and returns ok, or raises ``fail[label]``."""
+    """A ``run_job`` that copies a real run database as the job's and returns ok, or raises ``fail[label]``; a
+    KeyboardInterrupt there is a Ctrl-C as the job runs: in a pool's thread it reaches the batch's main thread,
+    and the job, stopped, has no result (as a real run's)."""
 
-    def run_job(job: Job, directory: Path, *, attempts: int, **_: Any) -> dict[str, Any]:
+    def run_job(job: Job, directory: Path, *, attempts: int, stop: threading.Event | None = None,
+                **_: Any) -> dict[str, Any] | None:
         ran.append(job.label)
+        if fail and isinstance(fail.get(job.label), KeyboardInterrupt) and stop is not None:
+            _thread.interrupt_main(signal.SIGINT)
+            stop.wait(30)
+            return None
         if fail and job.label in fail:
             raise fail[job.label]
         outdir.clear_attempt(directory)
@@ -153,3 +163,96 @@ def test_an_address_that_is_not_ray_is_one_error_at_once() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class _FakeRay:
+    """Enough of Ray for ``runner._run_ray`` on the driver: a task runs (in this process) when it is waited for."""
+
+    class exceptions:
+        RayError = RuntimeError
+
+    def __init__(self) -> None:
+        self.calls: dict[int, Any] = {}
+
+    def init(self, **_: Any) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+    def put(self, value: Any) -> Any:
+        return value
+
+    def cluster_resources(self) -> dict[str, float]:
+        return {"CPU": 1.0}
+
+    def remote(self, **_: Any) -> Any:
+        fake = self
+
+        class Task:
+            def __init__(self, function: Any) -> None:
+                self.function = function
+
+            def remote(self, *args: Any) -> int:
+                ref = len(fake.calls)
+                fake.calls[ref] = lambda: self.function(*args)
+                return ref
+
+        return Task
+
+    def wait(self, pending: list[int], **_: Any) -> tuple[list[int], list[int]]:
+        for ref in pending:
+            call = self.calls[ref]
+            try:
+                self.calls[ref] = ("value", call())
+            except Exception as exc:
+                self.calls[ref] = ("error", exc)
+        return list(pending), []
+
+    def get(self, ref: int) -> Any:
+        kind, value = self.calls[ref]
+        if kind == "error":
+            raise value
+        return value
+
+    def cancel(self, ref: int) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_ray(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> _FakeRay:
+    """``import ray`` gives a :class:`_FakeRay`; images pack to their name and unpack to a directory."""
+    import sys
+
+    fake = _FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)  # type: ignore[arg-type]
+    monkeypatch.setattr(runner, "pack", lambda image, cache=None: image.encode())
+    monkeypatch.setattr(runner, "image_hash", lambda image, cache=None: image)
+    monkeypatch.setattr(runner, "unpack", lambda data, digest, cache=None: tmp_path / "unpacked" / digest)
+    return fake
+
+
+@pytest.mark.parametrize("use_ray", [False, True], ids=["pool", "ray"])
+def test_attempts_count_a_start_that_left_no_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    run_database: Path, fake_ray: _FakeRay, use_ray: bool) -> None:
+    jobs = _jobs(tmp_path, ["killed"])
+    out = tmp_path / "out"
+    ran: list[str] = []
+    # the batch killed (SIGKILL, a reboot) while the job ran: as Ctrl-C, no result.json, here nothing else either
+    monkeypatch.setattr(runner, "run_job", _fake_run(ran, run_database, {"killed": KeyboardInterrupt()}))
+    with pytest.raises(runner.BatchInterrupted):
+        runner.run_batch(jobs, out, _progress(1)[0], workers=1, use_ray=use_ray)
+    assert outdir.read_result(outdir.job_dir(out, "killed")) is None
+    monkeypatch.setattr(runner, "run_job", _fake_run(ran, run_database))
+    runner.run_batch(jobs, out, _progress(1)[0], workers=1, use_ray=use_ray)
+    result = outdir.read_result(outdir.job_dir(out, "killed"))
+    assert result is not None and (result["status"], result["attempts"]) == ("ok", 2)
+    # another version of the job starts counting again
+    path = tmp_path / "jobs.yaml"
+    path.write_text(path.read_text().replace("'true'", "'false'"))
+    changed = load_jobs_file(path, lambda image: image)
+    runner.run_batch(changed, out, _progress(1)[0], workers=1, use_ray=use_ray)
+    result = outdir.read_result(outdir.job_dir(out, "killed"))
+    assert result is not None and result["attempts"] == 1
+    assert json.loads((outdir.job_dir(out, "killed") / outdir.ATTEMPTS_FILE).read_text()) == {
+        "sha256": changed[0].sha256, "attempts": 1}

@@ -91,9 +91,7 @@ def run_batch(
         if outdir.is_complete(directory, job.sha256, database=any(name in DATABASE_PLUGINS for name in job.plugins)):
             summary.skipped += 1
             continue
-        earlier = outdir.read_result(directory)
-        attempts = earlier.get("attempts", 0) if earlier and earlier.get("sha256") == job.sha256 else 0
-        todo.append((job, attempts + 1 if isinstance(attempts, int) else 1))
+        todo.append((job, outdir.attempts_made(directory, job.sha256) + 1))
     progress.skipped = summary.skipped
     if not todo:
         return summary
@@ -143,6 +141,14 @@ def _record(out: Path, result: dict[str, Any], progress: BatchProgress, summary:
     else:
         summary.failed += 1
     progress.job_finished(result)
+
+
+def _note_attempt(out: Path, job: Job, attempts: int) -> None:
+    """Count the attempt in the job's directory as it starts (pool) or is submitted (Ray), so that one killed
+    mid-run, the batch with it, still counts on the next run.  A directory that cannot be written is left to
+    the attempt to fail on (its result names why)."""
+    with suppress(OSError):
+        outdir.note_attempt(outdir.job_dir(out, job.id), job.sha256, attempts)
 
 
 def _make_ready_snapshots(jobs: list[Job], cache: Path | None) -> None:
@@ -196,6 +202,7 @@ def _run_pool(
     def one(job: Job, attempts: int) -> dict[str, Any] | None:
         if stop.is_set():
             return None
+        _note_attempt(out, job, attempts)
         try:
             return run_job(job, outdir.job_dir(out, job.id), attempts=attempts,
                            cache=str(cache) if cache is not None else None, stop=stop, started=started)
@@ -287,6 +294,7 @@ def _run_ray(
             if image not in bundles:
                 bundles[image] = (ray.put(pack(image, cache)), image_hash(image, cache))
             bundle, digest = bundles[image]
+            _note_attempt(out, job, attempts)
             refs[task.remote(job, attempts, bundle, digest, worker_cache)] = job
         capacity = int(ray.cluster_resources().get("CPU", workers))
         pending = list(refs)
