@@ -256,3 +256,32 @@ def test_attempts_count_a_start_that_left_no_result(tmp_path: Path, monkeypatch:
     assert result is not None and result["attempts"] == 1
     assert json.loads((outdir.job_dir(out, "killed") / outdir.ATTEMPTS_FILE).read_text()) == {
         "sha256": changed[0].sha256, "attempts": 1}
+
+
+def test_an_image_ray_cannot_ship_fails_its_jobs_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    run_database: Path, fake_ray: _FakeRay) -> None:
+    from qppsuite.errors import ImageError
+
+    def pack(image: str, cache: Path | None = None) -> bytes:
+        if image.startswith("broken"):
+            raise ImageError(f"{image}: manifest.json: not JSON\nline 2")
+        return image.encode()
+
+    monkeypatch.setattr(runner, "pack", pack)
+    path = tmp_path / "jobs.yaml"
+    path.write_text("jobs:\n - {label: a, cmd: 'true'}\n - {label: b, cmd: 'true', image: \"broken\\e[31m\"}\n"
+                    " - {label: c, cmd: 'true'}\n - {label: d, cmd: 'true', image: \"broken\\e[31m\"}\n")
+    jobs = load_jobs_file(path, lambda image: image)
+    out = tmp_path / "out"
+    ran: list[str] = []
+    monkeypatch.setattr(runner, "run_job", _fake_run(ran, run_database))
+    progress, text = _progress(len(jobs))
+    summary = runner.run_batch(jobs, out, progress, workers=1, use_ray=True)
+    assert sorted(ran) == ["a", "c"]
+    assert (summary.ok, summary.failed) == (2, 2)
+    for label in ("b", "d"):
+        result = outdir.read_result(outdir.job_dir(out, label))
+        assert result is not None and result["status"] == "failed"
+        assert result["reason"] == ("cannot ship image broken\\x1b[31m (ImageError: broken\\x1b[31m: manifest.json: "
+                                    "not JSON)")
+    assert "\x1b" not in text.getvalue() and "Traceback" not in text.getvalue()

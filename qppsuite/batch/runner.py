@@ -143,6 +143,15 @@ def _record(out: Path, result: dict[str, Any], progress: BatchProgress, summary:
     progress.job_finished(result)
 
 
+def _record_unrun(out: Path, result: dict[str, Any], progress: BatchProgress, summary: Summary) -> None:
+    """Record the failure of a job the batch could not start, its earlier attempt's files cleared first (a
+    database of an earlier version of the job must not be merged as this one's)."""
+    with suppress(OSError):  # _record says what is wrong with the directory
+        outdir.clear_attempt(outdir.job_dir(out, result["id"]))
+    progress.running += 1  # job_finished counts it down
+    _record(out, result, progress, summary)
+
+
 def _note_attempt(out: Path, job: Job, attempts: int) -> None:
     """Count the attempt in the job's directory as it starts (pool) or is submitted (Ray), so that one killed
     mid-run, the batch with it, still counts on the next run.  A directory that cannot be written is left to
@@ -286,14 +295,22 @@ def _run_ray(
         worker_cache = None  # each node's own cache: $QPPSUITE_CACHE or the XDG cache dir there
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
-        bundles: dict[str, tuple[Any, str]] = {}
+        bundles: dict[str, tuple[Any, str] | Exception] = {}
         refs: dict[Any, Job] = {}
         attempts_of = dict((job.id, attempts) for job, attempts in todo)
         for job, attempts in todo:  # an earlier attempt's files stay until this one's arrive (or never do)
             image = str(job.spec.get("image", DEFAULT_IMAGE))
             if image not in bundles:
-                bundles[image] = (ray.put(pack(image, cache)), image_hash(image, cache))
-            bundle, digest = bundles[image]
+                try:
+                    bundles[image] = (ray.put(pack(image, cache)), image_hash(image, cache))
+                except Exception as exc:  # unreadable, a file missing, a bad manifest: its jobs fail, not the batch
+                    bundles[image] = exc
+            shipped = bundles[image]
+            if isinstance(shipped, Exception):
+                _record_unrun(out, _failed(job, attempts, f"cannot ship image {visible(image)}", shipped), progress,
+                              summary)
+                continue
+            bundle, digest = shipped
             _note_attempt(out, job, attempts)
             refs[task.remote(job, attempts, bundle, digest, worker_cache)] = job
         capacity = int(ray.cluster_resources().get("CPU", workers))
