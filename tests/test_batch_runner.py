@@ -8,7 +8,9 @@ import json
 import os
 import shutil
 import signal
+import socket
 import threading
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +287,41 @@ def test_an_image_ray_cannot_ship_fails_its_jobs_only(tmp_path: Path, monkeypatc
         assert result["reason"] == ("cannot ship image broken\\x1b[31m (ImageError: broken\\x1b[31m: manifest.json: "
                                     "not JSON)")
     assert "\x1b" not in text.getvalue() and "Traceback" not in text.getvalue()
+
+
+@pytest.mark.parametrize("setting", ["1", "True"])
+def test_a_tls_cluster_is_checked_by_its_tcp_connection_only(monkeypatch: pytest.MonkeyPatch, setting: str) -> None:
+    """With RAY_USE_TLS, Ray's server answers a plaintext preface with a TLS alert or by closing: here, a server
+    that closes each connection it accepts once it has read what came.  Without TLS it is not Ray; with TLS,
+    ray.init is left to say."""
+    server = socket.create_server(("127.0.0.1", 0))
+    address = f"127.0.0.1:{server.getsockname()[1]}"
+
+    def close_each() -> None:
+        with suppress(OSError):
+            while True:
+                connection = server.accept()[0]
+                connection.settimeout(5)
+                with suppress(OSError):
+                    connection.recv(33)  # the preface and a SETTINGS frame: closed with nothing unread, no RST
+                connection.close()
+
+    threading.Thread(target=close_each, daemon=True).start()
+    try:
+        monkeypatch.delenv("RAY_USE_TLS", raising=False)
+        with pytest.raises(runner.RayError, match="not a Ray cluster"):
+            runner._reachable(address)
+        monkeypatch.setenv("RAY_USE_TLS", setting)
+        runner._reachable(address)
+        monkeypatch.setenv("RAY_USE_TLS", "0")
+        with pytest.raises(runner.RayError, match="not a Ray cluster"):
+            runner._reachable(address)
+    finally:
+        server.shutdown(socket.SHUT_RDWR)  # wakes the accept
+        server.close()
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{unused.getsockname()[1]}"
+        monkeypatch.setenv("RAY_USE_TLS", setting)
+        with pytest.raises(runner.RayError, match="cannot connect"):
+            runner._reachable(address)

@@ -356,7 +356,8 @@ _HTTP2_SETTINGS = 0x4
 def _reachable(address: str) -> None:
     """A ``HOST:PORT`` (or ``ray://HOST:PORT``) that accepts no TCP connection, or does but answers not as a
     gRPC server does, is one :class:`RayError` line within :data:`CONNECT_TIMEOUT_S` or so, not minutes of
-    Ray's retries and its raw warnings; other address forms (``auto``) are left to Ray."""
+    Ray's retries and its raw warnings; other address forms (``auto``) are left to Ray.  A cluster with TLS
+    (:func:`_ray_uses_tls`) takes no plaintext preface: only its TCP connection is checked, the rest is Ray's."""
     import socket
 
     host, sep, port = address.removeprefix("ray://").rpartition(":")
@@ -365,6 +366,8 @@ def _reachable(address: str) -> None:
     hint = "the head node's address, as `ray start --head` printed it (HOST:6379)"
     try:
         with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S) as connection:
+            if _ray_uses_tls():
+                return
             connection.sendall(_HTTP2_PREFACE + b"\0\0\0\x04\0\0\0\0\0")  # and an empty SETTINGS frame
             header = b""
             while len(header) < 9:
@@ -377,6 +380,12 @@ def _reachable(address: str) -> None:
     if len(header) < 9 or header[3] != _HTTP2_SETTINGS:
         raise RayError(f"--ray {address}: not a Ray cluster (it does not answer as Ray's gRPC server does)",
                        hint=hint)
+
+
+def _ray_uses_tls() -> bool:
+    """Whether Ray talks TLS to its cluster: ``RAY_USE_TLS`` set to ``1`` or ``true`` (any case), as Ray reads it
+    (docs.ray.io, "TLS Authentication")."""
+    return os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
 
 
 def _failed(job: Job, attempts: int, what: str, exc: Exception) -> dict[str, Any]:
