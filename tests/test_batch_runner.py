@@ -9,14 +9,16 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import threading
+import time
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from qppsuite.batch import outdir, runner
+from qppsuite.batch import outdir, ready, runner
 from qppsuite.batch.jobs import Job, load_jobs_file
 from qppsuite.batch.progress import BatchProgress
 from qppsuite.cli.terminal import SafeConsole
@@ -69,9 +71,12 @@ def _fake_run(ran: list[str], database: Path, fail: dict[str, BaseException] | N
     return run_job
 
 
+_machines_to_prepare = ready.machines_to_prepare
+
+
 @pytest.fixture(autouse=True)
 def _no_snapshots(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "_make_ready_snapshots", lambda jobs, cache: None)
+    monkeypatch.setattr(ready, "machines_to_prepare", lambda jobs, cache: [])
 
 
 def test_one_jobs_error_fails_that_job_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -325,3 +330,84 @@ def test_a_tls_cluster_is_checked_by_its_tcp_connection_only(monkeypatch: pytest
         monkeypatch.setenv("RAY_USE_TLS", setting)
         with pytest.raises(runner.RayError, match="cannot connect"):
             runner._reachable(address)
+
+
+def test_only_machines_two_jobs_share_are_booted_beforehand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "jobs.yaml"
+    path.write_text("jobs:\n - {label: a1, image: a}\n - {label: b, image: b}\n - {label: a2, image: a,"
+                    " budget: {timeout: 900}}\n - {label: c1, image: c}\n - {label: c2, image: c}\n"
+                    " - {label: a-big, image: a, ram: 512}\n - {label: a-big2, image: a, ram: 512}\n")
+    jobs = load_jobs_file(path, lambda image: image)
+    ready_already = {"c"}  # its snapshot is in the cache
+
+    def machine_of(job: Job, cache: Path | None) -> ready.Machine | None:
+        image = job.spec["image"]
+        return None if image in ready_already else (image, int(job.spec.get("ram", 256)), "")
+
+    monkeypatch.setattr(ready, "machine_of", machine_of)
+    assert _machines_to_prepare(jobs, None) == [
+        ["a", "-q", "--cmd", "true", "--timeout", "900", "--ram", "256"],  # the longest budget of its jobs
+        ["a", "-q", "--cmd", "true", "--timeout", "600", "--ram", "512"],
+    ]
+
+
+#: A stand-in for a machine's boot: it says it runs (``NAME.live``), waits until two have said so or 20 s, records
+#: how many ran at that moment (``NAME.seen``), and ends (``NAME.done``); ``sleep`` instead waits for good.
+_BOOT = """
+import os, pathlib, sys, time
+folder, name = pathlib.Path(sys.argv[1]), sys.argv[2]
+(folder / f"{name}.pid").write_text(str(os.getpid()))
+if name.startswith("sleep"):
+    time.sleep(300)
+(folder / f"{name}.live").touch()
+deadline = time.monotonic() + 20
+while len(list(folder.glob("*.live"))) + len(list(folder.glob("*.done"))) < 2 and time.monotonic() < deadline:
+    time.sleep(0.02)
+(folder / f"{name}.seen").write_text(str(len(list(folder.glob("*.live")))))
+(folder / f"{name}.live").rename(folder / f"{name}.done")
+"""
+
+
+def test_machines_boot_parallel_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ready, "RUN", [sys.executable, "-c", _BOOT])
+    ready.prepare([[str(tmp_path), f"m{n}"] for n in range(3)], 2, None)
+    seen = [int((tmp_path / f"m{n}.seen").read_text()) for n in range(3)]
+    assert max(seen) == 2  # the first two booted together, never three at once
+
+
+def test_ctrl_c_stops_the_machines_booting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ready, "RUN", [sys.executable, "-c", _BOOT])
+
+    def ctrl_c_once_both_run() -> None:
+        deadline = time.monotonic() + 30
+        while len(list(tmp_path.glob("*.pid"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        _thread.interrupt_main(signal.SIGINT)
+
+    threading.Thread(target=ctrl_c_once_both_run, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        ready.prepare([[str(tmp_path), "sleep1"], [str(tmp_path), "sleep2"], [str(tmp_path), "sleep3"]], 2, None)
+    pids = [int(path.read_text()) for path in tmp_path.glob("*.pid")]
+    assert len(pids) == 2  # the third never started
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):  # stopped and reaped: no orphan
+            os.kill(pid, 0)
+
+
+@pytest.mark.parametrize(("address", "expected"), [(None, 3), ("127.0.0.1:6379", os.cpu_count() or 1)],
+                         ids=["local", "cluster"])
+def test_the_progress_says_machines_are_prepared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 run_database: Path, fake_ray: _FakeRay, address: str | None,
+                                                 expected: int) -> None:
+    prepared: list[tuple[list[list[str]], int]] = []
+    monkeypatch.setattr(ready, "machines_to_prepare", lambda jobs, cache: [["debian-armhf", "-q"]])
+    monkeypatch.setattr(ready, "prepare", lambda machines, parallel, cache: prepared.append((machines, parallel)))
+    monkeypatch.setattr(runner, "_reachable", lambda address: None)
+    monkeypatch.setattr(runner, "run_job", _fake_run([], run_database))
+    progress, text = _progress(2)
+    runner.run_batch(_jobs(tmp_path, ["a", "b"]), tmp_path / "out", progress, workers=3, use_ray=address is not None,
+                     ray_address=address)
+    assert prepared == [([["debian-armhf", "-q"]], expected)]  # a cluster's: booted on the driver's own cores
+    lines = text.getvalue().splitlines()
+    assert lines[0] == "preparing 1 machine: booting each once for its ready snapshot"
+    assert len(lines) == 3

@@ -13,8 +13,6 @@ import concurrent.futures
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qppsuite.batch import outdir
+from qppsuite.batch import outdir, ready
 from qppsuite.batch.execute import run_job
 from qppsuite.batch.jobs import DATABASE_PLUGINS, Job
 from qppsuite.batch.progress import BatchProgress
@@ -97,13 +95,16 @@ def run_batch(
         return summary
     received: list[int] = []
     try:
-        with _signals_interrupt(received):
-            _make_ready_snapshots([job for job, _ in todo], cache)
-            with progress:
-                if use_ray:
-                    _run_ray(todo, out, progress, summary, workers, ray_address, cache)
-                else:
-                    _run_pool(todo, out, progress, summary, workers, cache)
+        with _signals_interrupt(received), progress:
+            machines = ready.machines_to_prepare([job for job, _ in todo], cache)
+            if machines:  # on a cluster too they boot here, on the driver's cores: its cache is what is shipped
+                progress.preparing(len(machines))
+                ready.prepare(machines, workers if ray_address is None else os.cpu_count() or 1, cache)
+                progress.prepared()
+            if use_ray:
+                _run_ray(todo, out, progress, summary, workers, ray_address, cache)
+            else:
+                _run_pool(todo, out, progress, summary, workers, cache)
     except KeyboardInterrupt:
         raise BatchInterrupted(summary, received[0] if received else signal.SIGINT) from None
     return summary
@@ -158,42 +159,6 @@ def _note_attempt(out: Path, job: Job, attempts: int) -> None:
     the attempt to fail on (its result names why)."""
     with suppress(OSError):
         outdir.note_attempt(outdir.job_dir(out, job.id), job.sha256, attempts)
-
-
-def _make_ready_snapshots(jobs: list[Job], cache: Path | None) -> None:
-    """Boot each distinct machine of the jobs (image, RAM, boot arguments) whose ready snapshot is not in the
-    cache yet once, before any job runs (a run makes the snapshot when it is missing), so that the jobs start
-    from it instead of each booting to make it at once.  A machine that cannot boot is left to its jobs to
-    report."""
-    from qppsuite.cli.run_cmd import image_ram_mib
-    from qppsuite.errors import ImageError
-    from qppsuite.session import RunOptions, ready_snapshot_file
-
-    machines: dict[tuple[str, ...], list[str]] = {}
-    for job in jobs:
-        spec = job.spec
-        image = str(spec.get("image", DEFAULT_IMAGE))
-        ram = int(spec.get("ram") or image_ram_mib(image, cache))
-        options = RunOptions(image=image, cache=cache, ram_mib=ram, extra_bootargs=str(spec.get("bootargs", "")))
-        try:
-            if ready_snapshot_file(options).is_file():
-                continue
-        except ImageError:
-            continue  # its jobs say what is wrong with it
-        arguments = [image, "-q", "--cmd", "true", "--timeout", f"{job.timeout_s:g}", "--ram", str(ram)]
-        if "bootargs" in spec:
-            arguments += ["--bootargs", spec["bootargs"]]
-        machines.setdefault(tuple(arguments), arguments)
-    env = dict(os.environ) | ({"QPPSUITE_CACHE": str(cache)} if cache is not None else {})
-    for arguments in machines.values():
-        subprocess.run(
-            [sys.executable, "-m", "qppsuite", "run", *arguments],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            check=False,
-        )
 
 
 def _run_pool(
