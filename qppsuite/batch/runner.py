@@ -242,7 +242,9 @@ def _run_ray(
 
     logging.getLogger("ray").setLevel(logging.ERROR)  # its start-up notices are not the batch's output
     # Nor its "(raylet) A worker died…" lines, printed raw to stdout whatever log_to_driver says: a lost worker is
-    # the job's result (worker crashed).  Ray has no public switch for them; its debugger uses this one.
+    # the job's result (worker crashed).  Ray (2.60) has no public switch for them: its error listener thread
+    # prints to sys.stdout, past logging, log_to_driver and logging_config; its debugger uses this flag.  A Ray
+    # without it is caught by test_batch_guest's test_a_dead_ray_worker_is_its_jobs_failure_and_ray_prints_nothing.
     worker_module = getattr(getattr(ray, "_private", None), "worker", None)
     if worker_module is not None and hasattr(worker_module, "_worker_logs_enabled"):
         worker_module._worker_logs_enabled = False
