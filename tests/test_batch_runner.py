@@ -1,17 +1,24 @@
 """`qppsuite batch`'s runner around its jobs: per-job errors, the output directory's lock, resume (no guest: the
 job executor is a fake that writes what a run would)."""
 
+import _thread
 import http.server
 import io
+import json
 import os
 import shutil
+import signal
+import socket
+import sys
 import threading
+import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from qppsuite.batch import outdir, runner
+from qppsuite.batch import outdir, ready, runner
 from qppsuite.batch.jobs import Job, load_jobs_file
 from qppsuite.batch.progress import BatchProgress
 from qppsuite.cli.terminal import SafeConsole
@@ -43,10 +50,17 @@ def run_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _fake_run(ran: list[str], database: Path, fail: dict[str, BaseException] | None = None) -> Any:
-    """A ``run_job`` that copies a real run database as the job's and returns ok, or raises ``fail[label]``."""
+    """A ``run_job`` that copies a real run database as the job's and returns ok, or raises ``fail[label]``; a
+    KeyboardInterrupt there is a Ctrl-C as the job runs: in a pool's thread it reaches the batch's main thread,
+    and the job, stopped, has no result (as a real run's)."""
 
-    def run_job(job: Job, directory: Path, *, attempts: int, **_: Any) -> dict[str, Any]:
+    def run_job(job: Job, directory: Path, *, attempts: int, stop: threading.Event | None = None,
+                **_: Any) -> dict[str, Any] | None:
         ran.append(job.label)
+        if fail and isinstance(fail.get(job.label), KeyboardInterrupt) and stop is not None:
+            _thread.interrupt_main(signal.SIGINT)
+            stop.wait(30)
+            return None
         if fail and job.label in fail:
             raise fail[job.label]
         outdir.clear_attempt(directory)
@@ -57,9 +71,12 @@ def _fake_run(ran: list[str], database: Path, fail: dict[str, BaseException] | N
     return run_job
 
 
+_machines_to_prepare = ready.machines_to_prepare
+
+
 @pytest.fixture(autouse=True)
 def _no_snapshots(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "_make_ready_snapshots", lambda jobs, cache: None)
+    monkeypatch.setattr(ready, "machines_to_prepare", lambda jobs, cache: [])
 
 
 def test_one_jobs_error_fails_that_job_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -153,3 +170,244 @@ def test_an_address_that_is_not_ray_is_one_error_at_once() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class _FakeRay:
+    """Enough of Ray for ``runner._run_ray`` on the driver: a task runs (in this process) when it is waited for."""
+
+    class exceptions:
+        RayError = RuntimeError
+
+    def __init__(self) -> None:
+        self.calls: dict[int, Any] = {}
+
+    def init(self, **_: Any) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+    def put(self, value: Any) -> Any:
+        return value
+
+    def cluster_resources(self) -> dict[str, float]:
+        return {"CPU": 1.0}
+
+    def remote(self, **_: Any) -> Any:
+        fake = self
+
+        class Task:
+            def __init__(self, function: Any) -> None:
+                self.function = function
+
+            def remote(self, *args: Any) -> int:
+                ref = len(fake.calls)
+                fake.calls[ref] = lambda: self.function(*args)
+                return ref
+
+        return Task
+
+    def wait(self, pending: list[int], **_: Any) -> tuple[list[int], list[int]]:
+        for ref in pending:
+            call = self.calls[ref]
+            try:
+                self.calls[ref] = ("value", call())
+            except Exception as exc:
+                self.calls[ref] = ("error", exc)
+        return list(pending), []
+
+    def get(self, ref: int) -> Any:
+        kind, value = self.calls[ref]
+        if kind == "error":
+            raise value
+        return value
+
+    def cancel(self, ref: int) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_ray(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> _FakeRay:
+    """``import ray`` gives a :class:`_FakeRay`; images pack to their name and unpack to a directory."""
+    import sys
+
+    fake = _FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)  # type: ignore[arg-type]
+    monkeypatch.setattr(runner, "pack", lambda image, cache=None: image.encode())
+    monkeypatch.setattr(runner, "image_hash", lambda image, cache=None: image)
+    monkeypatch.setattr(runner, "unpack", lambda data, digest, cache=None: tmp_path / "unpacked" / digest)
+    return fake
+
+
+@pytest.mark.parametrize("use_ray", [False, True], ids=["pool", "ray"])
+def test_attempts_count_a_start_that_left_no_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    run_database: Path, fake_ray: _FakeRay, use_ray: bool) -> None:
+    jobs = _jobs(tmp_path, ["killed"])
+    out = tmp_path / "out"
+    ran: list[str] = []
+    # the batch killed (SIGKILL, a reboot) while the job ran: as Ctrl-C, no result.json, here nothing else either
+    monkeypatch.setattr(runner, "run_job", _fake_run(ran, run_database, {"killed": KeyboardInterrupt()}))
+    with pytest.raises(runner.BatchInterrupted):
+        runner.run_batch(jobs, out, _progress(1)[0], workers=1, use_ray=use_ray)
+    assert outdir.read_result(outdir.job_dir(out, "killed")) is None
+    monkeypatch.setattr(runner, "run_job", _fake_run(ran, run_database))
+    runner.run_batch(jobs, out, _progress(1)[0], workers=1, use_ray=use_ray)
+    result = outdir.read_result(outdir.job_dir(out, "killed"))
+    assert result is not None and (result["status"], result["attempts"]) == ("ok", 2)
+    # another version of the job starts counting again
+    path = tmp_path / "jobs.yaml"
+    path.write_text(path.read_text().replace("'true'", "'false'"))
+    changed = load_jobs_file(path, lambda image: image)
+    runner.run_batch(changed, out, _progress(1)[0], workers=1, use_ray=use_ray)
+    result = outdir.read_result(outdir.job_dir(out, "killed"))
+    assert result is not None and result["attempts"] == 1
+    assert json.loads((outdir.job_dir(out, "killed") / outdir.ATTEMPTS_FILE).read_text()) == {
+        "sha256": changed[0].sha256, "attempts": 1}
+
+
+def test_an_image_ray_cannot_ship_fails_its_jobs_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    run_database: Path, fake_ray: _FakeRay) -> None:
+    from qppsuite.errors import ImageError
+
+    def pack(image: str, cache: Path | None = None) -> bytes:
+        if image.startswith("broken"):
+            raise ImageError(f"{image}: manifest.json: not JSON\nline 2")
+        return image.encode()
+
+    monkeypatch.setattr(runner, "pack", pack)
+    path = tmp_path / "jobs.yaml"
+    path.write_text("jobs:\n - {label: a, cmd: 'true'}\n - {label: b, cmd: 'true', image: \"broken\\e[31m\"}\n"
+                    " - {label: c, cmd: 'true'}\n - {label: d, cmd: 'true', image: \"broken\\e[31m\"}\n")
+    jobs = load_jobs_file(path, lambda image: image)
+    out = tmp_path / "out"
+    ran: list[str] = []
+    monkeypatch.setattr(runner, "run_job", _fake_run(ran, run_database))
+    progress, text = _progress(len(jobs))
+    summary = runner.run_batch(jobs, out, progress, workers=1, use_ray=True)
+    assert sorted(ran) == ["a", "c"]
+    assert (summary.ok, summary.failed) == (2, 2)
+    for label in ("b", "d"):
+        result = outdir.read_result(outdir.job_dir(out, label))
+        assert result is not None and result["status"] == "failed"
+        assert result["reason"] == ("cannot ship image broken\\x1b[31m (ImageError: broken\\x1b[31m: manifest.json: "
+                                    "not JSON)")
+    assert "\x1b" not in text.getvalue() and "Traceback" not in text.getvalue()
+
+
+@pytest.mark.parametrize("setting", ["1", "True"])
+def test_a_tls_cluster_is_checked_by_its_tcp_connection_only(monkeypatch: pytest.MonkeyPatch, setting: str) -> None:
+    """With RAY_USE_TLS, Ray's server answers a plaintext preface with a TLS alert or by closing: here, a server
+    that closes each connection it accepts once it has read what came.  Without TLS it is not Ray; with TLS,
+    ray.init is left to say."""
+    server = socket.create_server(("127.0.0.1", 0))
+    address = f"127.0.0.1:{server.getsockname()[1]}"
+
+    def close_each() -> None:
+        with suppress(OSError):
+            while True:
+                connection = server.accept()[0]
+                connection.settimeout(5)
+                with suppress(OSError):
+                    connection.recv(33)  # the preface and a SETTINGS frame: closed with nothing unread, no RST
+                connection.close()
+
+    threading.Thread(target=close_each, daemon=True).start()
+    try:
+        monkeypatch.delenv("RAY_USE_TLS", raising=False)
+        with pytest.raises(runner.RayError, match="not a Ray cluster"):
+            runner._reachable(address)
+        monkeypatch.setenv("RAY_USE_TLS", setting)
+        runner._reachable(address)
+        monkeypatch.setenv("RAY_USE_TLS", "0")
+        with pytest.raises(runner.RayError, match="not a Ray cluster"):
+            runner._reachable(address)
+    finally:
+        server.shutdown(socket.SHUT_RDWR)  # wakes the accept
+        server.close()
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{unused.getsockname()[1]}"
+        monkeypatch.setenv("RAY_USE_TLS", setting)
+        with pytest.raises(runner.RayError, match="cannot connect"):
+            runner._reachable(address)
+
+
+def test_only_machines_two_jobs_share_are_booted_beforehand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "jobs.yaml"
+    path.write_text("jobs:\n - {label: a1, image: a}\n - {label: b, image: b}\n - {label: a2, image: a,"
+                    " budget: {timeout: 900}}\n - {label: c1, image: c}\n - {label: c2, image: c}\n"
+                    " - {label: a-big, image: a, ram: 512}\n - {label: a-big2, image: a, ram: 512}\n")
+    jobs = load_jobs_file(path, lambda image: image)
+    ready_already = {"c"}  # its snapshot is in the cache
+
+    def machine_of(job: Job, cache: Path | None) -> ready.Machine | None:
+        image = job.spec["image"]
+        return None if image in ready_already else (image, int(job.spec.get("ram", 256)), "")
+
+    monkeypatch.setattr(ready, "machine_of", machine_of)
+    assert _machines_to_prepare(jobs, None) == [
+        ["a", "-q", "--cmd", "true", "--timeout", "900", "--ram", "256"],  # the longest budget of its jobs
+        ["a", "-q", "--cmd", "true", "--timeout", "600", "--ram", "512"],
+    ]
+
+
+#: A stand-in for a machine's boot: it says it runs (``NAME.live``), waits until two have said so or 20 s, records
+#: how many ran at that moment (``NAME.seen``), and ends (``NAME.done``); ``sleep`` instead waits for good.
+_BOOT = """
+import os, pathlib, sys, time
+folder, name = pathlib.Path(sys.argv[1]), sys.argv[2]
+(folder / f"{name}.pid").write_text(str(os.getpid()))
+if name.startswith("sleep"):
+    time.sleep(300)
+(folder / f"{name}.live").touch()
+deadline = time.monotonic() + 20
+while len(list(folder.glob("*.live"))) + len(list(folder.glob("*.done"))) < 2 and time.monotonic() < deadline:
+    time.sleep(0.02)
+(folder / f"{name}.seen").write_text(str(len(list(folder.glob("*.live")))))
+(folder / f"{name}.live").rename(folder / f"{name}.done")
+"""
+
+
+def test_machines_boot_parallel_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ready, "RUN", [sys.executable, "-c", _BOOT])
+    ready.prepare([[str(tmp_path), f"m{n}"] for n in range(3)], 2, None)
+    seen = [int((tmp_path / f"m{n}.seen").read_text()) for n in range(3)]
+    assert max(seen) == 2  # the first two booted together, never three at once
+
+
+def test_ctrl_c_stops_the_machines_booting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ready, "RUN", [sys.executable, "-c", _BOOT])
+
+    def ctrl_c_once_both_run() -> None:
+        deadline = time.monotonic() + 30
+        while len(list(tmp_path.glob("*.pid"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        _thread.interrupt_main(signal.SIGINT)
+
+    threading.Thread(target=ctrl_c_once_both_run, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        ready.prepare([[str(tmp_path), "sleep1"], [str(tmp_path), "sleep2"], [str(tmp_path), "sleep3"]], 2, None)
+    pids = [int(path.read_text()) for path in tmp_path.glob("*.pid")]
+    assert len(pids) == 2  # the third never started
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):  # stopped and reaped: no orphan
+            os.kill(pid, 0)
+
+
+@pytest.mark.parametrize(("address", "expected"), [(None, 3), ("127.0.0.1:6379", os.cpu_count() or 1)],
+                         ids=["local", "cluster"])
+def test_the_progress_says_machines_are_prepared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 run_database: Path, fake_ray: _FakeRay, address: str | None,
+                                                 expected: int) -> None:
+    prepared: list[tuple[list[list[str]], int]] = []
+    monkeypatch.setattr(ready, "machines_to_prepare", lambda jobs, cache: [["debian-armhf", "-q"]])
+    monkeypatch.setattr(ready, "prepare", lambda machines, parallel, cache: prepared.append((machines, parallel)))
+    monkeypatch.setattr(runner, "_reachable", lambda address: None)
+    monkeypatch.setattr(runner, "run_job", _fake_run([], run_database))
+    progress, text = _progress(2)
+    runner.run_batch(_jobs(tmp_path, ["a", "b"]), tmp_path / "out", progress, workers=3, use_ray=address is not None,
+                     ray_address=address)
+    assert prepared == [([["debian-armhf", "-q"]], expected)]  # a cluster's: booted on the driver's own cores
+    lines = text.getvalue().splitlines()
+    assert lines[0] == "preparing 1 machine: booting each once for its ready snapshot"
+    assert len(lines) == 3

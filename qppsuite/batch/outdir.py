@@ -1,8 +1,9 @@
 """A batch's output directory, as the runner and ``qppsuite batch merge`` share it (docs/batch.md has the layout).
 
 ``OUTDIR/batch.json`` lists the jobs (id, label, resolved spec, sha256); each job has ``OUTDIR/jobs/<id>/`` with
-its run database ``run.sqlite``, ``console.log``, ``stderr.log``, the files it copied out (``copied/``), and,
-written last and atomically once the job has finished, ``result.json``.  A job is complete when its
+its run database ``run.sqlite``, ``console.log``, ``stderr.log``, the files it copied out (``copied/``), the count
+of its attempts ``attempts.json`` (written as an attempt starts, kept across attempts), and, written last and
+atomically once the job has finished, ``result.json``.  A job is complete when its
 result.json says ``ok`` for the sha256 batch.json has for it and its run.sqlite (if it has a database plugin)
 holds its run.
 """
@@ -32,6 +33,9 @@ DATABASE_FILE = "run.sqlite"
 CONSOLE_FILE = "console.log"
 STDERR_FILE = "stderr.log"
 COPIED_DIR = "copied"
+#: ``{"sha256", "attempts"}``: how many times this version of the job was started, written as each attempt starts
+#: (a job killed mid-run, batch and all, leaves no result.json but is still counted); not one attempt's file.
+ATTEMPTS_FILE = "attempts.json"
 #: Locked (flock) by the batch writing into OUTDIR, holding its pid; the kernel drops the lock when it ends.
 LOCK_FILE = "batch.lock"
 #: What one attempt leaves in its job directory (SQLite's side files included); cleared before the next.
@@ -95,11 +99,7 @@ def write_batch(outdir: Path, jobs: list[Job]) -> None:
 
 def read_result(directory: Path) -> dict[str, Any] | None:
     """The job's result.json, or None if it has none or it is not a JSON object (an edited file)."""
-    try:
-        result = json.loads((directory / RESULT_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return result if isinstance(result, dict) else None
+    return _read_object(directory / RESULT_FILE)
 
 
 def is_complete(directory: Path, sha256: str, *, database: bool = False) -> bool:
@@ -126,8 +126,36 @@ def write_result(directory: Path, result: dict[str, Any]) -> None:
     replace_file(directory / RESULT_FILE, (json.dumps(result, indent=1, sort_keys=True) + "\n").encode())
 
 
+def attempts_made(directory: Path, sha256: str) -> int:
+    """How many times the job of ``sha256`` was started in ``directory``: its attempts.json's count, or its
+    result.json's for a directory written before attempts.json was (0 for another version of the job)."""
+    counts = [0]
+    for record in (_read_object(directory / ATTEMPTS_FILE), read_result(directory)):
+        if record is not None and record.get("sha256") == sha256:
+            count = record.get("attempts")
+            counts.append(count if isinstance(count, int) and count > 0 else 0)
+    return max(counts)
+
+
+def note_attempt(directory: Path, sha256: str, attempts: int) -> None:
+    """Record that attempt number ``attempts`` of the job of ``sha256`` starts (the directory made if missing);
+    :class:`OSError` if it cannot be written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    document = {"sha256": sha256, "attempts": attempts}
+    replace_file(directory / ATTEMPTS_FILE, (json.dumps(document, sort_keys=True) + "\n").encode())
+
+
+def _read_object(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def clear_attempt(directory: Path) -> None:
-    """Remove what an earlier attempt left, result.json first: a rerun's database starts empty."""
+    """Remove what an earlier attempt left, result.json first: a rerun's database starts empty (attempts.json,
+    the count of attempts, stays)."""
     for name in ATTEMPT_FILES:
         (directory / name).unlink(missing_ok=True)
     shutil.rmtree(directory / COPIED_DIR, ignore_errors=True)

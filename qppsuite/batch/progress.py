@@ -30,6 +30,7 @@ class BatchProgress:
         self.started_at = time.monotonic()
         self._live = console.is_terminal
         self._progress: Progress | None = None
+        self._status: str | None = None  # what the batch does before its jobs run, instead of the counts
 
     @property
     def done(self) -> int:
@@ -63,6 +64,21 @@ class BatchProgress:
         if self._progress is not None:
             self._progress.__exit__(kind, value, traceback)
 
+    def preparing(self, machines: int) -> None:
+        """The batch boots ``machines`` machines for their ready snapshots before its jobs start."""
+        what = f"preparing {machines} machine{'s' if machines != 1 else ''}"
+        self._status = f"{what} (booting each once for its ready snapshot)"
+        if not self._live:
+            self.console.print(styled((f"{what}:", "dim"), " booting each once for its ready snapshot"),
+                               soft_wrap=True)
+        self._refresh()
+
+    def prepared(self) -> None:
+        """The machines are ready and the jobs are dispatched now: the MIPS figure counts from here."""
+        self._status = None
+        self.started_at = time.monotonic()
+        self._refresh()
+
     def job_started(self) -> None:
         self.running += 1
         self._refresh()
@@ -93,5 +109,5 @@ class BatchProgress:
     def _refresh(self) -> None:
         if self._progress is None:
             return
-        status = f"running {self.running}  failed {self.failed}  {self.mips:,.0f} MIPS"
+        status = self._status or f"running {self.running}  failed {self.failed}  {self.mips:,.0f} MIPS"
         self._progress.update(self._task, completed=self.done, status=status)

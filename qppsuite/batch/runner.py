@@ -13,8 +13,6 @@ import concurrent.futures
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qppsuite.batch import outdir
+from qppsuite.batch import outdir, ready
 from qppsuite.batch.execute import run_job
 from qppsuite.batch.jobs import DATABASE_PLUGINS, Job
 from qppsuite.batch.progress import BatchProgress
@@ -91,21 +89,22 @@ def run_batch(
         if outdir.is_complete(directory, job.sha256, database=any(name in DATABASE_PLUGINS for name in job.plugins)):
             summary.skipped += 1
             continue
-        earlier = outdir.read_result(directory)
-        attempts = earlier.get("attempts", 0) if earlier and earlier.get("sha256") == job.sha256 else 0
-        todo.append((job, attempts + 1 if isinstance(attempts, int) else 1))
+        todo.append((job, outdir.attempts_made(directory, job.sha256) + 1))
     progress.skipped = summary.skipped
     if not todo:
         return summary
     received: list[int] = []
     try:
-        with _signals_interrupt(received):
-            _make_ready_snapshots([job for job, _ in todo], cache)
-            with progress:
-                if use_ray:
-                    _run_ray(todo, out, progress, summary, workers, ray_address, cache)
-                else:
-                    _run_pool(todo, out, progress, summary, workers, cache)
+        with _signals_interrupt(received), progress:
+            machines = ready.machines_to_prepare([job for job, _ in todo], cache)
+            if machines:  # on a cluster too they boot here, on the driver's cores: its cache is what is shipped
+                progress.preparing(len(machines))
+                ready.prepare(machines, workers if ray_address is None else os.cpu_count() or 1, cache)
+                progress.prepared()
+            if use_ray:
+                _run_ray(todo, out, progress, summary, workers, ray_address, cache)
+            else:
+                _run_pool(todo, out, progress, summary, workers, cache)
     except KeyboardInterrupt:
         raise BatchInterrupted(summary, received[0] if received else signal.SIGINT) from None
     return summary
@@ -145,40 +144,21 @@ def _record(out: Path, result: dict[str, Any], progress: BatchProgress, summary:
     progress.job_finished(result)
 
 
-def _make_ready_snapshots(jobs: list[Job], cache: Path | None) -> None:
-    """Boot each distinct machine of the jobs (image, RAM, boot arguments) whose ready snapshot is not in the
-    cache yet once, before any job runs (a run makes the snapshot when it is missing), so that the jobs start
-    from it instead of each booting to make it at once.  A machine that cannot boot is left to its jobs to
-    report."""
-    from qppsuite.cli.run_cmd import image_ram_mib
-    from qppsuite.errors import ImageError
-    from qppsuite.session import RunOptions, ready_snapshot_file
+def _record_unrun(out: Path, result: dict[str, Any], progress: BatchProgress, summary: Summary) -> None:
+    """Record the failure of a job the batch could not start, its earlier attempt's files cleared first (a
+    database of an earlier version of the job must not be merged as this one's)."""
+    with suppress(OSError):  # _record says what is wrong with the directory
+        outdir.clear_attempt(outdir.job_dir(out, result["id"]))
+    progress.running += 1  # job_finished counts it down
+    _record(out, result, progress, summary)
 
-    machines: dict[tuple[str, ...], list[str]] = {}
-    for job in jobs:
-        spec = job.spec
-        image = str(spec.get("image", DEFAULT_IMAGE))
-        ram = int(spec.get("ram") or image_ram_mib(image, cache))
-        options = RunOptions(image=image, cache=cache, ram_mib=ram, extra_bootargs=str(spec.get("bootargs", "")))
-        try:
-            if ready_snapshot_file(options).is_file():
-                continue
-        except ImageError:
-            continue  # its jobs say what is wrong with it
-        arguments = [image, "-q", "--cmd", "true", "--timeout", f"{job.timeout_s:g}", "--ram", str(ram)]
-        if "bootargs" in spec:
-            arguments += ["--bootargs", spec["bootargs"]]
-        machines.setdefault(tuple(arguments), arguments)
-    env = dict(os.environ) | ({"QPPSUITE_CACHE": str(cache)} if cache is not None else {})
-    for arguments in machines.values():
-        subprocess.run(
-            [sys.executable, "-m", "qppsuite", "run", *arguments],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            check=False,
-        )
+
+def _note_attempt(out: Path, job: Job, attempts: int) -> None:
+    """Count the attempt in the job's directory as it starts (pool) or is submitted (Ray), so that one killed
+    mid-run, the batch with it, still counts on the next run.  A directory that cannot be written is left to
+    the attempt to fail on (its result names why)."""
+    with suppress(OSError):
+        outdir.note_attempt(outdir.job_dir(out, job.id), job.sha256, attempts)
 
 
 def _run_pool(
@@ -196,6 +176,7 @@ def _run_pool(
     def one(job: Job, attempts: int) -> dict[str, Any] | None:
         if stop.is_set():
             return None
+        _note_attempt(out, job, attempts)
         try:
             return run_job(job, outdir.job_dir(out, job.id), attempts=attempts,
                            cache=str(cache) if cache is not None else None, stop=stop, started=started)
@@ -261,7 +242,9 @@ def _run_ray(
 
     logging.getLogger("ray").setLevel(logging.ERROR)  # its start-up notices are not the batch's output
     # Nor its "(raylet) A worker died…" lines, printed raw to stdout whatever log_to_driver says: a lost worker is
-    # the job's result (worker crashed).  Ray has no public switch for them; its debugger uses this one.
+    # the job's result (worker crashed).  Ray (2.60) has no public switch for them: its error listener thread
+    # prints to sys.stdout, past logging, log_to_driver and logging_config; its debugger uses this flag.  A Ray
+    # without it is caught by test_batch_guest's test_a_dead_ray_worker_is_its_jobs_failure_and_ray_prints_nothing.
     worker_module = getattr(getattr(ray, "_private", None), "worker", None)
     if worker_module is not None and hasattr(worker_module, "_worker_logs_enabled"):
         worker_module._worker_logs_enabled = False
@@ -279,14 +262,23 @@ def _run_ray(
         worker_cache = None  # each node's own cache: $QPPSUITE_CACHE or the XDG cache dir there
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
-        bundles: dict[str, tuple[Any, str]] = {}
+        bundles: dict[str, tuple[Any, str] | Exception] = {}
         refs: dict[Any, Job] = {}
         attempts_of = dict((job.id, attempts) for job, attempts in todo)
         for job, attempts in todo:  # an earlier attempt's files stay until this one's arrive (or never do)
             image = str(job.spec.get("image", DEFAULT_IMAGE))
             if image not in bundles:
-                bundles[image] = (ray.put(pack(image, cache)), image_hash(image, cache))
-            bundle, digest = bundles[image]
+                try:
+                    bundles[image] = (ray.put(pack(image, cache)), image_hash(image, cache))
+                except Exception as exc:  # unreadable, a file missing, a bad manifest: its jobs fail, not the batch
+                    bundles[image] = exc
+            shipped = bundles[image]
+            if isinstance(shipped, Exception):
+                _record_unrun(out, _failed(job, attempts, f"cannot ship image {visible(image)}", shipped), progress,
+                              summary)
+                continue
+            bundle, digest = shipped
+            _note_attempt(out, job, attempts)
             refs[task.remote(job, attempts, bundle, digest, worker_cache)] = job
         capacity = int(ray.cluster_resources().get("CPU", workers))
         pending = list(refs)
@@ -331,7 +323,8 @@ _HTTP2_SETTINGS = 0x4
 def _reachable(address: str) -> None:
     """A ``HOST:PORT`` (or ``ray://HOST:PORT``) that accepts no TCP connection, or does but answers not as a
     gRPC server does, is one :class:`RayError` line within :data:`CONNECT_TIMEOUT_S` or so, not minutes of
-    Ray's retries and its raw warnings; other address forms (``auto``) are left to Ray."""
+    Ray's retries and its raw warnings; other address forms (``auto``) are left to Ray.  A cluster with TLS
+    (:func:`_ray_uses_tls`) takes no plaintext preface: only its TCP connection is checked, the rest is Ray's."""
     import socket
 
     host, sep, port = address.removeprefix("ray://").rpartition(":")
@@ -340,6 +333,8 @@ def _reachable(address: str) -> None:
     hint = "the head node's address, as `ray start --head` printed it (HOST:6379)"
     try:
         with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S) as connection:
+            if _ray_uses_tls():
+                return
             connection.sendall(_HTTP2_PREFACE + b"\0\0\0\x04\0\0\0\0\0")  # and an empty SETTINGS frame
             header = b""
             while len(header) < 9:
@@ -352,6 +347,12 @@ def _reachable(address: str) -> None:
     if len(header) < 9 or header[3] != _HTTP2_SETTINGS:
         raise RayError(f"--ray {address}: not a Ray cluster (it does not answer as Ray's gRPC server does)",
                        hint=hint)
+
+
+def _ray_uses_tls() -> bool:
+    """Whether Ray talks TLS to its cluster: ``RAY_USE_TLS`` set to ``1`` or ``true`` (any case), as Ray reads it
+    (docs.ray.io, "TLS Authentication")."""
+    return os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
 
 
 def _failed(job: Job, attempts: int, what: str, exc: Exception) -> dict[str, Any]:
