@@ -12,6 +12,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -172,14 +173,32 @@ def test_an_address_that_is_not_ray_is_one_error_at_once() -> None:
         server.server_close()
 
 
+class _FakeBundle:
+    """What the fake ``ray.put`` gives: a ref to an image's packed bytes, whose liveness the test can follow."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 class _FakeRay:
-    """Enough of Ray for ``runner._run_ray`` on the driver: a task runs (in this process) when it is waited for."""
+    """Enough of Ray for ``runner._run_ray`` on the driver: a task runs (in this process) when it is waited for,
+    one task per ``wait``, the first submitted of those in flight (as a cluster of ``cpus`` CPUs that finishes
+    one at a time).  It records the tasks in flight at most (:attr:`most_in_flight`), and on each submission and
+    each wait how many bundles were alive and how many of those no task in flight held (:attr:`bundles_seen`:
+    (alive, held by the driver only))."""
 
     class exceptions:
         RayError = RuntimeError
 
-    def __init__(self) -> None:
+    def __init__(self, cpus: int = 1) -> None:
+        self.cpus = cpus
         self.calls: dict[int, Any] = {}
+        self.in_flight: dict[int, tuple[Any, ...]] = {}  # ref -> the task's arguments
+        self.most_in_flight = 0
+        self.bundles: list[weakref.ref[_FakeBundle]] = []
+        self.bundles_seen: list[tuple[int, int]] = []
+        self.events: list[tuple[str, str]] = []  # ("put", image), ("submit", label), ("done", label)
+        self.cancelled: list[int] = []
 
     def init(self, **_: Any) -> None:
         pass
@@ -187,11 +206,22 @@ class _FakeRay:
     def shutdown(self) -> None:
         pass
 
-    def put(self, value: Any) -> Any:
-        return value
+    def put(self, value: Any) -> _FakeBundle:
+        bundle = _FakeBundle(value)
+        self.bundles.append(weakref.ref(bundle))
+        self.events.append(("put", value.decode()))
+        return bundle
+
+    def alive(self) -> list[_FakeBundle]:
+        return [bundle for bundle in (ref() for ref in self.bundles) if bundle is not None]
+
+    def _see_bundles(self) -> None:
+        alive = self.alive()
+        held = {id(arg) for args in self.in_flight.values() for arg in args}
+        self.bundles_seen.append((len(alive), sum(id(bundle) not in held for bundle in alive)))
 
     def cluster_resources(self) -> dict[str, float]:
-        return {"CPU": 1.0}
+        return {"CPU": float(self.cpus)}
 
     def remote(self, **_: Any) -> Any:
         fake = self
@@ -203,18 +233,27 @@ class _FakeRay:
             def remote(self, *args: Any) -> int:
                 ref = len(fake.calls)
                 fake.calls[ref] = lambda: self.function(*args)
+                fake.in_flight[ref] = args
+                fake.most_in_flight = max(fake.most_in_flight, len(fake.in_flight))
+                fake.events.append(("submit", args[0].label))
+                fake._see_bundles()
                 return ref
 
         return Task
 
     def wait(self, pending: list[int], **_: Any) -> tuple[list[int], list[int]]:
-        for ref in pending:
+        self._see_bundles()
+        ref = pending[0]
+        if ref in self.cancelled:  # what a cancelled task gives (its arguments held until Ray ends)
+            self.calls[ref] = ("error", RuntimeError("cancelled"))
+        elif ref in self.in_flight:
             call = self.calls[ref]
             try:
                 self.calls[ref] = ("value", call())
             except Exception as exc:
                 self.calls[ref] = ("error", exc)
-        return list(pending), []
+            self.events.append(("done", self.in_flight.pop(ref)[0].label))
+        return [ref], list(pending[1:])
 
     def get(self, ref: int) -> Any:
         kind, value = self.calls[ref]
@@ -223,7 +262,7 @@ class _FakeRay:
         return value
 
     def cancel(self, ref: int) -> None:
-        pass
+        self.cancelled.append(ref)
 
 
 @pytest.fixture
@@ -411,3 +450,66 @@ def test_the_progress_says_machines_are_prepared(tmp_path: Path, monkeypatch: py
     lines = text.getvalue().splitlines()
     assert lines[0] == "preparing 1 machine: booting each once for its ready snapshot"
     assert len(lines) == 3
+
+
+def _many_images(tmp_path: Path, images: int, jobs_each: int) -> list[Job]:
+    """``jobs_each`` jobs (``j<image>-<n>``) on each of ``images`` images, interleaved in the jobs file."""
+    path = tmp_path / "jobs.yaml"
+    path.write_text("jobs:\n" + "".join(f" - {{label: j{i}-{n}, cmd: 'true', image: img{i}}}\n"
+                                        for n in range(jobs_each) for i in range(images)))
+    return load_jobs_file(path, lambda image: image)
+
+
+def test_ray_keeps_a_window_of_tasks_and_ships_each_image_as_its_jobs_come(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_database: Path, fake_ray: _FakeRay) -> None:
+    """A corpus of many images: at most the window (2 per CPU) in flight, each image packed when its first job
+    is submitted and let go by the driver once its last one is, every job with its result."""
+    fake_ray.cpus = 2
+    jobs = _many_images(tmp_path, 12, 2)
+    out = tmp_path / "out"
+    ran: list[str] = []
+    monkeypatch.setattr(runner, "run_job", _fake_run(ran, run_database))
+    progress, _text = _progress(len(jobs))
+    running: list[int] = []
+    wait = fake_ray.wait
+    monkeypatch.setattr(fake_ray, "wait", lambda pending, **kw: (running.append(progress.running), wait(pending))[1])
+    summary = runner.run_batch(jobs, out, progress, workers=1, use_ray=True)
+    assert (summary.ok, summary.failed, summary.not_run) == (24, 0, 0)
+    for job in jobs:
+        result = outdir.read_result(outdir.job_dir(out, job.id))
+        assert result is not None and result["status"] == "ok"
+    assert fake_ray.most_in_flight == 4  # the window: 2 per CPU
+    assert max(running) == 2 and progress.running == 0  # never more running than the cluster's CPUs
+    puts = [image for kind, image in fake_ray.events if kind == "put"]
+    assert puts == [f"img{i}" for i in range(12)]  # each image once, in the order of its first job
+    submitted = [label for kind, label in fake_ray.events if kind == "submit"]
+    assert submitted == [f"j{i}-{n}" for i in range(12) for n in range(2)]  # an image's jobs together
+    first_done = fake_ray.events.index(next(event for event in fake_ray.events if event[0] == "done"))
+    assert first_done < fake_ray.events.index(("put", "img11"))  # not every image packed before a job ends
+    assert max(alive for alive, _ in fake_ray.bundles_seen) <= 3  # the images of the window's tasks, at most
+    assert max(driver_only for _, driver_only in fake_ray.bundles_seen) <= 1  # the image being submitted
+    assert fake_ray.alive() == []  # every ref let go
+
+
+def test_ctrl_c_mid_batch_on_ray_cancels_the_tasks_in_flight_and_submits_no_more(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_database: Path, fake_ray: _FakeRay) -> None:
+    fake_ray.cpus = 2
+    jobs = _many_images(tmp_path, 12, 2)
+    out = tmp_path / "out"
+    ran: list[str] = []
+    monkeypatch.setattr(runner, "run_job", _fake_run(ran, run_database, {"j4-1": KeyboardInterrupt()}))
+    progress, _text = _progress(len(jobs))
+    with pytest.raises(runner.BatchInterrupted) as stopped:
+        runner.run_batch(jobs, out, progress, workers=1, use_ray=True)
+    assert (stopped.value.summary.ok, stopped.value.summary.not_run) == (9, 15)
+    submitted = [label for kind, label in fake_ray.events if kind == "submit"]
+    assert ran == [f"j{i}-{n}" for i in range(5) for n in range(2)]  # in order, to the one Ctrl-C stopped
+    assert len(submitted) == 13 and len(fake_ray.cancelled) == 4  # the window in flight, cancelled
+    for job in jobs:
+        directory = outdir.job_dir(out, job.id)
+        result = outdir.read_result(directory)
+        assert (result is not None) == (job.label in ran[:-1]), job.label
+        assert (directory / outdir.ATTEMPTS_FILE).is_file() == (job.label in submitted), job.label
+    assert [image for kind, image in fake_ray.events if kind == "put"] == [f"img{i}" for i in range(7)]
+    fake_ray._see_bundles()
+    assert fake_ray.bundles_seen[-1][1] == 0  # the driver let go of the image it was submitting

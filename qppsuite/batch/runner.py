@@ -15,7 +15,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,12 +230,52 @@ def _ray_task(job: Job, attempts: int, bundle: bytes, digest: str, cache: str | 
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+#: Ray tasks in flight (submitted, running or queued) per CPU of the cluster: enough queued for every CPU to
+#: start its next job at once while the driver packs the next image or writes results, few enough that only
+#: their images are in Ray's object store.
+TASKS_PER_CPU = 2
+
+
+def _image_of(job: Job) -> str:
+    """The image ``job`` names (a name or a bundle path)."""
+    return str(job.spec.get("image", DEFAULT_IMAGE))
+
+
+def _shipped_by_image(
+    todo: list[tuple[Job, int]], put: Callable[[bytes], Any], cache: Path | None,
+) -> Generator[tuple[Job, int, tuple[Any, str] | Exception], None, None]:
+    """``todo``'s jobs grouped by image (images in the order of their first job, each image's jobs in theirs),
+    each with its image shipped: ``(object ref, sha256 of its manifest)``, or the exception that stopped its
+    packing (an unreadable bundle, a file missing, a bad manifest: its jobs fail, not the batch).
+
+    An image is packed and put (``put``, Ray's) only when its first job is drawn, and its ref is held only
+    until its last job is: from then on only that image's submitted tasks hold it, and Ray frees it when they
+    end.  So the driver holds one image's ref, and one image's packed bytes while it puts them."""
+    groups: dict[str, list[tuple[Job, int]]] = {}
+    for job, attempts in todo:
+        groups.setdefault(_image_of(job), []).append((job, attempts))
+    for image, members in groups.items():
+        shipping: list[tuple[Any, str] | Exception] = []
+        try:
+            shipping.append((put(pack(image, cache)), image_hash(image, cache)))
+        except Exception as exc:
+            shipping.append(exc)
+        for job, attempts in members[:-1]:
+            yield job, attempts, shipping[0]
+        job, attempts = members[-1]
+        yield job, attempts, shipping.pop()  # popped: this frame no longer holds the ref once its last job has it
+
+
 def _run_ray(
     todo: list[tuple[Job, int]], out: Path, progress: BatchProgress, summary: Summary, workers: int,
     address: str | None, cache: Path | None,
 ) -> None:
-    """Ray tasks, one CPU each: a local instance of ``workers`` CPUs, or the cluster at ``address``.  Each image
-    is packed and put in Ray's object store once; a local instance's workers share this machine's cache."""
+    """Ray tasks, one CPU each: a local instance of ``workers`` CPUs, or the cluster at ``address``; a local
+    instance's workers share this machine's cache.  At most a window of tasks is in flight (:data:`TASKS_PER_CPU`
+    per CPU of the cluster, at least ``workers``), more submitted as results arrive, the jobs of one image
+    together; each image is packed and put in Ray's object store when its first job is submitted, and let go
+    once its last one is (:func:`_shipped_by_image`).  Ctrl-C: the tasks in flight are cancelled, the jobs not
+    submitted yet never start; neither gets a result."""
     import logging
 
     import ray
@@ -262,33 +302,42 @@ def _run_ray(
         worker_cache = None  # each node's own cache: $QPPSUITE_CACHE or the XDG cache dir there
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
-        bundles: dict[str, tuple[Any, str] | Exception] = {}
-        refs: dict[Any, Job] = {}
-        attempts_of = dict((job.id, attempts) for job, attempts in todo)
-        for job, attempts in todo:  # an earlier attempt's files stay until this one's arrive (or never do)
-            image = str(job.spec.get("image", DEFAULT_IMAGE))
-            if image not in bundles:
-                try:
-                    bundles[image] = (ray.put(pack(image, cache)), image_hash(image, cache))
-                except Exception as exc:  # unreadable, a file missing, a bad manifest: its jobs fail, not the batch
-                    bundles[image] = exc
-            shipped = bundles[image]
-            if isinstance(shipped, Exception):
-                _record_unrun(out, _failed(job, attempts, f"cannot ship image {visible(image)}", shipped), progress,
-                              summary)
-                continue
-            bundle, digest = shipped
-            _note_attempt(out, job, attempts)
-            refs[task.remote(job, attempts, bundle, digest, worker_cache)] = job
         capacity = int(ray.cluster_resources().get("CPU", workers))
-        pending = list(refs)
+        window = max(workers, TASKS_PER_CPU * capacity)
+        attempts_of = dict((job.id, attempts) for job, attempts in todo)
+        feed = _shipped_by_image(todo, ray.put, cache)
+        refs: dict[Any, Job] = {}  # the tasks in flight
+        pending: list[Any] = []
+
+        def submit_next() -> bool:
+            """Submit the next job (its image packed and put first if it is its image's first); False when none
+            is left.  Its locals, the image's ref among them, go when it returns."""
+            item = next(feed, None)
+            if item is None:
+                return False
+            job, attempts, shipped = item
+            if isinstance(shipped, Exception):
+                _record_unrun(out, _failed(job, attempts, f"cannot ship image {visible(_image_of(job))}", shipped),
+                              progress, summary)
+                return True
+            _note_attempt(out, job, attempts)  # an earlier attempt's files stay until this one's arrive
+            ref = task.remote(job, attempts, shipped[0], shipped[1], worker_cache)
+            refs[ref] = job
+            pending.append(ref)
+            return True
+
         try:
-            while pending:
+            more = True
+            while True:
+                while more and len(pending) < window:
+                    more = submit_next()
+                if not pending:
+                    break
                 progress.running = min(len(pending), capacity)
                 # every task ready within 0.2 s at once: one wait per round, not one per task over all pending
-                done, pending = ray.wait(pending, num_returns=len(pending), timeout=0.2)
+                done, pending[:] = ray.wait(pending, num_returns=len(pending), timeout=0.2)
                 for ref in done:
-                    job = refs[ref]
+                    job = refs.pop(ref)
                     try:
                         result, files = ray.get(ref)
                     except ray.exceptions.RayError as exc:  # the worker died under the task
@@ -299,9 +348,10 @@ def _run_ray(
                         outdir.write_outputs(directory, files)
                     except OSError as exc:
                         result = _failed(job, attempts_of[job.id], "batch error", exc)
-                    progress.running += 1  # job_finished counts it down
+                    progress.running = min(len(pending), capacity) + 1  # job_finished counts it down
                     _record(out, result, progress, summary)
         except BaseException:
+            feed.close()  # the image being shipped, if any, is let go
             with _signals_ignored():
                 for ref in pending:
                     with suppress(Exception):
