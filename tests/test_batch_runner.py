@@ -6,6 +6,7 @@ import http.server
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -189,6 +190,16 @@ class _FakeRay:
 
     class exceptions:
         RayError = RuntimeError
+
+        class RayTaskError(RuntimeError):
+            """What Ray raises when the task itself raised: ``cause`` is that exception."""
+
+            def __init__(self, cause: Exception) -> None:
+                super().__init__(f"ray::_ray_task() (pid=1, ip=127.0.0.1)\n{cause}")
+                self.cause = cause
+
+        class WorkerCrashedError(RuntimeError):
+            pass
 
     def __init__(self, cpus: int = 1) -> None:
         self.cpus = cpus
@@ -513,3 +524,37 @@ def test_ctrl_c_mid_batch_on_ray_cancels_the_tasks_in_flight_and_submits_no_more
     assert [image for kind, image in fake_ray.events if kind == "put"] == [f"img{i}" for i in range(7)]
     fake_ray._see_bundles()
     assert fake_ray.bundles_seen[-1][1] == 0  # the driver let go of the image it was submitting
+
+
+def test_a_ray_failure_is_one_short_reason_and_its_line_has_its_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_database: Path, fake_ray: _FakeRay) -> None:
+    """A dead Ray worker is ``worker crashed (Ray: <its error type>)``, not Ray's paragraph; an exception the task
+    raised is a ``batch error`` naming it; their progress lines show the seconds since the job was submitted."""
+    crashed = fake_ray.exceptions.WorkerCrashedError(
+        "The worker died unexpectedly while executing this task. Check python-core-worker-*.log files for more "
+        "information.")
+    raised = fake_ray.exceptions.RayTaskError(PermissionError(13, "Permission denied"))
+    jobs = _jobs(tmp_path, ["ok", "crashed", "raised"])
+    out = tmp_path / "out"
+    monkeypatch.setattr(runner, "run_job", _fake_run([], run_database, {"crashed": crashed, "raised": raised}))
+    progress, text = _progress(len(jobs))
+    summary = runner.run_batch(jobs, out, progress, workers=1, use_ray=True)
+    assert (summary.ok, summary.failed) == (1, 2)
+    reasons = {label: (outdir.read_result(outdir.job_dir(out, label)) or {}).get("reason")
+               for label in ("crashed", "raised")}
+    assert reasons == {"crashed": "worker crashed (Ray: WorkerCrashedError)",
+                       "raised": "batch error (PermissionError: [Errno 13] Permission denied)"}
+    lines = text.getvalue().splitlines()
+    assert re.fullmatch(r"\[2/3\] failed crashed: worker crashed \(Ray: WorkerCrashedError\) \(\d+\.\d s\)",
+                        lines[1]), lines
+    assert re.search(r"raised: batch error .* \(\d+\.\d s\)$", lines[2]), lines
+
+
+def test_a_pool_jobs_batch_error_line_has_its_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   run_database: Path) -> None:
+    jobs = _jobs(tmp_path, ["bad"])
+    monkeypatch.setattr(runner, "run_job", _fake_run([], run_database, {"bad": ValueError("embedded null byte")}))
+    progress, text = _progress(1)
+    runner.run_batch(jobs, tmp_path / "out", progress, workers=1, use_ray=False)
+    assert re.fullmatch(r"\[1/1\] failed bad: batch error \(ValueError: embedded null byte\) \(\d+\.\d s\)\n",
+                        text.getvalue()), text.getvalue()

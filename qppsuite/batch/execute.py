@@ -192,8 +192,8 @@ def _reason(job: Job, code: int, killed_at: float | None, run: dict[str, Any], d
         return f"budget exceeded: {job.spec.get('budget', {}).get('instructions', run.get('insn_count'))} instructions"
     if kind == "timeout":
         return f"timeout after {job.timeout_s:g} s wall"
-    if kind not in (None, "poweroff"):
-        return f"{kind}: {visible(message)}"
+    if kind not in (None, "poweroff"):  # "interrupted by SIGTERM" says its kind already
+        return visible(message) if message.startswith(kind) else f"{kind}: {visible(message)}"
     return f"exit {code}: {_last_line(directory / outdir.STDERR_FILE)}"
 
 

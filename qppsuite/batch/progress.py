@@ -88,7 +88,10 @@ class BatchProgress:
         self.running = max(0, self.running - 1)
         self._refresh()
 
-    def job_finished(self, result: dict[str, Any]) -> None:
+    def job_finished(self, result: dict[str, Any], elapsed: float | None = None) -> None:
+        """Count a finished job; its line shows its run's wall-clock seconds, or ``elapsed`` (seconds since the
+        batch started it, or submitted it to Ray) when its result has none (its worker died, or the batch could
+        not start its run)."""
         self.running = max(0, self.running - 1)
         ok = result.get("status") == "ok"
         self.ok += ok
@@ -99,7 +102,8 @@ class BatchProgress:
             what = ("ok", "green") if ok else ("failed", "red")
             reason = "" if ok else f": {result.get('reason')}"
             wall = result.get("wall_s")  # None when the job's worker died before it timed anything
-            took = f"({wall:.1f} s)" if isinstance(wall, (int, float)) else ""
+            wall = wall if isinstance(wall, (int, float)) else elapsed
+            took = f"({wall:.1f} s)" if wall is not None else ""
             self.console.print(
                 styled(f"[{self.done}/{self.total}] ", what, f" {result.get('label')}{reason} ", (took, "dim")),
                 soft_wrap=True,

@@ -15,6 +15,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -128,9 +129,11 @@ def _signals_interrupt(received: list[int]) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _record(out: Path, result: dict[str, Any], progress: BatchProgress, summary: Summary) -> None:
+def _record(out: Path, result: dict[str, Any], progress: BatchProgress, summary: Summary,
+            elapsed: float | None = None) -> None:
     """Write a finished job's result.json and count it; a result that cannot be written is the job's failure
-    (the merge names it), not the batch's end."""
+    (the merge names it), not the batch's end.  ``elapsed``: seconds since the job was started (or submitted),
+    shown when the result has no wall time of its own."""
     directory = outdir.job_dir(out, result["id"])
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -141,7 +144,7 @@ def _record(out: Path, result: dict[str, Any], progress: BatchProgress, summary:
         summary.ok += 1
     else:
         summary.failed += 1
-    progress.job_finished(result)
+    progress.job_finished(result, elapsed)
 
 
 def _record_unrun(out: Path, result: dict[str, Any], progress: BatchProgress, summary: Summary) -> None:
@@ -173,15 +176,18 @@ def _run_pool(
         with lock:
             progress.job_started()
 
-    def one(job: Job, attempts: int) -> dict[str, Any] | None:
+    def one(job: Job, attempts: int) -> tuple[dict[str, Any], float] | None:
+        """The job's result and the seconds it took, or None if the batch stopped first."""
         if stop.is_set():
             return None
+        begun = time.monotonic()
         _note_attempt(out, job, attempts)
         try:
-            return run_job(job, outdir.job_dir(out, job.id), attempts=attempts,
-                           cache=str(cache) if cache is not None else None, stop=stop, started=started)
+            result = run_job(job, outdir.job_dir(out, job.id), attempts=attempts,
+                             cache=str(cache) if cache is not None else None, stop=stop, started=started)
         except Exception as exc:  # this job's own trouble (its directory, its arguments): the others go on
-            return _failed(job, attempts, "batch error", exc)
+            result = _failed(job, attempts, "batch error", exc)
+        return None if result is None else (result, time.monotonic() - begun)
 
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qppsuite-batch")
     futures = [pool.submit(one, job, attempts) for job, attempts in todo]
@@ -190,10 +196,11 @@ def _run_pool(
         while pending:
             done, pending = concurrent.futures.wait(pending, timeout=0.2, return_when="FIRST_COMPLETED")
             for future in done:
-                result = future.result()
-                if result is not None:
+                finished = future.result()
+                if finished is not None:
+                    result, elapsed = finished
                     with lock:
-                        _record(out, result, progress, summary)
+                        _record(out, result, progress, summary, elapsed)
     except BaseException:
         stop.set()
         with _signals_ignored():
@@ -306,7 +313,7 @@ def _run_ray(
         window = max(workers, TASKS_PER_CPU * capacity)
         attempts_of = dict((job.id, attempts) for job, attempts in todo)
         feed = _shipped_by_image(todo, ray.put, cache)
-        refs: dict[Any, Job] = {}  # the tasks in flight
+        refs: dict[Any, tuple[Job, float]] = {}  # the tasks in flight, each with when it was submitted
         pending: list[Any] = []
 
         def submit_next() -> bool:
@@ -322,7 +329,7 @@ def _run_ray(
                 return True
             _note_attempt(out, job, attempts)  # an earlier attempt's files stay until this one's arrive
             ref = task.remote(job, attempts, shipped[0], shipped[1], worker_cache)
-            refs[ref] = job
+            refs[ref] = job, time.monotonic()
             pending.append(ref)
             return True
 
@@ -337,11 +344,11 @@ def _run_ray(
                 # every task ready within 0.2 s at once: one wait per round, not one per task over all pending
                 done, pending[:] = ray.wait(pending, num_returns=len(pending), timeout=0.2)
                 for ref in done:
-                    job = refs.pop(ref)
+                    job, submitted = refs.pop(ref)
                     try:
                         result, files = ray.get(ref)
-                    except ray.exceptions.RayError as exc:  # the worker died under the task
-                        result, files = _failed(job, attempts_of[job.id], "worker crashed", exc), {}
+                    except ray.exceptions.RayError as exc:  # the worker died under the task, or the task failed
+                        result, files = _ray_failure(ray, job, attempts_of[job.id], exc), {}
                     directory = outdir.job_dir(out, job.id)
                     try:
                         outdir.clear_attempt(directory)
@@ -349,7 +356,7 @@ def _run_ray(
                     except OSError as exc:
                         result = _failed(job, attempts_of[job.id], "batch error", exc)
                     progress.running = min(len(pending), capacity) + 1  # job_finished counts it down
-                    _record(out, result, progress, summary)
+                    _record(out, result, progress, summary, time.monotonic() - submitted)
         except BaseException:
             feed.close()  # the image being shipped, if any, is let go
             with _signals_ignored():
@@ -403,6 +410,19 @@ def _ray_uses_tls() -> bool:
     """Whether Ray talks TLS to its cluster: ``RAY_USE_TLS`` set to ``1`` or ``true`` (any case), as Ray reads it
     (docs.ray.io, "TLS Authentication")."""
     return os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
+
+
+def _ray_failure(ray: Any, job: Job, attempts: int, exc: Exception) -> dict[str, Any]:
+    """The result of a Ray task that gave no result: an exception the task raised (its image would not unpack,
+    its directory could not be made) is a ``batch error`` with that exception's first line; anything else (the
+    worker process died, its node was lost) is ``worker crashed (Ray: <Ray's error type>)``, whose long message
+    (a pointer to Ray's log files) is left to Ray's logs."""
+    task_error = getattr(ray.exceptions, "RayTaskError", None)
+    if task_error is not None and isinstance(exc, task_error):
+        cause = getattr(exc, "cause", None)
+        return _failed(job, attempts, "batch error", cause if isinstance(cause, Exception) else exc)
+    result = _failed(job, attempts, "worker crashed", exc)
+    return result | {"reason": f"worker crashed (Ray: {type(exc).__name__})"}
 
 
 def _failed(job: Job, attempts: int, what: str, exc: Exception) -> dict[str, Any]:
