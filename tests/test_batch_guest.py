@@ -26,7 +26,7 @@ SPIN_BUDGET = 350_000_000
 SPIN = "while :; do :; done"
 #: runs columns that are wall-clock times: the only ones two runs of one job may differ in (on one worker).
 WALL_TIME_COLUMNS = {"runs": {"started_at", "ended_at"}}
-#: ...and on another worker, the path of that worker's copy of the image bundle.
+#: ...and on a Ray worker (local or not), the path of that worker's unpacked copy of the image bundle.
 WORKER_COLUMNS = {"runs": {"started_at", "ended_at", "image_path"}}
 
 EIGHT_JOBS = f"""
