@@ -272,6 +272,21 @@ def test_ctrl_c_stops_running_jobs_and_keeps_finished_ones(tmp_path: Path, defau
     assert "2 jobs: 1 ok (1 complete already), 1 failed, 0 not run" in again.stderr
 
 
+def test_a_plugins_relative_output_stays_with_its_job(tmp_path: Path, default_image: ImageBundle) -> None:
+    """coverage writes ./coverage/drcov.<process>.<pid>...: two jobs running `ls` as pid 87 wrote one file in the
+    batch's working directory, and one was lost; each now writes in its job's work/ directory."""
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text("defaults: {plugins: [osi_linux, syscalls, coverage], plugin_args: {coverage: {process: ls}}}\n"
+                    'jobs:\n  - {label: c1, cmd: "ls /"}\n  - {label: c2, cmd: "ls /etc"}\n')
+    done = batch(str(jobs), "--pool", "--workers", "2", "-o", "out", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    logs = {label: sorted((tmp_path / "out" / "jobs" / label / "work" / "coverage").glob("drcov.*"))
+            for label in ("c1", "c2")}
+    assert all(logs.values()), logs
+    assert logs["c1"][0].read_bytes() != logs["c2"][0].read_bytes()
+    assert not (tmp_path / "coverage").exists()
+
+
 def test_samples_directory_with_a_template(tmp_path: Path, default_image: ImageBundle) -> None:
     samples = tmp_path / "samples"
     samples.mkdir()

@@ -4,7 +4,9 @@ The process is the job's isolation: a kernel panic, a hang, a blown budget or a 
 that process only.  It runs in a session of its own (a Ctrl-C at the terminal reaches the batch, which stops
 it) and dies with the thread that started it (``PR_SET_PDEATHSIG``: a worker killed under it takes it along).
 Its wall-clock budget is given to the run (``--timeout``: the run stops itself and records ``timeout``), and a
-process still alive :data:`KILL_GRACE_S` later is killed with its whole process group.
+process still alive :data:`KILL_GRACE_S` later is killed with its whole process group.  Its working directory is
+the job's own :data:`WORK_DIR`, so what a plugin writes at a relative path (coverage's ``coverage/``) stays with
+that job; every path the batch gives it is absolute.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -25,14 +28,19 @@ from typing import Any
 
 from qppsuite.batch import outdir
 from qppsuite.batch.jobs import Job
+from qppsuite.cache import cache_dir
 from qppsuite.cli.terminal import visible
+from qppsuite.images.bundle import images_dir
 from qppsuite.plugins.syscalls_logger import reader
+from qppsuite.session import DEFAULT_IMAGE
 
 #: Seconds past a job's wall-clock budget before its process group is killed (the run stops itself first).
 KILL_GRACE_S = 30.0
 #: Seconds between a polite SIGTERM and SIGKILL when a job is stopped.
 TERM_GRACE_S = 5.0
 _POLL_S = 0.1
+#: The run process's working directory, in the job's directory: files its plugins write at relative paths.
+WORK_DIR = "work"
 _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
@@ -58,12 +66,15 @@ def run_job(
     has no result.  ``image`` replaces the job's image (a worker's copy), ``cache`` is the runs'
     ``QPPSUITE_CACHE``; ``started(pid)`` is called once the process runs.  A KeyboardInterrupt (Ray's
     cancel) stops the process and propagates."""
-    outdir.clear_attempt(directory)
+    directory = directory.absolute()  # the process runs elsewhere: every path it is given is absolute
+    clear_attempt(directory)
+    work = directory / WORK_DIR
+    work.mkdir()
+    cache_path = cache_dir(Path(cache) if cache else None)  # absolute, as its QPPSUITE_CACHE
     database = directory / outdir.DATABASE_FILE
-    arguments = job.run_arguments(database, directory / outdir.CONSOLE_FILE, directory / outdir.COPIED_DIR, image)
-    env = dict(os.environ)
-    if cache is not None:
-        env["QPPSUITE_CACHE"] = cache
+    arguments = job.run_arguments(database, directory / outdir.CONSOLE_FILE, directory / outdir.COPIED_DIR,
+                                  image or _image_path(job, cache_path))
+    env = dict(os.environ, QPPSUITE_CACHE=str(cache_path))
     begun, wall_start = outdir.now_iso(), time.monotonic()
     with (directory / outdir.STDERR_FILE).open("wb") as stderr:
         process = subprocess.Popen(
@@ -72,6 +83,7 @@ def run_job(
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             env=env,
+            cwd=work,
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
@@ -114,6 +126,23 @@ def run_job(
         "insns_executed": _executed(run, image or job.spec.get("image"), cache),
         "worker": _worker(),
     }
+
+
+def clear_attempt(directory: Path) -> None:
+    """Remove what an earlier attempt left in the job's ``directory`` (:func:`outdir.clear_attempt`, and its
+    :data:`WORK_DIR`)."""
+    outdir.clear_attempt(directory)
+    shutil.rmtree(directory / WORK_DIR, ignore_errors=True)
+
+
+def _image_path(job: Job, cache: Path) -> str | None:
+    """The job's image as an absolute path when it is a bare name the cache has no image of, which ``qppsuite
+    run`` would look for in its working directory (the batch's, where the job's sha256 hashed it); None
+    otherwise (a name in the cache, or a path the jobs file made absolute)."""
+    name = str(job.spec.get("image", DEFAULT_IMAGE))
+    if "/" in name or (images_dir(cache) / name).is_dir() or not Path(name).is_dir():
+        return None
+    return str(Path(name).absolute())
 
 
 def _worker() -> str:
@@ -167,8 +196,7 @@ def _executed(run: dict[str, Any], image: str | None, cache: str | None) -> int 
     if not start:
         return count
     from qppsuite.core import snapshot
-    from qppsuite.images.bundle import cache_dir, open_image
-    from qppsuite.session import DEFAULT_IMAGE
+    from qppsuite.images.bundle import open_image
 
     try:
         bundle = open_image(image or DEFAULT_IMAGE, cache=Path(cache) if cache else None, verify=False)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from qppsuite.batch import outdir, ready
-from qppsuite.batch.execute import run_job
+from qppsuite.batch.execute import clear_attempt, run_job
 from qppsuite.batch.jobs import DATABASE_PLUGINS, Job
 from qppsuite.batch.progress import BatchProgress
 from qppsuite.batch.shipping import image_hash, pack, unpack
@@ -151,7 +151,7 @@ def _record_unrun(out: Path, result: dict[str, Any], progress: BatchProgress, su
     """Record the failure of a job the batch could not start, its earlier attempt's files cleared first (a
     database of an earlier version of the job must not be merged as this one's)."""
     with suppress(OSError):  # _record says what is wrong with the directory
-        outdir.clear_attempt(outdir.job_dir(out, result["id"]))
+        clear_attempt(outdir.job_dir(out, result["id"]))
     progress.running += 1  # job_finished counts it down
     _record(out, result, progress, summary)
 
@@ -351,7 +351,7 @@ def _run_ray(
                         result, files = _ray_failure(ray, job, attempts_of[job.id], exc), {}
                     directory = outdir.job_dir(out, job.id)
                     try:
-                        outdir.clear_attempt(directory)
+                        clear_attempt(directory)
                         outdir.write_outputs(directory, files)
                     except OSError as exc:
                         result = _failed(job, attempts_of[job.id], "batch error", exc)
