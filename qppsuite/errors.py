@@ -35,6 +35,32 @@ class GuestError(QppsuiteError):
     exit_code = 2
 
 
+class GuestStopped(GuestError):
+    """The guest stopped before the command's end, of ``kind`` (the run's stop kind: panic, hang, max_insns,
+    timeout, ...): the line is ``KIND: MESSAGE (stopped after SUMMARY)``, which :func:`guest_stopped` reads back.
+    ``qppsuite batch`` tells a job's stop from it when the run left no ``runs`` row (a kernel that panics while
+    booting, before any plugin was loaded)."""
+
+    def __init__(self, kind: str, message: str, summary: str) -> None:
+        super().__init__(f"{kind}: {message} (stopped after {summary})")
+        self.kind = kind
+
+
+#: How :class:`GuestStopped` ends its line.
+_STOPPED_AFTER = " (stopped after "
+
+
+def guest_stopped(line: str) -> tuple[str, str] | None:
+    """``(kind, message)`` of a :class:`GuestStopped` line as the CLI prints it (``error: KIND: MESSAGE (stopped
+    after …)``), or None if ``line`` is no such line."""
+    text = line.strip().removeprefix("error: ")
+    kind, sep, rest = text.partition(": ")
+    message, after, _summary = rest.rpartition(_STOPPED_AFTER)
+    if not sep or not after or not kind.isidentifier() or not kind.islower():
+        return None
+    return kind, message
+
+
 class Interrupted(QppsuiteError):
     """The run was stopped by a signal (SIGINT, SIGTERM); the exit code is the shell's 128 + its number."""
 

@@ -9,6 +9,7 @@ import pytest
 
 from qppsuite.batch import execute
 from qppsuite.batch.jobs import Job, load_jobs_file
+from qppsuite.errors import GuestStopped, guest_stopped
 
 
 def _job(tmp_path: Path, entry: str = "{label: a, cmd: 'true'}") -> Job:
@@ -80,3 +81,32 @@ def test_the_run_process_works_in_the_jobs_own_directory_with_absolute_paths(
     assert len(paths) == 7, run
     assert all(Path(path).is_absolute() for path in paths), paths
     assert run[0] == str(project / "bundle")  # a bare name the cache has no image of: the batch's ./bundle
+
+
+#: What `qppsuite run` printed for a kernel that panicked while booting (rdinit=/nonexistent): no plugin was
+#: loaded, so no runs row says it.
+BOOT_PANIC = ("error: panic: [    0.645955] Kernel panic - not syncing: VFS: Unable to mount root fs on "
+              "unknown-block(0,0) (stopped after 227,556,086 instructions in 2.73 s (83 MIPS))\n")
+
+
+def test_a_panic_while_booting_is_a_panic(tmp_path: Path) -> None:
+    """No runs row: the stop is the run's own GuestStopped line (exit status 2), so `stop_reason = 'panic'` finds
+    the job; another exit status, or another last error line, is no stop."""
+    stderr = tmp_path / "stderr.log"
+    stderr.write_text("qppsuite: booting\n" + BOOT_PANIC + "hint: see the console\n")
+    run = execute._stop_of(2, stderr)
+    assert run == {"stop_reason": "panic", "stop_message": "[    0.645955] Kernel panic - not syncing: VFS: Unable to "
+                                                            "mount root fs on unknown-block(0,0)"}
+    assert execute._reason(_job(tmp_path), 2, None, run, tmp_path) == (
+        "kernel panic: VFS: Unable to mount root fs on unknown-block(0,0)")
+    assert execute._stop_of(1, stderr) == {}
+    stderr.write_text(BOOT_PANIC + "error: --copy-out: cannot write /x\n")
+    assert execute._stop_of(2, stderr) == {}
+
+
+def test_a_guest_stop_line_reads_back() -> None:
+    for kind, message in (("panic", "Kernel panic - not syncing: (x) (stopped after y)"), ("max_insns", "budget")):
+        line = f"error: {GuestStopped(kind, message, '5 instructions in 1.00 s (0 MIPS)')}"
+        assert guest_stopped(line) == (kind, message)
+    assert guest_stopped("error: the command exited with status 3 (stopped after 1 s)") is None
+    assert guest_stopped("error: Panic: x (stopped after 1 s)") is None

@@ -287,6 +287,20 @@ def test_a_plugins_relative_output_stays_with_its_job(tmp_path: Path, default_im
     assert not (tmp_path / "coverage").exists()
 
 
+def test_a_kernel_that_panics_while_booting_is_a_panic(tmp_path: Path, default_image: ImageBundle) -> None:
+    """No plugin loads before the ready snapshot, so no runs row says why; the run's own line does, and
+    `stop_reason = 'panic'` finds the job in the merged database."""
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text('jobs:\n  - {label: noinit, cmd: "true", bootargs: "rdinit=/nonexistent"}\n')
+    done = batch(str(jobs), "--pool", "-o", "out", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    result = results(tmp_path / "out")["noinit"]
+    assert (result["stop_reason"], result["reason"]) == (
+        "panic", "kernel panic: VFS: Unable to mount root fs on unknown-block(0,0)"), result
+    with sqlite3.connect(tmp_path / "out" / "batch.sqlite") as conn:
+        assert conn.execute("SELECT label FROM runs WHERE stop_reason = 'panic'").fetchall() == [("noinit",)]
+
+
 def test_samples_directory_with_a_template(tmp_path: Path, default_image: ImageBundle) -> None:
     samples = tmp_path / "samples"
     samples.mkdir()

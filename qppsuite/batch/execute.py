@@ -30,6 +30,7 @@ from qppsuite.batch import outdir
 from qppsuite.batch.jobs import Job
 from qppsuite.cache import cache_dir
 from qppsuite.cli.terminal import visible
+from qppsuite.errors import GuestStopped, guest_stopped
 from qppsuite.images.bundle import images_dir
 from qppsuite.plugins.syscalls_logger import reader
 from qppsuite.session import DEFAULT_IMAGE
@@ -107,8 +108,8 @@ def run_job(
     if stop is not None and stop.is_set():
         return None  # it ended as the batch stopped: maybe because of the Ctrl-C; not a result
     wall = time.monotonic() - wall_start
-    run = _run_row(database)
     code = process.returncode
+    run = _run_row(database) or _stop_of(code, directory / outdir.STDERR_FILE)
     return {
         "format": outdir.FORMAT,
         "id": job.id,
@@ -184,6 +185,21 @@ def _run_row(database: Path) -> dict[str, Any]:
     except sqlite3.Error:
         return {}
     return dict(row) if row is not None else {}
+
+
+def _stop_of(code: int, stderr: Path) -> dict[str, Any]:
+    """The stop a run that left no runs row reported (a kernel that panicked while booting, before any plugin
+    was loaded; a job without a database plugin): ``{"stop_reason", "stop_message"}`` from its
+    :class:`~qppsuite.errors.GuestStopped` line and exit status, or {}."""
+    if code != GuestStopped.exit_code:
+        return {}
+    try:
+        text = stderr.read_bytes()[-8192:].decode(errors="replace")
+    except OSError:
+        return {}
+    lines = [line for line in text.splitlines() if line.startswith("error: ")]
+    stopped = guest_stopped(lines[-1]) if lines else None
+    return {} if stopped is None else {"stop_reason": stopped[0], "stop_message": stopped[1]}
 
 
 def _executed(run: dict[str, Any], image: str | None, cache: str | None) -> int | None:

@@ -15,7 +15,7 @@ from qppsuite.cli.keyboard import keyboard
 from qppsuite.cli.terminal import CommandConsole, ConsoleStream, channel_progress, styled
 from qppsuite.core.board import RAM_MAX_MIB
 from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
-from qppsuite.errors import GuestError, ImageError, Interrupted, PluginError
+from qppsuite.errors import GuestError, GuestStopped, ImageError, Interrupted, PluginError
 from qppsuite.images.bundle import images_dir, open_image
 from qppsuite.session import DEFAULT_IMAGE, PLUGIN_FAILURES_HINT, GuestIO, RunOptions, RunResult, run
 
@@ -311,8 +311,9 @@ def run_command(
             err_console.print(styled(("qppsuite:", "green"), f" left the guest console after {summary}"))
         return
     if not result.ok:
-        kind = "" if result.reason.kind == "error" else f"{result.reason.kind}: "  # "error: error: ..." says nothing
-        raise GuestError(f"{kind}{result.reason.message} (stopped after {summary})")
+        if result.reason.kind == "error":  # "error: error: ..." says nothing
+            raise GuestError(f"{result.reason.message} (stopped after {summary})")
+        raise GuestStopped(result.reason.kind, result.reason.message, summary)
     if result.not_written:
         raise GuestError(
             f"--file: the guest could not write {result.not_written[0]}, so the command did not run "
