@@ -200,9 +200,10 @@ def test_a_job_killed_midway_is_failed_and_retried(tmp_path: Path, default_image
 
 
 def ray_job_process(label: str, timeout: float = 120) -> int:
-    """The pid of the `qppsuite run` process of the job ``label`` on a Ray worker (in its scratch directory)."""
+    """The pid of the `qppsuite run` process of the job ``label`` on a Ray worker (in its scratch directory,
+    ``<cache>/batch-scratch/<pid>@<host>@<label>-…``)."""
     deadline = time.monotonic() + timeout
-    needle = f"qppsuite-batch-{label}-".encode()
+    needle = f"@{label}-".encode()
     while time.monotonic() < deadline:
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
@@ -210,7 +211,7 @@ def ray_job_process(label: str, timeout: float = 120) -> int:
                     cmdline = (entry / "cmdline").read_bytes()
                 except OSError:
                     continue
-                if needle in cmdline and b"qppsuite\0run" in cmdline:
+                if needle in cmdline and b"/batch-scratch/" in cmdline and b"qppsuite\0run" in cmdline:
                     return int(entry.name)
         time.sleep(0.1)
     raise AssertionError(f"no run process for {label}")

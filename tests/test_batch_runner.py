@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from qppsuite.batch import outdir, ready, runner
+from qppsuite.batch import outdir, ready, runner, scratch
 from qppsuite.batch.jobs import Job, load_jobs_file
 from qppsuite.batch.progress import BatchProgress
 from qppsuite.cli.terminal import SafeConsole
@@ -283,6 +284,7 @@ def fake_ray(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> _FakeRay:
 
     fake = _FakeRay()
     monkeypatch.setitem(sys.modules, "ray", fake)  # type: ignore[arg-type]
+    monkeypatch.setenv("QPPSUITE_CACHE", str(tmp_path / "cache"))  # the local workers' cache: their scratch
     monkeypatch.setattr(runner, "pack", lambda image, cache=None: image.encode())
     monkeypatch.setattr(runner, "image_hash", lambda image, cache=None: image)
     monkeypatch.setattr(runner, "unpack", lambda data, digest, cache=None: tmp_path / "unpacked" / digest)
@@ -558,3 +560,34 @@ def test_a_pool_jobs_batch_error_line_has_its_time(tmp_path: Path, monkeypatch: 
     runner.run_batch(jobs, tmp_path / "out", progress, workers=1, use_ray=False)
     assert re.fullmatch(r"\[1/1\] failed bad: batch error \(ValueError: embedded null byte\) \(\d+\.\d s\)\n",
                         text.getvalue()), text.getvalue()
+
+
+def test_ray_scratch_directories_are_in_the_workers_cache_and_dead_workers_ones_go(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_database: Path, fake_ray: _FakeRay) -> None:
+    """A task's scratch directory is under the cache's batch-scratch/ (it was /tmp/qppsuite-batch-*), and a worker
+    killed under its task leaves one behind: the next task removes those whose process is gone, on this host."""
+    root = tmp_path / "cache" / scratch.SCRATCH_DIR
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid no process has
+    host = socket.gethostname()
+    left = {"dead": root / f"{gone.pid}@{host}@a-x1", "live": root / f"{os.getpid()}@{host}@b-x2",
+            "elsewhere": root / f"{gone.pid}@other-{host}@c-x3", "not ours": root / "notes"}
+    for directory in left.values():
+        directory.mkdir(parents=True)
+        (directory / outdir.DATABASE_FILE).write_text("an earlier task's")
+    used: list[Path] = []
+    fake = _fake_run([], run_database)
+
+    def run_job(job: Job, directory: Path, **kwargs: Any) -> dict[str, Any] | None:
+        used.append(directory)
+        assert not left["dead"].exists()  # removed as the task started
+        return fake(job, directory, **kwargs)
+
+    monkeypatch.setattr(runner, "run_job", run_job)
+    summary = runner.run_batch(_jobs(tmp_path, ["j"]), tmp_path / "out", _progress(1)[0], workers=1, use_ray=True)
+    assert summary.ok == 1
+    [directory] = used
+    assert directory.parent == root and directory.name.startswith(f"{os.getpid()}@{host}@j-")
+    assert sorted(path.name for path in root.iterdir()) == sorted(
+        left[name].name for name in ("live", "elsewhere", "not ours"))
+

@@ -13,7 +13,6 @@ import concurrent.futures
 import os
 import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from qppsuite.batch import outdir, ready
+from qppsuite.batch import scratch as scratch_dirs
 from qppsuite.batch.execute import clear_attempt, run_job
 from qppsuite.batch.jobs import DATABASE_PLUGINS, Job
 from qppsuite.batch.progress import BatchProgress
@@ -222,10 +222,11 @@ def _signals_ignored() -> Iterator[None]:
 
 def _ray_task(job: Job, attempts: int, bundle: bytes, digest: str, cache: str | None) -> tuple[dict[str, Any],
                                                                                                 dict[str, bytes]]:
-    """On a Ray worker: the image unpacked once per worker cache (by hash), the job run in a scratch directory,
-    its result and files (relative names -> bytes) returned to the driver, which writes them."""
+    """On a Ray worker: the image unpacked once per worker cache (by hash), the job run in a scratch directory of
+    that cache (:mod:`qppsuite.batch.scratch`), its result and files (relative names -> bytes) returned to the
+    driver, which writes them."""
     image = unpack(bundle, digest, Path(cache) if cache else None)
-    scratch = Path(tempfile.mkdtemp(prefix=f"qppsuite-batch-{job.id[:40]}-"))
+    scratch = scratch_dirs.make(Path(cache) if cache else None, job.id)
     try:
         result = run_job(job, scratch, attempts=attempts, image=str(image), cache=cache)
         assert result is not None  # no stop event: only a cancel (KeyboardInterrupt) ends it early
@@ -368,6 +369,8 @@ def _run_ray(
             raise
     finally:
         ray.shutdown()
+        if address is None:  # its workers are gone: what those killed under their tasks left goes too
+            scratch_dirs.remove_stale(cache)
 
 
 #: Seconds to wait for a cluster's head node to accept a connection and answer (Ray itself retries for minutes).
