@@ -591,3 +591,50 @@ def test_ray_scratch_directories_are_in_the_workers_cache_and_dead_workers_ones_
     assert sorted(path.name for path in root.iterdir()) == sorted(
         left[name].name for name in ("live", "elsewhere", "not ours"))
 
+
+@pytest.mark.parametrize(("mode", "expected"), [
+    (None, "the cluster requires authentication (Ray's token authentication)"),
+    ("token", "the cluster refused this driver's authentication token"),
+])
+def test_a_cluster_refusing_for_authentication_is_one_line_and_rays_raw_lines_stay_off(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], fake_ray: _FakeRay,
+        mode: str | None, expected: str) -> None:
+    """Ray's C++ client writes each retry to fd 2 (``gcs_client.cc:210: Failed to get cluster ID …
+    InvalidAuthToken``) and then raises "Failed to connect", which never says why: the line says it, with what
+    to set, and none of the raw lines reaches the terminal."""
+    raw = (b"[2026-12-06 07:50:01,000 W 1 1] gcs_client.cc:210: Failed to get cluster ID from GCS server: "
+           b"Unauthenticated: InvalidAuthToken: Authentication token is missing\n")
+
+    def init(**_: Any) -> None:
+        for _ in range(20):
+            os.write(2, raw)
+        raise ConnectionError("Failed to connect to Ray cluster at 192.0.2.2:26380")
+
+    monkeypatch.setattr(fake_ray, "init", init)
+    monkeypatch.setattr(runner, "_reachable", lambda address: None)
+    if mode is None:
+        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    else:
+        monkeypatch.setenv("RAY_AUTH_MODE", mode)
+    capfd.readouterr()
+    with pytest.raises(runner.RayError) as refused:
+        runner.run_batch(_jobs(tmp_path, ["a"]), tmp_path / "out", _progress(1)[0], workers=1, use_ray=True,
+                         ray_address="127.0.0.1:26380")
+    assert str(refused.value) == f"--ray 127.0.0.1:26380: {expected}"
+    assert "RAY_AUTH_TOKEN" in (refused.value.hint or "")
+    assert capfd.readouterr().err == ""
+    os.write(2, b"after\n")  # fd 2 is the terminal's again
+    assert capfd.readouterr().err == "after\n"
+
+
+def test_a_cluster_that_does_not_answer_is_still_cannot_connect(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_ray: _FakeRay) -> None:
+    def init(**_: Any) -> None:
+        os.write(2, b"gcs_client.cc:210: Failed to get cluster ID from GCS server: Unavailable\n")
+        raise ConnectionError("Failed to connect to Ray cluster at 192.0.2.2:26380")
+
+    monkeypatch.setattr(fake_ray, "init", init)
+    monkeypatch.setattr(runner, "_reachable", lambda address: None)
+    with pytest.raises(runner.RayError, match="cannot connect: Failed to connect to Ray cluster"):
+        runner.run_batch(_jobs(tmp_path, ["a"]), tmp_path / "out", _progress(1)[0], workers=1, use_ray=True,
+                         ray_address="127.0.0.1:26380")

@@ -13,6 +13,8 @@ import concurrent.futures
 import os
 import shutil
 import signal
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -302,11 +304,11 @@ def _run_ray(
         worker_cache: str | None = str(cache_dir(cache))
     else:
         _reachable(address)
-        try:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
-        except (ValueError, ConnectionError, RuntimeError, TimeoutError) as exc:
-            raise RayError(f"--ray {address}: cannot connect: {' '.join(str(exc).split())[:300]}",
-                           hint="the head node's address, as `ray start --head` printed it (HOST:6379)") from None
+        with _raw_stderr_kept() as raw:  # Ray's C++ client writes its retries to fd 2, past logging
+            try:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+            except (ValueError, ConnectionError, RuntimeError, TimeoutError) as exc:
+                raise _connect_error(address, exc, raw()) from None
         worker_cache = None  # each node's own cache: $QPPSUITE_CACHE or the XDG cache dir there
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
@@ -407,6 +409,49 @@ def _reachable(address: str) -> None:
     if len(header) < 9 or header[3] != _HTTP2_SETTINGS:
         raise RayError(f"--ray {address}: not a Ray cluster (it does not answer as Ray's gRPC server does)",
                        hint=hint)
+
+
+@contextmanager
+def _raw_stderr_kept() -> Iterator[Callable[[], str]]:
+    """File descriptor 2 goes to a temporary file while the block runs (what Ray's C++ code writes there, such as
+    ``gcs_client.cc:…: Failed to get cluster ID … InvalidAuthToken`` at each retry, never reaches the terminal
+    raw); the block gets a function that returns the last 64 KiB written there, which is dropped afterwards."""
+    with tempfile.TemporaryFile() as kept:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(kept.fileno(), 2)
+
+        def written() -> str:
+            kept.seek(0, os.SEEK_END)
+            kept.seek(max(0, kept.tell() - 65536))
+            return kept.read().decode(errors="replace")
+
+        try:
+            yield written
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+#: What Ray's client writes when the cluster refuses it for authentication (its gRPC status and Ray's own code).
+_AUTH_REFUSED = ("InvalidAuthToken", "UNAUTHENTICATED", "Unauthenticated")
+
+
+def _connect_error(address: str, exc: Exception, raw: str) -> RayError:
+    """The one line for a cluster ``ray.init`` could not join; ``raw`` is what Ray wrote to fd 2 meanwhile, which
+    tells a cluster that refused for authentication (Ray's token authentication, Ray 2.52+) from one that did
+    not answer."""
+    if any(word in raw or word in str(exc) for word in _AUTH_REFUSED):
+        if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+            return RayError(f"--ray {address}: the cluster refused this driver's authentication token",
+                            hint="give the cluster's token in RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH (`ray "
+                                 "get-auth-token` on its head node prints it)")
+        return RayError(f"--ray {address}: the cluster requires authentication (Ray's token authentication)",
+                        hint="set RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN (or a file named "
+                             "by RAY_AUTH_TOKEN_PATH; `ray get-auth-token` on its head node prints it)")
+    return RayError(f"--ray {address}: cannot connect: {' '.join(str(exc).split())[:300]}",
+                    hint="the head node's address, as `ray start --head` printed it (HOST:6379)")
 
 
 def _ray_uses_tls() -> bool:
