@@ -151,10 +151,9 @@ def test_eight_jobs_on_a_local_ray_instance(eight_jobs: Path) -> None:
         ), label
 
 
-def job_process(job_dir: Path, timeout: float = 60) -> int:
-    """The pid of the `qppsuite run` process writing in ``job_dir``, once it runs."""
+def run_process(*needles: bytes, timeout: float = 60) -> int:
+    """The pid of the `qppsuite run` process whose command line holds every one of ``needles``, once it runs."""
     deadline = time.monotonic() + timeout
-    needle = str(job_dir / "run.sqlite").encode()
     while time.monotonic() < deadline:
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
@@ -162,10 +161,15 @@ def job_process(job_dir: Path, timeout: float = 60) -> int:
                     cmdline = (entry / "cmdline").read_bytes()
                 except OSError:
                     continue
-                if needle in cmdline and b"qppsuite\0run" in cmdline:
+                if b"qppsuite\0run" in cmdline and all(needle in cmdline for needle in needles):
                     return int(entry.name)
         time.sleep(0.1)
-    raise AssertionError(f"no run process for {job_dir}")
+    raise AssertionError(f"no run process with {needles}")
+
+
+def job_process(job_dir: Path) -> int:
+    """The pid of the `qppsuite run` process writing in ``job_dir``, once it runs."""
+    return run_process(str(job_dir / "run.sqlite").encode())
 
 
 def alive(pid: int) -> bool:
@@ -199,22 +203,9 @@ def test_a_job_killed_midway_is_failed_and_retried(tmp_path: Path, default_image
     assert "counted 30000" in (out / "jobs" / "count" / "console.log").read_text()
 
 
-def ray_job_process(label: str, timeout: float = 120) -> int:
-    """The pid of the `qppsuite run` process of the job ``label`` on a Ray worker (in its scratch directory,
-    ``<cache>/batch-scratch/<pid>@<host>@<label>-…``)."""
-    deadline = time.monotonic() + timeout
-    needle = f"@{label}-".encode()
-    while time.monotonic() < deadline:
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    cmdline = (entry / "cmdline").read_bytes()
-                except OSError:
-                    continue
-                if needle in cmdline and b"/batch-scratch/" in cmdline and b"qppsuite\0run" in cmdline:
-                    return int(entry.name)
-        time.sleep(0.1)
-    raise AssertionError(f"no run process for {label}")
+def ray_job_process(label: str) -> int:
+    """The pid of the `qppsuite run` process of the job ``label`` on a Ray worker (in its scratch directory)."""
+    return run_process(f"@{label}-".encode(), b"/batch-scratch/", timeout=120)
 
 
 def test_a_dead_ray_worker_is_its_jobs_failure_and_ray_prints_nothing(tmp_path: Path,
