@@ -20,10 +20,7 @@ from qppsuite.plugins.file_activity import FileActivity
 
 SECRET = "root:*:19000:0:99999:7:::\n"
 BIG = 20 * 1024
-CMD = (
-    "sleep 0.1 & S=$!; cat /etc/shadow /root/samples/big > /dev/null & C=$!; wait; "
-    'echo "PIDS $$ $PPID $S $C"'
-)
+CMD = 'sleep 0.1 & S=$!; cat /etc/shadow /root/samples/big > /dev/null & C=$!; wait; echo "PIDS $$ $PPID $S $C"'
 
 
 @pytest.fixture(scope="module")
