@@ -216,7 +216,12 @@ def test_every_process_row_says_whether_it_is_the_commands(tmp_path: Path, only:
         harness.returned(subshell, 86)
         becomes(86, 80, 3_000)
         harness.returned(harness.ctx("clone", (0x01200011,), child=True, parent_seq=subshell.seq), 0)
+        early = harness.made(harness.ctx("clone", (0x01200011, 0, 0, 0, 0)))  # before it runs the script
+        harness.returned(early, 89)
         harness.ended(harness.made(harness.ctx("execve", (STRING_AT, argv_at, 0))), "exec", 0)  # the script
+        becomes(89, 86, 3_500)  # first runs once its parent is the command's: not the command's child all the same
+        harness.returned(harness.ctx("clone", (0x01200011,), child=True, parent_seq=early.seq), 0)
+        becomes(86, 80, 3_000)
         background = harness.made(harness.ctx("clone", (0x01200011, 0, 0, 0, 0)))
         harness.returned(background, 87)
         run_db.process_id(OsiProcess(87, 87, 86, "sh", 0x5000, 0xC1000087, 4_000, False))  # proc_events' first
@@ -228,7 +233,7 @@ def test_every_process_row_says_whether_it_is_the_commands(tmp_path: Path, only:
         qpp.unload_all()
     got = {r["pid"]: r["command"] for r in rows(tmp_path / "c.db", "SELECT pid, command FROM processes")}
     if only == "all":
-        assert got == {80: 0, 85: 0, 86: 1, 87: 1, 90: 0}
+        assert got == {80: 0, 85: 0, 86: 1, 87: 1, 89: 0, 90: 0}
     else:  # the logger writes the command's rows only; proc_events' row of the agent's child is there, and 0
         assert got == {86: 1, 87: 1, 90: 0}
 

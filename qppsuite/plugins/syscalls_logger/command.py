@@ -3,15 +3,17 @@
 The run's command is the process that executes the command's script (the channel agent's
 ``/tmp/.qppsuite/script``, or /init's ``/etc/qppsuite/cmd`` or ``/etc/qppsuite/workload.sh`` in a run
 that boots; see qppsuite/images/guest/agent.sh and init.sh), from that execve on, and every process
-created by one of the command's: the child of its fork or clone (known by that call, since the child may
-first run after its parent exited, reparented to init), or, for a process first seen otherwise, one whose
+created by one of the command's: the child of a fork or clone the command's process made (known by that
+call, since the child may first run after its parent exited, reparented to init, and a child forked
+before its parent ran the script is not the command's), or, for a process first seen otherwise, one whose
 parent (its ppid at its first sight) is the command's.  Everything else is not: the boot, the agent and
 its file transfers (``--file``, ``--copy-out``), and processes left running by an earlier command (a named
 snapshot's).
 
 A process is decided at its first sight and changes only once, at the execve that makes it the command;
 a process is its ``(pid, start_time)``, so a reused pid is another process.  The logger feeds
-:meth:`CommandProcesses.at_call` every call it sees, which costs a set and a dict look-up per call.
+:meth:`CommandProcesses.at_call` every call it sees, which costs a set and a dict look-up per call, and
+one more for a fork or an execve.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class CommandProcesses:
     def __init__(self) -> None:
         self._kept: set[tuple[int, int]] = set()  # (pid, start_time) of the command's processes
         self._latest: dict[int, tuple[int, int]] = {}  # pid -> (pid, start_time) of the latest process seen with it
-        self._forks: set[int] = set()  # seqs of the command's fork and clone calls whose child has not returned yet
+        self._forks: dict[int, bool] = {}  # seq of a fork or clone call whose child has not returned -> its maker's
 
     def at_call(self, ctx: SyscallContext, proc: OsiProcess, decoded: Any) -> bool:
         """Whether ``proc``, making ``ctx`` (or returning from it, as a fork's child), is the command's.
@@ -43,21 +45,17 @@ class CommandProcesses:
         return.  An execve of the script makes its caller the command's from this call on."""
         key = (proc.pid, proc.start_time)
         kept = key in self._kept
+        made_by_kept = self._forks.pop(ctx.parent_seq, None) if ctx.child and ctx.parent_seq is not None else None
         if not kept:
-            made_by_kept = False
-            if ctx.child and ctx.parent_seq in self._forks:
-                self._forks.discard(ctx.parent_seq)
-                made_by_kept = True
-            if self._latest.get(proc.pid) != key:  # first sight
+            if self._latest.get(proc.pid) != key:  # first sight: the command's if its maker (else its parent) is
                 self._latest[proc.pid] = key
-                made_by_kept = made_by_kept or self._latest.get(proc.ppid) in self._kept
+                if made_by_kept is None:
+                    made_by_kept = self._latest.get(proc.ppid) in self._kept
             if made_by_kept or (ctx.name in EXECS and _runs_script(decoded)):
                 self._kept.add(key)
                 kept = True
-        elif ctx.child:
-            self._forks.discard(ctx.parent_seq)  # a thread's clone, or a child seen before its return
-        if kept and not ctx.child and ctx.name in FORKS:
-            self._forks.add(ctx.seq)
+        if not ctx.child and ctx.name in FORKS:
+            self._forks[ctx.seq] = kept
         return kept
 
     def of(self, proc: OsiProcess) -> int:
