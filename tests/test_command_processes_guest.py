@@ -9,6 +9,10 @@ marked as the command's must be exactly those, and the agent's writes of the fil
 from __future__ import annotations
 
 import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +22,7 @@ from qppsuite.channel import BULK_FROM, GuestFile
 from qppsuite.images.bundle import ImageBundle
 from qppsuite.plugins.file_activity import FileActivity
 
+DOC = Path(__file__).resolve().parents[1] / "docs" / "batch.md"
 SECRET = "root:*:19000:0:99999:7:::\n"
 BIG = 20 * 1024
 CMD = 'sleep 0.1 & S=$!; cat /etc/shadow /root/samples/big > /dev/null & C=$!; wait; echo "PIDS $$ $PPID $S $C"'
@@ -71,3 +76,47 @@ def test_the_agents_delivery_of_the_files_is_not_the_commands(command_run: dict[
 def test_the_files_take_both_ways_in() -> None:
     """The small file goes on the serial line, the big one by hypercall (qpp-recv: another agent process)."""
     assert len(SECRET) < BULK_FROM <= BIG
+
+
+def _doc_query(marker: str) -> list[str]:
+    """The SQL of docs/batch.md's `qppsuite query` lines that hold ``marker``, in order."""
+    found = []
+    for line in DOC.read_text().splitlines():
+        words = shlex.split(line) if line.startswith("qppsuite query ") and marker in line else []
+        if words:
+            found.append(words[3])
+    return found
+
+
+@pytest.mark.boot
+def test_a_template_batch_blames_only_the_sample_that_did_it(default_image: ImageBundle, tmp_path: Path) -> None:
+    """Issue 15's break test: in --template mode the agent writes every sample to /root/samples/NAME, and a job's
+    files to theirs (/etc/shadow here), so "which samples wrote under /root" and "which opened /etc/shadow"
+    answered every sample.  docs/batch.md's queries, as written, name the one sample whose command did."""
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / "quiet.sh").write_text("echo quiet\n")
+    (samples / "writer.sh").write_text("echo hi > /root/out.txt; cat /etc/shadow > /dev/null\n")
+    (tmp_path / "secret").write_text(SECRET)
+    (tmp_path / "job.yaml").write_text(
+        "cmd: sh {sample}\nplugins: [osi_linux, syscalls, syscalls_logger, file_activity]\n"
+        "files: [{host: secret, guest: /etc/shadow}]\nbudget: {timeout: 120}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "qppsuite", "batch", "samples", "--template", "job.yaml", "--pool", "--workers", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    merged = tmp_path / "batch-samples" / "batch.sqlite"
+
+    def labels(sql: str) -> set[str]:
+        return {row["label"] for row in query(merged, sql)}
+
+    everyone = {"quiet.sh", "writer.sh"}
+    # Without the join, qppsuite's own deliveries count: both samples "wrote under /root" and "opened /etc/shadow".
+    unjoined = "SELECT r.label FROM file_activity f JOIN runs r ON r.id = f.run_id WHERE f.bytes_written > 0 AND "
+    assert labels(unjoined + "f.path LIKE '/root/%'") == labels(unjoined + "f.path = '/etc/shadow'") == everyone
+    (under_root,) = _doc_query("'/root/%'")
+    assert labels(under_root) == {"writer.sh"}
+    shadow = _doc_query("/etc/shadow")
+    assert len(shadow) == 2 and all(labels(sql) == {"writer.sh"} for sql in shadow)
