@@ -196,7 +196,7 @@ def test_merging_again_gives_the_same_content_and_replaces_the_file_whole(merged
     [
         (lambda p: p.write_bytes(os.urandom(4096)), "is not an SQLite database, or is damaged"),
         (lambda p: sqlite3.connect(p).execute("CREATE TABLE other (x)").connection.commit(), "no table 'runs'"),
-        (lambda p: _set_version(p, 4), "schema 4, this one uses 5"),
+        (lambda p: _set_version(p, 4), f"schema 4, this one uses {SCHEMA_VERSION}"),
         (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), ""),
         (lambda p: p.write_bytes(b""), ""),
     ],
@@ -488,3 +488,34 @@ def test_a_label_that_is_another_run_s_id_or_all_is_chosen_by_its_prefix(merged:
         with pytest.raises(LogDatabaseError, match=r"--run 1 is run 1's id and run 4's label: give --run id:1 or"):
             select_run(conn, "1")
         assert [select_run(conn, text) for text in ("id:1", "label:1", "label:all", "2", "big")] == [1, 4, 5, 2, 2]
+
+
+def test_the_merge_carries_processes_command_and_reads_a_version_5_job_as_unknown(
+    sources: dict[str, Path], tmp_path: Path
+) -> None:
+    """Schema 6's processes.command (is the process the job's command's?) reaches the merged file as each job
+    wrote it, and a job database version 5 wrote (no such column: a batch resumed across the upgrade) is merged
+    with it NULL, unknown, rather than failed."""
+    old, new = tmp_path / "old.db", tmp_path / "new.db"
+    for path, change in (
+        (new, ["UPDATE processes SET command = 1 WHERE pid = 300"]),  # as if the worker were the command's
+        (old, ["ALTER TABLE processes DROP COLUMN command", "PRAGMA user_version = 5"]),
+    ):
+        path.write_bytes(sources["small"].read_bytes())
+        with sqlite3.connect(path) as conn:
+            for sql in change:
+                conn.execute(sql)
+        conn.close()
+    write_outdir(
+        tmp_path / "out",
+        [JobSpec("old", "ok", database=old, stop_reason="poweroff"), JobSpec("new", "ok", database=new)],
+    )
+    result = merge_batch(tmp_path / "out")
+    assert result.problems == () and [job.status for job in result.jobs] == ["ok", "ok"]
+    got = rows(result.path, "SELECT r.label, p.pid, p.command FROM processes p JOIN runs r ON r.id = p.run_id")
+    assert sorted(got, key=str) == sorted(
+        [("new", pid, int(pid == 300)) for (pid,) in rows(new, "SELECT pid FROM processes")]
+        + [("old", pid, None) for (pid,) in rows(new, "SELECT pid FROM processes")],
+        key=str,
+    )
+    assert ("new", 300, 1) in got

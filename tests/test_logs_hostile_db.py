@@ -326,7 +326,14 @@ def test_random_bytes_as_a_database_are_one_line(
 
 
 #: What each earlier schema version lacked, as that version wrote its files: (table, column) added since.
-SCHEMA_5_COLUMNS = (("runs", "virtual_ns"), ("runs", "label"), ("runs", "batch_status"), ("runs", "batch_reason"))
+SCHEMA_6_COLUMNS = (("processes", "command"),)
+SCHEMA_5_COLUMNS = (
+    ("runs", "virtual_ns"),
+    ("runs", "label"),
+    ("runs", "batch_status"),
+    ("runs", "batch_reason"),
+    *SCHEMA_6_COLUMNS,
+)
 OLDER_VERSIONS = {
     2: (
         ("runs", "started_from"), ("syscalls", "found_blocked"), ("runs", "logged"), ("syscalls", "virtual_ns"),
@@ -355,4 +362,20 @@ def test_an_older_version_file_is_refused_by_every_viewer_and_the_logger_in_one_
         assert said in _fails_with_one_line([args[0], str(db), *args[1:]])
     assert runner.invoke(app, ["query", str(db), "SELECT COUNT(*) FROM syscalls"]).exit_code == 0
     with pytest.raises(PluginError, match=said):
+        SyscallDatabase(db, {"image": "next"})
+
+
+def test_a_version_5_file_is_read_by_every_viewer_with_command_unknown_but_not_appended_to(tmp_path: Path) -> None:
+    """Schema 6 added processes.command; a file version 5 wrote (no such column) is still read by the views, as
+    it was (they do not need the column), while a run is never logged into it: it would mix versions."""
+    db = _chain(tmp_path / "v5.db", 3)
+    with sqlite3.connect(db) as conn:
+        for table, column in SCHEMA_6_COLUMNS:
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        conn.execute("PRAGMA user_version = 5")
+    conn.close()
+    for args in [*VIEWERS, ["processes", "--format", "json"], ["syscalls", "--run", "1"]]:
+        code, output = run_main([args[0], str(db), *args[1:]])
+        assert code == 0 and output == "", (args, output)
+    with pytest.raises(PluginError, match=f"schema 5, this one uses {SCHEMA_VERSION}"):
         SyscallDatabase(db, {"image": "next"})

@@ -173,3 +173,78 @@ def test_only_command_keeps_a_fork_child_that_runs_after_its_parent_exited(tmp_p
         qpp.unload_all()
     logged = [(r["pid"], r["name"]) for r in rows(tmp_path / "c.db", "SELECT pid, name FROM syscalls ORDER BY seq")]
     assert logged == [(86, "execve"), (86, "clone"), (86, "exit_group"), (87, "clone"), (87, "getpid")]
+
+
+def _script_argv(harness: Harness) -> int:
+    """Guest memory holding ``argv`` of the agent's ``sh /tmp/.qppsuite/script``; its address."""
+    import struct
+
+    argv_at, strings = 0x20000, 0x20100
+    harness.memory.put(argv_at, struct.pack("<3I", strings, strings + 8, 0))
+    harness.memory.put(strings, b"/bin/sh\0/tmp/.qppsuite/script\0")
+    return argv_at
+
+
+@pytest.mark.parametrize("only", ["all", "command"])
+def test_every_process_row_says_whether_it_is_the_commands(tmp_path: Path, only: str) -> None:
+    """Issue 15: a batch's 'which samples opened /etc/shadow' blamed a job for the agent's file delivery, since
+    nothing in the database told the command's processes from the agent's.  processes.command does, with or
+    without only=command: the agent and the children it forks are 0, the script's shell from its execve on 1,
+    its children 1 (a fork child that first runs after its shell exited too), and a row another plugin creates
+    before the logger sees the process is decided by its parent, then kept up to date."""
+    with QPP(None) as qpp:
+        qpp.add_builtin(NoMachineCore())
+        qpp.add_builtin(FakeOsi())
+        qpp.load_all(["syscalls", "syscalls_logger"], {"syscalls_logger": {"db": str(tmp_path / "c.db"), "only": only}})
+        harness, osi = Harness(qpp), qpp.get("osi_linux")
+        run_db = qpp.import_function("syscalls_logger", "get_run_database")()
+        argv_at = _script_argv(harness)
+
+        def becomes(pid: int, ppid: int, start: int) -> OsiProcess:
+            osi.process, osi.tid = OsiProcess(pid, pid, ppid, "sh", 0x4000, 0xC1000000 + pid, start, False), pid
+            return osi.process
+
+        becomes(80, 1, 1_000)  # the agent
+        harness.returned(harness.made(harness.ctx("getpid", ())), 80)
+        deliver = harness.made(harness.ctx("clone", (0x01200011, 0, 0, 0, 0)))  # the agent's cat of a --file
+        harness.returned(deliver, 85)
+        becomes(85, 80, 2_000)
+        harness.returned(harness.ctx("clone", (0x01200011,), child=True, parent_seq=deliver.seq), 0)
+        harness.returned(harness.made(harness.ctx("openat", (0xFFFFFF9C, STRING_AT, 0o101, 0o644))), 3)
+        becomes(80, 1, 1_000)
+        subshell = harness.made(harness.ctx("clone", (0x01200011, 0, 0, 0, 0)))
+        harness.returned(subshell, 86)
+        becomes(86, 80, 3_000)
+        harness.returned(harness.ctx("clone", (0x01200011,), child=True, parent_seq=subshell.seq), 0)
+        early = harness.made(harness.ctx("clone", (0x01200011, 0, 0, 0, 0)))  # before it runs the script
+        harness.returned(early, 89)
+        harness.ended(harness.made(harness.ctx("execve", (STRING_AT, argv_at, 0))), "exec", 0)  # the script
+        becomes(89, 86, 3_500)  # first runs once its parent is the command's: not the command's child all the same
+        harness.returned(harness.ctx("clone", (0x01200011,), child=True, parent_seq=early.seq), 0)
+        becomes(86, 80, 3_000)
+        background = harness.made(harness.ctx("clone", (0x01200011, 0, 0, 0, 0)))
+        harness.returned(background, 87)
+        run_db.process_id(OsiProcess(87, 87, 86, "sh", 0x5000, 0xC1000087, 4_000, False))  # proc_events' first
+        harness.ended(harness.made(harness.ctx("exit_group", (0,))), "exit")
+        run_db.process_id(OsiProcess(90, 90, 80, "cat", 0x5000, 0xC1000090, 5_000, False))  # an agent's child
+        becomes(87, 1, 4_000)  # reparented before it first ran
+        harness.returned(harness.ctx("clone", (0x01200011,), child=True, parent_seq=background.seq), 0)
+        harness.returned(harness.made(harness.ctx("getpid", ())), 87)
+        qpp.unload_all()
+    got = {r["pid"]: r["command"] for r in rows(tmp_path / "c.db", "SELECT pid, command FROM processes")}
+    if only == "all":
+        assert got == {80: 0, 85: 0, 86: 1, 87: 1, 89: 0, 90: 0}
+    else:  # the logger writes the command's rows only; proc_events' row of the agent's child is there, and 0
+        assert got == {86: 1, 87: 1, 90: 0}
+
+
+def test_without_the_logger_a_process_row_s_command_is_unknown(tmp_path: Path) -> None:
+    """Only syscalls_logger follows the command: a run database written by another plugin alone leaves it NULL."""
+    with QPP(None) as qpp:
+        qpp.add_builtin(NoMachineCore())
+        qpp.add_builtin(FakeOsi())
+        qpp.load_all(["syscalls", "file_activity"], {"file_activity": {"db": str(tmp_path / "f.db")}})
+        harness = Harness(qpp)
+        harness.returned(harness.made(harness.ctx("openat", (0xFFFFFF9C, STRING_AT, 0, 0))), -2)
+        qpp.unload_all()
+    assert rows(tmp_path / "f.db", "SELECT pid, command FROM processes") == [{"pid": 100, "command": None}]

@@ -6,12 +6,10 @@ one row once its outcome is known: its return, or the reason it never returned.
 The process seen at the call is the one that made it even if the call blocks
 while others run, and even if it is an execve that renames the process.
 
-``only=command`` keeps the calls of the run's command and its descendants only: the process that
-executes the command's script (the channel agent's ``/tmp/.qppsuite/script``, or /init's
-``/etc/qppsuite/cmd`` or ``/etc/qppsuite/workload.sh`` in a run that boots; see
-qppsuite/images/guest/agent.sh and init.sh), from that execve on, and every process created by a
-kept one (its parent at its first sight, or the process whose fork it returns from).  The boot, the
-agent and its file transfers are left out.
+Every process row says whether the process is the run's command's (``processes.command``: the process
+that executes the command's script, from that execve on, and every process created by one of the
+command's; the rule is :mod:`.command`'s), whatever ``only`` says.  ``only=command`` keeps the calls of
+those processes only: the boot, the agent and its file transfers are left out.
 """
 
 from __future__ import annotations
@@ -25,10 +23,11 @@ from typing import Any, ClassVar, TextIO
 
 from qppsuite.core.qpp import Arg, Plugin, export
 from qppsuite.errors import PluginError
-from qppsuite.plugins.osi_linux.model import OsiThread
+from qppsuite.plugins.osi_linux.model import OsiProcess, OsiThread
 from qppsuite.plugins.syscalls.context import ENDING_PENDING, SyscallContext
 from qppsuite.plugins.syscalls.decode import format_call
 from qppsuite.plugins.syscalls.values import column_text, quote
+from qppsuite.plugins.syscalls_logger.command import CommandProcesses
 from qppsuite.plugins.syscalls_logger.database import SyscallDatabase
 from qppsuite.plugins.syscalls_logger.processes import ProcessRows
 from qppsuite.plugins.syscalls_logger.run_database import RunDatabase, open_run_database
@@ -48,13 +47,6 @@ def json_text(value: object) -> str:
     Two thirds of json.dumps' time (1.6 µs for a row's args) is its Python layers and the new encoder.
     """
     return "".join(_ENCODE(value, 0))
-
-
-COMMAND_SCRIPTS = frozenset({"/tmp/.qppsuite/script", "/etc/qppsuite/cmd", "/etc/qppsuite/workload.sh"})
-"""The scripts the guest runs the user's command from: an ``execve`` naming one in its ``argv`` starts it."""
-EXECS = frozenset({"execve", "execveat"})
-FORKS = frozenset({"fork", "vfork", "clone", "clone3"})
-"""The calls that create a process (or a thread): their children's first calls are their returns from them."""
 
 
 @dataclass(slots=True)
@@ -105,9 +97,7 @@ class SyscallsLogger(Plugin):
         self.get_processes = self.qpp.import_function("osi_linux", "get_processes")
         self._callers: dict[int, _Caller] = {}  # seq -> caller, while the call is outstanding
         self._command_only = self.args.only == "command"
-        self._kept: set[tuple[int, int]] = set()  # only=command: (pid, start_time) of the command's processes
-        self._seen: dict[int, tuple[int, int]] = {}  # only=command: pid -> (pid, start_time) of its latest process
-        self._kept_forks: set[int] = set()  # only=command: seqs of the kept processes' calls, for their children
+        self._command = CommandProcesses()
         self.rows = 0
         self._run_db: RunDatabase | None = None
         self._db: SyscallDatabase | None = None
@@ -122,6 +112,7 @@ class SyscallsLogger(Plugin):
             self._run_db.logged = self.args.only
             self._db = self._run_db.file
             self._processes = self._db.processes
+        self._processes.command_of = self._command.of
         self.qpp.register("syscalls", "on_syscall", self._call, owner=self.name)
         self.qpp.register("syscalls", "on_syscall_return", self._return, owner=self.name)
         self.qpp.register("syscalls", "on_syscall_noreturn", self._noreturn, owner=self.name)
@@ -151,50 +142,23 @@ class SyscallsLogger(Plugin):
     # -- callbacks -------------------------------------------------------------
     def _call(self, ctx: SyscallContext) -> None:
         decoded = ctx.decoded()  # the arguments as they are now; by the return they may be gone
-        if self._command_only and not self._keeps(ctx, decoded):
-            return
-        self._callers[ctx.seq] = self._caller(ctx)
+        proc, thread = self.get_current() if ctx.task is None else self.get_task(ctx.task)
+        command = proc is not None and self._command.at_call(ctx, proc, decoded)
+        if command or not self._command_only:
+            self._callers[ctx.seq] = self._caller(ctx, proc, thread, command)
 
     def _return(self, ctx: SyscallContext, retval: int) -> None:
         if ctx.child:
-            if self._command_only and not self._keeps(ctx, ()):
+            proc, thread = self.get_current() if ctx.task is None else self.get_task(ctx.task)
+            command = proc is not None and self._command.at_call(ctx, proc, ())
+            if self._command_only and not command:
                 return
-            caller: _Caller | None = self._caller(ctx)
+            caller: _Caller | None = self._caller(ctx, proc, thread, command)
         else:
             caller = self._callers.pop(ctx.seq, None)
         if caller is None:  # the call was made before this plugin listened (or is not the command's)
             return
         self._write(ctx, caller, retval)
-
-    def _keeps(self, ctx: SyscallContext, decoded: Any) -> bool:
-        """only=command: whether the calling process is the command's or a descendant's (see the module)."""
-        proc, _thread = self.get_current() if ctx.task is None else self.get_task(ctx.task)
-        if proc is None:
-            return False
-        key = (proc.pid, proc.start_time)
-        # A child of a kept process's fork, whose call may have returned before the child ran: `sleep 100 &` of a
-        # script that exits at once runs reparented to init, and its ppid no longer says whose it is.
-        kept_fork = ctx.child and ctx.parent_seq in self._kept_forks
-        if kept_fork:
-            self._kept_forks.discard(ctx.parent_seq)
-        if key not in self._kept and self._seen.get(proc.pid) != key:  # first sight: kept if its creator is
-            parent = self._callers.get(ctx.parent_seq) if ctx.child and ctx.parent_seq is not None else None
-            creator = parent.process if parent is not None else None
-            if kept_fork:
-                self._kept.add(key)
-            elif creator is not None:
-                if (creator["pid"], creator["start_time"]) in self._kept:
-                    self._kept.add(key)
-            elif self._seen.get(proc.ppid) in self._kept:
-                self._kept.add(key)
-        self._seen[proc.pid] = key
-        if key not in self._kept and ctx.name in EXECS:
-            argv = next((a.value for a in decoded if a.name == "argv"), None)
-            if isinstance(argv, list) and COMMAND_SCRIPTS.intersection(a for a in argv if isinstance(a, str)):
-                self._kept.add(key)
-        if key in self._kept and not ctx.child and ctx.name in FORKS:
-            self._kept_forks.add(ctx.seq)
-        return key in self._kept
 
     def _noreturn(self, ctx: SyscallContext) -> None:
         caller = self._callers.pop(ctx.seq, None)
@@ -211,15 +175,18 @@ class SyscallsLogger(Plugin):
             process["exit_status"] = code
             self._processes.changed(process)
 
-    def _caller(self, ctx: SyscallContext) -> _Caller:
-        """Who made the call: ``current``, or for a call found blocked at the start the task found in it."""
-        proc, thread = self.get_current() if ctx.task is None else self.get_task(ctx.task)
+    def _caller(self, ctx: SyscallContext, proc: OsiProcess | None, thread: OsiThread | None, command: bool) -> _Caller:
+        """Who made the call (``current``, or for a call found blocked at the start the task found in it), its
+        process row saying whether it is the command's."""
         tid = thread.tid if thread is not None else None
         thread_name = thread.stored_name if thread is not None else None
         now = self.machine.virtual_ns if self.machine is not None else None
         if proc is None:
             return _Caller(ctx, None, None, tid, None, column_text(thread_name), None, now)
         row = self._processes.process(proc, ctx.insn_count)
+        if row["command"] != command:
+            row["command"] = int(command)
+            self._processes.changed(row)
         thread_row = self._processes.thread(row, tid, thread_name, ctx.insn_count)
         return _Caller(
             ctx, row, thread_row, tid, row["name"], column_text(thread_name), proc.ppid, now, proc.name_bytes

@@ -59,13 +59,22 @@ run id is larger (an edited file: SQLite gives ``max(id) + 1``) is refused when 
 BUSY_TIMEOUT_S = 30.0
 """How long a commit waits for another run's commit to the same file before it fails."""
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """``PRAGMA user_version`` of a database this version writes.  2 added ``threads``, the processes'
 ``state``/``exit_status`` and the syscalls' ``thread_name``/``signal``, and stores text as plain JSON
 strings; 3 added the runs' ``started_from`` and the syscalls' ``found_blocked``; 4 the syscalls'
 ``virtual_ns`` and the runs' ``logged``; 5 the runs' ``virtual_ns`` (the run's end), ``label``,
-``batch_status`` and ``batch_reason`` (a batch's merged database, :mod:`qppsuite.batch.merge`).  Files of other versions
-are refused with a one-line message (:func:`schema_mismatch`), never mixed."""
+``batch_status`` and ``batch_reason`` (a batch's merged database, :mod:`qppsuite.batch.merge`); 6 the processes'
+``command``.  A run is written into a file of this version only; the views also read :data:`READ_VERSIONS`'
+files (:func:`schema_mismatch`), and files of other versions are refused with a one-line message, never mixed."""
+
+READ_VERSIONS = (5, SCHEMA_VERSION)
+"""The versions whose files the views (``qppsuite syscalls|processes|stats|report``) and a batch's merge read:
+a version-5 file lacks ``processes.command``, which they take as NULL (unknown); the merge copies its rows
+with ``command`` NULL."""
+
+ADDED_COLUMNS: dict[tuple[str, str], int] = {("processes", "command"): 6}
+"""(table, column) -> the version that added it, for the columns a readable older file lacks."""
 
 RUN_COLUMNS: dict[str, Any] = {
     "id": int,
@@ -102,6 +111,9 @@ PROCESS_COLUMNS: dict[str, Any] = {
     "syscall_count": int,
     "state": str,  # at the end of the run, as /proc/PID/stat shows it (R S D T t Z X I); X: exited
     "exit_status": int,  # wait status of the process's end (do_exit's code on its leader), if seen
+    # 1: the run's command (the process that ran its script, from that execve on) or a process it created, and so
+    # on down; 0: not (the boot, the agent, its file transfers); NULL: unknown (syscalls_logger was not loaded).
+    "command": int,
 }
 
 THREAD_COLUMNS: dict[str, Any] = {
@@ -229,22 +241,22 @@ def _upsert(table: str, columns: tuple[str, ...]) -> str:
     )
 
 
-def schema_mismatch(conn: sqlite3.Connection, path: Path) -> str | None:
+def schema_mismatch(conn: sqlite3.Connection, path: Path, *, reading: bool = False) -> str | None:
     """Why a file holding the logger's tables cannot be used by this version (one line), or None.
 
-    Another ``PRAGMA user_version``, or one of the logger's tables (those the file has) lacking a
-    column of :data:`TABLE_COLUMNS`: an edited or foreign file with the right table names.
-    Raises ``sqlite3.DatabaseError`` for a file SQLite cannot read.
+    Another ``PRAGMA user_version`` (``reading``: one not in :data:`READ_VERSIONS`), or one of the logger's
+    tables (those the file has) lacking a column of :data:`TABLE_COLUMNS` that its version has: an edited or
+    foreign file with the right table names.  Raises ``sqlite3.DatabaseError`` for a file SQLite cannot read.
     """
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version != SCHEMA_VERSION:
+    if version not in (READ_VERSIONS if reading else (SCHEMA_VERSION,)):
         return (
             f"{path} was written by another qppsuite version (schema {version}, this one uses {SCHEMA_VERSION}); "
             "log into a new file, or read it with `qppsuite query`"
         )
     for table, wanted in TABLE_COLUMNS.items():
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        lacking = [column for column in wanted if column not in have]
+        lacking = [c for c in wanted if c not in have and ADDED_COLUMNS.get((table, c), 0) <= version]
         if have and lacking:
             return f"{path} is not a qppsuite syscall database: table {table!r} has no column {lacking[0]!r}"
     return None

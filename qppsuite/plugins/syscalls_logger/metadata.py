@@ -54,6 +54,8 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "syscall_count": "System calls logged for it.",
             "state": "When the run ended, the letter /proc/PID/stat shows (R S D T t Z X I P); X: it exited.",
             "exit_status": "Its wait status, do_exit's code: exit code << 8, or the signal that killed it in bits 0-6.",
+            "command": "1: the run's command (the process that ran its script) or one it created, and so on down; "
+            "0: not (the boot, the agent, its file transfers); NULL: unknown (no syscalls_logger).",
         },
     ),
     "threads": (

@@ -5,7 +5,9 @@ thread is its ``(process row id, tid)``.  The rows are plain dicts in the shape 
 :data:`~qppsuite.plugins.syscalls_logger.database.PROCESS_COLUMNS` and ``THREAD_COLUMNS``; every row
 that is created or changes is marked dirty, and the database's next commit writes the dirty rows.
 The system call logger and every plugin that asks the run database for a process row id share one
-:class:`ProcessRows`, so a process has one row whoever saw it first.
+:class:`ProcessRows`, so a process has one row whoever saw it first.  A row's ``command`` (whether the
+process is the run's command's, :mod:`.command`) is the logger's to decide: it sets :attr:`ProcessRows.command_of`
+and keeps each row it logs up to date; without the logger it stays None (unknown).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class ProcessRows:
         self.by_pid: dict[int, dict[str, Any]] = {}  # pid -> its latest process row
         self.dirty: dict[int, dict[str, Any]] = {}  # process row id -> row, to write at the next commit
         self.dirty_threads: dict[int, dict[str, Any]] = {}
+        #: ``processes.command`` of a row created now (1: the command's, 0: not); None: left NULL, unknown.
+        self.command_of: Callable[[OsiProcess], int] | None = None
 
     def __iter__(self) -> Iterator[tuple[tuple[int, int], dict[str, Any]]]:
         """``((pid, start_time), row)`` of every process seen."""
@@ -59,6 +63,7 @@ class ProcessRows:
                 "syscall_count": 0,
                 "state": None,
                 "exit_status": None,
+                "command": None if self.command_of is None else self.command_of(proc),
             }
             self._names[row_id] = [stored]
             self.by_pid[proc.pid] = row

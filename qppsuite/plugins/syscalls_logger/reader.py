@@ -138,7 +138,7 @@ def open_readonly(path: Path, *, any_version: bool = False) -> sqlite3.Connectio
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         missing = [t for t in (RUNS, PROCESSES, THREADS, SYSCALLS) if t not in tables]
         # Another version's file (version 1 had no threads table) is named as such before its tables are.
-        mismatch = schema_mismatch(conn, path) if len(missing) < 4 and not any_version else None
+        mismatch = schema_mismatch(conn, path, reading=True) if len(missing) < 4 and not any_version else None
         if mismatch is not None:
             raise LogDatabaseError(mismatch)
         if missing:
