@@ -1,6 +1,8 @@
 """`qppsuite batch`'s jobs: the YAML file and the samples template, their checks, ids and hashes (no guest)."""
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -182,3 +184,105 @@ def test_complete_means_ok_for_the_same_sha256(tmp_path: Path) -> None:
     (directory / outdir.RESULT_FILE).write_text("[1")
     assert not outdir.is_complete(directory, "s1")
     assert json.loads(json.dumps(outdir.read_result(directory))) is None
+
+
+# -- hostile inputs (issue 15, a break test's defects) ---------------------------------------------------------
+def test_a_template_runs_regular_files_only_and_says_what_it_skipped(tmp_path: Path) -> None:
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / "real").write_text("echo hi\n")
+    secret = tmp_path / "secret"
+    secret.write_text("not a sample")
+    (samples / "shadowlink").symlink_to(secret)  # a link may point anywhere on the host: no sample
+    (samples / "sub").mkdir()
+    os.mkfifo(samples / "pipe")
+    template = _write(tmp_path, "cmd: sh {sample}\n", "job.yaml")
+    notes: list[str] = []
+    jobs = load_samples(samples, template, _hash, note=notes.append)
+    assert [job.label for job in jobs] == ["real"]
+    assert notes == [f'{samples}: skipped 3 entries that are not regular files (links, directories, ...): '
+                     '"pipe", "shadowlink", "sub"']
+
+
+def test_a_template_with_a_label_is_refused(tmp_path: Path) -> None:
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / "a").write_text("x")
+    template = _write(tmp_path, "label: mine\ncmd: 'true'\n", "job.yaml")
+    with pytest.raises(JobsFileError, match="label: each sample's job is labelled by its file name"):
+        load_samples(samples, template, _hash)
+
+
+def test_sample_names_that_show_alike_make_distinct_labels(tmp_path: Path) -> None:
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / os.fsdecode(b"x\xff")).write_text("one")  # x and the byte 0xff
+    (samples / "x\\xff").write_text("two")  # the four characters
+    template = _write(tmp_path, "cmd: sh {sample}\n", "job.yaml")
+    jobs = load_samples(samples, template, _hash)
+    assert sorted(job.label for job in jobs) == ["x\\\\xff", "x\\xff"]
+    assert len({job.id for job in jobs}) == 2
+
+
+@pytest.mark.parametrize(
+    ("entry", "said"),
+    [
+        ("copy_out: ['/root/a:/tmp/x/e']", "copy_out: /root/a:/tmp/x/e: a guest path with ':' cannot be copied out"),
+        ("cmd_file: dir", "cmd_file: dir is not a regular file"),
+        ("files: [fifo]", "files/0: fifo is not a regular file or a directory"),
+        ("files: [/dev/zero]", "files/0: /dev/zero is not a regular file or a directory"),
+        ("image: ./plain", "image: ./plain is not a directory"),
+    ],
+)
+def test_host_inputs_that_are_not_what_the_field_takes_are_one_line(tmp_path: Path, entry: str, said: str) -> None:
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "plain").write_text("x")
+    os.mkfifo(tmp_path / "fifo")
+    path = _write(tmp_path, f"jobs:\n - label: a\n   cmd: 'true'\n   {entry}\n".replace("cmd: 'true'\n   cmd_file",
+                                                                                         "cmd_file"))
+    with pytest.raises(JobsFileError) as raised:
+        load_jobs_file(path, _hash)
+    assert str(raised.value) == f'{path}: job 1 ("a"): {said}'
+
+
+def test_a_jobs_file_that_is_no_regular_file_or_too_large_is_one_line(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo.yaml")
+    for path in (tmp_path / "fifo.yaml", Path("/dev/zero"), tmp_path):
+        with pytest.raises(JobsFileError, match="not a regular file"):
+            load_jobs_file(path, _hash)
+    huge = tmp_path / "huge.yaml"
+    with huge.open("wb") as stream:
+        stream.truncate(65 << 20)  # sparse: nothing read
+    with pytest.raises(JobsFileError, match="more than a jobs file may hold"):
+        load_jobs_file(huge, _hash)
+
+
+def test_a_directory_of_files_with_names_that_are_not_utf8_is_hashed(tmp_path: Path) -> None:
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / os.fsdecode(b"\xff\xfe")).write_bytes(b"x")
+    path = _write(tmp_path, "jobs:\n - {label: a, files: [tree]}\n")
+    (job,) = load_jobs_file(path, _hash)
+    assert len(job.sha256) == 64
+
+
+def test_a_moved_project_or_corpus_keeps_its_jobs_sha256(tmp_path: Path) -> None:
+    """The job's identity holds its host files by content and guest name, not by host path: a project or a
+    samples directory copied elsewhere resumes instead of running again."""
+    first = tmp_path / "one"
+    (first / "samples").mkdir(parents=True)
+    (first / "samples" / "s1").write_text("sample")
+    (first / "probe.sh").write_text("echo hi\n")
+    (first / "tree").mkdir()
+    (first / "tree" / "f").write_text("f")
+    _write(first, "jobs:\n - {label: a, cmd_file: probe.sh, files: [probe.sh, tree, {host: tree, guest: /t}]}\n")
+    _write(first, "cmd: sh {sample}\n", "job.yaml")
+    second = tmp_path / "two"
+    shutil.copytree(first, second)
+
+    def hashes(where: Path) -> list[str]:
+        jobs = load_jobs_file(where / "jobs.yaml", _hash) + load_samples(where / "samples", where / "job.yaml", _hash)
+        return [job.sha256 for job in jobs]
+
+    assert hashes(second) == hashes(first)
+    (second / "tree" / "f").write_text("changed")
+    assert hashes(second)[0] != hashes(first)[0]

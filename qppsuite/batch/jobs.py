@@ -16,6 +16,7 @@ import math
 import os
 import re
 import shlex
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,10 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _ID_MAX = 80
 #: Fields whose mapping a job's own mapping extends (key by key) instead of replacing.
 _MERGED = ("plugin_args", "budget")
+#: A jobs file or template larger than this is refused before it is read (bytes): no job list needs it.
+MAX_JOBS_FILE = 64 << 20
+#: How many skipped sample names the note about them shows.
+_SHOWN_SKIPPED = 3
 
 
 class JobsFileError(QppsuiteError):
@@ -122,33 +127,71 @@ def load_jobs_file(path: Path, image_hash: ImageHasher) -> list[Job]:
     return _resolve_all(path, entries, path.parent, image_hash)
 
 
-def load_samples(samples: Path, template: Path, image_hash: ImageHasher) -> list[Job]:
+def load_samples(
+    samples: Path, template: Path, image_hash: ImageHasher, note: Callable[[str], None] | None = None
+) -> list[Job]:
     """One job per regular file in the directory ``samples`` (sorted by name), the template job of the YAML file
     ``template`` applied to each: the sample goes into the guest at ``/root/samples/NAME``, ``{sample}`` in the
-    template's ``cmd`` becomes that path (shell-quoted), and the label is the file name."""
+    template's ``cmd`` becomes that path (shell-quoted), and the label is the file name (:func:`sample_label`).
+    A symbolic link is no sample (it may point anywhere on the host), nor a directory, FIFO or device:
+    ``note`` gets one line saying how many entries were skipped and the first names."""
     if not samples.is_dir():
         raise JobsFileError(f"{samples}: not a directory of samples")
     document = _read_yaml(template)
     if not isinstance(document, dict):
         raise JobsFileError(f"{template}: the template must be one job (a mapping)")
+    if "label" in document:
+        raise JobsFileError(f"{template}: label: each sample's job is labelled by its file name: remove it")
     entries = []
-    for sample in sorted(p for p in samples.iterdir() if p.is_file()):
-        # a name that is not UTF-8 (a sample's own): its bytes shown as \xNN, for the label and in the guest
+    skipped: list[str] = []
+    for sample in sorted(samples.iterdir()):
         shown = os.fsencode(sample.name).decode("utf-8", "backslashreplace")
+        if not _is_regular(sample):
+            skipped.append(shown)
+            continue
+        # a name that is not UTF-8 (a sample's own): its bytes shown as \xNN in the guest path
         guest = f"{SAMPLE_DIR}/{shown}"
-        entry = _with_defaults(document, {"label": shown})
+        entry = _with_defaults(document, {"label": sample_label(sample.name)})
         entry["files"] = [*entry.get("files", []), {"host": str(sample.absolute()), "guest": guest}]
         if isinstance(entry.get("cmd"), str):
             entry["cmd"] = entry["cmd"].replace(SAMPLE_PLACEHOLDER, shlex.quote(guest))
         entries.append(entry)
+    if skipped and note is not None:
+        first = ", ".join(json.dumps(name) for name in skipped[:_SHOWN_SKIPPED])
+        more = f" and {len(skipped) - _SHOWN_SKIPPED} more" if len(skipped) > _SHOWN_SKIPPED else ""
+        what = "entry that is not a regular file" if len(skipped) == 1 else "entries that are not regular files"
+        note(f"{samples}: skipped {len(skipped)} {what} (links, directories, ...): {first}{more}")
     if not entries:
         raise JobsFileError(f"{samples}: no sample files in it")
     return _resolve_all(template, entries, template.parent, image_hash)
 
 
+def sample_label(name: str) -> str:
+    """The label of the sample file ``name`` (as :func:`os.listdir` gives it): the name, with a backslash
+    doubled and each byte that is not UTF-8 shown as ``\\xNN``, so two names never make one label (``x``
+    followed by the byte 0xff is ``x\\xff``, the four characters ``x\\xff`` are ``x\\\\xff``)."""
+    return "\\\\".join(os.fsencode(part).decode("utf-8", "backslashreplace") for part in name.split("\\"))
+
+
+def _is_regular(path: Path) -> bool:
+    """Whether ``path`` itself (a link not followed) is a regular file."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
 def _read_yaml(path: Path) -> Any:
     import yaml  # only batch reads YAML: not paid at every start-up
 
+    try:
+        mode, size = (info := path.stat()).st_mode, info.st_size
+    except OSError as exc:
+        raise JobsFileError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):  # a FIFO or /dev/zero would never end
+        raise JobsFileError(f"{path}: not a regular file")
+    if size > MAX_JOBS_FILE:
+        raise JobsFileError(f"{path}: {size} bytes, more than a jobs file may hold ({MAX_JOBS_FILE >> 20} MiB)")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -210,16 +253,37 @@ def _resolve_all(source: Path, entries: list[dict[str, Any]], base: Path, image_
         specs.append((job_id, label, _absolute_paths(entry, base, source, name)))
     # every job checked before any image is opened: a bad field is reported as such, whatever the images
     images: dict[str, str] = {}  # image -> its hash: each image opened once, not once per job
+    contents: dict[str, str] = {}  # host path -> its content's hash: a file many jobs put in the guest read once
     for job_id, label, spec in specs:
-        digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
         image = spec.get("image", DEFAULT_IMAGE)
         if image not in images:
             images[image] = image_hash(image)
-        digest.update(images[image].encode())
-        for host in _host_inputs(spec):
-            digest.update(_content_hash(host).encode())
-        jobs.append(Job(job_id, label, spec, digest.hexdigest()))
+        identity = _identity(spec, images[image], contents, source, label)
+        jobs.append(Job(job_id, label, spec, hashlib.sha256(identity.encode()).hexdigest()))
     return jobs
+
+
+def _identity(spec: dict[str, Any], image: str, contents: dict[str, str], source: Path, label: str) -> str:
+    """What a job's sha256 covers, as text: the spec with each host file given by its content (and the name the
+    guest sees, when that is the host file's), not its host path, so a project or corpus moved elsewhere
+    resumes; the image by ``image``, the hash of its manifest (a bundle's path is left out)."""
+
+    def content(text: str) -> str:
+        if text not in contents:
+            contents[text] = _content_hash(Path(text), source, label)
+        return contents[text]
+
+    shown = dict(spec)
+    if "cmd_file" in spec:
+        shown["cmd_file"] = {"sha256": content(spec["cmd_file"])}
+    if "files" in spec:
+        shown["files"] = [
+            {"sha256": content(item["host"]), **({"guest": item["guest"]} if "guest" in item else
+                                                 {"name": _guest_name(Path(item["host"]))})}
+            for item in spec["files"]
+        ]
+    shown["image"] = {"manifest_sha256": image} if "/" in spec.get("image", "") else spec.get("image")
+    return json.dumps(shown, sort_keys=True)
 
 
 def _check_values(entry: dict[str, Any], source: Path, name: str) -> None:
@@ -236,6 +300,8 @@ def _check_values(entry: dict[str, Any], source: Path, name: str) -> None:
         raise JobsFileError(f"{source}: {name}: budget/timeout: {timeout} is no number of seconds")
     seen: dict[str, str] = {}
     for guest in entry.get("copy_out", []):
+        if ":" in guest:  # --copy-out GUEST:HOST: the rest would be taken for the host path
+            raise JobsFileError(f"{source}: {name}: copy_out: {guest}: a guest path with ':' cannot be copied out")
         named = Path(guest).name
         if named in seen:
             raise JobsFileError(
@@ -249,13 +315,21 @@ def _absolute_paths(entry: dict[str, Any], base: Path, source: Path, name: str) 
     exist; ``files`` entries become ``{"host", "guest"?}`` mappings."""
     spec = dict(entry)
 
-    def host(text: str, field: str) -> str:
+    def host(text: str, field: str, kinds: tuple[str, ...] = ("regular file",)) -> str:
+        """``text`` made absolute; it must be one of ``kinds`` (a regular file, a directory): a FIFO or a
+        device would be read for ever."""
         try:
             path = (base / Path(text).expanduser()).absolute()
         except RuntimeError as exc:  # ~nosuchuser
             raise JobsFileError(f"{source}: {name}: {field}: {text}: {exc}") from None
-        if not path.exists():
-            raise JobsFileError(f"{source}: {name}: {field}: {text} does not exist")
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:
+            why = "does not exist" if isinstance(exc, FileNotFoundError) else f"cannot be read: {exc.strerror}"
+            raise JobsFileError(f"{source}: {name}: {field}: {text} {why}") from None
+        kind = "regular file" if stat.S_ISREG(mode) else "directory" if stat.S_ISDIR(mode) else None
+        if kind not in kinds:
+            raise JobsFileError(f"{source}: {name}: {field}: {text} is not a {' or a '.join(kinds)}")
         return str(path)
 
     if "cmd_file" in spec:
@@ -263,32 +337,36 @@ def _absolute_paths(entry: dict[str, Any], base: Path, source: Path, name: str) 
     files = []
     for index, item in enumerate(spec.get("files", [])):
         item = {"host": item} if isinstance(item, str) else dict(item)
-        item["host"] = host(item["host"], f"files/{index}")
+        item["host"] = host(item["host"], f"files/{index}", ("regular file", "directory"))
         files.append(item)
     if files:
         spec["files"] = files
     image = spec.get("image")
     if isinstance(image, str) and ("/" in image or image.startswith(".")):
-        spec["image"] = host(image, "image")
+        spec["image"] = host(image, "image", ("directory",))
     return spec
 
 
-def _host_inputs(spec: dict[str, Any]) -> list[Path]:
-    return [Path(p) for p in ([spec["cmd_file"]] if "cmd_file" in spec else [])] + [
-        Path(item["host"]) for item in spec.get("files", [])
-    ]
+def _guest_name(host: Path) -> str:
+    """The name ``--file HOST`` gives the file in the guest: a file's own, a directory's resolved one."""
+    return host.resolve().name if host.is_dir() else host.name
 
 
-def _content_hash(path: Path) -> str:
-    """sha256 of a file's bytes, or of a directory's files (relative names and bytes, in name order)."""
+def _content_hash(path: Path, source: Path, label: str) -> str:
+    """sha256 of a file's bytes, or of a directory's regular files (relative names as bytes, and contents, in
+    name order); one :class:`JobsFileError` line if it cannot be read."""
     digest = hashlib.sha256()
-    members = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for member in members:
-        if path.is_dir():
-            digest.update(member.relative_to(path).as_posix().encode() + b"\0")
-        with member.open("rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
+    try:
+        members = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for member in members:
+            if path.is_dir():
+                digest.update(os.fsencode(member.relative_to(path)) + b"\0")
+            with member.open("rb") as stream:
+                for block in iter(lambda: stream.read(1 << 20), b""):
+                    digest.update(block)
+    except OSError as exc:
+        shown = os.fsencode(str(exc.filename or path)).decode("utf-8", "backslashreplace")
+        raise JobsFileError(f"{source}: {json.dumps(label)}: cannot read {shown}: {exc.strerror or exc}") from None
     return digest.hexdigest()
 
 

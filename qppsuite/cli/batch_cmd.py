@@ -83,7 +83,7 @@ def batch_run(
     if jobs.is_dir():
         if template is None:
             raise jobs_module.JobsFileError(f"{jobs} is a directory: give the job for each file with --template")
-        job_list = jobs_module.load_samples(jobs, template, hasher)
+        job_list = jobs_module.load_samples(jobs, template, hasher, note=_note)
     elif template is not None:
         raise jobs_module.JobsFileError(f"--template goes with a directory of samples; {jobs} is not one")
     else:
@@ -112,12 +112,16 @@ def batch_run(
     err_console.print(styled(("qppsuite:", "green"), f" {line}"), soft_wrap=True)
 
 
+def _note(line: str) -> None:
+    err_console.print(styled(("note:", "yellow"), f" {line}"), soft_wrap=True)
+
+
 def _summary_line(skipped: int, merged: "Merged") -> str:
     """The batch's counts as the merged database has them (earlier invocations' results included), ``skipped``
     of the ok ones complete before this invocation."""
     ok = merged.count("ok")
     counts = f"{len(merged.jobs)} jobs: {ok} ok"
-    if skipped:
+    if min(skipped, ok):  # a skipped job the merge then failed (its database damaged) is not complete
         counts += f" ({min(skipped, ok)} complete already)"
     counts += f", {merged.count('failed')} failed, {merged.count('not run')} not run"
     return f"{counts}; merged database {merged.path}"
