@@ -39,6 +39,7 @@ def write_outdir(outdir: Path, jobs: list[JobSpec]) -> Path:
         if job.database is not None:
             (directory / "run.sqlite").write_bytes(job.database.read_bytes())
         if job.status is not None:
+            run = _last_run(job.database)
             result = {
                 "format": 1,
                 "id": job.id,
@@ -47,18 +48,32 @@ def write_outdir(outdir: Path, jobs: list[JobSpec]) -> Path:
                 "status": job.status,
                 "reason": job.reason,
                 "exit_code": 0 if job.status == "ok" else 1,
-                "stop_reason": job.stop_reason,
+                "stop_reason": run.get("stop_reason", job.stop_reason),
                 "attempts": 1,
-                "started": "2026-12-06T00:00:00+00:00",
-                "ended": "2026-12-06T00:00:01+00:00",
+                "started": run.get("started_at") or "2026-12-06T00:00:00+00:00",
+                "ended": run.get("ended_at") or "2026-12-06T00:00:01+00:00",
                 "wall_s": 1.0,
-                "insn_count": None,
+                "insn_count": run.get("insn_count"),
                 "worker": "test",
             }
             (directory / "result.json").write_text(json.dumps(result))
     batch = {"format": 1, "jobs": entries, "created": "2026-12-06T00:00:00+00:00"}
     (outdir / "batch.json").write_text(json.dumps(batch))
     return outdir
+
+
+def _last_run(db: Path | None) -> dict[str, Any]:
+    """What the runner's result.json copies from the job's run (its database's last ``runs`` row)."""
+    if db is None:
+        return {}
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        conn.row_factory = sqlite3.Row
+        row = conn.execute("SELECT stop_reason, insn_count, started_at, ended_at FROM runs ORDER BY id DESC LIMIT 1")
+        found = row.fetchone()
+        return dict(found) if found is not None else {}
+    finally:
+        conn.close()
 
 
 def rows(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:

@@ -519,3 +519,64 @@ def test_the_merge_carries_processes_command_and_reads_a_version_5_job_as_unknow
         key=str,
     )
     assert ("new", 300, 1) in got
+
+
+# -- a job's database that is not its result's run, or damaged (issue 15) ---------------------------------------
+def _with_insn_count(source: Path, target: Path, count: int) -> Path:
+    target.write_bytes(source.read_bytes())
+    with sqlite3.connect(target) as conn:
+        conn.execute("UPDATE runs SET insn_count = ?", (count,))
+    conn.close()
+    return target
+
+
+def test_another_jobs_database_is_neither_complete_nor_merged(sources: dict[str, Path], tmp_path: Path) -> None:
+    from qppsuite.batch import outdir
+
+    small = _with_insn_count(sources["small"], tmp_path / "small.db", 111)
+    big = _with_insn_count(sources["big"], tmp_path / "big.db", 222)
+    out = write_outdir(tmp_path / "out", [JobSpec("small", "ok", database=small), JobSpec("big", "ok", database=big)])
+    directory = out / "jobs" / "small"
+    assert outdir.is_complete(directory, "sha-small", database=True)
+    (directory / "run.sqlite").write_bytes(big.read_bytes())  # the other job's file copied over this one's
+    assert not outdir.is_complete(directory, "sha-small", database=True)
+    result = merge_batch(out)
+    ((status, reason),) = rows(result.path, "SELECT batch_status, batch_reason FROM runs WHERE label = 'small'")
+    assert status == "failed" and "not the run its result.json describes: insn_count 222" in reason, reason
+    assert [p.split(":")[0] for p in result.problems] == ["small"]
+    assert rows(result.path, "SELECT COUNT(*) FROM syscalls WHERE run_id = 1") == [(0,)]
+    assert json.loads((directory / "result.json").read_text())["status"] == "failed"
+
+
+def test_a_database_the_merge_finds_damaged_is_failed_in_its_result_so_the_next_run_retries_it(
+    sources: dict[str, Path], tmp_path: Path
+) -> None:
+    from qppsuite.batch import outdir
+
+    out = write_outdir(tmp_path, standard_jobs(sources)[:2])
+    directory = out / "jobs" / "big"
+    path = directory / "run.sqlite"
+    ((page_size,),) = rows(path, "PRAGMA page_size")
+    ((root,),) = rows(path, "SELECT rootpage FROM sqlite_master WHERE name = 'syscalls'")
+    with path.open("r+b") as stream:  # the calls' page, not the runs row's
+        stream.seek((root - 1) * page_size)
+        stream.write(b"\xde\xad" * (page_size // 2))
+    assert outdir.is_complete(directory, "sha-big", database=True)  # its runs row reads: no full check here
+    result = merge_batch(out)
+    ((status, reason),) = rows(result.path, "SELECT batch_status, batch_reason FROM runs WHERE label = 'big'")
+    assert status == "failed" and reason.startswith("its database is damaged: "), reason
+    written = json.loads((directory / "result.json").read_text())
+    assert (written["status"], written["reason"]) == ("failed", reason)
+    assert not outdir.is_complete(directory, "sha-big", database=True)
+
+
+def test_the_merge_command_waits_for_no_running_batch(sources: dict[str, Path], tmp_path: Path) -> None:
+    from qppsuite.batch import outdir
+
+    write_outdir(tmp_path, standard_jobs(sources)[:1])
+    with outdir.locked(tmp_path):  # a batch running there
+        code, output = run_main(["batch", "merge", str(tmp_path)])
+    assert code == 1 and output.startswith(f"error: {tmp_path} is in use by batch pid {os.getpid()}\n"), output
+    assert "Traceback" not in output and not (tmp_path / "batch.sqlite").exists()
+    code, output = run_main(["batch", "merge", str(tmp_path)])
+    assert code == 0, output

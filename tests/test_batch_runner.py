@@ -638,3 +638,15 @@ def test_a_cluster_that_does_not_answer_is_still_cannot_connect(
     with pytest.raises(runner.RayError, match="cannot connect: Failed to connect to Ray cluster"):
         runner.run_batch(_jobs(tmp_path, ["a"]), tmp_path / "out", _progress(1)[0], workers=1, use_ray=True,
                          ray_address="127.0.0.1:26380")
+
+
+def test_an_output_directory_that_is_a_file_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       run_database: Path) -> None:
+    ran: list[str] = []
+    _cli_fakes(monkeypatch, ran, run_database, {})
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text("jobs:\n - {label: a, cmd: 'true'}\n")
+    (tmp_path / "afile").write_text("")
+    code, stderr = run_main(["batch", str(jobs), "--pool", "-o", str(tmp_path / "afile")])
+    assert (code, ran) == (1, [])
+    assert stderr == f"error: the batch's output directory {tmp_path / 'afile'} is a file, not a directory\n"

@@ -34,7 +34,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from qppsuite.batch.outdir import BATCH_FILE, DATABASE_FILE, RESULT_FILE, job_dir
+from qppsuite.batch.outdir import (
+    BATCH_FILE,
+    DATABASE_FILE,
+    RESULT_FILE,
+    RUN_COLUMNS,
+    fail_result,
+    job_dir,
+    run_mismatch,
+)
 from qppsuite.errors import QppsuiteError
 from qppsuite.plugins.syscalls_logger import reader
 from qppsuite.plugins.syscalls_logger.database import (
@@ -104,7 +112,7 @@ def merge_batch(outdir: Path) -> Merged:
     raises :class:`MergeError` (one line) when there is no batch to merge or the file cannot be written."""
     entries = _batch_entries(outdir)
     problems: list[str] = []
-    jobs = [_job(outdir, run_id, entry, problems) for run_id, entry in enumerate(entries, start=1)]
+    jobs = read = [_job(outdir, run_id, entry, problems) for run_id, entry in enumerate(entries, start=1)]
     target = outdir / MERGED_FILE
     try:
         fd, name = tempfile.mkstemp(prefix=f".{MERGED_FILE}.", suffix=".tmp", dir=outdir)
@@ -125,6 +133,13 @@ def merge_batch(outdir: Path) -> Merged:
         if isinstance(exc, (OSError, sqlite3.Error)):
             raise MergeError(f"cannot write {target}: {getattr(exc, 'strerror', None) or exc}") from None
         raise
+    for before, after in zip(read, jobs, strict=True):
+        if before.status == OK and after.status == FAILED and before.database is not None:
+            # its database is damaged or another run's: failed in its result.json too, so the next run retries it
+            try:
+                fail_result(before.database.parent, after.reason or "")
+            except OSError as exc:
+                problems.append(f"{after.label}: cannot mark it failed in its {RESULT_FILE}: {exc.strerror or exc}")
     return Merged(target, tuple(jobs), tuple(problems))
 
 
@@ -237,6 +252,8 @@ class _MergedFile:
             # sqlite3.Warning: more than one statement in a damaged schema's text; ValueError: a NUL in it.
             except (reader.LogDatabaseError, sqlite3.Error, sqlite3.Warning, ValueError, _Unmergeable) as exc:
                 what = _one_line(str(exc) if isinstance(exc, reader.LogDatabaseError) else f"{job.database}: {exc}")
+                if not isinstance(exc, (reader.LogDatabaseError, _Unmergeable)):
+                    what = f"its database is damaged: {what}"
                 problems.append(f"{job.label}: {what}")
                 reason = what if job.status == OK else f"{job.reason}; {what}"
                 job = replace(job, status=FAILED, reason=reason, database=None)
@@ -279,6 +296,15 @@ class _MergedFile:
         (run,) = conn.execute(f"SELECT max(id) FROM {SOURCE}.{RUNS}").fetchone()
         if not isinstance(run, int):
             raise _Unmergeable("it holds no run")
+        if job.status == OK:  # a complete job's file must be the run its result.json describes
+            conn.row_factory = sqlite3.Row
+            try:
+                row = conn.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM {SOURCE}.{RUNS} WHERE id = ?", (run,))
+                mismatch = run_mismatch(job.result, dict(row.fetchone()))
+            finally:
+                conn.row_factory = None
+            if mismatch is not None:
+                raise _Unmergeable(mismatch)
         tables = _tables(conn)
         for table in tables.values():
             self._declare(table)

@@ -5,7 +5,7 @@ its run database ``run.sqlite``, ``console.log``, ``stderr.log``, the files it c
 of its attempts ``attempts.json`` (written as an attempt starts, kept across attempts), and, written last and
 atomically once the job has finished, ``result.json``.  A job is complete when its
 result.json says ``ok`` for the sha256 batch.json has for it and its run.sqlite (if it has a database plugin)
-holds its run.
+holds the run its result.json describes (:func:`run_mismatch`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,8 @@ def locked(outdir: Path) -> Iterator[None]:
     """Hold ``outdir``'s lock (created, with its parents, if missing) while the block runs; :class:`OutdirBusy`
     if another live batch holds it (a killed one's lock is gone with its process), one
     :class:`QppsuiteError` line if the directory cannot be written."""
+    if outdir.exists() and not outdir.is_dir():
+        raise QppsuiteError(f"the batch's output directory {outdir} is a file, not a directory")
     try:
         outdir.mkdir(parents=True, exist_ok=True)
         fd = os.open(outdir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -104,21 +106,60 @@ def read_result(directory: Path) -> dict[str, Any] | None:
 
 def is_complete(directory: Path, sha256: str, *, database: bool = False) -> bool:
     """Whether the job needs no rerun: its result.json says ``ok`` for ``sha256`` and, if the job has a
-    ``database``, its run.sqlite opens and holds a run (an OUTDIR copied without it, or damaged, is rerun)."""
+    ``database``, its run.sqlite opens and its last run is the one result.json describes (an OUTDIR copied
+    without it, a damaged file, another job's file copied over it: rerun).  No integrity check of the whole
+    file: the merge reads every page, and marks a job whose file it finds damaged as failed."""
     result = read_result(directory)
     if result is None or result.get("status") != "ok" or result.get("sha256") != sha256:
         return False
-    return not database or _holds_run(directory / DATABASE_FILE)
+    if not database:
+        return True
+    run = _last_run(directory / DATABASE_FILE)
+    return run is not None and run_mismatch(result, run) is None
 
 
-def _holds_run(path: Path) -> bool:
+#: The ``runs`` columns a job's result.json repeats, by its field names (the result is read from that row).
+RUN_FIELDS = {"insn_count": "insn_count", "stop_reason": "stop_reason"}
+#: The ``runs`` columns :func:`run_mismatch` reads.
+RUN_COLUMNS = (*RUN_FIELDS.values(), "started_at", "ended_at")
+
+
+def _last_run(path: Path) -> dict[str, Any] | None:
+    """The :data:`RUN_COLUMNS` of the last run of the database at ``path``; None if it has none or cannot be
+    read."""
     if not path.is_file():
-        return False
+        return None
     try:  # read-only, closed: no -wal or -shm file is left beside it
         with closing(sqlite3.connect(readonly_uri(path), uri=True)) as conn:
-            return conn.execute("SELECT 1 FROM runs LIMIT 1").fetchone() is not None
+            conn.row_factory = sqlite3.Row
+            row = conn.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY id DESC LIMIT 1").fetchone()
     except sqlite3.Error:
-        return False
+        return None
+    return dict(row) if row is not None else None
+
+
+def run_mismatch(result: Mapping[str, Any], run: Mapping[str, Any]) -> str | None:
+    """Why the ``runs`` row ``run`` (:data:`RUN_COLUMNS`) is not the run the job's ``result`` describes, in
+    one line; None when it is: the fields result.json copied from it are equal, and the run started and ended
+    within the attempt's ``started`` .. ``ended`` (ISO 8601 UTC, to the second, when both sides have them)."""
+    for field, column in RUN_FIELDS.items():
+        if result.get(field) != run.get(column):
+            return (f"its database is not the run its result.json describes: {column} {run.get(column)}, "
+                    f"the result says {result.get(field)}")
+    times = [result.get("started"), run.get("started_at"), run.get("ended_at"), result.get("ended")]
+    known = [time for time in times if isinstance(time, str)]
+    if len(known) == len(times) and known != sorted(known):
+        return (f"its database is not the run its result.json describes: it ran from {times[1]} to {times[2]}, "
+                f"the attempt from {times[0]} to {times[3]}")
+    return None
+
+
+def fail_result(directory: Path, reason: str) -> None:
+    """Rewrite the job's result.json as ``failed`` for ``reason`` (its other fields kept), so the next run
+    retries it; nothing if it has none.  :class:`OSError` if it cannot be written."""
+    result = read_result(directory)
+    if result is not None:
+        write_result(directory, {**result, "status": "failed", "reason": reason})
 
 
 def write_result(directory: Path, result: dict[str, Any]) -> None:

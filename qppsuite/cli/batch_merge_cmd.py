@@ -27,11 +27,20 @@ def merge_command(
     Each job is a run of the merged file, with its label, status (ok, failed, not run) and why; then
     `qppsuite stats|syscalls|processes|report|query` read the whole batch.  A job's input that cannot be read
     (a damaged result.json or run.sqlite) is that job's failure and one ``error:`` line, and the command exits 1
-    once the file is written; a batch.json that cannot be read writes nothing.
+    once the file is written; a batch.json that cannot be read writes nothing.  A batch running in OUTDIR
+    (its batch.lock held) is one line: that batch merges when it ends.
     """
     from qppsuite.batch.merge import STATUSES, merge_batch
+    from qppsuite.batch.outdir import OutdirBusy, locked
 
-    merged = merge_batch(outdir)
+    if outdir.is_dir():
+        try:
+            with locked(outdir):  # not while a batch writes into it: its merge and this one would race
+                merged = merge_batch(outdir)
+        except OutdirBusy as busy:
+            raise OutdirBusy(str(busy), hint="that batch merges its jobs when it ends; merge again after it") from None
+    else:
+        merged = merge_batch(outdir)  # one line saying what OUTDIR is not
     for problem in merged.problems:
         err_console.print(styled(("error:", "bold red"), f" {problem}"), soft_wrap=True)
     runs = len(merged.jobs)
