@@ -286,3 +286,26 @@ def test_a_moved_project_or_corpus_keeps_its_jobs_sha256(tmp_path: Path) -> None
     assert hashes(second) == hashes(first)
     (second / "tree" / "f").write_text("changed")
     assert hashes(second)[0] != hashes(first)[0]
+
+
+def test_the_mode_the_guest_gets_is_in_the_sha256(tmp_path: Path) -> None:
+    """Break test of issue 15: after ``chmod +x`` of a sample (or of a file in a ``files:`` directory), the
+    rerun said "complete already" and kept the run that failed with Permission denied."""
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / "x").write_text("#!/bin/sh\necho hi\n")
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "f").write_text("f")
+    (tmp_path / "probe.sh").write_text("echo hi\n")
+    template = _write(tmp_path, "cmd: '{sample}'\n", "job.yaml")
+    path = _write(tmp_path, "jobs:\n - {label: a, files: [tree]}\n - {label: b, cmd_file: probe.sh}\n")
+
+    def hashes() -> list[str]:
+        return [job.sha256 for job in load_samples(samples, template, _hash) + load_jobs_file(path, _hash)]
+
+    before = hashes()
+    (samples / "x").chmod(0o755)
+    (tmp_path / "tree" / "f").chmod(0o755)
+    (tmp_path / "probe.sh").chmod(0o755)  # a script is read as text: its mode is not the guest's
+    after = hashes()
+    assert after[0] != before[0] and after[1] != before[1] and after[2] == before[2]

@@ -253,7 +253,7 @@ def _resolve_all(source: Path, entries: list[dict[str, Any]], base: Path, image_
         specs.append((job_id, label, _absolute_paths(entry, base, source, name)))
     # every job checked before any image is opened: a bad field is reported as such, whatever the images
     images: dict[str, str] = {}  # image -> its hash: each image opened once, not once per job
-    contents: dict[str, str] = {}  # host path -> its content's hash: a file many jobs put in the guest read once
+    contents: dict[tuple[str, bool], str] = {}  # (host path, modes) -> hash: a file many jobs share read once
     for job_id, label, spec in specs:
         image = spec.get("image", DEFAULT_IMAGE)
         if image not in images:
@@ -263,23 +263,26 @@ def _resolve_all(source: Path, entries: list[dict[str, Any]], base: Path, image_
     return jobs
 
 
-def _identity(spec: dict[str, Any], image: str, contents: dict[str, str], source: Path, label: str) -> str:
-    """What a job's sha256 covers, as text: the spec with each host file given by its content (and the name the
-    guest sees, when that is the host file's), not its host path, so a project or corpus moved elsewhere
-    resumes; the image by ``image``, the hash of its manifest (a bundle's path is left out)."""
+def _identity(
+    spec: dict[str, Any], image: str, contents: dict[tuple[str, bool], str], source: Path, label: str
+) -> str:
+    """What a job's sha256 covers, as text: the spec with each host file given by its content (and, for
+    ``files``, the mode bits the guest gets and the name the guest sees, when that is the host file's), not its
+    host path, so a project or corpus moved elsewhere resumes; the image by ``image``, the hash of its manifest
+    (a bundle's path is left out)."""
 
-    def content(text: str) -> str:
-        if text not in contents:
-            contents[text] = _content_hash(Path(text), source, label)
-        return contents[text]
+    def content(text: str, modes: bool) -> str:
+        if (text, modes) not in contents:
+            contents[text, modes] = _content_hash(Path(text), source, label, modes)
+        return contents[text, modes]
 
     shown = dict(spec)
-    if "cmd_file" in spec:
-        shown["cmd_file"] = {"sha256": content(spec["cmd_file"])}
+    if "cmd_file" in spec:  # read as the script's text: its mode does not reach the guest
+        shown["cmd_file"] = {"sha256": content(spec["cmd_file"], False)}
     if "files" in spec:
         shown["files"] = [
-            {"sha256": content(item["host"]), **({"guest": item["guest"]} if "guest" in item else
-                                                 {"name": _guest_name(Path(item["host"]))})}
+            {"sha256": content(item["host"], True), **({"guest": item["guest"]} if "guest" in item else
+                                                       {"name": _guest_name(Path(item["host"]))})}
             for item in spec["files"]
         ]
     shown["image"] = {"manifest_sha256": image} if "/" in spec.get("image", "") else spec.get("image")
@@ -352,22 +355,34 @@ def _guest_name(host: Path) -> str:
     return host.resolve().name if host.is_dir() else host.name
 
 
-def _content_hash(path: Path, source: Path, label: str) -> str:
-    """sha256 of a file's bytes, or of a directory's regular files (relative names as bytes, and contents, in
-    name order); one :class:`JobsFileError` line if it cannot be read."""
-    digest = hashlib.sha256()
+def _content_hash(path: Path, source: Path, label: str, modes: bool) -> str:
+    """sha256 of a file's bytes, or of a directory's regular files (in name order, each its relative name as
+    bytes and its content's sha256); with ``modes``, each file's permission bits too (``--file`` gives the guest
+    file the host file's: a ``chmod +x`` changes what the guest runs).  One :class:`JobsFileError` line if it
+    cannot be read."""
     try:
-        members = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for member in members:
-            if path.is_dir():
-                digest.update(os.fsencode(member.relative_to(path)) + b"\0")
-            with member.open("rb") as stream:
-                for block in iter(lambda: stream.read(1 << 20), b""):
-                    digest.update(block)
+        if not path.is_dir():
+            mode, content = _file_hash(path)
+            return hashlib.sha256(f"{mode:o}\0".encode() + content).hexdigest() if modes else content.hex()
+        digest = hashlib.sha256()
+        for member in sorted(p for p in path.rglob("*") if p.is_file()):
+            mode, content = _file_hash(member)
+            digest.update(os.fsencode(member.relative_to(path)) + b"\0" + (f"{mode:o}\0".encode() if modes else b""))
+            digest.update(content)
     except OSError as exc:
         shown = os.fsencode(str(exc.filename or path)).decode("utf-8", "backslashreplace")
         raise JobsFileError(f"{source}: {json.dumps(label)}: cannot read {shown}: {exc.strerror or exc}") from None
     return digest.hexdigest()
+
+
+def _file_hash(path: Path) -> tuple[int, bytes]:
+    """``(permission bits, sha256 digest of the bytes)`` of the regular file ``path``; OSError if it cannot be
+    read."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+        return stat.S_IMODE(os.fstat(stream.fileno()).st_mode), digest.digest()
 
 
 def _job_id(label: str, taken: dict[str, str]) -> str:
