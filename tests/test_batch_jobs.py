@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -309,3 +310,34 @@ def test_the_mode_the_guest_gets_is_in_the_sha256(tmp_path: Path) -> None:
     (tmp_path / "probe.sh").chmod(0o755)  # a script is read as text: its mode is not the guest's
     after = hashes()
     assert after[0] != before[0] and after[1] != before[1] and after[2] == before[2]
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (lambda d: (d / "pw").symlink_to("/etc/passwd"), '"{d}/pw": a symbolic link (it may point anywhere'),
+        (lambda d: (d / "loop").symlink_to(".."), '"{d}/loop": a symbolic link (it may point anywhere'),
+        (lambda d: (d / "sub").mkdir() or (d / "sub" / "z").symlink_to("/dev/zero"), '"{d}/sub/z": a symbolic link'),
+        (lambda d: os.mkfifo(d / "fifo"), '"{d}/fifo": a FIFO, socket or device: only regular files and directories'),
+    ],
+)
+def test_a_files_directory_holding_a_link_or_a_fifo_is_one_line(tmp_path: Path, make: Any, said: str) -> None:
+    """Break test of issue 15: links in a ``files:`` directory were followed (the host's /etc/passwd, the
+    project's parent went into the guest) and a FIFO was dropped silently."""
+    tree = tmp_path / "d"
+    tree.mkdir()
+    (tree / "f1").write_text("1")
+    make(tree)
+    path = _write(tmp_path, "jobs:\n - {label: a, cmd: 'true', files: [d]}\n")
+    with pytest.raises(JobsFileError) as raised:
+        load_jobs_file(path, _hash)
+    assert str(raised.value).startswith(f'{path}: job 1 ("a"): files/0: {said.format(d=tree)}')
+    assert "\n" not in str(raised.value)
+
+
+def test_a_files_entry_that_is_a_symbolic_link_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "real").write_text("x")
+    (tmp_path / "link").symlink_to("real")
+    path = _write(tmp_path, "jobs:\n - {label: a, cmd: 'true', files: [link]}\n")
+    with pytest.raises(JobsFileError, match=r'files/0: .*/link": a symbolic link .*: name what it points to'):
+        load_jobs_file(path, _hash)

@@ -340,7 +340,18 @@ def _absolute_paths(entry: dict[str, Any], base: Path, source: Path, name: str) 
     files = []
     for index, item in enumerate(spec.get("files", [])):
         item = {"host": item} if isinstance(item, str) else dict(item)
-        item["host"] = host(item["host"], f"files/{index}", ("regular file", "directory"))
+        field = f"files/{index}"
+        item["host"] = host(item["host"], field, ("regular file", "directory"))
+        if Path(item["host"]).is_symlink():
+            raise JobsFileError(f"{source}: {name}: {field}: {_shown(item['host'])}: {_LINK}: name what it points to")
+        try:
+            if Path(item["host"]).is_dir():
+                _tree_files(Path(item["host"]))
+        except _Unshippable as exc:
+            raise JobsFileError(f"{source}: {name}: {field}: {exc}") from None
+        except OSError as exc:
+            why = f"cannot read {_shown(exc.filename)}: {exc.strerror}"
+            raise JobsFileError(f"{source}: {name}: {field}: {why}") from None
         files.append(item)
     if files:
         spec["files"] = files
@@ -348,6 +359,46 @@ def _absolute_paths(entry: dict[str, Any], base: Path, source: Path, name: str) 
     if isinstance(image, str) and ("/" in image or image.startswith(".")):
         spec["image"] = host(image, "image", ("directory",))
     return spec
+
+
+_LINK = "a symbolic link (it may point anywhere on the host)"
+
+
+class _Unshippable(Exception):
+    """An entry of a ``files`` directory that cannot go into the guest as it is: the message names it."""
+
+
+def _tree_files(top: Path) -> list[Path]:
+    """The regular files under the directory ``top``, in name order (directories are walked; one that holds no
+    file is not made in the guest).  What ``--file`` would follow or drop is refused, as a sample is: a symbolic
+    link (it may point anywhere on the host, or loop), a FIFO, socket or device raise :class:`_Unshippable`
+    naming the entry, escaped; a directory that cannot be listed raises OSError."""
+    found: list[Path] = []
+    pending = [top]
+    while pending:
+        directory = pending.pop()
+        with os.scandir(directory) as listing:
+            entries = list(listing)
+        for entry in entries:
+            path = Path(entry.path)
+            shown = _shown(path)
+            mode = entry.stat(follow_symlinks=False).st_mode
+            if stat.S_ISLNK(mode):
+                raise _Unshippable(f"{shown}: {_LINK}: only regular files and directories go in the guest")
+            if stat.S_ISDIR(mode):
+                pending.append(path)
+            elif not stat.S_ISREG(mode):
+                raise _Unshippable(f"{shown}: a FIFO, socket or device: only regular files and directories go "
+                                   "in the guest")
+            else:
+                found.append(path)
+    return sorted(found)
+
+
+def _shown(path: object) -> str:
+    """A host path for a one-line message: quoted, each control character escaped, bytes that are not UTF-8
+    as ``\\xNN``."""
+    return json.dumps(os.fsencode(str(path)).decode("utf-8", "backslashreplace"), ensure_ascii=False)
 
 
 def _guest_name(host: Path) -> str:
@@ -365,10 +416,12 @@ def _content_hash(path: Path, source: Path, label: str, modes: bool) -> str:
             mode, content = _file_hash(path)
             return hashlib.sha256(f"{mode:o}\0".encode() + content).hexdigest() if modes else content.hex()
         digest = hashlib.sha256()
-        for member in sorted(p for p in path.rglob("*") if p.is_file()):
+        for member in _tree_files(path):
             mode, content = _file_hash(member)
             digest.update(os.fsencode(member.relative_to(path)) + b"\0" + (f"{mode:o}\0".encode() if modes else b""))
             digest.update(content)
+    except _Unshippable as exc:  # changed since the job was checked
+        raise JobsFileError(f"{source}: {json.dumps(label)}: {path}: {exc}") from None
     except OSError as exc:
         shown = os.fsencode(str(exc.filename or path)).decode("utf-8", "backslashreplace")
         raise JobsFileError(f"{source}: {json.dumps(label)}: cannot read {shown}: {exc.strerror or exc}") from None
