@@ -10,6 +10,7 @@ import pytest
 
 from qppsuite.batch import outdir
 from qppsuite.batch.jobs import JobsFileError, load_jobs_file, load_samples
+from qppsuite.channel import parse_file_spec
 from tests.cli_entry import run_main
 
 
@@ -258,12 +259,41 @@ def test_a_jobs_file_that_is_no_regular_file_or_too_large_is_one_line(tmp_path: 
         load_jobs_file(huge, _hash)
 
 
-def test_a_directory_of_files_with_names_that_are_not_utf8_is_hashed(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        (os.fsdecode(b"\xff\xfe"), '"{d}/\\\\xff\\\\xfe": a name that is not UTF-8 or holds a control character'),
+        ("a\nb", '"{d}/a\\nb": a name that is not UTF-8 or holds a control character'),
+        ("end ", '"{d}/end ": a file name ending in white space'),
+    ],
+)
+def test_a_files_directory_entry_the_guest_path_cannot_take_is_one_line(tmp_path: Path, name: str, said: str) -> None:
+    """Break test of issue 15: such a name failed the job in the run, at every rerun, instead of at job check."""
     (tmp_path / "tree").mkdir()
-    (tmp_path / "tree" / os.fsdecode(b"\xff\xfe")).write_bytes(b"x")
+    (tmp_path / "tree" / name).write_bytes(b"x")
     path = _write(tmp_path, "jobs:\n - {label: a, files: [tree]}\n")
-    (job,) = load_jobs_file(path, _hash)
-    assert len(job.sha256) == 64
+    with pytest.raises(JobsFileError) as raised:
+        load_jobs_file(path, _hash)
+    assert str(raised.value).startswith(f'{path}: job 1 ("a"): files/0: {said.format(d=tmp_path / "tree")}')
+    assert "\n" not in str(raised.value)
+
+
+def test_a_sample_name_the_guest_path_cannot_take_is_escaped(tmp_path: Path) -> None:
+    """Break test of issue 15: a sample named ``a<newline>b`` (or ending in a blank) failed at run time, at
+    every rerun: its guest name now shows those characters as \\xNN, as bytes that are not UTF-8 are."""
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for name in ("a\nb", "tab\tx ", " lead"):
+        (samples / name).write_text("echo hi\n")
+    template = _write(tmp_path, "cmd: sh {sample}\n", "job.yaml")
+    guests = {job.label: job.spec["files"][0]["guest"] for job in load_samples(samples, template, _hash)}
+    assert guests == {
+        "a\nb": "/root/samples/a\\x0ab",
+        "tab\tx ": "/root/samples/tab\\x09x\\x20",
+        " lead": "/root/samples/ lead",
+    }
+    for guest in guests.values():
+        parse_file_spec(f"{template}:{guest}")  # what the run checks: no newline, no blank at the end
 
 
 def test_a_moved_project_or_corpus_keeps_its_jobs_sha256(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import os
 import re
 import shlex
 import stat
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,8 +150,7 @@ def load_samples(
         if not _is_regular(sample):
             skipped.append(shown)
             continue
-        # a name that is not UTF-8 (a sample's own): its bytes shown as \xNN in the guest path
-        guest = f"{SAMPLE_DIR}/{shown}"
+        guest = f"{SAMPLE_DIR}/{_guest_sample_name(sample.name)}"
         entry = _with_defaults(document, {"label": sample_label(sample.name)})
         entry["files"] = [*entry.get("files", []), {"host": str(sample.absolute()), "guest": guest}]
         if isinstance(entry.get("cmd"), str):
@@ -171,6 +171,20 @@ def sample_label(name: str) -> str:
     doubled and each byte that is not UTF-8 shown as ``\\xNN``, so two names never make one label (``x``
     followed by the byte 0xff is ``x\\xff``, the four characters ``x\\xff`` are ``x\\\\xff``)."""
     return "\\\\".join(os.fsencode(part).decode("utf-8", "backslashreplace") for part in name.split("\\"))
+
+
+def _guest_sample_name(name: str) -> str:
+    """The name the sample file ``name`` (as :func:`os.listdir` gives it) has in the guest: each byte that is
+    not UTF-8, each control character (a newline would end the agent's request line) and white space at the end
+    (the request line loses it) shown as ``\\xNN``, one for each of its UTF-8 bytes, so every sample can run."""
+    text = os.fsencode(name).decode("utf-8", "backslashreplace")
+    body = text.rstrip()
+    shown = "".join(_bytes_shown(char) if unicodedata.category(char) == "Cc" else char for char in body)
+    return shown + "".join(_bytes_shown(char) for char in text[len(body) :])
+
+
+def _bytes_shown(char: str) -> str:
+    return "".join(f"\\x{byte:02x}" for byte in char.encode())
 
 
 def _is_regular(path: Path) -> bool:
@@ -371,7 +385,8 @@ class _Unshippable(Exception):
 def _tree_files(top: Path) -> list[Path]:
     """The regular files under the directory ``top``, in name order (directories are walked; one that holds no
     file is not made in the guest).  What ``--file`` would follow or drop is refused, as a sample is: a symbolic
-    link (it may point anywhere on the host, or loop), a FIFO, socket or device raise :class:`_Unshippable`
+    link (it may point anywhere on the host, or loop), a FIFO, socket or device, and a name the guest path cannot
+    take (not UTF-8, a control character, white space at the end of a file's name) raise :class:`_Unshippable`
     naming the entry, escaped; a directory that cannot be listed raises OSError."""
     found: list[Path] = []
     pending = [top]
@@ -382,6 +397,9 @@ def _tree_files(top: Path) -> list[Path]:
         for entry in entries:
             path = Path(entry.path)
             shown = _shown(path)
+            if _odd_name(entry.name):
+                raise _Unshippable(f"{shown}: a name that is not UTF-8 or holds a control character, "
+                                   "which no guest path takes")
             mode = entry.stat(follow_symlinks=False).st_mode
             if stat.S_ISLNK(mode):
                 raise _Unshippable(f"{shown}: {_LINK}: only regular files and directories go in the guest")
@@ -390,9 +408,21 @@ def _tree_files(top: Path) -> list[Path]:
             elif not stat.S_ISREG(mode):
                 raise _Unshippable(f"{shown}: a FIFO, socket or device: only regular files and directories go "
                                    "in the guest")
+            elif entry.name != entry.name.rstrip():  # the agent's request line loses it
+                raise _Unshippable(f"{shown}: a file name ending in white space, which no guest path takes")
             else:
                 found.append(path)
     return sorted(found)
+
+
+def _odd_name(name: str) -> bool:
+    """Whether the file name ``name`` (as :func:`os.listdir` gives it) is not UTF-8 or holds a control
+    character."""
+    try:
+        text = os.fsencode(name).decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return any(unicodedata.category(char) == "Cc" for char in text)
 
 
 def _shown(path: object) -> str:
