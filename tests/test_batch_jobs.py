@@ -371,3 +371,21 @@ def test_a_files_entry_that_is_a_symbolic_link_is_refused(tmp_path: Path) -> Non
     path = _write(tmp_path, "jobs:\n - {label: a, cmd: 'true', files: [link]}\n")
     with pytest.raises(JobsFileError, match=r'files/0: .*/link": a symbolic link .*: name what it points to'):
         load_jobs_file(path, _hash)
+
+
+def test_sample_in_a_template_s_script_is_one_note(tmp_path: Path) -> None:
+    """Break test of issue 15: ``{sample}`` in a template's cmd_file stayed as written with nothing said."""
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / "s1").write_text("echo hi\n")
+    (tmp_path / "probe.sh").write_text("sh {sample}\n")
+    (tmp_path / "plain.sh").write_text('for s in /root/samples/*; do sh "$s"; done\n')
+    notes: list[str] = []
+    template = _write(tmp_path, "cmd_file: probe.sh\n", "job.yaml")
+    (job,) = load_samples(samples, template, _hash, note=notes.append)
+    assert notes == [f"{template}: cmd_file: {{sample}} is replaced in cmd only, and stays as written in the script,"
+                     " which runs with no arguments: the sample is the file in /root/samples/"]
+    assert job.spec["cmd_file"] == str(tmp_path / "probe.sh")
+    notes.clear()
+    load_samples(samples, _write(tmp_path, "cmd_file: plain.sh\n", "job.yaml"), _hash, note=notes.append)
+    assert notes == []

@@ -143,6 +143,9 @@ def load_samples(
         raise JobsFileError(f"{template}: the template must be one job (a mapping)")
     if "label" in document:
         raise JobsFileError(f"{template}: label: each sample's job is labelled by its file name: remove it")
+    script = document.get("cmd_file")
+    if isinstance(script, str) and note is not None:
+        _note_placeholder_in_script(template.parent / Path(script).expanduser(), template, note)
     entries = []
     skipped: list[str] = []
     for sample in sorted(samples.iterdir()):
@@ -164,6 +167,23 @@ def load_samples(
     if not entries:
         raise JobsFileError(f"{samples}: no sample files in it")
     return _resolve_all(template, entries, template.parent, image_hash)
+
+
+def _note_placeholder_in_script(script: Path, template: Path, note: Callable[[str], None]) -> None:
+    """One ``note`` line if the template's ``cmd_file`` (``script``) holds ``{sample}``, which is replaced in
+    ``cmd`` only: the script is sent as it is and runs with no arguments.  A script that is no regular file or
+    cannot be read says nothing here (the job check reports it)."""
+    try:
+        if not script.is_file() or script.stat().st_size > MAX_JOBS_FILE:
+            return
+        text = script.read_bytes()
+    except (OSError, RuntimeError):  # RuntimeError: ~nosuchuser
+        return
+    if SAMPLE_PLACEHOLDER.encode() in text:
+        note(
+            f"{template}: cmd_file: {SAMPLE_PLACEHOLDER} is replaced in cmd only, and stays as written in the script,"
+            f" which runs with no arguments: the sample is the file in {SAMPLE_DIR}/"
+        )
 
 
 def sample_label(name: str) -> str:
