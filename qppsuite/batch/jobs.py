@@ -471,7 +471,7 @@ def _content_hash(path: Path, source: Path, label: str, modes: bool) -> str:
             digest.update(os.fsencode(member.relative_to(path)) + b"\0" + (f"{mode:o}\0".encode() if modes else b""))
             digest.update(content)
     except _Unshippable as exc:  # changed since the job was checked
-        raise JobsFileError(f"{source}: {json.dumps(label)}: {path}: {exc}") from None
+        raise JobsFileError(f"{source}: {json.dumps(label)}: {exc}") from None
     except OSError as exc:
         shown = os.fsencode(str(exc.filename or path)).decode("utf-8", "backslashreplace")
         raise JobsFileError(f"{source}: {json.dumps(label)}: cannot read {shown}: {exc.strerror or exc}") from None
