@@ -4,11 +4,13 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from qppsuite.batch import outdir
 from qppsuite.batch.jobs import JobsFileError, load_jobs_file, load_samples
+from qppsuite.channel import parse_file_spec
 from tests.cli_entry import run_main
 
 
@@ -257,12 +259,41 @@ def test_a_jobs_file_that_is_no_regular_file_or_too_large_is_one_line(tmp_path: 
         load_jobs_file(huge, _hash)
 
 
-def test_a_directory_of_files_with_names_that_are_not_utf8_is_hashed(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        (os.fsdecode(b"\xff\xfe"), '"{d}/\\\\xff\\\\xfe": a name that is not UTF-8 or holds a control character'),
+        ("a\nb", '"{d}/a\\nb": a name that is not UTF-8 or holds a control character'),
+        ("end ", '"{d}/end ": a file name ending in white space'),
+    ],
+)
+def test_a_files_directory_entry_the_guest_path_cannot_take_is_one_line(tmp_path: Path, name: str, said: str) -> None:
+    """Break test of issue 15: such a name failed the job in the run, at every rerun, instead of at job check."""
     (tmp_path / "tree").mkdir()
-    (tmp_path / "tree" / os.fsdecode(b"\xff\xfe")).write_bytes(b"x")
+    (tmp_path / "tree" / name).write_bytes(b"x")
     path = _write(tmp_path, "jobs:\n - {label: a, files: [tree]}\n")
-    (job,) = load_jobs_file(path, _hash)
-    assert len(job.sha256) == 64
+    with pytest.raises(JobsFileError) as raised:
+        load_jobs_file(path, _hash)
+    assert str(raised.value).startswith(f'{path}: job 1 ("a"): files/0: {said.format(d=tmp_path / "tree")}')
+    assert "\n" not in str(raised.value)
+
+
+def test_a_sample_name_the_guest_path_cannot_take_is_escaped(tmp_path: Path) -> None:
+    """Break test of issue 15: a sample named ``a<newline>b`` (or ending in a blank) failed at run time, at
+    every rerun: its guest name now shows those characters as \\xNN, as bytes that are not UTF-8 are."""
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for name in ("a\nb", "tab\tx ", " lead"):
+        (samples / name).write_text("echo hi\n")
+    template = _write(tmp_path, "cmd: sh {sample}\n", "job.yaml")
+    guests = {job.label: job.spec["files"][0]["guest"] for job in load_samples(samples, template, _hash)}
+    assert guests == {
+        "a\nb": "/root/samples/a\\x0ab",
+        "tab\tx ": "/root/samples/tab\\x09x\\x20",
+        " lead": "/root/samples/ lead",
+    }
+    for guest in guests.values():
+        parse_file_spec(f"{template}:{guest}")  # what the run checks: no newline, no blank at the end
 
 
 def test_a_moved_project_or_corpus_keeps_its_jobs_sha256(tmp_path: Path) -> None:
@@ -286,3 +317,75 @@ def test_a_moved_project_or_corpus_keeps_its_jobs_sha256(tmp_path: Path) -> None
     assert hashes(second) == hashes(first)
     (second / "tree" / "f").write_text("changed")
     assert hashes(second)[0] != hashes(first)[0]
+
+
+def test_the_mode_the_guest_gets_is_in_the_sha256(tmp_path: Path) -> None:
+    """Break test of issue 15: after ``chmod +x`` of a sample (or of a file in a ``files:`` directory), the
+    rerun said "complete already" and kept the run that failed with Permission denied."""
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / "x").write_text("#!/bin/sh\necho hi\n")
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "f").write_text("f")
+    (tmp_path / "probe.sh").write_text("echo hi\n")
+    template = _write(tmp_path, "cmd: '{sample}'\n", "job.yaml")
+    path = _write(tmp_path, "jobs:\n - {label: a, files: [tree]}\n - {label: b, cmd_file: probe.sh}\n")
+
+    def hashes() -> list[str]:
+        return [job.sha256 for job in load_samples(samples, template, _hash) + load_jobs_file(path, _hash)]
+
+    before = hashes()
+    (samples / "x").chmod(0o755)
+    (tmp_path / "tree" / "f").chmod(0o755)
+    (tmp_path / "probe.sh").chmod(0o755)  # a script is read as text: its mode is not the guest's
+    after = hashes()
+    assert after[0] != before[0] and after[1] != before[1] and after[2] == before[2]
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (lambda d: (d / "pw").symlink_to("/etc/passwd"), '"{d}/pw": a symbolic link (it may point anywhere'),
+        (lambda d: (d / "loop").symlink_to(".."), '"{d}/loop": a symbolic link (it may point anywhere'),
+        (lambda d: (d / "sub").mkdir() or (d / "sub" / "z").symlink_to("/dev/zero"), '"{d}/sub/z": a symbolic link'),
+        (lambda d: os.mkfifo(d / "fifo"), '"{d}/fifo": a FIFO, socket or device: only regular files and directories'),
+    ],
+)
+def test_a_files_directory_holding_a_link_or_a_fifo_is_one_line(tmp_path: Path, make: Any, said: str) -> None:
+    """Break test of issue 15: links in a ``files:`` directory were followed (the host's /etc/passwd, the
+    project's parent went into the guest) and a FIFO was dropped silently."""
+    tree = tmp_path / "d"
+    tree.mkdir()
+    (tree / "f1").write_text("1")
+    make(tree)
+    path = _write(tmp_path, "jobs:\n - {label: a, cmd: 'true', files: [d]}\n")
+    with pytest.raises(JobsFileError) as raised:
+        load_jobs_file(path, _hash)
+    assert str(raised.value).startswith(f'{path}: job 1 ("a"): files/0: {said.format(d=tree)}')
+    assert "\n" not in str(raised.value)
+
+
+def test_a_files_entry_that_is_a_symbolic_link_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "real").write_text("x")
+    (tmp_path / "link").symlink_to("real")
+    path = _write(tmp_path, "jobs:\n - {label: a, cmd: 'true', files: [link]}\n")
+    with pytest.raises(JobsFileError, match=r'files/0: .*/link": a symbolic link .*: name what it points to'):
+        load_jobs_file(path, _hash)
+
+
+def test_sample_in_a_template_s_script_is_one_note(tmp_path: Path) -> None:
+    """Break test of issue 15: ``{sample}`` in a template's cmd_file stayed as written with nothing said."""
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / "s1").write_text("echo hi\n")
+    (tmp_path / "probe.sh").write_text("sh {sample}\n")
+    (tmp_path / "plain.sh").write_text('for s in /root/samples/*; do sh "$s"; done\n')
+    notes: list[str] = []
+    template = _write(tmp_path, "cmd_file: probe.sh\n", "job.yaml")
+    (job,) = load_samples(samples, template, _hash, note=notes.append)
+    assert notes == [f"{template}: cmd_file: {{sample}} is replaced in cmd only, and stays as written in the script,"
+                     " which runs with no arguments: the sample is the file in /root/samples/"]
+    assert job.spec["cmd_file"] == str(tmp_path / "probe.sh")
+    notes.clear()
+    load_samples(samples, _write(tmp_path, "cmd_file: plain.sh\n", "job.yaml"), _hash, note=notes.append)
+    assert notes == []

@@ -17,6 +17,7 @@ import os
 import re
 import shlex
 import stat
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +143,9 @@ def load_samples(
         raise JobsFileError(f"{template}: the template must be one job (a mapping)")
     if "label" in document:
         raise JobsFileError(f"{template}: label: each sample's job is labelled by its file name: remove it")
+    script = document.get("cmd_file")
+    if isinstance(script, str) and note is not None:
+        _note_placeholder_in_script(template.parent / Path(script).expanduser(), template, note)
     entries = []
     skipped: list[str] = []
     for sample in sorted(samples.iterdir()):
@@ -149,8 +153,7 @@ def load_samples(
         if not _is_regular(sample):
             skipped.append(shown)
             continue
-        # a name that is not UTF-8 (a sample's own): its bytes shown as \xNN in the guest path
-        guest = f"{SAMPLE_DIR}/{shown}"
+        guest = f"{SAMPLE_DIR}/{_guest_sample_name(sample.name)}"
         entry = _with_defaults(document, {"label": sample_label(sample.name)})
         entry["files"] = [*entry.get("files", []), {"host": str(sample.absolute()), "guest": guest}]
         if isinstance(entry.get("cmd"), str):
@@ -166,11 +169,42 @@ def load_samples(
     return _resolve_all(template, entries, template.parent, image_hash)
 
 
+def _note_placeholder_in_script(script: Path, template: Path, note: Callable[[str], None]) -> None:
+    """One ``note`` line if the template's ``cmd_file`` (``script``) holds ``{sample}``, which is replaced in
+    ``cmd`` only: the script is sent as it is and runs with no arguments.  A script that is no regular file or
+    cannot be read says nothing here (the job check reports it)."""
+    try:
+        if not script.is_file() or script.stat().st_size > MAX_JOBS_FILE:
+            return
+        text = script.read_bytes()
+    except (OSError, RuntimeError):  # RuntimeError: ~nosuchuser
+        return
+    if SAMPLE_PLACEHOLDER.encode() in text:
+        note(
+            f"{template}: cmd_file: {SAMPLE_PLACEHOLDER} is replaced in cmd only, and stays as written in the script,"
+            f" which runs with no arguments: the sample is the file in {SAMPLE_DIR}/"
+        )
+
+
 def sample_label(name: str) -> str:
     """The label of the sample file ``name`` (as :func:`os.listdir` gives it): the name, with a backslash
     doubled and each byte that is not UTF-8 shown as ``\\xNN``, so two names never make one label (``x``
     followed by the byte 0xff is ``x\\xff``, the four characters ``x\\xff`` are ``x\\\\xff``)."""
     return "\\\\".join(os.fsencode(part).decode("utf-8", "backslashreplace") for part in name.split("\\"))
+
+
+def _guest_sample_name(name: str) -> str:
+    """The name the sample file ``name`` (as :func:`os.listdir` gives it) has in the guest: each byte that is
+    not UTF-8, each control character (a newline would end the agent's request line) and white space at the end
+    (the request line loses it) shown as ``\\xNN``, one for each of its UTF-8 bytes, so every sample can run."""
+    text = os.fsencode(name).decode("utf-8", "backslashreplace")
+    body = text.rstrip()
+    shown = "".join(_bytes_shown(char) if unicodedata.category(char) == "Cc" else char for char in body)
+    return shown + "".join(_bytes_shown(char) for char in text[len(body) :])
+
+
+def _bytes_shown(char: str) -> str:
+    return "".join(f"\\x{byte:02x}" for byte in char.encode())
 
 
 def _is_regular(path: Path) -> bool:
@@ -253,7 +287,7 @@ def _resolve_all(source: Path, entries: list[dict[str, Any]], base: Path, image_
         specs.append((job_id, label, _absolute_paths(entry, base, source, name)))
     # every job checked before any image is opened: a bad field is reported as such, whatever the images
     images: dict[str, str] = {}  # image -> its hash: each image opened once, not once per job
-    contents: dict[str, str] = {}  # host path -> its content's hash: a file many jobs put in the guest read once
+    contents: dict[tuple[str, bool], str] = {}  # (host path, modes) -> hash: a file many jobs share read once
     for job_id, label, spec in specs:
         image = spec.get("image", DEFAULT_IMAGE)
         if image not in images:
@@ -263,23 +297,26 @@ def _resolve_all(source: Path, entries: list[dict[str, Any]], base: Path, image_
     return jobs
 
 
-def _identity(spec: dict[str, Any], image: str, contents: dict[str, str], source: Path, label: str) -> str:
-    """What a job's sha256 covers, as text: the spec with each host file given by its content (and the name the
-    guest sees, when that is the host file's), not its host path, so a project or corpus moved elsewhere
-    resumes; the image by ``image``, the hash of its manifest (a bundle's path is left out)."""
+def _identity(
+    spec: dict[str, Any], image: str, contents: dict[tuple[str, bool], str], source: Path, label: str
+) -> str:
+    """What a job's sha256 covers, as text: the spec with each host file given by its content (and, for
+    ``files``, the mode bits the guest gets and the name the guest sees, when that is the host file's), not its
+    host path, so a project or corpus moved elsewhere resumes; the image by ``image``, the hash of its manifest
+    (a bundle's path is left out)."""
 
-    def content(text: str) -> str:
-        if text not in contents:
-            contents[text] = _content_hash(Path(text), source, label)
-        return contents[text]
+    def content(text: str, modes: bool) -> str:
+        if (text, modes) not in contents:
+            contents[text, modes] = _content_hash(Path(text), source, label, modes)
+        return contents[text, modes]
 
     shown = dict(spec)
-    if "cmd_file" in spec:
-        shown["cmd_file"] = {"sha256": content(spec["cmd_file"])}
+    if "cmd_file" in spec:  # read as the script's text: its mode does not reach the guest
+        shown["cmd_file"] = {"sha256": content(spec["cmd_file"], False)}
     if "files" in spec:
         shown["files"] = [
-            {"sha256": content(item["host"]), **({"guest": item["guest"]} if "guest" in item else
-                                                 {"name": _guest_name(Path(item["host"]))})}
+            {"sha256": content(item["host"], True), **({"guest": item["guest"]} if "guest" in item else
+                                                       {"name": _guest_name(Path(item["host"]))})}
             for item in spec["files"]
         ]
     shown["image"] = {"manifest_sha256": image} if "/" in spec.get("image", "") else spec.get("image")
@@ -337,7 +374,18 @@ def _absolute_paths(entry: dict[str, Any], base: Path, source: Path, name: str) 
     files = []
     for index, item in enumerate(spec.get("files", [])):
         item = {"host": item} if isinstance(item, str) else dict(item)
-        item["host"] = host(item["host"], f"files/{index}", ("regular file", "directory"))
+        field = f"files/{index}"
+        item["host"] = host(item["host"], field, ("regular file", "directory"))
+        if Path(item["host"]).is_symlink():
+            raise JobsFileError(f"{source}: {name}: {field}: {_shown(item['host'])}: {_LINK}: name what it points to")
+        try:
+            if Path(item["host"]).is_dir():
+                _tree_files(Path(item["host"]))
+        except _Unshippable as exc:
+            raise JobsFileError(f"{source}: {name}: {field}: {exc}") from None
+        except OSError as exc:
+            why = f"cannot read {_shown(exc.filename)}: {exc.strerror}"
+            raise JobsFileError(f"{source}: {name}: {field}: {why}") from None
         files.append(item)
     if files:
         spec["files"] = files
@@ -347,27 +395,97 @@ def _absolute_paths(entry: dict[str, Any], base: Path, source: Path, name: str) 
     return spec
 
 
+_LINK = "a symbolic link (it may point anywhere on the host)"
+
+
+class _Unshippable(Exception):
+    """An entry of a ``files`` directory that cannot go into the guest as it is: the message names it."""
+
+
+def _tree_files(top: Path) -> list[Path]:
+    """The regular files under the directory ``top``, in name order (directories are walked; one that holds no
+    file is not made in the guest).  What ``--file`` would follow or drop is refused, as a sample is: a symbolic
+    link (it may point anywhere on the host, or loop), a FIFO, socket or device, and a name the guest path cannot
+    take (not UTF-8, a control character, white space at the end of a file's name) raise :class:`_Unshippable`
+    naming the entry, escaped; a directory that cannot be listed raises OSError."""
+    found: list[Path] = []
+    pending = [top]
+    while pending:
+        directory = pending.pop()
+        with os.scandir(directory) as listing:
+            entries = list(listing)
+        for entry in entries:
+            path = Path(entry.path)
+            shown = _shown(path)
+            if _odd_name(entry.name):
+                raise _Unshippable(f"{shown}: a name that is not UTF-8 or holds a control character, "
+                                   "which no guest path takes")
+            mode = entry.stat(follow_symlinks=False).st_mode
+            if stat.S_ISLNK(mode):
+                raise _Unshippable(f"{shown}: {_LINK}: only regular files and directories go in the guest")
+            if stat.S_ISDIR(mode):
+                pending.append(path)
+            elif not stat.S_ISREG(mode):
+                raise _Unshippable(f"{shown}: a FIFO, socket or device: only regular files and directories go "
+                                   "in the guest")
+            elif entry.name != entry.name.rstrip():  # the agent's request line loses it
+                raise _Unshippable(f"{shown}: a file name ending in white space, which no guest path takes")
+            else:
+                found.append(path)
+    return sorted(found)
+
+
+def _odd_name(name: str) -> bool:
+    """Whether the file name ``name`` (as :func:`os.listdir` gives it) is not UTF-8 or holds a control
+    character."""
+    try:
+        text = os.fsencode(name).decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return any(unicodedata.category(char) == "Cc" for char in text)
+
+
+def _shown(path: object) -> str:
+    """A host path for a one-line message: quoted, each control character escaped, bytes that are not UTF-8
+    as ``\\xNN``."""
+    return json.dumps(os.fsencode(str(path)).decode("utf-8", "backslashreplace"), ensure_ascii=False)
+
+
 def _guest_name(host: Path) -> str:
     """The name ``--file HOST`` gives the file in the guest: a file's own, a directory's resolved one."""
     return host.resolve().name if host.is_dir() else host.name
 
 
-def _content_hash(path: Path, source: Path, label: str) -> str:
-    """sha256 of a file's bytes, or of a directory's regular files (relative names as bytes, and contents, in
-    name order); one :class:`JobsFileError` line if it cannot be read."""
-    digest = hashlib.sha256()
+def _content_hash(path: Path, source: Path, label: str, modes: bool) -> str:
+    """sha256 of a file's bytes, or of a directory's regular files (in name order, each its relative name as
+    bytes and its content's sha256); with ``modes``, each file's permission bits too (``--file`` gives the guest
+    file the host file's: a ``chmod +x`` changes what the guest runs).  One :class:`JobsFileError` line if it
+    cannot be read."""
     try:
-        members = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for member in members:
-            if path.is_dir():
-                digest.update(os.fsencode(member.relative_to(path)) + b"\0")
-            with member.open("rb") as stream:
-                for block in iter(lambda: stream.read(1 << 20), b""):
-                    digest.update(block)
+        if not path.is_dir():
+            mode, content = _file_hash(path)
+            return hashlib.sha256(f"{mode:o}\0".encode() + content).hexdigest() if modes else content.hex()
+        digest = hashlib.sha256()
+        for member in _tree_files(path):
+            mode, content = _file_hash(member)
+            digest.update(os.fsencode(member.relative_to(path)) + b"\0" + (f"{mode:o}\0".encode() if modes else b""))
+            digest.update(content)
+    except _Unshippable as exc:  # changed since the job was checked
+        raise JobsFileError(f"{source}: {json.dumps(label)}: {exc}") from None
     except OSError as exc:
         shown = os.fsencode(str(exc.filename or path)).decode("utf-8", "backslashreplace")
         raise JobsFileError(f"{source}: {json.dumps(label)}: cannot read {shown}: {exc.strerror or exc}") from None
     return digest.hexdigest()
+
+
+def _file_hash(path: Path) -> tuple[int, bytes]:
+    """``(permission bits, sha256 digest of the bytes)`` of the regular file ``path``; OSError if it cannot be
+    read."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+        return stat.S_IMODE(os.fstat(stream.fileno()).st_mode), digest.digest()
 
 
 def _job_id(label: str, taken: dict[str, str]) -> str:
