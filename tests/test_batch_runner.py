@@ -650,3 +650,43 @@ def test_an_output_directory_that_is_a_file_is_one_line(tmp_path: Path, monkeypa
     code, stderr = run_main(["batch", str(jobs), "--pool", "-o", str(tmp_path / "afile")])
     assert (code, ran) == (1, [])
     assert stderr == f"error: the batch's output directory {tmp_path / 'afile'} is a file, not a directory\n"
+
+
+class _RayInstallingItsSignalHandlers:
+    """A stand-in for the ``ray`` module whose ``init`` does what Ray's does to the signal handlers (a Python
+    SIGTERM handler of its own, and its C++ core's handlers in the process's table, which Python's own table
+    does not see: here they ignore the signal), and
+    whose first task submission receives a SIGTERM: whether :func:`runner._run_ray` stops as the pool does
+    depends on the handler order only, no Ray needed."""
+
+    def __init__(self) -> None:
+        import ctypes
+
+        self.libc = ctypes.CDLL(None)
+        self.libc.signal.restype = ctypes.c_void_p
+        self.libc.signal.argtypes = (ctypes.c_int, ctypes.c_void_p)
+
+    def init(self, **_options: Any) -> None:
+        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(signum))  # as ray.init does
+        for signum in runner.STOPPING:
+            self.libc.signal(signum, 1)  # SIG_IGN, behind Python's back, as Ray's C++ core installs its own
+
+    def remote(self, **_options: Any) -> Any:
+        def task(_function: Any) -> Any:
+            signal.raise_signal(signal.SIGTERM)  # the batch is stopped as its first job would be submitted
+            raise AssertionError("the SIGTERM did not stop the batch")
+
+        return task
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_sigterm_stops_a_local_ray_batch_after_ray_init_installed_its_handlers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", _RayInstallingItsSignalHandlers())
+    received: list[int] = []
+    with pytest.raises(KeyboardInterrupt), runner._signals_interrupt(received):  # restores pytest's, C level too
+        runner._run_ray([], tmp_path, None, runner.Summary(total=0), 1, None, tmp_path)  # type: ignore[arg-type]
+    assert received == [signal.SIGTERM]
