@@ -690,3 +690,13 @@ def test_sigterm_stops_a_local_ray_batch_after_ray_init_installed_its_handlers(
     with pytest.raises(KeyboardInterrupt), runner._signals_interrupt(received):  # restores pytest's, C level too
         runner._run_ray([], tmp_path, None, runner.Summary(total=0), 1, None, tmp_path)  # type: ignore[arg-type]
     assert received == [signal.SIGTERM]
+
+
+def test_a_directory_at_an_attempt_file_s_name_is_cleared_with_the_attempt(tmp_path: Path) -> None:
+    """A directory made by hand where the job's run.sqlite (or console.log...) goes is removed with the rest of
+    the earlier attempt, not a ``batch error (IsADirectoryError...)`` on every rerun; attempts.json stays."""
+    for name in (outdir.DATABASE_FILE, outdir.CONSOLE_FILE):
+        (tmp_path / name / "inside").mkdir(parents=True)
+    outdir.note_attempt(tmp_path, "sha", 1)
+    outdir.clear_attempt(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [outdir.ATTEMPTS_FILE]

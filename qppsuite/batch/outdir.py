@@ -196,9 +196,14 @@ def _read_object(path: Path) -> dict[str, Any] | None:
 
 def clear_attempt(directory: Path) -> None:
     """Remove what an earlier attempt left, result.json first: a rerun's database starts empty (attempts.json,
-    the count of attempts, stays)."""
+    the count of attempts, stays).  A directory at one of their names (made by hand: it is inside the job's own
+    directory) goes too, rather than failing every rerun of the job."""
     for name in ATTEMPT_FILES:
-        (directory / name).unlink(missing_ok=True)
+        path = directory / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
     shutil.rmtree(directory / COPIED_DIR, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
 
