@@ -2,6 +2,7 @@
 job executor is a fake that writes what a run would)."""
 
 import _thread
+import contextlib
 import http.server
 import io
 import json
@@ -10,6 +11,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -68,6 +70,8 @@ def _fake_run(ran: list[str], database: Path, fail: dict[str, BaseException] | N
             raise fail[job.label]
         outdir.clear_attempt(directory)
         shutil.copyfile(database, directory / outdir.DATABASE_FILE)
+        with contextlib.closing(sqlite3.connect(directory / outdir.DATABASE_FILE)) as conn, conn:
+            conn.execute("UPDATE runs SET label = ?", (job.label,))  # as `qppsuite run --label` writes it
         return {"format": outdir.FORMAT, "id": job.id, "label": job.label, "sha256": job.sha256, "status": "ok",
                 "reason": None, "attempts": attempts, "wall_s": 0.5, "insns_executed": 1}
 

@@ -73,8 +73,8 @@ SIDE_FILES = ("-wal", "-shm", "-journal")
 #: Why an ok job that had a database (its result.json copied an instruction count from it) has none.
 MISSING_DATABASE = f"its database is missing (no {DATABASE_FILE})"
 #: The hint when a job's database is of a format this version refuses: its result.json is left as it is.
-REFUSED_HINT = (f"a job whose {DATABASE_FILE} this version refuses is not rerun by itself: delete its "
-                f"jobs/<id>/{RESULT_FILE} and run the batch again to redo it")
+REFUSED_HINT = (f"a job whose {DATABASE_FILE} this version refuses keeps its {RESULT_FILE}: rerun the batch to redo "
+                f"it (first delete its jobs/<id>/{RESULT_FILE} if the batch counts it complete)")
 
 
 class MergeError(QppsuiteError):
