@@ -80,6 +80,8 @@ class RunOptions:
     interactive: bool = False
     #: Start from this named snapshot (:func:`save_snapshot`) instead of the ready one.
     start_from: str | None = None
+    #: The run's name (``qppsuite run --label``), recorded in its database's ``runs.label``; None: none.
+    label: str | None = None
     #: With ``cold``: boot through the channel even with no file to carry, as a ``--cold`` run with files did
     #: (its files are in the recorded input a replay gives).
     cold_channel: bool = False
@@ -212,6 +214,7 @@ def run_context(options: RunOptions, image: ImageBundle, snapshot: str | None) -
         snapshot=snapshot,
         plugins=("core", *options.plugins),
         options=MappingProxyType(given),
+        label=options.label,
     )
 
 

@@ -13,7 +13,8 @@ from typing import Any
 @dataclass(frozen=True)
 class JobSpec:
     """One job of the directory: ``status`` ok/failed writes its result.json, None leaves it unwritten (not run);
-    ``database``, a run database copied in as the job's run.sqlite."""
+    ``database``, a run database copied in as the job's run.sqlite (its run labelled ``label`` unless
+    ``labelled`` is false, or it has a label of its own already)."""
 
     label: str
     status: str | None
@@ -21,6 +22,7 @@ class JobSpec:
     database: Path | None = None
     stop_reason: str | None = None
     sha256: str | None = None  # the result's, when it must differ from batch.json's (a changed job)
+    labelled: bool = True  # the copied database's run labelled with the job's label, as `qppsuite run --label` does
 
     @property
     def id(self) -> str:
@@ -38,6 +40,13 @@ def write_outdir(outdir: Path, jobs: list[JobSpec]) -> Path:
         directory.mkdir(exist_ok=True)
         if job.database is not None:
             (directory / "run.sqlite").write_bytes(job.database.read_bytes())
+            if job.labelled:
+                conn = sqlite3.connect(directory / "run.sqlite")
+                try:
+                    with conn:
+                        conn.execute("UPDATE runs SET label = ? WHERE label IS NULL", (job.label,))
+                finally:
+                    conn.close()
         if job.status is not None:
             run = _last_run(job.database)
             result = {

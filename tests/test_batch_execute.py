@@ -110,3 +110,12 @@ def test_a_guest_stop_line_reads_back() -> None:
         assert guest_stopped(line) == (kind, message)
     assert guest_stopped("error: the command exited with status 3 (stopped after 1 s)") is None
     assert guest_stopped("error: Panic: x (stopped after 1 s)") is None
+
+
+def test_the_run_is_given_the_jobs_label(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--label`` names the job in its run database's runs.label: what tells the job's file from another's."""
+    monkeypatch.setattr(execute.subprocess, "Popen", _Spawned)
+    _Spawned.calls.clear()
+    execute.run_job(_job(tmp_path, "{label: 'a job -x', cmd: 'true'}"), tmp_path / "out", attempts=1)
+    [(args, _kwargs)] = _Spawned.calls
+    assert args[args.index("--label") + 1] == "a job -x"

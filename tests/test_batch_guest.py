@@ -5,6 +5,7 @@ Each job is a few commands from the image's ready snapshot (about a second of gu
 small instruction budget or is stopped by the test.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -24,8 +25,9 @@ pytestmark = pytest.mark.boot
 #: Guest instructions after the ready snapshot's (about 240 million): a spinning job runs out quickly.
 SPIN_BUDGET = 350_000_000
 SPIN = "while :; do :; done"
-#: runs columns that are wall-clock times: the only ones two runs of one job may differ in (on one worker).
-WALL_TIME_COLUMNS = {"runs": {"started_at", "ended_at"}}
+#: runs columns that are wall-clock times, and the label: the only ones two runs of one command may differ in
+#: (on one worker).
+WALL_TIME_COLUMNS = {"runs": {"started_at", "ended_at", "label"}}
 #: ...and on a Ray worker (local or not), the path of that worker's unpacked copy of the image bundle.
 WORKER_COLUMNS = {"runs": {"started_at", "ended_at", "image_path"}}
 
@@ -87,7 +89,9 @@ def check_eight(out: Path) -> dict[str, dict[str, Any]]:
     assert {label: (r["status"], r["reason"]) for label, r in found.items()} == EXPECTED
     for label, result in found.items():
         assert result["sha256"] and result["attempts"] >= 1, label
-        assert (out / "jobs" / result["id"] / "run.sqlite").is_file(), label
+        database = out / "jobs" / result["id"] / "run.sqlite"
+        with contextlib.closing(sqlite3.connect(database)) as conn:  # the run names its job (qppsuite run --label)
+            assert conn.execute("SELECT label FROM runs").fetchall() == [(label,)], label
     assert found["panic"]["stop_reason"] == "panic" and found["spin"]["stop_reason"] == "max_insns"
     assert found["echo"]["stop_reason"] == "poweroff" and found["echo"]["exit_code"] == 0
     assert "hello" in (out / "jobs" / "echo" / "console.log").read_text()
@@ -111,7 +115,7 @@ def test_eight_jobs_on_the_pool_then_a_rerun_skips_the_complete_ones(eight_jobs:
     assert first.returncode == 1, first.stderr
     assert "8 jobs: 6 ok, 2 failed, 0 not run" in first.stderr
     found = check_eight(out)
-    # the same job on two workers: the same database content apart from wall times
+    # the same job on two workers: the same database content apart from wall times and its label
     assert table_dump(out / "jobs" / "same-1" / "run.sqlite", WALL_TIME_COLUMNS) == table_dump(
         out / "jobs" / "same-2" / "run.sqlite", WALL_TIME_COLUMNS
     )

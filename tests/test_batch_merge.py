@@ -580,3 +580,86 @@ def test_the_merge_command_waits_for_no_running_batch(sources: dict[str, Path], 
     assert "Traceback" not in output and not (tmp_path / "batch.sqlite").exists()
     code, output = run_main(["batch", "merge", str(tmp_path)])
     assert code == 0, output
+
+
+def test_an_ok_jobs_missing_database_is_its_failure_and_failed_in_its_result(
+    sources: dict[str, Path], tmp_path: Path
+) -> None:
+    """An ok job whose result.json copied an instruction count from its run.sqlite, the file since deleted: not
+    an ok run of no calls, but that job's failure, rewritten in its result.json so the next run retries it."""
+    small = _with_insn_count(sources["small"], tmp_path / "small.db", 111)  # as a guest's run has one
+    out = write_outdir(tmp_path / "out", [JobSpec("small", "ok", database=small), standard_jobs(sources)[1]])
+    (out / "jobs" / "small" / "run.sqlite").unlink()
+    result = merge_batch(out)
+    assert [(job.label, job.status, job.reason) for job in result.jobs] == [
+        ("small", "failed", "its database is missing (no run.sqlite)"), ("big", "ok", None)]
+    assert result.problems == ("small: its database is missing (no run.sqlite)",)
+    written = json.loads((out / "jobs" / "small" / "result.json").read_text())
+    assert (written["status"], written["reason"]) == ("failed", "its database is missing (no run.sqlite)")
+
+
+def test_a_database_of_a_refused_schema_is_failed_in_the_merge_but_its_result_is_kept(
+    sources: dict[str, Path], tmp_path: Path
+) -> None:
+    """A job's file this version refuses (an older build's schema) is not damage: its row says failed and why,
+    the merge gives a hint on redoing it, and its result.json still says ok (the file is not deleted by a rerun
+    the user did not ask for)."""
+    old = tmp_path / "old.db"
+    old.write_bytes(sources["small"].read_bytes())
+    with sqlite3.connect(old) as conn:
+        conn.execute("PRAGMA user_version = 4")
+    conn.close()
+    out = write_outdir(tmp_path / "out", [JobSpec("old", "ok", database=old, stop_reason="poweroff")])
+    result = merge_batch(out)
+    ((job,),) = (result.jobs,)
+    assert job.status == "failed" and "another qppsuite version (schema 4" in (job.reason or ""), job
+    assert result.hints == (batch_merge.REFUSED_HINT,)
+    assert json.loads((out / "jobs" / "old" / "result.json").read_text())["status"] == "ok"
+    code, output = run_main(["batch", "merge", str(out)])
+    assert code == 1 and f"hint: {batch_merge.REFUSED_HINT}" in " ".join(output.split()), output
+
+
+def _labelled(source: Path, target: Path, label: str | None, **run: Any) -> Path:
+    """A copy of ``source`` whose run is labelled ``label`` (as ``qppsuite run --label`` writes it), with the
+    ``runs`` columns ``run`` set too."""
+    target.write_bytes(source.read_bytes())
+    with sqlite3.connect(target) as conn:
+        for column, value in {"label": label, **run}.items():
+            conn.execute(f"UPDATE runs SET {column} = ?", (value,))
+    conn.close()
+    return target
+
+
+def test_two_jobs_databases_alike_but_for_their_label_swapped_are_neither_complete_nor_merged(
+    sources: dict[str, Path], tmp_path: Path
+) -> None:
+    """Two jobs run side by side with one instruction count and the same times: only the label their runs
+    record tells their files apart, swapped."""
+    from qppsuite.batch import outdir
+
+    alike = {"insn_count": 1000, "started_at": "2026-12-06T00:00:00+00:00", "ended_at": "2026-12-06T00:00:01+00:00"}
+    a = _labelled(sources["small"], tmp_path / "a.db", "a", **alike)
+    b = _labelled(sources["big"], tmp_path / "b.db", "b", **alike)
+    out = write_outdir(tmp_path / "out", [JobSpec("a", "ok", database=a), JobSpec("b", "ok", database=b)])
+    assert all(outdir.is_complete(out / "jobs" / label, f"sha-{label}", database=True) for label in "ab")
+    (out / "jobs" / "a" / "run.sqlite").write_bytes(b.read_bytes())
+    (out / "jobs" / "b" / "run.sqlite").write_bytes(a.read_bytes())
+    assert not any(outdir.is_complete(out / "jobs" / label, f"sha-{label}", database=True) for label in "ab")
+    result = merge_batch(out)
+    assert [(job.label, job.status) for job in result.jobs] == [("a", "failed"), ("b", "failed")]
+    assert (result.jobs[0].reason or "").endswith(
+        "run.sqlite: its database is not the run its result.json describes: its run is labelled 'b', the job 'a'")
+    assert rows(result.path, "SELECT COUNT(*) FROM syscalls") == [(0,)]
+
+
+def test_a_database_not_labelled_is_merged_but_not_complete(sources: dict[str, Path], tmp_path: Path) -> None:
+    """A run database written before the batch labelled its runs cannot show it is its job's: the batch reruns
+    the job once, while a merge of that output directory as it is still takes it."""
+    from qppsuite.batch import outdir
+
+    old = _labelled(sources["small"], tmp_path / "old.db", None)
+    out = write_outdir(tmp_path / "out", [JobSpec("old", "ok", database=old, labelled=False)])
+    assert not outdir.is_complete(out / "jobs" / "old", "sha-old", database=True)
+    result = merge_batch(out)
+    assert result.problems == () and [job.status for job in result.jobs] == ["ok"]
+    assert rows(result.path, "SELECT label FROM runs") == [("old",)]

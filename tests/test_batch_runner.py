@@ -2,6 +2,7 @@
 job executor is a fake that writes what a run would)."""
 
 import _thread
+import contextlib
 import http.server
 import io
 import json
@@ -10,6 +11,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -68,6 +70,8 @@ def _fake_run(ran: list[str], database: Path, fail: dict[str, BaseException] | N
             raise fail[job.label]
         outdir.clear_attempt(directory)
         shutil.copyfile(database, directory / outdir.DATABASE_FILE)
+        with contextlib.closing(sqlite3.connect(directory / outdir.DATABASE_FILE)) as conn, conn:
+            conn.execute("UPDATE runs SET label = ?", (job.label,))  # as `qppsuite run --label` writes it
         return {"format": outdir.FORMAT, "id": job.id, "label": job.label, "sha256": job.sha256, "status": "ok",
                 "reason": None, "attempts": attempts, "wall_s": 0.5, "insns_executed": 1}
 
@@ -650,3 +654,53 @@ def test_an_output_directory_that_is_a_file_is_one_line(tmp_path: Path, monkeypa
     code, stderr = run_main(["batch", str(jobs), "--pool", "-o", str(tmp_path / "afile")])
     assert (code, ran) == (1, [])
     assert stderr == f"error: the batch's output directory {tmp_path / 'afile'} is a file, not a directory\n"
+
+
+class _RayInstallingItsSignalHandlers:
+    """A stand-in for the ``ray`` module whose ``init`` does what Ray's does to the signal handlers (a Python
+    SIGTERM handler of its own, and its C++ core's handlers in the process's table, which Python's own table
+    does not see: here they ignore the signal), and
+    whose first task submission receives a SIGTERM: whether :func:`runner._run_ray` stops as the pool does
+    depends on the handler order only, no Ray needed."""
+
+    def __init__(self) -> None:
+        import ctypes
+
+        self.libc = ctypes.CDLL(None)
+        self.libc.signal.restype = ctypes.c_void_p
+        self.libc.signal.argtypes = (ctypes.c_int, ctypes.c_void_p)
+
+    def init(self, **_options: Any) -> None:
+        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(signum))  # as ray.init does
+        for signum in runner.STOPPING:
+            self.libc.signal(signum, 1)  # SIG_IGN, behind Python's back, as Ray's C++ core installs its own
+
+    def remote(self, **_options: Any) -> Any:
+        def task(_function: Any) -> Any:
+            signal.raise_signal(signal.SIGTERM)  # the batch is stopped as its first job would be submitted
+            raise AssertionError("the SIGTERM did not stop the batch")
+
+        return task
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_sigterm_stops_a_local_ray_batch_after_ray_init_installed_its_handlers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", _RayInstallingItsSignalHandlers())
+    received: list[int] = []
+    with pytest.raises(KeyboardInterrupt), runner._signals_interrupt(received):  # restores pytest's, C level too
+        runner._run_ray([], tmp_path, None, runner.Summary(total=0), 1, None, tmp_path)  # type: ignore[arg-type]
+    assert received == [signal.SIGTERM]
+
+
+def test_a_directory_at_an_attempt_file_s_name_is_cleared_with_the_attempt(tmp_path: Path) -> None:
+    """A directory made by hand where the job's run.sqlite (or console.log...) goes is removed with the rest of
+    the earlier attempt, not a ``batch error (IsADirectoryError...)`` on every rerun; attempts.json stays."""
+    for name in (outdir.DATABASE_FILE, outdir.CONSOLE_FILE):
+        (tmp_path / name / "inside").mkdir(parents=True)
+    outdir.note_attempt(tmp_path, "sha", 1)
+    outdir.clear_attempt(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [outdir.ATTEMPTS_FILE]

@@ -416,3 +416,14 @@ def test_the_query_commands_say_when_a_run_recorded_no_system_calls(tmp_path: Pa
     assert "system calls were not recorded" in stats.output and "0 system calls" not in stats.output
     got = json.loads(runner.invoke(app, ["stats", str(path), "-f", "json"]).output)
     assert (got["calls"], got["failed"], got["processes"]) == (None, None, 1)
+
+
+@pytest.mark.parametrize("label", ["a job", None])
+def test_the_runs_row_records_the_runs_label(tmp_path: Path, label: str | None) -> None:
+    """``qppsuite run --label`` (a batch's job label) is the run's ``runs.label``; without one it is NULL."""
+    from qppsuite.core.qpp import RunContext
+
+    with QPP(None, context=RunContext(label=label)) as qpp:
+        start(qpp, ["syscalls", "syscalls_logger"], {"syscalls_logger": {"db": str(tmp_path / "t.db")}})
+        qpp.stop_all(None)
+    assert rows(tmp_path / "t.db", "SELECT label FROM runs") == [{"label": label}]

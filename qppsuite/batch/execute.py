@@ -75,6 +75,7 @@ def run_job(
     database = directory / outdir.DATABASE_FILE
     arguments = job.run_arguments(database, directory / outdir.CONSOLE_FILE, directory / outdir.COPIED_DIR,
                                   image or _image_path(job, cache_path))
+    arguments += ["--label", job.label]  # its database names the job: outdir.run_mismatch checks it
     env = dict(os.environ, QPPSUITE_CACHE=str(cache_path))
     begun, wall_start = outdir.now_iso(), time.monotonic()
     with (directory / outdir.STDERR_FILE).open("wb") as stderr:

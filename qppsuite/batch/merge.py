@@ -39,6 +39,7 @@ from qppsuite.batch.outdir import (
     DATABASE_FILE,
     RESULT_FILE,
     RUN_COLUMNS,
+    RUN_FIELDS,
     fail_result,
     job_dir,
     run_mismatch,
@@ -50,6 +51,7 @@ from qppsuite.plugins.syscalls_logger.database import (
     RUNS,
     create_lookup_indexes,
     create_schema,
+    schema_mismatch,
     sqlite_utils,
 )
 from qppsuite.schemas import load_schema, schema_problem
@@ -68,6 +70,11 @@ BATCH_COLUMNS = ("label", "batch_status", "batch_reason")
 SOURCE = "job"
 #: The files SQLite may keep beside a database: an old merged file's would be read as the new one's.
 SIDE_FILES = ("-wal", "-shm", "-journal")
+#: Why an ok job that had a database (its result.json copied an instruction count from it) has none.
+MISSING_DATABASE = f"its database is missing (no {DATABASE_FILE})"
+#: The hint when a job's database is of a format this version refuses: its result.json is left as it is.
+REFUSED_HINT = (f"a job whose {DATABASE_FILE} this version refuses keeps its {RESULT_FILE}: rerun the batch to redo "
+                f"it (first delete its jobs/<id>/{RESULT_FILE} if the batch counts it complete)")
 
 
 class MergeError(QppsuiteError):
@@ -77,8 +84,9 @@ class MergeError(QppsuiteError):
 @dataclass(frozen=True)
 class Job:
     """What the merge decided of one job: its run id in the merged file, label, status and reason (one line),
-    the job's own database to copy (None: none, or none worth reading) and, for a job without one, what its
-    ``result.json`` says of the run (``stop_reason``, ``insn_count``, ``started``, ``ended``)."""
+    the job's own database to copy (None: none, or none worth reading), its ``result.json`` (what it says of
+    the run: ``status``, ``stop_reason``, ``insn_count``, ``started``, ``ended``; {} if none was read) and
+    whether its database is of a format this version ``refused`` (not damage: its result.json is kept)."""
 
     run_id: int
     label: str
@@ -86,16 +94,25 @@ class Job:
     reason: str | None
     database: Path | None = None
     result: dict[str, Any] = field(default_factory=dict)
+    refused: bool = False
+
+    @property
+    def broken(self) -> bool:
+        """Whether the job's result.json says ok but its database is missing, damaged or another run's: the
+        merge rewrites it as failed, so the next run retries the job."""
+        return self.status == FAILED and self.result.get("status") == OK and not self.refused
 
 
 @dataclass(frozen=True)
 class Merged:
-    """A merge's outcome: the file, each job as merged, and one line per input that was not as the contract
-    says (a result.json or a database that could not be read), each naming the job."""
+    """A merge's outcome: the file, each job as merged, one line per input that was not as the contract
+    says (a result.json or a database that could not be read), each naming the job, and hints (one line each)
+    on what to do about them."""
 
     path: Path
     jobs: tuple[Job, ...]
     problems: tuple[str, ...]
+    hints: tuple[str, ...] = ()
 
     def count(self, status: str) -> int:
         return sum(job.status == status for job in self.jobs)
@@ -112,7 +129,7 @@ def merge_batch(outdir: Path) -> Merged:
     raises :class:`MergeError` (one line) when there is no batch to merge or the file cannot be written."""
     entries = _batch_entries(outdir)
     problems: list[str] = []
-    jobs = read = [_job(outdir, run_id, entry, problems) for run_id, entry in enumerate(entries, start=1)]
+    jobs = [_job(outdir, run_id, entry, problems) for run_id, entry in enumerate(entries, start=1)]
     target = outdir / MERGED_FILE
     try:
         fd, name = tempfile.mkstemp(prefix=f".{MERGED_FILE}.", suffix=".tmp", dir=outdir)
@@ -133,14 +150,14 @@ def merge_batch(outdir: Path) -> Merged:
         if isinstance(exc, (OSError, sqlite3.Error)):
             raise MergeError(f"cannot write {target}: {getattr(exc, 'strerror', None) or exc}") from None
         raise
-    for before, after in zip(read, jobs, strict=True):
-        if before.status == OK and after.status == FAILED and before.database is not None:
-            # its database is damaged or another run's: failed in its result.json too, so the next run retries it
+    for entry, job in zip(entries, jobs, strict=True):
+        if job.broken:  # failed in its result.json too, so the next run retries it
             try:
-                fail_result(before.database.parent, after.reason or "")
+                fail_result(job_dir(outdir, entry["id"]), job.reason or "")
             except OSError as exc:
-                problems.append(f"{after.label}: cannot mark it failed in its {RESULT_FILE}: {exc.strerror or exc}")
-    return Merged(target, tuple(jobs), tuple(problems))
+                problems.append(f"{job.label}: cannot mark it failed in its {RESULT_FILE}: {exc.strerror or exc}")
+    hints = (REFUSED_HINT,) if any(job.refused for job in jobs) else ()
+    return Merged(target, tuple(jobs), tuple(problems), hints)
 
 
 def _inputs_schema(part: str) -> dict[str, Any]:
@@ -202,8 +219,17 @@ def _job(outdir: Path, run_id: int, entry: dict[str, Any], problems: list[str]) 
     if result["sha256"] != entry["sha256"]:
         return Job(run_id, label, NOT_RUN, "its result is of an earlier version of the job")
     status = result["status"]
+    if status == OK and _had_database(result) and not database.exists():
+        problems.append(f"{label}: {MISSING_DATABASE}")
+        return Job(run_id, label, FAILED, MISSING_DATABASE, None, result)
     reason = None if status == OK else _one_line(result.get("reason") or "") or "failed (no reason given)"
     return Job(run_id, label, status, reason, database if database.exists() else None, result)
+
+
+def _had_database(result: dict[str, Any]) -> bool:
+    """Whether an ok job's result.json was read from a run database: the runner copies the run's stop and
+    instruction count from its ``runs`` row, and an ok job without a database has neither."""
+    return any(result.get(field) is not None for field in RUN_FIELDS)
 
 
 def _one_line(text: str) -> str:
@@ -256,7 +282,7 @@ class _MergedFile:
                     what = f"its database is damaged: {what}"
                 problems.append(f"{job.label}: {what}")
                 reason = what if job.status == OK else f"{job.reason}; {what}"
-                job = replace(job, status=FAILED, reason=reason, database=None)
+                job = replace(job, status=FAILED, reason=reason, database=None, refused=isinstance(exc, _Refused))
         result = job.result
         self.conn.execute(
             f"INSERT INTO {RUNS} (id, started_at, ended_at, stop_reason, insn_count, {', '.join(BATCH_COLUMNS)}) "
@@ -277,7 +303,10 @@ class _MergedFile:
     def _copy(self, job: Job) -> None:
         """Copy the last run of ``job.database`` as run ``job.run_id``, all or nothing."""
         assert job.database is not None
-        reader.open_readonly(job.database).close()  # a foreign, damaged or other-version file: one line
+        refusal = _refusal(job.database)
+        if refusal is not None:
+            raise _Refused(refusal)
+        reader.open_readonly(job.database).close()  # a foreign or damaged file: one line
         conn = self.conn
         conn.execute("ATTACH DATABASE ? AS " + SOURCE, (reader.readonly_uri(job.database),))
         try:
@@ -364,6 +393,22 @@ class _MergedFile:
 
 class _Unmergeable(Exception):
     """A job's database that SQLite reads but the merge cannot copy: why, in one line."""
+
+
+class _Refused(_Unmergeable):
+    """A job's database SQLite reads whose schema this version refuses (another version's, or one lacking a
+    column its version has: an older build's, or an edited file): not damage, so its result.json is kept."""
+
+
+def _refusal(path: Path) -> str | None:
+    """Why this version refuses the schema of the database at ``path`` (one line), or None: it does not, or
+    SQLite cannot read it (damage, which :func:`reader.open_readonly` names)."""
+    try:
+        with contextlib.closing(sqlite3.connect(reader.readonly_uri(path), uri=True)) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            return schema_mismatch(conn, path, reading=True) if RUNS in tables else None
+    except (sqlite3.Error, UnicodeDecodeError):
+        return None
 
 
 def _tables(conn: sqlite3.Connection) -> dict[str, _Table]:

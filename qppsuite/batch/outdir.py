@@ -115,13 +115,14 @@ def is_complete(directory: Path, sha256: str, *, database: bool = False) -> bool
     if not database:
         return True
     run = _last_run(directory / DATABASE_FILE)
-    return run is not None and run_mismatch(result, run) is None
+    # A run not labelled (a file written before the batch labelled its runs) cannot show it is the job's: rerun.
+    return run is not None and run.get("label") is not None and run_mismatch(result, run) is None
 
 
 #: The ``runs`` columns a job's result.json repeats, by its field names (the result is read from that row).
 RUN_FIELDS = {"insn_count": "insn_count", "stop_reason": "stop_reason"}
 #: The ``runs`` columns :func:`run_mismatch` reads.
-RUN_COLUMNS = (*RUN_FIELDS.values(), "started_at", "ended_at")
+RUN_COLUMNS = (*RUN_FIELDS.values(), "label", "started_at", "ended_at")
 
 
 def _last_run(path: Path) -> dict[str, Any] | None:
@@ -140,8 +141,14 @@ def _last_run(path: Path) -> dict[str, Any] | None:
 
 def run_mismatch(result: Mapping[str, Any], run: Mapping[str, Any]) -> str | None:
     """Why the ``runs`` row ``run`` (:data:`RUN_COLUMNS`) is not the run the job's ``result`` describes, in
-    one line; None when it is: the fields result.json copied from it are equal, and the run started and ended
-    within the attempt's ``started`` .. ``ended`` (ISO 8601 UTC, to the second, when both sides have them)."""
+    one line; None when it is: the fields result.json copied from it are equal, the run is labelled with the
+    job's label (``qppsuite run --label``: a run not labelled, written before the batch labelled its runs, is
+    let through here, and :func:`is_complete` reruns it), and the run started and ended within the attempt's
+    ``started`` .. ``ended`` (ISO 8601 UTC, to the second, when both sides have them)."""
+    label = run.get("label")
+    if label is not None and label != result.get("label"):
+        return (f"its database is not the run its result.json describes: its run is labelled {label!r}, "
+                f"the job {result.get('label')!r}")
     for field, column in RUN_FIELDS.items():
         if result.get(field) != run.get(column):
             return (f"its database is not the run its result.json describes: {column} {run.get(column)}, "
@@ -196,9 +203,14 @@ def _read_object(path: Path) -> dict[str, Any] | None:
 
 def clear_attempt(directory: Path) -> None:
     """Remove what an earlier attempt left, result.json first: a rerun's database starts empty (attempts.json,
-    the count of attempts, stays)."""
+    the count of attempts, stays).  A directory at one of their names (made by hand: it is inside the job's own
+    directory) goes too, rather than failing every rerun of the job."""
     for name in ATTEMPT_FILES:
-        (directory / name).unlink(missing_ok=True)
+        path = directory / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
     shutil.rmtree(directory / COPIED_DIR, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
 

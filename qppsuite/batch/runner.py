@@ -113,22 +113,40 @@ def run_batch(
     return summary
 
 
+#: The signals that stop a batch as Ctrl-C does: its running jobs stopped, the finished ones kept and merged.
+STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 @contextmanager
 def _signals_interrupt(received: list[int]) -> Iterator[None]:
     """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt in the batch (the signal appended to ``received``),
     so the running jobs are stopped and the finished ones kept, instead of the process ending at once."""
-    stopping = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def interrupt(signum: int, _frame: object) -> None:
         received.append(signum)
         raise KeyboardInterrupt
 
-    previous = {signum: signal.signal(signum, interrupt) for signum in stopping}
+    previous = {signum: signal.signal(signum, interrupt) for signum in STOPPING}
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextmanager
+def _signals_kept() -> Iterator[None]:
+    """The handlers of :data:`STOPPING` (:func:`_signals_interrupt`'s) as they were before the block, installed
+    again after it.  ``ray.init`` replaces them: SIGTERM with a Python handler of its own (``sys.exit``) and,
+    in the process's signal table, its C++ core's (which prints ``*** SIGTERM received at time=...``), so a
+    SIGTERM would end the batch without stopping its jobs and merging the finished ones, as the pool's does."""
+    ours = {signum: signal.getsignal(signum) for signum in STOPPING}
+    try:
+        yield
+    finally:
+        for signum, handler in ours.items():
+            if handler is not None:  # None: a handler not installed from Python, left as it is
+                signal.signal(signum, handler)
 
 
 def _record(out: Path, result: dict[str, Any], progress: BatchProgress, summary: Summary,
@@ -299,12 +317,13 @@ def _run_ray(
     if worker_module is not None and hasattr(worker_module, "_worker_logs_enabled"):
         worker_module._worker_logs_enabled = False
     if address is None:  # "local": a new instance, never a cluster another user started on this machine
-        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        with _signals_kept():
+            ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
         worker_cache: str | None = str(cache_dir(cache))
     else:
         _reachable(address)
-        with _raw_stderr_kept() as raw:  # Ray's C++ client writes its retries to fd 2, past logging
+        with _raw_stderr_kept() as raw, _signals_kept():  # Ray's C++ client writes its retries to fd 2, past logging
             try:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
             except (ValueError, ConnectionError, RuntimeError, TimeoutError) as exc:

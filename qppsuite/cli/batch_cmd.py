@@ -134,4 +134,6 @@ def _merge(out: Path) -> "Merged":
     merged = merge_batch(out)
     for problem in merged.problems:
         err_console.print(styled(("error:", "bold red"), f" {problem}"), soft_wrap=True)
+    for hint in merged.hints:
+        err_console.print(styled((f"hint: {hint}", "dim")), soft_wrap=True)
     return merged

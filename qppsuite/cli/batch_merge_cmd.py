@@ -43,6 +43,8 @@ def merge_command(
         merged = merge_batch(outdir)  # one line saying what OUTDIR is not
     for problem in merged.problems:
         err_console.print(styled(("error:", "bold red"), f" {problem}"), soft_wrap=True)
+    for hint in merged.hints:
+        err_console.print(styled((f"hint: {hint}", "dim")), soft_wrap=True)
     runs = len(merged.jobs)
     counts = ", ".join(f"{merged.count(status)} {status}" for status in STATUSES)
     console.print(f"{merged.path}: {runs} {'run' if runs == 1 else 'runs'} ({counts})", highlight=False, soft_wrap=True)

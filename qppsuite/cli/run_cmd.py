@@ -255,6 +255,14 @@ def run_command(
             "and the command's output is marked)",
         ),
     ] = False,
+    label: Annotated[
+        str | None,
+        typer.Option(
+            "--label",
+            help="A name for the run, recorded in its database's runs.label (`--run LABEL` picks it; a batch "
+            "gives each job's label, and checks it when it resumes)",
+        ),
+    ] = None,
 ) -> None:
     """Run the command (the default workload unless --cmd) in IMAGE with the plugins on it.
 
@@ -285,6 +293,7 @@ def run_command(
         extra_bootargs=bootargs,
         timeout_seconds=timeout or None,
         disk=disk,
+        label=label,
     )
     with (
         guest_console(console, quiet, interactive) as stream,

@@ -33,3 +33,5 @@ class RunContext:
     plugins: tuple[str, ...] = ()
     #: The run's options by name as the user gave them (``cmd``, ``max_insns``, ``timeout``, ``ram_mib``...).
     options: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+    #: The run's name as the host gave it (``qppsuite run --label``; a batch gives its job's label), or None.
+    label: str | None = None

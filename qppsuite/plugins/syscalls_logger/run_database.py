@@ -249,7 +249,8 @@ def open_run_database(plugin: Plugin, path: Path | None, *, batch: int | None = 
 
 
 def _run_row(plugin: Plugin, started: dt.datetime) -> dict[str, Any]:
-    """The ``runs`` row as a run starts: image, kernel, the run's plugins, version, start time and snapshot."""
+    """The ``runs`` row as a run starts: image, kernel, the run's plugins, version, start time, snapshot and
+    label."""
     context = plugin.context
     # Those loaded, and those the run will load (a host may give a plugin as its class).
     plugins = (*plugin.qpp.loaded, plugin.name, *(getattr(p, "name", p) for p in context.plugins))
@@ -261,4 +262,5 @@ def _run_row(plugin: Plugin, started: dt.datetime) -> dict[str, Any]:
         "qppsuite_version": qppsuite.__version__,
         "started_at": started.isoformat(timespec="seconds"),
         "started_from": context.snapshot,
+        "label": context.label,
     }
