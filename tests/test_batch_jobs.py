@@ -259,6 +259,14 @@ def test_a_jobs_file_that_is_no_regular_file_or_too_large_is_one_line(tmp_path: 
         load_jobs_file(huge, _hash)
 
 
+def _refused_files(path: Path, said: str) -> None:
+    """The jobs file at ``path`` (job 1, "a") is refused in one line for its first ``files`` entry: ``said``."""
+    with pytest.raises(JobsFileError) as raised:
+        load_jobs_file(path, _hash)
+    assert str(raised.value).startswith(f'{path}: job 1 ("a"): files/0: {said}')
+    assert "\n" not in str(raised.value)
+
+
 @pytest.mark.parametrize(
     ("name", "said"),
     [
@@ -271,11 +279,7 @@ def test_a_files_directory_entry_the_guest_path_cannot_take_is_one_line(tmp_path
     """Break test of issue 15: such a name failed the job in the run, at every rerun, instead of at job check."""
     (tmp_path / "tree").mkdir()
     (tmp_path / "tree" / name).write_bytes(b"x")
-    path = _write(tmp_path, "jobs:\n - {label: a, files: [tree]}\n")
-    with pytest.raises(JobsFileError) as raised:
-        load_jobs_file(path, _hash)
-    assert str(raised.value).startswith(f'{path}: job 1 ("a"): files/0: {said.format(d=tmp_path / "tree")}')
-    assert "\n" not in str(raised.value)
+    _refused_files(_write(tmp_path, "jobs:\n - {label: a, files: [tree]}\n"), said.format(d=tmp_path / "tree"))
 
 
 def test_a_sample_name_the_guest_path_cannot_take_is_escaped(tmp_path: Path) -> None:
@@ -358,11 +362,7 @@ def test_a_files_directory_holding_a_link_or_a_fifo_is_one_line(tmp_path: Path, 
     tree.mkdir()
     (tree / "f1").write_text("1")
     make(tree)
-    path = _write(tmp_path, "jobs:\n - {label: a, cmd: 'true', files: [d]}\n")
-    with pytest.raises(JobsFileError) as raised:
-        load_jobs_file(path, _hash)
-    assert str(raised.value).startswith(f'{path}: job 1 ("a"): files/0: {said.format(d=tree)}')
-    assert "\n" not in str(raised.value)
+    _refused_files(_write(tmp_path, "jobs:\n - {label: a, cmd: 'true', files: [d]}\n"), said.format(d=tree))
 
 
 def test_a_files_entry_that_is_a_symbolic_link_is_refused(tmp_path: Path) -> None:
