@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from qppsuite.batch import outdir
-from qppsuite.batch.jobs import JobsFileError, load_jobs_file, load_samples
+from qppsuite.batch.jobs import JobsFileError, load_jobs_file, load_samples, sample_label
 from qppsuite.channel import parse_file_spec
 from tests.cli_entry import run_main
 
@@ -389,3 +389,44 @@ def test_sample_in_a_template_s_script_is_one_note(tmp_path: Path) -> None:
     notes.clear()
     load_samples(samples, _write(tmp_path, "cmd_file: plain.sh\n", "job.yaml"), _hash, note=notes.append)
     assert notes == []
+
+
+@pytest.mark.parametrize(
+    ("guest", "said"),
+    [("relative", "a guest path must be absolute"), ("/root/x\\n", "a guest path must be absolute"),
+     ("/root/x ", "may not begin or end with white space")],
+)
+def test_a_files_guest_path_the_run_would_refuse_is_refused_at_job_check(tmp_path: Path, guest: str,
+                                                                          said: str) -> None:
+    """Third break test of issue 15: such a path passed the job check and failed the job at every rerun."""
+    (tmp_path / "f").write_text("x")
+    path = _write(tmp_path, f'jobs:\n - {{label: a, files: [{{host: f, guest: "{guest}"}}]}}\n')
+    with pytest.raises(JobsFileError) as raised:
+        load_jobs_file(path, _hash)
+    assert str(raised.value).startswith(f'{path}: job 1 ("a"): files/0/guest: --file ') and said in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("where", ["label", "cmd", "plugin_args"])
+def test_a_lone_surrogate_anywhere_in_a_job_is_one_line(tmp_path: Path, where: str) -> None:
+    """Third break test of issue 15: `label: "a\\udcffb"` (YAML's escape) ended in a traceback."""
+    job = {"label": "a", "cmd": "true"}
+    if where == "plugin_args":
+        job["plugin_args"] = {"coverage": {"process": "a\udcffb"}}  # type: ignore[assignment]
+    else:
+        job[where] = "a\udcffb"
+    path = tmp_path / "jobs.yaml"
+    path.write_text("jobs:\n - " + json.dumps(job) + "\n")
+    with pytest.raises(JobsFileError) as raised:
+        load_jobs_file(path, _hash)
+    assert "not text (a lone surrogate)" in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_sample_label_longer_than_a_label_is_cut_and_stays_its_own() -> None:
+    """Third break test of issue 15: a 100-byte name of 0xff bytes made a 400-character label, and the whole
+    template batch was refused for it."""
+    long_a, long_b = os.fsdecode(b"\xff" * 100), os.fsdecode(b"\xff" * 99 + b"\xfe")
+    label_a, label_b = sample_label(long_a), sample_label(long_b)
+    assert len(label_a) == len(label_b) == 255 and label_a != label_b
+    assert label_a.startswith("\\xff\\xff") and "…" in label_a
+    assert sample_label("short\\name") == "short\\\\name"

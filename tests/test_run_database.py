@@ -418,6 +418,21 @@ def test_the_query_commands_say_when_a_run_recorded_no_system_calls(tmp_path: Pa
     assert (got["calls"], got["failed"], got["processes"]) == (None, None, 1)
 
 
+@pytest.mark.parametrize(
+    ("label", "said"),
+    [("a\udcffb", "must be text (UTF-8)"), ("", "1 to 255 characters"), ("x" * 256, "(256 given)"),
+     ("a\0b", "without NUL")],
+)
+def test_a_label_no_database_can_hold_is_one_line_before_any_boot(label: str, said: str) -> None:
+    """Third break test of issue 15: a label that is not UTF-8 was blamed on syscalls_logger ('failed to
+    load: UnicodeEncodeError'); an empty or 100,000-character one was taken."""
+    from cli_entry import run_main
+
+    code, output = run_main(["run", "no-such-image", "--label", label, "--cmd", "true"])
+    assert code == 2 and "Traceback" not in output, output
+    assert output.startswith("error: Invalid value for '--label': ") and said in output, output
+
+
 @pytest.mark.parametrize("label", ["a job", None])
 def test_the_runs_row_records_the_runs_label(tmp_path: Path, label: str | None) -> None:
     """``qppsuite run --label`` (a batch's job label) is the run's ``runs.label``; without one it is NULL."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qppsuite.channel import ChannelError, parse_file_spec
 from qppsuite.core.qpp import parse_plugin_list
 from qppsuite.errors import QppsuiteError
 from qppsuite.schemas import load_schema, schema_problem
@@ -186,11 +187,21 @@ def _note_placeholder_in_script(script: Path, template: Path, note: Callable[[st
         )
 
 
+#: The longest label (jobs.schema.json's maxLength); a sample's longer one is cut, with a hash of its name.
+LABEL_MAX = 255
+
+
 def sample_label(name: str) -> str:
     """The label of the sample file ``name`` (as :func:`os.listdir` gives it): the name, with a backslash
     doubled and each byte that is not UTF-8 shown as ``\\xNN``, so two names never make one label (``x``
-    followed by the byte 0xff is ``x\\xff``, the four characters ``x\\xff`` are ``x\\\\xff``)."""
-    return "\\\\".join(os.fsencode(part).decode("utf-8", "backslashreplace") for part in name.split("\\"))
+    followed by the byte 0xff is ``x\\xff``, the four characters ``x\\xff`` are ``x\\\\xff``).  One longer
+    than :data:`LABEL_MAX` (a 255-byte name of such bytes is 1,020 characters) is cut and ends in ``…`` and the
+    first 16 hex digits of the name's sha256, so it stays a label and stays its own."""
+    label = "\\\\".join(os.fsencode(part).decode("utf-8", "backslashreplace") for part in name.split("\\"))
+    if len(label) <= LABEL_MAX:
+        return label
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+    return f"{label[: LABEL_MAX - len(digest) - 1]}…{digest}"
 
 
 def _guest_sample_name(name: str) -> str:
@@ -327,6 +338,7 @@ def _check_values(entry: dict[str, Any], source: Path, name: str) -> None:
     """What the schema cannot say: no NUL in a text the run passes on (no argument or path holds one), a finite
     timeout (YAML's ``.nan`` is a number), and copies out whose file names differ (each lands in the job's
     ``copied/`` directory by its name)."""
+    _check_text(entry, source, name, "")
     texts = [("cmd", entry.get("cmd")), ("bootargs", entry.get("bootargs")), ("label", entry.get("label"))]
     texts += [(f"copy_out/{n}", guest) for n, guest in enumerate(entry.get("copy_out", []))]
     for field, text in texts:
@@ -345,6 +357,29 @@ def _check_values(entry: dict[str, Any], source: Path, name: str) -> None:
                 f"{source}: {name}: copy_out: {seen[named]} and {guest} would both be copied/{named}: copy one"
             )
         seen[named] = guest
+
+
+#: Fields that are host paths: a name that is not UTF-8 is kept as os.fsdecode gives it (surrogate escapes).
+_HOST_PATH = re.compile(r"(cmd_file|image|files/\d+(/host)?)")
+
+
+def _check_text(value: Any, source: Path, name: str, field: str) -> None:
+    """Every text of a job (keys and values, nested) but its host paths is UTF-8: YAML's ``"\\udcff"`` escape
+    gives a lone surrogate, which no argument, guest path or database column can hold."""
+    if _HOST_PATH.fullmatch(field):
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, source, name, field)
+            _check_text(item, source, name, f"{field}/{key}" if field else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_text(item, source, name, f"{field}/{index}")
+    elif isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise JobsFileError(f"{source}: {name}: {field or 'a key'}: not text (a lone surrogate)") from None
 
 
 def _absolute_paths(entry: dict[str, Any], base: Path, source: Path, name: str) -> dict[str, Any]:
@@ -386,6 +421,11 @@ def _absolute_paths(entry: dict[str, Any], base: Path, source: Path, name: str) 
         except OSError as exc:
             why = f"cannot read {_shown(exc.filename)}: {exc.strerror}"
             raise JobsFileError(f"{source}: {name}: {field}: {why}") from None
+        if "guest" in item:  # as the run checks it, so a bad one is refused now and not at every run
+            try:
+                parse_file_spec(f"{item['host']}:{item['guest']}")
+            except ChannelError as exc:
+                raise JobsFileError(f"{source}: {name}: {field}/guest: {exc}") from None
         files.append(item)
     if files:
         spec["files"] = files

@@ -203,6 +203,25 @@ def _command_mark(what: str) -> None:
         err_console.print(styled((f"── the command ended: exit status {what.removeprefix('end ')} ──", "dim")))
 
 
+#: The longest ``--label``: a batch's labels are at most this long (qppsuite/batch/jobs.schema.json).
+LABEL_MAX = 255
+
+
+def _check_label(label: str | None) -> None:
+    """``--label``: 1 to :data:`LABEL_MAX` characters of text (UTF-8, no NUL), as a batch's labels; anything
+    else is one line (exit 2), not a failure of the plugin that writes it."""
+    if label is None:
+        return
+    try:
+        label.encode()
+    except UnicodeEncodeError:
+        raise typer.BadParameter("a label must be text (UTF-8), and this one is not", param_hint="'--label'") from None
+    if not label or len(label) > LABEL_MAX or "\0" in label:
+        raise typer.BadParameter(
+            f"a label is 1 to {LABEL_MAX} characters, without NUL ({len(label)} given)", param_hint="'--label'"
+        )
+
+
 @app.command("run")
 def run_command(
     image: Annotated[str, typer.Argument(help="Image name (see `qppsuite image list`) or bundle path")] = DEFAULT_IMAGE,
@@ -271,6 +290,7 @@ def run_command(
     to make that snapshot.  Plugins attach there, so restored and booted runs are the same run.
     """
     cmd = command_text(cmd, cmd_file)
+    _check_label(label)
     if image == DEFAULT_IMAGE:
         ensure_default_image(cache_dir)
     options = RunOptions(
