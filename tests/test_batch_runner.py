@@ -696,6 +696,39 @@ def test_sigterm_stops_a_local_ray_batch_after_ray_init_installed_its_handlers(
     assert received == [signal.SIGTERM]
 
 
+class _RaySignalledDuringInit(_RayInstallingItsSignalHandlers):
+    """``ray.init`` taking its seconds, a SIGTERM landing in them: after Ray's handler is in (``sys.exit``), or
+    before (ours); ``shutdown`` counted."""
+
+    def __init__(self, after_rays_handler: bool) -> None:
+        super().__init__()
+        self.after_rays_handler = after_rays_handler
+        self.shutdowns = 0
+
+    def init(self, **options: Any) -> None:
+        if self.after_rays_handler:  # Ray's Python handler, its C++ core's not yet (as the break test saw: exit 15)
+            signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(signum))
+        signal.raise_signal(signal.SIGTERM)
+        raise AssertionError("the SIGTERM did not stop ray.init")
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+@pytest.mark.parametrize("after_rays_handler", [True, False])
+def test_sigterm_during_ray_init_stops_the_batch_and_what_ray_started(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, after_rays_handler: bool
+) -> None:
+    """Third break test of issue 15: a SIGTERM 2.5 s into a local-Ray batch (inside ray.init) ended it with
+    Ray's sys.exit(15): no line, no merge, and Ray's agents left running."""
+    fake = _RaySignalledDuringInit(after_rays_handler)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    received: list[int] = []
+    with pytest.raises(KeyboardInterrupt), runner._signals_interrupt(received):
+        runner._run_ray([], tmp_path, None, runner.Summary(total=0), 1, None, tmp_path)  # type: ignore[arg-type]
+    assert received == [signal.SIGTERM] and fake.shutdowns == 1
+
+
 def test_a_directory_at_an_attempt_file_s_name_is_cleared_with_the_attempt(tmp_path: Path) -> None:
     """A directory made by hand where the job's run.sqlite (or console.log...) goes is removed with the rest of
     the earlier attempt, not a ``batch error (IsADirectoryError...)`` on every rerun; attempts.json stays."""

@@ -135,18 +135,40 @@ def _signals_interrupt(received: list[int]) -> Iterator[None]:
 
 
 @contextmanager
-def _signals_kept() -> Iterator[None]:
+def _signals_kept(shutdown: Callable[[], object]) -> Iterator[None]:
     """The handlers of :data:`STOPPING` (:func:`_signals_interrupt`'s) as they were before the block, installed
     again after it.  ``ray.init`` replaces them: SIGTERM with a Python handler of its own (``sys.exit``) and,
     in the process's signal table, its C++ core's (which prints ``*** SIGTERM received at time=...``), so a
-    SIGTERM would end the batch without stopping its jobs and merging the finished ones, as the pool's does."""
+    SIGTERM would end the batch without stopping its jobs and merging the finished ones, as the pool's does.
+
+    A signal during the block itself (``ray.init`` takes seconds) stops the batch as ours would, whichever
+    handler took it: Ray's ``sys.exit(signum)`` is turned into our handler's KeyboardInterrupt (the signal
+    recorded), and ``shutdown`` (``ray.shutdown``) stops what the half-done ``ray.init`` started."""
     ours = {signum: signal.getsignal(signum) for signum in STOPPING}
-    try:
-        yield
-    finally:
+
+    def restore() -> None:
         for signum, handler in ours.items():
             if handler is not None:  # None: a handler not installed from Python, left as it is
                 signal.signal(signum, handler)
+
+    try:
+        yield
+    except SystemExit as exc:  # Ray's handler: sys.exit(signum)
+        if exc.code not in STOPPING:
+            raise
+        with suppress(Exception):
+            shutdown()
+        restore()
+        handler = ours.get(signal.Signals(exc.code))
+        if callable(handler):
+            handler(exc.code, None)  # ours records the signal and raises KeyboardInterrupt
+        raise KeyboardInterrupt from None
+    except KeyboardInterrupt:  # ours, before Ray installed its own
+        with suppress(Exception):
+            shutdown()
+        raise
+    finally:
+        restore()
 
 
 def _record(out: Path, result: dict[str, Any], progress: BatchProgress, summary: Summary,
@@ -317,13 +339,14 @@ def _run_ray(
     if worker_module is not None and hasattr(worker_module, "_worker_logs_enabled"):
         worker_module._worker_logs_enabled = False
     if address is None:  # "local": a new instance, never a cluster another user started on this machine
-        with _signals_kept():
+        with _signals_kept(ray.shutdown):
             ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
         worker_cache: str | None = str(cache_dir(cache))
     else:
         _reachable(address)
-        with _raw_stderr_kept() as raw, _signals_kept():  # Ray's C++ client writes its retries to fd 2, past logging
+        # Ray's C++ client writes its retries to fd 2, past logging
+        with _raw_stderr_kept() as raw, _signals_kept(ray.shutdown):
             try:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
             except (ValueError, ConnectionError, RuntimeError, TimeoutError) as exc:
