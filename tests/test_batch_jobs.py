@@ -430,3 +430,19 @@ def test_a_sample_label_longer_than_a_label_is_cut_and_stays_its_own() -> None:
     assert len(label_a) == len(label_b) == 255 and label_a != label_b
     assert label_a.startswith("\\xff\\xff") and "…" in label_a
     assert sample_label("short\\name") == "short\\\\name"
+
+
+def test_a_sample_whose_guest_name_grows_past_255_bytes_is_cut_and_stays_its_own(tmp_path: Path) -> None:
+    """Third break test of issue 15: a name of 120 bytes 0x01 became a 480-byte guest name, which no guest file
+    system takes: the job failed at every rerun."""
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for last in (b"\x01", b"\x02"):
+        (samples / os.fsdecode(b"\x01" * 119 + last)).write_bytes(b"x")
+    template = _write(tmp_path, "cmd: 'true'\n", "job.yaml")
+    files = [job.spec["files"][0] for job in load_samples(samples, template, _hash)]
+    assert len({item["guest"] for item in files}) == 2
+    for item in files:
+        name = item["guest"].rsplit("/", 1)[1]
+        assert len(name.encode()) <= 255 and name.startswith("\\x01\\x01")
+        parse_file_spec(f"{item['host']}:{item['guest']}")  # what the run checks

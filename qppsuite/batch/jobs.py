@@ -204,14 +204,25 @@ def sample_label(name: str) -> str:
     return f"{label[: LABEL_MAX - len(digest) - 1]}…{digest}"
 
 
+#: The longest file name the guest's file systems take, in bytes (include/uapi/linux/limits.h NAME_MAX).
+NAME_MAX = 255
+
+
 def _guest_sample_name(name: str) -> str:
     """The name the sample file ``name`` (as :func:`os.listdir` gives it) has in the guest: each byte that is
     not UTF-8, each control character (a newline would end the agent's request line) and white space at the end
-    (the request line loses it) shown as ``\\xNN``, one for each of its UTF-8 bytes, so every sample can run."""
+    (the request line loses it) shown as ``\\xNN``, one for each of its UTF-8 bytes, so every sample can run.  A
+    name that grows past :data:`NAME_MAX` bytes that way is cut and ends in ``-`` and the first 16 hex digits of
+    the name's sha256."""
     text = os.fsencode(name).decode("utf-8", "backslashreplace")
     body = text.rstrip()
     shown = "".join(_bytes_shown(char) if unicodedata.category(char) == "Cc" else char for char in body)
-    return shown + "".join(_bytes_shown(char) for char in text[len(body) :])
+    shown += "".join(_bytes_shown(char) for char in text[len(body) :])
+    if len(shown.encode()) <= NAME_MAX:
+        return shown
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]  # so two long names stay two files
+    cut = shown.encode()[: NAME_MAX - len(digest) - 1].decode("utf-8", "ignore")
+    return f"{cut.rstrip()}-{digest}"
 
 
 def _bytes_shown(char: str) -> str:
