@@ -447,6 +447,20 @@ def test_labels_are_shown_as_data(sources: dict[str, Path], tmp_path: Path) -> N
     assert runner.invoke(app, ["stats", str(merged), "--run", evil, "--format", "json"]).exit_code == 0
 
 
+def test_a_label_is_chosen_as_the_views_show_it_or_raw(sources: dict[str, Path], tmp_path: Path) -> None:
+    """Third break test of issue 15: `processes` showed `run 1 [a\\x0ab]`, and `--run 'a\\x0ab'` found no run."""
+    merged = merge(write_outdir(tmp_path, [JobSpec("a\nb", "ok", database=sources["small"]),
+                                           JobSpec("other", "ok", database=sources["small"])]))
+    table = runner.invoke(app, ["processes", str(merged), "--run", "all"]).stdout
+    assert "run 1 [a\\x0ab]" in table
+    for typed in ("a\\x0ab", "a\nb", "label:a\\x0ab"):  # as shown; raw; with the prefix
+        done = runner.invoke(app, ["stats", str(merged), "--run", typed, "--format", "json"])
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.stdout)["run"] == 1
+    code, output = run_main(["stats", str(merged), "--run", "a\\x0ac"])
+    assert code == 1 and "did you mean 'a\\\\x0ab'?" in output, output
+
+
 class StoppedMachine:
     """The machine as the run database's plugins see it, reduced to its clocks: stopped at instruction 5,000 and
     7 ms of virtual time (``syscalls``, which reads registers, gets none: nothing fires calls here)."""

@@ -225,7 +225,7 @@ def syscalls(
     if start is not None and stop is not None and start.column == stop.column and start.value > stop.value:
         raise reader.LogDatabaseError(f"--since {since} is after --until {until}: no call can be in between")
     with _reading(db) as conn:
-        runs = reader.select_runs(conn, run)
+        runs = reader.select_runs(conn, run, shown=visible)
         every = run == reader.ALL_RUNS
         if every and follow is not None:
             raise reader.LogDatabaseError("--follow names a process of one run: give --run N or LABEL, not all")
@@ -348,7 +348,7 @@ def processes(
     ``--run all``: every run's, one after another (json and csv: each process with its ``run_id`` and ``label``)."""
     from qppsuite.plugins.syscalls_logger import reader
     with _reading(db) as conn:
-        runs = reader.select_runs(conn, run)
+        runs = reader.select_runs(conn, run, shown=visible)
         every = run == reader.ALL_RUNS
         if every:
             _warn_runs(conn, runs, db)
@@ -508,7 +508,7 @@ def stats(
                 raise reader.LogDatabaseError("--plot draws one run: give --run N or LABEL")
             _show_summary(reader.batch_summary(conn), fmt)
             return
-        run_id = reader.select_run(conn, run)
+        run_id = reader.select_run(conn, run, shown=visible)
         _warn(conn, run_id)
         result = reader.run_stats(conn, run_id, top)
         recorded = reader.syscalls_recorded(conn, run_id)

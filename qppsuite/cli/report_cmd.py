@@ -11,7 +11,7 @@ import typer
 
 from qppsuite.cli import app, err_console
 from qppsuite.cli.logs_cmd import DbArg, RunOpt, _plural, _reading, _warn
-from qppsuite.cli.terminal import styled
+from qppsuite.cli.terminal import styled, visible
 from qppsuite.errors import QppsuiteError
 
 
@@ -73,7 +73,7 @@ def report(
     if out.resolve() in {database, *(database.with_name(database.name + s) for s in SQLITE_SIDE_FILES)}:
         raise QppsuiteError(f"the report would replace the database {db} or its journal: give another file with -o")
     with _reading(db) as conn:
-        run_id = reader.select_run(conn, run)
+        run_id = reader.select_run(conn, run, shown=visible)
         _warn(conn, run_id)
         built = data.build(conn, run_id)
         # Rendered while reading: a value of the wrong type in a damaged or edited file (text where SQLite

@@ -173,9 +173,10 @@ LABEL_PREFIX = "label:"
 ways (a batch of numbered samples; a label ``all``)."""
 
 
-def select_run(conn: sqlite3.Connection, run: int | str | None) -> int:
+def select_run(conn: sqlite3.Connection, run: int | str | None, *, shown: Callable[[str], str] | None = None) -> int:
     """The run to show: the one asked for, or the latest (a batch's merged database of several runs has no
-    latest worth showing: None is one line asking for one).
+    latest worth showing: None is one line asking for one).  ``shown``: how the views show a label (their
+    escaping of control characters): a label is found as given raw or as shown.
 
     ``run`` is a run id, or text: digits are a run id when the file has that run (one line when another run is
     labelled so), anything else (or digits that are no run's id) a label (``runs.label``, which a batch's merged
@@ -194,7 +195,7 @@ def select_run(conn: sqlite3.Connection, run: int | str | None) -> int:
         return int(ids[-1])
     if isinstance(run, str):
         if run.startswith(LABEL_PREFIX):  # a label, whatever it looks like: label:all, label:7
-            return _labelled(conn, run.removeprefix(LABEL_PREFIX), ids)
+            return _labelled(conn, run.removeprefix(LABEL_PREFIX), ids, shown)
         if run.startswith(ID_PREFIX) and run.removeprefix(ID_PREFIX).isdecimal():
             return select_run(conn, int(run.removeprefix(ID_PREFIX)))
         if run == ALL_RUNS:
@@ -207,20 +208,24 @@ def select_run(conn: sqlite3.Connection, run: int | str | None) -> int:
                     f"give --run {ID_PREFIX}{run} or --run {LABEL_PREFIX}{run}"
                 )
             return int(run)
-        return _labelled(conn, run, ids)
+        return _labelled(conn, run, ids, shown)
     if run not in ids:
         raise LogDatabaseError(f"no run {run} in the database; runs: {_listing(list(map(str, ids)))}")
     return run
 
 
-def _labelled(conn: sqlite3.Connection, label: str, ids: list[int]) -> int:
-    """The run labelled ``label``; none, or several, is one line (with the closest label, if one is close)."""
+def _labelled(conn: sqlite3.Connection, label: str, ids: list[int], shown: Callable[[str], str] | None) -> int:
+    """The run labelled ``label`` (raw, or as ``shown`` shows a label); none, or several, is one line (with the
+    closest label, if one is close, as shown)."""
     named = [row[0] for row in conn.execute(f"SELECT id FROM {RUNS} WHERE label = ? ORDER BY id", (label,))]
+    labelled = conn.execute(f"SELECT id, label FROM {RUNS} WHERE typeof(label) = 'text' ORDER BY id").fetchall()
+    if not named and shown is not None:
+        named = [row[0] for row in labelled if shown(row[1]) == label]
     if len(named) == 1:
         return int(named[0])
     if named:
         raise LogDatabaseError(f"runs {_listing(list(map(str, named)))} are all labelled {label!r}: give the run's id")
-    labels = [row[0] for row in conn.execute(f"SELECT label FROM {RUNS} WHERE typeof(label) = 'text' ORDER BY id")]
+    labels = [row[1] if shown is None else shown(row[1]) for row in labelled]
     if not labels:
         what = f"run {label}" if label.isdecimal() else f"run labelled {label!r} (its runs have no labels)"
         raise LogDatabaseError(f"no {what} in the database; runs: {_listing(list(map(str, ids)))}")
@@ -229,14 +234,14 @@ def _labelled(conn: sqlite3.Connection, label: str, ids: list[int]) -> int:
     raise LogDatabaseError(f"no run labelled {label!r} in the database; {hint}")
 
 
-def select_runs(conn: sqlite3.Connection, run: str | None) -> list[int]:
+def select_runs(conn: sqlite3.Connection, run: str | None, *, shown: Callable[[str], str] | None = None) -> list[int]:
     """``--run all``: every run of the file, in id order; else the one run :func:`select_run` picks."""
     if run == ALL_RUNS:
         ids = [int(row[0]) for row in conn.execute(f"SELECT id FROM {RUNS} ORDER BY id")]
         if not ids:
             raise LogDatabaseError("the database holds no runs")
         return ids
-    return [select_run(conn, run)]
+    return [select_run(conn, run, shown=shown)]
 
 
 def run_names(conn: sqlite3.Connection) -> dict[int, str]:
