@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qppsuite.batch.outdir import last_run
+
 
 @dataclass(frozen=True)
 class JobSpec:
@@ -48,7 +50,8 @@ def write_outdir(outdir: Path, jobs: list[JobSpec]) -> Path:
                 finally:
                     conn.close()
         if job.status is not None:
-            run = _last_run(job.database)
+            run = (last_run(job.database, ("stop_reason", "insn_count", "started_at", "ended_at"))
+                   if job.database is not None else None) or {}
             result = {
                 "format": 1,
                 "id": job.id,
@@ -69,20 +72,6 @@ def write_outdir(outdir: Path, jobs: list[JobSpec]) -> Path:
     batch = {"format": 1, "jobs": entries, "created": "2026-12-06T00:00:00+00:00"}
     (outdir / "batch.json").write_text(json.dumps(batch))
     return outdir
-
-
-def _last_run(db: Path | None) -> dict[str, Any]:
-    """What the runner's result.json copies from the job's run (its database's last ``runs`` row)."""
-    if db is None:
-        return {}
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        conn.row_factory = sqlite3.Row
-        row = conn.execute("SELECT stop_reason, insn_count, started_at, ended_at FROM runs ORDER BY id DESC LIMIT 1")
-        found = row.fetchone()
-        return dict(found) if found is not None else {}
-    finally:
-        conn.close()
 
 
 def rows(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:

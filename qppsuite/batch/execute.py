@@ -17,7 +17,6 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -32,7 +31,6 @@ from qppsuite.cache import cache_dir
 from qppsuite.cli.terminal import visible
 from qppsuite.errors import GuestStopped, guest_stopped
 from qppsuite.images.bundle import images_dir
-from qppsuite.plugins.syscalls_logger import reader
 from qppsuite.session import DEFAULT_IMAGE
 
 #: Seconds past a job's wall-clock budget before its process group is killed (the run stops itself first).
@@ -40,6 +38,8 @@ KILL_GRACE_S = 30.0
 #: Seconds between a polite SIGTERM and SIGKILL when a job is stopped.
 TERM_GRACE_S = 5.0
 _POLL_S = 0.1
+#: What a result takes from the run's ``runs`` row (none: no database plugin, or it failed before the run).
+_RUN_ROW = ("stop_reason", "stop_message", "insn_count", "started_from")
 #: The run process's working directory, in the job's directory: files its plugins write at relative paths.
 WORK_DIR = "work"
 _PR_SET_PDEATHSIG = 1
@@ -110,7 +110,7 @@ def run_job(
         return None  # it ended as the batch stopped: maybe because of the Ctrl-C; not a result
     wall = time.monotonic() - wall_start
     code = process.returncode
-    run = _run_row(database) or _stop_of(code, directory / outdir.STDERR_FILE)
+    run = outdir.last_run(database, _RUN_ROW) or _stop_of(code, directory / outdir.STDERR_FILE)
     return {
         "format": outdir.FORMAT,
         "id": job.id,
@@ -170,22 +170,6 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-
-
-def _run_row(database: Path) -> dict[str, Any]:
-    """The run's row of the job's database (stop_reason, stop_message, insn_count, started_from), or {} if it
-    has none (no database plugin, or the job failed before the run started)."""
-    if not database.is_file():
-        return {}
-    try:  # read-only, closed: no -wal or -shm file is left beside the job's database
-        with contextlib.closing(sqlite3.connect(reader.readonly_uri(database), uri=True)) as conn:
-            conn.row_factory = sqlite3.Row
-            row = conn.execute(
-                "SELECT stop_reason, stop_message, insn_count, started_from FROM runs ORDER BY id DESC LIMIT 1"
-            ).fetchone()
-    except sqlite3.Error:
-        return {}
-    return dict(row) if row is not None else {}
 
 
 def _stop_of(code: int, stderr: Path) -> dict[str, Any]:

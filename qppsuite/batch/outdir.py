@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -114,7 +114,7 @@ def is_complete(directory: Path, sha256: str, *, database: bool = False) -> bool
         return False
     if not database:
         return True
-    run = _last_run(directory / DATABASE_FILE)
+    run = last_run(directory / DATABASE_FILE)
     # A run not labelled (a file written before the batch labelled its runs) cannot show it is the job's: rerun.
     return run is not None and run.get("label") is not None and run_mismatch(result, run) is None
 
@@ -125,15 +125,15 @@ RUN_FIELDS = {"insn_count": "insn_count", "stop_reason": "stop_reason"}
 RUN_COLUMNS = (*RUN_FIELDS.values(), "label", "started_at", "ended_at")
 
 
-def _last_run(path: Path) -> dict[str, Any] | None:
-    """The :data:`RUN_COLUMNS` of the last run of the database at ``path``; None if it has none or cannot be
-    read."""
+def last_run(path: Path, columns: Sequence[str] = RUN_COLUMNS) -> dict[str, Any] | None:
+    """``columns`` (default :data:`RUN_COLUMNS`) of the last run of the job database at ``path``; None if it has
+    none or cannot be read."""
     if not path.is_file():
         return None
     try:  # read-only, closed: no -wal or -shm file is left beside it
         with closing(sqlite3.connect(readonly_uri(path), uri=True)) as conn:
             conn.row_factory = sqlite3.Row
-            row = conn.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+            row = conn.execute(f"SELECT {', '.join(columns)} FROM runs ORDER BY id DESC LIMIT 1").fetchone()
     except sqlite3.Error:
         return None
     return dict(row) if row is not None else None
