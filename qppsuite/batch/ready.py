@@ -14,12 +14,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from contextlib import suppress
 from pathlib import Path
 
-from qppsuite.batch.execute import TERM_GRACE_S, die_with_parent
+from qppsuite.batch.execute import TERM_GRACE_S, die_with_parent, signals_ignored
 from qppsuite.batch.jobs import Job
 from qppsuite.session import DEFAULT_IMAGE
 
@@ -94,9 +93,7 @@ def prepare(machines: list[list[str]], parallel: int, cache: Path | None) -> Non
 
 def _stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
     """SIGTERM each process group, then SIGKILL those still there :data:`TERM_GRACE_S` later; all reaped."""
-    signals = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
-    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in signals}  # a second Ctrl-C waits
-    try:
+    with signals_ignored():  # a second Ctrl-C waits
         for process in processes:
             with suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
@@ -108,6 +105,3 @@ def _stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
                 with suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

@@ -25,7 +25,7 @@ from typing import Any
 
 from qppsuite.batch import outdir, ready
 from qppsuite.batch import scratch as scratch_dirs
-from qppsuite.batch.execute import clear_attempt, run_job
+from qppsuite.batch.execute import clear_attempt, run_job, signals_ignored
 from qppsuite.batch.jobs import DATABASE_PLUGINS, Job
 from qppsuite.batch.progress import BatchProgress
 from qppsuite.batch.shipping import image_hash, pack, unpack
@@ -245,21 +245,10 @@ def _run_pool(
                         _record(out, result, progress, summary, elapsed)
     except BaseException:
         stop.set()
-        with _signals_ignored():
+        with signals_ignored():
             pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
-
-
-@contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """A second Ctrl-C (or SIGTERM) while the running jobs are being stopped does not leave them running."""
-    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def _ray_task(job: Job, attempts: int, bundle: bytes, digest: str, cache: str | None) -> tuple[dict[str, Any],
@@ -404,7 +393,7 @@ def _run_ray(
                     _record(out, result, progress, summary, time.monotonic() - submitted)
         except BaseException:
             feed.close()  # the image being shipped, if any, is let go
-            with _signals_ignored():
+            with signals_ignored():
                 for ref in pending:
                     with suppress(Exception):
                         ray.cancel(ref)  # KeyboardInterrupt in the task: it stops its process
