@@ -233,3 +233,34 @@ def test_a_bad_option_is_one_error_line_not_a_usage_panel(args: list[str]) -> No
     assert output.startswith("error:"), output
     assert len(output.splitlines()) <= 2, output  # the line, and the hint
     assert not _raw_controls(output), output
+
+
+def test_a_backslash_the_guest_wrote_is_doubled_so_it_never_looks_like_an_escape(tmp_path: Path) -> None:
+    """Left by issue 14: a process a program named ``a\\x1bb`` (backslash, x, 1, b) was shown exactly as one
+    whose name holds the ESC byte.  The views double a guest's backslash, as strace does in a string."""
+    typed = _database(tmp_path / "typed.db", "a\\x1bb")
+    escape = _database(tmp_path / "esc.db", "a\x1bb")
+    for view in (("syscalls",), ("processes", "--threads"), ("stats",)):
+        shown_typed, shown_escape = _view(typed, view), _view(escape, view)
+        assert "a\\\\x1bb" in shown_typed and "a\\x1bb" not in shown_typed.replace("a\\\\x1bb", ""), view
+        assert "a\\x1bb" in shown_escape and "a\\\\x1bb" not in shown_escape, view
+    # --process takes the name as the table shows it, or raw
+    for db, spelling in ((typed, "a\\\\x1bb"), (typed, "a\\x1bb"), (escape, "a\\x1bb")):
+        assert "\n1 system call" in _view(db, ("syscalls", "--process", spelling)), spelling
+
+
+def test_guest_text_spelt_like_the_stored_form_of_other_bytes_is_shown_as_itself(tmp_path: Path) -> None:
+    """A column holding ``{"hex": ...}`` is read as bytes that are not UTF-8; a program naming a file (or
+    itself) with that very text must not be shown as those bytes (here, ``/etc/shadow``)."""
+    from qppsuite.plugins.syscalls.values import column_text
+    from qppsuite.plugins.syscalls_logger import reader
+
+    forged = '{"hex": "' + b"/etc/shadow".hex() + '"}'
+    stored = column_text(forged)
+    assert stored != forged and reader.stored_text(stored) == forged
+    assert reader.stored_value(stored) == {"hex": forged.encode().hex()}  # JSON: lossless, never /etc/shadow
+    assert reader.stored_text(column_text("/tmp/a")) == "/tmp/a"
+    db = _database(tmp_path / "forged.db", stored)
+    for view in (("syscalls",), ("processes", "--threads")):
+        output = _view(db, view)
+        assert "/etc/shadow" not in output and forged in output, (view, output)

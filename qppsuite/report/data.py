@@ -293,7 +293,7 @@ def _endpoint(value: Any) -> str | None:
     """A decoded sockaddr (``{"family": "AF_INET", "addr": ..., "port": ...}``) as ``AF_INET 1.2.3.4:80``."""
     if not isinstance(value, dict) or "family" not in value:
         return None
-    where = value.get("addr", value.get("path", ""))
+    where = value["addr"] if "addr" in value else reader.shown_value(value.get("path", ""))
     port = value.get("port")
     return f"{value['family']} {where}" + (f":{port}" if port is not None else "")
 
@@ -306,7 +306,9 @@ def _address(address: object, port: object) -> str | None:
     if address is None and port is None:
         return None
     if isinstance(address, bytes):
-        address = address.decode("utf-8", "backslashreplace")
+        address = reader.shown_bytes(address)
+    elif isinstance(address, str):
+        address = reader.stored_text(address)
     where = "" if address is None else str(address)
     if ":" in where and port is not None:
         where = f"[{where}]"
@@ -431,9 +433,11 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
                 continue
             for arg in paths or ():
                 # An empty path (statx(fd, "", AT_EMPTY_PATH)) names the fd, not a file.
-                if isinstance(args.get(arg), str) and args[arg]:
+                value = args.get(arg)  # a path as taken: text, {"hex": ...}, or {"error": ...} if unreadable
+                if (isinstance(value, str) or (isinstance(value, dict) and "hex" in value)) and value:
+                    path = str(reader.shown_value(value))
                     files = fallback_files.setdefault(at, {})
-                    entry = files.setdefault(args[arg], FileRow(args[arg]))
+                    entry = files.setdefault(path, FileRow(path))
                     entry.calls += 1
                     entry.errors += failed
             if want_net and kind == "network":

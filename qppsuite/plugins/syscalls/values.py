@@ -31,9 +31,20 @@ def text_or_hex(data: bytes) -> JSONValue:
         return {"hex": data.hex()}
 
 
+#: How a TEXT column's value that is the JSON text of ``{"hex": ...}`` starts (``json.dumps``' spacing).
+HEX_COLUMN_PREFIX = '{"hex": '
+
+
 def column_text(value: JSONValue) -> str | None:
     """A decoded value for a TEXT column: a string as it is (a path, an argument), anything else
-    (``{"hex": ...}``, ``{"error": ...}``, a list) as its JSON text; None stays None."""
+    (``{"hex": ...}``, ``{"error": ...}``, a list) as its JSON text; None stays None.
+
+    A string that itself starts like ``{"hex": ...}``'s JSON text is stored as that object of its bytes, so
+    the readers, which take such text for bytes, cannot be given other bytes than the guest's: a file a
+    program names ``{"hex": "2f6574632f736861646f77"}`` is not shown as ``/etc/shadow``.
+    """
+    if isinstance(value, str) and value.startswith(HEX_COLUMN_PREFIX):
+        value = {"hex": value.encode("utf-8", "surrogateescape").hex()}
     return value if value is None or isinstance(value, str) else json.dumps(value)
 
 

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 from qppsuite.errors import QppsuiteError
 from qppsuite.plugins.syscalls import table
+from qppsuite.plugins.syscalls.values import HEX_COLUMN_PREFIX, column_text
 from qppsuite.plugins.syscalls_logger import fd_paths
 from qppsuite.plugins.syscalls_logger.database import (
     PROCESSES,
@@ -111,8 +112,13 @@ def _authorize(action: int, arg1: str | None, arg2: str | None, _db: str | None,
 
 
 def _text(data: bytes) -> str:
-    """A TEXT value: UTF-8, with each byte that is not shown as an escape (``b"a\\x80"`` -> ``a\\x80``)."""
-    return data.decode("utf-8", "backslashreplace")
+    """A TEXT value.  The writers store UTF-8 (guest text that is not UTF-8 as ``{"hex": ...}``'s JSON text,
+    :func:`qppsuite.plugins.syscalls.values.column_text`); other bytes, which only an edited or damaged file
+    holds, are read as that same JSON text, so the views show them once escaped (:func:`stored_text`)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return json.dumps({"hex": data.hex()})
 
 
 def readonly_uri(path: Path) -> str:
@@ -433,13 +439,14 @@ def check_process(
 ) -> str | None:
     """A ``--process`` name, checked, as the columns store it: the name of a process or thread the run's calls
     (``run`` None: any run's) were made under (``process_name`` or ``thread_name``: a thread renamed by
-    ``prctl(PR_SET_NAME)``, as ``ps -T`` shows it), spelled as the views show it (a byte that is not UTF-8 as
-    ``\\xff``; ``shown``: the view's own escaping of the rest, such as control characters), or given raw.  Any
+    ``prctl(PR_SET_NAME)``, as ``ps -T`` shows it), spelled as the views show it (:func:`shown_bytes`: a
+    backslash doubled, a byte that is not UTF-8 as ``\\xff``; ``shown``: the view's own escaping of the rest,
+    such as control characters), or given raw (the shown spelling is tried first).  Any
     other name is one line naming the names it may mean (a longer one it starts, as ``python3`` for ``python``,
     the kernel's 15-byte cut of it, as ``systemd-journal``, or the closest spellings)."""
     if name is None:
         return None
-    given = _text(name.encode("utf-8", "surrogateescape"))  # a raw argument's bytes, as the views show them
+    given = shown_bytes(name.encode("utf-8", "surrogateescape"))  # a raw argument's bytes, as the views show them
     if not given:
         raise LogDatabaseError("--process: give a process name (as `qppsuite processes` shows it)")
     where, params, which = _of_run(run)
@@ -451,13 +458,15 @@ def check_process(
             spellings.setdefault(text, stored)
             if shown is not None:
                 spellings.setdefault(shown(text), stored)
-    if given in spellings:
-        return str(spellings[given])
+    for spelling in (name, given):
+        if spelling in spellings:
+            return str(spellings[spelling])
+    typed = given if given != name.replace("\\", "\\\\") else name  # raw bytes that are not UTF-8: as shown
     names = sorted(spellings)
-    close = [n for n in names if n.startswith(given) or (len(n) == TASK_COMM_LEN - 1 and given.startswith(n))]
-    close = close or difflib.get_close_matches(given, names, n=3)
+    close = [n for n in names if n.startswith(typed) or (len(n) == TASK_COMM_LEN - 1 and typed.startswith(n))]
+    close = close or difflib.get_close_matches(typed, names, n=3)
     hint = f"; did you mean {' or '.join(close[:3])}?" if close else ""
-    raise LogDatabaseError(f"--process: no call of {which} was made by a process named {given}{hint}")
+    raise LogDatabaseError(f"--process: no call of {which} was made by a process named {typed}{hint}")
 
 
 TASK_COMM_LEN = 16
@@ -730,30 +739,50 @@ def ownerless_threads(conn: sqlite3.Connection, run: int) -> int:
 def stored_value(value: Any) -> Any:
     """Guest text as a column stores it, for JSON output: ``{"hex": ...}`` text (bytes that are not UTF-8) as the
     object it spells, the form the decoded arguments use; anything else as it is."""
-    if isinstance(value, str) and value.startswith('{"hex": '):
+    if isinstance(value, str) and value.startswith(HEX_COLUMN_PREFIX):
         with contextlib.suppress(ValueError):
             return json.loads(value)
     return value
 
 
+def shown_bytes(data: bytes) -> str:
+    """Guest bytes (a name, a path) as the views show them: each backslash doubled and each byte that is not
+    UTF-8 as ``\\xNN``, as strace shows a string's bytes (``b"a\\\\x1b\\xff"`` -> ``a\\\\x1b\\xff``).
+
+    The doubling keeps the text a guest typed apart from the escapes the views make: ``a\\x1b`` typed by a
+    program is shown ``a\\\\x1b``, the ESC byte ``a\\x1b`` (control characters are escaped at the console,
+    ``qppsuite.cli.terminal.visible``, which leaves backslashes alone).  A backslash byte is never part of a
+    multi-byte UTF-8 sequence, so it is doubled before decoding.
+    """
+    return data.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+
+
 def stored_text(value: Any) -> Any:
-    """Guest text as a column stores it, for display: ``{"hex": ...}`` (bytes that are not UTF-8, as the
-    plugins store names and paths) becomes the text with each such byte escaped (``a\\xff``, as
-    :func:`_text`); anything else is returned as it is."""
-    value = stored_value(value)
+    """Guest text as a column stores it (a name, a path), for display, as :func:`shown_bytes` shows its bytes:
+    ``{"hex": ...}``'s JSON text (bytes that are not UTF-8, as the plugins store names and paths) or UTF-8
+    text.  Anything else is returned as it is."""
+    return shown_value(stored_value(value))
+
+
+def shown_value(value: Any) -> Any:
+    """Guest text as decoded arguments hold it (a JSON string, or the ``{"hex": ...}`` object of bytes that are
+    not UTF-8), for display, as :func:`shown_bytes` shows its bytes; anything else is returned as it is."""
+    if isinstance(value, str):
+        return value.replace("\\", "\\\\")
     if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("hex"), str):
         try:
-            return _text(bytes.fromhex(value["hex"]))
+            return shown_bytes(bytes.fromhex(value["hex"]))
         except ValueError:
             return json.dumps(value)
     return value
 
 
 def _names(text: str | None, shown: Callable[[Any], Any]) -> Any:
-    """A ``names`` column: its JSON list, each name given as ``shown`` gives a ``name`` column."""
+    """A ``names`` column: its JSON list of stored names (text, or the ``{"hex"}`` object), each given as
+    ``shown`` gives a ``name`` column holding it."""
     names = json.loads(text or "[]")
     if isinstance(names, list):
-        return [shown(name) if isinstance(name, (str, dict)) else name for name in names]
+        return [shown(column_text(name)) if isinstance(name, (str, dict)) else name for name in names]
     return names
 
 
