@@ -202,6 +202,9 @@ class Channel:
     #: Copies out the host could not write after all (the path checked before the run changed): why, each.
     unsaved: list[str] = field(default_factory=list)
     on_ready: Callable[[], None] | None = None
+    #: Called when the agent is handed the script (its "R" request is sent): the command's console output,
+    #: and any kernel line during it, comes after this.
+    on_script: Callable[[], None] | None = None
     #: Where the requests go (the machine's channel port), one for each "G" the agent sends; None: the
     #: channel only listens (a replay, whose input comes from its recording).
     send: Callable[[bytes], None] | None = None
@@ -273,6 +276,8 @@ class Channel:
             self.send(request)
             if request[:1] in (b"F", b"B"):  # the files (progress): not the script, the copies out, the exit
                 self._count(len(request))
+            elif request[:1] == b"R" and self.on_script is not None:
+                self.on_script()
             return
         if line == READY:
             if self.on_ready is not None:

@@ -116,6 +116,9 @@ class GuestIO:
     on_channel_output: Callable[[bytes], None] | None = None
     #: Called as ``progress(sent, total)`` in bytes as the channel carries the user's files.
     progress: Callable[[int, int], None] | None = None
+    #: Called when the channel hands the agent the command's script (not in a replay, whose channel only
+    #: listens): what the console shows after it is the command's output and the kernel's lines during it.
+    on_script: Callable[[], None] | None = None
     #: A replay's end: the instruction count it stops at whatever happens (its recording's).
     end_at: int | None = None
 
@@ -342,6 +345,7 @@ def run(
                 options.copy_out,
                 send=None if replaying else machine.send_to_channel,
                 progress=io.progress,
+                on_script=io.on_script,
             )
             channel.prepare()  # a host file that cannot be read fails here, before any boot
             started, early = _reach_ready(machine, options, image, channel, saved)

@@ -182,3 +182,16 @@ def test_a_directory_that_cannot_be_listed_is_one_line(tmp_path: Path, monkeypat
     with pytest.raises(ChannelError, match=r"cannot read the directory .*locked: Permission denied"):
         parse_file_spec(f"{tmp_path / 'tree'}:/tmp/t")
 
+
+
+def test_the_script_s_handing_over_is_announced_when_its_request_is_sent() -> None:
+    """The run's console marks the command's start there (CommandConsole.start), not at a guessed first line."""
+    sent: list[bytes] = []
+    events: list[str] = []
+    channel = Channel(script=b"echo hi\n", send=lambda request: (sent.append(request), events.append("sent")))
+    channel.on_script = lambda: events.append("script")
+    channel.prepare()
+    channel.feed(b"QPPSUITE-READY\nG\n")
+    assert sent == [b"R 8 - -\necho hi\n"] and events == ["sent", "script"]
+    channel.feed(b"S 0\nQPPSUITE-READY\nG\n")
+    assert sent[-1] == b"X - - -\n" and events == ["sent", "script", "sent"]

@@ -229,17 +229,28 @@ def test_the_console_of_a_command_has_no_kernel_log_and_marks_the_command(
     assert ran.stdout.replace("\r", "") == "hello\n"  # the agent's exit marker is the end mark's status
     marks = [line for line in ran.stderr.splitlines() if line.startswith("──")]
     assert marks == ["── the command's output ──", "── the command ended: exit status 3 ──"]
+    stamped = qppsuite("run", str(default_image.path), *start, "--cmd", "echo '[    1.000000] mine'; echo ok")
+    assert stamped.stdout.replace("\r", "") == "ok\n"  # a first line like printk's is the command's, counted
+    counted = "── 1 line like the kernel's log left out (--kernel-log shows them) ──" in stamped.stderr
+    assert counted == (not start)  # --cold without files boots without the channel: no start to count from
     shown = qppsuite("run", str(default_image.path), *start, "--kernel-log", "--cmd", "echo hello")
     assert "reboot: Power down" in shown.stdout
     assert ("Booting Linux on physical CPU" in shown.stdout) == bool(start)
 
 
-def _console(data: bytes, *, kernel: bool = False, finish: bool = True) -> tuple[bytes, list[str]]:
-    """What a CommandConsole passes on and marks when ``data`` arrives a byte at a time, as from the UART;
-    ``marks`` also holds ``"line"`` wherever output was passed, to show the order."""
+def _console(
+    data: bytes, *, boot: bytes = b"", start: bool = True, kernel: bool = False, finish: bool = True
+) -> tuple[bytes, list[str]]:
+    """What a CommandConsole passes on and marks when ``boot`` then, once the command started (``start``: the
+    channel handed the agent its script), ``data`` arrive a byte at a time, as from the UART; ``marks`` also
+    holds ``"line"`` wherever output was passed, to show the order."""
     out: list[bytes] = []
     marks: list[str] = []
     console = CommandConsole(lambda data: out.append(data) or marks.append("line"), marks.append, kernel=kernel)
+    for byte in boot:
+        console(bytes([byte]))
+    if start:
+        console.start()
     for byte in data:
         console(bytes([byte]))
     if finish:
@@ -249,7 +260,7 @@ def _console(data: bytes, *, kernel: bool = False, finish: bool = True) -> tuple
 
 def test_the_console_filter_holds_only_what_may_still_be_a_time_stamp() -> None:
     shown, marks = _console(
-        b"[    0.673589] Run /init\r\n[not a stamp]\r\n[  1.200000] x\n10 < 20\nQPPSUITE-EXIT 12\r\n"
+        b"[not a stamp]\r\n[  1.200000] x\n10 < 20\nQPPSUITE-EXIT 12\r\n", boot=b"[    0.673589] Run /init\r\n"
     )
     assert shown == b"[not a stamp]\r\n10 < 20\n"
     assert marks == ["start", "line", "hidden 1", "end 12"]  # the kernel's line after the command began is counted
@@ -276,15 +287,28 @@ def test_an_exit_line_the_program_prints_is_its_output_and_not_the_end() -> None
     assert (shown, marks) == (b"no newline at its end", ["start", "line", "midline", "end 3"])
 
 
+def test_the_command_starts_when_its_script_is_handed_over_so_its_first_line_like_the_kernel_s_is_counted() -> None:
+    """Left by issue 14: a program's first line starting with printk's exact stamp was taken for the boot's
+    log and dropped uncounted; the start is now the channel's handing over of the script, not a guess."""
+    shown, marks = _console(b"[    1.000000] my own stamp\nok\nQPPSUITE-EXIT 0\n", boot=b"[    0.673589] Run /init\r\n")
+    assert (shown, marks) == (b"ok\n", ["start", "line", "hidden 1", "end 0"])
+    # without the channel (--cold, no files: /init runs the command) the first line not the kernel's starts it
+    shown, marks = _console(b"[    1.000000] my own stamp\nok\nQPPSUITE-EXIT 0\n", start=False)
+    assert (shown, marks) == (b"ok\n", ["start", "line", "end 0"])
+
+
 def test_a_run_stopped_before_the_command_ended_says_so() -> None:
     assert _console(b"working\nstill work")[1] == ["start", "line", "midline", "unfinished"]
-    assert _console(b"")[1] == ["unfinished"]
+    assert _console(b"")[1] == ["start", "unfinished"]
+    assert _console(b"", boot=b"[    0.673589] Run /init\r\n", start=False)[1] == ["unfinished"]
     assert _console(b"partial QPPSUITE-EX")[0] == b"partial QPPSUITE-EX"  # held while it might be the end, then shown
 
 
 def test_with_the_kernel_log_the_console_keeps_its_lines_and_still_marks_the_command() -> None:
     """Break test of issue 14: --kernel-log showed the kernel's lines but dropped the command's marks."""
-    shown, marks = _console(b"[    0.673589] Run /init\r\nhello\nQPPSUITE-EXIT 0\n[    2.000000] bye\n", kernel=True)
+    shown, marks = _console(
+        b"hello\nQPPSUITE-EXIT 0\n[    2.000000] bye\n", boot=b"[    0.673589] Run /init\r\n", kernel=True
+    )
     assert shown == b"[    0.673589] Run /init\r\nhello\n[    2.000000] bye\n"
     assert marks == ["line", "start", "line", "end 0", "line"]  # the power-off lines come after the end mark
 

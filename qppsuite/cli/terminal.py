@@ -217,8 +217,12 @@ def _exit_mark_start(text: bytes) -> int:
 
 class CommandConsole:
     """The console of a run of the user's command with the kernel quiet: printk's lines are left out, and
-    ``mark`` is called before the first line that is not the kernel's (``"start"``) and, at :meth:`finish`,
-    with the command's exit status (``"end N"``), or ``"unfinished"`` when the run stopped first.
+    ``mark`` is called when the command starts (``"start"``) and, at :meth:`finish`, with the command's exit
+    status (``"end N"``), or ``"unfinished"`` when the run stopped first.  The start is :meth:`start`, when
+    the channel hands the agent the script, so a kernel-like line after it is counted (``"hidden N"``), the
+    command's first line too.  A run without the channel (``--cold`` with no file to carry: /init runs the
+    command) has no such moment: there the first line that is not the kernel's starts the command, and a
+    kernel-like line before it cannot be told from the boot's log.
 
     The status is init.sh's ``QPPSUITE-EXIT N`` line, which is not passed on.  A guest program can print
     such a line too: one is taken as init.sh's only when nothing but the kernel's lines follows it before the
@@ -239,8 +243,15 @@ class CommandConsole:
         self._started = False
         self._exit: tuple[bytes, bytes] | None = None  # an exit line seen last: (its bytes, its status)
         self._after: list[bytes] = []  # the kernel's lines since it (--kernel-log), shown after the end mark
-        self._hidden = 0  # kernel-like lines left out since the command's output began
+        self._hidden = 0  # kernel-like lines left out since the command started
         self._midline = False  # the output passed so far ends inside a line
+
+    def start(self) -> None:
+        """The command starts: the agent has been handed its script (``GuestIO.on_script``), or, in a run
+        without the channel, its first line that is not the kernel's has come."""
+        if not self._started:
+            self._started = True
+            self.mark("start")
 
     def __call__(self, data: bytes) -> None:
         held = self._held + data
@@ -253,9 +264,7 @@ class CommandConsole:
                 if b"\n" not in held and _PRINTK_PREFIX.fullmatch(held):
                     break  # not told apart yet
                 self._not_the_end()
-                if not self._started:
-                    self._started = True
-                    self.mark("start")
+                self.start()  # without the channel's word (see above), the command's first line
                 self._mode = "pass"
                 continue
             end = held.find(b"\n")
