@@ -176,6 +176,8 @@ def test_workload_children_execs_and_processes(workload: tuple[Path, str]) -> No
         child = children.get(fork["seq"])
         assert child is not None, fork
         assert (child["pid"], child["ppid"], child["retval"]) == (fork["retval"], fork["pid"], 0)
+        # dated at the call, both ways (break test of issue 14: its virtual time was the child's return's)
+        assert (child["insn_count"], child["virtual_ns"]) == (fork["insn_count"], fork["virtual_ns"]), (fork, child)
     execs = query(db, "SELECT * FROM syscalls WHERE name = 'execve'")
     assert any(r["ending"] == "exec" for r in execs)
     for row in execs:

@@ -64,6 +64,12 @@ class _Caller:
     name_bytes: bytes = b""  # the process's name as the kernel holds it (for the text lines)
 
 
+#: The calls that make a child which returns from them too (its row: ``SyscallContext.child``).
+SPAWNING = frozenset({"fork", "vfork", "clone", "clone3"})
+#: How many such calls' times are kept for children that have not returned yet.
+SPAWNS_KEPT = 4096
+
+
 class SyscallsLogger(Plugin):
     """Every system call with its process (name, pid, tid, ppid), into SQLite or as text lines"""
 
@@ -96,6 +102,7 @@ class SyscallsLogger(Plugin):
         self.get_task = self.qpp.import_function("osi_linux", "get_task")
         self.get_processes = self.qpp.import_function("osi_linux", "get_processes")
         self._callers: dict[int, _Caller] = {}  # seq -> caller, while the call is outstanding
+        self._spawned_at: dict[int, int | None] = {}  # seq of a fork, vfork or clone -> virtual ns at the call
         self._command_only = self.args.only == "command"
         self._command = CommandProcesses()
         self.rows = 0
@@ -141,6 +148,8 @@ class SyscallsLogger(Plugin):
 
     # -- callbacks -------------------------------------------------------------
     def _call(self, ctx: SyscallContext) -> None:
+        if ctx.name in SPAWNING:  # the child's row is dated at this call, as its instruction count is
+            self._spawned(ctx.seq)
         decoded = ctx.decoded()  # the arguments as they are now; by the return they may be gone
         proc, thread = self.get_current() if ctx.task is None else self.get_task(ctx.task)
         command = proc is not None and self._command.at_call(ctx, proc, decoded)
@@ -153,7 +162,8 @@ class SyscallsLogger(Plugin):
             command = proc is not None and self._command.at_call(ctx, proc, ())
             if self._command_only and not command:
                 return
-            caller: _Caller | None = self._caller(ctx, proc, thread, command)
+            at = self._spawned_at.pop(ctx.parent_seq, None) if ctx.parent_seq is not None else None
+            caller: _Caller | None = self._caller(ctx, proc, thread, command, at)
         else:
             caller = self._callers.pop(ctx.seq, None)
         if caller is None:  # the call was made before this plugin listened (or is not the command's)
@@ -175,12 +185,28 @@ class SyscallsLogger(Plugin):
             process["exit_status"] = code
             self._processes.changed(process)
 
-    def _caller(self, ctx: SyscallContext, proc: OsiProcess | None, thread: OsiThread | None, command: bool) -> _Caller:
+    def _spawned(self, seq: int) -> None:
+        """Remember when call ``seq``, which may make a child, was made: the child's row (``ctx.child``, made at
+        the child's first return) has the call's instruction count, and gets its virtual time too.  A call
+        whose child never returns (it failed, or the child was killed first) is forgotten after
+        :data:`SPAWNS_KEPT` later ones, so a guest's failing forks cannot grow the table."""
+        self._spawned_at[seq] = self.machine.virtual_ns if self.machine is not None else None
+        if len(self._spawned_at) > SPAWNS_KEPT:
+            del self._spawned_at[next(iter(self._spawned_at))]
+
+    def _caller(
+        self,
+        ctx: SyscallContext,
+        proc: OsiProcess | None,
+        thread: OsiThread | None,
+        command: bool,
+        at: int | None = None,
+    ) -> _Caller:
         """Who made the call (``current``, or for a call found blocked at the start the task found in it), its
-        process row saying whether it is the command's."""
+        process row saying whether it is the command's; ``at``: the call's virtual time, if not now."""
         tid = thread.tid if thread is not None else None
         thread_name = thread.stored_name if thread is not None else None
-        now = self.machine.virtual_ns if self.machine is not None else None
+        now = at if at is not None else self.machine.virtual_ns if self.machine is not None else None
         if proc is None:
             return _Caller(ctx, None, None, tid, None, column_text(thread_name), None, now)
         row = self._processes.process(proc, ctx.insn_count)
