@@ -726,7 +726,8 @@ def test_processes_outside_the_command_say_their_calls_were_not_logged(tmp_path:
     assert output.count("calls not logged") == 2 and ": 2 syscalls" in output and ": 1 syscall," in output
     assert [r["syscalls"] for r in json.loads(_shown("processes", str(db), "--format", "json"))] == [None, None, 2, 1]
     output = _shown("stats", str(db))
-    assert "3 system calls by 2 processes (only=command" in output, output
+    assert "3 system calls by 2 of the run's 4 processes (only=command" in output, output
+    assert json.loads(_shown("stats", str(db), "--format", "json"))["calling_processes"] == 2
 
 
 def _file_activity_run(path: Path, logger: bool) -> Path:

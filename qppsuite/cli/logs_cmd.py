@@ -273,9 +273,19 @@ def _show_syscalls(rows: Iterator[dict[str, Any]], fmt: OutputFormat, names: dic
 #: The columns the table shows.
 TABLE_FIELDS = ("seq", "virtual_ns", "pid", "tid", "process_name", "text", "ending")
 #: The streamed table's fixed columns, before the call: seq, virtual time, pid, tid, process.
-_ROW = "{:>7} {:>12} {:>5} {:>5} {:<15}"
+_ROW = "{:>7} {:>15} {:>5} {:>5} {:<15}"
+#: Nanoseconds in a second: the table's time column gives each call's virtual time to the nanosecond.
+NS_PER_S = 1_000_000_000
 #: The widest the ``run`` column of ``--run all`` grows for its labels (a longer one makes its lines longer).
 RUN_COLUMN_MAX = 24
+
+
+def _seconds(ns: object) -> str:
+    """A call's virtual time in seconds, to the nanosecond, so that ``--until`` given it takes the call back
+    (``5.947431128``); empty when unknown, and a damaged file's other values shown as they are."""
+    if isinstance(ns, int) and ns >= 0:
+        return f"{ns // NS_PER_S}.{ns % NS_PER_S:09d}"
+    return "" if ns is None else visible(str(ns))
 
 
 def _stream_syscalls(rows: Iterator[dict[str, Any]], out: TextIO, names: dict[int, str] | None = None) -> int:
@@ -297,7 +307,7 @@ def _stream_syscalls(rows: Iterator[dict[str, Any]], out: TextIO, names: dict[in
             out.write(f"{shown.get(row['run_id'], str(row['run_id'])):<{width}} ")
         line = _ROW.format(
             row["seq"],
-            "" if ns is None else f"{ns / 1e9:.6f}",
+            _seconds(ns),
             "" if pid is None else pid,
             "" if tid is None else tid,
             visible(str(stored_text(row["process_name"] or ""))),
@@ -531,6 +541,7 @@ def stats(
                 "calls": result.calls if recorded else None,
                 "failed": result.failed if recorded else None,
                 "processes": result.processes,
+                "calling_processes": result.callers if recorded else None,
                 "top_syscalls": result.top_syscalls,
                 "top_processes": result.top_processes,
                 "top_errors": result.top_errors,
@@ -561,7 +572,9 @@ def stats(
         )
         return
     rate = result.failed / result.calls if result.calls else 0.0
-    by = _plural(result.processes, "process", "processes")
+    by = _plural(result.callers, "process", "processes")
+    if result.callers != result.processes:  # some made no call (a process seen only in a blocked state)
+        by = f"{result.callers} of the run's {_plural(result.processes, 'process', 'processes')}"
     if result.command_only:
         by += " (only=command: only the command's calls were logged)"
     console.print(

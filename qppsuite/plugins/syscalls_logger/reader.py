@@ -19,6 +19,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -362,7 +363,8 @@ def parse_point(option: str, text: str) -> Point:
     if match["unit"] is None:
         point = Point("insn_count", int(match["number"]))
     else:
-        point = Point("virtual_ns", round(float(match["number"]) * _UNITS[match["unit"]]))
+        # exact decimal arithmetic: a time copied from the table (nanoseconds: 5.947431128) is that very ns
+        point = Point("virtual_ns", round(Decimal(match["number"]) * _UNITS[match["unit"]]))
     if point.value > SQLITE_MAX_INTEGER:
         raise LogDatabaseError(
             f"{option}: {text!r} is beyond any run (at most {SQLITE_MAX_INTEGER} instructions or ns)"
@@ -836,7 +838,8 @@ class Stats:
 
     calls: int
     failed: int
-    processes: int  # of the run; in a run of only=command, those whose calls were logged (the command's)
+    processes: int  # of the run
+    callers: int  # the run's processes that made a logged call (in a run of only=command: the command's)
     top_syscalls: list[dict[str, Any]]  # name, calls, failed, failure_rate
     top_processes: list[dict[str, Any]]  # process_name, pid, calls, failed, failure_rate
     top_errors: list[dict[str, Any]]  # errno, calls
@@ -847,11 +850,8 @@ def run_stats(conn: sqlite3.Connection, run: int, top: int) -> Stats:
     """Top calls and processes by count with their failure rates (failed = an errno was returned)."""
     calls, failed = conn.execute(f"SELECT COUNT(*), COUNT(errno) FROM {SYSCALLS} WHERE run_id = ?", (run,)).fetchone()
     processes = conn.execute(f"SELECT COUNT(*) FROM {PROCESSES} WHERE run_id = ?", (run,)).fetchone()[0]
+    callers = conn.execute(f"SELECT COUNT(DISTINCT process_id) FROM {SYSCALLS} WHERE run_id = ?", (run,)).fetchone()
     command = command_only(conn, run)
-    if command:
-        processes = conn.execute(
-            f"SELECT COUNT(DISTINCT process_id) FROM {SYSCALLS} WHERE run_id = ?", (run,)
-        ).fetchone()[0]
     top_syscalls = [
         dict(row)
         for row in conn.execute(
@@ -881,7 +881,9 @@ def run_stats(conn: sqlite3.Connection, run: int, top: int) -> Stats:
             (run, top),
         )
     ]
-    return Stats(int(calls), int(failed), int(processes), top_syscalls, top_processes, top_errors, command)
+    return Stats(
+        int(calls), int(failed), int(processes), int(callers[0]), top_syscalls, top_processes, top_errors, command
+    )
 
 
 def syscalls_recorded(conn: sqlite3.Connection, run: int) -> bool:
