@@ -12,7 +12,7 @@ import csv
 import json
 import sqlite3
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
@@ -132,11 +132,21 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = json.dumps(value) if isinstance(value, (dict, list)) else value
 
 
+def _json_list(items: Iterable[Any]) -> None:
+    """A JSON array on stdout, one item to a line: each item is encoded by the json module's C encoder (an
+    ``indent`` makes it use the Python one, which wrote 40,000 calls in 9.6 s where this takes about 2)."""
+    out = sys.stdout
+    out.write("[")
+    for n, item in enumerate(items):
+        out.write(",\n" if n else "\n")
+        out.write(json.dumps(item, default=_json_blob))
+    out.write("\n]\n")
+
+
 def _emit_records(records: Sequence[dict[str, Any]], fmt: OutputFormat) -> None:
     """Records with nested values: JSON keeps them nested, csv gives each nested key a column."""
     if fmt is OutputFormat.json:
-        json.dump(list(records), sys.stdout, indent=1, default=_json_blob)
-        sys.stdout.write("\n")
+        _json_list(records)
         return
     flat: list[dict[str, Any]] = []
     for record in records:
@@ -150,8 +160,7 @@ def _emit_records(records: Sequence[dict[str, Any]], fmt: OutputFormat) -> None:
 
 def _emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: OutputFormat, title: str | None = None) -> None:
     if fmt is OutputFormat.json:
-        json.dump([dict(zip(columns, row, strict=True)) for row in rows], sys.stdout, indent=1, default=_json_blob)
-        sys.stdout.write("\n")
+        _json_list(dict(zip(columns, row, strict=True)) for row in rows)
     elif fmt is OutputFormat.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
