@@ -511,6 +511,33 @@ def test_the_output_never_replaces_a_device_a_fifo_a_link_or_the_database_s_jour
     assert Path("/dev/full").is_char_device()
 
 
+def test_the_page_goes_to_standard_output_with_a_dash_and_a_name_ending_in_a_slash_is_refused(
+    tmp_path: Path, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    """Break test of issue 14: `-o -` wrote a file named `-`, `-o r.html/` wrote `r.html`, and an error named
+    `/proc/6830/status` for `-o /proc/self/status`."""
+    good = _hostile_db(tmp_path / "good.db", "cat", "/etc/passwd")
+    code, output = run_main(["report", str(good), "-o", "-"])
+    assert code == 0 and output.endswith("2 calls): standard output\n"), output
+    assert not Path("-").exists() and not (tmp_path / "-").exists()
+    assert "r.html/: names a directory" in _one_line(["report", str(good), "-o", str(tmp_path / "r.html") + "/"])
+    assert not (tmp_path / "r.html").exists()
+    assert "cannot write /proc/self/status:" in _one_line(["report", str(good), "-o", "/proc/self/status"])
+
+
+def test_the_run_s_label_and_batch_status_are_in_the_title_and_summary(tmp_path: Path) -> None:
+    """Break test of issue 14: the page never showed the run's label (`run --label`, a batch job's)."""
+    db = _hostile_db(tmp_path / "h.db", "cat", "/etc/passwd")
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE runs SET label = '<b>sample-1</b>', batch_status = 'failed', batch_reason = 'panic'")
+    page = tmp_path / "h.html"
+    assert run_main(["report", str(db), "-o", str(page)])[0] == 0
+    html = _ours(page.read_text())
+    assert "<title>qppsuite run 1 [&lt;b&gt;sample-1&lt;/b&gt;]: " in html
+    assert "<th>label</th><td>&lt;b&gt;sample-1&lt;/b&gt;</td>" in html
+    assert "<th>batch job</th><td>failed: panic</td>" in html
+
+
 def test_a_process_row_with_a_damaged_names_column_is_one_line(tmp_path: Path) -> None:
     db = _hostile_db(tmp_path / "h.db", "cat", "/etc/passwd")
     with sqlite3.connect(db) as conn:

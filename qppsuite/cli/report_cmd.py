@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -23,13 +24,13 @@ def write_atomically(path: Path, data: str) -> None:
     /dev/full once replaced the device with a file.  The file gets the mode ``open()`` would give it (0666
     less the umask), not mkstemp's 0600.
     """
-    path = path.resolve()
+    given, path = path, path.resolve()  # errors name the path as given (/proc/self/status, not /proc/6830/...)
     if path.exists() and not path.is_file():
         try:
             with path.open("w", encoding="utf-8") as out:
                 out.write(data)
         except OSError as exc:
-            raise QppsuiteError(f"cannot write {path}: {exc.strerror or exc}") from None
+            raise QppsuiteError(f"cannot write {given}: {exc.strerror or exc}") from None
         return
     tmp: str | None = None
     try:
@@ -43,7 +44,7 @@ def write_atomically(path: Path, data: str) -> None:
     except OSError as exc:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        raise QppsuiteError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise QppsuiteError(f"cannot write {given}: {exc.strerror or exc}") from None
 
 
 #: The files SQLite keeps beside a database (its write-ahead log, the log's index, a rollback journal): the
@@ -56,7 +57,8 @@ def report(
     db: DbArg,
     run: RunOpt = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="The HTML file (default: DB's name with .html)")
+        str | None,
+        typer.Option("--output", "-o", help="The HTML file (default: DB's name with .html); - for standard output"),
     ] = None,
 ) -> None:
     """One self-contained HTML page of a run: summary, process tree, timeline, activity, each process's calls,
@@ -64,14 +66,7 @@ def report(
     from qppsuite.plugins.syscalls_logger import reader
     from qppsuite.report import data, html
 
-    out = output if output is not None else db.with_suffix(".html")
-    if output is not None and str(output) in ("", "."):
-        raise QppsuiteError("-o: the report's file name is empty")
-    if out.is_dir():
-        raise QppsuiteError(f"-o {out}: is a directory; give a file name")
-    database = db.resolve()
-    if out.resolve() in {database, *(database.with_name(database.name + s) for s in SQLITE_SIDE_FILES)}:
-        raise QppsuiteError(f"the report would replace the database {db} or its journal: give another file with -o")
+    out = _output(db, output)
     with _reading(db) as conn:
         run_id = reader.select_run(conn, run, shown=visible)
         _warn(conn, run_id)
@@ -79,12 +74,34 @@ def report(
         # Rendered while reading: a value of the wrong type in a damaged or edited file (text where SQLite
         # holds counts) fails in the formatting, and is then one line about the file too.
         page = html.render(built)
-    write_atomically(out, page)
+    if out is None:
+        sys.stdout.write(page)
+        sys.stdout.flush()
+    else:
+        write_atomically(out, page)
     err_console.print(
         styled(
             f"report of run {run_id} ({_plural(built.summary['processes'], 'process', 'processes')}, "
-            f"{_plural(built.summary['syscalls'], 'call', 'calls')}): {out}"
+            f"{_plural(built.summary['syscalls'], 'call', 'calls')}): {'standard output' if out is None else out}"
         ),
         soft_wrap=True,
     )
+
+
+def _output(db: Path, output: str | None) -> Path | None:
+    """Where ``-o`` puts the page (None: standard output, ``-o -``), checked: not empty, not a directory (nor a
+    name ending in ``/``, which only a directory has), not the database or its journal.  One line if not."""
+    if output == "-":
+        return None
+    if output is not None and output in ("", "."):
+        raise QppsuiteError("-o: the report's file name is empty")
+    if output is not None and output.endswith("/"):
+        raise QppsuiteError(f"-o {output}: names a directory (it ends in /); give a file name")
+    out = Path(output) if output is not None else db.with_suffix(".html")
+    if out.is_dir():
+        raise QppsuiteError(f"-o {out}: is a directory; give a file name")
+    database = db.resolve()
+    if out.resolve() in {database, *(database.with_name(database.name + s) for s in SQLITE_SIDE_FILES)}:
+        raise QppsuiteError(f"the report would replace the database {db} or its journal: give another file with -o")
+    return out
 

@@ -495,6 +495,9 @@ def build(conn: sqlite3.Connection, run: int | None = None) -> RunReport:
     wall = _wall_seconds(info["started_at"], info["ended_at"])
     summary = {
         "run": run_id,
+        "label": info["label"],  # `run --label`, or a batch job's
+        "batch_status": info["batch_status"],  # a batch's merged file: ok, failed or not run
+        "batch_reason": info["batch_reason"],
         "image": info["image"],
         "kernel": info["kernel_release"],
         "plugins": json.loads(info["plugins"] or "[]"),

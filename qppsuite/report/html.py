@@ -245,6 +245,11 @@ def _summary(report: RunReport) -> str:
         ("system calls", f"{s['syscalls']:,}"),
         ("failed calls", f"{s['failed']:,} ({s['failure_rate']:.1%})"),
     ]
+    if s["label"] is not None:
+        rows.insert(0, ("label", text(s["label"])))
+    if s["batch_status"] is not None:
+        reason = f": {text(s['batch_reason'])}" if s["batch_reason"] else ""
+        rows.insert(1 if s["label"] is not None else 0, ("batch job", text(s["batch_status"]) + reason))
     if s["kernel_threads"]:
         rows[-3] = ("processes", f"{s['processes']:,}, {plural(s['kernel_threads'], 'kernel thread')} among them")
     if report.logged == "none":
@@ -443,7 +448,7 @@ def render(report: RunReport) -> str:
         )
     if folded:
         sections = f"<p class='none'>Each process's section is folded: click its name to open it.</p>{sections}"
-    title = f"qppsuite run {s['run']}: {s['image']}"
+    title = f"qppsuite run {s['run']}" + (f" [{s['label']}]" if s["label"] is not None else "") + f": {s['image']}"
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<title>{text(title)}</title><style>{STYLE}</style></head><body>"
