@@ -10,10 +10,12 @@ is another row), this module follows:
   osi_linux's ``fd_to_filename``), a relative path is replaced by the one recorded path ending in it;
 - ``dup``, ``dup2``, ``dup3`` and ``fcntl``/``fcntl64`` ``F_DUPFD``/``F_DUPFD_CLOEXEC``: the new fd
   names what the old one did;
-- ``pipe``/``pipe2`` and ``socket``/``accept``/``accept4``: ``pipe:[N]``, ``socket:[N]``, numbered in the
-  run's order (strace ``-y`` shows the inode, which the database does not hold), so that the processes at
-  the two ends of a pipe name the same pipe; ``eventfd``/``eventfd2``, ``memfd_create``,
-  ``epoll_create1``... by their kind, strace ``-y``'s words;
+- ``pipe``/``pipe2`` and ``socket``/``accept``/``accept4``: the kernel's name, ``pipe:[INODE]`` as strace ``-y``
+  prints it, where ``file_activity`` named one of the object's fds (a ``file_fds`` row of either end of a pipe,
+  a dup of one, a fork child's copy: :func:`kernel_names`, a first replay), from the call that made it on; else
+  ``pipe:[N]``, ``socket:[N]``, numbered in the run's order; either way the processes at the two ends of a pipe
+  name the same pipe; ``eventfd``/``eventfd2``, ``memfd_create``, ``epoll_create1``... by their kind, strace
+  ``-y``'s words;
 - ``close`` and ``close_range`` forget fds; a successful ``execve`` forgets those opened with
   ``O_CLOEXEC`` (or dup'd with it);
 - a fork child's own return (``child = 1``) starts the child's table as a copy of the parent's when
@@ -34,7 +36,7 @@ import functools
 import json
 import posixpath
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from qppsuite.plugins.syscalls import table
@@ -70,6 +72,7 @@ CHANGING = (*OPENS, *DUPS, *FCNTLS, *SOCKETS, *KINDS, *PIPES, *CLOSES, *EXECS, *
 class _Fd:
     path: str
     cloexec: bool
+    made: str | None = None  # a pipe or socket made in the run: its number there (pipe:[N]), for kernel_names
 
 
 @dataclass
@@ -77,17 +80,23 @@ class FdTables:
     """The fd tables of a run's processes as of the calls applied so far (:meth:`apply`, in seq order).
 
     ``recorded``: process row id -> paths ``file_activity`` recorded for it (may be empty).
+    ``kernel``: the run's numbers of the pipes and sockets made in it (``pipe:[N]``) -> the kernel's name of each
+    (``pipe:[INODE]``): what a replay learnt (:meth:`name`, :func:`kernel_names`), given to the next so that it
+    names them so from the calls that made them.
     """
 
     recorded: dict[int, list[str]] = field(default_factory=dict)
+    kernel: dict[str, str] = field(default_factory=dict)
     _tables: dict[int, dict[int, _Fd]] = field(default_factory=dict)
     _forks: dict[int, tuple[int, dict[int, _Fd]]] = field(default_factory=dict)  # fork's seq -> (process, its fds)
     _made: dict[str, int] = field(default_factory=dict)  # pipes and sockets made so far, for their numbers
     _named: dict[tuple[int, int], tuple[int, str]] = field(default_factory=dict)  # (process, fd) -> its last naming
 
-    def _number(self, kind: str) -> str:
+    def _make(self, kind: str, cloexec: bool) -> _Fd:
+        """A new pipe or socket (``kind``): numbered in the run's order, named as the kernel does if known."""
         self._made[kind] = self._made.get(kind, 0) + 1
-        return f"{kind}:[{self._made[kind]}]"
+        number = f"{kind}:[{self._made[kind]}]"
+        return _Fd(self.kernel.get(number, number), cloexec, number)
 
     def path(self, process_id: int | None, fd: Any) -> str | None:
         """What ``fd`` of the process names now, or None when the run never saw it opened."""
@@ -98,10 +107,14 @@ class FdTables:
 
     def name(self, process_id: int, fd: int, path: str, seq: int) -> None:
         """What ``file_activity`` found ``fd`` referred to at call ``seq`` (a ``file_fds`` row, given before that
-        call's own change): taken for an fd the calls so far do not name (an fd made in the run keeps its name, so
-        both ends of a pipe agree), and for the fd an open at ``seq`` returns: the file the kernel resolved
-        (through symbolic links, ``/proc/self``), as strace ``-y`` names it."""
-        self._tables.setdefault(process_id, {}).setdefault(fd, _Fd(path, False))
+        call's own change): taken for an fd the calls so far do not name, and for the fd an open at ``seq``
+        returns: the file the kernel resolved (through symbolic links, ``/proc/self``), as strace ``-y`` names it.
+        An fd made in the run keeps its name here, so both ends of a pipe agree; a pipe's or socket's naming of
+        its kind (``pipe:[INODE]``) is kept in :attr:`kernel`, the first for each, for the next replay."""
+        fds = self._tables.setdefault(process_id, {})
+        entry = fds.setdefault(fd, _Fd(path, False))
+        if entry.made is not None and path.startswith(entry.made.partition("[")[0] + "["):
+            self.kernel.setdefault(entry.made, path)
         self._named[(process_id, fd)] = (seq, path)
 
     def apply(self, row: dict[str, Any]) -> None:
@@ -139,7 +152,7 @@ class FdTables:
         if name in PIPES:
             pair = _object(row["outputs"]).get("fildes")
             if retval == 0 and isinstance(pair, list) and len(pair) == 2:
-                pipe = _Fd(self._number("pipe"), "O_CLOEXEC" in str(args.get("flags", "")))
+                pipe = self._make("pipe", "O_CLOEXEC" in str(args.get("flags", "")))
                 for fd in pair:
                     if isinstance(fd, int):
                         fds[fd] = pipe
@@ -153,15 +166,15 @@ class FdTables:
         elif name in DUPS:
             old = fds.get(args.get(DUPS[name]))  # type: ignore[arg-type]
             if old is not None:
-                fds[retval] = _Fd(old.path, "O_CLOEXEC" in str(args.get("flags", "")))
+                fds[retval] = replace(old, cloexec="O_CLOEXEC" in str(args.get("flags", "")))
             else:
                 fds.pop(retval, None)
         elif name in FCNTLS and str(args.get("cmd")) in ("F_DUPFD", "F_DUPFD_CLOEXEC"):
             old = fds.get(args.get("fd"))  # type: ignore[arg-type]
             if old is not None:
-                fds[retval] = _Fd(old.path, args.get("cmd") == "F_DUPFD_CLOEXEC")
+                fds[retval] = replace(old, cloexec=args.get("cmd") == "F_DUPFD_CLOEXEC")
         elif name in SOCKETS:
-            fds[retval] = _Fd(self._number("socket"), "CLOEXEC" in str(args.get("flags", args.get("type", ""))))
+            fds[retval] = self._make("socket", "CLOEXEC" in str(args.get("flags", args.get("type", ""))))
         elif name in KINDS:
             fds[retval] = _Fd(KINDS[name], "CLOEXEC" in str(args.get("flags", args.get("type", ""))))
 
@@ -178,6 +191,33 @@ class FdTables:
         tail = "/" + posixpath.normpath(given).lstrip("/")
         found = [path for path in self.recorded.get(process_id, ()) if path.endswith(tail)]
         return found[0] if len(found) == 1 else given
+
+
+MADE = ("pipe:[", "socket:[")
+"""How the kernel's names of the objects :class:`FdTables` numbers begin: a naming that may rename one."""
+
+
+def kernel_names(
+    recorded: dict[int, list[str]],
+    changes: Iterable[dict[str, Any]],
+    namings: Iterable[tuple[int, int, int, str]],
+) -> dict[str, str]:
+    """The pipes and sockets made in the run that ``file_activity`` named -> the kernel's names (an
+    :attr:`FdTables.kernel`), from one replay of the run's :data:`CHANGING` calls and fork children's returns
+    (``changes``, rows as :meth:`FdTables.apply` takes them) with its ``file_fds`` rows (``namings``: (seq,
+    process row, fd, path)), both in seq order; a naming at a call is given before the call's change."""
+    tables = FdTables(recorded)
+    pending = iter(namings)
+    naming = next(pending, None)
+    for row in changes:
+        while naming is not None and naming[0] <= row["seq"]:
+            tables.name(naming[1], naming[2], naming[3], naming[0])
+            naming = next(pending, None)
+        tables.apply(row)
+    while naming is not None:
+        tables.name(naming[1], naming[2], naming[3], naming[0])
+        naming = next(pending, None)
+    return tables.kernel
 
 
 def touched(row: dict[str, Any]) -> list[tuple[int, int]]:

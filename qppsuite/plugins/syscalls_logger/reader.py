@@ -580,15 +580,14 @@ def iter_syscalls(
     if not files:
         yield from rows
         return
-    tables = fd_paths.FdTables(_recorded_files(conn, where.run))
-    names = tuple(fd_paths.changing_names())
-    changes = conn.execute(
-        f"SELECT seq, process_id, name, args, outputs, retval, child, parent_seq, ending FROM {SYSCALLS} "
-        f"WHERE run_id = ? AND (child = 1 OR name IN ({', '.join('?' * len(names))})) ORDER BY seq",
-        (where.run, *names),
-    )
-    pending = changes.fetchone()
+    recorded = _recorded_files(conn, where.run)
     named = list(_named_fds(conn, where.run))
+    kernel = {}
+    if any(path.startswith(fd_paths.MADE) for *_, path in named):  # a pipe's or socket's kernel name, maybe
+        kernel = fd_paths.kernel_names(recorded, map(dict, _changes(conn, where.run)), named)
+    tables = fd_paths.FdTables(recorded, kernel)
+    changes = _changes(conn, where.run)
+    pending = changes.fetchone()
     back = None
     if named:
         touching = tuple(dict.fromkeys(fd_paths.TOUCHING))
@@ -622,6 +621,17 @@ def iter_syscalls(
         returned = fd_paths.returns_fd(row["name"]) and isinstance(row["retval"], int) and row["retval"] >= 0
         row["fd_path"] = tables.path(row["process_id"], row["retval"]) if returned else None
         yield row
+
+
+def _changes(conn: sqlite3.Connection, run: int) -> sqlite3.Cursor:
+    """The run's calls that change an fd table and its fork children's returns, in seq order, as
+    :meth:`~qppsuite.plugins.syscalls_logger.fd_paths.FdTables.apply` reads them."""
+    names = tuple(fd_paths.changing_names())
+    return conn.execute(
+        f"SELECT seq, process_id, name, args, outputs, retval, child, parent_seq, ending FROM {SYSCALLS} "
+        f"WHERE run_id = ? AND (child = 1 OR name IN ({', '.join('?' * len(names))})) ORDER BY seq",
+        (run, *names),
+    )
 
 
 def _every_run(
