@@ -37,8 +37,15 @@ SCRIPT = (
     "cat /tmp/in > /tmp/out; exec 5</etc/passwd; head -c 10 <&5 >/dev/null; exec 5<&-; "
     "echo piped | cat | cat > /dev/null; exit 7"
 )
+#: A script named by bytes that are not UTF-8 (its process's name) whose shell fails an open, and a shell a signal
+#: kills: what the Datasette canned queries must show as the CLI does (``\xff\xfex``, ``killed by SIGSEGV``).
+HOSTILE = (
+    "N=$(printf '/tmp/\\377\\376x'); printf '#!/bin/sh\\n: </nonexistent\\nexit 5\\n' > \"$N\"; chmod +x \"$N\"; "
+    "\"$N\"; sh -c 'kill -SEGV $$'; "
+)
 CMD = (
     "echo data > /tmp/in; "
+    f"{HOSTILE}"
     f"strace -f -y -o /tmp/s.txt sh -c '{SCRIPT}'; echo STRACED $?; "
     "echo STRACE-BEGIN; cat /tmp/s.txt; echo STRACE-END"
 )
@@ -192,9 +199,15 @@ def test_datasette_serves_the_metadata_and_its_canned_queries(straced: tuple[Log
             answers[query] = got.json()
         page = await ds.client.get(f"/{db.stem}/syscalls")
         answers["page"] = page.text
+        answers["fds_page"] = (await ds.client.get(f"/{db.stem}/file_fds")).text
         return answers
 
     answers = asyncio.run(ask())
+    # break test of issue 14: `killed by signal 11`, `{"hex": "fffe78"}` and no file_fds description
+    assert any(str(r["ended"]).startswith("killed by SIGSEGV") for r in answers["process_exits"])
+    assert any("\\xff\\xfex" in r["processes"].split(",") for r in answers["failed_by_errno"] if r["errno"] == "ENOENT")
+    assert not any("hex" in str(r["processes"]) for r in answers["failed_by_errno"])
+    assert "asked osi_linux what an fd referred to" in answers["fds_page"]
     assert {r["name"] for r in answers["ptrace_callers"]} == {"strace"}
     assert any(r["path"] == "/etc/passwd" for r in answers["files_opened"])
     assert any(r["path"] == "/tmp/in" and r["bytes_read"] == 5 for r in answers["files_by_process"])
@@ -345,15 +358,66 @@ def test_a_bad_moment_on_the_command_line_is_one_line_and_no_traceback(tmp_path:
 
 
 def test_the_datasette_metadata_describes_every_column_the_logger_writes_and_only_real_ones() -> None:
-    from qppsuite.plugins.file_activity.model import FILE_COLUMNS, OP_COLUMNS
+    from qppsuite.plugins.file_activity.model import FD_COLUMNS, FILE_COLUMNS, OP_COLUMNS
+    from qppsuite.plugins.net_activity import EVENT_COLUMNS, SOCKET_COLUMNS
     from qppsuite.plugins.proc_events.model import COLUMNS
     from qppsuite.plugins.syscalls_logger.database import TABLE_COLUMNS
-    from qppsuite.plugins.syscalls_logger.metadata import TABLES
+    from qppsuite.plugins.syscalls_logger.metadata import TABLES, datasette_metadata
 
     for table, columns in TABLE_COLUMNS.items():
         assert set(TABLES[table][1]) == set(columns), table
     for table, columns in (("file_activity", FILE_COLUMNS), ("file_ops", OP_COLUMNS), ("proc_events", COLUMNS)):
         assert set(TABLES[table][1]) <= set(columns), table
+    # break test of issue 14: file_activity's file_fds and net_activity's tables were left out; every column of
+    # theirs (run_id is the run database's, added to each plugin table) is described
+    plugins = {"file_fds": FD_COLUMNS, "net_sockets": SOCKET_COLUMNS, "net_events": EVENT_COLUMNS}
+    for table, columns in plugins.items():
+        assert set(TABLES[table][1]) == {*columns, "run_id"}, table
+    found = {table: {*columns, "run_id"} for table, columns in plugins.items()}
+    tables = datasette_metadata(Path("run.db"), found)["databases"]["run"]["tables"]
+    assert set(tables) == set(plugins) and tables["net_events"]["columns"]["socket_id"].startswith("That fd's socket")
+
+
+def test_the_canned_query_says_how_a_process_ended_as_the_cli_does() -> None:
+    """Break test of issue 14: `process_exits.ended` said `killed by signal 11` where the CLI and the report say
+    `killed by SIGSEGV`: every wait status a process can have, against the CLI's own words."""
+    from qppsuite.plugins.proc_events.model import ExitCode
+    from qppsuite.plugins.syscalls_logger.metadata import QUERIES
+
+    statuses = [code << 8 for code in (0, 1, 7, 255)] + list(range(1, 256))  # exits; every signal, with core bit
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE processes (id, run_id, pid, ppid, name, names, syscall_count, state, exit_status, "
+                 "start_time)")  # fmt: skip
+    conn.executemany("INSERT INTO processes (id, run_id, exit_status) VALUES (?, 1, ?)", enumerate(statuses))
+    conn.execute("INSERT INTO processes (id, run_id) VALUES (999, 1)")  # still running: NULL
+    ended = [row[-1] for row in conn.execute(QUERIES["process_exits"][2])]
+    assert ended == [ExitCode(status).ended for status in statuses] + [None]
+    assert "killed by SIGSEGV" in ended and "killed by SIGABRT (core dumped)" in ended
+
+
+def test_the_canned_query_shows_a_name_that_is_not_utf8_as_the_cli_does() -> None:
+    """Break test of issue 14: `failed_by_errno.processes` showed `{"hex": "3c2f..."}` for a name that is not
+    UTF-8, where the CLI shows `</script><b>\\xff\\xe2\\x80`: every kind of byte sequence, against the CLI's
+    own spelling (reader.stored_text: UTF-8 characters kept, other bytes \\xNN, a backslash doubled)."""
+    import random
+
+    from qppsuite.plugins.syscalls.values import column_text, text_or_hex
+    from qppsuite.plugins.syscalls_logger.metadata import QUERIES
+    from qppsuite.plugins.syscalls_logger.reader import stored_text
+
+    draw = random.Random(14)
+    edges = [b"</script><b>\xff\xe2\x80", b"caf\xc3\xa9\xff", b"a\\x1b\xff", b"\xe0\x80\xaf", b"\xed\xa0\x80x",
+             b"\xf0\x9f\x98\x80\xfe", b"\xf4\x90\x80\x80", b"\xc2", b"\xf0\x9f\x98", b"\xc0\xaf", b"plain\\name", b"",
+             b'{"hex": "2f6574632f736861646f77"}', b"\x1b[31mred\x80"]  # fmt: skip
+    pool = [bytes([byte]) for byte in range(1, 256)] + ["é".encode(), "€".encode(), "😀".encode(), b"\\"]
+    names = edges + [b"".join(draw.choice(pool) for _ in range(draw.randrange(1, 16))) for _ in range(400)]
+    stored = [column_text(text_or_hex(name)) for name in names]
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE syscalls (run_id, errno, name, process_name)")
+    conn.executemany("INSERT INTO syscalls VALUES (1, ?, 'open', ?)", ((f"E{n}", s) for n, s in enumerate(stored)))
+    shown = {row[1]: row[-1] for row in conn.execute(QUERIES["failed_by_errno"][2])}
+    assert [shown[f"E{n}"] for n in range(len(stored))] == [stored_text(text) for text in stored]
+    assert shown["E0"] == "</script><b>\\xff\\xe2\\x80" and shown["E2"] == "a\\\\x1b\\xff"
 
 
 @pytest.mark.parametrize(

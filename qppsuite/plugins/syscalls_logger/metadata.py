@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import qppsuite
+from qppsuite.plugins.syscalls.arm_linux_abi import SIGNAL_NAMES
 
 TABLES: dict[str, tuple[str, dict[str, str]]] = {
     "runs": (
@@ -126,6 +127,75 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "new_path": "A rename's new path.",
         },
     ),
+    "file_fds": (
+        "file_activity: one row each time it asked osi_linux what an fd referred to: every open fd of a process "
+        "when it first saw the process, an fd at its first read or write, and the new fd of each successful open.",
+        {
+            "id": "The row's id.",
+            "run_id": "The run (runs.id).",
+            "process_id": "The process (processes.id).",
+            "pid": "That process's pid.",
+            "fd": "The fd.",
+            "path": "The file it referred to, as the kernel names it (pipe:[INODE], socket:[INODE] for those).",
+            "syscall_seq": "The call at which it was asked (syscalls.seq).",
+            "insn_count": "That call's instruction count.",
+        },
+    ),
+    "net_sockets": (
+        "net_activity: one row per socket, updated as the run goes (its ends and totals are what the calls showed "
+        "by the end).",
+        {
+            "id": "The socket row's id.",
+            "run_id": "The run (runs.id).",
+            "process_id": "The process that made the socket, or that first held it (processes.id).",
+            "inode": "The socket's inode: socket:[INODE] in /proc/PID/fd; every fd holding it refers to this row.",
+            "created_by": "socket, socketpair, accept, accept4, or found: already open when net_activity first "
+            "looked at its process (its domain, type and protocol are then NULL).",
+            "created_seq": "The call that made it (syscalls.seq).",
+            "created_insn": "The instruction count then.",
+            "domain": "AF_INET, AF_INET6, AF_UNIX... as strace names it.",
+            "type": "SOCK_STREAM, SOCK_DGRAM... (without SOCK_CLOEXEC and SOCK_NONBLOCK).",
+            "protocol": "IPPROTO_TCP, IPPROTO_IP (0), NETLINK_ROUTE..., or the number.",
+            "local_family": "The local end's family, as bind or getsockname showed it last.",
+            "local_address": "The local end's address: IPv4/IPv6 text, an AF_UNIX path (@name: abstract).",
+            "local_port": "The local end's port (AF_INET, AF_INET6).",
+            "remote_family": "The remote end's family, as connect, accept or getpeername showed it.",
+            "remote_address": "The remote end's address.",
+            "remote_port": "The remote end's port.",
+            "listener_id": "For an accepted socket: the listening socket (net_sockets.id).",
+            "pair_id": "For a socketpair: the other end (net_sockets.id).",
+            "backlog": "listen's backlog, once it listened.",
+            "bytes_sent": "Bytes the sends that succeeded returned.",
+            "bytes_received": "Bytes the receives that succeeded returned (MSG_PEEK not counted).",
+            "sends": "Sends that succeeded.",
+            "receives": "Receives that succeeded.",
+        },
+    ),
+    "net_events": (
+        "net_activity: one row per network call that returned (and read, write, close... on a socket fd).",
+        {
+            "id": "The row's id.",
+            "run_id": "The run (runs.id).",
+            "seq": "The call (syscalls.seq: join with the logger's row of it).",
+            "insn_count": "Guest instructions executed before the call.",
+            "process_id": "The calling process (processes.id).",
+            "pid": "The calling process's pid.",
+            "tid": "The calling thread's tid.",
+            "call": "The system call: socket, connect, sendto, recvmsg, read, close...",
+            "fd": "Its fd argument; the new fd for socket, socketpair, accept, accept4 (failed: the listener's).",
+            "socket_id": "That fd's socket (net_sockets.id); NULL: no socket known there.",
+            "local_family": "The local end this call named, else what the socket's earlier calls named.",
+            "local_address": "The local end's address.",
+            "local_port": "The local end's port.",
+            "remote_family": "The remote end this call named (connect's, sendto's, recvfrom's, accept's peer).",
+            "remote_address": "The remote end's address.",
+            "remote_port": "The remote end's port.",
+            "bytes": "Bytes sent or received by a call that succeeded (0: end of stream, or an empty datagram).",
+            "messages": "sendmmsg, recvmmsg: messages transferred.",
+            "retval": "The signed result.",
+            "errno": "The error's name (ECONNREFUSED, EAGAIN...); NULL: it succeeded.",
+        },
+    ),
     "proc_events": (
         "proc_events: one row per fork, new thread, exec, process exit or thread exit, in insn_count order.",
         {
@@ -142,6 +212,64 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
 
 LABELS = {"runs": "image", "processes": "name", "threads": "name"}
 """What Datasette shows for a row another table refers to (its ``label_column``)."""
+
+SIGNALS_CTE = "signals(number, name) AS (VALUES {})".format(
+    ", ".join(f"({number}, '{name}')" for number, name in sorted(SIGNAL_NAMES.items()))
+)
+"""A query's ``WITH`` table of the ARM Linux signal names the CLI and the report use (``SIGNAL_NAMES``)."""
+
+ENDED_SQL = (
+    "CASE WHEN exit_status IS NULL THEN NULL "
+    "WHEN exit_status & 127 THEN 'killed by ' || COALESCE((SELECT name FROM signals WHERE number = exit_status & 127), "
+    "'signal ' || (exit_status & 127)) || IIF(exit_status & 128, ' (core dumped)', '') "
+    "ELSE 'exited ' || ((exit_status >> 8) & 255) END"
+)
+"""How a process ended from its wait status ``exit_status`` (needs :data:`SIGNALS_CTE`), as the CLI says it
+(``proc_events.model.ExitCode.ended``): ``exited 7``, ``killed by SIGSEGV``, ``killed by SIGKILL (core dumped)``."""
+
+
+def shown_cte(values: str) -> str:
+    """A query's ``WITH RECURSIVE`` tables ending in ``shown(raw, text, k)``: each stored name or path the query
+    ``values`` gives (one column, ``v``) that is the ``{"hex": ...}`` text of bytes that are not UTF-8 (as the
+    plugins store them), with ``text`` the bytes as the CLI shows them (``reader.shown_bytes``): each UTF-8
+    sequence as its character, each other byte as ``\\xNN``, a backslash doubled.  SQLite (3.40) has no
+    function for it: ``bytes`` splits the hex into bytes, ``utf8`` finds the sequence each starts (its length
+    ``n``, 0 for a byte that starts none: Python's UTF-8 rules, no overlong forms or surrogates) and ``walk``
+    joins them.  Text that is not ``{"hex": ...}`` is not in ``shown``: :func:`shown_sql` doubles its backslashes.
+    """
+    hexdigit = "instr('0123456789abcdef', substr(h, 2 * k + {}, 1)) - 1"
+    return (
+        "hexed(raw, h) AS (SELECT raw, h FROM (SELECT DISTINCT v AS raw, CASE WHEN substr(v, 1, 8) = '{\"hex\": ' "
+        "AND json_valid(v) THEN CASE WHEN json_type(v, '$.hex') = 'text' THEN json_extract(v, '$.hex') END END AS h "
+        f"FROM ({values})) WHERE h NOT GLOB '*[^0-9a-f]*' AND length(h) % 2 = 0), "
+        "bytes(raw, h, k, b) AS (SELECT raw, h, 0, NULL FROM hexed UNION ALL "
+        f"SELECT raw, h, k + 1, ({hexdigit.format(1)}) * 16 + {hexdigit.format(2)} "
+        "FROM bytes WHERE 2 * k < length(h)), "
+        "utf8(raw, k, n, piece) AS (SELECT raw, k, n, CASE n "
+        "WHEN 0 THEN '\\x' || substr(h, 2 * k - 1, 2) WHEN 1 THEN IIF(b0 = 92, '\\\\', char(b0)) "
+        "WHEN 2 THEN char(((b0 & 31) << 6) | (b1 & 63)) "
+        "WHEN 3 THEN char(((b0 & 15) << 12) | ((b1 & 63) << 6) | (b2 & 63)) "
+        "ELSE char(((b0 & 7) << 18) | ((b1 & 63) << 12) | ((b2 & 63) << 6) | (b3 & 63)) END "
+        "FROM (SELECT a.raw, a.h, a.k, a.b AS b0, b.b AS b1, c.b AS b2, d.b AS b3, CASE WHEN a.b < 128 THEN 1 "
+        "WHEN a.b BETWEEN 194 AND 223 AND b.b BETWEEN 128 AND 191 THEN 2 "
+        "WHEN a.b BETWEEN 224 AND 239 AND b.b BETWEEN IIF(a.b = 224, 160, 128) AND IIF(a.b = 237, 159, 191) "
+        "AND c.b BETWEEN 128 AND 191 THEN 3 "
+        "WHEN a.b BETWEEN 240 AND 244 AND b.b BETWEEN IIF(a.b = 240, 144, 128) AND IIF(a.b = 244, 143, 191) "
+        "AND c.b BETWEEN 128 AND 191 AND d.b BETWEEN 128 AND 191 THEN 4 ELSE 0 END AS n "
+        "FROM bytes a LEFT JOIN bytes b ON b.raw = a.raw AND b.k = a.k + 1 "
+        "LEFT JOIN bytes c ON c.raw = a.raw AND c.k = a.k + 2 LEFT JOIN bytes d ON d.raw = a.raw AND d.k = a.k + 3 "
+        "WHERE a.k > 0)), "
+        "walk(raw, k, text) AS (SELECT raw, 1, '' FROM hexed UNION ALL "
+        "SELECT w.raw, w.k + max(u.n, 1), w.text || u.piece FROM walk w JOIN utf8 u ON u.raw = w.raw AND u.k = w.k), "
+        "shown(raw, text, k) AS (SELECT raw, text, MAX(k) FROM walk GROUP BY raw)"
+    )
+
+
+def shown_sql(column: str, alias: str) -> str:
+    """``column`` (a stored name or path) as the CLI shows it, given the query joined :func:`shown_cte`'s table
+    as ``alias`` on it (``LEFT JOIN shown AS alias ON alias.raw = column``)."""
+    return f"COALESCE({alias}.text, replace({column}, '\\', '\\\\'))"
+
 
 QUERIES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "ptrace_callers": (
@@ -172,20 +300,22 @@ QUERIES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     ),
     "failed_by_errno": (
         "Failed calls by errno",
-        "How many calls failed with each errno, and which calls and processes they were.",
-        "SELECT run_id, errno, COUNT(*) AS calls, GROUP_CONCAT(DISTINCT name) AS syscalls, "
-        "GROUP_CONCAT(DISTINCT process_name) AS processes FROM syscalls WHERE errno IS NOT NULL "
-        "GROUP BY run_id, errno ORDER BY run_id, calls DESC",
+        "How many calls failed with each errno, and which calls and processes they were (names as the CLI shows "
+        "them: a backslash doubled, a byte that is not UTF-8 as \\xNN).",
+        "WITH RECURSIVE "
+        + shown_cte("SELECT process_name AS v FROM syscalls WHERE errno IS NOT NULL")
+        + " SELECT s.run_id, s.errno, COUNT(*) AS calls, GROUP_CONCAT(DISTINCT s.name) AS syscalls, "
+        f"GROUP_CONCAT(DISTINCT {shown_sql('s.process_name', 'n')}) AS processes "
+        "FROM syscalls s LEFT JOIN shown n ON n.raw = s.process_name WHERE s.errno IS NOT NULL "
+        "GROUP BY s.run_id, s.errno ORDER BY s.run_id, calls DESC",
         ("syscalls",),
     ),
     "process_exits": (
         "How each process ended",
-        "Each process with its exit code or the signal that killed it (from the wait status).",
-        "SELECT run_id, pid, ppid, name, names, syscall_count, state, exit_status, "
-        "CASE WHEN exit_status IS NULL THEN NULL "
-        "WHEN exit_status & 127 THEN 'killed by signal ' || (exit_status & 127) "
-        "ELSE 'exited ' || ((exit_status >> 8) & 255) END AS ended "
-        "FROM processes ORDER BY run_id, start_time, id",
+        "Each process with its exit code or the signal that killed it (from the wait status), as qppsuite "
+        "processes says it: exited 7, killed by SIGSEGV, killed by SIGABRT (core dumped).",
+        f"WITH {SIGNALS_CTE} SELECT run_id, pid, ppid, name, names, syscall_count, state, exit_status, "
+        f"{ENDED_SQL} AS ended FROM processes ORDER BY run_id, start_time, id",
         ("processes",),
     ),
 }
