@@ -205,14 +205,17 @@ def kernel_names(
     """The pipes and sockets made in the run that ``file_activity`` named -> the kernel's names (an
     :attr:`FdTables.kernel`), from one replay of the run's :data:`CHANGING` calls and fork children's returns
     (``changes``, rows as :meth:`FdTables.apply` takes them) with its ``file_fds`` rows (``namings``: (seq,
-    process row, fd, path)), both in seq order; a naming at a call is given before the call's change."""
+    process row, fd, path)), both in seq order; a naming at a call is given before the call's change.  Only the
+    namings of a pipe or socket (:data:`MADE`) are read, and the calls up to the last of them."""
     tables = FdTables(recorded)
-    pending = iter(namings)
+    pending = (naming for naming in namings if naming[3].startswith(MADE))
     naming = next(pending, None)
     for row in changes:
         while naming is not None and naming[0] <= row["seq"]:
             tables.name(naming[1], naming[2], naming[3], naming[0])
             naming = next(pending, None)
+        if naming is None:
+            break
         tables.apply(row)
     while naming is not None:
         tables.name(naming[1], naming[2], naming[3], naming[0])
