@@ -420,6 +420,36 @@ def test_the_canned_query_shows_a_name_that_is_not_utf8_as_the_cli_does() -> Non
     assert shown["E0"] == "</script><b>\\xff\\xe2\\x80" and shown["E2"] == "a\\\\x1b\\xff"
 
 
+def test_every_canned_query_spells_names_and_file_activity_s_paths_as_the_cli_does() -> None:
+    from qppsuite.plugins.syscalls.values import column_text, text_or_hex
+    from qppsuite.plugins.syscalls_logger.metadata import QUERIES
+    from qppsuite.plugins.syscalls_logger.reader import stored_text
+
+    names = [column_text(text_or_hex(name)) for name in (b"ptr\xffce", b"caf\xc3\xa9\\", b"plain")]
+    path = column_text(text_or_hex(b"/tmp/\xfe\\x"))
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE processes (id, run_id, pid, ppid, name, names, syscall_count, state, exit_status, "
+                 "start_time)")  # fmt: skip
+    conn.execute("CREATE TABLE syscalls (run_id, seq, pid, process_id, process_name, name, args, errno)")
+    conn.execute("CREATE TABLE file_activity (run_id, pid, process_id, path, opens, open_errors, bytes_read, "
+                 "bytes_written, first_insn_count)")  # fmt: skip
+    for n, name in enumerate(names):
+        conn.execute("INSERT INTO processes (id, run_id, pid, name, exit_status) VALUES (?, 1, ?, ?, 0)", (n, n, name))
+        for call in ("ptrace", "openat"):
+            conn.execute("INSERT INTO syscalls VALUES (1, ?, ?, ?, ?, ?, '{}', 'EPERM')", (n, n, n, name, call))
+        conn.execute("INSERT INTO file_activity (run_id, pid, process_id, path, first_insn_count) "
+                     "VALUES (1, ?, ?, ?, ?)", (n, n, path, n))  # fmt: skip
+    shown = [stored_text(name) for name in names]
+    for query, column in (("ptrace_callers", "name"), ("files_opened", "process_name"),
+                          ("files_by_process", "name"), ("process_exits", "name")):  # fmt: skip
+        cursor = conn.execute(QUERIES[query][2])
+        at = [d[0] for d in cursor.description].index(column)
+        assert [row[at] for row in cursor] == shown, query
+    assert shown[:2] == ["ptr\\xffce", "café\\\\"]
+    paths = {row[3] for row in conn.execute(QUERIES["files_by_process"][2])}
+    assert paths == {stored_text(path)} == {"/tmp/\\xfe\\\\x"}
+
+
 @pytest.mark.parametrize(
     "option",
     [

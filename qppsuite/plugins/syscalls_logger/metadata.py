@@ -275,33 +275,41 @@ QUERIES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "ptrace_callers": (
         "Which processes called ptrace",
         "Each process that called ptrace, with its calls, the requests it made and how many failed.",
-        "SELECT s.run_id, s.pid, p.name, p.names, COUNT(*) AS calls, "
+        "WITH RECURSIVE "
+        + shown_cte("SELECT name AS v FROM processes")
+        + f" SELECT s.run_id, s.pid, {shown_sql('p.name', 'n')} AS name, p.names, COUNT(*) AS calls, "
         "GROUP_CONCAT(DISTINCT json_extract(s.args, '$.request')) AS requests, COUNT(s.errno) AS failed "
-        "FROM syscalls s LEFT JOIN processes p ON p.id = s.process_id "
+        "FROM syscalls s LEFT JOIN processes p ON p.id = s.process_id LEFT JOIN shown n ON n.raw = p.name "
         "WHERE s.name = 'ptrace' GROUP BY s.process_id ORDER BY s.run_id, MIN(s.seq)",
         ("syscalls", "processes"),
     ),
     "files_opened": (
         "Files opened by each process",
         "Every path each process opened (open, openat, openat2, creat) as the call gave it, with the failures.",
-        "SELECT s.run_id, s.pid, s.process_name, "
+        "WITH RECURSIVE "
+        + shown_cte("SELECT process_name AS v FROM syscalls WHERE name IN ('open', 'openat', 'openat2', 'creat')")
+        + f" SELECT s.run_id, s.pid, {shown_sql('s.process_name', 'n')} AS process_name, "
         "COALESCE(json_extract(s.args, '$.filename'), json_extract(s.args, '$.pathname')) AS path, "
         "COUNT(*) AS opens, COUNT(s.errno) AS failed, GROUP_CONCAT(DISTINCT s.errno) AS errors "
-        "FROM syscalls s WHERE s.name IN ('open', 'openat', 'openat2', 'creat') "
+        "FROM syscalls s LEFT JOIN shown n ON n.raw = s.process_name "
+        "WHERE s.name IN ('open', 'openat', 'openat2', 'creat') "
         "GROUP BY s.process_id, path ORDER BY s.run_id, MIN(s.seq)",
         ("syscalls",),
     ),
     "files_by_process": (
         "Files each process touched (file_activity)",
         "What each process opened, read and wrote, by the path the kernel resolved (file_activity's table).",
-        "SELECT f.run_id, f.pid, p.name, f.path, f.opens, f.open_errors, f.bytes_read, f.bytes_written "
-        "FROM file_activity f LEFT JOIN processes p ON p.id = f.process_id ORDER BY f.run_id, f.first_insn_count",
+        "WITH RECURSIVE "
+        + shown_cte("SELECT name AS v FROM processes UNION SELECT path FROM file_activity")
+        + f" SELECT f.run_id, f.pid, {shown_sql('p.name', 'n')} AS name, {shown_sql('f.path', 'q')} AS path, "
+        "f.opens, f.open_errors, f.bytes_read, f.bytes_written "
+        "FROM file_activity f LEFT JOIN processes p ON p.id = f.process_id LEFT JOIN shown n ON n.raw = p.name "
+        "LEFT JOIN shown q ON q.raw = f.path ORDER BY f.run_id, f.first_insn_count",
         ("file_activity", "processes"),
     ),
     "failed_by_errno": (
         "Failed calls by errno",
-        "How many calls failed with each errno, and which calls and processes they were (names as the CLI shows "
-        "them: a backslash doubled, a byte that is not UTF-8 as \\xNN).",
+        "How many calls failed with each errno, and which calls and processes they were.",
         "WITH RECURSIVE "
         + shown_cte("SELECT process_name AS v FROM syscalls WHERE errno IS NOT NULL")
         + " SELECT s.run_id, s.errno, COUNT(*) AS calls, GROUP_CONCAT(DISTINCT s.name) AS syscalls, "
@@ -314,12 +322,16 @@ QUERIES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
         "How each process ended",
         "Each process with its exit code or the signal that killed it (from the wait status), as qppsuite "
         "processes says it: exited 7, killed by SIGSEGV, killed by SIGABRT (core dumped).",
-        f"WITH {SIGNALS_CTE} SELECT run_id, pid, ppid, name, names, syscall_count, state, exit_status, "
-        f"{ENDED_SQL} AS ended FROM processes ORDER BY run_id, start_time, id",
+        f"WITH RECURSIVE {SIGNALS_CTE}, "
+        + shown_cte("SELECT name AS v FROM processes")
+        + f" SELECT run_id, pid, ppid, {shown_sql('name', 'n')} AS name, names, syscall_count, state, exit_status, "
+        f"{ENDED_SQL} AS ended FROM processes LEFT JOIN shown n ON n.raw = name ORDER BY run_id, start_time, id",
         ("processes",),
     ),
 }
-"""Canned query name -> (title, description, SQL, the tables it needs: left out when the file lacks one)."""
+"""Canned query name -> (title, description, SQL, the tables it needs: left out when the file lacks one).  The
+queries spell a process's name and file_activity's paths as the CLI does (:func:`shown_cte`); a path from a call's
+``args`` (files_opened) and the ``names`` lists are as stored."""
 
 
 def datasette_metadata(path: Path, columns: dict[str, set[str]]) -> dict[str, Any]:
@@ -342,7 +354,9 @@ def datasette_metadata(path: Path, columns: dict[str, set[str]]) -> dict[str, An
     }
     return {
         "title": f"qppsuite run database {path.name}",
-        "description": "System calls, processes and files of ARM Linux guests, recorded by qppsuite's plugins.",
+        "description": "System calls, processes and files of ARM Linux guests, recorded by qppsuite's plugins. "
+        "The canned queries spell names and file_activity's paths as qppsuite's commands do: a backslash doubled, "
+        "a byte that is not UTF-8 as \\xNN.",
         "source": f"qppsuite {qppsuite.__version__}",
         "databases": {path.stem: {"tables": tables, "queries": queries}},
     }
