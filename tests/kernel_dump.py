@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from qppsuite.plugins.osi_linux.kernel_memory import KernelMemory
-from qppsuite.plugins.osi_linux.layout import KernelLayout, MapleLayout, StackThreadInfo, UserRegsLayout, VmaListLayout
+from qppsuite.plugins.osi_linux.layout import (
+    CwdLayout,
+    KernelLayout,
+    MapleLayout,
+    StackThreadInfo,
+    UserRegsLayout,
+    VmaListLayout,
+)
 
 PAGE = 4096
 T = TypeVar("T")
@@ -40,5 +47,6 @@ def dumped_layout(fields: dict[str, Any]) -> KernelLayout:
         "vma_list": part(VmaListLayout, "vma_list"),
         "stack_thread_info": part(StackThreadInfo, "stack_thread_info"),
         "user_regs": part(UserRegsLayout, "user_regs"),
+        "cwd": part(CwdLayout, "cwd"),
         "module_sizes": tuple(fields["module_sizes"]),
     })

@@ -57,6 +57,7 @@ class FakeOsi(Plugin):
         self.tid = 100
         self.known: list[OsiProcess] = []  # other processes: get_task and get_process find them
         self.fds: dict[tuple[int, int], str | bytes] = {}  # (pid, fd) -> path, for fd_to_filename
+        self.cwds: dict[int, str] = {}  # pid -> working directory, for get_cwd
 
     @export
     def get_current_process(self) -> OsiProcess | None:
@@ -96,6 +97,12 @@ class FakeOsi(Plugin):
         if isinstance(path, bytes):
             text, raw = split_text(path)
             return OsiFile(text, raw_path=raw)
+        return OsiFile(path) if path is not None else None
+
+    @export
+    def get_cwd(self, process: OsiProcess) -> OsiFile | None:
+        """What ``cwds`` says of the process."""
+        path = self.cwds.get(process.pid)
         return OsiFile(path) if path is not None else None
 
     @export

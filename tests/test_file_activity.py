@@ -134,3 +134,32 @@ def test_an_exec_forgets_the_fds(harness: Harness, tmp_path: Path) -> None:
     harness.returned(harness.made(harness.ctx("read", (3, 0, 1), asid=0x8000)), 1)
     harness.qpp.unload_all()
     assert {p: r["bytes_read"] for p, r in files(tmp_path / "f.db").items()} == {"/tmp/before": 1, "/tmp/after": 1}
+
+
+def test_the_working_directory_is_named_at_first_sight_and_after_each_chdir(harness: Harness, tmp_path: Path) -> None:
+    """file_fds has the working directory as the fd AT_FDCWD (-100): osi_linux's get_cwd when the process is first
+    seen and at the return of a chdir or fchdir that succeeded, nowhere else."""
+    osi = harness.osi
+    osi.fds[(100, 5)] = "/tmp/dir"
+    osi.cwds[100] = "/root"
+    harness.returned(harness.made(harness.ctx("read", (5, 0, 1))), 1)
+    osi.cwds[100] = "/root/two"  # what the kernel resolved
+    moved = harness.made(harness.ctx("chdir", (NAME_AT,)))
+    harness.returned(moved, 0)
+    harness.returned(harness.made(harness.ctx("chdir", (NAME_AT,))), -2)  # ENOENT: it stayed
+    harness.returned(harness.made(harness.ctx("openat", (AT_FDCWD, NAME_AT, 0, 0))), -2)
+    osi.cwds[100] = "/tmp/dir"
+    harness.returned(harness.made(harness.ctx("fchdir", (5,))), 0)
+    harness.qpp.unload_all()
+    named = rows(tmp_path / "f.db", "SELECT path, syscall_seq FROM file_fds WHERE fd = -100 ORDER BY id")
+    assert [r["path"] for r in named] == ["/root", "/root/two", "/tmp/dir"]
+    assert named[1]["syscall_seq"] == moved.seq
+
+
+def test_a_process_first_seen_at_its_chdir_is_named_once_with_the_new_directory(
+    harness: Harness, tmp_path: Path
+) -> None:
+    harness.osi.cwds[100] = "/root/two"
+    harness.returned(harness.made(harness.ctx("chdir", (NAME_AT,))), 0)
+    harness.qpp.unload_all()
+    assert rows(tmp_path / "f.db", "SELECT fd, path FROM file_fds") == [{"fd": -100, "path": "/root/two"}]

@@ -34,8 +34,10 @@ TTBR_BASE_MASK = ~0x3FFF & 0xFFFFFFFF
 
 # The known process is `cat` at the end of a pipe, holding a file, a file it
 # writes, a deleted file and the pipe; `head`, `ls`, `ps`, `lsmod` each run
-# once, so their exit_group marks the moment they printed.
+# once, so their exit_group marks the moment they printed.  The shell first
+# moves to a directory of its own, which `cat` inherits and the agent has not.
 GUEST_CMD = r"""
+mkdir -p /tmp/qppsuite-osi-cwd/sub && cd /tmp/qppsuite-osi-cwd/sub
 sleep 30 | cat 3< /init 4> /tmp/qppsuite-osi-out.txt 5> /tmp/qppsuite-osi-gone.txt > /dev/null &
 pid=$!
 while :; do read -r comm < /proc/$pid/comm; [ "$comm" = cat ] && break; sleep 0.05; done
@@ -47,6 +49,11 @@ echo "=== maps ==="
 head -n 1000 /proc/$pid/maps
 echo "=== fds ==="
 ls -l /proc/$pid/fd
+echo "=== cwd ==="
+echo "shell $$ $(pwd)"
+echo "known $pid $(readlink /proc/$pid/cwd)"
+echo "agent $PPID $(readlink /proc/$PPID/cwd)"
+echo "kthreadd 2 $(readlink /proc/2/cwd)"
 for ko in $(find /lib/modules -name '*.ko'); do insmod "$ko"; done
 echo "=== lsmod ==="
 lsmod
@@ -67,6 +74,7 @@ class Snapshot:
     fds: dict[int, dict[int, OsiFile]] = field(default_factory=dict)
     fd_names: dict[int, dict[int, OsiFile | None]] = field(default_factory=dict)
     threads: dict[int, list[OsiThread]] = field(default_factory=dict)
+    cwds: dict[int, OsiFile | None] = field(default_factory=dict)
     modules: list[OsiModule] = field(default_factory=list)
 
 
@@ -149,6 +157,7 @@ class OsiProbe(Plugin):
         osi = self.osi
         snap = Snapshot(process, osi.get_processes(), modules=osi.get_modules())
         for other in snap.processes:
+            snap.cwds[other.pid] = osi.get_cwd(other)
             if other.is_kernel_thread:
                 continue
             snap.maps[other.pid] = osi.get_mappings(other)
@@ -268,6 +277,20 @@ def test_fds_match_proc_fd(guest: GuestRun) -> None:
     assert fds[5] == "/tmp/qppsuite-osi-gone.txt (deleted)"
     assert fds[1] == "/dev/null"
     assert snap.fd_names[guest.known] == {**files, 99: None}
+
+
+def test_working_directories_match_proc_cwd(guest: GuestRun) -> None:
+    """``get_cwd`` is ``readlink /proc/PID/cwd``: the shell's after its ``cd`` (which ``pwd`` prints too), the
+    known ``cat``'s inherited from it, the agent's and a kernel thread's (init_fs)."""
+    said = {}
+    for line in guest.section("cwd"):
+        who, pid, path = line.split(" ", 2)
+        said[who] = (int(pid), path)
+    assert said["shell"][1] == said["known"][1] == "/tmp/qppsuite-osi-cwd/sub"
+    assert said["known"][0] == guest.known and said["agent"][1] != said["shell"][1]
+    cwds = guest.snapshot_of("ls").cwds  # taken before the section printed; no process here moved since
+    for pid, path in said.values():
+        assert cwds[pid] == OsiFile(path), (pid, cwds[pid], path)
 
 
 def test_modules_match_lsmod(guest: GuestRun) -> None:

@@ -3,7 +3,7 @@
 One boot of the oracle image of each kernel version (5.10, 6.1, 6.12) starts eight processes
 (pigz with two worker threads, python3 with three threads, a python3 listening socket, perl
 with files and a pipe and a zombie child, busybox sh and sleep), stops them with SIGSTOP,
-prints their /proc/PID/{stat,maps,fd,task/*/stat}, then opens a marker path; at that openat
+prints their /proc/PID/{stat,maps,fd,cwd,task/*/stat}, then opens a marker path; at that openat
 a test plugin asks osi_linux the same questions.  Nothing of the stopped processes can change
 in between, so the answers must be equal, field for field.
 
@@ -76,7 +76,7 @@ QPP_EOF
 python3 threads.py & PIDS="$PIDS $!"
 python3 listen.py & PIDS="$PIDS $!"
 perl zombie.pl & PIDS="$PIDS $!"
-sh -c 'exec 3</etc/passwd; sleep 1000 & echo $! > /tmp/spid; wait' & PIDS="$PIDS $!"
+sh -c 'cd /etc && exec 3<passwd; sleep 1000 & echo $! > /tmp/spid; wait' & PIDS="$PIDS $!"
 sleep 1000 & PIDS="$PIDS $!"
 n=0
 while [ ! -e /tmp/ready-threads ] || [ ! -e /tmp/ready-socket ] || [ ! -s /tmp/zpid ] || [ ! -s /tmp/spid ]; do
@@ -94,6 +94,8 @@ for p in $PIDS $(cat /tmp/zpid); do
   cat /proc/$p/maps
   echo "--- fd"
   for f in /proc/$p/fd/*; do [ -L "$f" ] && echo "${{f##*/}} $(readlink $f)"; done
+  echo "--- cwd"
+  readlink /proc/$p/cwd 2>/dev/null
   echo "--- task"
   for t in /proc/$p/task/*; do cat $t/stat; echo; done
 done
@@ -116,6 +118,7 @@ class GuestProc:
     exit_code: int
     maps: list[tuple[int, int, str, int, str]]
     fds: dict[int, str]
+    cwd: str  # "" where readlink found none (a zombie's: exit_fs)
     threads: dict[int, tuple[str, str]]  # tid -> (comm, state)
 
 
@@ -133,7 +136,8 @@ def parse_guest(console: str) -> dict[int, GuestProc]:
     for block in body.split("=== proc ")[1:]:
         head, rest = block.split("--- maps\n", 1)
         maps_text, rest = rest.split("--- fd\n", 1)
-        fd_text, task_text = rest.split("--- task\n", 1)
+        fd_text, rest = rest.split("--- cwd\n", 1)
+        cwd_text, task_text = rest.split("--- task\n", 1)
         pid, comm, fields = _stat(head.splitlines()[1])
         maps = []
         for line in maps_text.splitlines():
@@ -146,7 +150,8 @@ def parse_guest(console: str) -> dict[int, GuestProc]:
             if line.strip():
                 tid, tcomm, tfields = _stat(line)
                 threads[tid] = (tcomm, tfields[0])
-        out[pid] = GuestProc(pid, comm, fields[0], int(fields[1]), int(fields[-1]), maps, fds, threads)
+        cwd = cwd_text.strip()
+        out[pid] = GuestProc(pid, comm, fields[0], int(fields[1]), int(fields[-1]), maps, fds, cwd, threads)
     return out
 
 
@@ -158,6 +163,7 @@ class OsiView:
     modules: list[tuple[str, int, int]]  # name, size, base
     maps: dict[int, list[tuple[int, int, str, int, str]]]
     fds: dict[int, dict[int, str]]
+    cwds: dict[int, str]  # "" for none
     threads: dict[int, dict[int, tuple[str, str]]]
 
 
@@ -186,6 +192,8 @@ def compare(guest: dict[int, GuestProc], osi: OsiView, modules: list[tuple[str, 
             wrong.append(f"{pid} maps:\n  guest {proc.maps}\n  osi   {osi.maps.get(pid)}")
         if osi.fds.get(pid, {}) != proc.fds:
             wrong.append(f"{pid} fds: guest {proc.fds} != osi {osi.fds.get(pid)}")
+        if osi.cwds.get(pid) != proc.cwd:
+            wrong.append(f"{pid} cwd: guest {proc.cwd!r} != osi {osi.cwds.get(pid)!r}")
         if osi.threads.get(pid, {}) != proc.threads:
             wrong.append(f"{pid} threads: guest {proc.threads} != osi {osi.threads.get(pid)}")
     return wrong
@@ -193,7 +201,7 @@ def compare(guest: dict[int, GuestProc], osi: OsiView, modules: list[tuple[str, 
 
 def _view(tasks: TaskReader, maps: MappingReader, paths: PathReader, pids: set[int], files_at: int) -> OsiView:
     """osi_linux's answers, through the same readers the plugin uses."""
-    view = OsiView({}, [(m.name, m.size, m.base) for m in read_modules(tasks.mem, tasks.layout)], {}, {}, {})
+    view = OsiView({}, [(m.name, m.size, m.base) for m in read_modules(tasks.mem, tasks.layout)], {}, {}, {}, {})
     for process in tasks.processes():
         if process.pid not in pids:
             continue
@@ -205,6 +213,8 @@ def _view(tasks: TaskReader, maps: MappingReader, paths: PathReader, pids: set[i
         files = tasks.mem.u32(process.task + files_at)
         opened = paths.open_files(files)[0] if files else {}
         view.fds[process.pid] = {fd: paths.file_path(file)[0] for fd, file in opened.items()}
+        cwd = paths.working_directory(process.task)
+        view.cwds[process.pid] = cwd.path if cwd is not None else ""
         view.threads[process.pid] = {t.tid: (t.name, t.state) for t in tasks.threads(process)}
     return view
 
@@ -304,6 +314,7 @@ def test_osi_linux_equals_proc_for_eight_stopped_processes(stopped: dict[str, An
     assert any(p.state == "Z" for p in guest.values()) and any(len(p.maps) > 30 for p in guest.values())
     assert any(len(p.threads) >= 4 for p in guest.values())
     assert stopped["modules"], "the guest lists no modules"
+    assert {"/tmp", "/etc", ""} <= {p.cwd for p in guest.values()}  # "": the zombie has none
     wrong = compare(guest, stopped["view"], stopped["modules"])
     assert not wrong, "\n".join(wrong)
 
@@ -338,7 +349,7 @@ def test_the_walkers_on_dumped_kernel_pages_give_what_the_guest_printed(suite: s
         TaskReader(mem, layout), MappingReader(mem, layout, paths), paths, set(dump["pids"]), layout.task_files
     )
     guest = parse_guest(dump["guest"])
-    assert len(guest) >= 8
+    assert len(guest) >= 8 and {"/tmp", "/etc", ""} <= {p.cwd for p in guest.values()}
     wrong = compare(guest, view, guest_modules(dump["guest"]))
     assert not wrong, "\n".join(wrong)
 

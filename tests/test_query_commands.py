@@ -30,12 +30,19 @@ from qppsuite.cli.terminal import CommandConsole
 from qppsuite.images.bundle import ImageBundle
 from qppsuite.plugins.file_activity import FileActivity
 from qppsuite.plugins.syscalls_logger.database import SyscallDatabase
-from qppsuite.plugins.syscalls_logger.fd_paths import FdTables, Lookback, fd_arguments, kernel_names
+from qppsuite.plugins.syscalls_logger.fd_paths import (
+    AT_FDCWD,
+    FdTables,
+    Lookback,
+    call_fds,
+    fd_arguments,
+    kernel_names,
+)
 from qppsuite.plugins.syscalls_logger.reader import LogDatabaseError, Point, parse_point
 
 SCRIPT = (
     "cat /tmp/in > /tmp/out; exec 5</etc/passwd; head -c 10 <&5 >/dev/null; exec 5<&-; "
-    "echo piped | cat | cat > /dev/null; exit 7"
+    "echo piped | cat | cat > /dev/null; cd /etc; head -c 4 passwd > /dev/null; exit 7"
 )
 #: A script named by bytes that are not UTF-8 (its process's name) whose shell fails an open, and a shell a signal
 #: kills: what the Datasette canned queries must show as the CLI does (``\xff\xfex``, ``killed by SIGSEGV``).
@@ -51,6 +58,8 @@ CMD = (
 )
 #: A call's first argument as a number, with strace -y's annotation if it is an open fd: ``read(5</etc/passwd>, ...``.
 FD_ARG = re.compile(r"^(\w+)\((\d+)(?:<([^>]*)>)?[,)]")
+#: A call whose first argument is AT_FDCWD, with strace -y's name of the working directory: ``openat(AT_FDCWD</root>``.
+CWD_ARG = re.compile(r"^(\w+)\(AT_FDCWD<([^>]*)>[,)]")
 #: strace -y's annotation of a returned fd (``= 3</tmp/out>``), which tests/oracle/strace_log.py does not read.
 FD_RESULT = re.compile(r"(= \d+)<[^>\n]*>")
 
@@ -141,6 +150,33 @@ def test_the_fd_paths_shown_are_the_ones_strace_printed_in_the_guest(straced: tu
     assert all(key in shown for key, paths in said.items() if any(p and p.startswith(("/tmp", "/etc")) for p in paths))
     assert {"/tmp/in", "/etc/passwd"} <= {p for paths in said.values() for p in paths}
     assert "  # fd=/etc/passwd" in qppsuite("syscalls", str(logged.db), "--name", "read").stdout
+
+
+@pytest.mark.boot
+def test_at_fdcwd_names_the_working_directory_strace_printed_in_the_guest(straced: tuple[LoggedRun, str]) -> None:
+    """Break test of issue 14: strace -y prints `openat(AT_FDCWD</root>, ...)`, the view named no directory.
+    file_activity names it at a process's first sight and at each chdir; the script's `cd /etc` moves it."""
+    logged, strace_text = straced
+    said: dict[tuple[int, str], list[str]] = {}  # (tid, call) -> the working directory strace printed, call by call
+    calls = parse(strace_text)
+    traced = {c.tid for c in calls}
+    for call in calls:
+        found = CWD_ARG.match(call.text)
+        if found:
+            said.setdefault((call.tid, found[1]), []).append(found[2])
+    every = rows(logged.db)
+    begun = next(r["seq"] for r in every if r["name"] == "execve" and r["args"]["argv"] == ["sh", "-c", SCRIPT])
+    shown: dict[tuple[int, str], list[str | None]] = {}
+    for row in (r for r in every if r["seq"] >= begun and r["tid"] in traced):
+        first = fd_arguments(row["name"])[:1]
+        if first and row["args"][first[0]] == AT_FDCWD:
+            shown.setdefault((row["tid"], row["name"]), []).append(row["fds"].get(first[0]))
+    assert said == shown
+    directories = {path for paths in said.values() for path in paths}
+    assert "/etc" in directories and len(directories) == 2, directories
+    assert sum(map(len, said.values())) >= 8
+    opened = qppsuite("syscalls", str(logged.db), "--name", "openat").stdout
+    assert re.search(r'openat\(AT_FDCWD, "passwd", .*  # dfd=/etc, ret=/etc/passwd', opened), opened
 
 
 @pytest.mark.boot
@@ -589,3 +625,37 @@ def test_an_open_s_fd_is_the_file_the_kernel_resolved_when_file_activity_named_i
     tables.apply(_call(6, "close", {"fd": 3}))
     tables.apply(_call(7, "openat", {"dfd": "AT_FDCWD", "filename": "/etc/passwd"}, retval=3))
     assert tables.path(1, 3) == "/etc/passwd"  # an old naming of the number is not this open's
+
+
+def test_at_fdcwd_names_the_working_directory_through_chdir_fchdir_and_forks() -> None:
+    """Break test of issue 14: strace -y prints `openat(AT_FDCWD</root>, ...)`, the view named nothing."""
+    tables = FdTables()
+
+    def cwd(process: int = 1) -> str | None:
+        return tables.path(process, AT_FDCWD)
+
+    tables.name(1, AT_FDCWD, "/root", 1)  # file_activity's first sight of the process
+    opening = _call(2, "openat", {"dfd": AT_FDCWD, "filename": "x"}, retval=3)
+    assert call_fds(tables, opening, json.loads(opening["args"])) == {"dfd": "/root"}
+    tables.apply(opening)
+    assert tables.path(1, 3) == "/root/x"  # a relative open: joined to the working directory
+    moves = [("chdir", {"filename": "tmp"}, 0, "/root/tmp"), ("chdir", {"filename": ".."}, 0, "/root"),
+             ("chdir", {"filename": "/etc"}, -2, "/root"), ("fchdir", {"fd": 3}, 0, "/root/x")]  # fmt: skip
+    for seq, (name, args, retval, after) in enumerate(moves, start=3):
+        tables.apply(_call(seq, name, args, retval))
+        assert cwd() == after, (name, args)
+    tables.name(1, AT_FDCWD, "/srv/real", 10)  # the kernel's at a chdir's return: through a symbolic link
+    tables.apply(_call(10, "chdir", {"filename": "link"}))
+    assert cwd() == "/srv/real"
+    tables.apply(_call(11, "clone", {}, retval=50))
+    tables.apply(_call(12, "chdir", {"filename": "/"}))  # the parent moves after the fork
+    tables.apply(_call(13, "clone", {}) | {"process_id": 2, "child": 1, "parent_seq": 11})
+    assert (cwd(), cwd(2)) == ("/", "/srv/real")  # the child has the parent's at its fork
+    reading = _call(14, "read", {"fd": AT_FDCWD})
+    assert call_fds(tables, reading, json.loads(reading["args"])) == {}  # -100 is AT_FDCWD only as a directory fd
+
+
+def test_a_naming_of_the_working_directory_holds_back_to_the_last_chdir() -> None:
+    calls = [_call(5, "chdir", {"filename": "/tmp"}), _call(7, "chdir", {"filename": "/nowhere"}, retval=-2)]
+    back = Lookback.build([(9, 1, AT_FDCWD, "/tmp")], calls)
+    assert [back.path(1, AT_FDCWD, seq) for seq in (4, 5, 6, 9)] == [None, None, "/tmp", "/tmp"]

@@ -10,8 +10,12 @@ refers to (``/proc/PID/fd/N``, through ``fd_to_filename``), a read or write by w
 the plugin first sees the fd (remembered until the fd is closed, and per program: an exec forgets them);
 a failed open, a rename and a deletion by the path the call was given, joined to what its directory fd
 refers to when the path is relative to one.  A path relative to the working directory (``AT_FDCWD``)
-stays as given: osi_linux does not export the working directory.  Byte counts are the calls' return
-values.  I/O through memory maps (mmap) is not a system call and is not counted.
+stays as given.  Byte counts are the calls' return values.  I/O through memory maps (mmap) is not a
+system call and is not counted.
+
+The working directory is recorded in ``file_fds`` as the fd ``AT_FDCWD`` (-100) is: osi_linux's
+``get_cwd`` when the plugin first sees a process, and at the return of each successful ``chdir`` and
+``fchdir`` (the directory the kernel resolved), so the query commands can name it; no call costs more.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ TRANSFERS = {
 RENAMES = {"rename": (None, "oldname", None, "newname"), "renameat": ("olddfd", "oldname", "newdfd", "newname")}
 RENAMES["renameat2"] = RENAMES["renameat"]
 """Calls renaming -> (directory fd, old path, directory fd, new path) argument names."""
+CHDIRS = ("chdir", "fchdir")
+"""Calls that change the working directory."""
 UNLINKS = {"unlink": (None, "pathname"), "unlinkat": ("dfd", "pathname"), "rmdir": (None, "pathname")}
 """Calls deleting -> (directory fd, path) argument names."""
 CLOSES = ("close", "close_range", "dup2", "dup3")
@@ -89,6 +95,7 @@ class FileActivity(Plugin):
         self.get_task = self.qpp.import_function("osi_linux", "get_task")
         self.fd_to_filename = self.qpp.import_function("osi_linux", "fd_to_filename")
         self.get_fds = self.qpp.import_function("osi_linux", "get_fds")
+        self.get_cwd = self.qpp.import_function("osi_linux", "get_cwd")
         self._processes: dict[tuple[int, int], _Files] = {}  # (pid, start_time) -> its files
         register = self.qpp.register
         self._began: dict[int, int | None] = {}  # seq -> virtual time at the call, for renames and deletions
@@ -110,6 +117,8 @@ class FileActivity(Plugin):
             register("syscalls", f"on_sys_{call}_return", self._unlinked, owner=self.name)
         for call in CLOSES:
             register("syscalls", f"on_sys_{call}", self._closing, owner=self.name)
+        for call in CHDIRS:
+            register("syscalls", f"on_sys_{call}_return", self._moved, owner=self.name)
         self.db: RunDatabase = open_run_database(self, self.args.db)
         self.files = self.db.table(
             self.name, "file_activity", FILE_COLUMNS, foreign_keys=FILE_FOREIGN_KEYS, indexes=FILE_INDEXES
@@ -132,7 +141,14 @@ class FileActivity(Plugin):
             files = self._processes[key] = _Files(self.db.process_id(process, ctx.insn_count), process.pid)
             for fd, opened in self.get_fds(process).items():  # what its fds from before refer to: file_fds
                 self._named(files, ctx, fd, column_text(opened.stored_path) or "")
+            self._named_cwd(process, files, ctx)
         return process, files, thread.tid if thread is not None else None
+
+    def _named_cwd(self, process: OsiProcess, files: _Files, ctx: SyscallContext) -> None:
+        """A ``file_fds`` row for ``AT_FDCWD``: the working directory osi_linux found (none if it found none)."""
+        cwd = self.get_cwd(process)
+        if cwd is not None:
+            self._named(files, ctx, AT_FDCWD, column_text(cwd.stored_path) or "")
 
     def _named(self, files: _Files, ctx: SyscallContext, fd: int, path: str) -> None:
         """A ``file_fds`` row: osi_linux named what ``fd`` referred to at this call."""
@@ -272,6 +288,16 @@ class FileActivity(Plugin):
                 "errno": ctx.result(retval).errno,
             }
         )
+
+    def _moved(self, ctx: SyscallContext, retval: int) -> None:
+        """A ``chdir`` or ``fchdir`` that succeeded: the new working directory, as the kernel resolved it."""
+        if retval != 0:
+            return
+        caller = self._caller(ctx, new=False)
+        if caller is None:
+            self._caller(ctx)  # first seen here: its fds and (new) working directory are named now
+            return
+        self._named_cwd(caller[0], caller[1], ctx)
 
     def _closing(self, ctx: SyscallContext) -> None:
         """The fds this call closes refer to nothing any more (close releases its fd even when it fails)."""

@@ -66,7 +66,7 @@ T = TypeVar("T")
 
 
 class OsiLinux(Plugin):
-    """Linux process introspection: processes, threads, memory maps, open files, modules."""
+    """Linux process introspection: processes, threads, memory maps, open files, working directories, modules."""
 
     name = "osi_linux"
     description = "Linux processes, threads, memory maps, open files and modules read from kernel memory"
@@ -572,6 +572,19 @@ class OsiLinux(Plugin):
             return self._open_file(file) if file is not None else None
 
         return self._guarded("fd_to_filename", None, query)
+
+    @export
+    def get_cwd(self, process: OsiProcess) -> OsiFile | None:
+        """The working directory of ``process`` (its leader's), ``path`` as ``readlink /proc/PID/cwd`` gives it;
+        None when it no longer exists, has none (exiting), or the profile has no ``fs_struct``."""
+
+        def query() -> OsiFile | None:
+            if not self._same_process(process):
+                return None
+            found = self.paths.working_directory(process.task)
+            return OsiFile(found.path, found.truncated, found.partial, found.raw) if found is not None else None
+
+        return self._guarded("get_cwd", None, query)
 
     @export
     def get_modules(self) -> list[OsiModule]:

@@ -81,6 +81,28 @@ class UserRegsLayout:
 
 
 @dataclass(frozen=True)
+class CwdLayout:
+    """Where a task's working directory is: ``task_struct.fs``, the ``fs_struct`` whose ``pwd`` is a
+    ``struct path`` (include/linux/fs_struct.h), read as ``get_fs_pwd`` does for ``/proc/PID/cwd``.
+
+    ``pwd_mnt`` and ``pwd_dentry``: offsets of ``pwd.mnt`` and ``pwd.dentry`` in the ``fs_struct``.
+    """
+
+    task_fs: int
+    pwd_mnt: int
+    pwd_dentry: int
+
+    @classmethod
+    def from_profile(cls, profile: KernelProfile) -> "CwdLayout | None":
+        """None when the profile lacks ``fs_struct`` or ``task_struct.fs`` (a profile built without them)."""
+        p = profile
+        if not p.has_type("fs_struct") or not p.has_member("task_struct", "fs"):
+            return None
+        pwd = p.offset("fs_struct", "pwd")
+        return cls(p.offset("task_struct", "fs"), pwd + p.offset("path", "mnt"), pwd + p.offset("path", "dentry"))
+
+
+@dataclass(frozen=True)
 class MapleLayout:
     """The maple tree of an ``mm_struct`` (``mm_mt``, Linux 6.1 on) and its node layouts (lib/maple_tree.c).
 
@@ -245,6 +267,8 @@ class KernelLayout:
     task_thread_info: int | None
     # a task's saved user registers (None: the profile cannot say where)
     user_regs: UserRegsLayout | None = None
+    # a task's working directory (None: the profile has no fs_struct)
+    cwd: CwdLayout | None = None
 
     @property
     def process_block(self) -> tuple[int, int]:
@@ -355,4 +379,5 @@ class KernelLayout:
             stack_thread_info=stack_thread_info,
             task_thread_info=off("task_struct", "thread_info") if in_task else None,
             user_regs=UserRegsLayout.from_profile(p),
+            cwd=CwdLayout.from_profile(p),
         )

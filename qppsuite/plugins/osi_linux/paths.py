@@ -95,6 +95,22 @@ class PathReader:
             return FilePath(text, raw=raw)
         return self.d_path(vfsmount, dentry)
 
+    def working_directory(self, task: int) -> FilePath | None:
+        """The working directory of ``task`` as ``readlink /proc/PID/cwd`` gives it (``fs->pwd``, fs/proc/base.c
+        ``proc_cwd_link``); None when the profile cannot say where it is or the task has no ``fs_struct`` (an
+        exiting task past ``exit_fs``)."""
+        cwd = self.layout.cwd
+        if cwd is None:
+            return None
+        fs = self._pointer(task + cwd.task_fs)
+        if fs is None:
+            return None
+        dentry = self._pointer(fs + cwd.pwd_dentry)
+        vfsmount = self._pointer(fs + cwd.pwd_mnt)
+        if dentry is None or vfsmount is None:
+            return FilePath("", partial=True)
+        return self.d_path(vfsmount, dentry)
+
     def d_path(self, vfsmount: int, dentry: int) -> FilePath:
         """The path of ``dentry`` seen through ``vfsmount``, from the namespace root."""
         layout = self.layout

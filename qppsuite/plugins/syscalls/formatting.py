@@ -14,7 +14,8 @@ from qppsuite.plugins.syscalls.decode import DecodedArg, DecodedReturn
 from qppsuite.plugins.syscalls.values import JSONValue, quote_value
 
 _SYMBOLIC_KEYS = frozenset({"family", "events", "revents", "d_type"})
-_DIRFD_NAMES = frozenset({"dfd", "olddfd", "newdfd", "from_dfd", "to_dfd"})
+DIRFD_NAMES = frozenset({"dfd", "olddfd", "newdfd", "from_dfd", "to_dfd"})
+"""The directory fd arguments, where -100 is ``AT_FDCWD`` (strace prints it so there only)."""
 _PAGE_SHIFT = 12
 
 
@@ -150,7 +151,7 @@ def format_arg(arg: DecodedArg) -> str:
         if text is not None:
             return text
     if t == "fd" and isinstance(value, int):
-        return "AT_FDCWD" if value == AT_FDCWD and arg.name in _DIRFD_NAMES else str(value)
+        return "AT_FDCWD" if value == AT_FDCWD and arg.name in DIRFD_NAMES else str(value)
     if t == "mode" and isinstance(value, int):
         return "0" + format(value, "o") if value else "000"
     if t in ("ptr", "buf", "iov", "struct") and isinstance(value, int):

@@ -7,7 +7,8 @@ is another row), this module follows:
 - a successful ``open``, ``openat``, ``openat2`` or ``creat``: its fd (the return value) names the
   path it was given, joined to what its directory fd names when relative to one; where
   ``file_activity`` recorded the process's files (the paths the kernel resolved, through
-  osi_linux's ``fd_to_filename``), a relative path is replaced by the one recorded path ending in it;
+  osi_linux's ``fd_to_filename``), a relative path is replaced by the one recorded path ending in it, else
+  joined to the working directory when it is known;
 - ``dup``, ``dup2``, ``dup3`` and ``fcntl``/``fcntl64`` ``F_DUPFD``/``F_DUPFD_CLOEXEC``: the new fd
   names what the old one did;
 - ``pipe``/``pipe2`` and ``socket``/``accept``/``accept4``: the kernel's name, ``pipe:[INODE]`` as strace ``-y``
@@ -21,6 +22,10 @@ is another row), this module follows:
 - a fork child's own return (``child = 1``) starts the child's table as a copy of the parent's when
   it called fork (the call ``parent_seq`` names): the child's return comes later in ``seq`` order,
   after the parent may have closed the fds it gave the child (a shell setting up a pipeline).
+- the working directory, as the fd ``AT_FDCWD`` (-100): a successful ``chdir`` joins its path to the one
+  before, ``fchdir`` takes what its fd names; where ``file_activity`` named it (its ``file_fds`` rows of fd
+  -100: at a process's first sight, and the directory the kernel resolved at each ``chdir``/``fchdir``), that
+  name; forks copy it and an exec keeps it.  A directory fd argument equal to ``AT_FDCWD`` names it.
 
 An fd the run never saw opened (inherited from before the run, such as 0, 1 and 2) names what
 ``file_activity`` found it referred to (its ``file_fds`` rows: osi_linux's view of the process's fd table when
@@ -40,6 +45,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from qppsuite.plugins.syscalls import table
+from qppsuite.plugins.syscalls.formatting import DIRFD_NAMES
 
 AT_FDCWD = -100
 """include/uapi/linux/fcntl.h: a path relative to the working directory."""
@@ -64,7 +70,8 @@ PIPES = ("pipe", "pipe2")
 CLOSES = ("close", "close_range")
 EXECS = ("execve", "execveat")
 FORKS = ("clone", "clone3", "fork", "vfork")
-CHANGING = (*OPENS, *DUPS, *FCNTLS, *SOCKETS, *KINDS, *PIPES, *CLOSES, *EXECS, *FORKS)
+CHDIRS = ("chdir", "fchdir")
+CHANGING = (*OPENS, *DUPS, *FCNTLS, *SOCKETS, *KINDS, *PIPES, *CLOSES, *EXECS, *FORKS, *CHDIRS)
 """The calls that change an fd table; with the fork children's own returns, all this module reads."""
 
 
@@ -159,7 +166,14 @@ class FdTables:
             return
         if not isinstance(retval, int) or retval < 0:
             return
-        if name in OPENS:
+        if name in CHDIRS:
+            named = self._named.get((process_id, AT_FDCWD))
+            cwd = named[1] if named is not None and named[0] == row["seq"] else self._moved(fds, name, args)
+            if cwd is None:
+                fds.pop(AT_FDCWD, None)
+            else:
+                fds[AT_FDCWD] = _Fd(cwd, False)
+        elif name in OPENS:
             named = self._named.get((process_id, retval))
             path = named[1] if named is not None and named[0] == row["seq"] else None
             fds[retval] = _Fd(path or self._opened(process_id, fds, args, OPENS[name]), _cloexec(args))
@@ -178,6 +192,18 @@ class FdTables:
         elif name in KINDS:
             fds[retval] = _Fd(KINDS[name], "CLOEXEC" in str(args.get("flags", args.get("type", ""))))
 
+    @staticmethod
+    def _moved(fds: dict[int, _Fd], name: str, args: dict[str, Any]) -> str | None:
+        """The working directory after ``chdir(path)`` (joined to the one before) or ``fchdir(fd)``; None if
+        unknown."""
+        if name == "fchdir":
+            directory = fds.get(args.get("fd"))  # type: ignore[arg-type]
+            return directory.path if directory is not None else None
+        given, before = args.get("filename"), fds.get(AT_FDCWD)
+        if not isinstance(given, str) or (before is None and not given.startswith("/")):
+            return None
+        return posixpath.normpath(posixpath.join(before.path if before is not None else "/", given))
+
     def _opened(self, process_id: int, fds: dict[int, _Fd], args: dict[str, Any], argument: str) -> str:
         given = args.get(argument)
         if not isinstance(given, str):
@@ -190,7 +216,10 @@ class FdTables:
             return posixpath.join(directory.path, given)
         tail = "/" + posixpath.normpath(given).lstrip("/")
         found = [path for path in self.recorded.get(process_id, ()) if path.endswith(tail)]
-        return found[0] if len(found) == 1 else given
+        if len(found) == 1:
+            return found[0]
+        cwd = fds.get(AT_FDCWD)
+        return posixpath.normpath(posixpath.join(cwd.path, given)) if cwd is not None else given
 
 
 MADE = ("pipe:[", "socket:[")
@@ -226,9 +255,12 @@ def kernel_names(
 def touched(row: dict[str, Any]) -> list[tuple[int, int]]:
     """The fd numbers a call made or unmade, as inclusive ranges: a returned fd (the table's return type
     ``fd``, and ``fcntl``'s ``F_DUPFD``), both fds of a pipe or socket pair, a closed fd and ``close_range``'s
-    range.  ``row`` has name, args, outputs and retval."""
+    range, and ``AT_FDCWD`` for a successful ``chdir`` or ``fchdir``.  ``row`` has name, args, outputs and
+    retval."""
     name, retval = row["name"], row["retval"]
     args = _object(row["args"])
+    if name in CHDIRS:
+        return [(AT_FDCWD, AT_FDCWD)] if retval == 0 else []
     if name == "close" and isinstance(args.get("fd"), int):
         return [(args["fd"], args["fd"])]
     if name == "close_range":
@@ -331,10 +363,12 @@ def call_fds(
     tables: FdTables, row: dict[str, Any], args: dict[str, Any], back: Lookback | None = None
 ) -> dict[str, str]:
     """The fds a call was given -> the path each named (those the run saw opened, or ``back`` names), by
-    argument name."""
+    argument name; a directory fd ``AT_FDCWD``, the working directory."""
     out: dict[str, str] = {}
     for argument in fd_arguments(row["name"]):
         fd = args.get(argument)
+        if fd == AT_FDCWD and argument not in DIRFD_NAMES:
+            continue  # -100 is the working directory only where a directory fd is expected
         path = tables.path(row["process_id"], fd)
         if path is None and back is not None and isinstance(fd, int):
             path = back.path(row["process_id"], fd, row["seq"])
