@@ -229,7 +229,7 @@ def test_a_command_only_run_shows_the_command_s_processes_and_a_live_one_to_the_
     assert sleep.last_insn == run["insn_count"] and sleep.last_at is not None and sleep.last_at > last_call
     shown = _shown("processes", str(db))
     assert "calls not logged" in shown and " 0 syscalls" not in shown, shown
-    assert f"by {len(callers)} processes (only=command" in _shown("stats", str(db))
+    assert f"by {len(callers)} of the run's {len(built.processes)} processes (only=command" in _shown("stats", str(db))
 
 
 @pytest.mark.boot
