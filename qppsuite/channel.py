@@ -205,6 +205,8 @@ class Channel:
     #: Called when the agent is handed the script (its "R" request is sent): the command's console output,
     #: and any kernel line during it, comes after this.
     on_script: Callable[[], None] | None = None
+    #: Called with the script's exit status when the agent reports it ("S STATUS").
+    on_status: Callable[[int], None] | None = None
     #: Where the requests go (the machine's channel port), one for each "G" the agent sends; None: the
     #: channel only listens (a replay, whose input comes from its recording).
     send: Callable[[bytes], None] | None = None
@@ -288,6 +290,8 @@ class Channel:
         try:
             if kind == b"S":
                 self.status = int(rest)
+                if self.on_status is not None:
+                    self.on_status(self.status)
             elif kind == b"W":
                 status_text, _, dash_path = rest.partition(b" ")
                 if int(status_text) != 0:

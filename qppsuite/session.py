@@ -119,6 +119,8 @@ class GuestIO:
     #: Called when the channel hands the agent the command's script (not in a replay, whose channel only
     #: listens): what the console shows after it is the command's output and the kernel's lines during it.
     on_script: Callable[[], None] | None = None
+    #: Called with the script's exit status when the channel's agent reports it (a replay's too).
+    on_status: Callable[[int], None] | None = None
     #: A replay's end: the instruction count it stops at whatever happens (its recording's).
     end_at: int | None = None
 
@@ -346,6 +348,7 @@ def run(
                 send=None if replaying else machine.send_to_channel,
                 progress=io.progress,
                 on_script=io.on_script,
+                on_status=io.on_status,
             )
             channel.prepare()  # a host file that cannot be read fails here, before any boot
             started, early = _reach_ready(machine, options, image, channel, saved)

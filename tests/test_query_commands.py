@@ -287,26 +287,39 @@ def test_the_console_of_a_command_has_no_kernel_log_and_marks_the_command(
     assert stamped.stdout.replace("\r", "") == "ok\n"  # a first line like printk's is the command's, counted
     counted = "── 1 line like the kernel's log left out (--kernel-log shows them) ──" in stamped.stderr
     assert counted == (not start)  # --cold without files boots without the channel: no start to count from
+    if not start:  # with the channel the status is the agent's report: a program's own exit line is output
+        forged = qppsuite("run", str(default_image.path), "--cmd", "echo QPPSUITE-EXIT 7; poweroff -f")
+        assert forged.stdout.replace("\r", "") == "QPPSUITE-EXIT 7\n", forged.stdout
+        assert "── the run stopped before the command ended ──" in forged.stderr, forged.stderr
     shown = qppsuite("run", str(default_image.path), *start, "--kernel-log", "--cmd", "echo hello")
     assert "reboot: Power down" in shown.stdout
     assert ("Booting Linux on physical CPU" in shown.stdout) == bool(start)
 
 
 def _console(
-    data: bytes, *, boot: bytes = b"", start: bool = True, kernel: bool = False, finish: bool = True
+    data: bytes,
+    *,
+    boot: bytes = b"",
+    start: bool = True,
+    status: int | None = None,
+    kernel: bool = False,
+    finish: bool = True,
 ) -> tuple[bytes, list[str]]:
     """What a CommandConsole passes on and marks when ``boot`` then, once the command started (``start``: the
-    channel handed the agent its script), ``data`` arrive a byte at a time, as from the UART; ``marks`` also
-    holds ``"line"`` wherever output was passed, to show the order."""
+    channel handed the agent its script; else a run without the channel), ``data`` arrive a byte at a time, as
+    from the UART, the agent reporting ``status`` at the end; ``marks`` also holds ``"line"`` wherever output
+    was passed, to show the order."""
     out: list[bytes] = []
     marks: list[str] = []
     console = CommandConsole(lambda data: out.append(data) or marks.append("line"), marks.append, kernel=kernel)
     for byte in boot:
         console(bytes([byte]))
     if start:
-        console.start()
+        console.handed_over()
     for byte in data:
         console(bytes([byte]))
+    if status is not None:
+        console.reported(status)
     if finish:
         console.finish()
     return b"".join(out), [m for n, m in enumerate(marks) if m != "line" or marks[n - 1 : n] != ["line"]]
@@ -314,7 +327,9 @@ def _console(
 
 def test_the_console_filter_holds_only_what_may_still_be_a_time_stamp() -> None:
     shown, marks = _console(
-        b"[not a stamp]\r\n[  1.200000] x\n10 < 20\nQPPSUITE-EXIT 12\r\n", boot=b"[    0.673589] Run /init\r\n"
+        b"[not a stamp]\r\n[  1.200000] x\n10 < 20\nQPPSUITE-EXIT 12\r\n",
+        boot=b"[    0.673589] Run /init\r\n",
+        status=12,
     )
     assert shown == b"[not a stamp]\r\n10 < 20\n"
     assert marks == ["start", "line", "hidden 1", "end 12"]  # the kernel's line after the command began is counted
@@ -328,27 +343,43 @@ def test_the_console_filter_holds_only_what_may_still_be_a_time_stamp() -> None:
 def test_lines_a_program_prints_like_a_stamp_are_its_output() -> None:
     """Break test of issue 14: `[1.5] step one done` was left out as a kernel line; printk's stamp has six
     digits after the point (kernel/printk/printk.c)."""
-    shown, _ = _console(b"[1.5] step one done\n[    0.25] elapsed\n[    1.000000] kernel\nok\nQPPSUITE-EXIT 0\n")
+    output = b"[1.5] step one done\n[    0.25] elapsed\n[    1.000000] kernel\nok\nQPPSUITE-EXIT 0\n"
+    shown, _ = _console(output, status=0)
     assert shown == b"[1.5] step one done\n[    0.25] elapsed\nok\n"
 
 
 def test_an_exit_line_the_program_prints_is_its_output_and_not_the_end() -> None:
     """Break test of issue 14: `echo QPPSUITE-EXIT 99` in the command ended the output with status 99."""
-    shown, marks = _console(b"before\nQPPSUITE-EXIT 99\nafter\nQPPSUITE-EXIT 1\r\n[   2.000000] reboot: Power down\n")
+    shown, marks = _console(
+        b"before\nQPPSUITE-EXIT 99\nafter\nQPPSUITE-EXIT 1\r\n[   2.000000] reboot: Power down\n", status=1
+    )
     assert shown == b"before\nQPPSUITE-EXIT 99\nafter\n"
     assert marks == ["start", "line", "end 1"]
-    shown, marks = _console(b"no newline at its endQPPSUITE-EXIT 3\r\n")  # printf without \n, then init.sh's line
+    shown, marks = _console(b"no newline at its endQPPSUITE-EXIT 3\r\n", status=3)  # printf without \n, then init's
     assert (shown, marks) == (b"no newline at its end", ["start", "line", "midline", "end 3"])
 
 
 def test_the_command_starts_when_its_script_is_handed_over_so_its_first_line_like_the_kernel_s_is_counted() -> None:
     """Left by issue 14: a program's first line starting with printk's exact stamp was taken for the boot's
     log and dropped uncounted; the start is now the channel's handing over of the script, not a guess."""
-    shown, marks = _console(b"[    1.000000] my own stamp\nok\nQPPSUITE-EXIT 0\n", boot=b"[    0.673589] Run /init\r\n")
+    shown, marks = _console(
+        b"[    1.000000] my own stamp\nok\nQPPSUITE-EXIT 0\n", boot=b"[    0.673589] Run /init\r\n", status=0
+    )
     assert (shown, marks) == (b"ok\n", ["start", "line", "hidden 1", "end 0"])
     # without the channel (--cold, no files: /init runs the command) the first line not the kernel's starts it
     shown, marks = _console(b"[    1.000000] my own stamp\nok\nQPPSUITE-EXIT 0\n", start=False)
     assert (shown, marks) == (b"ok\n", ["start", "line", "end 0"])
+
+
+def test_with_the_channel_the_status_is_the_agent_s_report_so_a_program_cannot_fake_it() -> None:
+    """Re-check of issue 14: `echo QPPSUITE-EXIT 7; poweroff -f` ended with "exit status 7"; and a kernel-like
+    line after a program's own exit line was dropped uncounted."""
+    shown, marks = _console(b"QPPSUITE-EXIT 7\n[    2.000000] reboot: Power down\n")  # no report: powered off
+    assert (shown, marks) == (b"QPPSUITE-EXIT 7\n", ["start", "line", "hidden 1", "unfinished"])
+    shown, marks = _console(b"QPPSUITE-EXIT 5\n[    1.000000] x\ndone\nQPPSUITE-EXIT 0\n", status=0)
+    assert (shown, marks) == (b"QPPSUITE-EXIT 5\ndone\n", ["start", "line", "hidden 1", "end 0"])
+    # the agent's report wins over init.sh's line (the agent's status: the same, unless the agent was killed)
+    assert _console(b"hi\nQPPSUITE-EXIT 143\n", status=3)[1] == ["start", "line", "end 3"]
 
 
 def test_a_run_stopped_before_the_command_ended_says_so() -> None:
@@ -361,7 +392,7 @@ def test_a_run_stopped_before_the_command_ended_says_so() -> None:
 def test_with_the_kernel_log_the_console_keeps_its_lines_and_still_marks_the_command() -> None:
     """Break test of issue 14: --kernel-log showed the kernel's lines but dropped the command's marks."""
     shown, marks = _console(
-        b"hello\nQPPSUITE-EXIT 0\n[    2.000000] bye\n", boot=b"[    0.673589] Run /init\r\n", kernel=True
+        b"hello\nQPPSUITE-EXIT 0\n[    2.000000] bye\n", boot=b"[    0.673589] Run /init\r\n", status=0, kernel=True
     )
     assert shown == b"[    0.673589] Run /init\r\nhello\n[    2.000000] bye\n"
     assert marks == ["line", "start", "line", "end 0", "line"]  # the power-off lines come after the end mark

@@ -323,8 +323,10 @@ def run_command(
         shown: Callable[[bytes], None] | None = stream
         if stream is not None and console is None and cmd is not None and not interactive:
             shown = CommandConsole(stream, _command_mark, kernel=kernel_log)
-        on_script = shown.start if isinstance(shown, CommandConsole) else None
-        result = run(options, shown, io=GuestIO(host=host, progress=progress, on_script=on_script))
+        io = GuestIO(host=host, progress=progress)
+        if isinstance(shown, CommandConsole):
+            io.on_script, io.on_status = shown.handed_over, shown.reported
+        result = run(options, shown, io=io)
         if isinstance(shown, CommandConsole):
             shown.finish()
     say_database(result)

@@ -218,19 +218,21 @@ def _exit_mark_start(text: bytes) -> int:
 class CommandConsole:
     """The console of a run of the user's command with the kernel quiet: printk's lines are left out, and
     ``mark`` is called when the command starts (``"start"``) and, at :meth:`finish`, with the command's exit
-    status (``"end N"``), or ``"unfinished"`` when the run stopped first.  The start is :meth:`start`, when
-    the channel hands the agent the script, so a kernel-like line after it is counted (``"hidden N"``), the
-    command's first line too.  A run without the channel (``--cold`` with no file to carry: /init runs the
-    command) has no such moment: there the first line that is not the kernel's starts the command, and a
-    kernel-like line before it cannot be told from the boot's log.
+    status (``"end N"``), or ``"unfinished"`` when the run stopped first.  With the channel the start is
+    :meth:`handed_over` (the agent was handed the script) and the status is the agent's report
+    (:meth:`reported`), so nothing the program prints can fake either; a kernel-like line after the start is
+    counted (``"hidden N"``), the command's first line too.  A run without the channel (``--cold`` with no
+    file to carry: /init runs the command) has neither: there the first line that is not the kernel's starts
+    the command, a kernel-like line before it cannot be told from the boot's log, and the status is init.sh's
+    line (below).
 
-    The status is init.sh's ``QPPSUITE-EXIT N`` line, which is not passed on.  A guest program can print
-    such a line too: one is taken as init.sh's only when nothing but the kernel's lines follows it before the
-    run ends (init.sh powers off right after it); until then it is held, and passed on as the program's
-    output when more output comes.  Lines pass to ``sink`` as they come; only a line's start that may still
-    turn out to be a time stamp (``[  12.``) or the exit line is held until it can be told apart.  A kernel
-    line is a whole line starting with printk's exact stamp; one a program prints that way is left out too
-    (``--kernel-log`` shows all).
+    init.sh's ``QPPSUITE-EXIT N`` line, the last before it powers off, is not passed on.  A guest program
+    can print such a line too: one is taken as init.sh's only when nothing but the kernel's lines follows it
+    before the run ends; until then it is held, and passed on as the program's output when more output
+    comes, or, with the channel, when the agent reported no status (the program powered the guest off).
+    Lines pass to ``sink`` as they come; only a line's start that may still turn out to be a time stamp
+    (``[  12.``) or the exit line is held until it can be told apart.  A kernel line is a whole line starting
+    with printk's exact stamp; one a program prints that way is left out too (``--kernel-log`` shows all).
     """
 
     def __init__(self, sink: Callable[[bytes], None], mark: Callable[[str], None], *, kernel: bool = False) -> None:
@@ -244,7 +246,19 @@ class CommandConsole:
         self._exit: tuple[bytes, bytes] | None = None  # an exit line seen last: (its bytes, its status)
         self._after: list[bytes] = []  # the kernel's lines since it (--kernel-log), shown after the end mark
         self._hidden = 0  # kernel-like lines left out since the command started
+        self._hidden_after_exit = 0  # those since an exit line: power-off's, unless more output follows
         self._midline = False  # the output passed so far ends inside a line
+        self._channel = False  # the channel said when the command started, and says how it ended
+        self._status: int | None = None  # the agent's report of the script's exit status
+
+    def handed_over(self) -> None:
+        """The channel handed the agent the script (``GuestIO.on_script``): the command starts now."""
+        self._channel = True
+        self.start()
+
+    def reported(self, status: int) -> None:
+        """The agent reported the script's exit status (``GuestIO.on_status``)."""
+        self._status = status
 
     def start(self) -> None:
         """The command starts: the agent has been handed its script (``GuestIO.on_script``), or, in a run
@@ -259,7 +273,11 @@ class CommandConsole:
             if self._mode == "start":
                 if _PRINTK.match(held):
                     self._mode = "kernel" if self.kernel else "drop"
-                    self._hidden += self._started and not self.kernel and self._exit is None  # not power-off's
+                    if self._started and not self.kernel:  # after an exit line: power-off's, until output
+                        if self._exit is None:
+                            self._hidden += 1
+                        else:
+                            self._hidden_after_exit += 1
                     continue
                 if b"\n" not in held and _PRINTK_PREFIX.fullmatch(held):
                     break  # not told apart yet
@@ -296,6 +314,8 @@ class CommandConsole:
             for line in self._after:
                 self._pass(line)
             self._exit, self._after = None, []
+            self._hidden += self._hidden_after_exit
+        self._hidden_after_exit = 0
 
     def _pass(self, data: bytes) -> None:
         if data:
@@ -315,11 +335,16 @@ class CommandConsole:
         elif held and self._mode != "drop":  # the program's last line, never ended
             self._not_the_end()
             self._pass(held)
+        if self._channel and self._status is None:  # no report: an exit line held was the program's own
+            self._not_the_end()
         if self._midline:
             self.mark("midline")
         if self._hidden:
             self.mark(f"hidden {self._hidden}")
-        self.mark(f"end {self._exit[1].decode('ascii')}" if self._exit is not None else "unfinished")
+        if self._channel:
+            self.mark("unfinished" if self._status is None else f"end {self._status}")
+        else:
+            self.mark(f"end {self._exit[1].decode('ascii')}" if self._exit is not None else "unfinished")
         for line in self._after:
             self.sink(line)
         self._exit, self._after = None, []
