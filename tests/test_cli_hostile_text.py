@@ -264,3 +264,14 @@ def test_guest_text_spelt_like_the_stored_form_of_other_bytes_is_shown_as_itself
     for view in (("syscalls",), ("processes", "--threads")):
         output = _view(db, view)
         assert "/etc/shadow" not in output and forged in output, (view, output)
+
+
+def test_a_name_is_suggested_once_as_the_views_show_it() -> None:
+    """Re-check of issue 14: `--process 'mix\\'` suggested `mix\\\\\\x1b or mix\\\\\\x1b`: the name as stored (control
+    byte raw) and as shown (escaped) were both in the list."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = _database(Path(tmp) / "esc.db", "mix\\\x1b")
+        code, output = run_main(["syscalls", str(db), "--process", "mix\\"])
+    assert code == 1 and output.rstrip().endswith("did you mean mix\\\\\\x1b?"), output

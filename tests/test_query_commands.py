@@ -412,6 +412,13 @@ def test_a_moment_is_an_instruction_count_or_a_virtual_time(text: str, point: Po
     assert parse_point("--since", text) == point
 
 
+def test_a_time_finer_than_a_nanosecond_is_rounded_into_the_range() -> None:
+    """Re-check of issue 14: `--until 5.9878396915s` took the call at 5.987839692 s (rounded to nearest)."""
+    assert parse_point("--until", "5.9878396915s") == Point("virtual_ns", 5_987_839_691)
+    assert parse_point("--since", "5.9878396915s") == Point("virtual_ns", 5_987_839_692)
+    assert parse_point("--until", "5.987839692s") == parse_point("--since", "5.987839692s")  # exact: both take it
+
+
 @pytest.mark.parametrize("text", ["1.5", "-3", "1.5x", "s", "", "1e9"])
 def test_a_moment_that_is_neither_is_one_line(text: str) -> None:
     with pytest.raises(LogDatabaseError, match="neither an instruction count"):

@@ -19,7 +19,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -353,7 +353,9 @@ class Point:
 
 def parse_point(option: str, text: str) -> Point:
     """``120000000`` (an instruction count since power-on) or ``1.5s``/``250ms``/``40us``/``900ns`` (the guest's
-    virtual time since power-on, the ``virtual_ns`` column); anything else is one :class:`LogDatabaseError` line."""
+    virtual time since power-on, the ``virtual_ns`` column, read exactly and, when finer than a nanosecond,
+    rounded into the range: down for ``--until``, up for ``--since``); anything else is one
+    :class:`LogDatabaseError` line."""
     match = _POINT.fullmatch(text.strip().replace("_", ""))
     if match is None or (match["unit"] is None and "." in match["number"]):
         raise LogDatabaseError(
@@ -363,8 +365,11 @@ def parse_point(option: str, text: str) -> Point:
     if match["unit"] is None:
         point = Point("insn_count", int(match["number"]))
     else:
-        # exact decimal arithmetic: a time copied from the table (nanoseconds: 5.947431128) is that very ns
-        point = Point("virtual_ns", round(Decimal(match["number"]) * _UNITS[match["unit"]]))
+        # exact decimal arithmetic: a time copied from the table (nanoseconds: 5.947431128) is that very ns; a
+        # finer one is rounded inwards (--until 5.9878396915s does not take the call at ...692)
+        rounding = ROUND_FLOOR if option == "--until" else ROUND_CEILING
+        ns = (Decimal(match["number"]) * _UNITS[match["unit"]]).to_integral_value(rounding=rounding)
+        point = Point("virtual_ns", int(ns))
     if point.value > SQLITE_MAX_INTEGER:
         raise LogDatabaseError(
             f"{option}: {text!r} is beyond any run (at most {SQLITE_MAX_INTEGER} instructions or ns)"
@@ -467,7 +472,9 @@ def check_process(
     names = sorted(spellings)
     close = [n for n in names if n.startswith(typed) or (len(n) == TASK_COMM_LEN - 1 and typed.startswith(n))]
     close = close or difflib.get_close_matches(typed, names, n=3)
-    hint = f"; did you mean {' or '.join(close[:3])}?" if close else ""
+    # a name may be in the spellings twice (as stored, and as the view shows it): suggest it once, as shown
+    suggested = list(dict.fromkeys(shown(n) if shown is not None else n for n in close))
+    hint = f"; did you mean {' or '.join(suggested[:3])}?" if suggested else ""
     raise LogDatabaseError(f"--process: no call of {which} was made by a process named {typed}{hint}")
 
 
