@@ -275,3 +275,28 @@ def test_a_name_is_suggested_once_as_the_views_show_it() -> None:
         db = _database(Path(tmp) / "esc.db", "mix\\\x1b")
         code, output = run_main(["syscalls", str(db), "--process", "mix\\"])
     assert code == 1 and output.rstrip().endswith("did you mean mix\\\\\\x1b?"), output
+
+
+def test_csv_spells_guest_text_as_the_table_so_two_names_never_share_a_cell(tmp_path: Path) -> None:
+    """Re-check of issue 14: in csv, a file a program named `{"hex": "2f74ff"}` and the file of bytes 2f 74 ff
+    were one cell, and a process name that is not UTF-8 went to a `process_name.hex` column."""
+    import csv as csv_module
+    import sqlite3
+
+    from qppsuite.plugins.syscalls.values import column_text
+
+    forged = _database(tmp_path / "forged.db", '{"hex": "2f74ff"}')
+    with sqlite3.connect(forged) as conn:  # as the logger stores such a name (column_text)
+        conn.execute("UPDATE syscalls SET process_name = ?", (column_text('{"hex": "2f74ff"}'),))
+    real = _database(tmp_path / "real.db", "x")
+    with sqlite3.connect(real) as conn:
+        conn.execute("""UPDATE syscalls SET args = '{"path": {"hex": "2f74ff"}}', process_name = '{"hex": "2f74ff"}'""")
+    cells = []
+    for db in (forged, real):
+        (row,) = csv_module.DictReader(io.StringIO(_view(db, ("syscalls", "--format", "csv"))))
+        assert "process_name.hex" not in row and "args.path.hex" not in row, row
+        cells.append((row["args.path"], row["process_name"]))
+    assert cells == [('{"hex": "2f74ff"}', '{"hex": "2f74ff"}'), ("/t\\xff", "/t\\xff")]
+    typed = _database(tmp_path / "typed.db", "/t\\xff")  # backslash, x, f, f: doubled, so not the byte
+    (row,) = csv_module.DictReader(io.StringIO(_view(typed, ("syscalls", "--format", "csv"))))
+    assert row["args.path"] == row["process_name"] == "/t\\\\xff"

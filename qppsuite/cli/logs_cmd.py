@@ -123,6 +123,16 @@ def _json_blob(value: object) -> dict[str, Any]:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
+def _shown_leaf(value: Any) -> Any:
+    """A decoded argument for a csv cell: guest text (a string, or the ``{"hex"}`` object of bytes that are not
+    UTF-8) as the table shows it; anything else (numbers, flags' lists, structs) as it is."""
+    from qppsuite.plugins.syscalls_logger import reader
+
+    if isinstance(value, str) or (isinstance(value, dict) and list(value) == ["hex"]):
+        return reader.shown_value(value)
+    return value
+
+
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
     """``{"args": {"path": "/x"}}`` -> ``{"args.path": "/x"}``; lists and deeper objects stay JSON text."""
     if isinstance(value, dict) and prefix:
@@ -269,11 +279,18 @@ def _show_syscalls(rows: Iterator[dict[str, Any]], fmt: OutputFormat, names: dic
         for row in records:
             for key in reader.JSON_FIELDS:
                 row[key] = None if row[key] is None else json.loads(row[key])
-            # Names and paths that are not UTF-8 as the args hold them: {"hex": ...}, an object, not its text.
+            # json: names and paths that are not UTF-8 as the args hold them, {"hex": ...}, an object, not its text;
+            # csv: every guest string as the table shows it (a backslash doubled, such a byte as \xNN), so text a
+            # program spelt like the stored form of other bytes is never one cell with them
+            shown = reader.stored_value if fmt is OutputFormat.json else reader.stored_text
             for key in ("process_name", "thread_name", "fd_path"):
-                row[key] = reader.stored_value(row.get(key))
+                row[key] = shown(row.get(key))
             if "fds" in row:
-                row["fds"] = {name: reader.stored_value(path) for name, path in row["fds"].items()}
+                row["fds"] = {name: shown(path) for name, path in row["fds"].items()}
+            if fmt is OutputFormat.csv:
+                for key in ("args", "outputs"):
+                    if isinstance(row[key], dict):
+                        row[key] = {name: _shown_leaf(value) for name, value in row[key].items()}
         _emit_records(records, fmt)
         return
     _stream_syscalls(rows, sys.stdout, names)
@@ -385,8 +402,9 @@ def processes(
                     ),
                     soft_wrap=True,
                 )
-            # json and csv: a name that is not UTF-8 as the {"hex"} object the syscalls view gives too
-            shown = reader.stored_text if fmt is OutputFormat.table else reader.stored_value
+            # json: a name that is not UTF-8 as the {"hex"} object the syscalls view gives too; the table and csv
+            # spell names as the views show them (a guest's backslash doubled, such a byte as \xNN)
+            shown = reader.stored_value if fmt is OutputFormat.json else reader.stored_text
             roots = reader.process_tree(conn, run_id, shown=shown)
             recorded = reader.syscalls_recorded(conn, run_id)
             if not recorded:  # without syscalls_logger: no call counts, and the exits are proc_events'
