@@ -57,6 +57,8 @@ CMD = (
     "echo STRACE-BEGIN; cat /tmp/s.txt; echo STRACE-END"
 )
 #: A call's first argument as a number, with strace -y's annotation if it is an open fd: ``read(5</etc/passwd>, ...``.
+#: strace -y's pipe call: its array's two fds with what each refers to (``pipe2([5<pipe:[9728]>, 6<...>], 0)``).
+PIPE_FDS = re.compile(r"pipe2?\(\[(\d+)<([^>]*)>, (\d+)<([^>]*)>\]")
 FD_ARG = re.compile(r"^(\w+)\((\d+)(?:<([^>]*)>)?[,)]")
 #: A call whose first argument is AT_FDCWD, with strace -y's name of the working directory: ``openat(AT_FDCWD</root>``.
 CWD_ARG = re.compile(r"^(\w+)\(AT_FDCWD<([^>]*)>[,)]")
@@ -150,6 +152,14 @@ def test_the_fd_paths_shown_are_the_ones_strace_printed_in_the_guest(straced: tu
     assert all(key in shown for key, paths in said.items() if any(p and p.startswith(("/tmp", "/etc")) for p in paths))
     assert {"/tmp/in", "/etc/passwd"} <= {p for paths in said.values() for p in paths}
     assert "  # fd=/etc/passwd" in qppsuite("syscalls", str(logged.db), "--name", "read").stdout
+    # the fds a pipe call wrote, named as strace -y names them in its array (re-check of issue 14: not named)
+    theirs_pipes = [(c.tid, *m.groups()) for c in parse(strace_text) if (m := PIPE_FDS.match(c.text))]
+    ours_pipes = [
+        (r["tid"], str(r["outputs"]["fildes"][0]), r["fds"]["fildes[0]"], str(r["outputs"]["fildes"][1]),
+         r["fds"]["fildes[1]"])
+        for r in every if r["seq"] >= begun and r["name"] in ("pipe", "pipe2") and r["retval"] == 0
+    ]  # fmt: skip
+    assert len(theirs_pipes) == 2 and ours_pipes == theirs_pipes, (ours_pipes, theirs_pipes)
 
 
 @pytest.mark.boot

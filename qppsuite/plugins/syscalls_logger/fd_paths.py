@@ -359,6 +359,18 @@ def returns_fd(name: str) -> bool:
     return spec is not None and spec.returns == "fd"
 
 
+def made_fds(row: dict[str, Any]) -> list[tuple[str, int]]:
+    """The fds a successful ``pipe``, ``pipe2`` or ``socketpair`` wrote into its array, each with the name the
+    view gives it (``fildes[0]``, ``usockvec[1]``), as strace ``-y`` names them in the array; ``row`` holds
+    ``name``, ``retval`` and ``outputs``."""
+    name = row["name"]
+    if name not in (*PIPES, "socketpair") or row["retval"] != 0:
+        return []
+    array = "fildes" if name in PIPES else "usockvec"
+    pair = _object(row["outputs"]).get(array)
+    return [(f"{array}[{n}]", fd) for n, fd in enumerate(pair) if isinstance(fd, int)] if isinstance(pair, list) else []
+
+
 def call_fds(
     tables: FdTables, row: dict[str, Any], args: dict[str, Any], back: Lookback | None = None
 ) -> dict[str, str]:

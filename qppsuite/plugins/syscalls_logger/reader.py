@@ -554,7 +554,7 @@ def _where(where: SyscallFilter) -> tuple[str, list[Any]]:
 
 
 #: Columns the fd paths need (besides ``seq``), so a view asking for them reads them.
-FD_FIELDS = ("process_id", "name", "args", "retval")
+FD_FIELDS = ("process_id", "name", "args", "retval", "outputs")
 
 
 def iter_syscalls(
@@ -627,6 +627,9 @@ def iter_syscalls(
             pending = changes.fetchone()
         returned = fd_paths.returns_fd(row["name"]) and isinstance(row["retval"], int) and row["retval"] >= 0
         row["fd_path"] = tables.path(row["process_id"], row["retval"]) if returned else None
+        for label, fd in fd_paths.made_fds(row):  # pipe2([5<pipe:[9728]>, 6<pipe:[9728]>]) in strace -y
+            if (path := tables.path(row["process_id"], fd)) is not None:
+                row["fds"][label] = path
         yield row
 
 
