@@ -361,8 +361,8 @@ def test_a_run_is_picked_by_its_label(merged: Path) -> None:
     "run, said",
     [
         ("bigg", "error: no run labelled 'bigg' in the database; did you mean 'big'?"),
-        ("zzzzzz", "error: no run labelled 'zzzzzz' in the database; labels: 'small', 'big', 'rerun'"),
-        ("99", "error: no run labelled '99' in the database; labels: 'small'"),
+        ("zzzzzz", "error: no run labelled 'zzzzzz' in the database; labels: small, big, rerun"),
+        ("99", "error: no run 99 and no run labelled '99' in the database; runs: 1, 2, 3, 4, 5, 6, 7; labels: small"),
     ],
 )
 def test_a_misspelt_label_is_one_line_naming_the_closest(merged: Path, run: str, said: str) -> None:
@@ -458,7 +458,7 @@ def test_a_label_is_chosen_as_the_views_show_it_or_raw(sources: dict[str, Path],
         assert done.exit_code == 0, done.output
         assert json.loads(done.stdout)["run"] == 1
     code, output = run_main(["stats", str(merged), "--run", "a\\x0ac"])
-    assert code == 1 and "did you mean 'a\\\\x0ab'?" in output, output
+    assert code == 1 and "did you mean 'a\\x0ab'?" in output, output  # as --run takes it (not repr's a\\\\x0ab)
 
 
 class StoppedMachine:

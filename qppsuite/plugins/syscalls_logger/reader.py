@@ -237,8 +237,11 @@ def _labelled(conn: sqlite3.Connection, label: str, ids: list[int], shown: Calla
         what = f"run {label}" if label.isdecimal() else f"run labelled {label!r} (its runs have no labels)"
         raise LogDatabaseError(f"no {what} in the database; runs: {_listing(list(map(str, ids)))}")
     close = difflib.get_close_matches(label, labels, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"labels: {_listing([repr(name) for name in labels])}"
-    raise LogDatabaseError(f"no run labelled {label!r} in the database; {hint}")
+    # quoted as typed, not repr's escaping: the hint must be what --run takes
+    hint = f"did you mean '{close[0]}'?" if close else f"labels: {_listing([f'{name!s}' for name in labels])}"
+    what = f"no run {label} and no run labelled '{label}'" if label.isdecimal() else f"no run labelled '{label}'"
+    runs = f"; runs: {_listing(list(map(str, ids)))}" if label.isdecimal() else ""
+    raise LogDatabaseError(f"{what} in the database{runs}; {hint}")
 
 
 def select_runs(conn: sqlite3.Connection, run: str | None, *, shown: Callable[[str], str] | None = None) -> list[int]:
