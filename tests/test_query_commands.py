@@ -251,7 +251,8 @@ def test_datasette_serves_the_metadata_and_its_canned_queries(straced: tuple[Log
     answers = asyncio.run(ask())
     # break test of issue 14: `killed by signal 11`, `{"hex": "fffe78"}` and no file_fds description
     assert any(str(r["ended"]).startswith("killed by SIGSEGV") for r in answers["process_exits"])
-    assert any("\\xff\\xfex" in r["processes"].split(",") for r in answers["failed_by_errno"] if r["errno"] == "ENOENT")
+    failed = answers["failed_by_errno"]
+    assert any("\\xff\\xfex" in json.loads(r["processes"]) for r in failed if r["errno"] == "ENOENT")
     assert not any("hex" in str(r["processes"]) for r in answers["failed_by_errno"])
     assert "asked osi_linux what an fd referred to" in answers["fds_page"]
     assert {r["name"] for r in answers["ptrace_callers"]} == {"strace"}
@@ -450,11 +451,12 @@ def test_the_datasette_metadata_describes_every_column_the_logger_writes_and_onl
 
     for table, columns in TABLE_COLUMNS.items():
         assert set(TABLES[table][1]) == set(columns), table
-    for table, columns in (("file_activity", FILE_COLUMNS), ("file_ops", OP_COLUMNS), ("proc_events", COLUMNS)):
-        assert set(TABLES[table][1]) <= set(columns), table
-    # break test of issue 14: file_activity's file_fds and net_activity's tables were left out; every column of
-    # theirs (run_id is the run database's, added to each plugin table) is described
-    plugins = {"file_fds": FD_COLUMNS, "net_sockets": SOCKET_COLUMNS, "net_events": EVENT_COLUMNS}
+    # break test of issue 14: file_activity's file_fds and net_activity's tables were left out, and 9 and 12
+    # columns of file_activity and file_ops; every column of every plugin table (run_id is the run database's,
+    # added to each plugin table) is described
+    plugins = {"file_activity": FILE_COLUMNS, "file_ops": OP_COLUMNS, "proc_events": COLUMNS,
+               "file_fds": FD_COLUMNS, "net_sockets": SOCKET_COLUMNS, "net_events": EVENT_COLUMNS}  # fmt: skip
+    assert set(TABLES) == {*TABLE_COLUMNS, *plugins}
     for table, columns in plugins.items():
         assert set(TABLES[table][1]) == {*columns, "run_id"}, table
     found = {table: {*columns, "run_id"} for table, columns in plugins.items()}
@@ -481,10 +483,13 @@ def test_the_canned_query_says_how_a_process_ended_as_the_cli_does() -> None:
 
 def test_the_canned_query_shows_a_name_that_is_not_utf8_as_the_cli_does() -> None:
     """Break test of issue 14: `failed_by_errno.processes` showed `{"hex": "3c2f..."}` for a name that is not
-    UTF-8, where the CLI shows `</script><b>\\xff\\xe2\\x80`: every kind of byte sequence, against the CLI's
-    own spelling (reader.stored_text: UTF-8 characters kept, other bytes \\xNN, a backslash doubled)."""
+    UTF-8, where the CLI shows `</script><b>\\xff\\xe2\\x80`, and control characters raw (`a\\u001bb` in
+    Datasette's JSON) where the CLI shows `a\\x1bb`: every kind of byte sequence and invisible character,
+    against the CLI's own spelling (terminal.visible of reader.stored_text: UTF-8 characters kept, other bytes
+    \\xNN, a backslash doubled, controls and invisible characters escaped)."""
     import random
 
+    from qppsuite.cli.terminal import visible
     from qppsuite.plugins.syscalls.values import column_text, text_or_hex
     from qppsuite.plugins.syscalls_logger.metadata import QUERIES
     from qppsuite.plugins.syscalls_logger.reader import stored_text
@@ -493,15 +498,33 @@ def test_the_canned_query_shows_a_name_that_is_not_utf8_as_the_cli_does() -> Non
     edges = [b"</script><b>\xff\xe2\x80", b"caf\xc3\xa9\xff", b"a\\x1b\xff", b"\xe0\x80\xaf", b"\xed\xa0\x80x",
              b"\xf0\x9f\x98\x80\xfe", b"\xf4\x90\x80\x80", b"\xc2", b"\xf0\x9f\x98", b"\xc0\xaf", b"plain\\name", b"",
              b'{"hex": "2f6574632f736861646f77"}', b"\x1b[31mred\x80"]  # fmt: skip
-    pool = [bytes([byte]) for byte in range(1, 256)] + ["é".encode(), "€".encode(), "😀".encode(), b"\\"]
+    edges += [b"a\x1bb", b"a\\x1bb", b"tab\tnl\ndel\x7f"]
+    invisible = "\x85\x9b\xad\u061c\u200b\u200f\u202e\u2028\u2029\u2066\ufeff\ue000\U000f0000\U0010fffd\U000e0001"
+    edges += [f"x{char}y".encode() for char in invisible] + [f"é{char}\xff".encode("utf-8", "surrogateescape")
+                                                          for char in invisible]  # fmt: skip
+    pool = [bytes([byte]) for byte in range(1, 256)] + [c.encode() for c in "é€😀\\" + invisible]
     names = edges + [b"".join(draw.choice(pool) for _ in range(draw.randrange(1, 16))) for _ in range(400)]
     stored = [column_text(text_or_hex(name)) for name in names]
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE syscalls (run_id, errno, name, process_name)")
     conn.executemany("INSERT INTO syscalls VALUES (1, ?, 'open', ?)", ((f"E{n}", s) for n, s in enumerate(stored)))
-    shown = {row[1]: row[-1] for row in conn.execute(QUERIES["failed_by_errno"][2])}
-    assert [shown[f"E{n}"] for n in range(len(stored))] == [stored_text(text) for text in stored]
-    assert shown["E0"] == "</script><b>\\xff\\xe2\\x80" and shown["E2"] == "a\\\\x1b\\xff"
+    shown = {row[1]: json.loads(row[-1]) for row in conn.execute(QUERIES["failed_by_errno"][2])}
+    assert [shown[f"E{n}"] for n in range(len(stored))] == [[visible(stored_text(text))] for text in stored]
+    assert shown["E0"] == ["</script><b>\\xff\\xe2\\x80"] and shown["E2"] == ["a\\\\x1b\\xff"]
+    assert shown["E14"] == ["a\\x1bb"] and shown["E15"] == ["a\\\\x1bb"] and shown["E16"] == ["tab\\x09nl\\x0adel\\x7f"]
+
+
+def test_a_process_list_in_a_canned_query_is_a_json_list_of_names() -> None:
+    """Break test of issue 14: `failed_by_errno.processes` joined the names with commas, so one process `c,d`
+    read as two, `c` and `d`."""
+    from qppsuite.plugins.syscalls_logger.metadata import QUERIES
+
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE syscalls (run_id, errno, name, process_name)")
+    conn.executemany("INSERT INTO syscalls VALUES (1, ?, 'open', ?)", [("E1", "c,d"), ("E1", "c,d"), ("E2", "c"),
+                                                                      ("E2", "d"), ("E2", 'q"\\')])  # fmt: skip
+    shown = {row[1]: json.loads(row[-1]) for row in conn.execute(QUERIES["failed_by_errno"][2])}
+    assert shown == {"E1": ["c,d"], "E2": ["c", "d", 'q"\\\\']}
 
 
 def test_every_canned_query_spells_names_and_file_activity_s_paths_as_the_cli_does() -> None:
@@ -532,6 +555,52 @@ def test_every_canned_query_spells_names_and_file_activity_s_paths_as_the_cli_do
     assert shown[:2] == ["ptr\\xffce", "café\\\\"]
     paths = {row[3] for row in conn.execute(QUERIES["files_by_process"][2])}
     assert paths == {stored_text(path)} == {"/tmp/\\xfe\\\\x"}
+
+
+def test_the_canned_queries_spell_the_paths_calls_were_given_and_the_names_lists_as_the_cli_does() -> None:
+    """Break test of issue 14: `files_opened.path` was shown as stored: `{"hex": "2f74..."}` (a file that is not
+    UTF-8) and `{"hex":"2f74..."}` (a file a program named so) differed by a space, a backslash was not
+    doubled and an ESC was raw; and the `names` lists were as stored.  Each path and name against the CLI's
+    spelling (terminal.visible of reader.shown_bytes), and each distinct file its own row."""
+    from qppsuite.cli.terminal import visible
+    from qppsuite.plugins.syscalls.values import column_text, text_or_hex
+    from qppsuite.plugins.syscalls_logger.metadata import QUERIES
+    from qppsuite.plugins.syscalls_logger.reader import shown_bytes
+
+    paths = [b"/tmp/h2/x\xff", b'{"hex": "2f746d702f68322f78ff"}', b'{"hex":"2f746d702f68322f78ff"}', b"/tmp/a\x1bb",
+             b"/tmp/a\\x1bb", b"/tmp/caf\xc3\xa9\\u", b"/etc/passwd", b"/tmp/\xe2\x80\xae"]  # fmt: skip
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE syscalls (run_id, seq, pid, process_id, process_name, name, args, errno)")
+    conn.execute("CREATE TABLE processes (id, run_id, pid, ppid, name, names, syscall_count, state, exit_status, "
+                 "start_time)")  # fmt: skip
+    for n, path in enumerate(paths):
+        key = "pathname" if n % 2 else "filename"
+        args = json.dumps({"dfd": -100, key: text_or_hex(path)})
+        conn.execute(
+            "INSERT INTO syscalls VALUES (1, ?, 7, 1, 'sh', ?, ?, NULL)", (n, "creat" if n % 2 else "openat", args)
+        )
+    conn.execute("INSERT INTO syscalls VALUES (1, 99, 7, 1, 'sh', 'open', ?, 'EFAULT')",
+                 ('{"filename": {"error": "bad address 0x10"}}',))  # fmt: skip
+    shown = [row[3] for row in conn.execute(QUERIES["files_opened"][2])]
+    assert shown == [visible(shown_bytes(path)) for path in paths] + [None]
+    assert shown[:4] == ["/tmp/h2/x\\xff", '{"hex": "2f746d702f68322f78ff"}', '{"hex":"2f746d702f68322f78ff"}',
+                         "/tmp/a\\x1bb"]  # fmt: skip
+    assert shown[4:6] == ["/tmp/a\\\\x1bb", "/tmp/café\\\\u"] and shown[7] == "/tmp/\\u202e"
+
+    names = [b"sh", b"a\x1bb", b"x\xff,\\", b'{"hex": "ff"}', "\u200b".encode()]
+    stored = [column_text(text_or_hex(name)) for name in names]
+    conn.execute("INSERT INTO processes (id, run_id, pid, name, names, start_time) VALUES (1, 1, 7, ?, ?, 0)",
+                 (stored[1], json.dumps([text_or_hex(name) for name in names])))  # fmt: skip
+    conn.execute(
+        "INSERT INTO syscalls (run_id, seq, pid, process_id, name, args) VALUES (1, 100, 7, 1, 'ptrace', '{}')"
+    )
+    expected = [visible(shown_bytes(name)) for name in names]
+    assert expected[1:4] == ["a\\x1bb", "x\\xff,\\\\", '{"hex": "ff"}']
+    for query in ("ptrace_callers", "process_exits"):
+        cursor = conn.execute(QUERIES[query][2])
+        columns = [d[0] for d in cursor.description]
+        row = dict(zip(columns, cursor.fetchone(), strict=True))
+        assert (row["name"], json.loads(row["names"])) == (expected[1], expected), query
 
 
 @pytest.mark.parametrize(

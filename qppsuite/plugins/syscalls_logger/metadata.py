@@ -10,6 +10,10 @@ follow :mod:`~qppsuite.plugins.syscalls_logger.database`'s and docs/plugins.md's
 
 from __future__ import annotations
 
+import functools
+import json
+import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -111,20 +115,41 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
     "file_activity": (
         "file_activity: one row per process and file, with its opens, reads and writes (bytes), and failures.",
         {
+            "id": "The row's id.",
+            "run_id": "The run (runs.id).",
             "process_id": "The process (processes.id).",
+            "pid": "That process's pid.",
             "path": "The file, as the kernel resolved it (or as given, for a failed open).",
             "opens": "Successful opens.",
             "open_errors": "Failed opens.",
+            "reads": "Successful read calls (a read of 0 bytes at the end of the file counts).",
             "bytes_read": "Bytes read (the calls' return values).",
+            "read_errors": "Failed read calls.",
+            "writes": "Successful write calls.",
             "bytes_written": "Bytes written (the calls' return values).",
+            "write_errors": "Failed write calls.",
+            "first_insn_count": "Instruction count of the first call that touched the file.",
+            "last_insn_count": "Instruction count of the last call that touched the file.",
         },
     ),
     "file_ops": (
         "file_activity: one row per rename or deletion.",
         {
-            "op": "rename, unlink or rmdir.",
-            "path": "The path (a rename's old one).",
+            "id": "The row's id.",
+            "run_id": "The run (runs.id).",
+            "process_id": "The process (processes.id).",
+            "pid": "That process's pid.",
+            "tid": "The calling thread's tid.",
+            "insn_count": "Guest instructions executed before the call.",
+            "virtual_ns": "The guest's virtual time at the call, ns since power-on (idle time included).",
+            "syscall_seq": "The call (syscalls.seq).",
+            "call": "The system call: rename, renameat, renameat2, unlink, unlinkat or rmdir.",
+            "op": "rename, unlink or rmdir (an unlinkat with AT_REMOVEDIR is rmdir).",
+            "path": "The path (a rename's old one), as the call gave it (joined to its directory fd's path).",
             "new_path": "A rename's new path.",
+            "flags": "renameat2's flags (RENAME_NOREPLACE...) or unlinkat's AT_REMOVEDIR; NULL otherwise.",
+            "ok": "1 if it succeeded, else 0.",
+            "errno": "The error's name if it failed.",
         },
     ),
     "file_fds": (
@@ -199,12 +224,33 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
     "proc_events": (
         "proc_events: one row per fork, new thread, exec, process exit or thread exit, in insn_count order.",
         {
-            "kind": "fork, thread, exec, exit or thread_exit.",
-            "process_id": "The process the event is about (processes.id).",
-            "child_pid": "fork: the new process's pid; thread: the new thread's tid.",
+            "id": "The row's id.",
+            "run_id": "The run (runs.id).",
+            "insn_count": "When: the system call's entry (for the exits, do_exit), in guest instructions.",
+            "virtual_ns": "When, in the guest's virtual ns since power-on.",
+            "kind": "fork, thread, exec, exit (the process ended) or thread_exit (another thread, or the leader "
+            "replaced by an exec in another thread).",
+            "process_id": "The process the event is about (processes.id): a fork's parent, the exec'ing process, the "
+            "one that ended.",
+            "pid": "That process's pid.",
+            "tid": "The calling or ending thread.",
+            "name": "The process's name then (after a successful exec, the new one).",
+            "call": "The system call (NULL for exits).",
+            "syscall_seq": "The call (syscalls.seq).",
+            "child_pid": "fork: the new process's pid; thread: the new thread's tid (NULL if the call failed).",
+            "child_process_id": "fork: the new process (processes.id); thread: the caller's own process.",
+            "flags": "clone and clone3: the clone flags as strace names them; NULL for fork and vfork.",
+            "path": "exec: the path, as the kernel took it.",
             "argv": "exec: the argument list (JSON), as the kernel took it.",
+            "argv_truncated": "exec: 1 when syscalls' array_limit or string_limit cut argv.",
+            "ok": "fork, thread, exec: 1 if the call succeeded, 0 if it failed; NULL while unknown.",
+            "retval": "fork, thread, exec: the return value (a fork's child pid; 0 for a successful exec).",
+            "errno": "fork, thread, exec: the error's name if it failed.",
+            "ending": "exec: exec (it succeeded and never came back), killed (its thread died in it) or pending.",
+            "wait_status": "exit, thread_exit: do_exit's code (the wait status).",
             "exit_status": "exit: the status given to exit or exit_group (0-255, what a shell's $? shows).",
-            "signal": "exit: the signal that killed the task.",
+            "signal": "exit: the signal that killed the task (SIGKILL...).",
+            "core_dumped": "exit: 1 if a core was dumped.",
         },
     ),
 }
@@ -228,28 +274,75 @@ ENDED_SQL = (
 (``proc_events.model.ExitCode.ended``): ``exited 7``, ``killed by SIGSEGV``, ``killed by SIGKILL (core dumped)``."""
 
 
+INVISIBLE_CATEGORIES = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs", "Cn", "Co"))
+"""The Unicode categories the canned queries escape, those ``qppsuite.cli.terminal.visible`` escapes: controls
+(C0, DEL, C1), format characters (bidi overrides, zero-width), line and paragraph separators, lone surrogates,
+unassigned code points, private use."""
+
+
+@functools.cache
+def invisible_cte() -> str:
+    """A query's ``WITH`` table ``invisible(first, last)`` of the code point ranges of
+    :data:`INVISIBLE_CATEGORIES`, from the Unicode data of this Python (the one the CLI's ``visible`` uses;
+    701 ranges with Unicode 14, mostly unassigned ones), as a JSON list literal of ``[first, last]`` pairs
+    (some 10 kB).  Which code points are unassigned changes with the Unicode version: a query written by
+    another Python escapes those of its own."""
+    ranges: list[list[int]] = []
+    for code in range(sys.maxunicode + 1):
+        if unicodedata.category(chr(code)) in INVISIBLE_CATEGORIES:
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1][1] = code
+            else:
+                ranges.append([code, code])
+    return (
+        "invisible(first, last) AS MATERIALIZED (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') "
+        "FROM json_each('" + json.dumps(ranges, separators=(",", ":")) + "'))"
+    )
+
+
+def _escaped_sql(code: str) -> str:
+    """The SQL for the code point ``code`` as ``visible`` spells it: ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``
+    for an invisible one (:func:`invisible_cte`), a backslash doubled (as ``reader.shown_bytes`` does), else the
+    character."""
+    return (
+        f"CASE WHEN {code} = 92 THEN '\\\\' WHEN {code} BETWEEN 32 AND 126 THEN char({code}) "
+        f"WHEN EXISTS (SELECT 1 FROM invisible WHERE {code} BETWEEN first AND last) "
+        f"THEN CASE WHEN {code} < 256 THEN printf('\\x%02x', {code}) "
+        f"WHEN {code} < 65536 THEN printf('\\u%04x', {code}) ELSE printf('\\U%08x', {code}) END "
+        f"ELSE char({code}) END"
+    )
+
+
 def shown_cte(values: str) -> str:
     """A query's ``WITH RECURSIVE`` tables ending in ``shown(raw, text, k)``: each stored name or path the query
-    ``values`` gives (one column, ``v``) that is the ``{"hex": ...}`` text of bytes that are not UTF-8 (as the
-    plugins store them), with ``text`` the bytes as the CLI shows them (``reader.shown_bytes``): each UTF-8
-    sequence as its character, each other byte as ``\\xNN``, a backslash doubled.  SQLite (3.40) has no
-    function for it: ``bytes`` splits the hex into bytes, ``utf8`` finds the sequence each starts (its length
-    ``n``, 0 for a byte that starts none: Python's UTF-8 rules, no overlong forms or surrogates) and ``walk``
-    joins them.  Text that is not ``{"hex": ...}`` is not in ``shown``: :func:`shown_sql` doubles its backslashes.
+    ``values`` gives (one column, ``v``: a column's text, :func:`stored_form_sql` for a decoded argument), with
+    ``text`` as the CLI shows it, ``visible(reader.stored_text(v))``: the bytes (a ``{"hex": ...}`` text's, or
+    a plain text's UTF-8 bytes, as SQLite's ``hex`` gives them), each UTF-8 sequence as its character, each other
+    byte as ``\\xNN``, a backslash doubled, and each control or invisible character escaped as ``visible`` does
+    (C0, DEL and C1 as ``\\xNN``, others as ``\\uNNNN``, :func:`invisible_cte`).
+
+    SQLite (3.40) has no function for it: ``bytes`` splits the hex into bytes, ``utf8`` finds the sequence each
+    starts (its length ``n``, 0 for a byte that starts none: Python's UTF-8 rules, no overlong forms or
+    surrogates) and its spelling, and ``walk`` joins them.  Text of printable ASCII without a backslash is shown
+    as it is and left out of ``shown`` (:func:`shown_sql`), so the common names and paths cost nothing.  A
+    ``{"hex": ...}`` text whose hex is not an even number of hex digits (the plugins write none) is shown as
+    plain text.
     """
     hexdigit = "instr('0123456789abcdef', substr(h, 2 * k + {}, 1)) - 1"
     return (
-        "hexed(raw, h) AS (SELECT raw, h FROM (SELECT DISTINCT v AS raw, CASE WHEN substr(v, 1, 8) = '{\"hex\": ' "
-        "AND json_valid(v) THEN CASE WHEN json_type(v, '$.hex') = 'text' THEN json_extract(v, '$.hex') END END AS h "
-        f"FROM ({values})) WHERE h NOT GLOB '*[^0-9a-f]*' AND length(h) % 2 = 0), "
+        invisible_cte()
+        + ", hexed(raw, h) AS (SELECT raw, lower(CASE WHEN x NOT GLOB '*[^0-9a-fA-F]*' AND length(x) % 2 = 0 THEN x "
+        "ELSE hex(raw) END) FROM (SELECT DISTINCT v AS raw, CASE WHEN substr(v, 1, 8) = '{\"hex\": ' "
+        "AND json_valid(v) THEN CASE WHEN json_type(v, '$.hex') = 'text' THEN json_extract(v, '$.hex') END END AS x "
+        f"FROM ({values}) WHERE typeof(v) = 'text' AND (v GLOB '*[^ -~]*' OR instr(v, '\\') > 0 "
+        "OR substr(v, 1, 8) = '{\"hex\": '))), "
         "bytes(raw, h, k, b) AS (SELECT raw, h, 0, NULL FROM hexed UNION ALL "
         f"SELECT raw, h, k + 1, ({hexdigit.format(1)}) * 16 + {hexdigit.format(2)} "
         "FROM bytes WHERE 2 * k < length(h)), "
-        "utf8(raw, k, n, piece) AS (SELECT raw, k, n, CASE n "
-        "WHEN 0 THEN '\\x' || substr(h, 2 * k - 1, 2) WHEN 1 THEN IIF(b0 = 92, '\\\\', char(b0)) "
-        "WHEN 2 THEN char(((b0 & 31) << 6) | (b1 & 63)) "
-        "WHEN 3 THEN char(((b0 & 15) << 12) | ((b1 & 63) << 6) | (b2 & 63)) "
-        "ELSE char(((b0 & 7) << 18) | ((b1 & 63) << 12) | ((b2 & 63) << 6) | (b3 & 63)) END "
+        "utf8(raw, k, n, piece) AS (SELECT raw, k, n, CASE n WHEN 0 THEN '\\x' || substr(h, 2 * k - 1, 2) "
+        f"ELSE {_escaped_sql('code')} END FROM (SELECT raw, h, k, n, CASE n WHEN 1 THEN b0 "
+        "WHEN 2 THEN ((b0 & 31) << 6) | (b1 & 63) WHEN 3 THEN ((b0 & 15) << 12) | ((b1 & 63) << 6) | (b2 & 63) "
+        "ELSE ((b0 & 7) << 18) | ((b1 & 63) << 12) | ((b2 & 63) << 6) | (b3 & 63) END AS code "
         "FROM (SELECT a.raw, a.h, a.k, a.b AS b0, b.b AS b1, c.b AS b2, d.b AS b3, CASE WHEN a.b < 128 THEN 1 "
         "WHEN a.b BETWEEN 194 AND 223 AND b.b BETWEEN 128 AND 191 THEN 2 "
         "WHEN a.b BETWEEN 224 AND 239 AND b.b BETWEEN IIF(a.b = 224, 160, 128) AND IIF(a.b = 237, 159, 191) "
@@ -258,7 +351,7 @@ def shown_cte(values: str) -> str:
         "AND c.b BETWEEN 128 AND 191 AND d.b BETWEEN 128 AND 191 THEN 4 ELSE 0 END AS n "
         "FROM bytes a LEFT JOIN bytes b ON b.raw = a.raw AND b.k = a.k + 1 "
         "LEFT JOIN bytes c ON c.raw = a.raw AND c.k = a.k + 2 LEFT JOIN bytes d ON d.raw = a.raw AND d.k = a.k + 3 "
-        "WHERE a.k > 0)), "
+        "WHERE a.k > 0))), "
         "walk(raw, k, text) AS (SELECT raw, 1, '' FROM hexed UNION ALL "
         "SELECT w.raw, w.k + max(u.n, 1), w.text || u.piece FROM walk w JOIN utf8 u ON u.raw = w.raw AND u.k = w.k), "
         "shown(raw, text, k) AS (SELECT raw, text, MAX(k) FROM walk GROUP BY raw)"
@@ -268,7 +361,49 @@ def shown_cte(values: str) -> str:
 def shown_sql(column: str, alias: str) -> str:
     """``column`` (a stored name or path) as the CLI shows it, given the query joined :func:`shown_cte`'s table
     as ``alias`` on it (``LEFT JOIN shown AS alias ON alias.raw = column``)."""
-    return f"COALESCE({alias}.text, replace({column}, '\\', '\\\\'))"
+    return f"COALESCE({alias}.text, {column})"
+
+
+def stored_form_sql(kind: str, value: str, hexed: str) -> str:
+    """A decoded JSON value (a call's path argument, an element of a ``names`` list) in a column's stored form
+    (``values.column_text``), for :func:`shown_cte`: ``kind`` is the SQL of its ``json_type``, ``value`` of its
+    value, ``hexed`` of its ``hex`` member.  A string as it is (one that starts like ``{"hex": ...}``'s text as
+    the ``{"hex"}`` text of its bytes, so that it stays apart from those bytes), a ``{"hex": ...}`` object as its
+    text with ``json.dumps``' spacing; NULL for anything else (``{"error": ...}``: an unreadable pointer)."""
+    prefix = '\'{"hex": "\''
+    return (
+        f"CASE {kind} WHEN 'text' THEN IIF(substr({value}, 1, 8) = '{{\"hex\": ', {prefix} || lower(hex({value})) "
+        f"|| '\"}}', {value}) WHEN 'object' THEN {prefix} || {hexed} || '\"}}' END"
+    )
+
+
+NAMES_ELEMENT = stored_form_sql("j.type", "j.value", "json_extract(j.value, '$.hex')")
+"""An element ``j`` of ``json_each`` over a ``names`` list, in its stored form."""
+
+
+def names_sql(column: str) -> str:
+    """A ``names`` column (a JSON list of stored names) as a JSON list of the names as the CLI shows them, given
+    the query's :func:`shown_cte` covers :func:`names_values`; NULL for text that is not JSON."""
+    return (
+        f"CASE WHEN json_valid({column}) THEN (SELECT json_group_array(COALESCE(m.text, x)) FROM "
+        f"(SELECT {NAMES_ELEMENT} AS x FROM json_each({column}) j ORDER BY j.id) LEFT JOIN shown m ON m.raw = x) END"
+    )
+
+
+def names_values(table: str) -> str:
+    """The query of every element of ``table``'s ``names`` lists in its stored form (a :func:`shown_cte` ``v``)."""
+    return f"SELECT {NAMES_ELEMENT} FROM {table}, json_each(IIF(json_valid(names), names, '[]')) j"
+
+
+OPENED_PATH = "COALESCE({}, {})".format(
+    *(
+        stored_form_sql(
+            f"json_type(args, '$.{key}')", f"json_extract(args, '$.{key}')", f"json_extract(args, '$.{key}.hex')"
+        )
+        for key in ("filename", "pathname")
+    )
+)
+"""An open call's path argument (openat's ``filename``, creat's ``pathname``) in its stored form."""
 
 
 QUERIES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
@@ -276,24 +411,26 @@ QUERIES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
         "Which processes called ptrace",
         "Each process that called ptrace, with its calls, the requests it made and how many failed.",
         "WITH RECURSIVE "
-        + shown_cte("SELECT name AS v FROM processes")
-        + f" SELECT s.run_id, s.pid, {shown_sql('p.name', 'n')} AS name, p.names, COUNT(*) AS calls, "
-        "GROUP_CONCAT(DISTINCT json_extract(s.args, '$.request')) AS requests, COUNT(s.errno) AS failed "
+        + shown_cte(f"SELECT name AS v FROM processes UNION {names_values('processes')}")
+        + f" SELECT s.run_id, s.pid, {shown_sql('p.name', 'n')} AS name, {names_sql('p.names')} AS names, "
+        "COUNT(*) AS calls, GROUP_CONCAT(DISTINCT json_extract(s.args, '$.request')) AS requests, "
+        "COUNT(s.errno) AS failed "
         "FROM syscalls s LEFT JOIN processes p ON p.id = s.process_id LEFT JOIN shown n ON n.raw = p.name "
         "WHERE s.name = 'ptrace' GROUP BY s.process_id ORDER BY s.run_id, MIN(s.seq)",
         ("syscalls", "processes"),
     ),
     "files_opened": (
         "Files opened by each process",
-        "Every path each process opened (open, openat, openat2, creat) as the call gave it, with the failures.",
-        "WITH RECURSIVE "
-        + shown_cte("SELECT process_name AS v FROM syscalls WHERE name IN ('open', 'openat', 'openat2', 'creat')")
+        "Every path each process opened (open, openat, openat2, creat) as the call gave it, with the failures "
+        "(path NULL: the call's pointer could not be read).",
+        "WITH RECURSIVE opened AS (SELECT *, "
+        + OPENED_PATH
+        + " AS stored_path FROM syscalls WHERE name IN ('open', 'openat', 'openat2', 'creat')), "
+        + shown_cte("SELECT process_name AS v FROM opened UNION SELECT stored_path FROM opened")
         + f" SELECT s.run_id, s.pid, {shown_sql('s.process_name', 'n')} AS process_name, "
-        "COALESCE(json_extract(s.args, '$.filename'), json_extract(s.args, '$.pathname')) AS path, "
-        "COUNT(*) AS opens, COUNT(s.errno) AS failed, GROUP_CONCAT(DISTINCT s.errno) AS errors "
-        "FROM syscalls s LEFT JOIN shown n ON n.raw = s.process_name "
-        "WHERE s.name IN ('open', 'openat', 'openat2', 'creat') "
-        "GROUP BY s.process_id, path ORDER BY s.run_id, MIN(s.seq)",
+        f"{shown_sql('s.stored_path', 'q')} AS path, COUNT(*) AS opens, COUNT(s.errno) AS failed, "
+        "GROUP_CONCAT(DISTINCT s.errno) AS errors FROM opened s LEFT JOIN shown n ON n.raw = s.process_name "
+        "LEFT JOIN shown q ON q.raw = s.stored_path GROUP BY s.process_id, s.stored_path ORDER BY s.run_id, MIN(s.seq)",
         ("syscalls",),
     ),
     "files_by_process": (
@@ -309,11 +446,11 @@ QUERIES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     ),
     "failed_by_errno": (
         "Failed calls by errno",
-        "How many calls failed with each errno, and which calls and processes they were.",
+        "How many calls failed with each errno, and which calls and processes (a JSON list of their names) they were.",
         "WITH RECURSIVE "
         + shown_cte("SELECT process_name AS v FROM syscalls WHERE errno IS NOT NULL")
         + " SELECT s.run_id, s.errno, COUNT(*) AS calls, GROUP_CONCAT(DISTINCT s.name) AS syscalls, "
-        f"GROUP_CONCAT(DISTINCT {shown_sql('s.process_name', 'n')}) AS processes "
+        f"json_group_array(DISTINCT {shown_sql('s.process_name', 'n')}) AS processes "
         "FROM syscalls s LEFT JOIN shown n ON n.raw = s.process_name WHERE s.errno IS NOT NULL "
         "GROUP BY s.run_id, s.errno ORDER BY s.run_id, calls DESC",
         ("syscalls",),
@@ -323,15 +460,16 @@ QUERIES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
         "Each process with its exit code or the signal that killed it (from the wait status), as qppsuite "
         "processes says it: exited 7, killed by SIGSEGV, killed by SIGABRT (core dumped).",
         f"WITH RECURSIVE {SIGNALS_CTE}, "
-        + shown_cte("SELECT name AS v FROM processes")
-        + f" SELECT run_id, pid, ppid, {shown_sql('name', 'n')} AS name, names, syscall_count, state, exit_status, "
-        f"{ENDED_SQL} AS ended FROM processes LEFT JOIN shown n ON n.raw = name ORDER BY run_id, start_time, id",
+        + shown_cte(f"SELECT name AS v FROM processes UNION {names_values('processes')}")
+        + f" SELECT run_id, pid, ppid, {shown_sql('name', 'n')} AS name, {names_sql('names')} AS names, "
+        f"syscall_count, state, exit_status, {ENDED_SQL} AS ended FROM processes LEFT JOIN shown n ON n.raw = name "
+        "ORDER BY run_id, start_time, id",
         ("processes",),
     ),
 }
 """Canned query name -> (title, description, SQL, the tables it needs: left out when the file lacks one).  The
-queries spell a process's name and file_activity's paths as the CLI does (:func:`shown_cte`); a path from a call's
-``args`` (files_opened) and the ``names`` lists are as stored."""
+queries spell every name and path (a process's name, its ``names`` list, file_activity's paths, the paths the
+open calls were given) as the CLI does (:func:`shown_cte`)."""
 
 
 def datasette_metadata(path: Path, columns: dict[str, set[str]]) -> dict[str, Any]:
@@ -355,8 +493,8 @@ def datasette_metadata(path: Path, columns: dict[str, set[str]]) -> dict[str, An
     return {
         "title": f"qppsuite run database {path.name}",
         "description": "System calls, processes and files of ARM Linux guests, recorded by qppsuite's plugins. "
-        "The canned queries spell names and file_activity's paths as qppsuite's commands do: a backslash doubled, "
-        "a byte that is not UTF-8 as \\xNN.",
+        "The canned queries spell names and paths as qppsuite's commands do: a backslash doubled, a byte that is "
+        "not UTF-8 as \\xNN, a control character as \\xNN (ESC: \\x1b), another invisible one as \\uNNNN.",
         "source": f"qppsuite {qppsuite.__version__}",
         "databases": {path.stem: {"tables": tables, "queries": queries}},
     }
