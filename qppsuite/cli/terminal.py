@@ -34,8 +34,10 @@ _INVISIBLE = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs", "Cn", "Co"))
 
 
 def _escape(char: str) -> str:
+    """``\\xNN`` for an ASCII control; ``\\uNNNN`` (``\\UNNNNNNNN``) for any other character, C1 controls too, so
+    that U+0085 is never spelt like the byte 0x85 of text that is not UTF-8 (``\\x85``, as the views show it)."""
     code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def _escape_invisible(match: re.Match[str]) -> str:

@@ -307,7 +307,7 @@ def _escaped_sql(code: str) -> str:
     return (
         f"CASE WHEN {code} = 92 THEN '\\\\' WHEN {code} BETWEEN 32 AND 126 THEN char({code}) "
         f"WHEN EXISTS (SELECT 1 FROM invisible WHERE {code} BETWEEN first AND last) "
-        f"THEN CASE WHEN {code} < 256 THEN printf('\\x%02x', {code}) "
+        f"THEN CASE WHEN {code} < 128 THEN printf('\\x%02x', {code}) "
         f"WHEN {code} < 65536 THEN printf('\\u%04x', {code}) ELSE printf('\\U%08x', {code}) END "
         f"ELSE char({code}) END"
     )
@@ -319,7 +319,7 @@ def shown_cte(values: str) -> str:
     ``text`` as the CLI shows it, ``visible(reader.stored_text(v))``: the bytes (a ``{"hex": ...}`` text's, or
     a plain text's UTF-8 bytes, as SQLite's ``hex`` gives them), each UTF-8 sequence as its character, each other
     byte as ``\\xNN``, a backslash doubled, and each control or invisible character escaped as ``visible`` does
-    (C0, DEL and C1 as ``\\xNN``, others as ``\\uNNNN``, :func:`invisible_cte`).
+    (C0 and DEL as ``\\xNN``, others, C1 too, as ``\\uNNNN``, :func:`invisible_cte`).
 
     SQLite (3.40) has no function for it: ``bytes`` splits the hex into bytes, ``utf8`` finds the sequence each
     starts (its length ``n``, 0 for a byte that starts none: Python's UTF-8 rules, no overlong forms or
@@ -494,7 +494,7 @@ def datasette_metadata(path: Path, columns: dict[str, set[str]]) -> dict[str, An
         "title": f"qppsuite run database {path.name}",
         "description": "System calls, processes and files of ARM Linux guests, recorded by qppsuite's plugins. "
         "The canned queries spell names and paths as qppsuite's commands do: a backslash doubled, a byte that is "
-        "not UTF-8 as \\xNN, a control character as \\xNN (ESC: \\x1b), another invisible one as \\uNNNN.",
+        "not UTF-8 as \\xNN, an ASCII control character as \\xNN (ESC: \\x1b), another invisible one as \\uNNNN.",
         "source": f"qppsuite {qppsuite.__version__}",
         "databases": {path.stem: {"tables": tables, "queries": queries}},
     }
