@@ -506,7 +506,7 @@ def query(
 def datasette_metadata(db: DbArg) -> None:
     """Datasette metadata for DB on stdout: table and column descriptions (the logger's, and the analysis
     plugins' tables the file has) and canned queries (which processes called ptrace, files opened by each
-    process, failed calls by errno, how each process ended), names spelt as the CLI shows them.
+    process, failed calls by errno, how each process ended), names and paths spelt as the CLI shows them.
 
     Use it as ``qppsuite datasette-metadata DB > metadata.json; datasette DB -m metadata.json``.
     """
