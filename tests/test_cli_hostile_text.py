@@ -301,3 +301,24 @@ def test_csv_spells_guest_text_as_the_table_so_two_names_never_share_a_cell(tmp_
     typed = _database(tmp_path / "typed.db", "/t\\xff")  # backslash, x, f, f: doubled, so not the byte
     (row,) = csv_module.DictReader(io.StringIO(_view(typed, ("syscalls", "--format", "csv"))))
     assert row["args.path"] == row["process_name"] == "/t\\\\xff"
+
+
+def test_a_carriage_return_in_guest_text_never_splits_a_csv_row(tmp_path: Path) -> None:
+    """Re-check of issue 14: a process named `c\\rd` split its `processes --format csv` row in two."""
+    import csv as csv_module
+
+    db = _database(tmp_path / "cr.db", "c\rd")
+    for view in (("syscalls", "--format", "csv"), ("processes", "--format", "csv")):
+        rows = list(csv_module.reader(io.StringIO(_view(db, view), newline="")))
+        assert len(rows) == 2 and any("c\rd" in cell for cell in rows[1]), (view, rows)
+
+
+def test_command_line_bytes_that_are_not_utf8_are_shown_as_the_views_show_such_bytes(tmp_path: Path) -> None:
+    """Re-check of issue 14: `--name open$'\\xff'` was echoed `open\\udcff`, and `--run $'\\x9b'` blamed the database
+    (`cannot read ...: surrogates not allowed`)."""
+    assert visible("open\udcff \ud800") == "open\\xff \\ud800"  # only surrogateescape's bytes are bytes
+    db = _database(tmp_path / "a.db", "sh")
+    code, output = run_main(["syscalls", str(db), "--name", "open\udcff"])
+    assert code != 0 and "open\\xff" in output and "udc" not in output, output
+    code, output = run_main(["syscalls", str(db), "--run", "\udc9b"])
+    assert code != 0 and output.startswith("error: --run \\x9b: a run's id or label is UTF-8 text"), output

@@ -190,6 +190,20 @@ def test_a_pid_or_tid_no_call_was_made_by_is_one_line(db: Path, option: str) -> 
     assert code == 1 and output == f"error: {option}: no call of run 1 was made by {option[2:]} 9999\n", output
 
 
+def test_a_thread_s_id_given_as_a_pid_is_pointed_to_tid(db: Path, tmp_path: Path) -> None:
+    """Re-check of issue 14: `--pid 116`, a thread's id as strace -f prints it, said only that no call was made."""
+    import shutil
+    import sqlite3
+
+    copy = tmp_path / "threads.db"
+    shutil.copy(db, copy)
+    with sqlite3.connect(copy) as conn:
+        conn.execute("UPDATE syscalls SET tid = 77 WHERE pid = 60")
+    code, output = run_main(["syscalls", str(copy), "--pid", "77"])
+    said = "error: --pid: no call of run 1 was made by pid 77; thread 77 made 3 calls (--tid 77)\n"
+    assert code == 1 and output == said, output
+
+
 def test_syscalls_csv_and_table(db: Path) -> None:
     parsed = list(csv.DictReader(io.StringIO(invoke("syscalls", str(db), "--format", "csv"))))
     assert [r["name"] for r in parsed] == ["wait4", "openat", "openat", "read", "read", "openat"]

@@ -173,10 +173,14 @@ def _emit(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: OutputForm
         _json_list(dict(zip(columns, row, strict=True)) for row in rows)
     elif fmt is OutputFormat.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
+        # csv quotes a cell holding the delimiter, a quote or the line terminator ("\n"), not one holding a
+        # carriage return, which readers also take for a line's end: a guest's "c\rd" split its row in two
+        quoted = csv.writer(sys.stdout, lineterminator="\n", quoting=csv.QUOTE_ALL)
         writer.writerow(columns)
         if sys.stdout.isatty():  # data for tools when piped; on a terminal, shown like every other view
             rows = [[visible(v) if isinstance(v, str) else v for v in row] for row in rows]
-        writer.writerows(rows)
+        for row in rows:
+            (quoted if any(isinstance(v, str) and "\r" in v for v in row) else writer).writerow(row)
     else:
         table = Table(*columns, title=title)
         for row in rows:

@@ -40,8 +40,15 @@ def _escape(char: str) -> str:
     return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
+#: The lone surrogates Python's ``surrogateescape`` gives the bytes 0x80-0xff of text that is not UTF-8 (a command
+#: line's, a file name's): shown as those bytes, ``\\xNN``, as the views show such bytes of guest text.
+_ESCAPED_BYTES = range(0xDC80, 0xDD00)
+
+
 def _escape_invisible(match: re.Match[str]) -> str:
     char = match.group()
+    if ord(char) in _ESCAPED_BYTES:
+        return f"\\x{ord(char) - 0xDC00:02x}"
     return _escape(char) if unicodedata.category(char) in _INVISIBLE else char
 
 

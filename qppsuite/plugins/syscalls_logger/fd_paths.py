@@ -71,7 +71,7 @@ CLOSES = ("close", "close_range")
 EXECS = ("execve", "execveat")
 FORKS = ("clone", "clone3", "fork", "vfork")
 CHDIRS = ("chdir", "fchdir")
-CHANGING = (*OPENS, *DUPS, *FCNTLS, *SOCKETS, *KINDS, *PIPES, *CLOSES, *EXECS, *FORKS, *CHDIRS)
+CHANGING = (*OPENS, *DUPS, *FCNTLS, *SOCKETS, "socketpair", *KINDS, *PIPES, *CLOSES, *EXECS, *FORKS, *CHDIRS)
 """The calls that change an fd table; with the fork children's own returns, all this module reads."""
 
 
@@ -164,6 +164,14 @@ class FdTables:
                     if isinstance(fd, int):
                         fds[fd] = pipe
             return
+        if name == "socketpair":  # two sockets, connected: each its own inode (strace -y: socket:[A], socket:[B])
+            pair = _object(row["outputs"]).get("usockvec")
+            if retval == 0 and isinstance(pair, list) and len(pair) == 2:
+                cloexec = "SOCK_CLOEXEC" in str(args.get("type", ""))
+                for fd in pair:
+                    if isinstance(fd, int):
+                        fds[fd] = self._make("socket", cloexec)
+            return
         if not isinstance(retval, int) or retval < 0:
             return
         if name in CHDIRS:
@@ -195,12 +203,13 @@ class FdTables:
     @staticmethod
     def _moved(fds: dict[int, _Fd], name: str, args: dict[str, Any]) -> str | None:
         """The working directory after ``chdir(path)`` (joined to the one before) or ``fchdir(fd)``; None if
-        unknown."""
+        unknown, as after a ``..`` (the kernel follows it from where a symbolic link led, which a join of names
+        cannot know: ``chdir("ln"); chdir("..")`` with ``ln`` -> /usr/share is /usr)."""
         if name == "fchdir":
             directory = fds.get(args.get("fd"))  # type: ignore[arg-type]
             return directory.path if directory is not None else None
         given, before = args.get("filename"), fds.get(AT_FDCWD)
-        if not isinstance(given, str) or (before is None and not given.startswith("/")):
+        if not isinstance(given, str) or (before is None and not given.startswith("/")) or ".." in given.split("/"):
             return None
         return posixpath.normpath(posixpath.join(before.path if before is not None else "/", given))
 

@@ -201,6 +201,8 @@ def select_run(conn: sqlite3.Connection, run: int | str | None, *, shown: Callab
     if run is None:
         return int(ids[-1])
     if isinstance(run, str):
+        if not _utf8(run):  # a command line's bytes that are not UTF-8: no label is (SQLite's text is UTF-8)
+            raise LogDatabaseError(f"--run {run}: a run's id or label is UTF-8 text; this is not")
         if run.startswith(LABEL_PREFIX):  # a label, whatever it looks like: label:all, label:7
             return _labelled(conn, run.removeprefix(LABEL_PREFIX), ids, shown)
         if run.startswith(ID_PREFIX) and run.removeprefix(ID_PREFIX).isdecimal():
@@ -219,6 +221,15 @@ def select_run(conn: sqlite3.Connection, run: int | str | None, *, shown: Callab
     if run not in ids:
         raise LogDatabaseError(f"no run {run} in the database; runs: {_listing(list(map(str, ids)))}")
     return run
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` can be UTF-8 (no lone surrogate: the bytes ``surrogateescape`` kept of a command line)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _labelled(conn: sqlite3.Connection, label: str, ids: list[int], shown: Callable[[str], str] | None) -> int:
@@ -425,7 +436,11 @@ def check_span(conn: sqlite3.Connection, run: int | None, since: Point | None, u
             return
         outside = point.value > high if option == "--since" else point.value < low
         if outside:
-            unit = (lambda v: f"{v:,} instructions") if point.column == "insn_count" else (lambda v: f"{v / 1e9:.6f} s")
+            unit = (
+                (lambda v: f"{v:,} instructions")
+                if point.column == "insn_count"
+                else (lambda v: f"{v // 1_000_000_000}.{v % 1_000_000_000:09d} s")  # as the table, to the ns
+            )
             raise LogDatabaseError(
                 f"{option}: no call of {which} is {'after' if option == '--since' else 'before'} "
                 f"{unit(point.value)}; its calls span {unit(low)} to {unit(high)}"
@@ -440,7 +455,12 @@ def check_caller(conn: sqlite3.Connection, run: int | None, column: str, value: 
     where, params, which = _of_run(run)
     made = conn.execute(f"SELECT 1 FROM {SYSCALLS} WHERE {where}{column} = ? LIMIT 1", (*params, value))
     if made.fetchone() is None:
-        raise LogDatabaseError(f"--{column}: no call of {which} was made by {column} {value}")
+        hint = ""
+        if column == "pid":  # strace -f prints each thread's id, which is a pid only for a process's first thread
+            query = f"SELECT COUNT(*) FROM {SYSCALLS} WHERE {where}tid = ?"
+            (count,) = conn.execute(query, (*params, value)).fetchone()
+            hint = f"; thread {value} made {count} call{'s' if count > 1 else ''} (--tid {value})" if count else ""
+        raise LogDatabaseError(f"--{column}: no call of {which} was made by {column} {value}{hint}")
     return value
 
 
