@@ -71,7 +71,9 @@ CLOSES = ("close", "close_range")
 EXECS = ("execve", "execveat")
 FORKS = ("clone", "clone3", "fork", "vfork")
 CHDIRS = ("chdir", "fchdir")
-CHANGING = (*OPENS, *DUPS, *FCNTLS, *SOCKETS, "socketpair", *KINDS, *PIPES, *CLOSES, *EXECS, *FORKS, *CHDIRS)
+PAIRS = (*PIPES, "socketpair")
+"""Calls that write two new fds into an array (``fildes``, ``usockvec``)."""
+CHANGING = (*OPENS, *DUPS, *FCNTLS, *SOCKETS, *KINDS, *PAIRS, *CLOSES, *EXECS, *FORKS, *CHDIRS)
 """The calls that change an fd table; with the fork children's own returns, all this module reads."""
 
 
@@ -156,21 +158,13 @@ class FdTables:
                 for fd in [fd for fd in fds if low <= fd <= high]:
                     del fds[fd]
             return
-        if name in PIPES:
-            pair = _object(row["outputs"]).get("fildes")
-            if retval == 0 and isinstance(pair, list) and len(pair) == 2:
-                pipe = self._make("pipe", "O_CLOEXEC" in str(args.get("flags", "")))
-                for fd in pair:
-                    if isinstance(fd, int):
-                        fds[fd] = pipe
-            return
-        if name == "socketpair":  # two sockets, connected: each its own inode (strace -y: socket:[A], socket:[B])
-            pair = _object(row["outputs"]).get("usockvec")
-            if retval == 0 and isinstance(pair, list) and len(pair) == 2:
-                cloexec = "SOCK_CLOEXEC" in str(args.get("type", ""))
-                for fd in pair:
-                    if isinstance(fd, int):
-                        fds[fd] = self._make("socket", cloexec)
+        if name in PAIRS:
+            made = [fd for _, fd in made_fds(row)]
+            if name in PIPES and len(made) == 2:  # one pipe, both ends
+                fds.update(dict.fromkeys(made, self._make("pipe", "O_CLOEXEC" in str(args.get("flags", "")))))
+            elif len(made) == 2:  # two sockets, connected: each its own inode (strace -y: socket:[A], socket:[B])
+                for fd in made:
+                    fds[fd] = self._make("socket", "SOCK_CLOEXEC" in str(args.get("type", "")))
             return
         if not isinstance(retval, int) or retval < 0:
             return
@@ -275,16 +269,15 @@ def touched(row: dict[str, Any]) -> list[tuple[int, int]]:
     if name == "close_range":
         low, high = args.get("fd"), args.get("max_fd")
         return [(low, high)] if isinstance(low, int) and isinstance(high, int) else []
-    if name in (*PIPES, "socketpair"):
-        pair = _object(row["outputs"]).get("fildes" if name in PIPES else "usockvec")
-        return [(fd, fd) for fd in pair if isinstance(fd, int)] if isinstance(pair, list) else []
+    if name in PAIRS:
+        return [(fd, fd) for _, fd in made_fds(row)]
     duplicated = name in FCNTLS and str(args.get("cmd", "")).startswith("F_DUPFD")
     if isinstance(retval, int) and retval >= 0 and (returns_fd(name) or duplicated):
         return [(retval, retval)]
     return []
 
 
-TOUCHING = (*CHANGING, "socketpair", *(spec.name for spec in table.SYSCALLS.values() if spec.returns == "fd"))
+TOUCHING = (*CHANGING, *(spec.name for spec in table.SYSCALLS.values() if spec.returns == "fd"))
 """The calls :func:`touched` reads."""
 
 
@@ -373,7 +366,7 @@ def made_fds(row: dict[str, Any]) -> list[tuple[str, int]]:
     view gives it (``fildes[0]``, ``usockvec[1]``), as strace ``-y`` names them in the array; ``row`` holds
     ``name``, ``retval`` and ``outputs``."""
     name = row["name"]
-    if name not in (*PIPES, "socketpair") or row["retval"] != 0:
+    if name not in PAIRS or row["retval"] != 0:
         return []
     array = "fildes" if name in PIPES else "usockvec"
     pair = _object(row["outputs"]).get(array)
