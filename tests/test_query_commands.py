@@ -42,8 +42,10 @@ from qppsuite.plugins.syscalls_logger.reader import LogDatabaseError, Point, par
 
 SCRIPT = (
     "cat /tmp/in > /tmp/out; exec 5</etc/passwd; head -c 10 <&5 >/dev/null; exec 5<&-; "
-    "echo piped | cat | cat > /dev/null; cd /etc; head -c 4 passwd > /dev/null; exit 7"
-)
+    "echo piped | cat | cat > /dev/null; python3 /tmp/pair.py; cd /etc; head -c 4 passwd > /dev/null; exit 7"
+)  # under 256 bytes: the logger's argv strings are cut there (syscalls' string_limit), and tests find the script
+#: A socketpair whose two ends are written and read (file_activity names an fd at its first read or write).
+PAIR = "import os, socket\na, b = socket.socketpair()\nos.write(a.fileno(), bytes(1))\nos.read(b.fileno(), 1)\n"
 #: A script named by bytes that are not UTF-8 (its process's name) whose shell fails an open, and a shell a signal
 #: kills: what the Datasette canned queries must show as the CLI does (``\xff\xfex``, ``killed by SIGSEGV``).
 HOSTILE = (
@@ -52,6 +54,7 @@ HOSTILE = (
 )
 CMD = (
     "echo data > /tmp/in; "
+    f"printf '{PAIR}' > /tmp/pair.py; "
     f"{HOSTILE}"
     f"strace -f -y -o /tmp/s.txt sh -c '{SCRIPT}'; echo STRACED $?; "
     "echo STRACE-BEGIN; cat /tmp/s.txt; echo STRACE-END"
@@ -59,6 +62,8 @@ CMD = (
 #: A call's first argument as a number, with strace -y's annotation if it is an open fd: ``read(5</etc/passwd>, ...``.
 #: strace -y's pipe call: its array's two fds with what each refers to (``pipe2([5<pipe:[9728]>, 6<...>], 0)``).
 PIPE_FDS = re.compile(r"pipe2?\(\[(\d+)<([^>]*)>, (\d+)<([^>]*)>\]")
+#: strace -y's socketpair: its array's two fds with what each refers to (``socketpair(..., [3<socket:[A]>, 4<...>])``).
+PAIR_FDS = re.compile(r"socketpair\([^\[]*\[(\d+)<([^>]*)>, (\d+)<([^>]*)>\]")
 FD_ARG = re.compile(r"^(\w+)\((\d+)(?:<([^>]*)>)?[,)]")
 #: A call whose first argument is AT_FDCWD, with strace -y's name of the working directory: ``openat(AT_FDCWD</root>``.
 CWD_ARG = re.compile(r"^(\w+)\(AT_FDCWD<([^>]*)>[,)]")
@@ -160,6 +165,15 @@ def test_the_fd_paths_shown_are_the_ones_strace_printed_in_the_guest(straced: tu
         for r in every if r["seq"] >= begun and r["name"] in ("pipe", "pipe2") and r["retval"] == 0
     ]  # fmt: skip
     assert len(theirs_pipes) == 2 and ours_pipes == theirs_pipes, (ours_pipes, theirs_pipes)
+    # a socketpair's two sockets, each its own, as strace -y names them (third re-check of issue 14: unnamed)
+    theirs_pairs = [(c.tid, *m.groups()) for c in parse(strace_text) if (m := PAIR_FDS.match(c.text))]
+    ours_pairs = [
+        (r["tid"], str(r["outputs"]["usockvec"][0]), r["fds"].get("usockvec[0]"), str(r["outputs"]["usockvec"][1]),
+         r["fds"].get("usockvec[1]"))
+        for r in every if r["seq"] >= begun and r["name"] == "socketpair" and r["retval"] == 0
+    ]  # fmt: skip
+    assert len(theirs_pairs) == 1 and ours_pairs == theirs_pairs, (ours_pairs, theirs_pairs)
+    assert theirs_pairs[0][2] != theirs_pairs[0][4]  # two inodes
 
 
 @pytest.mark.boot
