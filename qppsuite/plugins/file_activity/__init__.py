@@ -41,12 +41,10 @@ from qppsuite.plugins.file_activity.model import (
     new_file_row,
 )
 from qppsuite.plugins.osi_linux.model import OsiProcess
+from qppsuite.plugins.syscalls.arm_linux_abi import AT_FDCWD
 from qppsuite.plugins.syscalls.context import SyscallContext
 from qppsuite.plugins.syscalls.values import JSONValue, column_text, stored_bytes, text_or_hex
 from qppsuite.plugins.syscalls_logger.run_database import RunDatabase, open_run_database
-
-AT_FDCWD = -100
-"""include/uapi/linux/fcntl.h: a path relative to the working directory."""
 
 OPENS = {"open": "filename", "openat": "filename", "openat2": "filename", "creat": "pathname"}
 """Calls opening a file -> their path argument (the directory fd, if any, is ``dfd``)."""

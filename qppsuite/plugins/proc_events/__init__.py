@@ -38,9 +38,9 @@ from qppsuite.plugins.proc_events.model import (
 )
 from qppsuite.plugins.syscalls.arm_linux_abi import FLAGSETS
 from qppsuite.plugins.syscalls.context import ENDING_EXEC, SyscallContext
+from qppsuite.plugins.syscalls.pairing import FORK_CALLS
 from qppsuite.plugins.syscalls_logger.run_database import RunDatabase, open_run_database
 
-FORK_CALLS = ("fork", "vfork", "clone", "clone3")
 EXEC_CALLS = ("execve", "execveat")
 _CLONE_FLAGS = FLAGSETS["clone_flags"]
 

@@ -23,6 +23,7 @@ from qppsuite.plugins.syscalls.xlat import (
 )
 
 AT_FDCWD = -100
+"""include/uapi/linux/fcntl.h: a directory fd meaning the working directory."""
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ from qppsuite.plugins.syscalls.context import (
 from qppsuite.plugins.syscalls.values import signed32
 
 FORK_CALLS = frozenset({"fork", "vfork", "clone", "clone3"})
+"""The calls that make a process or thread whose first return to user mode is from them (``ctx.child``)."""
 THREAD_EXIT_CALLS = frozenset({"exit", "exit_group"})
 CLONE_VM = 0x00000100
 CLONE_CHILD_SETTID = 0x01000000

@@ -26,6 +26,7 @@ from qppsuite.errors import PluginError
 from qppsuite.plugins.osi_linux.model import OsiProcess, OsiThread
 from qppsuite.plugins.syscalls.context import ENDING_PENDING, SyscallContext
 from qppsuite.plugins.syscalls.decode import format_call
+from qppsuite.plugins.syscalls.pairing import FORK_CALLS
 from qppsuite.plugins.syscalls.values import column_text, quote
 from qppsuite.plugins.syscalls_logger.command import CommandProcesses
 from qppsuite.plugins.syscalls_logger.database import SyscallDatabase
@@ -64,9 +65,7 @@ class _Caller:
     name_bytes: bytes = b""  # the process's name as the kernel holds it (for the text lines)
 
 
-#: The calls that make a child which returns from them too (its row: ``SyscallContext.child``).
-SPAWNING = frozenset({"fork", "vfork", "clone", "clone3"})
-#: How many such calls' times are kept for children that have not returned yet.
+#: How many fork, vfork and clone calls' times are kept for children that have not returned yet.
 SPAWNS_KEPT = 4096
 
 
@@ -148,7 +147,7 @@ class SyscallsLogger(Plugin):
 
     # -- callbacks -------------------------------------------------------------
     def _call(self, ctx: SyscallContext) -> None:
-        if ctx.name in SPAWNING:  # the child's row is dated at this call, as its instruction count is
+        if ctx.name in FORK_CALLS:  # the child's row is dated at this call, as its instruction count is
             self._spawned(ctx.seq)
         decoded = ctx.decoded()  # the arguments as they are now; by the return they may be gone
         proc, thread = self.get_current() if ctx.task is None else self.get_task(ctx.task)

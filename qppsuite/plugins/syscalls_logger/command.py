@@ -22,12 +22,11 @@ from typing import Any
 
 from qppsuite.plugins.osi_linux.model import OsiProcess
 from qppsuite.plugins.syscalls.context import SyscallContext
+from qppsuite.plugins.syscalls.pairing import FORK_CALLS
 
 COMMAND_SCRIPTS = frozenset({"/tmp/.qppsuite/script", "/etc/qppsuite/cmd", "/etc/qppsuite/workload.sh"})
 """The scripts the guest runs the user's command from: an ``execve`` naming one in its ``argv`` starts it."""
 EXECS = frozenset({"execve", "execveat"})
-FORKS = frozenset({"fork", "vfork", "clone", "clone3"})
-"""The calls that create a process (or a thread): their children's first calls are their returns from them."""
 
 
 class CommandProcesses:
@@ -54,7 +53,7 @@ class CommandProcesses:
             if made_by_kept or (ctx.name in EXECS and _runs_script(decoded)):
                 self._kept.add(key)
                 kept = True
-        if not ctx.child and ctx.name in FORKS:
+        if not ctx.child and ctx.name in FORK_CALLS:
             self._forks[ctx.seq] = kept
         return kept
 

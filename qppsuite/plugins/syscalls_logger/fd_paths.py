@@ -45,10 +45,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from qppsuite.plugins.syscalls import table
+from qppsuite.plugins.syscalls.arm_linux_abi import AT_FDCWD
 from qppsuite.plugins.syscalls.formatting import DIRFD_NAMES
-
-AT_FDCWD = -100
-"""include/uapi/linux/fcntl.h: a path relative to the working directory."""
+from qppsuite.plugins.syscalls.pairing import FORK_CALLS
 
 OPENS = {"open": "filename", "openat": "filename", "openat2": "filename", "creat": "pathname"}
 """Calls that open a path -> their path argument (``dfd`` the directory fd, if any)."""
@@ -69,11 +68,10 @@ KINDS = {
 PIPES = ("pipe", "pipe2")
 CLOSES = ("close", "close_range")
 EXECS = ("execve", "execveat")
-FORKS = ("clone", "clone3", "fork", "vfork")
 CHDIRS = ("chdir", "fchdir")
 PAIRS = (*PIPES, "socketpair")
 """Calls that write two new fds into an array (``fildes``, ``usockvec``)."""
-CHANGING = (*OPENS, *DUPS, *FCNTLS, *SOCKETS, *KINDS, *PAIRS, *CLOSES, *EXECS, *FORKS, *CHDIRS)
+CHANGING = (*OPENS, *DUPS, *FCNTLS, *SOCKETS, *KINDS, *PAIRS, *CLOSES, *EXECS, *FORK_CALLS, *CHDIRS)
 """The calls that change an fd table; with the fork children's own returns, all this module reads."""
 
 
@@ -139,7 +137,7 @@ class FdTables:
             if parent is not None and parent != process_id and not fds:  # not a thread: its own table
                 fds.update(inherited)
             return
-        if name in FORKS:
+        if name in FORK_CALLS:
             self._forks[row["seq"]] = (process_id, dict(fds))
             return
         retval = row["retval"]
