@@ -123,16 +123,6 @@ def _json_blob(value: object) -> dict[str, Any]:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def _shown_leaf(value: Any) -> Any:
-    """A decoded argument for a csv cell: guest text (a string, or the ``{"hex"}`` object of bytes that are not
-    UTF-8) as the table shows it; anything else (numbers, flags' lists, structs) as it is."""
-    from qppsuite.plugins.syscalls_logger import reader
-
-    if isinstance(value, str) or (isinstance(value, dict) and list(value) == ["hex"]):
-        return reader.shown_value(value)
-    return value
-
-
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
     """``{"args": {"path": "/x"}}`` -> ``{"args.path": "/x"}``; lists and deeper objects stay JSON text."""
     if isinstance(value, dict) and prefix:
@@ -294,7 +284,7 @@ def _show_syscalls(rows: Iterator[dict[str, Any]], fmt: OutputFormat, names: dic
             if fmt is OutputFormat.csv:
                 for key in ("args", "outputs"):
                     if isinstance(row[key], dict):
-                        row[key] = {name: _shown_leaf(value) for name, value in row[key].items()}
+                        row[key] = {name: reader.shown_value(value) for name, value in row[key].items()}
         _emit_records(records, fmt)
         return
     _stream_syscalls(rows, sys.stdout, names)
