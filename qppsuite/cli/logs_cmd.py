@@ -294,25 +294,15 @@ def _show_syscalls(rows: Iterator[dict[str, Any]], fmt: OutputFormat, names: dic
 TABLE_FIELDS = ("seq", "virtual_ns", "pid", "tid", "process_name", "text", "ending")
 #: The streamed table's fixed columns, before the call: seq, virtual time, pid, tid, process.
 _ROW = "{:>7} {:>15} {:>5} {:>5} {:<15}"
-#: Nanoseconds in a second: the table's time column gives each call's virtual time to the nanosecond.
-NS_PER_S = 1_000_000_000
 #: The widest the ``run`` column of ``--run all`` grows for its labels (a longer one makes its lines longer).
 RUN_COLUMN_MAX = 24
-
-
-def _seconds(ns: object) -> str:
-    """A call's virtual time in seconds, to the nanosecond, so that ``--until`` given it takes the call back
-    (``5.947431128``); empty when unknown, and a damaged file's other values shown as they are."""
-    if isinstance(ns, int) and ns >= 0:
-        return f"{ns // NS_PER_S}.{ns % NS_PER_S:09d}"
-    return "" if ns is None else visible(str(ns))
 
 
 def _stream_syscalls(rows: Iterator[dict[str, Any]], out: TextIO, names: dict[int, str] | None = None) -> int:
     """One line per call, written as it is read (a table of 40,000 calls starts at once and takes about a
     second, where rich's table measured every cell first: 43 s); every guest string escaped (:func:`visible`).
     ``names``: calls of several runs, each line starting with its run's label (or id), escaped too."""
-    from qppsuite.plugins.syscalls_logger.reader import stored_text
+    from qppsuite.plugins.syscalls_logger.reader import seconds, stored_text
 
     shown = {run: visible(name) for run, name in (names or {}).items()}
     width = min(max(map(len, shown.values()), default=3), RUN_COLUMN_MAX)
@@ -327,7 +317,8 @@ def _stream_syscalls(rows: Iterator[dict[str, Any]], out: TextIO, names: dict[in
             out.write(f"{shown.get(row['run_id'], str(row['run_id'])):<{width}} ")
         line = _ROW.format(
             row["seq"],
-            _seconds(ns),
+            # to the nanosecond, as --until takes it back; a damaged file's other values shown as they are
+            seconds(ns) if isinstance(ns, int) and ns >= 0 else "" if ns is None else visible(str(ns)),
             "" if pid is None else pid,
             "" if tid is None else tid,
             visible(str(stored_text(row["process_name"] or ""))),

@@ -357,6 +357,12 @@ _POINT = re.compile(r"(?P<number>\d+(?:\.\d+)?)(?P<unit>ns|us|ms|s)?")
 _UNITS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 
 
+def seconds(ns: int) -> str:
+    """A virtual time in ns (at least 0) as seconds to the nanosecond, as the views show it (``5.947431128``),
+    which ``--since``/``--until`` read back exactly (:func:`parse_point`)."""
+    return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"
+
+
 @dataclass(frozen=True)
 class Point:
     """A moment of a run: ``column`` is ``insn_count`` (instructions since power-on) or ``virtual_ns``."""
@@ -439,7 +445,7 @@ def check_span(conn: sqlite3.Connection, run: int | None, since: Point | None, u
             unit = (
                 (lambda v: f"{v:,} instructions")
                 if point.column == "insn_count"
-                else (lambda v: f"{v // 1_000_000_000}.{v % 1_000_000_000:09d} s")  # as the table, to the ns
+                else (lambda v: f"{seconds(v)} s")  # as the table, to the ns
             )
             raise LogDatabaseError(
                 f"{option}: no call of {which} is {'after' if option == '--since' else 'before'} "
