@@ -8,6 +8,7 @@ host tools, :mod:`host_tools`) driven by Playwright with that executable, so no 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -178,6 +179,9 @@ def _in_chromium(page: Path, shot: Path) -> dict[str, Any]:
             target = tab.eval_on_selector("#tree li:last-child > a", "a => a.getAttribute('href').slice(1)")
             seen["folded"] = tab.evaluate(f"!document.getElementById('{target}').open")
             tab.click(f"#tree a[href='#{target}']")
+            # The page opens it on `hashchange`, an event the browser fires after the click returns: wait for it.
+            with contextlib.suppress(sync_api.TimeoutError):
+                tab.wait_for_function(f"document.getElementById('{target}').open", timeout=10_000)
             seen["unfolded"] = tab.evaluate(f"document.getElementById('{target}').open")
         finally:
             browser.close()
