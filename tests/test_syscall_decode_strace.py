@@ -76,6 +76,7 @@ tfd = libc.timerfd_create(1, 0)
 old = ctypes.create_string_buffer(16)
 libc.timerfd_settime(tfd, 0, struct.pack("<iiii", 0, 0, 1, 500), old); libc.timerfd_gettime(tfd, old)
 libc.syscall(176, old, 8)
+libc.syscall(88, ctypes.c_uint(0xFEE1DEAD), 672274793, ctypes.c_uint(0x89ABCDEF), 0)
 th = threading.Thread(target=lambda: time.sleep(0.05)); th.start(); th.join()
 os.write(1, b"caf\xc3\xa9 \x01\xff\n")
 os.write(1, b"x" * 100 + b"\n")
@@ -118,6 +119,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "random bytes in hex": ("getrandom",),
     "hex arguments, octal and timeout results": ("rseq", "umask", "pselect6", "pselect6_time64", "_newselect"),
     "clone": ("clone",),
+    "reboot's magic and command": ("reboot",),
     "mmap": ("mmap2", "mprotect"),
     "strings": ("write", "read", "openat", "readlink"),
 }

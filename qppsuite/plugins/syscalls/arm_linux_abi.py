@@ -533,6 +533,36 @@ FLAGSETS: dict[str, FlagSet] = {
             ),
         ),
         FlagSet("ioctl_request", field_mask=0xFFFFFFFF, field_names=IOCTL_REQUESTS, unknown_hex=True),
+        # reboot's magic numbers and command (include/uapi/linux/reboot.h); strace prints an unknown one in hex.
+        FlagSet(
+            "reboot_magic1", field_mask=0xFFFFFFFF, field_names={0xFEE1DEAD: "LINUX_REBOOT_MAGIC1"}, unknown_hex=True
+        ),
+        FlagSet(
+            "reboot_magic2",
+            field_mask=0xFFFFFFFF,
+            field_names={
+                672274793: "LINUX_REBOOT_MAGIC2",
+                85072278: "LINUX_REBOOT_MAGIC2A",
+                369367448: "LINUX_REBOOT_MAGIC2B",
+                537993216: "LINUX_REBOOT_MAGIC2C",
+            },
+            unknown_hex=True,
+        ),
+        FlagSet(
+            "reboot_cmd",
+            field_mask=0xFFFFFFFF,
+            field_names={
+                0x01234567: "LINUX_REBOOT_CMD_RESTART",
+                0xCDEF0123: "LINUX_REBOOT_CMD_HALT",
+                0x89ABCDEF: "LINUX_REBOOT_CMD_CAD_ON",
+                0x00000000: "LINUX_REBOOT_CMD_CAD_OFF",
+                0x4321FEDC: "LINUX_REBOOT_CMD_POWER_OFF",
+                0xA1B2C3D4: "LINUX_REBOOT_CMD_RESTART2",
+                0xD000FCE2: "LINUX_REBOOT_CMD_SW_SUSPEND",
+                0x45584543: "LINUX_REBOOT_CMD_KEXEC",
+            },
+            unknown_hex=True,
+        ),
         _enum("socket_level", SOCKET_LEVELS),
         _enum("sockopt_socket", SOL_SOCKET_OPTIONS),
         _enum("sockopt_tcp", SOL_TCP_OPTIONS),

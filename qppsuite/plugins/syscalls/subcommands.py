@@ -2,7 +2,8 @@
 
 prctl, ptrace, fcntl/fcntl64, ioctl, futex/futex_time64, setsockopt/getsockopt and epoll_ctl carry a
 command, option or level that decides how many of the remaining registers are used and what
-they hold; open/openat use their mode only with O_CREAT or O_TMPFILE; recvmsg's msghdr is
+they hold; open/openat use their mode only with O_CREAT or O_TMPFILE; reboot
+reads its fourth argument only for LINUX_REBOOT_CMD_RESTART2; recvmsg's msghdr is
 read at the call too, so that its value-result fields can show ``before => after``.
 ``AT_CALL[name](decoder, args)`` rewrites the generic decode of such a call into the
 arguments strace prints for that command (unused registers are dropped; they stay in
@@ -374,6 +375,18 @@ def _rseq(decoder: "_Decoder", args: list[DecodedArg]) -> list[DecodedArg]:
     return [args[0], _hex(args[1]), args[2], _hex(args[3])]
 
 
+# --- reboot (kernel/reboot.c) ------------------------------------------------------------
+
+_LINUX_REBOOT_CMD_RESTART2 = 0xA1B2C3D4
+
+
+def _reboot(decoder: "_Decoder", args: list[DecodedArg]) -> list[DecodedArg]:
+    """The fourth argument is read only by LINUX_REBOOT_CMD_RESTART2, as the command's text (strace's reboot.c)."""
+    if args[2].raw == _LINUX_REBOOT_CMD_RESTART2:
+        return [*args[:3], _cstring(decoder, args[3])]
+    return args[:3]
+
+
 def _wait4_return(decoder: "_Decoder", result: int, outputs: list[DecodedArg]) -> list[DecodedArg]:
     """No status is stored when no child changed state (WNOHANG returning 0): strace shows the address."""
     return outputs if result > 0 else [o for o in outputs if o.name != "stat_addr"]
@@ -400,6 +413,7 @@ AT_CALL: dict[str, CallHook] = {
     "openat": _open,
     "recvmsg": _recvmsg,
     "rseq": _rseq,
+    "reboot": _reboot,
     **{name: _socklen for name in _SOCKLEN_ARG},
 }
 AT_RETURN: dict[str, ReturnHook] = {
