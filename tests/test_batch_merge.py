@@ -677,3 +677,25 @@ def test_a_database_not_labelled_is_merged_but_not_complete(sources: dict[str, P
     result = merge_batch(out)
     assert result.problems == () and [job.status for job in result.jobs] == ["ok"]
     assert rows(result.path, "SELECT label FROM runs") == [("old",)]
+
+
+@pytest.mark.parametrize(
+    ("started_at", "ended_at", "fits"),
+    [
+        ("2026-12-06T00:00:01.950+00:00", "2026-12-06T00:00:05.100+00:00", True),  # within the attempt's seconds
+        ("2026-12-06T00:00:01+00:00", "2026-12-06T00:00:05+00:00", True),  # a file written before milliseconds
+        ("2026-12-06T00:00:00.999+00:00", "2026-12-06T00:00:05.100+00:00", False),  # started before the attempt
+        ("2026-12-06T00:00:01.950+00:00", "2026-12-06T00:00:06.000+00:00", False),  # ended after it
+    ],
+)
+def test_a_run_s_milliseconds_are_compared_with_the_attempt_s_seconds(
+    started_at: str, ended_at: str, fits: bool
+) -> None:
+    """runs.started_at/ended_at have milliseconds, result.json's started/ended whole seconds: a run inside its
+    attempt is its own, whichever second each side was cut to."""
+    from qppsuite.batch import outdir
+
+    result = {"started": "2026-12-06T00:00:01+00:00", "ended": "2026-12-06T00:00:05+00:00"}
+    run = {"started_at": started_at, "ended_at": ended_at}
+    mismatch = outdir.run_mismatch(result, run)
+    assert (mismatch is None) == fits, mismatch

@@ -154,11 +154,20 @@ def run_mismatch(result: Mapping[str, Any], run: Mapping[str, Any]) -> str | Non
             return (f"its database is not the run its result.json describes: {column} {run.get(column)}, "
                     f"the result says {result.get(field)}")
     times = [result.get("started"), run.get("started_at"), run.get("ended_at"), result.get("ended")]
-    known = [time for time in times if isinstance(time, str)]
+    known = [second for second in map(_to_the_second, times) if second is not None]
     if len(known) == len(times) and known != sorted(known):
         return (f"its database is not the run its result.json describes: it ran from {times[1]} to {times[2]}, "
                 f"the attempt from {times[0]} to {times[3]}")
     return None
+
+
+def _to_the_second(time: object) -> dt.datetime | None:
+    """An ISO 8601 time cut to its second (the runs table has milliseconds, result.json seconds); None if it is
+    not one."""
+    try:
+        return dt.datetime.fromisoformat(time).replace(microsecond=0) if isinstance(time, str) else None
+    except ValueError:
+        return None
 
 
 def fail_result(directory: Path, reason: str) -> None:

@@ -224,7 +224,7 @@ def _summary(report: RunReport) -> str:
         else "not recorded (no call or event of the run has a virtual time)"
     )
     wall = (
-        f"{s['wall_seconds']:.0f} s (runs records whole seconds)"
+        f"{s['wall_seconds']:.2f} s (the logged part: a boot made to save the ready snapshot is not in it)"
         if s["wall_seconds"] is not None
         else "unknown (the run never ended)"
     )

@@ -432,7 +432,7 @@ class SyscallDatabase:
         """Flush and record how the run ended (``ended_at``, now unless given; stop reason; counts)."""
         self.flush()
         self.begin_run()
-        fields = {"ended_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **fields}
+        fields = {"ended_at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), **fields}
         with self._transaction():
             self.db[RUNS].update(self.run_id, {"syscall_count": self.rows_written, **fields})  # type: ignore[union-attr]
         with self._transaction():

@@ -260,7 +260,7 @@ def _run_row(plugin: Plugin, started: dt.datetime) -> dict[str, Any]:
         "kernel_release": context.kernel_release,
         "plugins": json.dumps([name for name in dict.fromkeys(plugins) if name != "core"]),
         "qppsuite_version": qppsuite.__version__,
-        "started_at": started.isoformat(timespec="seconds"),
+        "started_at": started.isoformat(timespec="milliseconds"),
         "started_from": context.snapshot,
         "label": context.label,
     }
