@@ -234,13 +234,17 @@ def record(
     console: Callable[[bytes], None] | None = None,
     host: HostInput | None = None,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    on_script: Callable[[], None] | None = None,
+    on_status: Callable[[int], None] | None = None,
 ) -> tuple[Recording, RunResult]:
     """Run once (with the given plugins, and ``host`` as an interactive run's keyboard) and pin the run's
-    inputs and outcome."""
+    inputs and outcome; ``on_script`` and ``on_status`` as :class:`GuestIO`'s."""
     image = open_image(options.image, cache=options.cache)
     disk = {} if options.disk is None else {"path": str(options.disk.resolve()), "sha256": disk_sha256(options.disk)}
     watch = _Watch(console)
-    result = run(options, watch.console, image=image, io=watch.io(host=host, on_input=watch.stamp, progress=progress))
+    io = watch.io(host=host, on_input=watch.stamp, progress=progress, on_script=on_script, on_status=on_status)
+    result = run(options, watch.console, image=image, io=io)
     pinned = {key: getattr(options, key) for key in PINNED_OPTIONS} | {"warm": options.uses_channel}
     pinned["cold_channel"] = options.cold and result.start == "booted"  # files went in through the channel
     if result.reason.kind in PINNED_AT_COUNT:

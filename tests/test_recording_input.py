@@ -137,6 +137,9 @@ def recorded_file_run(default_image: ImageBundle, tmp_path_factory: pytest.TempP
     (work / "blob").write_bytes(blob)
     done = qppsuite("record", "-o", "run.json", "--file", "blob:/root/blob", "--cmd", "sha256sum /root/blob", cwd=work)
     assert done.returncode == 0, done.stderr
+    # The command's output shows as a run's does: its lines only, between marks, with its exit status.
+    assert done.stdout == f"{hashlib.sha256(blob).hexdigest()}  /root/blob\n", done.stdout
+    assert "── the command ended: exit status 0 ──" in done.stderr
     # It started from the snapshot just made (two full runs saw it boot instead: what it said is kept here).
     assert Recording.load(work / "run.json").extra.get("start") == "restored", done.stderr
     return work / "run.json", hashlib.sha256(blob).hexdigest()
@@ -157,9 +160,12 @@ def test_a_file_run_records_its_input_and_replays_identically_with_the_plugin_st
     (tmp_path / "blob").write_bytes(b"gone")  # the replay does not need the host file
     done = qppsuite(
         "replay", str(path), "--plugins", "osi_linux,syscalls,syscalls_logger",
-        "-p", f"syscalls_logger:db={tmp_path / 'calls.db'}", cwd=tmp_path,
+        "-p", f"syscalls_logger:db={tmp_path / 'calls.db'}", "--console", "console.log", cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    console = (tmp_path / "console.log").read_bytes()  # the replayed console, byte for byte the recorded one
+    assert (hashlib.sha256(console).hexdigest(), len(console)) == (rec.console_sha256, rec.console_bytes)
+    assert f"{digest}  /root/blob".encode() in console and done.stdout == ""
     assert f"replayed {rec.insn_count:,} instructions identically" in done.stderr
     assert f"qppsuite: run database {tmp_path / 'calls.db'} (run 1)" in done.stderr  # said, as a run says it
 

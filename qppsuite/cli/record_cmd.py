@@ -1,6 +1,5 @@
 """``qppsuite record`` / ``qppsuite replay``: capture a run once, analyse it many times."""
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -14,17 +13,22 @@ from qppsuite.cli.run_cmd import (
     MAX_INSNS_HELP,
     CmdFileOption,
     ColdOption,
+    ConsoleOption,
     DiskOption,
     FilesOption,
     FromOption,
     InteractiveOption,
+    KernelLogOption,
+    QuietOption,
     RamOption,
     TimeoutOption,
     command_text,
+    guest_console,
     image_ram_mib,
     say_database,
+    shown_console,
 )
-from qppsuite.cli.terminal import ConsoleStream, channel_progress, styled
+from qppsuite.cli.terminal import channel_progress, styled
 from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
 from qppsuite.errors import GuestError, Interrupted, PluginError
 from qppsuite.recording import Recording, check_writable, default_path, record, replay
@@ -50,10 +54,14 @@ def record_command(
     start_from: FromOption = None,
     interactive: InteractiveOption = False,
     disk: DiskOption = None,
+    console: ConsoleOption = None,
+    quiet: QuietOption = False,
+    kernel_log: KernelLogOption = False,
 ) -> None:
     """Run IMAGE once without plugins and write a recording that `qppsuite replay` reproduces exactly.
 
-    The input the guest receives (--file, the script, keys with -i) is stamped and stored in it.
+    The input the guest receives (--file, the script, keys with -i) is stamped and stored in it.  The console
+    shows as `qppsuite run`'s does.
     """
     cmd = command_text(cmd, cmd_file)
     options = RunOptions(
@@ -72,9 +80,13 @@ def record_command(
         disk=disk,
     )
     check_writable(output or default_path(image))  # before the boot, not after it
-    console = ConsoleStream(sys.stdout.buffer, interactive=True) if interactive else None
-    with keyboard(interactive, quiet=False) as host, channel_progress(err_console, quiet=False) as progress:
-        recording, result = record(options, console, host, progress)
+    with (
+        guest_console(console, quiet, interactive) as stream,
+        keyboard(interactive, quiet) as host,
+        channel_progress(err_console, quiet) as progress,
+        shown_console(stream, to_file=console is not None, cmd=cmd, kernel_log=kernel_log) as (shown, hooks),
+    ):
+        recording, result = record(options, shown, host, progress, **hooks)
     if result.signal is not None:
         raise Interrupted(f"{result.reason.message}: nothing recorded", result.signal)
     if output is not None:
@@ -102,20 +114,26 @@ def replay_command(
         Path | None,
         typer.Option("--disk", metavar="FILE", help="The recorded disk, where it is now (its sha256 must match)"),
     ] = None,
+    console: Annotated[
+        Path | None, typer.Option("--console", help="Write the replayed guest console to FILE (as it was recorded)")
+    ] = None,
 ) -> None:
     """Re-execute a recording with plugins attached, and verify it is the recorded execution.
 
     It stops at the recorded instruction count whatever happens, and at --timeout.
     """
-    result = replay(
-        Recording.load(recording),
-        parse_plugin_list(plugins or []),
-        parse_plugin_args(plugin_args or []),
-        strict=strict,
-        cache=cache_dir,
-        timeout_seconds=timeout or None,
-        disk=disk,
-    )
+    loaded = Recording.load(recording)
+    with guest_console(console, quiet=True) as stream:
+        result = replay(
+            loaded,
+            parse_plugin_list(plugins or []),
+            parse_plugin_args(plugin_args or []),
+            strict=strict,
+            cache=cache_dir,
+            console=stream,
+            timeout_seconds=timeout or None,
+            disk=disk,
+        )
     say_database(result)
     if result.signal is not None:
         raise Interrupted(result.reason.message, result.signal)

@@ -5,7 +5,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import Annotated, Any, BinaryIO
 
 import typer
 
@@ -103,6 +103,25 @@ FromOption = Annotated[
     str | None,
     typer.Option("--from", metavar="NAME", help="Start from your snapshot NAME (`qppsuite snapshot save`)"),
 ]
+ConsoleOption = Annotated[
+    Path | None, typer.Option("--console", help="Write the guest console to FILE instead of the terminal")
+]
+QuietOption = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="Do not show the console (but with -i) or the summary; the run database's path is still said",
+    ),
+]
+KernelLogOption = Annotated[
+    bool,
+    typer.Option(
+        "--kernel-log",
+        help="With --cmd, show the kernel's log lines on the console too (by default they are left out, "
+        "and the command's output is marked)",
+    ),
+]
 MAX_INSNS_HELP = (
     "Stop after this many guest instructions, counted from power-on (a restored run counts the boot the "
     "snapshot holds); a budget that ends before the snapshot of the booted guest boots from power-on instead"
@@ -161,6 +180,24 @@ def guest_console(console: Path | None, quiet: bool, interactive: bool = False) 
             sink.close()
         else:
             sys.stdout.flush()
+
+
+@contextmanager
+def shown_console(
+    stream: ConsoleStream | None, *, to_file: bool, cmd: str | None, kernel_log: bool
+) -> Iterator[tuple[Callable[[bytes], None] | None, dict[str, Any]]]:
+    """What a run shows of the guest console on ``stream``, and the :class:`GuestIO` hooks that feed it.
+
+    A ``--cmd`` on the terminal (not an interactive one) shows the command's output between marks, the kernel's
+    log lines left out unless ``kernel_log`` (:class:`CommandConsole`: it starts when the channel hands the
+    agent its script and ends with the agent's status report); otherwise the console as it is.  The command's
+    end is marked when the block ends normally."""
+    if stream is None or to_file or cmd is None or stream.interactive:
+        yield stream, {}
+        return
+    shown = CommandConsole(stream, _command_mark, kernel=kernel_log)
+    yield shown, {"on_script": shown.handed_over, "on_status": shown.reported}
+    shown.finish()
 
 
 def notice(message: str) -> None:
@@ -236,19 +273,10 @@ def run_command(
     ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Stop the run when a plugin callback raises")] = False,
     max_insns: Annotated[int | None, typer.Option("--max-insns", min=1, help=MAX_INSNS_HELP)] = None,
-    console: Annotated[
-        Path | None, typer.Option("--console", help="Write the guest console to FILE instead of the terminal")
-    ] = None,
+    console: ConsoleOption = None,
     ram: RamOption = None,
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
-    quiet: Annotated[
-        bool,
-        typer.Option(
-            "--quiet",
-            "-q",
-            help="Do not show the console (but with -i) or the summary; the run database's path is still said",
-        ),
-    ] = False,
+    quiet: QuietOption = False,
     bootargs: Annotated[str, typer.Option("--bootargs", help="Extra kernel command-line arguments")] = "",
     guest_decompress: Annotated[
         bool, typer.Option("--guest-decompress", help="Boot a zImage as-is, decompressing in the guest")
@@ -266,14 +294,7 @@ def run_command(
     start_from: FromOption = None,
     interactive: InteractiveOption = False,
     disk: DiskOption = None,
-    kernel_log: Annotated[
-        bool,
-        typer.Option(
-            "--kernel-log",
-            help="With --cmd, show the kernel's log lines on the console too (by default they are left out, "
-            "and the command's output is marked)",
-        ),
-    ] = False,
+    kernel_log: KernelLogOption = False,
     label: Annotated[
         str | None,
         typer.Option(
@@ -319,16 +340,9 @@ def run_command(
         guest_console(console, quiet, interactive) as stream,
         keyboard(interactive, quiet) as host,
         channel_progress(err_console, quiet) as progress,
+        shown_console(stream, to_file=console is not None, cmd=cmd, kernel_log=kernel_log) as (shown, hooks),
     ):
-        shown: Callable[[bytes], None] | None = stream
-        if stream is not None and console is None and cmd is not None and not interactive:
-            shown = CommandConsole(stream, _command_mark, kernel=kernel_log)
-        io = GuestIO(host=host, progress=progress)
-        if isinstance(shown, CommandConsole):
-            io.on_script, io.on_status = shown.handed_over, shown.reported
-        result = run(options, shown, io=io)
-        if isinstance(shown, CommandConsole):
-            shown.finish()
+        result = run(options, shown, io=GuestIO(host=host, progress=progress, **hooks))
     say_database(result)
     mips = result.insn_count / result.wall_seconds / 1e6 if result.wall_seconds else 0.0
     summary = f"{result.insn_count:,} instructions in {result.wall_seconds:.2f} s ({mips:.0f} MIPS)"
