@@ -2,6 +2,7 @@
 
 import shlex
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,9 +27,16 @@ def ensure_default_image(cache: Path | None) -> None:
         return
     from qppsuite.images.builder import build_image
 
-    err_console.print(styled(("qppsuite:", "bold"), f" image '{DEFAULT_IMAGE}' is not built yet; building it now"))
+    where = images_dir(cache) / DEFAULT_IMAGE
+    err_console.print(
+        styled(("qppsuite:", "bold"), f" image '{DEFAULT_IMAGE}' is not built yet; building it in {where} now (once)"),
+        soft_wrap=True,
+    )
+    began = time.monotonic()
     with err_console.status(styled("building image")) as status:
         build_image(DEFAULT_IMAGE, cache=cache, progress=lambda msg: status.update(styled(msg)))
+    took = time.monotonic() - began
+    err_console.print(styled(("qppsuite:", "bold"), f" built image '{DEFAULT_IMAGE}' in {took:.0f} s"))
 
 
 RAM_HELP = f"Guest RAM in MiB, at most {RAM_MAX_MIB} (default: what the image needs, at least {RunOptions.ram_mib})"
