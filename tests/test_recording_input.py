@@ -1,7 +1,9 @@
 """Input the guest receives (files, scripts, keys) is stamped, recorded, and replayed at the same instants."""
 
 import base64
+import errno
 import hashlib
+import io
 import json
 import os
 import pty
@@ -18,8 +20,10 @@ import pytest
 from cli_entry import run_main
 
 from qppsuite.cli.keyboard import END_OF_INPUT, LEAVE_KEY, KeyboardInput
+from qppsuite.cli.run_cmd import check_console
 from qppsuite.cli.terminal import ConsoleStream
 from qppsuite.core.hypercall import FROM_HOST, HYPERCALL_A32
+from qppsuite.errors import ImageError
 from qppsuite.images.bundle import ImageBundle
 from qppsuite.images.guest.transfer import Assembler, elf_executable, movw
 from qppsuite.recording import Recording, RecordingError, pack_inputs, unpack_inputs
@@ -127,6 +131,38 @@ def test_interactive_with_stdin_closed_is_one_line(tmp_path: Path) -> None:
     assert done.stderr.strip() == "error: -i: standard input is closed, so nothing can be typed into the guest"
 
 
+class _Failing(io.BytesIO):
+    """A console sink whose writes fail with ``code`` (a full disk, a pipe whose reader left)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__()
+        self.code = code
+        self.tried = 0
+
+    def write(self, data: object) -> int:
+        self.tried += 1
+        raise OSError(self.code, os.strerror(self.code))
+
+
+def test_a_console_write_that_fails_stops_the_console_not_the_run() -> None:
+    full = _Failing(errno.ENOSPC)
+    stream = ConsoleStream(full, terminal=False)
+    stream(b"one\n")
+    stream(b"two\n")  # dropped: the console stopped at its first failure
+    assert (stream.error is not None and stream.error.errno, full.tried) == (errno.ENOSPC, 1)
+    with pytest.raises(ImageError, match=r"^cannot write console file c\.log: No space left on device; the rest"):
+        check_console(stream, Path("c.log"))
+    with pytest.raises(ImageError, match=r"^cannot write the console to standard output: No space left on device"):
+        check_console(stream, None)
+    piped = ConsoleStream(_Failing(errno.EPIPE), terminal=False)
+    piped(b"one\n")
+    check_console(piped, None)  # a reader that left early (`| head`) is not an error
+    with pytest.raises(ImageError, match="Broken pipe"):
+        check_console(piped, Path("fifo"))  # a --console FIFO whose reader left: the file asked for is short
+    check_console(ConsoleStream(io.BytesIO(), terminal=False), Path("c.log"))
+    check_console(None, None)
+
+
 # -- on the real guest ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def recorded_file_run(default_image: ImageBundle, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
@@ -168,6 +204,34 @@ def test_a_file_run_records_its_input_and_replays_identically_with_the_plugin_st
     assert f"{digest}  /root/blob".encode() in console and done.stdout == ""
     assert f"replayed {rec.insn_count:,} instructions identically" in done.stderr
     assert f"qppsuite: run database {tmp_path / 'calls.db'} (run 1)" in done.stderr  # said, as a run says it
+
+
+@pytest.mark.boot
+def test_a_console_that_cannot_be_written_loses_neither_the_recording_nor_the_recorded_file(
+    recorded_file_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    path, _ = recorded_file_run
+    kept = path.read_bytes()
+    done = qppsuite("replay", str(path), "--console", str(path), cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (1, f"error: --console {path} is the recording being replayed: give "
+                                                 "another file\n") and path.read_bytes() == kept  # fmt: skip
+    done = qppsuite("record", "-o", "full.json", "--console", "/dev/full", "--cmd", "echo x", cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        "error: cannot write console file /dev/full: No space left on device; the rest of the console was not written"
+    )
+    assert Recording.load(tmp_path / "full.json").insn_count > 0  # written before the error
+    # A reader that leaves early (`| head -1`) is no error: the command runs to its end, the recording is written.
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "qppsuite", "record", "-o", "piped.json", "--cmd", "seq 1 20000"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert reader.stdout is not None and reader.stderr is not None
+    assert reader.stdout.readline() == b"1\r\n"  # the serial console's line end
+    reader.stdout.close()
+    err = reader.stderr.read().decode()
+    assert reader.wait(timeout=900) == 0 and "Traceback" not in err, err
+    assert "── the command ended: exit status 0 ──" in err and Recording.load(tmp_path / "piped.json").insn_count > 0
 
 
 @pytest.mark.boot

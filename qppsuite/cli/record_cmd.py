@@ -22,6 +22,7 @@ from qppsuite.cli.run_cmd import (
     QuietOption,
     RamOption,
     TimeoutOption,
+    check_console,
     command_text,
     guest_console,
     image_ram_mib,
@@ -31,8 +32,16 @@ from qppsuite.cli.run_cmd import (
 from qppsuite.cli.terminal import channel_progress, styled
 from qppsuite.core.qpp import parse_plugin_args, parse_plugin_list
 from qppsuite.errors import GuestError, Interrupted, PluginError
-from qppsuite.recording import Recording, check_writable, default_path, record, replay
+from qppsuite.recording import Recording, RecordingError, check_writable, default_path, record, replay
 from qppsuite.session import DEFAULT_IMAGE, PLUGIN_FAILURES_HINT, RunOptions
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether the paths name one file (both exist and are it, or they resolve alike)."""
+    try:
+        return a.samefile(b)
+    except OSError:
+        return a.resolve() == b.resolve()
 
 
 @app.command("record")
@@ -60,8 +69,9 @@ def record_command(
 ) -> None:
     """Run IMAGE once without plugins and write a recording that `qppsuite replay` reproduces exactly.
 
-    The input the guest receives (--file, the script, keys with -i) is stamped and stored in it.  The console
-    shows as `qppsuite run`'s does.
+    The input the guest receives (--file, the script, keys with -i) is stamped and stored in it.
+
+    The console shows as `qppsuite run`'s does.
     """
     cmd = command_text(cmd, cmd_file)
     options = RunOptions(
@@ -80,6 +90,8 @@ def record_command(
         disk=disk,
     )
     check_writable(output or default_path(image))  # before the boot, not after it
+    if console is not None and output is not None and same_file(console, output):
+        raise RecordingError(f"--console {console} is the recording's file (-o {output}): give another")
     with (
         guest_console(console, quiet, interactive) as stream,
         keyboard(interactive, quiet) as host,
@@ -100,6 +112,7 @@ def record_command(
             f"in {result.wall_seconds:.2f} s to {output}",
         )
     )
+    check_console(stream, console)
 
 
 @app.command("replay")
@@ -123,6 +136,8 @@ def replay_command(
     It stops at the recorded instruction count whatever happens, and at --timeout.
     """
     loaded = Recording.load(recording)
+    if console is not None and same_file(console, recording):
+        raise RecordingError(f"--console {console} is the recording being replayed: give another file")
     with guest_console(console, quiet=True) as stream:
         result = replay(
             loaded,
@@ -151,3 +166,4 @@ def replay_command(
             f" replayed {result.insn_count:,} instructions identically in {result.wall_seconds:.2f} s",
         )
     )
+    check_console(stream, console)

@@ -1,5 +1,7 @@
 """``qppsuite run``: boot an image with plugins stacked on it."""
 
+import contextlib
+import errno
 import shlex
 import sys
 import time
@@ -174,6 +176,7 @@ def guest_console(console: Path | None, quiet: bool, interactive: bool = False) 
     ``interactive`` console always shows, :class:`ConsoleStream`); the file is closed (stdout flushed)
     however the block ends."""
     sink: BinaryIO | None = None
+    stream: ConsoleStream | None = None
     try:
         if console is not None:
             try:
@@ -182,12 +185,27 @@ def guest_console(console: Path | None, quiet: bool, interactive: bool = False) 
                 raise ImageError(f"cannot write console file {console}: {exc.strerror}") from exc
         elif not quiet or interactive:
             sink = sys.stdout.buffer
-        yield ConsoleStream(sink, interactive=interactive) if sink else None
+        stream = ConsoleStream(sink, interactive=interactive) if sink else None
+        yield stream
     finally:
-        if sink is not None and sink is not sys.stdout.buffer:
-            sink.close()
-        else:
-            sys.stdout.flush()
+        try:
+            if sink is not None and sink is not sys.stdout.buffer:
+                sink.close()
+            else:
+                sys.stdout.flush()
+        except OSError as exc:  # what the last write left in the buffer
+            if stream is not None:
+                stream.failed(exc)
+
+
+def check_console(stream: ConsoleStream | None, console: Path | None) -> None:
+    """One error when the console could not be written (call it after the run's results are kept: the
+    database, the recording); a reader of standard output that left early (``| head``) is not one."""
+    error = None if stream is None else stream.error
+    if error is None or (console is None and error.errno == errno.EPIPE):
+        return
+    where = f"console file {console}" if console is not None else "the console to standard output"
+    raise ImageError(f"cannot write {where}: {error.strerror or error}; the rest of the console was not written")
 
 
 @contextmanager
@@ -230,7 +248,8 @@ def say_database(result: RunResult) -> None:
 
 def _command_mark(what: str) -> None:
     """CommandConsole's marks, on stderr between the console's lines: where the command's output starts and ends."""
-    sys.stdout.flush()
+    with contextlib.suppress(OSError):  # the console's own next write, or its end, says why
+        sys.stdout.flush()
     if what == "start":
         err_console.print(styled(("── the command's output ──", "dim")))
     elif what == "midline":  # the output's last line has no end: the mark starts a line of its own
@@ -352,6 +371,7 @@ def run_command(
     ):
         result = run(options, shown, io=GuestIO(host=host, progress=progress, **hooks))
     say_database(result)
+    check_console(stream, console)
     mips = result.insn_count / result.wall_seconds / 1e6 if result.wall_seconds else 0.0
     summary = f"{result.insn_count:,} instructions in {result.wall_seconds:.2f} s ({mips:.0f} MIPS)"
     if result.signal is not None:

@@ -11,6 +11,7 @@ styling is applied to :class:`rich.text.Text` built with :func:`styled`.
 
 import codecs
 import contextlib
+import io
 import os
 import re
 import unicodedata
@@ -136,6 +137,10 @@ class ConsoleStream:
     escaped.  An ``interactive`` console (``run -i``, where the guest edits the
     line the user types) also passes the few controls in :data:`_SAFE_CONTROL`.
     Writes to a file or a pipe keep the bytes exactly.
+
+    A write that fails (a full disk, a pipe whose reader left, as ``| head`` does) stops the console, not the
+    run: :attr:`error` keeps the first failure, later output is dropped, and standard output is pointed at
+    ``/dev/null`` so that nothing else the command prints there fails again.
     """
 
     def __init__(self, stream: IO[bytes], terminal: bool | None = None, *, interactive: bool = False) -> None:
@@ -144,15 +149,34 @@ class ConsoleStream:
         self.interactive = interactive
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="backslashreplace")
         self._held = ""
+        #: The first write that failed; None while every write succeeded.
+        self.error: OSError | None = None
 
     def __call__(self, data: bytes) -> None:
+        if self.error is not None:
+            return
         if self.terminal:
             text = self._decoder.decode(data)
             escape = self._interactive if self.interactive else self._plain
             data = escape(text)
-        self.stream.write(data)
-        if b"\n" in data or self.interactive:
-            self.stream.flush()
+        try:
+            self.stream.write(data)
+            if b"\n" in data or self.interactive:
+                self.stream.flush()
+        except OSError as exc:
+            self.failed(exc)
+
+    def failed(self, exc: OSError) -> None:
+        """Stop the console after ``exc``: kept in :attr:`error`; standard output, if that is the stream, is
+        pointed at ``/dev/null`` (what the failed write held goes there)."""
+        if self.error is None:
+            self.error = exc
+        with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+            fd = self.stream.fileno()
+            if fd == 1:
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, fd)
+                os.close(null)
 
     @staticmethod
     def _plain(text: str) -> bytes:
