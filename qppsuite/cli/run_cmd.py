@@ -371,7 +371,6 @@ def run_command(
     ):
         result = run(options, shown, io=GuestIO(host=host, progress=progress, **hooks))
     say_database(result)
-    check_console(stream, console)
     mips = result.insn_count / result.wall_seconds / 1e6 if result.wall_seconds else 0.0
     summary = f"{result.insn_count:,} instructions in {result.wall_seconds:.2f} s ({mips:.0f} MIPS)"
     if result.signal is not None:
@@ -388,6 +387,7 @@ def run_command(
         if result.reason.kind == "error":  # "error: error: ..." says nothing
             raise GuestError(f"{result.reason.message} (stopped after {summary})")
         raise GuestStopped(result.reason.kind, result.reason.message, summary)
+    check_console(stream, console)  # after the guest's own failures, which matter more
     if result.not_written:
         raise GuestError(
             f"--file: the guest could not write {result.not_written[0]}, so the command did not run "
